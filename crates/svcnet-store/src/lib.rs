@@ -1,0 +1,159 @@
+//! Durable storage for API objects.
+//!
+//! The API server sees storage the way kube-apiserver sees etcd: a flat, ordered key space of opaque
+//! values, one global monotonic revision that every write increments, conditional writes (compare the
+//! key's modification revision, then put or delete), and a change feed that starts exactly where a
+//! consistent snapshot ends. [`Store`] is that contract; [`redb::RedbStore`] is the embedded backend used
+//! by default, and an etcd backend can implement the same trait for a highly available control plane.
+//!
+//! Storage knows nothing about Kubernetes objects: resourceVersions, watch caches and selectors live in
+//! the API server, which keeps this crate small and the backends interchangeable.
+
+pub mod redb;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+/// A global, monotonic revision; every committed write gets the next one.
+pub type Revision = u64;
+
+/// A stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key, e.g. `/core/services/default/backend`.
+    pub key: String,
+    /// The stored bytes (JSON, for the API server).
+    pub value: Bytes,
+    /// The revision at which the key was created.
+    pub create_revision: Revision,
+    /// The revision of the last write to the key.
+    pub mod_revision: Revision,
+}
+
+/// A committed change, delivered on the change feed in revision order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A key was created or updated.
+    Put {
+        /// The new state.
+        kv: KeyValue,
+        /// The state before, if the key existed.
+        prev: Option<KeyValue>,
+    },
+    /// A key was deleted.
+    Delete {
+        /// The state before the delete.
+        prev: KeyValue,
+        /// The revision of the delete.
+        revision: Revision,
+    },
+}
+
+impl Event {
+    /// The revision this change was committed at.
+    pub fn revision(&self) -> Revision {
+        match self {
+            Event::Put { kv, .. } => kv.mod_revision,
+            Event::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The key this change is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Event::Put { kv, .. } => &kv.key,
+            Event::Delete { prev, .. } => &prev.key,
+        }
+    }
+}
+
+/// What must hold for a conditional write to go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Nothing: the write always goes ahead.
+    None,
+    /// The key must not exist (create).
+    Absent,
+    /// The key must exist with exactly this modification revision (optimistic concurrency).
+    ModRevision(Revision),
+    /// The key must exist, whatever its revision.
+    Exists,
+}
+
+/// One conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Create or replace a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Bytes,
+        /// What must hold first.
+        precondition: Precondition,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: String,
+        /// What must hold first.
+        precondition: Precondition,
+    },
+}
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The write committed durably at `revision`.
+    Committed {
+        /// The revision it committed at.
+        revision: Revision,
+        /// The key's state before the write.
+        prev: Option<KeyValue>,
+    },
+    /// The precondition did not hold; nothing was written.
+    PreconditionFailed {
+        /// The key's current state.
+        current: Option<KeyValue>,
+    },
+}
+
+/// A consistent view of every key under a prefix, at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The revision the snapshot reflects; the feed continues with the first revision after it.
+    pub revision: Revision,
+    /// The keys, in key order.
+    pub items: Vec<KeyValue>,
+}
+
+/// A change feed: batches of events in strictly increasing revision order, with no gap after the
+/// snapshot it was opened with. It ends (returns `None`) when the store shuts down.
+pub type Feed = mpsc::UnboundedReceiver<Vec<Event>>;
+
+/// Errors from a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, lost connection); the write may not have happened.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// The store has shut down.
+    #[error("storage is shutting down")]
+    Closed,
+}
+
+/// A key-value store with conditional writes and a gap-free change feed: the contract the API server
+/// needs from etcd, and what the embedded backend provides.
+pub trait Store: Send + Sync + 'static {
+    /// Performs one conditional write. It returns only after the write is durable, so an acknowledged
+    /// write survives a crash.
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
+
+    /// Reads every key under `prefix` at one revision and opens a feed of every change under the prefix
+    /// committed after that revision.
+    fn snapshot_and_watch(&self, prefix: &str) -> BoxFuture<'_, Result<(Snapshot, Feed), StoreError>>;
+
+    /// Reads one key at the latest revision.
+    fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>>;
+}
