@@ -1,0 +1,314 @@
+//! The watch cache: every object, decoded once, kept in memory and updated from the store's change feed.
+//!
+//! Like kube-apiserver's cacher, it serves gets, lists and watches without touching storage, which is what
+//! makes a 10,000-item list and a hundred watchers cheap. One task (the feeder) is its only writer; it
+//! applies each committed change, appends it to a bounded history that watches resume from, and
+//! broadcasts it. A write request waits until the cache has caught up with its revision before it
+//! answers, so a client always reads its own writes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+use serde_json::Value;
+use svcnet_store::{Event, KeyValue, Revision, Store, StoreError};
+use tokio::sync::{broadcast, watch};
+use tracing::{error, warn};
+
+/// How many past events watches can resume from (kube keeps a comparable window per resource).
+const HISTORY: usize = 100_000;
+/// How far a slow watcher may fall behind before it is cut off and must re-watch.
+const BROADCAST_CAPACITY: usize = 65_536;
+
+/// An object as the cache holds it: decoded JSON with `metadata.resourceVersion` filled in.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// The storage key.
+    pub key: Arc<str>,
+    /// The modification revision.
+    pub revision: Revision,
+    /// The object.
+    pub object: Arc<Value>,
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Updated.
+    Modified,
+    /// Deleted.
+    Deleted,
+}
+
+impl EventType {
+    /// The watch event `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, shared by every watcher.
+#[derive(Debug)]
+pub struct CacheEvent {
+    /// The revision of the change.
+    pub revision: Revision,
+    /// The storage key.
+    pub key: Arc<str>,
+    /// What happened.
+    pub kind: EventType,
+    /// The object after the change (for deletes: its last state, at the delete's revision).
+    pub object: Arc<Value>,
+    /// The object before the change, so a watcher with a selector can see an object leave its view.
+    pub prev: Option<Arc<Value>>,
+    /// The serialized plain watch line, built by the first watcher that needs it.
+    line: OnceLock<Bytes>,
+}
+
+impl CacheEvent {
+    /// The event as one JSON line of a plain watch stream: `{"type":"ADDED","object":{...}}\n`.
+    pub fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| watch_line(self.kind.as_str(), &self.object))
+            .clone()
+    }
+}
+
+/// Serializes one watch event line.
+pub fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(kind.as_bytes());
+    buf.extend_from_slice(b"\",\"object\":");
+    // Serializing a Value cannot fail.
+    let _ = serde_json::to_writer(&mut buf, object);
+    buf.extend_from_slice(b"}\n");
+    Bytes::from(buf)
+}
+
+struct State {
+    objects: BTreeMap<Arc<str>, Cached>,
+    history: VecDeque<Arc<CacheEvent>>,
+    revision: Revision,
+    /// The oldest revision a watch may start after and still see every event.
+    oldest: Revision,
+}
+
+/// The cache. Share it behind an `Arc`.
+pub struct Cache {
+    state: RwLock<State>,
+    events: broadcast::Sender<Arc<CacheEvent>>,
+    revision: watch::Sender<Revision>,
+}
+
+/// Where a new watch starts.
+pub enum WatchStart {
+    /// Events after this revision, from history.
+    Events(Vec<Arc<CacheEvent>>),
+    /// The requested revision is older than history: the client must relist (410).
+    TooOld {
+        /// The oldest revision still available.
+        oldest: Revision,
+    },
+}
+
+/// Decodes a stored value and stamps its resourceVersion.
+fn decode(kv: &KeyValue, revision: Revision) -> Option<Value> {
+    match serde_json::from_slice::<Value>(&kv.value) {
+        Ok(mut v) => {
+            if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+            }
+            Some(v)
+        }
+        Err(e) => {
+            // Only this server writes storage, so this means corruption; skip the object, keep serving.
+            error!(key = %kv.key, error = %e, "undecodable object in storage");
+            None
+        }
+    }
+}
+
+impl Cache {
+    /// Loads everything under `prefix` from the store and starts the feeder task.
+    pub async fn start(store: Arc<dyn Store>, prefix: &str) -> Result<Arc<Cache>, StoreError> {
+        let (snapshot, mut feed) = store.snapshot_and_watch(prefix).await?;
+        let mut objects = BTreeMap::new();
+        for kv in &snapshot.items {
+            if let Some(v) = decode(kv, kv.mod_revision) {
+                let key: Arc<str> = kv.key.as_str().into();
+                objects.insert(
+                    key.clone(),
+                    Cached {
+                        key,
+                        revision: kv.mod_revision,
+                        object: Arc::new(v),
+                    },
+                );
+            }
+        }
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (revision, _) = watch::channel(snapshot.revision);
+        let cache = Arc::new(Cache {
+            state: RwLock::new(State {
+                objects,
+                history: VecDeque::new(),
+                revision: snapshot.revision,
+                oldest: snapshot.revision,
+            }),
+            events,
+            revision,
+        });
+        let feeder = cache.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = feed.recv().await {
+                feeder.apply(batch);
+            }
+            warn!("store change feed ended");
+        });
+        Ok(cache)
+    }
+
+    fn apply(&self, batch: Vec<Event>) {
+        let mut last = 0;
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for ev in batch {
+                let revision = ev.revision();
+                last = revision;
+                let (key, kind, object, prev) = match &ev {
+                    Event::Put { kv, prev } => {
+                        let Some(v) = decode(kv, revision) else { continue };
+                        let key: Arc<str> = kv.key.as_str().into();
+                        let object = Arc::new(v);
+                        let old = st.objects.insert(
+                            key.clone(),
+                            Cached {
+                                key: key.clone(),
+                                revision,
+                                object: object.clone(),
+                            },
+                        );
+                        let kind = if prev.is_some() {
+                            EventType::Modified
+                        } else {
+                            EventType::Added
+                        };
+                        (key, kind, object, old.map(|c| c.object))
+                    }
+                    Event::Delete { prev, .. } => {
+                        let old = st.objects.remove(prev.key.as_str());
+                        let Some(mut last_state) = old.as_ref().map(|c| (*c.object).clone()) else {
+                            continue;
+                        };
+                        // kube reports a deleted object at the revision of the delete.
+                        if let Some(meta) = last_state.get_mut("metadata").and_then(Value::as_object_mut) {
+                            meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+                        }
+                        let key: Arc<str> = prev.key.as_str().into();
+                        (
+                            key,
+                            EventType::Deleted,
+                            Arc::new(last_state),
+                            old.map(|c| c.object),
+                        )
+                    }
+                };
+                let ce = Arc::new(CacheEvent {
+                    revision,
+                    key,
+                    kind,
+                    object,
+                    prev,
+                    line: OnceLock::new(),
+                });
+                st.history.push_back(ce.clone());
+                if st.history.len() > HISTORY
+                    && let Some(dropped) = st.history.pop_front()
+                {
+                    st.oldest = dropped.revision;
+                }
+                st.revision = revision;
+                // Sent under the lock so a watch registering under the read lock sees no gap.
+                let _ = self.events.send(ce);
+            }
+        }
+        if last > 0 {
+            self.revision.send_replace(last);
+        }
+    }
+
+    /// Waits until the cache reflects `revision` (read-your-writes for the request that wrote it).
+    pub async fn wait_for(&self, revision: Revision) {
+        let mut rx = self.revision.subscribe();
+        let _ = rx.wait_for(|r| *r >= revision).await;
+    }
+
+    /// The latest revision the cache reflects.
+    pub fn revision(&self) -> Revision {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).revision
+    }
+
+    /// One object by key.
+    pub fn get(&self, key: &str) -> Option<Cached> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .objects
+            .get(key)
+            .cloned()
+    }
+
+    /// Every object whose key starts with `prefix` and sorts after `start_after`, with the revision of
+    /// the view.
+    pub fn list(&self, prefix: &str, start_after: Option<&str>) -> (Vec<Cached>, Revision) {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let from: &str = match start_after {
+            Some(k) if k >= prefix => k,
+            _ => prefix,
+        };
+        let items = st
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| start_after.is_none_or(|s| k.as_ref() > s))
+            .map(|(_, c)| c.clone())
+            .collect();
+        (items, st.revision)
+    }
+
+    /// Starts a watch: the current objects under `prefix` (for an initial listing) and the live feed,
+    /// taken atomically so nothing is missed or repeated.
+    pub fn watch_from_now(
+        &self,
+        prefix: &str,
+    ) -> (Vec<Cached>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let rx = self.events.subscribe();
+        let items = st
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, c)| c.clone())
+            .collect();
+        (items, st.revision, rx)
+    }
+
+    /// Starts a watch after `revision`: the history since then and the live feed.
+    pub fn watch_from(&self, revision: Revision) -> (WatchStart, broadcast::Receiver<Arc<CacheEvent>>) {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let rx = self.events.subscribe();
+        if revision < st.oldest {
+            return (WatchStart::TooOld { oldest: st.oldest }, rx);
+        }
+        // History is ordered by revision: find the first event after `revision`.
+        let start = st.history.partition_point(|e| e.revision <= revision);
+        let events = st.history.iter().skip(start).cloned().collect();
+        (WatchStart::Events(events), rx)
+    }
+}

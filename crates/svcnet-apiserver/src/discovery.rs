@@ -1,0 +1,219 @@
+//! API discovery: the legacy documents (`/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`) and the
+//! aggregated `apidiscovery.k8s.io` documents kubectl 1.27+ asks for first, all generated from the
+//! resource registry.
+
+use serde_json::{Value, json};
+use svcnet_api::resources::{self, RESOURCES, ResourceType};
+
+/// The media type parameters of an aggregated discovery response, if the client accepts one.
+pub fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
+    let accept = accept?;
+    for part in accept.split(',') {
+        if part.contains("as=APIGroupDiscoveryList") && part.contains("g=apidiscovery.k8s.io") {
+            if part.contains("v=v2beta1") {
+                return Some("v2beta1");
+            }
+            if part.contains("v=v2") {
+                return Some("v2");
+            }
+        }
+    }
+    None
+}
+
+fn status_verbs() -> Vec<&'static str> {
+    vec!["get", "patch", "update"]
+}
+
+fn sub_kind(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'static str) {
+    match sub {
+        "scale" => ("autoscaling", "v1", "Scale"),
+        _ => (rt.group, rt.version, rt.kind),
+    }
+}
+
+/// `/api`.
+pub fn legacy_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+fn group_json(name: &str, versions: &[&str]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    json!({"name": name, "versions": vs, "preferredVersion": vs[0].clone()})
+}
+
+/// `/apis`.
+pub fn group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_json(g, &vs))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/{group}`, if served.
+pub fn group(name: &str) -> Option<Value> {
+    let (g, vs) = resources::groups()
+        .into_iter()
+        .find(|(g, _)| *g == name && !g.is_empty())?;
+    let mut v = group_json(g, &vs);
+    v["kind"] = json!("APIGroup");
+    v["apiVersion"] = json!("v1");
+    Some(v)
+}
+
+/// `/api/v1` or `/apis/{group}/{version}`, if served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut out = Vec::new();
+    for rt in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let mut r = json!({
+            "name": rt.plural,
+            "singularName": rt.singular,
+            "namespaced": rt.namespaced,
+            "kind": rt.kind,
+            "verbs": rt.verbs(),
+        });
+        if !rt.short_names.is_empty() {
+            r["shortNames"] = json!(rt.short_names);
+        }
+        if !rt.categories.is_empty() {
+            r["categories"] = json!(rt.categories);
+        }
+        out.push(r);
+        for sub in rt.subresources {
+            let (g, v, k) = sub_kind(rt, sub);
+            let mut s = json!({
+                "name": format!("{}/{sub}", rt.plural),
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "kind": k,
+                "verbs": if *sub == "finalize" { vec!["update"] } else { status_verbs() },
+            });
+            if g != rt.group || v != rt.version {
+                s["group"] = json!(g);
+                s["version"] = json!(v);
+            }
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
+}
+
+fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let res: Vec<Value> = RESOURCES
+                .iter()
+                .filter(|r| r.group == group && r.version == *v)
+                .map(|rt| {
+                    let subs: Vec<Value> = rt
+                        .subresources
+                        .iter()
+                        .map(|sub| {
+                            let (g, v, k) = sub_kind(rt, sub);
+                            json!({
+                                "subresource": sub,
+                                "responseKind": {"group": g, "version": v, "kind": k},
+                                "verbs": if *sub == "finalize" { vec!["update"] } else { status_verbs() },
+                            })
+                        })
+                        .collect();
+                    let mut r = json!({
+                        "resource": rt.plural,
+                        "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+                        "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": rt.singular,
+                        "verbs": rt.verbs(),
+                    });
+                    if !rt.short_names.is_empty() {
+                        r["shortNames"] = json!(rt.short_names);
+                    }
+                    if !rt.categories.is_empty() {
+                        r["categories"] = json!(rt.categories);
+                    }
+                    if !subs.is_empty() {
+                        r["subresources"] = json!(subs);
+                    }
+                    r
+                })
+                .collect();
+            json!({"version": v, "resources": res, "freshness": "Current"})
+        })
+        .collect();
+    json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": vs})
+}
+
+/// The aggregated discovery document for `/api` (legacy = true) or `/apis`.
+pub fn aggregated(legacy: bool, version: &str) -> Value {
+    let items: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|(g, _)| g.is_empty() == legacy)
+        .map(|(g, vs)| aggregated_group(g, &vs))
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents() {
+        let v1 = resource_list("", "v1").unwrap();
+        let names: Vec<&str> = v1["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"services") && names.contains(&"services/status"));
+        assert!(resource_list("", "v2").is_none());
+        assert_eq!(
+            group("discovery.k8s.io").unwrap()["preferredVersion"]["groupVersion"],
+            "discovery.k8s.io/v1"
+        );
+        assert!(group("").is_none());
+        let agg = aggregated(true, "v2");
+        assert_eq!(agg["items"][0]["metadata"]["name"], "");
+        let apis = aggregated(false, "v2beta1");
+        assert!(
+            apis["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["metadata"]["name"] != "")
+        );
+        assert_eq!(
+            aggregated_version(Some(
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+            )),
+            Some("v2")
+        );
+        assert_eq!(aggregated_version(Some("application/json")), None);
+    }
+}

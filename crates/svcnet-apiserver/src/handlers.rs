@@ -1,0 +1,984 @@
+//! The REST verbs on resources: get, list, create, update, patch, apply, delete and deletecollection,
+//! with kube-apiserver's semantics (optimistic concurrency, dry runs, generateName, finalizers,
+//! namespace lifecycle, no-op updates that write nothing).
+//!
+//! Every read comes from the watch cache; every write is a conditional write to the store followed by a
+//! wait for the cache to catch up, so the response carries the stored resourceVersion and a following
+//! read sees it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use svcnet_api::resources::{self, ResourceType};
+use svcnet_api::selector::{FieldSelector, LabelSelector};
+use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
+
+use crate::ApiServer;
+use crate::cache::Cached;
+use crate::decode::{self, FieldValidation};
+use crate::errors::{ApiError, success_status};
+use crate::request::{Params, Representation, ResourceRoute, collection_prefix, object_key};
+use crate::{managed, strategy, tables};
+
+/// A handler's answer before HTTP encoding.
+pub struct Reply {
+    /// HTTP status code.
+    pub code: u16,
+    /// JSON body.
+    pub body: Value,
+    /// `Warning` headers to send.
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Self {
+        Reply {
+            code: 200,
+            body,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The context of one write request.
+pub struct WriteCtx<'a> {
+    /// The route.
+    pub route: &'a ResourceRoute,
+    /// Query parameters.
+    pub params: &'a Params,
+    /// The field manager (from `fieldManager` or the user agent); `None` when the object's managed
+    /// fields were already computed (server-side apply).
+    pub manager: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+const NAMESPACE_TERMINATING: &str = "is being terminated";
+/// Attempts at an unconditional update or patch before giving up on a hot object.
+const RETRIES: usize = 16;
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+fn meta(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata").and_then(Value::as_object)
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object)
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.insert("metadata".into(), json!({}));
+    }
+    obj.get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .expect("metadata was just ensured to be an object")
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    meta(obj).and_then(|m| m.get(field)).and_then(Value::as_str)
+}
+
+/// Removes fields that never count when deciding whether an update changed anything.
+fn comparable(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    v
+}
+
+impl ApiServer {
+    /// Commits a write and waits until the cache reflects it.
+    async fn commit(
+        &self,
+        write: Write,
+    ) -> Result<Result<Revision, Option<svcnet_store::KeyValue>>, ApiError> {
+        match self.store.write(write).await? {
+            WriteOutcome::Committed { revision, .. } => {
+                self.cache.wait_for(revision).await;
+                Ok(Ok(revision))
+            }
+            WriteOutcome::PreconditionFailed { current } => Ok(Err(current)),
+        }
+    }
+
+    fn stamp(obj: &mut Value, revision: Revision) {
+        meta_mut(obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+
+    /// `GET` one object.
+    pub fn get(
+        &self,
+        route: &ResourceRoute,
+        repr: Representation,
+        params: &Params,
+    ) -> Result<Reply, ApiError> {
+        let name = route.name.as_deref().unwrap_or_default();
+        let cached = self
+            .cache
+            .get(&route.key(name))
+            .ok_or_else(|| ApiError::not_found(route.rt, name))?;
+        let body = match repr {
+            Representation::Object => (*cached.object).clone(),
+            Representation::Table => {
+                tables::table(route.rt, &[&cached.object], params, self.cache.revision(), None)
+            }
+            Representation::Metadata => tables::partial_metadata(&cached.object),
+        };
+        Ok(Reply::ok(body))
+    }
+
+    /// `GET` a collection.
+    pub fn list(
+        &self,
+        route: &ResourceRoute,
+        repr: Representation,
+        params: &Params,
+    ) -> Result<Reply, ApiError> {
+        let rt = route.rt;
+        let (labels, fields) = selectors(rt, params)?;
+        let limit = params.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+        let prefix = route.collection_prefix();
+        let (start_after, list_rev) = match params.get("continue") {
+            Some(token) => {
+                let (key, rev) = decode_continue(token)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("continue key is not valid for this list"));
+                }
+                (Some(key), Some(rev))
+            }
+            None => (None, None),
+        };
+        // A name-only field selector narrows the scan to one key instead of filtering the collection.
+        let (items, rev) = match (fields.required_value("metadata.name"), &route.namespace) {
+            (Some(name), Some(ns)) if rt.namespaced && start_after.is_none() => {
+                let obj = self.cache.get(&object_key(rt, Some(ns), name));
+                (obj.into_iter().collect(), self.cache.revision())
+            }
+            _ => self.cache.list(&prefix, start_after.as_deref()),
+        };
+        let rev = list_rev.unwrap_or(rev);
+        let mut selected: Vec<Cached> = Vec::new();
+        let mut remaining = 0usize;
+        let mut next_key = None;
+        for c in items {
+            if !(labels.matches_object(&c.object) && fields.matches(rt.kind, &c.object)) {
+                continue;
+            }
+            match limit {
+                Some(l) if selected.len() >= l => {
+                    remaining += 1;
+                }
+                _ => selected.push(c),
+            }
+        }
+        if remaining > 0
+            && let Some(last) = selected.last()
+        {
+            next_key = Some(encode_continue(&last.key, rev));
+        }
+        let mut list_meta = json!({"resourceVersion": rev.to_string()});
+        if let Some(k) = &next_key {
+            list_meta["continue"] = json!(k);
+            list_meta["remainingItemCount"] = json!(remaining);
+        }
+        let body = match repr {
+            Representation::Object => {
+                let items: Vec<Value> = selected.iter().map(|c| (*c.object).clone()).collect();
+                json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": list_meta, "items": items})
+            }
+            Representation::Table => {
+                let objs: Vec<&Value> = selected.iter().map(|c| c.object.as_ref()).collect();
+                let mut t = tables::table(rt, &objs, params, rev, next_key.as_deref());
+                if next_key.is_some() {
+                    t["metadata"]["remainingItemCount"] = json!(remaining);
+                }
+                t
+            }
+            Representation::Metadata => {
+                let items: Vec<Value> = selected
+                    .iter()
+                    .map(|c| tables::partial_metadata(&c.object))
+                    .collect();
+                json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items})
+            }
+        };
+        Ok(Reply::ok(body))
+    }
+
+    /// Checks that the namespace of a namespaced write exists and is not being deleted.
+    fn check_namespace(&self, rt: &ResourceType, ns: &str, creating: bool) -> Result<(), ApiError> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        let ns_rt = resources::lookup("", "v1", "namespaces").expect("namespaces are always served");
+        match self.cache.get(&object_key(ns_rt, None, ns)) {
+            None => Err(ApiError::namespace_not_found(ns)),
+            Some(c) if creating && meta(&c.object).is_some_and(|m| m.contains_key("deletionTimestamp")) => {
+                Err(ApiError::forbidden(format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it {NAMESPACE_TERMINATING}",
+                    rt.qualified_resource(),
+                    "",
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// `POST` to a collection.
+    pub async fn create(&self, ctx: &WriteCtx<'_>, body: Value) -> Result<Reply, ApiError> {
+        let rt = ctx.route.rt;
+        let fv = FieldValidation::parse(ctx.params.get("fieldValidation"))?;
+        let (mut obj, warnings) = decode::decode_object(rt, body, fv)?;
+        let ns = ctx.route.namespace.clone();
+        if rt.namespaced {
+            let url_ns = ns.clone().unwrap_or_default();
+            match meta_str(&obj, "namespace") {
+                Some(body_ns) if !body_ns.is_empty() && body_ns != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    meta_mut(&mut obj).insert("namespace".into(), json!(url_ns));
+                }
+            }
+        } else {
+            meta_mut(&mut obj).remove("namespace");
+        }
+        let mut reply = self.create_object(ctx, obj).await?;
+        reply.warnings.extend(warnings);
+        Ok(reply)
+    }
+
+    /// Creates a decoded object (shared by POST, create-on-update and server-side apply).
+    async fn create_object(&self, ctx: &WriteCtx<'_>, mut obj: Value) -> Result<Reply, ApiError> {
+        let rt = ctx.route.rt;
+        let ns = if rt.namespaced {
+            meta_str(&obj, "namespace").map(str::to_string)
+        } else {
+            None
+        };
+        if let Some(rv) = meta_str(&obj, "resourceVersion")
+            && !rv.is_empty()
+        {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let generate = meta_str(&obj, "generateName").map(str::to_string);
+        let has_name = meta_str(&obj, "name").is_some_and(|n| !n.is_empty());
+        if let Some(ns) = &ns {
+            self.check_namespace(rt, ns, true)?;
+        }
+        {
+            let m = meta_mut(&mut obj);
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.remove("resourceVersion");
+            m.remove("selfLink");
+        }
+        strategy::prepare_create(rt, &mut obj);
+        // generateName collisions are retried with a new suffix, as kube-apiserver does.
+        for attempt in 0..8 {
+            let mut candidate = obj.clone();
+            if !has_name && let Some(g) = &generate {
+                meta_mut(&mut candidate).insert("name".into(), json!(format!("{g}{}", random_suffix())));
+            }
+            let name = meta_str(&candidate, "name").unwrap_or_default().to_string();
+            // Kinds with their own validation (Services) validate metadata too, in one pass, so every
+            // error is reported at once as kube-apiserver does.
+            let errs = if self.kind_hooks.validates(rt) {
+                self.kind_hooks.before_create(rt, &mut candidate)?
+            } else {
+                strategy::validate_create(rt, &candidate)
+            };
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
+            }
+            if let Some(m) = &ctx.manager {
+                managed::on_create(&mut candidate, m, ctx.route.subresource.as_deref());
+            }
+            let key = object_key(rt, ns.as_deref(), &name);
+            if ctx.dry_run {
+                if self.cache.get(&key).is_some() {
+                    self.kind_hooks.release(rt, &candidate, None);
+                    return Err(ApiError::already_exists(rt, &name));
+                }
+                self.kind_hooks.release(rt, &candidate, None);
+                return Ok(Reply {
+                    code: 201,
+                    body: candidate,
+                    warnings: Vec::new(),
+                });
+            }
+            let bytes = Bytes::from(serde_json::to_vec(&candidate).map_err(ApiError::internal)?);
+            let res = self
+                .commit(Write::Put {
+                    key,
+                    value: bytes,
+                    precondition: Precondition::Absent,
+                })
+                .await;
+            match res {
+                Ok(Ok(rev)) => {
+                    Self::stamp(&mut candidate, rev);
+                    return Ok(Reply {
+                        code: 201,
+                        body: candidate,
+                        warnings: Vec::new(),
+                    });
+                }
+                Ok(Err(_)) => {
+                    self.kind_hooks.release(rt, &candidate, None);
+                    if has_name || generate.is_none() || attempt == 7 {
+                        return Err(ApiError::already_exists(rt, &name));
+                    }
+                }
+                Err(e) => {
+                    self.kind_hooks.release(rt, &candidate, None);
+                    return Err(e);
+                }
+            }
+        }
+        Err(ApiError::internal("could not generate a unique name"))
+    }
+
+    /// `PUT` an object (or its status).
+    pub async fn update(&self, ctx: &WriteCtx<'_>, body: Value) -> Result<Reply, ApiError> {
+        let rt = ctx.route.rt;
+        let name = ctx.route.name.clone().unwrap_or_default();
+        let fv = FieldValidation::parse(ctx.params.get("fieldValidation"))?;
+        let (mut obj, warnings) = decode::decode_object(rt, body, fv)?;
+        match meta_str(&obj, "name") {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            None => {
+                meta_mut(&mut obj).insert("name".into(), json!(name));
+            }
+            _ => {}
+        }
+        if rt.namespaced {
+            let url_ns = ctx.route.namespace.clone().unwrap_or_default();
+            match meta_str(&obj, "namespace") {
+                Some(n) if !n.is_empty() && n != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    meta_mut(&mut obj).insert("namespace".into(), json!(url_ns));
+                }
+            }
+        }
+        let key = ctx.route.key(&name);
+        let requested_rv = meta_str(&obj, "resourceVersion")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        for _ in 0..RETRIES {
+            let Some(cur) = self.cache.get(&key) else {
+                if allow_create_on_update(rt) && ctx.route.subresource.is_none() {
+                    let mut o = obj.clone();
+                    meta_mut(&mut o).remove("resourceVersion");
+                    let mut r = self.create_object(ctx, o).await?;
+                    r.warnings.extend(warnings);
+                    return Ok(r);
+                }
+                return Err(ApiError::not_found(rt, &name));
+            };
+            if let Some(rv) = &requested_rv
+                && *rv != cur.revision.to_string()
+            {
+                return Err(ApiError::conflict(rt, &name));
+            }
+            match self
+                .update_object(ctx, &cur, obj.clone(), requested_rv.is_some())
+                .await?
+            {
+                Some(mut reply) => {
+                    reply.warnings.extend(warnings);
+                    return Ok(reply);
+                }
+                None => continue,
+            }
+        }
+        Err(ApiError::conflict(rt, &name))
+    }
+
+    /// Writes `new` over `cur`. Returns `None` when the object changed underneath (retry).
+    async fn update_object(
+        &self,
+        ctx: &WriteCtx<'_>,
+        cur: &Cached,
+        mut new: Value,
+        conditional: bool,
+    ) -> Result<Option<Reply>, ApiError> {
+        let rt = ctx.route.rt;
+        let old = cur.object.as_ref();
+        let name = meta_str(old, "name").unwrap_or_default().to_string();
+        // Fields the client can never change through an update.
+        {
+            let om = meta(old).cloned().unwrap_or_default();
+            let m = meta_mut(&mut new);
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                match om.get(f) {
+                    Some(v) if f != "uid" || !m.contains_key("uid") => {
+                        m.insert(f.into(), v.clone());
+                    }
+                    None if f != "uid" => {
+                        m.remove(f);
+                    }
+                    _ => {}
+                }
+            }
+            if !m.contains_key("uid")
+                && let Some(u) = om.get("uid")
+            {
+                m.insert("uid".into(), u.clone());
+            }
+            if rt.namespaced
+                && let Some(ns) = om.get("namespace")
+            {
+                m.entry("namespace").or_insert_with(|| ns.clone());
+            }
+            m.insert("resourceVersion".into(), json!(cur.revision.to_string()));
+            if !m.contains_key("managedFields")
+                && let Some(mf) = om.get("managedFields")
+            {
+                m.insert("managedFields".into(), mf.clone());
+            }
+        }
+        strategy::prepare_update(rt, ctx.route.subresource.as_deref(), &mut new, old);
+        let errs = if self.kind_hooks.validates(rt) {
+            self.kind_hooks
+                .before_update(rt, ctx.route.subresource.as_deref(), &mut new, old)?
+        } else {
+            strategy::validate_update(rt, &new, old)
+        };
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
+        }
+        let empty = |v: Option<&Value>| v.and_then(Value::as_array).is_none_or(|f| f.is_empty());
+        // Namespaces also carry finalizers in spec (the namespace controller's `kubernetes`).
+        let finalizers_gone =
+            empty(meta(&new).and_then(|m| m.get("finalizers"))) && empty(new.pointer("/spec/finalizers"));
+        let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp"));
+        if ctx.dry_run {
+            self.kind_hooks.release(rt, &new, Some(old));
+            return Ok(Some(Reply::ok(new)));
+        }
+        // A write that changes nothing is not written (no resourceVersion churn, no watch event),
+        // unless it is the write that lets a pending deletion finish.
+        if comparable(&new) == comparable(old) && !(deleting && finalizers_gone) {
+            self.kind_hooks.release(rt, &new, Some(old));
+            return Ok(Some(Reply::ok(old.clone())));
+        }
+        if let Some(m) = &ctx.manager {
+            managed::on_update(old, &mut new, m, ctx.route.subresource.as_deref());
+        }
+        let key = cur.key.to_string();
+        if deleting && finalizers_gone {
+            // The last finalizer went away: the pending delete completes now.
+            return match self
+                .commit(Write::Delete {
+                    key,
+                    precondition: Precondition::ModRevision(cur.revision),
+                })
+                .await?
+            {
+                Ok(rev) => {
+                    self.kind_hooks.release(rt, old, None);
+                    Self::stamp(&mut new, rev);
+                    Ok(Some(Reply::ok(new)))
+                }
+                Err(_) if conditional => Err(ApiError::conflict(rt, &name)),
+                Err(_) => Ok(None),
+            };
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&new).map_err(ApiError::internal)?);
+        match self
+            .commit(Write::Put {
+                key,
+                value: bytes,
+                precondition: Precondition::ModRevision(cur.revision),
+            })
+            .await?
+        {
+            Ok(rev) => {
+                self.kind_hooks.release(rt, old, Some(&new));
+                Self::stamp(&mut new, rev);
+                Ok(Some(Reply::ok(new)))
+            }
+            Err(_) => {
+                self.kind_hooks.release(rt, &new, Some(old));
+                if conditional {
+                    Err(ApiError::conflict(rt, &name))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// `PATCH` an object: JSON patch, merge patch, strategic merge patch or server-side apply.
+    pub async fn patch(
+        &self,
+        ctx: &WriteCtx<'_>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let rt = ctx.route.rt;
+        let name = ctx.route.name.clone().unwrap_or_default();
+        let key = ctx.route.key(&name);
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let fv = FieldValidation::parse(ctx.params.get("fieldValidation"))?;
+        if media == "application/apply-patch+yaml" || media == "application/apply-patch+cbor" {
+            return self.apply(ctx, body, fv).await;
+        }
+        let kind = svcnet_patch::PatchKind::from_content_type(media)
+            .ok_or_else(|| ApiError::unsupported_media_type(media))?;
+        for _ in 0..RETRIES {
+            let cur = self
+                .cache
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(rt, &name))?;
+            let patched =
+                svcnet_patch::apply_patch(kind, &cur.object, body).map_err(|e| patch_error(rt, &name, e))?;
+            // A patch that names a resourceVersion is a conditional update at that version.
+            let requested_rv = meta_str(&patched, "resourceVersion").map(str::to_string);
+            let conditional = requested_rv
+                .as_deref()
+                .is_some_and(|rv| rv != cur.revision.to_string());
+            if conditional {
+                return Err(ApiError::conflict(rt, &name));
+            }
+            let explicit_rv = patch_sets_resource_version(body);
+            let (obj, warnings) = decode::decode_object(rt, patched, fv)?;
+            if meta_str(&obj, "name") != Some(name.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    meta_str(&obj, "name").unwrap_or_default()
+                )));
+            }
+            if let Some(mut reply) = self.update_object(ctx, &cur, obj, explicit_rv).await? {
+                reply.warnings.extend(warnings);
+                return Ok(reply);
+            }
+        }
+        Err(ApiError::conflict(rt, &name))
+    }
+
+    async fn apply(&self, ctx: &WriteCtx<'_>, body: &[u8], fv: FieldValidation) -> Result<Reply, ApiError> {
+        let rt = ctx.route.rt;
+        let name = ctx.route.name.clone().unwrap_or_default();
+        let key = ctx.route.key(&name);
+        if ctx.params.get("fieldManager").is_none() {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requests must include a fieldManager in the query string",
+            ));
+        }
+        let applied = decode::yaml_to_json(body)?;
+        let (mut applied, warnings) = decode::decode_object(rt, applied, fv)?;
+        {
+            let m = meta_mut(&mut applied);
+            match m.get("name").and_then(Value::as_str) {
+                Some(n) if n != name => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({name})"
+                    )));
+                }
+                _ => {
+                    m.insert("name".into(), json!(name));
+                }
+            }
+            if rt.namespaced {
+                m.insert(
+                    "namespace".into(),
+                    json!(ctx.route.namespace.clone().unwrap_or_default()),
+                );
+            }
+        }
+        let force = ctx.params.flag("force");
+        for _ in 0..RETRIES {
+            let cur = self.cache.get(&key);
+            let now = now_rfc3339();
+            let result = managed::apply(
+                cur.as_ref().map(|c| c.object.as_ref()),
+                &applied,
+                ctx.manager.as_deref().unwrap_or_default(),
+                force,
+                ctx.route.subresource.as_deref(),
+                &now,
+            )
+            .map_err(|e| managed::apply_error(rt, &name, e))?;
+            let mut reply = match &cur {
+                None => {
+                    let mut o = result;
+                    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    self.create_object_with_fields(ctx, o).await?
+                }
+                Some(c) => match self.update_object(&computed_ctx(ctx), c, result, false).await? {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            reply.warnings.extend(warnings);
+            return Ok(reply);
+        }
+        Err(ApiError::conflict(rt, &name))
+    }
+
+    /// Creates an object whose managedFields were already computed (server-side apply's create).
+    async fn create_object_with_fields(&self, ctx: &WriteCtx<'_>, obj: Value) -> Result<Reply, ApiError> {
+        self.create_object(&computed_ctx(ctx), obj).await
+    }
+
+    /// `DELETE` one object.
+    pub async fn delete(&self, ctx: &WriteCtx<'_>, body: Option<Value>) -> Result<Reply, ApiError> {
+        let rt = ctx.route.rt;
+        let name = ctx.route.name.clone().unwrap_or_default();
+        let opts = body.unwrap_or(Value::Null);
+        if rt.kind == "Namespace" && matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        let key = ctx.route.key(&name);
+        for _ in 0..RETRIES {
+            let cur = self
+                .cache
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(rt, &name))?;
+            check_preconditions(rt, &name, &opts, &cur)?;
+            let obj = cur.object.as_ref();
+            let has_finalizers = meta(obj)
+                .and_then(|m| m.get("finalizers"))
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            let propagation = opts
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let orphan = opts.get("orphanDependents").and_then(Value::as_bool) == Some(true);
+            let graceful = rt.kind == "Namespace"
+                || has_finalizers
+                || propagation == "Foreground"
+                || propagation == "Orphan"
+                || orphan;
+            if graceful {
+                // Mark for deletion; finalizers (and the namespace and garbage collectors) finish it.
+                if meta(obj).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+                    return Ok(Reply {
+                        code: 202,
+                        body: obj.clone(),
+                        warnings: Vec::new(),
+                    });
+                }
+                let mut marked = obj.clone();
+                {
+                    let m = meta_mut(&mut marked);
+                    m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                    let extra = match propagation {
+                        "Foreground" => Some("foregroundDeletion"),
+                        "Orphan" => Some("orphan"),
+                        _ if orphan => Some("orphan"),
+                        _ => None,
+                    };
+                    if let Some(f) = extra {
+                        let fins = m.entry("finalizers").or_insert_with(|| json!([]));
+                        if let Some(a) = fins.as_array_mut()
+                            && !a.iter().any(|x| x == f)
+                        {
+                            a.push(json!(f));
+                        }
+                    }
+                }
+                if rt.kind == "Namespace"
+                    && let Some(s) = marked.get_mut("status").and_then(Value::as_object_mut)
+                {
+                    s.insert("phase".into(), json!("Terminating"));
+                }
+                if ctx.dry_run {
+                    return Ok(Reply {
+                        code: 202,
+                        body: marked,
+                        warnings: Vec::new(),
+                    });
+                }
+                let bytes = Bytes::from(serde_json::to_vec(&marked).map_err(ApiError::internal)?);
+                match self
+                    .commit(Write::Put {
+                        key: key.clone(),
+                        value: bytes,
+                        precondition: Precondition::ModRevision(cur.revision),
+                    })
+                    .await?
+                {
+                    Ok(rev) => {
+                        Self::stamp(&mut marked, rev);
+                        return Ok(Reply {
+                            code: 202,
+                            body: marked,
+                            warnings: Vec::new(),
+                        });
+                    }
+                    Err(_) => continue,
+                }
+            }
+            if ctx.dry_run {
+                return Ok(Reply::ok(obj.clone()));
+            }
+            match self
+                .commit(Write::Delete {
+                    key: key.clone(),
+                    precondition: Precondition::ModRevision(cur.revision),
+                })
+                .await?
+            {
+                Ok(rev) => {
+                    self.kind_hooks.release(rt, obj, None);
+                    let mut last = obj.clone();
+                    Self::stamp(&mut last, rev);
+                    // kube answers a delete with the deleted object for most kinds.
+                    let body = if rt.kind == "Event" || rt.kind == "Lease" {
+                        success_status(rt, &name, meta_str(obj, "uid"))
+                    } else {
+                        last
+                    };
+                    return Ok(Reply::ok(body));
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(ApiError::conflict(rt, &name))
+    }
+
+    /// `DELETE` a collection: deletes every object the selectors match.
+    pub async fn delete_collection(
+        &self,
+        ctx: &WriteCtx<'_>,
+        body: Option<Value>,
+    ) -> Result<Reply, ApiError> {
+        let rt = ctx.route.rt;
+        if !rt.delete_collection {
+            return Err(ApiError::method_not_supported(rt, "deletecollection"));
+        }
+        let (labels, fields) = selectors(rt, ctx.params)?;
+        let (items, _) = self.cache.list(&ctx.route.collection_prefix(), None);
+        let mut deleted = Vec::new();
+        for c in items {
+            if !(labels.matches_object(&c.object) && fields.matches(rt.kind, &c.object)) {
+                continue;
+            }
+            let name = meta_str(&c.object, "name").unwrap_or_default().to_string();
+            let ns = meta_str(&c.object, "namespace").map(str::to_string);
+            let route = ResourceRoute {
+                rt,
+                namespace: ns,
+                name: Some(name),
+                subresource: None,
+                watch_path: false,
+            };
+            let sub = WriteCtx {
+                route: &route,
+                params: ctx.params,
+                manager: ctx.manager.clone(),
+                dry_run: ctx.dry_run,
+            };
+            match self.delete(&sub, body.clone()).await {
+                Ok(r) => deleted.push(r.body),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Reply::ok(json!({
+            "kind": rt.list_kind(),
+            "apiVersion": rt.api_version(),
+            "metadata": {"resourceVersion": self.cache.revision().to_string()},
+            "items": deleted,
+        })))
+    }
+
+    /// Looks up the stored object for a kind hook (e.g. to read the namespace's objects).
+    pub fn cached(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
+        self.cache.get(&object_key(rt, ns, name)).map(|c| c.object)
+    }
+
+    /// Lists stored objects of a kind for internal controllers.
+    pub fn cached_list(&self, rt: &ResourceType, ns: Option<&str>) -> Vec<Arc<Value>> {
+        self.cache
+            .list(&collection_prefix(rt, ns), None)
+            .0
+            .into_iter()
+            .map(|c| c.object)
+            .collect()
+    }
+}
+
+/// The same request context, for an object whose managed fields are already computed.
+fn computed_ctx<'a>(ctx: &WriteCtx<'a>) -> WriteCtx<'a> {
+    WriteCtx {
+        route: ctx.route,
+        params: ctx.params,
+        manager: None,
+        dry_run: ctx.dry_run,
+    }
+}
+
+fn allow_create_on_update(rt: &ResourceType) -> bool {
+    // kube's strategies: Endpoints, Events, Leases and EndpointSlices may be created by PUT.
+    matches!(rt.kind, "Endpoints" | "Event" | "Lease" | "EndpointSlice")
+}
+
+fn patch_sets_resource_version(body: &[u8]) -> bool {
+    // Only a merge/strategic patch body can carry metadata.resourceVersion directly; a JSON patch that
+    // sets it is handled by the comparison after patching.
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/metadata/resourceVersion").cloned())
+        .is_some_and(|v| v.is_string())
+}
+
+fn patch_error(rt: &ResourceType, name: &str, e: svcnet_patch::PatchError) -> ApiError {
+    let _ = (rt, name);
+    // kube maps patch failures by their own status: 400 for undecodable patches, 422 for failed JSON
+    // patch operations, 413 for oversized ones, and 500 (with an empty reason) for the rest.
+    let reason: &'static str = match e.reason() {
+        "BadRequest" => "BadRequest",
+        "Invalid" => "Invalid",
+        "RequestEntityTooLarge" => "RequestEntityTooLarge",
+        _ => "",
+    };
+    ApiError {
+        code: e.http_status(),
+        reason,
+        message: e.status_message(),
+        details: None,
+    }
+}
+
+fn check_preconditions(rt: &ResourceType, name: &str, opts: &Value, cur: &Cached) -> Result<(), ApiError> {
+    let Some(pre) = opts.get("preconditions").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    if let Some(uid) = pre.get("uid").and_then(Value::as_str) {
+        let actual = meta_str(&cur.object, "uid").unwrap_or_default();
+        if uid != actual {
+            return Err(ApiError::conflict_msg(
+                rt,
+                name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+            ));
+        }
+    }
+    if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str) {
+        let actual = cur.revision.to_string();
+        if rv != actual {
+            return Err(ApiError::conflict_msg(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses the label and field selectors of a list or watch.
+pub fn selectors(rt: &ResourceType, params: &Params) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = match params.get("labelSelector") {
+        Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.0))?,
+        None => LabelSelector::default(),
+    };
+    let fields = match params.get("fieldSelector") {
+        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.0))?,
+        None => FieldSelector::default(),
+    };
+    for t in &fields.terms {
+        if !rt.supports_field(&t.field) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {}",
+                t.field
+            )));
+        }
+    }
+    Ok((labels, fields))
+}
+
+fn random_suffix() -> String {
+    // kube's alphabet for generated names: no vowels (no accidental words), no confusable characters.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn encode_continue(key: &str, rev: Revision) -> String {
+    use base64::Engine;
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let key = v
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
+    let rev = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
+    Ok((key, rev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let t = encode_continue("/core/services/default/b", 42);
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            ("/core/services/default/b".to_string(), 42)
+        );
+        assert!(decode_continue("garbage!").is_err());
+    }
+
+    #[test]
+    fn suffixes() {
+        let s = random_suffix();
+        assert_eq!(s.len(), 5);
+        assert!(s.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+    }
+}

@@ -1,0 +1,464 @@
+//! svcnet's Kubernetes-compatible API server.
+//!
+//! It serves the Kubernetes REST API for the kinds in `svcnet_api::resources` over HTTPS with bearer
+//! token authentication, backed by any [`svcnet_store::Store`]. Real kubectl and client libraries talk to
+//! it unmodified: discovery (legacy and aggregated), OpenAPI v3, server-side tables, watch, all patch
+//! types and server-side apply behave as kube-apiserver's do.
+//!
+//! Layout: [`request`] parses paths and parameters, [`handlers`] implements the verbs over the [`cache`],
+//! [`watch`] streams changes, [`strategy`] and [`hooks`] hold per-kind rules, and this module wires HTTP.
+
+pub mod bootstrap;
+pub mod cache;
+pub mod decode;
+pub mod discovery;
+pub mod errors;
+pub mod handlers;
+pub mod hooks;
+pub mod managed;
+pub mod metrics;
+pub mod openapi;
+pub mod pki;
+pub mod proto;
+pub mod request;
+pub mod strategy;
+pub mod tables;
+pub mod watch;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use svcnet_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use crate::cache::Cache;
+use crate::errors::ApiError;
+use crate::handlers::{Reply, WriteCtx};
+use crate::hooks::KindHooks;
+use crate::request::{Params, Route};
+
+/// kube-apiserver's limit on request bodies (3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Settings of the API server.
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The bearer token that authenticates clients.
+    pub token: String,
+    /// Per-kind behaviour (Service allocation and friends).
+    pub hooks: KindHooks,
+}
+
+/// The API server's shared state.
+pub struct ApiServer {
+    /// The storage backend.
+    pub store: Arc<dyn Store>,
+    /// The watch cache every read is served from.
+    pub cache: Arc<Cache>,
+    token: String,
+    listen: SocketAddr,
+    /// Per-kind behaviour on writes.
+    pub kind_hooks: KindHooks,
+    ready: AtomicBool,
+    /// Request metrics.
+    pub metrics: metrics::Metrics,
+}
+
+impl ApiServer {
+    /// Builds the server over a store: loads the cache.
+    pub async fn new(store: Arc<dyn Store>, config: Config) -> Result<Arc<Self>, svcnet_store::StoreError> {
+        let cache = Cache::start(store.clone(), "/").await?;
+        Ok(Arc::new(ApiServer {
+            store,
+            cache,
+            token: config.token,
+            listen: config.listen,
+            kind_hooks: config.hooks,
+            ready: AtomicBool::new(false),
+            metrics: metrics::Metrics::default(),
+        }))
+    }
+
+    /// Marks the server ready: `/readyz` answers `ok` from now on.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                },
+            };
+            let acceptor = acceptor.clone();
+            let server = self.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(server.handle(req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+                    debug!(%peer, error = %e, "connection ended with error");
+                }
+            });
+        }
+        info!("API server stopped accepting connections");
+    }
+
+    fn authenticated(&self, req: &Request<Incoming>) -> bool {
+        let Some(v) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Some(token) = v.strip_prefix("Bearer ").map(str::trim) else {
+            return false;
+        };
+        // Constant-time comparison: the token is the only secret between a client and the cluster.
+        token.len() == self.token.len()
+            && token
+                .bytes()
+                .zip(self.token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// Handles one HTTP request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let (resp, resource) = match request::parse_path(&path) {
+            Err(e) => (error_response(&e), String::new()),
+            Ok(route) => {
+                let public = matches!(route, Route::Health | Route::Version);
+                if !public && !self.authenticated(&req) {
+                    (error_response(&ApiError::unauthorized()), String::new())
+                } else {
+                    let resource = match &route {
+                        Route::Resource(r) => r.rt.plural.to_string(),
+                        _ => String::new(),
+                    };
+                    (self.clone().route(route, req).await, resource)
+                }
+            }
+        };
+        let code = resp.status().as_u16();
+        self.metrics
+            .observe(method.as_str(), &resource, code, start.elapsed());
+        debug!(%method, %path, code, elapsed_ms = start.elapsed().as_millis() as u64, "request");
+        resp
+    }
+
+    async fn route(self: Arc<Self>, route: Route, req: Request<Incoming>) -> Response<Body> {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let is_get = req.method() == Method::GET;
+        match route {
+            Route::Health => {
+                let path = req.uri().path();
+                if path.starts_with("/readyz") && !self.ready.load(Ordering::SeqCst) {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "[-]svcnet-ready failed: not ready yet\nreadyz check failed\n",
+                    );
+                }
+                text(StatusCode::OK, "ok")
+            }
+            Route::Version => json_response(200, &version_info(), &[]),
+            Route::Metrics => text(StatusCode::OK, &self.metrics.encode()),
+            Route::Resource(r) => self.resource(r, req, accept).await,
+            _ if !is_get => error_response(&ApiError::method_not_supported(
+                &svcnet_api::resources::RESOURCES[0],
+                req.method().as_str(),
+            )),
+            Route::LegacyRoot => match discovery::aggregated_version(accept.as_deref()) {
+                Some(v) => aggregated_response(&discovery::aggregated(true, v), v),
+                None => json_response(200, &discovery::legacy_versions(&self.listen.to_string()), &[]),
+            },
+            Route::GroupsRoot => match discovery::aggregated_version(accept.as_deref()) {
+                Some(v) => aggregated_response(&discovery::aggregated(false, v), v),
+                None => json_response(200, &discovery::group_list(), &[]),
+            },
+            Route::Group(g) => match discovery::group(&g) {
+                Some(doc) => json_response(200, &doc, &[]),
+                None => error_response(&ApiError::no_route()),
+            },
+            Route::GroupVersion(g, v) => match discovery::resource_list(&g, &v) {
+                Some(doc) => json_response(200, &doc, &[]),
+                None => error_response(&ApiError::no_route()),
+            },
+            Route::OpenApiV2 => bytes_response(
+                200,
+                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                openapi::v2_protobuf(),
+            ),
+            Route::OpenApiV3Root => bytes_response(200, "application/json", openapi::v3_root()),
+            Route::OpenApiV3(p) => match openapi::v3_doc(&p) {
+                Some(b) => bytes_response(200, "application/json", b),
+                None => error_response(&ApiError::no_route()),
+            },
+        }
+    }
+
+    async fn resource(
+        self: Arc<Self>,
+        route: request::ResourceRoute,
+        req: Request<Incoming>,
+        accept: Option<String>,
+    ) -> Response<Body> {
+        let params = Params::parse(req.uri().query());
+        let repr = match request::negotiate(accept.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return error_response(&e),
+        };
+        let method = req.method().clone();
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let is_watch = route.watch_path || params.flag("watch");
+        if method == Method::GET && is_watch {
+            return match self.watch(&route, &params, repr) {
+                Ok(rx) => stream_response(rx),
+                Err(e) => error_response(&e),
+            };
+        }
+        if method == Method::GET {
+            let r = if route.name.is_some() {
+                self.get(&route, repr, &params)
+            } else {
+                self.list(&route, repr, &params)
+            };
+            return reply_response(r);
+        }
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(e) => return error_response(&e),
+        };
+        let dry_run = match params.dry_run() {
+            Ok(d) => d,
+            Err(e) => return error_response(&e),
+        };
+        let manager = params
+            .get("fieldManager")
+            .map(str::to_string)
+            .unwrap_or_else(|| user_agent.split('/').next().unwrap_or("").to_string());
+        if manager.chars().count() > 128 {
+            return error_response(&ApiError::bad_request(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ));
+        }
+        let ctx = WriteCtx {
+            route: &route,
+            params: &params,
+            manager: Some(manager),
+            dry_run,
+        };
+        let has_name = route.name.is_some();
+        let r = match (method, has_name) {
+            (Method::POST, false) => match decode::parse_body(Some(&content_type), &body) {
+                Ok(v) => self.create(&ctx, v).await,
+                Err(e) => Err(e),
+            },
+            (Method::PUT, true) => match decode::parse_body(Some(&content_type), &body) {
+                Ok(v) => self.update(&ctx, v).await,
+                Err(e) => Err(e),
+            },
+            (Method::PATCH, true) => self.patch(&ctx, &content_type, &body).await,
+            (Method::DELETE, true) => match delete_options(&content_type, &body) {
+                Ok(o) => self.delete(&ctx, o).await,
+                Err(e) => Err(e),
+            },
+            (Method::DELETE, false) => match delete_options(&content_type, &body) {
+                Ok(o) => self.delete_collection(&ctx, o).await,
+                Err(e) => Err(e),
+            },
+            (m, _) => Err(ApiError::method_not_supported(route.rt, m.as_str())),
+        };
+        let r = r.map(|mut reply| {
+            if matches!(repr, request::Representation::Table) {
+                // Writes answer with the object even when a table was asked for, as kube does.
+                reply.body = reply.body.clone();
+            }
+            reply
+        });
+        reply_response(r)
+    }
+}
+
+fn delete_options(content_type: &str, body: &[u8]) -> Result<Option<Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v = decode::parse_body(Some(content_type), body)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
+    }
+    if let Some(g) = v.get("gracePeriodSeconds")
+        && !g.is_null()
+        && !g.is_i64()
+    {
+        return Err(ApiError::bad_request("gracePeriodSeconds must be an integer"));
+    }
+    if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str)
+        && !matches!(p, "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::invalid(
+            "DeleteOptions",
+            "meta.k8s.io",
+            "",
+            &[svcnet_api::field::FieldError::not_supported(
+                "propagationPolicy",
+                p,
+                &["Foreground", "Background", "Orphan", "nil"],
+            )],
+        ));
+    }
+    Ok(Some(v))
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::too_large(MAX_BODY))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("error reading request body: {e}"))),
+    }
+}
+
+/// The `/version` document.
+pub fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": concat!("v1.33.0-svcnet.", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "n/a (svcnet is written in Rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+fn text(code: StatusCode, s: &str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::copy_from_slice(s.as_bytes())));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn bytes_response(code: u16, ct: &'static str, b: Bytes) -> Response<Body> {
+    let mut r = Response::new(full(b));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = bytes_response(code, "application/json", Bytes::from(body));
+    for w in warnings {
+        // kube's warning header format: 299 - "<text>"
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(h) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            r.headers_mut().append(header::WARNING, h);
+        }
+    }
+    r
+}
+
+fn aggregated_response(v: &Value, version: &str) -> Response<Body> {
+    let mut r = json_response(200, v, &[]);
+    let ct = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    if let Ok(h) = HeaderValue::from_str(&ct) {
+        r.headers_mut().insert(header::CONTENT_TYPE, h);
+    }
+    r
+}
+
+/// Turns an error into its `Status` response.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.status(), &[])
+}
+
+fn reply_response(r: Result<Reply, ApiError>) -> Response<Body> {
+    match r {
+        Ok(reply) => json_response(reply.code, &reply.body, &reply.warnings),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let stream = ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    r
+}
+
+pub use svcnet_api::resources::{ResourceType, lookup as lookup_resource};

@@ -1,0 +1,231 @@
+//! Certificates, the bearer token and the kubeconfig that `svcnet up` hands to users.
+//!
+//! On first start we generate a CA, a serving certificate signed by it (valid for loopback, the listen
+//! address and the in-cluster names of the `kubernetes` service) and a random admin token, and keep them
+//! under `DIR/pki`. Later starts reuse them, so a kubeconfig written once keeps working across restarts.
+
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+/// Errors while creating or loading credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// Stored PEM data could not be parsed.
+    #[error("invalid PEM in {0}")]
+    Pem(PathBuf),
+    /// rustls rejected the certificate or key.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The credentials the API server serves with and checks against.
+#[derive(Clone)]
+pub struct Credentials {
+    /// PEM of the CA certificate clients should trust.
+    pub ca_pem: String,
+    /// PEM of the serving certificate.
+    pub cert_pem: String,
+    /// PEM of the serving key.
+    pub key_pem: String,
+    /// The admin bearer token.
+    pub token: String,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Written to a temporary name and renamed, so a crash never leaves a half-written key behind.
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "svcnet-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+/// Loads the credentials under `dir/pki`, creating any that are missing. `extra_ips` are added to the
+/// serving certificate's subject alternative names (the listen address, the `kubernetes` ClusterIP).
+pub fn load_or_create(dir: &Path, extra_ips: &[IpAddr]) -> Result<Credentials, PkiError> {
+    let pki = dir.join("pki");
+    fs::create_dir_all(&pki).map_err(io_err(&pki))?;
+    let (ca_crt, ca_key) = (pki.join("ca.crt"), pki.join("ca.key"));
+    let (srv_crt, srv_key) = (pki.join("apiserver.crt"), pki.join("apiserver.key"));
+    let token_path = pki.join("token");
+
+    if !ca_crt.exists() || !ca_key.exists() {
+        let key = KeyPair::generate()?;
+        let cert = ca_params()?.self_signed(&key)?;
+        write_private(&ca_key, &key.serialize_pem())?;
+        write_private(&ca_crt, &cert.pem())?;
+        // A new CA invalidates any old serving certificate.
+        let _ = fs::remove_file(&srv_crt);
+    }
+    let ca_pem = fs::read_to_string(&ca_crt).map_err(io_err(&ca_crt))?;
+    let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
+
+    let mut sans: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "127.0.0.1",
+        "::1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for ip in extra_ips {
+        let s = ip.to_string();
+        if !sans.contains(&s) {
+            sans.push(s);
+        }
+    }
+    // Re-issue the serving certificate when it lacks an address we now serve on.
+    let sans_path = pki.join("apiserver.sans");
+    let recorded = fs::read_to_string(&sans_path).unwrap_or_default();
+    if !srv_crt.exists() || !srv_key.exists() || recorded != sans.join(",") {
+        let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+        // The issuer is rebuilt from the same parameters the CA was made with: the subject it puts
+        // into the serving certificate then matches the CA certificate's subject exactly.
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "svcnet-apiserver");
+        params.subject_alt_names = sans
+            .iter()
+            .map(|s| match s.parse::<IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => s.clone().try_into().map(SanType::DnsName),
+            })
+            .collect::<Result<_, _>>()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        write_private(&srv_key, &key.serialize_pem())?;
+        write_private(&srv_crt, &cert.pem())?;
+        write_private(&sans_path, &sans.join(","))?;
+    }
+    if !token_path.exists() {
+        let bytes: [u8; 24] = rand::random();
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&token_path, &token)?;
+    }
+    Ok(Credentials {
+        ca_pem,
+        cert_pem: fs::read_to_string(&srv_crt).map_err(io_err(&srv_crt))?,
+        key_pem: fs::read_to_string(&srv_key).map_err(io_err(&srv_key))?,
+        token: fs::read_to_string(&token_path)
+            .map_err(io_err(&token_path))?
+            .trim()
+            .to_string(),
+    })
+}
+
+/// Builds the rustls server configuration (HTTP/2 and HTTP/1.1 via ALPN, as kube-apiserver offers).
+pub fn server_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    let certs = rustls_pemfile::certs(&mut creds.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| PkiError::Pem("apiserver.crt".into()))?;
+    let key = rustls_pemfile::private_key(&mut creds.key_pem.as_bytes())
+        .map_err(|_| PkiError::Pem("apiserver.key".into()))?
+        .ok_or_else(|| PkiError::Pem("apiserver.key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Renders a kubeconfig for `server` (an `https://` URL) that trusts our CA and uses the admin token.
+pub fn kubeconfig(server: &str, creds: &Credentials) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(creds.ca_pem.as_bytes());
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: svcnet
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: svcnet-admin
+  user:
+    token: {token}
+contexts:
+- name: svcnet
+  context:
+    cluster: svcnet
+    user: svcnet-admin
+    namespace: default
+current-context: svcnet
+preferences: {{}}
+",
+        token = creds.token
+    )
+}
+
+/// Writes the kubeconfig to `path` with owner-only permissions.
+pub fn write_kubeconfig(path: &Path, server: &str, creds: &Credentials) -> Result<(), PkiError> {
+    write_private(path, &kubeconfig(server, creds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_once_and_reuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create(dir.path(), &[]).unwrap();
+        let b = load_or_create(dir.path(), &[]).unwrap();
+        assert_eq!(a.token, b.token);
+        assert_eq!(a.cert_pem, b.cert_pem);
+        assert_eq!(a.token.len(), 48);
+        server_config(&a).unwrap();
+        // A new SAN re-issues the serving certificate but keeps CA and token.
+        let c = load_or_create(dir.path(), &["127.0.0.9".parse().unwrap()]).unwrap();
+        assert_ne!(c.cert_pem, a.cert_pem);
+        assert_eq!(c.ca_pem, a.ca_pem);
+        assert!(kubeconfig("https://127.0.0.1:6443", &c).contains("token: "));
+    }
+}

@@ -1,0 +1,287 @@
+//! Watch: a stream of JSON events, one per line, with kube-apiserver's semantics for `resourceVersion`
+//! (unset/`0`: the current state as ADDED events first; exact: every change after it, or a 410 ERROR
+//! event when it is older than the cache's history), `sendInitialEvents` with the initial-events-end
+//! bookmark, periodic bookmarks, `timeoutSeconds`, and selector transitions (an object that stops
+//! matching is seen as DELETED, one that starts matching as ADDED).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use svcnet_api::resources::ResourceType;
+use svcnet_api::selector::{FieldSelector, LabelSelector};
+use tokio::sync::{broadcast, mpsc};
+use tracing::debug;
+
+use crate::ApiServer;
+use crate::cache::{CacheEvent, EventType, WatchStart, watch_line};
+use crate::errors::ApiError;
+use crate::handlers::selectors;
+use crate::request::{Params, Representation, ResourceRoute};
+use crate::tables;
+
+/// Where a watch begins.
+enum Start {
+    /// The current objects as ADDED events (and, for `sendInitialEvents`, the end-of-initial bookmark).
+    Initial {
+        objects: Vec<Arc<Value>>,
+        revision: u64,
+        initial_end: bool,
+    },
+    /// Every event after the requested revision.
+    Events(Vec<Arc<CacheEvent>>),
+    /// The requested revision is older than the cache's history.
+    TooOld { requested: u64, oldest: u64 },
+}
+
+/// How often an idle watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+
+struct Watcher {
+    rt: &'static ResourceType,
+    prefix: String,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    repr: Representation,
+    params: Params,
+    sent_columns: bool,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Watcher {
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(self.rt.kind, obj)
+    }
+
+    fn encode(&mut self, kind: &str, obj: &Value) -> Bytes {
+        match self.repr {
+            Representation::Object => watch_line(kind, obj),
+            Representation::Table => {
+                let rev = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let mut t = tables::table(self.rt, &[obj], &self.params, rev, None);
+                // Columns go with the first event only; kubectl reuses them for the rest.
+                if self.sent_columns {
+                    t["columnDefinitions"] = json!([]);
+                }
+                self.sent_columns = true;
+                watch_line(kind, &t)
+            }
+            Representation::Metadata => watch_line(kind, &tables::partial_metadata(obj)),
+        }
+    }
+
+    /// Sends one cache event through the selector transitions; false when the client has gone.
+    async fn deliver(&mut self, ev: &CacheEvent) -> bool {
+        if !ev.key.starts_with(self.prefix.as_str()) {
+            return true;
+        }
+        let now = self.matches(&ev.object);
+        let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
+        let line = match ev.kind {
+            EventType::Deleted if before => self.encode_event(ev, "DELETED"),
+            EventType::Deleted => return true,
+            EventType::Added if now => self.encode_event(ev, "ADDED"),
+            EventType::Added => return true,
+            EventType::Modified => match (before, now) {
+                (true, true) => self.encode_event(ev, "MODIFIED"),
+                (false, true) => self.encode(EventType::Added.as_str(), &ev.object),
+                (true, false) => {
+                    // Leaving the selected set looks like a delete of the object as it now is.
+                    self.encode(EventType::Deleted.as_str(), &ev.object)
+                }
+                (false, false) => return true,
+            },
+        };
+        self.tx.send(line).await.is_ok()
+    }
+
+    fn encode_event(&mut self, ev: &CacheEvent, kind: &str) -> Bytes {
+        if self.repr == Representation::Object {
+            ev.line()
+        } else {
+            self.encode(kind, &ev.object)
+        }
+    }
+
+    fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta});
+        watch_line("BOOKMARK", &obj)
+    }
+}
+
+impl ApiServer {
+    /// Starts a watch; the returned channel yields the encoded lines until the watch ends.
+    pub fn watch(
+        self: &Arc<Self>,
+        route: &ResourceRoute,
+        params: &Params,
+        repr: Representation,
+    ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+        let rt = route.rt;
+        let (labels, mut fields) = selectors(rt, params)?;
+        if let Some(name) = &route.name {
+            fields.terms.push(svcnet_api::selector::FieldTerm {
+                field: "metadata.name".into(),
+                value: name.clone(),
+                negated: false,
+            });
+        }
+        let send_initial = params.get("sendInitialEvents").map(|v| v == "true");
+        let bookmarks = params.flag("allowWatchBookmarks");
+        if send_initial.is_some() {
+            if params.get("resourceVersionMatch") != Some("NotOlderThan") {
+                return Err(ApiError::invalid(
+                    "ListOptions",
+                    "meta.k8s.io",
+                    "",
+                    &[svcnet_api::field::FieldError::forbidden(
+                        "sendInitialEvents",
+                        "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
+                    )],
+                ));
+            }
+            if send_initial == Some(true) && !bookmarks {
+                return Err(ApiError::invalid(
+                    "ListOptions",
+                    "meta.k8s.io",
+                    "",
+                    &[svcnet_api::field::FieldError::forbidden(
+                        "allowWatchBookmarks",
+                        "allowWatchBookmarks required when sendInitialEvents is true",
+                    )],
+                ));
+            }
+        }
+        let timeout = match params.int("timeoutSeconds")? {
+            Some(t) if t > 0 => Duration::from_secs(t as u64),
+            // kube-apiserver closes watches after a randomized 30-60 minutes so clients rebalance.
+            _ => Duration::from_secs(1800 + rand::random_range(0..1800)),
+        };
+        let rv = params.get("resourceVersion");
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        let mut w = Watcher {
+            rt,
+            prefix: route.collection_prefix(),
+            labels,
+            fields,
+            repr,
+            params: params.clone(),
+            sent_columns: false,
+            tx,
+        };
+        // Decide the starting point now, under the cache's lock, so nothing is missed.
+        let (start, mut sub) = match (send_initial, rv) {
+            (Some(true), _) | (None, None | Some("0")) => {
+                let (items, revision, sub) = self.cache.watch_from_now(&w.prefix);
+                let objects = items.into_iter().map(|c| c.object).collect();
+                let initial_end = send_initial == Some(true);
+                (
+                    Start::Initial {
+                        objects,
+                        revision,
+                        initial_end,
+                    },
+                    sub,
+                )
+            }
+            (_, rv) => {
+                let rev: u64 = match rv {
+                    None | Some("0") => self.cache.revision(),
+                    Some(s) => s
+                        .parse()
+                        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?,
+                };
+                match self.cache.watch_from(rev) {
+                    (WatchStart::Events(evs), sub) => (Start::Events(evs), sub),
+                    (WatchStart::TooOld { oldest }, sub) => (
+                        Start::TooOld {
+                            requested: rev,
+                            oldest,
+                        },
+                        sub,
+                    ),
+                }
+            }
+        };
+        let server = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut last = match start {
+                Start::TooOld { requested, oldest } => {
+                    let status =
+                        ApiError::gone(format!("too old resource version: {requested} ({oldest})")).status();
+                    let _ = w.tx.send(watch_line("ERROR", &status)).await;
+                    return;
+                }
+                Start::Initial {
+                    objects,
+                    revision,
+                    initial_end,
+                } => {
+                    for o in objects {
+                        if w.matches(&o) {
+                            let line = w.encode("ADDED", &o);
+                            if w.tx.send(line).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if initial_end {
+                        let b = w.bookmark(revision, true);
+                        if w.tx.send(b).await.is_err() {
+                            return;
+                        }
+                    }
+                    revision
+                }
+                Start::Events(evs) => {
+                    let mut last = 0;
+                    for ev in evs {
+                        last = ev.revision;
+                        if !w.deliver(&ev).await {
+                            return;
+                        }
+                    }
+                    last
+                }
+            };
+            let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    _ = w.tx.closed() => break,
+                    _ = tick.tick(), if bookmarks => {
+                        let rev = server.cache.revision().max(last);
+                        let b = w.bookmark(rev, false);
+                        if w.tx.send(b).await.is_err() { break; }
+                    }
+                    ev = sub.recv() => match ev {
+                        Ok(ev) => {
+                            if ev.revision <= last { continue; }
+                            last = ev.revision;
+                            if !w.deliver(&ev).await { break; }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            // Too slow to keep up: end the watch; the client resumes from its last version.
+                            debug!(missed = n, "watcher lagged; closing");
+                            break;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

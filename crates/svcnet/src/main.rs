@@ -1,0 +1,154 @@
+//! The `svcnet` command.
+//!
+//! `svcnet up` starts a one-node control plane: the embedded store, the API server over HTTPS, and the
+//! bootstrap objects every cluster has; it writes a kubeconfig for kubectl. Later components (controllers,
+//! the node agent with DNS and the data plane) are started by `up` as they land, each talking to the API
+//! server like any other client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+use svcnet_alloc::PortRange;
+use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
+use svcnet_apiserver::{ApiServer, Config, pki};
+use svcnet_store::redb::RedbStore;
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// Kubernetes Service networking that runs on its own.
+#[derive(Parser)]
+#[command(name = "svcnet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a one-node cluster and write DIR/kubeconfig.
+    Up(UpArgs),
+}
+
+#[derive(Parser)]
+struct UpArgs {
+    /// Where state lives: the store, certificates, the kubeconfig.
+    #[arg(long, default_value = "./svcnet-data")]
+    data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    api_listen: SocketAddr,
+    /// Service ClusterIP range(s), comma-separated: one per IP family, primary first. The default lies
+    /// inside 127.0.0.0/8 so that it works without root; give e.g. 10.96.0.0/12 for the kernel data plane.
+    #[arg(long, default_value = "127.96.0.0/12", value_delimiter = ',')]
+    service_cidr: Vec<IpNet>,
+    /// NodePort range.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let node_ports: PortRange = args
+        .service_node_port_range
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?;
+    for cidr in &args.service_cidr {
+        svcnet_alloc::validate_service_cidr_flag(cidr, "--service-cidr").map_err(anyhow::Error::msg)?;
+    }
+    let hooks = KindHooks::with_services(ServiceNetConfig {
+        service_cidrs: args.service_cidr.clone(),
+        node_port_range: node_ports,
+    })
+    .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let Some(first) = args.service_cidr.first() else {
+        bail!("--service-cidr needs at least one range");
+    };
+    let kubernetes_ip = svcnet_alloc::nth_address(first, 1).context("service CIDR too small")?;
+
+    let store = Arc::new(RedbStore::open(&data_dir.join("store.redb")).context("opening the store")?);
+    let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
+    let tls = pki::server_config(&creds)?;
+    let listener = TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.api_listen))?;
+    let addr = listener.local_addr()?;
+
+    let server = ApiServer::new(
+        store,
+        Config {
+            listen: addr,
+            token: creds.token.clone(),
+            hooks: hooks.clone(),
+        },
+    )
+    .await?;
+    // Repair: rebuild the allocators from what is stored before anything new is allocated.
+    let services = server.cached_list(svcnet_api_services(), None);
+    hooks.repair(services.iter().map(|s| s.as_ref()));
+    server
+        .bootstrap(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+    server.spawn_namespace_finalizer();
+
+    let kubeconfig = data_dir.join("kubeconfig");
+    pki::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &creds)?;
+    server.set_ready();
+    info!(api = %addr, data_dir = %data_dir.display(), "svcnet is up");
+    println!(
+        "svcnet is up: export KUBECONFIG={} (then: kubectl get services -A)",
+        kubeconfig.display()
+    );
+    server.serve(listener, tls, shutdown_signal()).await;
+    info!("shutting down");
+    Ok(())
+}
+
+fn svcnet_api_services() -> &'static svcnet_apiserver::ResourceType {
+    svcnet_apiserver::lookup_resource("", "v1", "services").expect("services are served")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => {
+            init_logging(&args.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(up(args))
+        }
+    }
+}
