@@ -232,7 +232,7 @@ impl ApiServer {
             },
             Route::OpenApiV2 => bytes_response(
                 200,
-                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
                 openapi::v2_protobuf(),
             ),
             Route::OpenApiV3Root => bytes_response(200, "application/json", openapi::v3_root()),

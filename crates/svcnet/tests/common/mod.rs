@@ -1,0 +1,244 @@
+//! Test harness: runs the real `svcnet` binary and real kubectl against it.
+//!
+//! Every cluster gets its own data directory and an ephemeral loopback port, so tests run in parallel
+//! and never touch anything outside 127.0.0.1. The process is stopped by PID when the handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `svcnet up`.
+pub struct Cluster {
+    child: Option<Child>,
+    /// The data directory (kept across restarts).
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// The address the API server listens on.
+    pub addr: String,
+    extra: Vec<String>,
+}
+
+/// The kubectl binaries to test with: the oldest and newest supported.
+pub const KUBECTLS: &[&str] = &["1.27", "1.33"];
+
+/// Path of `kubectl.<version>` beside the kubectl on PATH.
+pub fn kubectl_path(version: &str) -> PathBuf {
+    let on_path = which("kubectl").expect("kubectl on PATH");
+    let real = std::fs::canonicalize(&on_path).unwrap_or(on_path);
+    let versioned = real
+        .parent()
+        .expect("kubectl has a directory")
+        .join(format!("kubectl.{version}"));
+    if versioned.exists() { versioned } else { real }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Cluster {
+    /// Starts a fresh cluster with extra `svcnet up` flags.
+    pub fn start_with(extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster {
+            child: None,
+            dir,
+            _tmp: Some(tmp),
+            addr: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        c.launch("127.0.0.1:0");
+        c
+    }
+
+    /// Starts a fresh cluster with default flags.
+    pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    fn launch(&mut self, listen: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_svcnet"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--api-listen")
+            .arg(listen)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("svcnet.log"))
+                    .expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn svcnet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the ready line");
+        assert!(
+            line.contains("svcnet is up"),
+            "unexpected first line: {line:?}\nlog:\n{}",
+            self.log()
+        );
+        self.child = Some(child);
+        let kubeconfig = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        self.addr = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://"))
+            .expect("server line")
+            .to_string();
+    }
+
+    /// The kubeconfig path.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("svcnet.log")).unwrap_or_default()
+    }
+
+    /// The server process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stops the server with a signal and restarts it on the same data directory and address.
+    pub fn restart(&mut self, signal: &str) {
+        self.stop(signal);
+        let addr = self.addr.clone();
+        self.launch(&addr);
+    }
+
+    /// Stops the server with `signal` (`TERM` or `KILL`) and waits for it to exit.
+    pub fn stop(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs kubectl `version` with `args`, returning its output.
+    pub fn kubectl_v(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_env(version, args, stdin, &[])
+    }
+
+    /// Runs kubectl with extra environment variables.
+    pub fn kubectl_env(
+        &self,
+        version: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Output {
+        let mut cmd = Command::new(kubectl_path(version));
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", self.dir.join(format!("kcache-{version}")))
+            .env("HOME", &self.dir)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs the newest kubectl and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_v("1.33", args, None)
+    }
+
+    /// Runs kubectl `version`, asserts success, returns stdout.
+    pub fn ok_v(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_v(version, args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {version} {args:?} failed:\nstdout: {}\nstderr: {}\nserver log tail:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 20)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl `version`, asserts failure, returns stderr.
+    pub fn fail_v(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_v(version, args, stdin);
+        assert!(
+            !out.status.success(),
+            "kubectl {version} {args:?} unexpectedly succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Reads a JSON object with `kubectl get -o json`.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop("TERM");
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Writes `contents` to `dir/name` and returns the path as a string.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write file");
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: formatting, lints, unit tests and end-to-end tests
+# that drive the real `svcnet` binary with real kubectl. Installs what it needs from Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the suite uses. kubectl itself is on PATH on every machine we run on.
+need=()
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  if [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing packages (install them or run as root): ${need[*]}" >&2
+    exit 1
+  fi
+fi
+command -v kubectl >/dev/null || { echo "kubectl must be on PATH" >&2; exit 1; }
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
