@@ -13,6 +13,7 @@ pub mod cache;
 pub mod decode;
 pub mod discovery;
 pub mod errors;
+pub mod gc;
 pub mod handlers;
 pub mod hooks;
 pub mod managed;
@@ -34,7 +35,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
@@ -369,13 +370,27 @@ fn delete_options(content_type: &str, body: &[u8]) -> Result<Option<Value>, ApiE
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::too_large(MAX_BODY))
+    // After the limit we keep reading (and discarding) up to this much more, so that a client still
+    // sending gets our 413 instead of a reset connection; past it we stop reading altogether.
+    const DRAIN: usize = 64 * 1024 * 1024;
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("error reading request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if total > MAX_BODY + DRAIN {
+                break;
+            }
         }
-        Err(e) => Err(ApiError::bad_request(format!("error reading request body: {e}"))),
     }
+    if total > MAX_BODY {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    Ok(buf.freeze())
 }
 
 /// The `/version` document.

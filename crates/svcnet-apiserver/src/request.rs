@@ -90,6 +90,21 @@ pub fn collection_prefix(rt: &ResourceType, namespace: Option<&str>) -> String {
     }
 }
 
+/// Splits a storage key back into its resource type, namespace and name.
+pub fn parse_key(key: &str) -> Option<(&'static ResourceType, Option<String>, String)> {
+    let parts: Vec<&str> = key.trim_start_matches('/').split('/').collect();
+    let (group, plural, ns, name) = match parts.as_slice() {
+        [g, p, ns, name] => (*g, *p, Some(ns.to_string()), name.to_string()),
+        [g, p, name] => (*g, *p, None, name.to_string()),
+        _ => return None,
+    };
+    let group = if group == "core" { "" } else { group };
+    let rt = resources::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)?;
+    Some((rt, ns, name))
+}
+
 /// Parses a request path.
 pub fn parse_path(path: &str) -> Result<Route, ApiError> {
     let path = path.trim_end_matches('/');

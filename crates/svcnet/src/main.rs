@@ -124,6 +124,7 @@ async fn up(args: UpArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     server.spawn_namespace_finalizer();
+    server.spawn_garbage_collector();
 
     let kubeconfig = data_dir.join("kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &creds)?;
