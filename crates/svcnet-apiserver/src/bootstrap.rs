@@ -152,6 +152,22 @@ impl ApiServer {
         Ok(())
     }
 
+    /// Runs the allocation repair pass every `every` (kube's repair controllers run every 3 minutes).
+    pub fn spawn_periodic_repair(self: &Arc<Self>, every: Duration) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            let services = rt("services", "");
+            loop {
+                tokio::time::sleep(every).await;
+                let all = server.cached_list(services, None);
+                let (marked, released) = server.kind_hooks.repair_pass(all.iter().map(|s| s.as_ref()));
+                if marked + released > 0 {
+                    info!(marked, released, "allocation repair pass changed the allocators");
+                }
+            }
+        });
+    }
+
     /// Finishes namespace deletions: deletes everything in a terminating namespace, then the namespace.
     pub fn spawn_namespace_finalizer(self: &Arc<Self>) {
         let server = self.clone();

@@ -7,7 +7,7 @@
 //! `before_create`/`before_update`, then either the write commits (and whatever the old object held that
 //! the new one does not is released) or it fails (and whatever the new object took is released).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -50,7 +50,19 @@ struct ServiceHooks {
     config: ServiceNetConfig,
     rules: ServiceConfig,
     alloc: Mutex<Allocators>,
+    /// Allocations that looked leaked, with how many consecutive repair passes saw them so.
+    leaks: Mutex<HashMap<Leak, u32>>,
 }
+
+/// An allocation no stored Service holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Leak {
+    Ip(IpAddr),
+    Port(i32),
+}
+
+/// Consecutive passes an allocation must look leaked before the periodic repair releases it.
+pub const LEAK_PASSES: u32 = 3;
 
 /// What a Service holds in the allocators.
 #[derive(Debug, Default, PartialEq)]
@@ -128,6 +140,7 @@ impl KindHooks {
                 }),
                 config,
                 rules,
+                leaks: Mutex::new(HashMap::new()),
             })),
         })
     }
@@ -175,6 +188,78 @@ impl KindHooks {
             warn!(out_of_range = ?report.out_of_range, duplicates = ?report.duplicates, "repair: NodePort allocations need attention");
         }
         a.ports = ports;
+    }
+
+    /// The periodic repair pass: compares the allocators with the stored Services while the server runs.
+    ///
+    /// An address or port a stored Service holds but the allocator does not is marked at once (that gap
+    /// could hand it out twice). One the allocator holds but no stored Service does is released only
+    /// after it has looked leaked on [`LEAK_PASSES`] consecutive passes, because a request may have
+    /// reserved it and not yet written its Service, exactly why kube's repair controller waits too.
+    /// Returns what was marked and what was released.
+    pub fn repair_pass<'a>(&self, services: impl IntoIterator<Item = &'a Value>) -> (usize, usize) {
+        let Some(s) = &self.services else { return (0, 0) };
+        let mut stored = Held::default();
+        for svc in services {
+            let h = held(svc);
+            stored.ips.extend(h.ips);
+            stored.ports.extend(h.ports);
+        }
+        let mut a = s.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let mut leaks = s.leaks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut marked = 0;
+        for ip in &stored.ips {
+            for alloc in a.ips.iter_mut() {
+                if alloc.in_range(*ip) && !alloc.is_allocated(*ip) && alloc.allocate(*ip).is_ok() {
+                    warn!(%ip, "repair: a stored Service's ClusterIP was not marked allocated; marked");
+                    marked += 1;
+                }
+            }
+        }
+        for p in &stored.ports {
+            if a.ports.range().contains(*p) && !a.ports.is_allocated(*p) && a.ports.allocate(*p).is_ok() {
+                warn!(
+                    port = p,
+                    "repair: a stored Service's NodePort was not marked allocated; marked"
+                );
+                marked += 1;
+            }
+        }
+        let mut suspects: Vec<Leak> = Vec::new();
+        for alloc in &a.ips {
+            suspects.extend(alloc.iter().filter(|ip| !stored.ips.contains(ip)).map(Leak::Ip));
+        }
+        suspects.extend(
+            a.ports
+                .iter()
+                .filter(|p| !stored.ports.contains(p))
+                .map(Leak::Port),
+        );
+        leaks.retain(|k, _| suspects.contains(k));
+        let mut released = 0;
+        for leak in suspects {
+            let n = leaks.entry(leak).or_insert(0);
+            *n += 1;
+            if *n >= LEAK_PASSES {
+                match leak {
+                    Leak::Ip(ip) => {
+                        for alloc in a.ips.iter_mut() {
+                            if alloc.in_range(ip) {
+                                alloc.release(ip);
+                            }
+                        }
+                        warn!(%ip, "repair: ClusterIP held by no Service; released");
+                    }
+                    Leak::Port(p) => {
+                        a.ports.release(p);
+                        warn!(port = p, "repair: NodePort held by no Service; released");
+                    }
+                }
+                leaks.remove(&leak);
+                released += 1;
+            }
+        }
+        (marked, released)
     }
 
     /// Whether the hooks validate this kind completely (metadata included).
@@ -457,4 +542,72 @@ fn cluster_ip_msg(e: &ClusterIpError) -> String {
 
 fn node_port_msg(e: &NodePortError) -> String {
     e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hooks() -> KindHooks {
+        KindHooks::with_services(ServiceNetConfig {
+            service_cidrs: vec!["10.96.0.0/24".parse().unwrap()],
+            node_port_range: PortRange::default(),
+        })
+        .unwrap()
+    }
+
+    fn services() -> &'static ResourceType {
+        svcnet_api::resources::lookup("", "v1", "services").unwrap()
+    }
+
+    fn svc(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
+    }
+
+    #[test]
+    fn allocation_is_released_when_the_write_fails_and_on_delete() {
+        let h = hooks();
+        let mut a = svc("a");
+        assert!(h.before_create(services(), &mut a).unwrap().is_empty());
+        let ip: IpAddr = a["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+        let port = a["spec"]["ports"][0]["nodePort"].as_i64().unwrap() as i32;
+        let mut b = svc("b");
+        b["spec"]["clusterIP"] = json!(ip.to_string());
+        let errs = h.before_create(services(), &mut b).unwrap();
+        assert!(
+            errs[0].to_string().contains("provided IP is already allocated"),
+            "{errs:?}"
+        );
+        h.release(services(), &a, None);
+        let mut c = svc("c");
+        c["spec"]["clusterIP"] = json!(ip.to_string());
+        c["spec"]["ports"][0]["nodePort"] = json!(port);
+        assert!(h.before_create(services(), &mut c).unwrap().is_empty());
+    }
+
+    #[test]
+    fn periodic_repair_marks_at_once_and_releases_only_after_several_passes() {
+        let h = hooks();
+        let mut a = svc("a");
+        assert!(h.before_create(services(), &mut a).unwrap().is_empty());
+        // `a` was reserved but (say) its write never happened: only the third pass releases it.
+        assert_eq!(h.repair_pass(std::iter::empty()), (0, 0));
+        assert_eq!(h.repair_pass(std::iter::empty()), (0, 0));
+        assert_eq!(h.repair_pass(std::iter::empty()), (0, 2));
+        // A stored Service whose allocations the allocator lost is marked at the first pass.
+        let (marked, released) = h.repair_pass([&a]);
+        assert_eq!((marked, released), (2, 0));
+        let mut b = svc("b");
+        b["spec"]["clusterIP"] = a["spec"]["clusterIP"].clone();
+        assert!(!h.before_create(services(), &mut b).unwrap().is_empty());
+        // A suspect that reappears in storage is forgiven.
+        let mut c = svc("c");
+        assert!(h.before_create(services(), &mut c).unwrap().is_empty());
+        h.repair_pass([&a]);
+        h.repair_pass([&a]);
+        assert_eq!(h.repair_pass([&a, &c]), (0, 0));
+        assert_eq!(h.repair_pass([&a, &c]), (0, 0));
+    }
 }
