@@ -117,7 +117,7 @@ fn roundtrip_as<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, Str
 
 /// Round-trips an object through its typed form: the result holds only known fields, normalized.
 pub fn roundtrip(rt: &ResourceType, v: &Value) -> Result<Value, String> {
-    use k8s_openapi::api::{coordination, core, discovery};
+    use k8s_openapi::api::{apps, coordination, core, discovery};
     match (rt.group, rt.kind) {
         ("", "Namespace") => roundtrip_as::<core::v1::Namespace>(v),
         ("", "Service") => roundtrip_as::<core::v1::Service>(v),
@@ -127,6 +127,8 @@ pub fn roundtrip(rt: &ResourceType, v: &Value) -> Result<Value, String> {
         ("", "Event") => roundtrip_as::<core::v1::Event>(v),
         ("discovery.k8s.io", "EndpointSlice") => roundtrip_as::<discovery::v1::EndpointSlice>(v),
         ("coordination.k8s.io", "Lease") => roundtrip_as::<coordination::v1::Lease>(v),
+        ("apps", "Deployment") => roundtrip_as::<apps::v1::Deployment>(v),
+        ("apps", "ReplicaSet") => roundtrip_as::<apps::v1::ReplicaSet>(v),
         // A kind without a typed form is stored as sent.
         _ => Ok(v.clone()),
     }

@@ -28,7 +28,16 @@ fn status_verbs() -> Vec<&'static str> {
 fn sub_kind(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'static str) {
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
+        "binding" => ("", "v1", "Binding"),
         _ => (rt.group, rt.version, rt.kind),
+    }
+}
+
+fn sub_verbs(sub: &str) -> Vec<&'static str> {
+    match sub {
+        "finalize" => vec!["update"],
+        "binding" => vec!["create"],
+        _ => status_verbs(),
     }
 }
 
@@ -98,7 +107,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "singularName": "",
                 "namespaced": rt.namespaced,
                 "kind": k,
-                "verbs": if *sub == "finalize" { vec!["update"] } else { status_verbs() },
+                "verbs": sub_verbs(sub),
             });
             if g != rt.group || v != rt.version {
                 s["group"] = json!(g);
@@ -134,7 +143,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
                             json!({
                                 "subresource": sub,
                                 "responseKind": {"group": g, "version": v, "kind": k},
-                                "verbs": if *sub == "finalize" { vec!["update"] } else { status_verbs() },
+                                "verbs": sub_verbs(sub),
                             })
                         })
                         .collect();

@@ -417,6 +417,17 @@ impl ApiServer {
         Err(ApiError::conflict(rt, &name))
     }
 
+    /// Writes `new` over `cur` for a subresource handler (same semantics as an update).
+    pub(crate) async fn update_object_at(
+        &self,
+        ctx: &WriteCtx<'_>,
+        cur: &Cached,
+        new: Value,
+        conditional: bool,
+    ) -> Result<Option<Reply>, ApiError> {
+        self.update_object(ctx, cur, new, conditional).await
+    }
+
     /// Writes `new` over `cur`. Returns `None` when the object changed underneath (retry).
     async fn update_object(
         &self,

@@ -23,6 +23,7 @@ pub mod pki;
 pub mod proto;
 pub mod request;
 pub mod strategy;
+pub mod subresources;
 pub mod tables;
 pub mod watch;
 
@@ -275,6 +276,9 @@ impl ApiServer {
                 Err(e) => error_response(&e),
             };
         }
+        if route.subresource.as_deref() == Some("scale") && method == Method::GET {
+            return reply_response(self.get_scale(&route));
+        }
         if method == Method::GET {
             let r = if route.name.is_some() {
                 self.get(&route, repr, &params)
@@ -307,7 +311,23 @@ impl ApiServer {
             dry_run,
         };
         let has_name = route.name.is_some();
+        let sub = route.subresource.clone();
         let r = match (method, has_name) {
+            (Method::PUT, true) if sub.as_deref() == Some("scale") => {
+                match decode::parse_body(Some(&content_type), &body) {
+                    Ok(v) => self.write_scale(&ctx, None, Some(v)).await,
+                    Err(e) => Err(e),
+                }
+            }
+            (Method::PATCH, true) if sub.as_deref() == Some("scale") => {
+                self.write_scale(&ctx, Some((&content_type, &body)), None).await
+            }
+            (Method::POST, true) if sub.as_deref() == Some("binding") => {
+                match decode::parse_body(Some(&content_type), &body) {
+                    Ok(v) => self.bind(&ctx, v).await,
+                    Err(e) => Err(e),
+                }
+            }
             (Method::POST, false) => match decode::parse_body(Some(&content_type), &body) {
                 Ok(v) => self.create(&ctx, v).await,
                 Err(e) => Err(e),

@@ -54,7 +54,7 @@ fn schema_name(rt: &ResourceType) -> String {
 }
 
 fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
-    use k8s_openapi::api::{coordination, core, discovery};
+    use k8s_openapi::api::{apps, coordination, core, discovery};
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     for rt in RESOURCES
         .iter()
@@ -84,6 +84,12 @@ fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
             }
             ("coordination.k8s.io", "Lease") => {
                 generator.subschema_for::<coordination::v1::Lease>();
+            }
+            ("apps", "Deployment") => {
+                generator.subschema_for::<apps::v1::Deployment>();
+            }
+            ("apps", "ReplicaSet") => {
+                generator.subschema_for::<apps::v1::ReplicaSet>();
             }
             _ => {}
         }

@@ -26,6 +26,8 @@ enum Kind {
     Msg(&'static [Field]),
     /// `map<string,string>`: repeated entries with key 1 and value 2.
     StrMap,
+    /// `map<string,Quantity>`: entries whose value is a message holding the quantity's string.
+    QuantityMap,
     IntOrString,
     Time,
 }
@@ -140,10 +142,109 @@ const SERVICE: &[Field] = &[
     f(2, "spec", Kind::Msg(SERVICE_SPEC)),
 ];
 
+const LABEL_SELECTOR_REQUIREMENT: &[Field] = &[
+    f(1, "key", Kind::Str),
+    f(2, "operator", Kind::Str),
+    r(3, "values", Kind::Str),
+];
+const LABEL_SELECTOR: &[Field] = &[
+    f(1, "matchLabels", Kind::StrMap),
+    r(2, "matchExpressions", Kind::Msg(LABEL_SELECTOR_REQUIREMENT)),
+];
+const CONTAINER_PORT: &[Field] = &[
+    f(1, "name", Kind::Str),
+    f(2, "hostPort", Kind::Int),
+    f(3, "containerPort", Kind::Int),
+    f(4, "protocol", Kind::Str),
+    f(5, "hostIP", Kind::Str),
+];
+const ENV_VAR: &[Field] = &[f(1, "name", Kind::Str), p(2, "value", Kind::Str)];
+const QUANTITY: &[Field] = &[f(1, "q", Kind::Str)];
+const RESOURCES: &[Field] = &[
+    f(1, "limits", Kind::QuantityMap),
+    f(2, "requests", Kind::QuantityMap),
+];
+const CONTAINER: &[Field] = &[
+    f(1, "name", Kind::Str),
+    f(2, "image", Kind::Str),
+    r(3, "command", Kind::Str),
+    r(4, "args", Kind::Str),
+    f(5, "workingDir", Kind::Str),
+    r(6, "ports", Kind::Msg(CONTAINER_PORT)),
+    r(7, "env", Kind::Msg(ENV_VAR)),
+    f(8, "resources", Kind::Msg(RESOURCES)),
+    f(13, "terminationMessagePath", Kind::Str),
+    f(20, "terminationMessagePolicy", Kind::Str),
+    f(14, "imagePullPolicy", Kind::Str),
+    f(16, "stdin", Kind::Bool),
+    f(17, "stdinOnce", Kind::Bool),
+    f(18, "tty", Kind::Bool),
+];
+const POD_SPEC: &[Field] = &[
+    r(20, "initContainers", Kind::Msg(CONTAINER)),
+    r(2, "containers", Kind::Msg(CONTAINER)),
+    f(3, "restartPolicy", Kind::Str),
+    p(4, "terminationGracePeriodSeconds", Kind::Int),
+    p(5, "activeDeadlineSeconds", Kind::Int),
+    f(6, "dnsPolicy", Kind::Str),
+    f(7, "nodeSelector", Kind::StrMap),
+    f(8, "serviceAccountName", Kind::Str),
+    f(10, "nodeName", Kind::Str),
+    f(11, "hostNetwork", Kind::Bool),
+    f(16, "hostname", Kind::Str),
+    f(17, "subdomain", Kind::Str),
+    f(19, "schedulerName", Kind::Str),
+    p(25, "priority", Kind::Int),
+    p(30, "enableServiceLinks", Kind::Bool),
+];
+const POD: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(POD_SPEC)),
+];
+const POD_TEMPLATE_SPEC: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(POD_SPEC)),
+];
+const ROLLING_UPDATE_DEPLOYMENT: &[Field] = &[
+    p(1, "maxUnavailable", Kind::IntOrString),
+    p(2, "maxSurge", Kind::IntOrString),
+];
+const DEPLOYMENT_STRATEGY: &[Field] = &[
+    f(1, "type", Kind::Str),
+    f(2, "rollingUpdate", Kind::Msg(ROLLING_UPDATE_DEPLOYMENT)),
+];
+const DEPLOYMENT_SPEC: &[Field] = &[
+    p(1, "replicas", Kind::Int),
+    f(2, "selector", Kind::Msg(LABEL_SELECTOR)),
+    f(3, "template", Kind::Msg(POD_TEMPLATE_SPEC)),
+    f(4, "strategy", Kind::Msg(DEPLOYMENT_STRATEGY)),
+    f(5, "minReadySeconds", Kind::Int),
+    p(6, "revisionHistoryLimit", Kind::Int),
+    f(7, "paused", Kind::Bool),
+    p(9, "progressDeadlineSeconds", Kind::Int),
+];
+const DEPLOYMENT: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(DEPLOYMENT_SPEC)),
+];
+const REPLICA_SET_SPEC: &[Field] = &[
+    p(1, "replicas", Kind::Int),
+    f(4, "minReadySeconds", Kind::Int),
+    f(2, "selector", Kind::Msg(LABEL_SELECTOR)),
+    f(3, "template", Kind::Msg(POD_TEMPLATE_SPEC)),
+];
+const REPLICA_SET: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(REPLICA_SET_SPEC)),
+];
+
 fn table_for(api_version: &str, kind: &str) -> Option<&'static [Field]> {
     match (api_version, kind) {
         ("v1", "Service") => Some(SERVICE),
         ("v1", "Namespace") => Some(NAMESPACE),
+        ("v1", "Pod") => Some(POD),
+        ("apps/v1", "Deployment") => Some(DEPLOYMENT),
+        ("apps/v1", "ReplicaSet") => Some(REPLICA_SET),
         _ => None,
     }
 }
@@ -245,6 +346,28 @@ fn message(buf: &[u8], fields: &[Field], depth: usize) -> Result<Map<String, Val
                     .unwrap_or_default()
                     .to_string();
                 let v = entry.get("v").cloned().unwrap_or_else(|| json!(""));
+                let map = out.entry(field.name).or_insert_with(|| json!({}));
+                if let Some(m) = map.as_object_mut() {
+                    m.insert(k, v);
+                }
+                continue;
+            }
+            (Kind::QuantityMap, 2) => {
+                let entry = message(
+                    rd.bytes()?,
+                    &[f(1, "k", Kind::Str), f(2, "v", Kind::Msg(QUANTITY))],
+                    depth + 1,
+                )?;
+                let k = entry
+                    .get("k")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let v = entry
+                    .get("v")
+                    .and_then(|v| v.get("q"))
+                    .cloned()
+                    .unwrap_or_else(|| json!("0"));
                 let map = out.entry(field.name).or_insert_with(|| json!({}));
                 if let Some(m) = map.as_object_mut() {
                     m.insert(k, v);

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value, json};
 use svcnet_api::field::{BadValue, FieldError, Path};
 use svcnet_api::resources::ResourceType;
-use svcnet_api::validation;
+use svcnet_api::{validation, workload};
 
 /// Prepares a new object for create (kube's `PrepareForCreate`).
 pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
@@ -29,8 +29,30 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
             map.insert("status".into(), json!({"loadBalancer": {}}));
         }
         ("", "Pod") => {
-            map.insert("status".into(), json!({"phase": "Pending"}));
+            map.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            );
         }
+        ("apps", "Deployment" | "ReplicaSet") => {
+            map.insert("status".into(), json!({}));
+        }
+        _ => {}
+    }
+    apply_defaults(rt, obj);
+    if matches!((rt.group, rt.kind), ("apps", "Deployment" | "ReplicaSet")) {
+        // Workloads count spec changes in metadata.generation; controllers report observedGeneration.
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("generation".into(), json!(1));
+        }
+    }
+}
+
+fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
+    match (rt.group, rt.kind) {
+        ("", "Pod") => workload::set_pod_defaults(obj),
+        ("apps", "Deployment") => workload::set_deployment_defaults(obj),
+        ("apps", "ReplicaSet") => workload::set_replicaset_defaults(obj),
         _ => {}
     }
 }
@@ -38,6 +60,28 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
 /// Prepares an update (kube's `PrepareForUpdate`): a main-resource write keeps the stored status, a
 /// status write keeps everything but status (and metadata, which kube lets either write change).
 pub fn prepare_update(rt: &ResourceType, subresource: Option<&str>, new: &mut Value, old: &Value) {
+    if subresource.is_none() {
+        apply_defaults(rt, new);
+        if matches!((rt.group, rt.kind), ("apps", "Deployment" | "ReplicaSet")) {
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let next = if new.get("spec") != old.get("spec") {
+                generation + 1
+            } else {
+                generation
+            };
+            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.insert("generation".into(), json!(next));
+            }
+        }
+    } else if let (Some(m), Some(g)) = (
+        new.get_mut("metadata").and_then(Value::as_object_mut),
+        old.pointer("/metadata/generation"),
+    ) {
+        m.insert("generation".into(), g.clone());
+    }
     let (Some(n), Some(o)) = (new.as_object_mut(), old.as_object()) else {
         return;
     };
@@ -79,12 +123,22 @@ fn object_meta(obj: &Value) -> Result<ObjectMeta, FieldError> {
         .map_err(|e| FieldError::invalid("metadata", BadValue::Omit, e.to_string()))
 }
 
-/// Validates an object's metadata for create.
+fn validate_kind(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    match (rt.group, rt.kind) {
+        ("", "Pod") => workload::validate_pod(obj),
+        ("apps", "Deployment" | "ReplicaSet") => workload::validate_workload(obj, old),
+        _ => Vec::new(),
+    }
+}
+
+/// Validates an object for create: metadata, then the kind's own rules.
 pub fn validate_create(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
-    match object_meta(obj) {
+    let mut errs = match object_meta(obj) {
         Ok(m) => validation::validate_object_meta(&m, rt.namespaced, name_rule(rt), &Path::new("metadata")),
         Err(e) => vec![e],
-    }
+    };
+    errs.extend(validate_kind(rt, obj, None));
+    errs
 }
 
 /// Validates an object's metadata for update against the stored one.
@@ -95,6 +149,7 @@ pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<Field
             validation::prepare_object_meta_for_update(&mut n, &o);
             let mut errs = validation::validate_object_meta(&n, rt.namespaced, name_rule(rt), &path);
             errs.extend(validation::validate_object_meta_update(&n, &o, &path));
+            errs.extend(validate_kind(rt, new, Some(old)));
             errs
         }
         (Err(e), _) | (_, Err(e)) => vec![e],

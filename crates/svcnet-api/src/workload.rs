@@ -1,0 +1,369 @@
+//! Pods and the workloads that template them (apps/v1 Deployments and ReplicaSets): kube-apiserver's
+//! defaulting (`SetDefaults_PodSpec`, `SetDefaults_Deployment`, …) and the validation rules users meet
+//! first, with Kubernetes' field paths and messages.
+//!
+//! Works on JSON objects as stored, so a stored object can be defaulted or validated without a typed
+//! round trip; the API server has already type-checked it.
+
+use serde_json::{Map, Value, json};
+
+use crate::field::{BadValue, FieldError, Path};
+use crate::validation;
+
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !v.get(key).is_some_and(Value::is_object)
+        && let Some(m) = v.as_object_mut()
+    {
+        m.insert(key.into(), json!({}));
+    }
+    v.get_mut(key)
+        .and_then(Value::as_object_mut)
+        .expect("just ensured to be an object")
+}
+
+fn default(m: &mut Map<String, Value>, key: &str, v: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.into(), v);
+    }
+}
+
+/// Whether an image reference has no tag or the `latest` tag (kube then defaults `imagePullPolicy` to
+/// `Always`).
+fn latest_or_untagged(image: &str) -> bool {
+    if image.contains('@') {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        None => true,
+        Some((_, tag)) => tag == "latest",
+    }
+}
+
+fn default_containers(list: Option<&mut Value>) {
+    let Some(Value::Array(cs)) = list else { return };
+    for c in cs.iter_mut() {
+        let Some(m) = c.as_object_mut() else { continue };
+        let policy = if m
+            .get("image")
+            .and_then(Value::as_str)
+            .is_some_and(latest_or_untagged)
+        {
+            "Always"
+        } else {
+            "IfNotPresent"
+        };
+        default(m, "imagePullPolicy", json!(policy));
+        default(m, "terminationMessagePath", json!("/dev/termination-log"));
+        default(m, "terminationMessagePolicy", json!("File"));
+        if let Some(Value::Array(ports)) = m.get_mut("ports") {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                default(p, "protocol", json!("TCP"));
+            }
+        }
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            if let Some(p) = m.get_mut(probe).and_then(Value::as_object_mut) {
+                default(p, "timeoutSeconds", json!(1));
+                default(p, "periodSeconds", json!(10));
+                default(p, "successThreshold", json!(1));
+                default(p, "failureThreshold", json!(3));
+                if let Some(h) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
+                    default(h, "path", json!("/"));
+                    default(h, "scheme", json!("HTTP"));
+                }
+            }
+        }
+    }
+}
+
+/// `SetDefaults_PodSpec` and its containers' defaults, on a PodSpec object.
+pub fn set_pod_spec_defaults(spec: &mut Value) {
+    if let Some(m) = spec.as_object_mut() {
+        pod_spec_defaults(m);
+    }
+}
+
+fn pod_spec_defaults(m: &mut Map<String, Value>) {
+    default(m, "restartPolicy", json!("Always"));
+    default(m, "dnsPolicy", json!("ClusterFirst"));
+    default(m, "terminationGracePeriodSeconds", json!(30));
+    default(m, "schedulerName", json!("default-scheduler"));
+    default(m, "securityContext", json!({}));
+    default(m, "enableServiceLinks", json!(true));
+    default(m, "preemptionPolicy", json!("PreemptLowerPriority"));
+    default(m, "priority", json!(0));
+    default_containers(m.get_mut("containers"));
+    default_containers(m.get_mut("initContainers"));
+}
+
+/// Pod defaults (spec defaults).
+pub fn set_pod_defaults(pod: &mut Value) {
+    pod_spec_defaults(obj_mut(pod, "spec"));
+}
+
+/// Deployment defaults (`SetDefaults_Deployment`), including its pod template.
+pub fn set_deployment_defaults(d: &mut Value) {
+    let spec = obj_mut(d, "spec");
+    default(spec, "replicas", json!(1));
+    default(spec, "revisionHistoryLimit", json!(10));
+    default(spec, "progressDeadlineSeconds", json!(600));
+    let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+    if let Some(st) = strategy.as_object_mut() {
+        default(st, "type", json!("RollingUpdate"));
+        if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                default(ru, "maxSurge", json!("25%"));
+                default(ru, "maxUnavailable", json!("25%"));
+            }
+        }
+    }
+    if let Some(t) = spec.get_mut("template") {
+        pod_spec_defaults(obj_mut(t, "spec"));
+    }
+}
+
+/// ReplicaSet defaults (`SetDefaults_ReplicaSet`), including its pod template.
+pub fn set_replicaset_defaults(rs: &mut Value) {
+    let spec = obj_mut(rs, "spec");
+    default(spec, "replicas", json!(1));
+    if let Some(t) = spec.get_mut("template") {
+        pod_spec_defaults(obj_mut(t, "spec"));
+    }
+}
+
+/// Renders a label map as Go's `%#v` renders a `map[string]string`.
+fn go_map(v: Option<&Value>) -> BadValue {
+    let pairs: Vec<String> = v
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}:{}",
+                        crate::field::go_quote(k),
+                        crate::field::go_quote(v.as_str().unwrap_or(""))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    BadValue::Raw(format!("map[string]string{{{}}}", pairs.join(", ")))
+}
+
+/// Validates a PodSpec's containers (the rules a hand-written manifest trips over first).
+pub fn validate_pod_spec(spec: Option<&Value>, path: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    let Some(containers) = containers.filter(|c| !c.is_empty()) else {
+        errs.push(FieldError::required(path.child("containers"), ""));
+        return errs;
+    };
+    let mut names = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let p = path.child("containers").index(i);
+        match c.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            None => errs.push(FieldError::required(p.child("name"), "")),
+            Some(n) => {
+                for msg in validation::is_dns1123_label(n) {
+                    errs.push(FieldError::invalid(p.child("name"), n, msg));
+                }
+                if names.contains(&n) {
+                    errs.push(FieldError::duplicate(p.child("name"), n));
+                }
+                names.push(n);
+            }
+        }
+        if c.get("image")
+            .and_then(Value::as_str)
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            errs.push(FieldError::required(p.child("image"), ""));
+        }
+        if let Some(ports) = c.get("ports").and_then(Value::as_array) {
+            for (j, port) in ports.iter().enumerate() {
+                let pp = p.child("ports").index(j);
+                let n = port.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                for msg in validation::is_valid_port_num(n) {
+                    errs.push(FieldError::invalid(pp.child("containerPort"), n, msg));
+                }
+                if let Some(name) = port.get("name").and_then(Value::as_str) {
+                    for msg in validation::is_valid_port_name(name) {
+                        errs.push(FieldError::invalid(pp.child("name"), name, msg));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(rp) = spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str)
+        && !matches!(rp, "Always" | "OnFailure" | "Never")
+    {
+        errs.push(FieldError::not_supported(
+            path.child("restartPolicy"),
+            rp,
+            &["Always", "OnFailure", "Never"],
+        ));
+    }
+    errs
+}
+
+/// Validates a Pod's spec.
+pub fn validate_pod(pod: &Value) -> Vec<FieldError> {
+    validate_pod_spec(pod.get("spec"), &Path::new("spec"))
+}
+
+/// Validates a Deployment or ReplicaSet: selector present and matching the template's labels,
+/// replicas not negative, the template's pod spec valid; on update the selector is immutable.
+pub fn validate_workload(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let spec = obj.get("spec");
+    let path = Path::new("spec");
+    if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
+        && r < 0
+    {
+        errs.push(FieldError::invalid(
+            path.child("replicas"),
+            r,
+            "must be greater than or equal to 0",
+        ));
+    }
+    let selector = spec.and_then(|s| s.get("selector"));
+    let template_labels = spec.and_then(|s| s.pointer("/template/metadata/labels"));
+    match selector.filter(|s| !s.is_null()) {
+        None => errs.push(FieldError::required(path.child("selector"), "")),
+        Some(sel) => {
+            let empty = sel
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+                && sel
+                    .get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .is_none_or(|a| a.is_empty());
+            if empty {
+                errs.push(FieldError::invalid(
+                    path.child("selector"),
+                    BadValue::Raw("\"null\"".into()),
+                    "empty selector is invalid for deployment",
+                ));
+            } else if !selector_matches(sel, template_labels) {
+                errs.push(FieldError::invalid(
+                    path.child("template").child("metadata").child("labels"),
+                    go_map(template_labels),
+                    "`selector` does not match template `labels`",
+                ));
+            }
+            if let Some(old_sel) = old.and_then(|o| o.pointer("/spec/selector"))
+                && old_sel != sel
+            {
+                errs.push(FieldError::invalid(
+                    path.child("selector"),
+                    BadValue::Raw(sel.to_string()),
+                    "field is immutable",
+                ));
+            }
+        }
+    }
+    errs.extend(validate_pod_spec(
+        spec.and_then(|s| s.pointer("/template/spec")),
+        &path.child("template").child("spec"),
+    ));
+    errs
+}
+
+/// Whether a `LabelSelector` (matchLabels + matchExpressions) selects a label set.
+pub fn selector_matches(sel: &Value, labels: Option<&Value>) -> bool {
+    let labels: std::collections::BTreeMap<String, String> = labels
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in ml {
+            if labels.get(k).map(String::as_str) != v.as_str() {
+                return false;
+            }
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let have = labels.get(key).map(String::as_str);
+            let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => have.is_some_and(|h| values.contains(&h)),
+                "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_defaults_like_kubernetes() {
+        let mut d = json!({"spec": {"selector": {"matchLabels": {"app": "x"}},
+            "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80}]}]}}}});
+        set_deployment_defaults(&mut d);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "Always");
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut p = json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
+        set_pod_defaults(&mut p);
+        assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
+    }
+
+    #[test]
+    fn workload_validation_messages() {
+        let d = json!({"spec": {"selector": {"matchLabels": {"app": "x"}},
+            "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c"}]}}}});
+        let errs: Vec<String> = validate_workload(&d, None)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errs.contains(&"spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"y\"}: `selector` does not match template `labels`".to_string()), "{errs:?}");
+        assert!(
+            errs.contains(&"spec.template.spec.containers[0].image: Required value".to_string()),
+            "{errs:?}"
+        );
+        let none = json!({"spec": {"template": {"spec": {}}}});
+        let errs: Vec<String> = validate_workload(&none, None)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errs.contains(&"spec.selector: Required value".to_string()));
+        assert!(errs.contains(&"spec.template.spec.containers: Required value".to_string()));
+        let pod = json!({"spec": {"containers": [{"name": "Bad_Name", "image": "x"}, {"name": "Bad_Name", "image": "y"}]}});
+        let errs = validate_pod(&pod);
+        assert!(errs.iter().any(|e| e.kind == crate::field::ErrorType::Duplicate));
+    }
+
+    #[test]
+    fn selectors_with_expressions() {
+        let sel = json!({"matchLabels": {"app": "x"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]});
+        assert!(selector_matches(&sel, Some(&json!({"app": "x", "tier": "b"}))));
+        assert!(!selector_matches(&sel, Some(&json!({"app": "x", "tier": "c"}))));
+        assert!(!selector_matches(&sel, None));
+    }
+}
