@@ -5,6 +5,8 @@
 //! the node agent with DNS and the data plane) are started by `up` as they land, each talking to the API
 //! server like any other client.
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ struct Cli {
 enum Command {
     /// Start a one-node cluster and write DIR/kubeconfig.
     Up(UpArgs),
+    /// Run a benchmark against a fresh `svcnet up` (e.g. `svcnet bench api`); it measures, never asserts.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Parser)]
@@ -51,6 +55,13 @@ struct UpArgs {
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// LoadBalancer address pool entry (CIDR, first-last range or address; repeatable). With at least one,
+    /// the LoadBalancer IPAM controller runs and gives `type: LoadBalancer` Services ingress addresses.
+    #[arg(long = "lb-pool", value_name = "ENTRY")]
+    lb_pool: Vec<String>,
+    /// The `spec.loadBalancerClass` the LoadBalancer IPAM serves (Services without a class too).
+    #[arg(long, default_value = svcnet_controllers::lb_ipam::DEFAULT_LB_CLASS)]
+    lb_class: String,
 }
 
 fn init_logging(format: &str) {
@@ -98,6 +109,10 @@ async fn up(args: UpArgs) -> Result<()> {
         bail!("--service-cidr needs at least one range");
     };
     let kubernetes_ip = svcnet_alloc::nth_address(first, 1).context("service CIDR too small")?;
+    let lb_pool = (!args.lb_pool.is_empty())
+        .then(|| svcnet_alloc::LbPool::parse(&args.lb_pool))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--lb-pool: {e}"))?;
 
     let store = Arc::new(RedbStore::open(&data_dir.join("store.redb")).context("opening the store")?);
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
@@ -125,10 +140,27 @@ async fn up(args: UpArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     server.spawn_namespace_finalizer();
     server.spawn_garbage_collector();
+    server.spawn_periodic_repair(std::time::Duration::from_secs(180));
 
     let kubeconfig = data_dir.join("kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &creds)?;
     server.set_ready();
+    if let Some(pool) = lb_pool {
+        // Like every controller, the IPAM is an API client: it knows the server only by the kubeconfig.
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        let ipam = svcnet_controllers::LbIpamConfig {
+            pool,
+            class: args.lb_class.clone(),
+        };
+        let client = kube::Client::try_from(cfg)?;
+        tokio::spawn(async move {
+            if let Err(e) = svcnet_controllers::run_lb_ipam(client, ipam).await {
+                tracing::error!(error = %e, "LoadBalancer IPAM stopped");
+            }
+        });
+    }
     info!(api = %addr, data_dir = %data_dir.display(), "svcnet is up");
     println!(
         "svcnet is up: export KUBECONFIG={} (then: kubectl get services -A)",
@@ -151,5 +183,6 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(up(args))
         }
+        Command::Bench(args) => bench::run(args),
     }
 }

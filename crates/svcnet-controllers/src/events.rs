@@ -1,0 +1,150 @@
+//! Recording core/v1 Events about objects, as client-go's (legacy) event recorder does.
+//!
+//! kube-runtime's recorder writes `events.k8s.io/v1` Events; kubectl's `get events` and `describe`
+//! read core/v1 ones (`involvedObject`, `source`, `count`), and those are what every API server serves,
+//! so the controllers write core/v1 Events directly. Recording is best effort: a failure is logged and
+//! never stops a controller.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tracing::{debug, warn};
+
+/// The object an Event is about.
+#[derive(Debug, Clone)]
+pub(crate) struct Involved<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub resource_version: &'a str,
+}
+
+/// Writes core/v1 Events in the involved object's namespace on behalf of one component.
+pub(crate) struct Recorder {
+    client: Client,
+    component: &'static str,
+    /// The last name suffix used, so two Events in the same nanosecond still get distinct names.
+    last_suffix: i128,
+}
+
+impl Recorder {
+    /// A recorder that signs its Events with `component` (`source.component`, `reportingComponent`).
+    pub fn new(client: Client, component: &'static str) -> Self {
+        Self {
+            client,
+            component,
+            last_suffix: 0,
+        }
+    }
+
+    /// Records one Event; logs instead of failing.
+    pub async fn record(&mut self, about: &Involved<'_>, type_: &str, reason: &str, message: &str) {
+        let now = jiff::Timestamp::now();
+        // client-go names Events `<object>.<unix nanoseconds in hex>`.
+        self.last_suffix = now.as_nanosecond().max(self.last_suffix + 1);
+        let ev = build_event(
+            about,
+            self.component,
+            type_,
+            reason,
+            message,
+            now,
+            self.last_suffix,
+        );
+        let api: Api<Event> = Api::namespaced(self.client.clone(), about.namespace);
+        match api.create(&PostParams::default(), &ev).await {
+            Ok(_) => {
+                debug!(object = %format!("{}/{}", about.namespace, about.name), reason, message, "event recorded")
+            }
+            Err(e) => warn!(
+                object = %format!("{}/{}", about.namespace, about.name),
+                reason, message, error = %e, "could not record event"
+            ),
+        }
+    }
+}
+
+/// The Event object (pure, for tests).
+pub(crate) fn build_event(
+    about: &Involved<'_>,
+    component: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    now: jiff::Timestamp,
+    suffix: i128,
+) -> Event {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", about.name, suffix.max(0))),
+            namespace: Some(about.namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: opt(about.api_version),
+            kind: opt(about.kind),
+            namespace: opt(about.namespace),
+            name: opt(about.name),
+            uid: opt(about.uid),
+            resource_version: opt(about.resource_version),
+            field_path: None,
+        },
+        type_: Some(type_.to_owned()),
+        reason: Some(reason.to_owned()),
+        message: Some(message.to_owned()),
+        source: Some(EventSource {
+            component: Some(component.to_owned()),
+            host: None,
+        }),
+        reporting_component: Some(component.to_owned()),
+        reporting_instance: Some(component.to_owned()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Event::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_shape() {
+        let about = Involved {
+            api_version: "v1",
+            kind: "Service",
+            namespace: "default",
+            name: "web",
+            uid: "u-1",
+            resource_version: "42",
+        };
+        let now: jiff::Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        let ev = build_event(
+            &about,
+            "svcnet-lb-ipam",
+            "Warning",
+            "AllocationFailed",
+            "no",
+            now,
+            255,
+        );
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["metadata"]["name"], "web.ff");
+        assert_eq!(v["metadata"]["namespace"], "default");
+        assert_eq!(
+            v["involvedObject"],
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "namespace": "default",
+                               "name": "web", "uid": "u-1", "resourceVersion": "42"})
+        );
+        assert_eq!(v["source"]["component"], "svcnet-lb-ipam");
+        assert_eq!(v["type"], "Warning");
+        assert_eq!(v["reason"], "AllocationFailed");
+        assert_eq!(v["count"], 1);
+        assert_eq!(v["firstTimestamp"], "2025-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,13 @@
+//! svcnet's controllers: cluster-wide control loops that, like Kubernetes' own, talk to the API server
+//! only through its API (list + watch, then writes), with a kube-rs client. They run inside
+//! `svcnet up` and work unchanged against any Kubernetes API server.
+//!
+//! * [`lb_ipam`]: LoadBalancer IPAM, addresses for `type: LoadBalancer` Services from a configured
+//!   pool, without a cloud.
+//! * [`nodes`]: node pod CIDRs, node lifecycle (lease expiry) and the scheduler.
+
+mod events;
+pub mod lb_ipam;
+pub mod nodes;
+
+pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};

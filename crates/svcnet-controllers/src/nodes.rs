@@ -1,0 +1,456 @@
+//! Nodes and where pods go: three small control loops of kube-controller-manager and kube-scheduler.
+//!
+//! * **Node IPAM**: every Node gets a `spec.podCIDR` carved from `--cluster-cidr` (one `/mask` block per
+//!   node), as the node IPAM controller's range allocator hands them out.
+//! * **Node lifecycle**: a node whose Lease in `kube-node-lease` has not been renewed within the grace
+//!   period gets `Ready=Unknown` ("Kubelet stopped posting node status."), and its pods `Ready=False`;
+//!   pods bound to a Node that no longer exists are deleted (kube's pod garbage collector), so their
+//!   controllers replace them.
+//! * **Scheduler**: a pod with no `spec.nodeName` (and the default scheduler) is bound to a Ready,
+//!   schedulable node whose labels match its `nodeSelector`, fewest pods first; with no such node it stays
+//!   Pending with `PodScheduled=False`/`Unschedulable` and a `FailedScheduling` Event.
+//!
+//! All three react to watch events; lease expiry is checked on a timer because it is, by nature, the
+//! absence of an event.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::events::{Involved, Recorder};
+
+/// Settings of the node controllers.
+#[derive(Debug, Clone)]
+pub struct NodeControllersConfig {
+    /// The cluster's pod address range (`--cluster-cidr`).
+    pub cluster_cidr: IpNet,
+    /// The prefix length of each node's block (`--node-cidr-mask-size`, 24 by default).
+    pub node_mask: u8,
+    /// How long a node may go without renewing its Lease before it is NotReady (40 s in Kubernetes).
+    pub grace: Duration,
+}
+
+fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+fn pod_active(p: &Pod) -> bool {
+    let phase = p
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
+    phase != "Succeeded" && phase != "Failed"
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// Picks a node for `pod` among `nodes`, or explains why none fits (kube-scheduler's message form).
+pub fn pick_node(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<String, String> {
+    let selector: BTreeMap<String, String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_selector.clone())
+        .unwrap_or_default();
+    let mut not_ready = 0;
+    let mut unschedulable = 0;
+    let mut mismatch = 0;
+    let mut candidates = Vec::new();
+    for n in nodes {
+        if !node_ready(n) {
+            not_ready += 1;
+            continue;
+        }
+        if n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+            unschedulable += 1;
+            continue;
+        }
+        let labels = n.labels();
+        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            mismatch += 1;
+            continue;
+        }
+        let name = n.name_any();
+        let load = pods
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()) && pod_active(p)
+            })
+            .count();
+        candidates.push((load, name));
+    }
+    candidates.sort();
+    if let Some((_, name)) = candidates.into_iter().next() {
+        return Ok(name);
+    }
+    let mut reasons = Vec::new();
+    if mismatch > 0 {
+        reasons.push(format!(
+            "{mismatch} node(s) didn't match Pod's node affinity/selector"
+        ));
+    }
+    if not_ready > 0 {
+        reasons.push(format!(
+            "{not_ready} node(s) had untolerated taint {{node.kubernetes.io/not-ready: }}"
+        ));
+    }
+    if unschedulable > 0 {
+        reasons.push(format!("{unschedulable} node(s) were unschedulable"));
+    }
+    let mut msg = format!("0/{} nodes are available", nodes.len());
+    if !reasons.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&reasons.join(", "));
+    }
+    msg.push('.');
+    Err(msg)
+}
+
+/// Hands out node pod CIDRs: the first block of `cluster` not in `used`.
+pub fn next_pod_cidr(cluster: &IpNet, mask: u8, used: &HashSet<IpNet>) -> Option<IpNet> {
+    cluster.subnets(mask).ok()?.find(|s| !used.contains(s))
+}
+
+/// Runs the three node loops until dropped.
+pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (lease_store, lease_writer) = reflector::store::<Lease>();
+    let wake = Arc::new(Notify::new());
+
+    let node_stream = reflector::reflector(node_writer, watcher(nodes.clone(), watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    let pod_stream = reflector::reflector(pod_writer, watcher(pods.clone(), watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    let lease_stream = reflector::reflector(lease_writer, watcher(leases, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+
+    let w = wake.clone();
+    let ipam_client = client.clone();
+    let ipam_cfg = cfg.clone();
+    let ipam_nodes = node_store.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(node_stream);
+        while let Some(ev) = node_stream.next().await {
+            w.notify_one();
+            if let Ok(node) = ev {
+                assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node).await;
+            }
+        }
+    });
+    let w = wake.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(pod_stream);
+        while let Some(ev) = pod_stream.next().await {
+            if ev.is_ok() {
+                w.notify_one();
+            }
+        }
+    });
+    tokio::spawn(async move {
+        futures::pin_mut!(lease_stream);
+        while lease_stream.next().await.is_some() {}
+    });
+
+    let mut recorder = Recorder::new(client.clone(), "default-scheduler");
+    let mut reported: HashMap<String, String> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tick.tick() => {
+                check_leases(&client, &cfg, &node_store, &lease_store, &pod_store).await;
+            }
+        }
+        if node_store.wait_until_ready().await.is_err() || pod_store.wait_until_ready().await.is_err() {
+            continue;
+        }
+        schedule(&client, &node_store, &pod_store, &mut recorder, &mut reported).await;
+        collect_orphans(&client, &node_store, &pod_store).await;
+    }
+}
+
+async fn assign_pod_cidr(client: &Client, cfg: &NodeControllersConfig, store: &Store<Node>, node: &Node) {
+    if node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some() {
+        return;
+    }
+    let used: HashSet<IpNet> = store
+        .state()
+        .iter()
+        .filter_map(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_ref())
+                .and_then(|c| c.parse().ok())
+        })
+        .collect();
+    let Some(cidr) = next_pod_cidr(&cfg.cluster_cidr, cfg.node_mask, &used) else {
+        warn!(node = %node.name_any(), cluster_cidr = %cfg.cluster_cidr, "no pod CIDR left for node");
+        return;
+    };
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
+    match api
+        .patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => info!(node = %node.name_any(), %cidr, "assigned pod CIDR"),
+        Err(e) => warn!(node = %node.name_any(), error = %e, "assigning pod CIDR failed"),
+    }
+}
+
+async fn check_leases(
+    client: &Client,
+    cfg: &NodeControllersConfig,
+    nodes: &Store<Node>,
+    leases: &Store<Lease>,
+    pods: &Store<Pod>,
+) {
+    let at = jiff::Timestamp::now();
+    let api: Api<Node> = Api::all(client.clone());
+    for node in nodes.state() {
+        let name = node.name_any();
+        let renewed = leases
+            .state()
+            .iter()
+            .find(|l| l.name_any() == name)
+            .and_then(|l| l.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0));
+        let expired = match renewed {
+            Some(t) => at.duration_since(t) > jiff::SignedDuration::try_from(cfg.grace).unwrap_or_default(),
+            // Never renewed: judge by the node's age so a node that is registering is not condemned.
+            None => node.metadata.creation_timestamp.as_ref().is_some_and(|c| {
+                at.duration_since(c.0) > jiff::SignedDuration::try_from(cfg.grace).unwrap_or_default()
+            }),
+        };
+        let ready_status = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone());
+        if !expired || ready_status.as_deref() == Some("Unknown") {
+            continue;
+        }
+        info!(node = %name, "node lease expired; marking NotReady");
+        let ts = now();
+        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
+            "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.",
+            "lastHeartbeatTime": ts, "lastTransitionTime": ts}]}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            warn!(node = %name, error = %e, "marking node NotReady failed");
+            continue;
+        }
+        for pod in pods
+            .state()
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
+        {
+            let pods_api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+            let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": ts}]}});
+            if let Err(e) = pods_api
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+            {
+                debug!(pod = %pod.name_any(), error = %e, "marking pod unready failed");
+            }
+        }
+    }
+}
+
+async fn schedule(
+    client: &Client,
+    nodes: &Store<Node>,
+    pods: &Store<Pod>,
+    recorder: &mut Recorder,
+    reported: &mut HashMap<String, String>,
+) {
+    let all_nodes = nodes.state();
+    let all_pods = pods.state();
+    for pod in all_pods.iter() {
+        let Some(spec) = pod.spec.as_ref() else { continue };
+        if spec.node_name.as_deref().is_some_and(|n| !n.is_empty())
+            || pod.metadata.deletion_timestamp.is_some()
+            || spec
+                .scheduler_name
+                .as_deref()
+                .is_some_and(|s| s != "default-scheduler")
+        {
+            continue;
+        }
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let involved = Involved {
+            api_version: "v1",
+            kind: "Pod",
+            namespace: &ns,
+            name: &name,
+            uid: pod.metadata.uid.as_deref().unwrap_or(""),
+            resource_version: pod.metadata.resource_version.as_deref().unwrap_or(""),
+        };
+        match pick_node(pod, &all_nodes, &all_pods) {
+            Ok(node) => {
+                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                match api
+                    .create_subresource::<serde_json::Value, serde_json::Value>(
+                        "binding",
+                        &name,
+                        &PostParams::default(),
+                        &binding,
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        reported.remove(&format!("{ns}/{name}"));
+                        let cond = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]}});
+                        let _ = api
+                            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&cond))
+                            .await;
+                        recorder
+                            .record(
+                                &involved,
+                                "Normal",
+                                "Scheduled",
+                                &format!("Successfully assigned {ns}/{name} to {node}"),
+                            )
+                            .await;
+                    }
+                    Err(e) => debug!(pod = %name, error = %e, "binding failed; will retry"),
+                }
+            }
+            Err(msg) => {
+                let key = format!("{ns}/{name}");
+                if reported.get(&key) == Some(&msg) {
+                    continue;
+                }
+                let cond = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": msg, "lastTransitionTime": now()}]}});
+                let _ = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&cond))
+                    .await;
+                recorder
+                    .record(&involved, "Warning", "FailedScheduling", &msg)
+                    .await;
+                reported.insert(key, msg);
+            }
+        }
+    }
+}
+
+async fn collect_orphans(client: &Client, nodes: &Store<Node>, pods: &Store<Pod>) {
+    let names: HashSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();
+    for pod in pods.state() {
+        let Some(node) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+        else {
+            continue;
+        };
+        if names.contains(&node) || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        info!(pod = %pod.name_any(), %node, "pod bound to a node that no longer exists; deleting");
+        let _ = api.delete(&pod.name_any(), &DeleteParams::background()).await;
+    }
+}
+
+/// Whether an address belongs to a node's pod CIDR (helper for agents and tests).
+pub fn in_cidr(cidr: &str, ip: IpAddr) -> bool {
+    cidr.parse::<IpNet>().is_ok_and(|c| c.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, ready: bool, labels: &[(&str, &str)]) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name,
+                "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+                "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}}))
+            .unwrap(),
+        )
+    }
+
+    fn pod(name: &str, node: Option<&str>, selector: &[(&str, &str)]) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node, "containers": [],
+                    "nodeSelector": selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn fewest_pods_first_and_selector_respected() {
+        let nodes = vec![
+            node("a", true, &[("zone", "x")]),
+            node("b", true, &[("zone", "y")]),
+            node("c", false, &[]),
+        ];
+        let pods = vec![pod("p1", Some("a"), &[]), pod("p2", Some("a"), &[])];
+        assert_eq!(pick_node(&pod("new", None, &[]), &nodes, &pods).unwrap(), "b");
+        assert_eq!(
+            pick_node(&pod("new", None, &[("zone", "x")]), &nodes, &pods).unwrap(),
+            "a"
+        );
+        let err = pick_node(&pod("new", None, &[("zone", "z")]), &nodes, &pods).unwrap_err();
+        assert_eq!(
+            err,
+            "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+        );
+    }
+
+    #[test]
+    fn pod_cidrs_are_handed_out_in_order() {
+        let cluster: IpNet = "127.244.0.0/16".parse().unwrap();
+        let mut used = HashSet::new();
+        let a = next_pod_cidr(&cluster, 24, &used).unwrap();
+        assert_eq!(a.to_string(), "127.244.0.0/24");
+        used.insert(a);
+        assert_eq!(
+            next_pod_cidr(&cluster, 24, &used).unwrap().to_string(),
+            "127.244.1.0/24"
+        );
+        assert!(in_cidr("127.244.1.0/24", "127.244.1.9".parse().unwrap()));
+    }
+}

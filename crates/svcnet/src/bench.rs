@@ -1,0 +1,855 @@
+//! `svcnet bench api`: a benchmark of the API server as clients see it.
+//!
+//! It starts a real `svcnet up` as a child process (the same binary) in a fresh temporary data directory,
+//! then drives it over HTTPS/HTTP2 with the bearer token from the kubeconfig, exactly as kubectl or a
+//! kube-rs controller would: concurrent Service creates, full JSON lists, and many watches receiving a
+//! stream of label patches. It measures and prints; it never asserts. The targets are printed next to the
+//! figures for comparison only. Every phase is bounded, and the whole run by `--timeout`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// Target create throughput on the reference 2-core machine (printed, not asserted).
+const TARGET_CREATES_PER_SEC: f64 = 2000.0;
+/// Target time for listing 10,000 Services (printed, not asserted).
+const TARGET_LIST_MS: f64 = 200.0;
+/// The namespace everything is created in.
+const NS: &str = "default";
+/// The label whose value carries a change's sequence number, so a watcher can tell which change an event
+/// belongs to without decoding the object.
+const SEQ_LABEL: &str = "bench-seq";
+
+/// `svcnet bench ...`: benchmarks that measure and print, never assert.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Subcommand)]
+enum Which {
+    /// Benchmark the API server: concurrent creates, full lists, watch fan-out, memory.
+    Api(ApiArgs),
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// How many Services to create.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    services: u32,
+    /// Create requests in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// HTTP/2 connections the create requests are spread over (at most 200 streams each).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
+    /// How many times the full list is fetched.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    lists: u32,
+    /// Concurrent watches, each on its own connection (like independent node agents).
+    #[arg(long, default_value_t = 100)]
+    watchers: u32,
+    /// Label patches made one at a time while the watches are open.
+    #[arg(long, default_value_t = 200)]
+    changes: u32,
+    /// Pause between two changes, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    change_interval_ms: u64,
+    /// Overall limit for the whole run, in seconds; the server is stopped when it is reached.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+/// Runs a benchmark.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.which {
+        Which::Api(a) => rt.block_on(api(a)),
+    }
+}
+
+/// What has been measured so far; filled phase by phase so a timeout still reports what it got.
+#[derive(Default)]
+struct Report {
+    creates: Option<CreateFigures>,
+    list: Option<ListFigures>,
+    fanout: Option<FanoutFigures>,
+    mem_after_creates: Option<Mem>,
+    mem_after_lists: Option<Mem>,
+    mem_end: Option<Mem>,
+}
+
+struct CreateFigures {
+    ok: usize,
+    failed: usize,
+    wall: Duration,
+    p50: Duration,
+    p99: Duration,
+    server_cpu: f64,
+    bench_cpu: f64,
+}
+
+struct ListFigures {
+    times: Vec<Duration>,
+    median: Duration,
+    headers_median: Duration,
+    server_cpu_ms: f64,
+    items: usize,
+    bytes: usize,
+}
+
+struct FanoutFigures {
+    watchers: usize,
+    changes: usize,
+    received: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    patch_p50: Duration,
+    server_cpu: f64,
+    wall: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct Mem {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+async fn api(args: ApiArgs) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let dir = tempfile::Builder::new().prefix("svcnet-bench-").tempdir()?;
+    let start_limit = Duration::from_secs(30).min(Duration::from_secs(args.timeout));
+    let mut server = tokio::time::timeout(start_limit, Server::start(dir.path()))
+        .await
+        .map_err(|_| anyhow!("svcnet up did not get ready within {start_limit:?}"))??;
+    println!(
+        "server: pid {} at https://{} (data dir {})",
+        server.pid,
+        server.client.addr,
+        dir.path().display()
+    );
+
+    let mut report = Report::default();
+    let outcome = tokio::time::timeout_at(deadline.into(), phases(&server, &args, &mut report)).await;
+    if report.mem_end.is_none() {
+        report.mem_end = server.mem();
+        if let Some(m) = report.mem_end {
+            println!("memory at end: {}", m.show());
+        }
+    }
+    server.stop().await;
+    // The server has exited, so the directory can go.
+    dir.close().context("removing the temporary data directory")?;
+
+    print_table(&args, &report);
+    match outcome {
+        Ok(r) => r,
+        Err(_) => bail!(
+            "stopped by --timeout {} s before all phases finished",
+            args.timeout
+        ),
+    }
+}
+
+async fn phases(server: &Server, args: &ApiArgs, report: &mut Report) -> Result<()> {
+    let c = &server.client;
+    let n = args.services as usize;
+    let mut conns = Vec::new();
+    for _ in 0..args.connections {
+        conns.push(c.connect().await?);
+    }
+
+    // 1. Creates.
+    println!(
+        "creating {n} Services, {} requests in flight over {} HTTP/2 connections ...",
+        args.concurrency, args.connections
+    );
+    let (server_cpu0, bench_cpu0) = (server.cpu_seconds(), cpu_seconds("self"));
+    let start = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency as usize {
+        let mut send = conns[w % conns.len()].clone();
+        let next = next.clone();
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut failed = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let req = c.request(
+                    Method::POST,
+                    &format!("/api/v1/namespaces/{NS}/services"),
+                    Some("application/json"),
+                    service_json(i),
+                );
+                let t = Instant::now();
+                match c.send(&mut send, req).await {
+                    Ok((StatusCode::CREATED, _)) => lat.push(t.elapsed()),
+                    Ok((code, body)) => failed.push(format!("{code}: {}", String::from_utf8_lossy(&body))),
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
+            }
+            (lat, failed)
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (l, f) = t.await?;
+        lat.extend(l);
+        failed.extend(f);
+    }
+    let wall = start.elapsed();
+    let (server_cpu, bench_cpu) = (
+        server.cpu_seconds() - server_cpu0,
+        cpu_seconds("self") - bench_cpu0,
+    );
+    lat.sort();
+    let f = CreateFigures {
+        ok: lat.len(),
+        failed: failed.len(),
+        wall,
+        p50: percentile(&lat, 50.0),
+        p99: percentile(&lat, 99.0),
+        server_cpu,
+        bench_cpu,
+    };
+    println!(
+        "creates: {} ok, {} failed in {:.2} s = {:.0} creates/s (target >= {TARGET_CREATES_PER_SEC:.0}); \
+         latency p50 {} p99 {}; CPU: server {:.2} s, bench client {:.2} s",
+        f.ok,
+        f.failed,
+        wall.as_secs_f64(),
+        f.ok as f64 / wall.as_secs_f64(),
+        ms(f.p50),
+        ms(f.p99),
+        f.server_cpu,
+        f.bench_cpu
+    );
+    if let Some(first) = failed.first() {
+        println!("  first failure: {first}");
+    }
+    report.creates = Some(f);
+    report.mem_after_creates = server.mem();
+    if let Some(m) = report.mem_after_creates {
+        println!("memory after creates: {}", m.show());
+    }
+
+    // 2. Lists.
+    let list_path = format!("/api/v1/namespaces/{NS}/services");
+    let mut times = Vec::new();
+    let mut headers_at = Vec::new();
+    let mut last = Bytes::new();
+    let cpu0 = server.cpu_seconds();
+    for i in 0..args.lists {
+        let req = c.request(Method::GET, &list_path, None, Bytes::new());
+        let t = Instant::now();
+        conns[0].ready().await?;
+        let resp = conns[0].send_request(req).await?;
+        // The server builds the whole body before it answers, so the time to the headers is its work
+        // and the rest is the transfer.
+        let headers = t.elapsed();
+        let code = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let took = t.elapsed();
+        if code != StatusCode::OK {
+            bail!("list answered {code}: {}", String::from_utf8_lossy(&body));
+        }
+        println!(
+            "list {}: {} (headers after {}; {} bytes)",
+            i + 1,
+            ms(took),
+            ms(headers),
+            body.len()
+        );
+        times.push(took);
+        headers_at.push(headers);
+        last = body;
+    }
+    let list_cpu = (server.cpu_seconds() - cpu0) / f64::from(args.lists);
+    let list: serde_json::Value = serde_json::from_slice(&last).context("decoding the list")?;
+    let items = list["items"].as_array().map_or(0, Vec::len);
+    let list_rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("the list has no resourceVersion")?
+        .to_string();
+    let median = median_of(&times);
+    let headers_median = median_of(&headers_at);
+    println!(
+        "list: {items} items, {:.1} MiB, median {} (headers after {}), server CPU {:.0} ms per list \
+         (target <= {TARGET_LIST_MS:.0} ms for 10,000)",
+        last.len() as f64 / 1048576.0,
+        ms(median),
+        ms(headers_median),
+        list_cpu * 1000.0
+    );
+    report.list = Some(ListFigures {
+        times,
+        median,
+        headers_median,
+        server_cpu_ms: list_cpu * 1000.0,
+        items,
+        bytes: last.len(),
+    });
+    drop(last);
+    drop(list);
+    report.mem_after_lists = server.mem();
+    if let Some(m) = report.mem_after_lists {
+        println!("memory after lists: {}", m.show());
+    }
+
+    // 3. Watch fan-out.
+    if args.watchers > 0 && args.changes > 0 {
+        report.fanout = Some(fanout(server, args, &mut conns[0], &list_rv).await?);
+    }
+
+    report.mem_end = server.mem();
+    if let Some(m) = report.mem_end {
+        println!("memory at end: {}", m.show());
+    }
+    Ok(())
+}
+
+/// Opens the watches from `list_rv`, makes the changes one at a time and collects when each watcher saw
+/// each change.
+async fn fanout(
+    server: &Server,
+    args: &ApiArgs,
+    send: &mut SendRequest<Full<Bytes>>,
+    list_rv: &str,
+) -> Result<FanoutFigures> {
+    let c = &server.client;
+    let (w, m) = (args.watchers as usize, args.changes as usize);
+    println!("opening {w} watches from resourceVersion {list_rv} ...");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<()>>(w);
+    let mut tasks = Vec::new();
+    for _ in 0..w {
+        let c = c.clone();
+        let path = format!("/api/v1/namespaces/{NS}/services?watch=true&resourceVersion={list_rv}");
+        let ready = ready_tx.clone();
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(
+            async move { watcher(c, path, m, ready, stop).await },
+        ));
+    }
+    drop(ready_tx);
+    // Changes start only once every watch has its response headers, i.e. is registered with the server.
+    let mut open = 0;
+    let ready_by = tokio::time::Instant::now() + Duration::from_secs(30);
+    while open < w {
+        match tokio::time::timeout_at(ready_by, ready_rx.recv()).await {
+            Ok(Some(Ok(()))) => open += 1,
+            Ok(Some(Err(e))) => println!("  a watch failed to open: {e:#}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    println!(
+        "{open} of {w} watches open; making {m} label patches {} ms apart ...",
+        args.change_interval_ms
+    );
+
+    let cpu0 = server.cpu_seconds();
+    let start = Instant::now();
+    let mut sent = Vec::with_capacity(m);
+    let mut patch_lat = Vec::with_capacity(m);
+    for seq in 0..m {
+        let name = format!("bench-{:05}", seq % args.services as usize);
+        let body = format!(r#"{{"metadata":{{"labels":{{"{SEQ_LABEL}":"{seq}"}}}}}}"#);
+        let req = c.request(
+            Method::PATCH,
+            &format!("/api/v1/namespaces/{NS}/services/{name}"),
+            Some("application/merge-patch+json"),
+            Bytes::from(body),
+        );
+        let t = Instant::now();
+        sent.push(t);
+        let (code, resp) = c.send(send, req).await?;
+        patch_lat.push(t.elapsed());
+        if code != StatusCode::OK {
+            println!(
+                "  patch {seq} answered {code}: {}",
+                String::from_utf8_lossy(&resp)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(args.change_interval_ms)).await;
+    }
+    // Give the stragglers a bounded time to receive the last events, then stop the rest.
+    let drain_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut results = Vec::new();
+    let mut stopped = false;
+    for t in tasks {
+        let mut t = t;
+        let r = if stopped {
+            t.await?
+        } else {
+            match tokio::time::timeout_at(drain_by, &mut t).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    stop_tx.send_replace(true);
+                    stopped = true;
+                    t.await?
+                }
+            }
+        };
+        results.push(r);
+    }
+    stop_tx.send_replace(true);
+    let wall = start.elapsed();
+    let server_cpu = server.cpu_seconds() - cpu0;
+
+    let mut lat = Vec::with_capacity(w * m);
+    for got in results.iter().flatten() {
+        for &(seq, at) in got {
+            lat.push(at.saturating_duration_since(sent[seq]));
+        }
+    }
+    lat.sort();
+    patch_lat.sort();
+    let f = FanoutFigures {
+        watchers: w,
+        changes: m,
+        received: lat.len(),
+        p50: percentile(&lat, 50.0),
+        p99: percentile(&lat, 99.0),
+        max: lat.last().copied().unwrap_or_default(),
+        patch_p50: percentile(&patch_lat, 50.0),
+        server_cpu,
+        wall,
+    };
+    println!(
+        "watch fan-out: {} of {} events received; latency p50 {} p99 {} max {}; patch p50 {}; \
+         server CPU {:.2} s over {:.2} s",
+        f.received,
+        w * m,
+        ms(f.p50),
+        ms(f.p99),
+        ms(f.max),
+        ms(f.patch_p50),
+        f.server_cpu,
+        f.wall.as_secs_f64()
+    );
+    for e in results.iter().filter_map(|r| r.as_ref().err()).take(1) {
+        println!("  a watcher ended with: {e:#}");
+    }
+    Ok(f)
+}
+
+/// One watch on its own connection: reports when it is open, then records for each change (by the
+/// sequence number in its label) when the line carrying it arrived, until it has all `m` or is stopped.
+async fn watcher(
+    c: Client,
+    path: String,
+    m: usize,
+    ready: tokio::sync::mpsc::Sender<Result<()>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Vec<(usize, Instant)>> {
+    let opened = async {
+        let mut send = c.connect().await?;
+        let req = c.request(Method::GET, &path, None, Bytes::new());
+        send.ready().await?;
+        let resp = send.send_request(req).await?;
+        if resp.status() != StatusCode::OK {
+            bail!("watch answered {}", resp.status());
+        }
+        // The connection's sender is kept alive with the body, or the connection would close.
+        Ok((send, resp.into_body()))
+    }
+    .await;
+    let (_send, mut body) = match opened {
+        Ok(x) => {
+            let _ = ready.send(Ok(())).await;
+            x
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("{e:#}"))).await;
+            return Err(e);
+        }
+    };
+    drop(ready);
+    let mut seen = vec![false; m];
+    let mut got = Vec::with_capacity(m);
+    let mut buf: Vec<u8> = Vec::new();
+    let needle = format!("\"{SEQ_LABEL}\":\"");
+    while got.len() < m {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Some(frame) = frame else { break };
+        // The arrival time of the frame that completes a line is when that event was received.
+        let now = Instant::now();
+        let Ok(data) = frame?.into_data() else { continue };
+        buf.extend_from_slice(&data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            if let Some(seq) = find_seq(&buf[..nl], needle.as_bytes())
+                && seq < m
+                && !seen[seq]
+            {
+                seen[seq] = true;
+                got.push((seq, now));
+            }
+            buf.drain(..=nl);
+        }
+    }
+    Ok(got)
+}
+
+/// The sequence number in a watch line, found by its label without decoding the JSON (100 watchers
+/// decoding every object would make the client, on the same cores, the thing being measured).
+fn find_seq(line: &[u8], needle: &[u8]) -> Option<usize> {
+    let at = line.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
+}
+
+fn service_json(i: usize) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"bench-{i:05}","labels":{{"app":"svcnet-bench"}}}},"spec":{{"type":"ClusterIP","selector":{{"app":"svcnet-bench"}},"ports":[{{"name":"http","protocol":"TCP","port":80,"targetPort":8080}}]}}}}"#
+    ))
+}
+
+/// An HTTPS client for the benchmarked server: the address, CA and token from its kubeconfig.
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    tls: tokio_rustls::TlsConnector,
+    bearer: http::HeaderValue,
+}
+
+impl Client {
+    fn from_data_dir(dir: &Path) -> Result<Self> {
+        let kubeconfig = std::fs::read_to_string(dir.join("kubeconfig")).context("reading the kubeconfig")?;
+        let server = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .context("the kubeconfig has no server")?;
+        let addr: SocketAddr = server
+            .trim()
+            .strip_prefix("https://")
+            .context("the server is not https://")?
+            .parse()
+            .context("the kubeconfig's server is not ADDRESS:PORT")?;
+        // The benchmark talks to the loopback server it started and to nothing else.
+        if !addr.ip().is_loopback() {
+            bail!("refusing to benchmark a non-loopback server {addr}");
+        }
+        let ca = std::fs::read(dir.join("pki/ca.crt")).context("reading pki/ca.crt")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(cert.context("parsing pki/ca.crt")?)?;
+        }
+        let token = std::fs::read_to_string(dir.join("pki/token")).context("reading pki/token")?;
+        let mut cfg =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self {
+            addr,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            bearer: format!("Bearer {}", token.trim()).parse()?,
+        })
+    }
+
+    /// A new HTTP/2 connection (TLS with ALPN h2); its requests share it as streams.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = self.tls.connect(ServerName::from(self.addr.ip()), tcp).await?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            bail!("the server did not negotiate HTTP/2");
+        }
+        let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tls))
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(send)
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("https://{}{path}", self.addr))
+            .header(header::AUTHORIZATION, self.bearer.clone())
+            .header(header::ACCEPT, "application/json");
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(Full::new(body)).expect("a well-formed request")
+    }
+
+    /// Sends a request and reads the whole response body.
+    async fn send(
+        &self,
+        send: &mut SendRequest<Full<Bytes>>,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes)> {
+        send.ready().await?;
+        let resp = send.send_request(req).await?;
+        let code = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((code, body))
+    }
+}
+
+/// The `svcnet up` child process.
+struct Server {
+    child: Child,
+    pid: u32,
+    client: Client,
+}
+
+impl Server {
+    async fn start(dir: &Path) -> Result<Self> {
+        let exe = std::env::current_exe().context("finding the svcnet binary")?;
+        let log = std::fs::File::create(dir.join("svcnet.log"))?;
+        let mut child = Command::new(exe)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--api-listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            // A safety net for early returns; the normal path stops it with SIGTERM.
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting svcnet up")?;
+        let pid = child.id().context("the child has no pid")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next_line().await? {
+                Some(l) if l.starts_with("svcnet is up") => break,
+                Some(_) => {}
+                None => {
+                    let log = std::fs::read_to_string(dir.join("svcnet.log")).unwrap_or_default();
+                    bail!("svcnet up exited before it was ready; its log:\n{log}");
+                }
+            }
+        }
+        // Keep draining stdout so that the child can never block on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            child,
+            pid,
+            client: Client::from_data_dir(dir)?,
+        })
+    }
+
+    fn mem(&self) -> Option<Mem> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let l = status.lines().find(|l| l.starts_with(name))?;
+            l[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+        };
+        Some(Mem {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.pid.to_string())
+    }
+
+    /// SIGTERM by PID, then wait (bounded); SIGKILL if it does not exit in time.
+    async fn stop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(Ok(status)) => println!("server stopped: {status}"),
+            _ => {
+                println!("server did not stop within 10 s of SIGTERM; killing it");
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+/// User + system CPU seconds of a process (`self` or a PID), from /proc/<pid>/stat.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// Nearest-rank percentile of sorted durations.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median_of(v: &[Duration]) -> Duration {
+    let mut sorted = v.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+impl Mem {
+    fn show(&self) -> String {
+        format!(
+            "VmRSS {:.0} MiB, VmHWM {:.0} MiB",
+            self.rss_kib as f64 / 1024.0,
+            self.hwm_kib as f64 / 1024.0
+        )
+    }
+}
+
+fn print_table(args: &ApiArgs, r: &Report) {
+    let na = || "not measured".to_string();
+    println!();
+    println!(
+        "Command: `svcnet bench api --services {} --concurrency {} --connections {} --watchers {} --changes {} \
+         --change-interval-ms {}`",
+        args.services,
+        args.concurrency,
+        args.connections,
+        args.watchers,
+        args.changes,
+        args.change_interval_ms
+    );
+    println!();
+    println!("| measurement | measured | target |");
+    println!("|---|---|---|");
+    let (rate, lat) = match &r.creates {
+        Some(c) => (
+            format!(
+                "{:.0} creates/s ({} ok, {} failed, {:.2} s; server CPU {:.1} s, bench client CPU {:.1} s)",
+                c.ok as f64 / c.wall.as_secs_f64(),
+                c.ok,
+                c.failed,
+                c.wall.as_secs_f64(),
+                c.server_cpu,
+                c.bench_cpu
+            ),
+            format!("{} / {}", ms(c.p50), ms(c.p99)),
+        ),
+        None => (na(), na()),
+    };
+    println!(
+        "| create {} Services, {} in flight over {} HTTP/2 connections | {rate} | ≥ {TARGET_CREATES_PER_SEC:.0} creates/s |",
+        args.services, args.concurrency, args.connections
+    );
+    println!("| create latency p50 / p99 | {lat} | |");
+    match &r.list {
+        Some(l) => {
+            let all: Vec<String> = l
+                .times
+                .iter()
+                .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
+                .collect();
+            println!(
+                "| list {} Services (JSON, {:.1} MiB), median of {} | {} (runs: {} ms; headers after {}; \
+                 server CPU {:.0} ms per list) | ≤ {TARGET_LIST_MS:.0} ms for 10,000 |",
+                l.items,
+                l.bytes as f64 / 1048576.0,
+                l.times.len(),
+                ms(l.median),
+                all.join(", "),
+                ms(l.headers_median),
+                l.server_cpu_ms
+            );
+        }
+        None => println!("| list | {} | ≤ {TARGET_LIST_MS:.0} ms for 10,000 |", na()),
+    }
+    match &r.fanout {
+        Some(f) => {
+            println!(
+                "| watch fan-out latency p50 / p99 / max ({} watchers × {} changes) | {} / {} / {} | |",
+                f.watchers,
+                f.changes,
+                ms(f.p50),
+                ms(f.p99),
+                ms(f.max)
+            );
+            println!(
+                "| watch events received | {} of {} | |",
+                f.received,
+                f.watchers * f.changes
+            );
+            println!(
+                "| patch latency p50 (during fan-out) | {} (server CPU {:.1} s over {:.1} s) | |",
+                ms(f.patch_p50),
+                f.server_cpu,
+                f.wall.as_secs_f64()
+            );
+        }
+        None => println!("| watch fan-out | {} | |", na()),
+    }
+    let mem = |m: Option<Mem>| m.map_or_else(na, |m| m.show());
+    println!("| server memory after creates | {} | |", mem(r.mem_after_creates));
+    println!("| server memory after lists | {} | |", mem(r.mem_after_lists));
+    println!("| server memory at end | {} | |", mem(r.mem_end));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_sequence_label() {
+        let needle = format!("\"{SEQ_LABEL}\":\"");
+        let line = br#"{"type":"MODIFIED","object":{"metadata":{"labels":{"app":"x","bench-seq":"17"}}}}"#;
+        assert_eq!(find_seq(line, needle.as_bytes()), Some(17));
+        assert_eq!(find_seq(b"{}", needle.as_bytes()), None);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+}
