@@ -29,6 +29,13 @@ pub struct Cached {
     pub revision: Revision,
     /// The object.
     pub object: Arc<Value>,
+    /// The object's JSON encoding, made once when it was stored: lists and gets send these bytes
+    /// instead of copying and re-serializing the object for every reader, as kube's cacher does.
+    pub json: Bytes,
+}
+
+fn encode(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
 /// What happened to an object.
@@ -66,6 +73,8 @@ pub struct CacheEvent {
     pub object: Arc<Value>,
     /// The object before the change, so a watcher with a selector can see an object leave its view.
     pub prev: Option<Arc<Value>>,
+    /// The object's encoding when the event carries the stored state (not for deletes).
+    json: Option<Bytes>,
     /// The serialized plain watch line, built by the first watcher that needs it.
     line: OnceLock<Bytes>,
 }
@@ -74,9 +83,23 @@ impl CacheEvent {
     /// The event as one JSON line of a plain watch stream: `{"type":"ADDED","object":{...}}\n`.
     pub fn line(&self) -> Bytes {
         self.line
-            .get_or_init(|| watch_line(self.kind.as_str(), &self.object))
+            .get_or_init(|| match &self.json {
+                Some(j) => watch_line_raw(self.kind.as_str(), j),
+                None => watch_line(self.kind.as_str(), &self.object),
+            })
             .clone()
     }
+}
+
+/// Builds one watch event line around an object's existing encoding.
+pub fn watch_line_raw(kind: &str, json: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(json.len() + 32);
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(kind.as_bytes());
+    buf.extend_from_slice(b"\",\"object\":");
+    buf.extend_from_slice(json);
+    buf.extend_from_slice(b"}\n");
+    Bytes::from(buf)
 }
 
 /// Serializes one watch event line.
@@ -147,6 +170,7 @@ impl Cache {
                     Cached {
                         key,
                         revision: kv.mod_revision,
+                        json: encode(&v),
                         object: Arc::new(v),
                     },
                 );
@@ -181,10 +205,11 @@ impl Cache {
             for ev in batch {
                 let revision = ev.revision();
                 last = revision;
-                let (key, kind, object, prev) = match &ev {
+                let (key, kind, object, prev, json) = match &ev {
                     Event::Put { kv, prev } => {
                         let Some(v) = decode(kv, revision) else { continue };
                         let key: Arc<str> = kv.key.as_str().into();
+                        let json = encode(&v);
                         let object = Arc::new(v);
                         let old = st.objects.insert(
                             key.clone(),
@@ -192,6 +217,7 @@ impl Cache {
                                 key: key.clone(),
                                 revision,
                                 object: object.clone(),
+                                json: json.clone(),
                             },
                         );
                         let kind = if prev.is_some() {
@@ -199,7 +225,7 @@ impl Cache {
                         } else {
                             EventType::Added
                         };
-                        (key, kind, object, old.map(|c| c.object))
+                        (key, kind, object, old.map(|c| c.object), Some(json))
                     }
                     Event::Delete { prev, .. } => {
                         let old = st.objects.remove(prev.key.as_str());
@@ -216,6 +242,7 @@ impl Cache {
                             EventType::Deleted,
                             Arc::new(last_state),
                             old.map(|c| c.object),
+                            None,
                         )
                     }
                 };
@@ -225,6 +252,7 @@ impl Cache {
                     kind,
                     object,
                     prev,
+                    json,
                     line: OnceLock::new(),
                 });
                 st.history.push_back(ce.clone());

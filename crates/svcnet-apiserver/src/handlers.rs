@@ -29,14 +29,27 @@ pub struct Reply {
     pub body: Value,
     /// `Warning` headers to send.
     pub warnings: Vec<String>,
+    /// An already encoded body to send instead of `body` (lists and gets from the cache's encodings).
+    pub raw: Option<Bytes>,
 }
 
 impl Reply {
-    fn ok(body: Value) -> Self {
+    /// A 200 with a JSON body.
+    pub fn ok(body: Value) -> Self {
         Reply {
             code: 200,
             body,
             warnings: Vec::new(),
+            raw: None,
+        }
+    }
+
+    fn raw(bytes: Bytes) -> Self {
+        Reply {
+            code: 200,
+            body: Value::Null,
+            warnings: Vec::new(),
+            raw: Some(bytes),
         }
     }
 }
@@ -126,7 +139,7 @@ impl ApiServer {
             .get(&route.key(name))
             .ok_or_else(|| ApiError::not_found(route.rt, name))?;
         let body = match repr {
-            Representation::Object => (*cached.object).clone(),
+            Representation::Object => return Ok(Reply::raw(cached.json.clone())),
             Representation::Table => {
                 tables::table(route.rt, &[&cached.object], params, self.cache.revision(), None)
             }
@@ -191,8 +204,24 @@ impl ApiServer {
         }
         let body = match repr {
             Representation::Object => {
-                let items: Vec<Value> = selected.iter().map(|c| (*c.object).clone()).collect();
-                json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": list_meta, "items": items})
+                // Join the cached encodings: no object is copied or re-serialized.
+                let size: usize = selected.iter().map(|c| c.json.len() + 1).sum();
+                let mut buf = Vec::with_capacity(size + 256);
+                buf.extend_from_slice(b"{\"kind\":");
+                buf.extend_from_slice(json!(rt.list_kind()).to_string().as_bytes());
+                buf.extend_from_slice(b",\"apiVersion\":");
+                buf.extend_from_slice(json!(rt.api_version()).to_string().as_bytes());
+                buf.extend_from_slice(b",\"metadata\":");
+                buf.extend_from_slice(list_meta.to_string().as_bytes());
+                buf.extend_from_slice(b",\"items\":[");
+                for (i, c) in selected.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    buf.extend_from_slice(&c.json);
+                }
+                buf.extend_from_slice(b"]}");
+                return Ok(Reply::raw(Bytes::from(buf)));
             }
             Representation::Table => {
                 let objs: Vec<&Value> = selected.iter().map(|c| c.object.as_ref()).collect();
@@ -319,6 +348,7 @@ impl ApiServer {
                     code: 201,
                     body: candidate,
                     warnings: Vec::new(),
+                    raw: None,
                 });
             }
             let bytes = Bytes::from(serde_json::to_vec(&candidate).map_err(ApiError::internal)?);
@@ -336,6 +366,7 @@ impl ApiServer {
                         code: 201,
                         body: candidate,
                         warnings: Vec::new(),
+                        raw: None,
                     });
                 }
                 Ok(Err(_)) => {
@@ -702,6 +733,7 @@ impl ApiServer {
                         code: 202,
                         body: obj.clone(),
                         warnings: Vec::new(),
+                        raw: None,
                     });
                 }
                 let mut marked = obj.clone();
@@ -734,6 +766,7 @@ impl ApiServer {
                         code: 202,
                         body: marked,
                         warnings: Vec::new(),
+                        raw: None,
                     });
                 }
                 let bytes = Bytes::from(serde_json::to_vec(&marked).map_err(ApiError::internal)?);
@@ -751,6 +784,7 @@ impl ApiServer {
                             code: 202,
                             body: marked,
                             warnings: Vec::new(),
+                            raw: None,
                         });
                     }
                     Err(_) => continue,

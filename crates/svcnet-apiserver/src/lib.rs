@@ -347,13 +347,6 @@ impl ApiServer {
             },
             (m, _) => Err(ApiError::method_not_supported(route.rt, m.as_str())),
         };
-        let r = r.map(|mut reply| {
-            if matches!(repr, request::Representation::Table) {
-                // Writes answer with the object even when a table was asked for, as kube does.
-                reply.body = reply.body.clone();
-            }
-            reply
-        });
         reply_response(r)
     }
 }
@@ -479,6 +472,11 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 
 fn reply_response(r: Result<Reply, ApiError>) -> Response<Body> {
     match r {
+        Ok(Reply {
+            code,
+            raw: Some(bytes),
+            ..
+        }) => bytes_response(code, "application/json", bytes),
         Ok(reply) => json_response(reply.code, &reply.body, &reply.warnings),
         Err(e) => error_response(&e),
     }

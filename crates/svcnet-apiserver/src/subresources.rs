@@ -77,6 +77,7 @@ impl ApiServer {
             code: 200,
             body: scale_of(&cur.object),
             warnings: Vec::new(),
+            raw: None,
         })
     }
 
@@ -152,6 +153,7 @@ impl ApiServer {
                     code: 200,
                     body: scale_of(&reply.body),
                     warnings: reply.warnings,
+                    raw: None,
                 });
             }
         }
@@ -210,6 +212,7 @@ impl ApiServer {
                     code: 201,
                     body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
                     warnings: Vec::new(),
+                    raw: None,
                 });
             }
         }
