@@ -84,7 +84,7 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding"],
+        subresources: &["status", "binding", "log"],
         delete_collection: true,
         field_selectors: &[
             "spec.nodeName",

@@ -37,6 +37,7 @@ fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "finalize" => vec!["update"],
         "binding" => vec!["create"],
+        "log" => vec!["get"],
         _ => status_verbs(),
     }
 }

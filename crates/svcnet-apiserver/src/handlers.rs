@@ -711,6 +711,11 @@ impl ApiServer {
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(rt, &name))?;
             check_preconditions(rt, &name, &opts, &cur)?;
+            if rt.kind == "Pod"
+                && let Some(reply) = self.delete_pod_gracefully(ctx, &cur, &opts).await?
+            {
+                return Ok(reply);
+            }
             let obj = cur.object.as_ref();
             let has_finalizers = meta(obj)
                 .and_then(|m| m.get("finalizers"))
@@ -816,6 +821,78 @@ impl ApiServer {
             }
         }
         Err(ApiError::conflict(rt, &name))
+    }
+
+    /// Graceful pod deletion, as kube-apiserver's pod strategy does it: a pod running on a node is only
+    /// marked (`deletionTimestamp` = now + grace) so its node can stop it; the node then deletes it with
+    /// grace 0. Unscheduled and finished pods, and grace 0, fall through to an immediate delete (`None`).
+    async fn delete_pod_gracefully(
+        &self,
+        ctx: &WriteCtx<'_>,
+        cur: &Cached,
+        opts: &Value,
+    ) -> Result<Option<Reply>, ApiError> {
+        let pod = cur.object.as_ref();
+        let scheduled = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("Pending");
+        let grace = opts
+            .get("gracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or_else(|| {
+                pod.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
+            .max(0);
+        if grace == 0 || !scheduled || phase == "Succeeded" || phase == "Failed" {
+            return Ok(None);
+        }
+        let current = pod
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if pod.pointer("/metadata/deletionTimestamp").is_some() && current.is_some_and(|c| c <= grace) {
+            // Already terminating at least as fast as asked: nothing to change.
+            return Ok(Some(Reply::ok(pod.clone())));
+        }
+        let mut marked = pod.clone();
+        let at = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(grace))
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        {
+            let m = meta_mut(&mut marked);
+            m.insert(
+                "deletionTimestamp".into(),
+                json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            );
+            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        }
+        if ctx.dry_run {
+            return Ok(Some(Reply::ok(marked)));
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&marked).map_err(ApiError::internal)?);
+        match self
+            .commit(Write::Put {
+                key: cur.key.to_string(),
+                value: bytes,
+                precondition: Precondition::ModRevision(cur.revision),
+            })
+            .await?
+        {
+            Ok(rev) => {
+                Self::stamp(&mut marked, rev);
+                Ok(Some(Reply::ok(marked)))
+            }
+            Err(_) => Err(ApiError::conflict(
+                ctx.route.rt,
+                meta_str(pod, "name").unwrap_or_default(),
+            )),
+        }
     }
 
     /// `DELETE` a collection: deletes every object the selectors match.

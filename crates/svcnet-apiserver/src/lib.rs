@@ -16,6 +16,7 @@ pub mod errors;
 pub mod gc;
 pub mod handlers;
 pub mod hooks;
+pub mod logs;
 pub mod managed;
 pub mod metrics;
 pub mod openapi;
@@ -273,6 +274,21 @@ impl ApiServer {
         if method == Method::GET && is_watch {
             return match self.watch(&route, &params, repr) {
                 Ok(rx) => stream_response(rx),
+                Err(e) => error_response(&e),
+            };
+        }
+        if route.subresource.as_deref() == Some("log") && method == Method::GET {
+            let src = match self.log_source(&route, &params) {
+                Ok(s) => s,
+                Err(e) => return error_response(&e),
+            };
+            return match logs::fetch(src).await {
+                Ok(rx) => {
+                    let mut r = stream_response(rx);
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r
+                }
                 Err(e) => error_response(&e),
             };
         }

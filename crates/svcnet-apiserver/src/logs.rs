@@ -1,0 +1,177 @@
+//! `pods/log`: what `kubectl logs` reads. As kube-apiserver proxies it to the kubelet, we proxy it to the
+//! pod's node agent, at the node's InternalIP and the port it publishes in
+//! `status.daemonEndpoints.kubeletEndpoint`, on the kubelet's path `/containerLogs/{ns}/{pod}/{container}`.
+//! The body is streamed, so `kubectl logs -f` follows.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::ApiServer;
+use crate::errors::ApiError;
+use crate::request::{Params, ResourceRoute};
+
+/// Where to fetch a container's log from.
+pub struct LogSource {
+    /// `ip:port` of the node agent.
+    pub agent: String,
+    /// The path and query on the agent.
+    pub path: String,
+}
+
+fn pct(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl ApiServer {
+    /// Resolves the agent URL for a `pods/log` request, with kube's errors for pods that have none.
+    pub fn log_source(&self, route: &ResourceRoute, params: &Params) -> Result<LogSource, ApiError> {
+        let name = route.name.as_deref().unwrap_or_default();
+        let ns = route.namespace.as_deref().unwrap_or_default();
+        let pod = self
+            .cached(route.rt, Some(ns), name)
+            .ok_or_else(|| ApiError::not_found(route.rt, name))?;
+        let containers: Vec<String> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let inits: Vec<String> = pod
+            .pointer("/spec/initContainers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let container = match params.get("container") {
+            Some(c) => {
+                if !containers.iter().chain(&inits).any(|x| x == c) {
+                    return Err(ApiError::bad_request(format!(
+                        "container {c} is not valid for pod {name}"
+                    )));
+                }
+                c.to_string()
+            }
+            None if containers.len() == 1 => containers[0].clone(),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                )));
+            }
+        };
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty());
+        let waiting = || {
+            ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+            ))
+        };
+        let Some(node) = node else { return Err(waiting()) };
+        let nodes = svcnet_api::resources::lookup("", "v1", "nodes").expect("nodes are served");
+        let node_obj = self.cached(nodes, None, node).ok_or_else(waiting)?;
+        let ip = node_obj
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x.get("type").and_then(Value::as_str) == Some("InternalIP"))
+            })
+            .and_then(|x| x.get("address").and_then(Value::as_str))
+            .ok_or_else(waiting)?;
+        let port = node_obj
+            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+            .and_then(Value::as_i64)
+            .ok_or_else(waiting)?;
+        let mut query = Vec::new();
+        for key in ["follow", "previous", "timestamps"] {
+            if params.flag(key) {
+                query.push(format!("{key}=true"));
+            }
+        }
+        for key in ["tailLines", "limitBytes", "sinceSeconds"] {
+            if let Some(v) = params.int(key)? {
+                query.push(format!("{key}={v}"));
+            }
+        }
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        Ok(LogSource {
+            agent: format!("{host}:{port}"),
+            path: format!(
+                "/containerLogs/{}/{}/{}{}{}",
+                pct(ns),
+                pct(name),
+                pct(&container),
+                if query.is_empty() { "" } else { "?" },
+                query.join("&")
+            ),
+        })
+    }
+}
+
+/// Fetches the log from the agent; the receiver yields the body as it arrives.
+pub async fn fetch(src: LogSource) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        ApiError::internal(format!("Get \"http://{}{}\": {e}", src.agent, src.path))
+    };
+    let stream = TcpStream::connect(&src.agent)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "log connection ended");
+        }
+    });
+    let req = Request::get(&src.path)
+        .header("host", &src.agent)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unreachable(&e))?;
+    let resp = sender.send_request(req).await.map_err(|e| unreachable(&e))?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if status != StatusCode::OK {
+        let text = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let msg = String::from_utf8_lossy(&text).trim().to_string();
+        return Err(ApiError {
+            code: if status.is_client_error() { 400 } else { 500 },
+            reason: if status.is_client_error() {
+                "BadRequest"
+            } else {
+                "InternalError"
+            },
+            message: msg,
+            details: None,
+        });
+    }
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data()
+                && tx.send(data).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
