@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Start a one-node cluster and write DIR/kubeconfig.
     Up(UpArgs),
+    /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
+    Agent(AgentArgs),
     /// Run a benchmark against a fresh `svcnet up` (e.g. `svcnet bench api`); it measures, never asserts.
     Bench(bench::BenchArgs),
 }
@@ -62,6 +64,96 @@ struct UpArgs {
     /// The `spec.loadBalancerClass` the LoadBalancer IPAM serves (Services without a class too).
     #[arg(long, default_value = svcnet_controllers::lb_ipam::DEFAULT_LB_CLASS)]
     lb_class: String,
+    /// Pod address range; each node gets a block of it. The default lies inside 127.0.0.0/8 (the loopback
+    /// twin of flannel's 10.244.0.0/16) so pods work without root in the host pod network.
+    #[arg(long, default_value = "127.244.0.0/16")]
+    cluster_cidr: IpNet,
+    /// Prefix length of each node's pod block.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Name of the local node (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Do not run a node agent inside `up` (control plane only).
+    #[arg(long)]
+    no_agent: bool,
+}
+
+/// `svcnet agent`: a node agent joining a cluster through its kubeconfig.
+#[derive(Parser)]
+struct AgentArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// This node's InternalIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+    /// Where pod state and logs live.
+    #[arg(long, default_value = "./svcnet-agent")]
+    data_dir: PathBuf,
+    /// Address of the agent's endpoint (container logs); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Pod network mode: `host` (pods bind their own loopback address; no root needed).
+    #[arg(long, default_value = "host")]
+    pod_network: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
+
+async fn kube_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+fn agent_config(
+    name: String,
+    ip: std::net::IpAddr,
+    root: PathBuf,
+    listen: SocketAddr,
+) -> svcnet_agent::agent::AgentConfig {
+    svcnet_agent::agent::AgentConfig {
+        node_name: name,
+        node_ip: ip,
+        root,
+        listen,
+        labels: Default::default(),
+    }
+}
+
+async fn agent(args: AgentArgs) -> Result<()> {
+    if args.pod_network != "host" {
+        bail!(
+            "--pod-network {}: only `host` is available in this version",
+            args.pod_network
+        );
+    }
+    let client = kube_client(&args.kubeconfig).await?;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let cfg = agent_config(
+        args.node_name.unwrap_or_else(hostname),
+        args.node_ip,
+        args.data_dir.canonicalize()?,
+        args.listen,
+    );
+    tokio::select! {
+        r = svcnet_agent::agent::run(client, cfg) => r?,
+        _ = shutdown_signal() => info!("agent shutting down; pods keep running until their node is drained"),
+    }
+    Ok(())
 }
 
 fn init_logging(format: &str) {
@@ -145,16 +237,36 @@ async fn up(args: UpArgs) -> Result<()> {
     let kubeconfig = data_dir.join("kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &creds)?;
     server.set_ready();
+    // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
+    let client = kube_client(&kubeconfig).await?;
+    tokio::spawn(svcnet_controllers::nodes::run_node_controllers(
+        client.clone(),
+        svcnet_controllers::nodes::NodeControllersConfig {
+            cluster_cidr: args.cluster_cidr,
+            node_mask: args.node_cidr_mask_size,
+            grace: std::time::Duration::from_secs(40),
+        },
+    ));
+    if !args.no_agent {
+        let cfg = agent_config(
+            args.node_name.clone().unwrap_or_else(hostname),
+            addr.ip(),
+            data_dir.join("agent"),
+            SocketAddr::new(addr.ip(), 0),
+        );
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = svcnet_agent::agent::run(client, cfg).await {
+                tracing::error!(error = %e, "node agent stopped");
+            }
+        });
+    }
     if let Some(pool) = lb_pool {
-        // Like every controller, the IPAM is an API client: it knows the server only by the kubeconfig.
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-        let cfg =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
         let ipam = svcnet_controllers::LbIpamConfig {
             pool,
             class: args.lb_class.clone(),
         };
-        let client = kube::Client::try_from(cfg)?;
+        let client = client.clone();
         tokio::spawn(async move {
             if let Err(e) = svcnet_controllers::run_lb_ipam(client, ipam).await {
                 tracing::error!(error = %e, "LoadBalancer IPAM stopped");
@@ -182,6 +294,11 @@ fn main() -> Result<()> {
             init_logging(&args.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(up(args))
+        }
+        Command::Agent(args) => {
+            init_logging(&args.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(agent(args))
         }
         Command::Bench(args) => bench::run(args),
     }

@@ -92,7 +92,8 @@ fn deployments_create_scale_and_validate() {
 
 #[test]
 fn pods_default_validate_and_bind() {
-    let c = Cluster::start();
+    // Control plane only: with no agent there is no Ready node, so the pod stays unscheduled.
+    let c = Cluster::start_with(&["--no-agent"]);
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\n  labels:\n    app: red\nspec:\n  containers:\n  - name: c\n    image: python:3.12\n    command: [python3, -m, http.server]\n";
     c.ok_v("1.33", &["apply", "-f", "-"], Some(pod));
     let p = c.get_json(&["pod", "p1"]);
@@ -103,6 +104,25 @@ fn pods_default_validate_and_bind() {
     assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
     let table = c.ok(&["get", "pods"]);
     assert!(table.lines().nth(1).unwrap().contains("Pending"), "{table}");
+    // The scheduler says why it cannot place the pod, as kube-scheduler does.
+    assert!(common::eventually(std::time::Duration::from_secs(10), || {
+        let p = c.get_json(&["pod", "p1"]);
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+        })
+    }));
+    let events = c.ok(&["get", "events", "--field-selector", "involvedObject.name=p1"]);
+    assert!(
+        events.contains("FailedScheduling") && events.contains("0/0 nodes are available"),
+        "{events}"
+    );
+    // A Node that never reports Ready: the scheduler leaves it alone, but a binding may name it.
+    c.ok_v(
+        "1.33",
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n"),
+    );
     let err = c.fail_v("1.33", &["run", "nocmd", "--image="], None);
     assert!(!err.is_empty());
     let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p2\nspec:\n  containers: []\n";

@@ -1,0 +1,487 @@
+//! The node agent: the kubelet's job for svcnet. It registers the node, keeps its Lease fresh, watches
+//! the pods bound to it and hands them to the [`PodRunner`](crate::runner::PodRunner), writes their
+//! status back whenever it changes, finishes graceful deletions, and serves container logs.
+//!
+//! Everything it knows comes from the Kubernetes API (watch), so the same agent works against any API
+//! server. Pod IPs (host network mode) come from the node's `spec.podCIDR`, which lies inside
+//! 127.0.0.0/8 by default: each pod binds its own loopback address, told to it as `POD_IP`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use svcnet_alloc::ClusterIpAllocator;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::node::{self, NodeConfig};
+use crate::runner::{PodContext, PodRunner};
+
+/// How long a deleted pod's logs stay readable on the node.
+const LOG_RETENTION: Duration = Duration::from_secs(60);
+
+/// Settings of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node.
+    pub node_name: String,
+    /// The node's InternalIP.
+    pub node_ip: IpAddr,
+    /// Where pod state and logs live.
+    pub root: PathBuf,
+    /// Where the agent's own endpoint (container logs) listens; port 0 picks one.
+    pub listen: SocketAddr,
+    /// Labels to put on the Node.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Talking to the API failed at start-up.
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+    /// The agent's endpoint could not listen.
+    #[error("agent endpoint: {0}")]
+    Listen(std::io::Error),
+}
+
+/// Kubernetes' service environment variables for a pod in `namespace` (`getServiceEnvVarMap`): every
+/// Service of the namespace (when `enable_links`) and `default/kubernetes` (always), with a ClusterIP.
+pub fn service_env(services: &[Arc<Service>], namespace: &str, enable_links: bool) -> Vec<(String, String)> {
+    let mut out = BTreeMap::new();
+    for svc in services {
+        let ns = svc.namespace().unwrap_or_default();
+        let name = svc.name_any();
+        let is_master = ns == "default" && name == "kubernetes";
+        if !(is_master || (enable_links && ns == namespace)) {
+            continue;
+        }
+        let Some(spec) = svc.spec.as_ref() else { continue };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
+            continue;
+        };
+        let Some(ports) = spec.ports.as_ref().filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let prefix = name.to_uppercase().replace('-', "_");
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        out.insert(format!("{prefix}_SERVICE_HOST"), ip.to_string());
+        out.insert(format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string());
+        let first_proto = ports[0].protocol.as_deref().unwrap_or("TCP").to_lowercase();
+        out.insert(
+            format!("{prefix}_PORT"),
+            format!("{first_proto}://{host}:{}", ports[0].port),
+        );
+        for p in ports {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.insert(
+                    format!("{prefix}_SERVICE_PORT_{}", pn.to_uppercase().replace('-', "_")),
+                    p.port.to_string(),
+                );
+            }
+            let base = format!("{prefix}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.insert(
+                base.clone(),
+                format!("{}://{host}:{}", proto.to_lowercase(), p.port),
+            );
+            out.insert(format!("{base}_PROTO"), proto.to_lowercase());
+            out.insert(format!("{base}_PORT"), p.port.to_string());
+            out.insert(format!("{base}_ADDR"), ip.to_string());
+        }
+    }
+    out.into_iter().collect()
+}
+
+struct Ips {
+    alloc: Option<ClusterIpAllocator>,
+    by_uid: HashMap<String, IpAddr>,
+}
+
+/// Runs the agent until the future is dropped.
+pub async fn run(client: Client, cfg: AgentConfig) -> Result<(), AgentError> {
+    let runner = PodRunner::new(cfg.root.clone());
+    let pods_api: Api<Pod> = Api::all(client.clone());
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (svc_store, svc_writer) = reflector::store::<Service>();
+
+    // The agent endpoint first: its port goes into the Node object.
+    let listener = TcpListener::bind(cfg.listen).await.map_err(AgentError::Listen)?;
+    let port = listener.local_addr().map_err(AgentError::Listen)?.port();
+    tokio::spawn(serve_logs(listener, runner.clone(), pod_store.clone()));
+
+    let node_cfg = NodeConfig {
+        name: cfg.node_name.clone(),
+        internal_ip: cfg.node_ip,
+        labels: cfg.labels.clone(),
+        heartbeat: Duration::from_secs(10),
+        lease_duration: Duration::from_secs(40),
+        agent_port: port,
+    };
+    node::register(&client, &node_cfg, true).await?;
+    tokio::spawn(node::heartbeat(client.clone(), node_cfg.clone()));
+    info!(node = %cfg.node_name, port, "node agent running");
+
+    let ips = Arc::new(Mutex::new(Ips {
+        alloc: None,
+        by_uid: HashMap::new(),
+    }));
+    // The pod CIDR arrives from the control plane's node IPAM; watch our Node for it.
+    {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let ips = ips.clone();
+        let name = cfg.node_name.clone();
+        tokio::spawn(async move {
+            let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let stream = watcher(nodes, wc).default_backoff().applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(Ok(n)) = stream.next().await {
+                let cidr = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.pod_cidr.as_ref())
+                    .and_then(|c| c.parse::<IpNet>().ok());
+                let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
+                if let (Some(cidr), None) = (cidr, g.alloc.as_ref())
+                    && let Ok(a) = ClusterIpAllocator::new(cidr)
+                {
+                    info!(%cidr, "pod CIDR assigned");
+                    g.alloc = Some(a);
+                }
+            }
+        });
+    }
+
+    let svc_stream = reflector::reflector(
+        svc_writer,
+        watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(svc_stream);
+        while svc_stream.next().await.is_some() {}
+    });
+
+    // Status writer: every runner change goes to pods/status, event-driven.
+    {
+        let runner = runner.clone();
+        let client = client.clone();
+        let store = pod_store.clone();
+        tokio::spawn(async move {
+            let mut changes = runner.changes();
+            let mut written: HashMap<String, serde_json::Value> = HashMap::new();
+            loop {
+                let uid = match changes.recv().await {
+                    Ok(uid) => uid,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                write_status(&client, &runner, &store, &uid, &mut written).await;
+            }
+        });
+    }
+
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    let pod_stream = reflector::reflector(pod_writer, watcher(pods_api, wc))
+        .default_backoff()
+        .touched_objects();
+    futures::pin_mut!(pod_stream);
+    let mut stopping: HashMap<String, ()> = HashMap::new();
+    while let Some(ev) = pod_stream.next().await {
+        let Ok(pod) = ev else { continue };
+        let Some(uid) = pod.uid() else { continue };
+        let ns = pod.namespace().unwrap_or_default();
+        if pod.metadata.deletion_timestamp.is_some() {
+            if stopping.insert(uid.clone(), ()).is_none() {
+                let grace = Duration::from_secs(
+                    pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64,
+                );
+                let (runner, client, ips, name) =
+                    (runner.clone(), client.clone(), ips.clone(), pod.name_any());
+                tokio::spawn(async move {
+                    runner.stop(&uid, grace).await;
+                    let api: Api<Pod> = Api::namespaced(client, &ns);
+                    let dp = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        preconditions: Some(Preconditions {
+                            uid: Some(uid.clone()),
+                            resource_version: None,
+                        }),
+                        ..Default::default()
+                    };
+                    if let Err(e) = api.delete(&name, &dp).await {
+                        debug!(pod = %name, error = %e, "final delete failed (already gone?)");
+                    }
+                    release_ip(&ips, &uid);
+                    // Keep the pod's files a while, as the kubelet keeps dead containers' logs: a
+                    // `kubectl logs -f` still reading must get the last lines.
+                    tokio::time::sleep(LOG_RETENTION).await;
+                    let _ = runner.remove(&uid, Duration::from_secs(0)).await;
+                });
+            }
+            continue;
+        }
+        // A pod that was deleted outright (not gracefully) disappears from the store: stop what is left.
+        for running in runner.running() {
+            if pod_store
+                .state()
+                .iter()
+                .all(|p| p.uid().as_deref() != Some(running.as_str()))
+                && !stopping.contains_key(&running)
+            {
+                let (runner, ips) = (runner.clone(), ips.clone());
+                stopping.insert(running.clone(), ());
+                tokio::spawn(async move {
+                    let _ = runner.remove(&running, Duration::from_secs(2)).await;
+                    release_ip(&ips, &running);
+                });
+            }
+        }
+        let Some(pod_ip) = pod_ip(&ips, &pod) else {
+            debug!(pod = %pod.name_any(), "no pod CIDR yet; will start the pod when one is assigned");
+            continue;
+        };
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let ctx = PodContext {
+            pod_ip,
+            host_ip: cfg.node_ip,
+            node_name: cfg.node_name.clone(),
+            service_env: service_env(&svc_store.state(), &ns, links),
+        };
+        if let Err(e) = runner.ensure(&pod, ctx) {
+            warn!(pod = %pod.name_any(), error = %e, "could not start pod");
+        }
+    }
+    Ok(())
+}
+
+fn release_ip(ips: &Mutex<Ips>, uid: &str) {
+    let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ip) = g.by_uid.remove(uid)
+        && let Some(a) = g.alloc.as_mut()
+    {
+        a.release(ip);
+    }
+}
+
+/// The pod's IP: the one it already has (status, or assigned earlier), else a new one from the pod CIDR.
+fn pod_ip(ips: &Mutex<Ips>, pod: &Pod) -> Option<IpAddr> {
+    let uid = pod.uid()?;
+    let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ip) = g.by_uid.get(&uid) {
+        return Some(*ip);
+    }
+    let existing = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let alloc = g.alloc.as_mut()?;
+    let ip = match existing {
+        // Re-adopt after an agent restart: the pod keeps its address.
+        Some(ip) if alloc.in_range(ip) => {
+            let _ = alloc.allocate(ip);
+            ip
+        }
+        _ => {
+            let mut rng = svcnet_alloc::SplitMix64::new(
+                uid.bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
+            );
+            alloc.allocate_next(&mut rng).ok()?
+        }
+    };
+    g.by_uid.insert(uid, ip);
+    Some(ip)
+}
+
+async fn write_status(
+    client: &Client,
+    runner: &PodRunner,
+    store: &Store<Pod>,
+    uid: &str,
+    written: &mut HashMap<String, serde_json::Value>,
+) {
+    let Some(status) = runner.status(uid) else { return };
+    let Some(pod) = store
+        .state()
+        .into_iter()
+        .find(|p| p.uid().as_deref() == Some(uid))
+    else {
+        return;
+    };
+    let Ok(value) = serde_json::to_value(&status) else {
+        return;
+    };
+    if written.get(uid) == Some(&value) {
+        return;
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = json!({"status": value});
+    match api
+        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            written.insert(uid.to_string(), value);
+        }
+        Err(e) => debug!(pod = %pod.name_any(), error = %e, "status write failed"),
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(code: u16, s: String) -> hyper::Response<Body> {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(s)).map_err(|n| match n {}).boxed());
+    *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+/// Serves `/containerLogs/{ns}/{pod}/{container}` (the kubelet's path) and `/healthz`.
+async fn serve_logs(listener: TcpListener, runner: PodRunner, pods: Store<Pod>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (runner, pods) = (runner.clone(), pods.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (runner, pods) = (runner.clone(), pods.clone());
+                async move { Ok::<_, Infallible>(handle_log_request(&runner, &pods, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn handle_log_request(
+    runner: &PodRunner,
+    pods: &Store<Pod>,
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Body> {
+    let path = req.uri().path();
+    if path == "/healthz" {
+        return text(200, "ok".into());
+    }
+    let parts: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|p| {
+            form_urlencoded::parse(format!("x={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let [first, ns, name, container] = parts.as_slice() else {
+        return text(404, "not found".into());
+    };
+    if first != "containerLogs" {
+        return text(404, "not found".into());
+    }
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let Some(uid) = pods
+        .state()
+        .iter()
+        .find(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == *name)
+        .and_then(|p| p.uid())
+    else {
+        return text(404, format!("pod {ns}/{name} is not on this node"));
+    };
+    let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
+    let tail = query.get("tailLines").and_then(|v| v.parse::<usize>().ok());
+    if flag("follow") && !flag("previous") {
+        return match runner.follow_logs(&uid, container, tail) {
+            Ok(stream) => {
+                let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+                hyper::Response::new(BodyExt::boxed(body))
+            }
+            Err(e) => text(400, e.to_string()),
+        };
+    }
+    match runner.logs(&uid, container, flag("previous"), tail) {
+        Ok(bytes) => hyper::Response::new(Full::new(Bytes::from(bytes)).map_err(|n| match n {}).boxed()),
+        Err(e) => text(400, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(ns: &str, name: &str, ip: &str, ports: serde_json::Value) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": ip, "ports": ports}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn service_environment_like_the_kubelet() {
+        let services = vec![
+            svc(
+                "default",
+                "kubernetes",
+                "10.96.0.1",
+                json!([{"name": "https", "port": 443, "protocol": "TCP"}]),
+            ),
+            svc(
+                "app",
+                "red-svc",
+                "10.96.0.20",
+                json!([{"name": "http", "port": 80, "protocol": "TCP"}]),
+            ),
+            svc("app", "headless", "None", json!([{"port": 80}])),
+            svc("other", "blue", "10.96.0.30", json!([{"port": 80}])),
+        ];
+        let env: BTreeMap<String, String> = service_env(&services, "app", true).into_iter().collect();
+        assert_eq!(env["RED_SVC_SERVICE_HOST"], "10.96.0.20");
+        assert_eq!(env["RED_SVC_SERVICE_PORT"], "80");
+        assert_eq!(env["RED_SVC_SERVICE_PORT_HTTP"], "80");
+        assert_eq!(env["RED_SVC_PORT"], "tcp://10.96.0.20:80");
+        assert_eq!(env["RED_SVC_PORT_80_TCP_ADDR"], "10.96.0.20");
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert!(
+            !env.keys()
+                .any(|k| k.starts_with("BLUE_") || k.starts_with("HEADLESS_"))
+        );
+        let env: BTreeMap<String, String> = service_env(&services, "app", false).into_iter().collect();
+        assert!(env.contains_key("KUBERNETES_SERVICE_HOST") && !env.contains_key("RED_SVC_SERVICE_HOST"));
+    }
+}

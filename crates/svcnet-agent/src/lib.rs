@@ -1,0 +1,9 @@
+//! svcnet's node agent: runs the pods bound to its node as host processes (no container images) and reports
+//! their status in Kubernetes' shape.
+//!
+//! [`runner`] owns the processes; [`node`] keeps the Node object and its Lease; [`agent`] watches the API for
+//! this node's pods, drives the runner, writes pod status and serves container logs.
+
+pub mod agent;
+pub mod node;
+pub mod runner;

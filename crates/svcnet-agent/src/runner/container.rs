@@ -1,0 +1,326 @@
+//! One container's life: start an instance, probe it, wait for it to exit or be stopped, and restart it per
+//! the pod's restart policy with the kubelet's crash-loop back-off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
+
+use super::env;
+use super::logs::instance_log;
+use super::pod::{PodHandle, StopRequest, Which};
+use super::probe::{Target, probe_loop, run_hook};
+use super::process::{exit_code, go_duration, kill_group, spawn, terminate};
+use super::status::{State, Terminated, restart_policy};
+
+/// How a container's loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Exited 0 and is not restarted.
+    Succeeded,
+    /// Exited non-zero and is not restarted.
+    Failed,
+    /// The pod is being stopped.
+    Stopped,
+}
+
+/// A probe's (or postStart hook's) request to kill the running instance.
+struct KillRequest {
+    grace: Duration,
+    message: String,
+}
+
+/// Waits for the pod's stop request. Returns the request rather than holding the watch lock across awaits.
+pub(crate) async fn stop_requested(rx: &mut watch::Receiver<Option<StopRequest>>) -> StopRequest {
+    loop {
+        if let Some(req) = *rx.borrow_and_update() {
+            return req;
+        }
+        if rx.changed().await.is_err() {
+            // The pod handle is gone: nobody can ask any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs container `which` of `pod` until it is done (per restart policy) or the pod is stopped.
+pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome {
+    let Some(container) = pod.container(which).cloned() else {
+        return Outcome::Failed;
+    };
+    let mut stop_rx = pod.stop.subscribe();
+    let is_init = matches!(which, Which::Init(_));
+    let policy = restart_policy(&pod.pod).to_owned();
+
+    let spec = match env::launch_spec(&pod.pod, &container, &pod.ctx) {
+        Ok(spec) => spec,
+        Err(e) => {
+            // Nothing the runner learns later can fix this (the spec is immutable): wait to be stopped.
+            pod.update(|s| {
+                s.record_mut(which).state = State::Waiting {
+                    reason: e.reason.into(),
+                    message: Some(e.message),
+                };
+                true
+            });
+            stop_requested(&mut stop_rx).await;
+            return Outcome::Stopped;
+        }
+    };
+    let cwd = container
+        .working_dir
+        .as_ref()
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| pod.work_dir(), Into::into);
+    let target = Target {
+        pod_ip: pod.ctx.pod_ip.to_string(),
+        container: container.clone(),
+        env: spec.env.clone(),
+        cwd,
+    };
+
+    // The kubelet's flowcontrol.Backoff entry for this container: (current delay, last update).
+    let mut backoff: Option<(Duration, Instant)> = None;
+    let mut previous: Option<Terminated> = None;
+    let mut instance: u32 = 0;
+    loop {
+        if stop_rx.borrow().is_some() {
+            return Outcome::Stopped;
+        }
+        // Keep only the current and the previous instance's logs.
+        if let Some(old) = instance.checked_sub(2) {
+            let _ = std::fs::remove_file(instance_log(&pod.dir, &container.name, old));
+        }
+        let log = instance_log(&pod.dir, &container.name, instance);
+        let started_at = Timestamp::now();
+        let last = previous.clone();
+        let count = i32::try_from(instance).unwrap_or(i32::MAX);
+        let (term, how) = match spawn(&spec, &target.cwd, &log) {
+            Err(e) => {
+                let term = Terminated {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: Some(format!(
+                        "failed to start container {:?}: exec {:?}: {e}",
+                        container.name, spec.program
+                    )),
+                    started_at: None,
+                    finished_at: Timestamp::now(),
+                    container_id: String::new(),
+                    instance,
+                };
+                pod.update(|s| {
+                    let r = s.record_mut(which);
+                    r.restart_count = count;
+                    r.last = last;
+                    true
+                });
+                (term, None)
+            }
+            Ok(mut child) => {
+                let pgid = child.id().unwrap_or(0);
+                let container_id = format!("svcnet://{pgid}");
+                pod.update(|s| {
+                    let r = s.record_mut(which);
+                    r.restart_count = count;
+                    r.last = last;
+                    r.state = State::Running {
+                        started_at,
+                        container_id: container_id.clone(),
+                    };
+                    r.ready = false;
+                    // Init containers have no probes: started as soon as they run.
+                    r.started = is_init;
+                    true
+                });
+                tracing::debug!(pod = %pod.uid, container = %container.name, pid = pgid, instance, "container started");
+                let (kill_tx, mut kill_rx) = mpsc::channel::<KillRequest>(1);
+                let prober = (!is_init)
+                    .then(|| tokio::spawn(prober(pod.clone(), which, instance, target.clone(), kill_tx)));
+                let pre_stop = container
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.pre_stop.as_ref())
+                    .filter(|_| !is_init);
+                let (status, how) = tokio::select! {
+                    status = child.wait() => (status.ok(), None),
+                    req = stop_requested(&mut stop_rx) => {
+                        (terminate(&mut child, pgid, req.grace, pre_stop, &target).await, Some(None))
+                    }
+                    Some(kill) = kill_rx.recv() => {
+                        tracing::info!(pod = %pod.uid, container = %container.name, message = %kill.message, "killing container");
+                        (terminate(&mut child, pgid, kill.grace, pre_stop, &target).await, Some(Some(kill.message)))
+                    }
+                };
+                if let Some(prober) = prober {
+                    prober.abort();
+                }
+                // As when a container's init process dies, nothing else of the container survives it.
+                kill_group(pgid, Signal::SIGKILL);
+                let code = exit_code(status);
+                let message = how.clone().flatten();
+                let term = Terminated {
+                    exit_code: code,
+                    signal: None,
+                    reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                    message,
+                    started_at: Some(started_at),
+                    finished_at: Timestamp::now(),
+                    container_id,
+                    instance,
+                };
+                (term, how)
+            }
+        };
+        let stopped = matches!(how, Some(None));
+        let success = term.exit_code == 0;
+        pod.update(|s| {
+            let r = s.record_mut(which);
+            r.state = State::Terminated(term.clone());
+            r.ready = false;
+            r.started = false;
+            true
+        });
+        previous = Some(term.clone());
+        if stopped || stop_rx.borrow().is_some() {
+            return Outcome::Stopped;
+        }
+        let restart = if is_init {
+            !success && policy != "Never"
+        } else {
+            policy == "Always" || (policy == "OnFailure" && !success)
+        };
+        if !restart {
+            return if success {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            };
+        }
+
+        // Crash-loop back-off as the kubelet's doBackOff: the first restart is immediate, later ones wait the
+        // current delay, which doubles up to the cap and resets once the container has run for 2 × the cap.
+        let finished = Instant::now();
+        let max = pod.backoff.max;
+        let fresh = |last: Instant| finished.duration_since(last) <= max * 2;
+        if let Some((delay, last)) = backoff
+            && fresh(last)
+            && !delay.is_zero()
+        {
+            let message = format!(
+                "back-off {} restarting failed container={} pod={}",
+                go_duration(delay),
+                container.name,
+                pod.display_name()
+            );
+            pod.update(|s| {
+                let r = s.record_mut(which);
+                r.last = Some(term.clone());
+                r.state = State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: Some(message),
+                };
+                true
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop_requested(&mut stop_rx) => return Outcome::Stopped,
+            }
+        }
+        backoff = Some(match backoff {
+            Some((delay, last)) if fresh(last) => ((delay * 2).min(max), finished),
+            _ => (pod.backoff.initial.min(max), finished),
+        });
+        instance = instance.saturating_add(1);
+    }
+}
+
+/// Drives one running instance's postStart hook and probes: `started`, `ready`, and kill requests for failed
+/// startup or liveness probes. Aborted when the instance ends.
+async fn prober(
+    pod: Arc<PodHandle>,
+    which: Which,
+    instance: u32,
+    target: Target,
+    kill: mpsc::Sender<KillRequest>,
+) {
+    let c = &target.container;
+    let grace_of = |probe: &k8s_openapi::api::core::v1::Probe| {
+        probe
+            .termination_grace_period_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or_else(|| pod.grace(), Duration::from_secs)
+    };
+    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
+        && let Err(e) = run_hook(&target, hook).await
+    {
+        let message = format!("PostStartHook failed: {e}");
+        let _ = kill
+            .send(KillRequest {
+                grace: pod.grace(),
+                message,
+            })
+            .await;
+        return;
+    }
+    if let Some(probe) = &c.startup_probe {
+        let mut ok = false;
+        probe_loop(&target, probe, |result| {
+            ok = result;
+            false
+        })
+        .await;
+        if !ok {
+            let message = format!("Container {} failed startup probe, will be restarted", c.name);
+            let _ = kill
+                .send(KillRequest {
+                    grace: grace_of(probe),
+                    message,
+                })
+                .await;
+            return;
+        }
+    }
+    let has_readiness = c.readiness_probe.is_some();
+    pod.update_instance(which, instance, |r| {
+        r.started = true;
+        if !has_readiness {
+            r.ready = true;
+        }
+        true
+    });
+    let readiness = async {
+        if let Some(probe) = &c.readiness_probe {
+            probe_loop(&target, probe, |result| {
+                pod.update_instance(which, instance, |r| {
+                    std::mem::replace(&mut r.ready, result) != result
+                });
+                true
+            })
+            .await;
+        }
+    };
+    let liveness = async {
+        if let Some(probe) = &c.liveness_probe {
+            let mut failed = false;
+            probe_loop(&target, probe, |result| {
+                failed = !result;
+                result
+            })
+            .await;
+            if failed {
+                let message = format!("Container {} failed liveness probe, will be restarted", c.name);
+                let _ = kill
+                    .send(KillRequest {
+                        grace: grace_of(probe),
+                        message,
+                    })
+                    .await;
+            }
+        }
+    };
+    tokio::join!(readiness, liveness);
+}

@@ -1,0 +1,342 @@
+//! The pod runner: runs Kubernetes pods as host processes (each container's `command` + `args` is a process in
+//! its own process group) and reports their status in Kubernetes' shape, behaving as the kubelet does for
+//! init containers, restart policies, crash-loop back-off, probes, lifecycle hooks and graceful termination.
+//!
+//! svcnet conventions beyond Kubernetes:
+//! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (the pod's name) unless it sets them;
+//! - `PATH` is the agent's own unless the container sets one (there is no image to define it);
+//! - containers without `workingDir` run in `root/pods/<uid>/work`, shared by the pod's containers;
+//! - `image` is reported back as given and `imageID` is empty; container IDs are `svcnet://<pid>`;
+//! - ConfigMap/Secret references cannot be resolved: optional ones are skipped, required ones leave the
+//!   container waiting with `CreateContainerConfigError`; a container without `command` waits with
+//!   `RunContainerError`.
+//!
+//! State lives in memory; logs live under `root/pods/<uid>/logs/<container>/<restart count>.log` (the current
+//! and the previous instance are kept).
+
+mod container;
+mod env;
+mod logs;
+mod pod;
+mod probe;
+mod process;
+mod status;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use tokio::sync::broadcast;
+
+pub use logs::LogStream;
+use pod::{Backoff, PodHandle, StopRequest, run_pod};
+use status::{ContainerRecord, State};
+
+/// What the agent knows about a pod that the pod spec does not say.
+#[derive(Clone, Debug)]
+pub struct PodContext {
+    /// The pod's address (`status.podIP`); kept across restarts of its containers.
+    pub pod_ip: IpAddr,
+    /// The node's address (`status.hostIP`).
+    pub host_ip: IpAddr,
+    /// The node's name (`spec.nodeName` when the pod has none).
+    pub node_name: String,
+    /// Kubernetes' service environment variables (`<SVC>_SERVICE_HOST`, …) for this pod, computed by the agent
+    /// (honouring `enableServiceLinks`). Explicit `env` entries override them.
+    pub service_env: Vec<(String, String)>,
+}
+
+/// Errors of the runner's API.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The pod has no `metadata.uid`.
+    #[error("pod {0:?} has no uid")]
+    NoUid(String),
+    /// `ensure` was called outside a Tokio runtime.
+    #[error("the pod runner needs a Tokio runtime")]
+    NoRuntime,
+    /// The runner does not know this pod.
+    #[error("pod {0:?} is not run by this runner")]
+    UnknownPod(String),
+    /// The pod has no such container.
+    #[error("container {container:?} is not valid for pod {pod:?}")]
+    UnknownContainer {
+        /// The pod's name.
+        pod: String,
+        /// The container asked for.
+        container: String,
+    },
+    /// The container has no logs yet (kubelet's wording).
+    #[error("container {container:?} in pod {pod:?} is waiting to start: {reason}")]
+    WaitingToStart {
+        /// The pod's name.
+        pod: String,
+        /// The container.
+        container: String,
+        /// Why it is waiting.
+        reason: String,
+    },
+    /// `previous` logs were asked for a container that has not been restarted (kubelet's wording).
+    #[error("previous terminated container {container:?} in pod {pod:?} not found")]
+    NoPrevious {
+        /// The pod's name.
+        pod: String,
+        /// The container.
+        container: String,
+    },
+    /// The file system failed.
+    #[error("pod runner I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs pods as host processes. Cheap to clone: clones share the same pods.
+#[derive(Clone)]
+pub struct PodRunner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    backoff: Backoff,
+    pods: Mutex<HashMap<String, Arc<PodHandle>>>,
+    changes: broadcast::Sender<String>,
+}
+
+/// The kubelet's crash-loop back-off: 10 s, doubling up to 5 min.
+const DEFAULT_BACKOFF: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(300));
+
+impl PodRunner {
+    /// A runner keeping its pods' files under `root/pods/<uid>/`, with the kubelet's back-off.
+    pub fn new(root: PathBuf) -> PodRunner {
+        PodRunner::with_backoff(root, DEFAULT_BACKOFF.0, DEFAULT_BACKOFF.1)
+    }
+
+    /// A runner with a crash-loop back-off starting at `initial` and capped at `max` (tests use short ones).
+    pub fn with_backoff(root: PathBuf, initial: Duration, max: Duration) -> PodRunner {
+        // Slow status consumers lag (and should resync everything) rather than hold memory.
+        let (changes, _) = broadcast::channel(1024);
+        PodRunner {
+            inner: Arc::new(Inner {
+                root,
+                backoff: Backoff {
+                    initial,
+                    max: max.max(initial),
+                },
+                pods: Mutex::new(HashMap::new()),
+                changes,
+            }),
+        }
+    }
+
+    fn pods(&self) -> MutexGuard<'_, HashMap<String, Arc<PodHandle>>> {
+        self.inner
+            .pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pod(&self, uid: &str) -> Result<Arc<PodHandle>, RunnerError> {
+        self.pods()
+            .get(uid)
+            .cloned()
+            .ok_or_else(|| RunnerError::UnknownPod(uid.to_owned()))
+    }
+
+    /// Makes the pod run as specified: init containers first, in order, each to completion, then the regular
+    /// containers, restarted per `restartPolicy`. Idempotent: a pod (by uid) the runner already knows is left
+    /// as it is, including one that was stopped (a uid never runs twice). Must be called within a Tokio runtime.
+    pub fn ensure(&self, pod: &Pod, ctx: PodContext) -> Result<(), RunnerError> {
+        let uid = pod
+            .metadata
+            .uid
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| RunnerError::NoUid(pod.metadata.name.clone().unwrap_or_default()))?;
+        let handle = {
+            let mut pods = self.pods();
+            if pods.contains_key(&uid) {
+                return Ok(());
+            }
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
+            let dir = self.inner.root.join("pods").join(logs::safe_component(&uid));
+            std::fs::create_dir_all(dir.join("work"))?;
+            let handle = Arc::new(PodHandle::new(
+                uid.clone(),
+                pod.clone(),
+                ctx,
+                dir,
+                self.inner.backoff,
+                self.inner.changes.clone(),
+            ));
+            pods.insert(uid.clone(), handle.clone());
+            (handle, runtime)
+        };
+        let (handle, runtime) = handle;
+        tracing::info!(pod = %handle.display_name(), "starting pod");
+        let supervisor = runtime.spawn(run_pod(handle.clone()));
+        runtime.spawn(async move {
+            // Whether the supervisor ended or panicked, nothing of the pod runs any more.
+            if let Err(e) = supervisor.await {
+                tracing::error!(pod = %handle.uid, error = %e, "pod supervisor failed");
+            }
+            handle.done.send_replace(true);
+        });
+        let _ = self.inner.changes.send(uid);
+        Ok(())
+    }
+
+    /// Terminates the pod gracefully: each running container's preStop hook, SIGTERM to its process group, up
+    /// to `grace` (at least 2 s, as on the kubelet) for it to exit, then SIGKILL. Resolves when every process
+    /// of the pod has exited. The pod's status stays readable (containers terminated) until [`Self::remove`].
+    pub async fn stop(&self, uid: &str, grace: Duration) {
+        let Ok(pod) = self.pod(uid) else { return };
+        pod.stop.send_if_modified(|req| {
+            if req.is_none() {
+                *req = Some(StopRequest { grace });
+                true
+            } else {
+                false
+            }
+        });
+        let mut done = pod.done.subscribe();
+        let _ = done.wait_for(|d| *d).await;
+        pod.update(|s| !std::mem::replace(&mut s.stopped, true));
+    }
+
+    /// Stops every pod (see [`Self::stop`]) concurrently.
+    pub async fn stop_all(&self, grace: Duration) {
+        let uids: Vec<String> = self.pods().keys().cloned().collect();
+        futures::future::join_all(uids.iter().map(|uid| self.stop(uid, grace))).await;
+    }
+
+    /// Stops the pod and forgets it: its status and its files (logs, working directory) are gone.
+    pub async fn remove(&self, uid: &str, grace: Duration) -> Result<(), RunnerError> {
+        self.stop(uid, grace).await;
+        let Some(pod) = self.pods().remove(uid) else {
+            return Ok(());
+        };
+        match tokio::fs::remove_dir_all(&pod.dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pod's status as the kubelet reports it, or `None` for a pod the runner does not know.
+    pub fn status(&self, uid: &str) -> Option<PodStatus> {
+        let pod = self.pod(uid).ok()?;
+        Some(pod.read(|s| status::pod_status(&pod.pod, &pod.ctx, s)))
+    }
+
+    /// Receives the uid of a pod whenever its status changes. A receiver that lags should re-read every pod.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The uids of the pods the runner knows and has not been asked to stop (completed pods included).
+    pub fn running(&self) -> Vec<String> {
+        let mut uids: Vec<String> = self
+            .pods()
+            .iter()
+            .filter(|(_, p)| p.stop.borrow().is_none())
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        uids.sort();
+        uids
+    }
+
+    /// Which instance's log `previous`/current designates, as the kubelet's `validateContainerLogStatus`.
+    fn log_instance(
+        &self,
+        uid: &str,
+        container: &str,
+        previous: bool,
+    ) -> Result<(Arc<PodHandle>, u32, bool), RunnerError> {
+        let pod = self.pod(uid)?;
+        let pod_name = pod.pod.metadata.name.clone().unwrap_or_default();
+        let found = pod.read(|s| -> Option<ContainerRecord> {
+            s.main
+                .iter()
+                .chain(s.init.iter())
+                .find(|c| c.name == container)
+                .cloned()
+        });
+        let Some(record) = found else {
+            return Err(RunnerError::UnknownContainer {
+                pod: pod_name,
+                container: container.to_owned(),
+            });
+        };
+        let running_instance = u32::try_from(record.restart_count).unwrap_or(0);
+        let chosen = if previous {
+            record
+                .last
+                .as_ref()
+                .map(|t| (t.instance, false))
+                .ok_or_else(|| RunnerError::NoPrevious {
+                    pod: pod_name.clone(),
+                    container: container.to_owned(),
+                })?
+        } else {
+            match (&record.state, &record.last) {
+                (State::Running { .. }, _) => (running_instance, true),
+                (State::Terminated(t), _) => (t.instance, false),
+                (State::Waiting { .. }, Some(t)) => (t.instance, false),
+                (State::Waiting { reason, .. }, None) => {
+                    return Err(RunnerError::WaitingToStart {
+                        pod: pod_name,
+                        container: container.to_owned(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        };
+        Ok((pod, chosen.0, chosen.1))
+    }
+
+    /// Logs of one container: the current instance (the last one when it is not running) or the `previous`
+    /// one, optionally only the last `tail` lines.
+    pub fn logs(
+        &self,
+        uid: &str,
+        container: &str,
+        previous: bool,
+        tail: Option<usize>,
+    ) -> Result<Vec<u8>, RunnerError> {
+        let (pod, instance, _) = self.log_instance(uid, container, previous)?;
+        Ok(logs::read_tail(
+            &logs::instance_log(&pod.dir, container, instance),
+            tail,
+            None,
+        )?)
+    }
+
+    /// Follows the current instance's log (like `kubectl logs -f`): the last `tail` lines (all for `None`),
+    /// then what it writes until it exits. Must be called within a Tokio runtime.
+    pub fn follow_logs(
+        &self,
+        uid: &str,
+        container: &str,
+        tail: Option<usize>,
+    ) -> Result<LogStream, RunnerError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
+        let (pod, instance, running) = self.log_instance(uid, container, false)?;
+        let path = logs::instance_log(&pod.dir, container, instance);
+        let end = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let initial = logs::read_tail(&path, tail, Some(end))?;
+        let name = container.to_owned();
+        let alive = move || {
+            running
+                && pod.read(|s| {
+                    s.main.iter().chain(s.init.iter()).any(|c| {
+                        c.name == name
+                            && matches!(c.state, State::Running { .. })
+                            && u32::try_from(c.restart_count).ok() == Some(instance)
+                    })
+                })
+        };
+        Ok(logs::follow(&runtime, path, initial, end, alive))
+    }
+}

@@ -1,0 +1,244 @@
+//! The node agent inside `svcnet up`, with real processes and real kubectl: the node registers with a
+//! pod CIDR and a Lease, pods are scheduled and run on their own loopback IPs, probes drive readiness,
+//! a killed process restarts in place, deletion is graceful, and `kubectl logs` reads through the API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, KUBECTLS, eventually};
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pod_yaml(name: &str, extra_labels: &str, command: &str, probe: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n{extra_labels}spec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: main\n    image: python:3\n    command: [\"sh\", \"-c\", {command:?}]\n    ports: [{{containerPort: 8080, name: http}}]\n{probe}"
+    )
+}
+
+fn wait_running(c: &Cluster, name: &str) -> Value {
+    let mut last = Value::Null;
+    let ok = eventually(Duration::from_secs(30), || {
+        last = c.get_json(&["pod", name]);
+        last["status"]["phase"] == "Running" && last["status"]["podIP"].is_string()
+    });
+    assert!(ok, "pod {name} never ran: {last}\n{}", c.log());
+    last
+}
+
+fn http_ok(ip: &str, port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if n > 12 && buf[..n].starts_with(b"HTTP/1.0 200"))
+}
+
+#[test]
+fn node_registers_and_pods_run_on_their_own_ips() {
+    let c = Cluster::start();
+    let nodes = c.get_json(&["nodes"]);
+    let node = &nodes["items"][0];
+    assert!(eventually(Duration::from_secs(10), || {
+        c.get_json(&["nodes"])["items"][0]["spec"]["podCIDR"].as_str() == Some("127.244.0.0/24")
+    }));
+    assert!(
+        node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    );
+    let name = node["metadata"]["name"].as_str().unwrap().to_string();
+    let lease = c.get_json(&["lease", &name, "-n", "kube-node-lease"]);
+    assert_eq!(lease["spec"]["holderIdentity"], name.as_str());
+    let table = c.ok(&["get", "nodes", "-o", "wide"]);
+    assert!(table.contains("Ready") && table.contains("127.0.0.1"), "{table}");
+
+    let port = free_port();
+    let cmd = format!(
+        "echo serving on $POD_IP $KUBERNETES_SERVICE_HOST; exec python3 -m http.server {port} --bind $POD_IP"
+    );
+    let probe = format!("    readinessProbe:\n      tcpSocket: {{port: {port}}}\n      periodSeconds: 1\n");
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("web", "", &cmd, &probe)),
+    );
+    let p = wait_running(&c, "web");
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("127.244.0."), "{ip}");
+    assert_eq!(p["spec"]["nodeName"], name.as_str());
+    assert!(eventually(Duration::from_secs(20), || c
+        .get_json(&["pod", "web"])["status"]["containerStatuses"][0]["ready"]
+        == true));
+    assert!(
+        eventually(Duration::from_secs(10), || http_ok(&ip, port)),
+        "pod does not answer on its IP"
+    );
+    let events = c.ok(&["get", "events", "--field-selector", "involvedObject.name=web"]);
+    assert!(events.contains("Scheduled"), "{events}");
+
+    // kubectl logs, through the API server's proxy to the agent, with both kubectl versions.
+    for v in KUBECTLS {
+        let logs = c.ok_v(v, &["logs", "web"], None);
+        assert!(
+            logs.contains(&format!("serving on {ip} 127.96.0.1")),
+            "kubectl {v} logs: {logs}"
+        );
+        let tail = c.ok_v(v, &["logs", "web", "--tail=1"], None);
+        assert_eq!(tail.lines().count(), 1, "{tail}");
+    }
+
+    // kill -9 the process: it restarts in place, same pod, same IP, restart count 1.
+    let cid = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pid = cid.trim_start_matches("svcnet://").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(eventually(Duration::from_secs(30), || {
+        let p = c.get_json(&["pod", "web"]);
+        p["status"]["containerStatuses"][0]["restartCount"] == 1
+            && p["status"]["containerStatuses"][0]["ready"] == true
+    }));
+    let p = c.get_json(&["pod", "web"]);
+    assert_eq!(p["status"]["podIP"], ip.as_str());
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        137
+    );
+    assert!(eventually(Duration::from_secs(10), || http_ok(&ip, port)));
+    let previous = c.ok(&["logs", "web", "--previous"]);
+    assert!(previous.contains("serving on"), "{previous}");
+    let table = c.ok(&["get", "pod", "web"]);
+    assert!(table.contains("1 (") && table.contains("Running"), "{table}");
+
+    // Deletion is graceful: the process gets SIGTERM, then the pod is gone.
+    c.ok(&["delete", "pod", "web", "--timeout=30s"]);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || eventually(Duration::from_secs(5), || !http_ok(&ip, port))
+    );
+    let err = c.fail_v("1.33", &["get", "pod", "web"], None);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn graceful_termination_and_readiness() {
+    let c = Cluster::start();
+    // A process that traps SIGTERM and says so: deletion must give it the chance.
+    let cmd = "trap 'echo got-term; exit 0' TERM; echo started; while true; do sleep 0.1; done";
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("trap", "", cmd, "")),
+    );
+    wait_running(&c, "trap");
+    let mut follower = std::process::Command::new(common::kubectl_path("1.33"))
+        .args(["logs", "-f", "trap"])
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("KUBECACHEDIR", c.dir.join("kcache-follow"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    c.ok(&["delete", "pod", "trap", "--timeout=30s"]);
+    // The stream ends by itself when the container exits; give it a bounded moment to do so.
+    for _ in 0..50 {
+        if follower.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = follower.kill();
+    let out = follower.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("started") && text.contains("got-term"),
+        "followed log: {text}"
+    );
+
+    // Readiness follows the probe: a file the probe checks comes and goes.
+    let flag = c.dir.join("ready-flag");
+    let probe = format!(
+        "    readinessProbe:\n      exec: {{command: [\"test\", \"-f\", {:?}]}}\n      periodSeconds: 1\n      failureThreshold: 1\n",
+        flag.display().to_string()
+    );
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("gate", "", "sleep 300", &probe)),
+    );
+    wait_running(&c, "gate");
+    let ready = |want: bool| {
+        eventually(Duration::from_secs(20), || {
+            let p = c.get_json(&["pod", "gate"]);
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == if want { "True" } else { "False" })
+            })
+        })
+    };
+    assert!(ready(false));
+    std::fs::write(&flag, "").unwrap();
+    assert!(ready(true));
+    std::fs::remove_file(&flag).unwrap();
+    assert!(ready(false));
+    c.ok(&["delete", "pod", "gate", "--grace-period=1", "--timeout=30s"]);
+}
+
+#[test]
+fn unschedulable_pods_stay_pending_with_a_reason() {
+    let c = Cluster::start();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector:\n    disk: ssd\n  containers:\n  - name: c\n    image: x\n    command: [sleep, \"60\"]\n";
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(pod));
+    assert!(eventually(Duration::from_secs(15), || {
+        c.ok(&["get", "events", "--field-selector", "involvedObject.name=picky"])
+            .contains("didn't match Pod's node affinity/selector")
+    }));
+    assert_eq!(c.get_json(&["pod", "picky"])["status"]["phase"], "Pending");
+    // Labelling the node makes it fit: the scheduler reacts to the node change.
+    let node = c.get_json(&["nodes"])["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.ok(&["label", "node", &node, "disk=ssd"]);
+    wait_running(&c, "picky");
+    // A container without a command cannot run as a host process: a clear waiting reason, no crash.
+    let nocmd = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nocmd\nspec:\n  containers:\n  - name: c\n    image: nginx\n";
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(nocmd));
+    assert!(eventually(Duration::from_secs(15), || {
+        let p = c.get_json(&["pod", "nocmd"]);
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("command"))
+    }));
+    c.ok(&[
+        "delete",
+        "pod",
+        "picky",
+        "nocmd",
+        "--grace-period=1",
+        "--timeout=30s",
+    ]);
+}
