@@ -122,9 +122,107 @@ struct Ips {
     by_uid: HashMap<String, IpAddr>,
 }
 
+/// Whether `pid` is a container process a previous run of this agent started for the pod at `pod_ip`:
+/// the leader of its own process group, with that pod's `POD_IP` in its environment. Anything else is
+/// not ours and is never touched.
+fn leftover_container(pid: i32, pod_ip: &str) -> bool {
+    let pgid_ok =
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() == pid);
+    let env_ok = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|e| {
+            e.split(|b| *b == 0)
+                .any(|kv| kv == format!("POD_IP={pod_ip}").as_bytes())
+        })
+        .unwrap_or(false);
+    pgid_ok && env_ok
+}
+
+/// A previous run's processes cannot be adopted (their pipes and waits belonged to it): stop them so the
+/// pod restarts cleanly under this agent, and say so on the pod, as the issue allows.
+async fn stop_leftovers(client: &Client, pods: &[Pod]) {
+    use nix::sys::signal::{Signal, killpg};
+    for pod in pods {
+        let Some(status) = pod.status.as_ref() else {
+            continue;
+        };
+        let Some(ip) = status.pod_ip.as_deref() else {
+            continue;
+        };
+        let mut stopped = Vec::new();
+        for cs in status.container_statuses.iter().flatten() {
+            let Some(pid) = cs
+                .container_id
+                .as_deref()
+                .and_then(|c| c.strip_prefix("svcnet://"))
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid <= 1 || !leftover_container(pid, ip) {
+                continue;
+            }
+            let group = nix::unistd::Pid::from_raw(pid);
+            let _ = killpg(group, Signal::SIGTERM);
+            for _ in 0..20 {
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = killpg(group, Signal::SIGKILL);
+            stopped.push(cs.name.clone());
+        }
+        if stopped.is_empty() {
+            continue;
+        }
+        warn!(pod = %pod.name_any(), containers = ?stopped, "stopped containers a previous agent left running; restarting them");
+        let ns = pod.namespace().unwrap_or_default();
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{}.{:x}", pod.name_any(), jiff::Timestamp::now().as_nanosecond()), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": pod.uid()},
+            "reason": "Killing", "type": "Normal",
+            "message": format!("svcnet agent restarted and cannot adopt running containers {stopped:?}; restarting them"),
+            "source": {"component": "svcnet-agent"},
+            "firstTimestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "lastTimestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "count": 1,
+        });
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+        if let Ok(ev) = serde_json::from_value(event)
+            && let Err(e) = events.create(&Default::default(), &ev).await
+        {
+            warn!(pod = %pod.name_any(), error = %e, "could not record the restart event");
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves; then, if `stop_pods_on_exit`, stops every pod it runs
+/// (`svcnet up`: the node goes away with the process) before returning.
+pub async fn run_until(
+    client: Client,
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    stop_pods_on_exit: bool,
+) -> Result<(), AgentError> {
+    let runner = PodRunner::new(cfg.root.clone());
+    let result = tokio::select! {
+        r = run_with(client, cfg, runner.clone()) => r,
+        _ = shutdown => Ok(()),
+    };
+    if stop_pods_on_exit {
+        info!("stopping every pod on this node");
+        runner.stop_all(Duration::from_secs(5)).await;
+    }
+    result
+}
+
 /// Runs the agent until the future is dropped.
 pub async fn run(client: Client, cfg: AgentConfig) -> Result<(), AgentError> {
-    let runner = PodRunner::new(cfg.root.clone());
+    run_with(client, cfg.clone(), PodRunner::new(cfg.root)).await
+}
+
+async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result<(), AgentError> {
     let pods_api: Api<Pod> = Api::all(client.clone());
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (svc_store, svc_writer) = reflector::store::<Service>();
@@ -207,6 +305,12 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<(), AgentError> {
     }
 
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    if let Ok(list) = Api::<Pod>::all(client.clone())
+        .list(&kube::api::ListParams::default().fields(&format!("spec.nodeName={}", cfg.node_name)))
+        .await
+    {
+        stop_leftovers(&client, &list.items).await;
+    }
     let pod_stream = reflector::reflector(pod_writer, watcher(pods_api, wc))
         .default_backoff()
         .touched_objects();

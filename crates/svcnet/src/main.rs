@@ -247,6 +247,9 @@ async fn up(args: UpArgs) -> Result<()> {
             grace: std::time::Duration::from_secs(40),
         },
     ));
+    // The local node goes away with `up`: on shutdown its agent stops the pods before the process exits.
+    let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut agent_done = None;
     if !args.no_agent {
         let cfg = agent_config(
             args.node_name.clone().unwrap_or_else(hostname),
@@ -255,11 +258,14 @@ async fn up(args: UpArgs) -> Result<()> {
             SocketAddr::new(addr.ip(), 0),
         );
         let client = client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = svcnet_agent::agent::run(client, cfg).await {
+        agent_done = Some(tokio::spawn(async move {
+            let stop = async {
+                let _ = agent_stopped.await;
+            };
+            if let Err(e) = svcnet_agent::agent::run_until(client, cfg, stop, true).await {
                 tracing::error!(error = %e, "node agent stopped");
             }
-        });
+        }));
     }
     if let Some(pool) = lb_pool {
         let ipam = svcnet_controllers::LbIpamConfig {
@@ -278,7 +284,14 @@ async fn up(args: UpArgs) -> Result<()> {
         "svcnet is up: export KUBECONFIG={} (then: kubectl get services -A)",
         kubeconfig.display()
     );
-    server.serve(listener, tls, shutdown_signal()).await;
+    let serving = tokio::spawn(server.serve(listener, tls, std::future::pending::<()>()));
+    shutdown_signal().await;
+    info!("stopping the local node's pods");
+    let _ = agent_stop.send(());
+    if let Some(done) = agent_done {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), done).await;
+    }
+    serving.abort();
     info!("shutting down");
     Ok(())
 }

@@ -242,3 +242,54 @@ fn unschedulable_pods_stay_pending_with_a_reason() {
         "--timeout=30s",
     ]);
 }
+
+#[test]
+fn restarts_of_the_node_leave_no_stray_processes() {
+    let mut c = Cluster::start();
+    let port = free_port();
+    let cmd = format!("exec python3 -m http.server {port} --bind $POD_IP");
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("keep", "", &cmd, "")),
+    );
+    let p = wait_running(&c, "keep");
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    let pid = |p: &Value| {
+        p["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches("svcnet://")
+            .to_string()
+    };
+    let first = pid(&p);
+    assert!(eventually(Duration::from_secs(10), || http_ok(&ip, port)));
+
+    // A graceful stop of `svcnet up` stops the node's pods; the restarted node runs them again.
+    c.restart("TERM");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first}")).exists(),
+        "pod process outlived svcnet up"
+    );
+    assert!(eventually(Duration::from_secs(30), || {
+        let p = c.get_json(&["pod", "keep"]);
+        let now = pid(&p);
+        !now.is_empty() && now != first && std::path::Path::new(&format!("/proc/{now}")).exists()
+    }));
+    assert!(eventually(Duration::from_secs(10), || http_ok(&ip, port)));
+
+    // kill -9 leaves the process behind; the next agent cannot adopt it, so it says so and restarts it.
+    let orphan = pid(&c.get_json(&["pod", "keep"]));
+    c.restart("KILL");
+    assert!(eventually(Duration::from_secs(30), || {
+        let now = pid(&c.get_json(&["pod", "keep"]));
+        !std::path::Path::new(&format!("/proc/{orphan}")).exists() && !now.is_empty() && now != orphan
+    }));
+    let events = c.ok(&["get", "events", "--field-selector", "involvedObject.name=keep"]);
+    assert!(events.contains("cannot adopt"), "{events}");
+    assert!(
+        eventually(Duration::from_secs(10), || http_ok(&ip, port)),
+        "the restarted pod serves again on its IP"
+    );
+    c.ok(&["delete", "pod", "keep", "--grace-period=1", "--timeout=30s"]);
+}
