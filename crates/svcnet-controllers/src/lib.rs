@@ -5,9 +5,12 @@
 //! * [`lb_ipam`]: LoadBalancer IPAM, addresses for `type: LoadBalancer` Services from a configured
 //!   pool, without a cloud.
 //! * [`nodes`]: node pod CIDRs, node lifecycle (lease expiry) and the scheduler.
+//! * [`workloads`]: the ReplicaSet and Deployment controllers (rolling updates, rollbacks, scaling).
 
 mod events;
 pub mod lb_ipam;
 pub mod nodes;
+pub mod workloads;
 
 pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};
+pub use workloads::run_workload_controllers;

@@ -247,6 +247,7 @@ async fn up(args: UpArgs) -> Result<()> {
             grace: std::time::Duration::from_secs(40),
         },
     ));
+    tokio::spawn(svcnet_controllers::run_workload_controllers(client.clone()));
     // The local node goes away with `up`: on shutdown its agent stops the pods before the process exits.
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut agent_done = None;

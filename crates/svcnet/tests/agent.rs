@@ -293,3 +293,74 @@ fn restarts_of_the_node_leave_no_stray_processes() {
     );
     c.ok(&["delete", "pod", "keep", "--grace-period=1", "--timeout=30s"]);
 }
+
+#[test]
+fn a_deployment_of_real_processes_serves_and_heals() {
+    let c = Cluster::start();
+    let port = free_port();
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: red\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: red\n  template:\n    metadata:\n      labels:\n        app: red\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: red\n        image: python:3\n        command: [\"sh\", \"-c\", \"exec python3 -m http.server {port} --bind $POD_IP\"]\n        readinessProbe:\n          tcpSocket: {{port: {port}}}\n          periodSeconds: 1\n"
+    );
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&deploy));
+    let out = c.ok(&["rollout", "status", "deployment/red", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = |c: &Cluster| -> Vec<(String, String)> {
+        c.get_json(&["pods", "-l", "app=red"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let first = pods(&c);
+    assert_eq!(first.len(), 3);
+    for (_, ip) in &first {
+        assert!(
+            eventually(Duration::from_secs(10), || http_ok(ip, port)),
+            "pod {ip} does not serve"
+        );
+    }
+    let table = c.ok(&["get", "deploy", "red"]);
+    assert!(table.contains("3/3"), "{table}");
+
+    // A deleted pod is replaced by a new pod with a new name and a new IP.
+    let (victim, victim_ip) = first[0].clone();
+    c.ok(&["delete", "pod", &victim, "--timeout=30s"]);
+    assert!(eventually(Duration::from_secs(30), || {
+        let now = pods(&c);
+        now.len() == 3 && now.iter().all(|(n, ip)| *n != victim && !ip.is_empty())
+    }));
+    assert!(
+        c.ok(&["rollout", "status", "deployment/red", "--timeout=60s"])
+            .contains("successfully rolled out")
+    );
+    let now = pods(&c);
+    let (_, new_ip) = now
+        .iter()
+        .find(|(n, _)| !first.iter().any(|(f, _)| f == n))
+        .unwrap();
+    assert_ne!(*new_ip, victim_ip);
+    assert!(eventually(Duration::from_secs(10), || http_ok(new_ip, port)));
+
+    // Scale 3 → 6 → 1 with real processes.
+    c.ok(&["scale", "deploy", "red", "--replicas=6"]);
+    assert!(
+        c.ok(&["rollout", "status", "deployment/red", "--timeout=60s"])
+            .contains("successfully rolled out")
+    );
+    assert_eq!(pods(&c).len(), 6);
+    c.ok(&["scale", "deploy", "red", "--replicas=1"]);
+    assert!(eventually(Duration::from_secs(30), || pods(&c).len() == 1));
+    c.ok(&["delete", "deploy", "red", "--timeout=30s"]);
+    assert!(eventually(Duration::from_secs(30), || c
+        .get_json(&["pods", "-l", "app=red"])["items"]
+        .as_array()
+        .unwrap()
+        .is_empty()));
+}
