@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// Labels to put on the Node.
     pub labels: BTreeMap<String, String>,
+    /// The node Lease's duration; it is renewed every quarter of it, as the kubelet does.
+    pub lease_duration: Duration,
 }
 
 /// Errors that stop the agent.
@@ -236,8 +238,8 @@ async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result
         name: cfg.node_name.clone(),
         internal_ip: cfg.node_ip,
         labels: cfg.labels.clone(),
-        heartbeat: Duration::from_secs(10),
-        lease_duration: Duration::from_secs(40),
+        heartbeat: cfg.lease_duration / 4,
+        lease_duration: cfg.lease_duration,
         agent_port: port,
     };
     node::register(&client, &node_cfg, true).await?;

@@ -158,9 +158,11 @@ pub async fn register(client: &kube::Client, cfg: &NodeConfig, ready: bool) -> R
         .await?)
 }
 
-/// Renews the node's Lease forever; returns only if the future is dropped.
+/// Renews the node's Lease forever; returns only if the future is dropped. If the control plane marked
+/// the node not Ready while heartbeats were missing, the next successful heartbeat reports Ready again.
 pub async fn heartbeat(client: kube::Client, cfg: NodeConfig) {
-    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(client.clone());
     let mut tick = tokio::time::interval(cfg.heartbeat);
     loop {
         tick.tick().await;
@@ -176,6 +178,18 @@ pub async fn heartbeat(client: kube::Client, cfg: NodeConfig) {
         let params = PatchParams::apply(MANAGER).force();
         if let Err(e) = leases.patch(&cfg.name, &params, &Patch::Apply(&lease)).await {
             warn!(node = %cfg.name, error = %e, "lease renewal failed; retrying");
+            continue;
+        }
+        let ready = nodes.get_opt(&cfg.name).await.ok().flatten().is_some_and(|n| {
+            n.status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        if !ready {
+            info!(node = %cfg.name, "node was not Ready; reporting Ready again");
+            if let Err(e) = register(&client, &cfg, true).await {
+                warn!(node = %cfg.name, error = %e, "re-registering the node failed");
+            }
         }
     }
 }

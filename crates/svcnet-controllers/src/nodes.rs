@@ -68,7 +68,13 @@ fn now() -> String {
 }
 
 /// Picks a node for `pod` among `nodes`, or explains why none fits (kube-scheduler's message form).
-pub fn pick_node(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<String, String> {
+/// `bound_now` counts pods this scheduling pass already placed, which its pod snapshot cannot show yet.
+pub fn pick_node(
+    pod: &Pod,
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+    bound_now: &HashMap<String, usize>,
+) -> Result<String, String> {
     let selector: BTreeMap<String, String> = pod
         .spec
         .as_ref()
@@ -98,7 +104,8 @@ pub fn pick_node(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<St
             .filter(|p| {
                 p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()) && pod_active(p)
             })
-            .count();
+            .count()
+            + bound_now.get(&name).copied().unwrap_or(0);
         candidates.push((load, name));
     }
     candidates.sort();
@@ -159,10 +166,12 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     let ipam_nodes = node_store.clone();
     tokio::spawn(async move {
         futures::pin_mut!(node_stream);
+        // Blocks this loop handed out, by node.
+        let mut assigned: HashMap<String, IpNet> = HashMap::new();
         while let Some(ev) = node_stream.next().await {
             w.notify_one();
             if let Ok(node) = ev {
-                assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node).await;
+                assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node, &mut assigned).await;
             }
         }
     });
@@ -198,11 +207,21 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     }
 }
 
-async fn assign_pod_cidr(client: &Client, cfg: &NodeControllersConfig, store: &Store<Node>, node: &Node) {
-    if node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some() {
+async fn assign_pod_cidr(
+    client: &Client,
+    cfg: &NodeControllersConfig,
+    store: &Store<Node>,
+    node: &Node,
+    assigned: &mut HashMap<String, IpNet>,
+) {
+    let name = node.name_any();
+    if node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some() || assigned.contains_key(&name) {
         return;
     }
-    let used: HashSet<IpNet> = store
+    let live: HashSet<String> = store.state().iter().map(|n| n.name_any()).collect();
+    // Forget blocks of nodes that are gone, so a deleted node's block can be reused.
+    assigned.retain(|n, _| live.contains(n) || *n == name);
+    let mut used: HashSet<IpNet> = store
         .state()
         .iter()
         .filter_map(|n| {
@@ -212,18 +231,23 @@ async fn assign_pod_cidr(client: &Client, cfg: &NodeControllersConfig, store: &S
                 .and_then(|c| c.parse().ok())
         })
         .collect();
+    // The store may not show the blocks this loop just handed out yet.
+    used.extend(assigned.values().copied());
     let Some(cidr) = next_pod_cidr(&cfg.cluster_cidr, cfg.node_mask, &used) else {
-        warn!(node = %node.name_any(), cluster_cidr = %cfg.cluster_cidr, "no pod CIDR left for node");
+        warn!(node = %name, cluster_cidr = %cfg.cluster_cidr, "no pod CIDR left for node");
         return;
     };
     let api: Api<Node> = Api::all(client.clone());
     let patch = json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
     match api
-        .patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => info!(node = %node.name_any(), %cidr, "assigned pod CIDR"),
-        Err(e) => warn!(node = %node.name_any(), error = %e, "assigning pod CIDR failed"),
+        Ok(_) => {
+            info!(node = %name, %cidr, "assigned pod CIDR");
+            assigned.insert(name, cidr);
+        }
+        Err(e) => warn!(node = %name, error = %e, "assigning pod CIDR failed"),
     }
 }
 
@@ -301,6 +325,7 @@ async fn schedule(
 ) {
     let all_nodes = nodes.state();
     let all_pods = pods.state();
+    let mut bound_now: HashMap<String, usize> = HashMap::new();
     for pod in all_pods.iter() {
         let Some(spec) = pod.spec.as_ref() else { continue };
         if spec.node_name.as_deref().is_some_and(|n| !n.is_empty())
@@ -323,7 +348,7 @@ async fn schedule(
             uid: pod.metadata.uid.as_deref().unwrap_or(""),
             resource_version: pod.metadata.resource_version.as_deref().unwrap_or(""),
         };
-        match pick_node(pod, &all_nodes, &all_pods) {
+        match pick_node(pod, &all_nodes, &all_pods, &bound_now) {
             Ok(node) => {
                 let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
@@ -337,6 +362,7 @@ async fn schedule(
                     .await
                 {
                     Ok(_) => {
+                        *bound_now.entry(node.clone()).or_default() += 1;
                         reported.remove(&format!("{ns}/{name}"));
                         let cond = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]}});
                         let _ = api
@@ -389,7 +415,12 @@ async fn collect_orphans(client: &Client, nodes: &Store<Node>, pods: &Store<Pod>
         }
         let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
         info!(pod = %pod.name_any(), %node, "pod bound to a node that no longer exists; deleting");
-        let _ = api.delete(&pod.name_any(), &DeleteParams::background()).await;
+        // Forced, as kube's pod garbage collector does: no node is left to finish a graceful delete.
+        let force = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::background()
+        };
+        let _ = api.delete(&pod.name_any(), &force).await;
     }
 }
 
@@ -428,12 +459,33 @@ mod tests {
             node("c", false, &[]),
         ];
         let pods = vec![pod("p1", Some("a"), &[]), pod("p2", Some("a"), &[])];
-        assert_eq!(pick_node(&pod("new", None, &[]), &nodes, &pods).unwrap(), "b");
         assert_eq!(
-            pick_node(&pod("new", None, &[("zone", "x")]), &nodes, &pods).unwrap(),
+            pick_node(&pod("new", None, &[]), &nodes, &pods, &HashMap::new()).unwrap(),
+            "b"
+        );
+        assert_eq!(
+            pick_node(
+                &pod("new", None, &[("zone", "x")]),
+                &nodes,
+                &pods,
+                &HashMap::new()
+            )
+            .unwrap(),
             "a"
         );
-        let err = pick_node(&pod("new", None, &[("zone", "z")]), &nodes, &pods).unwrap_err();
+        let err = pick_node(
+            &pod("new", None, &[("zone", "z")]),
+            &nodes,
+            &pods,
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        // Placements made earlier in the same pass count: b now carries as much as a.
+        let earlier: HashMap<String, usize> = [("b".to_string(), 2)].into();
+        assert_eq!(
+            pick_node(&pod("new", None, &[]), &nodes, &pods, &earlier).unwrap(),
+            "a"
+        );
         assert_eq!(
             err,
             "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."

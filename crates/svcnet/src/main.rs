@@ -77,6 +77,9 @@ struct UpArgs {
     /// Do not run a node agent inside `up` (control plane only).
     #[arg(long)]
     no_agent: bool,
+    /// How long a node may go without renewing its Lease before it is marked NotReady (seconds).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
 }
 
 /// `svcnet agent`: a node agent joining a cluster through its kubeconfig.
@@ -97,6 +100,9 @@ struct AgentArgs {
     /// Address of the agent's endpoint (container logs); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Duration of the node's Lease; it is renewed every quarter of it (the kubelet's flag).
+    #[arg(long, default_value_t = 40)]
+    node_lease_duration_seconds: u64,
     /// Pod network mode: `host` (pods bind their own loopback address; no root needed).
     #[arg(long, default_value = "host")]
     pod_network: String,
@@ -124,6 +130,7 @@ fn agent_config(
     ip: std::net::IpAddr,
     root: PathBuf,
     listen: SocketAddr,
+    lease: std::time::Duration,
 ) -> svcnet_agent::agent::AgentConfig {
     svcnet_agent::agent::AgentConfig {
         node_name: name,
@@ -131,6 +138,7 @@ fn agent_config(
         root,
         listen,
         labels: Default::default(),
+        lease_duration: lease,
     }
 }
 
@@ -148,6 +156,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.node_ip,
         args.data_dir.canonicalize()?,
         args.listen,
+        std::time::Duration::from_secs(args.node_lease_duration_seconds.max(4)),
     );
     tokio::select! {
         r = svcnet_agent::agent::run(client, cfg) => r?,
@@ -244,7 +253,7 @@ async fn up(args: UpArgs) -> Result<()> {
         svcnet_controllers::nodes::NodeControllersConfig {
             cluster_cidr: args.cluster_cidr,
             node_mask: args.node_cidr_mask_size,
-            grace: std::time::Duration::from_secs(40),
+            grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
         },
     ));
     tokio::spawn(svcnet_controllers::run_workload_controllers(client.clone()));
@@ -257,6 +266,7 @@ async fn up(args: UpArgs) -> Result<()> {
             addr.ip(),
             data_dir.join("agent"),
             SocketAddr::new(addr.ip(), 0),
+            std::time::Duration::from_secs(args.node_monitor_grace_period.max(4)),
         );
         let client = client.clone();
         agent_done = Some(tokio::spawn(async move {

@@ -364,3 +364,171 @@ fn a_deployment_of_real_processes_serves_and_heals() {
         .unwrap()
         .is_empty()));
 }
+
+#[test]
+fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
+    let c = Cluster::start_with(&["--node-monitor-grace-period", "4"]);
+    let bdir = c.dir.join("node-b");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let agent_b = std::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
+        .args([
+            "agent",
+            "--node-name",
+            "node-b",
+            "--node-lease-duration-seconds",
+            "4",
+        ])
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .arg("--data-dir")
+        .arg(&bdir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent_b = AgentGuard(Some(agent_b));
+    let ready = |node: &str, want: &str| {
+        c.get_json(&["node", node])["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == want))
+    };
+    assert!(eventually(Duration::from_secs(20), || ready("node-b", "True")));
+    assert!(eventually(Duration::from_secs(10), || c
+        .get_json(&["node", "node-b"])["spec"]["podCIDR"]
+        .is_string()));
+    let nodes = c.get_json(&["nodes"]);
+    let cidrs: std::collections::BTreeSet<String> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["spec"]["podCIDR"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(cidrs.len(), 2, "each node has its own pod block: {cidrs:?}");
+
+    // Pods spread over both nodes (fewest pods first).
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: spread\nspec:\n  replicas: 4\n  selector:\n    matchLabels:\n      app: spread\n  template:\n    metadata:\n      labels:\n        app: spread\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: x\n        command: [sleep, \"300\"]\n";
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(deploy));
+    assert!(
+        c.ok(&["rollout", "status", "deployment/spread", "--timeout=60s"])
+            .contains("successfully rolled out")
+    );
+    let on_b = |c: &Cluster| -> Vec<Value> {
+        c.get_json(&["pods", "-l", "app=spread"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == "node-b")
+            .cloned()
+            .collect()
+    };
+    let b_pods = on_b(&c);
+    assert_eq!(b_pods.len(), 2, "two of four pods on node-b");
+    let orphans: Vec<String> = b_pods
+        .iter()
+        .filter_map(|p| p["status"]["containerStatuses"][0]["containerID"].as_str())
+        .map(|id| id.trim_start_matches("svcnet://").to_string())
+        .collect();
+
+    // The agent dies: its Lease expires, the node goes NotReady and its pods unready.
+    agent_b.kill_agent_only();
+    assert!(
+        eventually(Duration::from_secs(30), || ready("node-b", "Unknown")),
+        "node-b never went NotReady"
+    );
+    assert!(c.ok(&["get", "nodes"]).contains("NotReady"));
+    assert!(eventually(Duration::from_secs(10), || {
+        on_b(&c).iter().all(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "False"))
+        })
+    }));
+
+    // The node is gone for good: its pods are deleted and replaced on the node that is left.
+    c.ok(&["delete", "node", "node-b"]);
+    assert!(eventually(Duration::from_secs(60), || {
+        let pods = c.get_json(&["pods", "-l", "app=spread"]);
+        let items = pods["items"].as_array().unwrap();
+        items.len() == 4
+            && items
+                .iter()
+                .all(|p| p["spec"]["nodeName"] != "node-b" && p["status"]["phase"] == "Running")
+    }));
+    c.ok(&["delete", "deploy", "spread", "--timeout=30s"]);
+    // The dead agent's processes are ours (this test started that agent): the guard stops them.
+    assert!(!orphans.is_empty());
+    drop(agent_b);
+    assert!(eventually(Duration::from_secs(5), || {
+        orphans.iter().all(|pid| {
+            // Gone, or a zombie waiting for init to reap it.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true)
+        })
+    }));
+}
+
+/// The second agent of a test, and the pods it started: on drop (also when the test fails) the agent
+/// and every process group it created are killed. Those are processes this test started, by PID.
+struct AgentGuard(Option<std::process::Child>);
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The fields after the parenthesised command: state, ppid, ...
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        if after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse::<u32>().ok())
+            == Some(pid)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+impl AgentGuard {
+    /// Kills only the agent (its pods keep running, as after a crash); `drop` cleans them later.
+    fn kill_agent_only(&mut self) -> Vec<u32> {
+        let Some(child) = self.0.as_mut() else {
+            return Vec::new();
+        };
+        let kids = children_of(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        self.0 = None;
+        LEFT.with(|l| l.borrow_mut().extend(kids.iter().copied()));
+        kids
+    }
+}
+
+thread_local! {
+    static LEFT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        let mut groups = LEFT.with(|l| std::mem::take(&mut *l.borrow_mut()));
+        if let Some(mut child) = self.0.take() {
+            groups.extend(children_of(child.id()));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for g in groups {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{g}")])
+                .status();
+        }
+    }
+}
