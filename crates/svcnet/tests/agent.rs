@@ -532,3 +532,68 @@ impl Drop for AgentGuard {
         }
     }
 }
+
+#[test]
+fn rolling_update_of_real_processes_keeps_enough_ready() {
+    let c = Cluster::start();
+    let port = free_port();
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: roll\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: roll\n  template:\n    metadata:\n      labels:\n        app: roll\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: c\n        image: python:3\n        env: [{{name: VERSION, value: \"1\"}}]\n        command: [\"sh\", \"-c\", \"sleep 1; exec python3 -m http.server {port} --bind $POD_IP\"]\n        readinessProbe:\n          tcpSocket: {{port: {port}}}\n          periodSeconds: 1\n"
+    );
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&deploy));
+    assert!(
+        c.ok(&["rollout", "status", "deployment/roll", "--timeout=60s"])
+            .contains("successfully rolled out")
+    );
+    let ready_count = |c: &Cluster| -> usize {
+        c.get_json(&["pods", "-l", "app=roll"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
+            })
+            .count()
+    };
+    c.ok(&["set", "env", "deployment/roll", "VERSION=2"]);
+    // Watch readiness through the whole rollout (bounded: at most 60 s).
+    let start = std::time::Instant::now();
+    let mut min_ready = usize::MAX;
+    loop {
+        min_ready = min_ready.min(ready_count(&c));
+        let d = c.get_json(&["deploy", "roll"]);
+        let done = d["status"]["updatedReplicas"] == 3
+            && d["status"]["replicas"] == 3
+            && d["status"]["availableReplicas"] == 3
+            && d["status"]["observedGeneration"] == d["metadata"]["generation"];
+        if done || start.elapsed() > Duration::from_secs(60) {
+            assert!(done, "rollout did not finish: {}", d["status"]);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        min_ready >= 3,
+        "fewer than replicas - maxUnavailable (3) ready during the rollout: {min_ready}"
+    );
+    let rs = c.get_json(&["rs", "-l", "app=roll"]);
+    let sizes: Vec<i64> = rs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spec"]["replicas"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sizes.iter().sum::<i64>(), 3, "{sizes:?}");
+    assert!(c.ok(&["rollout", "history", "deployment/roll"]).contains('2'));
+    c.ok(&["rollout", "undo", "deployment/roll"]);
+    assert!(
+        c.ok(&["rollout", "status", "deployment/roll", "--timeout=60s"])
+            .contains("successfully rolled out")
+    );
+    let env = c.get_json(&["deploy", "roll"])["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"]
+        .clone();
+    assert_eq!(env, "1");
+    c.ok(&["delete", "deploy", "roll", "--timeout=30s"]);
+}
