@@ -22,9 +22,14 @@ struct VerbLabels {
     resource: String,
 }
 
+/// Renders another component's metrics (OpenMetrics text) for the same endpoint.
+pub type ExtraMetrics = Box<dyn Fn() -> String + Send + Sync>;
+
 /// The API server's metrics registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Metrics of components running in the same process (controllers), served on the same `/metrics`.
+    extra: Mutex<Vec<ExtraMetrics>>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<VerbLabels, Histogram>,
 }
@@ -48,6 +53,7 @@ impl Default for Metrics {
         );
         Metrics {
             registry: Mutex::new(registry),
+            extra: Mutex::new(Vec::new()),
             requests,
             durations,
         }
@@ -73,11 +79,30 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The metrics in Prometheus text format.
+    /// Adds another component's metrics to this endpoint.
+    pub fn add_extra(&self, render: ExtraMetrics) {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner()).push(render);
+    }
+
+    /// The metrics in OpenMetrics text format: ours, then every extra component's, one `# EOF` at the end.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
-        out
+        let mut body: String = out
+            .lines()
+            .filter(|l| *l != "# EOF")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for render in self.extra.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            body.extend(
+                render()
+                    .lines()
+                    .filter(|l| *l != "# EOF")
+                    .map(|l| format!("{l}\n")),
+            );
+        }
+        body.push_str("# EOF\n");
+        body
     }
 }

@@ -7,6 +7,7 @@
 //! * [`nodes`]: node pod CIDRs, node lifecycle (lease expiry) and the scheduler.
 //! * [`workloads`]: the ReplicaSet and Deployment controllers (rolling updates, rollbacks, scaling).
 
+pub mod endpointslice;
 mod events;
 pub mod lb_ipam;
 pub mod nodes;

@@ -74,6 +74,9 @@ struct UpArgs {
     /// Name of the local node (default: the hostname).
     #[arg(long)]
     node_name: Option<String>,
+    /// Most endpoints in one EndpointSlice.
+    #[arg(long, default_value_t = 100)]
+    max_endpoints_per_slice: usize,
     /// Do not run a node agent inside `up` (control plane only).
     #[arg(long)]
     no_agent: bool,
@@ -257,6 +260,21 @@ async fn up(args: UpArgs) -> Result<()> {
         },
     ));
     tokio::spawn(svcnet_controllers::run_workload_controllers(client.clone()));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
+    let registry = Arc::new(registry);
+    let shared = registry.clone();
+    server.metrics.add_extra(Box::new(move || {
+        svcnet_controllers::endpointslice::metrics_text(&shared)
+    }));
+    tokio::spawn(svcnet_controllers::endpointslice::run_endpointslice_controllers(
+        client.clone(),
+        svcnet_controllers::endpointslice::EndpointSliceConfig {
+            max_endpoints_per_slice: args.max_endpoints_per_slice.max(1),
+            metrics: es_metrics,
+            ..Default::default()
+        },
+    ));
     // The local node goes away with `up`: on shutdown its agent stops the pods before the process exits.
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut agent_done = None;

@@ -230,14 +230,10 @@ fn by_name<'a>(sets: &'a [ReplicaSet], name: &str) -> &'a ReplicaSet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deployment_lifecycle() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("svcnet_controllers=debug")
-        .with_test_writer()
-        .try_init();
     // Control plane only: the test is the kubelet, and a real agent would report its own pod status.
     let c = Cluster::start_with(&["--no-agent"]);
     let client = client(&c).await;
-    let controllers = tokio::spawn(svcnet_controllers::run_workload_controllers(client.clone()));
+    // The workload controllers are the ones `svcnet up` runs, as API clients.
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -424,5 +420,4 @@ async fn deployment_lifecycle() {
         replicasets(&rss, "web").await.is_empty() && active_pods(&pods, "web").await.is_empty()
     })
     .await;
-    controllers.abort();
 }
