@@ -11,6 +11,7 @@ pub mod endpointslice;
 mod events;
 pub mod lb_ipam;
 pub mod nodes;
+mod queue;
 pub mod workloads;
 
 pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};

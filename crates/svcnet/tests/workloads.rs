@@ -131,34 +131,10 @@ fn pods_default_validate_and_bind() {
     // Binding assigns a node once.
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p1"}, "target": {"kind": "Node", "name": "n1"}});
     std::fs::write(c.dir.join("binding.json"), binding.to_string()).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-sk", "-X", "POST", "-H", "Content-Type: application/json"])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {}", token(&c)))
-        .arg("--data-binary")
-        .arg(format!("@{}", c.dir.join("binding.json").display()))
-        .arg(format!(
-            "https://{}/api/v1/namespaces/default/pods/p1/binding",
-            c.addr
-        ))
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = post_binding(&c);
     assert_eq!(status["status"], "Success", "{status}");
     assert_eq!(c.get_json(&["pod", "p1"])["spec"]["nodeName"], "n1");
-    let out = std::process::Command::new("curl")
-        .args(["-sk", "-X", "POST", "-H", "Content-Type: application/json"])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {}", token(&c)))
-        .arg("--data-binary")
-        .arg(format!("@{}", c.dir.join("binding.json").display()))
-        .arg(format!(
-            "https://{}/api/v1/namespaces/default/pods/p1/binding",
-            c.addr
-        ))
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = post_binding(&c);
     assert_eq!(status["code"], 409, "{status}");
     assert!(
         status["message"]
@@ -166,6 +142,23 @@ fn pods_default_validate_and_bind() {
             .unwrap()
             .contains("is already assigned to node \"n1\"")
     );
+}
+
+/// POSTs `binding.json` to `pods/p1/binding` with curl, as a scheduler would, and returns the Status.
+fn post_binding(c: &Cluster) -> serde_json::Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-X", "POST", "-H", "Content-Type: application/json"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", token(c)))
+        .arg("--data-binary")
+        .arg(format!("@{}", c.dir.join("binding.json").display()))
+        .arg(format!(
+            "https://{}/api/v1/namespaces/default/pods/p1/binding",
+            c.addr
+        ))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn token(c: &Cluster) -> String {

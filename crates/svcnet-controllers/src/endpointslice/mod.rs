@@ -57,7 +57,6 @@
 pub mod endpoints;
 mod metrics;
 pub mod mirroring;
-mod queue;
 pub mod reconciler;
 
 use std::collections::{BTreeSet, HashMap};
@@ -76,9 +75,9 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+pub use crate::queue::Key;
+use crate::queue::WorkQueue;
 pub use metrics::{EndpointSliceMetrics, OperationLabels, ResultLabels, metrics_text};
-pub use queue::Key;
-use queue::WorkQueue;
 use reconciler::{CONTROLLER_NAME, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_ZONE, NodeZones, Plan};
 
 /// Configuration of [`run_endpointslice_controllers`].

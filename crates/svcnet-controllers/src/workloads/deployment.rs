@@ -16,10 +16,10 @@ use kube::core::{Selector, SelectorExt};
 use tracing::debug;
 
 use super::pods::{controller_of, controller_ref};
-use super::queue::Key;
 use super::rollout::{self, Params, RsView, reason};
 use super::{Ctx, Error, patch_owner_refs, selector_of};
 use crate::events::{Involved, Recorder};
+use crate::queue::Key;
 
 /// `source.component` of the Deployment controller's Events.
 pub const COMPONENT: &str = "deployment-controller";

@@ -25,7 +25,6 @@
 
 pub mod deployment;
 pub mod pods;
-mod queue;
 pub mod replicaset;
 pub mod rollout;
 
@@ -46,7 +45,7 @@ use serde_json::json;
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use queue::{Key, WorkQueue};
+use crate::queue::{Key, WorkQueue};
 
 /// Why one sync of a ReplicaSet or Deployment failed (it is retried with backoff).
 #[derive(Debug, Error)]

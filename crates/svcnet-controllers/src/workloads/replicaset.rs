@@ -15,9 +15,9 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::debug;
 
 use super::pods::{self, controller_of, controller_ref};
-use super::queue::Key;
 use super::{Ctx, Error, patch_owner_refs, selector_of};
 use crate::events::{Involved, Recorder};
+use crate::queue::Key;
 
 /// `source.component` of the ReplicaSet controller's Events.
 pub const COMPONENT: &str = "replicaset-controller";

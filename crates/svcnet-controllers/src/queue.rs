@@ -1,6 +1,7 @@
-//! A de-duplicating work queue of Service keys, like client-go's `workqueue`: a key added several
-//! times before a worker takes it is synced once, and delayed re-adds (retries) are timers held inside
-//! the queue, so dropping the queue drops them too.
+//! A de-duplicating work queue of object keys, shared by the controllers, like client-go's `workqueue`: a
+//! key added several times before a worker takes it is synced once, and delayed re-adds (retries,
+//! min-ready waits, progress deadlines) are timers held inside the queue, so dropping the queue drops
+//! them too.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// `namespace/name` of a Service (and of its Endpoints).
+/// `namespace/name` of a namespaced object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     /// The namespace.
@@ -111,7 +112,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn endpointslice_queue_dedupes_and_delays() {
+    async fn dedupes_keeps_order_and_delays() {
         let q = WorkQueue::default();
         q.add(Key::new("a", "1"));
         q.add(Key::new("a", "2"));
