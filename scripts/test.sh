@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # System packages the suite uses. kubectl itself is on PATH on every machine we run on.
 need=()
 command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)          # network namespaces (netns pod network tests)
+command -v python3 >/dev/null || need+=(python3)      # the pods in the end-to-end tests run small servers
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

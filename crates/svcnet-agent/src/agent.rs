@@ -3,10 +3,12 @@
 //! status back whenever it changes, finishes graceful deletions, and serves container logs.
 //!
 //! Everything it knows comes from the Kubernetes API (watch), so the same agent works against any API
-//! server. Pod IPs (host network mode) come from the node's `spec.podCIDR`, which lies inside
-//! 127.0.0.0/8 by default: each pod binds its own loopback address, told to it as `POD_IP`.
+//! server. Pod IPs come from the node's `spec.podCIDR`. In the host pod network ([`PodNetwork::Host`]) that
+//! lies inside 127.0.0.0/8 by default: each pod binds its own loopback address, told to it as `POD_IP`. In
+//! the netns pod network ([`PodNetwork::Netns`], root) each pod gets its own network namespace on the node
+//! bridge (see [`crate::netns`]), and the bridge's gateway address is never a pod's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,6 +31,7 @@ use svcnet_alloc::ClusterIpAllocator;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::netns::{self, NetnsError, PodNet, PodNetSpec};
 use crate::node::{self, NodeConfig};
 use crate::runner::{PodContext, PodRunner};
 
@@ -50,6 +53,43 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// The node Lease's duration; it is renewed every quarter of it, as the kubelet does.
     pub lease_duration: Duration,
+    /// How pods are networked.
+    pub pod_network: PodNetwork,
+}
+
+/// How pods are networked (`--pod-network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodNetwork {
+    /// Pods share the node's network namespace and bind their own (loopback) pod IP; no root needed.
+    #[default]
+    Host,
+    /// Each pod gets its own network namespace on the node bridge (root); see [`crate::netns`].
+    Netns,
+}
+
+/// An unknown `--pod-network` value.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown pod network {0:?}: use `host` or `netns`")]
+pub struct UnknownPodNetwork(String);
+
+impl std::str::FromStr for PodNetwork {
+    type Err = UnknownPodNetwork;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "host" => Ok(PodNetwork::Host),
+            "netns" => Ok(PodNetwork::Netns),
+            other => Err(UnknownPodNetwork(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for PodNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PodNetwork::Host => "host",
+            PodNetwork::Netns => "netns",
+        })
+    }
 }
 
 /// Errors that stop the agent.
@@ -61,6 +101,9 @@ pub enum AgentError {
     /// The agent's endpoint could not listen.
     #[error("agent endpoint: {0}")]
     Listen(std::io::Error),
+    /// The netns pod network could not be set up.
+    #[error("pod network: {0}")]
+    Netns(#[from] NetnsError),
 }
 
 /// Kubernetes' service environment variables for a pod in `namespace` (`getServiceEnvVarMap`): every
@@ -122,6 +165,8 @@ pub fn service_env(services: &[Arc<Service>], namespace: &str, enable_links: boo
 struct Ips {
     alloc: Option<ClusterIpAllocator>,
     by_uid: HashMap<String, IpAddr>,
+    /// An address of the pod CIDR no pod may have (the netns bridge's gateway).
+    reserved: Option<IpAddr>,
 }
 
 /// Whether `pid` is a container process a previous run of this agent started for the pod at `pod_ip`:
@@ -208,23 +253,70 @@ pub async fn run_until(
     stop_pods_on_exit: bool,
 ) -> Result<(), AgentError> {
     let runner = PodRunner::new(cfg.root.clone());
+    let podnet = pod_net(&cfg)?;
     let result = tokio::select! {
-        r = run_with(client, cfg, runner.clone()) => r,
+        r = run_with(client, cfg, runner.clone(), podnet.clone()) => r,
         _ = shutdown => Ok(()),
     };
     if stop_pods_on_exit {
         info!("stopping every pod on this node");
         runner.stop_all(Duration::from_secs(5)).await;
+        if let Some(podnet) = podnet {
+            podnet.teardown_all().await;
+        }
     }
     result
 }
 
-/// Runs the agent until the future is dropped.
+/// Runs the agent until the future is dropped. Pods (and their network namespaces) outlive it; the next
+/// agent on this node re-uses or cleans them up.
 pub async fn run(client: Client, cfg: AgentConfig) -> Result<(), AgentError> {
-    run_with(client, cfg.clone(), PodRunner::new(cfg.root)).await
+    let podnet = pod_net(&cfg)?;
+    run_with(client, cfg.clone(), PodRunner::new(cfg.root), podnet).await
 }
 
-async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result<(), AgentError> {
+fn pod_net(cfg: &AgentConfig) -> Result<Option<Arc<PodNet>>, AgentError> {
+    Ok(match cfg.pod_network {
+        PodNetwork::Host => None,
+        PodNetwork::Netns => Some(Arc::new(PodNet::new(&cfg.root)?)),
+    })
+}
+
+/// Waits for the control plane to give this node a pod CIDR (the node's pod network needs it first).
+async fn wait_pod_cidr(client: &Client, name: &str) -> IpNet {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        if let Ok(Some(n)) = nodes.get_opt(name).await
+            && let Some(cidr) = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_ref())
+                .and_then(|c| c.parse::<IpNet>().ok())
+        {
+            return cidr;
+        }
+        if !std::mem::replace(&mut logged, true) {
+            info!("waiting for this node's pod CIDR");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The ClusterIP of `kube-system/kube-dns`, the pods' nameserver.
+fn cluster_dns(services: &[Arc<Service>]) -> Option<IpAddr> {
+    services
+        .iter()
+        .find(|s| s.namespace().as_deref() == Some("kube-system") && s.name_any() == "kube-dns")
+        .and_then(|s| s.spec.as_ref()?.cluster_ip.as_ref()?.parse().ok())
+}
+
+async fn run_with(
+    client: Client,
+    cfg: AgentConfig,
+    runner: PodRunner,
+    podnet: Option<Arc<PodNet>>,
+) -> Result<(), AgentError> {
     let pods_api: Api<Pod> = Api::all(client.clone());
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (svc_store, svc_writer) = reflector::store::<Service>();
@@ -249,7 +341,24 @@ async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result
     let ips = Arc::new(Mutex::new(Ips {
         alloc: None,
         by_uid: HashMap::new(),
+        reserved: None,
     }));
+    // The netns pod network needs its bridge before any pod: set the node up as soon as the CIDR arrives,
+    // and only then hand out pod IPs (never the gateway's).
+    let mut pod_cidr = None;
+    if let Some(podnet) = &podnet {
+        let cidr = wait_pod_cidr(&client, &cfg.node_name).await;
+        podnet.setup_node(&cidr).await?;
+        let gw = netns::gateway(&cidr)?;
+        let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(mut a) = ClusterIpAllocator::new(cidr) {
+            let _ = a.allocate(gw);
+            g.alloc = Some(a);
+        }
+        g.reserved = Some(gw);
+        pod_cidr = Some(cidr);
+        info!(%cidr, gateway = %gw, bridge = netns::BRIDGE, "pod network (netns) ready");
+    }
     // The pod CIDR arrives from the control plane's node IPAM; watch our Node for it.
     {
         let nodes: Api<Node> = Api::all(client.clone());
@@ -312,7 +421,17 @@ async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result
         .await
     {
         stop_leftovers(&client, &list.items).await;
+        // Only with a complete list: a namespace is deleted when its pod is known to be gone.
+        if let Some(podnet) = &podnet {
+            let live: HashSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
+            podnet.teardown_gone(&live).await;
+        }
     }
+    if podnet.is_some() {
+        // Pods' resolv.conf names kube-dns: know the Services before the first pod starts.
+        let _ = tokio::time::timeout(Duration::from_secs(10), svc_store.wait_until_ready()).await;
+    }
+    let mut netns_ready: HashSet<String> = HashSet::new();
     let pod_stream = reflector::reflector(pod_writer, watcher(pods_api, wc))
         .default_backoff()
         .touched_objects();
@@ -327,8 +446,14 @@ async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result
                 let grace = Duration::from_secs(
                     pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64,
                 );
-                let (runner, client, ips, name) =
-                    (runner.clone(), client.clone(), ips.clone(), pod.name_any());
+                netns_ready.remove(&uid);
+                let (runner, client, ips, name, podnet) = (
+                    runner.clone(),
+                    client.clone(),
+                    ips.clone(),
+                    pod.name_any(),
+                    podnet.clone(),
+                );
                 tokio::spawn(async move {
                     runner.stop(&uid, grace).await;
                     let api: Api<Pod> = Api::namespaced(client, &ns);
@@ -343,6 +468,10 @@ async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result
                     if let Err(e) = api.delete(&name, &dp).await {
                         debug!(pod = %name, error = %e, "final delete failed (already gone?)");
                     }
+                    // The namespace before the address: the IP is free only once nothing holds it.
+                    if let Some(podnet) = podnet {
+                        podnet.teardown_pod(&uid).await;
+                    }
                     release_ip(&ips, &uid);
                     // Keep the pod's files a while, as the kubelet keeps dead containers' logs: a
                     // `kubectl logs -f` still reading must get the last lines.
@@ -352,18 +481,25 @@ async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result
             }
             continue;
         }
-        // A pod that was deleted outright (not gracefully) disappears from the store: stop what is left.
-        for running in runner.running() {
+        // A pod that was deleted outright (not gracefully) disappears from the store: stop what is left. Only
+        // once the store holds the initial list: until then (kube's reflector buffers it) it is empty, and
+        // every pod started from that list would look deleted.
+        let listed = pod_store.wait_until_ready().now_or_never().is_some();
+        for running in runner.running().into_iter().filter(|_| listed) {
             if pod_store
                 .state()
                 .iter()
                 .all(|p| p.uid().as_deref() != Some(running.as_str()))
                 && !stopping.contains_key(&running)
             {
-                let (runner, ips) = (runner.clone(), ips.clone());
+                let (runner, ips, podnet) = (runner.clone(), ips.clone(), podnet.clone());
                 stopping.insert(running.clone(), ());
+                netns_ready.remove(&running);
                 tokio::spawn(async move {
                     let _ = runner.remove(&running, Duration::from_secs(2)).await;
+                    if let Some(podnet) = podnet {
+                        podnet.teardown_pod(&running).await;
+                    }
                     release_ip(&ips, &running);
                 });
             }
@@ -377,11 +513,44 @@ async fn run_with(client: Client, cfg: AgentConfig, runner: PodRunner) -> Result
             .as_ref()
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
+        let mut exec_prefix = Vec::new();
+        if let (Some(podnet), Some(cidr)) = (&podnet, pod_cidr) {
+            // Once per pod: the runner ignores pods it already runs, and so does this.
+            if !netns_ready.contains(&uid) {
+                let spec = pod.spec.as_ref();
+                let resolv = netns::resolv_conf(
+                    &ns,
+                    netns::CLUSTER_DOMAIN,
+                    cluster_dns(&svc_store.state()),
+                    spec.and_then(|s| s.dns_policy.as_deref()),
+                    spec.and_then(|s| s.dns_config.as_ref()),
+                );
+                let net = PodNetSpec {
+                    uid: &uid,
+                    ip: pod_ip,
+                    cidr,
+                    resolv_conf: resolv,
+                };
+                match podnet.setup_pod(&net).await {
+                    Ok(name) => {
+                        info!(pod = %pod.name_any(), netns = %name, ip = %pod_ip, "pod network namespace ready");
+                        netns_ready.insert(uid.clone());
+                    }
+                    Err(e) => {
+                        // Retried on the pod's next event; the pod does not start without its network.
+                        warn!(pod = %pod.name_any(), error = %e, "could not set up the pod's network namespace");
+                        continue;
+                    }
+                }
+            }
+            exec_prefix = podnet.exec_prefix(&uid);
+        }
         let ctx = PodContext {
             pod_ip,
             host_ip: cfg.node_ip,
             node_name: cfg.node_name.clone(),
             service_env: service_env(&svc_store.state(), &ns, links),
+            exec_prefix,
         };
         if let Err(e) = runner.ensure(&pod, ctx) {
             warn!(pod = %pod.name_any(), error = %e, "could not start pod");
@@ -411,10 +580,11 @@ fn pod_ip(ips: &Mutex<Ips>, pod: &Pod) -> Option<IpAddr> {
         .as_ref()
         .and_then(|s| s.pod_ip.as_ref())
         .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let reserved = g.reserved;
     let alloc = g.alloc.as_mut()?;
     let ip = match existing {
-        // Re-adopt after an agent restart: the pod keeps its address.
-        Some(ip) if alloc.in_range(ip) => {
+        // Re-adopt after an agent restart: the pod keeps its address (unless it is the gateway's).
+        Some(ip) if alloc.in_range(ip) && Some(ip) != reserved => {
             let _ = alloc.allocate(ip);
             ip
         }

@@ -2,8 +2,10 @@
 //! their status in Kubernetes' shape.
 //!
 //! [`runner`] owns the processes; [`node`] keeps the Node object and its Lease; [`agent`] watches the API for
-//! this node's pods, drives the runner, writes pod status and serves container logs.
+//! this node's pods, drives the runner, writes pod status and serves container logs; [`netns`] gives pods
+//! their own network namespaces (`--pod-network netns`, root).
 
 pub mod agent;
+pub mod netns;
 pub mod node;
 pub mod runner;

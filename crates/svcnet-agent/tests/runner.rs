@@ -18,6 +18,7 @@ fn ctx() -> PodContext {
         host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         node_name: "node-1".into(),
         service_env: vec![("WEB_SERVICE_HOST".into(), "127.96.0.20".into())],
+        exec_prefix: Vec::new(),
     }
 }
 

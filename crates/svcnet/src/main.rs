@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
+use svcnet_agent::agent::PodNetwork;
 use svcnet_alloc::PortRange;
 use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
 use svcnet_apiserver::{ApiServer, Config, pki};
@@ -83,6 +84,11 @@ struct UpArgs {
     /// How long a node may go without renewing its Lease before it is marked NotReady (seconds).
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
+    /// Pod network of the local node: `host` (pods bind their own loopback address; no root needed) or
+    /// `netns` (root: a network namespace per pod on a node bridge; give a real --cluster-cidr such as
+    /// 10.244.0.0/16).
+    #[arg(long, default_value = "host")]
+    pod_network: PodNetwork,
 }
 
 /// `svcnet agent`: a node agent joining a cluster through its kubeconfig.
@@ -106,9 +112,10 @@ struct AgentArgs {
     /// Duration of the node's Lease; it is renewed every quarter of it (the kubelet's flag).
     #[arg(long, default_value_t = 40)]
     node_lease_duration_seconds: u64,
-    /// Pod network mode: `host` (pods bind their own loopback address; no root needed).
+    /// Pod network: `host` (pods bind their own loopback address; no root needed) or `netns` (root: a
+    /// network namespace per pod on a node bridge; the cluster's pod CIDR must be a real range).
     #[arg(long, default_value = "host")]
-    pod_network: String,
+    pod_network: PodNetwork,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -134,6 +141,7 @@ fn agent_config(
     root: PathBuf,
     listen: SocketAddr,
     lease: std::time::Duration,
+    pod_network: PodNetwork,
 ) -> svcnet_agent::agent::AgentConfig {
     svcnet_agent::agent::AgentConfig {
         node_name: name,
@@ -142,16 +150,11 @@ fn agent_config(
         listen,
         labels: Default::default(),
         lease_duration: lease,
+        pod_network,
     }
 }
 
 async fn agent(args: AgentArgs) -> Result<()> {
-    if args.pod_network != "host" {
-        bail!(
-            "--pod-network {}: only `host` is available in this version",
-            args.pod_network
-        );
-    }
     let client = kube_client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)?;
     let cfg = agent_config(
@@ -160,6 +163,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.data_dir.canonicalize()?,
         args.listen,
         std::time::Duration::from_secs(args.node_lease_duration_seconds.max(4)),
+        args.pod_network,
     );
     tokio::select! {
         r = svcnet_agent::agent::run(client, cfg) => r?,
@@ -209,6 +213,12 @@ async fn up(args: UpArgs) -> Result<()> {
         node_port_range: node_ports,
     })
     .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    if args.pod_network == PodNetwork::Netns && args.cluster_cidr.network().is_loopback() {
+        bail!(
+            "--pod-network netns needs a real --cluster-cidr (e.g. 10.244.0.0/16), not the loopback range {}",
+            args.cluster_cidr
+        );
+    }
     let Some(first) = args.service_cidr.first() else {
         bail!("--service-cidr needs at least one range");
     };
@@ -285,6 +295,7 @@ async fn up(args: UpArgs) -> Result<()> {
             data_dir.join("agent"),
             SocketAddr::new(addr.ip(), 0),
             std::time::Duration::from_secs(args.node_monitor_grace_period.max(4)),
+            args.pod_network,
         );
         let client = client.clone();
         agent_done = Some(tokio::spawn(async move {

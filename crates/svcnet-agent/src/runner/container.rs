@@ -79,6 +79,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
         container: container.clone(),
         env: spec.env.clone(),
         cwd,
+        exec_prefix: pod.ctx.exec_prefix.clone(),
     };
 
     // The kubelet's flowcontrol.Backoff entry for this container: (current delay, last update).
@@ -97,7 +98,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
         let started_at = Timestamp::now();
         let last = previous.clone();
         let count = i32::try_from(instance).unwrap_or(i32::MAX);
-        let (term, how) = match spawn(&spec, &target.cwd, &log) {
+        let (term, how) = match spawn(&spec, &target.exec_prefix, &target.cwd, &log) {
             Err(e) => {
                 let term = Terminated {
                     exit_code: 128,

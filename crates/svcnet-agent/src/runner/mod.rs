@@ -47,6 +47,10 @@ pub struct PodContext {
     /// Kubernetes' service environment variables (`<SVC>_SERVICE_HOST`, …) for this pod, computed by the agent
     /// (honouring `enableServiceLinks`). Explicit `env` entries override them.
     pub service_env: Vec<(String, String)>,
+    /// Words put before every container command and exec probe/hook, e.g. `ip netns exec <name>` to run them
+    /// in the pod's network namespace. Empty in the host pod network. The prefix must exec the command (not
+    /// fork it), so that the container's PID and process group stay those of the process the runner started.
+    pub exec_prefix: Vec<String>,
 }
 
 /// Errors of the runner's API.

@@ -18,6 +18,8 @@ pub(crate) struct Target {
     pub container: Container,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// The pod's exec prefix (its network namespace), for exec actions.
+    pub exec_prefix: Vec<String>,
 }
 
 impl Target {
@@ -153,9 +155,10 @@ pub(crate) async fn exec(target: &Target, command: &[String], timeout: Duration)
     let Some((program, args)) = command.split_first() else {
         return Err("exec: empty command".into());
     };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .env_clear()
+    // Exec actions run where the container runs (its network namespace); httpGet and tcpSocket run from the
+    // node and reach the pod IP, as the kubelet's prober does.
+    let mut cmd = super::process::prefixed(&target.exec_prefix, program, args);
+    cmd.env_clear()
         .envs(super::process::base_env(&target.env))
         .current_dir(&target.cwd)
         .stdin(std::process::Stdio::null())

@@ -42,17 +42,35 @@ pub(crate) fn base_env(env: &[(String, String)]) -> Vec<(String, String)> {
     out
 }
 
+/// A command for `program args…` behind the pod's exec prefix (see [`PodContext::exec_prefix`]): with a
+/// prefix `[p, q…]` the process started is `p q… program args…`, which execs into the program.
+///
+/// [`PodContext::exec_prefix`]: super::PodContext::exec_prefix
+pub(crate) fn prefixed(prefix: &[String], program: &str, args: &[String]) -> Command {
+    match prefix.split_first() {
+        None => {
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            cmd
+        }
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(program).args(args);
+            cmd
+        }
+    }
+}
+
 /// Starts one container instance: its own process group (so signals reach its children), stdin from
 /// /dev/null, stdout and stderr appended to `log`. The process is not killed when the runner is dropped.
-pub(crate) fn spawn(spec: &LaunchSpec, cwd: &Path, log: &Path) -> std::io::Result<Child> {
+pub(crate) fn spawn(spec: &LaunchSpec, prefix: &[String], cwd: &Path, log: &Path) -> std::io::Result<Child> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let out = OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .env_clear()
+    let mut cmd = prefixed(prefix, &spec.program, &spec.args);
+    cmd.env_clear()
         .envs(base_env(&spec.env))
         .current_dir(cwd)
         .stdin(Stdio::null())

@@ -19,6 +19,8 @@ pub struct Cluster {
     /// The address the API server listens on.
     pub addr: String,
     extra: Vec<String>,
+    /// Words run before `svcnet` and kubectl, e.g. `ip netns exec <node>` (empty: run directly).
+    prefix: Vec<String>,
 }
 
 /// The kubectl binaries to test with: the oldest and newest supported.
@@ -54,9 +56,42 @@ impl Cluster {
             _tmp: Some(tmp),
             addr: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: Vec::new(),
         };
         c.launch("127.0.0.1:0");
         c
+    }
+
+    /// Starts a fresh cluster inside the network namespace `netns` (`ip netns exec <netns> svcnet up …`);
+    /// kubectl runs there too. The caller owns the namespace (creates it, brings `lo` up, deletes it).
+    pub fn start_in_netns(netns: &str, extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster {
+            child: None,
+            dir,
+            _tmp: Some(tmp),
+            addr: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: ["ip", "netns", "exec", netns]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        c.launch("127.0.0.1:0");
+        c
+    }
+
+    /// A command for `program`, behind the cluster's prefix.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self.prefix.split_first() {
+            None => Command::new(program),
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(program);
+                cmd
+            }
+        }
     }
 
     /// Starts a fresh cluster with default flags.
@@ -65,7 +100,9 @@ impl Cluster {
     }
 
     fn launch(&mut self, listen: &str) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_svcnet"))
+        // `ip netns exec` execs svcnet, so the child's PID is svcnet's (signals in `stop` reach it).
+        let mut child = self
+            .command(env!("CARGO_BIN_EXE_svcnet"))
             .arg("up")
             .arg("--data-dir")
             .arg(&self.dir)
@@ -148,7 +185,7 @@ impl Cluster {
         stdin: Option<&str>,
         env: &[(&str, &str)],
     ) -> Output {
-        let mut cmd = Command::new(kubectl_path(version));
+        let mut cmd = self.command(kubectl_path(version));
         cmd.args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("KUBECACHEDIR", self.dir.join(format!("kcache-{version}")))

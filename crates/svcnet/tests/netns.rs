@@ -1,0 +1,284 @@
+//! `--pod-network netns` end to end (root only): `svcnet up` runs inside a network namespace of the test's
+//! own (the "node"), never touching the machine's root namespace; each pod gets its own namespace on the
+//! node bridge with an address from 10.244.0.0/24, pods reach each other and the node reaches them by pod
+//! IP, each pod sees Kubernetes' resolv.conf for its namespace, exec probes run inside the pod's namespace,
+//! and a pod's namespace goes with it.
+//!
+//! Without root (or without iproute2) the test says it is skipped and passes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Cluster, eventually};
+use serde_json::Value;
+use svcnet_agent::netns::netns_name;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn can_run() -> Result<(), String> {
+    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("needs root".into());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("needs root and iproute2's `ip`".into()),
+    }
+}
+
+fn ip(args: &[&str]) -> std::process::Output {
+    Command::new("ip").args(args).output().expect("run ip")
+}
+
+/// The namespaces this test made or caused (the node's, and the pods' once their uids are known); every one
+/// still present is deleted on drop, and nothing else.
+struct Namespaces {
+    node: String,
+    pods: Vec<String>,
+}
+
+impl Namespaces {
+    fn create() -> Namespaces {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id().rotate_left(16);
+        let node = format!("svcnet-t-{seed:08x}");
+        let out = ip(&["netns", "add", &node]);
+        assert!(out.status.success(), "ip netns add {node}: {out:?}");
+        let ns = Namespaces {
+            node,
+            pods: Vec::new(),
+        };
+        let out = ip(&["-n", &ns.node, "link", "set", "lo", "up"]);
+        assert!(out.status.success(), "lo up: {out:?}");
+        ns
+    }
+
+    fn track_pod(&mut self, uid: &str) -> String {
+        let name = netns_name(uid);
+        if !self.pods.contains(&name) {
+            self.pods.push(name.clone());
+        }
+        name
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.pods.iter().chain(std::iter::once(&self.node)) {
+            if Path::new("/run/netns").join(name).exists() {
+                let _ = ip(&["netns", "del", name]);
+            }
+        }
+        for name in &self.pods {
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
+        }
+    }
+}
+
+/// Names `ip netns list` shows (its stderr complains about entries mounted only in the agent's mount
+/// namespace; only the names matter here).
+fn netns_list() -> Vec<String> {
+    let out = ip(&["netns", "list"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+fn pod_yaml(name: &str, namespace: &str, command: &str, probe: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: main\n    image: python:3\n    command: [\"sh\", \"-c\", {command:?}]\n{probe}"
+    )
+}
+
+fn wait_ready(c: &Cluster, namespace: &str, name: &str) -> Value {
+    let mut last = Value::Null;
+    let ok = eventually(WAIT, || {
+        last = c.get_json(&["pod", name, "-n", namespace]);
+        last["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    });
+    assert!(
+        ok,
+        "pod {namespace}/{name} never became ready: {last}\n{}",
+        c.log()
+    );
+    last
+}
+
+fn logs(c: &Cluster, namespace: &str, name: &str) -> String {
+    let out = c.kubectl_v("1.33", &["logs", name, "-n", namespace], None);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pods_get_their_own_network_namespaces() {
+    if let Err(why) = can_run() {
+        println!("skipped: {why} (the netns pod network creates network namespaces)");
+        return;
+    }
+    let mut ns = Namespaces::create();
+    // Declared after `ns`, so dropped first: svcnet stops (and deletes its pods' namespaces) before the
+    // guard removes whatever is left.
+    let c = Cluster::start_in_netns(
+        &ns.node,
+        &[
+            "--pod-network",
+            "netns",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12",
+        ],
+    );
+    let kube_dns = c.get_json(&["svc", "kube-dns", "-n", "kube-system"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("kube-dns has a ClusterIP")
+        .to_string();
+    assert_eq!(kube_dns, "10.96.0.10");
+    c.ok(&["create", "namespace", "team"]);
+
+    // A server whose readiness is probed over HTTP from the node, through the bridge.
+    let server_probe = "    readinessProbe:\n      httpGet: {port: 8080, path: /}\n      periodSeconds: 1\n";
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(
+            "server",
+            "default",
+            "exec python3 -m http.server 8080",
+            server_probe,
+        )),
+    );
+    // A pod printing its resolv.conf; its exec readiness probe passes only inside the pod's namespace,
+    // where eth0 carries $POD_IP.
+    let exec_probe = "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"ip -o -4 addr show dev eth0 | grep -q \\\"inet $POD_IP/24\\\"\"]\n      periodSeconds: 1\n";
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(
+            "resolv",
+            "team",
+            "cat /etc/resolv.conf; exec sleep 3600",
+            exec_probe,
+        )),
+    );
+    let server = wait_ready(&c, "default", "server");
+    let resolv = wait_ready(&c, "team", "resolv");
+    let server_ip = server["status"]["podIP"].as_str().unwrap().to_string();
+    let resolv_ip = resolv["status"]["podIP"].as_str().unwrap().to_string();
+    for ip in [&server_ip, &resolv_ip] {
+        assert!(
+            ip.starts_with("10.244.0."),
+            "pod IP {ip} not from the node's pod CIDR"
+        );
+        assert_ne!(ip, "10.244.0.1", "the gateway went to a pod");
+    }
+    assert_ne!(server_ip, resolv_ip);
+    let server_ns = ns.track_pod(server["metadata"]["uid"].as_str().unwrap());
+    let resolv_ns = ns.track_pod(resolv["metadata"]["uid"].as_str().unwrap());
+    let listed = netns_list();
+    assert!(
+        listed.contains(&server_ns) && listed.contains(&resolv_ns),
+        "{listed:?}"
+    );
+
+    // Pod to pod by pod IP.
+    let client_cmd = format!(
+        "while true; do python3 -c \"import urllib.request; print('status', urllib.request.urlopen('http://{server_ip}:8080/', timeout=2).status)\"; sleep 1; done"
+    );
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("client", "default", &client_cmd, "")),
+    );
+    let client = wait_ready(&c, "default", "client");
+    let client_ns = ns.track_pod(client["metadata"]["uid"].as_str().unwrap());
+    assert!(
+        eventually(WAIT, || logs(&c, "default", "client").contains("status 200")),
+        "client never reached the server at {server_ip}: {}\n{}",
+        logs(&c, "default", "client"),
+        c.log()
+    );
+
+    // Kubernetes' resolv.conf for the pod's namespace.
+    let text = logs(&c, "team", "resolv");
+    assert!(
+        text.contains("search team.svc.cluster.local svc.cluster.local cluster.local\n"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("nameserver {kube_dns}\n")), "{text}");
+    assert!(text.contains("options ndots:5"), "{text}");
+
+    // The node (its namespace) reaches pod IPs.
+    let url = format!("http://{server_ip}:8080/");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.node, "python3", "-c"])
+        .arg(format!(
+            "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
+        ))
+        .output()
+        .expect("python3 in the node namespace");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200", "{out:?}");
+
+    // The agent dies without cleaning up and comes back: the pods keep their IPs and namespace names, and
+    // run again in working namespaces.
+    let mut c = c;
+    c.restart("KILL");
+    let again = wait_ready(&c, "default", "server");
+    assert_eq!(again["status"]["podIP"].as_str(), Some(server_ip.as_str()));
+    wait_ready(&c, "team", "resolv");
+    let listed = netns_list();
+    assert!(
+        [&server_ns, &resolv_ns, &client_ns]
+            .iter()
+            .all(|n| listed.contains(n)),
+        "{listed:?}"
+    );
+    let reach = || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.node, "python3", "-c"])
+            .arg(format!(
+                "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
+            ))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "200")
+    };
+    assert!(
+        eventually(WAIT, reach),
+        "server unreachable after restart\n{}",
+        c.log()
+    );
+    assert!(
+        eventually(WAIT, || logs(&c, "default", "client").contains("status 200")),
+        "client lost the server after restart: {:?}\n{}\n{}",
+        c.kubectl_v("1.33", &["logs", "client"], None),
+        c.get_json(&["pod", "client"]),
+        c.log()
+    );
+
+    // Deleting a pod deletes its namespace and resolv.conf.
+    c.ok(&["delete", "pod", "server", "--wait=true"]);
+    assert!(
+        eventually(WAIT, || !netns_list().contains(&server_ns)),
+        "{server_ns} outlived its pod: {:?}",
+        netns_list()
+    );
+    assert!(!Path::new("/etc/netns").join(&server_ns).exists());
+    assert!(netns_list().contains(&resolv_ns));
+
+    // The node going away (svcnet stops) takes the remaining pods' namespaces with it.
+    drop(c);
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| *n == resolv_ns || *n == client_ns)
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
