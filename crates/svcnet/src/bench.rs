@@ -1,10 +1,17 @@
-//! `svcnet bench api`: a benchmark of the API server as clients see it.
+//! `svcnet bench ...`: benchmarks of a real `svcnet up` as clients see it.
 //!
-//! It starts a real `svcnet up` as a child process (the same binary) in a fresh temporary data directory,
-//! then drives it over HTTPS/HTTP2 with the bearer token from the kubeconfig, exactly as kubectl or a
-//! kube-rs controller would: concurrent Service creates, full JSON lists, and many watches receiving a
-//! stream of label patches. It measures and prints; it never asserts. The targets are printed next to the
-//! figures for comparison only. Every phase is bounded, and the whole run by `--timeout`.
+//! Each benchmark starts `svcnet up` as a child process (the same binary) in a fresh temporary data
+//! directory ([`Session`]), then drives it over HTTPS/HTTP2 with the bearer token from the kubeconfig
+//! ([`Client`]), exactly as kubectl or a kube-rs controller would, and prints a markdown table. They
+//! measure and print; they never assert. The targets are printed next to the figures for comparison
+//! only. Every phase is bounded, and the whole run by `--timeout`.
+//!
+//! * `svcnet bench api` (this file): concurrent Service creates, full JSON lists, and many watches
+//!   receiving a stream of label patches.
+//! * `svcnet bench endpoints` ([`endpoints`]): pod readiness flips to EndpointSlice watch events, through
+//!   the EndpointSlice controller.
+
+mod endpoints;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -48,6 +55,8 @@ pub struct BenchArgs {
 enum Which {
     /// Benchmark the API server: concurrent creates, full lists, watch fan-out, memory.
     Api(ApiArgs),
+    /// Benchmark the EndpointSlice controller: pod readiness flip to EndpointSlice watch event.
+    Endpoints(endpoints::EndpointsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -83,6 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.which {
         Which::Api(a) => rt.block_on(api(a)),
+        Which::Endpoints(a) => rt.block_on(endpoints::run(a)),
     }
 }
 
@@ -135,38 +145,67 @@ struct Mem {
 }
 
 async fn api(args: ApiArgs) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let dir = tempfile::Builder::new().prefix("svcnet-bench-").tempdir()?;
-    let start_limit = Duration::from_secs(30).min(Duration::from_secs(args.timeout));
-    let mut server = tokio::time::timeout(start_limit, Server::start(dir.path()))
-        .await
-        .map_err(|_| anyhow!("svcnet up did not get ready within {start_limit:?}"))??;
-    println!(
-        "server: pid {} at https://{} (data dir {})",
-        server.pid,
-        server.client.addr,
-        dir.path().display()
-    );
-
+    let session = Session::start(args.timeout, &[]).await?;
     let mut report = Report::default();
-    let outcome = tokio::time::timeout_at(deadline.into(), phases(&server, &args, &mut report)).await;
+    let outcome = tokio::time::timeout_at(
+        session.deadline.into(),
+        phases(&session.server, &args, &mut report),
+    )
+    .await;
     if report.mem_end.is_none() {
-        report.mem_end = server.mem();
+        report.mem_end = session.server.mem();
         if let Some(m) = report.mem_end {
             println!("memory at end: {}", m.show());
         }
     }
-    server.stop().await;
-    // The server has exited, so the directory can go.
-    dir.close().context("removing the temporary data directory")?;
-
+    session.finish().await?;
     print_table(&args, &report);
+    timed_out(outcome, args.timeout)
+}
+
+/// A started `svcnet up` in its own temporary data directory, and the deadline of the whole run.
+struct Session {
+    dir: tempfile::TempDir,
+    server: Server,
+    deadline: Instant,
+}
+
+impl Session {
+    /// Starts `svcnet up` (with `extra_args`) in a fresh temporary directory; the run ends `timeout_s`
+    /// seconds from now.
+    async fn start(timeout_s: u64, extra_args: &[&str]) -> Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(timeout_s);
+        let dir = tempfile::Builder::new().prefix("svcnet-bench-").tempdir()?;
+        let start_limit = Duration::from_secs(30).min(Duration::from_secs(timeout_s));
+        let server = tokio::time::timeout(start_limit, Server::start(dir.path(), extra_args))
+            .await
+            .map_err(|_| anyhow!("svcnet up did not get ready within {start_limit:?}"))??;
+        println!(
+            "server: pid {} at https://{} (data dir {})",
+            server.pid,
+            server.client.addr,
+            dir.path().display()
+        );
+        Ok(Self {
+            dir,
+            server,
+            deadline,
+        })
+    }
+
+    /// Stops the server and deletes its data directory.
+    async fn finish(mut self) -> Result<()> {
+        self.server.stop().await;
+        // The server has exited, so the directory can go.
+        self.dir.close().context("removing the temporary data directory")
+    }
+}
+
+/// The result of phases run under the session's deadline, with a timeout turned into an error.
+fn timed_out(outcome: Result<Result<()>, tokio::time::error::Elapsed>, timeout_s: u64) -> Result<()> {
     match outcome {
         Ok(r) => r,
-        Err(_) => bail!(
-            "stopped by --timeout {} s before all phases finished",
-            args.timeout
-        ),
+        Err(_) => bail!("stopped by --timeout {timeout_s} s before all phases finished"),
     }
 }
 
@@ -185,43 +224,22 @@ async fn phases(server: &Server, args: &ApiArgs, report: &mut Report) -> Result<
     );
     let (server_cpu0, bench_cpu0) = (server.cpu_seconds(), cpu_seconds("self"));
     let start = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for w in 0..args.concurrency as usize {
-        let mut send = conns[w % conns.len()].clone();
-        let next = next.clone();
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut failed = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let req = c.request(
+    let (mut lat, failed) = c
+        .concurrently(
+            &conns,
+            args.concurrency as usize,
+            n,
+            StatusCode::CREATED,
+            |c, i| {
+                c.request(
                     Method::POST,
                     &format!("/api/v1/namespaces/{NS}/services"),
                     Some("application/json"),
                     service_json(i),
-                );
-                let t = Instant::now();
-                match c.send(&mut send, req).await {
-                    Ok((StatusCode::CREATED, _)) => lat.push(t.elapsed()),
-                    Ok((code, body)) => failed.push(format!("{code}: {}", String::from_utf8_lossy(&body))),
-                    Err(e) => failed.push(format!("{e:#}")),
-                }
-            }
-            (lat, failed)
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    let mut failed = Vec::new();
-    for t in tasks {
-        let (l, f) = t.await?;
-        lat.extend(l);
-        failed.extend(f);
-    }
+                )
+            },
+        )
+        .await?;
     let wall = start.elapsed();
     let (server_cpu, bench_cpu) = (
         server.cpu_seconds() - server_cpu0,
@@ -467,18 +485,7 @@ async fn watcher(
     ready: tokio::sync::mpsc::Sender<Result<()>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Vec<(usize, Instant)>> {
-    let opened = async {
-        let mut send = c.connect().await?;
-        let req = c.request(Method::GET, &path, None, Bytes::new());
-        send.ready().await?;
-        let resp = send.send_request(req).await?;
-        if resp.status() != StatusCode::OK {
-            bail!("watch answered {}", resp.status());
-        }
-        // The connection's sender is kept alive with the body, or the connection would close.
-        Ok((send, resp.into_body()))
-    }
-    .await;
+    let opened = c.open_watch(&path).await;
     let (_send, mut body) = match opened {
         Ok(x) => {
             let _ = ready.send(Ok(())).await;
@@ -611,6 +618,71 @@ impl Client {
         b.body(Full::new(body)).expect("a well-formed request")
     }
 
+    /// Sends the requests `make(self, 0..n)`, `concurrency` in flight at once spread over `conns`, and
+    /// returns the latencies of those answered `expect` (to the last byte) and a description of each
+    /// failure.
+    async fn concurrently<F>(
+        &self,
+        conns: &[SendRequest<Full<Bytes>>],
+        concurrency: usize,
+        n: usize,
+        expect: StatusCode,
+        make: F,
+    ) -> Result<(Vec<Duration>, Vec<String>)>
+    where
+        F: Fn(&Client, usize) -> Request<Full<Bytes>> + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for w in 0..concurrency {
+            let mut send = conns[w % conns.len()].clone();
+            let (next, make, c) = (next.clone(), make.clone(), self.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut failed = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let req = make(&c, i);
+                    let t = Instant::now();
+                    match c.send(&mut send, req).await {
+                        Ok((code, _)) if code == expect => lat.push(t.elapsed()),
+                        Ok((code, body)) => {
+                            failed.push(format!("{code}: {}", String::from_utf8_lossy(&body)))
+                        }
+                        Err(e) => failed.push(format!("{e:#}")),
+                    }
+                }
+                (lat, failed)
+            }));
+        }
+        let mut lat = Vec::with_capacity(n);
+        let mut failed = Vec::new();
+        for t in tasks {
+            let (l, f) = t.await?;
+            lat.extend(l);
+            failed.extend(f);
+        }
+        Ok((lat, failed))
+    }
+
+    /// Opens a watch (`path` with `watch=true`) on its own connection and returns once it has its response
+    /// headers, i.e. is registered with the server. The connection's sender is returned with the body and
+    /// must be kept alive with it, or the connection would close.
+    async fn open_watch(&self, path: &str) -> Result<(SendRequest<Full<Bytes>>, hyper::body::Incoming)> {
+        let mut send = self.connect().await?;
+        let req = self.request(Method::GET, path, None, Bytes::new());
+        send.ready().await?;
+        let resp = send.send_request(req).await?;
+        if resp.status() != StatusCode::OK {
+            bail!("watch answered {}", resp.status());
+        }
+        Ok((send, resp.into_body()))
+    }
+
     /// Sends a request and reads the whole response body.
     async fn send(
         &self,
@@ -633,7 +705,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(dir: &Path) -> Result<Self> {
+    async fn start(dir: &Path, extra_args: &[&str]) -> Result<Self> {
         let exe = std::env::current_exe().context("finding the svcnet binary")?;
         let log = std::fs::File::create(dir.join("svcnet.log"))?;
         let mut child = Command::new(exe)
@@ -641,6 +713,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir)
             .args(["--api-listen", "127.0.0.1:0"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -746,6 +819,17 @@ impl Mem {
     }
 }
 
+/// Prints the header of a results table (measurement, measured, target).
+fn table_header() {
+    println!("| measurement | measured | target |");
+    println!("|---|---|---|");
+}
+
+/// Prints one row of a results table.
+fn row(measurement: &str, measured: &str, target: &str) {
+    println!("| {measurement} | {measured} | {target} |");
+}
+
 fn print_table(args: &ApiArgs, r: &Report) {
     let na = || "not measured".to_string();
     println!();
@@ -760,8 +844,7 @@ fn print_table(args: &ApiArgs, r: &Report) {
         args.change_interval_ms
     );
     println!();
-    println!("| measurement | measured | target |");
-    println!("|---|---|---|");
+    table_header();
     let (rate, lat) = match &r.creates {
         Some(c) => (
             format!(
@@ -828,9 +911,9 @@ fn print_table(args: &ApiArgs, r: &Report) {
         None => println!("| watch fan-out | {} | |", na()),
     }
     let mem = |m: Option<Mem>| m.map_or_else(na, |m| m.show());
-    println!("| server memory after creates | {} | |", mem(r.mem_after_creates));
-    println!("| server memory after lists | {} | |", mem(r.mem_after_lists));
-    println!("| server memory at end | {} | |", mem(r.mem_end));
+    row("server memory after creates", &mem(r.mem_after_creates), "");
+    row("server memory after lists", &mem(r.mem_after_lists), "");
+    row("server memory at end", &mem(r.mem_end), "");
 }
 
 #[cfg(test)]

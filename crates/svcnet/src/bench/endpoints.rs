@@ -1,0 +1,854 @@
+//! `svcnet bench endpoints`: how quickly a pod's readiness change reaches an EndpointSlice watcher.
+//!
+//! It starts `svcnet up --no-agent` and plays the kubelet itself, so 10,000 pods cost objects, not
+//! processes: one Node (`bench-node`, Ready, its Lease renewed every few seconds so the node lifecycle
+//! controller leaves it alone), S Services with selectors and S×P Pods created already bound to the
+//! node (the scheduler is not on the path), then each pod's status written as Running with a unique IP
+//! from 127.244.0.0/16 and Ready. Once every Service has P ready endpoints, a watch on all
+//! EndpointSlices is opened and random pods' readiness is flipped one at a time; the latency of a flip
+//! is from just before its `pods/status` write is sent to the arrival of the first EndpointSlice event
+//! showing that pod's IP with the new `conditions.ready`. That path is the write, the pod watch to the
+//! controllers, the EndpointSlice controller's sync and slice write, and the slice watch back out. The
+//! controllers run inside the server process, so its CPU time covers them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Args;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use serde_json::{Value, json};
+
+use super::{Client, Mem, NS, Server, Session, cpu_seconds, ms, percentile, row, table_header, timed_out};
+
+/// Target p99 of readiness flip to EndpointSlice event on the reference 2-core machine (printed, not
+/// asserted).
+const TARGET_P99_MS: f64 = 20.0;
+/// The Node every pod is bound to.
+const NODE: &str = "bench-node";
+/// The label that ties a Service's selector to its pods.
+const SVC_LABEL: &str = "svcnet-bench-svc";
+/// How often the node's Lease is renewed (the node lifecycle controller's grace is 40 s).
+const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// How long after the last flip the watcher may still deliver events before the phase ends.
+const DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Args, Clone)]
+pub(super) struct EndpointsArgs {
+    /// How many Services (each with a selector) to create.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=6000))]
+    services: u32,
+    /// Pods per Service (bound to bench-node, with unique IPs from 127.244.0.0/16).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pods_per_service: u32,
+    /// Readiness flips of random pods, made one at a time.
+    #[arg(long, default_value_t = 500)]
+    flips: u32,
+    /// Pause between one flip's status write being answered and the next flip, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    flip_interval_ms: u64,
+    /// Requests in flight at once while creating objects and writing the initial pod statuses.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// HTTP/2 connections the setup requests are spread over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
+    /// Seed of the random choice of pods to flip (the same seed flips the same pods).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Overall limit for the whole run, in seconds; the server is stopped when it is reached.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+/// What has been measured so far; filled phase by phase so a timeout still reports what it got.
+#[derive(Default)]
+struct Report {
+    setup: Option<SetupFigures>,
+    converge: Option<Converge>,
+    flips: Option<FlipFigures>,
+    /// EndpointSlice controller metrics at the end, with their change during the flip phase.
+    metrics: Vec<(String, f64, Option<f64>)>,
+    mem_end: Option<Mem>,
+}
+
+struct SetupFigures {
+    services_ok: usize,
+    pods_ok: usize,
+    create_failed: usize,
+    create_wall: Duration,
+    status_ok: usize,
+    status_failed: usize,
+    status_wall: Duration,
+    first_failure: Option<String>,
+}
+
+struct Converge {
+    /// From the first initial status write to every Service having P ready endpoints.
+    since_first_status: Duration,
+    /// From the last initial status write being answered to the same point.
+    since_last_status: Duration,
+    slices: usize,
+}
+
+struct FlipFigures {
+    flips: usize,
+    observed: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    write_p50: Duration,
+    write_p99: Duration,
+    slice_events: usize,
+    server_cpu: f64,
+    bench_cpu: f64,
+    wall: Duration,
+}
+
+/// Runs `svcnet bench endpoints`.
+pub(super) async fn run(args: EndpointsArgs) -> Result<()> {
+    let session = Session::start(args.timeout, &["--no-agent"]).await?;
+    let mut report = Report::default();
+    let outcome = tokio::time::timeout_at(
+        session.deadline.into(),
+        phases(&session.server, &args, &mut report),
+    )
+    .await;
+    if report.mem_end.is_none() {
+        report.mem_end = session.server.mem();
+    }
+    session.finish().await?;
+    print_table(&args, &report);
+    timed_out(outcome, args.timeout)
+}
+
+async fn phases(server: &Server, args: &EndpointsArgs, report: &mut Report) -> Result<()> {
+    let c = &server.client;
+    let (s, p) = (args.services as usize, args.pods_per_service as usize);
+    let n = s * p;
+    let mut conns = Vec::new();
+    for _ in 0..args.connections {
+        conns.push(c.connect().await?);
+    }
+
+    // 1. The node, Ready, with a Lease renewed in the background for the rest of the run.
+    register_node(c, &mut conns[0]).await?;
+    renew_lease(c, &mut conns[0]).await?;
+    let _lease = {
+        let (c, mut send) = (c.clone(), conns[0].clone());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                if let Err(e) = renew_lease(&c, &mut send).await {
+                    println!("  lease renewal failed: {e:#}");
+                }
+            }
+        }))
+    };
+    println!("node {NODE} registered (Ready, Lease renewed every {LEASE_RENEW:?})");
+
+    // 2. Services, then pods bound to the node.
+    println!(
+        "creating {s} Services and {n} Pods, {} requests in flight over {} HTTP/2 connections ...",
+        args.concurrency, args.connections
+    );
+    let conc = args.concurrency as usize;
+    let start = Instant::now();
+    let (svc_ok, mut failed) = c
+        .concurrently(&conns, conc, s, StatusCode::CREATED, |c, i| {
+            c.request(
+                Method::POST,
+                &format!("/api/v1/namespaces/{NS}/services"),
+                Some("application/json"),
+                service_json(i),
+            )
+        })
+        .await?;
+    let (pod_ok, f) = c
+        .concurrently(&conns, conc, n, StatusCode::CREATED, move |c, i| {
+            c.request(
+                Method::POST,
+                &format!("/api/v1/namespaces/{NS}/pods"),
+                Some("application/json"),
+                pod_json(i / p, i % p),
+            )
+        })
+        .await?;
+    failed.extend(f);
+    let create_wall = start.elapsed();
+    println!(
+        "created {} Services and {} Pods ({} failed) in {:.2} s",
+        svc_ok.len(),
+        pod_ok.len(),
+        failed.len(),
+        create_wall.as_secs_f64()
+    );
+
+    // 3. Every pod Running, with its IP, and Ready.
+    println!("writing {n} pod statuses (Running, podIP, Ready) ...");
+    let status_start = Instant::now();
+    let (status_ok, status_failed) = c
+        .concurrently(&conns, conc, n, StatusCode::OK, move |c, i| {
+            status_request(c, &pod_name(i / p, i % p), &pod_ip(i), true)
+        })
+        .await?;
+    let status_wall = status_start.elapsed();
+    let status_done = Instant::now();
+    println!(
+        "wrote {} pod statuses ({} failed) in {:.2} s",
+        status_ok.len(),
+        status_failed.len(),
+        status_wall.as_secs_f64()
+    );
+    let first_failure = failed.first().or(status_failed.first()).cloned();
+    if let Some(f) = &first_failure {
+        println!("  first failure: {f}");
+    }
+    report.setup = Some(SetupFigures {
+        services_ok: svc_ok.len(),
+        pods_ok: pod_ok.len(),
+        create_failed: failed.len(),
+        create_wall,
+        status_ok: status_ok.len(),
+        status_failed: status_failed.len(),
+        status_wall,
+        first_failure,
+    });
+
+    // 4. Initial convergence: poll the slices until every Service shows P ready endpoints.
+    println!("waiting for every Service to have an EndpointSlice with {p} ready endpoints ...");
+    let mut last_print = Instant::now();
+    let (list_rv, slices) = loop {
+        let (rv, ready, slices) = ready_services(c, &mut conns[0], p).await?;
+        if ready >= s {
+            break (rv, slices);
+        }
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            println!("  {ready} of {s} Services converged ...");
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let conv = Converge {
+        since_first_status: status_start.elapsed(),
+        since_last_status: status_done.elapsed(),
+        slices,
+    };
+    println!(
+        "converged: {slices} EndpointSlices, {:.2} s after the first status write ({:.2} s after the last)",
+        conv.since_first_status.as_secs_f64(),
+        conv.since_last_status.as_secs_f64()
+    );
+    report.converge = Some(conv);
+
+    // 5. Flips, watched.
+    if args.flips > 0 {
+        let before = scrape_metrics(c, &mut conns[0]).await.unwrap_or_default();
+        report.flips = Some(flips(server, args, &mut conns[0], &list_rv).await?);
+        let after = scrape_metrics(c, &mut conns[0]).await?;
+        report.metrics = after
+            .into_iter()
+            .map(|(k, v)| {
+                let d = before.get(&k).map(|b| v - b);
+                (k, v, d)
+            })
+            .collect();
+    } else {
+        report.metrics = scrape_metrics(c, &mut conns[0])
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v, None))
+            .collect();
+    }
+    for (k, v) in metric_rows(&report.metrics) {
+        println!("  {k}: {v}");
+    }
+    report.mem_end = server.mem();
+    if let Some(m) = report.mem_end {
+        println!("memory at end: {}", m.show());
+    }
+    Ok(())
+}
+
+/// A flip awaiting its EndpointSlice event, keyed by the pod's IP.
+struct Pending {
+    want_ready: bool,
+    sent: Instant,
+}
+
+/// What the flipper and the watcher share.
+#[derive(Default)]
+struct Shared {
+    pending: HashMap<String, Pending>,
+    latencies: Vec<Duration>,
+    slice_events: usize,
+}
+
+/// Opens the slice watch from `list_rv`, flips random pods one at a time and collects when each flip's
+/// slice event arrived.
+async fn flips(
+    server: &Server,
+    args: &EndpointsArgs,
+    send: &mut SendRequest<Full<Bytes>>,
+    list_rv: &str,
+) -> Result<FlipFigures> {
+    let c = &server.client;
+    let (p, n) = (
+        args.pods_per_service as usize,
+        (args.services * args.pods_per_service) as usize,
+    );
+    let m = args.flips as usize;
+    let path = format!("/apis/discovery.k8s.io/v1/endpointslices?watch=true&resourceVersion={list_rv}");
+    let (watch_send, body) = c.open_watch(&path).await?;
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let watcher = AbortOnDrop(tokio::spawn(watch_slices(body, shared.clone())));
+    println!(
+        "watching EndpointSlices from resourceVersion {list_rv}; flipping {m} random pods' readiness, {} ms apart ...",
+        args.flip_interval_ms
+    );
+
+    let mut rng = SplitMix(args.seed);
+    let mut ready = vec![true; n];
+    let mut write_lat = Vec::with_capacity(m);
+    let (cpu0, bench0) = (server.cpu_seconds(), cpu_seconds("self"));
+    let start = Instant::now();
+    for _ in 0..m {
+        // A pod whose previous flip has not been seen yet is skipped, so that an event can only match the
+        // flip it reflects.
+        let i = loop {
+            let i = (rng.next() % n as u64) as usize;
+            if !shared.lock().unwrap().pending.contains_key(&pod_ip(i)) {
+                break i;
+            }
+        };
+        let (ip, want) = (pod_ip(i), !ready[i]);
+        ready[i] = want;
+        let req = status_request(c, &pod_name(i / p, i % p), &ip, want);
+        let t = Instant::now();
+        shared.lock().unwrap().pending.insert(
+            ip,
+            Pending {
+                want_ready: want,
+                sent: t,
+            },
+        );
+        let (code, resp) = c.send(send, req).await?;
+        write_lat.push(t.elapsed());
+        if code != StatusCode::OK {
+            println!(
+                "  status write answered {code}: {}",
+                String::from_utf8_lossy(&resp)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(args.flip_interval_ms)).await;
+    }
+    // Give the last events a bounded time to arrive.
+    let drain_by = Instant::now() + DRAIN;
+    while Instant::now() < drain_by && !shared.lock().unwrap().pending.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wall = start.elapsed();
+    let (server_cpu, bench_cpu) = (server.cpu_seconds() - cpu0, cpu_seconds("self") - bench0);
+    drop(watcher);
+    drop(watch_send);
+
+    let (mut lat, slice_events) = {
+        let sh = shared.lock().unwrap();
+        (sh.latencies.clone(), sh.slice_events)
+    };
+    lat.sort();
+    write_lat.sort();
+    let f = FlipFigures {
+        flips: m,
+        observed: lat.len(),
+        p50: percentile(&lat, 50.0),
+        p99: percentile(&lat, 99.0),
+        max: lat.last().copied().unwrap_or_default(),
+        write_p50: percentile(&write_lat, 50.0),
+        write_p99: percentile(&write_lat, 99.0),
+        slice_events,
+        server_cpu,
+        bench_cpu,
+        wall,
+    };
+    println!(
+        "flips: {} of {m} observed; flip to slice event p50 {} p99 {} max {} (target p99 <= {TARGET_P99_MS:.0} ms); \
+         status write p50 {} p99 {}; {} slice events; server CPU {:.2} s over {:.2} s",
+        f.observed,
+        ms(f.p50),
+        ms(f.p99),
+        ms(f.max),
+        ms(f.write_p50),
+        ms(f.write_p99),
+        f.slice_events,
+        f.server_cpu,
+        f.wall.as_secs_f64()
+    );
+    Ok(f)
+}
+
+/// Reads the slice watch line by line; a line that mentions the IP of a pending flip is decoded, and the
+/// flip is done when the endpoint with that IP shows the new readiness.
+async fn watch_slices(mut body: hyper::body::Incoming, shared: Arc<Mutex<Shared>>) {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        // The arrival time of the frame that completes a line is when that event was received.
+        let now = Instant::now();
+        let Ok(data) = frame.into_data() else { continue };
+        buf.extend_from_slice(&data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line = &buf[..nl];
+            let mut sh = shared.lock().unwrap();
+            sh.slice_events += 1;
+            // A byte search first: only lines naming a pending pod's IP are worth decoding.
+            let mentioned = sh
+                .pending
+                .keys()
+                .any(|ip| contains(line, format!("\"{ip}\"").as_bytes()));
+            if mentioned && let Ok(ev) = serde_json::from_slice::<Value>(line) {
+                for (ip, ready) in endpoint_readiness(&ev) {
+                    if let Some(pd) = sh.pending.get(&ip)
+                        && pd.want_ready == ready
+                    {
+                        let lat = now.saturating_duration_since(pd.sent);
+                        sh.pending.remove(&ip);
+                        sh.latencies.push(lat);
+                    }
+                }
+            }
+            drop(sh);
+            buf.drain(..=nl);
+        }
+    }
+}
+
+/// The (address, ready) pairs of an ADDED or MODIFIED EndpointSlice watch event; an endpoint without a
+/// `ready` condition counts as ready, as the API documents.
+fn endpoint_readiness(ev: &Value) -> Vec<(String, bool)> {
+    if !matches!(ev["type"].as_str(), Some("ADDED" | "MODIFIED")) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for e in ev["object"]["endpoints"].as_array().into_iter().flatten() {
+        let ready = e["conditions"]["ready"].as_bool().unwrap_or(true);
+        for a in e["addresses"].as_array().into_iter().flatten() {
+            if let Some(a) = a.as_str() {
+                out.push((a.to_string(), ready));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Lists all EndpointSlices; returns the list's resourceVersion, how many bench Services have `p` ready
+/// endpoints over their slices, and how many slices there are.
+async fn ready_services(
+    c: &Client,
+    send: &mut SendRequest<Full<Bytes>>,
+    p: usize,
+) -> Result<(String, usize, usize)> {
+    let req = c.request(
+        Method::GET,
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        None,
+        Bytes::new(),
+    );
+    let (code, body) = c.send(send, req).await?;
+    if code != StatusCode::OK {
+        bail!(
+            "listing EndpointSlices answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let list: Value = serde_json::from_slice(&body).context("decoding the EndpointSlice list")?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("the list has no resourceVersion")?
+        .to_string();
+    let items = list["items"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut ready: HashMap<&str, usize> = HashMap::new();
+    for slice in items {
+        let Some(svc) = slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str() else {
+            continue;
+        };
+        if !svc.starts_with("bench-svc-") {
+            continue;
+        }
+        let n = slice["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["conditions"]["ready"].as_bool().unwrap_or(true))
+            .count();
+        *ready.entry(svc).or_default() += n;
+    }
+    let done = ready.values().filter(|&&n| n == p).count();
+    Ok((rv, done, items.len()))
+}
+
+/// The EndpointSlice controllers' series on `/metrics` (histogram buckets left out), by name and labels.
+async fn scrape_metrics(c: &Client, send: &mut SendRequest<Full<Bytes>>) -> Result<BTreeMap<String, f64>> {
+    let req = c.request(Method::GET, "/metrics", None, Bytes::new());
+    let (code, body) = c.send(send, req).await?;
+    if code != StatusCode::OK {
+        bail!("/metrics answered {code}");
+    }
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .filter(|l| {
+            (l.starts_with("endpoint_slice_controller_") || l.starts_with("endpoints_controller_"))
+                && !l.contains("_bucket")
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect())
+}
+
+/// Creates `bench-node` and reports it Ready through `nodes/status`, as a kubelet registering would.
+async fn register_node(c: &Client, send: &mut SendRequest<Full<Bytes>>) -> Result<()> {
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
+    });
+    let req = c.request(
+        Method::POST,
+        "/api/v1/nodes",
+        Some("application/json"),
+        Bytes::from(node.to_string()),
+    );
+    let (code, body) = c.send(send, req).await?;
+    if code != StatusCode::CREATED {
+        bail!(
+            "creating the node answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let now = jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "svcnet bench endpoints plays the kubelet",
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        }],
+    }});
+    let req = c.request(
+        Method::PATCH,
+        &format!("/api/v1/nodes/{NODE}/status"),
+        Some("application/merge-patch+json"),
+        Bytes::from(status.to_string()),
+    );
+    let (code, body) = c.send(send, req).await?;
+    if code != StatusCode::OK {
+        bail!(
+            "writing the node status answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
+
+/// Renews the node's Lease in `kube-node-lease` by server-side apply, as the kubelet's heartbeat does.
+async fn renew_lease(c: &Client, send: &mut SendRequest<Full<Bytes>>) -> Result<()> {
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+        "spec": {
+            "holderIdentity": NODE,
+            "leaseDurationSeconds": 40,
+            "renewTime": jiff::Timestamp::now().round(jiff::Unit::Microsecond)?.to_string(),
+        },
+    });
+    let req = c.request(
+        Method::PATCH,
+        &format!(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE}?fieldManager=svcnet-bench&force=true"
+        ),
+        Some("application/apply-patch+yaml"),
+        Bytes::from(lease.to_string()),
+    );
+    let (code, body) = c.send(send, req).await?;
+    if !matches!(code, StatusCode::OK | StatusCode::CREATED) {
+        bail!(
+            "renewing the lease answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
+
+/// A `pods/status` merge patch as the kubelet would write it: Running, the pod's IP, and Ready and
+/// ContainersReady set to `ready` (the conditions list is replaced whole, as merge patch does with lists).
+fn status_request(c: &Client, name: &str, ip: &str, ready: bool) -> http::Request<Full<Bytes>> {
+    let s = if ready { "True" } else { "False" };
+    // Written with sub-second precision for the controller's ready-to-slice histogram, which is computed
+    // from it; a server that keeps whole seconds (as metav1.Time serializes) makes that histogram coarse.
+    let now = jiff::Timestamp::now().to_string();
+    let body = json!({"status": {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [
+            {"type": "Ready", "status": s, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": s, "lastTransitionTime": now},
+        ],
+    }});
+    c.request(
+        Method::PATCH,
+        &format!("/api/v1/namespaces/{NS}/pods/{name}/status"),
+        Some("application/merge-patch+json"),
+        Bytes::from(body.to_string()),
+    )
+}
+
+fn svc_name(s: usize) -> String {
+    format!("bench-svc-{s:04}")
+}
+
+fn pod_name(s: usize, p: usize) -> String {
+    format!("bench-svc-{s:04}-{p:02}")
+}
+
+/// The unique address of pod number `i` (counting all pods): 127.244.0.1 onwards.
+fn pod_ip(i: usize) -> String {
+    let k = i + 1;
+    format!("127.244.{}.{}", (k >> 8) & 0xff, k & 0xff)
+}
+
+fn service_json(s: usize) -> Bytes {
+    Bytes::from(
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc_name(s)},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {SVC_LABEL: svc_name(s)},
+                "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}],
+            },
+        })
+        .to_string(),
+    )
+}
+
+fn pod_json(s: usize, p: usize) -> Bytes {
+    Bytes::from(
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name(s, p), "labels": {SVC_LABEL: svc_name(s)}},
+            "spec": {
+                "nodeName": NODE,
+                "containers": [{"name": "app", "image": "svcnet-bench", "ports": [{"containerPort": 8080}]}],
+            },
+        })
+        .to_string(),
+    )
+}
+
+/// A small deterministic PRNG (SplitMix64) for choosing pods; statistical quality is not a concern here.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Aborts a background task when the phase that started it ends, also by `--timeout`.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn print_table(args: &EndpointsArgs, r: &Report) {
+    let na = || "not measured".to_string();
+    let (s, p) = (args.services, args.pods_per_service);
+    println!();
+    println!(
+        "Command: `svcnet bench endpoints --services {s} --pods-per-service {p} --flips {} --flip-interval-ms {} \
+         --concurrency {} --connections {} --seed {}`",
+        args.flips, args.flip_interval_ms, args.concurrency, args.connections, args.seed
+    );
+    println!();
+    table_header();
+    match &r.setup {
+        Some(st) => {
+            row(
+                &format!(
+                    "create {s} Services + {} Pods (bound to {NODE}), {} in flight",
+                    s * p,
+                    args.concurrency
+                ),
+                &format!(
+                    "{} + {} created, {} failed, {:.2} s",
+                    st.services_ok,
+                    st.pods_ok,
+                    st.create_failed,
+                    st.create_wall.as_secs_f64()
+                ),
+                "",
+            );
+            row(
+                &format!("initial pods/status writes (Running, podIP, Ready) × {}", s * p),
+                &format!(
+                    "{} ok, {} failed, {:.2} s",
+                    st.status_ok,
+                    st.status_failed,
+                    st.status_wall.as_secs_f64()
+                ),
+                "",
+            );
+            if let Some(f) = &st.first_failure {
+                row("first setup failure", &f.replace('|', "/"), "");
+            }
+        }
+        None => row("setup", &na(), ""),
+    }
+    match &r.converge {
+        Some(cv) => row(
+            &format!("initial convergence: every Service has {p} ready endpoints"),
+            &format!(
+                "{:.2} s after the first status write ({:.2} s after the last; {} slices)",
+                cv.since_first_status.as_secs_f64(),
+                cv.since_last_status.as_secs_f64(),
+                cv.slices
+            ),
+            "",
+        ),
+        None => row("initial convergence", &na(), ""),
+    }
+    let target = format!("p99 ≤ {TARGET_P99_MS:.0} ms");
+    match &r.flips {
+        Some(f) => {
+            row(
+                "readiness flip → EndpointSlice watch event, p50 / p99 / max",
+                &format!(
+                    "{} / {} / {} (p99 = {:.2}× the target)",
+                    ms(f.p50),
+                    ms(f.p99),
+                    ms(f.max),
+                    f.p99.as_secs_f64() * 1000.0 / TARGET_P99_MS
+                ),
+                &target,
+            );
+            row(
+                "flips observed",
+                &format!(
+                    "{} of {} ({} ms apart; {} slice events)",
+                    f.observed, f.flips, args.flip_interval_ms, f.slice_events
+                ),
+                "",
+            );
+            row(
+                "pods/status write latency p50 / p99 (during flips)",
+                &format!("{} / {}", ms(f.write_p50), ms(f.write_p99)),
+                "",
+            );
+            row(
+                "server CPU during flips (API server + controllers, one process)",
+                &format!(
+                    "{:.2} s over {:.2} s ({:.1} ms per flip; bench client {:.2} s)",
+                    f.server_cpu,
+                    f.wall.as_secs_f64(),
+                    f.server_cpu * 1000.0 / f.flips.max(1) as f64,
+                    f.bench_cpu
+                ),
+                "",
+            );
+        }
+        None => row("readiness flip → EndpointSlice watch event", &na(), &target),
+    }
+    row(
+        "server memory at end",
+        &r.mem_end.map_or_else(na, |m| m.show()),
+        "",
+    );
+    for (k, v) in metric_rows(&r.metrics) {
+        row(&format!("`{k}`"), &v, "");
+    }
+}
+
+/// Metric series as (name, shown value): counters with their flip-phase increase, and each histogram's
+/// `_count`/`_sum` pair folded into a count and a mean (in ms for `_seconds`), overall and in the flip
+/// phase.
+fn metric_rows(metrics: &[(String, f64, Option<f64>)]) -> Vec<(String, String)> {
+    let by_name: HashMap<&str, (f64, Option<f64>)> =
+        metrics.iter().map(|(k, v, d)| (k.as_str(), (*v, *d))).collect();
+    let mut out = Vec::new();
+    for (k, v, d) in metrics {
+        if k.ends_with("_sum") {
+            continue;
+        }
+        if let Some(base) = k.strip_suffix("_count")
+            && let Some(&(sum, dsum)) = by_name.get(format!("{base}_sum").as_str())
+        {
+            let (scale, unit) = if base.ends_with("_seconds") {
+                (1000.0, " ms")
+            } else {
+                (1.0, "")
+            };
+            let mean = |s: f64, c: f64| if c > 0.0 { s / c * scale } else { 0.0 };
+            let mut shown = format!("count {v}, mean {:.2}{unit}", mean(sum, *v));
+            if let (Some(dc), Some(ds)) = (d, dsum) {
+                shown.push_str(&format!(
+                    " (flip phase: count +{dc}, mean {:.2}{unit})",
+                    mean(ds, *dc)
+                ));
+            }
+            out.push((base.to_string(), shown));
+            continue;
+        }
+        let shown = match d {
+            Some(d) => format!("{v} (flip phase: +{d})"),
+            None => format!("{v}"),
+        };
+        out.push((k.clone(), shown));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_endpoint_readiness_from_a_slice_event() {
+        let ev: Value = serde_json::from_str(
+            r#"{"type":"MODIFIED","object":{"endpoints":[
+                {"addresses":["127.244.0.1"],"conditions":{"ready":false}},
+                {"addresses":["127.244.0.2"],"conditions":{}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            endpoint_readiness(&ev),
+            vec![("127.244.0.1".into(), false), ("127.244.0.2".into(), true)]
+        );
+        let deleted = json!({"type": "DELETED", "object": ev["object"]});
+        assert!(endpoint_readiness(&deleted).is_empty());
+    }
+
+    #[test]
+    fn pod_ips_are_unique_and_in_range() {
+        assert_eq!(pod_ip(0), "127.244.0.1");
+        assert_eq!(pod_ip(255), "127.244.1.0");
+        let ips: std::collections::HashSet<String> = (0..60_000).map(pod_ip).collect();
+        assert_eq!(ips.len(), 60_000);
+    }
+}
