@@ -7,8 +7,11 @@
 //! - Orphan: an owner marked with the `orphan` finalizer has its ownerReference removed from every
 //!   dependent; then the finalizer is removed and the owner goes, the dependents stay.
 //!
-//! It wakes only on changes that can matter (deletions, objects being deleted, objects with owners), so
-//! ordinary writes cost it nothing.
+//! Like kube's collector it keeps a graph (uid → object, owner → dependents) updated from the watch, and
+//! each event checks only the objects it concerns: a deleted owner's dependents, an object whose owners
+//! may be missing, an owner being deleted. The cost of a write is independent of the cluster's size
+//! (the benchmark showed a full pass per write costing half the server's CPU at 10,000 pods). A full
+//! pass runs at start and once a minute as a safety net.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,24 +22,26 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
 use crate::ApiServer;
-use crate::cache::EventType;
+use crate::cache::{Cached, EventType};
 use crate::handlers::WriteCtx;
 use crate::request::{Params, ResourceRoute, parse_key};
 
 const MANAGER: &str = "svcnet-garbage-collector";
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
+/// How often everything is re-checked, in case an event was missed (a lagging watch).
+const FULL_PASS_EVERY: Duration = Duration::from_secs(60);
 
 fn uid(obj: &Value) -> Option<&str> {
     obj.pointer("/metadata/uid").and_then(Value::as_str)
 }
 
-fn owner_uids(obj: &Value) -> Vec<&str> {
+fn owner_uids(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .map(|refs| {
             refs.iter()
-                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string))
                 .collect()
         })
         .unwrap_or_default()
@@ -48,8 +53,56 @@ fn has_finalizer(obj: &Value, f: &str) -> bool {
         .is_some_and(|a| a.iter().any(|x| x == f))
 }
 
-fn matters(obj: &Value) -> bool {
-    obj.pointer("/metadata/ownerReferences").is_some() || obj.pointer("/metadata/deletionTimestamp").is_some()
+fn deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// The ownership graph. Every operation is O(the object's own references), never O(cluster).
+#[derive(Default)]
+struct Graph {
+    /// uid → storage key.
+    by_uid: HashMap<String, Arc<str>>,
+    /// storage key → uid.
+    uid_of: HashMap<Arc<str>, String>,
+    /// storage key → owner uids.
+    owners: HashMap<Arc<str>, Vec<String>>,
+    /// owner uid → dependents' keys.
+    dependents: HashMap<String, HashSet<Arc<str>>>,
+}
+
+impl Graph {
+    fn insert(&mut self, key: &Arc<str>, obj: &Value) {
+        self.remove(key);
+        if let Some(u) = uid(obj) {
+            self.by_uid.insert(u.to_string(), key.clone());
+            self.uid_of.insert(key.clone(), u.to_string());
+        }
+        let owners = owner_uids(obj);
+        for o in &owners {
+            self.dependents.entry(o.clone()).or_default().insert(key.clone());
+        }
+        if !owners.is_empty() {
+            self.owners.insert(key.clone(), owners);
+        }
+    }
+
+    fn remove(&mut self, key: &Arc<str>) {
+        if let Some(owners) = self.owners.remove(key) {
+            for o in owners {
+                if let Some(set) = self.dependents.get_mut(&o) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.dependents.remove(&o);
+                    }
+                }
+            }
+        }
+        if let Some(u) = self.uid_of.remove(key)
+            && self.by_uid.get(&u) == Some(key)
+        {
+            self.by_uid.remove(&u);
+        }
+    }
 }
 
 impl ApiServer {
@@ -57,93 +110,120 @@ impl ApiServer {
     pub fn spawn_garbage_collector(self: &Arc<Self>) {
         let server = self.clone();
         tokio::spawn(async move {
-            let (_, _, mut events) = server.cache.watch_from_now("/");
-            let mut dirty = true;
+            let (items, _, mut events) = server.cache.watch_from_now("/");
+            let mut graph = Graph::default();
+            for c in &items {
+                graph.insert(&c.key, &c.object);
+            }
+            let mut todo: HashSet<Arc<str>> = items
+                .iter()
+                .filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.object))
+                .map(|c| c.key.clone())
+                .collect();
+            drop(items);
+            let mut full_pass = tokio::time::interval(FULL_PASS_EVERY);
+            full_pass.tick().await;
             loop {
-                if dirty {
-                    dirty = false;
-                    if let Err(e) = server.collect().await {
-                        warn!(error = %e, "garbage collection pass failed; will retry");
-                        dirty = true;
+                if !todo.is_empty() {
+                    let batch: Vec<Arc<str>> = todo.drain().collect();
+                    for key in batch {
+                        if let Err(e) = server.check(&graph, &key).await {
+                            warn!(%key, error = %e, "garbage collection failed; will retry");
+                            todo.insert(key);
+                        }
                     }
                 }
-                let wait = if dirty {
-                    Duration::from_millis(500)
-                } else {
-                    Duration::from_secs(60)
-                };
+                let retry = !todo.is_empty();
                 tokio::select! {
                     ev = events.recv() => match ev {
-                        Ok(ev) => {
-                            dirty |= ev.kind == EventType::Deleted
-                                || matters(&ev.object)
-                                || ev.prev.as_ref().is_some_and(|p| matters(p));
+                        Ok(ev) => match ev.kind {
+                            EventType::Deleted => {
+                                let gone_uid = uid(&ev.object).map(str::to_string);
+                                let owners = graph.owners.get(&ev.key).cloned().unwrap_or_default();
+                                graph.remove(&ev.key);
+                                // Its dependents may now be orphans; an owner waiting in the foreground for
+                                // its dependents may now be free to go.
+                                if let Some(u) = gone_uid
+                                    && let Some(deps) = graph.dependents.get(&u)
+                                {
+                                    todo.extend(deps.iter().cloned());
+                                }
+                                for o in owners {
+                                    if let Some(k) = graph.by_uid.get(&o) {
+                                        todo.insert(k.clone());
+                                    }
+                                }
+                            }
+                            EventType::Added | EventType::Modified => {
+                                graph.insert(&ev.key, &ev.object);
+                                if graph.owners.contains_key(&ev.key)
+                                    || has_finalizer(&ev.object, FOREGROUND)
+                                    || has_finalizer(&ev.object, ORPHAN)
+                                {
+                                    todo.insert(ev.key.clone());
+                                }
+                            }
+                        },
+                        Err(RecvError::Lagged(_)) => {
+                            // Events were missed: rebuild the graph from the cache and check everything.
+                            let (all, _) = server.cache.list("/", None);
+                            graph = Graph::default();
+                            for c in &all {
+                                graph.insert(&c.key, &c.object);
+                            }
+                            todo.extend(all.iter().filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.object)).map(|c| c.key.clone()));
                         }
-                        Err(RecvError::Lagged(_)) => dirty = true,
                         Err(RecvError::Closed) => return,
                     },
-                    _ = tokio::time::sleep(wait) => dirty = true,
+                    _ = full_pass.tick() => {
+                        let (all, _) = server.cache.list("/", None);
+                        todo.extend(all.iter().filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.object)).map(|c| c.key.clone()));
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(500)), if retry => {}
                 }
             }
         });
     }
 
-    async fn collect(&self) -> Result<(), crate::errors::ApiError> {
-        let (all, _) = self.cache.list("/", None);
-        let by_uid: HashMap<&str, &Value> = all
-            .iter()
-            .filter_map(|c| uid(&c.object).map(|u| (u, c.object.as_ref())))
-            .collect();
-        let mut dependents: HashMap<&str, Vec<&crate::cache::Cached>> = HashMap::new();
-        for c in &all {
-            for o in owner_uids(&c.object) {
-                dependents.entry(o).or_default().push(c);
-            }
-        }
+    /// Applies the collector's rules to one object.
+    async fn check(&self, graph: &Graph, key: &Arc<str>) -> Result<(), crate::errors::ApiError> {
+        let Some(c) = self.cache.get(key) else {
+            return Ok(());
+        };
+        let obj = c.object.as_ref();
         let params = Params::default();
-        let mut handled: HashSet<String> = HashSet::new();
-        for c in &all {
-            let obj = c.object.as_ref();
-            let owners = owner_uids(obj);
-            // Background: every owner is gone.
-            if !owners.is_empty()
-                && owners.iter().all(|o| !by_uid.contains_key(o))
-                && obj.pointer("/metadata/deletionTimestamp").is_none()
-            {
-                self.gc_delete(&c.key, &params).await?;
-                handled.insert(c.key.to_string());
-                continue;
-            }
-            if obj.pointer("/metadata/deletionTimestamp").is_none() {
-                continue;
-            }
-            let Some(my_uid) = uid(obj) else { continue };
-            let deps = dependents.get(my_uid).cloned().unwrap_or_default();
-            if has_finalizer(obj, ORPHAN) {
-                for d in &deps {
-                    let mut v = (*d.object).clone();
-                    if let Some(refs) = v
-                        .pointer_mut("/metadata/ownerReferences")
-                        .and_then(Value::as_array_mut)
-                    {
-                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(my_uid));
-                    }
-                    self.gc_update(&d.key, v, &params).await?;
+        let owners = owner_uids(obj);
+        // Background: every owner is gone.
+        if !owners.is_empty() && owners.iter().all(|o| !graph.by_uid.contains_key(o)) && !deleting(obj) {
+            return self.gc_delete(key, &params).await;
+        }
+        if !deleting(obj) {
+            return Ok(());
+        }
+        let Some(my_uid) = uid(obj) else { return Ok(()) };
+        let deps: Vec<Cached> = graph
+            .dependents
+            .get(my_uid)
+            .map(|set| set.iter().filter_map(|k| self.cache.get(k)).collect())
+            .unwrap_or_default();
+        if has_finalizer(obj, ORPHAN) {
+            for d in &deps {
+                let mut v = (*d.object).clone();
+                if let Some(refs) = v
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(my_uid));
                 }
-                self.remove_finalizer(&c.key, obj, ORPHAN, &params).await?;
-            } else if has_finalizer(obj, FOREGROUND) {
-                let live: Vec<_> = deps
-                    .iter()
-                    .filter(|d| !handled.contains(d.key.as_ref()))
-                    .collect();
-                if live.is_empty() {
-                    self.remove_finalizer(&c.key, obj, FOREGROUND, &params).await?;
-                } else {
-                    for d in live {
-                        if d.object.pointer("/metadata/deletionTimestamp").is_none() {
-                            self.gc_delete(&d.key, &params).await?;
-                        }
-                    }
+                self.gc_update(&d.key, v, &params).await?;
+            }
+            self.remove_finalizer(key, obj, ORPHAN, &params).await?;
+        } else if has_finalizer(obj, FOREGROUND) {
+            if deps.is_empty() {
+                self.remove_finalizer(key, obj, FOREGROUND, &params).await?;
+            } else {
+                for d in deps.iter().filter(|d| !deleting(&d.object)) {
+                    self.gc_delete(&d.key, &params).await?;
                 }
             }
         }
@@ -219,5 +299,39 @@ impl ApiServer {
             f.retain(|x| x != finalizer);
         }
         self.gc_update(key, v, params).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn graph_tracks_owners_and_dependents() {
+        let mut g = Graph::default();
+        let owner: Arc<str> = "/core/services/ns/s".into();
+        let dep: Arc<str> = "/discovery.k8s.io/endpointslices/ns/s-1".into();
+        g.insert(&owner, &json!({"metadata": {"uid": "u1"}}));
+        g.insert(
+            &dep,
+            &json!({"metadata": {"uid": "u2", "ownerReferences": [{"uid": "u1"}]}}),
+        );
+        assert!(g.dependents["u1"].contains(&dep));
+        // An update that drops the owner reference leaves no stale edge.
+        g.insert(&dep, &json!({"metadata": {"uid": "u2"}}));
+        assert!(!g.dependents.contains_key("u1"));
+        g.insert(
+            &dep,
+            &json!({"metadata": {"uid": "u2", "ownerReferences": [{"uid": "u1"}]}}),
+        );
+        g.remove(&owner);
+        assert!(!g.by_uid.contains_key("u1"));
+        assert!(
+            g.dependents.contains_key("u1"),
+            "dependents of a deleted owner stay findable"
+        );
+        g.remove(&dep);
+        assert!(g.dependents.is_empty() && g.owners.is_empty() && g.by_uid.is_empty() && g.uid_of.is_empty());
     }
 }
