@@ -27,13 +27,7 @@ fn rt(plural: &str, group: &str) -> &'static ResourceType {
 
 impl ApiServer {
     fn route_for(rt: &'static ResourceType, ns: Option<&str>, name: Option<&str>) -> ResourceRoute {
-        ResourceRoute {
-            rt,
-            namespace: ns.map(str::to_string),
-            name: name.map(str::to_string),
-            subresource: None,
-            watch_path: false,
-        }
+        ResourceRoute::object(rt, ns.map(str::to_string), name.map(str::to_string))
     }
 
     /// Creates `obj` unless an object of that name exists.
@@ -48,12 +42,7 @@ impl ApiServer {
         }
         let route = Self::route_for(rt, ns, None);
         let params = Params::default();
-        let ctx = WriteCtx {
-            route: &route,
-            params: &params,
-            manager: Some(MANAGER.into()),
-            dry_run: false,
-        };
+        let ctx = WriteCtx::internal(&route, &params, MANAGER);
         match self.create(&ctx, obj).await {
             Ok(_) => {
                 info!(kind = rt.kind, namespace = ns.unwrap_or(""), %name, "created bootstrap object");
@@ -138,12 +127,7 @@ impl ApiServer {
                 {
                     let route = Self::route_for(rt, Some("default"), Some("kubernetes"));
                     let params = Params::default();
-                    let ctx = WriteCtx {
-                        route: &route,
-                        params: &params,
-                        manager: Some(MANAGER.into()),
-                        dry_run: false,
-                    };
+                    let ctx = WriteCtx::internal(&route, &params, MANAGER);
                     self.update(&ctx, obj).await?;
                 }
                 Some(_) => {}
@@ -205,12 +189,7 @@ impl ApiServer {
                     continue;
                 };
                 let route = Self::route_for(rt, Some(name), Some(n));
-                let ctx = WriteCtx {
-                    route: &route,
-                    params: &params,
-                    manager: Some(MANAGER.into()),
-                    dry_run: false,
-                };
+                let ctx = WriteCtx::internal(&route, &params, MANAGER);
                 match self.delete(&ctx, None).await {
                     Ok(_) => {}
                     Err(e) if e.code == 404 => {}
@@ -235,12 +214,7 @@ impl ApiServer {
             f.retain(|x| x != "kubernetes");
         }
         let route = Self::route_for(namespaces, None, Some(name));
-        let ctx = WriteCtx {
-            route: &route,
-            params: &params,
-            manager: Some(MANAGER.into()),
-            dry_run: false,
-        };
+        let ctx = WriteCtx::internal(&route, &params, MANAGER);
         self.update(&ctx, obj).await?;
         Ok(())
     }

@@ -235,19 +235,8 @@ impl ApiServer {
             return Ok(());
         };
         debug!(kind = rt.kind, %key, "garbage collecting");
-        let route = ResourceRoute {
-            rt,
-            namespace: ns,
-            name: Some(name),
-            subresource: None,
-            watch_path: false,
-        };
-        let ctx = WriteCtx {
-            route: &route,
-            params,
-            manager: Some(MANAGER.into()),
-            dry_run: false,
-        };
+        let route = ResourceRoute::object(rt, ns, Some(name));
+        let ctx = WriteCtx::internal(&route, params, MANAGER);
         match self.delete(&ctx, None).await {
             Ok(_) => Ok(()),
             Err(e) if e.code == 404 || e.code == 409 => Ok(()),
@@ -259,19 +248,8 @@ impl ApiServer {
         let Some((rt, ns, name)) = parse_key(key) else {
             return Ok(());
         };
-        let route = ResourceRoute {
-            rt,
-            namespace: ns,
-            name: Some(name),
-            subresource: None,
-            watch_path: false,
-        };
-        let ctx = WriteCtx {
-            route: &route,
-            params,
-            manager: Some(MANAGER.into()),
-            dry_run: false,
-        };
+        let route = ResourceRoute::object(rt, ns, Some(name));
+        let ctx = WriteCtx::internal(&route, params, MANAGER);
         let mut obj = obj;
         // Unconditional: the collector re-reads and retries on conflict inside update.
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -67,6 +67,31 @@ pub struct WriteCtx<'a> {
     pub dry_run: bool,
 }
 
+impl<'a> WriteCtx<'a> {
+    /// A write the control plane makes itself (bootstrap, garbage collection, namespace finalization).
+    pub fn internal(route: &'a ResourceRoute, params: &'a Params, manager: &str) -> Self {
+        WriteCtx {
+            route,
+            params,
+            manager: Some(manager.into()),
+            dry_run: false,
+        }
+    }
+
+    /// This request's context for another route (a subresource handler writing its parent).
+    pub fn on(&self, route: &'a ResourceRoute) -> WriteCtx<'a>
+    where
+        Self: 'a,
+    {
+        WriteCtx {
+            route,
+            params: self.params,
+            manager: self.manager.clone(),
+            dry_run: self.dry_run,
+        }
+    }
+}
+
 const NAMESPACE_TERMINATING: &str = "is being terminated";
 /// Attempts at an unconditional update or patch before giving up on a hot object.
 const RETRIES: usize = 16;

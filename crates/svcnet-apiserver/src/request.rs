@@ -53,6 +53,25 @@ pub struct ResourceRoute {
 }
 
 impl ResourceRoute {
+    /// The route of one object (or, without a name, its collection): no subresource.
+    pub fn object(rt: &'static ResourceType, namespace: Option<String>, name: Option<String>) -> Self {
+        ResourceRoute {
+            rt,
+            namespace,
+            name,
+            subresource: None,
+            watch_path: false,
+        }
+    }
+
+    /// The same object's main resource, for subresource handlers that write their parent.
+    pub fn main(&self) -> Self {
+        ResourceRoute {
+            subresource: None,
+            ..self.clone()
+        }
+    }
+
     /// The storage key prefix of the collection this route addresses (all namespaces when none given).
     pub fn collection_prefix(&self) -> String {
         let g = group_segment(self.rt.group);

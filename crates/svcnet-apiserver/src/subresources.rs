@@ -135,16 +135,8 @@ impl ApiServer {
             if let Some(spec) = parent.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert("replicas".into(), json!(replicas));
             }
-            let main = ResourceRoute {
-                subresource: None,
-                ..route.clone()
-            };
-            let main_ctx = WriteCtx {
-                route: &main,
-                params: ctx.params,
-                manager: ctx.manager.clone(),
-                dry_run: ctx.dry_run,
-            };
+            let main = route.main();
+            let main_ctx = ctx.on(&main);
             if let Some(reply) = self
                 .update_object_at(&main_ctx, &cur, parent, conditional.is_some())
                 .await?
@@ -193,16 +185,8 @@ impl ApiServer {
             if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert("nodeName".into(), json!(node));
             }
-            let main = ResourceRoute {
-                subresource: None,
-                ..route.clone()
-            };
-            let main_ctx = WriteCtx {
-                route: &main,
-                params: ctx.params,
-                manager: ctx.manager.clone(),
-                dry_run: ctx.dry_run,
-            };
+            let main = route.main();
+            let main_ctx = ctx.on(&main);
             if self
                 .update_object_at(&main_ctx, &cur, pod, false)
                 .await?
