@@ -28,6 +28,18 @@ fn pct(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// The names of the containers listed at `pointer` in a pod.
+fn container_names(pod: &Value, pointer: &str) -> Vec<String> {
+    pod.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl ApiServer {
     /// Resolves the agent URL for a `pods/log` request, with kube's errors for pods that have none.
     pub fn log_source(&self, route: &ResourceRoute, params: &Params) -> Result<LogSource, ApiError> {
@@ -36,24 +48,8 @@ impl ApiServer {
         let pod = self
             .cached(route.rt, Some(ns), name)
             .ok_or_else(|| ApiError::not_found(route.rt, name))?;
-        let containers: Vec<String> = pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let inits: Vec<String> = pod
-            .pointer("/spec/initContainers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let containers = container_names(&pod, "/spec/containers");
+        let inits = container_names(&pod, "/spec/initContainers");
         let container = match params.get("container") {
             Some(c) => {
                 if !containers.iter().chain(&inits).any(|x| x == c) {

@@ -22,6 +22,20 @@ pub(crate) struct Involved<'a> {
     pub resource_version: &'a str,
 }
 
+impl<'a> Involved<'a> {
+    /// The Event subject for an object with this metadata.
+    pub fn of(api_version: &'a str, kind: &'a str, meta: &'a ObjectMeta) -> Self {
+        Involved {
+            api_version,
+            kind,
+            namespace: meta.namespace.as_deref().unwrap_or(""),
+            name: meta.name.as_deref().unwrap_or(""),
+            uid: meta.uid.as_deref().unwrap_or(""),
+            resource_version: meta.resource_version.as_deref().unwrap_or(""),
+        }
+    }
+}
+
 /// Writes core/v1 Events in the involved object's namespace on behalf of one component.
 pub(crate) struct Recorder {
     client: Client,

@@ -340,14 +340,7 @@ async fn schedule(
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let involved = Involved {
-            api_version: "v1",
-            kind: "Pod",
-            namespace: &ns,
-            name: &name,
-            uid: pod.metadata.uid.as_deref().unwrap_or(""),
-            resource_version: pod.metadata.resource_version.as_deref().unwrap_or(""),
-        };
+        let involved = Involved::of("v1", "Pod", &pod.metadata);
         match pick_node(pod, &all_nodes, &all_pods, &bound_now) {
             Ok(node) => {
                 let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},

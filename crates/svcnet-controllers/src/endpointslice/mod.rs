@@ -967,18 +967,7 @@ impl Controllers {
     /// kube's mirroring Events about addresses it could not mirror.
     async fn warn_mirroring(&self, ep: &Endpoints, invalid: usize, too_many: usize) {
         let mut rec = crate::events::Recorder::new(self.client.clone(), "endpointslice-mirroring-controller");
-        let ns = ep.metadata.namespace.clone().unwrap_or_default();
-        let name = ep.metadata.name.clone().unwrap_or_default();
-        let uid = ep.metadata.uid.clone().unwrap_or_default();
-        let rv = ep.metadata.resource_version.clone().unwrap_or_default();
-        let about = crate::events::Involved {
-            api_version: "v1",
-            kind: "Endpoints",
-            namespace: &ns,
-            name: &name,
-            uid: &uid,
-            resource_version: &rv,
-        };
+        let about = crate::events::Involved::of("v1", "Endpoints", &ep.metadata);
         if invalid > 0 {
             let msg = format!("Skipped {invalid} invalid IP addresses when mirroring to EndpointSlices");
             rec.record(&about, "Warning", "InvalidIPAddress", &msg).await;

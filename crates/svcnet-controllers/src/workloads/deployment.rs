@@ -65,14 +65,7 @@ fn view(rs: &ReplicaSet) -> RsView {
 }
 
 fn involved(d: &Deployment) -> Involved<'_> {
-    Involved {
-        api_version: "apps/v1",
-        kind: "Deployment",
-        namespace: d.metadata.namespace.as_deref().unwrap_or(""),
-        name: d.metadata.name.as_deref().unwrap_or(""),
-        uid: d.metadata.uid.as_deref().unwrap_or(""),
-        resource_version: d.metadata.resource_version.as_deref().unwrap_or(""),
-    }
+    Involved::of("apps/v1", "Deployment", &d.metadata)
 }
 
 /// kube's `SetNewReplicaSetAnnotations`: copies the Deployment's annotations, raises the revision

@@ -85,14 +85,7 @@ pub(crate) struct RsController {
 }
 
 fn involved(rs: &ReplicaSet) -> Involved<'_> {
-    Involved {
-        api_version: "apps/v1",
-        kind: "ReplicaSet",
-        namespace: rs.metadata.namespace.as_deref().unwrap_or(""),
-        name: rs.metadata.name.as_deref().unwrap_or(""),
-        uid: rs.metadata.uid.as_deref().unwrap_or(""),
-        resource_version: rs.metadata.resource_version.as_deref().unwrap_or(""),
-    }
+    Involved::of("apps/v1", "ReplicaSet", &rs.metadata)
 }
 
 fn now() -> jiff::Timestamp {

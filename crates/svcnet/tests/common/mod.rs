@@ -48,23 +48,17 @@ fn which(name: &str) -> Option<PathBuf> {
 impl Cluster {
     /// Starts a fresh cluster with extra `svcnet up` flags.
     pub fn start_with(extra: &[&str]) -> Cluster {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let mut c = Cluster {
-            child: None,
-            dir,
-            _tmp: Some(tmp),
-            addr: String::new(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            prefix: Vec::new(),
-        };
-        c.launch("127.0.0.1:0");
-        c
+        Self::start_behind(&[], extra)
     }
 
     /// Starts a fresh cluster inside the network namespace `netns` (`ip netns exec <netns> svcnet up …`);
     /// kubectl runs there too. The caller owns the namespace (creates it, brings `lo` up, deletes it).
     pub fn start_in_netns(netns: &str, extra: &[&str]) -> Cluster {
+        Self::start_behind(&["ip", "netns", "exec", netns], extra)
+    }
+
+    /// Starts a fresh cluster whose processes (svcnet, kubectl) run behind the command `prefix`.
+    fn start_behind(prefix: &[&str], extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut c = Cluster {
@@ -73,10 +67,7 @@ impl Cluster {
             _tmp: Some(tmp),
             addr: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            prefix: ["ip", "netns", "exec", netns]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
         };
         c.launch("127.0.0.1:0");
         c
