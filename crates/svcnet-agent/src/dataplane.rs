@@ -1,0 +1,398 @@
+//! The node's data-plane control loop (kube-proxy's job): watch Services, EndpointSlices and this Node,
+//! feed the [`Model`], and hand each batch of changes to a [`Backend`].
+//!
+//! Nothing polls: every watch event marks its Service dirty, and as soon as the event stream is idle for a
+//! moment (or a batch has waited [`MAX_BATCH_DELAY`]) the dirty Services are recomputed and the diff is
+//! applied. The backend runs on its own thread, so a slow `nft` transaction never stalls the watches; while
+//! it works, new events pile up in the model and go out as the next, coalesced batch. Nothing is applied
+//! before the first full list of both kinds, so a starting agent never programs a half-known cluster.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use svcnet_dataplane::{Backend, Change, Model, ModelConfig, ServicePort};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// How long a batch may wait for the event stream to go quiet before it is applied anyway.
+pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(20);
+/// How long the stream must be quiet before a batch goes out.
+const QUIET: Duration = Duration::from_millis(2);
+
+/// Settings of the data-plane loop.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// This node's name (endpoints on it are local).
+    pub node_name: String,
+    /// Services the data plane leaves alone (namespace, name).
+    pub ignore: Vec<(String, String)>,
+    /// How often the whole table is handed to the backend again, repairing any drift (kube-proxy: 1 h).
+    pub resync_period: Duration,
+}
+
+/// kube-proxy's sync metrics, under kube-proxy's names.
+#[derive(Clone)]
+pub struct DataplaneMetrics {
+    sync_duration: Histogram,
+    programming_duration: Histogram,
+    last_sync: Gauge<f64, AtomicU64>,
+    service_changes: Counter,
+    sync_failures: Counter,
+    ports: Gauge<i64, AtomicI64>,
+    endpoints: Gauge<i64, AtomicI64>,
+}
+
+impl DataplaneMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &mut Registry) -> DataplaneMetrics {
+        let buckets = || prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18);
+        let m = DataplaneMetrics {
+            sync_duration: Histogram::new(buckets()),
+            programming_duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 2.0, 18,
+            )),
+            last_sync: Gauge::default(),
+            service_changes: Counter::default(),
+            sync_failures: Counter::default(),
+            ports: Gauge::default(),
+            endpoints: Gauge::default(),
+        };
+        registry.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            m.sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            m.programming_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            m.last_sync.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service port changes",
+            m.service_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_errors",
+            "Backend syncs that failed",
+            m.sync_failures.clone(),
+        );
+        registry.register(
+            "svcnet_dataplane_service_ports",
+            "Service ports programmed on this node",
+            m.ports.clone(),
+        );
+        registry.register(
+            "svcnet_dataplane_endpoints",
+            "Endpoints programmed on this node (internal sets)",
+            m.endpoints.clone(),
+        );
+        m
+    }
+}
+
+/// One unit of work for the backend thread.
+enum Work {
+    All(Vec<Arc<ServicePort>>),
+    Changes(Vec<Change>, Vec<SystemTime>),
+}
+
+// Events are moved once from the watch to the model; boxing them would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Input {
+    Service(Event<Service>),
+    Slice(Event<EndpointSlice>),
+    Node(Event<Node>),
+}
+
+/// Runs the loop until the watches end (they retry forever, so: until the task is dropped).
+pub async fn run(client: Client, cfg: DataplaneConfig, backend: Box<dyn Backend>, metrics: DataplaneMetrics) {
+    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let slices = watcher::watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let node = watcher::watcher(
+        Api::<Node>::all(client),
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name)),
+    );
+    let inputs = futures::stream::select_all([
+        retrying(services).map(Input::Service).boxed(),
+        retrying(slices).map(Input::Slice).boxed(),
+        retrying(node).map(Input::Node).boxed(),
+    ]);
+    drive(inputs, cfg, backend, metrics).await;
+}
+
+/// The watch stream with errors logged and dropped (kube's watcher retries by itself, with back-off).
+fn retrying<K: Clone + std::fmt::Debug + Send + 'static>(
+    s: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Event<K>> + Send {
+    use kube::runtime::WatchStreamExt;
+    s.default_backoff().filter_map(|r| async move {
+        match r {
+            Ok(e) => Some(e),
+            Err(e) => {
+                warn!(error = %e, "data plane watch failed; retrying");
+                None
+            }
+        }
+    })
+}
+
+/// Tracks one kind's relists: which objects the last full list had, so that the ones missing from a relist
+/// are deleted from the model.
+#[derive(Default)]
+struct Relist {
+    known: HashSet<(String, String)>,
+    fresh: Option<HashSet<(String, String)>>,
+    synced: bool,
+}
+
+impl Relist {
+    fn key<K: ResourceExt>(o: &K) -> (String, String) {
+        (o.namespace().unwrap_or_default(), o.name_any())
+    }
+
+    /// Handles one event; returns the objects to upsert and the keys to delete.
+    fn on<K: ResourceExt + Clone>(&mut self, e: Event<K>) -> (Vec<K>, Vec<(String, String)>) {
+        match e {
+            Event::Init => {
+                self.fresh = Some(HashSet::new());
+                (vec![], vec![])
+            }
+            Event::InitApply(o) => {
+                self.fresh.get_or_insert_default().insert(Self::key(&o));
+                (vec![o], vec![])
+            }
+            Event::InitDone => {
+                self.synced = true;
+                let fresh = self.fresh.take().unwrap_or_default();
+                let gone = self.known.difference(&fresh).cloned().collect();
+                self.known = fresh;
+                (vec![], gone)
+            }
+            Event::Apply(o) => {
+                self.known.insert(Self::key(&o));
+                (vec![o], vec![])
+            }
+            Event::Delete(o) => {
+                let k = Self::key(&o);
+                self.known.remove(&k);
+                (vec![], vec![k])
+            }
+        }
+    }
+}
+
+async fn drive(
+    mut inputs: impl Stream<Item = Input> + Unpin,
+    cfg: DataplaneConfig,
+    backend: Box<dyn Backend>,
+    metrics: DataplaneMetrics,
+) {
+    let mut model = Model::new(ModelConfig {
+        node_name: cfg.node_name.clone(),
+        node_zone: None,
+        ignore: cfg.ignore.clone(),
+    });
+    let (work_tx, work_rx) = mpsc::unbounded_channel::<Work>();
+    let worker = {
+        let metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("dataplane-backend".into())
+            .spawn(move || backend_thread(backend, work_rx, metrics))
+            .expect("spawn the data-plane backend thread")
+    };
+    let (mut svc_list, mut slice_list) = (Relist::default(), Relist::default());
+    let mut started = false;
+    let mut batch_since: Option<Instant> = None;
+    let mut last_full = Instant::now();
+    loop {
+        let timeout = match batch_since {
+            Some(t) => QUIET.min(MAX_BATCH_DELAY.saturating_sub(t.elapsed())),
+            None => cfg
+                .resync_period
+                .saturating_sub(last_full.elapsed())
+                .max(Duration::from_millis(1)),
+        };
+        match tokio::time::timeout(timeout, inputs.next()).await {
+            Ok(Some(input)) => {
+                match input {
+                    Input::Service(e) => {
+                        let (up, del) = svc_list.on(e);
+                        up.iter().for_each(|s| model.upsert_service(s));
+                        del.iter().for_each(|(ns, n)| model.delete_service(ns, n));
+                    }
+                    Input::Slice(e) => {
+                        let (up, del) = slice_list.on(e);
+                        up.iter().for_each(|s| model.upsert_slice(s));
+                        del.iter().for_each(|(ns, n)| model.delete_slice(ns, n));
+                    }
+                    Input::Node(Event::Apply(n) | Event::InitApply(n)) => {
+                        model.set_node_zone(n.labels().get("topology.kubernetes.io/zone").cloned());
+                    }
+                    Input::Node(_) => {}
+                }
+                if model.is_dirty() && batch_since.is_none() {
+                    batch_since = Some(Instant::now());
+                }
+                if batch_since.is_some_and(|t| t.elapsed() < MAX_BATCH_DELAY) {
+                    continue;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+        if !(svc_list.synced && slice_list.synced) {
+            // The model keeps what came in; the first full sync takes it all once both lists are done.
+            batch_since = None;
+            continue;
+        }
+        let out = model.take_changes();
+        batch_since = None;
+        if !started || last_full.elapsed() >= cfg.resync_period {
+            started = true;
+            last_full = Instant::now();
+            let all: Vec<_> = model.ports().cloned().collect();
+            info!(ports = all.len(), "data plane: full sync");
+            let _ = work_tx.send(Work::All(all));
+            if !out.trigger_times.is_empty() {
+                let _ = work_tx.send(Work::Changes(vec![], out.trigger_times));
+            }
+        } else if !out.changes.is_empty() || !out.trigger_times.is_empty() {
+            debug!(changes = out.changes.len(), "data plane: incremental sync");
+            let _ = work_tx.send(Work::Changes(out.changes, out.trigger_times));
+        }
+        metrics.ports.set(model.port_count() as i64);
+        metrics
+            .endpoints
+            .set(model.ports().map(|p| p.internal_endpoints.len() as i64).sum());
+    }
+    drop(work_tx);
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+}
+
+fn backend_thread(mut backend: Box<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Work>, m: DataplaneMetrics) {
+    while let Some(work) = rx.blocking_recv() {
+        let started = Instant::now();
+        let (result, triggers) = match work {
+            Work::All(all) => (backend.sync_all(&all), vec![]),
+            Work::Changes(changes, triggers) => {
+                m.service_changes.inc_by(changes.len() as u64);
+                let r = if changes.is_empty() {
+                    Ok(())
+                } else {
+                    backend.apply(&changes)
+                };
+                (r, triggers)
+            }
+        };
+        m.sync_duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                let now = SystemTime::now();
+                if let Ok(d) = now.duration_since(SystemTime::UNIX_EPOCH) {
+                    m.last_sync.set(d.as_secs_f64());
+                }
+                for t in triggers {
+                    if let Ok(d) = now.duration_since(t) {
+                        m.programming_duration.observe(d.as_secs_f64());
+                    }
+                }
+            }
+            Err(e) => {
+                m.sync_failures.inc();
+                warn!(backend = backend.name(), error = %e, "data plane sync failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Backend for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn apply(&mut self, changes: &[Change]) -> Result<(), svcnet_dataplane::BackendError> {
+            let mut log = self.0.lock().unwrap();
+            for c in changes {
+                log.push(match c {
+                    Change::Upsert { new, .. } => format!("up {} {}", new.name, new.internal_endpoints.len()),
+                    Change::Remove(old) => format!("rm {}", old.name),
+                });
+            }
+            Ok(())
+        }
+        fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), svcnet_dataplane::BackendError> {
+            self.0.lock().unwrap().push(format!("all {}", ports.len()));
+            Ok(())
+        }
+    }
+
+    fn svc(name: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "default", "name": name},
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}
+        }))
+        .unwrap()
+    }
+
+    /// The loop waits for both initial lists, starts with one full sync, then sends increments, and a relist
+    /// that misses an object deletes it.
+    #[tokio::test]
+    async fn full_sync_after_both_lists_then_increments() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let cfg = DataplaneConfig {
+            node_name: "n1".into(),
+            ignore: vec![],
+            resync_period: Duration::from_secs(3600),
+        };
+        let metrics = DataplaneMetrics::new(&mut Registry::default());
+        let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log.clone())), metrics));
+        let send = |i: Input| tx.unbounded_send(i).unwrap();
+        send(Input::Service(Event::Init));
+        send(Input::Service(Event::InitApply(svc("a"))));
+        send(Input::Service(Event::InitDone));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "nothing before the slices are listed"
+        );
+        send(Input::Slice(Event::Init));
+        send(Input::Slice(Event::InitDone));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send(Input::Service(Event::Apply(svc("b"))));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send(Input::Service(Event::Init));
+        send(Input::Service(Event::InitApply(svc("b"))));
+        send(Input::Service(Event::InitDone));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(*log.lock().unwrap(), ["all 1", "up default/b 0", "rm default/a"]);
+    }
+}
