@@ -9,6 +9,9 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)          # network namespaces (netns pod network tests)
 command -v python3 >/dev/null || need+=(python3)      # the pods in the end-to-end tests run small servers
+command -v nft >/dev/null || need+=(nftables)         # svcnet-nft's namespace tests program real rules
+command -v conntrack >/dev/null || need+=(conntrack)  # ... and clean up UDP conntrack entries
+command -v dig >/dev/null || need+=(bind9-dnsutils)    # queries in the cluster DNS end-to-end tests
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
