@@ -489,20 +489,20 @@ impl<'a> Lookup<'a> {
             {
                 let want_ip = req.endpoint.and_then(parse_dashed);
                 for slice in entry.slices.iter() {
-                    for ep in slice.endpoints.iter() {
+                    for ep in slice.endpoints() {
                         if let Some(label) = req.endpoint {
-                            let ok = match &ep.hostname {
-                                Some(h) => **h == *label,
+                            let ok = match ep.hostname {
+                                Some(h) => h == label,
                                 None => want_ip == Some(ep.ip),
                             };
                             if !ok {
                                 continue;
                             }
                         }
-                        let (name, ident) = match &ep.hostname {
+                        let (name, ident) = match ep.hostname {
                             Some(h) => (
                                 DName::zone(&[Part::S(h), Part::S(key), Part::S("svc")]),
-                                (Some(&**h), None, key),
+                                (Some(h), None, key),
                             ),
                             None => (
                                 DName::zone(&[Part::DashedIp(ep.ip), Part::S(key), Part::S("svc")]),
@@ -669,23 +669,21 @@ impl<'a> Lookup<'a> {
         }
         let mut out = Vec::new();
         let mut seen: Vec<(Option<&str>, &str)> = Vec::new();
-        if let Some(owners) = self.snap.endpoint_ips.get(ip) {
-            for key in owners.as_slice() {
-                let Some(entry) = self.snap.entries.get(&**key) else {
+        for id in self.snap.endpoint_ips.get(ip) {
+            let Some(entry) = self.snap.entry_by_id(id) else {
+                continue;
+            };
+            let key: &'a str = &entry.key;
+            for ep in entry.slices.iter().flat_map(|s| s.endpoints()) {
+                if ep.ip != ip || seen.contains(&(ep.hostname, key)) {
                     continue;
-                };
-                let key: &'a str = &entry.key;
-                for ep in entry.slices.iter().flat_map(|s| s.endpoints.iter()) {
-                    if ep.ip != ip || seen.contains(&(ep.hostname.as_deref(), key)) {
-                        continue;
-                    }
-                    seen.push((ep.hostname.as_deref(), key));
-                    let first = match &ep.hostname {
-                        Some(h) => Part::S(h),
-                        None => Part::DashedIp(ip),
-                    };
-                    out.push(ptr(DName::zone(&[first, Part::S(key), Part::S("svc")])));
                 }
+                seen.push((ep.hostname, key));
+                let first = match ep.hostname {
+                    Some(h) => Part::S(h),
+                    None => Part::DashedIp(ip),
+                };
+                out.push(ptr(DName::zone(&[first, Part::S(key), Part::S("svc")])));
             }
         }
         out

@@ -632,6 +632,123 @@ fn incremental_updates_show_in_the_next_answer() {
     assert!(is_nxdomain(&f.ask("ns.svc.cluster.local.", RecordType::A)));
 }
 
+/// The compact indexes (numeric entry ids, first-value-inline address maps, packed pod records) through
+/// the cases that leave them shared or reused: an address backing two Services, an entry id freed and
+/// handed to a new Service, a slice moving between Services, a mixed-family slice, a pod address shared
+/// by two namespaces and a dual-stack pod.
+#[test]
+fn shared_addresses_and_reused_ids_stay_consistent() {
+    let mut f = fixture();
+    let ptr = |f: &mut Fx, n: &str| {
+        let mut v = rdata(&f.ask(n, RecordType::PTR));
+        v.sort();
+        v
+    };
+    // 10.1.1.1 already backs web; let a second Service share it.
+    f.w.apply_service(&svc("ns", "twin", ServiceKind::Headless, vec![]));
+    f.w.apply_slice(&slice("ns", "twin-1", "twin", vec![], &[("10.1.1.1", Some("T"))]));
+    f.w.publish();
+    assert_eq!(
+        ptr(&mut f, "1.1.1.10.in-addr.arpa."),
+        [
+            "10-1-1-1.web.ns.svc.cluster.local.",
+            "t.twin.ns.svc.cluster.local."
+        ]
+    );
+    // The first owner goes: the second is promoted.
+    f.w.delete_slice("ns", "web-abc");
+    f.w.publish();
+    assert_eq!(
+        ptr(&mut f, "1.1.1.10.in-addr.arpa."),
+        ["t.twin.ns.svc.cluster.local."]
+    );
+    // Remove twin entirely (its id is freed), then a new Service takes that id.
+    f.w.delete_slice("ns", "twin-1");
+    f.w.delete_service("ns", "twin");
+    f.w.apply_service(&svc(
+        "default",
+        "fresh",
+        ServiceKind::ClusterIp(vec![ip("10.0.0.99")]),
+        vec![],
+    ));
+    f.w.publish();
+    let (step, _) = f.raw(
+        &query_bytes("1.1.1.10.in-addr.arpa.", RecordType::PTR, None),
+        false,
+    );
+    assert!(matches!(step, Step::Upstream { .. }), "{step:?}");
+    assert_eq!(
+        ptr(&mut f, "99.0.0.10.in-addr.arpa."),
+        ["fresh.default.svc.cluster.local."]
+    );
+    assert_eq!(
+        ptr(&mut f, "10.0.0.10.in-addr.arpa."),
+        ["web.ns.svc.cluster.local."]
+    );
+    // A slice moves to another Service, with both families in it.
+    f.w.apply_slice(&slice(
+        "ns",
+        "hl-1",
+        "web",
+        vec![port("http", "TCP", 8080)],
+        &[("10.1.0.1", Some("pet-0")), ("fd00::1:2", None)],
+    ));
+    f.w.publish();
+    assert!(is_nxdomain(&f.ask("hl.ns.svc.cluster.local.", RecordType::A)));
+    assert_eq!(
+        ptr(&mut f, "1.0.1.10.in-addr.arpa."),
+        ["pet-0.web.ns.svc.cluster.local."]
+    );
+    assert_eq!(
+        rdata(&f.ask("fd00--1-2.web.ns.svc.cluster.local.", RecordType::AAAA)),
+        ["fd00::1:2"]
+    );
+    f.w.delete_slice("ns", "hl-1");
+    f.w.publish();
+    assert!(is_nxdomain(
+        &f.ask("pet-0.web.ns.svc.cluster.local.", RecordType::A)
+    ));
+    // Pods: one address in two namespaces, then a dual-stack pod changing addresses.
+    f.w.apply_pod("default", "q", &[ip("10.2.0.5")]);
+    f.w.apply_pod("ns", "d", &[ip("10.2.0.7"), ip("fd00::7")]);
+    f.w.publish();
+    for n in ["10-2-0-5.ns", "10-2-0-5.default", "10-2-0-7.ns"] {
+        assert!(
+            !f.ask(&format!("{n}.pod.cluster.local."), RecordType::A)
+                .answers
+                .is_empty(),
+            "{n}"
+        );
+    }
+    assert!(
+        !f.ask("fd00--7.ns.pod.cluster.local.", RecordType::AAAA)
+            .answers
+            .is_empty()
+    );
+    f.w.delete_pod("ns", "p1");
+    f.w.apply_pod("ns", "d", &[ip("10.2.0.8")]);
+    f.w.publish();
+    assert!(is_nxdomain(
+        &f.ask("10-2-0-5.ns.pod.cluster.local.", RecordType::A)
+    ));
+    assert!(
+        !f.ask("10-2-0-5.default.pod.cluster.local.", RecordType::A)
+            .answers
+            .is_empty()
+    );
+    assert!(is_nxdomain(
+        &f.ask("10-2-0-7.ns.pod.cluster.local.", RecordType::A)
+    ));
+    assert!(is_nxdomain(
+        &f.ask("fd00--7.ns.pod.cluster.local.", RecordType::AAAA)
+    ));
+    assert!(
+        !f.ask("10-2-0-8.ns.pod.cluster.local.", RecordType::A)
+            .answers
+            .is_empty()
+    );
+}
+
 fn big_headless(f: &mut Fx, n: usize) {
     let eps: Vec<String> = (0..n)
         .map(|i| format!("10.5.{}.{}", i / 250, i % 250 + 1))
@@ -894,4 +1011,143 @@ fn zone_memory_10k_services_100k_pods() {
     );
     let mut r = w.reader();
     assert_eq!(r.load().service_count(), 10_000);
+}
+
+/// Lookup cost on the zone of `zone_memory_10k_services_100k_pods` (1,000 ClusterIP Services get a
+/// second, headless twin so endpoint scans are timed too): ns per query through the whole packet path
+/// (parse, lookup, encode). Run with
+/// `cargo test --release -p svcnet-dns --lib lookup_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn lookup_timing_10k_services_100k_pods() {
+    let mut w = ZoneWriter::new();
+    for n in 0..100 {
+        w.apply_namespace(&format!("ns-{n}"));
+    }
+    for i in 0..10_000u32 {
+        let ns = format!("ns-{}", i % 100);
+        let name = format!("svc-{i}");
+        let kind = if i % 10 == 0 {
+            ServiceKind::Headless
+        } else {
+            ServiceKind::ClusterIp(vec![IpAddr::V4(Ipv4Addr::from(0x0A60_0000 + i))])
+        };
+        w.apply_service(&svc(&ns, &name, kind, vec![port("http", "TCP", 80)]));
+        let endpoints = (0..10u32)
+            .map(|j| EndpointSpec {
+                ip: IpAddr::V4(Ipv4Addr::from(0x0AF4_0000 + i * 10 + j)),
+                hostname: None,
+            })
+            .collect();
+        w.apply_slice(&SliceSpec {
+            namespace: ns.clone(),
+            name: format!("{name}-abcde"),
+            service: name.clone(),
+            ports: vec![port("http", "TCP", 8080)],
+            endpoints,
+        });
+        for j in 0..10u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0AF4_0000 + i * 10 + j));
+            w.apply_pod(&ns, &format!("{name}-pod-{j}"), &[ip]);
+        }
+    }
+    w.mark_synced();
+    w.publish();
+    let mut r = w.reader();
+    let h = Handler::new(
+        ZoneConfig {
+            zone: "cluster.local".into(),
+            ttl: 5,
+            pods: PodsMode::Verified,
+            ns_addrs: vec![ip("127.0.0.1")],
+        },
+        Vec::new(),
+        Vec::new(),
+        100,
+        Metrics::default(),
+    );
+    let snap = r.load().clone();
+    type Question = Box<dyn Fn(u32) -> (String, RecordType)>;
+    let kinds: [(&str, Question); 5] = [
+        (
+            "A ClusterIP",
+            Box::new(|i| {
+                (
+                    format!("svc-{}.ns-{}.svc.cluster.local.", i * 10 + 1, (i * 10 + 1) % 100),
+                    RecordType::A,
+                )
+            }),
+        ),
+        (
+            "A headless (10 endpoints)",
+            Box::new(|i| {
+                (
+                    format!("svc-{}.ns-{}.svc.cluster.local.", i * 10, (i * 10) % 100),
+                    RecordType::A,
+                )
+            }),
+        ),
+        (
+            "PTR ClusterIP",
+            Box::new(|i| {
+                (
+                    format!("{}.{}.96.10.in-addr.arpa.", (i * 10 + 1) & 255, (i * 10 + 1) >> 8),
+                    RecordType::PTR,
+                )
+            }),
+        ),
+        (
+            "PTR endpoint",
+            Box::new(|i| {
+                (
+                    {
+                        let o = (0x0AF4_0000u32 + i * 97).to_be_bytes();
+                        format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+                    },
+                    RecordType::PTR,
+                )
+            }),
+        ),
+        (
+            "A pod (verified)",
+            Box::new(|i| {
+                let a = 0x0AF4_0000u32 + i * 97;
+                let o = a.to_be_bytes();
+                (
+                    format!(
+                        "{}-{}-{}-{}.ns-{}.pod.cluster.local.",
+                        o[0],
+                        o[1],
+                        o[2],
+                        o[3],
+                        (i * 97 / 10) % 100
+                    ),
+                    RecordType::A,
+                )
+            }),
+        ),
+    ];
+    let mut out = Vec::with_capacity(4096);
+    for (label, q) in &kinds {
+        let pkts: Vec<Vec<u8>> = (0..1000)
+            .map(|i| {
+                let (n, t) = q(i);
+                query_bytes(&n, t, None)
+            })
+            .collect();
+        for p in &pkts {
+            let step = h.local(&snap, p, ip("127.0.0.1"), false, &mut out);
+            assert!(matches!(step, Step::Reply { rcode: 0, .. }), "{label}: {step:?}");
+            assert!(out.len() > 12 + p.len() - 12, "{label}: no answer");
+        }
+        let rounds = 200;
+        let t = std::time::Instant::now();
+        for _ in 0..rounds {
+            for p in &pkts {
+                std::hint::black_box(h.local(&snap, p, ip("127.0.0.1"), false, &mut out));
+            }
+        }
+        let ns = t.elapsed().as_nanos() as f64 / (rounds * pkts.len()) as f64;
+        println!("{label}: {ns:.0} ns/query");
+    }
 }

@@ -10,7 +10,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -76,22 +76,13 @@ pub struct SliceSpec {
     pub endpoints: Vec<EndpointSpec>,
 }
 
-/// A port as stored.
+/// A port as stored. Names and protocols are interned by the writer: a handful of distinct strings
+/// ("http", "TCP") shared by every Service instead of two allocations per port.
 #[derive(Debug)]
 pub(crate) struct Port {
-    pub name: Box<str>,
-    pub protocol: Box<str>,
+    pub name: Arc<str>,
+    pub protocol: Arc<str>,
     pub port: i32,
-}
-
-impl From<&PortSpec> for Port {
-    fn from(p: &PortSpec) -> Self {
-        Port {
-            name: p.name.as_str().into(),
-            protocol: p.protocol.as_str().into(),
-            port: p.port,
-        }
-    }
 }
 
 /// A Service as stored.
@@ -108,17 +99,52 @@ pub(crate) struct Svc {
     pub ports: Box<[Port]>,
 }
 
-#[derive(Debug)]
-pub(crate) struct Endpoint {
+/// One endpoint of a stored slice, as the lookup reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Endpoint<'a> {
     pub ip: IpAddr,
-    pub hostname: Option<Box<str>>,
+    pub hostname: Option<&'a str>,
+}
+
+/// A slice's addresses: 4 bytes each when all are IPv4 (every `addressType: IPv4` slice), instead of
+/// the 17 of an `IpAddr`.
+#[derive(Debug)]
+enum Addrs {
+    V4(Box<[Ipv4Addr]>),
+    Any(Box<[IpAddr]>),
 }
 
 #[derive(Debug)]
 pub(crate) struct Slice {
     pub name: Box<str>,
     pub ports: Box<[Port]>,
-    pub endpoints: Box<[Endpoint]>,
+    addrs: Addrs,
+    /// Parallel to `addrs`; empty (no allocation) when no endpoint has a hostname, the common case.
+    hostnames: Box<[Option<Box<str>>]>,
+}
+
+impl Slice {
+    fn len(&self) -> usize {
+        match &self.addrs {
+            Addrs::V4(a) => a.len(),
+            Addrs::Any(a) => a.len(),
+        }
+    }
+
+    fn ip(&self, i: usize) -> IpAddr {
+        match &self.addrs {
+            Addrs::V4(a) => IpAddr::V4(a[i]),
+            Addrs::Any(a) => a[i],
+        }
+    }
+
+    /// The ready endpoints, in the slice's order.
+    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint<'_>> + '_ {
+        (0..self.len()).map(move |i| Endpoint {
+            ip: self.ip(i),
+            hostname: self.hostnames.get(i).and_then(|h| h.as_deref()),
+        })
+    }
 }
 
 /// Everything under `<name>.<namespace>`: the Service (if it exists) and its slices (which may arrive
@@ -127,22 +153,24 @@ pub(crate) struct Slice {
 pub(crate) struct Entry {
     /// `<name>.<namespace>`, exactly the labels a query carries before `.svc.<zone>`.
     pub key: Arc<str>,
-    name_len: usize,
+    name_len: u32,
+    /// The entry's number in the address indexes ([`Snapshot::by_id`]); reused after removal.
+    id: u32,
     pub svc: Option<Arc<Svc>>,
     pub slices: Box<[Arc<Slice>]>,
 }
 
 impl Entry {
     pub fn name(&self) -> &str {
-        &self.key[..self.name_len]
+        &self.key[..self.name_len as usize]
     }
     pub fn namespace(&self) -> &str {
-        &self.key[self.name_len + 1..]
+        &self.key[self.name_len as usize + 1..]
     }
     fn endpoint_ips(&self) -> HashSet<IpAddr> {
         self.slices
             .iter()
-            .flat_map(|s| s.endpoints.iter().map(|e| e.ip))
+            .flat_map(|s| s.endpoints().map(|e| e.ip))
             .collect()
     }
     fn cluster_ips(&self) -> &[IpAddr] {
@@ -199,6 +227,32 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
     }
 }
 
+/// Entries per chunk of [`IdTable`].
+const ID_CHUNK: usize = 256;
+
+/// Entries by their numeric id: fixed-size chunks behind `Arc`s, indexed directly (no hashing);
+/// cloning it is one reference count per chunk, writing clones one chunk at most. Ids are reused, so
+/// the table stays dense.
+#[derive(Clone, Default)]
+pub(crate) struct IdTable {
+    chunks: Vec<Arc<[Option<Arc<Entry>>; ID_CHUNK]>>,
+}
+
+impl IdTable {
+    pub fn get(&self, id: u32) -> Option<&Arc<Entry>> {
+        let id = id as usize;
+        self.chunks.get(id / ID_CHUNK)?[id % ID_CHUNK].as_ref()
+    }
+
+    fn set(&mut self, id: u32, e: Option<Arc<Entry>>) {
+        let id = id as usize;
+        while self.chunks.len() <= id / ID_CHUNK {
+            self.chunks.push(Arc::new(std::array::from_fn(|_| None)));
+        }
+        Arc::make_mut(&mut self.chunks[id / ID_CHUNK])[id % ID_CHUNK] = e;
+    }
+}
+
 /// A map by address, one sharded map per family so IPv4 keys take 4 bytes, not 16.
 pub(crate) struct IpIndex<V> {
     v4: Sharded<u32, V>,
@@ -250,27 +304,53 @@ impl<V: Clone> IpIndex<V> {
     }
 }
 
-/// The Services an endpoint address belongs to; almost always one.
-#[derive(Clone, Debug)]
-pub(crate) enum Owners {
-    One(Arc<str>),
-    Many(Box<[Arc<str>]>),
+/// A multimap by address where almost every address has one value: the first value sits inline in
+/// a small slot (`first`), the rare others in a side index (`rest`), so the common case pays neither
+/// an enum tag nor a heap pointer.
+pub(crate) struct IpMulti<V> {
+    first: IpIndex<V>,
+    rest: IpIndex<Box<[V]>>,
 }
 
-impl Owners {
-    pub fn as_slice(&self) -> &[Arc<str>] {
-        match self {
-            Owners::One(k) => std::slice::from_ref(k),
-            Owners::Many(ks) => ks,
+impl<V> Clone for IpMulti<V> {
+    fn clone(&self) -> Self {
+        IpMulti {
+            first: self.first.clone(),
+            rest: self.rest.clone(),
         }
     }
 }
 
-/// Pods using an address, by namespace id and count; almost always one pod.
-#[derive(Clone, Debug)]
-pub(crate) enum PodNs {
-    One(u32, u32),
-    Many(Box<[(u32, u32)]>),
+impl<V: Copy> IpMulti<V> {
+    fn new() -> Self {
+        IpMulti {
+            first: IpIndex::new(),
+            rest: IpIndex::new(),
+        }
+    }
+
+    /// Every value at `ip`, first in. The side index is only consulted when the caller reads past
+    /// the first value (`any` on a one-value address costs one lookup).
+    pub fn get(&self, ip: IpAddr) -> impl Iterator<Item = V> + '_ {
+        let first = self.first.get(ip).copied();
+        let rest = first
+            .map(|_| ())
+            .into_iter()
+            .flat_map(move |()| self.rest.get(ip).into_iter().flat_map(|r| r.iter().copied()));
+        first.into_iter().chain(rest)
+    }
+
+    /// Edits the values at `ip` as a list (emptied: the address is removed).
+    fn update(&mut self, ip: IpAddr, f: impl FnOnce(&mut Vec<V>)) {
+        let mut list: Vec<V> = self.get(ip).collect();
+        let had_rest = list.len() > 1;
+        f(&mut list);
+        self.first.update(ip, |_| list.first().copied());
+        if had_rest || list.len() > 1 {
+            self.rest
+                .update(ip, |_| (list.len() > 1).then(|| list[1..].into()));
+        }
+    }
 }
 
 /// One published state of the zone.
@@ -281,14 +361,18 @@ pub struct Snapshot {
     /// The SOA serial: the Unix time of the last change.
     pub(crate) serial: u32,
     pub(crate) entries: Sharded<Arc<str>, Arc<Entry>>,
-    /// ClusterIP → the Service's key (ClusterIPs are unique).
+    /// The same entries by their numeric id: the address indexes hold 4-byte ids, not names.
+    pub(crate) by_id: IdTable,
+    /// ClusterIP → the Service's key (ClusterIPs are unique). The name itself, not an id: only one per
+    /// Service, and a ClusterIP PTR then needs no second lookup.
     pub(crate) cluster_ips: IpIndex<Arc<str>>,
-    /// Endpoint address → the keys of the Services it backs.
-    pub(crate) endpoint_ips: IpIndex<Owners>,
+    /// Endpoint address → the entry ids of the Services it backs.
+    pub(crate) endpoint_ips: IpMulti<u32>,
     pub(crate) namespaces: Arc<HashSet<Box<str>>>,
     /// Namespace name → the id the pod index uses.
     pub(crate) ns_ids: Arc<HashMap<Box<str>, u32>>,
-    pub(crate) pods: IpIndex<PodNs>,
+    /// Pod address → (namespace id, number of pods of that namespace using it).
+    pub(crate) pods: IpMulti<(u32, u32)>,
 }
 
 impl Snapshot {
@@ -297,11 +381,12 @@ impl Snapshot {
             synced: false,
             serial: now_serial(),
             entries: Sharded::new(),
+            by_id: IdTable::default(),
             cluster_ips: IpIndex::new(),
-            endpoint_ips: IpIndex::new(),
+            endpoint_ips: IpMulti::new(),
             namespaces: Arc::default(),
             ns_ids: Arc::default(),
-            pods: IpIndex::new(),
+            pods: IpMulti::new(),
         }
     }
 
@@ -310,11 +395,12 @@ impl Snapshot {
         let Some(&id) = self.ns_ids.get(ns) else {
             return false;
         };
-        match self.pods.get(ip) {
-            Some(PodNs::One(n, _)) => *n == id,
-            Some(PodNs::Many(list)) => list.iter().any(|(n, _)| *n == id),
-            None => false,
-        }
+        self.pods.get(ip).any(|(n, _)| n == id)
+    }
+
+    /// The entry with this id.
+    pub(crate) fn entry_by_id(&self, id: u32) -> Option<&Arc<Entry>> {
+        self.by_id.get(id)
     }
 
     /// Number of Services.
@@ -379,21 +465,29 @@ impl ZoneReader {
     }
 }
 
-/// Pod bookkeeping the writer alone needs: which addresses a pod holds, to undo them later.
-#[derive(Clone, PartialEq, Eq)]
-struct PodRec {
-    ns: u32,
-    v4: Option<std::net::Ipv4Addr>,
-    /// Boxed: rare, and 8 bytes instead of 17 for every IPv4-only pod.
-    v6: Option<Box<std::net::Ipv6Addr>>,
-}
+/// Pod bookkeeping the writer alone needs: which addresses a pod holds, to undo them later. Packed
+/// into 8 bytes: namespace id (bits 0..31), whether it has an IPv4 address (bit 31), the IPv4 address
+/// (bits 32..64). A pod's IPv6 address, rarer, is kept in a separate map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PodRec(u64);
 
 impl PodRec {
-    fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.v4
-            .map(IpAddr::V4)
-            .into_iter()
-            .chain(self.v6.as_deref().map(|v6| IpAddr::V6(*v6)))
+    const HAS_V4: u64 = 1 << 31;
+
+    fn new(ns: u32, v4: Option<Ipv4Addr>) -> Self {
+        let ns = u64::from(ns) & (Self::HAS_V4 - 1);
+        PodRec(match v4 {
+            Some(v4) => ns | Self::HAS_V4 | u64::from(u32::from(v4)) << 32,
+            None => ns,
+        })
+    }
+
+    fn ns(self) -> u32 {
+        (self.0 & (Self::HAS_V4 - 1)) as u32
+    }
+
+    fn v4(self) -> Option<Ipv4Addr> {
+        (self.0 & Self::HAS_V4 != 0).then(|| Ipv4Addr::from((self.0 >> 32) as u32))
     }
 }
 
@@ -403,12 +497,20 @@ pub struct ZoneWriter {
     shared: Arc<Shared>,
     next: Snapshot,
     dirty: bool,
-    /// EndpointSlice (`namespace/name`) → the entry key it was filed under.
-    slice_owner: HashMap<String, Arc<str>>,
-    /// Pod (hash of `namespace/name`, see [`pod_id`]) → its addresses. A hash, not the name, keeps this
-    /// map small at 100k pods; two pods colliding in 64 bits is not a practical concern.
+    /// EndpointSlice (`namespace/name`) → the id of the entry it was filed under.
+    slice_owner: HashMap<Box<str>, u32>,
+    /// Pod (hash of `namespace/name`, see [`pod_id`]) → its namespace and IPv4 address. A hash, not the
+    /// name, keeps this map small at 100k pods; two pods colliding in 64 bits is not a practical concern.
     pods: HashMap<u64, PodRec>,
+    /// The IPv6 address of the pods that have one.
+    pods_v6: HashMap<u64, Ipv6Addr>,
     ns_names: Vec<Arc<str>>,
+    /// Entry ids: the next never used, and those freed by removed entries.
+    next_id: u32,
+    free_ids: Vec<u32>,
+    /// Port names and protocols in use (see [`Port`]); unused ones are dropped as the set grows.
+    interned: HashSet<Arc<str>>,
+    prune_at: usize,
 }
 
 impl Default for ZoneWriter {
@@ -430,7 +532,12 @@ impl ZoneWriter {
             dirty: false,
             slice_owner: HashMap::new(),
             pods: HashMap::new(),
+            pods_v6: HashMap::new(),
             ns_names: Vec::new(),
+            next_id: 0,
+            free_ids: Vec::new(),
+            interned: HashSet::new(),
+            prune_at: 64,
         }
     }
 
@@ -478,9 +585,46 @@ impl ZoneWriter {
         format!("{name}.{namespace}").into()
     }
 
-    /// Replaces the entry at `key` (None removes it) and keeps the reverse indexes in step.
-    fn put_entry(&mut self, key: &Arc<str>, new: Option<Entry>) {
+    /// The shared copy of `s`.
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.interned.get(s) {
+            return a.clone();
+        }
+        if self.interned.len() >= self.prune_at {
+            // Only this set holds them: no Service or slice uses them any more.
+            self.interned.retain(|a| Arc::strong_count(a) > 1);
+            self.prune_at = (self.interned.len() * 2).max(64);
+        }
+        let a: Arc<str> = s.into();
+        self.interned.insert(a.clone());
+        a
+    }
+
+    fn ports(&mut self, ports: &[PortSpec]) -> Box<[Port]> {
+        ports
+            .iter()
+            .map(|p| Port {
+                name: self.intern(&p.name),
+                protocol: self.intern(&p.protocol),
+                port: p.port,
+            })
+            .collect()
+    }
+
+    /// Replaces the entry at `key` (None removes it) and keeps the id and address indexes in step.
+    fn put_entry(&mut self, key: &Arc<str>, mut new: Option<Entry>) {
         let old = self.next.entries.get(&**key).cloned();
+        let id = match (&old, &new) {
+            (Some(o), _) => o.id,
+            (None, Some(_)) => self.free_ids.pop().unwrap_or_else(|| {
+                self.next_id += 1;
+                self.next_id - 1
+            }),
+            (None, None) => return,
+        };
+        if let Some(n) = &mut new {
+            n.id = id;
+        }
         let (old_cips, old_eps) = match &old {
             Some(e) => (e.cluster_ips().to_vec(), e.endpoint_ips()),
             None => (Vec::new(), HashSet::new()),
@@ -497,36 +641,27 @@ impl ZoneWriter {
             self.next.cluster_ips.update(*ip, |_| Some(key.clone()));
         }
         for ip in old_eps.difference(&new_eps) {
-            self.next.endpoint_ips.update(*ip, |o| {
-                let rest: Vec<Arc<str>> = o?.as_slice().iter().filter(|o| ***o != **key).cloned().collect();
-                match rest.len() {
-                    0 => None,
-                    1 => Some(Owners::One(rest[0].clone())),
-                    _ => Some(Owners::Many(rest.into())),
-                }
-            });
+            self.next
+                .endpoint_ips
+                .update(*ip, |owners| owners.retain(|o| *o != id));
         }
         for ip in new_eps.difference(&old_eps) {
-            self.next.endpoint_ips.update(*ip, |o| {
-                Some(match o {
-                    None => Owners::One(key.clone()),
-                    Some(o) => {
-                        let mut v = o.as_slice().to_vec();
-                        v.push(key.clone());
-                        Owners::Many(v.into())
-                    }
-                })
-            });
+            self.next.endpoint_ips.update(*ip, |owners| owners.push(id));
         }
         let shard = self.next.entries.shard_mut(&**key);
-        match new {
+        let by_id = match new {
             Some(e) => {
-                shard.insert(key.clone(), Arc::new(e));
+                let e = Arc::new(e);
+                shard.insert(key.clone(), e.clone());
+                Some(e)
             }
             None => {
                 shard.remove(&**key);
+                self.free_ids.push(id);
+                None
             }
-        }
+        };
+        self.next.by_id.set(id, by_id);
         self.dirty = true;
     }
 
@@ -550,7 +685,7 @@ impl ZoneWriter {
         };
         let svc = Arc::new(Svc {
             kind,
-            ports: spec.ports.iter().map(Port::from).collect(),
+            ports: self.ports(&spec.ports),
         });
         let slices = self
             .next
@@ -560,7 +695,8 @@ impl ZoneWriter {
             .unwrap_or_default();
         let entry = Entry {
             key: key.clone(),
-            name_len: spec.name.len(),
+            name_len: spec.name.len() as u32,
+            id: 0, // set by put_entry
             svc: Some(svc),
             slices,
         };
@@ -575,38 +711,58 @@ impl ZoneWriter {
         };
         let new = (!old.slices.is_empty()).then(|| Entry {
             key: key.clone(),
-            name_len: name.len(),
+            name_len: old.name_len,
+            id: old.id,
             svc: None,
             slices: old.slices.clone(),
         });
         self.put_entry(&key, new);
     }
 
+    fn slice(&mut self, spec: &SliceSpec) -> Slice {
+        let eps = &spec.endpoints;
+        let addrs = if eps.iter().all(|e| e.ip.is_ipv4()) {
+            Addrs::V4(
+                eps.iter()
+                    .filter_map(|e| match e.ip {
+                        IpAddr::V4(v4) => Some(v4),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect(),
+            )
+        } else {
+            Addrs::Any(eps.iter().map(|e| e.ip).collect())
+        };
+        let hostname = |e: &EndpointSpec| {
+            e.hostname
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.to_ascii_lowercase().into_boxed_str())
+        };
+        let hostnames = if eps.iter().any(|e| hostname(e).is_some()) {
+            eps.iter().map(hostname).collect()
+        } else {
+            Box::default()
+        };
+        Slice {
+            name: spec.name.as_str().into(),
+            ports: self.ports(&spec.ports),
+            addrs,
+            hostnames,
+        }
+    }
+
     /// Adds or replaces an EndpointSlice.
     pub fn apply_slice(&mut self, spec: &SliceSpec) {
         let id = format!("{}/{}", spec.namespace, spec.name);
-        if let Some(prev) = self.slice_owner.get(&id).cloned()
-            && *prev != *Self::key(&spec.namespace, &spec.service)
+        if let Some(prev) = self.slice_owner.get(&*id).and_then(|o| self.next.entry_by_id(*o))
+            && *prev.key != *Self::key(&spec.namespace, &spec.service)
         {
+            let prev = prev.key.clone();
             self.remove_slice_from(&prev, &spec.name);
         }
         let key = self.existing_key(&spec.namespace, &spec.service);
-        let slice = Arc::new(Slice {
-            name: spec.name.as_str().into(),
-            ports: spec.ports.iter().map(Port::from).collect(),
-            endpoints: spec
-                .endpoints
-                .iter()
-                .map(|e| Endpoint {
-                    ip: e.ip,
-                    hostname: e
-                        .hostname
-                        .as_deref()
-                        .filter(|h| !h.is_empty())
-                        .map(|h| h.to_ascii_lowercase().into()),
-                })
-                .collect(),
-        });
+        let slice = Arc::new(self.slice(spec));
         let (svc, mut slices) = match self.next.entries.get(&*key) {
             Some(e) => (e.svc.clone(), e.slices.to_vec()),
             None => (None, Vec::new()),
@@ -615,12 +771,15 @@ impl ZoneWriter {
         slices.push(slice);
         let entry = Entry {
             key: key.clone(),
-            name_len: spec.service.len(),
+            name_len: spec.service.len() as u32,
+            id: 0, // set by put_entry
             svc,
             slices: slices.into(),
         };
-        self.slice_owner.insert(id, key.clone());
         self.put_entry(&key, Some(entry));
+        if let Some(e) = self.next.entries.get(&*key) {
+            self.slice_owner.insert(id.into(), e.id);
+        }
     }
 
     fn remove_slice_from(&mut self, key: &Arc<str>, slice: &str) {
@@ -631,6 +790,7 @@ impl ZoneWriter {
         let new = (e.svc.is_some() || !slices.is_empty()).then(|| Entry {
             key: key.clone(),
             name_len: e.name_len,
+            id: e.id,
             svc: e.svc.clone(),
             slices: slices.into(),
         });
@@ -639,7 +799,11 @@ impl ZoneWriter {
 
     /// Removes an EndpointSlice.
     pub fn delete_slice(&mut self, namespace: &str, name: &str) {
-        if let Some(key) = self.slice_owner.remove(&format!("{namespace}/{name}")) {
+        let owner = self.slice_owner.remove(&*format!("{namespace}/{name}"));
+        if let Some(key) = owner
+            .and_then(|o| self.next.entry_by_id(o))
+            .map(|e| e.key.clone())
+        {
             self.remove_slice_from(&key, name);
         }
     }
@@ -671,59 +835,56 @@ impl ZoneWriter {
     }
 
     fn pod_ip(&mut self, ip: IpAddr, ns: u32, add: bool) {
-        self.next.pods.update(ip, |old| {
-            let mut list: Vec<(u32, u32)> = match old {
-                None => Vec::new(),
-                Some(PodNs::One(n, c)) => vec![(n, c)],
-                Some(PodNs::Many(l)) => l.into_vec(),
-            };
-            match list.iter_mut().position(|(n, _)| *n == ns) {
+        self.next
+            .pods
+            .update(ip, |list| match list.iter().position(|(n, _)| *n == ns) {
                 Some(i) if add => list[i].1 += 1,
                 Some(i) => {
                     list[i].1 -= 1;
                     if list[i].1 == 0 {
-                        list.swap_remove(i);
+                        list.remove(i);
                     }
                 }
                 None if add => list.push((ns, 1)),
                 None => {}
-            }
-            match list.len() {
-                0 => None,
-                1 => Some(PodNs::One(list[0].0, list[0].1)),
-                _ => Some(PodNs::Many(list.into())),
-            }
-        });
+            });
         self.dirty = true;
+    }
+
+    fn pod_ips(rec: PodRec, v6: Option<Ipv6Addr>) -> impl Iterator<Item = IpAddr> {
+        rec.v4().map(IpAddr::V4).into_iter().chain(v6.map(IpAddr::V6))
     }
 
     /// A Pod with these addresses (at most one per family is kept; empty while it has none).
     pub fn apply_pod(&mut self, namespace: &str, name: &str, ips: &[IpAddr]) {
         let id = pod_id(namespace, name);
         let ns = self.ns_id(namespace);
-        let rec = PodRec {
-            ns,
-            v4: ips.iter().find_map(|ip| match ip {
-                IpAddr::V4(v4) => Some(*v4),
-                _ => None,
-            }),
-            v6: ips.iter().find_map(|ip| match ip {
-                IpAddr::V6(v6) => Some(Box::new(*v6)),
-                _ => None,
-            }),
-        };
-        if let Some(old) = self.pods.get(&id).cloned() {
-            if old == rec {
+        let v4 = ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            _ => None,
+        });
+        let v6 = ips.iter().find_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            _ => None,
+        });
+        let rec = PodRec::new(ns, v4);
+        if let Some(old) = self.pods.get(&id).copied() {
+            let old_v6 = self.pods_v6.get(&id).copied();
+            if old == rec && old_v6 == v6 {
                 return;
             }
-            for ip in old.ips() {
-                self.pod_ip(ip, old.ns, false);
+            for ip in Self::pod_ips(old, old_v6) {
+                self.pod_ip(ip, old.ns(), false);
             }
         }
-        for ip in rec.ips().collect::<Vec<_>>() {
+        for ip in Self::pod_ips(rec, v6) {
             self.pod_ip(ip, ns, true);
         }
         self.pods.insert(id, rec);
+        match v6 {
+            Some(v6) => self.pods_v6.insert(id, v6),
+            None => self.pods_v6.remove(&id),
+        };
     }
 
     /// A Pod is gone.
@@ -734,8 +895,9 @@ impl ZoneWriter {
     /// A Pod is gone, by [`pod_id`].
     pub fn delete_pod_id(&mut self, id: u64) {
         if let Some(old) = self.pods.remove(&id) {
-            for ip in old.ips() {
-                self.pod_ip(ip, old.ns, false);
+            let old_v6 = self.pods_v6.remove(&id);
+            for ip in Self::pod_ips(old, old_v6) {
+                self.pod_ip(ip, old.ns(), false);
             }
         }
     }
@@ -752,7 +914,7 @@ impl ZoneWriter {
 
     /// Keys (`namespace/name`) of every EndpointSlice held.
     pub fn slice_ids(&self) -> Vec<String> {
-        self.slice_owner.keys().cloned().collect()
+        self.slice_owner.keys().map(|k| k.to_string()).collect()
     }
 
     /// Names of every Namespace held.

@@ -1,6 +1,7 @@
 //! Fuzz target: arbitrary bytes into the DNS server's query path (parse, lookup, answer), over UDP and
 //! TCP limits, against a small zone with every kind of record. It must never panic, and every answer
-//! must carry the query's id. Run with `cargo fuzz run query` from `crates/svcnet-dns/fuzz`.
+//! must carry the query's id. Run with `cargo +nightly fuzz run query` from `crates/svcnet-dns/fuzz`;
+//! see `README.md` there for the last run's result.
 
 #![no_main]
 
