@@ -1,0 +1,442 @@
+//! [`UserspaceBackend`]: the control side. Turns service-port changes into listeners and published views.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use socket2::{Domain, Socket, Type};
+use svcnet_dataplane::{
+    Backend, BackendError, Balance, Change, Endpoint, FrontendKind, Protocol, ServicePort, ServicePortName,
+};
+use tokio::runtime::{Handle, Runtime};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::endpoints::{EndpointSet, EpState};
+use crate::metrics::ProxyMetrics;
+use crate::port::{PortShared, PortView, Settings};
+use crate::{ProxyConfig, ProxyError, tcp, udp};
+
+/// The userspace data plane: an L4 proxy listening on every frontend of every service port.
+///
+/// Calls to [`Backend::apply`]/[`Backend::sync_all`] bind and close listeners synchronously, on the
+/// caller's thread; connections are served by the backend's own runtime. A listener that cannot be bound
+/// does not stop the rest of the batch: it is logged with its service port, counted in
+/// `svcnet_proxy_bind_errors_total`, reported in the call's error (after everything else was applied)
+/// and tried again by the next call that touches the port, and by every `sync_all`.
+///
+/// Dropping the backend closes every listener and stops the runtime, ending open connections.
+pub struct UserspaceBackend {
+    settings: Arc<Settings>,
+    balance: Balance,
+    node_addresses: Vec<IpAddr>,
+    backlog: i32,
+    freebind: bool,
+    metrics: ProxyMetrics,
+    ports: HashMap<ServicePortName, PortEntry>,
+    /// SCTP ports already logged as skipped.
+    sctp_skipped: HashSet<ServicePortName>,
+    rt: ProxyRuntime,
+}
+
+/// The proxy's own runtime.
+///
+/// With one worker it is a current-thread runtime driven by a dedicated thread: the same isolation, and a
+/// cheaper scheduler than a one-worker multi-thread runtime (no work-stealing bookkeeping on every wake).
+enum ProxyRuntime {
+    Multi(Option<Runtime>),
+    Single {
+        handle: Handle,
+        /// Dropping it ends the thread's `block_on`; the runtime and its tasks are then dropped there.
+        _stop: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+impl ProxyRuntime {
+    fn new(workers: usize) -> io::Result<ProxyRuntime> {
+        if workers > 1 {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("svcnet-proxy")
+                .enable_all()
+                .build()?;
+            return Ok(ProxyRuntime::Multi(Some(rt)));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("svcnet-proxy".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(ProxyRuntime::Single { handle, _stop: stop })
+    }
+
+    fn handle(&self) -> &Handle {
+        match self {
+            ProxyRuntime::Multi(rt) => rt.as_ref().expect("present until drop").handle(),
+            ProxyRuntime::Single { handle, .. } => handle,
+        }
+    }
+}
+
+impl Drop for ProxyRuntime {
+    fn drop(&mut self) {
+        if let ProxyRuntime::Multi(rt) = self
+            && let Some(rt) = rt.take()
+        {
+            // Not `drop(rt)`: that blocks, and panics when the caller is itself inside a runtime.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One service port as programmed.
+struct PortEntry {
+    shared: Arc<PortShared>,
+    listeners: HashMap<(SocketAddr, Protocol), Listener>,
+    /// Live endpoint state by address, shared by the internal and external sets and kept across updates.
+    endpoints: HashMap<SocketAddr, Arc<EpState>>,
+}
+
+/// A listening socket served by a task on the proxy runtime.
+struct Listener {
+    kind: FrontendKind,
+    task: JoinHandle<()>,
+    /// A duplicate of a TCP listening socket, to stop it listening synchronously on close (the task is
+    /// only dropped when a worker next gets to it).
+    control: Option<Socket>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(s) = &self.control {
+            // shutdown(2) on a listening TCP socket stops it listening: new connections are refused from
+            // now on, and the address can be bound again at once.
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.task.abort();
+    }
+}
+
+impl UserspaceBackend {
+    /// Starts the proxy runtime and registers the metrics in `registry`. No listener is opened until the
+    /// first [`Backend::sync_all`] or [`Backend::apply`].
+    pub fn new(config: ProxyConfig, registry: &mut Registry) -> Result<UserspaceBackend, ProxyError> {
+        Self::with_metrics(config, ProxyMetrics::new(registry))
+    }
+
+    /// Like [`UserspaceBackend::new`], with metric families created (and registered) by the caller.
+    pub fn with_metrics(config: ProxyConfig, metrics: ProxyMetrics) -> Result<UserspaceBackend, ProxyError> {
+        if config.workers == 0 {
+            return Err(ProxyError::Config("workers must be at least 1".into()));
+        }
+        let rt = ProxyRuntime::new(config.workers)?;
+        Ok(UserspaceBackend {
+            settings: Arc::new(Settings {
+                connect_timeout: config.connect_timeout,
+                connect_attempts: config.connect_attempts.max(1),
+                backoff_ms: config.endpoint_backoff.as_millis() as u64,
+                udp_idle_ms: config.udp_idle_timeout.as_millis().max(1) as u64,
+                udp_max_flows: config.udp_max_flows.max(1),
+                local_addrs: config.node_addresses.clone(),
+                splice: config.splice,
+                pipe_size: config.pipe_size,
+            }),
+            balance: config.balance,
+            node_addresses: config.node_addresses,
+            backlog: config.backlog,
+            freebind: config.freebind,
+            metrics,
+            ports: HashMap::new(),
+            sctp_skipped: HashSet::new(),
+            rt,
+        })
+    }
+
+    /// Service ports programmed (SCTP ones are skipped and not counted).
+    pub fn port_count(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// Listening sockets open, over all ports.
+    pub fn listener_count(&self) -> usize {
+        self.ports.values().map(|p| p.listeners.len()).sum()
+    }
+
+    /// The addresses a service port listens on now (TCP or UDP per its protocol), sorted.
+    pub fn listening_on(&self, name: &ServicePortName) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self
+            .ports
+            .get(name)
+            .map(|p| p.listeners.keys().map(|(a, _)| *a).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Programs one port; returns the listeners that could not be bound.
+    fn upsert(&mut self, sp: &ServicePort) -> Vec<String> {
+        if sp.name.protocol == Protocol::Sctp {
+            if self.sctp_skipped.insert(sp.name.clone()) {
+                info!(service = %sp.name, "SCTP is not proxied in userspace; port skipped");
+            }
+            return vec![];
+        }
+        let balance = sp.balance.unwrap_or(self.balance);
+        let metrics = self.metrics.clone();
+        let settings = self.settings.clone();
+        let entry = self.ports.entry(sp.name.clone()).or_insert_with(|| {
+            let pm = metrics.port(&sp.name);
+            let empty = Arc::new(EndpointSet::new(vec![], balance));
+            PortEntry {
+                shared: Arc::new(PortShared {
+                    view: ArcSwap::from_pointee(PortView {
+                        balance,
+                        affinity_ms: None,
+                        source_ranges: vec![],
+                        internal: empty.clone(),
+                        external: empty,
+                    }),
+                    affinity: Default::default(),
+                    metrics: pm,
+                    settings,
+                }),
+                listeners: HashMap::new(),
+                endpoints: HashMap::new(),
+            }
+        });
+
+        // Endpoint state: keep what stays (active counts, back-offs), add what is new, drop what went.
+        let wanted: HashSet<SocketAddr> = sp
+            .internal_endpoints
+            .iter()
+            .chain(&sp.external_endpoints)
+            .map(Endpoint::addr)
+            .collect();
+        let pm = &entry.shared.metrics;
+        entry.endpoints.retain(|addr, _| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                metrics.remove_endpoint(pm, *addr);
+            }
+            keep
+        });
+        for addr in &wanted {
+            entry
+                .endpoints
+                .entry(*addr)
+                .or_insert_with(|| Arc::new(EpState::new(*addr, metrics.endpoint(pm, *addr))));
+        }
+        let old = entry.shared.view.load_full();
+        let build = |list: &[Endpoint], old: &Arc<EndpointSet>| -> Arc<EndpointSet> {
+            let mut seen = HashSet::new();
+            let addrs: Vec<SocketAddr> = list
+                .iter()
+                .map(Endpoint::addr)
+                .filter(|a| seen.insert(*a))
+                .collect();
+            if old.suits(balance) && old.addrs().eq(addrs.iter().copied()) {
+                // Unchanged: keep the set (and its Maglev table and round-robin position).
+                return old.clone();
+            }
+            let eps = addrs.iter().map(|a| entry.endpoints[a].clone()).collect();
+            Arc::new(EndpointSet::new(eps, balance))
+        };
+        let internal = build(&sp.internal_endpoints, &old.internal);
+        let external = if sp.external_endpoints == sp.internal_endpoints {
+            internal.clone()
+        } else {
+            build(&sp.external_endpoints, &old.external)
+        };
+        entry.shared.view.store(Arc::new(PortView {
+            balance,
+            affinity_ms: sp.affinity_timeout.map(|t| t.as_millis() as u64),
+            source_ranges: sp.load_balancer_source_ranges.clone(),
+            internal,
+            external,
+        }));
+
+        // Listeners: close what is no longer a frontend, open what is missing (or failed before).
+        let mut want: HashMap<(SocketAddr, Protocol), FrontendKind> = HashMap::new();
+        for fe in sp.frontends() {
+            let ips: Vec<IpAddr> = match fe.ip {
+                Some(ip) => vec![ip],
+                None => self.node_addresses.clone(),
+            };
+            for ip in ips {
+                want.entry((SocketAddr::new(ip, fe.port), sp.name.protocol))
+                    .or_insert(fe.kind);
+            }
+        }
+        entry.listeners.retain(|key, l| want.get(key) == Some(&l.kind));
+        let mut failed = vec![];
+        let shared = entry.shared.clone();
+        let rt = self.rt.handle();
+        for (key, kind) in want {
+            if entry.listeners.contains_key(&key) {
+                continue;
+            }
+            match listen(rt, key.0, key.1, kind, &shared, self.backlog, self.freebind) {
+                Ok(l) => {
+                    debug!(service = %sp.name, addr = %key.0, protocol = %key.1, "listening");
+                    entry.listeners.insert(key, l);
+                }
+                Err(e) => {
+                    warn!(service = %sp.name, addr = %key.0, protocol = %key.1, error = %e, "cannot listen");
+                    shared.metrics.bind_errors.inc();
+                    failed.push(format!("{} {}/{}: {e}", sp.name, key.0, key.1.lower()));
+                }
+            }
+        }
+        failed
+    }
+
+    fn remove(&mut self, name: &ServicePortName) {
+        self.sctp_skipped.remove(name);
+        if let Some(entry) = self.ports.remove(name) {
+            for addr in entry.endpoints.keys() {
+                self.metrics.remove_endpoint(&entry.shared.metrics, *addr);
+            }
+            self.metrics.remove_port(name);
+            debug!(service = %name, "closed");
+        }
+    }
+
+    fn result(failed: Vec<String>) -> Result<(), BackendError> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<_> = failed.iter().take(5).cloned().collect();
+        let more = failed.len().saturating_sub(shown.len());
+        Err(BackendError {
+            backend: "userspace",
+            message: format!(
+                "{} listener(s) not bound (everything else applied; retried at the next sync): {}{}",
+                failed.len(),
+                shown.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        })
+    }
+}
+
+/// Binds one frontend and starts serving it on the proxy runtime.
+fn listen(
+    rt: &Handle,
+    addr: SocketAddr,
+    protocol: Protocol,
+    kind: FrontendKind,
+    shared: &Arc<PortShared>,
+    backlog: i32,
+    freebind: bool,
+) -> io::Result<Listener> {
+    let ty = if protocol == Protocol::Udp {
+        Type::DGRAM
+    } else {
+        Type::STREAM
+    };
+    let s = Socket::new(Domain::for_address(addr), ty, None)?;
+    // Reuse so that a listener closed a moment ago (or its TIME_WAIT connections) never blocks a rebind.
+    // TCP only: on Linux SO_REUSEADDR lets a second UDP socket bind the very same address and steal its
+    // datagrams, so a second proxy on the machine would silently split a UDP Service with this one.
+    if protocol != Protocol::Udp {
+        s.set_reuse_address(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if freebind {
+        if addr.is_ipv6() {
+            s.set_freebind_v6(true)?;
+        } else {
+            s.set_freebind_v4(true)?;
+        }
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    // Entering the runtime lets tokio register the socket with the proxy's reactor, not the caller's.
+    let _enter = rt.enter();
+    let shared = shared.clone();
+    if protocol == Protocol::Udp {
+        let sock = tokio::net::UdpSocket::from_std(s.into())?;
+        let task = rt.spawn(udp::serve(sock, shared, kind));
+        Ok(Listener {
+            kind,
+            task,
+            control: None,
+        })
+    } else {
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux), which saves a setsockopt per
+        // connection.
+        s.set_tcp_nodelay(true)?;
+        s.listen(backlog)?;
+        let control = s.try_clone()?;
+        let l = tokio::net::TcpListener::from_std(s.into())?;
+        let task = rt.spawn(tcp::serve(l, shared, kind));
+        Ok(Listener {
+            kind,
+            task,
+            control: Some(control),
+        })
+    }
+}
+
+impl Backend for UserspaceBackend {
+    fn name(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<(), BackendError> {
+        let mut failed = vec![];
+        for c in changes {
+            match c {
+                Change::Upsert { new, .. } => failed.extend(self.upsert(new)),
+                Change::Remove(old) => self.remove(&old.name),
+            }
+        }
+        Self::result(failed)
+    }
+
+    fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), BackendError> {
+        let keep: HashSet<&ServicePortName> = ports.iter().map(|p| &p.name).collect();
+        let gone: Vec<ServicePortName> = self.ports.keys().filter(|n| !keep.contains(n)).cloned().collect();
+        for name in gone {
+            self.remove(&name);
+        }
+        self.sctp_skipped.retain(|n| keep.contains(n));
+        let mut failed = vec![];
+        for p in ports {
+            failed.extend(self.upsert(p));
+        }
+        Self::result(failed)
+    }
+}
+
+impl Drop for UserspaceBackend {
+    fn drop(&mut self) {
+        // Listeners first (they stop listening at once), then the runtime (field drop order).
+        self.ports.clear();
+    }
+}
+
+impl std::fmt::Debug for UserspaceBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserspaceBackend")
+            .field("ports", &self.ports.len())
+            .field("listeners", &self.listener_count())
+            .finish()
+    }
+}

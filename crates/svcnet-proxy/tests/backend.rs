@@ -1,0 +1,393 @@
+//! The backend through its library API: changes built by the real service model from manifests text,
+//! applied to a `UserspaceBackend`, traffic from real sockets on 127.x addresses.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use prometheus_client::registry::Registry;
+use svcnet_dataplane::manifests::Manifests;
+use svcnet_dataplane::{Backend, Balance, Model, ModelConfig};
+use svcnet_proxy::{ProxyConfig, UserspaceBackend};
+
+/// A backend plus the model feeding it.
+struct Proxy {
+    backend: UserspaceBackend,
+    model: Model,
+    registry: Registry,
+}
+
+impl Proxy {
+    fn new(node: &str, balance: Balance) -> Proxy {
+        let mut registry = Registry::default();
+        let backend = UserspaceBackend::new(
+            ProxyConfig {
+                workers: 1,
+                balance,
+                node_addresses: vec![ip(node)],
+                udp_idle_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
+            &mut registry,
+        )
+        .expect("backend");
+        Proxy {
+            backend,
+            model: Model::new(ModelConfig {
+                node_name: "node-a".into(),
+                ..Default::default()
+            }),
+            registry,
+        }
+    }
+
+    /// Replaces every object with those of `yaml` and applies the resulting changes.
+    fn load(&mut self, yaml: &str) {
+        self.model.clear_inputs();
+        Manifests::parse(yaml)
+            .expect("manifests")
+            .load_into(&mut self.model);
+        let changes = self.model.take_changes();
+        self.backend.apply(&changes.changes).expect("apply");
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry).unwrap();
+        s
+    }
+
+    fn metric(&self, line_start: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+fn count(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for n in names {
+        *m.entry(n).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn round_robin_spreads_evenly_and_least_conn_uses_everything() {
+    let eps = [
+        tcp_server("127.31.0.2", "a"),
+        tcp_server("127.31.0.3", "b"),
+        tcp_server("127.31.0.4", "c"),
+    ];
+    let mut p = Proxy::new("127.31.0.250", Balance::RoundRobin);
+    let yaml = service("web", "127.31.0.1", 8000, "8080", "TCP", "") + &slices("web", "p", "TCP", &eps);
+    p.load(&yaml);
+    let vip: SocketAddr = "127.31.0.1:8000".parse().unwrap();
+    let got = count((0..30).map(|_| who(ip("127.31.0.9"), vip)));
+    assert_eq!(
+        got,
+        HashMap::from([("a".into(), 10), ("b".into(), 10), ("c".into(), 10)])
+    );
+    assert_eq!(
+        p.metric("svcnet_proxy_connections_total{service=\"default/web\""),
+        30.0
+    );
+    assert!(
+        p.metrics().contains(
+            "svcnet_proxy_endpoint_selections_total{service=\"default/web:p\",endpoint=\"127.31.0.2:"
+        )
+    );
+
+    // Least connections (the annotation overrides the default): with two endpoints both choices see
+    // both, so connections held open alternate strictly.
+    let svc = service("web", "127.31.0.1", 8000, "8080", "TCP", "");
+    let annotated = svc.replacen(
+        "metadata: {name: web,",
+        "metadata: {annotations: {svcnet.io/balance: least-conn}, name: web,",
+        1,
+    ) + &slices("web", "p", "TCP", &eps[..2]);
+    p.load(&annotated);
+    // Let the proxy finish closing the connections above, which still count as active until then.
+    std::thread::sleep(Duration::from_millis(300));
+    let held: Vec<_> = (0..6).map(|_| hello(ip("127.31.0.9"), vip).unwrap()).collect();
+    let got = count(held.iter().map(|(_, n)| n.clone()));
+    assert_eq!(
+        got,
+        HashMap::from([("a".into(), 3), ("b".into(), 3)]),
+        "held connections alternate"
+    );
+}
+
+#[test]
+fn no_endpoints_resets_at_once_and_removal_closes_the_listener() {
+    let mut p = Proxy::new("127.31.1.250", Balance::LeastConn);
+    p.load(&service("empty", "127.31.1.1", 8000, "8080", "TCP", ""));
+    let vip: SocketAddr = "127.31.1.1:8000".parse().unwrap();
+    for _ in 0..3 {
+        assert!(refused(ip("127.31.1.9"), vip), "reset, not a hang");
+    }
+    assert_eq!(p.metric("svcnet_proxy_rejects_total{service=\"default/empty\",port=\"p\",protocol=\"TCP\",reason=\"no_endpoints\"}"), 3.0);
+    assert_eq!(p.backend.port_count(), 1);
+    p.load("");
+    assert_eq!(p.backend.port_count(), 0);
+    let e = connect_from(ip("127.31.1.9"), vip).expect_err("listener closed");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn a_dead_endpoint_is_retried_elsewhere_without_client_failures() {
+    let live = [tcp_server("127.31.2.2", "a"), tcp_server("127.31.2.3", "b")];
+    let dead: SocketAddr = format!("127.31.2.4:{}", dead_port("127.31.2.4")).parse().unwrap();
+    let mut p = Proxy::new("127.31.2.250", Balance::RoundRobin);
+    p.load(
+        &(service("web", "127.31.2.1", 8000, "8080", "TCP", "")
+            + &slices("web", "p", "TCP", &[live[0], live[1], dead])),
+    );
+    let vip: SocketAddr = "127.31.2.1:8000".parse().unwrap();
+    let got = count((0..30).map(|_| who(ip("127.31.2.9"), vip)));
+    assert_eq!(
+        got.values().sum::<usize>(),
+        30,
+        "every connection served: {got:?}"
+    );
+    assert!(got.contains_key("a") && got.contains_key("b"), "{got:?}");
+    // The dead endpoint was tried once, then backed off (not once per round).
+    let retries = p.metric("svcnet_proxy_retries_total{service=\"default/web\"");
+    assert!((1.0..=2.0).contains(&retries), "retries {retries}");
+}
+
+#[test]
+fn client_ip_affinity_pins_each_client() {
+    let eps = [
+        tcp_server("127.31.3.2", "a"),
+        tcp_server("127.31.3.3", "b"),
+        tcp_server("127.31.3.4", "c"),
+    ];
+    let mut p = Proxy::new("127.31.3.250", Balance::RoundRobin);
+    let extra = "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n";
+    p.load(
+        &(service("sticky", "127.31.3.1", 8000, "8080", "TCP", extra) + &slices("sticky", "p", "TCP", &eps)),
+    );
+    let vip: SocketAddr = "127.31.3.1:8000".parse().unwrap();
+    let mut firsts = vec![];
+    for c in 10..16 {
+        let client = ip(&format!("127.31.3.{c}"));
+        let first = who(client, vip);
+        for _ in 0..5 {
+            assert_eq!(who(client, vip), first, "client {client} pinned");
+        }
+        firsts.push(first);
+    }
+    assert!(count(firsts).len() > 1, "different clients still spread");
+}
+
+#[test]
+fn maglev_maps_a_client_to_the_same_endpoint() {
+    let eps = [
+        tcp_server("127.31.4.2", "a"),
+        tcp_server("127.31.4.3", "b"),
+        tcp_server("127.31.4.4", "c"),
+    ];
+    let mut p = Proxy::new("127.31.4.250", Balance::Maglev);
+    p.load(&(service("hash", "127.31.4.1", 8000, "8080", "TCP", "") + &slices("hash", "p", "TCP", &eps)));
+    let vip: SocketAddr = "127.31.4.1:8000".parse().unwrap();
+    let mut seen = vec![];
+    for c in 10..40 {
+        let client = ip(&format!("127.31.4.{c}"));
+        let first = who(client, vip);
+        assert_eq!(who(client, vip), first);
+        seen.push(first);
+    }
+    assert_eq!(count(seen).len(), 3, "30 clients reach all three endpoints");
+}
+
+#[test]
+fn endpoint_changes_keep_established_connections() {
+    let a = tcp_server("127.31.5.2", "a");
+    let b = tcp_server("127.31.5.3", "b");
+    let mut p = Proxy::new("127.31.5.250", Balance::RoundRobin);
+    let svc = service("web", "127.31.5.1", 8000, "8080", "TCP", "");
+    p.load(&(svc.clone() + &slices("web", "p", "TCP", &[a])));
+    let vip: SocketAddr = "127.31.5.1:8000".parse().unwrap();
+    let (mut conn, name) = hello(ip("127.31.5.9"), vip).unwrap();
+    assert_eq!(name, "a");
+    assert_eq!(echo(&mut conn, "one"), "one");
+    // a leaves, b arrives: the open connection to a goes on; new ones go to b.
+    p.load(&(svc + &slices("web", "p", "TCP", &[b])));
+    assert_eq!(echo(&mut conn, "two"), "two");
+    for _ in 0..5 {
+        assert_eq!(who(ip("127.31.5.9"), vip), "b");
+    }
+    assert_eq!(echo(&mut conn, "three"), "three");
+    assert!(
+        !p.metrics().contains("endpoint=\"127.31.5.2:"),
+        "a's selection counter went with it"
+    );
+}
+
+#[test]
+fn load_balancer_source_ranges_admit_only_their_clients() {
+    let eps = [tcp_server("127.31.6.2", "a")];
+    let mut p = Proxy::new("127.31.6.250", Balance::RoundRobin);
+    let extra = "  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n  \
+                 loadBalancerSourceRanges: [127.31.6.64/26]\nstatus: {loadBalancer: {ingress: [{ip: 127.31.6.100}]}}\n";
+    p.load(&(service("lb", "127.31.6.1", 8000, "8080", "TCP", extra) + &slices("lb", "p", "TCP", &eps)));
+    let lb: SocketAddr = "127.31.6.100:8000".parse().unwrap();
+    assert_eq!(who(ip("127.31.6.70"), lb), "a");
+    assert!(refused(ip("127.31.6.10"), lb), "outside the ranges");
+    // The ClusterIP is not subject to the ranges.
+    assert_eq!(who(ip("127.31.6.10"), "127.31.6.1:8000".parse().unwrap()), "a");
+    assert_eq!(p.metric("svcnet_proxy_rejects_total{service=\"default/lb\",port=\"p\",protocol=\"TCP\",reason=\"source_range\"}"), 1.0);
+}
+
+#[test]
+fn node_ports_listen_on_the_node_addresses() {
+    let eps = [tcp_server("127.31.7.2", "a")];
+    let mut p = Proxy::new("127.31.7.250", Balance::RoundRobin);
+    let node_port = dead_port("127.31.7.250");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: np, namespace: default}}\nspec:\n  type: NodePort\n  \
+         clusterIP: 127.31.7.1\n  ports: [{{name: p, port: 8000, targetPort: 8080, nodePort: {node_port}}}]\n---\n"
+    ) + &slices("np", "p", "TCP", &eps);
+    p.load(&yaml);
+    assert_eq!(
+        who(ip("127.31.7.9"), SocketAddr::new(ip("127.31.7.250"), node_port)),
+        "a"
+    );
+    assert_eq!(p.backend.listener_count(), 2, "ClusterIP + one node address");
+}
+
+#[test]
+fn large_transfers_arrive_intact_and_half_close_is_passed_on() {
+    let eps = [tcp_server("127.31.8.2", "a")];
+    let mut p = Proxy::new("127.31.8.250", Balance::RoundRobin);
+    p.load(&(service("bulk", "127.31.8.1", 8000, "8080", "TCP", "") + &slices("bulk", "p", "TCP", &eps)));
+    let (conn, name) = hello(ip("127.31.8.9"), "127.31.8.1:8000".parse().unwrap()).unwrap();
+    assert_eq!(name, "a");
+    let mut s = conn.into_inner();
+    let mut r = s.try_clone().unwrap();
+    const LEN: usize = 10 << 20;
+    let data: Vec<u8> = (0..LEN)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let sum = fnv(&data);
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(LEN);
+        r.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        r.read_to_end(&mut got).map(|_| got)
+    });
+    s.write_all(&data).unwrap();
+    // Half-close: the echo server sees EOF only through the proxy's shutdown, and then closes its side,
+    // which ends our read_to_end.
+    s.shutdown(Shutdown::Write).unwrap();
+    let got = reader.join().unwrap().expect("read everything back");
+    assert_eq!(got.len(), LEN);
+    assert_eq!(fnv(&got), sum);
+    let bytes_in = p.metric(
+        "svcnet_proxy_bytes_total{service=\"default/bulk\",port=\"p\",protocol=\"TCP\",direction=\"in\"}",
+    );
+    assert_eq!(bytes_in, LEN as f64);
+}
+
+fn fnv(d: &[u8]) -> u64 {
+    d.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+#[test]
+fn udp_flows_answer_from_the_service_address() {
+    let eps = [udp_server("127.31.9.2", "a"), udp_server("127.31.9.3", "b")];
+    let mut p = Proxy::new("127.31.9.250", Balance::RoundRobin);
+    p.load(&(service("dns", "127.31.9.1", 5300, "5353", "UDP", "") + &slices("dns", "p", "UDP", &eps)));
+    let vip: SocketAddr = "127.31.9.1:5300".parse().unwrap();
+    let mut names = vec![];
+    for c in 10..14 {
+        let s = UdpSocket::bind((format!("127.31.9.{c}"), 0)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut first = None;
+        for i in 0..3 {
+            s.send_to(format!("q{i}").as_bytes(), vip).unwrap();
+            let mut buf = [0u8; 100];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            assert_eq!(from, vip, "reply from the service address");
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (name, q) = text.split_once(':').unwrap();
+            assert_eq!(q, format!("q{i}"));
+            // One flow per client: every datagram of a client goes to the same endpoint.
+            assert_eq!(*first.get_or_insert(name.to_string()), name);
+        }
+        names.extend(first);
+    }
+    assert_eq!(count(names).len(), 2, "clients spread over both endpoints");
+    assert_eq!(
+        p.metric("svcnet_proxy_active_connections{service=\"default/dns\""),
+        4.0
+    );
+}
+
+#[test]
+fn a_failed_bind_is_reported_and_the_rest_applied() {
+    // Something else holds the second Service's address.
+    let _squatter = std::net::TcpListener::bind("127.31.10.2:8000").unwrap();
+    let eps = [tcp_server("127.31.10.5", "a")];
+    let mut p = Proxy::new("127.31.10.250", Balance::RoundRobin);
+    let yaml = service("ok", "127.31.10.1", 8000, "8080", "TCP", "")
+        + &slices("ok", "p", "TCP", &eps)
+        + &service("clash", "127.31.10.2", 8000, "8080", "TCP", "");
+    Manifests::parse(&yaml).unwrap().load_into(&mut p.model);
+    let changes = p.model.take_changes();
+    let err = p
+        .backend
+        .apply(&changes.changes)
+        .expect_err("the clash is reported");
+    assert!(err.to_string().contains("default/clash"), "{err}");
+    assert_eq!(who(ip("127.31.10.9"), "127.31.10.1:8000".parse().unwrap()), "a");
+    assert_eq!(
+        p.metric("svcnet_proxy_bind_errors_total{service=\"default/clash\""),
+        1.0
+    );
+    // Once the address is free, the next full sync binds it.
+    drop(_squatter);
+    let ports: Vec<_> = p.model.ports().cloned().collect();
+    p.backend.sync_all(&ports).expect("sync binds it now");
+    assert_eq!(p.backend.listener_count(), 2);
+}
+
+/// The node agent drives the backend from async code: creating, applying and dropping it there must work
+/// with either runtime flavour (one worker: current-thread on its own thread; more: multi-thread).
+#[tokio::test]
+async fn lives_inside_another_runtime() {
+    let eps = [tcp_server("127.31.11.2", "a")];
+    for (i, workers) in [1, 2].into_iter().enumerate() {
+        let mut registry = Registry::default();
+        let config = ProxyConfig {
+            workers,
+            ..ProxyConfig::for_node(ip("127.31.11.250"))
+        };
+        let mut backend = UserspaceBackend::new(config, &mut registry).unwrap();
+        let mut model = Model::new(ModelConfig::default());
+        let vip = format!("127.31.11.{}", 10 + i);
+        Manifests::parse(&(service("web", &vip, 8000, "8080", "TCP", "") + &slices("web", "p", "TCP", &eps)))
+            .unwrap()
+            .load_into(&mut model);
+        backend.apply(&model.take_changes().changes).unwrap();
+        let addr: SocketAddr = format!("{vip}:8000").parse().unwrap();
+        let name = tokio::task::spawn_blocking(move || who(ip("127.31.11.9"), addr))
+            .await
+            .unwrap();
+        assert_eq!(name, "a");
+        drop(backend);
+        assert!(
+            connect_from(ip("127.31.11.9"), addr).is_err(),
+            "dropping the backend closes its listeners"
+        );
+    }
+}

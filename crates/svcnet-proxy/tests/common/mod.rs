@@ -1,0 +1,146 @@
+//! Helpers for the proxy's integration tests: small std-thread servers that answer with their identity,
+//! and manifests text for Services and EndpointSlices.
+//!
+//! Every test uses its own 127.x.y.z addresses (all of 127/8 is local on Linux), so tests run in parallel
+//! without port clashes; servers listen on ephemeral ports.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TCP server on `ip` (ephemeral port): each connection first gets `name\n`, then an echo of
+/// everything it sends; the server half-closes after the client does.
+pub fn tcp_server(ip: &str, name: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).expect("bind test server");
+    let addr = l.local_addr().unwrap();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A UDP server on `ip`: answers each datagram with `name:` + the datagram.
+pub fn udp_server(ip: &str, name: &str) -> SocketAddr {
+    let s = UdpSocket::bind((ip, 0)).expect("bind udp server");
+    let addr = s.local_addr().unwrap();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let mut out = format!("{name}:").into_bytes();
+            out.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&out, from);
+        }
+    });
+    addr
+}
+
+/// A port on `ip` with nothing listening (bound once, then closed).
+pub fn dead_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Connects from `src` (any port) to `dst`.
+pub fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    s.connect_timeout(&dst.into(), TIMEOUT)?;
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(TIMEOUT))?;
+    Ok(s)
+}
+
+/// Connects and returns the connection and the identity line of the server behind it.
+pub fn hello(src: IpAddr, dst: SocketAddr) -> std::io::Result<(BufReader<TcpStream>, String)> {
+    let s = connect_from(src, dst)?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok((r, line.trim_end().to_string()))
+}
+
+/// Which server answers a fresh connection.
+pub fn who(src: IpAddr, dst: SocketAddr) -> String {
+    hello(src, dst).expect("connection through the proxy").1
+}
+
+/// Sends a line on an established connection and reads its echo.
+pub fn echo(conn: &mut BufReader<TcpStream>, text: &str) -> String {
+    conn.get_mut().write_all(format!("{text}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// Whether a fresh connection is turned away (reset or refused, or closed without a byte) promptly.
+pub fn refused(src: IpAddr, dst: SocketAddr) -> bool {
+    let t = std::time::Instant::now();
+    let r = match connect_from(src, dst) {
+        Err(_) => true,
+        Ok(mut s) => {
+            let mut b = [0u8; 1];
+            matches!(s.read(&mut b), Ok(0) | Err(_))
+        }
+    };
+    r && t.elapsed() < Duration::from_secs(2)
+}
+
+/// A ClusterIP Service with one port (`target` may be a number or a port name); `extra` is added to
+/// the spec (indented YAML lines).
+pub fn service(name: &str, cluster_ip: &str, port: u16, target: &str, protocol: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: {cluster_ip}\n  \
+         ports: [{{name: p, port: {port}, targetPort: {target}, protocol: {protocol}}}]\n{extra}---\n"
+    )
+}
+
+/// One EndpointSlice of `svc` per endpoint (a slice has one port list; ports differ per endpoint here).
+pub fn slices(svc: &str, port_name: &str, protocol: &str, endpoints: &[SocketAddr]) -> String {
+    endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{i}, namespace: default, \
+                 labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\n\
+                 ports: [{{name: {port_name}, port: {}, protocol: {protocol}}}]\n\
+                 endpoints: [{{addresses: ['{}']}}]\n---\n",
+                e.port(),
+                e.ip()
+            )
+        })
+        .collect()
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
