@@ -1,0 +1,369 @@
+//! svcnet's kernel data plane: the service-port table ([`svcnet_dataplane::ServicePort`]s) programmed as
+//! nftables rules, laid out as kube-proxy's nftables mode lays them out (see [`render`] for the layout).
+//!
+//! [`NftBackend`] implements [`svcnet_dataplane::Backend`]:
+//!
+//! - [`Backend::sync_all`] replaces both tables (`ip svcnet`, `ip6 svcnet`) in one `nft -f -` transaction
+//!   ([`render_full`]): start-up, periodic resync, recovery. Stale chains cannot survive it, and the
+//!   kernel swaps the rulesets at commit, so no packet sees a half-built table.
+//! - [`Backend::apply`] sends one transaction touching only the changed ports' map elements, chains and
+//!   sets ([`render_changes`]), so an endpoint change costs the same with 10 or 10,000 Services. If it
+//!   fails, the backend falls back to a full sync.
+//! - After each change, stale UDP conntrack entries are deleted ([`conntrack`]), and `healthCheckNodePort`
+//!   servers are started, stopped and updated.
+//!
+//! `nft` and `conntrack` run through configurable command prefixes, so tests drive the backend inside a
+//! network namespace with `ip netns exec NS nft`.
+
+pub mod conntrack;
+mod health;
+mod nft;
+pub mod render;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use svcnet_dataplane::{Backend, BackendError, Change, ServicePort};
+use tracing::{debug, warn};
+
+pub use health::health_body;
+pub use render::{Family, Programmed, render_changes, render_full};
+
+/// How the backend reaches nftables and what it needs to know about the node.
+#[derive(Debug, Clone)]
+pub struct NftConfig {
+    /// The command that runs `nft` (default `["nft"]`); `["ip", "netns", "exec", NS, "nft"]` drives a
+    /// network namespace.
+    pub nft_command: Vec<String>,
+    /// The command that runs `conntrack` (default `["conntrack"]`).
+    pub conntrack_command: Vec<String>,
+    /// The table name in each family (default `svcnet`).
+    pub table: String,
+    /// The pod CIDRs (kube-proxy's local-traffic detector): traffic from them is "inside" the cluster
+    /// (no masquerade to ClusterIPs, externalTrafficPolicy short-circuit). Empty: no detector, so
+    /// off-cluster traffic to ClusterIPs is not masqueraded (unless `masquerade_all`).
+    pub pod_cidrs: Vec<IpNet>,
+    /// The Service CIDRs: traffic to an address in them that no Service has is dropped.
+    pub service_cidrs: Vec<IpNet>,
+    /// kube-proxy's `--masquerade-all`: SNAT all ClusterIP traffic.
+    pub masquerade_all: bool,
+    /// The node's addresses: where `healthCheckNodePort` servers listen (all addresses when empty), and
+    /// which sources count as the node for loadBalancerSourceRanges. NodePorts answer on every local
+    /// address except loopback (`fib daddr type local`), as kube-proxy's default does.
+    pub node_ips: Vec<IpAddr>,
+    /// Program the `ip6` table too (default true).
+    pub ipv6: bool,
+    /// Serve `healthCheckNodePort`s (default true).
+    pub health_check: bool,
+}
+
+impl Default for NftConfig {
+    fn default() -> Self {
+        NftConfig {
+            nft_command: vec!["nft".into()],
+            conntrack_command: vec!["conntrack".into()],
+            table: "svcnet".into(),
+            pod_cidrs: Vec::new(),
+            service_cidrs: Vec::new(),
+            masquerade_all: false,
+            node_ips: Vec::new(),
+            ipv6: true,
+            health_check: true,
+        }
+    }
+}
+
+/// What running `nft` or `conntrack` failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The configured command is empty.
+    #[error("empty command prefix")]
+    EmptyCommand,
+    /// The command could not be started or fed.
+    #[error("{command}: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command ran and failed.
+    #[error("{command} exited with {status:?}: {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit code.
+        status: Option<i32>,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// `nft -j` printed something that is not JSON.
+    #[error("nft -j output: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The backend's metrics, named after kube-proxy's nftables-mode metrics. The generic
+/// `kubeproxy_sync_proxy_rules_duration_seconds`/`_last_timestamp_seconds` are the agent's; these say
+/// which kind of sync and what it cost in nftables.
+#[derive(Clone, Debug)]
+pub struct NftMetrics {
+    full_sync: Histogram,
+    partial_sync: Histogram,
+    last_sync: Gauge<f64, AtomicU64>,
+    sync_failures: Counter,
+    cleanup_failures: Counter,
+    ports: Gauge<i64, AtomicI64>,
+    endpoints: Gauge<i64, AtomicI64>,
+}
+
+impl Default for NftMetrics {
+    fn default() -> Self {
+        NftMetrics {
+            full_sync: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            partial_sync: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            last_sync: Gauge::default(),
+            sync_failures: Counter::default(),
+            cleanup_failures: Counter::default(),
+            ports: Gauge::default(),
+            endpoints: Gauge::default(),
+        }
+    }
+}
+
+impl NftMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "Full nftables sync latency in seconds",
+            self.full_sync.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "Incremental nftables transaction latency in seconds",
+            self.partial_sync.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_nftables_last_timestamp_seconds",
+            "The last time nftables rules were successfully programmed",
+            self.last_sync.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures",
+            "nftables transactions that failed",
+            self.sync_failures.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_nftables_cleanup_failures",
+            "conntrack cleanups that failed",
+            self.cleanup_failures.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_nftables_service_ports",
+            "Service ports programmed in nftables",
+            self.ports.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_nftables_endpoints",
+            "Endpoints programmed in nftables (internal sets)",
+            self.endpoints.clone(),
+        );
+    }
+}
+
+/// The nftables backend. See the crate docs.
+pub struct NftBackend {
+    cfg: NftConfig,
+    state: Programmed,
+    synced: bool,
+    health: Option<health::HealthServers>,
+    metrics: NftMetrics,
+    endpoints: i64,
+}
+
+fn backend_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError {
+        backend: "nftables",
+        message: e.to_string(),
+    }
+}
+
+impl NftBackend {
+    /// A backend that has programmed nothing yet; the first [`Backend::sync_all`] creates the tables.
+    pub fn new(cfg: NftConfig) -> NftBackend {
+        let health = cfg
+            .health_check
+            .then(|| health::HealthServers::new(&cfg.node_ips));
+        NftBackend {
+            cfg,
+            state: Programmed::new(),
+            synced: false,
+            health,
+            metrics: NftMetrics::default(),
+            endpoints: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NftConfig {
+        &self.cfg
+    }
+
+    /// The metrics (register them with [`NftMetrics::register`]).
+    pub fn metrics(&self) -> &NftMetrics {
+        &self.metrics
+    }
+
+    /// The metrics in Prometheus text format, for callers without a registry of their own.
+    pub fn metrics_text(&self) -> String {
+        let mut registry = Registry::default();
+        self.metrics.register(&mut registry);
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    /// What the backend believes is programmed.
+    pub fn programmed(&self) -> &Programmed {
+        &self.state
+    }
+
+    /// The ports `healthCheckNodePort` servers listen on.
+    pub fn health_check_ports(&self) -> Vec<u16> {
+        self.health.as_ref().map(|h| h.ports()).unwrap_or_default()
+    }
+
+    /// Reads one family's table back from the kernel (`nft -j list table`): the parsed JSON.
+    pub fn list_table(&self, family: Family) -> Result<serde_json::Value, NftError> {
+        let out = nft::run(
+            &self.cfg.nft_command,
+            &["-j", "list", "table", family.nft(), &self.cfg.table],
+            None,
+        )?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// Deletes both tables (switching away from nftables mode, kube-proxy's `CleanupLeftovers`). Tables
+    /// that do not exist are fine.
+    pub fn cleanup(&mut self) -> Result<(), NftError> {
+        let mut script = String::new();
+        for fam in render::families(&self.cfg) {
+            let t = format!("{} {}", fam.nft(), self.cfg.table);
+            script.push_str(&format!("add table {t}\ndelete table {t}\n"));
+        }
+        nft::run(&self.cfg.nft_command, &["-f", "-"], Some(&script))?;
+        self.state = Programmed::new();
+        self.synced = false;
+        Ok(())
+    }
+
+    /// Runs one transaction.
+    fn transact(&self, script: &str) -> Result<(), NftError> {
+        nft::run(&self.cfg.nft_command, &["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    fn count_endpoints(sp: &ServicePort) -> i64 {
+        sp.internal_endpoints.len() as i64
+    }
+
+    fn mark_synced(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.last_sync.set(now);
+        self.metrics.ports.set(self.state.len() as i64);
+        self.metrics.endpoints.set(self.endpoints);
+    }
+
+    fn cleanup_conntrack(&self, old: Option<&ServicePort>, new: Option<&ServicePort>) {
+        for args in conntrack::cleanup_commands(old, new) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match nft::run(&self.cfg.conntrack_command, &args, None) {
+                Ok(_) => {}
+                // conntrack exits with 1 when nothing matched; that is the common case, not a failure.
+                Err(NftError::Failed { stderr, .. }) if stderr.contains("0 flow entries") => {}
+                Err(e) => {
+                    self.metrics.cleanup_failures.inc();
+                    warn!(error = %e, "conntrack cleanup failed");
+                }
+            }
+        }
+    }
+}
+
+impl Backend for NftBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<(), BackendError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if !self.synced {
+            // Nothing known about the kernel yet: program the whole intended state instead.
+            let mut next = self.state.clone();
+            next.commit(changes);
+            let ports: Vec<Arc<ServicePort>> = next.ports().cloned().collect();
+            return self.sync_all(&ports);
+        }
+        let start = Instant::now();
+        let script = render_changes(&self.state, changes, &self.cfg);
+        if !script.is_empty()
+            && let Err(e) = self.transact(&script)
+        {
+            self.metrics.sync_failures.inc();
+            warn!(error = %e, "incremental nftables transaction failed; doing a full sync");
+            let mut next = self.state.clone();
+            next.commit(changes);
+            let ports: Vec<Arc<ServicePort>> = next.ports().cloned().collect();
+            self.synced = false;
+            return self.sync_all(&ports);
+        }
+        self.metrics.partial_sync.observe(start.elapsed().as_secs_f64());
+        for c in changes {
+            let (old, new) = match c {
+                Change::Upsert { new, .. } => (self.state.get(&new.name).cloned(), Some(new.clone())),
+                Change::Remove(old) => (self.state.get(&old.name).cloned(), None),
+            };
+            self.cleanup_conntrack(old.as_deref(), new.as_deref());
+            if let Some(h) = &mut self.health {
+                h.update(old.as_deref(), new.as_deref());
+            }
+            self.endpoints += new.as_deref().map(Self::count_endpoints).unwrap_or(0)
+                - old.as_deref().map(Self::count_endpoints).unwrap_or(0);
+            self.state.commit(std::slice::from_ref(c));
+        }
+        self.mark_synced();
+        debug!(changes = changes.len(), elapsed = ?start.elapsed(), "nftables changes applied");
+        Ok(())
+    }
+
+    fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), BackendError> {
+        let start = Instant::now();
+        let script = render_full(ports, &self.cfg);
+        if let Err(e) = self.transact(&script) {
+            self.metrics.sync_failures.inc();
+            return Err(backend_error(e));
+        }
+        self.metrics.full_sync.observe(start.elapsed().as_secs_f64());
+        self.state = Programmed::from_ports(ports);
+        self.endpoints = ports.iter().map(|p| Self::count_endpoints(p)).sum();
+        self.synced = true;
+        if let Some(h) = &mut self.health {
+            h.reset(ports.iter());
+        }
+        self.mark_synced();
+        debug!(ports = ports.len(), elapsed = ?start.elapsed(), "nftables full sync");
+        Ok(())
+    }
+}

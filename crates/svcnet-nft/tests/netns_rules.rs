@@ -1,0 +1,315 @@
+//! Rules in a real kernel, inside a network namespace of the test's own (root; skipped otherwise): the
+//! golden rulesets load, a sequence of incremental transactions leaves exactly what a full sync of the
+//! final state leaves, a full sync removes stale chains, and the health check server answers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use svcnet_dataplane::manifests::Manifests;
+use svcnet_dataplane::{Backend, Change, Model, ModelConfig, Protocol, ServicePort};
+use svcnet_nft::{Family, NftBackend, NftConfig, render_full};
+
+use common::netns::{Netns, can_run};
+use common::{NODE, ep, golden_config, golden_path, svc_port};
+
+/// A table listing reduced to what must match: objects by kind and name, without handles, with element
+/// lists sorted and the contents of dynamic (affinity) sets left out.
+fn normalise(v: &Value) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut rules: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for item in v["nftables"].as_array().unwrap() {
+        let Some((kind, body)) = item.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        let mut body = body.clone();
+        let obj = body.as_object_mut().unwrap();
+        obj.remove("handle");
+        match kind.as_str() {
+            "rule" => {
+                let chain = obj["chain"].as_str().unwrap().to_string();
+                rules.entry(chain).or_default().push(obj["expr"].clone());
+            }
+            "set" | "map" => {
+                let name = obj["name"].as_str().unwrap().to_string();
+                // Kernel bookkeeping that depends on how the set was made, not on what it does.
+                obj.remove("size");
+                if let Some(flags) = obj.get_mut("flags").and_then(|f| f.as_array_mut()) {
+                    flags.retain(|f| f != "dynamic");
+                }
+                if name.starts_with("affinity-") {
+                    obj.remove("elem");
+                } else if let Some(elem) = obj.get_mut("elem").and_then(|e| e.as_array_mut()) {
+                    elem.sort_by_key(|e| e.to_string());
+                }
+                out.insert(format!("{kind} {name}"), body);
+            }
+            "chain" => {
+                let name = obj["name"].as_str().unwrap().to_string();
+                out.insert(format!("chain {name}"), body);
+            }
+            _ => {}
+        }
+    }
+    for (chain, r) in rules {
+        out.insert(format!("rules {chain}"), Value::Array(r));
+    }
+    out
+}
+
+fn listing(b: &NftBackend) -> Vec<BTreeMap<String, Value>> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .map(|f| normalise(&b.list_table(f).unwrap()))
+        .collect()
+}
+
+/// One edit of the model's inputs.
+type Step<'a> = Box<dyn Fn(&mut Model) + 'a>;
+
+fn model_with(yaml: &str) -> Model {
+    let mut model = Model::new(ModelConfig {
+        node_name: NODE.into(),
+        ..Default::default()
+    });
+    Manifests::parse(yaml).unwrap().load_into(&mut model);
+    model
+}
+
+#[test]
+fn golden_rulesets_load() {
+    if !can_run("golden_rulesets_load") {
+        return;
+    }
+    let ns = Netns::new("golden");
+    for name in [
+        "clusterip",
+        "nodeport",
+        "loadbalancer-local",
+        "affinity",
+        "no-endpoints",
+        "dual-stack",
+    ] {
+        let yaml = std::fs::read_to_string(golden_path(&format!("{name}.yaml"))).unwrap();
+        let ports = common::ports_from_yaml(&yaml);
+        let mut b = ns.backend(golden_config());
+        b.sync_all(&ports).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            !b.list_table(Family::V4).unwrap()["nftables"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+/// Edits in sequence through the real model: endpoint replaced, Service added, affinity timeout changed,
+/// endpoints gone (reject), back, externalTrafficPolicy flipped, a port removed, a Service deleted. After
+/// each incremental step, a full sync of the same state must leave an identical table.
+#[test]
+fn incremental_transactions_equal_full_sync() {
+    if !can_run("incremental_transactions_equal_full_sync") {
+        return;
+    }
+    let ns = Netns::new("incr");
+    let read = |n: &str| std::fs::read_to_string(golden_path(&format!("{n}.yaml"))).unwrap();
+    let base = [
+        read("clusterip"),
+        read("affinity"),
+        read("loadbalancer-local"),
+        read("dual-stack"),
+    ]
+    .join("\n---\n");
+    let mut model = model_with(&base);
+    model.take_changes();
+    let mut b = ns.backend(golden_config());
+    let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+    b.sync_all(&ports).unwrap();
+
+    let np = read("nodeport");
+    let steps: Vec<Step<'_>> = vec![
+        Box::new(|m| {
+            Manifests::parse(&read("clusterip").replace("10.244.1.12", "10.244.1.13"))
+                .unwrap()
+                .load_into(m)
+        }),
+        Box::new(move |m| Manifests::parse(&np).unwrap().load_into(m)),
+        Box::new(|m| {
+            Manifests::parse(&read("affinity").replace("600", "900"))
+                .unwrap()
+                .load_into(m)
+        }),
+        Box::new(|m| m.delete_slice("default", "sticky-1")),
+        Box::new(|m| Manifests::parse(&read("affinity")).unwrap().load_into(m)),
+        Box::new(|m| {
+            Manifests::parse(
+                &read("loadbalancer-local")
+                    .replace("externalTrafficPolicy: Local", "externalTrafficPolicy: Cluster"),
+            )
+            .unwrap()
+            .load_into(m)
+        }),
+        Box::new(|m| {
+            let y =
+                read("clusterip").replace("  - {name: dns, port: 53, targetPort: 5353, protocol: UDP}\n", "");
+            Manifests::parse(&y).unwrap().load_into(m)
+        }),
+        Box::new(|m| m.delete_service("default", "dual")),
+        Box::new(|m| {
+            Manifests::parse(&read("dual-stack").replace("fd00:10:244:1::81", "fd00:10:244:1::82"))
+                .unwrap()
+                .load_into(m)
+        }),
+    ];
+    let mut full = ns.backend(golden_config());
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut model);
+        let changes: Vec<Change> = model.take_changes().changes;
+        assert!(!changes.is_empty(), "step {i} changed nothing");
+        b.apply(&changes).unwrap_or_else(|e| panic!("step {i}: {e}"));
+        let incremental = listing(&b);
+        let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+        full.sync_all(&ports).unwrap();
+        let synced = listing(&full);
+        for (inc, syn) in incremental.iter().zip(&synced) {
+            if inc != syn {
+                let only_inc: Vec<_> = inc
+                    .iter()
+                    .filter(|(k, v)| syn.get(*k) != Some(v))
+                    .map(|(k, _)| k)
+                    .collect();
+                let only_syn: Vec<_> = syn
+                    .iter()
+                    .filter(|(k, v)| inc.get(*k) != Some(v))
+                    .map(|(k, _)| k)
+                    .collect();
+                panic!(
+                    "step {i}: incremental and full sync differ\nincremental: {only_inc:#?}\nfull: {only_syn:#?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn full_sync_removes_stale_chains() {
+    if !can_run("full_sync_removes_stale_chains") {
+        return;
+    }
+    let ns = Netns::new("stale");
+    let yaml = std::fs::read_to_string(golden_path("clusterip.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let mut b = ns.backend(golden_config());
+    b.sync_all(&ports).unwrap();
+    ns.exec(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "svcnet",
+        "service-STALE000-gone/svc/tcp/",
+    ]);
+    ns.exec(&[
+        "nft",
+        "add",
+        "set",
+        "ip",
+        "svcnet",
+        "affinity-STALE000-gone",
+        "{ type ipv4_addr; }",
+    ]);
+    let mut fresh = ns.backend(golden_config());
+    fresh.sync_all(&ports).unwrap();
+    let text = ns.exec(&["nft", "list", "table", "ip", "svcnet"]);
+    assert!(!text.contains("STALE000"), "{text}");
+    assert!(text.contains("default/web/tcp/"));
+    // And what is left is exactly the rendered ruleset loaded once.
+    let rendered = render_full(&ports, &golden_config());
+    let v4 = rendered.split("add table ip6").next().unwrap();
+    assert_eq!(v4.matches("\tchain ").count(), text.matches("\tchain ").count());
+    fresh.cleanup().unwrap();
+    let tables = ns.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("svcnet"), "{tables}");
+}
+
+fn http_get(port: u16) -> Option<(u16, Value)> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split("\r\n\r\n").nth(1)?;
+    Some((code, serde_json::from_str(body).unwrap()))
+}
+
+/// The health check server listens on the node IP (here 127.0.0.1: the test's own process cannot bind in
+/// the namespace, and loopback is the only traffic allowed outside one).
+#[test]
+fn health_check_node_port_server() {
+    if !can_run("health_check_node_port_server") {
+        return;
+    }
+    let ns = Netns::new("health");
+    let hc = 20000 + (rand::random::<u16>() % 20000);
+    let mut b = NftBackend::new(NftConfig {
+        nft_command: ns.prefix("nft"),
+        conntrack_command: ns.prefix("conntrack"),
+        node_ips: vec!["127.0.0.1".parse().unwrap()],
+        ..golden_config()
+    });
+    let mut p = svc_port(
+        "lb",
+        Protocol::Tcp,
+        "10.96.0.40",
+        80,
+        vec![ep("10.244.0.50", 8080, true), ep("10.244.1.51", 8080, false)],
+    );
+    p.health_check_node_port = Some(hc);
+    p.external_policy_local = true;
+    p.load_balancer_ips = vec!["192.0.2.40".parse().unwrap()];
+    p.external_endpoints = vec![ep("10.244.0.50", 8080, true)];
+    let p = Arc::new(p);
+    b.sync_all(std::slice::from_ref(&p)).unwrap();
+    assert_eq!(b.health_check_ports(), vec![hc]);
+    let (code, body) = http_get(hc).expect("health server answers");
+    assert_eq!(code, 200);
+    assert_eq!(body["localEndpoints"], 1);
+    assert_eq!(body["service"]["namespace"], "default");
+    assert_eq!(body["service"]["name"], "lb");
+    assert_eq!(body["serviceProxyHealthy"], true);
+
+    let mut q = (*p).clone();
+    q.all_endpoints = vec![ep("10.244.1.51", 8080, false)];
+    q.internal_endpoints = q.all_endpoints.clone();
+    q.external_endpoints.clear();
+    let q = Arc::new(q);
+    b.apply(&[Change::Upsert {
+        old: Some(p),
+        new: q.clone(),
+    }])
+    .unwrap();
+    let (code, body) = http_get(hc).unwrap();
+    assert_eq!((code, body["localEndpoints"].as_u64()), (503, Some(0)));
+
+    b.apply(&[Change::Remove(q)]).unwrap();
+    assert!(b.health_check_ports().is_empty());
+    assert!(
+        http_get(hc).is_none(),
+        "server still answers after its Service went away"
+    );
+    let metrics = b.metrics_text();
+    assert!(
+        metrics.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kubeproxy_sync_proxy_rules_nftables_service_ports 0"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,205 @@
+//! Real traffic through the rules, in network namespaces this test creates (root; skipped otherwise): a
+//! node with a bridge, pods running a server that answers with its name and the client address it sees,
+//! and an outside client routed through the node. See `common/netns.rs` for the lab and its safety rules.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use svcnet_dataplane::{Backend, Change, Protocol, ServicePort};
+
+use common::netns::{BRIDGE_IP, CLIENT_IP, CLIENT_IP2, Lab, NODE_IP, POD_PORT, can_run, lab_config};
+use common::{ep, svc_port};
+
+fn pod_eps(pods: &[usize], local: &[usize]) -> Vec<svcnet_dataplane::Endpoint> {
+    pods.iter()
+        .map(|&i| ep(&Lab::pod_ip_of(i), POD_PORT, local.contains(&i)))
+        .collect()
+}
+
+#[test]
+fn clusterip_nodeport_reject_hairpin() {
+    if !can_run("clusterip_nodeport_reject_hairpin") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let mut b = lab.backend(lab_config());
+    let mut web = svc_port(
+        "web",
+        Protocol::Tcp,
+        "10.96.0.10",
+        80,
+        pod_eps(&[0, 1, 2], &[0, 1, 2]),
+    );
+    web.node_port = Some(30080);
+    let empty = svc_port("empty", Protocol::Tcp, "10.96.0.11", 80, Vec::new());
+    let hairpin = svc_port("hairpin", Protocol::Tcp, "10.96.0.12", 80, pod_eps(&[0], &[0]));
+    b.sync_all(&[Arc::new(web), Arc::new(empty), Arc::new(hairpin)])
+        .unwrap();
+
+    // ClusterIP: spread over all three pods, client address kept (pod CIDR traffic is not masqueraded, and
+    // the client is routed, so only off-cluster traffic is: the client is off-cluster here).
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.10", "80", "60", "2"]);
+    assert_eq!(r.failed(), 0, "{r:?}");
+    assert_eq!(r.hits.len(), 3, "not spread over all pods: {r:?}");
+
+    // From a pod: source kept, except when the pod reaches itself (hairpin: masqueraded to the bridge).
+    let r = lab.client_in(&lab.pods[1], &["tcp", "10.96.0.10", "80", "30", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 3), "{r:?}");
+    assert_eq!(r.peers, vec![BRIDGE_IP.to_string(), Lab::pod_ip_of(1)], "{r:?}");
+
+    // NodePort on the node's address: masqueraded (externalTrafficPolicy Cluster).
+    let r = lab.client_in(&lab.client, &["tcp", NODE_IP, "30080", "60", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 3), "{r:?}");
+    assert_eq!(r.peers, vec![BRIDGE_IP.to_string()], "{r:?}");
+
+    // No endpoints: refused at once, not a timeout.
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.11", "80", "3", "5"]);
+    assert_eq!(r.errors.get("ConnectionRefusedError"), Some(&3), "{r:?}");
+    assert!(r.slowest_error < 1.0, "rejection took {} s", r.slowest_error);
+
+    // A port no Service has on a ClusterIP: rejected; an unallocated ClusterIP: dropped.
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.10", "81", "1", "3"]);
+    assert_eq!(r.errors.get("ConnectionRefusedError"), Some(&1), "{r:?}");
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.99", "80", "1", "0.5"]);
+    assert_eq!(r.errors.keys().collect::<Vec<_>>(), vec!["TimeoutError"], "{r:?}");
+
+    // Hairpin: a pod reaching itself through its Service, masqueraded so the reply comes back via the node.
+    let r = lab.client_in(&lab.pods[0], &["tcp", "10.96.0.12", "80", "5", "2"]);
+    assert_eq!(r.hits.get("pod0"), Some(&5), "{r:?}");
+    assert_eq!(r.peers, vec![BRIDGE_IP.to_string()], "{r:?}");
+}
+
+#[test]
+fn affinity_local_policy_source_ranges() {
+    if !can_run("affinity_local_policy_source_ranges") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let mut b = lab.backend(lab_config());
+    let mut sticky = svc_port(
+        "sticky",
+        Protocol::Tcp,
+        "10.96.0.20",
+        80,
+        pod_eps(&[0, 1, 2], &[]),
+    );
+    sticky.affinity_timeout = Some(Duration::from_secs(600));
+    let mut local = svc_port(
+        "local",
+        Protocol::Tcp,
+        "10.96.0.21",
+        80,
+        pod_eps(&[0, 1, 2], &[0]),
+    );
+    local.node_port = Some(30081);
+    local.external_policy_local = true;
+    local.external_endpoints = pod_eps(&[0], &[0]);
+    let mut ranged = svc_port(
+        "ranged",
+        Protocol::Tcp,
+        "10.96.0.22",
+        80,
+        pod_eps(&[0, 1, 2], &[]),
+    );
+    ranged.load_balancer_ips = vec!["192.0.2.100".parse().unwrap()];
+    ranged.load_balancer_source_ranges = vec![format!("{CLIENT_IP}/32").parse().unwrap()];
+    b.sync_all(&[Arc::new(sticky), Arc::new(local), Arc::new(ranged)])
+        .unwrap();
+
+    // ClientIP affinity: every connection from one client goes to the same pod.
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.20", "80", "30", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 1), "{r:?}");
+
+    // externalTrafficPolicy Local from outside: this node's endpoint only, client address kept.
+    let r = lab.client_in(&lab.client, &["tcp", NODE_IP, "30081", "30", "2"]);
+    assert_eq!(r.hits.get("pod0"), Some(&30), "{r:?}");
+    assert_eq!(r.peers, vec![CLIENT_IP.to_string()], "{r:?}");
+    // ... while pods short-circuit to every endpoint.
+    let r = lab.client_in(&lab.pods[1], &["tcp", BRIDGE_IP, "30081", "60", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 3), "{r:?}");
+
+    // loadBalancerSourceRanges: the allowed address gets through, the other is dropped.
+    let r = lab.client_in(&lab.client, &["tcp", "192.0.2.100", "80", "10", "2", CLIENT_IP]);
+    assert_eq!(r.ok(), 10, "{r:?}");
+    let r = lab.client_in(&lab.client, &["tcp", "192.0.2.100", "80", "1", "0.5", CLIENT_IP2]);
+    assert_eq!(r.errors.keys().collect::<Vec<_>>(), vec!["TimeoutError"], "{r:?}");
+}
+
+/// A UDP client keeps one flow to a ClusterIP; its endpoint is replaced while the old pod still answers.
+/// Only conntrack cleanup moves the flow: without it the old DNAT lives as long as the client sends.
+#[test]
+fn udp_conntrack_cleanup() {
+    if !can_run("udp_conntrack_cleanup") {
+        return;
+    }
+    let lab = Lab::new(2);
+    let mut b = lab.backend(lab_config());
+    let v1 = Arc::new(svc_port(
+        "dns",
+        Protocol::Udp,
+        "10.96.0.30",
+        53,
+        pod_eps(&[0], &[0]),
+    ));
+    b.sync_all(std::slice::from_ref(&v1)).unwrap();
+    let client = lab.spawn_client(&["udp", "10.96.0.30", "53", "3"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let v2 = Arc::new(svc_port(
+        "dns",
+        Protocol::Udp,
+        "10.96.0.30",
+        53,
+        pod_eps(&[1], &[1]),
+    ));
+    b.apply(&[Change::Upsert {
+        old: Some(v1),
+        new: v2,
+    }])
+    .unwrap();
+    let r = client.finish();
+    assert!(r.hits.get("pod0").is_some_and(|&n| n > 10), "{r:?}");
+    let tail: Vec<&String> = r.seq.iter().rev().take(20).collect();
+    assert!(
+        tail.iter().all(|p| *p == "pod1"),
+        "flow still goes to the old endpoint: {r:?}"
+    );
+}
+
+/// Connections keep succeeding while the endpoint set changes every 100 ms.
+#[test]
+fn update_under_load() {
+    if !can_run("update_under_load") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let mut b = lab.backend(lab_config());
+    let make = |pods: &[usize]| {
+        Arc::new(svc_port(
+            "busy",
+            Protocol::Tcp,
+            "10.96.0.40",
+            80,
+            pod_eps(pods, &[]),
+        ))
+    };
+    let sets: [&[usize]; 4] = [&[0, 1, 2], &[1, 2], &[0, 2], &[0]];
+    let mut cur: Arc<ServicePort> = make(sets[0]);
+    b.sync_all(std::slice::from_ref(&cur)).unwrap();
+    let client = lab.spawn_client(&["load", "10.96.0.40", "80", "3"]);
+    for i in 1..=25 {
+        std::thread::sleep(Duration::from_millis(100));
+        let next = make(sets[i % sets.len()]);
+        b.apply(&[Change::Upsert {
+            old: Some(cur),
+            new: next.clone(),
+        }])
+        .unwrap();
+        cur = next;
+    }
+    let r = client.finish();
+    assert_eq!(r.failed(), 0, "{r:?}");
+    assert!(r.ok() > 100, "{r:?}");
+    assert_eq!(r.hits.len(), 3, "{r:?}");
+}
