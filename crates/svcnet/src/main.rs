@@ -6,6 +6,9 @@
 //! server like any other client.
 
 mod bench;
+mod dataplane_args;
+mod dns_args;
+mod proxy_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +41,8 @@ enum Command {
     Agent(AgentArgs),
     /// Run a benchmark against a fresh `svcnet up` (e.g. `svcnet bench api`); it measures, never asserts.
     Bench(bench::BenchArgs),
+    /// Run only the userspace data plane for the Services and EndpointSlices of a YAML file (no API server).
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 #[derive(Parser)]
@@ -89,6 +94,10 @@ struct UpArgs {
     /// 10.244.0.0/16).
     #[arg(long, default_value = "host")]
     pod_network: PodNetwork,
+    #[command(flatten)]
+    dataplane: dataplane_args::DataplaneArgs,
+    #[command(flatten)]
+    dns: dns_args::DnsArgs,
 }
 
 /// `svcnet agent`: a node agent joining a cluster through its kubeconfig.
@@ -116,6 +125,17 @@ struct AgentArgs {
     /// network namespace per pod on a node bridge; the cluster's pod CIDR must be a real range).
     #[arg(long, default_value = "host")]
     pod_network: PodNetwork,
+    /// The cluster's Service ClusterIP range(s); with the netns pod network the userspace proxy makes them
+    /// local to the node so that pods reach ClusterIPs.
+    #[arg(long, value_delimiter = ',')]
+    service_cidr: Vec<IpNet>,
+    /// The cluster's pod range(s) (the nftables data plane's local-traffic detector).
+    #[arg(long, value_delimiter = ',')]
+    cluster_cidr: Vec<IpNet>,
+    #[command(flatten)]
+    dataplane: dataplane_args::DataplaneArgs,
+    #[command(flatten)]
+    dns: dns_args::DnsArgs,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -157,8 +177,30 @@ fn agent_config(
 async fn agent(args: AgentArgs) -> Result<()> {
     let client = kube_client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)?;
+    let node_name = args.node_name.unwrap_or_else(hostname);
+    // The agent serves no metrics endpoint of its own yet; the registry only satisfies the components.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let _routes = dataplane_args::start(
+        &args.dataplane,
+        client.clone(),
+        dataplane_args::NodeNet {
+            name: &node_name,
+            ip: args.node_ip,
+            service_cidrs: &args.service_cidr,
+            pod_cidrs: &args.cluster_cidr,
+            pods_in_netns: args.pod_network == PodNetwork::Netns,
+        },
+        &mut registry,
+    )?;
+    args.dns.spawn(
+        client.clone(),
+        &args.data_dir,
+        svcnet_dns::Metrics::new(&mut registry),
+        node_name.clone(),
+        args.pod_network == PodNetwork::Netns,
+    );
     let cfg = agent_config(
-        args.node_name.unwrap_or_else(hostname),
+        node_name,
         args.node_ip,
         args.data_dir.canonicalize()?,
         args.listen,
@@ -272,6 +314,34 @@ async fn up(args: UpArgs) -> Result<()> {
     tokio::spawn(svcnet_controllers::run_workload_controllers(client.clone()));
     let mut registry = prometheus_client::registry::Registry::default();
     let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    // The node's data plane, like its agent, is an API client; it exists only where a node does.
+    let _routes = if args.no_agent {
+        None
+    } else {
+        dataplane_args::start(
+            &args.dataplane,
+            client.clone(),
+            dataplane_args::NodeNet {
+                name: &node_name,
+                ip: addr.ip(),
+                service_cidrs: &args.service_cidr,
+                pod_cidrs: std::slice::from_ref(&args.cluster_cidr),
+                pods_in_netns: args.pod_network == PodNetwork::Netns,
+            },
+            &mut registry,
+        )?
+    };
+    // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
+    if !args.no_agent {
+        args.dns.spawn(
+            client.clone(),
+            &data_dir,
+            svcnet_dns::Metrics::new(&mut registry),
+            node_name.clone(),
+            args.pod_network == PodNetwork::Netns,
+        );
+    }
     let registry = Arc::new(registry);
     let shared = registry.clone();
     server.metrics.add_extra(Box::new(move || {
@@ -290,7 +360,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut agent_done = None;
     if !args.no_agent {
         let cfg = agent_config(
-            args.node_name.clone().unwrap_or_else(hostname),
+            node_name.clone(),
             addr.ip(),
             data_dir.join("agent"),
             SocketAddr::new(addr.ip(), 0),
@@ -354,5 +424,9 @@ fn main() -> Result<()> {
             rt.block_on(agent(args))
         }
         Command::Bench(args) => bench::run(args),
+        Command::Proxy(args) => {
+            init_logging(&args.log_format);
+            proxy_cmd::run(args)
+        }
     }
 }

@@ -12,74 +12,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::netns::{Namespaces, can_run, ip};
 use common::{Cluster, eventually};
 use serde_json::Value;
-use svcnet_agent::netns::netns_name;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn can_run() -> Result<(), String> {
-    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("needs root".into());
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(o) if o.status.success() => Ok(()),
-        _ => Err("needs root and iproute2's `ip`".into()),
-    }
-}
-
-fn ip(args: &[&str]) -> std::process::Output {
-    Command::new("ip").args(args).output().expect("run ip")
-}
-
-/// The namespaces this test made or caused (the node's, and the pods' once their uids are known); every one
-/// still present is deleted on drop, and nothing else.
-struct Namespaces {
-    node: String,
-    pods: Vec<String>,
-}
-
-impl Namespaces {
-    fn create() -> Namespaces {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            ^ std::process::id().rotate_left(16);
-        let node = format!("svcnet-t-{seed:08x}");
-        let out = ip(&["netns", "add", &node]);
-        assert!(out.status.success(), "ip netns add {node}: {out:?}");
-        let ns = Namespaces {
-            node,
-            pods: Vec::new(),
-        };
-        let out = ip(&["-n", &ns.node, "link", "set", "lo", "up"]);
-        assert!(out.status.success(), "lo up: {out:?}");
-        ns
-    }
-
-    fn track_pod(&mut self, uid: &str) -> String {
-        let name = netns_name(uid);
-        if !self.pods.contains(&name) {
-            self.pods.push(name.clone());
-        }
-        name
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.pods.iter().chain(std::iter::once(&self.node)) {
-            if Path::new("/run/netns").join(name).exists() {
-                let _ = ip(&["netns", "del", name]);
-            }
-        }
-        for name in &self.pods {
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
-        }
-    }
-}
 
 /// Names `ip netns list` shows (its stderr complains about entries mounted only in the agent's mount
 /// namespace; only the names matter here).

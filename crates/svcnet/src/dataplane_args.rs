@@ -1,0 +1,170 @@
+//! The node's data plane as the command line sets it up (`--proxy-mode` and friends), shared by `svcnet up`
+//! and `svcnet agent`: which backend, how it is configured, and the loop that feeds it.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use prometheus_client::registry::Registry;
+use svcnet_agent::dataplane::{DataplaneConfig, DataplaneMetrics};
+use svcnet_dataplane::{Backend, Balance};
+use tracing::{info, warn};
+
+/// Which data plane the node runs (`--proxy-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// A userspace L4 proxy (no root needed when service addresses are local, as the default range is).
+    Userspace,
+    /// nftables in the kernel (root).
+    Nftables,
+    /// No data plane on this node.
+    None,
+}
+
+/// Data-plane flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataplaneArgs {
+    /// The data plane: `userspace` (default; no root needed), `nftables` (root) or `none`.
+    #[arg(long, value_enum, default_value = "userspace")]
+    pub proxy_mode: ProxyMode,
+    /// Worker threads of the userspace proxy.
+    #[arg(long = "proxy-threads", default_value_t = 2)]
+    pub proxy_threads: usize,
+    /// Default balancing of the userspace proxy: least-conn, round-robin, random or maglev (a Service can
+    /// choose its own with the `svcnet.io/balance` annotation).
+    #[arg(long = "proxy-balancing", default_value = "least-conn")]
+    pub proxy_balancing: Balance,
+    /// Addresses NodePorts listen on (repeatable; default: the node's address).
+    #[arg(long = "nodeport-address")]
+    pub nodeport_addresses: Vec<IpAddr>,
+    /// How often the whole ruleset is programmed again, repairing drift (seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub proxy_resync_seconds: u64,
+}
+
+/// What the data plane needs to know about the node it runs on.
+pub struct NodeNet<'a> {
+    /// The node's name.
+    pub name: &'a str,
+    /// The node's address.
+    pub ip: IpAddr,
+    /// The service ClusterIP ranges, if known.
+    pub service_cidrs: &'a [IpNet],
+    /// The cluster's pod range(s) (nftables' local-traffic detector).
+    pub pod_cidrs: &'a [IpNet],
+    /// Whether pods live in their own network namespaces (then service addresses must be made local).
+    pub pods_in_netns: bool,
+}
+
+/// Starts the node's data plane (if any) as a task; its metrics go into `registry`.
+pub fn start(
+    args: &DataplaneArgs,
+    client: kube::Client,
+    node: NodeNet<'_>,
+    registry: &mut Registry,
+) -> Result<Option<LocalRoutes>> {
+    let backend: Box<dyn Backend> = match args.proxy_mode {
+        ProxyMode::None => return Ok(None),
+        ProxyMode::Userspace => {
+            let mut cfg = svcnet_proxy::ProxyConfig::for_node(node.ip);
+            cfg.workers = args.proxy_threads.max(1);
+            cfg.balance = args.proxy_balancing;
+            if !args.nodeport_addresses.is_empty() {
+                cfg.node_addresses = args.nodeport_addresses.clone();
+            }
+            // Pod-network addresses (the bridge's) appear only once the node's pod CIDR is known.
+            cfg.freebind = node.pods_in_netns;
+            Box::new(
+                svcnet_proxy::UserspaceBackend::new(cfg, registry).context("starting the userspace proxy")?,
+            )
+        }
+        ProxyMode::Nftables => {
+            let mut node_ips = vec![node.ip];
+            node_ips.extend(args.nodeport_addresses.iter().copied());
+            let cfg = svcnet_nft::NftConfig {
+                pod_cidrs: node.pod_cidrs.to_vec(),
+                service_cidrs: node.service_cidrs.to_vec(),
+                node_ips,
+                ..Default::default()
+            };
+            let backend = svcnet_nft::NftBackend::new(cfg);
+            backend.metrics().register(registry);
+            Box::new(backend)
+        }
+    };
+    // Pods in their own namespaces reach ClusterIPs through the node: the userspace proxy listens on them,
+    // so the node must treat the service range as its own (a `local` route, as kube-proxy's IPVS mode
+    // binds every ClusterIP on a dummy device). With nftables the same route gives the node's own
+    // connections a way out before the output hook rewrites them (a node whose only routes are its pod
+    // network would otherwise answer "network unreachable"). Loopback ranges are local already.
+    let routes = if node.pods_in_netns {
+        Some(LocalRoutes::add(node.service_cidrs)?)
+    } else {
+        None
+    };
+    let metrics = DataplaneMetrics::new(registry);
+    let cfg = DataplaneConfig {
+        node_name: node.name.to_string(),
+        ignore: vec![],
+        resync_period: Duration::from_secs(args.proxy_resync_seconds.max(10)),
+    };
+    info!(mode = ?args.proxy_mode, "starting the data plane");
+    tokio::spawn(svcnet_agent::dataplane::run(client, cfg, backend, metrics));
+    Ok(routes)
+}
+
+/// `local` routes this process added for service ranges; removed on drop.
+pub struct LocalRoutes(Vec<IpNet>);
+
+impl LocalRoutes {
+    fn add(cidrs: &[IpNet]) -> Result<LocalRoutes> {
+        let mut added = Vec::new();
+        for cidr in cidrs.iter().filter(|c| !c.network().is_loopback()) {
+            let out = Command::new("ip")
+                .args([
+                    "route",
+                    "replace",
+                    "local",
+                    &cidr.to_string(),
+                    "dev",
+                    "lo",
+                    "table",
+                    "local",
+                ])
+                .output()
+                .context("running ip")?;
+            if !out.status.success() {
+                bail!(
+                    "making the service range {cidr} local: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            added.push(*cidr);
+        }
+        Ok(LocalRoutes(added))
+    }
+}
+
+impl Drop for LocalRoutes {
+    fn drop(&mut self) {
+        for cidr in &self.0 {
+            let out = Command::new("ip")
+                .args([
+                    "route",
+                    "del",
+                    "local",
+                    &cidr.to_string(),
+                    "dev",
+                    "lo",
+                    "table",
+                    "local",
+                ])
+                .output();
+            if !matches!(out, Ok(ref o) if o.status.success()) {
+                warn!(%cidr, "could not remove the local route of the service range");
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `svcnet proxy --manifests FILE`: the userspace data plane on its own, fed from a YAML file of Services
+//! and EndpointSlices instead of an API server (an L4 balancer in one command; the proxy benchmark).
+//!
+//! The file goes through the same service model as the node agent's watches (`svcnet_dataplane::Model`),
+//! so readiness, traffic policies and named target ports behave exactly as in a cluster. SIGHUP re-reads
+//! the file and applies only what changed; SIGINT/SIGTERM stop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use svcnet_dataplane::manifests::Manifests;
+use svcnet_dataplane::{Backend, Balance, Model, ModelConfig};
+use svcnet_proxy::{ProxyConfig, UserspaceBackend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+/// `svcnet proxy`: serve the Services of a manifests file with the userspace proxy.
+#[derive(Parser)]
+pub struct ProxyArgs {
+    /// YAML file of Services and EndpointSlices (documents separated by `---`; `List`s allowed).
+    #[arg(long)]
+    manifests: PathBuf,
+    /// Worker threads of the proxy.
+    #[arg(long, default_value_t = 2)]
+    proxy_workers: usize,
+    /// Balancing algorithm: least-conn, round-robin, random or maglev (a Service's `svcnet.io/balance`
+    /// annotation overrides it).
+    #[arg(long, default_value = "least-conn")]
+    proxy_balance: Balance,
+    /// Address the NodePorts listen on (repeatable). Clients from these addresses count as this node.
+    #[arg(long = "node-address", default_value = "127.0.0.1")]
+    node_address: Vec<IpAddr>,
+    /// This node's name (endpoints with this nodeName are local; default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Copy bulk TCP transfers through userspace instead of moving them with splice(2).
+    #[arg(long)]
+    no_splice: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+fn load(path: &Path) -> Result<Manifests> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Manifests::parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// Runs the proxy until SIGINT/SIGTERM.
+pub fn run(args: ProxyArgs) -> Result<()> {
+    let manifests = load(&args.manifests)?;
+    let mut registry = Registry::default();
+    let config = ProxyConfig {
+        workers: args.proxy_workers,
+        balance: args.proxy_balance,
+        node_addresses: args.node_address.clone(),
+        splice: !args.no_splice,
+        ..Default::default()
+    };
+    let mut backend = UserspaceBackend::new(config, &mut registry)?;
+    let registry = Arc::new(registry);
+    let mut model = Model::new(ModelConfig {
+        node_name: args.node_name.clone().unwrap_or_else(super::hostname),
+        ..Default::default()
+    });
+    manifests.load_into(&mut model);
+    model.take_changes();
+    let ports: Vec<_> = model.ports().cloned().collect();
+    if let Err(e) = backend.sync_all(&ports) {
+        warn!(error = %e, "some listeners are not open");
+    }
+    println!(
+        "svcnet proxy: serving {} service ports on {} listeners",
+        backend.port_count(),
+        backend.listener_count()
+    );
+
+    // The control side needs little: signals and the metrics endpoint, on one thread. Connections are
+    // served by the backend's own runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            info!(addr = %listener.local_addr()?, "serving metrics");
+            tokio::spawn(serve_metrics(listener, registry.clone()));
+        }
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let stop = super::shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = hup.recv() => match load(&args.manifests) {
+                    Ok(m) => {
+                        model.clear_inputs();
+                        m.load_into(&mut model);
+                        let changes = model.take_changes();
+                        if let Err(e) = backend.apply(&changes.changes) {
+                            warn!(error = %e, "reload: some listeners are not open");
+                        }
+                        info!(changes = changes.changes.len(), ports = backend.port_count(), "reloaded");
+                    }
+                    Err(e) => warn!(error = format!("{e:#}"), "reload failed; keeping the current services"),
+                },
+            }
+        }
+        info!("svcnet proxy stopping");
+        anyhow::Ok(())
+    })?;
+    drop(backend);
+    Ok(())
+}
+
+/// A minimal HTTP/1 responder: every request gets the metrics text, then the connection closes.
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            // Read the request head (bounded) and ignore it: there is one resource.
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let mut body = String::new();
+            if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
+                return;
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,153 @@
+//! The seed scenario in the netns pod network, on both data planes (root only): `svcnet up` runs inside a
+//! network namespace of the test's own (the "node"), each pod in its own namespace below it, and Blue calls
+//! `http://red` by its DNS name — through cluster DNS on the kube-dns ClusterIP and the data plane
+//! (userspace proxy, or nftables DNAT in the kernel). The node reaches the Service by ClusterIP and the
+//! NodePort on its pod-network address.
+//!
+//! Without root, iproute2 or (for the kernel data plane) nft, the tests say they are skipped and pass.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::netns::{Namespaces, can_run};
+use common::{Cluster, eventually};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed")
+}
+
+fn ready(c: &Cluster, app: &str) -> usize {
+    let pods = c.get_json(&["pods", "-l", &format!("app={app}")]);
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .count()
+}
+
+/// `curl` from the node's namespace; the body, or None.
+fn curl_in(netns: &str, url: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "curl", "-sS", "--max-time", "3", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn seed_in_netns(mode: &str) {
+    if let Err(why) = can_run() {
+        println!("skipped: {why}");
+        return;
+    }
+    if mode == "nftables" && Command::new("nft").arg("--version").output().is_err() {
+        println!("skipped: the nftables data plane needs nft");
+        return;
+    }
+    let ns = Namespaces::create();
+    let c = Cluster::start_in_netns(
+        &ns.node,
+        &[
+            "--pod-network",
+            "netns",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--proxy-mode",
+            mode,
+            "--nodeport-address",
+            "10.244.0.1",
+        ],
+    );
+    let dir = examples();
+    for f in ["red.yaml", "blue.yaml"] {
+        c.ok(&["apply", "-f", dir.join(f).to_str().unwrap()]);
+    }
+    assert!(
+        eventually(WAIT, || ready(&c, "red") == 3 && ready(&c, "blue") == 1),
+        "pods ready:\n{}\n{}",
+        c.ok(&["get", "pods", "-o", "wide"]),
+        c.log()
+    );
+
+    // Blue resolves `red` with cluster DNS and its calls spread over the Red pods.
+    let mut seen = BTreeSet::new();
+    let mut logs = String::new();
+    let ok = eventually(WAIT, || {
+        logs = c.ok(&["logs", "deploy/blue"]);
+        seen.extend(
+            logs.lines()
+                .filter_map(|l| l.strip_prefix("red "))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string)),
+        );
+        seen.len() >= 2
+    });
+    assert!(
+        ok,
+        "Blue reaches Red by name ({mode}): {seen:?}\n{logs}\n{}",
+        c.log()
+    );
+    assert!(logs.contains("blue calls http://red/"), "Blue used DNS: {logs}");
+
+    // The node reaches Red by ClusterIP.
+    let ip = c.get_json(&["svc", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{ip}/");
+    assert!(
+        eventually(WAIT, || curl_in(&ns.node, &url)
+            .is_some_and(|b| b.starts_with("red "))),
+        "node -> ClusterIP {url} ({mode})"
+    );
+
+    // A NodePort answers on the node's pod-network address.
+    c.ok(&[
+        "expose",
+        "deploy/red",
+        "--name",
+        "red-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
+    let np = c.get_json(&["svc", "red-np"])["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .unwrap();
+    let url = format!("http://10.244.0.1:{np}/");
+    assert!(
+        eventually(WAIT, || curl_in(&ns.node, &url)
+            .is_some_and(|b| b.starts_with("red "))),
+        "node address -> NodePort {url} ({mode})"
+    );
+    drop(c);
+    drop(ns);
+}
+
+#[test]
+fn seed_scenario_in_netns_userspace() {
+    seed_in_netns("userspace");
+}
+
+#[test]
+fn seed_scenario_in_netns_nftables() {
+    seed_in_netns("nftables");
+}
