@@ -46,6 +46,7 @@ pub struct DataplaneConfig {
 pub struct DataplaneMetrics {
     sync_duration: Histogram,
     programming_duration: Histogram,
+    event_to_programmed: Histogram,
     last_sync: Gauge<f64, AtomicU64>,
     service_changes: Counter,
     sync_failures: Counter,
@@ -62,6 +63,7 @@ impl DataplaneMetrics {
             programming_duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 0.001, 2.0, 18,
             )),
+            event_to_programmed: Histogram::new(buckets()),
             last_sync: Gauge::default(),
             service_changes: Counter::default(),
             sync_failures: Counter::default(),
@@ -77,6 +79,11 @@ impl DataplaneMetrics {
             "kubeproxy_network_programming_duration_seconds",
             "In Cluster Network Programming Latency in seconds",
             m.programming_duration.clone(),
+        );
+        registry.register(
+            "svcnet_dataplane_event_to_programmed_seconds",
+            "From the first watch event of a batch to the backend having applied it",
+            m.event_to_programmed.clone(),
         );
         registry.register(
             "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
@@ -110,7 +117,8 @@ impl DataplaneMetrics {
 /// One unit of work for the backend thread.
 enum Work {
     All(Vec<Arc<ServicePort>>),
-    Changes(Vec<Change>, Vec<SystemTime>),
+    /// Changes, the trigger times behind them, and when the first event of the batch arrived.
+    Changes(Vec<Change>, Vec<SystemTime>, Option<Instant>),
 }
 
 // Events are moved once from the watch to the model; boxing them would only add an allocation.
@@ -266,7 +274,7 @@ async fn drive(
             continue;
         }
         let out = model.take_changes();
-        batch_since = None;
+        let first_event = batch_since.take();
         if !started || last_full.elapsed() >= cfg.resync_period {
             started = true;
             last_full = Instant::now();
@@ -274,11 +282,11 @@ async fn drive(
             info!(ports = all.len(), "data plane: full sync");
             let _ = work_tx.send(Work::All(all));
             if !out.trigger_times.is_empty() {
-                let _ = work_tx.send(Work::Changes(vec![], out.trigger_times));
+                let _ = work_tx.send(Work::Changes(vec![], out.trigger_times, None));
             }
         } else if !out.changes.is_empty() || !out.trigger_times.is_empty() {
             debug!(changes = out.changes.len(), "data plane: incremental sync");
-            let _ = work_tx.send(Work::Changes(out.changes, out.trigger_times));
+            let _ = work_tx.send(Work::Changes(out.changes, out.trigger_times, first_event));
         }
         metrics.ports.set(model.port_count() as i64);
         metrics
@@ -292,18 +300,23 @@ async fn drive(
 fn backend_thread(mut backend: Box<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Work>, m: DataplaneMetrics) {
     while let Some(work) = rx.blocking_recv() {
         let started = Instant::now();
-        let (result, triggers) = match work {
-            Work::All(all) => (backend.sync_all(&all), vec![]),
-            Work::Changes(changes, triggers) => {
+        let (result, triggers, first_event) = match work {
+            Work::All(all) => (backend.sync_all(&all), vec![], None),
+            Work::Changes(changes, triggers, first_event) => {
                 m.service_changes.inc_by(changes.len() as u64);
                 let r = if changes.is_empty() {
                     Ok(())
                 } else {
                     backend.apply(&changes)
                 };
-                (r, triggers)
+                (r, triggers, first_event.filter(|_| !changes.is_empty()))
             }
         };
+        // This node's share of network programming latency, at sub-second precision (the trigger times
+        // behind `programming_duration` come from whole-second API timestamps).
+        if let Some(t) = first_event {
+            m.event_to_programmed.observe(t.elapsed().as_secs_f64());
+        }
         m.sync_duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {

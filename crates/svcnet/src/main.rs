@@ -83,7 +83,8 @@ struct UpArgs {
     /// Most endpoints in one EndpointSlice.
     #[arg(long, default_value_t = 100)]
     max_endpoints_per_slice: usize,
-    /// Do not run a node agent inside `up` (control plane only).
+    /// Do not run a node agent (pods) or cluster DNS inside `up`; the data plane still runs unless
+    /// `--proxy-mode none`.
     #[arg(long)]
     no_agent: bool,
     /// How long a node may go without renewing its Lease before it is marked NotReady (seconds).
@@ -315,10 +316,9 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
-    // The node's data plane, like its agent, is an API client; it exists only where a node does.
-    let _routes = if args.no_agent {
-        None
-    } else {
+    // The node's data plane is an API client of its own, like kube-proxy beside the kubelet: it runs
+    // with or without the local agent (`--proxy-mode none` turns it off).
+    let _routes = {
         dataplane_args::start(
             &args.dataplane,
             client.clone(),

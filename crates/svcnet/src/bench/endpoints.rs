@@ -247,9 +247,31 @@ async fn phases(server: &Server, args: &EndpointsArgs, report: &mut Report) -> R
 
     // 5. Flips, watched.
     if args.flips > 0 {
-        let before = scrape_metrics(c, &mut conns[0]).await.unwrap_or_default();
+        let before_text = scrape_text(c, &mut conns[0]).await.unwrap_or_default();
+        let before = metric_values(&before_text);
         report.flips = Some(flips(server, args, &mut conns[0], &list_rv).await?);
-        let after = scrape_metrics(c, &mut conns[0]).await?;
+        // The data plane programs the flips a moment after the slices change.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after_text = scrape_text(c, &mut conns[0]).await?;
+        let after = metric_values(&after_text);
+        for (name, what) in [
+            (
+                "svcnet_dataplane_event_to_programmed_seconds",
+                "slice watch event → data plane programmed",
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_duration_seconds",
+                "data plane sync (userspace backend)",
+            ),
+        ] {
+            if let Some((n, p50, p99)) = bucket_quantiles(&before_text, &after_text, name) {
+                println!(
+                    "{what}: {n} batches, p50 <= {} p99 <= {} (histogram bucket bounds)",
+                    ms(p50),
+                    ms(p99)
+                );
+            }
+        }
         report.metrics = after
             .into_iter()
             .map(|(k, v)| {
@@ -496,14 +518,59 @@ async fn ready_services(
 
 /// The EndpointSlice controllers' series on `/metrics` (histogram buckets left out), by name and labels.
 async fn scrape_metrics(c: &Client, send: &mut SendRequest<Full<Bytes>>) -> Result<BTreeMap<String, f64>> {
+    Ok(metric_values(&scrape_text(c, send).await?))
+}
+
+/// The text of `/metrics`.
+async fn scrape_text(c: &Client, send: &mut SendRequest<Full<Bytes>>) -> Result<String> {
     let req = c.request(Method::GET, "/metrics", None, Bytes::new());
     let (code, body) = c.send(send, req).await?;
     if code != StatusCode::OK {
         bail!("/metrics answered {code}");
     }
-    let text = String::from_utf8_lossy(&body);
-    Ok(text
-        .lines()
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The count, p50 and p99 of what histogram `name` observed between two scrapes, as the upper bounds of the
+/// buckets they fall in (label sets summed).
+fn bucket_quantiles(before: &str, after: &str, name: &str) -> Option<(u64, Duration, Duration)> {
+    let buckets = |text: &str| {
+        let mut m: BTreeMap<u64, f64> = BTreeMap::new();
+        let prefix = format!("{name}_bucket{{");
+        for l in text.lines().filter(|l| l.starts_with(&prefix)) {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let v: f64 = l.rsplit_once(' ')?.1.parse().ok()?;
+            *m.entry(le.to_bits()).or_default() += v;
+        }
+        Some(m)
+    };
+    let (b, a) = (buckets(before).unwrap_or_default(), buckets(after)?);
+    let mut delta: Vec<(f64, f64)> = a
+        .iter()
+        .map(|(le, v)| (f64::from_bits(*le), v - b.get(le).copied().unwrap_or(0.0)))
+        .collect();
+    delta.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let q = |q: f64| {
+        delta
+            .iter()
+            .find(|(_, c)| *c >= q * total)
+            .map(|(le, _)| Duration::from_secs_f64(le.min(3600.0)))
+    };
+    Some((total as u64, q(0.5)?, q(0.99)?))
+}
+
+/// The EndpointSlice controllers' series in a `/metrics` text (histogram buckets left out).
+fn metric_values(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
         .filter(|l| {
             (l.starts_with("endpoint_slice_controller_") || l.starts_with("endpoints_controller_"))
                 && !l.contains("_bucket")
@@ -512,7 +579,7 @@ async fn scrape_metrics(c: &Client, send: &mut SendRequest<Full<Bytes>>) -> Resu
             let (k, v) = l.rsplit_once(' ')?;
             Some((k.to_string(), v.parse().ok()?))
         })
-        .collect())
+        .collect()
 }
 
 /// Creates `bench-node` and reports it Ready through `nodes/status`, as a kubelet registering would.
