@@ -115,6 +115,14 @@ pub fn start(
     Ok(routes)
 }
 
+/// `ip route <verb> local <cidr> dev lo table local`.
+fn local_route(verb: &str, cidr: &IpNet) -> std::io::Result<std::process::Output> {
+    let cidr = cidr.to_string();
+    Command::new("ip")
+        .args(["route", verb, "local", &cidr, "dev", "lo", "table", "local"])
+        .output()
+}
+
 /// `local` routes this process added for service ranges; removed on drop.
 pub struct LocalRoutes(Vec<IpNet>);
 
@@ -122,19 +130,7 @@ impl LocalRoutes {
     fn add(cidrs: &[IpNet]) -> Result<LocalRoutes> {
         let mut added = Vec::new();
         for cidr in cidrs.iter().filter(|c| !c.network().is_loopback()) {
-            let out = Command::new("ip")
-                .args([
-                    "route",
-                    "replace",
-                    "local",
-                    &cidr.to_string(),
-                    "dev",
-                    "lo",
-                    "table",
-                    "local",
-                ])
-                .output()
-                .context("running ip")?;
+            let out = local_route("replace", cidr).context("running ip")?;
             if !out.status.success() {
                 bail!(
                     "making the service range {cidr} local: {}",
@@ -150,18 +146,7 @@ impl LocalRoutes {
 impl Drop for LocalRoutes {
     fn drop(&mut self) {
         for cidr in &self.0 {
-            let out = Command::new("ip")
-                .args([
-                    "route",
-                    "del",
-                    "local",
-                    &cidr.to_string(),
-                    "dev",
-                    "lo",
-                    "table",
-                    "local",
-                ])
-                .output();
+            let out = local_route("del", cidr);
             if !matches!(out, Ok(ref o) if o.status.success()) {
                 warn!(%cidr, "could not remove the local route of the service range");
             }

@@ -8,16 +8,7 @@ use std::time::Duration;
 
 use common::Cluster;
 use futures::{AsyncBufReadExt, TryStreamExt};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
-
-async fn client(c: &Cluster) -> kube::Client {
-    let kc = Kubeconfig::read_from(c.kubeconfig()).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
 
 /// Sends a request and returns (status, JSON body or Null, Warning headers).
 async fn send(
@@ -80,7 +71,7 @@ async fn watch_lines(client: &kube::Client, path: &str, n: usize, secs: u64) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_semantics() {
     let c = Cluster::start();
-    let k = client(&c).await;
+    let k = c.client().await;
     for i in 0..3 {
         assert_eq!(
             send(&k, "POST", SVCS, "application/json", svc(&format!("w{i}")))
@@ -167,7 +158,7 @@ async fn watch_semantics() {
     // After a restart the history is gone: an old version gets 410 Expired.
     let mut c = c;
     c.restart("TERM");
-    let k = client(&c).await;
+    let k = c.client().await;
     send(&k, "POST", SVCS, "application/json", svc("after")).await;
     let evs = watch_lines(&k, &format!("{SVCS}?watch=true&resourceVersion=1"), 1, 10).await;
     assert_eq!(evs[0]["type"], "ERROR");
@@ -178,7 +169,7 @@ async fn watch_semantics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_semantics() {
     let c = Cluster::start();
-    let k = client(&c).await;
+    let k = c.client().await;
     // dryRun=All answers as a create would but stores nothing.
     let (code, body, _) = send(
         &k,
@@ -308,7 +299,7 @@ async fn write_semantics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collection_follows_propagation_policy() {
     let c = Cluster::start();
-    let k = client(&c).await;
+    let k = c.client().await;
     let slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
     let mk_owner = |name: &str| svc(name);
     let dependent = |name: &str, owner: &Value| {

@@ -11,16 +11,7 @@ use common::{Cluster, eventually};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-
-async fn client(c: &Cluster) -> kube::Client {
-    let kc = Kubeconfig::read_from(c.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
 
 fn svc(name: &str) -> Service {
     serde_json::from_value(serde_json::json!({
@@ -34,7 +25,7 @@ fn svc(name: &str) -> Service {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_watch_and_reflector_across_restart() {
     let mut c = Cluster::start();
-    let api: Api<Service> = Api::namespaced(client(&c).await, "default");
+    let api: Api<Service> = Api::namespaced(c.client().await, "default");
     for i in 0..5 {
         api.create(&PostParams::default(), &svc(&format!("c{i}")))
             .await
@@ -110,7 +101,7 @@ async fn list_watch_and_reflector_across_restart() {
         current()
     );
     c.restart("TERM");
-    let api2: Api<Service> = Api::namespaced(client(&c).await, "default");
+    let api2: Api<Service> = Api::namespaced(c.client().await, "default");
     api2.create(&PostParams::default(), &svc("after-restart"))
         .await
         .unwrap();
@@ -141,7 +132,7 @@ async fn wait_async(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_objects_and_version_order() {
     let mut c = Cluster::start();
-    let api: Api<Service> = Api::namespaced(client(&c).await, "default");
+    let api: Api<Service> = Api::namespaced(c.client().await, "default");
     let mut last_rv = 0u64;
     for i in 0..10 {
         let s = api
@@ -154,7 +145,7 @@ async fn restart_keeps_objects_and_version_order() {
     }
     let before = api.list(&ListParams::default()).await.unwrap();
     c.restart("TERM");
-    let api: Api<Service> = Api::namespaced(client(&c).await, "default");
+    let api: Api<Service> = Api::namespaced(c.client().await, "default");
     let after = api.list(&ListParams::default()).await.unwrap();
     let key = |l: &kube::core::ObjectList<Service>| {
         l.items
@@ -181,7 +172,7 @@ async fn restart_keeps_objects_and_version_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_write() {
     let mut c = Cluster::start();
-    let client = client(&c).await;
+    let client = c.client().await;
     let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let mut tasks = Vec::new();
     for w in 0..8 {
@@ -215,7 +206,7 @@ async fn kill_9_loses_no_acknowledged_write() {
     }
     let acked = acked.lock().unwrap().clone();
     c.restart("TERM");
-    let api: Api<Service> = Api::namespaced(self::client(&c).await, "default");
+    let api: Api<Service> = Api::namespaced(c.client().await, "default");
     let stored = api.list(&ListParams::default()).await.unwrap();
     let by_name: std::collections::BTreeMap<String, String> = stored
         .items

@@ -24,15 +24,6 @@ use std::time::{Duration, Instant};
 use common::{Cluster, eventually, write_file};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-
-async fn client(c: &Cluster) -> kube::Client {
-    let kc = Kubeconfig::read_from(c.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -106,21 +97,7 @@ fn cluster_ip(c: &Cluster, svc: &str) -> String {
 }
 
 fn ready_pods(c: &Cluster, app: &str) -> Vec<String> {
-    let pods = c.get_json(&["pods", "-l", &format!("app={app}")]);
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string())
-        .collect()
+    c.ready_pods(&format!("app={app}"))
 }
 
 fn wait_ready(c: &Cluster, app: &str, n: usize) {
@@ -478,7 +455,7 @@ fn chaos_zero_failed_requests() {
         .build()
         .unwrap();
     let deleted = rt.block_on(async {
-        let pods: Api<Pod> = Api::default_namespaced(client(&c).await);
+        let pods: Api<Pod> = Api::default_namespaced(c.client().await);
         let mut deleted = 0;
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + Duration::from_secs(2),

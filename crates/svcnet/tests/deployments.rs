@@ -17,16 +17,7 @@ use common::Cluster;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
-
-async fn client(c: &Cluster) -> kube::Client {
-    let kc = Kubeconfig::read_from(c.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
 
 /// Runs kubectl without stalling the runtime's other workers (the controllers run on them).
 fn kubectl(c: &Cluster, args: &[&str]) -> String {
@@ -232,7 +223,7 @@ fn by_name<'a>(sets: &'a [ReplicaSet], name: &str) -> &'a ReplicaSet {
 async fn deployment_lifecycle() {
     // Control plane only: the test is the kubelet, and a real agent would report its own pod status.
     let c = Cluster::start_with(&["--no-agent"]);
-    let client = client(&c).await;
+    let client = c.client().await;
     // The workload controllers are the ones `svcnet up` runs, as API clients.
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");

@@ -22,20 +22,7 @@ fn examples() -> std::path::PathBuf {
 }
 
 fn ready(c: &Cluster, app: &str) -> usize {
-    let pods = c.get_json(&["pods", "-l", &format!("app={app}")]);
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .count()
+    c.ready_pods(&format!("app={app}")).len()
 }
 
 /// `curl` from the node's namespace; the body, or None.

@@ -235,6 +235,34 @@ impl Cluster {
     }
 
     /// Reads a JSON object with `kubectl get -o json`.
+    /// A kube-rs client for the cluster, from its kubeconfig.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    }
+
+    /// Names of the pods matching `selector` that are Ready and not being deleted.
+    pub fn ready_pods(&self, selector: &str) -> Vec<String> {
+        let pods = self.get_json(&["pods", "-l", selector]);
+        pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["get"];
         a.extend_from_slice(args);
