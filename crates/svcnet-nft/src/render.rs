@@ -775,23 +775,58 @@ fn coalesce<'a>(
 }
 
 /// The transaction that takes the tables from `prev` to `prev` + `changes`, touching only the changed
-/// ports' elements, chains and sets. Order inside one family's table: delete elements, flush rewritten and
-/// doomed chains, delete doomed sets and chains (nothing refers to them any more), add sets and chains,
-/// write rules, add elements. An empty string means nothing to do.
+/// ports' elements, chains and sets, with the chains it leaves unused deleted at the end (see
+/// [`render_changes_deferred`] for the form the backend sends). An empty string means nothing to do.
 pub fn render_changes(prev: &Programmed, changes: &[Change], cfg: &NftConfig) -> String {
+    let mut t = render_changes_deferred(prev, changes, cfg);
+    for id in &t.stale_chains {
+        let _ = writeln!(t.script, "delete chain {id}");
+    }
+    t.script
+}
+
+/// An incremental transaction whose chain deletions are left to the caller.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// The `nft -f` script; empty when there is nothing to do.
+    pub script: String,
+    /// Chains the script flushes and nothing refers to any more, as `FAMILY TABLE NAME`
+    /// (`delete chain {id}` removes one).
+    pub stale_chains: Vec<String>,
+    /// Chains the script creates, as `FAMILY TABLE NAME`: no longer stale if they were.
+    pub new_chains: Vec<String>,
+    /// Whether the script has commands that make nft 1.0.x load its whole cache anyway (`delete
+    /// element`, `delete set`), so deleting stale chains in the same transaction costs nothing extra.
+    pub loads_cache: bool,
+}
+
+/// The transaction that takes the tables from `prev` to `prev` + `changes`, touching only the changed
+/// ports' elements, chains and sets, written with the commands nft 1.0.x can run without reading the
+/// ruleset back first. `add rule`, `add element`, `delete chain` and `delete element` make nft load every
+/// chain of every table into its cache (0.25 s with 110,000 chains), while `add chain NAME { rules }`,
+/// `add map NAME { …; elements = { … } }`, `add set` and `flush chain` do not: rules are written as chain
+/// bodies, elements as map declarations, and every set those rules name is declared again (unchanged,
+/// so a no-op in the kernel) so that nft knows it. Chains that become unused are only flushed and
+/// reported in [`Transaction::stale_chains`]; deleting them later is the caller's business.
+///
+/// Order inside one family's table: delete elements, flush rewritten and doomed chains, delete doomed
+/// sets, (re)declare sets, add new chains (empty, so rules can jump to any of them), write chain bodies,
+/// add elements.
+pub fn render_changes_deferred(prev: &Programmed, changes: &[Change], cfg: &NftConfig) -> Transaction {
     let batch = coalesce(prev, changes);
-    let mut out = String::new();
+    let mut tx = Transaction::default();
+    let out = &mut tx.script;
     for fam in families(cfg) {
         let t = format!("{} {}", fam.nft(), cfg.table);
         let mut del_elements = Vec::new();
-        let mut add_elements = Vec::new();
+        let mut add_elements: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut flush = Vec::new();
         let mut del_sets = Vec::new();
-        let mut del_chains = Vec::new();
-        let mut add_sets = Vec::new();
+        let mut add_sets: BTreeMap<String, String> = BTreeMap::new();
         let mut add_chains = Vec::new();
-        let mut rules = Vec::new();
+        let mut bodies = Vec::new();
         let mut ip_delta: BTreeMap<IpAddr, i64> = BTreeMap::new();
+        let mut rewrites = false;
         for (old, new) in batch.values() {
             let o = old.map(|p| port_objects(p, fam, cfg)).unwrap_or_default();
             let n = new.map(|p| port_objects(p, fam, cfg)).unwrap_or_default();
@@ -808,7 +843,7 @@ pub fn render_changes(prev: &Programmed, changes: &[Change], cfg: &NftConfig) ->
             }
             for ((map, k), v) in &n.elements {
                 if o.elements.get(&(*map, k.clone())) != Some(v) {
-                    add_elements.push(format!("add element {t} {map} {{ {k} : {v} }}"));
+                    add_elements.entry(map).or_default().push(format!("{k} : {v}"));
                 }
             }
             // A set whose declaration changed (affinity timeout) is recreated; every chain of the port is
@@ -823,7 +858,7 @@ pub fn render_changes(prev: &Programmed, changes: &[Change], cfg: &NftConfig) ->
                     Some(_) => flush.push(format!("flush chain {t} {name}")),
                     None => {
                         flush.push(format!("flush chain {t} {name}"));
-                        del_chains.push(format!("delete chain {t} {name}"));
+                        tx.stale_chains.push(format!("{t} {name}"));
                     }
                 }
             }
@@ -833,42 +868,77 @@ pub fn render_changes(prev: &Programmed, changes: &[Change], cfg: &NftConfig) ->
                     _ => del_sets.push(format!("delete set {t} {name}")),
                 }
             }
-            for (name, body) in &n.sets {
-                if o.sets.get(name) != Some(body) {
-                    add_sets.push(format!("add set {t} {name} {{ {body} }}"));
-                }
-            }
+            let mut port_rewrites = false;
             for (name, new_rules) in &n.chains {
                 let same = o.chains.get(name) == Some(new_rules) && !sets_changed;
                 if same {
                     continue;
                 }
+                port_rewrites = true;
                 if !o.chains.contains_key(name) {
                     add_chains.push(format!("add chain {t} {name}"));
+                    tx.new_chains.push(format!("{t} {name}"));
                 }
-                for r in new_rules {
-                    rules.push(format!("add rule {t} {name} {r}"));
+                if !new_rules.is_empty() {
+                    debug_assert!(new_rules.iter().all(|r| !r.contains(';')), "{new_rules:?}");
+                    bodies.push(format!("add chain {t} {name} {{ {}; }}", new_rules.join("; ")));
                 }
             }
+            // New sets, and the unchanged ones the rewritten rules name (nft must know them).
+            for (name, body) in &n.sets {
+                if port_rewrites || o.sets.get(name) != Some(body) {
+                    add_sets.insert(name.clone(), body.clone());
+                }
+            }
+            rewrites |= port_rewrites;
         }
+        let pod_cidrs = cfg.pod_cidrs.iter().filter(|n| fam.net_has(n)).count();
+        if rewrites && pod_cidrs > 1 {
+            add_sets.insert(
+                POD_CIDRS.to_string(),
+                format!("type {}; flags interval;", fam.addr_type()),
+            );
+        }
+        let mut cluster_ips = Vec::new();
         for (ip, delta) in ip_delta {
             let before = prev.cluster_ip_refs.get(&ip).copied().unwrap_or(0) as i64;
             let after = before + delta;
             if before > 0 && after <= 0 {
                 del_elements.push(format!("delete element {t} {CLUSTER_IPS} {{ {ip} }}"));
             } else if before <= 0 && after > 0 {
-                add_elements.push(format!("add element {t} {CLUSTER_IPS} {{ {ip} }}"));
+                cluster_ips.push(ip.to_string());
             }
+        }
+        tx.loads_cache |= !del_elements.is_empty() || !del_sets.is_empty();
+        let add_sets: Vec<String> = add_sets
+            .iter()
+            .map(|(name, body)| format!("add set {t} {name} {{ {body} }}"))
+            .collect();
+        let mut elements: Vec<String> = add_elements
+            .iter()
+            .map(|(map, els)| {
+                format!(
+                    "add map {t} {map} {{ {}; elements = {{ {} }} }}",
+                    map_decl(fam, map),
+                    els.join(", ")
+                )
+            })
+            .collect();
+        if !cluster_ips.is_empty() {
+            elements.push(format!(
+                "add set {t} {CLUSTER_IPS} {{ type {}; elements = {{ {} }} }}",
+                fam.addr_type(),
+                cluster_ips.join(", ")
+            ));
         }
         for part in [
             del_elements,
             flush,
             del_sets,
-            del_chains,
             add_sets,
             add_chains,
-            rules,
-            add_elements,
+            bodies,
+            elements,
         ]
         .iter()
         {
@@ -878,5 +948,5 @@ pub fn render_changes(prev: &Programmed, changes: &[Change], cfg: &NftConfig) ->
             }
         }
     }
-    out
+    tx
 }
