@@ -371,12 +371,13 @@ impl PodNet {
     /// Deletes the namespace `name`, its host veth and its `/etc/netns` files. Errors are ignored: each part
     /// may already be gone.
     async fn delete(&self, name: &str) {
+        // Files first: once the namespace is gone from `ip netns list`, nothing of the pod is left behind.
+        let _ = std::fs::remove_dir_all(self.etc.join(name));
         let _ = self.ip(&["netns", "del", name]).await;
         // Normally gone with the namespace; not if a stray process still holds the namespace alive.
         if let Some(id) = name.strip_prefix(NETNS_PREFIX) {
             let _ = self.ip(&["link", "del", &format!("sv{id}")]).await;
         }
-        let _ = std::fs::remove_dir_all(self.etc.join(name));
     }
 
     async fn teardown_name(&self, name: &str) {
