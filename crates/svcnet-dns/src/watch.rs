@@ -141,20 +141,166 @@ enum Ev {
     Pod(watcher::Result<watcher::Event<Pod>>),
 }
 
-/// Per-resource listing state.
-#[derive(Default)]
-struct Listing {
-    seen: Option<HashSet<String>>,
-    seen_pods: Option<HashSet<u64>>,
+/// One watched kind as the zone takes it: how its objects are keyed, applied and deleted.
+trait Kind: Sized {
+    /// What a re-list remembers of an object.
+    type Id: Eq + std::hash::Hash;
+    fn id(&self) -> Option<Self::Id>;
+    fn apply(&self, w: &mut ZoneWriter);
+    fn delete(&self, w: &mut ZoneWriter);
+    /// Every object of this kind the zone holds.
+    fn ids(w: &ZoneWriter) -> Vec<Self::Id>;
+    fn delete_id(w: &mut ZoneWriter, id: &Self::Id);
+}
+
+fn ns_name(m: &kube::api::ObjectMeta) -> Option<(&str, &str)> {
+    Some((m.namespace.as_deref()?, m.name.as_deref()?))
+}
+
+impl Kind for Service {
+    type Id = String;
+    fn id(&self) -> Option<String> {
+        Some(id_of(&self.metadata))
+    }
+    fn apply(&self, w: &mut ZoneWriter) {
+        if let Some(spec) = service_spec(self) {
+            w.apply_service(&spec);
+        }
+    }
+    fn delete(&self, w: &mut ZoneWriter) {
+        if let Some((ns, n)) = ns_name(&self.metadata) {
+            w.delete_service(ns, n);
+        }
+    }
+    fn ids(w: &ZoneWriter) -> Vec<String> {
+        w.service_ids()
+    }
+    fn delete_id(w: &mut ZoneWriter, id: &String) {
+        if let Some((ns, n)) = id.split_once('/') {
+            w.delete_service(ns, n);
+        }
+    }
+}
+
+impl Kind for EndpointSlice {
+    type Id = String;
+    fn id(&self) -> Option<String> {
+        Some(id_of(&self.metadata))
+    }
+    fn apply(&self, w: &mut ZoneWriter) {
+        match slice_spec(self) {
+            Some(spec) => w.apply_slice(&spec),
+            None => self.delete(w),
+        }
+    }
+    fn delete(&self, w: &mut ZoneWriter) {
+        if let Some((ns, n)) = ns_name(&self.metadata) {
+            w.delete_slice(ns, n);
+        }
+    }
+    fn ids(w: &ZoneWriter) -> Vec<String> {
+        w.slice_ids()
+    }
+    fn delete_id(w: &mut ZoneWriter, id: &String) {
+        if let Some((ns, n)) = id.split_once('/') {
+            w.delete_slice(ns, n);
+        }
+    }
+}
+
+impl Kind for Namespace {
+    type Id = String;
+    fn id(&self) -> Option<String> {
+        self.metadata.name.clone()
+    }
+    fn apply(&self, w: &mut ZoneWriter) {
+        if let Some(name) = &self.metadata.name {
+            w.apply_namespace(name);
+        }
+    }
+    fn delete(&self, w: &mut ZoneWriter) {
+        if let Some(name) = &self.metadata.name {
+            w.delete_namespace(name);
+        }
+    }
+    fn ids(w: &ZoneWriter) -> Vec<String> {
+        w.namespace_ids()
+    }
+    fn delete_id(w: &mut ZoneWriter, id: &String) {
+        w.delete_namespace(id);
+    }
+}
+
+impl Kind for Pod {
+    type Id = u64;
+    fn id(&self) -> Option<u64> {
+        ns_name(&self.metadata).map(|(ns, n)| pod_id(ns, n))
+    }
+    fn apply(&self, w: &mut ZoneWriter) {
+        if let Some((ns, n)) = ns_name(&self.metadata) {
+            w.apply_pod(ns, n, &pod_ips(self));
+        }
+    }
+    fn delete(&self, w: &mut ZoneWriter) {
+        if let Some((ns, n)) = ns_name(&self.metadata) {
+            w.delete_pod(ns, n);
+        }
+    }
+    fn ids(w: &ZoneWriter) -> Vec<u64> {
+        w.pod_ids()
+    }
+    fn delete_id(w: &mut ZoneWriter, id: &u64) {
+        w.delete_pod_id(*id);
+    }
+}
+
+/// One kind's listing state: what the running (re-)list has seen, and whether a list has completed.
+struct Listing<I> {
+    seen: Option<HashSet<I>>,
     synced: bool,
+}
+
+impl<I> Default for Listing<I> {
+    fn default() -> Self {
+        Listing {
+            seen: None,
+            synced: false,
+        }
+    }
+}
+
+impl<I: Eq + std::hash::Hash> Listing<I> {
+    /// Applies one event; at the end of a (re-)list, drops whatever the list no longer had.
+    fn handle<K: Kind<Id = I>>(&mut self, w: &mut ZoneWriter, e: watcher::Event<K>) {
+        use watcher::Event as E;
+        match e {
+            E::Init => self.seen = Some(HashSet::new()),
+            E::InitApply(o) | E::Apply(o) => {
+                if let (Some(seen), Some(id)) = (self.seen.as_mut(), o.id()) {
+                    seen.insert(id);
+                }
+                o.apply(w);
+            }
+            E::Delete(o) => o.delete(w),
+            E::InitDone => {
+                let seen = self.seen.take().unwrap_or_default();
+                for id in K::ids(w) {
+                    if !seen.contains(&id) {
+                        K::delete_id(w, &id);
+                    }
+                }
+                self.synced = true;
+            }
+        }
+    }
 }
 
 /// Applies one event of any kind to the writer.
 struct Feeder {
-    svc: Listing,
-    slice: Listing,
-    ns: Listing,
-    pod: Listing,
+    svc: Listing<String>,
+    slice: Listing<String>,
+    ns: Listing<String>,
+    pod: Listing<u64>,
     pods_wanted: bool,
 }
 
@@ -164,117 +310,11 @@ impl Feeder {
     }
 
     fn handle(&mut self, w: &mut ZoneWriter, ev: Ev) {
-        use watcher::Event as E;
         match ev {
-            Ev::Svc(Ok(e)) => match e {
-                E::Init => self.svc.seen = Some(HashSet::new()),
-                E::InitApply(s) | E::Apply(s) => {
-                    if let Some(seen) = self.svc.seen.as_mut() {
-                        seen.insert(id_of(&s.metadata));
-                    }
-                    if let Some(spec) = service_spec(&s) {
-                        w.apply_service(&spec);
-                    }
-                }
-                E::Delete(s) => {
-                    if let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) {
-                        w.delete_service(ns, n);
-                    }
-                }
-                E::InitDone => {
-                    let seen = self.svc.seen.take().unwrap_or_default();
-                    for id in w.service_ids() {
-                        if !seen.contains(&id)
-                            && let Some((ns, n)) = id.split_once('/')
-                        {
-                            w.delete_service(ns, n);
-                        }
-                    }
-                    self.svc.synced = true;
-                }
-            },
-            Ev::Slice(Ok(e)) => match e {
-                E::Init => self.slice.seen = Some(HashSet::new()),
-                E::InitApply(s) | E::Apply(s) => {
-                    if let Some(seen) = self.slice.seen.as_mut() {
-                        seen.insert(id_of(&s.metadata));
-                    }
-                    match slice_spec(&s) {
-                        Some(spec) => w.apply_slice(&spec),
-                        None => {
-                            if let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) {
-                                w.delete_slice(ns, n);
-                            }
-                        }
-                    }
-                }
-                E::Delete(s) => {
-                    if let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) {
-                        w.delete_slice(ns, n);
-                    }
-                }
-                E::InitDone => {
-                    let seen = self.slice.seen.take().unwrap_or_default();
-                    for id in w.slice_ids() {
-                        if !seen.contains(&id)
-                            && let Some((ns, n)) = id.split_once('/')
-                        {
-                            w.delete_slice(ns, n);
-                        }
-                    }
-                    self.slice.synced = true;
-                }
-            },
-            Ev::Ns(Ok(e)) => match e {
-                E::Init => self.ns.seen = Some(HashSet::new()),
-                E::InitApply(n) | E::Apply(n) => {
-                    if let Some(name) = &n.metadata.name {
-                        if let Some(seen) = self.ns.seen.as_mut() {
-                            seen.insert(name.clone());
-                        }
-                        w.apply_namespace(name);
-                    }
-                }
-                E::Delete(n) => {
-                    if let Some(name) = &n.metadata.name {
-                        w.delete_namespace(name);
-                    }
-                }
-                E::InitDone => {
-                    let seen = self.ns.seen.take().unwrap_or_default();
-                    for name in w.namespace_ids() {
-                        if !seen.contains(&name) {
-                            w.delete_namespace(&name);
-                        }
-                    }
-                    self.ns.synced = true;
-                }
-            },
-            Ev::Pod(Ok(e)) => match e {
-                E::Init => self.pod.seen_pods = Some(HashSet::new()),
-                E::InitApply(p) | E::Apply(p) => {
-                    if let (Some(ns), Some(n)) = (&p.metadata.namespace, &p.metadata.name) {
-                        if let Some(seen) = self.pod.seen_pods.as_mut() {
-                            seen.insert(pod_id(ns, n));
-                        }
-                        w.apply_pod(ns, n, &pod_ips(&p));
-                    }
-                }
-                E::Delete(p) => {
-                    if let (Some(ns), Some(n)) = (&p.metadata.namespace, &p.metadata.name) {
-                        w.delete_pod(ns, n);
-                    }
-                }
-                E::InitDone => {
-                    let seen = self.pod.seen_pods.take().unwrap_or_default();
-                    for id in w.pod_ids() {
-                        if !seen.contains(&id) {
-                            w.delete_pod_id(id);
-                        }
-                    }
-                    self.pod.synced = true;
-                }
-            },
+            Ev::Svc(Ok(e)) => self.svc.handle(w, e),
+            Ev::Slice(Ok(e)) => self.slice.handle(w, e),
+            Ev::Ns(Ok(e)) => self.ns.handle(w, e),
+            Ev::Pod(Ok(e)) => self.pod.handle(w, e),
             Ev::Svc(Err(e)) | Ev::Slice(Err(e)) | Ev::Ns(Err(e)) | Ev::Pod(Err(e)) => {
                 warn!(error = %e, "cluster DNS watch failed; retrying");
             }
@@ -336,5 +376,44 @@ pub async fn run_watchers(client: kube::Client, mut writer: ZoneWriter, watch_po
         if writer.is_synced() {
             writer.publish();
         }
+    }
+}
+
+#[cfg(test)]
+mod relist_tests {
+    use super::*;
+
+    fn svc(name: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "default", "name": name},
+            "spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"], "ports": [{"port": 80}]}
+        }))
+        .unwrap()
+    }
+
+    /// A re-list drops what it no longer lists and keeps the rest; a watch delete removes at once.
+    #[test]
+    fn relist_drops_what_vanished() {
+        use watcher::Event as E;
+        let mut w = ZoneWriter::new();
+        let mut l = Listing::<String>::default();
+        for e in [
+            E::Init,
+            E::InitApply(svc("a")),
+            E::InitApply(svc("b")),
+            E::InitDone,
+        ] {
+            l.handle(&mut w, e);
+        }
+        assert!(l.synced);
+        let mut ids = w.service_ids();
+        ids.sort();
+        assert_eq!(ids, ["default/a", "default/b"]);
+        for e in [E::Init, E::InitApply(svc("b")), E::InitDone] {
+            l.handle(&mut w, e);
+        }
+        assert_eq!(w.service_ids(), ["default/b"]);
+        l.handle(&mut w, E::Delete(svc("b")));
+        assert!(w.service_ids().is_empty());
     }
 }
