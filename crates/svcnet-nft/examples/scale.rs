@@ -131,10 +131,10 @@ fn outer_main(args: &Args) {
     };
     let modes: Vec<String> = args.services.iter().map(|n| n.to_string()).collect();
     println!(
-        "| services | endpoints | full sync | 1-endpoint update p50 / p99 | render only p50 | target | keepalive req/s \
-         (÷ direct) | new conn/s (÷ direct) | 1-conn p50 (÷ direct) |"
+        "| services | endpoints | full sync | endpoint moved p50 / p99 | endpoint added/removed p50 / p99 | \
+         render only p50 | target | keepalive req/s (÷ direct) | new conn/s (÷ direct) | 1-conn p50 (÷ direct) |"
     );
-    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     for mode in modes {
         let ns = Ns(format!("svcnet-nft-{:08x}-bench", rand::random::<u32>()));
         sh(&["ip", "netns", "add", &ns.0]);
@@ -384,19 +384,32 @@ fn inner_main(args: &Args, mode: &str) {
     // One-endpoint updates on random Services: the whole backend path (render + `nft -f -`), and the
     // rendering alone on the same change.
     let mut apply_ms = Vec::new();
+    let mut scale_ms = Vec::new();
     let mut render_ms = Vec::new();
     let mut generation = vec![0u32; n];
-    for _ in 0..args.updates {
+    let mut shrunk = vec![false; n];
+    for k in 0..args.updates {
         let i = if n > 1 {
             1 + rand::random::<u32>() as usize % (n - 1)
         } else {
             0
         };
-        generation[i] = (generation[i] + 1) % 3;
+        // Every other update changes the number of endpoints instead (one endpoint leaves or comes back,
+        // as a readiness flip does).
+        let count_change = k % 2 == 1 && i != 0;
+        if count_change {
+            shrunk[i] = !shrunk[i];
+        } else {
+            generation[i] = (generation[i] + 1) % 3;
+        }
         let new = if i == 0 {
             ports[0].clone()
         } else {
-            service(i, fake_eps(i, args.endpoints, generation[i]))
+            let mut eps = fake_eps(i, args.endpoints, generation[i]);
+            if shrunk[i] {
+                eps.pop();
+            }
+            service(i, eps)
         };
         let change = [Change::Upsert {
             old: Some(ports[i].clone()),
@@ -408,27 +421,37 @@ fn inner_main(args: &Args, mode: &str) {
         std::hint::black_box(text);
         let t = Instant::now();
         b.apply(&change).unwrap();
-        apply_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if count_change {
+            scale_ms.push(ms);
+        } else {
+            apply_ms.push(ms);
+        }
         ports[i] = new;
     }
     let a50 = percentile(&mut apply_ms, 0.5);
     let a99 = percentile(&mut apply_ms, 0.99);
+    let s50 = percentile(&mut scale_ms, 0.5);
+    let s99 = percentile(&mut scale_ms, 0.99);
     let r50 = percentile(&mut render_ms, 0.5);
-    // The chains of replaced endpoints are only flushed by `apply`; deleting them (done by the backend
-    // once `stale_chain_limit` have piled up) makes nft read the whole ruleset.
-    let stale = b.stale_chains().count();
-    let t = Instant::now();
-    b.delete_stale_chains().unwrap();
-    eprintln!(
-        "{n} services: deleting {stale} stale chains took {:.1} ms",
-        t.elapsed().as_secs_f64() * 1000.0
-    );
+    // Services without affinity leave nothing stale on endpoint changes; check that it stays so.
+    let stale = b.stale_objects().count();
+    assert_eq!(stale, 0, "endpoint updates left stale objects");
+    if let Some(m) = b
+        .metrics_text()
+        .lines()
+        .find(|l| l.contains("sync_failures_total"))
+    {
+        assert!(m.ends_with(" 0"), "an incremental change failed: {m}");
+    }
     if let Ok(secs) = std::env::var("SCALE_HOLD_SECS") {
         // Keep the namespace, rules and servers for poking at by hand (`ip netns exec … wrk …`).
         eprintln!("holding for {secs} s");
         std::thread::sleep(std::time::Duration::from_secs(secs.parse().unwrap_or(60)));
     }
-    let row = format!("| {n} | {endpoints} | {full_ms:.0} ms | {a50:.1} / {a99:.1} ms | {r50:.3} ms |");
+    let row = format!(
+        "| {n} | {endpoints} | {full_ms:.0} ms | {a50:.2} / {a99:.2} ms | {s50:.2} / {s99:.2} ms | {r50:.3} ms |"
+    );
     if !args.traffic {
         println!("{row} - | - | - | - |");
         return;
@@ -487,7 +510,7 @@ fn inner_main(args: &Args, mode: &str) {
             if t == 0 {
                 row.clone()
             } else {
-                format!("| {n} | | | | |")
+                format!("| {n} | | | | | |")
             },
             percentile(ka, 0.5),
             r[0],

@@ -84,21 +84,25 @@ fn incremental_endpoint_change_touches_only_its_service() {
     check_golden("incremental-endpoint.nft", &text);
     for line in text.lines() {
         assert!(
-            line.contains("default/web/tcp/"),
+            line.contains("default/web/tcp/") || line.contains("hairpin {"),
             "line touches another service: {line}"
         );
     }
-    assert!(text.contains("delete chain ip svcnet endpoint-") && text.contains("10.244.1.12/8080"));
-    assert!(text.contains("add chain ip svcnet endpoint-") && text.contains("10.244.1.13/8080"));
-    // The unchanged endpoints' chains are left alone (only the service chain's vmap names them).
-    for line in text.lines().filter(|l| l.contains("10.244.0.10/8080")) {
-        assert!(
-            line.contains("numgen"),
-            "unchanged endpoint chain touched: {line}"
-        );
-    }
-    // No element changes: the ClusterIP still points at the same service chain.
-    assert!(!text.contains("element"), "{text}");
+    // Only elements: the endpoint map's range of the old endpoint now leads to the new one, and the new
+    // address joins the hairpin set. No chain, no rule, no declaration.
+    assert!(!text.contains("chain") && !text.contains("add map"), "{text}");
+    assert!(
+        text.contains("delete element ip svcnet endpoints-") && text.contains(": 10.244.1.13 . 8080"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add element ip svcnet hairpin { 10.244.1.13 . 10.244.1.13 }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("delete element ip svcnet hairpin { 10.244.1.12 . 10.244.1.12 }"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -182,29 +182,39 @@ fn incremental_transactions_equal_full_sync() {
                 .contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0"),
             "step {i}: an incremental transaction failed"
         );
-        // Chains of endpoints that went away are flushed at once and deleted later: leave them out, but
-        // they must be empty. The last step deletes them and compares everything.
+        // Objects of ports and affinity endpoints that went away are emptied at once and deleted later:
+        // leave them out, but they must be empty. The last step deletes them and compares everything.
         if i + 1 == steps.len() {
-            b.delete_stale_chains().unwrap();
+            b.delete_stale_objects().unwrap();
         }
         let mut incremental = listing(&b);
         let mut stale = 0;
-        for id in b.stale_chains() {
-            let (fam, rest) = id.split_once(' ').unwrap();
-            let name = rest.split_once(' ').unwrap().1;
-            let inc = &mut incremental[usize::from(fam == "ip6")];
-            assert!(
-                inc.remove(&format!("chain {name}")).is_some(),
-                "step {i}: {id} missing"
+        for id in b.stale_objects() {
+            let mut parts = id.splitn(4, ' ');
+            let (kind, fam, _table, name) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
             );
+            let inc = &mut incremental[usize::from(fam == "ip6")];
+            let obj = inc.remove(&format!("{kind} {name}"));
+            assert!(obj.is_some(), "step {i}: {id} missing");
             stale += 1;
             assert!(
                 !inc.contains_key(&format!("rules {name}")),
                 "step {i}: stale {id} has rules"
             );
+            assert!(
+                obj.unwrap().get("elem").is_none(),
+                "step {i}: stale {id} has elements"
+            );
         }
         if i == 0 {
-            assert_eq!(stale, 1, "the replaced endpoint's chain is left flushed");
+            assert_eq!(
+                stale, 0,
+                "an endpoint change of a Service without affinity leaves nothing stale"
+            );
         }
         let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
         full.sync_all(&ports).unwrap();
@@ -292,6 +302,7 @@ fn health_check_node_port_server() {
     let hc = 20000 + (rand::random::<u16>() % 20000);
     let mut b = NftBackend::new(NftConfig {
         nft_command: ns.prefix("nft"),
+        netns: Some(format!("/run/netns/{}", ns.name).into()),
         conntrack_command: ns.prefix("conntrack"),
         node_ips: vec!["127.0.0.1".parse().unwrap()],
         ..golden_config()

@@ -203,3 +203,43 @@ fn update_under_load() {
     assert!(r.ok() > 100, "{r:?}");
     assert_eq!(r.hits.len(), 3, "{r:?}");
 }
+
+/// An agent restart: a new backend that knows nothing of the kernel's state replaces the tables with one
+/// full sync, five times under load, once with the endpoints changed while it was down. The replacement
+/// is one transaction, so no connection sees a missing or half-built table.
+#[test]
+fn restart_without_failed_connections() {
+    if !can_run("restart_without_failed_connections") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let make = |pods: &[usize]| {
+        Arc::new(svc_port(
+            "restart",
+            Protocol::Tcp,
+            "10.96.0.41",
+            80,
+            pod_eps(pods, &[]),
+        ))
+    };
+    let mut b = lab.backend(lab_config());
+    b.sync_all(&[make(&[0, 1, 2])]).unwrap();
+    let client = lab.spawn_client(&["load", "10.96.0.41", "80", "3"]);
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(400));
+        drop(b);
+        b = lab.backend(lab_config());
+        let pods: &[usize] = if i == 2 { &[1, 2] } else { &[0, 1, 2] };
+        b.sync_all(&[make(pods)]).unwrap();
+        // And the restarted backend goes on incrementally.
+        b.apply(&[Change::Upsert {
+            old: Some(make(pods)),
+            new: make(&[0, 1, 2]),
+        }])
+        .unwrap();
+    }
+    let r = client.finish();
+    assert_eq!(r.failed(), 0, "{r:?}");
+    assert!(r.ok() > 100, "{r:?}");
+    assert_eq!(r.hits.len(), 3, "{r:?}");
+}

@@ -105,6 +105,7 @@ impl Netns {
     /// A backend that programs this namespace.
     pub fn backend(&self, mut cfg: NftConfig) -> NftBackend {
         cfg.nft_command = self.prefix("nft");
+        cfg.netns = Some(format!("/run/netns/{}", self.name).into());
         cfg.conntrack_command = self.prefix("conntrack");
         cfg.health_check = false;
         NftBackend::new(cfg)
