@@ -243,3 +243,66 @@ fn restart_without_failed_connections() {
     assert!(r.ok() > 100, "{r:?}");
     assert_eq!(r.hits.len(), 3, "{r:?}");
 }
+
+/// The endpoint map through the life of a Service: none (refused at once), one, three (spread), back to
+/// none; and ClientIP affinity that lets a client go after its timeout.
+#[test]
+fn endpoint_count_changes_and_affinity_timeout() {
+    if !can_run("endpoint_count_changes_and_affinity_timeout") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let mut b = lab.backend(lab_config());
+    let make = |pods: &[usize]| {
+        Arc::new(svc_port(
+            "grow",
+            Protocol::Tcp,
+            "10.96.0.50",
+            80,
+            pod_eps(pods, &[]),
+        ))
+    };
+    let mut sticky = svc_port("brief", Protocol::Tcp, "10.96.0.51", 80, pod_eps(&[0, 1, 2], &[]));
+    sticky.affinity_timeout = Some(Duration::from_secs(1));
+    let mut cur = make(&[]);
+    b.sync_all(&[cur.clone(), Arc::new(sticky)]).unwrap();
+    let mut step = |pods: &[usize]| {
+        let next = make(pods);
+        b.apply(&[Change::Upsert {
+            old: Some(cur.clone()),
+            new: next.clone(),
+        }])
+        .unwrap();
+        cur = next;
+    };
+
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.50", "80", "3", "2"]);
+    assert_eq!(r.errors.get("ConnectionRefusedError"), Some(&3), "{r:?}");
+    step(&[1]);
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.50", "80", "20", "2"]);
+    assert_eq!(r.hits.get("pod1"), Some(&20), "{r:?}");
+    step(&[0, 1, 2]);
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.50", "80", "60", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 3), "{r:?}");
+    step(&[2, 0]);
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.50", "80", "40", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 2), "{r:?}");
+    assert!(!r.hits.contains_key("pod1"), "{r:?}");
+    step(&[]);
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.50", "80", "3", "2"]);
+    assert_eq!(r.errors.get("ConnectionRefusedError"), Some(&3), "{r:?}");
+
+    // Affinity holds while the client keeps coming, and ends once it has been away longer than the
+    // timeout (1 s): over eight returns after 1.5 s away, more than one pod answers (all the same by
+    // chance: 3^-7).
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.51", "80", "20", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 1), "{r:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let r = lab.client_in(&lab.client, &["tcp", "10.96.0.51", "80", "1", "2"]);
+        assert_eq!(r.failed(), 0, "{r:?}");
+        seen.extend(r.hits.into_keys());
+    }
+    assert!(seen.len() > 1, "affinity outlived its timeout: {seen:?}");
+}

@@ -63,6 +63,24 @@ pub(super) struct EndpointsArgs {
     /// Overall limit for the whole run, in seconds; the server is stopped when it is reached.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// The server's data plane (`svcnet up --proxy-mode`). `nftables` programs rules, so it is refused
+    /// outside a network namespace of its own: run the bench under `ip netns exec`.
+    #[arg(long, default_value = "userspace", value_parser = ["userspace", "nftables", "none"])]
+    proxy_mode: String,
+}
+
+/// Whether this process runs in a network namespace made with `ip netns add` (one of `/run/netns/*`),
+/// not the machine's own. (init's namespace, `/proc/1/ns/net`, is not readable in every container.)
+fn in_own_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mine) = std::fs::metadata("/proc/self/ns/net") else {
+        return false;
+    };
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return false;
+    };
+    dir.flatten()
+        .any(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.dev() == mine.dev() && m.ino() == mine.ino()))
 }
 
 /// What has been measured so far; filled phase by phase so a timeout still reports what it got.
@@ -111,7 +129,13 @@ struct FlipFigures {
 
 /// Runs `svcnet bench endpoints`.
 pub(super) async fn run(args: EndpointsArgs) -> Result<()> {
-    let session = Session::start(args.timeout, &["--no-agent"]).await?;
+    if args.proxy_mode == "nftables" && !in_own_netns() {
+        bail!(
+            "--proxy-mode nftables programs this network namespace's rules: run the bench inside one of its \
+             own (ip netns add NS; ip netns exec NS sh -c 'ip link set lo up; svcnet bench endpoints …')"
+        );
+    }
+    let session = Session::start(args.timeout, &["--no-agent", "--proxy-mode", &args.proxy_mode]).await?;
     let mut report = Report::default();
     let outcome = tokio::time::timeout_at(
         session.deadline.into(),
@@ -261,7 +285,7 @@ async fn phases(server: &Server, args: &EndpointsArgs, report: &mut Report) -> R
             ),
             (
                 "kubeproxy_sync_proxy_rules_duration_seconds",
-                "data plane sync (userspace backend)",
+                "data plane sync (the backend's apply)",
             ),
         ] {
             if let Some((n, p50, p99)) = bucket_quantiles(&before_text, &after_text, name) {
@@ -750,8 +774,8 @@ fn print_table(args: &EndpointsArgs, r: &Report) {
     println!();
     println!(
         "Command: `svcnet bench endpoints --services {s} --pods-per-service {p} --flips {} --flip-interval-ms {} \
-         --concurrency {} --connections {} --seed {}`",
-        args.flips, args.flip_interval_ms, args.concurrency, args.connections, args.seed
+         --concurrency {} --connections {} --seed {} --proxy-mode {}`",
+        args.flips, args.flip_interval_ms, args.concurrency, args.connections, args.seed, args.proxy_mode
     );
     println!();
     table_header();
