@@ -362,6 +362,20 @@ impl NftBackend {
             table: format!("{}-standby", self.cfg.table),
             ..self.cfg.clone()
         };
+        // Clients keep their affinity across the replacement.
+        let mut kept = render::AffinityEntries::new();
+        if ports.iter().any(|p| p.affinity_timeout.is_some()) {
+            for fam in render::families(&self.cfg) {
+                let out = nft::run(&self.cfg.nft_command, &["-j", "list", "sets", fam.nft()], None)?;
+                let json: serde_json::Value = serde_json::from_str(&out)?;
+                kept.extend(render::parse_affinity_entries(fam, &self.cfg.table, &json));
+            }
+        }
+        let script = if kept.is_empty() {
+            script
+        } else {
+            render::render_full_keeping(ports, &self.cfg, &kept)
+        };
         self.transact(&render_full(ports, &standby_cfg))?;
         let res = self.transact(&script);
         let mut cleanup = String::new();

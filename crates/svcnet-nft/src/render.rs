@@ -793,6 +793,13 @@ fn shared_decl(fam: Family, name: &str) -> Decl {
     }
 }
 
+/// The timeout of an affinity set's declaration (`type …; flags dynamic,timeout; timeout 600s;`), in
+/// seconds.
+fn affinity_timeout_of(decl: &Decl) -> Option<u64> {
+    let (_, rest) = decl.1.split_once("; timeout ")?;
+    rest.strip_suffix("s;")?.parse().ok()
+}
+
 /// The table-wide sets and maps, in the order they are declared.
 const SHARED: [&str; 9] = [
     CLUSTER_IPS,
@@ -806,20 +813,59 @@ const SHARED: [&str; 9] = [
     NO_LOCAL_NODEPORTS,
 ];
 
-fn write_set(out: &mut String, name: &str, decl: &Decl, elements: Option<&BTreeSet<Elem>>) {
+fn write_set(out: &mut String, name: &str, decl: &Decl, elements: Option<&BTreeSet<Elem>>, raw: &[String]) {
     let kind = if decl.0 { "map" } else { "set" };
     let _ = writeln!(out, "\t{kind} {name} {{\n\t\t{}", decl.1.replace("; ", ";\n\t\t"));
-    if let Some(els) = elements.filter(|e| !e.is_empty()) {
-        let v: Vec<String> = els.iter().map(Elem::text).collect();
+    let mut v: Vec<String> = elements.into_iter().flatten().map(Elem::text).collect();
+    v.extend_from_slice(raw);
+    if !v.is_empty() {
         let _ = writeln!(out, "\t\telements = {{\n\t\t\t{}\n\t\t}}", v.join(",\n\t\t\t"));
     }
     out.push_str("\t}\n");
+}
+
+/// Client addresses in ClientIP-affinity sets, with the seconds each has left: (family, set name) →
+/// (address, seconds). A full sync carries them into the new tables, so that clients keep their
+/// endpoints across a restart or a periodic resync, as they do with kube-proxy.
+pub type AffinityEntries = HashMap<(Family, String), Vec<(IpAddr, u64)>>;
+
+/// The affinity entries in `nft -j list sets FAMILY` output that belong to `table`.
+pub fn parse_affinity_entries(fam: Family, table: &str, json: &serde_json::Value) -> AffinityEntries {
+    let mut out = AffinityEntries::new();
+    let items = json["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for set in items.iter().filter_map(|i| i.get("set")) {
+        let Some(name) = set["name"].as_str().filter(|n| n.starts_with("affinity-")) else {
+            continue;
+        };
+        if set["table"].as_str() != Some(table) {
+            continue;
+        }
+        let entries = set["elem"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let kept: Vec<(IpAddr, u64)> = entries
+            .iter()
+            .filter_map(|e| {
+                let e = &e["elem"];
+                let ip = e["val"].as_str()?.parse().ok()?;
+                Some((ip, e["expires"].as_u64()?))
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.insert((fam, name.to_string()), kept);
+        }
+    }
+    out
 }
 
 /// The whole ruleset for `ports`, as one transaction that replaces both tables atomically: `add table`
 /// (so that the `delete` cannot fail), `delete table` (which also removes anything stale), then the tables
 /// as they should be. The kernel swaps old for new at commit, so no packet sees a half-built table.
 pub fn render_full(ports: &[Arc<ServicePort>], cfg: &NftConfig) -> String {
+    render_full_keeping(ports, cfg, &AffinityEntries::new())
+}
+
+/// [`render_full`], with `kept` affinity entries written into the affinity sets that still exist with
+/// their remaining time (at most the set's timeout).
+pub fn render_full_keeping(ports: &[Arc<ServicePort>], cfg: &NftConfig, kept: &AffinityEntries) -> String {
     let mut sorted: Vec<&Arc<ServicePort>> = ports.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::new();
@@ -866,10 +912,19 @@ pub fn render_full(ports: &[Arc<ServicePort>], cfg: &NftConfig) -> String {
             );
         }
         for name in SHARED {
-            write_set(&mut out, name, &shared_decl(fam, name), elements.get(name));
+            write_set(&mut out, name, &shared_decl(fam, name), elements.get(name), &[]);
         }
         for (name, decl) in &sets {
-            write_set(&mut out, name, decl, elements.get(name));
+            let timeout = affinity_timeout_of(decl);
+            let raw: Vec<String> = match (timeout, kept.get(&(fam, name.clone()))) {
+                (Some(t), Some(entries)) => entries
+                    .iter()
+                    .filter(|(ip, left)| fam.has(ip) && *left > 0)
+                    .map(|(ip, left)| format!("{ip} timeout {t}s expires {}s", (*left).min(t)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            write_set(&mut out, name, decl, elements.get(name), &raw);
         }
         base_chains(fam, cfg, &mut out);
         for (name, rules) in &chains {

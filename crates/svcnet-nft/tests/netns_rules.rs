@@ -357,3 +357,33 @@ fn health_check_node_port_server() {
         "{metrics}"
     );
 }
+
+/// A restarted backend's full sync keeps the clients in ClientIP-affinity sets, with their remaining time.
+#[test]
+fn full_sync_keeps_affinity() {
+    if !can_run("full_sync_keeps_affinity") {
+        return;
+    }
+    let ns = Netns::new("keepaff");
+    let yaml = std::fs::read_to_string(golden_path("affinity.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let mut b = ns.backend(golden_config());
+    b.sync_all(&ports).unwrap();
+    let listing = ns.exec(&["nft", "list", "table", "ip", "svcnet"]);
+    let set = listing
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("set affinity-"))
+        .map(|rest| format!("affinity-{}", rest.trim_end_matches(" {")))
+        .expect("an affinity set");
+    ns.exec(&["nft", "add", "element", "ip", "svcnet", &set, "{ 10.244.9.9 }"]);
+    drop(b);
+    let mut fresh = ns.backend(golden_config());
+    fresh.sync_all(&ports).unwrap();
+    let after = ns.exec(&["nft", "list", "set", "ip", "svcnet", &set]);
+    assert!(after.contains("10.244.9.9 expires"), "{after}");
+    // Clients of sets that no longer exist are not carried anywhere.
+    let none = common::ports_from_yaml(&yaml.replace("sessionAffinity: ClientIP", "sessionAffinity: None"));
+    fresh.sync_all(&none).unwrap();
+    let text = ns.exec(&["nft", "list", "table", "ip", "svcnet"]);
+    assert!(!text.contains("10.244.9.9"), "{text}");
+}
