@@ -246,3 +246,58 @@ impl Drop for HealthServers {
         }
     }
 }
+
+/// Any backend with kube-proxy's `healthCheckNodePort` servers beside it. The nftables backend runs its
+/// own; this gives the same servers to backends that have none (the userspace proxy), since what they
+/// answer depends only on the service ports, not on how traffic is forwarded.
+pub struct HealthChecked<B> {
+    inner: B,
+    health: HealthServers,
+    programmed: HashMap<ServicePortName, Arc<ServicePort>>,
+}
+
+impl<B: svcnet_dataplane::Backend> HealthChecked<B> {
+    /// Wraps `inner`; the servers listen on `bind` (every address when empty).
+    pub fn new(inner: B, bind: &[IpAddr]) -> HealthChecked<B> {
+        HealthChecked {
+            inner,
+            health: HealthServers::new(bind),
+            programmed: HashMap::new(),
+        }
+    }
+
+    /// The ports health servers listen on.
+    pub fn health_check_ports(&self) -> Vec<u16> {
+        self.health.ports()
+    }
+}
+
+impl<B: svcnet_dataplane::Backend> svcnet_dataplane::Backend for HealthChecked<B> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn apply(&mut self, changes: &[svcnet_dataplane::Change]) -> Result<(), svcnet_dataplane::BackendError> {
+        self.inner.apply(changes)?;
+        for c in changes {
+            match c {
+                svcnet_dataplane::Change::Upsert { new, .. } => {
+                    let old = self.programmed.insert(new.name.clone(), new.clone());
+                    self.health.update(old.as_deref(), Some(new));
+                }
+                svcnet_dataplane::Change::Remove(old) => {
+                    let old = self.programmed.remove(&old.name);
+                    self.health.update(old.as_deref(), None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), svcnet_dataplane::BackendError> {
+        self.inner.sync_all(ports)?;
+        self.programmed = ports.iter().map(|p| (p.name.clone(), p.clone())).collect();
+        self.health.reset(ports.iter());
+        Ok(())
+    }
+}

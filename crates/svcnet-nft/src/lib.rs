@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 use svcnet_dataplane::{Backend, BackendError, Change, ServicePort};
 use tracing::{debug, warn};
 
-pub use health::health_body;
+pub use health::{HealthChecked, health_body};
 pub use render::{
     Elem, ElementOp, Family, Key, Programmed, Transaction, delete_script, render_changes,
     render_changes_deferred, render_full,

@@ -76,9 +76,12 @@ pub fn start(
             }
             // Pod-network addresses (the bridge's) appear only once the node's pod CIDR is known.
             cfg.freebind = node.pods_in_netns;
-            Box::new(
-                svcnet_proxy::UserspaceBackend::new(cfg, registry).context("starting the userspace proxy")?,
-            )
+            let proxy =
+                svcnet_proxy::UserspaceBackend::new(cfg, registry).context("starting the userspace proxy")?;
+            // healthCheckNodePort answers as with nftables (those servers live with the nft backend).
+            let mut health_ips = vec![node.ip];
+            health_ips.extend(args.nodeport_addresses.iter().copied());
+            Box::new(svcnet_nft::HealthChecked::new(proxy, &health_ips))
         }
         ProxyMode::Nftables => {
             let mut node_ips = vec![node.ip];

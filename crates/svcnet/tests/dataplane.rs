@@ -303,6 +303,16 @@ spec:
   selector: {app: nobody}
   ports:
   - {port: 80, targetPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-local}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: echo}
+  ports:
+  - {port: 8082, targetPort: 8080}
 "#;
 
 fn spread(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
@@ -385,6 +395,25 @@ fn service_types_ports_affinity_reject_and_udp() {
         "UDP answer via {dns}: {answer:?}"
     );
 
+    // healthCheckNodePort (externalTrafficPolicy Local): 200 with the node's endpoint count, as kube-proxy
+    // answers the cloud load balancer.
+    let hc = c.ok(&[
+        "get",
+        "svc",
+        "echo-local",
+        "-o",
+        "jsonpath={.spec.healthCheckNodePort}",
+    ]);
+    let hc: SocketAddr = format!("127.90.2.1:{}", hc.trim()).parse().unwrap();
+    let mut body = String::new();
+    assert!(
+        eventually(WAIT, || {
+            body = http_get(hc, Duration::from_secs(2)).unwrap_or_default();
+            body.contains("\"localEndpoints\":3")
+        }),
+        "health check with three local endpoints: {body:?}"
+    );
+
     // Scaling to zero empties the Service: new connections are refused at once.
     c.ok(&["scale", "deploy/echo", "--replicas=0"]);
     assert!(
@@ -393,6 +422,15 @@ fn service_types_ports_affinity_reject_and_udp() {
             http_get(http, Duration::from_secs(5)).is_err() && t.elapsed() < Duration::from_secs(1)
         }),
         "refused after scaling to zero"
+    );
+    // ... and 503 without one, so the load balancer stops sending here.
+    assert!(
+        eventually(WAIT, || {
+            body = http_get(hc, Duration::from_secs(2)).unwrap_or_else(|e| e.to_string());
+            // The error quotes the answer with escapes.
+            body.contains(" 503 ") && body.contains(r#"localEndpoints\":0"#)
+        }),
+        "health check without local endpoints: {body:?}"
     );
 }
 
