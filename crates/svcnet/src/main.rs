@@ -23,7 +23,7 @@ use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
 use svcnet_apiserver::{ApiServer, Config, pki};
 use svcnet_store::redb::RedbStore;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Kubernetes Service networking that runs on its own.
 #[derive(Parser)]
@@ -140,6 +140,10 @@ struct AgentArgs {
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Serve Prometheus metrics (the data plane's and DNS's, named like kube-proxy's and CoreDNS's) on
+    /// http://ADDR/metrics; kube-proxy's default address. If it is taken the agent runs without.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_listen: SocketAddr,
 }
 
 fn hostname() -> String {
@@ -179,7 +183,6 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let client = kube_client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
-    // The agent serves no metrics endpoint of its own yet; the registry only satisfies the components.
     let mut registry = prometheus_client::registry::Registry::default();
     let _routes = dataplane_args::start(
         &args.dataplane,
@@ -200,6 +203,13 @@ async fn agent(args: AgentArgs) -> Result<()> {
         node_name.clone(),
         args.pod_network == PodNetwork::Netns,
     );
+    match tokio::net::TcpListener::bind(args.metrics_listen).await {
+        Ok(listener) => {
+            info!(addr = %listener.local_addr()?, "serving metrics");
+            tokio::spawn(proxy_cmd::serve_metrics(listener, std::sync::Arc::new(registry)));
+        }
+        Err(e) => warn!(addr = %args.metrics_listen, error = %e, "no metrics endpoint"),
+    }
     let cfg = agent_config(
         node_name,
         args.node_ip,

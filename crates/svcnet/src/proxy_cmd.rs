@@ -123,7 +123,7 @@ pub fn run(args: ProxyArgs) -> Result<()> {
 }
 
 /// A minimal HTTP/1 responder: every request gets the metrics text, then the connection closes.
-async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+pub(crate) async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             continue;

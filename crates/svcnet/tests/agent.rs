@@ -370,6 +370,10 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
     let c = Cluster::start_with(&["--node-monitor-grace-period", "4"]);
     let bdir = c.dir.join("node-b");
     std::fs::create_dir_all(&bdir).unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let agent_b = std::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
         .args([
             "agent",
@@ -377,6 +381,10 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
             "node-b",
             "--node-lease-duration-seconds",
             "4",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &metrics.to_string(),
         ])
         .arg("--kubeconfig")
         .arg(c.kubeconfig())
@@ -393,6 +401,23 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
             .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == want))
     };
     assert!(eventually(Duration::from_secs(20), || ready("node-b", "True")));
+    // The agent's own metrics endpoint, kube-proxy's and CoreDNS's names (CoreDNS's once a query came).
+    let mut text = String::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let dns = std::fs::read_to_string(bdir.join("dns-address")).unwrap_or_default();
+            if let Ok(dns) = dns.trim().parse::<std::net::SocketAddr>() {
+                let _ = std::process::Command::new("dig")
+                    .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+                    .args(["+tries=1", "+time=1", "kubernetes.default.svc.cluster.local"])
+                    .output();
+            }
+            text = metrics_text(metrics);
+            text.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+                && text.contains("coredns_dns_requests_total")
+        }),
+        "agent metrics: {text}"
+    );
     assert!(eventually(Duration::from_secs(10), || c
         .get_json(&["node", "node-b"])["spec"]["podCIDR"]
         .is_string()));
@@ -596,4 +621,17 @@ fn rolling_update_of_real_processes_keeps_enough_ready() {
         .clone();
     assert_eq!(env, "1");
     c.ok(&["delete", "deploy", "roll", "--timeout=30s"]);
+}
+
+/// `GET /metrics` from `addr`: the body, or empty on any error.
+fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
