@@ -716,8 +716,11 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
         out.push_str("\t}\n");
     }
     let svc_cidrs: Vec<&IpNet> = cfg.service_cidrs.iter().filter(|n| fam.net_has(n)).collect();
+    // A TCP reset rather than kube-proxy's plain `reject`: an ICMP port-unreachable that arrives while
+    // `connect()` holds the socket is dropped (Linux counts it as TcpExtLockDroppedIcmps), so the refusal
+    // would only come with the SYN's retry a second later.
     let mut cluster_check = vec![format!(
-        "{ipx} daddr @{CLUSTER_IPS} reject comment \"reject traffic to invalid ports of ClusterIPs\""
+        "{ipx} daddr @{CLUSTER_IPS} goto {REJECT_CHAIN} comment \"reject traffic to invalid ports of ClusterIPs\""
     )];
     if !svc_cidrs.is_empty() {
         cluster_check.push(format!(
