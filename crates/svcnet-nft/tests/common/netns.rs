@@ -84,6 +84,42 @@ impl Netns {
         run(&v);
     }
 
+    /// Turns IPv6 duplicate address detection off for the interfaces made (or moved) here from now on:
+    /// their link-local addresses are then usable at once. While `fe80::` of the bridge is tentative, the
+    /// node sends no neighbour solicitation for packets it forwards with a foreign source address (such as
+    /// a client's, not masqueraded), so the first of them would wait seconds for neighbour discovery.
+    pub fn no_dad(&self) {
+        self.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ]);
+    }
+
+    /// Adds an IPv6 address (`fd00::1/64`) to `dev` without duplicate address detection, so that it is
+    /// usable at once rather than tentative for a second or two.
+    pub fn addr6(&self, addr: &str, dev: &str) {
+        self.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+    }
+
+    /// [`Netns::addr6`], deprecated at once (`preferred_lft 0`): usable when a socket binds to it, but
+    /// never chosen as a source address, so the link's other address stays the default one (IPv6 source
+    /// selection would otherwise prefer the address added last).
+    pub fn addr6_secondary(&self, addr: &str, dev: &str) {
+        self.ip(&[
+            "-6",
+            "addr",
+            "add",
+            addr,
+            "dev",
+            dev,
+            "nodad",
+            "preferred_lft",
+            "0",
+        ]);
+    }
+
     /// `ip netns exec NS args…`, checked.
     pub fn exec(&self, args: &[&str]) -> String {
         let mut v = vec!["ip", "netns", "exec", &self.name];
@@ -118,35 +154,50 @@ impl Drop for Netns {
     }
 }
 
-/// The pods' little server: answers every TCP connection and UDP datagram with `NAME PEER-IP`.
+/// The pods' little server: answers every TCP connection and UDP datagram with `NAME PEER-IP`, on IPv4
+/// and IPv6 alike (a socket per family, the IPv6 ones `IPV6_V6ONLY`, so IPv4 peers show as plain IPv4
+/// addresses rather than `::ffff:…`).
 const SERVER: &str = r#"
 import socket, sys, threading
 name, port = sys.argv[1], int(sys.argv[2])
-def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("0.0.0.0", port))
+def sock(fam, kind):
+    s = socket.socket(fam, kind)
+    if kind == socket.SOCK_STREAM:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind(("::", port))
+    else:
+        s.bind(("0.0.0.0", port))
+    return s
+def udp(u):
     while True:
         d, a = u.recvfrom(2048)
         u.sendto(("%s %s\n" % (name, a[0])).encode(), a)
-threading.Thread(target=udp, daemon=True).start()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port))
-s.listen(1024)
+def tcp(s):
+    while True:
+        c, a = s.accept()
+        try:
+            c.sendall(("%s %s\n" % (name, a[0])).encode())
+        except OSError:
+            pass
+        c.close()
+socks = []
+for fam in (socket.AF_INET, socket.AF_INET6):
+    u = sock(fam, socket.SOCK_DGRAM)
+    t = sock(fam, socket.SOCK_STREAM)
+    t.listen(1024)
+    socks += [(udp, u), (tcp, t)]
+for f, s in socks[1:]:
+    threading.Thread(target=f, args=(s,), daemon=True).start()
 print("ready", flush=True)
-while True:
-    c, a = s.accept()
-    try:
-        c.sendall(("%s %s\n" % (name, a[0])).encode())
-    except OSError:
-        pass
-    c.close()
+socks[0][0](socks[0][1])
 "#;
 
-/// A bounded client: `tcp IP PORT COUNT TIMEOUT [SRC]` makes COUNT connections; `udp IP PORT SECONDS`
-/// sends a datagram every 20 ms from one socket for SECONDS; `load IP PORT SECONDS` connects as fast as it
-/// can for SECONDS (at most 200,000 times). Prints one JSON object: answers by pod, errors by kind, the
-/// peers pods saw, the slowest failure, and for udp the sequence of answering pods.
+/// A bounded client, for IPv4 or IPv6 literals: `tcp IP PORT COUNT TIMEOUT [SRC]` makes COUNT connections;
+/// `udp IP PORT SECONDS` sends a datagram every 20 ms from one socket for SECONDS; `load IP PORT SECONDS`
+/// connects as fast as it can for SECONDS (at most 200,000 times). Prints one JSON object: answers by pod,
+/// errors by kind, the peers pods saw, the slowest failure, and for udp the sequence of answering pods.
 const CLIENT: &str = r#"
 import json, socket, sys, time
 mode, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -177,7 +228,7 @@ elif mode == "load":
         one(2.0, None)
         n += 1
 elif mode == "udp":
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
     u.settimeout(0.2)
     end = time.monotonic() + float(sys.argv[4])
     while time.monotonic() < end:
@@ -203,6 +254,22 @@ pub const CLIENT_IP: &str = "192.168.50.2";
 pub const CLIENT_IP2: &str = "192.168.50.3";
 /// The node's address on the pod bridge (pods' gateway).
 pub const BRIDGE_IP: &str = "10.244.0.1";
+/// The node's IPv6 address on the client link.
+pub const NODE_IP6: &str = "fd00:192:168::1";
+/// The client's IPv6 address.
+pub const CLIENT_IP6: &str = "fd00:192:168::2";
+/// A second client IPv6 address (never the default source).
+pub const CLIENT_IP6_2: &str = "fd00:192:168::3";
+/// The node's IPv6 address on the pod bridge (pods' IPv6 gateway).
+pub const BRIDGE_IP6: &str = "fd00:10:244::1";
+/// The lab's IPv4 pod CIDR.
+pub const POD_CIDR: &str = "10.244.0.0/16";
+/// The lab's IPv4 Service CIDR.
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The lab's IPv6 pod CIDR (the bridge's prefix).
+pub const POD_CIDR6: &str = "fd00:10:244::/64";
+/// The lab's IPv6 Service CIDR.
+pub const SERVICE_CIDR6: &str = "fd00:10:96::/112";
 
 /// What the client saw.
 #[derive(Debug, Default)]
@@ -258,13 +325,14 @@ impl ClientResult {
 }
 
 /// A "node" namespace with a bridge, `pods` pod namespaces on it running [`SERVER`], and a client
-/// namespace linked to the node.
+/// namespace linked to the node. Dual stack: every link has an IPv4 and an IPv6 address (IPv6 ones
+/// without duplicate address detection, so they are usable at once).
 pub struct Lab {
     /// The node (where the rules go).
     pub node: Netns,
-    /// The pods; pod `i` is `10.244.0.(10+i)` and answers as `pod{i}`.
+    /// The pods; pod `i` is `10.244.0.(10+i)` and `fd00:10:244::(10+i)`, and answers as `pod{i}`.
     pub pods: Vec<Netns>,
-    /// An outside client, `192.168.50.2` and `.3`, routed through the node.
+    /// An outside client, `192.168.50.2` and `.3`, `fd00:192:168::2` and `::3`, routed through the node.
     pub client: Netns,
     children: Vec<Child>,
     dir: std::path::PathBuf,
@@ -286,13 +354,29 @@ impl Lab {
             children: Vec::new(),
             dir,
         };
+        lab.client.no_dad();
         let node = &lab.node;
+        node.no_dad();
         node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        node.ip(&["link", "add", "br0", "type", "bridge"]);
+        node.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        // No multicast snooping: IPv6 neighbour discovery must not depend on MLD reports having been seen.
+        node.ip(&["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
         node.ip(&["addr", "add", &format!("{BRIDGE_IP}/24"), "dev", "br0"]);
+        node.addr6(&format!("{BRIDGE_IP6}/64"), "br0");
         node.ip(&["link", "set", "br0", "up"]);
         // ClusterIPs and LB IPs are reachable from the node itself through the bridge (DNAT picks the pod).
-        node.ip(&["route", "add", "10.96.0.0/16", "dev", "br0"]);
+        node.ip(&["route", "add", SERVICE_CIDR, "dev", "br0"]);
+        // IPv6 ClusterIPs are routed to a dead end instead (`svc0`, a veth whose peer stays in the node and
+        // answers no neighbour solicitation; this kernel may lack the dummy device): a router forwarding a
+        // packet out the interface it came in on sends an ICMPv6 redirect before the FORWARD hook, so a
+        // pod's packet to a ClusterIP that is not DNATed (a port no Service has: rejected in
+        // filter-forward) would also make the node tell the pod the ClusterIP is on-link, and the pod's
+        // later connections to it, to valid ports too, would fail after 3 s of unanswered neighbour
+        // solicitations. DNATed packets are routed again, to the pods.
+        node.ip(&["link", "add", "svc0", "type", "veth", "peer", "name", "svc1"]);
+        node.ip(&["link", "set", "svc1", "up"]);
+        node.ip(&["link", "set", "svc0", "up"]);
+        node.ip(&["-6", "route", "add", SERVICE_CIDR6, "dev", "svc0"]);
         node.ip(&[
             "link",
             "add",
@@ -306,14 +390,19 @@ impl Lab {
             &lab.client.name,
         ]);
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "vc0"]);
+        node.addr6(&format!("{NODE_IP6}/64"), "vc0");
         node.ip(&["link", "set", "vc0", "up"]);
         let c = &lab.client;
         c.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"]);
         c.ip(&["addr", "add", &format!("{CLIENT_IP2}/24"), "dev", "eth0"]);
+        c.addr6(&format!("{CLIENT_IP6}/64"), "eth0");
+        c.addr6_secondary(&format!("{CLIENT_IP6_2}/64"), "eth0");
         c.ip(&["link", "set", "eth0", "up"]);
         c.ip(&["route", "add", "default", "via", NODE_IP]);
+        c.ip(&["-6", "route", "add", "default", "via", NODE_IP6]);
         for i in 0..pods {
             let pod = Netns::new(&format!("pod{i}"));
+            pod.no_dad();
             let veth = format!("vp{i}");
             lab.node.ip(&[
                 "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
@@ -324,8 +413,10 @@ impl Lab {
             lab.node
                 .ip(&["link", "set", &veth, "type", "bridge_slave", "hairpin", "on"]);
             pod.ip(&["addr", "add", &format!("{}/24", Lab::pod_ip_of(i)), "dev", "eth0"]);
+            pod.addr6(&format!("{}/64", Lab::pod_ip6_of(i)), "eth0");
             pod.ip(&["link", "set", "eth0", "up"]);
             pod.ip(&["route", "add", "default", "via", BRIDGE_IP]);
+            pod.ip(&["-6", "route", "add", "default", "via", BRIDGE_IP6]);
             lab.pods.push(pod);
         }
         for i in 0..pods {
@@ -349,6 +440,11 @@ impl Lab {
     /// Pod `i`'s address.
     pub fn pod_ip_of(i: usize) -> String {
         format!("10.244.0.{}", 10 + i)
+    }
+
+    /// Pod `i`'s IPv6 address.
+    pub fn pod_ip6_of(i: usize) -> String {
+        format!("fd00:10:244::{}", 10 + i)
     }
 
     /// Runs the client script in `ns` and parses its answer.
@@ -414,12 +510,12 @@ impl Drop for BackgroundClient {
     }
 }
 
-/// The configuration the traffic tests use: pod CIDR and service CIDR of the lab.
+/// The configuration the traffic tests use: pod CIDRs and service CIDRs of the lab, both families.
 pub fn lab_config() -> NftConfig {
     NftConfig {
-        pod_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-        service_cidrs: vec!["10.96.0.0/16".parse().unwrap()],
-        node_ips: vec![NODE_IP.parse().unwrap()],
+        pod_cidrs: vec![POD_CIDR.parse().unwrap(), POD_CIDR6.parse().unwrap()],
+        service_cidrs: vec![SERVICE_CIDR.parse().unwrap(), SERVICE_CIDR6.parse().unwrap()],
+        node_ips: vec![NODE_IP.parse().unwrap(), NODE_IP6.parse().unwrap()],
         ipv6: true,
         ..Default::default()
     }
