@@ -2,12 +2,15 @@
 //! and `nft` needed; skipped otherwise). Every check compares what the writer programmed with what `nft`
 //! itself programs for the same elements, as `nft -j list` shows both.
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use common::netns::can_run;
 use serde_json::{Value, json};
 use svcnet_nft::Family;
 use svcnet_nft::netlink::{
@@ -43,33 +46,6 @@ table ip6 t {
   chain c { }
 }
 "#;
-
-fn can_run(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        eprintln!("SKIP {test}: needs root (network namespaces, nftables)");
-        return false;
-    }
-    for (tool, arg) in [("ip", "-V"), ("nft", "--version")] {
-        let ok = Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !ok.is_ok_and(|s| s.success()) {
-            eprintln!("SKIP {test}: `{tool}` is not installed");
-            return false;
-        }
-    }
-    true
-}
 
 fn run(args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(args[0])

@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use svcnet_dataplane::{Backend, Change, Protocol, ServicePort};
+use svcnet_dataplane::{Backend, Change, Protocol};
 
 use common::netns::{BRIDGE_IP, CLIENT_IP, CLIENT_IP2, Lab, NODE_IP, POD_PORT, can_run, lab_config};
-use common::{ep, svc_port};
+use common::{ep, scenarios, svc_port};
 
 fn pod_eps(pods: &[usize], local: &[usize]) -> Vec<svcnet_dataplane::Endpoint> {
     pods.iter()
@@ -127,44 +127,13 @@ fn affinity_local_policy_source_ranges() {
     assert_eq!(r.errors.keys().collect::<Vec<_>>(), vec!["TimeoutError"], "{r:?}");
 }
 
-/// A UDP client keeps one flow to a ClusterIP; its endpoint is replaced while the old pod still answers.
-/// Only conntrack cleanup moves the flow: without it the old DNAT lives as long as the client sends.
+/// A UDP client's flow follows an endpoint change (stale conntrack entries are deleted).
 #[test]
 fn udp_conntrack_cleanup() {
     if !can_run("udp_conntrack_cleanup") {
         return;
     }
-    let lab = Lab::new(2);
-    let mut b = lab.backend(lab_config());
-    let v1 = Arc::new(svc_port(
-        "dns",
-        Protocol::Udp,
-        "10.96.0.30",
-        53,
-        pod_eps(&[0], &[0]),
-    ));
-    b.sync_all(std::slice::from_ref(&v1)).unwrap();
-    let client = lab.spawn_client(&["udp", "10.96.0.30", "53", "3"]);
-    std::thread::sleep(Duration::from_millis(1000));
-    let v2 = Arc::new(svc_port(
-        "dns",
-        Protocol::Udp,
-        "10.96.0.30",
-        53,
-        pod_eps(&[1], &[1]),
-    ));
-    b.apply(&[Change::Upsert {
-        old: Some(v1),
-        new: v2,
-    }])
-    .unwrap();
-    let r = client.finish();
-    assert!(r.hits.get("pod0").is_some_and(|&n| n > 10), "{r:?}");
-    let tail: Vec<&String> = r.seq.iter().rev().take(20).collect();
-    assert!(
-        tail.iter().all(|p| *p == "pod1"),
-        "flow still goes to the old endpoint: {r:?}"
-    );
+    scenarios::udp_flow_follows_endpoint_change(&Lab::new(2), "10.96.0.30", pod_eps);
 }
 
 /// Connections keep succeeding while the endpoint set changes every 100 ms.
@@ -173,35 +142,7 @@ fn update_under_load() {
     if !can_run("update_under_load") {
         return;
     }
-    let lab = Lab::new(3);
-    let mut b = lab.backend(lab_config());
-    let make = |pods: &[usize]| {
-        Arc::new(svc_port(
-            "busy",
-            Protocol::Tcp,
-            "10.96.0.40",
-            80,
-            pod_eps(pods, &[]),
-        ))
-    };
-    let sets: [&[usize]; 4] = [&[0, 1, 2], &[1, 2], &[0, 2], &[0]];
-    let mut cur: Arc<ServicePort> = make(sets[0]);
-    b.sync_all(std::slice::from_ref(&cur)).unwrap();
-    let client = lab.spawn_client(&["load", "10.96.0.40", "80", "3"]);
-    for i in 1..=25 {
-        std::thread::sleep(Duration::from_millis(100));
-        let next = make(sets[i % sets.len()]);
-        b.apply(&[Change::Upsert {
-            old: Some(cur),
-            new: next.clone(),
-        }])
-        .unwrap();
-        cur = next;
-    }
-    let r = client.finish();
-    assert_eq!(r.failed(), 0, "{r:?}");
-    assert!(r.ok() > 100, "{r:?}");
-    assert_eq!(r.hits.len(), 3, "{r:?}");
+    scenarios::connections_survive_updates(&Lab::new(3), "10.96.0.40", pod_eps);
 }
 
 /// An agent restart: a new backend that knows nothing of the kernel's state replaces the tables with one

@@ -8,12 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use svcnet_dataplane::{Backend, Change, Endpoint, Protocol, ServicePort};
+use svcnet_dataplane::{Backend, Change, Endpoint, Protocol};
 
 use common::netns::{
     BRIDGE_IP, BRIDGE_IP6, CLIENT_IP6, CLIENT_IP6_2, Lab, NODE_IP, NODE_IP6, POD_PORT, can_run, lab_config,
 };
-use common::{ep, svc_port};
+use common::{ep, scenarios, svc_port};
 
 /// The pods' IPv6 endpoints (`local`: on this node).
 fn pod_eps6(pods: &[usize], local: &[usize]) -> Vec<Endpoint> {
@@ -279,44 +279,13 @@ fn affinity_local_policy_source_ranges_v6() {
     assert_eq!(r.errors.keys().collect::<Vec<_>>(), vec!["TimeoutError"], "{r:?}");
 }
 
-/// A UDP client keeps one flow to an IPv6 ClusterIP; its endpoint is replaced while the old pod still
-/// answers. Only conntrack cleanup (`conntrack -f ipv6 -D …`) moves the flow.
+/// A UDP client's IPv6 flow follows an endpoint change (`conntrack -f ipv6` cleanup).
 #[test]
 fn udp_conntrack_cleanup_v6() {
     if !can_run("udp_conntrack_cleanup_v6") {
         return;
     }
-    let lab = Lab::new(2);
-    let mut b = lab.backend(lab_config());
-    let v1 = Arc::new(svc_port(
-        "dns",
-        Protocol::Udp,
-        "fd00:10:96::53",
-        53,
-        pod_eps6(&[0], &[0]),
-    ));
-    b.sync_all(std::slice::from_ref(&v1)).unwrap();
-    let client = lab.spawn_client(&["udp", "fd00:10:96::53", "53", "3"]);
-    std::thread::sleep(Duration::from_millis(1000));
-    let v2: Arc<ServicePort> = Arc::new(svc_port(
-        "dns",
-        Protocol::Udp,
-        "fd00:10:96::53",
-        53,
-        pod_eps6(&[1], &[1]),
-    ));
-    b.apply(&[Change::Upsert {
-        old: Some(v1),
-        new: v2,
-    }])
-    .unwrap();
-    let r = client.finish();
-    assert!(r.hits.get("pod0").is_some_and(|&n| n > 10), "{r:?}");
-    let tail: Vec<&String> = r.seq.iter().rev().take(20).collect();
-    assert!(
-        tail.iter().all(|p| *p == "pod1"),
-        "flow still goes to the old endpoint: {r:?}"
-    );
+    scenarios::udp_flow_follows_endpoint_change(&Lab::new(2), "fd00:10:96::53", pod_eps6);
 }
 
 /// IPv6 connections keep succeeding while the endpoint set changes every 100 ms (element changes over
@@ -326,35 +295,7 @@ fn update_under_load_v6() {
     if !can_run("update_under_load_v6") {
         return;
     }
-    let lab = Lab::new(3);
-    let mut b = lab.backend(lab_config());
-    let make = |pods: &[usize]| {
-        Arc::new(svc_port(
-            "busy",
-            Protocol::Tcp,
-            "fd00:10:96::40",
-            80,
-            pod_eps6(pods, &[]),
-        ))
-    };
-    let sets: [&[usize]; 4] = [&[0, 1, 2], &[1, 2], &[0, 2], &[0]];
-    let mut cur: Arc<ServicePort> = make(sets[0]);
-    b.sync_all(std::slice::from_ref(&cur)).unwrap();
-    let client = lab.spawn_client(&["load", "fd00:10:96::40", "80", "3"]);
-    for i in 1..=25 {
-        std::thread::sleep(Duration::from_millis(100));
-        let next = make(sets[i % sets.len()]);
-        b.apply(&[Change::Upsert {
-            old: Some(cur),
-            new: next.clone(),
-        }])
-        .unwrap();
-        cur = next;
-    }
-    let r = client.finish();
-    assert_eq!(r.failed(), 0, "{r:?}");
-    assert!(r.ok() > 100, "{r:?}");
-    assert_eq!(r.hits.len(), 3, "{r:?}");
+    scenarios::connections_survive_updates(&Lab::new(3), "fd00:10:96::40", pod_eps6);
 }
 
 /// Agent restarts (a new backend, one full sync) under IPv6 load: no connection fails, and a client with
