@@ -71,60 +71,22 @@ fn clusterip_nodeport_reject_hairpin() {
     assert_eq!(r.peers, vec![BRIDGE_IP.to_string()], "{r:?}");
 }
 
+/// ClientIP affinity, externalTrafficPolicy Local and loadBalancerSourceRanges.
 #[test]
 fn affinity_local_policy_source_ranges() {
     if !can_run("affinity_local_policy_source_ranges") {
         return;
     }
-    let lab = Lab::new(3);
-    let mut b = lab.backend(lab_config());
-    let mut sticky = svc_port(
-        "sticky",
-        Protocol::Tcp,
-        "10.96.0.20",
-        80,
-        pod_eps(&[0, 1, 2], &[]),
-    );
-    sticky.affinity_timeout = Some(Duration::from_secs(600));
-    let mut local = svc_port(
-        "local",
-        Protocol::Tcp,
-        "10.96.0.21",
-        80,
-        pod_eps(&[0, 1, 2], &[0]),
-    );
-    local.node_port = Some(30081);
-    local.external_policy_local = true;
-    local.external_endpoints = pod_eps(&[0], &[0]);
-    let mut ranged = svc_port(
-        "ranged",
-        Protocol::Tcp,
-        "10.96.0.22",
-        80,
-        pod_eps(&[0, 1, 2], &[]),
-    );
-    ranged.load_balancer_ips = vec!["192.0.2.100".parse().unwrap()];
-    ranged.load_balancer_source_ranges = vec![format!("{CLIENT_IP}/32").parse().unwrap()];
-    b.sync_all(&[Arc::new(sticky), Arc::new(local), Arc::new(ranged)])
-        .unwrap();
-
-    // ClientIP affinity: every connection from one client goes to the same pod.
-    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.20", "80", "30", "2"]);
-    assert_eq!((r.failed(), r.hits.len()), (0, 1), "{r:?}");
-
-    // externalTrafficPolicy Local from outside: this node's endpoint only, client address kept.
-    let r = lab.client_in(&lab.client, &["tcp", NODE_IP, "30081", "30", "2"]);
-    assert_eq!(r.hits.get("pod0"), Some(&30), "{r:?}");
-    assert_eq!(r.peers, vec![CLIENT_IP.to_string()], "{r:?}");
-    // ... while pods short-circuit to every endpoint.
-    let r = lab.client_in(&lab.pods[1], &["tcp", BRIDGE_IP, "30081", "60", "2"]);
-    assert_eq!((r.failed(), r.hits.len()), (0, 3), "{r:?}");
-
-    // loadBalancerSourceRanges: the allowed address gets through, the other is dropped.
-    let r = lab.client_in(&lab.client, &["tcp", "192.0.2.100", "80", "10", "2", CLIENT_IP]);
-    assert_eq!(r.ok(), 10, "{r:?}");
-    let r = lab.client_in(&lab.client, &["tcp", "192.0.2.100", "80", "1", "0.5", CLIENT_IP2]);
-    assert_eq!(r.errors.keys().collect::<Vec<_>>(), vec!["TimeoutError"], "{r:?}");
+    let addrs = scenarios::Addrs {
+        cluster_ips: ["10.96.0.20", "10.96.0.21", "10.96.0.22"],
+        lb_ip: "192.0.2.100",
+        node: NODE_IP,
+        bridge: BRIDGE_IP,
+        client: CLIENT_IP,
+        client2: CLIENT_IP2,
+        host_prefix: 32,
+    };
+    scenarios::affinity_local_policy_source_ranges(&Lab::new(3), &addrs, pod_eps);
 }
 
 /// A UDP client's flow follows an endpoint change (stale conntrack entries are deleted).

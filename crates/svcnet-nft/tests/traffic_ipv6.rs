@@ -222,61 +222,16 @@ fn affinity_local_policy_source_ranges_v6() {
     if !can_run("affinity_local_policy_source_ranges_v6") {
         return;
     }
-    let lab = Lab::new(3);
-    let mut b = lab.backend(lab_config());
-    let mut sticky = svc_port(
-        "sticky",
-        Protocol::Tcp,
-        "fd00:10:96::30",
-        80,
-        pod_eps6(&[0, 1, 2], &[]),
-    );
-    sticky.affinity_timeout = Some(Duration::from_secs(600));
-    let mut local = svc_port(
-        "local",
-        Protocol::Tcp,
-        "fd00:10:96::31",
-        80,
-        pod_eps6(&[0, 1, 2], &[0]),
-    );
-    local.node_port = Some(30081);
-    local.external_policy_local = true;
-    local.external_endpoints = pod_eps6(&[0], &[0]);
-    let mut ranged = svc_port(
-        "ranged",
-        Protocol::Tcp,
-        "fd00:10:96::32",
-        80,
-        pod_eps6(&[0, 1, 2], &[]),
-    );
-    ranged.load_balancer_ips = vec!["2001:db8::100".parse().unwrap()];
-    ranged.load_balancer_source_ranges = vec![format!("{CLIENT_IP6}/128").parse().unwrap()];
-    b.sync_all(&[Arc::new(sticky), Arc::new(local), Arc::new(ranged)])
-        .unwrap();
-
-    // ClientIP affinity: every connection from one client goes to the same pod.
-    let r = lab.client_in(&lab.client, &["tcp", "fd00:10:96::30", "80", "30", "2"]);
-    assert_eq!((r.failed(), r.hits.len()), (0, 1), "{r:?}");
-
-    // externalTrafficPolicy Local from outside: this node's endpoint only, client address kept.
-    let r = lab.client_in(&lab.client, &["tcp", NODE_IP6, "30081", "30", "2"]);
-    assert_eq!(r.hits.get("pod0"), Some(&30), "{r:?}");
-    assert_eq!(r.peers, vec![CLIENT_IP6.to_string()], "{r:?}");
-    // ... while pods short-circuit to every endpoint.
-    let r = lab.client_in(&lab.pods[1], &["tcp", BRIDGE_IP6, "30081", "60", "2"]);
-    assert_eq!((r.failed(), r.hits.len()), (0, 3), "{r:?}");
-
-    // loadBalancerSourceRanges: the allowed address gets through, the other is dropped.
-    let r = lab.client_in(
-        &lab.client,
-        &["tcp", "2001:db8::100", "80", "10", "2", CLIENT_IP6],
-    );
-    assert_eq!(r.ok(), 10, "{r:?}");
-    let r = lab.client_in(
-        &lab.client,
-        &["tcp", "2001:db8::100", "80", "1", "0.5", CLIENT_IP6_2],
-    );
-    assert_eq!(r.errors.keys().collect::<Vec<_>>(), vec!["TimeoutError"], "{r:?}");
+    let addrs = scenarios::Addrs {
+        cluster_ips: ["fd00:10:96::30", "fd00:10:96::31", "fd00:10:96::32"],
+        lb_ip: "2001:db8::100",
+        node: NODE_IP6,
+        bridge: BRIDGE_IP6,
+        client: CLIENT_IP6,
+        client2: CLIENT_IP6_2,
+        host_prefix: 128,
+    };
+    scenarios::affinity_local_policy_source_ranges(&Lab::new(3), &addrs, pod_eps6);
 }
 
 /// A UDP client's IPv6 flow follows an endpoint change (`conntrack -f ipv6` cleanup).

@@ -58,3 +58,57 @@ pub fn connections_survive_updates(lab: &Lab, cip: &str, eps: PodEps) {
     assert!(r.ok() > 100, "{r:?}");
     assert_eq!(r.hits.len(), 3, "{r:?}");
 }
+
+/// The addresses a scenario needs in one family.
+pub struct Addrs {
+    /// Three free ClusterIPs.
+    pub cluster_ips: [&'static str; 3],
+    /// A LoadBalancer IP.
+    pub lb_ip: &'static str,
+    /// The node's address, as the outside client reaches it.
+    pub node: &'static str,
+    /// The node's address on the pod bridge.
+    pub bridge: &'static str,
+    /// The outside client's address, and a second one it can send from.
+    pub client: &'static str,
+    /// The client's second address.
+    pub client2: &'static str,
+    /// The prefix length of one address (32 or 128).
+    pub host_prefix: u8,
+}
+
+/// ClientIP affinity, externalTrafficPolicy Local (client address kept from outside, short-circuit for
+/// pods) and loadBalancerSourceRanges.
+pub fn affinity_local_policy_source_ranges(lab: &Lab, a: &Addrs, eps: PodEps) {
+    let mut b = lab.backend(lab_config());
+    let [sticky_ip, local_ip, ranged_ip] = a.cluster_ips;
+    let mut sticky = svc_port("sticky", Protocol::Tcp, sticky_ip, 80, eps(&[0, 1, 2], &[]));
+    sticky.affinity_timeout = Some(Duration::from_secs(600));
+    let mut local = svc_port("local", Protocol::Tcp, local_ip, 80, eps(&[0, 1, 2], &[0]));
+    local.node_port = Some(30081);
+    local.external_policy_local = true;
+    local.external_endpoints = eps(&[0], &[0]);
+    let mut ranged = svc_port("ranged", Protocol::Tcp, ranged_ip, 80, eps(&[0, 1, 2], &[]));
+    ranged.load_balancer_ips = vec![a.lb_ip.parse().unwrap()];
+    ranged.load_balancer_source_ranges = vec![format!("{}/{}", a.client, a.host_prefix).parse().unwrap()];
+    b.sync_all(&[Arc::new(sticky), Arc::new(local), Arc::new(ranged)])
+        .unwrap();
+
+    // ClientIP affinity: every connection from one client goes to the same pod.
+    let r = lab.client_in(&lab.client, &["tcp", sticky_ip, "80", "30", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 1), "{r:?}");
+
+    // externalTrafficPolicy Local from outside: this node's endpoint only, client address kept.
+    let r = lab.client_in(&lab.client, &["tcp", a.node, "30081", "30", "2"]);
+    assert_eq!(r.hits.get("pod0"), Some(&30), "{r:?}");
+    assert_eq!(r.peers, vec![a.client.to_string()], "{r:?}");
+    // ... while pods short-circuit to every endpoint.
+    let r = lab.client_in(&lab.pods[1], &["tcp", a.bridge, "30081", "60", "2"]);
+    assert_eq!((r.failed(), r.hits.len()), (0, 3), "{r:?}");
+
+    // loadBalancerSourceRanges: the allowed address gets through, the other is dropped.
+    let r = lab.client_in(&lab.client, &["tcp", a.lb_ip, "80", "10", "2", a.client]);
+    assert_eq!(r.ok(), 10, "{r:?}");
+    let r = lab.client_in(&lab.client, &["tcp", a.lb_ip, "80", "1", "0.5", a.client2]);
+    assert_eq!(r.errors.keys().collect::<Vec<_>>(), vec!["TimeoutError"], "{r:?}");
+}
