@@ -349,14 +349,13 @@ impl NftBackend {
     /// exist, a standby copy of the new ruleset is committed first (it runs alongside, and as the older
     /// registration its NAT chains come first), the tables are replaced, and the standby is deleted.
     fn replace_tables(&self, ports: &[Arc<ServicePort>]) -> Result<(), NftError> {
-        let script = render_full(ports, &self.cfg);
         let tables = nft::run(&self.cfg.nft_command, &["list", "tables"], None)?;
         let live = format!("ip {}", self.cfg.table);
         if !tables
             .lines()
             .any(|l| l.trim().strip_prefix("table ") == Some(live.as_str()))
         {
-            return self.transact(&script);
+            return self.transact(&render_full(ports, &self.cfg));
         }
         let standby_cfg = NftConfig {
             table: format!("{}-standby", self.cfg.table),
@@ -371,11 +370,7 @@ impl NftBackend {
                 kept.extend(render::parse_affinity_entries(fam, &self.cfg.table, &json));
             }
         }
-        let script = if kept.is_empty() {
-            script
-        } else {
-            render::render_full_keeping(ports, &self.cfg, &kept)
-        };
+        let script = render::render_full_keeping(ports, &self.cfg, &kept);
         self.transact(&render_full(ports, &standby_cfg))?;
         let res = self.transact(&script);
         let mut cleanup = String::new();

@@ -230,16 +230,22 @@ pub enum Elem {
 }
 
 impl Elem {
+    /// The element's key as nft writes it (what a deletion names).
+    pub fn key_text(&self) -> String {
+        match self {
+            Elem::Goto(k, _) | Elem::Member(k) => k.text(),
+            Elem::Addr(ip) => ip.to_string(),
+            Elem::Pair(ip) => format!("{ip} . {ip}"),
+            Elem::Slots(proto, first, last, ..) => format!("{} . {first}-{last}", proto.lower()),
+        }
+    }
+
     /// The element as nft writes it.
     pub fn text(&self) -> String {
         match self {
-            Elem::Goto(k, chain) => format!("{} : goto {chain}", k.text()),
-            Elem::Member(k) => k.text(),
-            Elem::Addr(ip) => ip.to_string(),
-            Elem::Pair(ip) => format!("{ip} . {ip}"),
-            Elem::Slots(proto, first, last, ip, port) => {
-                format!("{} . {first}-{last} : {ip} . {port}", proto.lower())
-            }
+            Elem::Goto(_, chain) => format!("{} : goto {chain}", self.key_text()),
+            Elem::Slots(.., ip, port) => format!("{} : {ip} . {port}", self.key_text()),
+            _ => self.key_text(),
         }
     }
 
@@ -1099,8 +1105,7 @@ impl Transaction {
             let text = if op.add {
                 op.elem.text()
             } else {
-                // Deletions name the key only.
-                op.elem.text().split(" : ").next().unwrap_or_default().to_string()
+                op.elem.key_text()
             };
             let _ = writeln!(
                 out,
