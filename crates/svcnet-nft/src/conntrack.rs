@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use svcnet_dataplane::{Endpoint, Protocol, ServicePort};
+use svcnet_dataplane::{Endpoint, Frontend, Protocol, ServicePort};
 
 /// The usable endpoints of a port (internal and external sets), by address.
 fn usable(sp: &ServicePort) -> BTreeSet<(IpAddr, u16)> {
@@ -25,12 +25,20 @@ fn usable(sp: &ServicePort) -> BTreeSet<(IpAddr, u16)> {
         .collect()
 }
 
-fn family_args(ip: &IpAddr) -> Vec<String> {
-    if ip.is_ipv6() {
+/// `conntrack -D` arguments for UDP entries of `family` (the family of that address) addressed to
+/// `frontend`: its address and port, or only the port for a NodePort.
+fn delete_args(family: &IpAddr, frontend: &Frontend) -> Vec<String> {
+    let mut c: Vec<String> = if family.is_ipv6() {
         vec!["-f".into(), "ipv6".into()]
     } else {
         Vec::new()
+    };
+    c.extend(["-D", "-p", "udp"].map(String::from));
+    if let Some(ip) = frontend.ip {
+        c.extend(["--orig-dst".into(), ip.to_string()]);
     }
+    c.extend(["--orig-port-dst".into(), frontend.port.to_string()]);
+    c
 }
 
 /// The `conntrack` argument lists that clean up after one port changed from `old` to `new` (either may be
@@ -47,33 +55,11 @@ pub fn cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) ->
     let new_eps = new.map(usable).unwrap_or_default();
     // Endpoints that went away: entries through any old frontend whose replies come from them.
     if let Some(old) = old {
-        let ips: Vec<&IpAddr> = old
-            .cluster_ips
-            .iter()
-            .chain(&old.external_ips)
-            .chain(&old.load_balancer_ips)
-            .collect();
         for (ep, _) in old_eps.difference(&new_eps) {
-            for ip in ips.iter().filter(|ip| ip.is_ipv6() == ep.is_ipv6()) {
-                let mut c = family_args(ep);
-                c.extend(
-                    [
-                        "-D",
-                        "-p",
-                        "udp",
-                        "--orig-dst",
-                        &ip.to_string(),
-                        "--orig-port-dst",
-                    ]
-                    .map(String::from),
-                );
-                c.extend([old.port.to_string(), "--reply-src".into(), ep.to_string()]);
-                cmds.push(c);
-            }
-            if let Some(np) = old.node_port {
-                let mut c = family_args(ep);
-                c.extend(["-D", "-p", "udp", "--orig-port-dst"].map(String::from));
-                c.extend([np.to_string(), "--reply-src".into(), ep.to_string()]);
+            let same_family = |f: &Frontend| f.ip.is_none_or(|ip| ip.is_ipv6() == ep.is_ipv6());
+            for f in old.frontends().filter(same_family) {
+                let mut c = delete_args(ep, &f);
+                c.extend(["--reply-src".into(), ep.to_string()]);
                 cmds.push(c);
             }
         }
@@ -83,37 +69,15 @@ pub fn cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) ->
         && old_eps.is_empty()
         && !new_eps.is_empty()
     {
-        for ip in new
-            .cluster_ips
-            .iter()
-            .chain(&new.external_ips)
-            .chain(&new.load_balancer_ips)
-        {
-            let mut c = family_args(ip);
-            c.extend(
-                [
-                    "-D",
-                    "-p",
-                    "udp",
-                    "--orig-dst",
-                    &ip.to_string(),
-                    "--orig-port-dst",
-                ]
-                .map(String::from),
-            );
-            c.push(new.port.to_string());
-            cmds.push(c);
-        }
-        if let Some(np) = new.node_port {
-            for fam in [false, true] {
-                let mut c = if fam {
-                    vec!["-f".to_string(), "ipv6".to_string()]
-                } else {
-                    Vec::new()
-                };
-                c.extend(["-D", "-p", "udp", "--orig-port-dst"].map(String::from));
-                c.push(np.to_string());
-                cmds.push(c);
+        for f in new.frontends() {
+            match f.ip {
+                Some(ip) => cmds.push(delete_args(&ip, &f)),
+                // A NodePort answers in both families.
+                None => {
+                    for family in [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])] {
+                        cmds.push(delete_args(&family, &f));
+                    }
+                }
             }
         }
     }
