@@ -703,22 +703,27 @@ pub fn addr_port(ip: IpAddr, port: u16) -> Vec<u8> {
 /// added earlier in the same batch) instead of failing with `ENOENT`. Empty `targets` give no elements;
 /// targets beyond the [`SLOTS`]th get no range.
 pub fn slot_ranges(proto: u8, targets: &[Vec<u8>]) -> Vec<Element> {
+    crate::render::slot_ranges(targets.len())
+        .into_iter()
+        .zip(targets)
+        .map(|((lo, hi), target)| slot_range(proto, lo, hi, target.clone()))
+        .collect()
+}
+
+/// One range of an endpoint map, `proto . first-last : target` (see [`slot_ranges`] for the layout).
+pub fn slot_range(proto: u8, first: u32, last: u32, target: Vec<u8>) -> Element {
     let key = |slot: u32| {
         let mut k = Vec::with_capacity(8);
         proto_field(&mut k, proto);
         k.extend_from_slice(&slot.to_be_bytes());
         k
     };
-    crate::render::slot_ranges(targets.len())
-        .into_iter()
-        .zip(targets)
-        .map(|((lo, hi), target)| Element {
-            key: key(lo),
-            data: Some(ElementData::Value(target.clone())),
-            interval_end: false,
-            key_end: Some(key(hi)),
-        })
-        .collect()
+    Element {
+        key: key(first),
+        data: Some(ElementData::Value(target)),
+        interval_end: false,
+        key_end: Some(key(last)),
+    }
 }
 
 #[cfg(test)]

@@ -262,22 +262,12 @@ impl Elem {
             Elem::Member(k) => plain(k.bytes(), None),
             Elem::Addr(ip) => plain(netlink::addr(*ip), None),
             Elem::Pair(ip) => plain(netlink::addr_pair(*ip, *ip), None),
-            // A concatenated range is one element with a start and an (inclusive) end key; every field is
-            // padded to 4 bytes, and the slot is big-endian (nft byte-swaps the host-endian numgen value
-            // before the lookup).
-            Elem::Slots(proto, first, last, ip, port) => {
-                let key = |slot: u32| {
-                    let mut k = vec![proto_number(*proto), 0, 0, 0];
-                    k.extend_from_slice(&slot.to_be_bytes());
-                    k
-                };
-                netlink::Element {
-                    key: key(*first),
-                    key_end: Some(key(*last)),
-                    data: Some(netlink::ElementData::Value(netlink::addr_port(*ip, *port))),
-                    interval_end: false,
-                }
-            }
+            Elem::Slots(proto, first, last, ip, port) => netlink::slot_range(
+                proto_number(*proto),
+                *first,
+                *last,
+                netlink::addr_port(*ip, *port),
+            ),
         }
     }
 }
