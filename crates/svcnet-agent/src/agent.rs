@@ -167,7 +167,16 @@ struct Ips {
     by_uid: HashMap<String, IpAddr>,
     /// An address of the pod CIDR no pod may have (the netns bridge's gateway).
     reserved: Option<IpAddr>,
+    /// Addresses released lately, oldest first, kept out of the allocator for a while: a new pod that
+    /// got a just-deleted pod's address would receive traffic still meant for the old one (stale
+    /// endpoints, conntrack entries, DNS caches). The CNI host-local IPAM avoids this by handing out
+    /// addresses round-robin.
+    recent: std::collections::VecDeque<IpAddr>,
 }
+
+/// How many released pod addresses wait before they can be handed out again (fewer when the range runs
+/// out).
+const RECENT_IPS: usize = 64;
 
 /// Whether `pid` is a container process a previous run of this agent started for the pod at `pod_ip`:
 /// the leader of its own process group, with that pod's `POD_IP` in its environment. Anything else is
@@ -342,6 +351,7 @@ async fn run_with(
         alloc: None,
         by_uid: HashMap::new(),
         reserved: None,
+        recent: Default::default(),
     }));
     // The netns pod network needs its bridge before any pod: set the node up as soon as the CIDR arrives,
     // and only then hand out pod IPs (never the gateway's).
@@ -561,10 +571,15 @@ async fn run_with(
 
 fn release_ip(ips: &Mutex<Ips>, uid: &str) {
     let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(ip) = g.by_uid.remove(uid)
-        && let Some(a) = g.alloc.as_mut()
-    {
-        a.release(ip);
+    let Some(ip) = g.by_uid.remove(uid) else {
+        return;
+    };
+    g.recent.push_back(ip);
+    while g.recent.len() > RECENT_IPS {
+        let oldest = g.recent.pop_front();
+        if let (Some(ip), Some(a)) = (oldest, g.alloc.as_mut()) {
+            a.release(ip);
+        }
     }
 }
 
@@ -593,7 +608,18 @@ fn pod_ip(ips: &Mutex<Ips>, pod: &Pod) -> Option<IpAddr> {
                 uid.bytes()
                     .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
             );
-            alloc.allocate_next(&mut rng).ok()?
+            match alloc.allocate_next(&mut rng) {
+                Ok(ip) => ip,
+                // The range is full but for recently released addresses: give them all back.
+                Err(_) => {
+                    let recent = std::mem::take(&mut g.recent);
+                    let alloc = g.alloc.as_mut()?;
+                    for ip in recent {
+                        alloc.release(ip);
+                    }
+                    alloc.allocate_next(&mut rng).ok()?
+                }
+            }
         }
     };
     g.by_uid.insert(uid, ip);
@@ -759,5 +785,46 @@ mod tests {
         );
         let env: BTreeMap<String, String> = service_env(&services, "app", false).into_iter().collect();
         assert!(env.contains_key("KUBERNETES_SERVICE_HOST") && !env.contains_key("RED_SVC_SERVICE_HOST"));
+    }
+
+    fn pod(uid: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": uid, "namespace": "ns", "uid": uid}})).unwrap()
+    }
+
+    fn ips(cidr: &str) -> Mutex<Ips> {
+        Mutex::new(Ips {
+            alloc: ClusterIpAllocator::new(cidr.parse().unwrap()).ok(),
+            by_uid: HashMap::new(),
+            reserved: None,
+            recent: Default::default(),
+        })
+    }
+
+    /// A deleted pod's address is not handed to the next pods (it may still be in endpoints, conntrack
+    /// and caches), until the range has nothing else.
+    #[test]
+    fn released_pod_ips_wait_before_reuse() {
+        let ips = ips("10.244.0.0/24");
+        let mut released = Vec::new();
+        for i in 0..40 {
+            let uid = format!("old-{i}");
+            released.push(pod_ip(&ips, &pod(&uid)).unwrap());
+            release_ip(&ips, &uid);
+        }
+        for i in 0..150 {
+            let ip = pod_ip(&ips, &pod(&format!("new-{i}"))).unwrap();
+            assert!(!released.contains(&ip), "{ip} reused at once");
+        }
+        // A full range hands the waiting addresses out again rather than failing.
+        let small = self::ips("10.244.1.0/29");
+        let first = pod_ip(&small, &pod("a")).unwrap();
+        release_ip(&small, "a");
+        let mut got = Vec::new();
+        for i in 0..8 {
+            if let Some(ip) = pod_ip(&small, &pod(&format!("b-{i}"))) {
+                got.push(ip);
+            }
+        }
+        assert!(got.contains(&first), "{got:?}");
     }
 }
