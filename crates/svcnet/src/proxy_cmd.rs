@@ -76,18 +76,20 @@ pub fn run(args: ProxyArgs) -> Result<()> {
     if let Err(e) = backend.sync_all(&ports) {
         warn!(error = %e, "some listeners are not open");
     }
-    println!(
-        "svcnet proxy: serving {} service ports on {} listeners",
-        backend.port_count(),
-        backend.listener_count()
-    );
-
     // The control side needs little: signals and the metrics endpoint, on one thread. Connections are
     // served by the backend's own runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // SIGHUP's default action ends the process, so the handler must be in place before we announce
+        // that we serve: a caller may reload the moment it reads that line.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        println!(
+            "svcnet proxy: serving {} service ports on {} listeners",
+            backend.port_count(),
+            backend.listener_count()
+        );
         if let Some(addr) = args.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -95,7 +97,6 @@ pub fn run(args: ProxyArgs) -> Result<()> {
             info!(addr = %listener.local_addr()?, "serving metrics");
             tokio::spawn(serve_metrics(listener, registry.clone()));
         }
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let stop = super::shutdown_signal();
         tokio::pin!(stop);
         loop {
