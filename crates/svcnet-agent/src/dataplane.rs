@@ -17,13 +17,17 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use svcnet_dataplane::{Backend, Change, Model, ModelConfig, ServicePort};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+use crate::proxyhealth::ProxyHealth;
 
 /// How long a batch may wait for the event stream to go quiet before it is applied anyway.
 pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(20);
@@ -41,6 +45,11 @@ pub struct DataplaneConfig {
     pub resync_period: Duration,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    traffic_policy: &'static str,
+}
+
 /// kube-proxy's sync metrics, under kube-proxy's names.
 #[derive(Clone)]
 pub struct DataplaneMetrics {
@@ -48,7 +57,12 @@ pub struct DataplaneMetrics {
     programming_duration: Histogram,
     event_to_programmed: Histogram,
     last_sync: Gauge<f64, AtomicU64>,
+    last_queued: Gauge<f64, AtomicU64>,
     service_changes: Counter,
+    endpoint_changes: Counter,
+    service_pending: Gauge<i64, AtomicI64>,
+    endpoint_pending: Gauge<i64, AtomicI64>,
+    no_local_endpoints: Family<PolicyLabel, Gauge<i64, AtomicI64>>,
     sync_failures: Counter,
     ports: Gauge<i64, AtomicI64>,
     endpoints: Gauge<i64, AtomicI64>,
@@ -65,7 +79,12 @@ impl DataplaneMetrics {
             )),
             event_to_programmed: Histogram::new(buckets()),
             last_sync: Gauge::default(),
+            last_queued: Gauge::default(),
             service_changes: Counter::default(),
+            endpoint_changes: Counter::default(),
+            service_pending: Gauge::default(),
+            endpoint_pending: Gauge::default(),
+            no_local_endpoints: Family::default(),
             sync_failures: Counter::default(),
             ports: Gauge::default(),
             endpoints: Gauge::default(),
@@ -91,9 +110,35 @@ impl DataplaneMetrics {
             m.last_sync.clone(),
         );
         registry.register(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            m.last_queued.clone(),
+        );
+        registry.register(
             "kubeproxy_sync_proxy_rules_service_changes",
-            "Cumulative proxy rules Service port changes",
+            "Cumulative proxy rules Service changes",
             m.service_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            m.service_pending.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules EndpointSlice changes",
+            m.endpoint_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules EndpointSlice changes",
+            m.endpoint_pending.clone(),
+        );
+        registry.register(
+            // A gauge, named `_total` by kube-proxy.
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of service ports with a Local traffic policy and no local endpoints",
+            m.no_local_endpoints.clone(),
         );
         registry.register(
             "kubeproxy_sync_proxy_rules_errors",
@@ -112,13 +157,83 @@ impl DataplaneMetrics {
         );
         m
     }
+
+    /// Sets the gauges that sum over all ports (endpoints, Local policies without local endpoints) from
+    /// scratch, as a full sync does.
+    fn count_all(&self, ports: &[Arc<ServicePort>]) {
+        let t = ports.iter().fold([0; 3], |t, p| add(t, port_counts(p), 1));
+        self.set_counts(t, false);
+    }
+
+    /// Moves those gauges by what `changes` changed, so that one endpoint costs O(1), not O(services).
+    fn count_changes(&self, changes: &[Change]) {
+        let mut d = [0; 3];
+        for c in changes {
+            match c {
+                Change::Upsert { old, new } => {
+                    if let Some(old) = old {
+                        d = add(d, port_counts(old), -1);
+                    }
+                    d = add(d, port_counts(new), 1);
+                }
+                Change::Remove(old) => d = add(d, port_counts(old), -1),
+            }
+        }
+        self.set_counts(d, true);
+    }
+
+    fn set_counts(&self, [endpoints, internal, external]: [i64; 3], delta: bool) {
+        let policy = |p| {
+            self.no_local_endpoints
+                .get_or_create(&PolicyLabel { traffic_policy: p })
+                .clone()
+        };
+        for (g, v) in [
+            (self.endpoints.clone(), endpoints),
+            (policy("internal"), internal),
+            (policy("external"), external),
+        ] {
+            if delta {
+                g.inc_by(v);
+            } else {
+                g.set(v);
+            }
+        }
+    }
+}
+
+/// What one port adds to the summed gauges: its endpoints, and whether each of its Local policies has
+/// endpoints elsewhere but none on this node (kube-proxy's `no_local_endpoints_total`).
+fn port_counts(p: &ServicePort) -> [i64; 3] {
+    let internal = p.internal_policy_local && p.has_endpoints && p.internal_endpoints.is_empty();
+    let external = p.externally_accessible()
+        && p.external_policy_local
+        && p.has_endpoints
+        && p.external_endpoints.is_empty();
+    [
+        p.internal_endpoints.len() as i64,
+        internal as i64,
+        external as i64,
+    ]
+}
+
+fn add(a: [i64; 3], b: [i64; 3], sign: i64) -> [i64; 3] {
+    [a[0] + sign * b[0], a[1] + sign * b[1], a[2] + sign * b[2]]
+}
+
+/// Watch events received but not yet programmed, by kind.
+#[derive(Default, Clone, Copy)]
+struct Pending {
+    services: i64,
+    slices: i64,
 }
 
 /// One unit of work for the backend thread.
 enum Work {
-    All(Vec<Arc<ServicePort>>),
-    /// Changes, the trigger times behind them, and when the first event of the batch arrived.
-    Changes(Vec<Change>, Vec<SystemTime>, Option<Instant>),
+    All(Vec<Arc<ServicePort>>, Pending),
+    /// Changes, the trigger times behind them, when the first event of the batch arrived, and the watch
+    /// events they answer.
+    Changes(Vec<Change>, Vec<SystemTime>, Option<Instant>, Pending),
 }
 
 // Events are moved once from the watch to the model; boxing them would only add an allocation.
@@ -130,7 +245,13 @@ enum Input {
 }
 
 /// Runs the loop until the watches end (they retry forever, so: until the task is dropped).
-pub async fn run(client: Client, cfg: DataplaneConfig, backend: Box<dyn Backend>, metrics: DataplaneMetrics) {
+pub async fn run(
+    client: Client,
+    cfg: DataplaneConfig,
+    backend: Box<dyn Backend>,
+    metrics: DataplaneMetrics,
+    health: ProxyHealth,
+) {
     let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default());
     let slices = watcher::watcher(
         Api::<EndpointSlice>::all(client.clone()),
@@ -145,7 +266,7 @@ pub async fn run(client: Client, cfg: DataplaneConfig, backend: Box<dyn Backend>
         retrying(slices).map(Input::Slice).boxed(),
         retrying(node).map(Input::Node).boxed(),
     ]);
-    drive(inputs, cfg, backend, metrics).await;
+    drive(inputs, cfg, backend, metrics, health).await;
 }
 
 /// The watch stream with errors logged and dropped (kube's watcher retries by itself, with back-off).
@@ -214,6 +335,7 @@ async fn drive(
     cfg: DataplaneConfig,
     backend: Box<dyn Backend>,
     metrics: DataplaneMetrics,
+    health: ProxyHealth,
 ) {
     let mut model = Model::new(ModelConfig {
         node_name: cfg.node_name.clone(),
@@ -222,16 +344,17 @@ async fn drive(
     });
     let (work_tx, work_rx) = mpsc::unbounded_channel::<Work>();
     let worker = {
-        let metrics = metrics.clone();
+        let (metrics, health) = (metrics.clone(), health.clone());
         std::thread::Builder::new()
             .name("dataplane-backend".into())
-            .spawn(move || backend_thread(backend, work_rx, metrics))
+            .spawn(move || backend_thread(backend, work_rx, metrics, health))
             .expect("spawn the data-plane backend thread")
     };
     let (mut svc_list, mut slice_list) = (Relist::default(), Relist::default());
     let mut started = false;
     let mut batch_since: Option<Instant> = None;
     let mut last_full = Instant::now();
+    let mut pending = Pending::default();
     loop {
         let timeout = match batch_since {
             Some(t) => QUIET.min(MAX_BATCH_DELAY.saturating_sub(t.elapsed())),
@@ -242,24 +365,44 @@ async fn drive(
         };
         match tokio::time::timeout(timeout, inputs.next()).await {
             Ok(Some(input)) => {
+                let now = || {
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64())
+                };
                 match input {
                     Input::Service(e) => {
+                        if has_object(&e) {
+                            pending.services += 1;
+                            metrics.service_changes.inc();
+                            metrics.service_pending.inc();
+                            metrics.last_queued.set(now());
+                        }
                         let (up, del) = svc_list.on(e);
                         up.iter().for_each(|s| model.upsert_service(s));
                         del.iter().for_each(|(ns, n)| model.delete_service(ns, n));
                     }
                     Input::Slice(e) => {
+                        if has_object(&e) {
+                            pending.slices += 1;
+                            metrics.endpoint_changes.inc();
+                            metrics.endpoint_pending.inc();
+                            metrics.last_queued.set(now());
+                        }
                         let (up, del) = slice_list.on(e);
                         up.iter().for_each(|s| model.upsert_slice(s));
                         del.iter().for_each(|(ns, n)| model.delete_slice(ns, n));
                     }
                     Input::Node(Event::Apply(n) | Event::InitApply(n)) => {
+                        health.sync_node(&n);
                         model.set_node_zone(n.labels().get("topology.kubernetes.io/zone").cloned());
                     }
+                    Input::Node(Event::Delete(_)) => health.node_deleted(),
                     Input::Node(_) => {}
                 }
                 if model.is_dirty() && batch_since.is_none() {
                     batch_since = Some(Instant::now());
+                    health.queued();
                 }
                 if batch_since.is_some_and(|t| t.elapsed() < MAX_BATCH_DELAY) {
                     continue;
@@ -275,51 +418,72 @@ async fn drive(
         }
         let out = model.take_changes();
         let first_event = batch_since.take();
+        let answered = std::mem::take(&mut pending);
         if !started || last_full.elapsed() >= cfg.resync_period {
             started = true;
             last_full = Instant::now();
             let all: Vec<_> = model.ports().cloned().collect();
             info!(ports = all.len(), "data plane: full sync");
-            let _ = work_tx.send(Work::All(all));
+            metrics.count_all(&all);
+            let _ = work_tx.send(Work::All(all, answered));
             if !out.trigger_times.is_empty() {
-                let _ = work_tx.send(Work::Changes(vec![], out.trigger_times, None));
+                let _ = work_tx.send(Work::Changes(vec![], out.trigger_times, None, Pending::default()));
             }
-        } else if !out.changes.is_empty() || !out.trigger_times.is_empty() {
+        } else if first_event.is_some() || !out.changes.is_empty() || !out.trigger_times.is_empty() {
+            // Sent even when the model found nothing to change, so that the backend thread reports the
+            // queued events as handled (health, pending counts).
             debug!(changes = out.changes.len(), "data plane: incremental sync");
-            let _ = work_tx.send(Work::Changes(out.changes, out.trigger_times, first_event));
+            metrics.count_changes(&out.changes);
+            let _ = work_tx.send(Work::Changes(
+                out.changes,
+                out.trigger_times,
+                first_event,
+                answered,
+            ));
+        } else {
+            // Events that changed nothing (a relist, say) are handled as they arrive.
+            metrics.service_pending.dec_by(answered.services);
+            metrics.endpoint_pending.dec_by(answered.slices);
         }
         metrics.ports.set(model.port_count() as i64);
-        metrics
-            .endpoints
-            .set(model.ports().map(|p| p.internal_endpoints.len() as i64).sum());
     }
     drop(work_tx);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
 }
 
-fn backend_thread(mut backend: Box<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Work>, m: DataplaneMetrics) {
+/// Whether a watch event carries an object (a change kube-proxy would count), not a relist marker.
+fn has_object<K>(e: &Event<K>) -> bool {
+    matches!(e, Event::Apply(_) | Event::InitApply(_) | Event::Delete(_))
+}
+
+fn backend_thread(
+    mut backend: Box<dyn Backend>,
+    mut rx: mpsc::UnboundedReceiver<Work>,
+    m: DataplaneMetrics,
+    health: ProxyHealth,
+) {
     while let Some(work) = rx.blocking_recv() {
         let started = Instant::now();
-        let (result, triggers, first_event) = match work {
-            Work::All(all) => (backend.sync_all(&all), vec![], None),
-            Work::Changes(changes, triggers, first_event) => {
-                m.service_changes.inc_by(changes.len() as u64);
-                let r = if changes.is_empty() {
-                    Ok(())
-                } else {
-                    backend.apply(&changes)
-                };
-                (r, triggers, first_event.filter(|_| !changes.is_empty()))
+        let (result, triggers, first_event, answered) = match work {
+            Work::All(all, answered) => (Some(backend.sync_all(&all)), vec![], None, answered),
+            Work::Changes(changes, triggers, first_event, answered) => {
+                let r = (!changes.is_empty()).then(|| backend.apply(&changes));
+                (r, triggers, first_event.filter(|_| !changes.is_empty()), answered)
             }
         };
+        m.service_pending.dec_by(answered.services);
+        m.endpoint_pending.dec_by(answered.slices);
         // This node's share of network programming latency, at sub-second precision (the trigger times
         // behind `programming_duration` come from whole-second API timestamps).
         if let Some(t) = first_event {
             m.event_to_programmed.observe(t.elapsed().as_secs_f64());
         }
-        m.sync_duration.observe(started.elapsed().as_secs_f64());
-        match result {
+        if result.is_some() {
+            m.sync_duration.observe(started.elapsed().as_secs_f64());
+        }
+        match result.unwrap_or(Ok(())) {
             Ok(()) => {
+                health.updated();
                 let now = SystemTime::now();
                 if let Ok(d) = now.duration_since(SystemTime::UNIX_EPOCH) {
                     m.last_sync.set(d.as_secs_f64());
@@ -384,8 +548,10 @@ mod tests {
             ignore: vec![],
             resync_period: Duration::from_secs(3600),
         };
-        let metrics = DataplaneMetrics::new(&mut Registry::default());
-        let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log.clone())), metrics));
+        let mut registry = Registry::default();
+        let metrics = DataplaneMetrics::new(&mut registry);
+        let health = ProxyHealth::new(Duration::from_secs(60), &mut registry);
+        let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log.clone())), metrics, health));
         let send = |i: Input| tx.unbounded_send(i).unwrap();
         send(Input::Service(Event::Init));
         send(Input::Service(Event::InitApply(svc("a"))));
@@ -407,5 +573,84 @@ mod tests {
         drop(tx);
         task.await.unwrap();
         assert_eq!(*log.lock().unwrap(), ["all 1", "up default/b 0", "rm default/a"]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "kubeproxy_sync_proxy_rules_service_changes_total 3",
+            "kubeproxy_sync_proxy_rules_service_changes_pending 0",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending 0",
+            "svcnet_dataplane_service_ports 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    fn slice(svc: &str, node: &str, ip: &str) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "default", "name": format!("{svc}-{node}"),
+                "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": true}}]
+        }))
+        .unwrap()
+    }
+
+    /// The summed gauges follow each change without a recount: a Local policy with endpoints only on other
+    /// nodes is counted, and stops being counted when a local endpoint appears.
+    #[tokio::test]
+    async fn no_local_endpoints_follow_changes() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let cfg = DataplaneConfig {
+            node_name: "n1".into(),
+            ignore: vec![],
+            resync_period: Duration::from_secs(3600),
+        };
+        let mut registry = Registry::default();
+        let metrics = DataplaneMetrics::new(&mut registry);
+        let health = ProxyHealth::new(Duration::from_secs(60), &mut registry);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log)), metrics, health));
+        let send = |i: Input| tx.unbounded_send(i).unwrap();
+        let mut local: Service = svc("local");
+        let spec = local.spec.as_mut().unwrap();
+        spec.internal_traffic_policy = Some("Local".into());
+        spec.type_ = Some("NodePort".into());
+        spec.external_traffic_policy = Some("Local".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        send(Input::Service(Event::Init));
+        send(Input::Service(Event::InitApply(local)));
+        send(Input::Service(Event::InitDone));
+        send(Input::Slice(Event::Init));
+        send(Input::Slice(Event::InitApply(slice("local", "n2", "10.0.0.2"))));
+        send(Input::Slice(Event::InitDone));
+        let metric = |name: &str| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("{name} in\n{text}"))
+        };
+        let no_local = |p: &str| {
+            metric(&format!(
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total{{traffic_policy=\"{p}\"}}"
+            ))
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            (no_local("internal"), no_local("external")),
+            ("1".into(), "1".into())
+        );
+        assert_eq!(metric("svcnet_dataplane_endpoints "), "0");
+        send(Input::Slice(Event::Apply(slice("local", "n1", "10.0.0.1"))));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            (no_local("internal"), no_local("external")),
+            ("0".into(), "0".into())
+        );
+        assert_eq!(metric("svcnet_dataplane_endpoints "), "1");
+        assert_eq!(metric("kubeproxy_sync_proxy_rules_endpoint_changes_total "), "2");
+        drop(tx);
+        task.await.unwrap();
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
 use prometheus_client::registry::Registry;
 use svcnet_agent::dataplane::{DataplaneConfig, DataplaneMetrics};
+use svcnet_agent::proxyhealth::{DEFAULT_HEALTH_TIMEOUT, ProxyHealth};
 use svcnet_dataplane::{Backend, Balance};
 use tracing::{info, warn};
 
@@ -42,6 +43,22 @@ pub struct DataplaneArgs {
     /// How often the whole ruleset is programmed again, repairing drift (seconds).
     #[arg(long, default_value_t = 3600)]
     pub proxy_resync_seconds: u64,
+    /// kube-proxy's health server (`/healthz`, `/livez`; kube-proxy's `--healthz-bind-address`). kube-proxy
+    /// listens on 0.0.0.0:10256 for load balancers' checks; svcnet stays on loopback unless told. If the
+    /// address is taken the node runs without.
+    #[arg(long, default_value = "127.0.0.1:10256")]
+    pub healthz_listen: std::net::SocketAddr,
+}
+
+impl ProxyMode {
+    /// kube-proxy's name for the mode (`/proxyMode`), if there is a data plane.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            ProxyMode::Userspace => Some("userspace"),
+            ProxyMode::Nftables => Some("nftables"),
+            ProxyMode::None => None,
+        }
+    }
 }
 
 /// What the data plane needs to know about the node it runs on.
@@ -58,8 +75,8 @@ pub struct NodeNet<'a> {
     pub pods_in_netns: bool,
 }
 
-/// Starts the node's data plane (if any) as a task; its metrics go into `registry`.
-pub fn start(
+/// Starts the node's data plane (if any) as a task, and its health server; its metrics go into `registry`.
+pub async fn start(
     args: &DataplaneArgs,
     client: kube::Client,
     node: NodeNet<'_>,
@@ -108,13 +125,17 @@ pub fn start(
         None
     };
     let metrics = DataplaneMetrics::new(registry);
+    let health = ProxyHealth::new(DEFAULT_HEALTH_TIMEOUT, registry);
+    crate::status::spawn_health(args.healthz_listen, health.clone()).await;
     let cfg = DataplaneConfig {
         node_name: node.name.to_string(),
         ignore: vec![],
         resync_period: Duration::from_secs(args.proxy_resync_seconds.max(10)),
     };
     info!(mode = ?args.proxy_mode, "starting the data plane");
-    tokio::spawn(svcnet_agent::dataplane::run(client, cfg, backend, metrics));
+    tokio::spawn(svcnet_agent::dataplane::run(
+        client, cfg, backend, metrics, health,
+    ));
     Ok(routes)
 }
 

@@ -9,6 +9,7 @@ mod bench;
 mod dataplane_args;
 mod dns_args;
 mod proxy_cmd;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
 use svcnet_apiserver::{ApiServer, Config, pki};
 use svcnet_store::redb::RedbStore;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Kubernetes Service networking that runs on its own.
 #[derive(Parser)]
@@ -63,6 +64,11 @@ struct UpArgs {
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Serve the node's metrics on http://ADDR/metrics, with kube-proxy's `/healthz` and `/proxyMode`
+    /// (kube-proxy's default address; the API server serves the same metrics at /metrics). If it is taken
+    /// svcnet runs without.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_listen: SocketAddr,
     /// LoadBalancer address pool entry (CIDR, first-last range or address; repeatable). With at least one,
     /// the LoadBalancer IPAM controller runs and gives `type: LoadBalancer` Services ingress addresses.
     #[arg(long = "lb-pool", value_name = "ENTRY")]
@@ -195,7 +201,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
             pods_in_netns: args.pod_network == PodNetwork::Netns,
         },
         &mut registry,
-    )?;
+    )
+    .await?;
     args.dns.spawn(
         client.clone(),
         &args.data_dir,
@@ -203,13 +210,12 @@ async fn agent(args: AgentArgs) -> Result<()> {
         node_name.clone(),
         args.pod_network == PodNetwork::Netns,
     );
-    match tokio::net::TcpListener::bind(args.metrics_listen).await {
-        Ok(listener) => {
-            info!(addr = %listener.local_addr()?, "serving metrics");
-            tokio::spawn(proxy_cmd::serve_metrics(listener, std::sync::Arc::new(registry)));
-        }
-        Err(e) => warn!(addr = %args.metrics_listen, error = %e, "no metrics endpoint"),
+    status::MetricsServer {
+        registry: std::sync::Arc::new(registry),
+        proxy_mode: args.dataplane.proxy_mode.name(),
     }
+    .spawn(args.metrics_listen)
+    .await;
     let cfg = agent_config(
         node_name,
         args.node_ip,
@@ -340,7 +346,8 @@ async fn up(args: UpArgs) -> Result<()> {
                 pods_in_netns: args.pod_network == PodNetwork::Netns,
             },
             &mut registry,
-        )?
+        )
+        .await?
     };
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
     if !args.no_agent {
@@ -353,6 +360,12 @@ async fn up(args: UpArgs) -> Result<()> {
         );
     }
     let registry = Arc::new(registry);
+    status::MetricsServer {
+        registry: registry.clone(),
+        proxy_mode: args.dataplane.proxy_mode.name(),
+    }
+    .spawn(args.metrics_listen)
+    .await;
     let shared = registry.clone();
     server.metrics.add_extra(Box::new(move || {
         svcnet_controllers::endpointslice::metrics_text(&shared)

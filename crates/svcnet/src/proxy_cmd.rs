@@ -15,7 +15,6 @@ use prometheus_client::registry::Registry;
 use svcnet_dataplane::manifests::Manifests;
 use svcnet_dataplane::{Backend, Balance, Model, ModelConfig};
 use svcnet_proxy::{ProxyConfig, UserspaceBackend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 /// `svcnet proxy`: serve the Services of a manifests file with the userspace proxy.
@@ -95,7 +94,11 @@ pub fn run(args: ProxyArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("--metrics-listen {addr}"))?;
             info!(addr = %listener.local_addr()?, "serving metrics");
-            tokio::spawn(serve_metrics(listener, registry.clone()));
+            let server = crate::status::MetricsServer {
+                registry: registry.clone(),
+                proxy_mode: Some("userspace"),
+            };
+            tokio::spawn(server.serve(listener));
         }
         let stop = super::shutdown_signal();
         tokio::pin!(stop);
@@ -121,36 +124,4 @@ pub fn run(args: ProxyArgs) -> Result<()> {
     })?;
     drop(backend);
     Ok(())
-}
-
-/// A minimal HTTP/1 responder: every request gets the metrics text, then the connection closes.
-pub(crate) async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut req = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            // Read the request head (bounded) and ignore it: there is one resource.
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
-                    _ => return,
-                }
-            }
-            let mut body = String::new();
-            if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
-                return;
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-        });
-    }
 }

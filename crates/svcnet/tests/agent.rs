@@ -370,10 +370,13 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
     let c = Cluster::start_with(&["--node-monitor-grace-period", "4"]);
     let bdir = c.dir.join("node-b");
     std::fs::create_dir_all(&bdir).unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (metrics, healthz) = (free(), free());
     let agent_b = std::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
         .args([
             "agent",
@@ -385,6 +388,8 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
             "127.0.0.1:0",
             "--metrics-listen",
             &metrics.to_string(),
+            "--healthz-listen",
+            &healthz.to_string(),
         ])
         .arg("--kubeconfig")
         .arg(c.kubeconfig())
@@ -418,6 +423,50 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
         }),
         "agent metrics: {text}"
     );
+    for name in [
+        "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+        "kubeproxy_sync_proxy_rules_service_changes_pending",
+        "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    // kube-proxy's URLs, as the e2e "should check kube-proxy urls" reads them.
+    let mode = http_get(metrics, "/proxyMode");
+    assert!(
+        mode.starts_with("HTTP/1.1 200") && mode.ends_with("userspace"),
+        "{mode}"
+    );
+    assert!(http_get(metrics, "/healthz").starts_with("HTTP/1.1 200"));
+    let health = http_get(healthz, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.contains("application/json") && health.contains("\"lastUpdated\""),
+        "{health}"
+    );
+    assert!(health.contains("\"nodeEligible\": true"), "{health}");
+    // A node the cluster autoscaler is about to delete fails /healthz (load balancers drain it) but stays
+    // live.
+    let taint = [
+        "taint",
+        "node",
+        "node-b",
+        "ToBeDeletedByClusterAutoscaler=1:NoSchedule",
+    ];
+    c.ok(&taint);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            http_get(healthz, "/healthz").starts_with("HTTP/1.1 503")
+        }),
+        "{}",
+        http_get(healthz, "/healthz")
+    );
+    assert!(http_get(healthz, "/healthz").contains("\"nodeEligible\": false"));
+    assert!(http_get(healthz, "/livez").starts_with("HTTP/1.1 200"));
+    c.ok(&["taint", "node", "node-b", "ToBeDeletedByClusterAutoscaler-"]);
+    assert!(eventually(Duration::from_secs(10), || {
+        http_get(healthz, "/healthz").starts_with("HTTP/1.1 200")
+    }));
+    assert!(metrics_text(metrics).contains("kubeproxy_proxy_healthz_total{code=\"503\"}"));
     assert!(eventually(Duration::from_secs(10), || c
         .get_json(&["node", "node-b"])["spec"]["podCIDR"]
         .is_string()));
@@ -625,12 +674,17 @@ fn rolling_update_of_real_processes_keeps_enough_ready() {
 
 /// `GET /metrics` from `addr`: the body, or empty on any error.
 fn metrics_text(addr: std::net::SocketAddr) -> String {
+    http_get(addr, "/metrics")
+}
+
+/// The whole HTTP/1.1 response (head and body) to `GET path`, or "" if the server is not there.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out

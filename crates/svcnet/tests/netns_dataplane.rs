@@ -125,6 +125,22 @@ fn seed_in_netns(mode: &str) {
             .is_some_and(|b| b.starts_with("red "))),
         "node address -> NodePort {url} ({mode})"
     );
+
+    // kube-proxy's status URLs, on kube-proxy's ports (the namespace has them to itself).
+    assert_eq!(
+        curl_in(&ns.node, "http://127.0.0.1:10249/proxyMode").as_deref(),
+        Some(mode)
+    );
+    let health = curl_in(&ns.node, "http://127.0.0.1:10256/healthz").unwrap_or_default();
+    assert!(
+        health.contains("\"lastUpdated\"") && health.contains("\"nodeEligible\": true"),
+        "{health}"
+    );
+    let metrics = curl_in(&ns.node, "http://127.0.0.1:10249/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
+        "{metrics}"
+    );
     drop(c);
     drop(ns);
 }

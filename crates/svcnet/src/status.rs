@@ -1,0 +1,109 @@
+//! The node's status endpoints, where kube-proxy has them: the metrics server (`--metrics-listen`, port
+//! 10249: `/metrics`, `/healthz`, `/proxyMode`) and the health server (`--healthz-listen`, port 10256:
+//! `/healthz`, `/livez`, see [`svcnet_agent::proxyhealth`]).
+//!
+//! Both are optional on a shared machine: if the address is taken (another cluster runs there) the node
+//! runs without and says so, rather than failing to start.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::registry::Registry;
+use svcnet_agent::proxyhealth::ProxyHealth;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// What the metrics server answers besides the metrics.
+#[derive(Clone)]
+pub(crate) struct MetricsServer {
+    /// The metrics.
+    pub registry: Arc<Registry>,
+    /// `/proxyMode`'s answer (kube-proxy's mode name), if this process runs a data plane.
+    pub proxy_mode: Option<&'static str>,
+}
+
+fn response(status: u16, content_type: &str, body: String) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+impl MetricsServer {
+    fn answer(&self, path: &str) -> hyper::Response<Full<Bytes>> {
+        match (path, self.proxy_mode) {
+            ("/metrics", _) => {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
+                    Ok(()) => response(
+                        200,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        body,
+                    ),
+                    Err(e) => response(
+                        500,
+                        "text/plain; charset=utf-8",
+                        format!("encoding metrics: {e}\n"),
+                    ),
+                }
+            }
+            ("/healthz", _) => response(200, "text/plain; charset=utf-8", "ok".into()),
+            ("/proxyMode", Some(mode)) => response(200, "text/plain; charset=utf-8", mode.into()),
+            _ => response(404, "text/plain; charset=utf-8", "404 page not found\n".into()),
+        }
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve(self, listener: TcpListener) {
+        let this = Arc::new(self);
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let this = this.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let resp = this.answer(req.uri().path());
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                // One request per connection: scrapers and health checkers open a connection per check,
+                // and a client that reads to the end of the stream gets its answer at once.
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().keep_alive(false);
+                let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    }
+
+    /// Binds `addr` and serves there in a task; a taken address is logged, not fatal.
+    pub async fn spawn(self, addr: SocketAddr) {
+        if let Some(listener) = bind(addr, "metrics").await {
+            tokio::spawn(self.serve(listener));
+        }
+    }
+}
+
+/// Binds the kube-proxy health server on `addr` and serves there in a task; a taken address is logged.
+pub(crate) async fn spawn_health(addr: SocketAddr, health: ProxyHealth) {
+    if let Some(listener) = bind(addr, "proxy health").await {
+        tokio::spawn(svcnet_agent::proxyhealth::serve(listener, health));
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Option<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => {
+            info!(addr = %l.local_addr().unwrap_or(addr), "serving {what}");
+            Some(l)
+        }
+        Err(e) => {
+            warn!(%addr, error = %e, "no {what} endpoint");
+            None
+        }
+    }
+}
