@@ -11,7 +11,8 @@ use svcnet_dns::{DnsConfig, PodsMode};
 #[derive(clap::Args, Clone, Debug)]
 pub struct DnsArgs {
     /// Address the cluster DNS server listens on, UDP and TCP (repeatable; port 0 picks one, written to
-    /// DATA-DIR/dns-address). Binding e.g. 10.96.0.10:53 needs root.
+    /// DATA-DIR/dns-address). Binding e.g. 10.96.0.10:53 needs root. If the default is taken (another
+    /// cluster on this machine has it), a free port on 127.0.0.1.
     #[arg(long = "dns-listen", value_name = "ADDR", default_value = "127.0.0.1:10053")]
     pub dns_listen: Vec<SocketAddr>,
     /// The cluster domain.
@@ -73,6 +74,7 @@ impl DnsArgs {
             return;
         }
         let mut cfg = self.config(data_dir);
+        let default_listen = self.dns_listen == [SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))];
         tokio::spawn(async move {
             let gateway = if pods_in_netns {
                 Some(wait_for_gateway(&client, &node).await)
@@ -83,7 +85,23 @@ impl DnsArgs {
                 let port = cfg.listen.first().map(|a| a.port()).filter(|p| *p != 0);
                 cfg.listen.push(SocketAddr::new(gw, port.unwrap_or(DEFAULT_PORT)));
             }
-            let server = match svcnet_dns::DnsServer::bind(cfg, metrics).await {
+            let mut bound = svcnet_dns::DnsServer::bind(cfg.clone(), metrics.clone()).await;
+            // The default port belongs to the first cluster on a machine; another one (a second `svcnet
+            // up`, a test) takes a free port instead, which it publishes as its kube-dns endpoint and in
+            // DATA-DIR/dns-address, rather than running without DNS.
+            if let Err(svcnet_dns::DnsError::Bind { addr, source }) = &bound
+                && source.kind() == std::io::ErrorKind::AddrInUse
+                && addr.port() == DEFAULT_PORT
+                && default_listen
+            {
+                let taken = *addr;
+                tracing::warn!(%taken, "the default cluster DNS port is taken; listening on a free port");
+                for a in cfg.listen.iter_mut().filter(|a| **a == taken) {
+                    a.set_port(0);
+                }
+                bound = svcnet_dns::DnsServer::bind(cfg, metrics).await;
+            }
+            let server = match bound {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "cluster DNS server not running");

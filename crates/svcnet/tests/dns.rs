@@ -547,3 +547,37 @@ fn large_answers_truncate_over_udp_and_complete_over_tcp() {
         .contains("HINFO")
     );
 }
+
+/// Two clusters on one machine with the default DNS address: the second finds the port taken and takes a
+/// free one, so both answer, each with its own Services.
+#[test]
+fn a_second_cluster_gets_dns_of_its_own() {
+    let a = Cluster::start();
+    let b = Cluster::start();
+    let (da, db) = (dns_addr(&a), dns_addr(&b));
+    assert_ne!(da, db, "two clusters, two DNS servers");
+    for (c, addr) in [(&a, da), (&b, db)] {
+        let ip = c.get_json(&["svc", "kubernetes"])["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            eventually(WAIT, || short(addr, &["kubernetes.default.svc.cluster.local"])
+                == [ip.clone()]),
+            "{addr} answers for its cluster\n{}",
+            c.log()
+        );
+    }
+    let only_b = "apiVersion: v1\nkind: Service\nmetadata: {name: only-b}\nspec:\n  ports: [{port: 80}]\n";
+    apply(&b, only_b);
+    assert!(eventually(WAIT, || !short(
+        db,
+        &["only-b.default.svc.cluster.local"]
+    )
+    .is_empty()));
+    assert_eq!(
+        status(da, &["only-b.default.svc.cluster.local"]).0,
+        "NXDOMAIN",
+        "the first cluster does not know the second's Services"
+    );
+}
