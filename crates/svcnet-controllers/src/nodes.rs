@@ -150,15 +150,24 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     let (lease_store, lease_writer) = reflector::store::<Lease>();
     let wake = Arc::new(Notify::new());
 
-    let node_stream = reflector::reflector(node_writer, watcher(nodes.clone(), watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
-    let pod_stream = reflector::reflector(pod_writer, watcher(pods.clone(), watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    let lease_stream = reflector::reflector(lease_writer, watcher(leases, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
+    let node_stream = reflector::reflector(
+        node_writer,
+        watcher(nodes.clone(), watcher::Config::default()).modify(crate::trim_managed_fields),
+    )
+    .default_backoff()
+    .applied_objects();
+    let pod_stream = reflector::reflector(
+        pod_writer,
+        watcher(pods.clone(), watcher::Config::default()).modify(crate::trim_managed_fields),
+    )
+    .default_backoff()
+    .touched_objects();
+    let lease_stream = reflector::reflector(
+        lease_writer,
+        watcher(leases, watcher::Config::default()).modify(crate::trim_managed_fields),
+    )
+    .default_backoff()
+    .applied_objects();
 
     let w = wake.clone();
     let ipam_client = client.clone();

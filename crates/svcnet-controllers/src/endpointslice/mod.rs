@@ -652,6 +652,7 @@ impl Watched for Endpoints {
 /// from it are handled as deletions.
 async fn drive<K: Watched>(api: Api<K>, shared: Arc<Shared>, bit: u8) {
     let mut stream = watcher::watcher(api, watcher::Config::default())
+        .modify(crate::trim_managed_fields)
         .default_backoff()
         .boxed();
     let mut listing: Vec<K> = Vec::new();

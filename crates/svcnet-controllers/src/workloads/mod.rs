@@ -150,7 +150,8 @@ pub async fn run_workload_controllers(client: Client) {
     let c = ctx.clone();
     let deploy_watch = reflector::reflector(
         dw,
-        watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+            .modify(crate::trim_managed_fields),
     )
     .default_backoff()
     .for_each(move |ev| {
@@ -165,7 +166,8 @@ pub async fn run_workload_controllers(client: Client) {
     let c = ctx.clone();
     let rs_watch = reflector::reflector(
         rw,
-        watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
+            .modify(crate::trim_managed_fields),
     )
     .default_backoff()
     .for_each(move |ev| {
@@ -179,7 +181,8 @@ pub async fn run_workload_controllers(client: Client) {
     let c = ctx.clone();
     let pod_watch = reflector::reflector(
         pw,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .modify(crate::trim_managed_fields),
     )
     .default_backoff()
     .for_each(move |ev| {
