@@ -15,8 +15,17 @@ use svcnet_store::{Event, KeyValue, Revision, Store, StoreError};
 use tokio::sync::{broadcast, watch};
 use tracing::{error, warn};
 
-/// How many past events watches can resume from (kube keeps a comparable window per resource).
+/// At most this many past events are kept for watches to resume from (kube's watch cache grows to
+/// 100 × 1024 per resource).
 const HISTORY: usize = 100_000;
+/// Past events are kept this long even beyond [`HISTORY_MIN`] (kube's watch cache sizes itself to hold
+/// 75 s of events): long enough for any watcher to reconnect after a dropped connection.
+const HISTORY_FRESH: std::time::Duration = std::time::Duration::from_secs(75);
+/// At least this many past events are kept, however old. Older ones go: each holds a version of an object
+/// that may no longer exist anywhere else, so a history of 100,000 events after a burst of writes would
+/// pin 100,000 object versions (over a gigabyte at 60,000 pods) for as long as the cluster is quiet.
+/// A watcher asking for a revision that is gone gets 410 Gone and relists, as with kube.
+const HISTORY_MIN: usize = 2_000;
 /// How far a slow watcher may fall behind before it is cut off and must re-watch.
 const BROADCAST_CAPACITY: usize = 65_536;
 
@@ -117,6 +126,8 @@ pub fn watch_line(kind: &str, object: &Value) -> Bytes {
 struct State {
     objects: BTreeMap<Arc<str>, Cached>,
     history: VecDeque<Arc<CacheEvent>>,
+    /// When each history event arrived (same order as `history`).
+    arrived: VecDeque<std::time::Instant>,
     revision: Revision,
     /// The oldest revision a watch may start after and still see every event.
     oldest: Revision,
@@ -157,6 +168,25 @@ fn decode(kv: &KeyValue, revision: Revision) -> Option<Value> {
     }
 }
 
+impl State {
+    /// Drops the oldest events beyond [`HISTORY`], and those older than [`HISTORY_FRESH`] beyond
+    /// [`HISTORY_MIN`].
+    fn trim_history(&mut self, now: std::time::Instant) {
+        while self.history.len() > HISTORY_MIN
+            && (self.history.len() > HISTORY
+                || self
+                    .arrived
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > HISTORY_FRESH))
+        {
+            self.arrived.pop_front();
+            if let Some(dropped) = self.history.pop_front() {
+                self.oldest = dropped.revision;
+            }
+        }
+    }
+}
+
 impl Cache {
     /// Loads everything under `prefix` from the store and starts the feeder task.
     pub async fn start(store: Arc<dyn Store>, prefix: &str) -> Result<Arc<Cache>, StoreError> {
@@ -182,6 +212,7 @@ impl Cache {
             state: RwLock::new(State {
                 objects,
                 history: VecDeque::new(),
+                arrived: VecDeque::new(),
                 revision: snapshot.revision,
                 oldest: snapshot.revision,
             }),
@@ -200,6 +231,7 @@ impl Cache {
 
     fn apply(&self, batch: Vec<Event>) {
         let mut last = 0;
+        let now = std::time::Instant::now();
         {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
             for ev in batch {
@@ -256,11 +288,8 @@ impl Cache {
                     line: OnceLock::new(),
                 });
                 st.history.push_back(ce.clone());
-                if st.history.len() > HISTORY
-                    && let Some(dropped) = st.history.pop_front()
-                {
-                    st.oldest = dropped.revision;
-                }
+                st.arrived.push_back(now);
+                st.trim_history(now);
                 st.revision = revision;
                 // Sent under the lock so a watch registering under the read lock sees no gap.
                 let _ = self.events.send(ce);
@@ -338,5 +367,58 @@ impl Cache {
         let start = st.history.partition_point(|e| e.revision <= revision);
         let events = st.history.iter().skip(start).cloned().collect();
         (WatchStart::Events(events), rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn event(revision: Revision) -> Arc<CacheEvent> {
+        Arc::new(CacheEvent {
+            revision,
+            key: "k".into(),
+            kind: EventType::Modified,
+            object: Arc::new(Value::Null),
+            prev: None,
+            json: None,
+            line: OnceLock::new(),
+        })
+    }
+
+    /// Old events go once there are more than the minimum; recent ones stay up to the maximum.
+    #[test]
+    fn history_keeps_recent_events_and_a_minimum() {
+        let mut st = State {
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            arrived: VecDeque::new(),
+            revision: 0,
+            oldest: 0,
+        };
+        let old = Instant::now();
+        let start = old + HISTORY_FRESH + Duration::from_secs(1);
+        for r in 1..=(HISTORY_MIN as Revision + 10) {
+            st.history.push_back(event(r));
+            st.arrived.push_back(old);
+            st.trim_history(start);
+        }
+        assert_eq!(
+            st.history.len(),
+            HISTORY_MIN,
+            "stale events beyond the minimum go"
+        );
+        assert_eq!(st.oldest, 10);
+        assert_eq!(st.history.front().unwrap().revision, 11);
+        let first_fresh = HISTORY_MIN as Revision + 11;
+        for r in first_fresh..first_fresh + 3 * HISTORY_MIN as Revision {
+            st.history.push_back(event(r));
+            st.arrived.push_back(start);
+            st.trim_history(start);
+        }
+        assert_eq!(st.history.len(), 3 * HISTORY_MIN, "fresh events all stay");
+        assert_eq!(st.history.front().unwrap().revision, first_fresh);
+        assert_eq!(st.oldest, first_fresh - 1);
     }
 }
