@@ -20,6 +20,9 @@ use crate::types::{
 
 /// Services with this label belong to another proxy; kube-proxy (and svcnet) leave them alone.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// Services with this label are not proxied either (kube-proxy's informer selects
+/// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// The EndpointSlice annotation with the time of the change that caused it (network programming latency).
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -285,7 +288,7 @@ impl Model {
         if meta
             .labels
             .as_ref()
-            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
+            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL) || l.contains_key(HEADLESS_LABEL))
         {
             return None;
         }

@@ -304,8 +304,34 @@ fn skipped_services() {
         "other",
         json!({"metadata": {"labels": {SERVICE_PROXY_NAME_LABEL: "foo"}}}),
     ));
+    m.upsert_service(&svc(
+        "default",
+        "labelled-headless",
+        json!({"metadata": {"labels": {HEADLESS_LABEL: ""}}}),
+    ));
     m.upsert_service(&svc("kube-system", "kube-dns", json!({})));
     assert!(m.take_changes().changes.is_empty());
+
+    // Taking a label off makes the Service one of ours (e2e "should implement service.kubernetes.io/...").
+    m.upsert_service(&svc("default", "labelled-headless", json!({})));
+    m.upsert_service(&svc(
+        "default",
+        "other",
+        json!({"metadata": {"labels": {"app": "x"}}}),
+    ));
+    let names: Vec<String> = m
+        .take_changes()
+        .changes
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(names, ["default/labelled-headless:http", "default/other:http"]);
+    m.upsert_service(&svc(
+        "default",
+        "other",
+        json!({"metadata": {"labels": {SERVICE_PROXY_NAME_LABEL: "foo"}}}),
+    ));
+    assert!(matches!(m.take_changes().changes.as_slice(), [Change::Remove(_)]));
 }
 
 #[test]
