@@ -539,9 +539,14 @@ mod tests {
 
     /// The loop waits for both initial lists, starts with one full sync, then sends increments, and a relist
     /// that misses an object deletes it.
-    #[tokio::test]
-    async fn full_sync_after_both_lists_then_increments() {
-        let log = Arc::new(Mutex::new(Vec::new()));
+    /// The loop on node `n1` with a recording backend: its input, its metrics, its task.
+    fn start(
+        log: Arc<Mutex<Vec<String>>>,
+    ) -> (
+        futures::channel::mpsc::UnboundedSender<Input>,
+        Registry,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let cfg = DataplaneConfig {
             node_name: "n1".into(),
@@ -551,7 +556,14 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = DataplaneMetrics::new(&mut registry);
         let health = ProxyHealth::new(Duration::from_secs(60), &mut registry);
-        let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log.clone())), metrics, health));
+        let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log)), metrics, health));
+        (tx, registry, task)
+    }
+
+    #[tokio::test]
+    async fn full_sync_after_both_lists_then_increments() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, registry, task) = start(log.clone());
         let send = |i: Input| tx.unbounded_send(i).unwrap();
         send(Input::Service(Event::Init));
         send(Input::Service(Event::InitApply(svc("a"))));
@@ -600,17 +612,7 @@ mod tests {
     /// nodes is counted, and stops being counted when a local endpoint appears.
     #[tokio::test]
     async fn no_local_endpoints_follow_changes() {
-        let (tx, rx) = futures::channel::mpsc::unbounded();
-        let cfg = DataplaneConfig {
-            node_name: "n1".into(),
-            ignore: vec![],
-            resync_period: Duration::from_secs(3600),
-        };
-        let mut registry = Registry::default();
-        let metrics = DataplaneMetrics::new(&mut registry);
-        let health = ProxyHealth::new(Duration::from_secs(60), &mut registry);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log)), metrics, health));
+        let (tx, registry, task) = start(Arc::new(Mutex::new(Vec::new())));
         let send = |i: Input| tx.unbounded_send(i).unwrap();
         let mut local: Service = svc("local");
         let spec = local.spec.as_mut().unwrap();

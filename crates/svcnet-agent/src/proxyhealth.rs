@@ -131,41 +131,40 @@ impl ProxyHealth {
     /// `GET /healthz`.
     pub fn healthz(&self) -> HealthAnswer {
         let (healthy, last, eligible) = self.healthy();
-        let healthy = healthy && eligible;
-        let (status, last) = answer_times(healthy, last);
-        self.healthz_total
-            .get_or_create(&CodeLabel {
-                code: status.to_string(),
-            })
-            .inc();
-        HealthAnswer {
-            status,
-            body: format!(
-                "{{\"lastUpdated\": {},\"currentTime\": {}, \"nodeEligible\": {eligible}}}",
-                json_time(last),
-                json_time(Some(SystemTime::now()))
-            ),
-        }
+        answer(&self.healthz_total, healthy && eligible, last, Some(eligible))
     }
 
     /// `GET /livez`: as `/healthz`, without the node's eligibility.
     pub fn livez(&self) -> HealthAnswer {
         let (healthy, last, _) = self.healthy();
-        let (status, last) = answer_times(healthy, last);
-        self.livez_total
-            .get_or_create(&CodeLabel {
-                code: status.to_string(),
-            })
-            .inc();
-        HealthAnswer {
-            status,
-            body: format!(
-                "{{\"lastUpdated\": {},\"currentTime\": {}}}",
-                json_time(last),
-                json_time(Some(SystemTime::now()))
-            ),
-        }
+        answer(&self.livez_total, healthy, last, None)
     }
+}
+
+/// kube-proxy's answer, counted by code: `{"lastUpdated": …,"currentTime": …}`, with `"nodeEligible"` for
+/// `/healthz`.
+fn answer(
+    counter: &Family<CodeLabel, Counter>,
+    healthy: bool,
+    last: Option<SystemTime>,
+    eligible: Option<bool>,
+) -> HealthAnswer {
+    let (status, last) = answer_times(healthy, last);
+    counter
+        .get_or_create(&CodeLabel {
+            code: status.to_string(),
+        })
+        .inc();
+    let mut body = format!(
+        "{{\"lastUpdated\": {},\"currentTime\": {}",
+        json_time(last),
+        json_time(Some(SystemTime::now()))
+    );
+    if let Some(e) = eligible {
+        body.push_str(&format!(", \"nodeEligible\": {e}"));
+    }
+    body.push('}');
+    HealthAnswer { status, body }
 }
 
 /// A healthy answer reports "now" as its last update, as kube-proxy does for compatibility with releases
