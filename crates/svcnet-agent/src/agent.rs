@@ -397,7 +397,9 @@ async fn run_with(
 
     let svc_stream = reflector::reflector(
         svc_writer,
-        watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+        // Nothing here reads managedFields; the cache need not keep them (as the kubelet's informers).
+        watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+            .modify(|s| s.metadata.managed_fields = None),
     )
     .default_backoff()
     .touched_objects();
@@ -442,9 +444,12 @@ async fn run_with(
         let _ = tokio::time::timeout(Duration::from_secs(10), svc_store.wait_until_ready()).await;
     }
     let mut netns_ready: HashSet<String> = HashSet::new();
-    let pod_stream = reflector::reflector(pod_writer, watcher(pods_api, wc))
-        .default_backoff()
-        .touched_objects();
+    let pod_stream = reflector::reflector(
+        pod_writer,
+        watcher(pods_api, wc).modify(|p| p.metadata.managed_fields = None),
+    )
+    .default_backoff()
+    .touched_objects();
     futures::pin_mut!(pod_stream);
     let mut stopping: HashMap<String, ()> = HashMap::new();
     while let Some(ev) = pod_stream.next().await {
