@@ -158,6 +158,14 @@ impl DataplaneMetrics {
         m
     }
 
+    /// Counts a watch event that carries an object in `total` and, until the backend has handled it,
+    /// in `pending`.
+    fn queued(&self, total: &Counter, pending: &Gauge<i64, AtomicI64>) {
+        total.inc();
+        pending.inc();
+        self.last_queued.set(unix_seconds(SystemTime::now()));
+    }
+
     /// Sets the gauges that sum over all ports (endpoints, Local policies without local endpoints) from
     /// scratch, as a full sync does.
     fn count_all(&self, ports: &[Arc<ServicePort>]) {
@@ -365,18 +373,11 @@ async fn drive(
         };
         match tokio::time::timeout(timeout, inputs.next()).await {
             Ok(Some(input)) => {
-                let now = || {
-                    SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64())
-                };
                 match input {
                     Input::Service(e) => {
                         if has_object(&e) {
                             pending.services += 1;
-                            metrics.service_changes.inc();
-                            metrics.service_pending.inc();
-                            metrics.last_queued.set(now());
+                            metrics.queued(&metrics.service_changes, &metrics.service_pending);
                         }
                         let (up, del) = svc_list.on(e);
                         up.iter().for_each(|s| model.upsert_service(s));
@@ -385,9 +386,7 @@ async fn drive(
                     Input::Slice(e) => {
                         if has_object(&e) {
                             pending.slices += 1;
-                            metrics.endpoint_changes.inc();
-                            metrics.endpoint_pending.inc();
-                            metrics.last_queued.set(now());
+                            metrics.queued(&metrics.endpoint_changes, &metrics.endpoint_pending);
                         }
                         let (up, del) = slice_list.on(e);
                         up.iter().for_each(|s| model.upsert_slice(s));
@@ -451,6 +450,12 @@ async fn drive(
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
 }
 
+/// `t` as seconds since the Unix epoch (kube-proxy's timestamp gauges).
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Whether a watch event carries an object (a change kube-proxy would count), not a relist marker.
 fn has_object<K>(e: &Event<K>) -> bool {
     matches!(e, Event::Apply(_) | Event::InitApply(_) | Event::Delete(_))
@@ -485,9 +490,7 @@ fn backend_thread(
             Ok(()) => {
                 health.updated();
                 let now = SystemTime::now();
-                if let Ok(d) = now.duration_since(SystemTime::UNIX_EPOCH) {
-                    m.last_sync.set(d.as_secs_f64());
-                }
+                m.last_sync.set(unix_seconds(now));
                 for t in triggers {
                     if let Ok(d) = now.duration_since(t) {
                         m.programming_duration.observe(d.as_secs_f64());
