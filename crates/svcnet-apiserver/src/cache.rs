@@ -86,6 +86,8 @@ pub struct CacheEvent {
     json: Option<Bytes>,
     /// The serialized plain watch line, built by the first watcher that needs it.
     line: OnceLock<Bytes>,
+    /// When the cache received it (how long it stays in the history).
+    arrived: std::time::Instant,
 }
 
 impl CacheEvent {
@@ -126,8 +128,6 @@ pub fn watch_line(kind: &str, object: &Value) -> Bytes {
 struct State {
     objects: BTreeMap<Arc<str>, Cached>,
     history: VecDeque<Arc<CacheEvent>>,
-    /// When each history event arrived (same order as `history`).
-    arrived: VecDeque<std::time::Instant>,
     revision: Revision,
     /// The oldest revision a watch may start after and still see every event.
     oldest: Revision,
@@ -175,11 +175,10 @@ impl State {
         while self.history.len() > HISTORY_MIN
             && (self.history.len() > HISTORY
                 || self
-                    .arrived
+                    .history
                     .front()
-                    .is_some_and(|t| now.duration_since(*t) > HISTORY_FRESH))
+                    .is_some_and(|e| now.duration_since(e.arrived) > HISTORY_FRESH))
         {
-            self.arrived.pop_front();
             if let Some(dropped) = self.history.pop_front() {
                 self.oldest = dropped.revision;
             }
@@ -212,7 +211,6 @@ impl Cache {
             state: RwLock::new(State {
                 objects,
                 history: VecDeque::new(),
-                arrived: VecDeque::new(),
                 revision: snapshot.revision,
                 oldest: snapshot.revision,
             }),
@@ -286,9 +284,9 @@ impl Cache {
                     prev,
                     json,
                     line: OnceLock::new(),
+                    arrived: now,
                 });
                 st.history.push_back(ce.clone());
-                st.arrived.push_back(now);
                 st.trim_history(now);
                 st.revision = revision;
                 // Sent under the lock so a watch registering under the read lock sees no gap.
@@ -375,7 +373,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn event(revision: Revision) -> Arc<CacheEvent> {
+    fn event(revision: Revision, arrived: Instant) -> Arc<CacheEvent> {
         Arc::new(CacheEvent {
             revision,
             key: "k".into(),
@@ -384,6 +382,7 @@ mod tests {
             prev: None,
             json: None,
             line: OnceLock::new(),
+            arrived,
         })
     }
 
@@ -393,15 +392,13 @@ mod tests {
         let mut st = State {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
-            arrived: VecDeque::new(),
             revision: 0,
             oldest: 0,
         };
         let old = Instant::now();
         let start = old + HISTORY_FRESH + Duration::from_secs(1);
         for r in 1..=(HISTORY_MIN as Revision + 10) {
-            st.history.push_back(event(r));
-            st.arrived.push_back(old);
+            st.history.push_back(event(r, old));
             st.trim_history(start);
         }
         assert_eq!(
@@ -413,8 +410,7 @@ mod tests {
         assert_eq!(st.history.front().unwrap().revision, 11);
         let first_fresh = HISTORY_MIN as Revision + 11;
         for r in first_fresh..first_fresh + 3 * HISTORY_MIN as Revision {
-            st.history.push_back(event(r));
-            st.arrived.push_back(start);
+            st.history.push_back(event(r, start));
             st.trim_history(start);
         }
         assert_eq!(st.history.len(), 3 * HISTORY_MIN, "fresh events all stay");
