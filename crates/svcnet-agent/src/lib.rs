@@ -4,11 +4,12 @@
 //! [`runner`] owns the processes; [`node`] keeps the Node object and its Lease; [`agent`] watches the API for
 //! this node's pods, drives the runner, writes pod status and serves container logs; [`netns`] gives pods
 //! their own network namespaces (`--pod-network netns`, root); [`dataplane`] is kube-proxy's control loop,
-//! feeding the service model and a data-plane backend, with [`proxyhealth`] its `/healthz`; [`localdns`] makes the node's DNS server kube-dns'
-//! endpoint.
+//! feeding the service model and a data-plane backend, with [`proxyhealth`] its `/healthz` (served with
+//! [`http`], as the node's metrics are); [`localdns`] makes the node's DNS server kube-dns' endpoint.
 
 pub mod agent;
 pub mod dataplane;
+pub mod http;
 pub mod localdns;
 pub mod netns;
 pub mod node;

@@ -7,13 +7,11 @@
 //! are kube-proxy's JSON bodies and status codes, and each is counted in `kubeproxy_proxy_healthz_total` /
 //! `kubeproxy_proxy_livez_total` by code.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Node;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -186,38 +184,26 @@ fn json_time(t: Option<SystemTime>) -> String {
 
 /// Serves `/healthz` and `/livez` on `listener` until the task is dropped; any other path is a 404.
 pub async fn serve(listener: TcpListener, health: ProxyHealth) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+    crate::http::serve_paths(listener, move |path| {
+        let answer = match path {
+            "/healthz" => Some(health.healthz()),
+            "/livez" => Some(health.livez()),
+            _ => None,
         };
-        let health = health.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let answer = match req.uri().path() {
-                    "/healthz" => Some(health.healthz()),
-                    "/livez" => Some(health.livez()),
-                    _ => None,
-                };
-                let resp = match answer {
-                    Some(a) => hyper::Response::builder()
-                        .status(a.status)
-                        .header("Content-Type", "application/json")
-                        .header("X-Content-Type-Options", "nosniff")
-                        .body(Full::new(Bytes::from(a.body))),
-                    None => hyper::Response::builder()
-                        .status(404)
-                        .header("Content-Type", "text/plain; charset=utf-8")
-                        .body(Full::new(Bytes::from_static(b"404 page not found\n"))),
-                };
-                async move { Ok::<_, Infallible>(resp.unwrap_or_default()) }
-            });
-            // One request per connection: scrapers and health checkers open a connection per check,
-            // and a client that reads to the end of the stream gets its answer at once.
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().keep_alive(false);
-            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
-        });
-    }
+        match answer {
+            Some(a) => hyper::Response::builder()
+                .status(a.status)
+                .header("Content-Type", "application/json")
+                .header("X-Content-Type-Options", "nosniff")
+                .body(Full::new(Bytes::from(a.body))),
+            None => hyper::Response::builder()
+                .status(404)
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from_static(b"404 page not found\n"))),
+        }
+        .unwrap_or_default()
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -5,13 +5,11 @@
 //! Both are optional on a shared machine: if the address is taken (another cluster runs there) the node
 //! runs without and says so, rather than failing to start.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use svcnet_agent::proxyhealth::ProxyHealth;
 use tokio::net::TcpListener;
@@ -60,24 +58,7 @@ impl MetricsServer {
 
     /// Serves on `listener` until the task is dropped.
     pub async fn serve(self, listener: TcpListener) {
-        let this = Arc::new(self);
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let this = this.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let resp = this.answer(req.uri().path());
-                    async move { Ok::<_, Infallible>(resp) }
-                });
-                // One request per connection: scrapers and health checkers open a connection per check,
-                // and a client that reads to the end of the stream gets its answer at once.
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http1().keep_alive(false);
-                let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
-            });
-        }
+        svcnet_agent::http::serve_paths(listener, move |path| self.answer(path)).await
     }
 
     /// Binds `addr` and serves there in a task; a taken address is logged, not fatal.
