@@ -9,14 +9,8 @@ use std::time::Duration;
 
 use svcnet_dataplane::{Backend, Change, Protocol};
 
-use common::netns::{BRIDGE_IP, CLIENT_IP, CLIENT_IP2, Lab, NODE_IP, POD_PORT, can_run, lab_config};
-use common::{ep, scenarios, svc_port};
-
-fn pod_eps(pods: &[usize], local: &[usize]) -> Vec<svcnet_dataplane::Endpoint> {
-    pods.iter()
-        .map(|&i| ep(&Lab::pod_ip_of(i), POD_PORT, local.contains(&i)))
-        .collect()
-}
+use common::netns::{BRIDGE_IP, CLIENT_IP, CLIENT_IP2, Lab, NODE_IP, can_run, lab_config};
+use common::{scenarios, svc_port};
 
 #[test]
 fn clusterip_nodeport_reject_hairpin() {
@@ -30,11 +24,17 @@ fn clusterip_nodeport_reject_hairpin() {
         Protocol::Tcp,
         "10.96.0.10",
         80,
-        pod_eps(&[0, 1, 2], &[0, 1, 2]),
+        Lab::pod_eps(&[0, 1, 2], &[0, 1, 2]),
     );
     web.node_port = Some(30080);
     let empty = svc_port("empty", Protocol::Tcp, "10.96.0.11", 80, Vec::new());
-    let hairpin = svc_port("hairpin", Protocol::Tcp, "10.96.0.12", 80, pod_eps(&[0], &[0]));
+    let hairpin = svc_port(
+        "hairpin",
+        Protocol::Tcp,
+        "10.96.0.12",
+        80,
+        Lab::pod_eps(&[0], &[0]),
+    );
     b.sync_all(&[Arc::new(web), Arc::new(empty), Arc::new(hairpin)])
         .unwrap();
 
@@ -86,7 +86,7 @@ fn affinity_local_policy_source_ranges() {
         client2: CLIENT_IP2,
         host_prefix: 32,
     };
-    scenarios::affinity_local_policy_source_ranges(&Lab::new(3), &addrs, pod_eps);
+    scenarios::affinity_local_policy_source_ranges(&Lab::new(3), &addrs, Lab::pod_eps);
 }
 
 /// A UDP client's flow follows an endpoint change (stale conntrack entries are deleted).
@@ -95,7 +95,7 @@ fn udp_conntrack_cleanup() {
     if !can_run("udp_conntrack_cleanup") {
         return;
     }
-    scenarios::udp_flow_follows_endpoint_change(&Lab::new(2), "10.96.0.30", pod_eps);
+    scenarios::udp_flow_follows_endpoint_change(&Lab::new(2), "10.96.0.30", Lab::pod_eps);
 }
 
 /// Connections keep succeeding while the endpoint set changes every 100 ms.
@@ -104,7 +104,7 @@ fn update_under_load() {
     if !can_run("update_under_load") {
         return;
     }
-    scenarios::connections_survive_updates(&Lab::new(3), "10.96.0.40", pod_eps);
+    scenarios::connections_survive_updates(&Lab::new(3), "10.96.0.40", Lab::pod_eps);
 }
 
 /// An agent restart: a new backend that knows nothing of the kernel's state replaces the tables with one
@@ -122,7 +122,7 @@ fn restart_without_failed_connections() {
             Protocol::Tcp,
             "10.96.0.41",
             80,
-            pod_eps(pods, &[]),
+            Lab::pod_eps(pods, &[]),
         ))
     };
     let mut b = lab.backend(lab_config());
@@ -162,10 +162,16 @@ fn endpoint_count_changes_and_affinity_timeout() {
             Protocol::Tcp,
             "10.96.0.50",
             80,
-            pod_eps(pods, &[]),
+            Lab::pod_eps(pods, &[]),
         ))
     };
-    let mut sticky = svc_port("brief", Protocol::Tcp, "10.96.0.51", 80, pod_eps(&[0, 1, 2], &[]));
+    let mut sticky = svc_port(
+        "brief",
+        Protocol::Tcp,
+        "10.96.0.51",
+        80,
+        Lab::pod_eps(&[0, 1, 2], &[]),
+    );
     sticky.affinity_timeout = Some(Duration::from_secs(1));
     let mut cur = make(&[]);
     b.sync_all(&[cur.clone(), Arc::new(sticky)]).unwrap();

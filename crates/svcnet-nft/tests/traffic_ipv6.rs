@@ -8,26 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use svcnet_dataplane::{Backend, Change, Endpoint, Protocol};
+use svcnet_dataplane::{Backend, Change, Protocol};
 
 use common::netns::{
-    BRIDGE_IP, BRIDGE_IP6, CLIENT_IP6, CLIENT_IP6_2, Lab, NODE_IP, NODE_IP6, POD_PORT, can_run, lab_config,
+    BRIDGE_IP, BRIDGE_IP6, CLIENT_IP6, CLIENT_IP6_2, Lab, NODE_IP, NODE_IP6, can_run, lab_config,
 };
-use common::{ep, scenarios, svc_port};
-
-/// The pods' IPv6 endpoints (`local`: on this node).
-fn pod_eps6(pods: &[usize], local: &[usize]) -> Vec<Endpoint> {
-    pods.iter()
-        .map(|&i| ep(&Lab::pod_ip6_of(i), POD_PORT, local.contains(&i)))
-        .collect()
-}
-
-/// The pods' IPv4 endpoints.
-fn pod_eps4(pods: &[usize], local: &[usize]) -> Vec<Endpoint> {
-    pods.iter()
-        .map(|&i| ep(&Lab::pod_ip_of(i), POD_PORT, local.contains(&i)))
-        .collect()
-}
+use common::{scenarios, svc_port};
 
 #[test]
 fn clusterip_nodeport_reject_hairpin_v6() {
@@ -41,7 +27,7 @@ fn clusterip_nodeport_reject_hairpin_v6() {
         Protocol::Tcp,
         "fd00:10:96::10",
         80,
-        pod_eps6(&[0, 1, 2], &[0, 1, 2]),
+        Lab::pod_eps6(&[0, 1, 2], &[0, 1, 2]),
     );
     web.node_port = Some(30080);
     let empty = svc_port("empty", Protocol::Tcp, "fd00:10:96::11", 80, Vec::new());
@@ -50,7 +36,7 @@ fn clusterip_nodeport_reject_hairpin_v6() {
         Protocol::Tcp,
         "fd00:10:96::12",
         80,
-        pod_eps6(&[0], &[0]),
+        Lab::pod_eps6(&[0], &[0]),
     );
     b.sync_all(&[Arc::new(web), Arc::new(empty), Arc::new(hairpin)])
         .unwrap();
@@ -124,7 +110,7 @@ fn endpoint_change_is_live_v6() {
             Protocol::Tcp,
             "fd00:10:96::20",
             80,
-            pod_eps6(pods, &[]),
+            Lab::pod_eps6(pods, &[]),
         ))
     };
     let mut cur = make(&[0, 1, 2]);
@@ -164,8 +150,8 @@ fn dual_stack_service() {
     let lab = Lab::new(3);
     let mut b = lab.backend(lab_config());
     let make = |v4: &[usize], v6: &[usize]| {
-        let mut eps = pod_eps4(v4, &[]);
-        eps.extend(pod_eps6(v6, &[]));
+        let mut eps = Lab::pod_eps(v4, &[]);
+        eps.extend(Lab::pod_eps6(v6, &[]));
         let mut sp = svc_port("dual", Protocol::Tcp, "10.96.0.60", 80, eps);
         sp.cluster_ips = vec!["10.96.0.60".parse().unwrap(), "fd00:10:96::60".parse().unwrap()];
         sp.node_port = Some(30090);
@@ -231,7 +217,7 @@ fn affinity_local_policy_source_ranges_v6() {
         client2: CLIENT_IP6_2,
         host_prefix: 128,
     };
-    scenarios::affinity_local_policy_source_ranges(&Lab::new(3), &addrs, pod_eps6);
+    scenarios::affinity_local_policy_source_ranges(&Lab::new(3), &addrs, Lab::pod_eps6);
 }
 
 /// A UDP client's IPv6 flow follows an endpoint change (`conntrack -f ipv6` cleanup).
@@ -240,7 +226,7 @@ fn udp_conntrack_cleanup_v6() {
     if !can_run("udp_conntrack_cleanup_v6") {
         return;
     }
-    scenarios::udp_flow_follows_endpoint_change(&Lab::new(2), "fd00:10:96::53", pod_eps6);
+    scenarios::udp_flow_follows_endpoint_change(&Lab::new(2), "fd00:10:96::53", Lab::pod_eps6);
 }
 
 /// IPv6 connections keep succeeding while the endpoint set changes every 100 ms (element changes over
@@ -250,7 +236,7 @@ fn update_under_load_v6() {
     if !can_run("update_under_load_v6") {
         return;
     }
-    scenarios::connections_survive_updates(&Lab::new(3), "fd00:10:96::40", pod_eps6);
+    scenarios::connections_survive_updates(&Lab::new(3), "fd00:10:96::40", Lab::pod_eps6);
 }
 
 /// Agent restarts (a new backend, one full sync) under IPv6 load: no connection fails, and a client with
@@ -266,14 +252,14 @@ fn restart_keeps_connections_and_affinity_v6() {
         Protocol::Tcp,
         "fd00:10:96::41",
         80,
-        pod_eps6(&[0, 1, 2], &[]),
+        Lab::pod_eps6(&[0, 1, 2], &[]),
     ));
     let mut sticky = svc_port(
         "sticky",
         Protocol::Tcp,
         "fd00:10:96::42",
         80,
-        pod_eps6(&[0, 1, 2], &[]),
+        Lab::pod_eps6(&[0, 1, 2], &[]),
     );
     sticky.affinity_timeout = Some(Duration::from_secs(600));
     let ports = [busy, Arc::new(sticky)];

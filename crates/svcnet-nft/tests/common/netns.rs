@@ -447,6 +447,20 @@ impl Lab {
         format!("fd00:10:244::{}", 10 + i)
     }
 
+    /// The given pods' IPv4 endpoints on the pod port (`local`: on this node).
+    pub fn pod_eps(pods: &[usize], local: &[usize]) -> Vec<svcnet_dataplane::Endpoint> {
+        pods.iter()
+            .map(|&i| super::ep(&Lab::pod_ip_of(i), POD_PORT, local.contains(&i)))
+            .collect()
+    }
+
+    /// The given pods' IPv6 endpoints on the pod port (`local`: on this node).
+    pub fn pod_eps6(pods: &[usize], local: &[usize]) -> Vec<svcnet_dataplane::Endpoint> {
+        pods.iter()
+            .map(|&i| super::ep(&Lab::pod_ip6_of(i), POD_PORT, local.contains(&i)))
+            .collect()
+    }
+
     /// Runs the client script in `ns` and parses its answer.
     pub fn client_in(&self, ns: &Netns, args: &[&str]) -> ClientResult {
         let script = self.dir.join("client.py");
