@@ -6,11 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::sys::socket::{Shutdown, shutdown};
 use svcnet_dataplane::{ServicePort, ServicePortName};
 use tracing::{debug, warn};
 
@@ -24,7 +26,8 @@ struct Status {
 struct Server {
     status: Arc<Mutex<Status>>,
     stop: Arc<AtomicBool>,
-    listeners: Vec<(SocketAddr, JoinHandle<()>)>,
+    /// Each listening socket (a second handle to it, for [`HealthServers::stop`]) and its thread.
+    listeners: Vec<(TcpListener, JoinHandle<()>)>,
     /// The local endpoint IPs each port of the Service contributes.
     ports: BTreeMap<ServicePortName, BTreeSet<IpAddr>>,
 }
@@ -194,6 +197,13 @@ impl HealthServers {
                     continue;
                 }
             };
+            let handle = match l.try_clone() {
+                Ok(h) => h,
+                Err(e) => {
+                    warn!(%addr, error = %e, "cannot listen for healthCheckNodePort");
+                    continue;
+                }
+            };
             let (status, stop) = (status.clone(), stop.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("svcnet-nft-health-{port}"))
@@ -202,13 +212,15 @@ impl HealthServers {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        if let Ok(c) = conn {
-                            serve(c, &status);
+                        match conn {
+                            Ok(c) => serve(c, &status),
+                            // Out of file descriptors and the like: wait rather than spin.
+                            Err(_) => std::thread::sleep(Duration::from_millis(50)),
                         }
                     }
                 });
             match spawned {
-                Ok(h) => listeners.push((addr, h)),
+                Ok(h) => listeners.push((handle, h)),
                 Err(e) => warn!(%addr, error = %e, "cannot start health server thread"),
             }
         }
@@ -224,15 +236,20 @@ impl HealthServers {
     fn stop(&mut self, port: u16) {
         if let Some(s) = self.servers.remove(&port) {
             s.stop.store(true, Ordering::Relaxed);
-            for (addr, handle) in s.listeners {
-                // Wake the thread blocked in accept(); it sees the flag and exits, closing the socket.
-                let wake = if addr.ip().is_unspecified() {
-                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-                } else {
-                    addr
-                };
-                let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-                let _ = handle.join();
+            for (listener, thread) in s.listeners {
+                // shutdown(2), not close: on Linux it stops a socket listening at once, whoever else
+                // holds it. Closing alone is not enough: a child process being spawned at that moment
+                // (nft, conntrack) holds a copy of every descriptor until its exec, and a client that
+                // connects in that window would be accepted and then reset instead of refused. It also
+                // wakes the thread blocked in accept(), which sees the flag and exits.
+                match shutdown(listener.as_raw_fd(), Shutdown::Both) {
+                    Ok(()) => {
+                        let _ = thread.join();
+                    }
+                    // Not joined: the thread may stay blocked in accept(); the flag ends it at its
+                    // next connection.
+                    Err(e) => warn!(port, error = %e, "cannot shut down health check listener"),
+                }
             }
             debug!(port, "health check server stopped");
         }
