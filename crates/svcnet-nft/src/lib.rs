@@ -16,6 +16,8 @@
 //!   anyway, or at the next full sync). If anything fails, the backend falls back to a full sync.
 //! - After each change, stale UDP conntrack entries are deleted ([`conntrack`]), and `healthCheckNodePort`
 //!   servers are started, stopped and updated.
+//! - After the first full sync (which loads the kernel's connection tracking), the conntrack table size
+//!   and timeouts kube-proxy sets are made ([`sysctl`], [`NftConfig::conntrack`]).
 //!
 //! `nft` and `conntrack` run through configurable command prefixes, so tests drive the backend inside a
 //! network namespace with `ip netns exec NS nft`.
@@ -25,6 +27,7 @@ mod health;
 pub mod netlink;
 mod nft;
 pub mod render;
+pub mod sysctl;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -39,7 +42,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use svcnet_dataplane::{Backend, BackendError, Change, ServicePort};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub use health::{HealthChecked, health_body};
 pub use render::{
@@ -83,6 +86,9 @@ pub struct NftConfig {
     /// Services, so it is done once for many; the empty objects cost nothing meanwhile. 0 deletes them
     /// at once.
     pub stale_chain_limit: usize,
+    /// The connection-tracking settings to make in the programmed namespace (kube-proxy's
+    /// `--conntrack-*`); `None` (the default here; the agent sets kube-proxy's) leaves them as they are.
+    pub conntrack: Option<sysctl::ConntrackSysctls>,
 }
 
 impl Default for NftConfig {
@@ -99,6 +105,7 @@ impl Default for NftConfig {
             ipv6: true,
             health_check: true,
             stale_chain_limit: 1000,
+            conntrack: None,
         }
     }
 }
@@ -264,6 +271,31 @@ impl NftBackend {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+
+    /// Makes the configured conntrack settings, logging what changed and what could not be.
+    fn set_conntrack_sysctls(&self) {
+        let Some(c) = &self.cfg.conntrack else {
+            return;
+        };
+        match c.apply(self.cfg.netns.as_deref()) {
+            Ok(outcomes) => {
+                for o in outcomes {
+                    match (&o.error, o.written) {
+                        (Some(e), _) => {
+                            warn!(sysctl = o.name, wanted = o.wanted, before = ?o.before, error = %e, "cannot set conntrack sysctl")
+                        }
+                        (None, true) => {
+                            info!(sysctl = o.name, value = o.wanted, before = ?o.before, "set conntrack sysctl")
+                        }
+                        (None, false) => {
+                            debug!(sysctl = o.name, value = ?o.before, "conntrack sysctl already set")
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot enter the network namespace to set conntrack sysctls"),
+        }
     }
 
     /// The emptied, unused objects waiting to be deleted (`chain|set|map FAMILY TABLE NAME`).
@@ -510,6 +542,9 @@ impl Backend for NftBackend {
         // The tables were replaced: nothing stale is left.
         self.stale.clear();
         self.endpoints = ports.iter().map(|p| Self::count_endpoints(p)).sum();
+        if !self.synced {
+            self.set_conntrack_sysctls();
+        }
         self.synced = true;
         if let Some(h) = &mut self.health {
             h.reset(ports.iter());

@@ -387,3 +387,55 @@ fn full_sync_keeps_affinity() {
     let text = ns.exec(&["nft", "list", "table", "ip", "svcnet"]);
     assert!(!text.contains("10.244.9.9"), "{text}");
 }
+
+/// kube-proxy's conntrack settings are made in the programmed namespace after the first full sync, and
+/// only there: a flow in CLOSE_WAIT then has an hour, as Kubernetes' e2e test "should set TCP CLOSE_WAIT
+/// timeout" reads it from `conntrack -L`.
+#[test]
+fn conntrack_sysctls_follow_kube_proxy() {
+    if !can_run("conntrack_sysctls_follow_kube_proxy") {
+        return;
+    }
+    const DIR: &str = "/proc/sys/net/netfilter";
+    let read_root = |name: &str| std::fs::read_to_string(format!("{DIR}/{name}")).ok();
+    let root_before = ["nf_conntrack_tcp_timeout_close_wait", "nf_conntrack_udp_timeout"].map(read_root);
+    let ns = Netns::new("sysctl");
+    let yaml = std::fs::read_to_string(golden_path("affinity.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let mut b = ns.backend(NftConfig {
+        conntrack: Some(svcnet_nft::sysctl::ConntrackSysctls {
+            udp_timeout: Duration::from_secs(45),
+            ..Default::default()
+        }),
+        ..golden_config()
+    });
+    b.sync_all(&ports).unwrap();
+    let read_ns = |name: &str| ns.exec(&["cat", &format!("{DIR}/{name}")]).trim().to_string();
+    assert_eq!(read_ns("nf_conntrack_tcp_timeout_close_wait"), "3600");
+    assert_eq!(read_ns("nf_conntrack_tcp_timeout_established"), "86400");
+    assert_eq!(read_ns("nf_conntrack_udp_timeout"), "45");
+    // Left alone unless asked for.
+    assert_eq!(read_ns("nf_conntrack_tcp_be_liberal"), "0");
+    // The machine's own namespace is untouched.
+    assert_eq!(
+        ["nf_conntrack_tcp_timeout_close_wait", "nf_conntrack_udp_timeout"].map(read_root),
+        root_before
+    );
+
+    // A connection the server closed and the client did not: the client side is in CLOSE_WAIT.
+    let script = r#"
+import socket, subprocess, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+port = srv.getsockname()[1]
+cli = socket.create_connection(("127.0.0.1", port)); conn, _ = srv.accept(); conn.close()
+time.sleep(0.2)
+print(subprocess.run(["conntrack", "-L", "-p", "tcp", "--dport", str(port)], capture_output=True, text=True).stdout)
+"#;
+    let out = ns.exec(&["python3", "-c", script]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("CLOSE_WAIT"))
+        .unwrap_or_else(|| panic!("no CLOSE_WAIT flow in {out:?}"));
+    let timeout: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!((3540..=3600).contains(&timeout), "{line}");
+}

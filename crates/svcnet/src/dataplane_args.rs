@@ -48,6 +48,80 @@ pub struct DataplaneArgs {
     /// address is taken the node runs without.
     #[arg(long, default_value = "127.0.0.1:10256")]
     pub healthz_listen: std::net::SocketAddr,
+    /// nftables mode: conntrack table entries per CPU core; 0 leaves `nf_conntrack_max` alone (it is
+    /// only ever raised, and only the machine's first network namespace can change it).
+    #[arg(long, default_value_t = 32768)]
+    pub conntrack_max_per_core: u64,
+    /// nftables mode: the smallest conntrack table, whatever the number of cores.
+    #[arg(long, default_value_t = 131072)]
+    pub conntrack_min: u64,
+    /// nftables mode: idle timeout of established TCP flows (`nf_conntrack_tcp_timeout_established`,
+    /// a Go duration such as `24h0m0s`; 0 leaves it alone).
+    #[arg(long, default_value = "24h0m0s", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_established: Duration,
+    /// nftables mode: timeout of TCP flows in CLOSE_WAIT (`nf_conntrack_tcp_timeout_close_wait`).
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_close_wait: Duration,
+    /// nftables mode: let conntrack accept TCP packets outside the window (`nf_conntrack_tcp_be_liberal`).
+    #[arg(long)]
+    pub conntrack_tcp_be_liberal: bool,
+    /// nftables mode: timeout of one-way UDP flows (`nf_conntrack_udp_timeout`; 0 leaves it alone).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub conntrack_udp_timeout: Duration,
+    /// nftables mode: timeout of two-way UDP flows (`nf_conntrack_udp_timeout_stream`; 0 leaves it alone).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub conntrack_udp_timeout_stream: Duration,
+}
+
+impl DataplaneArgs {
+    /// The conntrack settings the flags ask for.
+    fn conntrack(&self) -> svcnet_nft::sysctl::ConntrackSysctls {
+        svcnet_nft::sysctl::ConntrackSysctls {
+            max_per_core: self.conntrack_max_per_core,
+            min: self.conntrack_min,
+            tcp_established_timeout: self.conntrack_tcp_timeout_established,
+            tcp_close_wait_timeout: self.conntrack_tcp_timeout_close_wait,
+            tcp_be_liberal: self.conntrack_tcp_be_liberal,
+            udp_timeout: self.conntrack_udp_timeout,
+            udp_stream_timeout: self.conntrack_udp_timeout_stream,
+        }
+    }
+}
+
+/// A duration as Go writes it and kube-proxy's flags take it: `1h0m0s`, `90s`, `1.5h`, `250ms`, `0`.
+/// Written here because the crates that parse durations read other notations (`1h 30m`, ISO 8601).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (examples: 1h0m0s, 90s, 250ms)");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 impl ProxyMode {
@@ -107,6 +181,7 @@ pub async fn start(
                 pod_cidrs: node.pod_cidrs.to_vec(),
                 service_cidrs: node.service_cidrs.to_vec(),
                 node_ips,
+                conntrack: Some(args.conntrack()),
                 ..Default::default()
             };
             let backend = svcnet_nft::NftBackend::new(cfg);
@@ -174,6 +249,27 @@ impl Drop for LocalRoutes {
             if !matches!(out, Ok(ref o) if o.status.success()) {
                 warn!(%cidr, "could not remove the local route of the service range");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        let secs = |t: &str| parse_duration(t).map(|d| d.as_secs_f64());
+        assert_eq!(secs("1h0m0s"), Ok(3600.0));
+        assert_eq!(secs("24h0m0s"), Ok(86400.0));
+        assert_eq!(secs("1.5h"), Ok(5400.0));
+        assert_eq!(secs("90s"), Ok(90.0));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(secs("0"), Ok(0.0));
+        assert_eq!(secs("0s"), Ok(0.0));
+        for bad in ["", "1", "h", "1x", "-1s", "1h-2m", "1..5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

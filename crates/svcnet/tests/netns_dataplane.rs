@@ -141,6 +141,20 @@ fn seed_in_netns(mode: &str) {
         metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
         "{metrics}"
     );
+
+    // nftables mode makes kube-proxy's conntrack timeouts in the node's namespace (the userspace proxy
+    // tracks nothing and leaves them as they are).
+    let close_wait = Command::new("ip")
+        .args(["netns", "exec", &ns.node, "cat"])
+        .arg("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if mode == "nftables" {
+        assert_eq!(close_wait, "3600", "{}", c.log());
+    } else {
+        assert_ne!(close_wait, "3600");
+    }
     drop(c);
     drop(ns);
 }
