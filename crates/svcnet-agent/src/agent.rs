@@ -1,5 +1,5 @@
 //! The node agent: the kubelet's job for svcnet. It registers the node, keeps its Lease fresh, watches
-//! the pods bound to it and hands them to the [`PodRunner`](crate::runner::PodRunner), writes their
+//! the pods bound to it and hands them to the [`crate::runner::PodRunner`], writes their
 //! status back whenever it changes, finishes graceful deletions, and serves container logs.
 //!
 //! Everything it knows comes from the Kubernetes API (watch), so the same agent works against any API

@@ -458,7 +458,7 @@ fn partial_object_metadata(obj: &Value) -> Value {
 
 /// kube's `duration.HumanDuration`: a short text with about two significant units ("5s", "3m2s", "2d3h",
 /// "4y12d"). Up to 2 s in the past counts as "0s" (tolerated clock skew); further in the past gives
-/// "<invalid>". Durations beyond Go's `time.Duration` range saturate to it, as Go's `time.Since` does.
+/// `"<invalid>"`. Durations beyond Go's `time.Duration` range saturate to it, as Go's `time.Since` does.
 pub fn human_duration(d: SignedDuration) -> String {
     // Go computes in int64 nanoseconds; saturate the same way.
     let nanos = d.as_nanos().clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
@@ -512,7 +512,7 @@ pub fn human_duration(d: SignedDuration) -> String {
     }
 }
 
-/// kube's `translateTimestampSince`: the age of `timestamp` at `now`, or "<unknown>" for an unset
+/// kube's `translateTimestampSince`: the age of `timestamp` at `now`, or `"<unknown>"` for an unset
 /// (zero) timestamp.
 pub fn translate_timestamp_since(timestamp: Option<Timestamp>, now: Timestamp) -> String {
     match timestamp {

@@ -16,7 +16,7 @@
 //!
 //! One deliberate difference: kube-proxy DNATs in one chain per endpoint, chosen by `numgen random mod N
 //! vmap { … }`. Here a chain DNATs with `numgen random mod 65536` through an interval map that gives each
-//! endpoint an equal share of the slots (see [`dispatch`]), so that endpoints are map elements only: an
+//! endpoint an equal share of the slots (see `dispatch`), so that endpoints are map elements only: an
 //! endpoint change rewrites no rule, which with 10,000 Services is the difference between 0.2 s and a
 //! fraction of a millisecond (the kernel re-validates the whole table whenever a transaction adds a
 //! jump, goto or NAT rule). Services with ClientIP affinity keep kube-proxy's per-endpoint chains with

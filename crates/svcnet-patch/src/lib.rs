@@ -1,7 +1,7 @@
 //! The three non-apply patch types kube-apiserver accepts on PATCH, as pure
 //! functions over `serde_json::Value`:
 //!
-//! * JSON patch (`application/json-patch+json`, RFC 6902): [`json_patch`];
+//! * JSON patch (`application/json-patch+json`, RFC 6902): [`json_patch()`];
 //! * JSON merge patch (`application/merge-patch+json`, RFC 7386):
 //!   [`merge_patch`];
 //! * strategic merge patch (`application/strategic-merge-patch+json`), as

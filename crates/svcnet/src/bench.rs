@@ -774,7 +774,7 @@ impl Server {
     }
 }
 
-/// User + system CPU seconds of a process (`self` or a PID), from /proc/<pid>/stat.
+/// User + system CPU seconds of a process (`self` or a PID), from `/proc/PID/stat`.
 fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;

@@ -1,6 +1,6 @@
 //! The ReplicaSet controller (kube's `pkg/controller/replicaset`): one sync per queued ReplicaSet
 //! claims its pods, creates or deletes pods toward `spec.replicas` (unless earlier creations or
-//! deletions are still unobserved, see [`Expectations`]) and writes the status subresource.
+//! deletions are still unobserved, see `Expectations`) and writes the status subresource.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
