@@ -13,7 +13,7 @@ pub struct DnsArgs {
     /// Address the cluster DNS server listens on, UDP and TCP (repeatable; port 0 picks one, written to
     /// DATA-DIR/dns-address). Binding e.g. 10.96.0.10:53 needs root. If the default is taken (another
     /// cluster on this machine has it), a free port on 127.0.0.1.
-    #[arg(long = "dns-listen", value_name = "ADDR", default_value = "127.0.0.1:10053")]
+    #[arg(long = "dns-listen", value_name = "ADDR", default_values_t = [default_listen()])]
     pub dns_listen: Vec<SocketAddr>,
     /// The cluster domain.
     #[arg(long, default_value = "cluster.local")]
@@ -74,7 +74,7 @@ impl DnsArgs {
             return;
         }
         let mut cfg = self.config(data_dir);
-        let default_listen = self.dns_listen == [SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))];
+        let default_listen = self.dns_listen == [default_listen()];
         tokio::spawn(async move {
             let gateway = if pods_in_netns {
                 Some(wait_for_gateway(&client, &node).await)
@@ -122,8 +122,14 @@ impl DnsArgs {
     }
 }
 
-/// The port the DNS server takes on the pod-network gateway when `--dns-listen` leaves it to the system.
+/// The port the DNS server takes on the pod-network gateway when `--dns-listen` leaves it to the system,
+/// and on loopback by default.
 const DEFAULT_PORT: u16 = 10053;
+
+/// `--dns-listen`'s default.
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))
+}
 
 /// The node's pod-network gateway, once the control plane has given the node a pod CIDR and the agent has
 /// put the gateway on the node bridge (start-up only: a short poll, logged while it waits).
