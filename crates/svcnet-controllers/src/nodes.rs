@@ -67,14 +67,26 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+/// The active pods bound to each node (counted once per scheduling pass, not once per pod and node: with
+/// thousands of pods created at once that would be quadratic).
+pub fn node_load(pods: &[Arc<Pod>]) -> HashMap<String, usize> {
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for p in pods.iter().filter(|p| pod_active(p)) {
+        if let Some(n) = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
+            *load.entry(n.to_string()).or_default() += 1;
+        }
+    }
+    load
+}
+
 /// Picks a node for `pod` among `nodes`, or explains why none fits (kube-scheduler's message form).
-/// `bound_now` counts pods this scheduling pass already placed, which its pod snapshot cannot show yet.
-pub fn pick_node(
-    pod: &Pod,
-    nodes: &[Arc<Node>],
-    pods: &[Arc<Pod>],
-    bound_now: &HashMap<String, usize>,
-) -> Result<String, String> {
+/// `load` counts each node's active pods ([`node_load`]), including those this pass already placed.
+pub fn pick_node(pod: &Pod, nodes: &[Arc<Node>], load: &HashMap<String, usize>) -> Result<String, String> {
     let selector: BTreeMap<String, String> = pod
         .spec
         .as_ref()
@@ -99,14 +111,7 @@ pub fn pick_node(
             continue;
         }
         let name = n.name_any();
-        let load = pods
-            .iter()
-            .filter(|p| {
-                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()) && pod_active(p)
-            })
-            .count()
-            + bound_now.get(&name).copied().unwrap_or(0);
-        candidates.push((load, name));
+        candidates.push((load.get(&name).copied().unwrap_or(0), name));
     }
     candidates.sort();
     if let Some((_, name)) = candidates.into_iter().next() {
@@ -140,6 +145,27 @@ pub fn next_pod_cidr(cluster: &IpNet, mask: u8, used: &HashSet<IpNet>) -> Option
     cluster.subnets(mask).ok()?.find(|s| !used.contains(s))
 }
 
+/// Cuts a cached Pod down to what the node loops read: its identity and labels, where it is bound or
+/// may be bound (`nodeName`, `nodeSelector`, `schedulerName`, affinity, tolerations), its phase and
+/// conditions. Containers, volumes, container statuses and annotations (kubectl's last-applied copy
+/// among them) are dropped as they arrive: this cache holds every pod in the cluster, and nothing here
+/// writes a pod back from it (bindings, status patches and deletions name the pod).
+fn keep_scheduling_fields(p: &mut Pod) {
+    crate::trim_managed_fields(p);
+    p.metadata.annotations = None;
+    if let Some(spec) = p.spec.as_mut() {
+        spec.containers = Vec::new();
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        spec.volumes = None;
+    }
+    if let Some(status) = p.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
 /// Runs the three node loops until dropped.
 pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -158,7 +184,7 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     .applied_objects();
     let pod_stream = reflector::reflector(
         pod_writer,
-        watcher(pods.clone(), watcher::Config::default()).modify(crate::trim_managed_fields),
+        watcher(pods.clone(), watcher::Config::default()).modify(keep_scheduling_fields),
     )
     .default_backoff()
     .touched_objects();
@@ -334,7 +360,7 @@ async fn schedule(
 ) {
     let all_nodes = nodes.state();
     let all_pods = pods.state();
-    let mut bound_now: HashMap<String, usize> = HashMap::new();
+    let mut load = node_load(&all_pods);
     for pod in all_pods.iter() {
         let Some(spec) = pod.spec.as_ref() else { continue };
         if spec.node_name.as_deref().is_some_and(|n| !n.is_empty())
@@ -350,7 +376,7 @@ async fn schedule(
         let name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let involved = Involved::of("v1", "Pod", &pod.metadata);
-        match pick_node(pod, &all_nodes, &all_pods, &bound_now) {
+        match pick_node(pod, &all_nodes, &load) {
             Ok(node) => {
                 let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
@@ -364,7 +390,8 @@ async fn schedule(
                     .await
                 {
                     Ok(_) => {
-                        *bound_now.entry(node.clone()).or_default() += 1;
+                        // The snapshot cannot show this binding yet.
+                        *load.entry(node.clone()).or_default() += 1;
                         reported.remove(&format!("{ns}/{name}"));
                         let cond = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]}});
                         let _ = api
@@ -461,37 +488,53 @@ mod tests {
             node("c", false, &[]),
         ];
         let pods = vec![pod("p1", Some("a"), &[]), pod("p2", Some("a"), &[])];
+        let mut load = node_load(&pods);
+        assert_eq!(load, [("a".to_string(), 2)].into());
+        assert_eq!(pick_node(&pod("new", None, &[]), &nodes, &load).unwrap(), "b");
         assert_eq!(
-            pick_node(&pod("new", None, &[]), &nodes, &pods, &HashMap::new()).unwrap(),
-            "b"
-        );
-        assert_eq!(
-            pick_node(
-                &pod("new", None, &[("zone", "x")]),
-                &nodes,
-                &pods,
-                &HashMap::new()
-            )
-            .unwrap(),
+            pick_node(&pod("new", None, &[("zone", "x")]), &nodes, &load).unwrap(),
             "a"
         );
-        let err = pick_node(
-            &pod("new", None, &[("zone", "z")]),
-            &nodes,
-            &pods,
-            &HashMap::new(),
-        )
-        .unwrap_err();
+        let err = pick_node(&pod("new", None, &[("zone", "z")]), &nodes, &load).unwrap_err();
         // Placements made earlier in the same pass count: b now carries as much as a.
-        let earlier: HashMap<String, usize> = [("b".to_string(), 2)].into();
-        assert_eq!(
-            pick_node(&pod("new", None, &[]), &nodes, &pods, &earlier).unwrap(),
-            "a"
-        );
+        load.insert("b".to_string(), 2);
+        assert_eq!(pick_node(&pod("new", None, &[]), &nodes, &load).unwrap(), "a");
         assert_eq!(
             err,
             "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
         );
+    }
+
+    #[test]
+    fn the_cached_pod_keeps_what_scheduling_reads() {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u1", "labels": {"app": "x"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"nodeSelector": {"zone": "x"}, "schedulerName": "default-scheduler",
+                "containers": [{"name": "c", "image": "i", "command": ["sleep", "1d"]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true,
+                    "restartCount": 0}]}
+        }))
+        .unwrap();
+        keep_scheduling_fields(&mut p);
+        assert_eq!(p.metadata.uid.as_deref(), Some("u1"));
+        assert_eq!(p.labels().get("app").map(String::as_str), Some("x"));
+        assert!(p.metadata.annotations.is_none() && p.metadata.managed_fields.is_none());
+        let spec = p.spec.as_ref().unwrap();
+        assert!(spec.containers.is_empty() && spec.volumes.is_none());
+        assert_eq!(
+            spec.node_selector,
+            Some([("zone".to_string(), "x".to_string())].into())
+        );
+        let status = p.status.as_ref().unwrap();
+        assert!(status.container_statuses.is_none());
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
+        let nodes = vec![node("a", true, &[("zone", "x")]), node("b", true, &[])];
+        assert_eq!(pick_node(&p, &nodes, &HashMap::new()).unwrap(), "a");
     }
 
     #[test]
