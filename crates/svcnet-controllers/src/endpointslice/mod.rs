@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Container, Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -419,6 +419,10 @@ trait Watched:
     }
     fn cached_keys(c: &Cache) -> Vec<Key>;
     fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>>;
+    /// Drops what the controller never reads, as the object arrives (the cache holds every one).
+    fn trim(&mut self) {
+        crate::trim_managed_fields(self);
+    }
     fn apply(sh: &Shared, c: &mut Cache, obj: Self);
     fn delete(sh: &Shared, c: &mut Cache, obj: &Self);
 }
@@ -466,6 +470,34 @@ fn pod_node(p: &Pod) -> String {
 impl Watched for Pod {
     fn cached_keys(c: &Cache) -> Vec<Key> {
         c.pods.keys().cloned().collect()
+    }
+    /// Keeps what [`pod_projection`] and the reconcilers read: metadata but annotations, placement,
+    /// hostname and subdomain, each container's name, ports and restart policy (named target ports),
+    /// phase, IPs and conditions. Images, commands, environment, probes, volumes and container statuses
+    /// go; no pod is written back from this cache.
+    fn trim(&mut self) {
+        crate::trim_managed_fields(self);
+        self.metadata.annotations = None;
+        if let Some(spec) = self.spec.as_mut() {
+            let keep = |c: &Container| Container {
+                name: c.name.clone(),
+                ports: c.ports.clone(),
+                restart_policy: c.restart_policy.clone(),
+                ..Default::default()
+            };
+            spec.containers = spec.containers.iter().map(keep).collect();
+            spec.init_containers = spec
+                .init_containers
+                .as_ref()
+                .map(|v| v.iter().map(keep).collect());
+            spec.ephemeral_containers = None;
+            spec.volumes = None;
+        }
+        if let Some(status) = self.status.as_mut() {
+            status.container_statuses = None;
+            status.init_container_statuses = None;
+            status.ephemeral_container_statuses = None;
+        }
     }
     fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>> {
         c.pods.get(k).cloned()
@@ -652,7 +684,7 @@ impl Watched for Endpoints {
 /// from it are handled as deletions.
 async fn drive<K: Watched>(api: Api<K>, shared: Arc<Shared>, bit: u8) {
     let mut stream = watcher::watcher(api, watcher::Config::default())
-        .modify(crate::trim_managed_fields)
+        .modify(K::trim)
         .default_backoff()
         .boxed();
     let mut listing: Vec<K> = Vec::new();

@@ -522,3 +522,43 @@ fn endpointslice_pod_projection_ignores_irrelevant_changes() {
     let c = pod(0, false, json!({}));
     assert!(pod_projection(&a) != pod_projection(&c));
 }
+
+#[test]
+fn endpointslice_cached_pods_keep_what_endpoints_show() {
+    use super::Watched;
+    let full = pod(
+        0,
+        true,
+        json!({
+            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+            "spec": {"hostname": "h", "subdomain": "web",
+                "containers": [{"name": "c", "image": "i", "command": ["serve"], "env": [{"name": "A", "value": "1"}],
+                    "ports": [{"name": "http", "containerPort": 8080}]}],
+                "initContainers": [{"name": "side", "image": "i", "restartPolicy": "Always",
+                    "ports": [{"name": "metrics", "containerPort": 9090}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 0}]}
+        }),
+    );
+    let mut cached = full.clone();
+    cached.trim();
+    assert!(pod_projection(&full) == pod_projection(&cached));
+    let named = |name: &str| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::ServicePort>(
+            json!({"port": 80, "targetPort": name}),
+        )
+        .unwrap()
+    };
+    for name in ["http", "metrics", "none"] {
+        assert_eq!(
+            find_port(&cached, &named(name)),
+            find_port(&full, &named(name)),
+            "{name}"
+        );
+    }
+    assert_eq!(find_port(&cached, &named("metrics")), Some(9090));
+    let spec = cached.spec.as_ref().unwrap();
+    assert!(spec.containers[0].image.is_none() && spec.containers[0].env.is_none() && spec.volumes.is_none());
+    assert!(cached.metadata.annotations.is_none());
+    assert!(cached.status.as_ref().unwrap().container_statuses.is_none());
+}
