@@ -181,8 +181,7 @@ pub async fn run_workload_controllers(client: Client) {
     let c = ctx.clone();
     let pod_watch = reflector::reflector(
         pw,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .modify(crate::trim_managed_fields),
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(pods::trim_cached),
     )
     .default_backoff()
     .for_each(move |ev| {

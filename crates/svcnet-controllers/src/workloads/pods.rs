@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// The annotation that lowers or raises a pod's chance of being deleted on scale-down.
@@ -97,6 +97,36 @@ pub fn pod_from_template(template: &PodTemplateSpec, rs_name: &str, owner: Owner
         },
         spec: template.spec.clone(),
         status: None,
+    }
+}
+
+/// Cuts a cached Pod down to what the workload controllers read: metadata (of the annotations only the
+/// deletion cost), the node, phase and conditions, and each container's restart count (deletion
+/// ranking). Containers, volumes and the rest of the statuses go as the pod arrives: the cache holds
+/// every pod in the cluster, and pods are only ever patched or deleted by name, never written back.
+pub fn trim_cached(p: &mut Pod) {
+    crate::trim_managed_fields(p);
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.retain(|k, _| k == POD_DELETION_COST);
+    }
+    if let Some(spec) = p.spec.as_mut() {
+        spec.containers = Vec::new();
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        spec.volumes = None;
+    }
+    if let Some(status) = p.status.as_mut() {
+        if let Some(cs) = status.container_statuses.as_mut() {
+            for c in cs.iter_mut() {
+                *c = ContainerStatus {
+                    name: std::mem::take(&mut c.name),
+                    restart_count: c.restart_count,
+                    ..Default::default()
+                };
+            }
+        }
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
     }
 }
 
@@ -260,6 +290,50 @@ mod tests {
         // Without the doubling, the one ready for less time goes first.
         let alone = [&running_ready_old, &running_ready_new];
         assert_eq!(names(&pods_to_delete(&alone, &alone, 1)), ["b"]);
+    }
+
+    #[test]
+    fn cached_pods_keep_deletion_cost_and_restarts() {
+        let t0 = "2025-01-01T00:00:00Z";
+        let mut full = Vec::new();
+        for (name, cost, restarts) in [("a", None, 0), ("b", Some("-5"), 0), ("c", None, 3)] {
+            let mut p = pod(name, "n1", "Running", Some(t0), t0);
+            let mut ann = BTreeMap::from([(
+                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                "{}".to_string(),
+            )]);
+            if let Some(c) = cost {
+                ann.insert(POD_DELETION_COST.to_string(), c.to_string());
+            }
+            p.metadata.annotations = Some(ann);
+            p.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+                name: "c".into(),
+                image: "img".into(),
+                restart_count: restarts,
+                ..Default::default()
+            }]);
+            full.push(p);
+        }
+        let mut cached = full.clone();
+        cached.iter_mut().for_each(trim_cached);
+        let f: Vec<&Pod> = full.iter().collect();
+        let c: Vec<&Pod> = cached.iter().collect();
+        let want = names(&pods_to_delete(&f, &f, 3));
+        assert_eq!(want, ["b", "c", "a"].map(String::from));
+        assert_eq!(names(&pods_to_delete(&c, &c, 3)), want);
+        let ann = cached[1].metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann.keys().collect::<Vec<_>>(), [POD_DELETION_COST]);
+        assert!(
+            cached[2]
+                .status
+                .as_ref()
+                .unwrap()
+                .container_statuses
+                .as_ref()
+                .unwrap()[0]
+                .image
+                .is_empty()
+        );
     }
 
     #[test]
