@@ -23,4 +23,65 @@ pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};
 pub fn trim_managed_fields<K: kube::Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
+
+/// What a controller's Pod cache keeps beyond metadata, placement, phase, IPs and conditions.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PodKeep {
+    /// Each container's (and init container's) name, ports and restart policy (named target ports).
+    pub ports: bool,
+    /// The one annotation kept (all others go, kubectl's last-applied copy among them).
+    pub annotation: Option<&'static str>,
+    /// Each container status's name and restart count.
+    pub restarts: bool,
+}
+
+/// Cuts a Pod a controller caches down to `keep`: each cache holds every pod in the cluster, and the
+/// controllers write pods only by name (patches, bindings, deletions), never back from the cache.
+/// Images, commands, environment, probes, volumes and the rest of the statuses go as the pod arrives.
+pub(crate) fn trim_pod(p: &mut k8s_openapi::api::core::v1::Pod, keep: PodKeep) {
+    use k8s_openapi::api::core::v1::{Container, ContainerStatus};
+    trim_managed_fields(p);
+    match keep.annotation {
+        Some(k) => {
+            if let Some(a) = p.metadata.annotations.as_mut() {
+                a.retain(|n, _| n == k);
+            }
+        }
+        None => p.metadata.annotations = None,
+    }
+    if let Some(spec) = p.spec.as_mut() {
+        if keep.ports {
+            let slim = |c: &Container| Container {
+                name: c.name.clone(),
+                ports: c.ports.clone(),
+                restart_policy: c.restart_policy.clone(),
+                ..Default::default()
+            };
+            spec.containers = spec.containers.iter().map(slim).collect();
+            spec.init_containers = spec
+                .init_containers
+                .as_ref()
+                .map(|v| v.iter().map(slim).collect());
+        } else {
+            spec.containers = Vec::new();
+            spec.init_containers = None;
+        }
+        spec.ephemeral_containers = None;
+        spec.volumes = None;
+    }
+    if let Some(status) = p.status.as_mut() {
+        let statuses = status.container_statuses.take().filter(|_| keep.restarts);
+        status.container_statuses = statuses.map(|cs| {
+            cs.into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    restart_count: c.restart_count,
+                    ..Default::default()
+                })
+                .collect()
+        });
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
 pub use workloads::run_workload_controllers;

@@ -151,19 +151,7 @@ pub fn next_pod_cidr(cluster: &IpNet, mask: u8, used: &HashSet<IpNet>) -> Option
 /// among them) are dropped as they arrive: this cache holds every pod in the cluster, and nothing here
 /// writes a pod back from it (bindings, status patches and deletions name the pod).
 fn keep_scheduling_fields(p: &mut Pod) {
-    crate::trim_managed_fields(p);
-    p.metadata.annotations = None;
-    if let Some(spec) = p.spec.as_mut() {
-        spec.containers = Vec::new();
-        spec.init_containers = None;
-        spec.ephemeral_containers = None;
-        spec.volumes = None;
-    }
-    if let Some(status) = p.status.as_mut() {
-        status.container_statuses = None;
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-    }
+    crate::trim_pod(p, crate::PodKeep::default());
 }
 
 /// Runs the three node loops until dropped.

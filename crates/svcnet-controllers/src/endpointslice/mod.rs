@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -476,28 +476,11 @@ impl Watched for Pod {
     /// phase, IPs and conditions. Images, commands, environment, probes, volumes and container statuses
     /// go; no pod is written back from this cache.
     fn trim(&mut self) {
-        crate::trim_managed_fields(self);
-        self.metadata.annotations = None;
-        if let Some(spec) = self.spec.as_mut() {
-            let keep = |c: &Container| Container {
-                name: c.name.clone(),
-                ports: c.ports.clone(),
-                restart_policy: c.restart_policy.clone(),
-                ..Default::default()
-            };
-            spec.containers = spec.containers.iter().map(keep).collect();
-            spec.init_containers = spec
-                .init_containers
-                .as_ref()
-                .map(|v| v.iter().map(keep).collect());
-            spec.ephemeral_containers = None;
-            spec.volumes = None;
-        }
-        if let Some(status) = self.status.as_mut() {
-            status.container_statuses = None;
-            status.init_container_statuses = None;
-            status.ephemeral_container_statuses = None;
-        }
+        let keep = crate::PodKeep {
+            ports: true,
+            ..Default::default()
+        };
+        crate::trim_pod(self, keep);
     }
     fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>> {
         c.pods.get(k).cloned()

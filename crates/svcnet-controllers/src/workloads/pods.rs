@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// The annotation that lowers or raises a pod's chance of being deleted on scale-down.
@@ -105,29 +105,12 @@ pub fn pod_from_template(template: &PodTemplateSpec, rs_name: &str, owner: Owner
 /// ranking). Containers, volumes and the rest of the statuses go as the pod arrives: the cache holds
 /// every pod in the cluster, and pods are only ever patched or deleted by name, never written back.
 pub fn trim_cached(p: &mut Pod) {
-    crate::trim_managed_fields(p);
-    if let Some(a) = p.metadata.annotations.as_mut() {
-        a.retain(|k, _| k == POD_DELETION_COST);
-    }
-    if let Some(spec) = p.spec.as_mut() {
-        spec.containers = Vec::new();
-        spec.init_containers = None;
-        spec.ephemeral_containers = None;
-        spec.volumes = None;
-    }
-    if let Some(status) = p.status.as_mut() {
-        if let Some(cs) = status.container_statuses.as_mut() {
-            for c in cs.iter_mut() {
-                *c = ContainerStatus {
-                    name: std::mem::take(&mut c.name),
-                    restart_count: c.restart_count,
-                    ..Default::default()
-                };
-            }
-        }
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-    }
+    let keep = crate::PodKeep {
+        annotation: Some(POD_DELETION_COST),
+        restarts: true,
+        ..Default::default()
+    };
+    crate::trim_pod(p, keep);
 }
 
 fn deletion_cost(p: &Pod) -> i32 {
@@ -249,6 +232,7 @@ pub fn fully_labeled(p: &Pod, template_labels: &BTreeMap<String, String>) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ContainerStatus;
     use serde_json::json;
 
     fn pod(name: &str, node: &str, phase: &str, ready_at: Option<&str>, created: &str) -> Pod {
