@@ -26,6 +26,7 @@
 mod affinity;
 mod backend;
 mod endpoints;
+mod localhost;
 mod maglev;
 mod metrics;
 mod port;
@@ -37,6 +38,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 pub use backend::UserspaceBackend;
+pub use localhost::LocalhostNodePorts;
 pub use metrics::ProxyMetrics;
 pub use svcnet_dataplane::Balance;
 

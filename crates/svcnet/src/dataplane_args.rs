@@ -48,6 +48,11 @@ pub struct DataplaneArgs {
     /// address is taken the node runs without.
     #[arg(long, default_value = "127.0.0.1:10256")]
     pub healthz_listen: std::net::SocketAddr,
+    /// nftables mode: also answer NodePorts on the node's loopback addresses (127.0.0.1, ::1), TCP and
+    /// UDP, through a small userspace proxy, since nftables cannot DNAT loopback traffic (kube-proxy's
+    /// `--iptables-localhost-nodeports`; its nftables mode has lately done the same, for TCP).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub localhost_nodeports: bool,
     /// nftables mode: conntrack table entries per CPU core; 0 leaves `nf_conntrack_max` alone (it is
     /// only ever raised, and only the machine's first network namespace can change it).
     #[arg(long, default_value_t = 32768)]
@@ -186,7 +191,13 @@ pub async fn start(
             };
             let backend = svcnet_nft::NftBackend::new(cfg);
             backend.metrics().register(registry);
-            Box::new(backend)
+            if args.localhost_nodeports {
+                let both = svcnet_proxy::LocalhostNodePorts::new(backend, registry)
+                    .context("starting the localhost NodePort proxy")?;
+                Box::new(both)
+            } else {
+                Box::new(backend)
+            }
         }
     };
     // Pods in their own namespaces reach ClusterIPs through the node: the userspace proxy listens on them,

@@ -125,6 +125,16 @@ fn seed_in_netns(mode: &str) {
             .is_some_and(|b| b.starts_with("red "))),
         "node address -> NodePort {url} ({mode})"
     );
+    // nftables cannot DNAT loopback traffic; a small proxy answers the node's localhost NodePorts, as
+    // iptables-mode kube-proxy does (the userspace proxy listens on the node's addresses only).
+    if mode == "nftables" {
+        let url = format!("http://127.0.0.1:{np}/");
+        assert!(
+            eventually(WAIT, || curl_in(&ns.node, &url)
+                .is_some_and(|b| b.starts_with("red "))),
+            "localhost -> NodePort {url} ({mode})"
+        );
+    }
 
     // kube-proxy's status URLs, on kube-proxy's ports (the namespace has them to itself).
     assert_eq!(
