@@ -53,6 +53,10 @@ pub struct DataplaneArgs {
     /// `--iptables-localhost-nodeports`; its nftables mode has lately done the same, for TCP).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub localhost_nodeports: bool,
+    /// nftables mode: masquerade all traffic to ClusterIPs, not only traffic from outside the cluster's
+    /// pod range (kube-proxy's `--masquerade-all`).
+    #[arg(long)]
+    pub masquerade_all: bool,
     /// nftables mode: conntrack table entries per CPU core; 0 leaves `nf_conntrack_max` alone (it is
     /// only ever raised, and only the machine's first network namespace can change it).
     #[arg(long, default_value_t = 32768)]
@@ -186,6 +190,7 @@ pub async fn start(
                 pod_cidrs: node.pod_cidrs.to_vec(),
                 service_cidrs: node.service_cidrs.to_vec(),
                 node_ips,
+                masquerade_all: args.masquerade_all,
                 conntrack: Some(args.conntrack()),
                 ..Default::default()
             };

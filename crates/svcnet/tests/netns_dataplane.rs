@@ -46,21 +46,23 @@ fn seed_in_netns(mode: &str) {
         return;
     }
     let ns = Namespaces::create();
-    let c = Cluster::start_in_netns(
-        &ns.node,
-        &[
-            "--pod-network",
-            "netns",
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--service-cidr",
-            "10.96.0.0/12",
-            "--proxy-mode",
-            mode,
-            "--nodeport-address",
-            "10.244.0.1",
-        ],
-    );
+    let mut flags = vec![
+        "--pod-network",
+        "netns",
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--service-cidr",
+        "10.96.0.0/12",
+        "--proxy-mode",
+        mode,
+        "--nodeport-address",
+        "10.244.0.1",
+    ];
+    // kube-proxy's --masquerade-all: the scenario must work with every ClusterIP connection SNATed too.
+    if mode == "nftables" {
+        flags.push("--masquerade-all");
+    }
+    let c = Cluster::start_in_netns(&ns.node, &flags);
     let dir = examples();
     for f in ["red.yaml", "blue.yaml"] {
         c.ok(&["apply", "-f", dir.join(f).to_str().unwrap()]);
@@ -102,6 +104,18 @@ fn seed_in_netns(mode: &str) {
             .is_some_and(|b| b.starts_with("red "))),
         "node -> ClusterIP {url} ({mode})"
     );
+    if mode == "nftables" {
+        let rules = Command::new("ip")
+            .args(["netns", "exec", &ns.node, "nft", "list", "table", "ip", "svcnet"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let masq_all = format!("ip daddr {ip} tcp dport 80 jump mark-for-masquerade");
+        assert!(
+            rules.lines().any(|l| l.trim() == masq_all),
+            "--masquerade-all: {masq_all:?} in\n{rules}"
+        );
+    }
 
     // A NodePort answers on the node's pod-network address.
     c.ok(&[
