@@ -36,12 +36,18 @@ fn node_port_only(sp: &Arc<ServicePort>) -> Option<Arc<ServicePort>> {
 }
 
 impl<B: Backend> LocalhostNodePorts<B> {
-    /// Wraps `inner`. The proxy (one worker thread) listens on 127.0.0.1 and ::1; its metrics go into
-    /// `registry` as the userspace proxy's, labelled `frontends="localhost_nodeport"`.
+    /// Wraps `inner`. The proxy (one worker thread) listens on 127.0.0.1 and, if loopback has IPv6, ::1;
+    /// its metrics go into `registry` as the userspace proxy's, labelled
+    /// `frontends="localhost_nodeport"`.
     pub fn new(inner: B, registry: &mut Registry) -> Result<LocalhostNodePorts<B>, ProxyError> {
+        let mut node_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        // Without IPv6 on loopback every sync would report ::1 listeners it cannot bind.
+        if std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok() {
+            node_addresses.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        }
         let cfg = ProxyConfig {
             workers: 1,
-            node_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
+            node_addresses,
             ..Default::default()
         };
         let registry = registry.sub_registry_with_label(("frontends".into(), "localhost_nodeport".into()));
