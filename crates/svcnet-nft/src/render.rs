@@ -762,6 +762,11 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
                 ),
                 format!("meta mark & {mark} == 0 return"),
                 format!("meta mark set meta mark ^ {mark}"),
+                // Masquerade cannot work on loopback: the kernel finds no address of universe scope on
+                // `lo` and drops the packet ("lo ate my IP address"). With loopback service and pod
+                // ranges (svcnet's rootless defaults) every masqueraded connection would vanish; it needs
+                // no SNAT there, since the reply comes back through the same conntrack entry.
+                "oif \"lo\" return".to_string(),
                 "masquerade fully-random".to_string(),
             ],
         ),

@@ -2,7 +2,8 @@
 //! network namespace of the test's own (the "node"), each pod in its own namespace below it, and Blue calls
 //! `http://red` by its DNS name — through cluster DNS on the kube-dns ClusterIP and the data plane
 //! (userspace proxy, or nftables DNAT in the kernel). The node reaches the Service by ClusterIP and the
-//! NodePort on its pod-network address.
+//! NodePort on its pod-network address. A third test runs nftables with pods on the node's loopback
+//! (`--pod-network host`, svcnet's default address plan) in a namespace of its own.
 //!
 //! Without root, iproute2 or (for the kernel data plane) nft, the tests say they are skipped and pass.
 
@@ -191,4 +192,59 @@ fn seed_scenario_in_netns_userspace() {
 #[test]
 fn seed_scenario_in_netns_nftables() {
     seed_in_netns("nftables");
+}
+
+/// nftables with svcnet's rootless address plan (`--pod-network host`: loopback service and pod ranges),
+/// inside a namespace of the test's own: connections that the rules mark for masquerade (from the node's
+/// 127.0.0.1, which is outside the pod range) leave through loopback, where masquerading would drop them.
+#[test]
+fn seed_scenario_with_host_pods_on_nftables() {
+    if let Err(why) = can_run() {
+        println!("skipped: {why}");
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        println!("skipped: the nftables data plane needs nft");
+        return;
+    }
+    let ns = Namespaces::create();
+    let c = Cluster::start_in_netns(&ns.node, &["--proxy-mode", "nftables"]);
+    let dir = examples();
+    for f in ["red.yaml", "blue.yaml"] {
+        c.ok(&["apply", "-f", dir.join(f).to_str().unwrap()]);
+    }
+    assert!(
+        eventually(WAIT, || ready(&c, "red") == 3 && ready(&c, "blue") == 1),
+        "pods ready:\n{}\n{}",
+        c.ok(&["get", "pods", "-o", "wide"]),
+        c.log()
+    );
+    let mut seen = BTreeSet::new();
+    let mut logs = String::new();
+    let ok = eventually(WAIT, || {
+        logs = c.ok(&["logs", "deploy/blue"]);
+        seen.extend(
+            logs.lines()
+                .filter_map(|l| l.strip_prefix("red "))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string)),
+        );
+        seen.len() >= 2
+    });
+    assert!(
+        ok,
+        "Blue reaches Red through nftables: {seen:?}\n{logs}\n{}",
+        c.log()
+    );
+    let ip = c.get_json(&["svc", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{ip}/");
+    assert!(
+        eventually(WAIT, || curl_in(&ns.node, &url)
+            .is_some_and(|b| b.starts_with("red "))),
+        "node (127.0.0.1, masqueraded) -> ClusterIP {url}"
+    );
+    drop(c);
+    drop(ns);
 }
