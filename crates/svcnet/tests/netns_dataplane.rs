@@ -245,6 +245,28 @@ fn seed_scenario_with_host_pods_on_nftables() {
             .is_some_and(|b| b.starts_with("red "))),
         "node (127.0.0.1, masqueraded) -> ClusterIP {url}"
     );
+    // The node's address is 127.0.0.1 here: its NodePorts are the loopback proxy's.
+    c.ok(&[
+        "expose",
+        "deploy/red",
+        "--name",
+        "red-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
+    let np = c.get_json(&["svc", "red-np"])["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{np}/");
+    assert!(
+        eventually(WAIT, || curl_in(&ns.node, &url)
+            .is_some_and(|b| b.starts_with("red "))),
+        "node -> NodePort {url}"
+    );
     drop(c);
     drop(ns);
 }
