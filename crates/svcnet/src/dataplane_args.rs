@@ -98,39 +98,16 @@ impl DataplaneArgs {
 }
 
 /// A duration as Go writes it and kube-proxy's flags take it: `1h0m0s`, `90s`, `1.5h`, `250ms`, `0`.
-/// Written here because the crates that parse durations read other notations (`1h 30m`, ISO 8601).
+/// jiff's "friendly" format reads all of these but Go's unitless `0`; negative durations are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (examples: 1h0m0s, 90s, 250ms)");
+    let bad = |why: &dyn std::fmt::Display| {
+        format!("invalid duration {text:?} ({why}; examples: 1h0m0s, 90s, 250ms)")
+    };
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * seconds;
-        rest = &rest[unit_len..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    let d: jiff::SignedDuration = text.parse().map_err(|e| bad(&e))?;
+    Duration::try_from(d).map_err(|_| bad(&"negative"))
 }
 
 impl ProxyMode {
