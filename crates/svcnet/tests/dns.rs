@@ -83,9 +83,16 @@ fn stub_answer(req: &Message, tcp: bool) -> Message {
 
 impl Stub {
     fn start() -> Stub {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = std::net::TcpListener::bind(addr).unwrap();
+        // The UDP socket picks a port and TCP must get the same one; it may be taken for TCP (another
+        // test's connection, say), so try again with another port, as the DNS server itself does.
+        let (udp, addr, tcp) = (0..50)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let addr = udp.local_addr().unwrap();
+                let tcp = std::net::TcpListener::bind(addr).ok()?;
+                Some((udp, addr, tcp))
+            })
+            .expect("a port free for both UDP and TCP");
         let queries = Arc::new(AtomicUsize::new(0));
         let n = queries.clone();
         // Detached threads: they end with the test process.
