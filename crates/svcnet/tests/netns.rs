@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::netns::{Namespaces, can_run, ip};
+use common::netns::{Namespaces, POD_NETWORK_FLAGS, can_run, ip};
 use common::{Cluster, eventually};
 use serde_json::Value;
 
@@ -64,17 +64,7 @@ fn pods_get_their_own_network_namespaces() {
     let mut ns = Namespaces::create();
     // Declared after `ns`, so dropped first: svcnet stops (and deletes its pods' namespaces) before the
     // guard removes whatever is left.
-    let c = Cluster::start_in_netns(
-        &ns.node,
-        &[
-            "--pod-network",
-            "netns",
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--service-cidr",
-            "10.96.0.0/12",
-        ],
-    );
+    let c = Cluster::start_in_netns(&ns.node, &POD_NETWORK_FLAGS);
     let kube_dns = c.get_json(&["svc", "kube-dns", "-n", "kube-system"])["spec"]["clusterIP"]
         .as_str()
         .expect("kube-dns has a ClusterIP")

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::netns::{Namespaces, can_run};
+use common::netns::{Namespaces, POD_NETWORK_FLAGS, can_run};
 use common::{Cluster, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -37,45 +37,33 @@ fn curl_in(netns: &str, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn seed_in_netns(mode: &str) {
+/// Why the test cannot run here (not root, no iproute2, or no nft for the kernel data plane), if so.
+fn cannot_run(mode: &str) -> Option<String> {
     if let Err(why) = can_run() {
-        println!("skipped: {why}");
-        return;
+        return Some(why.to_string());
     }
     if mode == "nftables" && Command::new("nft").arg("--version").output().is_err() {
-        println!("skipped: the nftables data plane needs nft");
-        return;
+        return Some("the nftables data plane needs nft".into());
     }
-    let ns = Namespaces::create();
-    let mut flags = vec![
-        "--pod-network",
-        "netns",
-        "--cluster-cidr",
-        "10.244.0.0/16",
-        "--service-cidr",
-        "10.96.0.0/12",
-        "--proxy-mode",
-        mode,
-        "--nodeport-address",
-        "10.244.0.1",
-    ];
-    // kube-proxy's --masquerade-all: the scenario must work with every ClusterIP connection SNATed too.
-    if mode == "nftables" {
-        flags.push("--masquerade-all");
-    }
-    let c = Cluster::start_in_netns(&ns.node, &flags);
+    None
+}
+
+/// Applies the seed scenario's Red and Blue and waits until their pods are ready.
+fn start_seed(c: &Cluster) {
     let dir = examples();
     for f in ["red.yaml", "blue.yaml"] {
         c.ok(&["apply", "-f", dir.join(f).to_str().unwrap()]);
     }
     assert!(
-        eventually(WAIT, || ready(&c, "red") == 3 && ready(&c, "blue") == 1),
+        eventually(WAIT, || ready(c, "red") == 3 && ready(c, "blue") == 1),
         "pods ready:\n{}\n{}",
         c.ok(&["get", "pods", "-o", "wide"]),
         c.log()
     );
+}
 
-    // Blue resolves `red` with cluster DNS and its calls spread over the Red pods.
+/// Blue's calls spread over the Red pods; returns Blue's log.
+fn assert_blue_reaches_red(c: &Cluster, how: &str) -> String {
     let mut seen = BTreeSet::new();
     let mut logs = String::new();
     let ok = eventually(WAIT, || {
@@ -89,21 +77,72 @@ fn seed_in_netns(mode: &str) {
     });
     assert!(
         ok,
-        "Blue reaches Red by name ({mode}): {seen:?}\n{logs}\n{}",
+        "Blue reaches Red by name ({how}): {seen:?}\n{logs}\n{}",
         c.log()
     );
+    logs
+}
+
+/// Red's ClusterIP.
+fn red_cluster_ip(c: &Cluster) -> String {
+    c.get_json(&["svc", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Exposes Red as a NodePort Service `red-np` and returns the NodePort.
+fn expose_node_port(c: &Cluster) -> i64 {
+    c.ok(&[
+        "expose",
+        "deploy/red",
+        "--name",
+        "red-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
+    c.get_json(&["svc", "red-np"])["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Asserts that `url` answers from a Red pod, seen from `netns`.
+fn assert_red_at(netns: &str, url: &str, what: &str) {
+    assert!(
+        eventually(WAIT, || curl_in(netns, url)
+            .is_some_and(|b| b.starts_with("red "))),
+        "{what}: {url}"
+    );
+}
+
+fn seed_in_netns(mode: &str) {
+    if let Some(why) = cannot_run(mode) {
+        println!("skipped: {why}");
+        return;
+    }
+    let ns = Namespaces::create();
+    let mut flags = POD_NETWORK_FLAGS.to_vec();
+    flags.extend(["--proxy-mode", mode, "--nodeport-address", "10.244.0.1"]);
+    // kube-proxy's --masquerade-all: the scenario must work with every ClusterIP connection SNATed too.
+    if mode == "nftables" {
+        flags.push("--masquerade-all");
+    }
+    let c = Cluster::start_in_netns(&ns.node, &flags);
+    start_seed(&c);
+    let logs = assert_blue_reaches_red(&c, mode);
+    // In its own namespace Blue has the cluster's resolv.conf and calls Red by name.
     assert!(logs.contains("blue calls http://red/"), "Blue used DNS: {logs}");
 
     // The node reaches Red by ClusterIP.
-    let ip = c.get_json(&["svc", "red"])["spec"]["clusterIP"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let url = format!("http://{ip}/");
-    assert!(
-        eventually(WAIT, || curl_in(&ns.node, &url)
-            .is_some_and(|b| b.starts_with("red "))),
-        "node -> ClusterIP {url} ({mode})"
+    let ip = red_cluster_ip(&c);
+    assert_red_at(
+        &ns.node,
+        &format!("http://{ip}/"),
+        &format!("node -> ClusterIP ({mode})"),
     );
     if mode == "nftables" {
         let rules = Command::new("ip")
@@ -119,35 +158,16 @@ fn seed_in_netns(mode: &str) {
     }
 
     // A NodePort answers on the node's pod-network address.
-    c.ok(&[
-        "expose",
-        "deploy/red",
-        "--name",
-        "red-np",
-        "--type",
-        "NodePort",
-        "--port",
-        "80",
-        "--target-port",
-        "8080",
-    ]);
-    let np = c.get_json(&["svc", "red-np"])["spec"]["ports"][0]["nodePort"]
-        .as_i64()
-        .unwrap();
-    let url = format!("http://10.244.0.1:{np}/");
-    assert!(
-        eventually(WAIT, || curl_in(&ns.node, &url)
-            .is_some_and(|b| b.starts_with("red "))),
-        "node address -> NodePort {url} ({mode})"
-    );
+    let np = expose_node_port(&c);
+    let what = format!("node address -> NodePort ({mode})");
+    assert_red_at(&ns.node, &format!("http://10.244.0.1:{np}/"), &what);
     // nftables cannot DNAT loopback traffic; a small proxy answers the node's localhost NodePorts, as
     // iptables-mode kube-proxy does (the userspace proxy listens on the node's addresses only).
     if mode == "nftables" {
-        let url = format!("http://127.0.0.1:{np}/");
-        assert!(
-            eventually(WAIT, || curl_in(&ns.node, &url)
-                .is_some_and(|b| b.starts_with("red "))),
-            "localhost -> NodePort {url} ({mode})"
+        assert_red_at(
+            &ns.node,
+            &format!("http://127.0.0.1:{np}/"),
+            "localhost -> NodePort",
         );
     }
 
@@ -199,74 +219,23 @@ fn seed_scenario_in_netns_nftables() {
 /// 127.0.0.1, which is outside the pod range) leave through loopback, where masquerading would drop them.
 #[test]
 fn seed_scenario_with_host_pods_on_nftables() {
-    if let Err(why) = can_run() {
+    if let Some(why) = cannot_run("nftables") {
         println!("skipped: {why}");
-        return;
-    }
-    if Command::new("nft").arg("--version").output().is_err() {
-        println!("skipped: the nftables data plane needs nft");
         return;
     }
     let ns = Namespaces::create();
     let c = Cluster::start_in_netns(&ns.node, &["--proxy-mode", "nftables"]);
-    let dir = examples();
-    for f in ["red.yaml", "blue.yaml"] {
-        c.ok(&["apply", "-f", dir.join(f).to_str().unwrap()]);
-    }
-    assert!(
-        eventually(WAIT, || ready(&c, "red") == 3 && ready(&c, "blue") == 1),
-        "pods ready:\n{}\n{}",
-        c.ok(&["get", "pods", "-o", "wide"]),
-        c.log()
-    );
-    let mut seen = BTreeSet::new();
-    let mut logs = String::new();
-    let ok = eventually(WAIT, || {
-        logs = c.ok(&["logs", "deploy/blue"]);
-        seen.extend(
-            logs.lines()
-                .filter_map(|l| l.strip_prefix("red "))
-                .filter_map(|l| l.split_whitespace().next().map(str::to_string)),
-        );
-        seen.len() >= 2
-    });
-    assert!(
-        ok,
-        "Blue reaches Red through nftables: {seen:?}\n{logs}\n{}",
-        c.log()
-    );
-    let ip = c.get_json(&["svc", "red"])["spec"]["clusterIP"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let url = format!("http://{ip}/");
-    assert!(
-        eventually(WAIT, || curl_in(&ns.node, &url)
-            .is_some_and(|b| b.starts_with("red "))),
-        "node (127.0.0.1, masqueraded) -> ClusterIP {url}"
+    start_seed(&c);
+    assert_blue_reaches_red(&c, "nftables, host pods");
+    let ip = red_cluster_ip(&c);
+    assert_red_at(
+        &ns.node,
+        &format!("http://{ip}/"),
+        "node (127.0.0.1, masqueraded) -> ClusterIP",
     );
     // The node's address is 127.0.0.1 here: its NodePorts are the loopback proxy's.
-    c.ok(&[
-        "expose",
-        "deploy/red",
-        "--name",
-        "red-np",
-        "--type",
-        "NodePort",
-        "--port",
-        "80",
-        "--target-port",
-        "8080",
-    ]);
-    let np = c.get_json(&["svc", "red-np"])["spec"]["ports"][0]["nodePort"]
-        .as_i64()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{np}/");
-    assert!(
-        eventually(WAIT, || curl_in(&ns.node, &url)
-            .is_some_and(|b| b.starts_with("red "))),
-        "node -> NodePort {url}"
-    );
+    let np = expose_node_port(&c);
+    assert_red_at(&ns.node, &format!("http://127.0.0.1:{np}/"), "node -> NodePort");
     drop(c);
     drop(ns);
 }

@@ -22,6 +22,16 @@ pub fn ip(args: &[&str]) -> std::process::Output {
     Command::new("ip").args(args).output().expect("run ip")
 }
 
+/// The flags of a node with the netns pod network on flannel's and kube's usual ranges.
+pub const POD_NETWORK_FLAGS: [&str; 6] = [
+    "--pod-network",
+    "netns",
+    "--cluster-cidr",
+    "10.244.0.0/16",
+    "--service-cidr",
+    "10.96.0.0/12",
+];
+
 /// The namespaces this test made or caused (the node's, and the pods' once their uids are known); every one
 /// still present is deleted on drop, and nothing else.
 pub struct Namespaces {
