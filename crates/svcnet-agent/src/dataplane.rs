@@ -540,8 +540,6 @@ mod tests {
         .unwrap()
     }
 
-    /// The loop waits for both initial lists, starts with one full sync, then sends increments, and a relist
-    /// that misses an object deletes it.
     /// The loop on node `n1` with a recording backend: its input, its metrics, its task.
     fn start(
         log: Arc<Mutex<Vec<String>>>,
@@ -563,6 +561,8 @@ mod tests {
         (tx, registry, task)
     }
 
+    /// The loop waits for both initial lists, starts with one full sync, then sends increments, and a relist
+    /// that misses an object deletes it.
     #[tokio::test]
     async fn full_sync_after_both_lists_then_increments() {
         let log = Arc::new(Mutex::new(Vec::new()));
