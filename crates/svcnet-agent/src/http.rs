@@ -9,6 +9,20 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// A response with `status`, a `Content-Type` and `body`.
+pub fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(Full::new(body.into()))
+        .unwrap_or_default()
+}
+
+/// Go's `http.NotFound`, as kube-proxy answers an unknown path.
+pub fn not_found() -> hyper::Response<Full<Bytes>> {
+    response(404, "text/plain; charset=utf-8", &b"404 page not found\n"[..])
+}
+
 /// Serves `answer(path)` to every request on `listener` until the task is dropped.
 pub async fn serve_paths<F>(listener: TcpListener, answer: F)
 where

@@ -10,8 +10,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use k8s_openapi::api::core::v1::Node;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -190,18 +188,15 @@ pub async fn serve(listener: TcpListener, health: ProxyHealth) {
             "/livez" => Some(health.livez()),
             _ => None,
         };
-        match answer {
-            Some(a) => hyper::Response::builder()
-                .status(a.status)
-                .header("Content-Type", "application/json")
-                .header("X-Content-Type-Options", "nosniff")
-                .body(Full::new(Bytes::from(a.body))),
-            None => hyper::Response::builder()
-                .status(404)
-                .header("Content-Type", "text/plain; charset=utf-8")
-                .body(Full::new(Bytes::from_static(b"404 page not found\n"))),
-        }
-        .unwrap_or_default()
+        let Some(a) = answer else {
+            return crate::http::not_found();
+        };
+        let mut r = crate::http::response(a.status, "application/json", a.body);
+        r.headers_mut().insert(
+            "X-Content-Type-Options",
+            hyper::header::HeaderValue::from_static("nosniff"),
+        );
+        r
     })
     .await
 }

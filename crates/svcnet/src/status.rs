@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
+use svcnet_agent::http::{not_found, response};
 use svcnet_agent::proxyhealth::ProxyHealth;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -22,14 +23,6 @@ pub(crate) struct MetricsServer {
     pub registry: Arc<Registry>,
     /// `/proxyMode`'s answer (kube-proxy's mode name), if this process runs a data plane.
     pub proxy_mode: Option<&'static str>,
-}
-
-fn response(status: u16, content_type: &str, body: String) -> hyper::Response<Full<Bytes>> {
-    hyper::Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
 }
 
 impl MetricsServer {
@@ -50,9 +43,9 @@ impl MetricsServer {
                     ),
                 }
             }
-            ("/healthz", _) => response(200, "text/plain; charset=utf-8", "ok".into()),
-            ("/proxyMode", Some(mode)) => response(200, "text/plain; charset=utf-8", mode.into()),
-            _ => response(404, "text/plain; charset=utf-8", "404 page not found\n".into()),
+            ("/healthz", _) => response(200, "text/plain; charset=utf-8", "ok"),
+            ("/proxyMode", Some(mode)) => response(200, "text/plain; charset=utf-8", mode),
+            _ => not_found(),
         }
     }
 
