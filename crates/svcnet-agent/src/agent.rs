@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::netns::{self, NetnsError, PodNet, PodNetSpec};
 use crate::node::{self, NodeConfig};
+use crate::podip::PodIps;
 use crate::runner::{PodContext, PodRunner};
 
 /// How long a deleted pod's logs stay readable on the node.
@@ -161,22 +162,6 @@ pub fn service_env(services: &[Arc<Service>], namespace: &str, enable_links: boo
     }
     out.into_iter().collect()
 }
-
-struct Ips {
-    alloc: Option<ClusterIpAllocator>,
-    by_uid: HashMap<String, IpAddr>,
-    /// An address of the pod CIDR no pod may have (the netns bridge's gateway).
-    reserved: Option<IpAddr>,
-    /// Addresses released lately, oldest first, kept out of the allocator for a while: a new pod that
-    /// got a just-deleted pod's address would receive traffic still meant for the old one (stale
-    /// endpoints, conntrack entries, DNS caches). The CNI host-local IPAM avoids this by handing out
-    /// addresses round-robin.
-    recent: std::collections::VecDeque<IpAddr>,
-}
-
-/// How many released pod addresses wait before they can be handed out again (fewer when the range runs
-/// out).
-const RECENT_IPS: usize = 64;
 
 /// Whether `pid` is a container process a previous run of this agent started for the pod at `pod_ip`:
 /// the leader of its own process group, with that pod's `POD_IP` in its environment. Anything else is
@@ -347,12 +332,7 @@ async fn run_with(
     tokio::spawn(node::heartbeat(client.clone(), node_cfg.clone()));
     info!(node = %cfg.node_name, port, "node agent running");
 
-    let ips = Arc::new(Mutex::new(Ips {
-        alloc: None,
-        by_uid: HashMap::new(),
-        reserved: None,
-        recent: Default::default(),
-    }));
+    let ips = Arc::new(Mutex::new(PodIps::default()));
     // The netns pod network needs its bridge before any pod: set the node up as soon as the CIDR arrives,
     // and only then hand out pod IPs (never the gateway's).
     let mut pod_cidr = None;
@@ -361,11 +341,9 @@ async fn run_with(
         podnet.setup_node(&cidr).await?;
         let gw = netns::gateway(&cidr)?;
         let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(mut a) = ClusterIpAllocator::new(cidr) {
-            let _ = a.allocate(gw);
-            g.alloc = Some(a);
+        if let Ok(a) = ClusterIpAllocator::new(cidr) {
+            g.set_range(a, Some(gw));
         }
-        g.reserved = Some(gw);
         pod_cidr = Some(cidr);
         info!(%cidr, gateway = %gw, bridge = netns::BRIDGE, "pod network (netns) ready");
     }
@@ -385,11 +363,11 @@ async fn run_with(
                     .and_then(|s| s.pod_cidr.as_ref())
                     .and_then(|c| c.parse::<IpNet>().ok());
                 let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
-                if let (Some(cidr), None) = (cidr, g.alloc.as_ref())
+                if let (Some(cidr), false) = (cidr, g.has_range())
                     && let Ok(a) = ClusterIpAllocator::new(cidr)
                 {
                     info!(%cidr, "pod CIDR assigned");
-                    g.alloc = Some(a);
+                    g.set_range(a, None);
                 }
             }
         });
@@ -574,61 +552,20 @@ async fn run_with(
     Ok(())
 }
 
-fn release_ip(ips: &Mutex<Ips>, uid: &str) {
-    let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ip) = g.by_uid.remove(uid) else {
-        return;
-    };
-    g.recent.push_back(ip);
-    while g.recent.len() > RECENT_IPS {
-        let oldest = g.recent.pop_front();
-        if let (Some(ip), Some(a)) = (oldest, g.alloc.as_mut()) {
-            a.release(ip);
-        }
-    }
+fn release_ip(ips: &Mutex<PodIps>, uid: &str) {
+    ips.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
 }
 
-/// The pod's IP: the one it already has (status, or assigned earlier), else a new one from the pod CIDR.
-fn pod_ip(ips: &Mutex<Ips>, pod: &Pod) -> Option<IpAddr> {
-    let uid = pod.uid()?;
-    let mut g = ips.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(ip) = g.by_uid.get(&uid) {
-        return Some(*ip);
-    }
+/// The pod's IP: the one it already has (assigned earlier, or in its status), else a new one.
+fn pod_ip(ips: &Mutex<PodIps>, pod: &Pod) -> Option<IpAddr> {
     let existing = pod
         .status
         .as_ref()
         .and_then(|s| s.pod_ip.as_ref())
         .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let reserved = g.reserved;
-    let alloc = g.alloc.as_mut()?;
-    let ip = match existing {
-        // Re-adopt after an agent restart: the pod keeps its address (unless it is the gateway's).
-        Some(ip) if alloc.in_range(ip) && Some(ip) != reserved => {
-            let _ = alloc.allocate(ip);
-            ip
-        }
-        _ => {
-            let mut rng = svcnet_alloc::SplitMix64::new(
-                uid.bytes()
-                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
-            );
-            match alloc.allocate_next(&mut rng) {
-                Ok(ip) => ip,
-                // The range is full but for recently released addresses: give them all back.
-                Err(_) => {
-                    let recent = std::mem::take(&mut g.recent);
-                    let alloc = g.alloc.as_mut()?;
-                    for ip in recent {
-                        alloc.release(ip);
-                    }
-                    alloc.allocate_next(&mut rng).ok()?
-                }
-            }
-        }
-    };
-    g.by_uid.insert(uid, ip);
-    Some(ip)
+    ips.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&pod.uid()?, existing)
 }
 
 async fn write_status(
@@ -790,46 +727,5 @@ mod tests {
         );
         let env: BTreeMap<String, String> = service_env(&services, "app", false).into_iter().collect();
         assert!(env.contains_key("KUBERNETES_SERVICE_HOST") && !env.contains_key("RED_SVC_SERVICE_HOST"));
-    }
-
-    fn pod(uid: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": uid, "namespace": "ns", "uid": uid}})).unwrap()
-    }
-
-    fn ips(cidr: &str) -> Mutex<Ips> {
-        Mutex::new(Ips {
-            alloc: ClusterIpAllocator::new(cidr.parse().unwrap()).ok(),
-            by_uid: HashMap::new(),
-            reserved: None,
-            recent: Default::default(),
-        })
-    }
-
-    /// A deleted pod's address is not handed to the next pods (it may still be in endpoints, conntrack
-    /// and caches), until the range has nothing else.
-    #[test]
-    fn released_pod_ips_wait_before_reuse() {
-        let ips = ips("10.244.0.0/24");
-        let mut released = Vec::new();
-        for i in 0..40 {
-            let uid = format!("old-{i}");
-            released.push(pod_ip(&ips, &pod(&uid)).unwrap());
-            release_ip(&ips, &uid);
-        }
-        for i in 0..150 {
-            let ip = pod_ip(&ips, &pod(&format!("new-{i}"))).unwrap();
-            assert!(!released.contains(&ip), "{ip} reused at once");
-        }
-        // A full range hands the waiting addresses out again rather than failing.
-        let small = self::ips("10.244.1.0/29");
-        let first = pod_ip(&small, &pod("a")).unwrap();
-        release_ip(&small, "a");
-        let mut got = Vec::new();
-        for i in 0..8 {
-            if let Some(ip) = pod_ip(&small, &pod(&format!("b-{i}"))) {
-                got.push(ip);
-            }
-        }
-        assert!(got.contains(&first), "{got:?}");
     }
 }

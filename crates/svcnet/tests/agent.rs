@@ -47,6 +47,24 @@ fn http_ok(ip: &str, port: u16) -> bool {
     matches!(s.read(&mut buf), Ok(n) if n > 12 && buf[..n].starts_with(b"HTTP/1.0 200"))
 }
 
+/// The body of `GET path` (HTTP/1.0) from `ip:port`.
+fn http_body(ip: &str, port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .unwrap_or_else(|e| panic!("{ip}:{port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
+}
+
 #[test]
 fn node_registers_and_pods_run_on_their_own_ips() {
     let c = Cluster::start();
@@ -292,6 +310,47 @@ fn restarts_of_the_node_leave_no_stray_processes() {
         "the restarted pod serves again on its IP"
     );
     c.ok(&["delete", "pod", "keep", "--grace-period=1", "--timeout=30s"]);
+}
+
+/// Two clusters on one host with the same pod range (as two `svcnet up` with the defaults have): in the
+/// host pod network every pod binds its address in the host's namespace, so the agents must never give
+/// two pods one address. Each cluster fills half of a 14-address range with servers on the same port;
+/// every pod runs without a restart, and each address answers for its own cluster.
+#[test]
+fn two_clusters_on_one_host_never_share_a_pod_address() {
+    let flags = ["--cluster-cidr", "127.245.0.0/24", "--node-cidr-mask-size", "28"];
+    let clusters = [
+        ("a", Cluster::start_with(&flags)),
+        ("b", Cluster::start_with(&flags)),
+    ];
+    for (name, c) in &clusters {
+        let deploy = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 7\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        image: python:3\n        command: [\"sh\", \"-c\", \"cd $(mktemp -d) && echo {name} > id && exec python3 -m http.server 8080 --bind $POD_IP\"]\n        readinessProbe:\n          httpGet: {{path: /id, port: 8080}}\n          periodSeconds: 1\n"
+        );
+        c.ok_v("1.33", &["apply", "-f", "-"], Some(&deploy));
+    }
+    let mut all = std::collections::HashMap::new();
+    for (name, c) in &clusters {
+        let out = c.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+        assert!(out.contains("successfully rolled out"), "{name}: {out}");
+        let pods = c.get_json(&["pods", "-l", "app=web"]);
+        let items = pods["items"].as_array().unwrap();
+        assert_eq!(items.len(), 7, "{name}: {pods}");
+        for p in items {
+            let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+            assert_eq!(
+                p["status"]["containerStatuses"][0]["restartCount"], 0,
+                "{name}: {p}"
+            );
+            if let Some(other) = all.insert(ip.clone(), *name) {
+                panic!("{ip} given to a pod of cluster {other} and of cluster {name}");
+            }
+        }
+    }
+    for (ip, name) in &all {
+        let body = http_body(ip, 8080, "/id");
+        assert_eq!(body.trim(), *name, "{ip}");
+    }
 }
 
 #[test]
