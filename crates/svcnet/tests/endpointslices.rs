@@ -227,6 +227,19 @@ async fn endpointslices_follow_real_pods() {
                 .all(|x| x["endpoints"].as_array().map(Vec::len) == Some(5))
             && eps.iter().all(|e| e["conditions"]["ready"] == true)
     });
+    assert!(eventually(WAIT, || {
+        let ep = c.get_json(&["endpoints", "many"]);
+        ep["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(20)
+    }));
+    // Pods came and went and twenty turned ready at once, each a write of the same Endpoints right after
+    // the last: the controller waits for its cache to see its own write instead of writing over an older
+    // copy and being refused with a conflict (and a retry half a second later).
+    let log = c.log();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sync failed") && l.contains("\"endpoints\""))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
 
     // Deleting the Service: the garbage collector removes its slices; the controller its Endpoints.
     c.ok(&["delete", "service", "web"]);

@@ -31,7 +31,8 @@
 //! **Stale caches.** The cache lags behind the controller's own writes, so, like kube's
 //! `EndpointSliceTracker`, the controller remembers the resourceVersion of every slice it wrote and
 //! every slice it deleted, and does not sync a Service until its cache has caught up (otherwise a
-//! second sync right after a create would create the slice again). Updates are conditional on the
+//! second sync right after a create would create the slice again). The Endpoints controller does the
+//! same for the Endpoints it writes (kube's `staleEndpointsTracker`). Updates are conditional on the
 //! resourceVersion they were computed from; a conflict is retried with backoff on fresh data.
 //!
 //! **Metrics** ([`EndpointSliceMetrics`]): register them in a `prometheus_client` registry with
@@ -322,6 +323,9 @@ struct Cache {
     slices_by_owner: HashMap<Owner, BTreeSet<String>>,
     endpoints: HashMap<Key, Arc<Endpoints>>,
     expectations: HashMap<Owner, HashMap<String, Expect>>,
+    /// The Endpoints this controller wrote or deleted that the cache has not caught up with yet (kube's
+    /// `staleEndpointsTracker`): a sync on the older copy would only be refused with a conflict.
+    endpoints_expected: HashMap<Key, Expect>,
     slice_triggers: TriggerTracker,
     endpoints_triggers: TriggerTracker,
 }
@@ -405,6 +409,24 @@ impl Cache {
         let stale = !exp.is_empty();
         if !stale {
             self.expectations.remove(owner);
+        }
+        stale
+    }
+
+    /// Whether the cache still lags behind a write of ours to the Endpoints `key`; forgets a met
+    /// expectation.
+    fn endpoints_stale(&mut self, key: &Key) -> bool {
+        let Some(e) = self.endpoints_expected.get(key) else {
+            return false;
+        };
+        let cached = self.endpoints.get(key);
+        let stale = match (e, cached) {
+            (Expect::Version(_), None) => true,
+            (Expect::Version(v), Some(ep)) => version(&ep.metadata) < *v,
+            (Expect::Deleted, c) => c.is_some(),
+        };
+        if !stale {
+            self.endpoints_expected.remove(key);
         }
         stale
     }
@@ -889,6 +911,9 @@ impl Controllers {
         let changes = &self.cfg.metrics.endpoints_changes;
         let snapshot = {
             let mut c = self.shared.lock();
+            if c.endpoints_stale(key) {
+                return Err(Error::Stale);
+            }
             let current = c.endpoints.get(key).cloned();
             match c.services.get(key).cloned() {
                 None => {
@@ -920,7 +945,10 @@ impl Controllers {
                     return Ok(());
                 }
                 match api.delete(&key.name, &DeleteParams::default()).await {
-                    Ok(_) => EndpointSliceMetrics::change(changes, "delete"),
+                    Ok(_) => {
+                        EndpointSliceMetrics::change(changes, "delete");
+                        self.expect_endpoints(key, Expect::Deleted);
+                    }
                     Err(e) if is_api(&e, 404) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -932,15 +960,22 @@ impl Controllers {
             return Ok(());
         };
         let pp = PostParams::default();
-        if current.is_some() {
-            api.replace(&key.name, &pp, &want).await?;
+        let written = if current.is_some() {
+            let done = api.replace(&key.name, &pp, &want).await?;
             EndpointSliceMetrics::change(changes, "update");
+            done
         } else {
-            api.create(&pp, &want).await?;
+            let done = api.create(&pp, &want).await?;
             EndpointSliceMetrics::change(changes, "create");
-        }
+            done
+        };
+        self.expect_endpoints(key, Expect::Version(version(&written.metadata)));
         debug!(service = %key, "Endpoints written");
         Ok(())
+    }
+
+    fn expect_endpoints(&self, key: &Key, e: Expect) {
+        self.shared.lock().endpoints_expected.insert(key.clone(), e);
     }
 
     async fn sync_mirroring(&self, key: &Key) -> Result<(), Error> {
