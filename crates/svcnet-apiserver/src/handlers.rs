@@ -107,6 +107,16 @@ fn meta(obj: &Value) -> Option<&Map<String, Value>> {
     obj.get("metadata").and_then(Value::as_object)
 }
 
+/// Whether `obj` is marked for deletion with a grace period still to run (a pod its node is stopping).
+fn grace_pending(obj: &Value) -> bool {
+    meta(obj).is_some_and(|m| {
+        m.contains_key("deletionTimestamp")
+            && m.get("deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .is_some_and(|g| g > 0)
+    })
+}
+
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object)
         && let Some(m) = obj.as_object_mut()
@@ -546,7 +556,10 @@ impl ApiServer {
         // Namespaces also carry finalizers in spec (the namespace controller's `kubernetes`).
         let finalizers_gone =
             empty(meta(&new).and_then(|m| m.get("finalizers"))) && empty(new.pointer("/spec/finalizers"));
-        let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp"));
+        // As kube's `shouldDeleteDuringUpdate`: only an object that waits for nothing but its finalizers
+        // goes when the last one does. A pod in its grace period stays until its node deletes it, whatever
+        // is written to it meanwhile (its status as the containers stop, a label).
+        let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp")) && !grace_pending(old);
         if ctx.dry_run {
             self.kind_hooks.release(rt, &new, Some(old));
             return Ok(Some(Reply::ok(new)));
@@ -758,7 +771,10 @@ impl ApiServer {
                 || orphan;
             if graceful {
                 // Mark for deletion; finalizers (and the namespace and garbage collectors) finish it.
-                if meta(obj).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+                // An object already marked stays as it is, unless a grace period was still running
+                // (a pod whose node now deletes it with grace 0): that ends here, so the last
+                // finalizer's removal can complete the deletion.
+                if meta(obj).is_some_and(|m| m.contains_key("deletionTimestamp")) && !grace_pending(obj) {
                     return Ok(Reply {
                         code: 202,
                         body: obj.clone(),

@@ -225,6 +225,64 @@ fn graceful_termination_and_readiness() {
     c.ok(&["delete", "pod", "gate", "--grace-period=1", "--timeout=30s"]);
 }
 
+/// A pod in its grace period stays in the API, whatever is written to it, until its node has stopped it and
+/// deletes it; a finalizer then holds it until removed, as in Kubernetes.
+#[test]
+fn a_terminating_pod_stays_until_its_node_deletes_it() {
+    let c = Cluster::start();
+    let slow = "trap 'sleep 3; exit 0' TERM; while true; do sleep 0.1; done";
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("slow", "", slow, "")),
+    );
+    wait_running(&c, "slow");
+    c.ok(&["delete", "pod", "slow", "--wait=false"]);
+    // A write during the grace period (the node writes status too) does not finish the deletion.
+    c.ok(&["label", "pod", "slow", "during=termination"]);
+    let p = c.get_json(&["pod", "slow"]);
+    assert!(p["metadata"]["deletionTimestamp"].is_string(), "{p}");
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 5, "{p}");
+    assert_eq!(p["metadata"]["labels"]["during"], "termination");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(c.get_json(&["pod", "slow"])["metadata"]["deletionTimestamp"].is_string());
+    // Gone once the process has exited and the node deleted it.
+    assert!(eventually(Duration::from_secs(20), || !c
+        .kubectl_v("1.33", &["get", "pod", "slow"], None)
+        .status
+        .success()));
+
+    // With a finalizer: the node's final delete ends the grace period; the finalizer keeps the pod.
+    let held = pod_yaml("held", "", "sleep 300", "").replacen(
+        "metadata:\n",
+        "metadata:\n  finalizers: [example.com/hold]\n",
+        1,
+    );
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&held));
+    wait_running(&c, "held");
+    c.ok(&["delete", "pod", "held", "--wait=false"]);
+    let mut p = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            p = c.get_json(&["pod", "held"]);
+            p["metadata"]["deletionGracePeriodSeconds"] == 0
+        }),
+        "the node's final delete: {p}"
+    );
+    c.ok(&[
+        "patch",
+        "pod",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    assert!(eventually(Duration::from_secs(10), || !c
+        .kubectl_v("1.33", &["get", "pod", "held"], None)
+        .status
+        .success()));
+}
+
 #[test]
 fn unschedulable_pods_stay_pending_with_a_reason() {
     let c = Cluster::start();
