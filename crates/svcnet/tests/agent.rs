@@ -33,6 +33,16 @@ fn wait_running(c: &Cluster, name: &str) -> Value {
     last
 }
 
+/// Creates the pod `name` (no extra labels) and waits until it runs; the pod as the API shows it.
+fn run_pod(c: &Cluster, name: &str, command: &str, probe: &str) -> Value {
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(name, "", command, probe)),
+    );
+    wait_running(c, name)
+}
+
 fn http_ok(ip: &str, port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect_timeout(
@@ -91,12 +101,7 @@ fn node_registers_and_pods_run_on_their_own_ips() {
         "echo serving on $POD_IP $KUBERNETES_SERVICE_HOST; exec python3 -m http.server {port} --bind $POD_IP"
     );
     let probe = format!("    readinessProbe:\n      tcpSocket: {{port: {port}}}\n      periodSeconds: 1\n");
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml("web", "", &cmd, &probe)),
-    );
-    let p = wait_running(&c, "web");
+    let p = run_pod(&c, "web", &cmd, &probe);
     let ip = p["status"]["podIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with("127.244.0."), "{ip}");
     assert_eq!(p["spec"]["nodeName"], name.as_str());
@@ -166,12 +171,7 @@ fn graceful_termination_and_readiness() {
     let c = Cluster::start();
     // A process that traps SIGTERM and says so: deletion must give it the chance.
     let cmd = "trap 'echo got-term; exit 0' TERM; echo started; while true; do sleep 0.1; done";
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml("trap", "", cmd, "")),
-    );
-    wait_running(&c, "trap");
+    run_pod(&c, "trap", cmd, "");
     let mut follower = std::process::Command::new(common::kubectl_path("1.33"))
         .args(["logs", "-f", "trap"])
         .env("KUBECONFIG", c.kubeconfig())
@@ -202,12 +202,7 @@ fn graceful_termination_and_readiness() {
         "    readinessProbe:\n      exec: {{command: [\"test\", \"-f\", {:?}]}}\n      periodSeconds: 1\n      failureThreshold: 1\n",
         flag.display().to_string()
     );
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml("gate", "", "sleep 300", &probe)),
-    );
-    wait_running(&c, "gate");
+    run_pod(&c, "gate", "sleep 300", &probe);
     let ready = |want: bool| {
         eventually(Duration::from_secs(20), || {
             let p = c.get_json(&["pod", "gate"]);
@@ -231,12 +226,7 @@ fn graceful_termination_and_readiness() {
 fn a_terminating_pod_stays_until_its_node_deletes_it() {
     let c = Cluster::start();
     let slow = "trap 'sleep 3; exit 0' TERM; while true; do sleep 0.1; done";
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml("slow", "", slow, "")),
-    );
-    wait_running(&c, "slow");
+    run_pod(&c, "slow", slow, "");
     c.ok(&["delete", "pod", "slow", "--wait=false"]);
     // A write during the grace period (the node writes status too) does not finish the deletion.
     c.ok(&["label", "pod", "slow", "during=termination"]);
@@ -324,12 +314,7 @@ fn restarts_of_the_node_leave_no_stray_processes() {
     let mut c = Cluster::start();
     let port = free_port();
     let cmd = format!("exec python3 -m http.server {port} --bind $POD_IP");
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml("keep", "", &cmd, "")),
-    );
-    let p = wait_running(&c, "keep");
+    let p = run_pod(&c, "keep", &cmd, "");
     let ip = p["status"]["podIP"].as_str().unwrap().to_string();
     let pid = |p: &Value| {
         p["status"]["containerStatuses"][0]["containerID"]
