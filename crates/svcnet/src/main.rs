@@ -290,9 +290,15 @@ async fn up(args: UpArgs) -> Result<()> {
     let store = Arc::new(RedbStore::open(&data_dir.join("store.redb")).context("opening the store")?);
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
     let tls = pki::server_config(&creds)?;
-    let listener = TcpListener::bind(args.api_listen)
-        .await
-        .with_context(|| format!("listening on {}", args.api_listen))?;
+    let listener = TcpListener::bind(args.api_listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another cluster on this machine? It needs its own --api-listen, --service-cidr and \
+             --nodeport-address: see the README)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("listening on {}{hint}", args.api_listen))
+    })?;
     let addr = listener.local_addr()?;
 
     let server = ApiServer::new(

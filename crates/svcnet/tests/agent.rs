@@ -394,6 +394,21 @@ fn two_clusters_on_one_host_never_share_a_pod_address() {
         let body = http_body(ip, 8080, "/id");
         assert_eq!(body.trim(), *name, "{ip}");
     }
+    // What a second cluster does need, its own API address, is said when it is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--api-listen", &clusters[0].1.addr])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("another cluster on this machine? It needs its own --api-listen"),
+        "{err}"
+    );
 }
 
 #[test]
