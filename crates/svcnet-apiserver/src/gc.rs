@@ -113,11 +113,11 @@ impl ApiServer {
             let (items, _, mut events) = server.cache.watch_from_now("/");
             let mut graph = Graph::default();
             for c in &items {
-                graph.insert(&c.key, &c.object);
+                graph.insert(&c.key, &c.view);
             }
             let mut todo: HashSet<Arc<str>> = items
                 .iter()
-                .filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.object))
+                .filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.view))
                 .map(|c| c.key.clone())
                 .collect();
             drop(items);
@@ -138,7 +138,7 @@ impl ApiServer {
                     ev = events.recv() => match ev {
                         Ok(ev) => match ev.kind {
                             EventType::Deleted => {
-                                let gone_uid = uid(&ev.object).map(str::to_string);
+                                let gone_uid = uid(&ev.view).map(str::to_string);
                                 let owners = graph.owners.get(&ev.key).cloned().unwrap_or_default();
                                 graph.remove(&ev.key);
                                 // Its dependents may now be orphans; an owner waiting in the foreground for
@@ -155,10 +155,10 @@ impl ApiServer {
                                 }
                             }
                             EventType::Added | EventType::Modified => {
-                                graph.insert(&ev.key, &ev.object);
+                                graph.insert(&ev.key, &ev.view);
                                 if graph.owners.contains_key(&ev.key)
-                                    || has_finalizer(&ev.object, FOREGROUND)
-                                    || has_finalizer(&ev.object, ORPHAN)
+                                    || has_finalizer(&ev.view, FOREGROUND)
+                                    || has_finalizer(&ev.view, ORPHAN)
                                 {
                                     todo.insert(ev.key.clone());
                                 }
@@ -169,15 +169,15 @@ impl ApiServer {
                             let (all, _) = server.cache.list("/", None);
                             graph = Graph::default();
                             for c in &all {
-                                graph.insert(&c.key, &c.object);
+                                graph.insert(&c.key, &c.view);
                             }
-                            todo.extend(all.iter().filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.object)).map(|c| c.key.clone()));
+                            todo.extend(all.iter().filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.view)).map(|c| c.key.clone()));
                         }
                         Err(RecvError::Closed) => return,
                     },
                     _ = full_pass.tick() => {
                         let (all, _) = server.cache.list("/", None);
-                        todo.extend(all.iter().filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.object)).map(|c| c.key.clone()));
+                        todo.extend(all.iter().filter(|c| graph.owners.contains_key(&c.key) || deleting(&c.view)).map(|c| c.key.clone()));
                     }
                     _ = tokio::time::sleep(Duration::from_millis(500)), if retry => {}
                 }
@@ -190,7 +190,8 @@ impl ApiServer {
         let Some(c) = self.cache.get(key) else {
             return Ok(());
         };
-        let obj = c.object.as_ref();
+        // The view has what the rules read; writes start from the whole object.
+        let obj = c.view.as_ref();
         let params = Params::default();
         let owners = owner_uids(obj);
         // Background: every owner is gone.
@@ -208,7 +209,7 @@ impl ApiServer {
             .unwrap_or_default();
         if has_finalizer(obj, ORPHAN) {
             for d in &deps {
-                let mut v = (*d.object).clone();
+                let mut v = d.object();
                 if let Some(refs) = v
                     .pointer_mut("/metadata/ownerReferences")
                     .and_then(Value::as_array_mut)
@@ -217,12 +218,13 @@ impl ApiServer {
                 }
                 self.gc_update(&d.key, v, &params).await?;
             }
-            self.remove_finalizer(key, obj, ORPHAN, &params).await?;
+            self.remove_finalizer(key, &c.object(), ORPHAN, &params).await?;
         } else if has_finalizer(obj, FOREGROUND) {
             if deps.is_empty() {
-                self.remove_finalizer(key, obj, FOREGROUND, &params).await?;
+                self.remove_finalizer(key, &c.object(), FOREGROUND, &params)
+                    .await?;
             } else {
-                for d in deps.iter().filter(|d| !deleting(&d.object)) {
+                for d in deps.iter().filter(|d| !deleting(&d.view)) {
                     self.gc_delete(&d.key, &params).await?;
                 }
             }

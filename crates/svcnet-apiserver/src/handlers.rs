@@ -176,9 +176,9 @@ impl ApiServer {
         let body = match repr {
             Representation::Object => return Ok(Reply::raw(cached.json.clone())),
             Representation::Table => {
-                tables::table(route.rt, &[&cached.object], params, self.cache.revision(), None)
+                tables::table(route.rt, &[&cached.object()], params, self.cache.revision(), None)
             }
-            Representation::Metadata => tables::partial_metadata(&cached.object),
+            Representation::Metadata => tables::partial_metadata(&cached.object()),
         };
         Ok(Reply::ok(body))
     }
@@ -217,7 +217,7 @@ impl ApiServer {
         let mut remaining = 0usize;
         let mut next_key = None;
         for c in items {
-            if !(labels.matches_object(&c.object) && fields.matches(rt.kind, &c.object)) {
+            if !(labels.matches_object(&c.view) && fields.matches(rt.kind, &c.view)) {
                 continue;
             }
             match limit {
@@ -259,7 +259,8 @@ impl ApiServer {
                 return Ok(Reply::raw(Bytes::from(buf)));
             }
             Representation::Table => {
-                let objs: Vec<&Value> = selected.iter().map(|c| c.object.as_ref()).collect();
+                let decoded: Vec<Value> = selected.iter().map(Cached::object).collect();
+                let objs: Vec<&Value> = decoded.iter().collect();
                 let mut t = tables::table(rt, &objs, params, rev, next_key.as_deref());
                 if next_key.is_some() {
                     t["metadata"]["remainingItemCount"] = json!(remaining);
@@ -269,7 +270,7 @@ impl ApiServer {
             Representation::Metadata => {
                 let items: Vec<Value> = selected
                     .iter()
-                    .map(|c| tables::partial_metadata(&c.object))
+                    .map(|c| tables::partial_metadata(&c.object()))
                     .collect();
                 json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items})
             }
@@ -285,7 +286,7 @@ impl ApiServer {
         let ns_rt = resources::lookup("", "v1", "namespaces").expect("namespaces are always served");
         match self.cache.get(&object_key(ns_rt, None, ns)) {
             None => Err(ApiError::namespace_not_found(ns)),
-            Some(c) if creating && meta(&c.object).is_some_and(|m| m.contains_key("deletionTimestamp")) => {
+            Some(c) if creating && meta(&c.view).is_some_and(|m| m.contains_key("deletionTimestamp")) => {
                 Err(ApiError::forbidden(format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it {NAMESPACE_TERMINATING}",
                     rt.qualified_resource(),
@@ -503,7 +504,7 @@ impl ApiServer {
         conditional: bool,
     ) -> Result<Option<Reply>, ApiError> {
         let rt = ctx.route.rt;
-        let old = cur.object.as_ref();
+        let old = &cur.object();
         let name = meta_str(old, "name").unwrap_or_default().to_string();
         // Fields the client can never change through an update.
         {
@@ -639,8 +640,8 @@ impl ApiServer {
                 .cache
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(rt, &name))?;
-            let patched =
-                svcnet_patch::apply_patch(kind, &cur.object, body).map_err(|e| patch_error(rt, &name, e))?;
+            let patched = svcnet_patch::apply_patch(kind, &cur.object(), body)
+                .map_err(|e| patch_error(rt, &name, e))?;
             // A patch that names a resourceVersion is a conditional update at that version.
             let requested_rv = meta_str(&patched, "resourceVersion").map(str::to_string);
             let conditional = requested_rv
@@ -699,8 +700,9 @@ impl ApiServer {
         for _ in 0..RETRIES {
             let cur = self.cache.get(&key);
             let now = now_rfc3339();
+            let current = cur.as_ref().map(Cached::object);
             let result = managed::apply(
-                cur.as_ref().map(|c| c.object.as_ref()),
+                current.as_ref(),
                 &applied,
                 ctx.manager.as_deref().unwrap_or_default(),
                 force,
@@ -754,7 +756,7 @@ impl ApiServer {
             {
                 return Ok(reply);
             }
-            let obj = cur.object.as_ref();
+            let obj = &cur.object();
             let has_finalizers = meta(obj)
                 .and_then(|m| m.get("finalizers"))
                 .and_then(Value::as_array)
@@ -873,7 +875,7 @@ impl ApiServer {
         cur: &Cached,
         opts: &Value,
     ) -> Result<Option<Reply>, ApiError> {
-        let pod = cur.object.as_ref();
+        let pod = &cur.object();
         let scheduled = pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -950,11 +952,11 @@ impl ApiServer {
         let (items, _) = self.cache.list(&ctx.route.collection_prefix(), None);
         let mut deleted = Vec::new();
         for c in items {
-            if !(labels.matches_object(&c.object) && fields.matches(rt.kind, &c.object)) {
+            if !(labels.matches_object(&c.view) && fields.matches(rt.kind, &c.view)) {
                 continue;
             }
-            let name = meta_str(&c.object, "name").unwrap_or_default().to_string();
-            let ns = meta_str(&c.object, "namespace").map(str::to_string);
+            let name = meta_str(&c.view, "name").unwrap_or_default().to_string();
+            let ns = meta_str(&c.view, "namespace").map(str::to_string);
             let route = ResourceRoute {
                 rt,
                 namespace: ns,
@@ -982,9 +984,11 @@ impl ApiServer {
         })))
     }
 
-    /// Looks up the stored object for a kind hook (e.g. to read the namespace's objects).
+    /// Looks up the stored object for a kind hook (e.g. to read the namespace's objects), decoded whole.
     pub fn cached(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
-        self.cache.get(&object_key(rt, ns, name)).map(|c| c.object)
+        self.cache
+            .get(&object_key(rt, ns, name))
+            .map(|c| Arc::new(c.object()))
     }
 
     /// Lists stored objects of a kind for internal controllers.
@@ -993,7 +997,7 @@ impl ApiServer {
             .list(&collection_prefix(rt, ns), None)
             .0
             .into_iter()
-            .map(|c| c.object)
+            .map(|c| Arc::new(c.object()))
             .collect()
     }
 }
@@ -1045,7 +1049,7 @@ fn check_preconditions(rt: &ResourceType, name: &str, opts: &Value, cur: &Cached
         return Ok(());
     };
     if let Some(uid) = pre.get("uid").and_then(Value::as_str) {
-        let actual = meta_str(&cur.object, "uid").unwrap_or_default();
+        let actual = meta_str(&cur.view, "uid").unwrap_or_default();
         if uid != actual {
             return Err(ApiError::conflict_msg(
                 rt,

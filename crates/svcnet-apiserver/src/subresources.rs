@@ -75,7 +75,7 @@ impl ApiServer {
         let cur = self.parent(route)?;
         Ok(Reply {
             code: 200,
-            body: scale_of(&cur.object),
+            body: scale_of(&cur.object()),
             warnings: Vec::new(),
             raw: None,
         })
@@ -92,7 +92,8 @@ impl ApiServer {
         let name = route.name.clone().unwrap_or_default();
         for _ in 0..16 {
             let cur = self.parent(route)?;
-            let scale = scale_of(&cur.object);
+            let mut parent = cur.object();
+            let scale = scale_of(&parent);
             let desired = match (patch, &body) {
                 (Some((ct, bytes)), _) => {
                     let kind = svcnet_patch::PatchKind::from_content_type(ct)
@@ -131,7 +132,6 @@ impl ApiServer {
                     )],
                 ));
             }
-            let mut parent = (*cur.object).clone();
             if let Some(spec) = parent.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert("replicas".into(), json!(replicas));
             }
@@ -166,8 +166,8 @@ impl ApiServer {
             .to_string();
         for _ in 0..16 {
             let cur = self.parent(route)?;
-            if let Some(existing) = cur
-                .object
+            let mut pod = cur.object();
+            if let Some(existing) = pod
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
@@ -181,7 +181,6 @@ impl ApiServer {
                     details: None,
                 });
             }
-            let mut pod = (*cur.object).clone();
             if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert("nodeName".into(), json!(node));
             }

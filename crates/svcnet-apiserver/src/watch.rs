@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
 use crate::ApiServer;
-use crate::cache::{CacheEvent, EventType, WatchStart, watch_line};
+use crate::cache::{CacheEvent, Cached, EventType, WatchStart, watch_line, watch_line_raw};
 use crate::errors::ApiError;
 use crate::handlers::selectors;
 use crate::request::{Params, Representation, ResourceRoute};
@@ -25,7 +25,7 @@ use crate::tables;
 enum Start {
     /// The current objects as ADDED events (and, for `sendInitialEvents`, the end-of-initial bookmark).
     Initial {
-        objects: Vec<Arc<Value>>,
+        objects: Vec<Cached>,
         revision: u64,
         initial_end: bool,
     },
@@ -54,10 +54,14 @@ impl Watcher {
         self.labels.matches_object(obj) && self.fields.matches(self.rt.kind, obj)
     }
 
-    fn encode(&mut self, kind: &str, obj: &Value) -> Bytes {
+    /// One event line for an object, from its cached encoding (decoded only for tables and metadata).
+    fn encode(&mut self, kind: &str, json: &[u8]) -> Bytes {
+        // The cache made the encoding from a Value: decoding it cannot fail.
+        let decode = || serde_json::from_slice::<Value>(json).unwrap_or(Value::Null);
         match self.repr {
-            Representation::Object => watch_line(kind, obj),
+            Representation::Object => watch_line_raw(kind, json),
             Representation::Table => {
+                let obj = &decode();
                 let rev = obj
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
@@ -71,7 +75,7 @@ impl Watcher {
                 self.sent_columns = true;
                 watch_line(kind, &t)
             }
-            Representation::Metadata => watch_line(kind, &tables::partial_metadata(obj)),
+            Representation::Metadata => watch_line(kind, &tables::partial_metadata(&decode())),
         }
     }
 
@@ -80,7 +84,7 @@ impl Watcher {
         if !ev.key.starts_with(self.prefix.as_str()) {
             return true;
         }
-        let now = self.matches(&ev.object);
+        let now = self.matches(&ev.view);
         let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
         let line = match ev.kind {
             EventType::Deleted if before => self.encode_event(ev, "DELETED"),
@@ -89,10 +93,10 @@ impl Watcher {
             EventType::Added => return true,
             EventType::Modified => match (before, now) {
                 (true, true) => self.encode_event(ev, "MODIFIED"),
-                (false, true) => self.encode(EventType::Added.as_str(), &ev.object),
+                (false, true) => self.encode(EventType::Added.as_str(), &ev.json),
                 (true, false) => {
                     // Leaving the selected set looks like a delete of the object as it now is.
-                    self.encode(EventType::Deleted.as_str(), &ev.object)
+                    self.encode(EventType::Deleted.as_str(), &ev.json)
                 }
                 (false, false) => return true,
             },
@@ -104,7 +108,7 @@ impl Watcher {
         if self.repr == Representation::Object {
             ev.line()
         } else {
-            self.encode(kind, &ev.object)
+            self.encode(kind, &ev.json)
         }
     }
 
@@ -182,7 +186,7 @@ impl ApiServer {
         let (start, mut sub) = match (send_initial, rv) {
             (Some(true), _) | (None, None | Some("0")) => {
                 let (items, revision, sub) = self.cache.watch_from_now(&w.prefix);
-                let objects = items.into_iter().map(|c| c.object).collect();
+                let objects = items;
                 let initial_end = send_initial == Some(true);
                 (
                     Start::Initial {
@@ -229,8 +233,8 @@ impl ApiServer {
                     initial_end,
                 } => {
                     for o in objects {
-                        if w.matches(&o) {
-                            let line = w.encode("ADDED", &o);
+                        if w.matches(&o.view) {
+                            let line = w.encode("ADDED", &o.json);
                             if w.tx.send(line).await.is_err() {
                                 return;
                             }
