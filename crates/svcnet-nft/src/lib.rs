@@ -153,6 +153,7 @@ pub struct NftMetrics {
     last_sync: Gauge<f64, AtomicU64>,
     sync_failures: Counter,
     cleanup_failures: Counter,
+    resyncs_skipped: Counter,
     ports: Gauge<i64, AtomicI64>,
     endpoints: Gauge<i64, AtomicI64>,
 }
@@ -165,6 +166,7 @@ impl Default for NftMetrics {
             last_sync: Gauge::default(),
             sync_failures: Counter::default(),
             cleanup_failures: Counter::default(),
+            resyncs_skipped: Counter::default(),
             ports: Gauge::default(),
             endpoints: Gauge::default(),
         }
@@ -200,6 +202,12 @@ impl NftMetrics {
             self.cleanup_failures.clone(),
         );
         registry.register(
+            "kubeproxy_sync_proxy_rules_nftables_resyncs_skipped",
+            "Periodic full syncs skipped because nothing but this backend had changed nftables since its \
+             last write (the ruleset generation said so)",
+            self.resyncs_skipped.clone(),
+        );
+        registry.register(
             "kubeproxy_sync_proxy_rules_nftables_service_ports",
             "Service ports programmed in nftables",
             self.ports.clone(),
@@ -226,6 +234,13 @@ pub struct NftBackend {
     writer: Option<netlink::Writer>,
     /// Set when the socket could not be opened: elements then go through `nft` (slower, same result).
     no_netlink: bool,
+    /// Transactions this backend committed (`nft -f` runs and netlink batches).
+    commits: std::cell::Cell<u32>,
+    /// The ruleset generation right after this backend's last write, when every transaction committed
+    /// since the tables were last written whole was this backend's own; `None` when something else may
+    /// have changed them (or the generation cannot be read). A periodic full sync is skipped while the
+    /// generation still equals it: nothing can have drifted.
+    generation: Option<u32>,
 }
 
 fn backend_error(e: impl std::fmt::Display) -> BackendError {
@@ -251,6 +266,8 @@ impl NftBackend {
             stale: Default::default(),
             writer: None,
             no_netlink: false,
+            commits: std::cell::Cell::new(0),
+            generation: None,
         }
     }
 
@@ -308,16 +325,46 @@ impl NftBackend {
         if self.stale.is_empty() {
             return Ok(());
         }
-        self.transact(&delete_script(&self.stale))?;
+        let before = self.writes_begin();
+        let res = self.transact(&delete_script(&self.stale));
+        self.writes_end(before, false);
+        res?;
         self.stale.clear();
         Ok(())
     }
 
-    /// Sends element changes: one netlink batch, or `nft` commands when netlink is unavailable.
-    fn send_elements(&mut self, tx: &Transaction) -> Result<(), NftError> {
-        if tx.elements.is_empty() {
-            return Ok(());
+    /// The ruleset generation now, when it can be read (through the netlink socket).
+    fn read_generation(&mut self) -> Option<u32> {
+        let w = self.netlink_writer()?;
+        match w.generation() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                debug!(error = %e, "cannot read the nftables generation");
+                self.writer = None;
+                None
+            }
         }
+    }
+
+    /// Before a series of writes: the generation and this backend's commit count.
+    fn writes_begin(&mut self) -> (Option<u32>, u32) {
+        (self.read_generation(), self.commits.get())
+    }
+
+    /// After a series of writes that began at `before`: the tables are known to be as this backend
+    /// wrote them when the generation moved by exactly its own commits, and either they were clean
+    /// before or these writes replaced them whole (`whole`).
+    fn writes_end(&mut self, before: (Option<u32>, u32), whole: bool) {
+        let (gen_before, commits_before) = before;
+        let ours = self.commits.get().wrapping_sub(commits_before);
+        let after = self.read_generation();
+        let only_ours = matches!((gen_before, after), (Some(b), Some(a)) if a == b.wrapping_add(ours));
+        let clean_before = whole || (gen_before.is_some() && self.generation == gen_before);
+        self.generation = if only_ours && clean_before { after } else { None };
+    }
+
+    /// The netlink socket, opened on first use (`None` where netlink is unavailable).
+    fn netlink_writer(&mut self) -> Option<&mut netlink::Writer> {
         if self.writer.is_none() && !self.no_netlink {
             match netlink::Writer::open(self.cfg.netns.as_deref()) {
                 Ok(w) => self.writer = Some(w),
@@ -327,13 +374,28 @@ impl NftBackend {
                 }
             }
         }
-        match &mut self.writer {
-            Some(w) => w.commit(&tx.batch(&self.cfg.table)).map_err(|e| {
-                // A socket in an unknown state is not reused.
-                self.writer = None;
-                NftError::from(e)
-            }),
-            None => self.transact(&tx.element_script(&self.cfg.table)),
+        self.writer.as_mut()
+    }
+
+    /// Sends element changes: one netlink batch, or `nft` commands when netlink is unavailable.
+    fn send_elements(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        if tx.elements.is_empty() {
+            return Ok(());
+        }
+        let table = self.cfg.table.clone();
+        match self.netlink_writer() {
+            Some(w) => match w.commit(&tx.batch(&table)) {
+                Ok(()) => {
+                    self.commits.set(self.commits.get().wrapping_add(1));
+                    Ok(())
+                }
+                Err(e) => {
+                    // A socket in an unknown state is not reused.
+                    self.writer = None;
+                    Err(NftError::from(e))
+                }
+            },
+            None => self.transact(&tx.element_script(&table)),
         }
     }
 
@@ -368,6 +430,7 @@ impl NftBackend {
         nft::run(&self.cfg.nft_command, &["-f", "-"], Some(&script))?;
         self.state = Programmed::new();
         self.synced = false;
+        self.generation = None;
         self.stale.clear();
         Ok(())
     }
@@ -416,7 +479,9 @@ impl NftBackend {
 
     /// Runs one transaction.
     fn transact(&self, script: &str) -> Result<(), NftError> {
-        nft::run(&self.cfg.nft_command, &["-f", "-"], Some(script)).map(|_| ())
+        nft::run(&self.cfg.nft_command, &["-f", "-"], Some(script))?;
+        self.commits.set(self.commits.get().wrapping_add(1));
+        Ok(())
     }
 
     fn count_endpoints(sp: &ServicePort) -> i64 {
@@ -466,6 +531,7 @@ impl Backend for NftBackend {
             return self.sync_all(&ports);
         }
         let start = Instant::now();
+        let before = self.writes_begin();
         let tx = render_changes_deferred(&self.state, changes, &self.cfg);
         for id in &tx.revived {
             self.stale.remove(id);
@@ -512,6 +578,7 @@ impl Backend for NftBackend {
         if delete_stale {
             self.stale.clear();
         }
+        self.writes_end(before, false);
         self.metrics.partial_sync.observe(start.elapsed().as_secs_f64());
         for c in changes {
             let (old, new) = match c {
@@ -533,7 +600,27 @@ impl Backend for NftBackend {
 
     fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), BackendError> {
         let start = Instant::now();
-        if let Err(e) = self.replace_tables(ports) {
+        // A periodic resync repairs what something else changed. When nothing else has committed a
+        // transaction since this backend's last write, and the ports are the ones programmed, there is
+        // nothing to repair, and rebuilding 10,000 Services' sets would cost the kernel 20 s.
+        if self.synced
+            && self.generation.is_some()
+            && self.read_generation() == self.generation
+            && self.state.same_ports(ports)
+        {
+            self.metrics.resyncs_skipped.inc();
+            self.mark_synced();
+            debug!(
+                ports = ports.len(),
+                "nftables unchanged since the last write; full sync skipped"
+            );
+            return Ok(());
+        }
+        let before = self.writes_begin();
+        let replaced = self.replace_tables(ports);
+        self.writes_end(before, true);
+        if let Err(e) = replaced {
+            self.generation = None;
             self.metrics.sync_failures.inc();
             return Err(backend_error(e));
         }

@@ -57,6 +57,9 @@ const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 // linux/netfilter/nf_tables.h
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -534,6 +537,52 @@ impl Writer {
         result.and(drained)
     }
 
+    /// The ruleset's generation (`NFT_MSG_GETGEN`): every nftables transaction committed in the socket's
+    /// network namespace, by anyone, adds one. Comparing it before and after our own commits tells
+    /// whether anything else changed the ruleset in between.
+    pub fn generation(&mut self) -> Result<u32, NetlinkError> {
+        self.drain()?;
+        let seq = self.seq;
+        self.seq = seq.wrapping_add(1);
+        let mut buf = Vec::with_capacity(32);
+        let msg = start_message(
+            &mut buf,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+            NLM_F_REQUEST,
+            seq,
+            NFPROTO_UNSPEC,
+            0,
+        );
+        end_message(&mut buf, msg);
+        loop {
+            match sendto(
+                self.fd.as_raw_fd(),
+                &buf,
+                &NetlinkAddr::new(0, 0),
+                MsgFlags::empty(),
+            ) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        loop {
+            let len = match recv(self.fd.as_raw_fd(), &mut self.recv_buf, MsgFlags::empty()) {
+                Ok(len) => len,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    return Err(NetlinkError::Protocol(format!(
+                        "no generation from the kernel within {ACK_TIMEOUT_SECS} s"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(r) = parse_generation(&self.recv_buf[..len], seq) {
+                return r;
+            }
+        }
+    }
+
     /// Makes the send buffer hold the whole batch (a batch must be one `sendmsg`) and the receive buffer
     /// hold every ack (the kernel drops acks that do not fit).
     fn grow_buffers(&mut self, send_len: usize, messages: usize) -> Result<(), NetlinkError> {
@@ -612,6 +661,55 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The answer to the `NFT_MSG_GETGEN` with sequence number `seq` in one datagram, if it is there: the
+/// generation, or the kernel's error.
+fn parse_generation(mut data: &[u8], seq: u32) -> Option<Result<u32, NetlinkError>> {
+    // nlmsghdr, then nfgenmsg (4 bytes), then attributes.
+    const ATTRS: usize = NLMSG_HDRLEN + 4;
+    while data.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(data[0..4].try_into().ok()?) as usize;
+        let ty = u16::from_ne_bytes(data[4..6].try_into().ok()?);
+        let seq_r = u32::from_ne_bytes(data[8..12].try_into().ok()?);
+        if len < NLMSG_HDRLEN || len > data.len() {
+            return Some(Err(NetlinkError::Protocol(format!(
+                "reply of {len} bytes in a datagram of {}",
+                data.len()
+            ))));
+        }
+        if seq_r == seq {
+            if ty == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
+                let error = i32::from_ne_bytes(data[16..20].try_into().ok()?);
+                let errno = error.checked_neg().unwrap_or(i32::MAX);
+                return Some(Err(NetlinkError::Kernel {
+                    op: "get generation".into(),
+                    set: String::new(),
+                    errno,
+                    message: Errno::from_raw(errno).desc().to_string(),
+                }));
+            }
+            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN && len >= ATTRS {
+                let mut attrs = &data[ATTRS..len];
+                while attrs.len() >= 4 {
+                    let alen = u16::from_ne_bytes(attrs[0..2].try_into().ok()?) as usize;
+                    let aty = u16::from_ne_bytes(attrs[2..4].try_into().ok()?) & !NLA_F_NESTED;
+                    if alen < 4 || alen > attrs.len() {
+                        break;
+                    }
+                    if aty == NFTA_GEN_ID && alen >= 8 {
+                        return Some(Ok(u32::from_be_bytes(attrs[4..8].try_into().ok()?)));
+                    }
+                    attrs = &attrs[alen.next_multiple_of(4).min(attrs.len())..];
+                }
+                return Some(Err(NetlinkError::Protocol(
+                    "generation message without an id".into(),
+                )));
+            }
+        }
+        data = &data[len.next_multiple_of(4).min(data.len())..];
+    }
+    None
 }
 
 /// The `NLMSG_ERROR` messages in one datagram: (sequence number, error: 0 or a negative errno).

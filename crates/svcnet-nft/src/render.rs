@@ -955,6 +955,16 @@ impl Programmed {
         Programmed::default()
     }
 
+    /// Whether exactly `ports` are programmed, as they are.
+    pub fn same_ports(&self, ports: &[Arc<ServicePort>]) -> bool {
+        self.ports.len() == ports.len()
+            && ports.iter().all(|p| {
+                self.ports
+                    .get(&p.name)
+                    .is_some_and(|q| Arc::ptr_eq(p, q) || p == q)
+            })
+    }
+
     /// The state after a full sync of `ports`.
     pub fn from_ports(ports: &[Arc<ServicePort>]) -> Programmed {
         let mut p = Programmed::new();

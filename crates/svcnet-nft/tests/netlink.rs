@@ -602,3 +602,48 @@ fn open_leaves_the_callers_namespace_alone() {
     // The current namespace's socket opens too (nothing is sent on it).
     Writer::open(None).unwrap();
 }
+
+/// The ruleset generation counts every committed transaction in the namespace, ours (a netlink batch)
+/// and anyone else's (`nft`), and nothing else: a failed transaction and a read leave it alone.
+#[test]
+fn generation_counts_every_commit_in_the_namespace() {
+    if !can_run("generation_counts_every_commit_in_the_namespace") {
+        return;
+    }
+    let ns = Ns::new();
+    let mut w = ns.writer();
+    let g0 = w.generation().unwrap();
+    assert_eq!(w.generation().unwrap(), g0, "reading changes nothing");
+    let mut b = Batch::new();
+    b.add(
+        Family::V4,
+        "t",
+        "s",
+        vec![Element::key(addr_pair(ip("10.0.0.1"), ip("10.0.0.1")))],
+    );
+    w.commit(&b).unwrap();
+    assert_eq!(w.generation().unwrap(), g0.wrapping_add(1), "our batch");
+    ns.nft_script("add chain ip t e\n");
+    assert_eq!(
+        w.generation().unwrap(),
+        g0.wrapping_add(2),
+        "someone else's transaction"
+    );
+    let mut bad = Batch::new();
+    bad.add(
+        Family::V4,
+        "t",
+        "nosuchset",
+        vec![Element::key(addr(ip("10.0.0.1")))],
+    );
+    assert!(w.commit(&bad).is_err());
+    assert_eq!(
+        w.generation().unwrap(),
+        g0.wrapping_add(2),
+        "a failed batch commits nothing"
+    );
+    // Another namespace's commits are not counted here.
+    let other = Ns::new();
+    other.nft_script("add chain ip t e\n");
+    assert_eq!(w.generation().unwrap(), g0.wrapping_add(2));
+}

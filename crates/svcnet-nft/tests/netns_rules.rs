@@ -280,6 +280,69 @@ fn full_sync_removes_stale_chains() {
     assert!(!tables.contains("svcnet"), "{tables}");
 }
 
+/// The value of one sample line of the backend's metrics (`name value`).
+fn metric(b: &NftBackend, name: &str) -> f64 {
+    let text = b.metrics_text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// A periodic full sync repairs what something else did to the tables; while nothing but the backend
+/// itself has committed an nftables transaction since its last write (the ruleset generation says so),
+/// there is nothing to repair, and it is skipped. Anyone else's transaction, or ports other than the
+/// programmed ones, make it a real full sync again.
+#[test]
+fn periodic_full_sync_is_skipped_until_something_else_writes() {
+    if !can_run("periodic_full_sync_is_skipped_until_something_else_writes") {
+        return;
+    }
+    let ns = Netns::new("resync");
+    let web = |eps: Vec<svcnet_dataplane::Endpoint>| {
+        Arc::new(svc_port("web", Protocol::Tcp, "10.96.0.50", 80, eps))
+    };
+    let one = web(vec![ep("10.244.0.5", 8080, true)]);
+    let mut b = ns.backend(golden_config());
+    b.sync_all(std::slice::from_ref(&one)).unwrap();
+    let full = "kubeproxy_sync_full_proxy_rules_duration_seconds_count";
+    let skipped = "kubeproxy_sync_proxy_rules_nftables_resyncs_skipped_total";
+    assert_eq!((metric(&b, full), metric(&b, skipped)), (1.0, 0.0));
+    b.sync_all(std::slice::from_ref(&one)).unwrap();
+    assert_eq!(
+        (metric(&b, full), metric(&b, skipped)),
+        (1.0, 1.0),
+        "nothing changed"
+    );
+
+    // The backend's own incremental writes keep it skippable.
+    let two = web(vec![ep("10.244.0.5", 8080, true), ep("10.244.0.6", 8080, true)]);
+    b.apply(&[Change::Upsert {
+        old: Some(one.clone()),
+        new: two.clone(),
+    }])
+    .unwrap();
+    b.sync_all(std::slice::from_ref(&two)).unwrap();
+    assert_eq!(
+        (metric(&b, full), metric(&b, skipped)),
+        (1.0, 2.0),
+        "only our own writes"
+    );
+
+    // Someone else's transaction: a real full sync, which repairs what it did.
+    ns.exec(&["nft", "flush", "map", "ip", "svcnet", "service-ips"]);
+    b.sync_all(std::slice::from_ref(&two)).unwrap();
+    assert_eq!((metric(&b, full), metric(&b, skipped)), (2.0, 2.0), "drift");
+    let text = ns.exec(&["nft", "list", "map", "ip", "svcnet", "service-ips"]);
+    assert!(text.contains("10.96.0.50 . tcp . 80"), "{text}");
+    b.sync_all(std::slice::from_ref(&two)).unwrap();
+    assert_eq!((metric(&b, full), metric(&b, skipped)), (2.0, 3.0), "clean again");
+
+    // Ports other than the programmed ones are programmed, whatever the generation says.
+    b.sync_all(std::slice::from_ref(&one)).unwrap();
+    assert_eq!((metric(&b, full), metric(&b, skipped)), (3.0, 3.0));
+    b.cleanup().unwrap();
+}
+
 fn http_get(port: u16) -> Option<(u16, Value)> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
