@@ -518,19 +518,7 @@ impl Writer {
         self.grow_buffers(buf.len(), infos.len())?;
         // Answers to an earlier batch that timed out must not be taken for this one's.
         self.drain()?;
-        loop {
-            match sendto(
-                self.fd.as_raw_fd(),
-                &buf,
-                &NetlinkAddr::new(0, 0),
-                MsgFlags::empty(),
-            ) {
-                Ok(n) if n == buf.len() => break,
-                Ok(n) => return Err(NetlinkError::Protocol(format!("sent {n} of {} bytes", buf.len()))),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.send(&buf)?;
         let result = self.read_acks(seq, &infos);
         // Whatever is left (acks after an error) belongs to this batch: discard it now.
         let drained = self.drain();
@@ -554,31 +542,45 @@ impl Writer {
             0,
         );
         end_message(&mut buf, msg);
+        self.send(&buf)?;
+        loop {
+            let Some(len) = self.recv_datagram()? else {
+                return Err(NetlinkError::Protocol(format!(
+                    "no generation from the kernel within {ACK_TIMEOUT_SECS} s"
+                )));
+            };
+            if let Some(r) = parse_generation(&self.recv_buf[..len], seq) {
+                return r;
+            }
+        }
+    }
+
+    /// Sends one datagram to the kernel, whole.
+    fn send(&self, buf: &[u8]) -> Result<(), NetlinkError> {
         loop {
             match sendto(
                 self.fd.as_raw_fd(),
-                &buf,
+                buf,
                 &NetlinkAddr::new(0, 0),
                 MsgFlags::empty(),
             ) {
-                Ok(_) => break,
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) => return Err(NetlinkError::Protocol(format!("sent {n} of {} bytes", buf.len()))),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Receives one datagram into `recv_buf`: its length, or `None` when nothing came within the
+    /// socket's timeout.
+    fn recv_datagram(&mut self) -> Result<Option<usize>, NetlinkError> {
         loop {
-            let len = match recv(self.fd.as_raw_fd(), &mut self.recv_buf, MsgFlags::empty()) {
-                Ok(len) => len,
+            match recv(self.fd.as_raw_fd(), &mut self.recv_buf, MsgFlags::empty()) {
+                Ok(len) => return Ok(Some(len)),
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => {
-                    return Err(NetlinkError::Protocol(format!(
-                        "no generation from the kernel within {ACK_TIMEOUT_SECS} s"
-                    )));
-                }
+                Err(Errno::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
-            };
-            if let Some(r) = parse_generation(&self.recv_buf[..len], seq) {
-                return r;
             }
         }
     }
@@ -622,15 +624,10 @@ impl Writer {
         let mut acked = vec![false; n];
         let mut missing = n;
         while missing > 0 {
-            let len = match recv(self.fd.as_raw_fd(), &mut self.recv_buf, MsgFlags::empty()) {
-                Ok(len) => len,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => {
-                    return Err(NetlinkError::Protocol(format!(
-                        "no answer from the kernel within {ACK_TIMEOUT_SECS} s ({missing} of {n} acks missing)"
-                    )));
-                }
-                Err(e) => return Err(e.into()),
+            let Some(len) = self.recv_datagram()? else {
+                return Err(NetlinkError::Protocol(format!(
+                    "no answer from the kernel within {ACK_TIMEOUT_SECS} s ({missing} of {n} acks missing)"
+                )));
             };
             for (seq_r, error) in parse_acks(&self.recv_buf[..len])? {
                 // 0 is BATCH_BEGIN (also where a failed commit is reported), n + 1 is BATCH_END.
@@ -663,79 +660,88 @@ impl Writer {
     }
 }
 
-/// The answer to the `NFT_MSG_GETGEN` with sequence number `seq` in one datagram, if it is there: the
-/// generation, or the kernel's error.
-fn parse_generation(mut data: &[u8], seq: u32) -> Option<Result<u32, NetlinkError>> {
-    // nlmsghdr, then nfgenmsg (4 bytes), then attributes.
-    const ATTRS: usize = NLMSG_HDRLEN + 4;
-    while data.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(data[0..4].try_into().ok()?) as usize;
-        let ty = u16::from_ne_bytes(data[4..6].try_into().ok()?);
-        let seq_r = u32::from_ne_bytes(data[8..12].try_into().ok()?);
-        if len < NLMSG_HDRLEN || len > data.len() {
-            return Some(Err(NetlinkError::Protocol(format!(
-                "reply of {len} bytes in a datagram of {}",
-                data.len()
-            ))));
-        }
-        if seq_r == seq {
-            if ty == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
-                let error = i32::from_ne_bytes(data[16..20].try_into().ok()?);
-                let errno = error.checked_neg().unwrap_or(i32::MAX);
-                return Some(Err(NetlinkError::Kernel {
-                    op: "get generation".into(),
-                    set: String::new(),
-                    errno,
-                    message: Errno::from_raw(errno).desc().to_string(),
-                }));
-            }
-            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN && len >= ATTRS {
-                let mut attrs = &data[ATTRS..len];
-                while attrs.len() >= 4 {
-                    let alen = u16::from_ne_bytes(attrs[0..2].try_into().ok()?) as usize;
-                    let aty = u16::from_ne_bytes(attrs[2..4].try_into().ok()?) & !NLA_F_NESTED;
-                    if alen < 4 || alen > attrs.len() {
-                        break;
-                    }
-                    if aty == NFTA_GEN_ID && alen >= 8 {
-                        return Some(Ok(u32::from_be_bytes(attrs[4..8].try_into().ok()?)));
-                    }
-                    attrs = &attrs[alen.next_multiple_of(4).min(attrs.len())..];
-                }
-                return Some(Err(NetlinkError::Protocol(
-                    "generation message without an id".into(),
-                )));
-            }
-        }
-        data = &data[len.next_multiple_of(4).min(data.len())..];
-    }
-    None
-}
+/// One netlink message of a datagram: its type, sequence number, and the whole message with its header.
+type Message<'a> = (u16, u32, &'a [u8]);
 
-/// The `NLMSG_ERROR` messages in one datagram: (sequence number, error: 0 or a negative errno).
-fn parse_acks(mut data: &[u8]) -> Result<Vec<(u32, i32)>, NetlinkError> {
+/// The netlink messages in one datagram.
+fn messages(mut data: &[u8]) -> Result<Vec<Message<'_>>, NetlinkError> {
     let mut out = Vec::new();
     while data.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
-        let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap());
-        let seq = u32::from_ne_bytes(data[8..12].try_into().unwrap());
+        let word = |at: usize| u32::from_ne_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+        let len = word(0) as usize;
+        let ty = u16::from_ne_bytes([data[4], data[5]]);
+        let seq = word(8);
         if len < NLMSG_HDRLEN || len > data.len() {
             return Err(NetlinkError::Protocol(format!(
                 "reply of {len} bytes in a datagram of {}",
                 data.len()
             )));
         }
-        if ty == NLMSG_ERROR {
-            if len < NLMSG_HDRLEN + 4 {
-                return Err(NetlinkError::Protocol("short NLMSG_ERROR".into()));
-            }
-            let error = i32::from_ne_bytes(data[16..20].try_into().unwrap());
-            out.push((seq, error));
-        }
-        // Other types (NLMSG_DONE, notifications) carry nothing for us.
+        out.push((ty, seq, &data[..len]));
         data = &data[len.next_multiple_of(4).min(data.len())..];
     }
     Ok(out)
+}
+
+/// The error code of an `NLMSG_ERROR` message: 0 (an ack) or a negative errno.
+fn error_code(msg: &[u8]) -> Result<i32, NetlinkError> {
+    match msg.get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4) {
+        Some(b) => Ok(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+        None => Err(NetlinkError::Protocol("short NLMSG_ERROR".into())),
+    }
+}
+
+/// The answer to the `NFT_MSG_GETGEN` with sequence number `seq` in one datagram, if it is there: the
+/// generation, or the kernel's error.
+fn parse_generation(data: &[u8], seq: u32) -> Option<Result<u32, NetlinkError>> {
+    // nlmsghdr, then nfgenmsg (4 bytes), then attributes.
+    const ATTRS: usize = NLMSG_HDRLEN + 4;
+    let msgs = match messages(data) {
+        Ok(m) => m,
+        Err(e) => return Some(Err(e)),
+    };
+    for (ty, _, msg) in msgs.into_iter().filter(|m| m.1 == seq) {
+        if ty == NLMSG_ERROR {
+            let errno = match error_code(msg) {
+                Ok(e) => e.checked_neg().unwrap_or(i32::MAX),
+                Err(e) => return Some(Err(e)),
+            };
+            return Some(Err(NetlinkError::Kernel {
+                op: "get generation".into(),
+                set: String::new(),
+                errno,
+                message: Errno::from_raw(errno).desc().to_string(),
+            }));
+        }
+        if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+            let mut attrs = msg.get(ATTRS..).unwrap_or_default();
+            while attrs.len() >= 4 {
+                let alen = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+                let aty = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
+                if alen < 4 || alen > attrs.len() {
+                    break;
+                }
+                if aty == NFTA_GEN_ID && alen >= 8 {
+                    return Some(Ok(u32::from_be_bytes([attrs[4], attrs[5], attrs[6], attrs[7]])));
+                }
+                attrs = &attrs[alen.next_multiple_of(4).min(attrs.len())..];
+            }
+            return Some(Err(NetlinkError::Protocol(
+                "generation message without an id".into(),
+            )));
+        }
+    }
+    None
+}
+
+/// The `NLMSG_ERROR` messages in one datagram: (sequence number, error: 0 or a negative errno). Other
+/// types (NLMSG_DONE, notifications) carry nothing for us.
+fn parse_acks(data: &[u8]) -> Result<Vec<(u32, i32)>, NetlinkError> {
+    messages(data)?
+        .into_iter()
+        .filter(|(ty, _, _)| *ty == NLMSG_ERROR)
+        .map(|(_, seq, msg)| Ok((seq, error_code(msg)?)))
+        .collect()
 }
 
 /// An address as the kernel stores it: 4 or 16 bytes, network order.
