@@ -325,9 +325,9 @@ impl NftBackend {
         if self.stale.is_empty() {
             return Ok(());
         }
-        let before = self.writes_begin();
+        let before = self.writes_begin(false);
         let res = self.transact(&delete_script(&self.stale));
-        self.writes_end(before, false);
+        self.writes_end(before);
         res?;
         self.stale.clear();
         Ok(())
@@ -346,21 +346,29 @@ impl NftBackend {
         }
     }
 
-    /// Before a series of writes: the generation and this backend's commit count.
-    fn writes_begin(&mut self) -> (Option<u32>, u32) {
-        (self.read_generation(), self.commits.get())
+    /// Before a series of writes: the generation they start from and this backend's commit count. Writes
+    /// that replace the tables whole (`whole`) start from the generation now, whatever came before;
+    /// others start from the one recorded after this backend's last write, and only while that is
+    /// known to be clean, so the hot path of incremental changes reads nothing here.
+    fn writes_begin(&mut self, whole: bool) -> (Option<u32>, u32) {
+        let base = if whole {
+            self.read_generation()
+        } else {
+            self.generation
+        };
+        (base, self.commits.get())
     }
 
     /// After a series of writes that began at `before`: the tables are known to be as this backend
-    /// wrote them when the generation moved by exactly its own commits, and either they were clean
-    /// before or these writes replaced them whole (`whole`).
-    fn writes_end(&mut self, before: (Option<u32>, u32), whole: bool) {
-        let (gen_before, commits_before) = before;
+    /// wrote them when the generation moved from the base by exactly its own commits.
+    fn writes_end(&mut self, before: (Option<u32>, u32)) {
+        let (base, commits_before) = before;
+        let Some(base) = base else {
+            self.generation = None;
+            return;
+        };
         let ours = self.commits.get().wrapping_sub(commits_before);
-        let after = self.read_generation();
-        let only_ours = matches!((gen_before, after), (Some(b), Some(a)) if a == b.wrapping_add(ours));
-        let clean_before = whole || (gen_before.is_some() && self.generation == gen_before);
-        self.generation = if only_ours && clean_before { after } else { None };
+        self.generation = self.read_generation().filter(|&a| a == base.wrapping_add(ours));
     }
 
     /// The netlink socket, opened on first use (`None` where netlink is unavailable).
@@ -531,7 +539,7 @@ impl Backend for NftBackend {
             return self.sync_all(&ports);
         }
         let start = Instant::now();
-        let before = self.writes_begin();
+        let before = self.writes_begin(false);
         let tx = render_changes_deferred(&self.state, changes, &self.cfg);
         for id in &tx.revived {
             self.stale.remove(id);
@@ -578,7 +586,7 @@ impl Backend for NftBackend {
         if delete_stale {
             self.stale.clear();
         }
-        self.writes_end(before, false);
+        self.writes_end(before);
         self.metrics.partial_sync.observe(start.elapsed().as_secs_f64());
         for c in changes {
             let (old, new) = match c {
@@ -616,9 +624,9 @@ impl Backend for NftBackend {
             );
             return Ok(());
         }
-        let before = self.writes_begin();
+        let before = self.writes_begin(true);
         let replaced = self.replace_tables(ports);
-        self.writes_end(before, true);
+        self.writes_end(before);
         if let Err(e) = replaced {
             self.generation = None;
             self.metrics.sync_failures.inc();

@@ -337,9 +337,25 @@ fn periodic_full_sync_is_skipped_until_something_else_writes() {
     b.sync_all(std::slice::from_ref(&two)).unwrap();
     assert_eq!((metric(&b, full), metric(&b, skipped)), (2.0, 3.0), "clean again");
 
-    // Ports other than the programmed ones are programmed, whatever the generation says.
+    // Someone else's transaction followed by one of ours: ours does not make the tables clean again.
+    ns.exec(&["nft", "flush", "map", "ip", "svcnet", "service-ips"]);
+    b.apply(&[Change::Upsert {
+        old: Some(two.clone()),
+        new: one.clone(),
+    }])
+    .unwrap();
     b.sync_all(std::slice::from_ref(&one)).unwrap();
-    assert_eq!((metric(&b, full), metric(&b, skipped)), (3.0, 3.0));
+    assert_eq!(
+        (metric(&b, full), metric(&b, skipped)),
+        (3.0, 3.0),
+        "drift before our write"
+    );
+    let text = ns.exec(&["nft", "list", "map", "ip", "svcnet", "service-ips"]);
+    assert!(text.contains("10.96.0.50 . tcp . 80"), "{text}");
+
+    // Ports other than the programmed ones are programmed, whatever the generation says.
+    b.sync_all(std::slice::from_ref(&two)).unwrap();
+    assert_eq!((metric(&b, full), metric(&b, skipped)), (4.0, 3.0));
     b.cleanup().unwrap();
 }
 
