@@ -29,6 +29,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use svcnet_alloc::ClusterIpAllocator;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::netns::{self, NetnsError, PodNet, PodNetSpec};
@@ -333,6 +334,7 @@ async fn run_with(
     info!(node = %cfg.node_name, port, "node agent running");
 
     let ips = Arc::new(Mutex::new(PodIps::default()));
+    let addresses = Arc::new(Notify::new());
     // The netns pod network needs its bridge before any pod: set the node up as soon as the CIDR arrives,
     // and only then hand out pod IPs (never the gateway's).
     let mut pod_cidr = None;
@@ -350,7 +352,7 @@ async fn run_with(
     // The pod CIDR arrives from the control plane's node IPAM; watch our Node for it.
     {
         let nodes: Api<Node> = Api::all(client.clone());
-        let ips = ips.clone();
+        let (ips, addresses) = (ips.clone(), addresses.clone());
         let name = cfg.node_name.clone();
         tokio::spawn(async move {
             let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -368,6 +370,7 @@ async fn run_with(
                 {
                     info!(%cidr, "pod CIDR assigned");
                     g.set_range(a, None);
+                    addresses.notify_one();
                 }
             }
         });
@@ -421,7 +424,6 @@ async fn run_with(
         // Pods' resolv.conf names kube-dns: know the Services before the first pod starts.
         let _ = tokio::time::timeout(Duration::from_secs(10), svc_store.wait_until_ready()).await;
     }
-    let mut netns_ready: HashSet<String> = HashSet::new();
     let pod_stream = reflector::reflector(
         pod_writer,
         watcher(pods_api, wc).modify(|p| p.metadata.managed_fields = None),
@@ -429,23 +431,82 @@ async fn run_with(
     .default_backoff()
     .touched_objects();
     futures::pin_mut!(pod_stream);
-    let mut stopping: HashMap<String, ()> = HashMap::new();
-    while let Some(ev) = pod_stream.next().await {
-        let Ok(pod) = ev else { continue };
-        let Some(uid) = pod.uid() else { continue };
+    let mut sync = PodSync {
+        cfg,
+        client,
+        runner,
+        ips,
+        addresses,
+        podnet,
+        pod_cidr,
+        pods: pod_store,
+        services: svc_store,
+        netns_ready: HashSet::new(),
+        stopping: HashSet::new(),
+        waiting: HashSet::new(),
+    };
+    loop {
+        tokio::select! {
+            ev = pod_stream.next() => match ev {
+                Some(Ok(pod)) => sync.pod(&pod).await,
+                Some(Err(_)) => {}
+                None => break,
+            },
+            // Pods without an address got no event of their own when the pod CIDR arrived or an address
+            // came free: start them now, from the cache.
+            () = sync.addresses.notified(), if !sync.waiting.is_empty() => {
+                let waiting = std::mem::take(&mut sync.waiting);
+                for pod in sync.pods.state() {
+                    if pod.uid().is_some_and(|u| waiting.contains(&u)) {
+                        sync.pod(&pod).await;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pod loop's state: what it needs to start, stop and network the node's pods.
+struct PodSync {
+    cfg: AgentConfig,
+    client: Client,
+    runner: PodRunner,
+    ips: Arc<Mutex<PodIps>>,
+    /// Told when pods may get an address they could not get before (the pod CIDR arrived, an address was
+    /// released).
+    addresses: Arc<Notify>,
+    podnet: Option<Arc<PodNet>>,
+    pod_cidr: Option<IpNet>,
+    pods: Store<Pod>,
+    services: Store<Service>,
+    /// Pods whose network namespace is set up.
+    netns_ready: HashSet<String>,
+    /// Pods being stopped.
+    stopping: HashSet<String>,
+    /// Pods that could not get an address yet, started once [`Self::addresses`] says one may be free.
+    waiting: HashSet<String>,
+}
+
+impl PodSync {
+    /// Brings the node in line with one pod's latest state (and stops pods that left the store).
+    async fn pod(&mut self, pod: &Pod) {
+        let Some(uid) = pod.uid() else { return };
         let ns = pod.namespace().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
-            if stopping.insert(uid.clone(), ()).is_none() {
+            self.waiting.remove(&uid);
+            if self.stopping.insert(uid.clone()) {
                 let grace = Duration::from_secs(
                     pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64,
                 );
-                netns_ready.remove(&uid);
-                let (runner, client, ips, name, podnet) = (
-                    runner.clone(),
-                    client.clone(),
-                    ips.clone(),
+                self.netns_ready.remove(&uid);
+                let (runner, client, ips, addresses, name, podnet) = (
+                    self.runner.clone(),
+                    self.client.clone(),
+                    self.ips.clone(),
+                    self.addresses.clone(),
                     pod.name_any(),
-                    podnet.clone(),
+                    self.podnet.clone(),
                 );
                 tokio::spawn(async move {
                     runner.stop(&uid, grace).await;
@@ -465,41 +526,47 @@ async fn run_with(
                     if let Some(podnet) = podnet {
                         podnet.teardown_pod(&uid).await;
                     }
-                    release_ip(&ips, &uid);
+                    release_ip(&ips, &addresses, &uid);
                     // Keep the pod's files a while, as the kubelet keeps dead containers' logs: a
                     // `kubectl logs -f` still reading must get the last lines.
                     tokio::time::sleep(LOG_RETENTION).await;
                     let _ = runner.remove(&uid, Duration::from_secs(0)).await;
                 });
             }
-            continue;
+            return;
         }
         // A pod that was deleted outright (not gracefully) disappears from the store: stop what is left. Only
         // once the store holds the initial list: until then (kube's reflector buffers it) it is empty, and
         // every pod started from that list would look deleted.
-        let listed = pod_store.wait_until_ready().now_or_never().is_some();
-        for running in runner.running().into_iter().filter(|_| listed) {
-            if pod_store
+        let listed = self.pods.wait_until_ready().now_or_never().is_some();
+        for running in self.runner.running().into_iter().filter(|_| listed) {
+            if self
+                .pods
                 .state()
                 .iter()
                 .all(|p| p.uid().as_deref() != Some(running.as_str()))
-                && !stopping.contains_key(&running)
+                && self.stopping.insert(running.clone())
             {
-                let (runner, ips, podnet) = (runner.clone(), ips.clone(), podnet.clone());
-                stopping.insert(running.clone(), ());
-                netns_ready.remove(&running);
+                let (runner, ips, addresses, podnet) = (
+                    self.runner.clone(),
+                    self.ips.clone(),
+                    self.addresses.clone(),
+                    self.podnet.clone(),
+                );
+                self.netns_ready.remove(&running);
                 tokio::spawn(async move {
                     let _ = runner.remove(&running, Duration::from_secs(2)).await;
                     if let Some(podnet) = podnet {
                         podnet.teardown_pod(&running).await;
                     }
-                    release_ip(&ips, &running);
+                    release_ip(&ips, &addresses, &running);
                 });
             }
         }
-        let Some(pod_ip) = pod_ip(&ips, &pod) else {
-            debug!(pod = %pod.name_any(), "no pod CIDR yet; will start the pod when one is assigned");
-            continue;
+        let Some(pod_ip) = pod_ip(&self.ips, pod) else {
+            debug!(pod = %pod.name_any(), "no pod address yet (no pod CIDR, or none free); the pod starts when one is");
+            self.waiting.insert(uid);
+            return;
         };
         let links = pod
             .spec
@@ -507,14 +574,14 @@ async fn run_with(
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
         let mut exec_prefix = Vec::new();
-        if let (Some(podnet), Some(cidr)) = (&podnet, pod_cidr) {
+        if let (Some(podnet), Some(cidr)) = (&self.podnet, self.pod_cidr) {
             // Once per pod: the runner ignores pods it already runs, and so does this.
-            if !netns_ready.contains(&uid) {
+            if !self.netns_ready.contains(&uid) {
                 let spec = pod.spec.as_ref();
                 let resolv = netns::resolv_conf(
                     &ns,
                     netns::CLUSTER_DOMAIN,
-                    cluster_dns(&svc_store.state()),
+                    cluster_dns(&self.services.state()),
                     spec.and_then(|s| s.dns_policy.as_deref()),
                     spec.and_then(|s| s.dns_config.as_ref()),
                 );
@@ -527,12 +594,12 @@ async fn run_with(
                 match podnet.setup_pod(&net).await {
                     Ok(name) => {
                         info!(pod = %pod.name_any(), netns = %name, ip = %pod_ip, "pod network namespace ready");
-                        netns_ready.insert(uid.clone());
+                        self.netns_ready.insert(uid.clone());
                     }
                     Err(e) => {
                         // Retried on the pod's next event; the pod does not start without its network.
                         warn!(pod = %pod.name_any(), error = %e, "could not set up the pod's network namespace");
-                        continue;
+                        return;
                     }
                 }
             }
@@ -540,20 +607,21 @@ async fn run_with(
         }
         let ctx = PodContext {
             pod_ip,
-            host_ip: cfg.node_ip,
-            node_name: cfg.node_name.clone(),
-            service_env: service_env(&svc_store.state(), &ns, links),
+            host_ip: self.cfg.node_ip,
+            node_name: self.cfg.node_name.clone(),
+            service_env: service_env(&self.services.state(), &ns, links),
             exec_prefix,
         };
-        if let Err(e) = runner.ensure(&pod, ctx) {
+        if let Err(e) = self.runner.ensure(pod, ctx) {
             warn!(pod = %pod.name_any(), error = %e, "could not start pod");
         }
     }
-    Ok(())
 }
 
-fn release_ip(ips: &Mutex<PodIps>, uid: &str) {
+/// Gives the pod `uid`'s address back, and tells the pod loop one may be free.
+fn release_ip(ips: &Mutex<PodIps>, addresses: &Notify, uid: &str) {
     ips.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
+    addresses.notify_one();
 }
 
 /// The pod's IP: the one it already has (assigned earlier, or in its status), else a new one.

@@ -485,8 +485,6 @@ fn a_deployment_of_real_processes_serves_and_heals() {
 #[test]
 fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
     let c = Cluster::start_with(&["--node-monitor-grace-period", "4"]);
-    let bdir = c.dir.join("node-b");
-    std::fs::create_dir_all(&bdir).unwrap();
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -494,29 +492,18 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
             .unwrap()
     };
     let (metrics, healthz) = (free(), free());
-    let agent_b = std::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
-        .args([
-            "agent",
-            "--node-name",
-            "node-b",
+    let (mut agent_b, bdir) = start_agent(
+        &c,
+        "node-b",
+        &[
             "--node-lease-duration-seconds",
             "4",
-            "--dns-listen",
-            "127.0.0.1:0",
             "--metrics-listen",
             &metrics.to_string(),
             "--healthz-listen",
             &healthz.to_string(),
-        ])
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .arg("--data-dir")
-        .arg(&bdir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent_b = AgentGuard(Some(agent_b));
+        ],
+    );
     let ready = |node: &str, want: &str| {
         c.get_json(&["node", node])["status"]["conditions"]
             .as_array()
@@ -662,6 +649,25 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
     }));
 }
 
+/// Starts `svcnet agent` for the node `node` of `c` (data in a directory of its own, DNS on a free port)
+/// with `args` added; the agent and that directory.
+fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> (AgentGuard, std::path::PathBuf) {
+    let dir = c.dir.join(node);
+    std::fs::create_dir_all(&dir).unwrap();
+    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
+        .args(["agent", "--node-name", node, "--dns-listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (AgentGuard(Some(agent)), dir)
+}
+
 /// The second agent of a test, and the pods it started: on drop (also when the test fails) the agent
 /// and every process group it created are killed. Those are processes this test started, by PID.
 struct AgentGuard(Option<std::process::Child>);
@@ -722,6 +728,55 @@ impl Drop for AgentGuard {
                 .status();
         }
     }
+}
+
+/// A pod bound to a node that has no pod CIDR yet waits for one, and starts as soon as the node gets it,
+/// with no further change to the pod. (The agent learns the CIDR and the pods from two watches; when the
+/// pods came first, as they may after a restart, the pods used to wait for an event that never came.)
+#[test]
+fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
+    // One /28 block in the cluster range: the first node takes it, node-b gets none.
+    let c = Cluster::start_with(&["--cluster-cidr", "127.246.0.0/28", "--node-cidr-mask-size", "28"]);
+    assert!(eventually(Duration::from_secs(20), || {
+        c.get_json(&["nodes"])["items"][0]["spec"]["podCIDR"] == "127.246.0.0/28"
+    }));
+    let (_agent, _) = start_agent(&c, "node-b", &[]);
+    assert!(eventually(Duration::from_secs(20), || {
+        c.get_json(&["node", "node-b"])["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
+    }));
+    assert!(c.get_json(&["node", "node-b"])["spec"]["podCIDR"].is_null());
+    let port = free_port();
+    let pod = pod_yaml(
+        "late",
+        "",
+        &format!("exec python3 -m http.server {port} --bind $POD_IP"),
+        "",
+    )
+    .replace("spec:\n", "spec:\n  nodeName: node-b\n");
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&pod));
+    std::thread::sleep(Duration::from_secs(2));
+    let p = c.get_json(&["pod", "late"]);
+    assert!(
+        p["status"]["podIP"].is_null(),
+        "no address without a pod CIDR: {p}"
+    );
+
+    // The pod CIDR arrives (as from a node IPAM with room again); the pod starts on an address in it.
+    c.ok(&[
+        "patch",
+        "node",
+        "node-b",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"podCIDR":"127.247.0.0/28","podCIDRs":["127.247.0.0/28"]}}"#,
+    ]);
+    let p = wait_running(&c, "late");
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("127.247.0."), "{p}");
+    assert!(eventually(Duration::from_secs(10), || http_ok(&ip, port)));
+    c.ok(&["delete", "pod", "late", "--grace-period=1", "--timeout=30s"]);
 }
 
 #[test]
