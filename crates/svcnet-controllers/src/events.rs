@@ -68,7 +68,7 @@ impl Recorder {
             now,
             self.last_suffix,
         );
-        let api: Api<Event> = Api::namespaced(self.client.clone(), about.namespace);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), event_namespace(about));
         match api.create(&PostParams::default(), &ev).await {
             Ok(_) => {
                 debug!(object = %format!("{}/{}", about.namespace, about.name), reason, message, "event recorded")
@@ -78,6 +78,16 @@ impl Recorder {
                 reason, message, error = %e, "could not record event"
             ),
         }
+    }
+}
+
+/// Where an Event about `about` lives: its object's namespace, or `default` for a cluster-scoped object
+/// (a Node), as client-go puts them.
+fn event_namespace<'a>(about: &Involved<'a>) -> &'a str {
+    if about.namespace.is_empty() {
+        "default"
+    } else {
+        about.namespace
     }
 }
 
@@ -95,7 +105,7 @@ pub(crate) fn build_event(
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{}.{:x}", about.name, suffix.max(0))),
-            namespace: Some(about.namespace.to_owned()),
+            namespace: Some(event_namespace(about).to_owned()),
             ..ObjectMeta::default()
         },
         involved_object: ObjectReference {
@@ -160,5 +170,23 @@ mod tests {
         assert_eq!(v["reason"], "AllocationFailed");
         assert_eq!(v["count"], 1);
         assert_eq!(v["firstTimestamp"], "2025-01-01T00:00:00Z");
+    }
+
+    /// Events about cluster-scoped objects live in `default`, with no namespace on the object reference.
+    #[test]
+    fn node_events_live_in_default() {
+        let about = Involved {
+            api_version: "v1",
+            kind: "Node",
+            namespace: "",
+            name: "node-b",
+            uid: "u-2",
+            resource_version: "7",
+        };
+        let now: jiff::Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        let ev = build_event(&about, "cidrAllocator", "Normal", "CIDRNotAvailable", "m", now, 1);
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["metadata"]["namespace"], "default");
+        assert!(v["involvedObject"].get("namespace").is_none(), "{v}");
     }
 }

@@ -191,10 +191,22 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
         futures::pin_mut!(node_stream);
         // Blocks this loop handed out, by node.
         let mut assigned: HashMap<String, IpNet> = HashMap::new();
+        // The node IPAM's name in Events, as kube-controller-manager's range allocator signs them.
+        let mut recorder = Recorder::new(ipam_client.clone(), "cidrAllocator");
+        // Nodes told that no block is left (once each).
+        let mut starved: HashSet<String> = HashSet::new();
         while let Some(ev) = node_stream.next().await {
             w.notify_one();
             if let Ok(node) = ev {
-                assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node, &mut assigned).await;
+                let name = node.name_any();
+                if !assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node, &mut assigned).await {
+                    starved.remove(&name);
+                } else if starved.insert(name.clone()) {
+                    warn!(node = %name, cluster_cidr = %ipam_cfg.cluster_cidr, "no pod CIDR left for node");
+                    let about = Involved::of("v1", "Node", &node.metadata);
+                    let msg = format!("Node {name} status is now: CIDRNotAvailable");
+                    recorder.record(&about, "Normal", "CIDRNotAvailable", &msg).await;
+                }
             }
         }
     });
@@ -230,16 +242,17 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     }
 }
 
+/// Gives `node` a pod CIDR if it has none; whether none was left for it.
 async fn assign_pod_cidr(
     client: &Client,
     cfg: &NodeControllersConfig,
     store: &Store<Node>,
     node: &Node,
     assigned: &mut HashMap<String, IpNet>,
-) {
+) -> bool {
     let name = node.name_any();
     if node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some() || assigned.contains_key(&name) {
-        return;
+        return false;
     }
     let live: HashSet<String> = store.state().iter().map(|n| n.name_any()).collect();
     // Forget blocks of nodes that are gone, so a deleted node's block can be reused.
@@ -257,8 +270,8 @@ async fn assign_pod_cidr(
     // The store may not show the blocks this loop just handed out yet.
     used.extend(assigned.values().copied());
     let Some(cidr) = next_pod_cidr(&cfg.cluster_cidr, cfg.node_mask, &used) else {
-        warn!(node = %name, cluster_cidr = %cfg.cluster_cidr, "no pod CIDR left for node");
-        return;
+        debug!(node = %name, cluster_cidr = %cfg.cluster_cidr, "no pod CIDR left for node");
+        return true;
     };
     let api: Api<Node> = Api::all(client.clone());
     let patch = json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
@@ -272,6 +285,7 @@ async fn assign_pod_cidr(
         }
         Err(e) => warn!(node = %name, error = %e, "assigning pod CIDR failed"),
     }
+    false
 }
 
 async fn check_leases(

@@ -747,6 +747,18 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
             .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
     }));
     assert!(c.get_json(&["node", "node-b"])["spec"]["podCIDR"].is_null());
+    // As kube-controller-manager's node IPAM says it (an Event on the Node, in `default`).
+    assert!(eventually(Duration::from_secs(10), || {
+        c.ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=node-b",
+        ])
+        .contains("CIDRNotAvailable")
+    }));
     let port = free_port();
     let pod = pod_yaml(
         "late",
