@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -169,7 +169,8 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
         watcher(nodes.clone(), watcher::Config::default()).modify(crate::trim_managed_fields),
     )
     .default_backoff()
-    .applied_objects();
+    // Deletions too: a deleted node's pod block goes to a node that is waiting for one.
+    .touched_objects();
     let pod_stream = reflector::reflector(
         pod_writer,
         watcher(pods.clone(), watcher::Config::default()).modify(keep_scheduling_fields),
@@ -197,7 +198,17 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
         let mut starved: HashSet<String> = HashSet::new();
         while let Some(ev) = node_stream.next().await {
             w.notify_one();
-            if let Ok(node) = ev {
+            let Ok(node) = ev else { continue };
+            // The cache's copy: a node that is gone (a deletion, which may have freed a block) has none.
+            // Nodes still waiting for a block try again on every node event.
+            let cached = |name: &str| ipam_nodes.get(&ObjectRef::new(name));
+            starved.retain(|n| cached(n).is_some());
+            let name = node.name_any();
+            let todo = cached(&name)
+                .into_iter()
+                .chain(starved.iter().filter(|n| **n != name).filter_map(|n| cached(n)))
+                .collect::<Vec<_>>();
+            for node in todo {
                 let name = node.name_any();
                 if !assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node, &mut assigned).await {
                     starved.remove(&name);

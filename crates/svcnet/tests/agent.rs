@@ -733,20 +733,27 @@ impl Drop for AgentGuard {
 /// A pod bound to a node that has no pod CIDR yet waits for one, and starts as soon as the node gets it,
 /// with no further change to the pod. (The agent learns the CIDR and the pods from two watches; when the
 /// pods came first, as they may after a restart, the pods used to wait for an event that never came.)
+/// The node IPAM, out of blocks, says so on the node, and gives it the block a deleted node frees.
 #[test]
 fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
-    // One /28 block in the cluster range: the first node takes it, node-b gets none.
-    let c = Cluster::start_with(&["--cluster-cidr", "127.246.0.0/28", "--node-cidr-mask-size", "28"]);
+    // Two /28 blocks in the cluster range: the first node takes one, node-x the other, node-b none.
+    let c = Cluster::start_with(&["--cluster-cidr", "127.246.0.0/27", "--node-cidr-mask-size", "28"]);
+    let cidr_of = |node: &str| c.get_json(&["node", node])["spec"]["podCIDR"].clone();
     assert!(eventually(Duration::from_secs(20), || {
         c.get_json(&["nodes"])["items"][0]["spec"]["podCIDR"] == "127.246.0.0/28"
     }));
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-x\n"),
+    );
+    assert!(eventually(Duration::from_secs(10), || cidr_of("node-x") == "127.246.0.16/28"));
     let (_agent, _) = start_agent(&c, "node-b", &[]);
     assert!(eventually(Duration::from_secs(20), || {
         c.get_json(&["node", "node-b"])["status"]["conditions"]
             .as_array()
             .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
     }));
-    assert!(c.get_json(&["node", "node-b"])["spec"]["podCIDR"].is_null());
     // As kube-controller-manager's node IPAM says it (an Event on the Node, in `default`).
     assert!(eventually(Duration::from_secs(10), || {
         c.ok(&[
@@ -759,6 +766,7 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
         ])
         .contains("CIDRNotAvailable")
     }));
+    assert!(cidr_of("node-b").is_null());
     let port = free_port();
     let pod = pod_yaml(
         "late",
@@ -775,18 +783,15 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
         "no address without a pod CIDR: {p}"
     );
 
-    // The pod CIDR arrives (as from a node IPAM with room again); the pod starts on an address in it.
-    c.ok(&[
-        "patch",
-        "node",
-        "node-b",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"podCIDR":"127.247.0.0/28","podCIDRs":["127.247.0.0/28"]}}"#,
-    ]);
+    // node-x goes away: its block goes to node-b, and the pod starts on an address in it.
+    c.ok(&["delete", "node", "node-x"]);
+    assert!(eventually(Duration::from_secs(10), || cidr_of("node-b") == "127.246.0.16/28"));
     let p = wait_running(&c, "late");
     let ip = p["status"]["podIP"].as_str().unwrap().to_string();
-    assert!(ip.starts_with("127.247.0."), "{p}");
+    assert!(
+        ip.starts_with("127.246.0.") && ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() >= 16,
+        "{p}"
+    );
     assert!(eventually(Duration::from_secs(10), || http_ok(&ip, port)));
     c.ok(&["delete", "pod", "late", "--grace-period=1", "--timeout=30s"]);
 }
