@@ -444,8 +444,10 @@ async fn run_with(
         netns_ready: HashSet::new(),
         stopping: HashSet::new(),
         waiting: HashSet::new(),
+        retry: HashMap::new(),
     };
     loop {
+        let next_retry = sync.retry.values().map(|r| r.at).min();
         tokio::select! {
             ev = pod_stream.next() => match ev {
                 Some(Ok(pod)) => sync.pod(&pod).await,
@@ -462,6 +464,9 @@ async fn run_with(
                     }
                 }
             }
+            // Pods whose start failed for a reason that may pass get no event when it does: try them again.
+            () = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)),
+                if next_retry.is_some() => sync.retry_due().await,
         }
     }
     Ok(())
@@ -486,15 +491,70 @@ struct PodSync {
     stopping: HashSet<String>,
     /// Pods that could not get an address yet, started once [`Self::addresses`] says one may be free.
     waiting: HashSet<String>,
+    /// Pods whose start failed (their network namespace, their directory), tried again with backoff.
+    retry: HashMap<String, Retry>,
+}
+
+/// When to try a failed pod again, and how often it failed so far.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: tokio::time::Instant,
+    failures: u32,
+}
+
+/// The wait before the next try after `failures` failed ones: doubling from 1 s up to 30 s, the kubelet's
+/// image-pull and sandbox backoff shape, so a lasting failure costs little and a passing one is short.
+fn retry_delay(failures: u32) -> Duration {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+    FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(MAX)
 }
 
 impl PodSync {
+    /// Schedules another try for the pod `uid`, whose start just failed.
+    fn failed(&mut self, uid: String) {
+        let failures = self.retry.get(&uid).map_or(0, |r| r.failures) + 1;
+        let delay = retry_delay(failures);
+        debug!(%uid, failures, ?delay, "pod start failed; trying again later");
+        self.retry.insert(
+            uid,
+            Retry {
+                at: tokio::time::Instant::now() + delay,
+                failures,
+            },
+        );
+    }
+
+    /// Tries again the pods whose retry time came; those gone from the store are forgotten.
+    async fn retry_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        let due: HashSet<String> = self
+            .retry
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        let pods = self.pods.state();
+        for uid in &due {
+            match pods.iter().find(|p| p.uid().as_deref() == Some(uid.as_str())) {
+                // Still failing reschedules it with a longer wait; starting removes it.
+                Some(pod) => self.pod(pod).await,
+                None => {
+                    self.retry.remove(uid);
+                }
+            }
+        }
+    }
+
     /// Brings the node in line with one pod's latest state (and stops pods that left the store).
     async fn pod(&mut self, pod: &Pod) {
         let Some(uid) = pod.uid() else { return };
         let ns = pod.namespace().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
             self.waiting.remove(&uid);
+            self.retry.remove(&uid);
             if self.stopping.insert(uid.clone()) {
                 let grace = Duration::from_secs(
                     pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64,
@@ -574,7 +634,7 @@ impl PodSync {
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
         let mut exec_prefix = Vec::new();
-        if let (Some(podnet), Some(cidr)) = (&self.podnet, self.pod_cidr) {
+        if let (Some(podnet), Some(cidr)) = (self.podnet.clone(), self.pod_cidr) {
             // Once per pod: the runner ignores pods it already runs, and so does this.
             if !self.netns_ready.contains(&uid) {
                 let spec = pod.spec.as_ref();
@@ -597,8 +657,13 @@ impl PodSync {
                         self.netns_ready.insert(uid.clone());
                     }
                     Err(e) => {
-                        // Retried on the pod's next event; the pod does not start without its network.
+                        // The pod does not start without its network. The node side may be what broke
+                        // (someone deleted the bridge): set it up again, then try the pod again later.
                         warn!(pod = %pod.name_any(), error = %e, "could not set up the pod's network namespace");
+                        if let Err(e) = podnet.setup_node(&cidr).await {
+                            warn!(error = %e, "could not set up the node's pod network again");
+                        }
+                        self.failed(uid);
                         return;
                     }
                 }
@@ -612,8 +677,14 @@ impl PodSync {
             service_env: service_env(&self.services.state(), &ns, links),
             exec_prefix,
         };
-        if let Err(e) = self.runner.ensure(pod, ctx) {
-            warn!(pod = %pod.name_any(), error = %e, "could not start pod");
+        match self.runner.ensure(pod, ctx) {
+            Ok(()) => {
+                self.retry.remove(&uid);
+            }
+            Err(e) => {
+                warn!(pod = %pod.name_any(), error = %e, "could not start pod");
+                self.failed(uid);
+            }
         }
     }
 }
@@ -762,6 +833,13 @@ mod tests {
                 "spec": {"clusterIP": ip, "ports": ports}}))
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn failed_pods_are_retried_soon_then_at_most_every_30_s() {
+        let waits: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(30));
     }
 
     #[test]

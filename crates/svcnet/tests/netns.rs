@@ -209,3 +209,60 @@ fn pods_get_their_own_network_namespaces() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// A pod whose network namespace cannot be set up (here: someone deleted the node's bridge under the agent)
+/// gets no event when the cause passes. The agent sets the node side up again and retries the pod on its own,
+/// as the kubelet retries a failed sandbox: the pod starts and is reachable, with nobody touching it.
+#[test]
+fn a_pod_whose_network_setup_failed_is_retried_until_it_starts() {
+    if let Err(why) = can_run() {
+        println!("skipped: {why} (the netns pod network creates network namespaces)");
+        return;
+    }
+    let mut ns = Namespaces::create();
+    let c = Cluster::start_in_netns(&ns.node, &POD_NETWORK_FLAGS);
+    let server_probe = "    readinessProbe:\n      httpGet: {port: 8080, path: /}\n      periodSeconds: 1\n";
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(
+            "first",
+            "default",
+            "exec python3 -m http.server 8080",
+            server_probe,
+        )),
+    );
+    let first = wait_ready(&c, "default", "first");
+    ns.track_pod(first["metadata"]["uid"].as_str().unwrap());
+
+    let out = ip(&["-n", &ns.node, "link", "del", "svcnet0"]);
+    assert!(out.status.success(), "{out:?}");
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(
+            "late",
+            "default",
+            "exec python3 -m http.server 8080",
+            server_probe,
+        )),
+    );
+    let late = wait_ready(&c, "default", "late");
+    ns.track_pod(late["metadata"]["uid"].as_str().unwrap());
+    assert!(
+        c.log().contains("could not set up the pod's network namespace"),
+        "the bridge was gone, yet the first setup did not fail:\n{}",
+        c.log()
+    );
+    // Ready already says the node reached it through the bridge (the probe is HTTP from the node); say
+    // it again from a second process.
+    let url = format!("http://{}:8080/", late["status"]["podIP"].as_str().unwrap());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.node, "python3", "-c"])
+        .arg(format!(
+            "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
+        ))
+        .output()
+        .expect("python3 in the node namespace");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200", "{out:?}");
+}
