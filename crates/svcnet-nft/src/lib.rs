@@ -73,9 +73,12 @@ pub struct NftConfig {
     /// kube-proxy's `--masquerade-all`: SNAT all ClusterIP traffic.
     pub masquerade_all: bool,
     /// The node's addresses: where `healthCheckNodePort` servers listen (all addresses when empty), and
-    /// which sources count as the node for loadBalancerSourceRanges. NodePorts answer on every local
-    /// address except loopback (`fib daddr type local`), as kube-proxy's default does.
+    /// which sources count as the node for loadBalancerSourceRanges.
     pub node_ips: Vec<IpAddr>,
+    /// Where NodePorts answer (kube-proxy's `--nodeport-addresses`, as single addresses): only these
+    /// (loopback ones excepted: nftables cannot DNAT them). Empty: every local address except loopback
+    /// (`fib daddr type local`), kube-proxy's default before `primary`.
+    pub nodeport_addresses: Vec<IpAddr>,
     /// Program the `ip6` table too (default true).
     pub ipv6: bool,
     /// Serve `healthCheckNodePort`s (default true).
@@ -102,6 +105,7 @@ impl Default for NftConfig {
             service_cidrs: Vec::new(),
             masquerade_all: false,
             node_ips: Vec::new(),
+            nodeport_addresses: Vec::new(),
             ipv6: true,
             health_check: true,
             stale_chain_limit: 1000,

@@ -730,23 +730,46 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
     }
     let mark = format!("{MASQUERADE_MARK:#x}");
     let frontend = format!("{ipx} daddr . meta l4proto . th dport");
-    let nodeport = format!("fib daddr type local {no_localhost} meta l4proto . th dport");
+    // NodePorts answer on every local address but loopback (which nftables cannot DNAT; the localhost
+    // proxy serves it), or, as kube-proxy's `--nodeport-addresses`, only on the addresses given: none at
+    // all in a family the list leaves out.
+    let listed: Vec<String> = cfg
+        .nodeport_addresses
+        .iter()
+        .filter(|a| fam.has(a) && !a.is_loopback())
+        .map(IpAddr::to_string)
+        .collect();
+    let nodeport = match listed.as_slice() {
+        _ if cfg.nodeport_addresses.is_empty() => Some(format!(
+            "fib daddr type local {no_localhost} meta l4proto . th dport"
+        )),
+        [] => None,
+        [one] => Some(format!("{ipx} daddr {one} meta l4proto . th dport")),
+        many => Some(format!(
+            "{ipx} daddr {{ {} }} meta l4proto . th dport",
+            many.join(", ")
+        )),
+    };
+    let nodeport_rule = |rest: String| nodeport.as_ref().map(|np| format!("{np} {rest}"));
     let plain: Vec<(&str, Vec<String>)> = vec![
         (
             "services",
-            vec![
-                format!("{frontend} vmap @{SERVICE_IPS}"),
-                format!("{nodeport} vmap @{SERVICE_NODEPORTS}"),
-            ],
+            std::iter::once(format!("{frontend} vmap @{SERVICE_IPS}"))
+                .chain(nodeport_rule(format!("vmap @{SERVICE_NODEPORTS}")))
+                .collect(),
         ),
         (
             "service-endpoints-check",
-            vec![
+            [
                 format!("{frontend} @{NO_ENDPOINT_SERVICES} goto {REJECT_CHAIN}"),
                 format!("{frontend} @{NO_LOCAL_SERVICES} drop"),
-                format!("{nodeport} @{NO_ENDPOINT_NODEPORTS} goto {REJECT_CHAIN}"),
-                format!("{nodeport} @{NO_LOCAL_NODEPORTS} drop"),
-            ],
+            ]
+            .into_iter()
+            .chain(nodeport_rule(format!(
+                "@{NO_ENDPOINT_NODEPORTS} goto {REJECT_CHAIN}"
+            )))
+            .chain(nodeport_rule(format!("@{NO_LOCAL_NODEPORTS} drop")))
+            .collect(),
         ),
         ("cluster-ips-check", cluster_check),
         ("firewall-check", vec![format!("{frontend} vmap @{FIREWALL_IPS}")]),

@@ -63,6 +63,36 @@ fn masquerade_all_and_no_detector() {
     assert!(!none.contains("ip daddr 10.96.0.30 tcp dport 80"), "{none}");
 }
 
+#[test]
+fn nodeport_addresses_replace_every_local_address() {
+    let yaml = std::fs::read_to_string(golden_path("nodeport.yaml")).unwrap();
+    let ports = ports_from_yaml(&yaml);
+    let mut cfg = golden_config();
+    cfg.nodeport_addresses = vec!["192.0.2.7".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+    let text = render_full(&ports, &cfg);
+    assert!(!text.contains("fib daddr type local"), "{text}");
+    assert!(
+        text.contains("ip daddr 192.0.2.7 meta l4proto . th dport vmap @service-nodeports"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ip daddr 192.0.2.7 meta l4proto . th dport @no-endpoint-nodeports goto reject-chain"),
+        "{text}"
+    );
+    // Loopback is the localhost proxy's, and no IPv6 address was listed: no NodePorts there.
+    assert!(!text.contains("127.0.0.1 meta"), "{text}");
+    let ip6 = &text[text.find("table ip6").expect("an ip6 table")..];
+    assert!(!ip6.contains("@service-nodeports"), "{ip6}");
+    assert!(text[..text.find("table ip6").unwrap()].contains("@service-nodeports"));
+    // Several addresses: one anonymous set.
+    cfg.nodeport_addresses = vec!["192.0.2.7".parse().unwrap(), "198.51.100.1".parse().unwrap()];
+    let text = render_full(&ports, &cfg);
+    assert!(
+        text.contains("ip daddr { 192.0.2.7, 198.51.100.1 } meta l4proto . th dport vmap"),
+        "{text}"
+    );
+}
+
 /// One endpoint of one Service replaced among 50 Services: the transaction names only that Service.
 #[test]
 fn incremental_endpoint_change_touches_only_its_service() {

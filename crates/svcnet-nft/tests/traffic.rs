@@ -71,6 +71,39 @@ fn clusterip_nodeport_reject_hairpin() {
     assert_eq!(r.peers, vec![BRIDGE_IP.to_string()], "{r:?}");
 }
 
+/// NodePorts answer on every local address by default, and only on the listed ones with
+/// `nodeport_addresses` (kube-proxy's `--nodeport-addresses`): elsewhere the port is the node's own, closed.
+#[test]
+fn nodeport_addresses_limit_where_node_ports_answer() {
+    if !can_run("nodeport_addresses_limit_where_node_ports_answer") {
+        return;
+    }
+    let lab = Lab::new(1);
+    let mut web = svc_port("web", Protocol::Tcp, "10.96.0.15", 80, Lab::pod_eps(&[0], &[0]));
+    web.node_port = Some(30081);
+    let web = Arc::new(web);
+    let mut b = lab.backend(lab_config());
+    b.sync_all(std::slice::from_ref(&web)).unwrap();
+    for addr in [NODE_IP, BRIDGE_IP] {
+        let r = lab.client_in(&lab.client, &["tcp", addr, "30081", "3", "2"]);
+        assert_eq!((r.failed(), r.hits.get("pod0")), (0, Some(&3)), "{addr}: {r:?}");
+    }
+
+    drop(b);
+    let mut cfg = lab_config();
+    // Two addresses (the second is no address of the node's): the rules take a set.
+    cfg.nodeport_addresses = vec![NODE_IP.parse().unwrap(), "192.168.50.9".parse().unwrap()];
+    let mut b = lab.backend(cfg);
+    b.sync_all(std::slice::from_ref(&web)).unwrap();
+    let r = lab.client_in(&lab.client, &["tcp", NODE_IP, "30081", "3", "2"]);
+    assert_eq!((r.failed(), r.hits.get("pod0")), (0, Some(&3)), "{r:?}");
+    let r = lab.client_in(&lab.client, &["tcp", BRIDGE_IP, "30081", "3", "2"]);
+    assert_eq!(r.errors.get("ConnectionRefusedError"), Some(&3), "{r:?}");
+    // The Service itself is untouched.
+    let r = lab.client_in(&lab.client, &["tcp", "10.96.0.15", "80", "3", "2"]);
+    assert_eq!(r.failed(), 0, "{r:?}");
+}
+
 /// ClientIP affinity, externalTrafficPolicy Local and loadBalancerSourceRanges.
 #[test]
 fn affinity_local_policy_source_ranges() {

@@ -37,7 +37,8 @@ pub struct DataplaneArgs {
     /// choose its own with the `svcnet.io/balance` annotation).
     #[arg(long = "proxy-balancing", default_value = "least-conn")]
     pub proxy_balancing: Balance,
-    /// Addresses NodePorts listen on (repeatable; default: the node's address).
+    /// Addresses NodePorts answer on (repeatable; kube-proxy's `--nodeport-addresses`, as single
+    /// addresses). Default: the node's address (userspace), every local address (nftables).
     #[arg(long = "nodeport-address")]
     pub nodeport_addresses: Vec<IpAddr>,
     /// How often the whole ruleset is programmed again, repairing drift (seconds).
@@ -167,13 +168,17 @@ pub async fn start(
                 pod_cidrs: node.pod_cidrs.to_vec(),
                 service_cidrs: node.service_cidrs.to_vec(),
                 node_ips,
+                nodeport_addresses: args.nodeport_addresses.clone(),
                 masquerade_all: args.masquerade_all,
                 conntrack: Some(args.conntrack()),
                 ..Default::default()
             };
             let backend = svcnet_nft::NftBackend::new(cfg);
             backend.metrics().register(registry);
-            if args.localhost_nodeports {
+            // Loopback NodePorts only where NodePorts answer on loopback: everywhere, or a listed address.
+            let on_loopback =
+                args.nodeport_addresses.is_empty() || args.nodeport_addresses.iter().any(IpAddr::is_loopback);
+            if args.localhost_nodeports && on_loopback {
                 let both = svcnet_proxy::LocalhostNodePorts::new(backend, registry)
                     .context("starting the localhost NodePort proxy")?;
                 Box::new(both)

@@ -126,7 +126,16 @@ fn seed_in_netns(mode: &str) {
     }
     let ns = Namespaces::create();
     let mut flags = POD_NETWORK_FLAGS.to_vec();
-    flags.extend(["--proxy-mode", mode, "--nodeport-address", "10.244.0.1"]);
+    // NodePorts on the node's pod-network address and on loopback (kube-proxy's --nodeport-addresses:
+    // localhost NodePorts only when loopback is listed).
+    flags.extend([
+        "--proxy-mode",
+        mode,
+        "--nodeport-address",
+        "10.244.0.1",
+        "--nodeport-address",
+        "127.0.0.1",
+    ]);
     // kube-proxy's --masquerade-all: the scenario must work with every ClusterIP connection SNATed too.
     if mode == "nftables" {
         flags.push("--masquerade-all");
@@ -162,14 +171,12 @@ fn seed_in_netns(mode: &str) {
     let what = format!("node address -> NodePort ({mode})");
     assert_red_at(&ns.node, &format!("http://10.244.0.1:{np}/"), &what);
     // nftables cannot DNAT loopback traffic; a small proxy answers the node's localhost NodePorts, as
-    // iptables-mode kube-proxy does (the userspace proxy listens on the node's addresses only).
-    if mode == "nftables" {
-        assert_red_at(
-            &ns.node,
-            &format!("http://127.0.0.1:{np}/"),
-            "localhost -> NodePort",
-        );
-    }
+    // iptables-mode kube-proxy does (the userspace proxy simply listens there too).
+    assert_red_at(
+        &ns.node,
+        &format!("http://127.0.0.1:{np}/"),
+        &format!("localhost -> NodePort ({mode})"),
+    );
 
     // kube-proxy's status URLs, on kube-proxy's ports (the namespace has them to itself).
     assert_eq!(
