@@ -539,8 +539,14 @@ impl PodSync {
         let pods = self.pods.state();
         for uid in &due {
             match pods.iter().find(|p| p.uid().as_deref() == Some(uid.as_str())) {
-                // Still failing reschedules it with a longer wait; starting removes it.
-                Some(pod) => self.pod(pod).await,
+                // Still failing reschedules it with a longer wait; starting removes it. Pushed back first,
+                // so that a try ending neither way (the pod now waits for an address) cannot spin.
+                Some(pod) => {
+                    if let Some(r) = self.retry.get_mut(uid) {
+                        r.at = now + retry_delay(r.failures + 1);
+                    }
+                    self.pod(pod).await;
+                }
                 None => {
                     self.retry.remove(uid);
                 }
