@@ -26,6 +26,10 @@ command -v kubectl >/dev/null || { echo "kubectl must be on PATH" >&2; exit 1; }
 # largest thing on disk after the test binaries themselves.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# Said up front: a build that runs out of disk fails far from the cause (about 2.5 GB is needed).
+echo "== disk"
+df -h . | tail -n 1 || true
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
