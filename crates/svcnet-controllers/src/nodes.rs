@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -168,9 +168,7 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
         node_writer,
         watcher(nodes.clone(), watcher::Config::default()).modify(crate::trim_managed_fields),
     )
-    .default_backoff()
-    // Deletions too: a deleted node's pod block goes to a node that is waiting for one.
-    .touched_objects();
+    .default_backoff();
     let pod_stream = reflector::reflector(
         pod_writer,
         watcher(pods.clone(), watcher::Config::default()).modify(keep_scheduling_fields),
@@ -198,16 +196,26 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
         let mut starved: HashSet<String> = HashSet::new();
         while let Some(ev) = node_stream.next().await {
             w.notify_one();
-            let Ok(node) = ev else { continue };
-            // The cache's copy: a node that is gone (a deletion, which may have freed a block) has none.
-            // Nodes still waiting for a block try again on every node event.
-            let cached = |name: &str| ipam_nodes.get(&ObjectRef::new(name));
-            starved.retain(|n| cached(n).is_some());
-            let name = node.name_any();
-            let todo = cached(&name)
+            // Blocks are handed out only from a complete cache: during a (re)list the reflector holds the
+            // new list back until `InitDone`, and a block chosen from a partial view could be one a node
+            // not yet seen already has. Every later event (a new node, a deletion freeing a block) looks
+            // at every node still without a block, those waiting included: nodes are few and their
+            // events rare, and a node that missed its turn gets no event of its own later (agents renew
+            // Leases, not Nodes).
+            match ev {
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {}
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) | Err(_) => continue,
+            }
+            let nodes = ipam_nodes.state();
+            let lacking = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none();
+            // Blocks handed out stay remembered only until the cache shows them (or the node is gone:
+            // a node of the same name created again is a new node and needs a block of its own).
+            assigned.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name && lacking(n)));
+            let todo: Vec<Arc<Node>> = nodes
                 .into_iter()
-                .chain(starved.iter().filter(|n| **n != name).filter_map(|n| cached(n)))
-                .collect::<Vec<_>>();
+                .filter(|n| lacking(n) && !assigned.contains_key(&n.name_any()))
+                .collect();
+            starved.retain(|n| todo.iter().any(|t| t.name_any() == *n));
             for node in todo {
                 let name = node.name_any();
                 if !assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node, &mut assigned).await {

@@ -796,6 +796,51 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
     c.ok(&["delete", "pod", "late", "--grace-period=1", "--timeout=30s"]);
 }
 
+/// Node IPAM decides from the whole list of nodes, so a node already waiting for a block when the
+/// controllers start (it is in their initial list, not a later event) gets one as soon as one is free: here
+/// the cluster range grows across a restart. No other event about that node follows to rescue it.
+#[test]
+fn a_node_listed_without_a_block_at_start_up_gets_one() {
+    let mut c = Cluster::start_with(&["--cluster-cidr", "127.247.0.0/28", "--node-cidr-mask-size", "28"]);
+    let cidr_of = |c: &Cluster, node: &str| c.get_json(&["node", node])["spec"]["podCIDR"].clone();
+    assert!(eventually(Duration::from_secs(20), || {
+        c.get_json(&["nodes"])["items"][0]["spec"]["podCIDR"] == "127.247.0.0/28"
+    }));
+    let local = c.get_json(&["nodes"])["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-w\n"),
+    );
+    // Seen, and left waiting: the range has one block.
+    assert!(eventually(Duration::from_secs(10), || {
+        c.ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=node-w",
+        ])
+        .contains("CIDRNotAvailable")
+    }));
+    assert!(cidr_of(&c, "node-w").is_null());
+
+    c.set_flags(&["--cluster-cidr", "127.247.0.0/27", "--node-cidr-mask-size", "28"]);
+    c.restart("TERM");
+    assert!(
+        eventually(Duration::from_secs(10), || cidr_of(&c, "node-w")
+            == "127.247.0.16/28"),
+        "node-w: {}\n{}",
+        c.get_json(&["node", "node-w"]),
+        c.log()
+    );
+    assert_eq!(cidr_of(&c, &local), "127.247.0.0/28");
+}
+
 #[test]
 fn rolling_update_of_real_processes_keeps_enough_ready() {
     let c = Cluster::start();

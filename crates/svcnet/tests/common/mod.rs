@@ -154,6 +154,11 @@ impl Cluster {
         self.launch(&addr);
     }
 
+    /// Replaces the extra `svcnet up` flags the next [`Self::restart`] starts with.
+    pub fn set_flags(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Stops the server with `signal` (`TERM` or `KILL`) and waits for it to exit.
     pub fn stop(&mut self, signal: &str) {
         if let Some(mut child) = self.child.take() {
