@@ -458,9 +458,16 @@ async fn run_with(
             // came free: start them now, from the cache.
             () = sync.addresses.notified(), if !sync.waiting.is_empty() => {
                 let waiting = std::mem::take(&mut sync.waiting);
-                for pod in sync.pods.state() {
-                    if pod.uid().is_some_and(|u| waiting.contains(&u)) {
-                        sync.pod(&pod).await;
+                let (pods, listed) = (sync.pods.state(), sync.listed());
+                for uid in waiting {
+                    match pods.iter().find(|p| p.uid().as_deref() == Some(uid.as_str())) {
+                        // Still without an address, it goes back into the set.
+                        Some(pod) => sync.pod(pod).await,
+                        // Mid-(re)list the cache is not to be trusted about what is gone.
+                        None if !listed => {
+                            sync.waiting.insert(uid);
+                        }
+                        None => {}
                     }
                 }
             }
@@ -513,6 +520,12 @@ fn retry_delay(failures: u32) -> Duration {
 }
 
 impl PodSync {
+    /// Whether the pod cache holds a complete list: kube's reflector holds a (re)list back until it ends,
+    /// and until then a pod missing from the cache is not a pod that is gone.
+    fn listed(&self) -> bool {
+        self.pods.wait_until_ready().now_or_never().is_some()
+    }
+
     /// Schedules another try for the pod `uid`, whose start just failed.
     fn failed(&mut self, uid: String) {
         let failures = self.retry.get(&uid).map_or(0, |r| r.failures) + 1;
@@ -536,20 +549,20 @@ impl PodSync {
             .filter(|(_, r)| r.at <= now)
             .map(|(uid, _)| uid.clone())
             .collect();
-        let pods = self.pods.state();
+        let (pods, listed) = (self.pods.state(), self.listed());
         for uid in &due {
+            // Pushed back first, so that a try ending neither in a start nor in a failure (the pod now
+            // waits for an address; the cache is mid-list) cannot spin.
+            if let Some(r) = self.retry.get_mut(uid) {
+                r.at = now + retry_delay(r.failures + 1);
+            }
             match pods.iter().find(|p| p.uid().as_deref() == Some(uid.as_str())) {
-                // Still failing reschedules it with a longer wait; starting removes it. Pushed back first,
-                // so that a try ending neither way (the pod now waits for an address) cannot spin.
-                Some(pod) => {
-                    if let Some(r) = self.retry.get_mut(uid) {
-                        r.at = now + retry_delay(r.failures + 1);
-                    }
-                    self.pod(pod).await;
-                }
-                None => {
+                // Still failing reschedules it with a longer wait; starting removes it.
+                Some(pod) => self.pod(pod).await,
+                None if listed => {
                     self.retry.remove(uid);
                 }
+                None => {}
             }
         }
     }
@@ -604,7 +617,7 @@ impl PodSync {
         // A pod that was deleted outright (not gracefully) disappears from the store: stop what is left. Only
         // once the store holds the initial list: until then (kube's reflector buffers it) it is empty, and
         // every pod started from that list would look deleted.
-        let listed = self.pods.wait_until_ready().now_or_never().is_some();
+        let listed = self.listed();
         for running in self.runner.running().into_iter().filter(|_| listed) {
             if self
                 .pods
