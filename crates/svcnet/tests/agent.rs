@@ -756,15 +756,7 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
     }));
     // As kube-controller-manager's node IPAM says it (an Event on the Node, in `default`).
     assert!(eventually(Duration::from_secs(10), || {
-        c.ok(&[
-            "get",
-            "events",
-            "-n",
-            "default",
-            "--field-selector",
-            "involvedObject.name=node-b",
-        ])
-        .contains("CIDRNotAvailable")
+        node_events(&c, "node-b").contains("CIDRNotAvailable")
     }));
     assert!(cidr_of("node-b").is_null());
     let port = free_port();
@@ -796,6 +788,18 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
     c.ok(&["delete", "pod", "late", "--grace-period=1", "--timeout=30s"]);
 }
 
+/// `kubectl get events` about the node `name` (cluster-scoped objects' Events live in `default`).
+fn node_events(c: &Cluster, name: &str) -> String {
+    c.ok(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+    ])
+}
+
 /// Node IPAM decides from the whole list of nodes, so a node already waiting for a block when the
 /// controllers start (it is in their initial list, not a later event) gets one as soon as one is free: here
 /// the cluster range grows across a restart. No other event about that node follows to rescue it.
@@ -817,15 +821,7 @@ fn a_node_listed_without_a_block_at_start_up_gets_one() {
     );
     // Seen, and left waiting: the range has one block.
     assert!(eventually(Duration::from_secs(10), || {
-        c.ok(&[
-            "get",
-            "events",
-            "-n",
-            "default",
-            "--field-selector",
-            "involvedObject.name=node-w",
-        ])
-        .contains("CIDRNotAvailable")
+        node_events(&c, "node-w").contains("CIDRNotAvailable")
     }));
     assert!(cidr_of(&c, "node-w").is_null());
 

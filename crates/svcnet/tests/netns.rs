@@ -34,6 +34,31 @@ fn pod_yaml(name: &str, namespace: &str, command: &str, probe: &str) -> String {
     )
 }
 
+/// Applies a pod of [`pod_yaml`]'s shape.
+fn apply_pod(c: &Cluster, name: &str, namespace: &str, command: &str, probe: &str) {
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(name, namespace, command, probe)),
+    );
+}
+
+/// A readiness probe over HTTP from the node, through the bridge, for a server on 8080.
+const HTTP_PROBE: &str =
+    "    readinessProbe:\n      httpGet: {port: 8080, path: /}\n      periodSeconds: 1\n";
+
+/// The HTTP status `url` answers with, fetched from inside the node's namespace ("" if none).
+fn status_from_node(node: &str, url: &str) -> String {
+    Command::new("ip")
+        .args(["netns", "exec", node, "python3", "-c"])
+        .arg(format!(
+            "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
+        ))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 fn wait_ready(c: &Cluster, namespace: &str, name: &str) -> Value {
     let mut last = Value::Null;
     let ok = eventually(WAIT, || {
@@ -73,29 +98,22 @@ fn pods_get_their_own_network_namespaces() {
     c.ok(&["create", "namespace", "team"]);
 
     // A server whose readiness is probed over HTTP from the node, through the bridge.
-    let server_probe = "    readinessProbe:\n      httpGet: {port: 8080, path: /}\n      periodSeconds: 1\n";
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml(
-            "server",
-            "default",
-            "exec python3 -m http.server 8080",
-            server_probe,
-        )),
+    apply_pod(
+        &c,
+        "server",
+        "default",
+        "exec python3 -m http.server 8080",
+        HTTP_PROBE,
     );
     // A pod printing its resolv.conf; its exec readiness probe passes only inside the pod's namespace,
     // where eth0 carries $POD_IP.
     let exec_probe = "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"ip -o -4 addr show dev eth0 | grep -q \\\"inet $POD_IP/24\\\"\"]\n      periodSeconds: 1\n";
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml(
-            "resolv",
-            "team",
-            "cat /etc/resolv.conf; exec sleep 3600",
-            exec_probe,
-        )),
+    apply_pod(
+        &c,
+        "resolv",
+        "team",
+        "cat /etc/resolv.conf; exec sleep 3600",
+        exec_probe,
     );
     let server = wait_ready(&c, "default", "server");
     let resolv = wait_ready(&c, "team", "resolv");
@@ -121,11 +139,7 @@ fn pods_get_their_own_network_namespaces() {
     let client_cmd = format!(
         "while true; do python3 -c \"import urllib.request; print('status', urllib.request.urlopen('http://{server_ip}:8080/', timeout=2).status)\"; sleep 1; done"
     );
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml("client", "default", &client_cmd, "")),
-    );
+    apply_pod(&c, "client", "default", &client_cmd, "");
     let client = wait_ready(&c, "default", "client");
     let client_ns = ns.track_pod(client["metadata"]["uid"].as_str().unwrap());
     assert!(
@@ -146,14 +160,7 @@ fn pods_get_their_own_network_namespaces() {
 
     // The node (its namespace) reaches pod IPs.
     let url = format!("http://{server_ip}:8080/");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.node, "python3", "-c"])
-        .arg(format!(
-            "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
-        ))
-        .output()
-        .expect("python3 in the node namespace");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200", "{out:?}");
+    assert_eq!(status_from_node(&ns.node, &url), "200");
 
     // The agent dies without cleaning up and comes back: the pods keep their IPs and namespace names, and
     // run again in working namespaces.
@@ -169,17 +176,8 @@ fn pods_get_their_own_network_namespaces() {
             .all(|n| listed.contains(n)),
         "{listed:?}"
     );
-    let reach = || {
-        Command::new("ip")
-            .args(["netns", "exec", &ns.node, "python3", "-c"])
-            .arg(format!(
-                "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
-            ))
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "200")
-    };
     assert!(
-        eventually(WAIT, reach),
+        eventually(WAIT, || status_from_node(&ns.node, &url) == "200"),
         "server unreachable after restart\n{}",
         c.log()
     );
@@ -221,31 +219,24 @@ fn a_pod_whose_network_setup_failed_is_retried_until_it_starts() {
     }
     let mut ns = Namespaces::create();
     let c = Cluster::start_in_netns(&ns.node, &POD_NETWORK_FLAGS);
-    let server_probe = "    readinessProbe:\n      httpGet: {port: 8080, path: /}\n      periodSeconds: 1\n";
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml(
-            "first",
-            "default",
-            "exec python3 -m http.server 8080",
-            server_probe,
-        )),
+    apply_pod(
+        &c,
+        "first",
+        "default",
+        "exec python3 -m http.server 8080",
+        HTTP_PROBE,
     );
     let first = wait_ready(&c, "default", "first");
     ns.track_pod(first["metadata"]["uid"].as_str().unwrap());
 
     let out = ip(&["-n", &ns.node, "link", "del", "svcnet0"]);
     assert!(out.status.success(), "{out:?}");
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some(&pod_yaml(
-            "late",
-            "default",
-            "exec python3 -m http.server 8080",
-            server_probe,
-        )),
+    apply_pod(
+        &c,
+        "late",
+        "default",
+        "exec python3 -m http.server 8080",
+        HTTP_PROBE,
     );
     let late = wait_ready(&c, "default", "late");
     ns.track_pod(late["metadata"]["uid"].as_str().unwrap());
@@ -257,12 +248,5 @@ fn a_pod_whose_network_setup_failed_is_retried_until_it_starts() {
     // Ready already says the node reached it through the bridge (the probe is HTTP from the node); say
     // it again from a second process.
     let url = format!("http://{}:8080/", late["status"]["podIP"].as_str().unwrap());
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.node, "python3", "-c"])
-        .arg(format!(
-            "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
-        ))
-        .output()
-        .expect("python3 in the node namespace");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200", "{out:?}");
+    assert_eq!(status_from_node(&ns.node, &url), "200");
 }
