@@ -395,15 +395,36 @@ async fn run_with(
         let client = client.clone();
         let store = pod_store.clone();
         tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
             let mut changes = runner.changes();
             let mut written: HashMap<String, serde_json::Value> = HashMap::new();
+            // Statuses not written yet (the pod cache was mid-list, the API failed): tried again shortly,
+            // since the pod may change no more (a pod without probes changes once, when it starts).
+            let mut unwritten: HashSet<String> = HashSet::new();
+            let mut retry_at = None;
             loop {
-                let uid = match changes.recv().await {
-                    Ok(uid) => uid,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
+                let uids: Vec<String> = tokio::select! {
+                    r = changes.recv() => match r {
+                        Ok(uid) => vec![uid],
+                        // Changes were lost: every pod's status may be stale.
+                        Err(RecvError::Lagged(_)) => runner.running(),
+                        Err(RecvError::Closed) => return,
+                    },
+                    () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                        if retry_at.is_some() => std::mem::take(&mut unwritten).into_iter().collect(),
                 };
-                write_status(&client, &runner, &store, &uid, &mut written).await;
+                for uid in uids {
+                    if write_status(&client, &runner, &store, &uid, &mut written).await {
+                        unwritten.remove(&uid);
+                    } else {
+                        unwritten.insert(uid);
+                    }
+                }
+                retry_at = match (unwritten.is_empty(), retry_at) {
+                    (true, _) => None,
+                    (false, Some(at)) if at > tokio::time::Instant::now() => Some(at),
+                    (false, _) => Some(tokio::time::Instant::now() + STATUS_RETRY),
+                };
             }
         });
     }
@@ -726,26 +747,37 @@ fn pod_ip(ips: &Mutex<PodIps>, pod: &Pod) -> Option<IpAddr> {
         .get(&pod.uid()?, existing)
 }
 
+/// How soon a status that could not be written is tried again.
+const STATUS_RETRY: Duration = Duration::from_millis(500);
+
+/// Writes the runner's status of pod `uid` to the API if it changed; whether that is done with (written,
+/// unchanged, or nothing left to write it to), as opposed to worth another try.
 async fn write_status(
     client: &Client,
     runner: &PodRunner,
     store: &Store<Pod>,
     uid: &str,
     written: &mut HashMap<String, serde_json::Value>,
-) {
-    let Some(status) = runner.status(uid) else { return };
+) -> bool {
+    let Some(status) = runner.status(uid) else {
+        written.remove(uid);
+        return true;
+    };
+    // The pod by uid, so a pod deleted and created again under its name never gets the old one's status.
     let Some(pod) = store
         .state()
         .into_iter()
         .find(|p| p.uid().as_deref() == Some(uid))
     else {
-        return;
+        // Mid-list (kube's reflector holds a list back until it ends) the cache lacks pods that exist,
+        // and the agent starts pods from the list as it comes; once complete, a missing pod is gone.
+        return store.wait_until_ready().now_or_never().is_some();
     };
     let Ok(value) = serde_json::to_value(&status) else {
-        return;
+        return true;
     };
     if written.get(uid) == Some(&value) {
-        return;
+        return true;
     }
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let patch = json!({"status": value});
@@ -755,8 +787,14 @@ async fn write_status(
     {
         Ok(_) => {
             written.insert(uid.to_string(), value);
+            true
         }
-        Err(e) => debug!(pod = %pod.name_any(), error = %e, "status write failed"),
+        // Deleted meanwhile: nothing to write to.
+        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        Err(e) => {
+            debug!(pod = %pod.name_any(), error = %e, "status write failed; trying again");
+            false
+        }
     }
 }
 

@@ -837,6 +837,51 @@ fn a_node_listed_without_a_block_at_start_up_gets_one() {
     assert_eq!(cidr_of(&c, &local), "127.247.0.0/28");
 }
 
+/// An agent that starts with pods already bound to its node (and its node already given a pod block)
+/// starts them while its pod list is still arriving. Pods without probes change status once, when they
+/// start: that one status must reach the API even though the agent's pod cache was not complete yet.
+#[test]
+fn pods_waiting_for_their_agent_all_report_running() {
+    let c = Cluster::start();
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-l\n"),
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        c.get_json(&["node", "node-l"])["spec"]["podCIDR"].is_string()
+    }));
+    const PODS: usize = 40;
+    let pods: String = (0..PODS)
+        .map(|i| {
+            pod_yaml(&format!("early-{i}"), "", "exec sleep 600", "")
+                .replace("spec:\n", "spec:\n  nodeName: node-l\n")
+                .replace(
+                    "terminationGracePeriodSeconds: 5",
+                    "terminationGracePeriodSeconds: 1",
+                )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n");
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&pods));
+    let (_agent, _) = start_agent(&c, "node-l", &[]);
+    let running = || {
+        c.get_json(&["pods"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || running() == PODS),
+        "{} of {PODS} pods report Running:\n{}",
+        running(),
+        c.ok(&["get", "pods", "-o", "wide"])
+    );
+    c.ok(&["delete", "pods", "--all", "--grace-period=1", "--timeout=60s"]);
+}
+
 #[test]
 fn rolling_update_of_real_processes_keeps_enough_ready() {
     let c = Cluster::start();
