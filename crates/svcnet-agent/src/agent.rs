@@ -441,10 +441,10 @@ async fn run_with(
             podnet.teardown_gone(&live).await;
         }
     }
-    if podnet.is_some() {
-        // Pods' resolv.conf names kube-dns: know the Services before the first pod starts.
-        let _ = tokio::time::timeout(Duration::from_secs(10), svc_store.wait_until_ready()).await;
-    }
+    // Know the Services before the first pod starts: their environment variables (`WEB_SERVICE_HOST`, …)
+    // are fixed at start, and so is the resolv.conf naming kube-dns. The kubelet likewise starts no pod
+    // before it has read the Services once.
+    let _ = tokio::time::timeout(Duration::from_secs(10), svc_store.wait_until_ready()).await;
     let pod_stream = reflector::reflector(
         pod_writer,
         watcher(pods_api, wc).modify(|p| p.metadata.managed_fields = None),

@@ -839,7 +839,8 @@ fn a_node_listed_without_a_block_at_start_up_gets_one() {
 
 /// An agent that starts with pods already bound to its node (and its node already given a pod block)
 /// starts them while its pod list is still arriving. Pods without probes change status once, when they
-/// start: that one status must reach the API even though the agent's pod cache was not complete yet.
+/// start: that one status must reach the API even though the agent's pod cache was not complete yet. And
+/// the agent reads the Services before it starts any pod, since their environment is fixed at start.
 #[test]
 fn pods_waiting_for_their_agent_all_report_running() {
     let c = Cluster::start();
@@ -854,12 +855,17 @@ fn pods_waiting_for_their_agent_all_report_running() {
     const PODS: usize = 40;
     let pods: String = (0..PODS)
         .map(|i| {
-            pod_yaml(&format!("early-{i}"), "", "exec sleep 600", "")
-                .replace("spec:\n", "spec:\n  nodeName: node-l\n")
-                .replace(
-                    "terminationGracePeriodSeconds: 5",
-                    "terminationGracePeriodSeconds: 1",
-                )
+            pod_yaml(
+                &format!("early-{i}"),
+                "",
+                "echo kubernetes=$KUBERNETES_SERVICE_HOST; exec sleep 600",
+                "",
+            )
+            .replace("spec:\n", "spec:\n  nodeName: node-l\n")
+            .replace(
+                "terminationGracePeriodSeconds: 5",
+                "terminationGracePeriodSeconds: 1",
+            )
         })
         .collect::<Vec<_>>()
         .join("---\n");
@@ -879,6 +885,20 @@ fn pods_waiting_for_their_agent_all_report_running() {
         running(),
         c.ok(&["get", "pods", "-o", "wide"])
     );
+    let kubernetes = c.get_json(&["svc", "kubernetes"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in [0, PODS / 2, PODS - 1] {
+        let name = format!("early-{i}");
+        assert!(
+            eventually(Duration::from_secs(10), || c
+                .ok(&["logs", &name])
+                .contains(&format!("kubernetes={kubernetes}\n"))),
+            "{name}: {}",
+            c.ok(&["logs", &name])
+        );
+    }
     c.ok(&["delete", "pods", "--all", "--grace-period=1", "--timeout=60s"]);
 }
 
