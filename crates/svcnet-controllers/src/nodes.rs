@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -250,7 +250,15 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
         tokio::select! {
             _ = wake.notified() => {}
             _ = tick.tick() => {
-                check_leases(&client, &cfg, &node_store, &lease_store, &pod_store).await;
+                // Only from complete caches: a node whose Lease is not listed yet would look expired.
+                let listed = [
+                    node_store.wait_until_ready().now_or_never(),
+                    lease_store.wait_until_ready().now_or_never(),
+                    pod_store.wait_until_ready().now_or_never(),
+                ];
+                if listed.iter().all(Option::is_some) {
+                    check_leases(&client, &cfg, &node_store, &lease_store, &pod_store).await;
+                }
             }
         }
         if node_store.wait_until_ready().await.is_err() || pod_store.wait_until_ready().await.is_err() {
