@@ -504,11 +504,7 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
             &healthz.to_string(),
         ],
     );
-    let ready = |node: &str, want: &str| {
-        c.get_json(&["node", node])["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == want))
-    };
+    let ready = |node: &str, want: &str| node_ready(&c, node, want);
     assert!(eventually(Duration::from_secs(20), || ready("node-b", "True")));
     // The agent's own metrics endpoint, kube-proxy's and CoreDNS's names (CoreDNS's once a query came).
     let mut text = String::new();
@@ -651,6 +647,18 @@ fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
 
 /// Starts `svcnet agent` for the node `node` of `c` (data in a directory of its own, DNS on a free port)
 /// with `args` added; the agent and that directory.
+/// Whether the node `name` exists and its Ready condition is `want`. Listed rather than got by name, since
+/// an agent just started may not have registered its node yet.
+fn node_ready(c: &Cluster, name: &str, want: &str) -> bool {
+    c.get_json(&["nodes"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["metadata"]["name"] == name)
+        .flat_map(|n| n["status"]["conditions"].as_array().into_iter().flatten())
+        .any(|x| x["type"] == "Ready" && x["status"] == want)
+}
+
 fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> (AgentGuard, std::path::PathBuf) {
     let dir = c.dir.join(node);
     std::fs::create_dir_all(&dir).unwrap();
@@ -749,11 +757,9 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
     );
     assert!(eventually(Duration::from_secs(10), || cidr_of("node-x") == "127.246.0.16/28"));
     let (_agent, _) = start_agent(&c, "node-b", &[]);
-    assert!(eventually(Duration::from_secs(20), || {
-        c.get_json(&["node", "node-b"])["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
-    }));
+    assert!(eventually(Duration::from_secs(20), || node_ready(
+        &c, "node-b", "True"
+    )));
     // As kube-controller-manager's node IPAM says it (an Event on the Node, in `default`).
     assert!(eventually(Duration::from_secs(10), || {
         node_events(&c, "node-b").contains("CIDRNotAvailable")
