@@ -479,7 +479,7 @@ async fn run_with(
             // came free: start them now, from the cache.
             () = sync.addresses.notified(), if !sync.waiting.is_empty() => {
                 let waiting = std::mem::take(&mut sync.waiting);
-                let (pods, listed) = (sync.pods.state(), sync.listed());
+                let (pods, listed) = (sync.pods.state(), listed(&sync.pods));
                 for uid in waiting {
                     match pods.iter().find(|p| p.uid().as_deref() == Some(uid.as_str())) {
                         // Still without an address, it goes back into the set.
@@ -541,12 +541,6 @@ fn retry_delay(failures: u32) -> Duration {
 }
 
 impl PodSync {
-    /// Whether the pod cache holds a complete list: kube's reflector holds a (re)list back until it ends,
-    /// and until then a pod missing from the cache is not a pod that is gone.
-    fn listed(&self) -> bool {
-        self.pods.wait_until_ready().now_or_never().is_some()
-    }
-
     /// Schedules another try for the pod `uid`, whose start just failed.
     fn failed(&mut self, uid: String) {
         let failures = self.retry.get(&uid).map_or(0, |r| r.failures) + 1;
@@ -570,7 +564,7 @@ impl PodSync {
             .filter(|(_, r)| r.at <= now)
             .map(|(uid, _)| uid.clone())
             .collect();
-        let (pods, listed) = (self.pods.state(), self.listed());
+        let (pods, listed) = (self.pods.state(), listed(&self.pods));
         for uid in &due {
             // Pushed back first, so that a try ending neither in a start nor in a failure (the pod now
             // waits for an address; the cache is mid-list) cannot spin.
@@ -638,7 +632,7 @@ impl PodSync {
         // A pod that was deleted outright (not gracefully) disappears from the store: stop what is left. Only
         // once the store holds the initial list: until then (kube's reflector buffers it) it is empty, and
         // every pod started from that list would look deleted.
-        let listed = self.listed();
+        let listed = listed(&self.pods);
         for running in self.runner.running().into_iter().filter(|_| listed) {
             if self
                 .pods
@@ -729,6 +723,15 @@ impl PodSync {
     }
 }
 
+/// Whether `store` holds a complete list: kube's reflector holds a (re)list back until it ends, and until
+/// then an object missing from the cache is not an object that is gone.
+fn listed<K: kube::Resource + Clone + 'static>(store: &Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.wait_until_ready().now_or_never().is_some()
+}
+
 /// Gives the pod `uid`'s address back, and tells the pod loop one may be free.
 fn release_ip(ips: &Mutex<PodIps>, addresses: &Notify, uid: &str) {
     ips.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
@@ -769,9 +772,8 @@ async fn write_status(
         .into_iter()
         .find(|p| p.uid().as_deref() == Some(uid))
     else {
-        // Mid-list (kube's reflector holds a list back until it ends) the cache lacks pods that exist,
-        // and the agent starts pods from the list as it comes; once complete, a missing pod is gone.
-        return store.wait_until_ready().now_or_never().is_some();
+        // The agent starts pods from its list as the list comes in, before the cache shows them.
+        return listed(store);
     };
     let Ok(value) = serde_json::to_value(&status) else {
         return true;

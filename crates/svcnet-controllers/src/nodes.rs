@@ -207,24 +207,43 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) | Err(_) => continue,
             }
             let nodes = ipam_nodes.state();
-            let lacking = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none();
+            let pod_cidr = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
             // Blocks handed out stay remembered only until the cache shows them (or the node is gone:
             // a node of the same name created again is a new node and needs a block of its own).
-            assigned.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name && lacking(n)));
+            assigned.retain(|name, _| {
+                nodes
+                    .iter()
+                    .any(|n| n.name_any() == *name && pod_cidr(n).is_none())
+            });
+            let mut used: HashSet<IpNet> = nodes
+                .iter()
+                .filter_map(|n| pod_cidr(n)?.parse().ok())
+                .chain(assigned.values().copied())
+                .collect();
             let todo: Vec<Arc<Node>> = nodes
                 .into_iter()
-                .filter(|n| lacking(n) && !assigned.contains_key(&n.name_any()))
+                .filter(|n| pod_cidr(n).is_none() && !assigned.contains_key(&n.name_any()))
                 .collect();
             starved.retain(|n| todo.iter().any(|t| t.name_any() == *n));
             for node in todo {
                 let name = node.name_any();
-                if !assign_pod_cidr(&ipam_client, &ipam_cfg, &ipam_nodes, &node, &mut assigned).await {
-                    starved.remove(&name);
-                } else if starved.insert(name.clone()) {
-                    warn!(node = %name, cluster_cidr = %ipam_cfg.cluster_cidr, "no pod CIDR left for node");
-                    let about = Involved::of("v1", "Node", &node.metadata);
-                    let msg = format!("Node {name} status is now: CIDRNotAvailable");
-                    recorder.record(&about, "Normal", "CIDRNotAvailable", &msg).await;
+                match assign_pod_cidr(&ipam_client, &ipam_cfg, &name, &used).await {
+                    Assignment::Given(cidr) => {
+                        used.insert(cidr);
+                        assigned.insert(name.clone(), cidr);
+                        starved.remove(&name);
+                    }
+                    Assignment::Failed => {
+                        starved.remove(&name);
+                    }
+                    Assignment::NoneLeft => {
+                        if starved.insert(name.clone()) {
+                            warn!(node = %name, cluster_cidr = %ipam_cfg.cluster_cidr, "no pod CIDR left for node");
+                            let about = Involved::of("v1", "Node", &node.metadata);
+                            let msg = format!("Node {name} status is now: CIDRNotAvailable");
+                            recorder.record(&about, "Normal", "CIDRNotAvailable", &msg).await;
+                        }
+                    }
                 }
             }
         }
@@ -269,50 +288,42 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     }
 }
 
-/// Gives `node` a pod CIDR if it has none; whether none was left for it.
+/// What giving a node a pod block came to.
+enum Assignment {
+    /// The node has this block now.
+    Given(IpNet),
+    /// Every block of the cluster range is in use.
+    NoneLeft,
+    /// The API refused the write (tried again on the next node event).
+    Failed,
+}
+
+/// Gives the node `name` the first block of the cluster range not in `used`.
 async fn assign_pod_cidr(
     client: &Client,
     cfg: &NodeControllersConfig,
-    store: &Store<Node>,
-    node: &Node,
-    assigned: &mut HashMap<String, IpNet>,
-) -> bool {
-    let name = node.name_any();
-    if node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some() || assigned.contains_key(&name) {
-        return false;
-    }
-    let live: HashSet<String> = store.state().iter().map(|n| n.name_any()).collect();
-    // Forget blocks of nodes that are gone, so a deleted node's block can be reused.
-    assigned.retain(|n, _| live.contains(n) || *n == name);
-    let mut used: HashSet<IpNet> = store
-        .state()
-        .iter()
-        .filter_map(|n| {
-            n.spec
-                .as_ref()
-                .and_then(|s| s.pod_cidr.as_ref())
-                .and_then(|c| c.parse().ok())
-        })
-        .collect();
-    // The store may not show the blocks this loop just handed out yet.
-    used.extend(assigned.values().copied());
-    let Some(cidr) = next_pod_cidr(&cfg.cluster_cidr, cfg.node_mask, &used) else {
+    name: &str,
+    used: &HashSet<IpNet>,
+) -> Assignment {
+    let Some(cidr) = next_pod_cidr(&cfg.cluster_cidr, cfg.node_mask, used) else {
         debug!(node = %name, cluster_cidr = %cfg.cluster_cidr, "no pod CIDR left for node");
-        return true;
+        return Assignment::NoneLeft;
     };
     let api: Api<Node> = Api::all(client.clone());
     let patch = json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
     match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => {
             info!(node = %name, %cidr, "assigned pod CIDR");
-            assigned.insert(name, cidr);
+            Assignment::Given(cidr)
         }
-        Err(e) => warn!(node = %name, error = %e, "assigning pod CIDR failed"),
+        Err(e) => {
+            warn!(node = %name, error = %e, "assigning pod CIDR failed");
+            Assignment::Failed
+        }
     }
-    false
 }
 
 async fn check_leases(
