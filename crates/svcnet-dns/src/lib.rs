@@ -9,12 +9,14 @@
 //! * [`server`]: UDP and TCP listeners and the allow-list.
 //! * [`watch`]: kube-rs watchers feeding the zone.
 //! * [`metrics`]: CoreDNS-named Prometheus metrics.
+//! * [`publish`]: makes the node's DNS server an endpoint of `kube-system/kube-dns`.
 //!
 //! [`run`] is the whole server for a node agent: bind, write the bound addresses to a file, watch, serve.
 
 pub mod forward;
 pub mod lookup;
 pub mod metrics;
+pub mod publish;
 pub mod server;
 pub mod watch;
 pub mod wire;

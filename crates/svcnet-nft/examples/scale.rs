@@ -361,7 +361,6 @@ fn inner_main(args: &Args, mode: &str) {
         // as the hand-written rule does; node-to-ClusterIP traffic would also be masqueraded.
         pod_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
         service_cidrs: vec!["10.96.0.0/16".parse().unwrap()],
-        health_check: false,
         ..Default::default()
     };
     let mut b = NftBackend::new(cfg.clone());

@@ -14,8 +14,8 @@
 //!   Objects that become unused are emptied, and deleted later in one go (when
 //!   [`NftConfig::stale_chain_limit`] of them have piled up, in a transaction that reads the ruleset
 //!   anyway, or at the next full sync). If anything fails, the backend falls back to a full sync.
-//! - After each change, stale UDP conntrack entries are deleted ([`conntrack`]), and `healthCheckNodePort`
-//!   servers are started, stopped and updated.
+//! - After each change, stale UDP conntrack entries are deleted ([`conntrack`]). (`healthCheckNodePort`
+//!   servers are the proxier's, for every backend.)
 //! - After the first full sync (which loads the kernel's connection tracking), the conntrack table size
 //!   and timeouts kube-proxy sets are made ([`sysctl`], [`NftConfig::conntrack`]).
 //!
@@ -23,7 +23,6 @@
 //! network namespace with `ip netns exec NS nft`.
 
 pub mod conntrack;
-mod health;
 pub mod netlink;
 mod nft;
 pub mod render;
@@ -44,7 +43,6 @@ use prometheus_client::registry::Registry;
 use svcnet_dataplane::{Backend, BackendError, Change, ServicePort};
 use tracing::{debug, info, warn};
 
-pub use health::{HealthChecked, health_body};
 pub use render::{
     Elem, ElementOp, Family, Key, Programmed, Transaction, delete_script, render_changes,
     render_changes_deferred, render_full,
@@ -72,8 +70,7 @@ pub struct NftConfig {
     pub service_cidrs: Vec<IpNet>,
     /// kube-proxy's `--masquerade-all`: SNAT all ClusterIP traffic.
     pub masquerade_all: bool,
-    /// The node's addresses: where `healthCheckNodePort` servers listen (all addresses when empty), and
-    /// which sources count as the node for loadBalancerSourceRanges.
+    /// The node's addresses: which sources count as the node for loadBalancerSourceRanges.
     pub node_ips: Vec<IpAddr>,
     /// Where NodePorts answer (kube-proxy's `--nodeport-addresses`, as single addresses): only these
     /// (loopback ones excepted: nftables cannot DNAT them). Empty: every local address except loopback
@@ -81,8 +78,6 @@ pub struct NftConfig {
     pub nodeport_addresses: Vec<IpAddr>,
     /// Program the `ip6` table too (default true).
     pub ipv6: bool,
-    /// Serve `healthCheckNodePort`s (default true).
-    pub health_check: bool,
     /// How many emptied, unused chains and sets (of Services that went away, or of endpoints of Services
     /// with affinity) may wait before an incremental transaction deletes them (default 1000). Deleting
     /// makes nft 1.0.x read the whole ruleset first, which costs tens of milliseconds with 10,000
@@ -107,7 +102,6 @@ impl Default for NftConfig {
             node_ips: Vec::new(),
             nodeport_addresses: Vec::new(),
             ipv6: true,
-            health_check: true,
             stale_chain_limit: 1000,
             conntrack: None,
         }
@@ -229,7 +223,6 @@ pub struct NftBackend {
     cfg: NftConfig,
     state: Programmed,
     synced: bool,
-    health: Option<health::HealthServers>,
     metrics: NftMetrics,
     endpoints: i64,
     /// Emptied objects nothing refers to, not yet deleted (`chain|set|map FAMILY TABLE NAME`).
@@ -257,14 +250,10 @@ fn backend_error(e: impl std::fmt::Display) -> BackendError {
 impl NftBackend {
     /// A backend that has programmed nothing yet; the first [`Backend::sync_all`] creates the tables.
     pub fn new(cfg: NftConfig) -> NftBackend {
-        let health = cfg
-            .health_check
-            .then(|| health::HealthServers::new(&cfg.node_ips));
         NftBackend {
             cfg,
             state: Programmed::new(),
             synced: false,
-            health,
             metrics: NftMetrics::default(),
             endpoints: 0,
             stale: Default::default(),
@@ -414,11 +403,6 @@ impl NftBackend {
     /// What the backend believes is programmed.
     pub fn programmed(&self) -> &Programmed {
         &self.state
-    }
-
-    /// The ports `healthCheckNodePort` servers listen on.
-    pub fn health_check_ports(&self) -> Vec<u16> {
-        self.health.as_ref().map(|h| h.ports()).unwrap_or_default()
     }
 
     /// Reads one family's table back from the kernel (`nft -j list table`): the parsed JSON.
@@ -598,9 +582,6 @@ impl Backend for NftBackend {
                 Change::Remove(old) => (self.state.get(&old.name).cloned(), None),
             };
             self.cleanup_conntrack(old.as_deref(), new.as_deref());
-            if let Some(h) = &mut self.health {
-                h.update(old.as_deref(), new.as_deref());
-            }
             self.endpoints += new.as_deref().map(Self::count_endpoints).unwrap_or(0)
                 - old.as_deref().map(Self::count_endpoints).unwrap_or(0);
             self.state.commit(std::slice::from_ref(c));
@@ -645,9 +626,6 @@ impl Backend for NftBackend {
             self.set_conntrack_sysctls();
         }
         self.synced = true;
-        if let Some(h) = &mut self.health {
-            h.reset(ports.iter());
-        }
         self.mark_synced();
         debug!(ports = ports.len(), elapsed = ?start.elapsed(), "nftables full sync");
         Ok(())

@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -359,26 +357,14 @@ fn periodic_full_sync_is_skipped_until_something_else_writes() {
     b.cleanup().unwrap();
 }
 
-fn http_get(port: u16) -> Option<(u16, Value)> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split("\r\n\r\n").nth(1)?;
-    Some((code, serde_json::from_str(body).unwrap()))
-}
-
-/// The health check server listens on the node IP (here 127.0.0.1: the test's own process cannot bind in
-/// the namespace, and loopback is the only traffic allowed outside one).
+/// A Local-policy LoadBalancer port with a `healthCheckNodePort` (whose server is the proxier's, not the
+/// backend's) programs and changes incrementally like any other, and the partial syncs are counted.
 #[test]
-fn health_check_node_port_server() {
-    if !can_run("health_check_node_port_server") {
+fn health_checked_port_changes_incrementally() {
+    if !can_run("health_checked_port_changes_incrementally") {
         return;
     }
     let ns = Netns::new("health");
-    let hc = 20000 + (rand::random::<u16>() % 20000);
     let mut b = NftBackend::new(NftConfig {
         nft_command: ns.prefix("nft"),
         netns: Some(format!("/run/netns/{}", ns.name).into()),
@@ -393,19 +379,12 @@ fn health_check_node_port_server() {
         80,
         vec![ep("10.244.0.50", 8080, true), ep("10.244.1.51", 8080, false)],
     );
-    p.health_check_node_port = Some(hc);
+    p.health_check_node_port = Some(30999);
     p.external_policy_local = true;
     p.load_balancer_ips = vec!["192.0.2.40".parse().unwrap()];
     p.external_endpoints = vec![ep("10.244.0.50", 8080, true)];
     let p = Arc::new(p);
     b.sync_all(std::slice::from_ref(&p)).unwrap();
-    assert_eq!(b.health_check_ports(), vec![hc]);
-    let (code, body) = http_get(hc).expect("health server answers");
-    assert_eq!(code, 200);
-    assert_eq!(body["localEndpoints"], 1);
-    assert_eq!(body["service"]["namespace"], "default");
-    assert_eq!(body["service"]["name"], "lb");
-    assert_eq!(body["serviceProxyHealthy"], true);
 
     let mut q = (*p).clone();
     q.all_endpoints = vec![ep("10.244.1.51", 8080, false)];
@@ -417,15 +396,7 @@ fn health_check_node_port_server() {
         new: q.clone(),
     }])
     .unwrap();
-    let (code, body) = http_get(hc).unwrap();
-    assert_eq!((code, body["localEndpoints"].as_u64()), (503, Some(0)));
-
     b.apply(&[Change::Remove(q)]).unwrap();
-    assert!(b.health_check_ports().is_empty());
-    assert!(
-        http_get(hc).is_none(),
-        "server still answers after its Service went away"
-    );
     let metrics = b.metrics_text();
     assert!(
         metrics.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 2"),

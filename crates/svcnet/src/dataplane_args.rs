@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
 use prometheus_client::registry::Registry;
-use svcnet_agent::dataplane::{DataplaneConfig, DataplaneMetrics};
-use svcnet_agent::proxyhealth::{DEFAULT_HEALTH_TIMEOUT, ProxyHealth};
 use svcnet_dataplane::{Backend, Balance};
+use svcnet_proxier::{DEFAULT_HEALTH_TIMEOUT, ProxierConfig, ProxierMetrics, ProxyHealth};
 use tracing::{info, warn};
 
 /// Which data plane the node runs (`--proxy-mode`).
@@ -156,10 +155,7 @@ pub async fn start(
             cfg.freebind = node.pods_in_netns;
             let proxy =
                 svcnet_proxy::UserspaceBackend::new(cfg, registry).context("starting the userspace proxy")?;
-            // healthCheckNodePort answers as with nftables (those servers live with the nft backend).
-            let mut health_ips = vec![node.ip];
-            health_ips.extend(args.nodeport_addresses.iter().copied());
-            Box::new(svcnet_nft::HealthChecked::new(proxy, &health_ips))
+            Box::new(proxy)
         }
         ProxyMode::Nftables => {
             let mut node_ips = vec![node.ip];
@@ -197,18 +193,19 @@ pub async fn start(
     } else {
         None
     };
-    let metrics = DataplaneMetrics::new(registry);
+    let metrics = ProxierMetrics::new(registry);
     let health = ProxyHealth::new(DEFAULT_HEALTH_TIMEOUT, registry);
     crate::status::spawn_health(args.healthz_listen, health.clone()).await;
-    let cfg = DataplaneConfig {
-        node_name: node.name.to_string(),
-        ignore: vec![],
+    // healthCheckNodePort servers answer on the node's addresses, whatever the backend.
+    let mut health_ips = vec![node.ip];
+    health_ips.extend(args.nodeport_addresses.iter().copied());
+    let cfg = ProxierConfig {
         resync_period: Duration::from_secs(args.proxy_resync_seconds.max(10)),
+        service_health: Some(health_ips),
+        ..ProxierConfig::new(node.name)
     };
     info!(mode = ?args.proxy_mode, "starting the data plane");
-    tokio::spawn(svcnet_agent::dataplane::run(
-        client, cfg, backend, metrics, health,
-    ));
+    tokio::spawn(svcnet_proxier::run(client, cfg, backend, metrics, health));
     Ok(routes)
 }
 

@@ -113,7 +113,7 @@ impl DnsArgs {
                 None => server.local_addrs().first().copied(),
             };
             if let Some(endpoint) = endpoint {
-                tokio::spawn(svcnet_agent::localdns::publish(client.clone(), node, endpoint));
+                tokio::spawn(svcnet_dns::publish::publish(client.clone(), node, endpoint));
             }
             if let Err(e) = server.serve(client).await {
                 tracing::error!(error = %e, "cluster DNS server stopped");

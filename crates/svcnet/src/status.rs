@@ -1,6 +1,6 @@
 //! The node's status endpoints, where kube-proxy has them: the metrics server (`--metrics-listen`, port
 //! 10249: `/metrics`, `/healthz`, `/proxyMode`) and the health server (`--healthz-listen`, port 10256:
-//! `/healthz`, `/livez`, see [`svcnet_agent::proxyhealth`]).
+//! `/healthz`, `/livez`, see [`svcnet_proxier::health`]).
 //!
 //! Both are optional on a shared machine: if the address is taken (another cluster runs there) the node
 //! runs without and says so, rather than failing to start.
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
-use svcnet_agent::http::{not_found, response};
-use svcnet_agent::proxyhealth::ProxyHealth;
+use svcnet_proxier::health::ProxyHealth;
+use svcnet_proxier::http::{not_found, response};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -51,7 +51,7 @@ impl MetricsServer {
 
     /// Serves on `listener` until the task is dropped.
     pub async fn serve(self, listener: TcpListener) {
-        svcnet_agent::http::serve_paths(listener, move |path| self.answer(path)).await
+        svcnet_proxier::http::serve_paths(listener, move |path| self.answer(path)).await
     }
 
     /// Binds `addr` and serves there in a task; a taken address is logged, not fatal.
@@ -65,7 +65,7 @@ impl MetricsServer {
 /// Binds the kube-proxy health server on `addr` and serves there in a task; a taken address is logged.
 pub(crate) async fn spawn_health(addr: SocketAddr, health: ProxyHealth) {
     if let Some(listener) = bind(addr, "proxy health").await {
-        tokio::spawn(svcnet_agent::proxyhealth::serve(listener, health));
+        tokio::spawn(svcnet_proxier::health::serve(listener, health));
     }
 }
 

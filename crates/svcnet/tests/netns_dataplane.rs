@@ -246,3 +246,118 @@ fn seed_scenario_with_host_pods_on_nftables() {
     drop(c);
     drop(ns);
 }
+
+/// `nft` in the node's namespace; stdout, or None when it failed.
+fn nft_in(netns: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "nft"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One sample of the node's metrics: the value of the line that starts with `prefix`.
+fn node_metric(netns: &str, prefix: &str) -> Option<f64> {
+    curl_in(netns, "http://127.0.0.1:10249/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}
+
+/// A real nftables failure heals by itself: another process takes svcnet's table (an nftables `owner`
+/// table, which nobody else may change while its owner's socket is open), so every sync fails with
+/// EPERM while the cluster changes under it. kube-proxy's answer is a retry after back-off as a full
+/// sync; here, once the owner goes away, traffic must be right again within 2 s, and the metrics must
+/// show the failures and the retries.
+#[test]
+fn nftables_sync_failures_heal_within_seconds() {
+    if let Some(why) = cannot_run("nftables") {
+        println!("skipped: {why}");
+        return;
+    }
+    let ns = Namespaces::create();
+    let c = Cluster::start_in_netns(&ns.node, &["--proxy-mode", "nftables"]);
+    c.ok(&["apply", "-f", examples().join("red.yaml").to_str().unwrap()]);
+    assert!(eventually(WAIT, || ready(&c, "red") == 3), "{}", c.log());
+    let ip = red_cluster_ip(&c);
+    assert_red_at(&ns.node, &format!("http://{ip}/"), "before the fault");
+
+    // The fault: the table is deleted and taken by an owner that holds it until it exits.
+    assert!(nft_in(&ns.node, &["delete", "table", "ip", "svcnet"]).is_some());
+    let mut owner = Command::new("ip")
+        .args(["netns", "exec", &ns.node, "nft", "-i"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nft -i");
+    {
+        use std::io::Write;
+        let stdin = owner.stdin.as_mut().unwrap();
+        writeln!(stdin, "add table ip svcnet {{ flags owner; }}").unwrap();
+        stdin.flush().unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || nft_in(
+            &ns.node,
+            &["list", "table", "ip", "svcnet"]
+        )
+        .is_some_and(|t| t.contains("owner"))),
+        "the owner table is in place"
+    );
+    let errors_before = node_metric(&ns.node, "kubeproxy_sync_proxy_rules_errors_total ").unwrap_or(0.0);
+    // The cluster changes while the data plane cannot be programmed: a Service appears.
+    c.ok(&[
+        "expose",
+        "deploy/red",
+        "--name",
+        "red2",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
+    let ip2 = c.get_json(&["svc", "red2"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        eventually(Duration::from_secs(30), || node_metric(
+            &ns.node,
+            "svcnet_proxier_sync_retries_total "
+        )
+        .is_some_and(|r| r >= 2.0)),
+        "syncs fail and are retried while the table is taken:\n{}",
+        c.log()
+    );
+    assert!(
+        curl_in(&ns.node, &format!("http://{ip2}/")).is_none(),
+        "the fault is real: the new Service is not programmed"
+    );
+
+    // The fault clears: the owner exits and its table goes with it.
+    let _ = owner.kill();
+    let _ = owner.wait();
+    let cleared = std::time::Instant::now();
+    let healed = eventually(Duration::from_secs(2), || {
+        [&ip, &ip2]
+            .iter()
+            .all(|ip| curl_in(&ns.node, &format!("http://{ip}/")).is_some_and(|b| b.starts_with("red ")))
+    });
+    assert!(
+        healed,
+        "traffic right within 2 s of the fault clearing (waited {:?}):\n{}",
+        cleared.elapsed(),
+        c.log()
+    );
+    let errors = node_metric(&ns.node, "kubeproxy_sync_proxy_rules_errors_total ").unwrap_or(0.0);
+    assert!(errors > errors_before, "failures counted: {errors}");
+    assert!(
+        node_metric(&ns.node, "svcnet_proxier_full_syncs_total{reason=\"retry\"} ").is_some_and(|n| n >= 2.0)
+    );
+    assert!(c.log().contains("data plane sync recovered"), "{}", c.log());
+    drop(c);
+    drop(ns);
+}

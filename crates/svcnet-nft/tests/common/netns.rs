@@ -143,7 +143,6 @@ impl Netns {
         cfg.nft_command = self.prefix("nft");
         cfg.netns = Some(format!("/run/netns/{}", self.name).into());
         cfg.conntrack_command = self.prefix("conntrack");
-        cfg.health_check = false;
         NftBackend::new(cfg)
     }
 }

@@ -1,247 +1,63 @@
-//! The node's data-plane control loop (kube-proxy's job): watch Services, EndpointSlices and this Node,
-//! feed the [`Model`], and hand each batch of changes to a [`Backend`].
+//! The proxier's watch loop (kube-proxy's change tracking): watch Services, EndpointSlices and this Node,
+//! feed the [`Model`], and hand each batch of changes to the [`runner`](crate::runner), which programs a
+//! [`Backend`].
 //!
 //! Nothing polls: every watch event marks its Service dirty, and as soon as the event stream is idle for a
 //! moment (or a batch has waited [`MAX_BATCH_DELAY`]) the dirty Services are recomputed and the diff is
-//! applied. The backend runs on its own thread, so a slow `nft` transaction never stalls the watches; while
-//! it works, new events pile up in the model and go out as the next, coalesced batch. Nothing is applied
-//! before the first full list of both kinds, so a starting agent never programs a half-known cluster.
+//! handed over. The backend runs on the runner's thread, so a slow `nft` transaction never stalls the
+//! watches; while it works, new events pile up in the model and go out as the next, coalesced batch.
+//! Nothing is applied before the first full list of both kinds, so a starting node never programs a
+//! half-known cluster.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::time::{Duration, Instant, SystemTime};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
-use svcnet_dataplane::{Backend, Change, Model, ModelConfig, ServicePort};
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use svcnet_dataplane::{Backend, Model, ModelConfig};
+use tracing::{debug, error, info, warn};
 
-use crate::proxyhealth::ProxyHealth;
+use crate::health::ProxyHealth;
+use crate::metrics::ProxierMetrics;
+use crate::runner::{Pending, RetryPolicy, Work};
 
 /// How long a batch may wait for the event stream to go quiet before it is applied anyway.
 pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(20);
 /// How long the stream must be quiet before a batch goes out.
 const QUIET: Duration = Duration::from_millis(2);
 
-/// Settings of the data-plane loop.
+/// Settings of the proxier.
 #[derive(Debug, Clone)]
-pub struct DataplaneConfig {
+pub struct ProxierConfig {
     /// This node's name (endpoints on it are local).
     pub node_name: String,
     /// Services the data plane leaves alone (namespace, name).
     pub ignore: Vec<(String, String)>,
     /// How often the whole table is handed to the backend again, repairing any drift (kube-proxy: 1 h).
     pub resync_period: Duration,
+    /// When a failed sync is tried again.
+    pub retry: RetryPolicy,
+    /// Where `healthCheckNodePort` servers listen: the node's addresses (every address when empty), or
+    /// `None` to serve none.
+    pub service_health: Option<Vec<IpAddr>>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyLabel {
-    traffic_policy: &'static str,
-}
-
-/// kube-proxy's sync metrics, under kube-proxy's names.
-#[derive(Clone)]
-pub struct DataplaneMetrics {
-    sync_duration: Histogram,
-    programming_duration: Histogram,
-    event_to_programmed: Histogram,
-    last_sync: Gauge<f64, AtomicU64>,
-    last_queued: Gauge<f64, AtomicU64>,
-    service_changes: Counter,
-    endpoint_changes: Counter,
-    service_pending: Gauge<i64, AtomicI64>,
-    endpoint_pending: Gauge<i64, AtomicI64>,
-    no_local_endpoints: Family<PolicyLabel, Gauge<i64, AtomicI64>>,
-    sync_failures: Counter,
-    ports: Gauge<i64, AtomicI64>,
-    endpoints: Gauge<i64, AtomicI64>,
-}
-
-impl DataplaneMetrics {
-    /// Registers the metrics in `registry`.
-    pub fn new(registry: &mut Registry) -> DataplaneMetrics {
-        let buckets = || prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18);
-        let m = DataplaneMetrics {
-            sync_duration: Histogram::new(buckets()),
-            programming_duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                0.001, 2.0, 18,
-            )),
-            event_to_programmed: Histogram::new(buckets()),
-            last_sync: Gauge::default(),
-            last_queued: Gauge::default(),
-            service_changes: Counter::default(),
-            endpoint_changes: Counter::default(),
-            service_pending: Gauge::default(),
-            endpoint_pending: Gauge::default(),
-            no_local_endpoints: Family::default(),
-            sync_failures: Counter::default(),
-            ports: Gauge::default(),
-            endpoints: Gauge::default(),
-        };
-        registry.register(
-            "kubeproxy_sync_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds",
-            m.sync_duration.clone(),
-        );
-        registry.register(
-            "kubeproxy_network_programming_duration_seconds",
-            "In Cluster Network Programming Latency in seconds",
-            m.programming_duration.clone(),
-        );
-        registry.register(
-            "svcnet_dataplane_event_to_programmed_seconds",
-            "From the first watch event of a batch to the backend having applied it",
-            m.event_to_programmed.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-            "The last time proxy rules were successfully synced",
-            m.last_sync.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
-            "The last time a sync of proxy rules was queued",
-            m.last_queued.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_service_changes",
-            "Cumulative proxy rules Service changes",
-            m.service_changes.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_service_changes_pending",
-            "Pending proxy rules Service changes",
-            m.service_pending.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_endpoint_changes",
-            "Cumulative proxy rules EndpointSlice changes",
-            m.endpoint_changes.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
-            "Pending proxy rules EndpointSlice changes",
-            m.endpoint_pending.clone(),
-        );
-        registry.register(
-            // A gauge, named `_total` by kube-proxy.
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
-            "Number of service ports with a Local traffic policy and no local endpoints",
-            m.no_local_endpoints.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_errors",
-            "Backend syncs that failed",
-            m.sync_failures.clone(),
-        );
-        registry.register(
-            "svcnet_dataplane_service_ports",
-            "Service ports programmed on this node",
-            m.ports.clone(),
-        );
-        registry.register(
-            "svcnet_dataplane_endpoints",
-            "Endpoints programmed on this node (internal sets)",
-            m.endpoints.clone(),
-        );
-        m
-    }
-
-    /// Counts a watch event that carries an object in `total` and, until the backend has handled it,
-    /// in `pending`.
-    fn queued(&self, total: &Counter, pending: &Gauge<i64, AtomicI64>) {
-        total.inc();
-        pending.inc();
-        self.last_queued.set(unix_seconds(SystemTime::now()));
-    }
-
-    /// Sets the gauges that sum over all ports (endpoints, Local policies without local endpoints) from
-    /// scratch, as a full sync does.
-    fn count_all(&self, ports: &[Arc<ServicePort>]) {
-        let t = ports.iter().fold([0; 3], |t, p| add(t, port_counts(p), 1));
-        self.set_counts(t, false);
-    }
-
-    /// Moves those gauges by what `changes` changed, so that one endpoint costs O(1), not O(services).
-    fn count_changes(&self, changes: &[Change]) {
-        let mut d = [0; 3];
-        for c in changes {
-            match c {
-                Change::Upsert { old, new } => {
-                    if let Some(old) = old {
-                        d = add(d, port_counts(old), -1);
-                    }
-                    d = add(d, port_counts(new), 1);
-                }
-                Change::Remove(old) => d = add(d, port_counts(old), -1),
-            }
-        }
-        self.set_counts(d, true);
-    }
-
-    fn set_counts(&self, [endpoints, internal, external]: [i64; 3], delta: bool) {
-        let policy = |p| {
-            self.no_local_endpoints
-                .get_or_create(&PolicyLabel { traffic_policy: p })
-                .clone()
-        };
-        for (g, v) in [
-            (self.endpoints.clone(), endpoints),
-            (policy("internal"), internal),
-            (policy("external"), external),
-        ] {
-            if delta {
-                g.inc_by(v);
-            } else {
-                g.set(v);
-            }
+impl ProxierConfig {
+    /// The defaults for node `node_name`: hourly resync, the default retry policy, health check servers
+    /// on every address.
+    pub fn new(node_name: impl Into<String>) -> ProxierConfig {
+        ProxierConfig {
+            node_name: node_name.into(),
+            ignore: vec![],
+            resync_period: Duration::from_secs(3600),
+            retry: RetryPolicy::default(),
+            service_health: Some(vec![]),
         }
     }
-}
-
-/// What one port adds to the summed gauges: its endpoints, and whether each of its Local policies has
-/// endpoints elsewhere but none on this node (kube-proxy's `no_local_endpoints_total`).
-fn port_counts(p: &ServicePort) -> [i64; 3] {
-    let internal = p.internal_policy_local && p.has_endpoints && p.internal_endpoints.is_empty();
-    let external = p.externally_accessible()
-        && p.external_policy_local
-        && p.has_endpoints
-        && p.external_endpoints.is_empty();
-    [
-        p.internal_endpoints.len() as i64,
-        internal as i64,
-        external as i64,
-    ]
-}
-
-fn add(a: [i64; 3], b: [i64; 3], sign: i64) -> [i64; 3] {
-    [a[0] + sign * b[0], a[1] + sign * b[1], a[2] + sign * b[2]]
-}
-
-/// Watch events received but not yet programmed, by kind.
-#[derive(Default, Clone, Copy)]
-struct Pending {
-    services: i64,
-    slices: i64,
-}
-
-/// One unit of work for the backend thread.
-enum Work {
-    All(Vec<Arc<ServicePort>>, Pending),
-    /// Changes, the trigger times behind them, when the first event of the batch arrived, and the watch
-    /// events they answer.
-    Changes(Vec<Change>, Vec<SystemTime>, Option<Instant>, Pending),
 }
 
 // Events are moved once from the watch to the model; boxing them would only add an allocation.
@@ -255,9 +71,9 @@ enum Input {
 /// Runs the loop until the watches end (they retry forever, so: until the task is dropped).
 pub async fn run(
     client: Client,
-    cfg: DataplaneConfig,
+    cfg: ProxierConfig,
     backend: Box<dyn Backend>,
-    metrics: DataplaneMetrics,
+    metrics: ProxierMetrics,
     health: ProxyHealth,
 ) {
     let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default());
@@ -340,9 +156,9 @@ impl Relist {
 
 async fn drive(
     mut inputs: impl Stream<Item = Input> + Unpin,
-    cfg: DataplaneConfig,
+    cfg: ProxierConfig,
     backend: Box<dyn Backend>,
-    metrics: DataplaneMetrics,
+    metrics: ProxierMetrics,
     health: ProxyHealth,
 ) {
     let mut model = Model::new(ModelConfig {
@@ -350,13 +166,19 @@ async fn drive(
         node_zone: None,
         ignore: cfg.ignore.clone(),
     });
-    let (work_tx, work_rx) = mpsc::unbounded_channel::<Work>();
-    let worker = {
-        let (metrics, health) = (metrics.clone(), health.clone());
-        std::thread::Builder::new()
-            .name("dataplane-backend".into())
-            .spawn(move || backend_thread(backend, work_rx, metrics, health))
-            .expect("spawn the data-plane backend thread")
+    let started_runner = crate::runner::start(
+        backend,
+        metrics.clone(),
+        health.clone(),
+        cfg.service_health.as_deref(),
+        cfg.retry,
+    );
+    let (work_tx, worker) = match started_runner {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start the proxier's runner thread");
+            return;
+        }
     };
     let (mut svc_list, mut slice_list) = (Relist::default(), Relist::default());
     let mut started = false;
@@ -419,26 +241,36 @@ async fn drive(
         let first_event = batch_since.take();
         let answered = std::mem::take(&mut pending);
         if !started || last_full.elapsed() >= cfg.resync_period {
-            started = true;
             last_full = Instant::now();
             let all: Vec<_> = model.ports().cloned().collect();
             info!(ports = all.len(), "data plane: full sync");
             metrics.count_all(&all);
-            let _ = work_tx.send(Work::All(all, answered));
+            let reason = if started { "resync" } else { "start" };
+            started = true;
+            let _ = work_tx.send(Work::All {
+                ports: all,
+                reason,
+                answered,
+            });
             if !out.trigger_times.is_empty() {
-                let _ = work_tx.send(Work::Changes(vec![], out.trigger_times, None, Pending::default()));
+                let _ = work_tx.send(Work::Changes {
+                    changes: vec![],
+                    triggers: out.trigger_times,
+                    first_event: None,
+                    answered: Pending::default(),
+                });
             }
         } else if first_event.is_some() || !out.changes.is_empty() || !out.trigger_times.is_empty() {
             // Sent even when the model found nothing to change, so that the backend thread reports the
             // queued events as handled (health, pending counts).
             debug!(changes = out.changes.len(), "data plane: incremental sync");
             metrics.count_changes(&out.changes);
-            let _ = work_tx.send(Work::Changes(
-                out.changes,
-                out.trigger_times,
+            let _ = work_tx.send(Work::Changes {
+                changes: out.changes,
+                triggers: out.trigger_times,
                 first_event,
                 answered,
-            ));
+            });
         } else {
             // Events that changed nothing (a relist, say) are handled as they arrive.
             metrics.service_pending.dec_by(answered.services);
@@ -450,65 +282,18 @@ async fn drive(
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
 }
 
-/// `t` as seconds since the Unix epoch (kube-proxy's timestamp gauges).
-fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// Whether a watch event carries an object (a change kube-proxy would count), not a relist marker.
 fn has_object<K>(e: &Event<K>) -> bool {
     matches!(e, Event::Apply(_) | Event::InitApply(_) | Event::Delete(_))
 }
 
-fn backend_thread(
-    mut backend: Box<dyn Backend>,
-    mut rx: mpsc::UnboundedReceiver<Work>,
-    m: DataplaneMetrics,
-    health: ProxyHealth,
-) {
-    while let Some(work) = rx.blocking_recv() {
-        let started = Instant::now();
-        let (result, triggers, first_event, answered) = match work {
-            Work::All(all, answered) => (Some(backend.sync_all(&all)), vec![], None, answered),
-            Work::Changes(changes, triggers, first_event, answered) => {
-                let r = (!changes.is_empty()).then(|| backend.apply(&changes));
-                (r, triggers, first_event.filter(|_| !changes.is_empty()), answered)
-            }
-        };
-        m.service_pending.dec_by(answered.services);
-        m.endpoint_pending.dec_by(answered.slices);
-        // This node's share of network programming latency, at sub-second precision (the trigger times
-        // behind `programming_duration` come from whole-second API timestamps).
-        if let Some(t) = first_event {
-            m.event_to_programmed.observe(t.elapsed().as_secs_f64());
-        }
-        if result.is_some() {
-            m.sync_duration.observe(started.elapsed().as_secs_f64());
-        }
-        match result.unwrap_or(Ok(())) {
-            Ok(()) => {
-                health.updated();
-                let now = SystemTime::now();
-                m.last_sync.set(unix_seconds(now));
-                for t in triggers {
-                    if let Ok(d) = now.duration_since(t) {
-                        m.programming_duration.observe(d.as_secs_f64());
-                    }
-                }
-            }
-            Err(e) => {
-                m.sync_failures.inc();
-                warn!(backend = backend.name(), error = %e, "data plane sync failed");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::registry::Registry;
+    use std::sync::Arc;
     use std::sync::Mutex;
+    use svcnet_dataplane::{Change, ServicePort};
 
     struct Recorder(Arc<Mutex<Vec<String>>>);
 
@@ -549,13 +334,12 @@ mod tests {
         tokio::task::JoinHandle<()>,
     ) {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let cfg = DataplaneConfig {
-            node_name: "n1".into(),
-            ignore: vec![],
-            resync_period: Duration::from_secs(3600),
+        let cfg = ProxierConfig {
+            service_health: None,
+            ..ProxierConfig::new("n1")
         };
         let mut registry = Registry::default();
-        let metrics = DataplaneMetrics::new(&mut registry);
+        let metrics = ProxierMetrics::new(&mut registry);
         let health = ProxyHealth::new(Duration::from_secs(60), &mut registry);
         let task = tokio::spawn(drive(rx, cfg, Box::new(Recorder(log)), metrics, health));
         (tx, registry, task)

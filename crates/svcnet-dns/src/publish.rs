@@ -1,8 +1,8 @@
 //! Makes the node's own DNS server the endpoint of `kube-system/kube-dns`.
 //!
 //! In Kubernetes, kube-dns' endpoints are CoreDNS pods. svcnet's DNS runs inside every node agent instead,
-//! so each agent publishes an EndpointSlice of its own (managed by `svcnet-agent`, which the EndpointSlice
-//! controller leaves alone) naming its DNS listener. Pods then reach cluster DNS through the kube-dns
+//! so each node publishes an EndpointSlice of its own naming its DNS listener (managed by `svcnet-agent`,
+//! the label node agents have always written, which the EndpointSlice controller leaves alone). Pods then reach cluster DNS through the kube-dns
 //! ClusterIP like any Service, through the data plane (userspace proxy or nftables DNAT); with several
 //! nodes, every node's DNS is an endpoint, and all of them answer alike.
 

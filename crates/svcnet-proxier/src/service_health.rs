@@ -1,7 +1,9 @@
 //! `healthCheckNodePort` servers: for a LoadBalancer Service with `externalTrafficPolicy: Local`, the
 //! cloud load balancer asks every node over HTTP whether it has a local endpoint, and sends traffic only
-//! to nodes that answer 200 (kube-proxy's service health server). One small thread per listening address;
-//! the answer is read from shared state that [`HealthServers::update`] keeps current.
+//! to nodes that answer 200 (kube-proxy's service health server). What they answer depends only on the
+//! service ports, not on how traffic is forwarded, so the [`runner`](crate::runner) keeps them for every
+//! backend, from what it has programmed. One small thread per listening address; the answer is read from
+//! shared state that [`ServiceServiceHealthServers::update`] keeps current.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -26,14 +28,14 @@ struct Status {
 struct Server {
     status: Arc<Mutex<Status>>,
     stop: Arc<AtomicBool>,
-    /// Each listening socket (a second handle to it, for [`HealthServers::stop`]) and its thread.
+    /// Each listening socket (a second handle to it, for [`ServiceHealthServers::stop`]) and its thread.
     listeners: Vec<(TcpListener, JoinHandle<()>)>,
     /// The local endpoint IPs each port of the Service contributes.
     ports: BTreeMap<ServicePortName, BTreeSet<IpAddr>>,
 }
 
 /// The health servers of all ports that have a `healthCheckNodePort`.
-pub(crate) struct HealthServers {
+pub struct ServiceHealthServers {
     bind: Vec<IpAddr>,
     servers: HashMap<u16, Server>,
 }
@@ -91,24 +93,24 @@ fn serve(mut conn: TcpStream, status: &Mutex<Status>) {
     let _ = conn.write_all(resp.as_bytes());
 }
 
-impl HealthServers {
+impl ServiceHealthServers {
     /// Servers listen on `bind` (the node's IPs), or on every address when it is empty.
-    pub(crate) fn new(bind: &[IpAddr]) -> HealthServers {
-        HealthServers {
+    pub fn new(bind: &[IpAddr]) -> ServiceHealthServers {
+        ServiceHealthServers {
             bind: bind.to_vec(),
             servers: HashMap::new(),
         }
     }
 
     /// The ports health servers listen on.
-    pub(crate) fn ports(&self) -> Vec<u16> {
+    pub fn ports(&self) -> Vec<u16> {
         let mut v: Vec<u16> = self.servers.keys().copied().collect();
         v.sort();
         v
     }
 
     /// Takes one port's change into account: `old` stops contributing, `new` starts.
-    pub(crate) fn update(&mut self, old: Option<&ServicePort>, new: Option<&ServicePort>) {
+    pub fn update(&mut self, old: Option<&ServicePort>, new: Option<&ServicePort>) {
         if let Some(old) = old
             && let Some(hc) = old.health_check_node_port
             && let Some(s) = self.servers.get_mut(&hc)
@@ -135,7 +137,7 @@ impl HealthServers {
     }
 
     /// Replaces everything with `ports` (full sync).
-    pub(crate) fn reset<'a>(&mut self, ports: impl Iterator<Item = &'a Arc<ServicePort>>) {
+    pub fn reset<'a>(&mut self, ports: impl Iterator<Item = &'a Arc<ServicePort>>) {
         let mut wanted: HashMap<u16, Vec<&ServicePort>> = HashMap::new();
         for sp in ports {
             if let Some(hc) = sp.health_check_node_port {
@@ -206,7 +208,7 @@ impl HealthServers {
             };
             let (status, stop) = (status.clone(), stop.clone());
             let spawned = std::thread::Builder::new()
-                .name(format!("svcnet-nft-health-{port}"))
+                .name(format!("svc-health-{port}"))
                 .spawn(move || {
                     for conn in l.incoming() {
                         if stop.load(Ordering::Relaxed) {
@@ -256,65 +258,10 @@ impl HealthServers {
     }
 }
 
-impl Drop for HealthServers {
+impl Drop for ServiceHealthServers {
     fn drop(&mut self) {
         for p in self.ports() {
             self.stop(p);
         }
-    }
-}
-
-/// Any backend with kube-proxy's `healthCheckNodePort` servers beside it. The nftables backend runs its
-/// own; this gives the same servers to backends that have none (the userspace proxy), since what they
-/// answer depends only on the service ports, not on how traffic is forwarded.
-pub struct HealthChecked<B> {
-    inner: B,
-    health: HealthServers,
-    programmed: HashMap<ServicePortName, Arc<ServicePort>>,
-}
-
-impl<B: svcnet_dataplane::Backend> HealthChecked<B> {
-    /// Wraps `inner`; the servers listen on `bind` (every address when empty).
-    pub fn new(inner: B, bind: &[IpAddr]) -> HealthChecked<B> {
-        HealthChecked {
-            inner,
-            health: HealthServers::new(bind),
-            programmed: HashMap::new(),
-        }
-    }
-
-    /// The ports health servers listen on.
-    pub fn health_check_ports(&self) -> Vec<u16> {
-        self.health.ports()
-    }
-}
-
-impl<B: svcnet_dataplane::Backend> svcnet_dataplane::Backend for HealthChecked<B> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn apply(&mut self, changes: &[svcnet_dataplane::Change]) -> Result<(), svcnet_dataplane::BackendError> {
-        self.inner.apply(changes)?;
-        for c in changes {
-            match c {
-                svcnet_dataplane::Change::Upsert { new, .. } => {
-                    let old = self.programmed.insert(new.name.clone(), new.clone());
-                    self.health.update(old.as_deref(), Some(new));
-                }
-                svcnet_dataplane::Change::Remove(old) => {
-                    let old = self.programmed.remove(&old.name);
-                    self.health.update(old.as_deref(), None);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), svcnet_dataplane::BackendError> {
-        self.inner.sync_all(ports)?;
-        self.programmed = ports.iter().map(|p| (p.name.clone(), p.clone())).collect();
-        self.health.reset(ports.iter());
-        Ok(())
     }
 }
