@@ -1,0 +1,293 @@
+//! A real `svcnet up` for a test, driven with real kubectl.
+//!
+//! Every cluster gets its own data directory and an ephemeral loopback port, so tests run in parallel
+//! and never touch anything outside 127.0.0.1. The process is stopped by PID when the handle drops.
+//!
+//! The binary under test is an argument because only the `svcnet` crate's own integration tests can name
+//! it; such a test file starts with
+//!
+//! ```ignore
+//! use svcnet_testsupport::Cluster;
+//!
+//! /// The binary under test.
+//! const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+//!
+//! #[test]
+//! fn services_list() {
+//!     let c = Cluster::start(SVCNET);
+//!     assert!(c.ok(&["get", "services"]).contains("kubernetes"));
+//! }
+//! ```
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::kubectl::{NEWEST, kubectl_path};
+
+/// A running `svcnet up`.
+pub struct Cluster {
+    /// The `svcnet` binary (re)started by this handle.
+    bin: PathBuf,
+    child: Option<Child>,
+    /// The data directory (kept across restarts).
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// The address the API server listens on.
+    pub addr: String,
+    extra: Vec<String>,
+    /// Words run before `svcnet` and kubectl, e.g. `ip netns exec <node>` (empty: run directly).
+    prefix: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts a fresh cluster of the `svcnet` binary `bin` with default flags.
+    pub fn start(bin: impl AsRef<Path>) -> Cluster {
+        Self::start_with(bin, &[])
+    }
+
+    /// Starts a fresh cluster of `bin` with extra `svcnet up` flags.
+    pub fn start_with(bin: impl AsRef<Path>, extra: &[&str]) -> Cluster {
+        Self::start_behind(bin.as_ref(), &[], extra)
+    }
+
+    /// Starts a fresh cluster of `bin` inside the network namespace `netns` (`ip netns exec <netns> svcnet
+    /// up …`); kubectl runs there too. The caller owns the namespace (see [`crate::netns::Namespaces`]).
+    pub fn start_in_netns(bin: impl AsRef<Path>, netns: &str, extra: &[&str]) -> Cluster {
+        Self::start_behind(bin.as_ref(), &["ip", "netns", "exec", netns], extra)
+    }
+
+    /// Starts a fresh cluster whose processes (svcnet, kubectl) run behind the command `prefix`.
+    fn start_behind(bin: &Path, prefix: &[&str], extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster {
+            bin: bin.to_path_buf(),
+            child: None,
+            dir,
+            _tmp: Some(tmp),
+            addr: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
+        };
+        c.launch("127.0.0.1:0");
+        c
+    }
+
+    /// A command for `program`, behind the cluster's prefix.
+    fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        match self.prefix.split_first() {
+            None => Command::new(program),
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(program);
+                cmd
+            }
+        }
+    }
+
+    fn launch(&mut self, listen: &str) {
+        // `ip netns exec` execs svcnet, so the child's PID is svcnet's (signals in `stop` reach it).
+        let mut child = self
+            .command(&self.bin)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--api-listen")
+            .arg(listen)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("svcnet.log"))
+                    .expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn svcnet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the ready line");
+        assert!(
+            line.contains("svcnet is up"),
+            "unexpected first line: {line:?}\nlog:\n{}",
+            self.log()
+        );
+        self.child = Some(child);
+        let kubeconfig = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        self.addr = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://"))
+            .expect("server line")
+            .to_string();
+    }
+
+    /// The kubeconfig path.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("svcnet.log")).unwrap_or_default()
+    }
+
+    /// The server process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stops the server with a signal and restarts it on the same data directory and address.
+    pub fn restart(&mut self, signal: &str) {
+        self.stop(signal);
+        let addr = self.addr.clone();
+        self.launch(&addr);
+    }
+
+    /// Replaces the extra `svcnet up` flags the next [`Self::restart`] starts with.
+    pub fn set_flags(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Stops the server with `signal` (`TERM` or `KILL`) and waits for it to exit.
+    pub fn stop(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs kubectl `version` with `args` (and `stdin`, if any), returning its output.
+    pub fn kubectl_v(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_env(version, args, stdin, &[])
+    }
+
+    /// Runs kubectl `version` with extra environment variables: the one kubectl runner; every other
+    /// kubectl helper goes through it. Each version gets its own discovery cache in the data directory.
+    pub fn kubectl_env(
+        &self,
+        version: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Output {
+        let mut cmd = self.command(kubectl_path(version));
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", self.dir.join(format!("kcache-{version}")))
+            .env("HOME", &self.dir)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs the newest kubectl and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_v(NEWEST, args, None)
+    }
+
+    /// Runs kubectl `version`, asserts success, returns stdout.
+    pub fn ok_v(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_v(version, args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {version} {args:?} failed:\nstdout: {}\nstderr: {}\nserver log tail:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 20)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl `version`, asserts failure, returns stderr.
+    pub fn fail_v(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_v(version, args, stdin);
+        assert!(
+            !out.status.success(),
+            "kubectl {version} {args:?} unexpectedly succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A kube-rs client for the cluster, from its kubeconfig (feature `kube`).
+    #[cfg(feature = "kube")]
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    }
+
+    /// Names of the pods matching `selector` that are Ready and not being deleted.
+    pub fn ready_pods(&self, selector: &str) -> Vec<String> {
+        let pods = self.get_json(&["pods", "-l", selector]);
+        pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Reads objects with `kubectl get ARGS -o json` (newest kubectl).
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop("TERM");
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Writes `contents` to `dir/name` and returns the path as a string.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write file");
+    p.to_string_lossy().into_owned()
+}
