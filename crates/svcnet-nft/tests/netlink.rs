@@ -6,8 +6,6 @@ mod common;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use common::netns::can_run;
@@ -17,6 +15,7 @@ use svcnet_nft::netlink::{
     Batch, Element, ElementData, NetlinkError, SLOTS, Writer, addr, addr_pair, addr_port, addr_proto_port,
     proto_port, slot_ranges,
 };
+use svcnet_testsupport::netns::Netns;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -47,51 +46,18 @@ table ip6 t {
 }
 "#;
 
-fn run(args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A network namespace with [`RULESET`] loaded; deleted on drop (also on panic).
-struct Ns {
-    name: String,
-}
+struct Ns(Netns);
 
 impl Ns {
     fn new() -> Ns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "svcnet-nl-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name], None);
-        let ns = Ns { name };
+        let ns = Ns(Netns::new("nl"));
         ns.nft_script(RULESET);
         ns
     }
 
     fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
+        self.0.path()
     }
 
     fn writer(&self) -> Writer {
@@ -99,10 +65,7 @@ impl Ns {
     }
 
     fn nft_script(&self, script: &str) {
-        run(
-            &["ip", "netns", "exec", &self.name, "nft", "-f", "-"],
-            Some(script),
-        );
+        self.0.exec_with_input(&["nft", "-f", "-"], Some(script));
     }
 
     /// The elements of `family t name` as nft lists them (JSON), sorted.
@@ -112,12 +75,7 @@ impl Ns {
         } else {
             "set"
         };
-        let out = run(
-            &[
-                "ip", "netns", "exec", &self.name, "nft", "-j", "list", kind, family, "t", name,
-            ],
-            None,
-        );
+        let out = self.0.exec(&["nft", "-j", "list", kind, family, "t", name]);
         let v: Value = serde_json::from_str(&out).unwrap();
         let obj = v["nftables"]
             .as_array()
@@ -140,12 +98,6 @@ impl Ns {
             "{family} t {name} (netlink) differs from {name}2 (nft)"
         );
         ours
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 

@@ -13,8 +13,9 @@ use svcnet_dataplane::manifests::Manifests;
 use svcnet_dataplane::{Backend, Change, Model, ModelConfig, Protocol, ServicePort};
 use svcnet_nft::{Family, NftBackend, NftConfig, render_full};
 
-use common::netns::{Netns, can_run};
+use common::netns::{NftNetns, can_run};
 use common::{NODE, ep, golden_config, golden_path, svc_port};
+use svcnet_testsupport::netns::Netns;
 
 /// A table listing reduced to what must match: objects by kind and name, without handles, with element
 /// lists sorted and the contents of dynamic (affinity) sets left out.
@@ -367,7 +368,7 @@ fn health_checked_port_changes_incrementally() {
     let ns = Netns::new("health");
     let mut b = NftBackend::new(NftConfig {
         nft_command: ns.prefix("nft"),
-        netns: Some(format!("/run/netns/{}", ns.name).into()),
+        netns: Some(ns.path()),
         conntrack_command: ns.prefix("conntrack"),
         node_ips: vec!["127.0.0.1".parse().unwrap()],
         ..golden_config()

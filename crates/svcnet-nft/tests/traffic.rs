@@ -1,6 +1,6 @@
 //! Real traffic through the rules, in network namespaces this test creates (root; skipped otherwise): a
 //! node with a bridge, pods running a server that answers with its name and the client address it sees,
-//! and an outside client routed through the node. See `common/netns.rs` for the lab and its safety rules.
+//! and an outside client routed through the node. See `svcnet_testsupport::lab` for the lab and its safety rules.
 
 mod common;
 
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use svcnet_dataplane::{Backend, Change, Protocol};
 
-use common::netns::{BRIDGE_IP, CLIENT_IP, CLIENT_IP2, Lab, NODE_IP, can_run, lab_config};
+use common::netns::{NftLab, can_run, lab_config};
 use common::{scenarios, svc_port};
+use svcnet_testsupport::lab::{BRIDGE_IP, CLIENT_IP, CLIENT_IP2, Lab, NODE_IP};
 
 #[test]
 fn clusterip_nodeport_reject_hairpin() {

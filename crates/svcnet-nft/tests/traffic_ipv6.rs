@@ -1,7 +1,7 @@
 //! Real IPv6 traffic through the `ip6 svcnet` table, in network namespaces this test creates (root;
-//! skipped otherwise): the dual-stack lab of `common/netns.rs` (pods `fd00:10:244::1x` on the node's
+//! skipped otherwise): the dual-stack lab of `svcnet_testsupport::lab` (pods `fd00:10:244::1x` on the node's
 //! bridge `fd00:10:244::1`, an outside client `fd00:192:168::2` routed through the node
-//! `fd00:192:168::1`, Services in `fd00:10:96::/112`). See `common/netns.rs` for its safety rules.
+//! `fd00:192:168::1`, Services in `fd00:10:96::/112`). See `svcnet_testsupport::netns` for its safety rules.
 
 mod common;
 
@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use svcnet_dataplane::{Backend, Change, Protocol};
 
-use common::netns::{
-    BRIDGE_IP, BRIDGE_IP6, CLIENT_IP6, CLIENT_IP6_2, Lab, NODE_IP, NODE_IP6, can_run, lab_config,
-};
+use common::netns::{NftLab, can_run, lab_config};
 use common::{scenarios, svc_port};
+use svcnet_testsupport::lab::{BRIDGE_IP, BRIDGE_IP6, CLIENT_IP6, CLIENT_IP6_2, Lab, NODE_IP, NODE_IP6};
 
 #[test]
 fn clusterip_nodeport_reject_hairpin_v6() {

@@ -1,18 +1,16 @@
 //! The backend through its library API: changes built by the real service model from manifests text,
 //! applied to a `UserspaceBackend`, traffic from real sockets on 127.x addresses.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::*;
 use prometheus_client::registry::Registry;
 use svcnet_dataplane::manifests::Manifests;
 use svcnet_dataplane::{Backend, Balance, Model, ModelConfig};
 use svcnet_proxy::{ProxyConfig, UserspaceBackend};
+use svcnet_testsupport::net::*;
 
 /// A backend plus the model feeding it.
 struct Proxy {
@@ -69,14 +67,6 @@ impl Proxy {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
-}
-
-fn count(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for n in names {
-        *m.entry(n).or_default() += 1;
-    }
-    m
 }
 
 #[test]
@@ -144,7 +134,7 @@ fn no_endpoints_resets_at_once_and_removal_closes_the_listener() {
 #[test]
 fn a_dead_endpoint_is_retried_elsewhere_without_client_failures() {
     let live = [tcp_server("127.31.2.2", "a"), tcp_server("127.31.2.3", "b")];
-    let dead: SocketAddr = format!("127.31.2.4:{}", dead_port("127.31.2.4")).parse().unwrap();
+    let dead: SocketAddr = format!("127.31.2.4:{}", free_port("127.31.2.4")).parse().unwrap();
     let mut p = Proxy::new("127.31.2.250", Balance::RoundRobin);
     p.load(
         &(service("web", "127.31.2.1", 8000, "8080", "TCP", "")
@@ -251,7 +241,7 @@ fn load_balancer_source_ranges_admit_only_their_clients() {
 fn node_ports_listen_on_the_node_addresses() {
     let eps = [tcp_server("127.31.7.2", "a")];
     let mut p = Proxy::new("127.31.7.250", Balance::RoundRobin);
-    let node_port = dead_port("127.31.7.250");
+    let node_port = free_port("127.31.7.250");
     let yaml = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: np, namespace: default}}\nspec:\n  type: NodePort\n  \
          clusterIP: 127.31.7.1\n  ports: [{{name: p, port: 8000, targetPort: 8080, nodePort: {node_port}}}]\n---\n"

@@ -3,15 +3,13 @@
 //! answer on 127.0.0.1, ClusterIPs are left to the inner backend, and a NodePort that goes away stops
 //! answering on loopback.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
 use prometheus_client::registry::Registry;
 use svcnet_dataplane::manifests::Manifests;
 use svcnet_dataplane::{Backend, Model, ModelConfig};
 use svcnet_proxy::{LocalhostNodePorts, ProxyConfig, UserspaceBackend};
+use svcnet_testsupport::net::*;
 
 fn changes(model: &mut Model, yaml: &str) -> Vec<svcnet_dataplane::Change> {
     model.clear_inputs();
@@ -43,8 +41,8 @@ fn node_ports_answer_on_loopback_and_stop_when_they_go() {
         node_name: "node-a".into(),
         ..Default::default()
     });
-    let np = dead_port("127.0.0.1");
-    let plain_port = dead_port("127.0.0.1");
+    let np = free_port("127.0.0.1");
+    let plain_port = free_port("127.0.0.1");
     let node_port_svc = |kind: &str, node_port: &str| {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: np, namespace: default}}\nspec:\n  type: {kind}\n  \

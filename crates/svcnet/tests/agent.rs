@@ -2,20 +2,15 @@
 //! pod CIDR and a Lease, pods are scheduled and run on their own loopback IPs, probes drive readiness,
 //! a killed process restarts in place, deletion is graceful, and `kubectl logs` reads through the API.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, KUBECTLS, eventually};
 use serde_json::Value;
+use svcnet_testsupport::kubectl::{KUBECTLS, kubectl_path};
+use svcnet_testsupport::net::free_port;
+use svcnet_testsupport::{Cluster, eventually};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 fn pod_yaml(name: &str, extra_labels: &str, command: &str, probe: &str) -> String {
     format!(
@@ -77,7 +72,7 @@ fn http_body(ip: &str, port: u16, path: &str) -> String {
 
 #[test]
 fn node_registers_and_pods_run_on_their_own_ips() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let nodes = c.get_json(&["nodes"]);
     let node = &nodes["items"][0];
     assert!(eventually(Duration::from_secs(10), || {
@@ -96,7 +91,7 @@ fn node_registers_and_pods_run_on_their_own_ips() {
     let table = c.ok(&["get", "nodes", "-o", "wide"]);
     assert!(table.contains("Ready") && table.contains("127.0.0.1"), "{table}");
 
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let cmd = format!(
         "echo serving on $POD_IP $KUBERNETES_SERVICE_HOST; exec python3 -m http.server {port} --bind $POD_IP"
     );
@@ -168,11 +163,11 @@ fn node_registers_and_pods_run_on_their_own_ips() {
 
 #[test]
 fn graceful_termination_and_readiness() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     // A process that traps SIGTERM and says so: deletion must give it the chance.
     let cmd = "trap 'echo got-term; exit 0' TERM; echo started; while true; do sleep 0.1; done";
     run_pod(&c, "trap", cmd, "");
-    let mut follower = std::process::Command::new(common::kubectl_path("1.33"))
+    let mut follower = std::process::Command::new(kubectl_path("1.33"))
         .args(["logs", "-f", "trap"])
         .env("KUBECONFIG", c.kubeconfig())
         .env("KUBECACHEDIR", c.dir.join("kcache-follow"))
@@ -224,7 +219,7 @@ fn graceful_termination_and_readiness() {
 /// deletes it; a finalizer then holds it until removed, as in Kubernetes.
 #[test]
 fn a_terminating_pod_stays_until_its_node_deletes_it() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let slow = "trap 'sleep 3; exit 0' TERM; while true; do sleep 0.1; done";
     run_pod(&c, "slow", slow, "");
     c.ok(&["delete", "pod", "slow", "--wait=false"]);
@@ -275,7 +270,7 @@ fn a_terminating_pod_stays_until_its_node_deletes_it() {
 
 #[test]
 fn unschedulable_pods_stay_pending_with_a_reason() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector:\n    disk: ssd\n  containers:\n  - name: c\n    image: x\n    command: [sleep, \"60\"]\n";
     c.ok_v("1.33", &["apply", "-f", "-"], Some(pod));
     assert!(eventually(Duration::from_secs(15), || {
@@ -311,8 +306,8 @@ fn unschedulable_pods_stay_pending_with_a_reason() {
 
 #[test]
 fn restarts_of_the_node_leave_no_stray_processes() {
-    let mut c = Cluster::start();
-    let port = free_port();
+    let mut c = Cluster::start(SVCNET);
+    let port = free_port("127.0.0.1");
     let cmd = format!("exec python3 -m http.server {port} --bind $POD_IP");
     let p = run_pod(&c, "keep", &cmd, "");
     let ip = p["status"]["podIP"].as_str().unwrap().to_string();
@@ -363,8 +358,8 @@ fn restarts_of_the_node_leave_no_stray_processes() {
 fn two_clusters_on_one_host_never_share_a_pod_address() {
     let flags = ["--cluster-cidr", "127.245.0.0/24", "--node-cidr-mask-size", "28"];
     let clusters = [
-        ("a", Cluster::start_with(&flags)),
-        ("b", Cluster::start_with(&flags)),
+        ("a", Cluster::start_with(SVCNET, &flags)),
+        ("b", Cluster::start_with(SVCNET, &flags)),
     ];
     for (name, c) in &clusters {
         let deploy = format!(
@@ -413,8 +408,8 @@ fn two_clusters_on_one_host_never_share_a_pod_address() {
 
 #[test]
 fn a_deployment_of_real_processes_serves_and_heals() {
-    let c = Cluster::start();
-    let port = free_port();
+    let c = Cluster::start(SVCNET);
+    let port = free_port("127.0.0.1");
     let deploy = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: red\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: red\n  template:\n    metadata:\n      labels:\n        app: red\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: red\n        image: python:3\n        command: [\"sh\", \"-c\", \"exec python3 -m http.server {port} --bind $POD_IP\"]\n        readinessProbe:\n          tcpSocket: {{port: {port}}}\n          periodSeconds: 1\n"
     );
@@ -484,7 +479,7 @@ fn a_deployment_of_real_processes_serves_and_heals() {
 
 #[test]
 fn a_second_node_joins_goes_not_ready_and_its_pods_move() {
-    let c = Cluster::start_with(&["--node-monitor-grace-period", "4"]);
+    let c = Cluster::start_with(SVCNET, &["--node-monitor-grace-period", "4"]);
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -745,7 +740,10 @@ impl Drop for AgentGuard {
 #[test]
 fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
     // Two /28 blocks in the cluster range: the first node takes one, node-x the other, node-b none.
-    let c = Cluster::start_with(&["--cluster-cidr", "127.246.0.0/27", "--node-cidr-mask-size", "28"]);
+    let c = Cluster::start_with(
+        SVCNET,
+        &["--cluster-cidr", "127.246.0.0/27", "--node-cidr-mask-size", "28"],
+    );
     let cidr_of = |node: &str| c.get_json(&["node", node])["spec"]["podCIDR"].clone();
     assert!(eventually(Duration::from_secs(20), || {
         c.get_json(&["nodes"])["items"][0]["spec"]["podCIDR"] == "127.246.0.0/28"
@@ -765,7 +763,7 @@ fn a_pod_waiting_for_its_node_s_pod_cidr_starts_when_the_cidr_arrives() {
         node_events(&c, "node-b").contains("CIDRNotAvailable")
     }));
     assert!(cidr_of("node-b").is_null());
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let pod = pod_yaml(
         "late",
         "",
@@ -811,7 +809,10 @@ fn node_events(c: &Cluster, name: &str) -> String {
 /// the cluster range grows across a restart. No other event about that node follows to rescue it.
 #[test]
 fn a_node_listed_without_a_block_at_start_up_gets_one() {
-    let mut c = Cluster::start_with(&["--cluster-cidr", "127.247.0.0/28", "--node-cidr-mask-size", "28"]);
+    let mut c = Cluster::start_with(
+        SVCNET,
+        &["--cluster-cidr", "127.247.0.0/28", "--node-cidr-mask-size", "28"],
+    );
     let cidr_of = |c: &Cluster, node: &str| c.get_json(&["node", node])["spec"]["podCIDR"].clone();
     assert!(eventually(Duration::from_secs(20), || {
         c.get_json(&["nodes"])["items"][0]["spec"]["podCIDR"] == "127.247.0.0/28"
@@ -849,7 +850,7 @@ fn a_node_listed_without_a_block_at_start_up_gets_one() {
 /// the agent reads the Services before it starts any pod, since their environment is fixed at start.
 #[test]
 fn pods_waiting_for_their_agent_all_report_running() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     c.ok_v(
         "1.33",
         &["apply", "-f", "-"],
@@ -910,8 +911,8 @@ fn pods_waiting_for_their_agent_all_report_running() {
 
 #[test]
 fn rolling_update_of_real_processes_keeps_enough_ready() {
-    let c = Cluster::start();
-    let port = free_port();
+    let c = Cluster::start(SVCNET);
+    let port = free_port("127.0.0.1");
     let deploy = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: roll\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: roll\n  template:\n    metadata:\n      labels:\n        app: roll\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: c\n        image: python:3\n        env: [{{name: VERSION, value: \"1\"}}]\n        command: [\"sh\", \"-c\", \"sleep 1; exec python3 -m http.server {port} --bind $POD_IP\"]\n        readinessProbe:\n          tcpSocket: {{port: {port}}}\n          periodSeconds: 1\n"
     );

@@ -2,13 +2,14 @@
 //! `sendInitialEvents`, expired versions, dry runs, deletecollection, generateName, field-validation
 //! warnings, body limits, garbage bodies, and garbage collection of dependents.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Cluster;
 use futures::{AsyncBufReadExt, TryStreamExt};
 use serde_json::{Value, json};
+use svcnet_testsupport::Cluster;
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 /// Sends a request and returns (status, JSON body or Null, Warning headers).
 async fn send(
@@ -70,7 +71,7 @@ async fn watch_lines(client: &kube::Client, path: &str, n: usize, secs: u64) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_semantics() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let k = c.client().await;
     for i in 0..3 {
         assert_eq!(
@@ -168,7 +169,7 @@ async fn watch_semantics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_semantics() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let k = c.client().await;
     // dryRun=All answers as a create would but stores nothing.
     let (code, body, _) = send(
@@ -298,7 +299,7 @@ async fn write_semantics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collection_follows_propagation_policy() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let k = c.client().await;
     let slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
     let mk_owner = |name: &str| svc(name);

@@ -1,17 +1,18 @@
 //! A Rust client (kube-rs) against `svcnet up`: list, watch, and a reflector that keeps its store in
 //! sync across an API server restart; plus durability when the server is killed mid-write.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cluster, eventually};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 fn svc(name: &str) -> Service {
     serde_json::from_value(serde_json::json!({
@@ -24,7 +25,7 @@ fn svc(name: &str) -> Service {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_watch_and_reflector_across_restart() {
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(SVCNET);
     let api: Api<Service> = Api::namespaced(c.client().await, "default");
     for i in 0..5 {
         api.create(&PostParams::default(), &svc(&format!("c{i}")))
@@ -131,7 +132,7 @@ async fn wait_async(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_objects_and_version_order() {
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(SVCNET);
     let api: Api<Service> = Api::namespaced(c.client().await, "default");
     let mut last_rv = 0u64;
     for i in 0..10 {
@@ -171,7 +172,7 @@ async fn restart_keeps_objects_and_version_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_write() {
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(SVCNET);
     let client = c.client().await;
     let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let mut tasks = Vec::new();

@@ -12,8 +12,6 @@
 //! clusters never share a listening address. Port 80 listeners need root; without it the tests say so and
 //! pass.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -21,32 +19,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, eventually, write_file};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
+use svcnet_testsupport::cluster::write_file;
+use svcnet_testsupport::netns::is_root;
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// A cluster whose service range, node address and LoadBalancer pool are this test's own.
 fn cluster(slot: u8) -> Cluster {
-    Cluster::start_with(&[
-        "--service-cidr",
-        &format!("127.{}.0.0/16", 100 + slot),
-        "--nodeport-address",
-        &format!("127.90.{slot}.1"),
-        "--lb-pool",
-        &format!("127.91.{slot}.0/24"),
-        "--dns-listen",
-        "127.0.0.1:0",
-    ])
+    Cluster::start_with(
+        SVCNET,
+        &[
+            "--service-cidr",
+            &format!("127.{}.0.0/16", 100 + slot),
+            "--nodeport-address",
+            &format!("127.90.{slot}.1"),
+            "--lb-pool",
+            &format!("127.91.{slot}.0/24"),
+            "--dns-listen",
+            "127.0.0.1:0",
+        ],
+    )
 }
 
 /// `dig +short` against `server`, retried until the answer is non-empty.

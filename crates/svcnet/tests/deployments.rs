@@ -7,17 +7,18 @@
 //! it marks the pods the controllers created `Running` and `Ready` through the `pods/status`
 //! subresource, which is exactly what the agent does, but step by step under the test's control.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
+use svcnet_testsupport::Cluster;
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 /// Runs kubectl without stalling the runtime's other workers (the controllers run on them).
 fn kubectl(c: &Cluster, args: &[&str]) -> String {
@@ -222,7 +223,7 @@ fn by_name<'a>(sets: &'a [ReplicaSet], name: &str) -> &'a ReplicaSet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deployment_lifecycle() {
     // Control plane only: the test is the kubelet, and a real agent would report its own pod status.
-    let c = Cluster::start_with(&["--no-agent"]);
+    let c = Cluster::start_with(SVCNET, &["--no-agent"]);
     let client = c.client().await;
     // The workload controllers are the ones `svcnet up` runs, as API clients.
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");

@@ -4,8 +4,6 @@
 //! fallback when it truncates), truncation for large answers, and answers following API changes.
 //! Everything listens on 127.0.0.1 with ephemeral ports.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
@@ -14,10 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, eventually};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -253,7 +254,7 @@ fn ask(addr: SocketAddr, name: &str, t: RecordType, tcp: Option<&mut TcpStream>)
 fn spec_records_forwarding_and_updates() {
     let stub = Stub::start();
     let up = stub.addr.to_string();
-    let c = Cluster::start_with(&["--dns-listen", "127.0.0.1:0", "--dns-upstream", &up]);
+    let c = Cluster::start_with(SVCNET, &["--dns-listen", "127.0.0.1:0", "--dns-upstream", &up]);
     let dns = dns_addr(&c);
 
     // The specification's example objects: kubernetes.default (built in), a headless Service with
@@ -483,14 +484,17 @@ fn spec_records_forwarding_and_updates() {
 fn large_answers_truncate_over_udp_and_complete_over_tcp() {
     let stub = Stub::start();
     let up = stub.addr.to_string();
-    let c = Cluster::start_with(&[
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--dns-upstream",
-        &up,
-        "--dns-pods",
-        "insecure",
-    ]);
+    let c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--dns-upstream",
+            &up,
+            "--dns-pods",
+            "insecure",
+        ],
+    );
     let dns = dns_addr(&c);
     // A headless Service with 200 endpoints, from a hand-written EndpointSlice (no pods needed).
     apply(
@@ -559,8 +563,8 @@ fn large_answers_truncate_over_udp_and_complete_over_tcp() {
 /// free one, so both answer, each with its own Services.
 #[test]
 fn a_second_cluster_gets_dns_of_its_own() {
-    let a = Cluster::start();
-    let b = Cluster::start();
+    let a = Cluster::start(SVCNET);
+    let b = Cluster::start(SVCNET);
     let (da, db) = (dns_addr(&a), dns_addr(&b));
     assert_ne!(da, db, "two clusters, two DNS servers");
     for (c, addr) in [(&a, da), (&b, db)] {

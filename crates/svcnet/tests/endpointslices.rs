@@ -1,20 +1,14 @@
 //! The EndpointSlice, Endpoints and mirroring controllers against a real `svcnet up` whose node agent
 //! runs real pods, observed with kubectl. The controllers are the ones `svcnet up` runs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, eventually};
 use serde_json::Value;
+use svcnet_testsupport::net::free_port;
+use svcnet_testsupport::{Cluster, eventually};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -71,10 +65,10 @@ fn wait_slices(c: &Cluster, svc: &str, what: &str, mut f: impl FnMut(&[Value]) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn endpointslices_follow_real_pods() {
     // The controllers are the ones `svcnet up` runs, as API clients; small slices to see packing.
-    let c = Cluster::start_with(&["--max-endpoints-per-slice", "5"]);
+    let c = Cluster::start_with(SVCNET, &["--max-endpoints-per-slice", "5"]);
 
     // Three pods: two HTTP servers and one that drains slowly on SIGTERM.
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let http = format!("exec python3 -m http.server {port} --bind $POD_IP");
     let tcp = format!("      tcpSocket: {{port: {port}}}\n");
     for name in ["web-0", "web-1"] {

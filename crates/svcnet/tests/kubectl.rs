@@ -1,11 +1,13 @@
 //! Real kubectl (the oldest and newest supported versions) against a real `svcnet up`: every command a
 //! user runs day to day, with output shapes and error texts as a Kubernetes cluster gives them.
 
-mod common;
-
 use std::time::Duration;
+use svcnet_testsupport::Cluster;
+use svcnet_testsupport::cluster::write_file;
+use svcnet_testsupport::kubectl::{KUBECTLS, kubectl_path};
 
-use common::{Cluster, KUBECTLS, write_file};
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const BACKEND: &str = "apiVersion: v1
 kind: Service
@@ -22,7 +24,7 @@ spec:
 
 #[test]
 fn day_to_day_commands_with_every_kubectl() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     for v in KUBECTLS {
         let ns = format!("t{}", v.replace('.', "-"));
         c.ok_v(v, &["create", "namespace", &ns], None);
@@ -266,10 +268,10 @@ fn day_to_day_commands_with_every_kubectl() {
 
 #[test]
 fn get_watch_streams_changes() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     for v in KUBECTLS {
         let name = format!("w{}", v.replace('.', ""));
-        let mut watcher = std::process::Command::new(common::kubectl_path(v))
+        let mut watcher = std::process::Command::new(kubectl_path(v))
             .args(["get", "svc", "-w", "--request-timeout=0"])
             .env("KUBECONFIG", c.kubeconfig())
             .env("KUBECACHEDIR", c.dir.join(format!("kcache-w{v}")))
@@ -297,7 +299,7 @@ fn get_watch_streams_changes() {
 
 #[test]
 fn errors_read_as_kubernetes_writes_them() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     for v in KUBECTLS {
         let bad =
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: Bad_Name\nspec:\n  ports:\n  - port: 70000\n";
@@ -353,7 +355,7 @@ fn errors_read_as_kubernetes_writes_them() {
 
 #[test]
 fn credentials_are_required() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let cfg = std::fs::read_to_string(c.kubeconfig()).unwrap();
     let token = cfg
         .lines()
@@ -362,7 +364,7 @@ fn credentials_are_required() {
         .to_string();
     let wrong = cfg.replace(&token, "not-the-token");
     std::fs::write(c.dir.join("bad-kubeconfig"), wrong).unwrap();
-    let out = std::process::Command::new(common::kubectl_path("1.33"))
+    let out = std::process::Command::new(kubectl_path("1.33"))
         .args(["get", "svc"])
         .env("KUBECONFIG", c.dir.join("bad-kubeconfig"))
         .env("KUBECACHEDIR", c.dir.join("kcache-bad"))
@@ -380,7 +382,7 @@ fn credentials_are_required() {
 
 #[test]
 fn namespaces_exist_and_deletion_empties_them() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let ns = c.ok(&["get", "ns", "-o", "name"]);
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(&format!("namespace/{n}")), "{ns}");
@@ -403,7 +405,7 @@ fn namespaces_exist_and_deletion_empties_them() {
 
 #[test]
 fn explain_and_api_resources_work() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let r = c.ok(&["api-resources"]);
     for needle in [
         "services",

@@ -5,14 +5,16 @@
 //!
 //! Every pool lies inside 127.0.0.0/8: nothing here may reach outside the loopback range.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, eventually};
 use serde_json::Value;
+use svcnet_testsupport::cluster::tail;
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const POOL: &[&str] = &["--lb-pool", "127.240.0.10-127.240.0.12"];
 const WAIT: Duration = Duration::from_secs(20);
@@ -86,14 +88,9 @@ fn has_event(c: &Cluster, name: &str, reason: &str, message: &str) -> bool {
         .any(|(_, r, m, _)| r == reason && m.contains(message))
 }
 
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[test]
 fn assigns_from_the_pool_and_shows_external_ip() {
-    let c = Cluster::start_with(POOL);
+    let c = Cluster::start_with(SVCNET, POOL);
     create_lb(&c, "web", "", "");
     wait_ingress(&c, "web", &["127.240.0.10"]);
     assert_eq!(external_ip(&c, "web"), "127.240.0.10");
@@ -128,7 +125,7 @@ fn assigns_from_the_pool_and_shows_external_ip() {
 
 #[test]
 fn requested_addresses_are_honoured() {
-    let c = Cluster::start_with(POOL);
+    let c = Cluster::start_with(SVCNET, POOL);
     create_lb(&c, "field", "  loadBalancerIP: 127.240.0.12\n", "");
     create_lb(
         &c,
@@ -193,7 +190,7 @@ fn requested_addresses_are_honoured() {
 
 #[test]
 fn exhaustion_pending_event_and_release() {
-    let c = Cluster::start_with(POOL);
+    let c = Cluster::start_with(SVCNET, POOL);
     for name in ["a", "b", "c"] {
         create_lb(&c, name, "", "");
         assert!(eventually(WAIT, || ingress(&c, name).len() == 1), "{name}");
@@ -245,7 +242,7 @@ fn exhaustion_pending_event_and_release() {
 
 #[test]
 fn other_classes_are_left_alone() {
-    let c = Cluster::start_with(POOL);
+    let c = Cluster::start_with(SVCNET, POOL);
     create_lb(&c, "theirs", "  loadBalancerClass: example.com/other\n", "");
     create_lb(&c, "ours", "  loadBalancerClass: svcnet.io/lb\n", "");
     create_lb(&c, "unclassed", "", "");
@@ -275,7 +272,7 @@ fn other_classes_are_left_alone() {
 
 #[test]
 fn restart_keeps_assignments() {
-    let mut c = Cluster::start_with(POOL);
+    let mut c = Cluster::start_with(SVCNET, POOL);
     for name in ["a", "b", "c"] {
         create_lb(&c, name, "", "");
         assert!(eventually(WAIT, || ingress(&c, name).len() == 1), "{name}");
@@ -304,7 +301,7 @@ fn restart_keeps_assignments() {
 /// Event. The duplicates are written while `svcnet up` runs without a pool (no IPAM to undo them).
 #[test]
 fn duplicates_at_start_oldest_wins() {
-    let mut c = Cluster::start_with(POOL);
+    let mut c = Cluster::start_with(SVCNET, POOL);
     c.stop("TERM");
     let mut bare = start_without_pool(&c);
     create_lb(&c, "z-old", "", "");

@@ -6,15 +6,16 @@
 //!
 //! Without root (or without iproute2) the test says it is skipped and passes.
 
-mod common;
-
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::netns::{Namespaces, POD_NETWORK_FLAGS, can_run, ip};
-use common::{Cluster, eventually};
 use serde_json::Value;
+use svcnet_agent::netns::netns_name;
+use svcnet_testsupport::netns::{Namespaces, POD_NETWORK_FLAGS, can_run, command_in, ip};
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -49,8 +50,8 @@ const HTTP_PROBE: &str =
 
 /// The HTTP status `url` answers with, fetched from inside the node's namespace ("" if none).
 fn status_from_node(node: &str, url: &str) -> String {
-    Command::new("ip")
-        .args(["netns", "exec", node, "python3", "-c"])
+    command_in(node, "python3")
+        .arg("-c")
         .arg(format!(
             "import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).status)"
         ))
@@ -89,7 +90,7 @@ fn pods_get_their_own_network_namespaces() {
     let mut ns = Namespaces::create();
     // Declared after `ns`, so dropped first: svcnet stops (and deletes its pods' namespaces) before the
     // guard removes whatever is left.
-    let c = Cluster::start_in_netns(&ns.node, &POD_NETWORK_FLAGS);
+    let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &POD_NETWORK_FLAGS);
     let kube_dns = c.get_json(&["svc", "kube-dns", "-n", "kube-system"])["spec"]["clusterIP"]
         .as_str()
         .expect("kube-dns has a ClusterIP")
@@ -127,8 +128,8 @@ fn pods_get_their_own_network_namespaces() {
         assert_ne!(ip, "10.244.0.1", "the gateway went to a pod");
     }
     assert_ne!(server_ip, resolv_ip);
-    let server_ns = ns.track_pod(server["metadata"]["uid"].as_str().unwrap());
-    let resolv_ns = ns.track_pod(resolv["metadata"]["uid"].as_str().unwrap());
+    let server_ns = ns.track_pod(netns_name(server["metadata"]["uid"].as_str().unwrap()));
+    let resolv_ns = ns.track_pod(netns_name(resolv["metadata"]["uid"].as_str().unwrap()));
     let listed = netns_list();
     assert!(
         listed.contains(&server_ns) && listed.contains(&resolv_ns),
@@ -141,7 +142,7 @@ fn pods_get_their_own_network_namespaces() {
     );
     apply_pod(&c, "client", "default", &client_cmd, "");
     let client = wait_ready(&c, "default", "client");
-    let client_ns = ns.track_pod(client["metadata"]["uid"].as_str().unwrap());
+    let client_ns = ns.track_pod(netns_name(client["metadata"]["uid"].as_str().unwrap()));
     assert!(
         eventually(WAIT, || logs(&c, "default", "client").contains("status 200")),
         "client never reached the server at {server_ip}: {}\n{}",
@@ -160,7 +161,7 @@ fn pods_get_their_own_network_namespaces() {
 
     // The node (its namespace) reaches pod IPs.
     let url = format!("http://{server_ip}:8080/");
-    assert_eq!(status_from_node(&ns.node, &url), "200");
+    assert_eq!(status_from_node(&ns.node.name, &url), "200");
 
     // The agent dies without cleaning up and comes back: the pods keep their IPs and namespace names, and
     // run again in working namespaces.
@@ -177,7 +178,7 @@ fn pods_get_their_own_network_namespaces() {
         "{listed:?}"
     );
     assert!(
-        eventually(WAIT, || status_from_node(&ns.node, &url) == "200"),
+        eventually(WAIT, || status_from_node(&ns.node.name, &url) == "200"),
         "server unreachable after restart\n{}",
         c.log()
     );
@@ -218,7 +219,7 @@ fn a_pod_whose_network_setup_failed_is_retried_until_it_starts() {
         return;
     }
     let mut ns = Namespaces::create();
-    let c = Cluster::start_in_netns(&ns.node, &POD_NETWORK_FLAGS);
+    let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &POD_NETWORK_FLAGS);
     apply_pod(
         &c,
         "first",
@@ -227,9 +228,9 @@ fn a_pod_whose_network_setup_failed_is_retried_until_it_starts() {
         HTTP_PROBE,
     );
     let first = wait_ready(&c, "default", "first");
-    ns.track_pod(first["metadata"]["uid"].as_str().unwrap());
+    ns.track_pod(netns_name(first["metadata"]["uid"].as_str().unwrap()));
 
-    let out = ip(&["-n", &ns.node, "link", "del", "svcnet0"]);
+    let out = ip(&["-n", &ns.node.name, "link", "del", "svcnet0"]);
     assert!(out.status.success(), "{out:?}");
     apply_pod(
         &c,
@@ -239,7 +240,7 @@ fn a_pod_whose_network_setup_failed_is_retried_until_it_starts() {
         HTTP_PROBE,
     );
     let late = wait_ready(&c, "default", "late");
-    ns.track_pod(late["metadata"]["uid"].as_str().unwrap());
+    ns.track_pod(netns_name(late["metadata"]["uid"].as_str().unwrap()));
     assert!(
         c.log().contains("could not set up the pod's network namespace"),
         "the bridge was gone, yet the first setup did not fail:\n{}",
@@ -248,5 +249,5 @@ fn a_pod_whose_network_setup_failed_is_retried_until_it_starts() {
     // Ready already says the node reached it through the bridge (the probe is HTTP from the node); say
     // it again from a second process.
     let url = format!("http://{}:8080/", late["status"]["podIP"].as_str().unwrap());
-    assert_eq!(status_from_node(&ns.node, &url), "200");
+    assert_eq!(status_from_node(&ns.node.name, &url), "200");
 }

@@ -7,14 +7,14 @@
 //!
 //! Without root, iproute2 or (for the kernel data plane) nft, the tests say they are skipped and pass.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
+use svcnet_testsupport::netns::{Namespaces, POD_NETWORK_FLAGS, can_run, command_in};
+use svcnet_testsupport::{Cluster, eventually};
 
-use common::netns::{Namespaces, POD_NETWORK_FLAGS, can_run};
-use common::{Cluster, eventually};
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -28,8 +28,8 @@ fn ready(c: &Cluster, app: &str) -> usize {
 
 /// `curl` from the node's namespace; the body, or None.
 fn curl_in(netns: &str, url: &str) -> Option<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "curl", "-sS", "--max-time", "3", url])
+    let out = command_in(netns, "curl")
+        .args(["-sS", "--max-time", "3", url])
         .output()
         .ok()?;
     out.status
@@ -140,7 +140,7 @@ fn seed_in_netns(mode: &str) {
     if mode == "nftables" {
         flags.push("--masquerade-all");
     }
-    let c = Cluster::start_in_netns(&ns.node, &flags);
+    let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &flags);
     start_seed(&c);
     let logs = assert_blue_reaches_red(&c, mode);
     // In its own namespace Blue has the cluster's resolv.conf and calls Red by name.
@@ -149,13 +149,13 @@ fn seed_in_netns(mode: &str) {
     // The node reaches Red by ClusterIP.
     let ip = red_cluster_ip(&c);
     assert_red_at(
-        &ns.node,
+        &ns.node.name,
         &format!("http://{ip}/"),
         &format!("node -> ClusterIP ({mode})"),
     );
     if mode == "nftables" {
-        let rules = Command::new("ip")
-            .args(["netns", "exec", &ns.node, "nft", "list", "table", "ip", "svcnet"])
+        let rules = command_in(&ns.node.name, "nft")
+            .args(["list", "table", "ip", "svcnet"])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
@@ -169,26 +169,26 @@ fn seed_in_netns(mode: &str) {
     // A NodePort answers on the node's pod-network address.
     let np = expose_node_port(&c);
     let what = format!("node address -> NodePort ({mode})");
-    assert_red_at(&ns.node, &format!("http://10.244.0.1:{np}/"), &what);
+    assert_red_at(&ns.node.name, &format!("http://10.244.0.1:{np}/"), &what);
     // nftables cannot DNAT loopback traffic; a small proxy answers the node's localhost NodePorts, as
     // iptables-mode kube-proxy does (the userspace proxy simply listens there too).
     assert_red_at(
-        &ns.node,
+        &ns.node.name,
         &format!("http://127.0.0.1:{np}/"),
         &format!("localhost -> NodePort ({mode})"),
     );
 
     // kube-proxy's status URLs, on kube-proxy's ports (the namespace has them to itself).
     assert_eq!(
-        curl_in(&ns.node, "http://127.0.0.1:10249/proxyMode").as_deref(),
+        curl_in(&ns.node.name, "http://127.0.0.1:10249/proxyMode").as_deref(),
         Some(mode)
     );
-    let health = curl_in(&ns.node, "http://127.0.0.1:10256/healthz").unwrap_or_default();
+    let health = curl_in(&ns.node.name, "http://127.0.0.1:10256/healthz").unwrap_or_default();
     assert!(
         health.contains("\"lastUpdated\"") && health.contains("\"nodeEligible\": true"),
         "{health}"
     );
-    let metrics = curl_in(&ns.node, "http://127.0.0.1:10249/metrics").unwrap_or_default();
+    let metrics = curl_in(&ns.node.name, "http://127.0.0.1:10249/metrics").unwrap_or_default();
     assert!(
         metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
         "{metrics}"
@@ -196,8 +196,7 @@ fn seed_in_netns(mode: &str) {
 
     // nftables mode makes kube-proxy's conntrack timeouts in the node's namespace (the userspace proxy
     // tracks nothing and leaves them as they are).
-    let close_wait = Command::new("ip")
-        .args(["netns", "exec", &ns.node, "cat"])
+    let close_wait = command_in(&ns.node.name, "cat")
         .arg("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -231,18 +230,22 @@ fn seed_scenario_with_host_pods_on_nftables() {
         return;
     }
     let ns = Namespaces::create();
-    let c = Cluster::start_in_netns(&ns.node, &["--proxy-mode", "nftables"]);
+    let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &["--proxy-mode", "nftables"]);
     start_seed(&c);
     assert_blue_reaches_red(&c, "nftables, host pods");
     let ip = red_cluster_ip(&c);
     assert_red_at(
-        &ns.node,
+        &ns.node.name,
         &format!("http://{ip}/"),
         "node (127.0.0.1, masqueraded) -> ClusterIP",
     );
     // The node's address is 127.0.0.1 here: its NodePorts are the loopback proxy's.
     let np = expose_node_port(&c);
-    assert_red_at(&ns.node, &format!("http://127.0.0.1:{np}/"), "node -> NodePort");
+    assert_red_at(
+        &ns.node.name,
+        &format!("http://127.0.0.1:{np}/"),
+        "node -> NodePort",
+    );
     drop(c);
     drop(ns);
 }

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+use svcnet_testsupport::net::{self, TIMEOUT, count, free_port, slices, tcp_server, udp_server};
 
 /// A running `svcnet proxy`, stopped (by its PID) when dropped.
 struct Proxy {
@@ -62,92 +62,14 @@ impl Drop for Proxy {
     }
 }
 
-/// A TCP server on `ip`: sends `name\n` on every connection, then echoes.
-fn tcp_server(ip: &str, name: &str) -> SocketAddr {
-    let l = TcpListener::bind((ip, 0)).unwrap();
-    let addr = l.local_addr().unwrap();
-    let name = name.to_string();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let name = name.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                let _ = s.write_all(format!("{name}\n").as_bytes());
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = s.read(&mut buf) {
-                    if s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    addr
-}
-
-fn udp_server(ip: &str, name: &str) -> SocketAddr {
-    let s = UdpSocket::bind((ip, 0)).unwrap();
-    let addr = s.local_addr().unwrap();
-    let name = name.to_string();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let mut out = format!("{name}:").into_bytes();
-            out.extend_from_slice(&buf[..n]);
-            let _ = s.send_to(&out, from);
-        }
-    });
-    addr
-}
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
+/// Which server answers a fresh connection to `addr`.
 fn who(addr: &str) -> String {
-    let s = TcpStream::connect_timeout(&addr.parse().unwrap(), TIMEOUT).expect("connect through the proxy");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).expect("identity line");
-    line.trim_end().to_string()
+    net::who(None, addr.parse().unwrap())
 }
 
+/// Whether a fresh connection to `addr` is turned away promptly.
 fn refused(addr: &str) -> bool {
-    let t = Instant::now();
-    let r = match TcpStream::connect_timeout(&addr.parse().unwrap(), TIMEOUT) {
-        Err(_) => true,
-        Ok(mut s) => {
-            s.set_read_timeout(Some(TIMEOUT)).unwrap();
-            matches!(s.read(&mut [0u8; 1]), Ok(0) | Err(_))
-        }
-    };
-    r && t.elapsed() < Duration::from_secs(2)
-}
-
-fn count(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for n in names {
-        *m.entry(n).or_default() += 1;
-    }
-    m
-}
-
-/// One EndpointSlice per endpoint of `svc` (each endpoint has its own port here), with port `port_name`.
-fn slices(svc: &str, port_name: &str, protocol: &str, eps: &[SocketAddr]) -> String {
-    eps.iter()
-        .enumerate()
-        .map(|(i, e)| {
-            format!(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{port_name}-{i}, \
-                 labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\n\
-                 ports: [{{name: {port_name}, port: {}, protocol: {protocol}}}]\nendpoints: [{{addresses: ['{}']}}]\n---\n",
-                e.port(),
-                e.ip()
-            )
-        })
-        .collect()
+    net::refused(None, addr.parse().unwrap())
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! Service semantics through kubectl: the built-in Services, ClusterIP and NodePort allocation with
 //! Kubernetes' messages, release on delete, every type transition, dual-stack, and a full range.
 
-mod common;
-
-use common::Cluster;
 use serde_json::Value;
+use svcnet_testsupport::Cluster;
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 fn svc_yaml(name: &str, spec: &str) -> String {
     format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}")
@@ -21,7 +22,7 @@ fn create_err(c: &Cluster, name: &str, spec: &str) -> String {
 
 #[test]
 fn built_in_services() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let k = c.get_json(&["svc", "kubernetes", "-n", "default"]);
     assert_eq!(k["spec"]["clusterIP"], "127.96.0.1");
     assert_eq!(k["spec"]["ports"][0]["port"], 443);
@@ -55,7 +56,7 @@ fn built_in_services() {
 
 #[test]
 fn defaults_match_kubernetes() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let s = create(&c, "d", "  ports:\n  - port: 80\n");
     let spec = &s["spec"];
     assert_eq!(spec["type"], "ClusterIP");
@@ -93,7 +94,7 @@ fn defaults_match_kubernetes() {
 
 #[test]
 fn node_ports_collide_range_and_release() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     create(
         &c,
         "a",
@@ -140,7 +141,7 @@ fn node_ports_collide_range_and_release() {
 
 #[test]
 fn cluster_ips_requested_and_released() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     let s = create(&c, "fixed", "  clusterIP: 127.96.0.50\n  ports:\n  - port: 80\n");
     assert_eq!(s["spec"]["clusterIP"], "127.96.0.50");
     let err = create_err(&c, "again", "  clusterIP: 127.96.0.50\n  ports:\n  - port: 80\n");
@@ -179,7 +180,7 @@ fn cluster_ips_requested_and_released() {
 
 #[test]
 fn every_type_transition() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     create(&c, "t", "  ports:\n  - port: 80\n");
     // ClusterIP -> NodePort allocates a node port.
     c.ok(&["patch", "svc", "t", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
@@ -234,7 +235,7 @@ fn every_type_transition() {
 
 #[test]
 fn dual_stack_families() {
-    let c = Cluster::start_with(&["--service-cidr", "127.96.0.0/16,fd00:96::/112"]);
+    let c = Cluster::start_with(SVCNET, &["--service-cidr", "127.96.0.0/16,fd00:96::/112"]);
     let s = create(
         &c,
         "pd",
@@ -246,7 +247,7 @@ fn dual_stack_families() {
     assert!(ips[1].as_str().unwrap().starts_with("fd00:96::"));
     let v6 = create(&c, "v6", "  ipFamilies: [IPv6]\n  ports:\n  - port: 80\n");
     assert!(v6["spec"]["clusterIP"].as_str().unwrap().contains(':'));
-    let single = Cluster::start();
+    let single = Cluster::start(SVCNET);
     let err = single.fail_v(
         "1.33",
         &["create", "-f", "-"],
@@ -261,7 +262,7 @@ fn dual_stack_families() {
 #[test]
 fn a_full_range_says_so() {
     // A /28 has 14 usable addresses; the bootstrap Services take two of them.
-    let c = Cluster::start_with(&["--service-cidr", "127.96.0.0/28"]);
+    let c = Cluster::start_with(SVCNET, &["--service-cidr", "127.96.0.0/28"]);
     let mut full = None;
     for i in 0..20 {
         let out = c.kubectl_v(

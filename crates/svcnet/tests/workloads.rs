@@ -1,14 +1,16 @@
 //! The workload API through kubectl: Deployments and ReplicaSets (defaults, validation, generation,
 //! the scale subresource), Pods (defaults, validation) and pod binding.
 
-mod common;
-
-use common::{Cluster, KUBECTLS};
 use serde_json::json;
+use svcnet_testsupport::kubectl::KUBECTLS;
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 #[test]
 fn deployments_create_scale_and_validate() {
-    let c = Cluster::start();
+    let c = Cluster::start(SVCNET);
     for v in KUBECTLS {
         let name = format!("red{}", v.replace('.', ""));
         c.ok_v(
@@ -93,7 +95,7 @@ fn deployments_create_scale_and_validate() {
 #[test]
 fn pods_default_validate_and_bind() {
     // Control plane only: with no agent there is no Ready node, so the pod stays unscheduled.
-    let c = Cluster::start_with(&["--no-agent"]);
+    let c = Cluster::start_with(SVCNET, &["--no-agent"]);
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\n  labels:\n    app: red\nspec:\n  containers:\n  - name: c\n    image: python:3.12\n    command: [python3, -m, http.server]\n";
     c.ok_v("1.33", &["apply", "-f", "-"], Some(pod));
     let p = c.get_json(&["pod", "p1"]);
@@ -105,7 +107,7 @@ fn pods_default_validate_and_bind() {
     let table = c.ok(&["get", "pods"]);
     assert!(table.lines().nth(1).unwrap().contains("Pending"), "{table}");
     // The scheduler says why it cannot place the pod, as kube-scheduler does.
-    assert!(common::eventually(std::time::Duration::from_secs(10), || {
+    assert!(eventually(std::time::Duration::from_secs(10), || {
         let p = c.get_json(&["pod", "p1"]);
         p["status"]["conditions"].as_array().is_some_and(|cs| {
             cs.iter()

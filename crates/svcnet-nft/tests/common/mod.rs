@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: service ports from YAML manifests through the real model,
-//! the configuration the golden files are rendered with, and golden-file comparison.
+//! Helpers shared by the nftables integration tests: service ports from YAML manifests through the real
+//! model, the configuration the golden files are rendered with, golden-file comparison, and (`netns`)
+//! what these tests add to the shared namespace harness of `svcnet_testsupport`.
 
 #![allow(dead_code)]
 

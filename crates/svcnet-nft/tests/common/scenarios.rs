@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use svcnet_dataplane::{Backend, Change, Endpoint, Protocol, ServicePort};
 
-use super::netns::{Lab, lab_config};
+use svcnet_testsupport::lab::Lab;
+
+use super::netns::{NftLab, lab_config};
 use super::svc_port;
 
 /// The pods' endpoints of one family: `(pods, the ones local to the node)`.

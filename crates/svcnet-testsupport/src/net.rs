@@ -1,16 +1,28 @@
-//! Helpers for the proxy's integration tests: small std-thread servers that answer with their identity,
-//! and manifests text for Services and EndpointSlices.
+//! Small sockets for data-plane tests in the machine's own namespace: std-thread servers that answer
+//! with their identity, clients that ask who answered, free ports, and Service/EndpointSlice manifest
+//! text to point a proxy at them.
 //!
-//! Every test uses its own 127.x.y.z addresses (all of 127/8 is local on Linux), so tests run in parallel
+//! Each test uses its own 127.x.y.z addresses (all of 127/8 is local on Linux), so tests run in parallel
 //! without port clashes; servers listen on ephemeral ports.
 
-#![allow(dead_code)]
-
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+/// How long a client waits to connect or for an answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An address literal, parsed.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A port on `ip` with nothing listening (bound once, then closed): free for a server to take, or dead
+/// for a client to be refused on.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
 
 /// A TCP server on `ip` (ephemeral port): each connection first gets `name\n`, then an echo of
 /// everything it sends; the server half-closes after the client does.
@@ -61,23 +73,28 @@ pub fn udp_server(ip: &str, name: &str) -> SocketAddr {
     addr
 }
 
-/// A port on `ip` with nothing listening (bound once, then closed).
-pub fn dead_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
-/// Connects from `src` (any port) to `dst`.
-pub fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    s.bind(&SocketAddr::new(src, 0).into())?;
-    s.connect_timeout(&dst.into(), TIMEOUT)?;
-    let s: TcpStream = s.into();
+/// Connects from `src` (any port) to `dst`, or from the address the kernel picks when `src` is `None`;
+/// answers are awaited for at most [`TIMEOUT`].
+pub fn connect_from(src: impl Into<Option<IpAddr>>, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = match src.into() {
+        None => TcpStream::connect_timeout(&dst, TIMEOUT)?,
+        Some(src) => {
+            let src = SocketAddr::new(src, 0);
+            let s = socket2::Socket::new(socket2::Domain::for_address(src), socket2::Type::STREAM, None)?;
+            s.bind(&src.into())?;
+            s.connect_timeout(&dst.into(), TIMEOUT)?;
+            s.into()
+        }
+    };
     s.set_read_timeout(Some(TIMEOUT))?;
     Ok(s)
 }
 
 /// Connects and returns the connection and the identity line of the server behind it.
-pub fn hello(src: IpAddr, dst: SocketAddr) -> std::io::Result<(BufReader<TcpStream>, String)> {
+pub fn hello(
+    src: impl Into<Option<IpAddr>>,
+    dst: SocketAddr,
+) -> std::io::Result<(BufReader<TcpStream>, String)> {
     let s = connect_from(src, dst)?;
     let mut r = BufReader::new(s);
     let mut line = String::new();
@@ -88,8 +105,8 @@ pub fn hello(src: IpAddr, dst: SocketAddr) -> std::io::Result<(BufReader<TcpStre
     Ok((r, line.trim_end().to_string()))
 }
 
-/// Which server answers a fresh connection.
-pub fn who(src: IpAddr, dst: SocketAddr) -> String {
+/// Which server answers a fresh connection from `src` (`None`: the kernel's choice).
+pub fn who(src: impl Into<Option<IpAddr>>, dst: SocketAddr) -> String {
     hello(src, dst).expect("connection through the proxy").1
 }
 
@@ -101,9 +118,10 @@ pub fn echo(conn: &mut BufReader<TcpStream>, text: &str) -> String {
     line.trim_end().to_string()
 }
 
-/// Whether a fresh connection is turned away (reset or refused, or closed without a byte) promptly.
-pub fn refused(src: IpAddr, dst: SocketAddr) -> bool {
-    let t = std::time::Instant::now();
+/// Whether a fresh connection from `src` (`None`: the kernel's choice) is turned away (reset or
+/// refused, or closed without a byte) promptly.
+pub fn refused(src: impl Into<Option<IpAddr>>, dst: SocketAddr) -> bool {
+    let t = Instant::now();
     let r = match connect_from(src, dst) {
         Err(_) => true,
         Ok(mut s) => {
@@ -112,6 +130,15 @@ pub fn refused(src: IpAddr, dst: SocketAddr) -> bool {
         }
     };
     r && t.elapsed() < Duration::from_secs(2)
+}
+
+/// How often each name occurs.
+pub fn count(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for n in names {
+        *m.entry(n).or_default() += 1;
+    }
+    m
 }
 
 /// A ClusterIP Service with one port (`target` may be a number or a port name); `extra` is added to
@@ -123,15 +150,17 @@ pub fn service(name: &str, cluster_ip: &str, port: u16, target: &str, protocol: 
     )
 }
 
-/// One EndpointSlice of `svc` per endpoint (a slice has one port list; ports differ per endpoint here).
+/// One EndpointSlice of `svc` per endpoint (a slice has one port list; ports differ per endpoint here),
+/// each with the port `port_name`; named `SVC-PORT_NAME-I`, so that one Service's ports can each have
+/// their own.
 pub fn slices(svc: &str, port_name: &str, protocol: &str, endpoints: &[SocketAddr]) -> String {
     endpoints
         .iter()
         .enumerate()
         .map(|(i, e)| {
             format!(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{i}, namespace: default, \
-                 labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\n\
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{port_name}-{i}, \
+                 namespace: default, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\n\
                  ports: [{{name: {port_name}, port: {}, protocol: {protocol}}}]\n\
                  endpoints: [{{addresses: ['{}']}}]\n---\n",
                 e.port(),
@@ -139,8 +168,4 @@ pub fn slices(svc: &str, port_name: &str, protocol: &str, endpoints: &[SocketAdd
             )
         })
         .collect()
-}
-
-pub fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }

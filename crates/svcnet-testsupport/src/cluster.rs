@@ -1,19 +1,35 @@
-//! Test harness: runs the real `svcnet` binary and real kubectl against it.
+//! A real `svcnet up` for a test, driven with real kubectl.
 //!
 //! Every cluster gets its own data directory and an ephemeral loopback port, so tests run in parallel
 //! and never touch anything outside 127.0.0.1. The process is stopped by PID when the handle drops.
+//!
+//! The binary under test is an argument because only the `svcnet` crate's own integration tests can name
+//! it; such a test file starts with
+//!
+//! ```ignore
+//! use svcnet_testsupport::Cluster;
+//!
+//! /// The binary under test.
+//! const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+//!
+//! #[test]
+//! fn services_list() {
+//!     let c = Cluster::start(SVCNET);
+//!     assert!(c.ok(&["get", "services"]).contains("kubernetes"));
+//! }
+//! ```
 
-#![allow(dead_code)]
-
-pub mod netns;
-
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+use crate::kubectl::{NEWEST, kubectl_path};
 
 /// A running `svcnet up`.
 pub struct Cluster {
+    /// The `svcnet` binary (re)started by this handle.
+    bin: PathBuf,
     child: Option<Child>,
     /// The data directory (kept across restarts).
     pub dir: PathBuf,
@@ -25,45 +41,29 @@ pub struct Cluster {
     prefix: Vec<String>,
 }
 
-/// The kubectl binaries to test with: the oldest and newest supported.
-pub const KUBECTLS: &[&str] = &["1.27", "1.33"];
-
-/// Path of `kubectl.<version>` beside the kubectl on PATH.
-pub fn kubectl_path(version: &str) -> PathBuf {
-    let on_path = which("kubectl").expect("kubectl on PATH");
-    let real = std::fs::canonicalize(&on_path).unwrap_or(on_path);
-    let versioned = real
-        .parent()
-        .expect("kubectl has a directory")
-        .join(format!("kubectl.{version}"));
-    if versioned.exists() { versioned } else { real }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 impl Cluster {
-    /// Starts a fresh cluster with extra `svcnet up` flags.
-    pub fn start_with(extra: &[&str]) -> Cluster {
-        Self::start_behind(&[], extra)
+    /// Starts a fresh cluster of the `svcnet` binary `bin` with default flags.
+    pub fn start(bin: impl AsRef<Path>) -> Cluster {
+        Self::start_with(bin, &[])
     }
 
-    /// Starts a fresh cluster inside the network namespace `netns` (`ip netns exec <netns> svcnet up …`);
-    /// kubectl runs there too. The caller owns the namespace (creates it, brings `lo` up, deletes it).
-    pub fn start_in_netns(netns: &str, extra: &[&str]) -> Cluster {
-        Self::start_behind(&["ip", "netns", "exec", netns], extra)
+    /// Starts a fresh cluster of `bin` with extra `svcnet up` flags.
+    pub fn start_with(bin: impl AsRef<Path>, extra: &[&str]) -> Cluster {
+        Self::start_behind(bin.as_ref(), &[], extra)
+    }
+
+    /// Starts a fresh cluster of `bin` inside the network namespace `netns` (`ip netns exec <netns> svcnet
+    /// up …`); kubectl runs there too. The caller owns the namespace (see [`crate::netns::Namespaces`]).
+    pub fn start_in_netns(bin: impl AsRef<Path>, netns: &str, extra: &[&str]) -> Cluster {
+        Self::start_behind(bin.as_ref(), &["ip", "netns", "exec", netns], extra)
     }
 
     /// Starts a fresh cluster whose processes (svcnet, kubectl) run behind the command `prefix`.
-    fn start_behind(prefix: &[&str], extra: &[&str]) -> Cluster {
+    fn start_behind(bin: &Path, prefix: &[&str], extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut c = Cluster {
+            bin: bin.to_path_buf(),
             child: None,
             dir,
             _tmp: Some(tmp),
@@ -76,7 +76,7 @@ impl Cluster {
     }
 
     /// A command for `program`, behind the cluster's prefix.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    fn command(&self, program: impl AsRef<OsStr>) -> Command {
         match self.prefix.split_first() {
             None => Command::new(program),
             Some((first, rest)) => {
@@ -87,15 +87,10 @@ impl Cluster {
         }
     }
 
-    /// Starts a fresh cluster with default flags.
-    pub fn start() -> Cluster {
-        Self::start_with(&[])
-    }
-
     fn launch(&mut self, listen: &str) {
         // `ip netns exec` execs svcnet, so the child's PID is svcnet's (signals in `stop` reach it).
         let mut child = self
-            .command(env!("CARGO_BIN_EXE_svcnet"))
+            .command(&self.bin)
             .arg("up")
             .arg("--data-dir")
             .arg(&self.dir)
@@ -170,12 +165,13 @@ impl Cluster {
         }
     }
 
-    /// Runs kubectl `version` with `args`, returning its output.
+    /// Runs kubectl `version` with `args` (and `stdin`, if any), returning its output.
     pub fn kubectl_v(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
         self.kubectl_env(version, args, stdin, &[])
     }
 
-    /// Runs kubectl with extra environment variables.
+    /// Runs kubectl `version` with extra environment variables: the one kubectl runner; every other
+    /// kubectl helper goes through it. Each version gets its own discovery cache in the data directory.
     pub fn kubectl_env(
         &self,
         version: &str,
@@ -212,7 +208,7 @@ impl Cluster {
 
     /// Runs the newest kubectl and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        self.ok_v("1.33", args, None)
+        self.ok_v(NEWEST, args, None)
     }
 
     /// Runs kubectl `version`, asserts success, returns stdout.
@@ -239,8 +235,8 @@ impl Cluster {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// Reads a JSON object with `kubectl get -o json`.
-    /// A kube-rs client for the cluster, from its kubeconfig.
+    /// A kube-rs client for the cluster, from its kubeconfig (feature `kube`).
+    #[cfg(feature = "kube")]
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
         let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
@@ -268,6 +264,7 @@ impl Cluster {
             .collect()
     }
 
+    /// Reads objects with `kubectl get ARGS -o json` (newest kubectl).
     pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["get"];
         a.extend_from_slice(args);
@@ -282,21 +279,10 @@ impl Drop for Cluster {
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 /// Writes `contents` to `dir/name` and returns the path as a string.

@@ -1,0 +1,39 @@
+//! The one test harness every svcnet crate's integration tests use (a dev-dependency only, never shipped).
+//!
+//! - [`cluster`]: a real `svcnet up` with its own data directory and loopback port, driven with real kubectl.
+//!   The `svcnet` binary's path is an argument: only the `svcnet` crate's own tests know it, as
+//!   `env!("CARGO_BIN_EXE_svcnet")`.
+//! - [`kubectl`]: which kubectl binaries the tests use and where they are.
+//! - [`net`]: small std-thread TCP/UDP servers that answer with their identity, clients for them, free
+//!   ports, and Service/EndpointSlice manifest text.
+//! - [`netns`]: network namespaces a test creates and deletes (root only), commands run in them, and the
+//!   checks that let such tests skip cleanly where they cannot run.
+//! - [`lab`]: a dual-stack "node + pods + outside client" topology of namespaces with real servers and
+//!   clients, for data-plane traffic tests.
+//! - [`eventually`]: the one "wait until" every harness and test polls with.
+//!
+//! Network safety: everything here stays on 127.0.0.0/8 in the machine's own network namespace; other
+//! addresses, links and routes exist only inside namespaces the harness creates and deletes.
+
+pub mod cluster;
+pub mod kubectl;
+pub mod lab;
+pub mod net;
+pub mod netns;
+
+use std::time::{Duration, Instant};
+
+pub use cluster::Cluster;
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes, then asks once more (a condition that
+/// came true during the last sleep still counts). Returns whether `f` held.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
