@@ -252,11 +252,7 @@ fn seed_scenario_with_host_pods_on_nftables() {
 
 /// `nft` in the node's namespace; stdout, or None when it failed.
 fn nft_in(netns: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "nft"])
-        .args(args)
-        .output()
-        .ok()?;
+    let out = command_in(netns, "nft").args(args).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -281,16 +277,16 @@ fn nftables_sync_failures_heal_within_seconds() {
         return;
     }
     let ns = Namespaces::create();
-    let c = Cluster::start_in_netns(&ns.node, &["--proxy-mode", "nftables"]);
+    let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &["--proxy-mode", "nftables"]);
     c.ok(&["apply", "-f", examples().join("red.yaml").to_str().unwrap()]);
     assert!(eventually(WAIT, || ready(&c, "red") == 3), "{}", c.log());
     let ip = red_cluster_ip(&c);
-    assert_red_at(&ns.node, &format!("http://{ip}/"), "before the fault");
+    assert_red_at(&ns.node.name, &format!("http://{ip}/"), "before the fault");
 
     // The fault: the table is deleted and taken by an owner that holds it until it exits.
-    assert!(nft_in(&ns.node, &["delete", "table", "ip", "svcnet"]).is_some());
-    let mut owner = Command::new("ip")
-        .args(["netns", "exec", &ns.node, "nft", "-i"])
+    assert!(nft_in(&ns.node.name, &["delete", "table", "ip", "svcnet"]).is_some());
+    let mut owner = command_in(&ns.node.name, "nft")
+        .arg("-i")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -304,13 +300,13 @@ fn nftables_sync_failures_heal_within_seconds() {
     }
     assert!(
         eventually(Duration::from_secs(10), || nft_in(
-            &ns.node,
+            &ns.node.name,
             &["list", "table", "ip", "svcnet"]
         )
         .is_some_and(|t| t.contains("owner"))),
         "the owner table is in place"
     );
-    let errors_before = node_metric(&ns.node, "kubeproxy_sync_proxy_rules_errors_total ").unwrap_or(0.0);
+    let errors_before = node_metric(&ns.node.name, "kubeproxy_sync_proxy_rules_errors_total ").unwrap_or(0.0);
     // The cluster changes while the data plane cannot be programmed: a Service appears.
     c.ok(&[
         "expose",
@@ -328,7 +324,7 @@ fn nftables_sync_failures_heal_within_seconds() {
         .to_string();
     assert!(
         eventually(Duration::from_secs(30), || node_metric(
-            &ns.node,
+            &ns.node.name,
             "svcnet_proxier_sync_retries_total "
         )
         .is_some_and(|r| r >= 2.0)),
@@ -336,7 +332,7 @@ fn nftables_sync_failures_heal_within_seconds() {
         c.log()
     );
     assert!(
-        curl_in(&ns.node, &format!("http://{ip2}/")).is_none(),
+        curl_in(&ns.node.name, &format!("http://{ip2}/")).is_none(),
         "the fault is real: the new Service is not programmed"
     );
 
@@ -347,7 +343,7 @@ fn nftables_sync_failures_heal_within_seconds() {
     let healed = eventually(Duration::from_secs(2), || {
         [&ip, &ip2]
             .iter()
-            .all(|ip| curl_in(&ns.node, &format!("http://{ip}/")).is_some_and(|b| b.starts_with("red ")))
+            .all(|ip| curl_in(&ns.node.name, &format!("http://{ip}/")).is_some_and(|b| b.starts_with("red ")))
     });
     assert!(
         healed,
@@ -355,10 +351,14 @@ fn nftables_sync_failures_heal_within_seconds() {
         cleared.elapsed(),
         c.log()
     );
-    let errors = node_metric(&ns.node, "kubeproxy_sync_proxy_rules_errors_total ").unwrap_or(0.0);
+    let errors = node_metric(&ns.node.name, "kubeproxy_sync_proxy_rules_errors_total ").unwrap_or(0.0);
     assert!(errors > errors_before, "failures counted: {errors}");
     assert!(
-        node_metric(&ns.node, "svcnet_proxier_full_syncs_total{reason=\"retry\"} ").is_some_and(|n| n >= 2.0)
+        node_metric(
+            &ns.node.name,
+            "svcnet_proxier_full_syncs_total{reason=\"retry\"} "
+        )
+        .is_some_and(|n| n >= 2.0)
     );
     assert!(c.log().contains("data plane sync recovered"), "{}", c.log());
     drop(c);
