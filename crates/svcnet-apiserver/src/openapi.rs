@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use svcnet_api::resources::{self, RESOURCES, ResourceType};
+use svcnet_api::resources::{self, ResourceType};
 
 /// Every served group version's v3 document, serialized, with its content hash.
 struct Docs {
@@ -56,10 +56,7 @@ fn schema_name(rt: &ResourceType) -> String {
 fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
     use k8s_openapi::api::{apps, coordination, core, discovery};
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    for rt in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for rt in resources::all().filter(|r| r.group == group && r.version == version) {
         match (rt.group, rt.kind) {
             ("", "Namespace") => {
                 generator.subschema_for::<core::v1::Namespace>();
@@ -99,10 +96,7 @@ fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
         .into_iter()
         .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(Value::Null)))
         .collect();
-    for rt in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for rt in resources::all().filter(|r| r.group == group && r.version == version) {
         if let Some(Value::Object(s)) = defs.get_mut(&schema_name(rt)) {
             s.insert(
                 "x-kubernetes-group-version-kind".into(),
@@ -185,10 +179,7 @@ fn paths_for(group: &str, version: &str) -> Map<String, Value> {
     } else {
         format!("/apis/{group}/{version}")
     };
-    for rt in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for rt in resources::all().filter(|r| r.group == group && r.version == version) {
         let kind_schema = schema_name(rt);
         let id = |verb: &str, suffix: &str| {
             format!(

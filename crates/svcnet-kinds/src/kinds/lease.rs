@@ -1,0 +1,34 @@
+//! Lease (coordination.k8s.io/v1): its spec is all scalars.
+
+use super::Kind;
+use super::meta::METADATA_ONLY;
+use crate::apply::{ApplyKind, Structs};
+use crate::resource::ResourceType;
+
+/// The Lease kind.
+pub static KIND: Kind = Kind {
+    resource: ResourceType {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        delete_collection: true,
+        field_selectors: &[],
+    },
+    patch: &METADATA_ONLY,
+    apply: ApplyKind {
+        root: "Lease",
+        always_present: &["spec"],
+        structs: apply_structs,
+    },
+    proto: None,
+};
+
+fn apply_structs(s: &mut Structs) {
+    super::meta::metadata_only_structs("Lease", s);
+}

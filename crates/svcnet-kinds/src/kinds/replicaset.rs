@@ -1,0 +1,70 @@
+//! ReplicaSet (apps/v1).
+
+use super::meta::{CONDITIONS_STATUS, LABEL_SELECTOR_PROTO, OBJECT_META, OBJECT_META_PROTO};
+use super::pod::{TEMPLATE_PATCH, TEMPLATE_PROTO};
+use super::{ALL, Kind};
+use crate::apply::{ApplyKind, Structs, r, st};
+use crate::patch::{Field, TypeSchema};
+use crate::proto::{self, Wire, f, p};
+use crate::resource::ResourceType;
+
+/// The ReplicaSet kind.
+pub static KIND: Kind = Kind {
+    resource: ResourceType {
+        group: "apps",
+        version: "v1",
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        singular: "replicaset",
+        namespaced: true,
+        short_names: &["rs"],
+        categories: ALL,
+        subresources: &["status", "scale"],
+        delete_collection: true,
+        field_selectors: &["status.replicas"],
+    },
+    patch: &PATCH,
+    apply: ApplyKind {
+        root: "ReplicaSet",
+        always_present: &["spec", "status"],
+        structs: apply_structs,
+    },
+    proto: Some(PROTO),
+};
+
+static SPEC_PATCH: TypeSchema = TypeSchema {
+    name: "io.k8s.api.apps.v1.ReplicaSetSpec",
+    fields: &[Field::nested("template", &TEMPLATE_PATCH)],
+};
+
+static PATCH: TypeSchema = TypeSchema {
+    name: "io.k8s.api.apps.v1.ReplicaSet",
+    fields: &[
+        Field::nested("metadata", &OBJECT_META),
+        Field::nested("spec", &SPEC_PATCH),
+        Field::nested("status", &CONDITIONS_STATUS),
+    ],
+};
+
+fn apply_structs(s: &mut Structs) {
+    super::workload::structs(s);
+    s.insert(
+        "ReplicaSet",
+        st(vec![
+            ("metadata", r("ObjectMeta")),
+            ("spec", r("DeploymentSpec")),
+            ("status", r("WorkloadStatus")),
+        ]),
+    );
+}
+
+const SPEC_PROTO: &[proto::Field] = &[
+    p(1, "replicas", Wire::Int),
+    f(4, "minReadySeconds", Wire::Int),
+    f(2, "selector", Wire::Msg(LABEL_SELECTOR_PROTO)),
+    f(3, "template", Wire::Msg(TEMPLATE_PROTO)),
+];
+const PROTO: &[proto::Field] = &[
+    f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
+    f(2, "spec", Wire::Msg(SPEC_PROTO)),
+];
