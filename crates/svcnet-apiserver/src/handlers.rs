@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use svcnet_api::resources::{self, ResourceType};
 use svcnet_api::selector::{FieldSelector, LabelSelector};
+use svcnet_kinds::kinds;
 use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
 
 use crate::ApiServer;
@@ -155,6 +156,11 @@ impl ApiServer {
             }
             WriteOutcome::PreconditionFailed { current } => Ok(Err(current)),
         }
+    }
+
+    /// Releases what `obj` holds beyond itself that `keep` does not (the kind's strategy decides).
+    fn release(&self, rt: &ResourceType, obj: &Value, keep: Option<&Value>) {
+        strategy::of(rt).release(obj, keep, &self.kind_hooks);
     }
 
     fn stamp(obj: &mut Value, revision: Revision) {
@@ -360,13 +366,7 @@ impl ApiServer {
                 meta_mut(&mut candidate).insert("name".into(), json!(format!("{g}{}", random_suffix())));
             }
             let name = meta_str(&candidate, "name").unwrap_or_default().to_string();
-            // Kinds with their own validation (Services) validate metadata too, in one pass, so every
-            // error is reported at once as kube-apiserver does.
-            let errs = if self.kind_hooks.validates(rt) {
-                self.kind_hooks.before_create(rt, &mut candidate)?
-            } else {
-                strategy::validate_create(rt, &candidate)
-            };
+            let errs = strategy::of(rt).admit_create(rt, &mut candidate, &self.kind_hooks)?;
             if !errs.is_empty() {
                 return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
             }
@@ -376,10 +376,10 @@ impl ApiServer {
             let key = object_key(rt, ns.as_deref(), &name);
             if ctx.dry_run {
                 if self.cache.get(&key).is_some() {
-                    self.kind_hooks.release(rt, &candidate, None);
+                    self.release(rt, &candidate, None);
                     return Err(ApiError::already_exists(rt, &name));
                 }
-                self.kind_hooks.release(rt, &candidate, None);
+                self.release(rt, &candidate, None);
                 return Ok(Reply {
                     code: 201,
                     body: candidate,
@@ -406,13 +406,13 @@ impl ApiServer {
                     });
                 }
                 Ok(Err(_)) => {
-                    self.kind_hooks.release(rt, &candidate, None);
+                    self.release(rt, &candidate, None);
                     if has_name || generate.is_none() || attempt == 7 {
                         return Err(ApiError::already_exists(rt, &name));
                     }
                 }
                 Err(e) => {
-                    self.kind_hooks.release(rt, &candidate, None);
+                    self.release(rt, &candidate, None);
                     return Err(e);
                 }
             }
@@ -456,7 +456,7 @@ impl ApiServer {
             .map(str::to_string);
         for _ in 0..RETRIES {
             let Some(cur) = self.cache.get(&key) else {
-                if allow_create_on_update(rt) && ctx.route.subresource.is_none() {
+                if kinds::of(rt).rules.create_on_update && ctx.route.subresource.is_none() {
                     let mut o = obj.clone();
                     meta_mut(&mut o).remove("resourceVersion");
                     let mut r = self.create_object(ctx, o).await?;
@@ -544,12 +544,13 @@ impl ApiServer {
             }
         }
         strategy::prepare_update(rt, ctx.route.subresource.as_deref(), &mut new, old);
-        let errs = if self.kind_hooks.validates(rt) {
-            self.kind_hooks
-                .before_update(rt, ctx.route.subresource.as_deref(), &mut new, old)?
-        } else {
-            strategy::validate_update(rt, &new, old)
-        };
+        let errs = strategy::of(rt).admit_update(
+            rt,
+            ctx.route.subresource.as_deref(),
+            &mut new,
+            old,
+            &self.kind_hooks,
+        )?;
         if !errs.is_empty() {
             return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
         }
@@ -562,13 +563,13 @@ impl ApiServer {
         // is written to it meanwhile (its status as the containers stop, a label).
         let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp")) && !grace_pending(old);
         if ctx.dry_run {
-            self.kind_hooks.release(rt, &new, Some(old));
+            self.release(rt, &new, Some(old));
             return Ok(Some(Reply::ok(new)));
         }
         // A write that changes nothing is not written (no resourceVersion churn, no watch event),
         // unless it is the write that lets a pending deletion finish.
         if comparable(&new) == comparable(old) && !(deleting && finalizers_gone) {
-            self.kind_hooks.release(rt, &new, Some(old));
+            self.release(rt, &new, Some(old));
             return Ok(Some(Reply::ok(old.clone())));
         }
         if let Some(m) = &ctx.manager {
@@ -585,7 +586,7 @@ impl ApiServer {
                 .await?
             {
                 Ok(rev) => {
-                    self.kind_hooks.release(rt, old, None);
+                    self.release(rt, old, None);
                     Self::stamp(&mut new, rev);
                     Ok(Some(Reply::ok(new)))
                 }
@@ -603,12 +604,12 @@ impl ApiServer {
             .await?
         {
             Ok(rev) => {
-                self.kind_hooks.release(rt, old, Some(&new));
+                self.release(rt, old, Some(&new));
                 Self::stamp(&mut new, rev);
                 Ok(Some(Reply::ok(new)))
             }
             Err(_) => {
-                self.kind_hooks.release(rt, &new, Some(old));
+                self.release(rt, &new, Some(old));
                 if conditional {
                     Err(ApiError::conflict(rt, &name))
                 } else {
@@ -739,9 +740,11 @@ impl ApiServer {
         let rt = ctx.route.rt;
         let name = ctx.route.name.clone().unwrap_or_default();
         let opts = body.unwrap_or(Value::Null);
-        if rt.kind == "Namespace" && matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
+        let rules = kinds::of(rt).rules.delete;
+        if rules.protected_names.contains(&name.as_str()) {
             return Err(ApiError::forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                "{} \"{name}\" is forbidden: this namespace may not be deleted",
+                rt.qualified_resource()
             )));
         }
         let key = ctx.route.key(&name);
@@ -751,7 +754,7 @@ impl ApiServer {
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(rt, &name))?;
             check_preconditions(rt, &name, &opts, &cur)?;
-            if rt.kind == "Pod"
+            if rules.grace_period
                 && let Some(reply) = self.delete_pod_gracefully(ctx, &cur, &opts).await?
             {
                 return Ok(reply);
@@ -766,7 +769,7 @@ impl ApiServer {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let orphan = opts.get("orphanDependents").and_then(Value::as_bool) == Some(true);
-            let graceful = rt.kind == "Namespace"
+            let graceful = rules.always_marks
                 || has_finalizers
                 || propagation == "Foreground"
                 || propagation == "Orphan"
@@ -804,10 +807,10 @@ impl ApiServer {
                         }
                     }
                 }
-                if rt.kind == "Namespace"
+                if let Some(phase) = rules.marked_phase
                     && let Some(s) = marked.get_mut("status").and_then(Value::as_object_mut)
                 {
-                    s.insert("phase".into(), json!("Terminating"));
+                    s.insert("phase".into(), json!(phase));
                 }
                 if ctx.dry_run {
                     return Ok(Reply {
@@ -849,11 +852,11 @@ impl ApiServer {
                 .await?
             {
                 Ok(rev) => {
-                    self.kind_hooks.release(rt, obj, None);
+                    self.release(rt, obj, None);
                     let mut last = obj.clone();
                     Self::stamp(&mut last, rev);
                     // kube answers a delete with the deleted object for most kinds.
-                    let body = if rt.kind == "Event" || rt.kind == "Lease" {
+                    let body = if rules.answers_status {
                         success_status(rt, &name, meta_str(obj, "uid"))
                     } else {
                         last
@@ -1010,11 +1013,6 @@ fn computed_ctx<'a>(ctx: &WriteCtx<'a>) -> WriteCtx<'a> {
         manager: None,
         dry_run: ctx.dry_run,
     }
-}
-
-fn allow_create_on_update(rt: &ResourceType) -> bool {
-    // kube's strategies: Endpoints, Events, Leases and EndpointSlices may be created by PUT.
-    matches!(rt.kind, "Endpoints" | "Event" | "Lease" | "EndpointSlice")
 }
 
 fn patch_sets_resource_version(body: &[u8]) -> bool {

@@ -7,6 +7,7 @@ use crate::apply::{ApplyKind, Structs, r, st};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
+use crate::rules::Rules;
 
 /// The Deployment kind.
 pub static KIND: Kind = Kind {
@@ -30,6 +31,10 @@ pub static KIND: Kind = Kind {
         structs: apply_structs,
     },
     proto: Some(PROTO),
+    rules: Rules {
+        tracks_generation: true,
+        ..Rules::DEFAULT
+    },
 };
 
 static SPEC_PATCH: TypeSchema = TypeSchema {

@@ -4,6 +4,7 @@ use super::Kind;
 use super::meta::METADATA_ONLY;
 use crate::apply::{ApplyKind, Structs};
 use crate::resource::ResourceType;
+use crate::rules::Rules;
 
 /// The EndpointSlice kind.
 pub static KIND: Kind = Kind {
@@ -27,6 +28,10 @@ pub static KIND: Kind = Kind {
         structs: apply_structs,
     },
     proto: None,
+    rules: Rules {
+        create_on_update: true,
+        ..Rules::DEFAULT
+    },
 };
 
 fn apply_structs(s: &mut Structs) {

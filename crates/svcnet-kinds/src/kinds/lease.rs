@@ -4,6 +4,7 @@ use super::Kind;
 use super::meta::METADATA_ONLY;
 use crate::apply::{ApplyKind, Structs};
 use crate::resource::ResourceType;
+use crate::rules::{DeleteRules, Rules};
 
 /// The Lease kind.
 pub static KIND: Kind = Kind {
@@ -27,6 +28,14 @@ pub static KIND: Kind = Kind {
         structs: apply_structs,
     },
     proto: None,
+    rules: Rules {
+        create_on_update: true,
+        delete: DeleteRules {
+            answers_status: true,
+            ..DeleteRules::DEFAULT
+        },
+        ..Rules::DEFAULT
+    },
 };
 
 fn apply_structs(s: &mut Structs) {

@@ -8,6 +8,7 @@ use crate::apply::ApplyKind;
 use crate::patch::TypeSchema;
 use crate::proto;
 use crate::resource::ResourceType;
+use crate::rules::Rules;
 
 pub mod deployment;
 pub mod endpoints;
@@ -33,6 +34,8 @@ pub struct Kind {
     pub apply: ApplyKind,
     /// Its protobuf field numbers, for the kinds kubectl sends as protobuf.
     pub proto: Option<&'static [proto::Field]>,
+    /// How the API server's generic handlers treat its writes.
+    pub rules: Rules,
 }
 
 /// Every kind svcnet serves, in discovery order.
@@ -66,7 +69,8 @@ pub fn of(rt: &ResourceType) -> &'static Kind {
     KINDS
         .iter()
         .copied()
-        .find(|k| k.resource == *rt)
+        .find(|k| std::ptr::eq(&k.resource, rt))
+        .or_else(|| KINDS.iter().copied().find(|k| k.resource == *rt))
         .expect("every resource type comes from a kind")
 }
 

@@ -6,6 +6,7 @@ use crate::apply::{ApplyKind, Structs, conditions, r, st};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f};
 use crate::resource::ResourceType;
+use crate::rules::{DeleteRules, NameRule, Rules};
 
 /// The Namespace kind.
 pub static KIND: Kind = Kind {
@@ -29,6 +30,16 @@ pub static KIND: Kind = Kind {
         structs: apply_structs,
     },
     proto: Some(PROTO),
+    rules: Rules {
+        name: NameRule::Namespace,
+        delete: DeleteRules {
+            protected_names: &["default", "kube-system", "kube-public"],
+            always_marks: true,
+            marked_phase: Some("Terminating"),
+            ..DeleteRules::DEFAULT
+        },
+        ..Rules::DEFAULT
+    },
 };
 
 /// `spec.finalizers` of a Namespace is atomic (no tag), unlike `metadata.finalizers`.

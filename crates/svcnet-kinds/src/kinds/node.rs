@@ -5,6 +5,7 @@ use super::meta::OBJECT_META;
 use crate::apply::{ApplyKind, Structs, Ty, conditions, granular_map, list_map, r, set, st};
 use crate::patch::{Field, TypeSchema};
 use crate::resource::ResourceType;
+use crate::rules::Rules;
 
 /// The Node kind.
 pub static KIND: Kind = Kind {
@@ -28,6 +29,7 @@ pub static KIND: Kind = Kind {
         structs: apply_structs,
     },
     proto: None,
+    rules: Rules::DEFAULT,
 };
 
 static SPEC_PATCH: TypeSchema = TypeSchema {

@@ -8,6 +8,7 @@ use crate::apply::{
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
+use crate::rules::{DeleteRules, Rules};
 
 /// The Pod kind.
 pub static KIND: Kind = Kind {
@@ -41,6 +42,13 @@ pub static KIND: Kind = Kind {
         structs: apply_structs,
     },
     proto: Some(PROTO),
+    rules: Rules {
+        delete: DeleteRules {
+            grace_period: true,
+            ..DeleteRules::DEFAULT
+        },
+        ..Rules::DEFAULT
+    },
 };
 
 /// `core/v1.Container`'s patch tags.

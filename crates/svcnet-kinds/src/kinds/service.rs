@@ -6,6 +6,7 @@ use crate::apply::{ApplyKind, Structs, atomic_map, conditions, port_list, r, st}
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
+use crate::rules::{NameRule, Rules};
 
 /// The Service kind.
 pub static KIND: Kind = Kind {
@@ -29,6 +30,10 @@ pub static KIND: Kind = Kind {
         structs: apply_structs,
     },
     proto: Some(PROTO),
+    rules: Rules {
+        name: NameRule::Dns1035Label,
+        ..Rules::DEFAULT
+    },
 };
 
 static SPEC_PATCH: TypeSchema = TypeSchema {
