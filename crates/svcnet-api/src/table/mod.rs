@@ -49,68 +49,84 @@ impl IncludeObject {
     }
 }
 
-mod columns;
 mod duration;
 mod format;
 mod printers;
 #[cfg(test)]
 mod tests;
 
-use self::columns::*;
+use svcnet_kinds::columns::{Column, DEFAULT_COLUMNS};
+use svcnet_kinds::{Kind, kinds};
+
 use self::duration::*;
 pub use self::duration::{human_duration, translate_timestamp_since};
 use self::format::*;
 use self::printers::*;
 
+/// How one kind's rows are printed: its cells, and its row conditions.
+#[derive(Clone, Copy)]
+struct Rows {
+    cells: fn(&Value, Timestamp) -> Vec<Value>,
+    conditions: fn(&Value) -> Vec<Value>,
+}
+
 /// The printer kube registers for a group and kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Printer {
-    Namespace,
-    Service,
-    Endpoints,
-    Pod,
-    Node,
-    Event,
+    /// A served kind: its columns from its definition, its rows from [`ROWS`].
+    Kind(&'static Kind, Rows),
     /// `events.k8s.io` Events: kube prints them with the core Event printer (both share one internal
     /// type), so only the field names differ.
     EventsV1Event,
-    EndpointSlice,
-    Lease,
-    Deployment,
-    ReplicaSet,
+    /// kube's default table convertor, for every other kind.
     Default,
 }
 
-fn printer(group: &str, kind: &str) -> Printer {
-    match (group, kind) {
-        ("", "Namespace") => Printer::Namespace,
-        ("", "Service") => Printer::Service,
-        ("", "Endpoints") => Printer::Endpoints,
-        ("", "Pod") => Printer::Pod,
-        ("", "Node") => Printer::Node,
-        ("", "Event") => Printer::Event,
-        ("events.k8s.io", "Event") => Printer::EventsV1Event,
-        ("discovery.k8s.io", "EndpointSlice") => Printer::EndpointSlice,
-        ("coordination.k8s.io", "Lease") => Printer::Lease,
-        ("apps", "Deployment") => Printer::Deployment,
-        ("apps", "ReplicaSet") => Printer::ReplicaSet,
-        _ => Printer::Default,
+fn no_conditions(_: &Value) -> Vec<Value> {
+    Vec::new()
+}
+
+const fn rows(cells: fn(&Value, Timestamp) -> Vec<Value>) -> Rows {
+    Rows {
+        cells,
+        conditions: no_conditions,
     }
+}
+
+/// The row printer of each served kind, by the kind's definition.
+static ROWS: &[(&Kind, Rows)] = &[
+    (&kinds::namespace::KIND, rows(namespace_cells)),
+    (&kinds::service::KIND, rows(service_cells)),
+    (&kinds::endpoints::KIND, rows(endpoints_cells)),
+    (
+        &kinds::pod::KIND,
+        Rows {
+            cells: pod_cells,
+            conditions: pod_conditions,
+        },
+    ),
+    (&kinds::node::KIND, rows(node_cells)),
+    (&kinds::event::KIND, rows(core_event_cells)),
+    (&kinds::endpointslice::KIND, rows(endpoint_slice_cells)),
+    (&kinds::lease::KIND, rows(lease_cells)),
+    (&kinds::deployment::KIND, rows(deployment_cells)),
+    (&kinds::replicaset::KIND, rows(replica_set_cells)),
+];
+
+fn printer(group: &str, kind: &str) -> Printer {
+    if (group, kind) == ("events.k8s.io", "Event") {
+        return Printer::EventsV1Event;
+    }
+    kinds::by_group_kind(group, kind)
+        .and_then(|k| ROWS.iter().find(|(rk, _)| std::ptr::eq(*rk, k)))
+        .map_or(Printer::Default, |(k, r)| Printer::Kind(k, *r))
 }
 
 impl Printer {
     fn columns(self) -> &'static [Column] {
         match self {
-            Printer::Namespace => NAMESPACE_COLUMNS,
-            Printer::Service => SERVICE_COLUMNS,
-            Printer::Endpoints => ENDPOINTS_COLUMNS,
-            Printer::Pod => POD_COLUMNS,
-            Printer::Node => NODE_COLUMNS,
-            Printer::Event | Printer::EventsV1Event => EVENT_COLUMNS,
-            Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
-            Printer::Lease => LEASE_COLUMNS,
-            Printer::Deployment => DEPLOYMENT_COLUMNS,
-            Printer::ReplicaSet => REPLICA_SET_COLUMNS,
+            Printer::Kind(k, _) => k.columns,
+            Printer::EventsV1Event => kinds::event::KIND.columns,
             Printer::Default => DEFAULT_COLUMNS,
         }
     }
@@ -139,17 +155,8 @@ pub fn column_definitions(group: &str, kind: &str) -> Vec<Value> {
 /// `now` is the server's current time, from which ages are computed.
 pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
     match printer(group, kind) {
-        Printer::Namespace => namespace_cells(obj, now),
-        Printer::Service => service_cells(obj, now),
-        Printer::Endpoints => endpoints_cells(obj, now),
-        Printer::Pod => pod_cells(obj, now),
-        Printer::Node => node_cells(obj, now),
-        Printer::Event => event_cells(&EventFields::CORE, obj, now),
+        Printer::Kind(_, r) => (r.cells)(obj, now),
         Printer::EventsV1Event => event_cells(&EventFields::EVENTS_V1, obj, now),
-        Printer::EndpointSlice => endpoint_slice_cells(obj, now),
-        Printer::Lease => lease_cells(obj, now),
-        Printer::Deployment => deployment_cells(obj, now),
-        Printer::ReplicaSet => replica_set_cells(obj, now),
         Printer::Default => default_cells(obj),
     }
 }
@@ -157,15 +164,10 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
 /// A row's `conditions` (`TableRowCondition` JSON). Only Pods have any: a `Completed` condition once
 /// the pod Succeeded or Failed, which clients may use to de-emphasize the row.
 pub fn row_conditions(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
-    if printer(group, kind) != Printer::Pod {
-        return Vec::new();
+    match printer(group, kind) {
+        Printer::Kind(_, r) => (r.conditions)(obj),
+        _ => Vec::new(),
     }
-    let (reason, message) = match str_at(obj, &["status", "phase"]) {
-        "Succeeded" => ("Succeeded", "The pod has completed successfully."),
-        "Failed" => ("Failed", "The pod failed."),
-        _ => return Vec::new(),
-    };
-    vec![json!({"type": "Completed", "status": "True", "reason": reason, "message": message})]
 }
 
 /// The whole `meta.k8s.io/v1` `Table` for `objects`: `columnDefinitions` and one row per object with
@@ -180,7 +182,7 @@ pub fn table(
     include_object: IncludeObject,
     now: Timestamp,
 ) -> Value {
-    let rows = if objects.is_empty() && printer(group, kind) == Printer::Default {
+    let rows = if objects.is_empty() && matches!(printer(group, kind), Printer::Default) {
         Value::Null
     } else {
         Value::Array(

@@ -560,3 +560,19 @@ pub(super) fn pod_cells(pod: &Value, now: Timestamp) -> Vec<Value> {
         Value::String(readiness_gates),
     ]
 }
+
+/// A pod row's `conditions`: a `Completed` condition once the pod Succeeded or Failed, which clients
+/// may use to de-emphasize the row.
+pub(super) fn pod_conditions(obj: &Value) -> Vec<Value> {
+    let (reason, message) = match str_at(obj, &["status", "phase"]) {
+        "Succeeded" => ("Succeeded", "The pod has completed successfully."),
+        "Failed" => ("Failed", "The pod failed."),
+        _ => return Vec::new(),
+    };
+    vec![json!({"type": "Completed", "status": "True", "reason": reason, "message": message})]
+}
+
+/// A core/v1 Event's cells.
+pub(super) fn core_event_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    event_cells(&EventFields::CORE, obj, now)
+}

@@ -1,6 +1,7 @@
 //! Tests of the table printers, many against kube's own outputs.
 
 use super::*;
+use svcnet_kinds::columns::{DOC_CREATION_TIMESTAMP, DOC_NAME};
 
 fn now() -> Timestamp {
     "2024-05-01T12:00:00Z".parse().unwrap()

@@ -4,6 +4,7 @@ use super::meta::{CONDITIONS_STATUS, LABEL_SELECTOR_PROTO, OBJECT_META, OBJECT_M
 use super::pod::{TEMPLATE_PATCH, TEMPLATE_PROTO};
 use super::{ALL, Kind};
 use crate::apply::{ApplyKind, Structs, r, st};
+use crate::columns::{AGE, Column, DOC_CONTAINERS, DOC_IMAGES, NAME, col, wide};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
@@ -35,6 +36,7 @@ pub static KIND: Kind = Kind {
         tracks_generation: true,
         ..Rules::DEFAULT
     },
+    columns: COLUMNS,
 };
 
 static SPEC_PATCH: TypeSchema = TypeSchema {
@@ -88,3 +90,24 @@ const PROTO: &[proto::Field] = &[
     f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
     f(2, "spec", Wire::Msg(SPEC_PROTO)),
 ];
+
+/// The columns of kube's printer for this kind (`pkg/printers/internalversion`).
+const COLUMNS: &[Column] = &[
+    NAME,
+    col("Ready", "string", DOC_READY_PODS),
+    col("Up-to-date", "string", DOC_DEPLOY_UPDATED),
+    col("Available", "string", DOC_DEPLOY_AVAILABLE),
+    AGE,
+    wide("Containers", "string", DOC_CONTAINERS),
+    wide("Images", "string", DOC_IMAGES),
+    wide("Selector", "string", DOC_DEPLOY_SELECTOR),
+];
+
+const DOC_DEPLOY_AVAILABLE: &str = "Total number of available non-terminating pods (ready for at least minReadySeconds) targeted by this deployment.";
+
+const DOC_DEPLOY_SELECTOR: &str = "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.";
+
+const DOC_DEPLOY_UPDATED: &str =
+    "Total number of non-terminating pods targeted by this deployment that have the desired template spec.";
+
+const DOC_READY_PODS: &str = "Number of the pod with ready state";

@@ -3,6 +3,7 @@
 use super::Kind;
 use super::meta::METADATA_ONLY;
 use crate::apply::{ApplyKind, Structs};
+use crate::columns::{AGE, Column, NAME, col};
 use crate::resource::ResourceType;
 use crate::rules::{DeleteRules, Rules};
 
@@ -36,8 +37,14 @@ pub static KIND: Kind = Kind {
         },
         ..Rules::DEFAULT
     },
+    columns: COLUMNS,
 };
 
 fn apply_structs(s: &mut Structs) {
     super::meta::metadata_only_structs("Lease", s);
 }
+
+/// The columns of kube's printer for this kind (`pkg/printers/internalversion`).
+const COLUMNS: &[Column] = &[NAME, col("Holder", "string", DOC_LEASE_HOLDER), AGE];
+
+const DOC_LEASE_HOLDER: &str = "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.";

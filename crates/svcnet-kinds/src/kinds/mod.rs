@@ -5,6 +5,7 @@
 //! live in [`meta`] and [`pod`] and are reused by reference.
 
 use crate::apply::ApplyKind;
+use crate::columns::Column;
 use crate::patch::TypeSchema;
 use crate::proto;
 use crate::resource::ResourceType;
@@ -36,6 +37,8 @@ pub struct Kind {
     pub proto: Option<&'static [proto::Field]>,
     /// How the API server's generic handlers treat its writes.
     pub rules: Rules,
+    /// The columns of its printer (`kubectl get`).
+    pub columns: &'static [Column],
 }
 
 /// Every kind svcnet serves, in discovery order.
@@ -62,6 +65,14 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Kind> {
         .iter()
         .copied()
         .find(|k| k.resource.group == group && k.resource.version == version && k.resource.kind == kind)
+}
+
+/// Looks a kind up by group and kind, whatever the version (as kube's printers are registered).
+pub fn by_group_kind(group: &str, kind: &str) -> Option<&'static Kind> {
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.resource.group == group && k.resource.kind == kind)
 }
 
 /// The kind of a resource type.

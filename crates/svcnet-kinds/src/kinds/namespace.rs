@@ -3,6 +3,7 @@
 use super::Kind;
 use super::meta::{CONDITIONS_STATUS, OBJECT_META, OBJECT_META_PROTO};
 use crate::apply::{ApplyKind, Structs, conditions, r, st};
+use crate::columns::{AGE, Column, NAME, col};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f};
 use crate::resource::ResourceType;
@@ -40,6 +41,7 @@ pub static KIND: Kind = Kind {
         },
         ..Rules::DEFAULT
     },
+    columns: COLUMNS,
 };
 
 /// `spec.finalizers` of a Namespace is atomic (no tag), unlike `metadata.finalizers`.
@@ -69,3 +71,6 @@ const PROTO: &[proto::Field] = &[
     f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
     f(2, "spec", Wire::Msg(SPEC_PROTO)),
 ];
+
+/// The columns of kube's printer for this kind (`pkg/printers/internalversion`).
+const COLUMNS: &[Column] = &[NAME, col("Status", "string", "The status of the namespace"), AGE];

@@ -5,6 +5,7 @@ use super::{ALL, Kind};
 use crate::apply::{
     ApplyKind, Structs, Ty, atomic_map, conditions, granular_map, list_map, port_list, r, st,
 };
+use crate::columns::{AGE, Column, NAME, col, wide};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
@@ -49,6 +50,7 @@ pub static KIND: Kind = Kind {
         },
         ..Rules::DEFAULT
     },
+    columns: COLUMNS,
 };
 
 /// `core/v1.Container`'s patch tags.
@@ -290,3 +292,37 @@ pub const TEMPLATE_PROTO: &[proto::Field] = &[
     f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
     f(2, "spec", Wire::Msg(SPEC_PROTO)),
 ];
+
+/// The columns of kube's printer for this kind (`pkg/printers/internalversion`).
+const COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Ready",
+        "string",
+        "The aggregate readiness state of this pod for accepting traffic.",
+    ),
+    col(
+        "Status",
+        "string",
+        "The aggregate status of the containers in this pod.",
+    ),
+    col(
+        "Restarts",
+        "string",
+        "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+    ),
+    AGE,
+    wide("IP", "string", DOC_POD_IP),
+    wide("Node", "string", DOC_NODE_NAME),
+    wide("Nominated Node", "string", DOC_NOMINATED_NODE_NAME),
+    wide("Readiness Gates", "string", DOC_READINESS_GATES),
+];
+
+const DOC_NODE_NAME: &str = "NodeName indicates in which node this pod is scheduled. If empty, this pod is a candidate for scheduling by the scheduler defined in schedulerName. Once this field is set, the kubelet for this node becomes responsible for the lifecycle of this pod. This field should not be used to express a desire for the pod to be scheduled on a specific node. https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#nodename";
+
+const DOC_NOMINATED_NODE_NAME: &str = "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods. This field does not guarantee that the pod will be scheduled on this node. Scheduler may decide to place the pod elsewhere if other nodes become available sooner. Scheduler may also decide to give the resources on this node to a higher priority pod that is created after preemption. As a result, this field may be different than PodSpec.nodeName when the pod is scheduled.";
+
+const DOC_POD_IP: &str =
+    "podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.";
+
+const DOC_READINESS_GATES: &str = "If specified, all readiness gates will be evaluated for pod readiness. A pod is ready when all its containers are ready AND all conditions specified in the readiness gates have status equal to \"True\" More info: https://git.k8s.io/enhancements/keps/sig-network/580-pod-readiness-gates";

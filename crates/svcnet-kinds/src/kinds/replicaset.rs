@@ -4,6 +4,7 @@ use super::meta::{CONDITIONS_STATUS, LABEL_SELECTOR_PROTO, OBJECT_META, OBJECT_M
 use super::pod::{TEMPLATE_PATCH, TEMPLATE_PROTO};
 use super::{ALL, Kind};
 use crate::apply::{ApplyKind, Structs, r, st};
+use crate::columns::{AGE, Column, DOC_CONTAINERS, DOC_IMAGES, NAME, col, wide};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
@@ -35,6 +36,7 @@ pub static KIND: Kind = Kind {
         tracks_generation: true,
         ..Rules::DEFAULT
     },
+    columns: COLUMNS,
 };
 
 static SPEC_PATCH: TypeSchema = TypeSchema {
@@ -73,3 +75,24 @@ const PROTO: &[proto::Field] = &[
     f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
     f(2, "spec", Wire::Msg(SPEC_PROTO)),
 ];
+
+/// The columns of kube's printer for this kind (`pkg/printers/internalversion`).
+const COLUMNS: &[Column] = &[
+    NAME,
+    col("Desired", "integer", DOC_RS_SPEC_REPLICAS),
+    col("Current", "integer", DOC_RS_STATUS_REPLICAS),
+    col("Ready", "integer", DOC_RS_STATUS_READY),
+    AGE,
+    wide("Containers", "string", DOC_CONTAINERS),
+    wide("Images", "string", DOC_IMAGES),
+    wide("Selector", "string", DOC_RS_SPEC_SELECTOR),
+];
+
+const DOC_RS_SPEC_REPLICAS: &str = "Replicas is the number of desired pods. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset";
+
+const DOC_RS_SPEC_SELECTOR: &str = "Selector is a label query over pods that should match the replica count. If the selector is empty, it is defaulted to the labels present on the pod template. Label keys and values that must match in order to be controlled by this replica set. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
+
+const DOC_RS_STATUS_READY: &str =
+    "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.";
+
+const DOC_RS_STATUS_REPLICAS: &str = "Replicas is the most recently observed number of non-terminating pods. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset";

@@ -3,6 +3,7 @@
 use super::meta::{CONDITIONS_STATUS, OBJECT_META, OBJECT_META_PROTO};
 use super::{ALL, Kind};
 use crate::apply::{ApplyKind, Structs, atomic_map, conditions, port_list, r, st};
+use crate::columns::{AGE, Column, NAME, col, wide};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
@@ -34,6 +35,7 @@ pub static KIND: Kind = Kind {
         name: NameRule::Dns1035Label,
         ..Rules::DEFAULT
     },
+    columns: COLUMNS,
 };
 
 static SPEC_PATCH: TypeSchema = TypeSchema {
@@ -107,3 +109,24 @@ const PROTO: &[proto::Field] = &[
     f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
     f(2, "spec", Wire::Msg(SPEC_PROTO)),
 ];
+
+/// The columns of kube's printer for this kind (`pkg/printers/internalversion`).
+const COLUMNS: &[Column] = &[
+    NAME,
+    col("Type", "string", DOC_SVC_TYPE),
+    col("Cluster-IP", "string", DOC_SVC_CLUSTER_IP),
+    col("External-IP", "string", DOC_SVC_EXTERNAL_IPS),
+    col("Port(s)", "string", DOC_SVC_PORTS),
+    AGE,
+    wide("Selector", "string", DOC_SVC_SELECTOR),
+];
+
+const DOC_SVC_CLUSTER_IP: &str = "clusterIP is the IP address of the service and is usually assigned randomly. If an address is specified manually, is in-range (as per system configuration), and is not in use, it will be allocated to the service; otherwise creation of the service will fail. This field may not be changed through updates unless the type field is also being changed to ExternalName (which requires this field to be blank) or the type field is being changed from ExternalName (in which case this field may optionally be specified, as describe above).  Valid values are \"None\", empty string (\"\"), or a valid IP address. Setting this to \"None\" makes a \"headless service\" (no virtual IP), which is useful when direct endpoint connections are preferred and proxying is not required.  Only applies to types ClusterIP, NodePort, and LoadBalancer. If this field is specified when creating a Service of type ExternalName, creation will fail. This field will be wiped when updating a Service to type ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies";
+
+const DOC_SVC_EXTERNAL_IPS: &str = "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system.";
+
+const DOC_SVC_PORTS: &str = "The list of ports that are exposed by this service. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies";
+
+const DOC_SVC_SELECTOR: &str = "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/";
+
+const DOC_SVC_TYPE: &str = "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types";
