@@ -26,6 +26,7 @@ pub mod request;
 pub mod strategy;
 pub mod subresources;
 pub mod tables;
+pub mod typed;
 pub mod watch;
 
 use std::convert::Infallible;

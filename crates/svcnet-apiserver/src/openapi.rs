@@ -54,41 +54,10 @@ fn schema_name(rt: &ResourceType) -> String {
 }
 
 fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
-    use k8s_openapi::api::{apps, coordination, core, discovery};
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     for rt in resources::all().filter(|r| r.group == group && r.version == version) {
-        match (rt.group, rt.kind) {
-            ("", "Namespace") => {
-                generator.subschema_for::<core::v1::Namespace>();
-            }
-            ("", "Service") => {
-                generator.subschema_for::<core::v1::Service>();
-            }
-            ("", "Endpoints") => {
-                generator.subschema_for::<core::v1::Endpoints>();
-            }
-            ("", "Pod") => {
-                generator.subschema_for::<core::v1::Pod>();
-            }
-            ("", "Node") => {
-                generator.subschema_for::<core::v1::Node>();
-            }
-            ("", "Event") => {
-                generator.subschema_for::<core::v1::Event>();
-            }
-            ("discovery.k8s.io", "EndpointSlice") => {
-                generator.subschema_for::<discovery::v1::EndpointSlice>();
-            }
-            ("coordination.k8s.io", "Lease") => {
-                generator.subschema_for::<coordination::v1::Lease>();
-            }
-            ("apps", "Deployment") => {
-                generator.subschema_for::<apps::v1::Deployment>();
-            }
-            ("apps", "ReplicaSet") => {
-                generator.subschema_for::<apps::v1::ReplicaSet>();
-            }
-            _ => {}
+        if let Some(t) = crate::typed::of(rt) {
+            (t.schema)(&mut generator);
         }
     }
     let mut defs: Map<String, Value> = generator
