@@ -22,5 +22,5 @@ pub mod rules;
 
 pub use kinds::{KINDS, Kind};
 pub use quote::go_quote;
-pub use resource::ResourceType;
+pub use resource::{FieldLabel, ResourceType};
 pub use rules::{DeleteRules, NameRule, Rules};

@@ -33,6 +33,16 @@ pub struct ResourceType {
     pub field_selectors: &'static [&'static str],
 }
 
+/// How a selectable field's value is read when it is not simply the scalar at its path (kube's
+/// field-label conversion functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldLabel {
+    /// A boolean, `false` when absent.
+    BoolOrFalse,
+    /// The string at another JSON pointer (an Event's `source` is `source.component`).
+    At(&'static str),
+}
+
 impl ResourceType {
     /// `apiVersion` as objects carry it: `v1` for core, `group/version` otherwise.
     pub fn api_version(&self) -> String {

@@ -224,7 +224,7 @@ impl ApiServer {
         let (items, _) = self.cache.list(&ctx.route.collection_prefix(), None);
         let mut deleted = Vec::new();
         for c in items {
-            if !(labels.matches_object(&c.view) && fields.matches(rt.kind, &c.view)) {
+            if !(labels.matches_object(&c.view) && fields.matches(rt, &c.view)) {
                 continue;
             }
             let name = meta_str(&c.view, "name").unwrap_or_default().to_string();

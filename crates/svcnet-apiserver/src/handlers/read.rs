@@ -60,7 +60,7 @@ impl ApiServer {
         let mut remaining = 0usize;
         let mut next_key = None;
         for c in items {
-            if !(labels.matches_object(&c.view) && fields.matches(rt.kind, &c.view)) {
+            if !(labels.matches_object(&c.view) && fields.matches(rt, &c.view)) {
                 continue;
             }
             match limit {

@@ -25,6 +25,7 @@ pub static KIND: Kind = Kind {
         delete_collection: true,
         field_selectors: &[],
     },
+    field_labels: &[],
     patch: &PATCH,
     apply: ApplyKind {
         root: "Deployment",

@@ -4,7 +4,7 @@ use super::Kind;
 use super::meta::METADATA_ONLY;
 use crate::apply::{ApplyKind, Structs, r, st};
 use crate::columns::{Column, DOC_NAME, col, wide};
-use crate::resource::ResourceType;
+use crate::resource::{FieldLabel, ResourceType};
 use crate::rules::{DeleteRules, Rules};
 
 /// The Event kind.
@@ -34,6 +34,7 @@ pub static KIND: Kind = Kind {
             "type",
         ],
     },
+    field_labels: &[("source", FieldLabel::At("/source/component"))],
     patch: &METADATA_ONLY,
     apply: ApplyKind {
         root: "Event",

@@ -22,6 +22,7 @@ pub static KIND: Kind = Kind {
         delete_collection: true,
         field_selectors: &[],
     },
+    field_labels: &[],
     patch: &METADATA_ONLY,
     apply: ApplyKind {
         root: "Lease",

@@ -8,7 +8,7 @@ use crate::apply::ApplyKind;
 use crate::columns::Column;
 use crate::patch::TypeSchema;
 use crate::proto;
-use crate::resource::ResourceType;
+use crate::resource::{FieldLabel, ResourceType};
 use crate::rules::Rules;
 
 pub mod deployment;
@@ -29,6 +29,8 @@ pub mod workload;
 pub struct Kind {
     /// Its resource type: names, scope, verbs, subresources, selectable fields.
     pub resource: ResourceType,
+    /// Selectable fields (of `resource.field_selectors`) read other than as the scalar at their path.
+    pub field_labels: &'static [(&'static str, FieldLabel)],
     /// Its strategic-merge-patch tags (merge keys and strategies).
     pub patch: &'static TypeSchema,
     /// Its server-side apply list and map types.

@@ -24,6 +24,7 @@ pub static KIND: Kind = Kind {
         delete_collection: false,
         field_selectors: &["status.phase"],
     },
+    field_labels: &[],
     patch: &PATCH,
     apply: ApplyKind {
         root: "Namespace",

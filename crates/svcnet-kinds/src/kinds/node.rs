@@ -5,7 +5,7 @@ use super::meta::OBJECT_META;
 use crate::apply::{ApplyKind, Structs, Ty, conditions, granular_map, list_map, r, set, st};
 use crate::columns::{AGE, Column, NAME, col, wide};
 use crate::patch::{Field, TypeSchema};
-use crate::resource::ResourceType;
+use crate::resource::{FieldLabel, ResourceType};
 use crate::rules::Rules;
 
 /// The Node kind.
@@ -23,6 +23,7 @@ pub static KIND: Kind = Kind {
         delete_collection: true,
         field_selectors: &["spec.unschedulable"],
     },
+    field_labels: &[("spec.unschedulable", FieldLabel::BoolOrFalse)],
     patch: &PATCH,
     apply: ApplyKind {
         root: "Node",

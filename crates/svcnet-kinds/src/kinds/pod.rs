@@ -8,7 +8,7 @@ use crate::apply::{
 use crate::columns::{AGE, Column, NAME, col, wide};
 use crate::patch::{Field, TypeSchema};
 use crate::proto::{self, Wire, f, p};
-use crate::resource::ResourceType;
+use crate::resource::{FieldLabel, ResourceType};
 use crate::rules::{DeleteRules, Rules};
 
 /// The Pod kind.
@@ -36,6 +36,10 @@ pub static KIND: Kind = Kind {
             "status.nominatedNodeName",
         ],
     },
+    field_labels: &[
+        ("spec.hostNetwork", FieldLabel::BoolOrFalse),
+        ("status.podIPs", FieldLabel::At("/status/podIPs/0/ip")),
+    ],
     patch: &PATCH,
     apply: ApplyKind {
         root: "Pod",

@@ -25,6 +25,7 @@ pub static KIND: Kind = Kind {
         delete_collection: true,
         field_selectors: &["status.replicas"],
     },
+    field_labels: &[],
     patch: &PATCH,
     apply: ApplyKind {
         root: "ReplicaSet",

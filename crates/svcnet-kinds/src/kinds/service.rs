@@ -24,6 +24,7 @@ pub static KIND: Kind = Kind {
         delete_collection: true,
         field_selectors: &["spec.clusterIP", "spec.type"],
     },
+    field_labels: &[],
     patch: &PATCH,
     apply: ApplyKind {
         root: "Service",
