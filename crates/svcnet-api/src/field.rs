@@ -225,24 +225,7 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-/// Quotes a string the way Go's `%q` does for the printable ASCII and common escapes users meet.
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub use svcnet_kinds::go_quote;
 
 /// Renders a list of strings as Go's `%#v` renders a `[]string`, e.g. `[]string{"a", "b"}`.
 pub fn go_string_slice(items: &[String]) -> BadValue {

@@ -8,7 +8,9 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+use crate::resources::ResourceType;
 use crate::validation;
+use svcnet_kinds::FieldLabel;
 
 /// Why a selector could not be parsed; the text is what the client sees in a `BadRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -398,10 +400,11 @@ impl FieldSelector {
             .map(|t| t.value.as_str())
     }
 
-    /// Whether an object satisfies every term; `kind` picks kind-specific field semantics.
-    pub fn matches(&self, kind: &str, obj: &Value) -> bool {
+    /// Whether an object of resource type `rt` satisfies every term (the kind decides how its
+    /// selectable fields read).
+    pub fn matches(&self, rt: &ResourceType, obj: &Value) -> bool {
         self.terms.iter().all(|t| {
-            let actual = field_value(kind, obj, &t.field);
+            let actual = field_value(rt, obj, &t.field);
             (actual == t.value) != t.negated
         })
     }
@@ -464,29 +467,23 @@ fn unescape(s: &str) -> String {
 
 /// The string value of a selectable field, with the conversions kube's field-label functions apply
 /// (booleans as `true`/`false`, the defaults they assume for absent fields).
-pub fn field_value(kind: &str, obj: &Value, field: &str) -> String {
-    match (kind, field) {
-        ("Event", "source") => {
-            return str_at(obj, "/source/component");
-        }
-        ("Pod", "spec.hostNetwork") => {
+pub fn field_value(rt: &ResourceType, obj: &Value, field: &str) -> String {
+    let label = svcnet_kinds::kinds::of(rt)
+        .field_labels
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, l)| *l);
+    match label {
+        Some(FieldLabel::At(pointer)) => return str_at(obj, pointer),
+        Some(FieldLabel::BoolOrFalse) => {
+            let pointer = format!("/{}", field.replace('.', "/"));
             return obj
-                .pointer("/spec/hostNetwork")
+                .pointer(&pointer)
                 .and_then(Value::as_bool)
                 .unwrap_or(false)
                 .to_string();
         }
-        ("Pod", "status.podIPs") => {
-            return str_at(obj, "/status/podIPs/0/ip");
-        }
-        ("Node", "spec.unschedulable") => {
-            return obj
-                .pointer("/spec/unschedulable")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-                .to_string();
-        }
-        _ => {}
+        None => {}
     }
     let pointer = format!("/{}", field.replace('.', "/"));
     match obj.pointer(&pointer) {
@@ -572,11 +569,12 @@ mod tests {
 
     #[test]
     fn field_selectors() {
+        let pod_rt = crate::resources::lookup("", "v1", "pods").unwrap();
         let pod = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "n1"}});
         let s = FieldSelector::parse("spec.nodeName=n1,metadata.name!=q").unwrap();
-        assert!(s.matches("Pod", &pod));
+        assert!(s.matches(pod_rt, &pod));
         let s = FieldSelector::parse("spec.hostNetwork=false").unwrap();
-        assert!(s.matches("Pod", &pod));
+        assert!(s.matches(pod_rt, &pod));
         let s = FieldSelector::parse("metadata.name==p").unwrap();
         assert_eq!(s.required_value("metadata.name"), Some("p"));
         let s = FieldSelector::parse(r"metadata.name=a\,b").unwrap();
@@ -586,7 +584,7 @@ mod tests {
         assert!(
             FieldSelector::parse("involvedObject.name=x,involvedObject.kind=Service,source=c")
                 .unwrap()
-                .matches("Event", &ev)
+                .matches(crate::resources::lookup("", "v1", "events").unwrap(), &ev)
         );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use svcnet_api::resources::{self, RESOURCES, ResourceType};
+use svcnet_api::resources::{self, ResourceType};
 use tracing::{info, warn};
 
 use crate::ApiServer;
@@ -179,7 +179,7 @@ impl ApiServer {
     async fn finalize_namespace(&self, name: &str) -> Result<(), ApiError> {
         let params = Params::default();
         let mut remaining = 0;
-        for rt in RESOURCES.iter().filter(|r| r.namespaced) {
+        for rt in resources::all().filter(|r| r.namespaced) {
             for obj in self.cached_list(rt, Some(name)) {
                 remaining += 1;
                 if obj.pointer("/metadata/deletionTimestamp").is_some() {
@@ -198,8 +198,7 @@ impl ApiServer {
             }
         }
         let namespaces = rt("namespaces", "");
-        let still_there = RESOURCES
-            .iter()
+        let still_there = resources::all()
             .filter(|r| r.namespaced)
             .any(|rt| !self.cached_list(rt, Some(name)).is_empty());
         if remaining > 0 && still_there {

@@ -493,8 +493,8 @@ mod tests {
         let rt = svcnet_api::resources::lookup_kind("v1", "Pod").unwrap();
         for field in rt.field_selectors {
             assert_eq!(
-                svcnet_api::selector::field_value("Pod", &view, field),
-                svcnet_api::selector::field_value("Pod", &pod, field),
+                svcnet_api::selector::field_value(rt, &view, field),
+                svcnet_api::selector::field_value(rt, &pod, field),
                 "{field}"
             );
         }
@@ -503,7 +503,7 @@ mod tests {
             "reason": "Started", "message": "long text"});
         let view = view_of(&event);
         assert_eq!(
-            svcnet_api::selector::field_value("Event", &view, "source"),
+            svcnet_api::selector::field_value(lookup_kind("v1", "Event").unwrap(), &view, "source"),
             "kubelet"
         );
         assert_eq!(view["involvedObject"]["name"], "p");

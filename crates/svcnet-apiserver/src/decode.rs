@@ -7,8 +7,6 @@
 //! input and the round-tripped value is the set of unknown fields. This is the same "decode into the Go
 //! struct" that kube-apiserver performs, and it keeps the stored form free of junk.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use svcnet_api::resources::ResourceType;
 
@@ -110,27 +108,12 @@ fn truncate(s: &str, n: usize) -> String {
     format!("{}...", &s[..end])
 }
 
-fn roundtrip_as<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
-    let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-    serde_json::to_value(&typed).map_err(|e| e.to_string())
-}
-
 /// Round-trips an object through its typed form: the result holds only known fields, normalized.
 pub fn roundtrip(rt: &ResourceType, v: &Value) -> Result<Value, String> {
-    use k8s_openapi::api::{apps, coordination, core, discovery};
-    match (rt.group, rt.kind) {
-        ("", "Namespace") => roundtrip_as::<core::v1::Namespace>(v),
-        ("", "Service") => roundtrip_as::<core::v1::Service>(v),
-        ("", "Endpoints") => roundtrip_as::<core::v1::Endpoints>(v),
-        ("", "Pod") => roundtrip_as::<core::v1::Pod>(v),
-        ("", "Node") => roundtrip_as::<core::v1::Node>(v),
-        ("", "Event") => roundtrip_as::<core::v1::Event>(v),
-        ("discovery.k8s.io", "EndpointSlice") => roundtrip_as::<discovery::v1::EndpointSlice>(v),
-        ("coordination.k8s.io", "Lease") => roundtrip_as::<coordination::v1::Lease>(v),
-        ("apps", "Deployment") => roundtrip_as::<apps::v1::Deployment>(v),
-        ("apps", "ReplicaSet") => roundtrip_as::<apps::v1::ReplicaSet>(v),
+    match crate::typed::of(rt) {
+        Some(t) => (t.roundtrip)(v),
         // A kind without a typed form is stored as sent.
-        _ => Ok(v.clone()),
+        None => Ok(v.clone()),
     }
 }
 

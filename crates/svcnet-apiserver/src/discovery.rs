@@ -3,7 +3,7 @@
 //! resource registry.
 
 use serde_json::{Value, json};
-use svcnet_api::resources::{self, RESOURCES, ResourceType};
+use svcnet_api::resources::{self, ResourceType};
 
 /// The media type parameters of an aggregated discovery response, if the client accepts one.
 pub fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
@@ -83,10 +83,7 @@ pub fn group(name: &str) -> Option<Value> {
 /// `/api/v1` or `/apis/{group}/{version}`, if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut out = Vec::new();
-    for rt in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for rt in resources::all().filter(|r| r.group == group && r.version == version) {
         let mut r = json!({
             "name": rt.plural,
             "singularName": rt.singular,
@@ -132,8 +129,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let res: Vec<Value> = RESOURCES
-                .iter()
+            let res: Vec<Value> = resources::all()
                 .filter(|r| r.group == group && r.version == *v)
                 .map(|rt| {
                     let subs: Vec<Value> = rt

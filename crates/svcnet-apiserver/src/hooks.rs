@@ -1,10 +1,10 @@
-//! Kind-specific behaviour on writes that goes beyond metadata: today, Services — defaulting,
-//! validation, and ClusterIP / NodePort allocation.
+//! The server's Service allocation state, which the Service strategy writes through: defaulting,
+//! validation, and ClusterIP / NodePort allocation in one pass.
 //!
 //! Allocations are durable with the objects, not in a separate table: the allocators live in memory and
 //! are rebuilt from the stored Services at start-up (kube's repair pass), so a crash between allocating
 //! and writing can never leak an address. Within one process the protocol is: allocate in
-//! `before_create`/`before_update`, then either the write commits (and whatever the old object held that
+//! `service_create`/`service_update`, then either the write commits (and whatever the old object held that
 //! the new one does not is released) or it fails (and whatever the new object took is released).
 
 use std::collections::{BTreeSet, HashMap};
@@ -18,7 +18,6 @@ use svcnet_alloc::{
     ClusterIpAllocator, ClusterIpError, NodePortAllocator, NodePortError, PortRange, SplitMix64,
 };
 use svcnet_api::field::{FieldError, go_string_slice};
-use svcnet_api::resources::ResourceType;
 use svcnet_api::service::{self as svc_rules, IpFamily, ServiceConfig};
 use tracing::warn;
 
@@ -262,36 +261,25 @@ impl KindHooks {
         (marked, released)
     }
 
-    /// Whether the hooks validate this kind completely (metadata included).
-    pub fn validates(&self, rt: &ResourceType) -> bool {
-        self.services.is_some() && rt.group.is_empty() && rt.kind == "Service"
+    /// Defaults, allocates and validates a new Service in one pass; `None` when this server does not
+    /// allocate (then the Service strategy validates as for any kind). Field errors become a 422.
+    pub(crate) fn service_create(&self, obj: &mut Value) -> Option<Result<Vec<FieldError>, ApiError>> {
+        self.services.as_ref().map(|s| s.create(obj))
     }
 
-    /// Defaults, validates and allocates for a new object. Field errors become a 422.
-    pub fn before_create(&self, rt: &ResourceType, obj: &mut Value) -> Result<Vec<FieldError>, ApiError> {
-        match (&self.services, rt.group, rt.kind) {
-            (Some(s), "", "Service") => s.create(obj),
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// Defaults, validates and allocates for an update of `old` to `new`.
-    pub fn before_update(
+    /// Defaults, allocates and validates an update of Service `old` to `new`; `None` as for create.
+    pub(crate) fn service_update(
         &self,
-        rt: &ResourceType,
         subresource: Option<&str>,
         new: &mut Value,
         old: &Value,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        match (&self.services, rt.group, rt.kind) {
-            (Some(s), "", "Service") => s.update(subresource, new, old),
-            _ => Ok(Vec::new()),
-        }
+    ) -> Option<Result<Vec<FieldError>, ApiError>> {
+        self.services.as_ref().map(|s| s.update(subresource, new, old))
     }
 
-    /// Releases what `obj` holds that `keep` does not (all of it when `keep` is `None`).
-    pub fn release(&self, rt: &ResourceType, obj: &Value, keep: Option<&Value>) {
-        if let (Some(s), "", "Service") = (&self.services, rt.group, rt.kind) {
+    /// Releases what Service `obj` holds that `keep` does not (all of it when `keep` is `None`).
+    pub(crate) fn service_release(&self, obj: &Value, keep: Option<&Value>) {
+        if let Some(s) = &self.services {
             s.release(obj, keep);
         }
     }
@@ -557,10 +545,6 @@ mod tests {
         .unwrap()
     }
 
-    fn services() -> &'static ResourceType {
-        svcnet_api::resources::lookup("", "v1", "services").unwrap()
-    }
-
     fn svc(name: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
             "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
@@ -570,28 +554,28 @@ mod tests {
     fn allocation_is_released_when_the_write_fails_and_on_delete() {
         let h = hooks();
         let mut a = svc("a");
-        assert!(h.before_create(services(), &mut a).unwrap().is_empty());
+        assert!(h.service_create(&mut a).unwrap().unwrap().is_empty());
         let ip: IpAddr = a["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
         let port = a["spec"]["ports"][0]["nodePort"].as_i64().unwrap() as i32;
         let mut b = svc("b");
         b["spec"]["clusterIP"] = json!(ip.to_string());
-        let errs = h.before_create(services(), &mut b).unwrap();
+        let errs = h.service_create(&mut b).unwrap().unwrap();
         assert!(
             errs[0].to_string().contains("provided IP is already allocated"),
             "{errs:?}"
         );
-        h.release(services(), &a, None);
+        h.service_release(&a, None);
         let mut c = svc("c");
         c["spec"]["clusterIP"] = json!(ip.to_string());
         c["spec"]["ports"][0]["nodePort"] = json!(port);
-        assert!(h.before_create(services(), &mut c).unwrap().is_empty());
+        assert!(h.service_create(&mut c).unwrap().unwrap().is_empty());
     }
 
     #[test]
     fn periodic_repair_marks_at_once_and_releases_only_after_several_passes() {
         let h = hooks();
         let mut a = svc("a");
-        assert!(h.before_create(services(), &mut a).unwrap().is_empty());
+        assert!(h.service_create(&mut a).unwrap().unwrap().is_empty());
         // `a` was reserved but (say) its write never happened: only the third pass releases it.
         assert_eq!(h.repair_pass(std::iter::empty()), (0, 0));
         assert_eq!(h.repair_pass(std::iter::empty()), (0, 0));
@@ -601,10 +585,10 @@ mod tests {
         assert_eq!((marked, released), (2, 0));
         let mut b = svc("b");
         b["spec"]["clusterIP"] = a["spec"]["clusterIP"].clone();
-        assert!(!h.before_create(services(), &mut b).unwrap().is_empty());
+        assert!(!h.service_create(&mut b).unwrap().unwrap().is_empty());
         // A suspect that reappears in storage is forgiven.
         let mut c = svc("c");
-        assert!(h.before_create(services(), &mut c).unwrap().is_empty());
+        assert!(h.service_create(&mut c).unwrap().unwrap().is_empty());
         h.repair_pass([&a]);
         h.repair_pass([&a]);
         assert_eq!(h.repair_pass([&a, &c]), (0, 0));

@@ -26,6 +26,7 @@ pub mod request;
 pub mod strategy;
 pub mod subresources;
 pub mod tables;
+pub mod typed;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -214,7 +215,9 @@ impl ApiServer {
             Route::Metrics => text(StatusCode::OK, &self.metrics.encode()),
             Route::Resource(r) => self.resource(r, req, accept).await,
             _ if !is_get => error_response(&ApiError::method_not_supported(
-                &svcnet_api::resources::RESOURCES[0],
+                svcnet_api::resources::all()
+                    .next()
+                    .expect("at least one kind is served"),
                 req.method().as_str(),
             )),
             Route::LegacyRoot => match discovery::aggregated_version(accept.as_deref()) {

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use svcnet_api::resources::{self, RESOURCES, ResourceType};
+use svcnet_api::resources::{self, ResourceType};
 
 /// Every served group version's v3 document, serialized, with its content hash.
 struct Docs {
@@ -54,44 +54,10 @@ fn schema_name(rt: &ResourceType) -> String {
 }
 
 fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
-    use k8s_openapi::api::{apps, coordination, core, discovery};
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    for rt in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
-        match (rt.group, rt.kind) {
-            ("", "Namespace") => {
-                generator.subschema_for::<core::v1::Namespace>();
-            }
-            ("", "Service") => {
-                generator.subschema_for::<core::v1::Service>();
-            }
-            ("", "Endpoints") => {
-                generator.subschema_for::<core::v1::Endpoints>();
-            }
-            ("", "Pod") => {
-                generator.subschema_for::<core::v1::Pod>();
-            }
-            ("", "Node") => {
-                generator.subschema_for::<core::v1::Node>();
-            }
-            ("", "Event") => {
-                generator.subschema_for::<core::v1::Event>();
-            }
-            ("discovery.k8s.io", "EndpointSlice") => {
-                generator.subschema_for::<discovery::v1::EndpointSlice>();
-            }
-            ("coordination.k8s.io", "Lease") => {
-                generator.subschema_for::<coordination::v1::Lease>();
-            }
-            ("apps", "Deployment") => {
-                generator.subschema_for::<apps::v1::Deployment>();
-            }
-            ("apps", "ReplicaSet") => {
-                generator.subschema_for::<apps::v1::ReplicaSet>();
-            }
-            _ => {}
+    for rt in resources::all().filter(|r| r.group == group && r.version == version) {
+        if let Some(t) = crate::typed::of(rt) {
+            (t.schema)(&mut generator);
         }
     }
     let mut defs: Map<String, Value> = generator
@@ -99,10 +65,7 @@ fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
         .into_iter()
         .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(Value::Null)))
         .collect();
-    for rt in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for rt in resources::all().filter(|r| r.group == group && r.version == version) {
         if let Some(Value::Object(s)) = defs.get_mut(&schema_name(rt)) {
             s.insert(
                 "x-kubernetes-group-version-kind".into(),
@@ -185,10 +148,7 @@ fn paths_for(group: &str, version: &str) -> Map<String, Value> {
     } else {
         format!("/apis/{group}/{version}")
     };
-    for rt in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for rt in resources::all().filter(|r| r.group == group && r.version == version) {
         let kind_schema = schema_name(rt);
         let id = |verb: &str, suffix: &str| {
             format!(

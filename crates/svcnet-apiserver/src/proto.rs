@@ -3,8 +3,9 @@
 //! kubectl 1.33's typed commands (`kubectl create service …`, `kubectl create namespace`) send protobuf,
 //! which kube-apiserver accepts, so we must too. We only ever need to *read* these bodies and we store
 //! JSON, so instead of generating full protobuf bindings this module decodes the wire format driven by
-//! small field tables for the kinds those commands send (field numbers from Kubernetes' generated.proto).
-//! A kind without a table gets a clear 415 that tells the client to send JSON.
+//! the field tables of the kinds those commands send (field numbers from Kubernetes' generated.proto,
+//! kept with each kind's definition in `svcnet_kinds`). A kind without a table gets a clear 415 that
+//! tells the client to send JSON.
 //!
 //! The envelope is Kubernetes' own: the 4-byte magic `k8s\0`, then a `runtime.Unknown` message whose
 //! `typeMeta` names the kind and whose `raw` bytes hold the object.
@@ -12,241 +13,18 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
+use svcnet_kinds::proto::{Field, Wire as Kind, f};
+
 use crate::errors::ApiError;
 
 /// The protobuf media type.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 const MAGIC: &[u8] = b"k8s\0";
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-    Msg(&'static [Field]),
-    /// `map<string,string>`: repeated entries with key 1 and value 2.
-    StrMap,
-    /// `map<string,Quantity>`: entries whose value is a message holding the quantity's string.
-    QuantityMap,
-    IntOrString,
-    Time,
-}
-
-#[derive(Clone, Copy)]
-struct Field {
-    tag: u64,
-    name: &'static str,
-    kind: Kind,
-    repeated: bool,
-    /// A Go pointer field: its zero value is meaningful and kept. Go's encoder writes every non-pointer
-    /// scalar, zero or not, and decoding into a struct then serializing with `omitempty` drops the
-    /// zeros again; we drop them here for the same result.
-    pointer: bool,
-}
-
-const fn f(tag: u64, name: &'static str, kind: Kind) -> Field {
-    Field {
-        tag,
-        name,
-        kind,
-        repeated: false,
-        pointer: false,
-    }
-}
-
-const fn p(tag: u64, name: &'static str, kind: Kind) -> Field {
-    Field {
-        tag,
-        name,
-        kind,
-        repeated: false,
-        pointer: true,
-    }
-}
-
-const fn r(tag: u64, name: &'static str, kind: Kind) -> Field {
-    Field {
-        tag,
-        name,
-        kind,
-        repeated: true,
-        pointer: false,
-    }
-}
-
-const OWNER_REFERENCE: &[Field] = &[
-    f(5, "apiVersion", Kind::Str),
-    f(1, "kind", Kind::Str),
-    f(3, "name", Kind::Str),
-    f(4, "uid", Kind::Str),
-    p(6, "controller", Kind::Bool),
-    p(7, "blockOwnerDeletion", Kind::Bool),
-];
-
-const OBJECT_META: &[Field] = &[
-    f(1, "name", Kind::Str),
-    f(2, "generateName", Kind::Str),
-    f(3, "namespace", Kind::Str),
-    f(5, "uid", Kind::Str),
-    f(6, "resourceVersion", Kind::Str),
-    f(7, "generation", Kind::Int),
-    f(8, "creationTimestamp", Kind::Time),
-    f(9, "deletionTimestamp", Kind::Time),
-    p(10, "deletionGracePeriodSeconds", Kind::Int),
-    f(11, "labels", Kind::StrMap),
-    f(12, "annotations", Kind::StrMap),
-    r(13, "ownerReferences", Kind::Msg(OWNER_REFERENCE)),
-    r(14, "finalizers", Kind::Str),
-];
-
-const NAMESPACE_SPEC: &[Field] = &[r(1, "finalizers", Kind::Str)];
-const NAMESPACE: &[Field] = &[
-    f(1, "metadata", Kind::Msg(OBJECT_META)),
-    f(2, "spec", Kind::Msg(NAMESPACE_SPEC)),
-];
-
-const SERVICE_PORT: &[Field] = &[
-    f(1, "name", Kind::Str),
-    f(2, "protocol", Kind::Str),
-    f(6, "appProtocol", Kind::Str),
-    f(3, "port", Kind::Int),
-    f(4, "targetPort", Kind::IntOrString),
-    f(5, "nodePort", Kind::Int),
-];
-const CLIENT_IP_CONFIG: &[Field] = &[p(1, "timeoutSeconds", Kind::Int)];
-const SESSION_AFFINITY_CONFIG: &[Field] = &[f(1, "clientIP", Kind::Msg(CLIENT_IP_CONFIG))];
-const SERVICE_SPEC: &[Field] = &[
-    r(1, "ports", Kind::Msg(SERVICE_PORT)),
-    f(2, "selector", Kind::StrMap),
-    f(3, "clusterIP", Kind::Str),
-    r(18, "clusterIPs", Kind::Str),
-    f(4, "type", Kind::Str),
-    r(5, "externalIPs", Kind::Str),
-    f(7, "sessionAffinity", Kind::Str),
-    f(8, "loadBalancerIP", Kind::Str),
-    r(9, "loadBalancerSourceRanges", Kind::Str),
-    f(10, "externalName", Kind::Str),
-    f(11, "externalTrafficPolicy", Kind::Str),
-    f(12, "healthCheckNodePort", Kind::Int),
-    f(13, "publishNotReadyAddresses", Kind::Bool),
-    f(14, "sessionAffinityConfig", Kind::Msg(SESSION_AFFINITY_CONFIG)),
-    r(19, "ipFamilies", Kind::Str),
-    p(17, "ipFamilyPolicy", Kind::Str),
-    p(20, "allocateLoadBalancerNodePorts", Kind::Bool),
-    p(21, "loadBalancerClass", Kind::Str),
-    p(22, "internalTrafficPolicy", Kind::Str),
-    p(23, "trafficDistribution", Kind::Str),
-];
-const SERVICE: &[Field] = &[
-    f(1, "metadata", Kind::Msg(OBJECT_META)),
-    f(2, "spec", Kind::Msg(SERVICE_SPEC)),
-];
-
-const LABEL_SELECTOR_REQUIREMENT: &[Field] = &[
-    f(1, "key", Kind::Str),
-    f(2, "operator", Kind::Str),
-    r(3, "values", Kind::Str),
-];
-const LABEL_SELECTOR: &[Field] = &[
-    f(1, "matchLabels", Kind::StrMap),
-    r(2, "matchExpressions", Kind::Msg(LABEL_SELECTOR_REQUIREMENT)),
-];
-const CONTAINER_PORT: &[Field] = &[
-    f(1, "name", Kind::Str),
-    f(2, "hostPort", Kind::Int),
-    f(3, "containerPort", Kind::Int),
-    f(4, "protocol", Kind::Str),
-    f(5, "hostIP", Kind::Str),
-];
-const ENV_VAR: &[Field] = &[f(1, "name", Kind::Str), p(2, "value", Kind::Str)];
 const QUANTITY: &[Field] = &[f(1, "q", Kind::Str)];
-const RESOURCES: &[Field] = &[
-    f(1, "limits", Kind::QuantityMap),
-    f(2, "requests", Kind::QuantityMap),
-];
-const CONTAINER: &[Field] = &[
-    f(1, "name", Kind::Str),
-    f(2, "image", Kind::Str),
-    r(3, "command", Kind::Str),
-    r(4, "args", Kind::Str),
-    f(5, "workingDir", Kind::Str),
-    r(6, "ports", Kind::Msg(CONTAINER_PORT)),
-    r(7, "env", Kind::Msg(ENV_VAR)),
-    f(8, "resources", Kind::Msg(RESOURCES)),
-    f(13, "terminationMessagePath", Kind::Str),
-    f(20, "terminationMessagePolicy", Kind::Str),
-    f(14, "imagePullPolicy", Kind::Str),
-    f(16, "stdin", Kind::Bool),
-    f(17, "stdinOnce", Kind::Bool),
-    f(18, "tty", Kind::Bool),
-];
-const POD_SPEC: &[Field] = &[
-    r(20, "initContainers", Kind::Msg(CONTAINER)),
-    r(2, "containers", Kind::Msg(CONTAINER)),
-    f(3, "restartPolicy", Kind::Str),
-    p(4, "terminationGracePeriodSeconds", Kind::Int),
-    p(5, "activeDeadlineSeconds", Kind::Int),
-    f(6, "dnsPolicy", Kind::Str),
-    f(7, "nodeSelector", Kind::StrMap),
-    f(8, "serviceAccountName", Kind::Str),
-    f(10, "nodeName", Kind::Str),
-    f(11, "hostNetwork", Kind::Bool),
-    f(16, "hostname", Kind::Str),
-    f(17, "subdomain", Kind::Str),
-    f(19, "schedulerName", Kind::Str),
-    p(25, "priority", Kind::Int),
-    p(30, "enableServiceLinks", Kind::Bool),
-];
-const POD: &[Field] = &[
-    f(1, "metadata", Kind::Msg(OBJECT_META)),
-    f(2, "spec", Kind::Msg(POD_SPEC)),
-];
-const POD_TEMPLATE_SPEC: &[Field] = &[
-    f(1, "metadata", Kind::Msg(OBJECT_META)),
-    f(2, "spec", Kind::Msg(POD_SPEC)),
-];
-const ROLLING_UPDATE_DEPLOYMENT: &[Field] = &[
-    p(1, "maxUnavailable", Kind::IntOrString),
-    p(2, "maxSurge", Kind::IntOrString),
-];
-const DEPLOYMENT_STRATEGY: &[Field] = &[
-    f(1, "type", Kind::Str),
-    f(2, "rollingUpdate", Kind::Msg(ROLLING_UPDATE_DEPLOYMENT)),
-];
-const DEPLOYMENT_SPEC: &[Field] = &[
-    p(1, "replicas", Kind::Int),
-    f(2, "selector", Kind::Msg(LABEL_SELECTOR)),
-    f(3, "template", Kind::Msg(POD_TEMPLATE_SPEC)),
-    f(4, "strategy", Kind::Msg(DEPLOYMENT_STRATEGY)),
-    f(5, "minReadySeconds", Kind::Int),
-    p(6, "revisionHistoryLimit", Kind::Int),
-    f(7, "paused", Kind::Bool),
-    p(9, "progressDeadlineSeconds", Kind::Int),
-];
-const DEPLOYMENT: &[Field] = &[
-    f(1, "metadata", Kind::Msg(OBJECT_META)),
-    f(2, "spec", Kind::Msg(DEPLOYMENT_SPEC)),
-];
-const REPLICA_SET_SPEC: &[Field] = &[
-    p(1, "replicas", Kind::Int),
-    f(4, "minReadySeconds", Kind::Int),
-    f(2, "selector", Kind::Msg(LABEL_SELECTOR)),
-    f(3, "template", Kind::Msg(POD_TEMPLATE_SPEC)),
-];
-const REPLICA_SET: &[Field] = &[
-    f(1, "metadata", Kind::Msg(OBJECT_META)),
-    f(2, "spec", Kind::Msg(REPLICA_SET_SPEC)),
-];
 
 fn table_for(api_version: &str, kind: &str) -> Option<&'static [Field]> {
-    match (api_version, kind) {
-        ("v1", "Service") => Some(SERVICE),
-        ("v1", "Namespace") => Some(NAMESPACE),
-        ("v1", "Pod") => Some(POD),
-        ("apps/v1", "Deployment") => Some(DEPLOYMENT),
-        ("apps/v1", "ReplicaSet") => Some(REPLICA_SET),
-        _ => None,
-    }
+    svcnet_kinds::kinds::by_kind(api_version, kind).and_then(|k| k.proto)
 }
 
 fn bad(msg: &str) -> ApiError {

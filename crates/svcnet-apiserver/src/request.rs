@@ -118,9 +118,7 @@ pub fn parse_key(key: &str) -> Option<(&'static ResourceType, Option<String>, St
         _ => return None,
     };
     let group = if group == "core" { "" } else { group };
-    let rt = resources::RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.plural == plural)?;
+    let rt = resources::all().find(|r| r.group == group && r.plural == plural)?;
     Some((rt, ns, name))
 }
 

@@ -51,7 +51,7 @@ struct Watcher {
 
 impl Watcher {
     fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches_object(obj) && self.fields.matches(self.rt.kind, obj)
+        self.labels.matches_object(obj) && self.fields.matches(self.rt, obj)
     }
 
     /// One event line for an object, from its cached encoding (decoded only for tables and metadata).

@@ -1,81 +1,13 @@
-//! Schema metadata for the kinds svcnet serves: which lists are associative
-//! (and their keys), sets or atomic, which maps and structs are atomic, taken
-//! from the markers of Kubernetes' Go types (`+listType`, `+listMapKey`,
-//! `+mapType`, `+structType`, and `patchStrategy=merge`/`patchMergeKey`,
-//! which server-side apply also reads as associative keys).
-//!
-//! Only fields that matter to merging are listed: a field a struct does not
-//! list is [`Ty::Untyped`] (objects granular with named fields, lists
-//! atomic), which is exactly right for scalars, atomic lists and plain
-//! nested structs. Maps with arbitrary keys (`labels`, `resources.limits`)
-//! must be listed, because their entries are owned individually. Kinds not
-//! in the table use [`Ty::Deduced`], kube's rule for unknown types.
-//!
-//! Adding a kind: describe its interesting structs with [`st`] and register
-//! it in `Schema::build` with a [`KindDef`].
+//! The schema table server-side apply merges by: every served kind's list, map and struct types, as
+//! its definition in `svcnet_kinds` states them, gathered into one lookup table. Kinds not in the
+//! table use [`Ty::Deduced`], kube's rule for unknown types.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use serde_json::Value;
 
-/// The type of a field.
-#[derive(Debug, Clone)]
-pub enum Ty {
-    /// A scalar (string, number, bool).
-    Scalar,
-    /// A struct from the table, by name.
-    Struct(&'static str),
-    /// A map with arbitrary string keys.
-    Map {
-        /// Type of the values.
-        values: Box<Ty>,
-        /// `+mapType=atomic`: owned and replaced as a whole.
-        atomic: bool,
-    },
-    /// A list.
-    List {
-        /// Type of the items.
-        items: Box<Ty>,
-        /// How items are identified.
-        list: ListType,
-    },
-    /// A field a known struct does not describe: objects are granular with
-    /// named fields, lists atomic.
-    Untyped,
-    /// Kube's deduced type for unknown kinds: objects granular, their
-    /// entries map entries, lists atomic.
-    Deduced,
-}
-
-/// How a list's items are identified.
-#[derive(Debug, Clone)]
-pub enum ListType {
-    /// `+listType=atomic` (the default): the list is one value.
-    Atomic,
-    /// `+listType=set`: items are scalars, identified by value.
-    Set,
-    /// `+listType=map`: items are objects identified by their key fields.
-    Map(Vec<ListKey>),
-}
-
-/// A key field of an associative list.
-#[derive(Debug, Clone)]
-pub struct ListKey {
-    /// Field name.
-    pub name: &'static str,
-    /// Default used when an item omits the field (OpenAPI `default`).
-    pub default: Option<Value>,
-}
-
-/// A struct's interesting fields.
-#[derive(Debug, Clone, Default)]
-pub struct StructDef {
-    /// Fields that are not plain `Untyped`.
-    pub fields: Vec<(&'static str, Ty)>,
-    /// `+structType=atomic`.
-    pub atomic: bool,
-}
+pub use svcnet_kinds::apply::{ListKey, ListType, StructDef, Ty};
 
 /// A kind served by svcnet.
 #[derive(Debug, Clone)]
@@ -102,359 +34,23 @@ pub struct Schema {
     kinds: Vec<KindDef>,
 }
 
-/// Builds a struct definition.
-pub fn st(fields: Vec<(&'static str, Ty)>) -> StructDef {
-    StructDef {
-        fields,
-        atomic: false,
-    }
-}
-
-fn atomic_struct() -> StructDef {
-    StructDef {
-        fields: Vec::new(),
-        atomic: true,
-    }
-}
-
-fn r(name: &'static str) -> Ty {
-    Ty::Struct(name)
-}
-
-fn granular_map() -> Ty {
-    Ty::Map {
-        values: Box::new(Ty::Scalar),
-        atomic: false,
-    }
-}
-
-fn atomic_map() -> Ty {
-    Ty::Map {
-        values: Box::new(Ty::Scalar),
-        atomic: true,
-    }
-}
-
-fn set() -> Ty {
-    Ty::List {
-        items: Box::new(Ty::Scalar),
-        list: ListType::Set,
-    }
-}
-
-fn list_map(items: Ty, keys: &[&'static str]) -> Ty {
-    let keys = keys.iter().map(|name| ListKey { name, default: None }).collect();
-    Ty::List {
-        items: Box::new(items),
-        list: ListType::Map(keys),
-    }
-}
-
-// Port lists whose `protocol` key defaults to TCP in the OpenAPI schema.
-fn port_list(port_field: &'static str) -> Ty {
-    let keys = vec![
-        ListKey {
-            name: port_field,
-            default: None,
-        },
-        ListKey {
-            name: "protocol",
-            default: Some(Value::String("TCP".into())),
-        },
-    ];
-    Ty::List {
-        items: Box::new(Ty::Untyped),
-        list: ListType::Map(keys),
-    }
-}
-
-fn conditions() -> Ty {
-    list_map(Ty::Untyped, &["type"])
-}
-
 impl Schema {
     fn build() -> Self {
-        let mut s: HashMap<&'static str, StructDef> = HashMap::new();
-
-        // meta/v1
-        s.insert(
-            "ObjectMeta",
-            st(vec![
-                ("labels", granular_map()),
-                ("annotations", granular_map()),
-                ("finalizers", set()),
-                ("ownerReferences", list_map(Ty::Untyped, &["uid"])),
-            ]),
-        );
-        s.insert("LabelSelector", atomic_struct());
-        s.insert("ObjectReference", atomic_struct());
-        s.insert("LocalObjectReference", atomic_struct());
-        s.insert("NodeSelector", atomic_struct());
-        s.insert("KeySelector", atomic_struct());
-
-        // core/v1 Service
-        s.insert(
-            "Service",
-            st(vec![
-                ("metadata", r("ObjectMeta")),
-                ("spec", r("ServiceSpec")),
-                ("status", r("ServiceStatus")),
-            ]),
-        );
-        s.insert(
-            "ServiceSpec",
-            st(vec![("ports", port_list("port")), ("selector", atomic_map())]),
-        );
-        s.insert("ServiceStatus", st(vec![("conditions", conditions())]));
-
-        // core/v1 Endpoints (subsets and everything below are atomic lists)
-        s.insert("Endpoints", st(vec![("metadata", r("ObjectMeta"))]));
-
-        // core/v1 Namespace
-        s.insert(
-            "Namespace",
-            st(vec![
-                ("metadata", r("ObjectMeta")),
-                ("status", r("NamespaceStatus")),
-            ]),
-        );
-        s.insert("NamespaceStatus", st(vec![("conditions", conditions())]));
-
-        // core/v1 Node
-        s.insert(
-            "Node",
-            st(vec![
-                ("metadata", r("ObjectMeta")),
-                ("spec", r("NodeSpec")),
-                ("status", r("NodeStatus")),
-            ]),
-        );
-        s.insert("NodeSpec", st(vec![("podCIDRs", set())]));
-        s.insert(
-            "NodeStatus",
-            st(vec![
-                ("addresses", list_map(Ty::Untyped, &["type"])),
-                ("conditions", conditions()),
-                ("capacity", granular_map()),
-                ("allocatable", granular_map()),
-            ]),
-        );
-
-        // core/v1 Event
-        s.insert(
-            "Event",
-            st(vec![
-                ("metadata", r("ObjectMeta")),
-                ("involvedObject", r("ObjectReference")),
-                ("related", r("ObjectReference")),
-            ]),
-        );
-
-        // core/v1 Pod
-        s.insert(
-            "Pod",
-            st(vec![
-                ("metadata", r("ObjectMeta")),
-                ("spec", r("PodSpec")),
-                ("status", r("PodStatus")),
-            ]),
-        );
-        s.insert(
-            "PodTemplateSpec",
-            st(vec![("metadata", r("ObjectMeta")), ("spec", r("PodSpec"))]),
-        );
-        s.insert(
-            "PodSpec",
-            st(vec![
-                ("containers", list_map(r("Container"), &["name"])),
-                ("initContainers", list_map(r("Container"), &["name"])),
-                ("ephemeralContainers", list_map(r("Container"), &["name"])),
-                ("volumes", list_map(r("Volume"), &["name"])),
-                ("imagePullSecrets", list_map(r("LocalObjectReference"), &["name"])),
-                ("hostAliases", list_map(Ty::Untyped, &["ip"])),
-                ("nodeSelector", atomic_map()),
-                ("overhead", granular_map()),
-                ("resourceClaims", list_map(Ty::Untyped, &["name"])),
-                ("schedulingGates", list_map(Ty::Untyped, &["name"])),
-                (
-                    "topologySpreadConstraints",
-                    list_map(
-                        r("TopologySpreadConstraint"),
-                        &["topologyKey", "whenUnsatisfiable"],
-                    ),
-                ),
-                ("affinity", r("Affinity")),
-            ]),
-        );
-        s.insert(
-            "TopologySpreadConstraint",
-            st(vec![("labelSelector", r("LabelSelector"))]),
-        );
-        s.insert("Affinity", st(vec![("nodeAffinity", r("NodeAffinity"))]));
-        s.insert(
-            "NodeAffinity",
-            st(vec![(
-                "requiredDuringSchedulingIgnoredDuringExecution",
-                r("NodeSelector"),
-            )]),
-        );
-        s.insert(
-            "Container",
-            st(vec![
-                ("ports", port_list("containerPort")),
-                ("env", list_map(r("EnvVar"), &["name"])),
-                ("volumeMounts", list_map(Ty::Untyped, &["mountPath"])),
-                ("volumeDevices", list_map(Ty::Untyped, &["devicePath"])),
-                ("resources", r("ResourceRequirements")),
-            ]),
-        );
-        s.insert("EnvVar", st(vec![("valueFrom", r("EnvVarSource"))]));
-        s.insert(
-            "EnvVarSource",
-            st(vec![
-                ("configMapKeyRef", r("KeySelector")),
-                ("secretKeyRef", r("KeySelector")),
-                ("fieldRef", r("KeySelector")),
-                ("resourceFieldRef", r("KeySelector")),
-            ]),
-        );
-        s.insert(
-            "ResourceRequirements",
-            st(vec![
-                ("limits", granular_map()),
-                ("requests", granular_map()),
-                ("claims", list_map(Ty::Untyped, &["name"])),
-            ]),
-        );
-        s.insert(
-            "Volume",
-            st(vec![
-                ("persistentVolumeClaim", Ty::Untyped),
-                ("csi", r("CSIVolumeSource")),
-            ]),
-        );
-        s.insert(
-            "CSIVolumeSource",
-            st(vec![
-                ("volumeAttributes", granular_map()),
-                ("nodePublishSecretRef", r("LocalObjectReference")),
-            ]),
-        );
-        s.insert(
-            "PodStatus",
-            st(vec![
-                ("conditions", conditions()),
-                ("podIPs", list_map(Ty::Untyped, &["ip"])),
-                ("hostIPs", list_map(Ty::Untyped, &["ip"])),
-                ("resourceClaimStatuses", list_map(Ty::Untyped, &["name"])),
-            ]),
-        );
-
-        // discovery.k8s.io/v1 EndpointSlice (endpoints and ports are atomic)
-        s.insert("EndpointSlice", st(vec![("metadata", r("ObjectMeta"))]));
-
-        // coordination.k8s.io/v1 Lease (spec is all scalars)
-        s.insert("Lease", st(vec![("metadata", r("ObjectMeta"))]));
-
-        // apps/v1
-        s.insert(
-            "Deployment",
-            st(vec![
-                ("metadata", r("ObjectMeta")),
-                ("spec", r("DeploymentSpec")),
-                ("status", r("WorkloadStatus")),
-            ]),
-        );
-        s.insert(
-            "ReplicaSet",
-            st(vec![
-                ("metadata", r("ObjectMeta")),
-                ("spec", r("DeploymentSpec")),
-                ("status", r("WorkloadStatus")),
-            ]),
-        );
-        s.insert(
-            "DeploymentSpec",
-            st(vec![
-                ("selector", r("LabelSelector")),
-                ("template", r("PodTemplateSpec")),
-            ]),
-        );
-        s.insert("WorkloadStatus", st(vec![("conditions", conditions())]));
-
-        let kinds = vec![
-            KindDef {
-                group: "",
-                kind: "Service",
-                root: "Service",
-                status_subresource: true,
-                always_present: &["spec", "status"],
-            },
-            KindDef {
-                group: "",
-                kind: "Endpoints",
-                root: "Endpoints",
-                status_subresource: false,
-                always_present: &[],
-            },
-            KindDef {
-                group: "",
-                kind: "Namespace",
-                root: "Namespace",
-                status_subresource: true,
-                always_present: &["spec", "status"],
-            },
-            KindDef {
-                group: "",
-                kind: "Node",
-                root: "Node",
-                status_subresource: true,
-                always_present: &["spec", "status"],
-            },
-            KindDef {
-                group: "",
-                kind: "Event",
-                root: "Event",
-                status_subresource: false,
-                always_present: &["involvedObject", "source"],
-            },
-            KindDef {
-                group: "",
-                kind: "Pod",
-                root: "Pod",
-                status_subresource: true,
-                always_present: &["spec", "status"],
-            },
-            KindDef {
-                group: "discovery.k8s.io",
-                kind: "EndpointSlice",
-                root: "EndpointSlice",
-                status_subresource: false,
-                always_present: &[],
-            },
-            KindDef {
-                group: "coordination.k8s.io",
-                kind: "Lease",
-                root: "Lease",
-                status_subresource: false,
-                always_present: &["spec"],
-            },
-            KindDef {
-                group: "apps",
-                kind: "Deployment",
-                root: "Deployment",
-                status_subresource: true,
-                always_present: &["spec", "status"],
-            },
-            KindDef {
-                group: "apps",
-                kind: "ReplicaSet",
-                root: "ReplicaSet",
-                status_subresource: true,
-                always_present: &["spec", "status"],
-            },
-        ];
-        Schema { structs: s, kinds }
+        let mut structs = HashMap::new();
+        for k in svcnet_kinds::KINDS {
+            (k.apply.structs)(&mut structs);
+        }
+        let kinds = svcnet_kinds::KINDS
+            .iter()
+            .map(|k| KindDef {
+                group: k.resource.group,
+                kind: k.resource.kind,
+                root: k.apply.root,
+                status_subresource: k.resource.has_subresource("status"),
+                always_present: k.apply.always_present,
+            })
+            .collect();
+        Schema { structs, kinds }
     }
 
     /// The kind for an `apiVersion`/`kind` pair, if svcnet knows it.
@@ -493,10 +89,17 @@ pub(crate) enum Resolved<'a> {
     },
 }
 
-impl Ty {
+/// How server-side apply reads a [`Ty`] against the table.
+pub(crate) trait TyExt {
     /// Resolves how `value` is handled under this type. A value whose shape
     /// does not fit the type is a leaf.
-    pub(crate) fn resolve(&self, value: Option<&Value>) -> Resolved<'_> {
+    fn resolve(&self, value: Option<&Value>) -> Resolved<'_>;
+    /// The type of field or entry `key` of this object type.
+    fn field(&self, key: &str) -> &Ty;
+}
+
+impl TyExt for Ty {
+    fn resolve(&self, value: Option<&Value>) -> Resolved<'_> {
         // Absent and null fit any shape; the other side decides.
         let is_obj = |v: Option<&Value>| matches!(v, None | Some(Value::Object(_)) | Some(Value::Null));
         let is_arr = |v: Option<&Value>| matches!(v, None | Some(Value::Array(_)) | Some(Value::Null));
@@ -535,8 +138,7 @@ impl Ty {
         }
     }
 
-    /// The type of field or entry `key` of this object type.
-    pub(crate) fn field(&self, key: &str) -> &Ty {
+    fn field(&self, key: &str) -> &Ty {
         static UNTYPED: Ty = Ty::Untyped;
         static DEDUCED: Ty = Ty::Deduced;
         match self {

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::path::{Path, PathElement, go_quote, path_string, values_equal};
-use crate::schema::{ListKey, Resolved, Ty};
+use crate::schema::{ListKey, Resolved, Ty, TyExt};
 use crate::set::FieldSet;
 
 /// Which fields changed between two objects. A field is in at most one set.

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use svcnet_api::resources::{self, ResourceType};
 use svcnet_api::selector::{FieldSelector, LabelSelector};
+use svcnet_kinds::kinds;
 use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
 
 use crate::ApiServer;
@@ -20,6 +21,11 @@ use crate::decode::{self, FieldValidation};
 use crate::errors::{ApiError, success_status};
 use crate::request::{Params, Representation, ResourceRoute, collection_prefix, object_key};
 use crate::{managed, strategy, tables};
+
+mod delete;
+mod read;
+
+pub use read::selectors;
 
 /// A handler's answer before HTTP encoding.
 pub struct Reply {
@@ -157,125 +163,13 @@ impl ApiServer {
         }
     }
 
+    /// Releases what `obj` holds beyond itself that `keep` does not (the kind's strategy decides).
+    fn release(&self, rt: &ResourceType, obj: &Value, keep: Option<&Value>) {
+        strategy::of(rt).release(obj, keep, &self.kind_hooks);
+    }
+
     fn stamp(obj: &mut Value, revision: Revision) {
         meta_mut(obj).insert("resourceVersion".into(), json!(revision.to_string()));
-    }
-
-    /// `GET` one object.
-    pub fn get(
-        &self,
-        route: &ResourceRoute,
-        repr: Representation,
-        params: &Params,
-    ) -> Result<Reply, ApiError> {
-        let name = route.name.as_deref().unwrap_or_default();
-        let cached = self
-            .cache
-            .get(&route.key(name))
-            .ok_or_else(|| ApiError::not_found(route.rt, name))?;
-        let body = match repr {
-            Representation::Object => return Ok(Reply::raw(cached.json.clone())),
-            Representation::Table => {
-                tables::table(route.rt, &[&cached.object()], params, self.cache.revision(), None)
-            }
-            Representation::Metadata => tables::partial_metadata(&cached.object()),
-        };
-        Ok(Reply::ok(body))
-    }
-
-    /// `GET` a collection.
-    pub fn list(
-        &self,
-        route: &ResourceRoute,
-        repr: Representation,
-        params: &Params,
-    ) -> Result<Reply, ApiError> {
-        let rt = route.rt;
-        let (labels, fields) = selectors(rt, params)?;
-        let limit = params.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
-        let prefix = route.collection_prefix();
-        let (start_after, list_rev) = match params.get("continue") {
-            Some(token) => {
-                let (key, rev) = decode_continue(token)?;
-                if !key.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("continue key is not valid for this list"));
-                }
-                (Some(key), Some(rev))
-            }
-            None => (None, None),
-        };
-        // A name-only field selector narrows the scan to one key instead of filtering the collection.
-        let (items, rev) = match (fields.required_value("metadata.name"), &route.namespace) {
-            (Some(name), Some(ns)) if rt.namespaced && start_after.is_none() => {
-                let obj = self.cache.get(&object_key(rt, Some(ns), name));
-                (obj.into_iter().collect(), self.cache.revision())
-            }
-            _ => self.cache.list(&prefix, start_after.as_deref()),
-        };
-        let rev = list_rev.unwrap_or(rev);
-        let mut selected: Vec<Cached> = Vec::new();
-        let mut remaining = 0usize;
-        let mut next_key = None;
-        for c in items {
-            if !(labels.matches_object(&c.view) && fields.matches(rt.kind, &c.view)) {
-                continue;
-            }
-            match limit {
-                Some(l) if selected.len() >= l => {
-                    remaining += 1;
-                }
-                _ => selected.push(c),
-            }
-        }
-        if remaining > 0
-            && let Some(last) = selected.last()
-        {
-            next_key = Some(encode_continue(&last.key, rev));
-        }
-        let mut list_meta = json!({"resourceVersion": rev.to_string()});
-        if let Some(k) = &next_key {
-            list_meta["continue"] = json!(k);
-            list_meta["remainingItemCount"] = json!(remaining);
-        }
-        let body = match repr {
-            Representation::Object => {
-                // Join the cached encodings: no object is copied or re-serialized.
-                let size: usize = selected.iter().map(|c| c.json.len() + 1).sum();
-                let mut buf = Vec::with_capacity(size + 256);
-                buf.extend_from_slice(b"{\"kind\":");
-                buf.extend_from_slice(json!(rt.list_kind()).to_string().as_bytes());
-                buf.extend_from_slice(b",\"apiVersion\":");
-                buf.extend_from_slice(json!(rt.api_version()).to_string().as_bytes());
-                buf.extend_from_slice(b",\"metadata\":");
-                buf.extend_from_slice(list_meta.to_string().as_bytes());
-                buf.extend_from_slice(b",\"items\":[");
-                for (i, c) in selected.iter().enumerate() {
-                    if i > 0 {
-                        buf.push(b',');
-                    }
-                    buf.extend_from_slice(&c.json);
-                }
-                buf.extend_from_slice(b"]}");
-                return Ok(Reply::raw(Bytes::from(buf)));
-            }
-            Representation::Table => {
-                let decoded: Vec<Value> = selected.iter().map(Cached::object).collect();
-                let objs: Vec<&Value> = decoded.iter().collect();
-                let mut t = tables::table(rt, &objs, params, rev, next_key.as_deref());
-                if next_key.is_some() {
-                    t["metadata"]["remainingItemCount"] = json!(remaining);
-                }
-                t
-            }
-            Representation::Metadata => {
-                let items: Vec<Value> = selected
-                    .iter()
-                    .map(|c| tables::partial_metadata(&c.object()))
-                    .collect();
-                json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items})
-            }
-        };
-        Ok(Reply::ok(body))
     }
 
     /// Checks that the namespace of a namespaced write exists and is not being deleted.
@@ -360,13 +254,7 @@ impl ApiServer {
                 meta_mut(&mut candidate).insert("name".into(), json!(format!("{g}{}", random_suffix())));
             }
             let name = meta_str(&candidate, "name").unwrap_or_default().to_string();
-            // Kinds with their own validation (Services) validate metadata too, in one pass, so every
-            // error is reported at once as kube-apiserver does.
-            let errs = if self.kind_hooks.validates(rt) {
-                self.kind_hooks.before_create(rt, &mut candidate)?
-            } else {
-                strategy::validate_create(rt, &candidate)
-            };
+            let errs = strategy::of(rt).admit_create(rt, &mut candidate, &self.kind_hooks)?;
             if !errs.is_empty() {
                 return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
             }
@@ -376,10 +264,10 @@ impl ApiServer {
             let key = object_key(rt, ns.as_deref(), &name);
             if ctx.dry_run {
                 if self.cache.get(&key).is_some() {
-                    self.kind_hooks.release(rt, &candidate, None);
+                    self.release(rt, &candidate, None);
                     return Err(ApiError::already_exists(rt, &name));
                 }
-                self.kind_hooks.release(rt, &candidate, None);
+                self.release(rt, &candidate, None);
                 return Ok(Reply {
                     code: 201,
                     body: candidate,
@@ -406,13 +294,13 @@ impl ApiServer {
                     });
                 }
                 Ok(Err(_)) => {
-                    self.kind_hooks.release(rt, &candidate, None);
+                    self.release(rt, &candidate, None);
                     if has_name || generate.is_none() || attempt == 7 {
                         return Err(ApiError::already_exists(rt, &name));
                     }
                 }
                 Err(e) => {
-                    self.kind_hooks.release(rt, &candidate, None);
+                    self.release(rt, &candidate, None);
                     return Err(e);
                 }
             }
@@ -456,7 +344,7 @@ impl ApiServer {
             .map(str::to_string);
         for _ in 0..RETRIES {
             let Some(cur) = self.cache.get(&key) else {
-                if allow_create_on_update(rt) && ctx.route.subresource.is_none() {
+                if kinds::of(rt).rules.create_on_update && ctx.route.subresource.is_none() {
                     let mut o = obj.clone();
                     meta_mut(&mut o).remove("resourceVersion");
                     let mut r = self.create_object(ctx, o).await?;
@@ -544,12 +432,13 @@ impl ApiServer {
             }
         }
         strategy::prepare_update(rt, ctx.route.subresource.as_deref(), &mut new, old);
-        let errs = if self.kind_hooks.validates(rt) {
-            self.kind_hooks
-                .before_update(rt, ctx.route.subresource.as_deref(), &mut new, old)?
-        } else {
-            strategy::validate_update(rt, &new, old)
-        };
+        let errs = strategy::of(rt).admit_update(
+            rt,
+            ctx.route.subresource.as_deref(),
+            &mut new,
+            old,
+            &self.kind_hooks,
+        )?;
         if !errs.is_empty() {
             return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
         }
@@ -562,13 +451,13 @@ impl ApiServer {
         // is written to it meanwhile (its status as the containers stop, a label).
         let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp")) && !grace_pending(old);
         if ctx.dry_run {
-            self.kind_hooks.release(rt, &new, Some(old));
+            self.release(rt, &new, Some(old));
             return Ok(Some(Reply::ok(new)));
         }
         // A write that changes nothing is not written (no resourceVersion churn, no watch event),
         // unless it is the write that lets a pending deletion finish.
         if comparable(&new) == comparable(old) && !(deleting && finalizers_gone) {
-            self.kind_hooks.release(rt, &new, Some(old));
+            self.release(rt, &new, Some(old));
             return Ok(Some(Reply::ok(old.clone())));
         }
         if let Some(m) = &ctx.manager {
@@ -585,7 +474,7 @@ impl ApiServer {
                 .await?
             {
                 Ok(rev) => {
-                    self.kind_hooks.release(rt, old, None);
+                    self.release(rt, old, None);
                     Self::stamp(&mut new, rev);
                     Ok(Some(Reply::ok(new)))
                 }
@@ -603,12 +492,12 @@ impl ApiServer {
             .await?
         {
             Ok(rev) => {
-                self.kind_hooks.release(rt, old, Some(&new));
+                self.release(rt, old, Some(&new));
                 Self::stamp(&mut new, rev);
                 Ok(Some(Reply::ok(new)))
             }
             Err(_) => {
-                self.kind_hooks.release(rt, &new, Some(old));
+                self.release(rt, &new, Some(old));
                 if conditional {
                     Err(ApiError::conflict(rt, &name))
                 } else {
@@ -734,256 +623,6 @@ impl ApiServer {
         self.create_object(&computed_ctx(ctx), obj).await
     }
 
-    /// `DELETE` one object.
-    pub async fn delete(&self, ctx: &WriteCtx<'_>, body: Option<Value>) -> Result<Reply, ApiError> {
-        let rt = ctx.route.rt;
-        let name = ctx.route.name.clone().unwrap_or_default();
-        let opts = body.unwrap_or(Value::Null);
-        if rt.kind == "Namespace" && matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
-            return Err(ApiError::forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            )));
-        }
-        let key = ctx.route.key(&name);
-        for _ in 0..RETRIES {
-            let cur = self
-                .cache
-                .get(&key)
-                .ok_or_else(|| ApiError::not_found(rt, &name))?;
-            check_preconditions(rt, &name, &opts, &cur)?;
-            if rt.kind == "Pod"
-                && let Some(reply) = self.delete_pod_gracefully(ctx, &cur, &opts).await?
-            {
-                return Ok(reply);
-            }
-            let obj = &cur.object();
-            let has_finalizers = meta(obj)
-                .and_then(|m| m.get("finalizers"))
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
-            let propagation = opts
-                .get("propagationPolicy")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let orphan = opts.get("orphanDependents").and_then(Value::as_bool) == Some(true);
-            let graceful = rt.kind == "Namespace"
-                || has_finalizers
-                || propagation == "Foreground"
-                || propagation == "Orphan"
-                || orphan;
-            if graceful {
-                // Mark for deletion; finalizers (and the namespace and garbage collectors) finish it.
-                // An object already marked stays as it is, unless a grace period was still running
-                // (a pod whose node now deletes it with grace 0): that ends here, so the last
-                // finalizer's removal can complete the deletion.
-                if meta(obj).is_some_and(|m| m.contains_key("deletionTimestamp")) && !grace_pending(obj) {
-                    return Ok(Reply {
-                        code: 202,
-                        body: obj.clone(),
-                        warnings: Vec::new(),
-                        raw: None,
-                    });
-                }
-                let mut marked = obj.clone();
-                {
-                    let m = meta_mut(&mut marked);
-                    m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                    let extra = match propagation {
-                        "Foreground" => Some("foregroundDeletion"),
-                        "Orphan" => Some("orphan"),
-                        _ if orphan => Some("orphan"),
-                        _ => None,
-                    };
-                    if let Some(f) = extra {
-                        let fins = m.entry("finalizers").or_insert_with(|| json!([]));
-                        if let Some(a) = fins.as_array_mut()
-                            && !a.iter().any(|x| x == f)
-                        {
-                            a.push(json!(f));
-                        }
-                    }
-                }
-                if rt.kind == "Namespace"
-                    && let Some(s) = marked.get_mut("status").and_then(Value::as_object_mut)
-                {
-                    s.insert("phase".into(), json!("Terminating"));
-                }
-                if ctx.dry_run {
-                    return Ok(Reply {
-                        code: 202,
-                        body: marked,
-                        warnings: Vec::new(),
-                        raw: None,
-                    });
-                }
-                let bytes = Bytes::from(serde_json::to_vec(&marked).map_err(ApiError::internal)?);
-                match self
-                    .commit(Write::Put {
-                        key: key.clone(),
-                        value: bytes,
-                        precondition: Precondition::ModRevision(cur.revision),
-                    })
-                    .await?
-                {
-                    Ok(rev) => {
-                        Self::stamp(&mut marked, rev);
-                        return Ok(Reply {
-                            code: 202,
-                            body: marked,
-                            warnings: Vec::new(),
-                            raw: None,
-                        });
-                    }
-                    Err(_) => continue,
-                }
-            }
-            if ctx.dry_run {
-                return Ok(Reply::ok(obj.clone()));
-            }
-            match self
-                .commit(Write::Delete {
-                    key: key.clone(),
-                    precondition: Precondition::ModRevision(cur.revision),
-                })
-                .await?
-            {
-                Ok(rev) => {
-                    self.kind_hooks.release(rt, obj, None);
-                    let mut last = obj.clone();
-                    Self::stamp(&mut last, rev);
-                    // kube answers a delete with the deleted object for most kinds.
-                    let body = if rt.kind == "Event" || rt.kind == "Lease" {
-                        success_status(rt, &name, meta_str(obj, "uid"))
-                    } else {
-                        last
-                    };
-                    return Ok(Reply::ok(body));
-                }
-                Err(_) => continue,
-            }
-        }
-        Err(ApiError::conflict(rt, &name))
-    }
-
-    /// Graceful pod deletion, as kube-apiserver's pod strategy does it: a pod running on a node is only
-    /// marked (`deletionTimestamp` = now + grace) so its node can stop it; the node then deletes it with
-    /// grace 0. Unscheduled and finished pods, and grace 0, fall through to an immediate delete (`None`).
-    async fn delete_pod_gracefully(
-        &self,
-        ctx: &WriteCtx<'_>,
-        cur: &Cached,
-        opts: &Value,
-    ) -> Result<Option<Reply>, ApiError> {
-        let pod = &cur.object();
-        let scheduled = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty());
-        let phase = pod
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("Pending");
-        let grace = opts
-            .get("gracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .or_else(|| {
-                pod.pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-            })
-            .unwrap_or(30)
-            .max(0);
-        if grace == 0 || !scheduled || phase == "Succeeded" || phase == "Failed" {
-            return Ok(None);
-        }
-        let current = pod
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64);
-        if pod.pointer("/metadata/deletionTimestamp").is_some() && current.is_some_and(|c| c <= grace) {
-            // Already terminating at least as fast as asked: nothing to change.
-            return Ok(Some(Reply::ok(pod.clone())));
-        }
-        let mut marked = pod.clone();
-        let at = jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_secs(grace))
-            .unwrap_or_else(|_| jiff::Timestamp::now());
-        {
-            let m = meta_mut(&mut marked);
-            m.insert(
-                "deletionTimestamp".into(),
-                json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
-            );
-            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        }
-        if ctx.dry_run {
-            return Ok(Some(Reply::ok(marked)));
-        }
-        let bytes = Bytes::from(serde_json::to_vec(&marked).map_err(ApiError::internal)?);
-        match self
-            .commit(Write::Put {
-                key: cur.key.to_string(),
-                value: bytes,
-                precondition: Precondition::ModRevision(cur.revision),
-            })
-            .await?
-        {
-            Ok(rev) => {
-                Self::stamp(&mut marked, rev);
-                Ok(Some(Reply::ok(marked)))
-            }
-            Err(_) => Err(ApiError::conflict(
-                ctx.route.rt,
-                meta_str(pod, "name").unwrap_or_default(),
-            )),
-        }
-    }
-
-    /// `DELETE` a collection: deletes every object the selectors match.
-    pub async fn delete_collection(
-        &self,
-        ctx: &WriteCtx<'_>,
-        body: Option<Value>,
-    ) -> Result<Reply, ApiError> {
-        let rt = ctx.route.rt;
-        if !rt.delete_collection {
-            return Err(ApiError::method_not_supported(rt, "deletecollection"));
-        }
-        let (labels, fields) = selectors(rt, ctx.params)?;
-        let (items, _) = self.cache.list(&ctx.route.collection_prefix(), None);
-        let mut deleted = Vec::new();
-        for c in items {
-            if !(labels.matches_object(&c.view) && fields.matches(rt.kind, &c.view)) {
-                continue;
-            }
-            let name = meta_str(&c.view, "name").unwrap_or_default().to_string();
-            let ns = meta_str(&c.view, "namespace").map(str::to_string);
-            let route = ResourceRoute {
-                rt,
-                namespace: ns,
-                name: Some(name),
-                subresource: None,
-                watch_path: false,
-            };
-            let sub = WriteCtx {
-                route: &route,
-                params: ctx.params,
-                manager: ctx.manager.clone(),
-                dry_run: ctx.dry_run,
-            };
-            match self.delete(&sub, body.clone()).await {
-                Ok(r) => deleted.push(r.body),
-                Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Reply::ok(json!({
-            "kind": rt.list_kind(),
-            "apiVersion": rt.api_version(),
-            "metadata": {"resourceVersion": self.cache.revision().to_string()},
-            "items": deleted,
-        })))
-    }
-
     /// Looks up the stored object for a kind hook (e.g. to read the namespace's objects), decoded whole.
     pub fn cached(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
         self.cache
@@ -1010,11 +649,6 @@ fn computed_ctx<'a>(ctx: &WriteCtx<'a>) -> WriteCtx<'a> {
         manager: None,
         dry_run: ctx.dry_run,
     }
-}
-
-fn allow_create_on_update(rt: &ResourceType) -> bool {
-    // kube's strategies: Endpoints, Events, Leases and EndpointSlices may be created by PUT.
-    matches!(rt.kind, "Endpoints" | "Event" | "Lease" | "EndpointSlice")
 }
 
 fn patch_sets_resource_version(body: &[u8]) -> bool {
@@ -1044,56 +678,6 @@ fn patch_error(rt: &ResourceType, name: &str, e: svcnet_patch::PatchError) -> Ap
     }
 }
 
-fn check_preconditions(rt: &ResourceType, name: &str, opts: &Value, cur: &Cached) -> Result<(), ApiError> {
-    let Some(pre) = opts.get("preconditions").and_then(Value::as_object) else {
-        return Ok(());
-    };
-    if let Some(uid) = pre.get("uid").and_then(Value::as_str) {
-        let actual = meta_str(&cur.view, "uid").unwrap_or_default();
-        if uid != actual {
-            return Err(ApiError::conflict_msg(
-                rt,
-                name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
-            ));
-        }
-    }
-    if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str) {
-        let actual = cur.revision.to_string();
-        if rv != actual {
-            return Err(ApiError::conflict_msg(
-                rt,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Parses the label and field selectors of a list or watch.
-pub fn selectors(rt: &ResourceType, params: &Params) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let labels = match params.get("labelSelector") {
-        Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.0))?,
-        None => LabelSelector::default(),
-    };
-    let fields = match params.get("fieldSelector") {
-        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.0))?,
-        None => FieldSelector::default(),
-    };
-    for t in &fields.terms {
-        if !rt.supports_field(&t.field) {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {}",
-                t.field
-            )));
-        }
-    }
-    Ok((labels, fields))
-}
-
 fn random_suffix() -> String {
     // kube's alphabet for generated names: no vowels (no accidental words), no confusable characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -1102,45 +686,9 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn encode_continue(key: &str, rev: Revision) -> String {
-    use base64::Engine;
-    let raw = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
-    use base64::Engine;
-    let bad = || {
-        ApiError::bad_request(
-            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
-        )
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim_end_matches('='))
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let key = v
-        .get("start")
-        .and_then(Value::as_str)
-        .ok_or_else(bad)?
-        .to_string();
-    let rev = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
-    Ok((key, rev))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn continue_tokens_round_trip() {
-        let t = encode_continue("/core/services/default/b", 42);
-        assert_eq!(
-            decode_continue(&t).unwrap(),
-            ("/core/services/default/b".to_string(), 42)
-        );
-        assert!(decode_continue("garbage!").is_err());
-    }
 
     #[test]
     fn suffixes() {
