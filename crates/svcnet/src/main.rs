@@ -5,7 +5,6 @@
 //! the node agent with DNS and the data plane) are started by `up` as they land, each talking to the API
 //! server like any other client.
 
-mod bench;
 mod dataplane_args;
 mod dns_args;
 mod proxy_cmd;
@@ -40,8 +39,6 @@ enum Command {
     Up(UpArgs),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
     Agent(AgentArgs),
-    /// Run a benchmark against a fresh `svcnet up` (e.g. `svcnet bench api`); it measures, never asserts.
-    Bench(bench::BenchArgs),
     /// Run only the userspace data plane for the Services and EndpointSlices of a YAML file (no API server).
     Proxy(proxy_cmd::ProxyArgs),
 }
@@ -452,7 +449,6 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(agent(args))
         }
-        Command::Bench(args) => bench::run(args),
         Command::Proxy(args) => {
             init_logging(&args.log_format);
             proxy_cmd::run(args)
