@@ -31,8 +31,8 @@ pub mod watch;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -81,6 +81,8 @@ pub struct ApiServer {
     /// Per-kind behaviour on writes.
     pub kind_hooks: KindHooks,
     ready: AtomicBool,
+    /// Health checks marked failed ([`ApiServer::fail_check`]): (name, reason).
+    failed_checks: Mutex<Vec<(String, String)>>,
     /// Request metrics.
     pub metrics: metrics::Metrics,
 }
@@ -96,6 +98,7 @@ impl ApiServer {
             listen: config.listen,
             kind_hooks: config.hooks,
             ready: AtomicBool::new(false),
+            failed_checks: Mutex::new(Vec::new()),
             metrics: metrics::Metrics::default(),
         }))
     }
@@ -103,6 +106,38 @@ impl ApiServer {
     /// Marks the server ready: `/readyz` answers `ok` from now on.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the health check `name` failed for good: `/livez`, `/readyz` and `/healthz` answer 500 with
+    /// a `[-]name failed: reason` line from now on, as kube-apiserver answers a failed check. The process
+    /// that embeds the server calls it when a part it cannot run without (a controller loop, say) stops.
+    pub fn fail_check(&self, name: &str, reason: &str) {
+        // One line per check: the answer is line-oriented.
+        let reason = reason.replace('\n', " ");
+        let mut failed = self.failed_checks.lock().unwrap_or_else(|e| e.into_inner());
+        failed.push((name.to_string(), reason));
+    }
+
+    /// The answer to `/livez`, `/readyz` or `/healthz` (`endpoint`, also their `/…/<check>` forms):
+    /// `ok`, or 500 with a line per failed check and `<endpoint> check failed`.
+    fn health(&self, endpoint: &str) -> (StatusCode, String) {
+        let mut body = String::new();
+        if endpoint == "readyz" && !self.ready.load(Ordering::SeqCst) {
+            body.push_str("[-]svcnet-ready failed: not ready yet\n");
+        }
+        for (name, reason) in self
+            .failed_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            body.push_str(&format!("[-]{name} failed: {reason}\n"));
+        }
+        if body.is_empty() {
+            return (StatusCode::OK, "ok".into());
+        }
+        body.push_str(&format!("{endpoint} check failed\n"));
+        (StatusCode::INTERNAL_SERVER_ERROR, body)
     }
 
     /// Serves HTTPS on `listener` until `shutdown` resolves.
@@ -202,14 +237,10 @@ impl ApiServer {
         let is_get = req.method() == Method::GET;
         match route {
             Route::Health => {
-                let path = req.uri().path();
-                if path.starts_with("/readyz") && !self.ready.load(Ordering::SeqCst) {
-                    return text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "[-]svcnet-ready failed: not ready yet\nreadyz check failed\n",
-                    );
-                }
-                text(StatusCode::OK, "ok")
+                let endpoint = req.uri().path().trim_start_matches('/');
+                let endpoint = endpoint.split('/').next().unwrap_or_default();
+                let (code, body) = self.health(endpoint);
+                text(code, &body)
             }
             Route::Version => json_response(200, &version_info(), &[]),
             Route::Metrics => text(StatusCode::OK, &self.metrics.encode()),

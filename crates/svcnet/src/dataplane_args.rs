@@ -136,14 +136,15 @@ pub struct NodeNet<'a> {
 }
 
 /// Starts the node's data plane (if any) as a task, and its health server; its metrics go into `registry`.
+/// Returns the local routes it added (removed when dropped) and the data plane's task, for its supervisor.
 pub async fn start(
     args: &DataplaneArgs,
     client: kube::Client,
     node: NodeNet<'_>,
     registry: &mut Registry,
-) -> Result<Option<LocalRoutes>> {
+) -> Result<(Option<LocalRoutes>, Option<tokio::task::JoinHandle<()>>)> {
     let backend: Box<dyn Backend> = match args.proxy_mode {
-        ProxyMode::None => return Ok(None),
+        ProxyMode::None => return Ok((None, None)),
         ProxyMode::Userspace => {
             let mut cfg = svcnet_proxy::ProxyConfig::for_node(node.ip);
             cfg.workers = args.proxy_threads.max(1);
@@ -205,8 +206,8 @@ pub async fn start(
         ..ProxierConfig::new(node.name)
     };
     info!(mode = ?args.proxy_mode, "starting the data plane");
-    tokio::spawn(svcnet_proxier::run(client, cfg, backend, metrics, health));
-    Ok(routes)
+    let task = tokio::spawn(svcnet_proxier::run(client, cfg, backend, metrics, health));
+    Ok((routes, Some(task)))
 }
 
 /// `ip route <verb> local <cidr> dev lo table local`.

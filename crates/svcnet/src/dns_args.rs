@@ -61,7 +61,8 @@ impl DnsArgs {
     /// endpoint of `kube-system/kube-dns`, so that pods reach it through the kube-dns ClusterIP. With pods
     /// in their own network namespaces it also listens on the node's pod-network gateway (the address pods
     /// can reach, also by kernel DNAT), once the node has its pod CIDR, and that is the published endpoint.
-    /// A failure (say, the port is taken) is logged and leaves the rest running.
+    /// A failure to bind (say, the port is taken) is logged and leaves the rest running. Returns the
+    /// server's task, for its supervisor; it ends only if the server stops.
     pub fn spawn(
         &self,
         client: kube::Client,
@@ -69,13 +70,13 @@ impl DnsArgs {
         metrics: svcnet_dns::Metrics,
         node: String,
         pods_in_netns: bool,
-    ) {
+    ) -> Option<tokio::task::JoinHandle<anyhow::Result<()>>> {
         if self.no_dns {
-            return;
+            return None;
         }
         let mut cfg = self.config(data_dir);
         let default_listen = self.dns_listen == [default_listen()];
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let gateway = if pods_in_netns {
                 Some(wait_for_gateway(&client, &node).await)
             } else {
@@ -105,7 +106,9 @@ impl DnsArgs {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "cluster DNS server not running");
-                    return;
+                    // Running on without DNS is the documented answer to this failure: the task stays,
+                    // so that its supervisor does not take it for a server that stopped.
+                    return std::future::pending().await;
                 }
             };
             let endpoint = match gateway {
@@ -115,10 +118,11 @@ impl DnsArgs {
             if let Some(endpoint) = endpoint {
                 tokio::spawn(svcnet_dns::publish::publish(client.clone(), node, endpoint));
             }
-            if let Err(e) = server.serve(client).await {
-                tracing::error!(error = %e, "cluster DNS server stopped");
-            }
-        });
+            server
+                .serve(client)
+                .await
+                .map_err(|e| anyhow::anyhow!("cluster DNS server stopped: {e}"))
+        }))
     }
 }
 

@@ -4,20 +4,24 @@
 //! bootstrap objects every cluster has; it writes a kubeconfig for kubectl. Later components (controllers,
 //! the node agent with DNS and the data plane) are started by `up` as they land, each talking to the API
 //! server like any other client.
+//!
+//! Every long-running loop either command starts runs under a [`supervise::Supervisor`]: when one stops,
+//! the command logs it, turns its health red and shuts down with an error.
 
-mod bench;
 mod dataplane_args;
 mod dns_args;
 mod proxy_cmd;
 mod status;
+mod supervise;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
+use supervise::Supervisor;
 use svcnet_agent::agent::PodNetwork;
 use svcnet_alloc::PortRange;
 use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
@@ -40,8 +44,6 @@ enum Command {
     Up(UpArgs),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
     Agent(AgentArgs),
-    /// Run a benchmark against a fresh `svcnet up` (e.g. `svcnet bench api`); it measures, never asserts.
-    Bench(bench::BenchArgs),
     /// Run only the userspace data plane for the Services and EndpointSlices of a YAML file (no API server).
     Proxy(proxy_cmd::ProxyArgs),
 }
@@ -190,7 +192,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::default();
-    let _routes = dataplane_args::start(
+    let mut supervisor = Supervisor::new();
+    let (_routes, dataplane) = dataplane_args::start(
         &args.dataplane,
         client.clone(),
         dataplane_args::NodeNet {
@@ -203,13 +206,19 @@ async fn agent(args: AgentArgs) -> Result<()> {
         &mut registry,
     )
     .await?;
-    args.dns.spawn(
+    if let Some(task) = dataplane {
+        supervisor.watch_spawned("dataplane", task);
+    }
+    let dns = args.dns.spawn(
         client.clone(),
         &args.data_dir,
         svcnet_dns::Metrics::new(&mut registry),
         node_name.clone(),
         args.pod_network == PodNetwork::Netns,
     );
+    if let Some(task) = dns {
+        supervisor.watch_spawned("dns", task);
+    }
     status::MetricsServer {
         registry: std::sync::Arc::new(registry),
         proxy_mode: args.dataplane.proxy_mode.name(),
@@ -224,12 +233,25 @@ async fn agent(args: AgentArgs) -> Result<()> {
         std::time::Duration::from_secs(args.node_lease_duration_seconds.max(4)),
         args.pod_network,
     );
+    supervisor.spawn("node-agent", async move {
+        svcnet_agent::agent::run(client, cfg).await?;
+        Ok(())
+    });
     tokio::select! {
-        r = svcnet_agent::agent::run(client, cfg) => r?,
-        _ = shutdown_signal() => info!("agent shutting down; pods keep running until their node is drained"),
+        stopped = supervisor.failed() => {
+            Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
+        }
+        _ = shutdown_signal() => {
+            info!("agent shutting down; pods keep running until their node is drained");
+            Ok(())
+        }
     }
-    Ok(())
 }
+
+/// How long `svcnet up` keeps answering its failed health checks after a supervised task stopped,
+/// before it shuts down: long enough for a probe to read why (kube-apiserver's
+/// `--shutdown-delay-duration` serves the same purpose on SIGTERM).
+const FAILED_HEALTH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -326,21 +348,30 @@ async fn up(args: UpArgs) -> Result<()> {
     server.set_ready();
     // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
     let client = kube_client(&kubeconfig).await?;
-    tokio::spawn(svcnet_controllers::nodes::run_node_controllers(
+    let mut supervisor = Supervisor::new();
+    let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
         svcnet_controllers::nodes::NodeControllersConfig {
             cluster_cidr: args.cluster_cidr,
             node_mask: args.node_cidr_mask_size,
             grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
         },
-    ));
-    tokio::spawn(svcnet_controllers::run_workload_controllers(client.clone()));
+    );
+    supervisor.spawn("node-controllers", async move {
+        nodes.await;
+        Ok(())
+    });
+    let workloads = svcnet_controllers::run_workload_controllers(client.clone());
+    supervisor.spawn("workload-controllers", async move {
+        workloads.await;
+        Ok(())
+    });
     let mut registry = prometheus_client::registry::Registry::default();
     let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     // The node's data plane is an API client of its own, like kube-proxy beside the kubelet: it runs
     // with or without the local agent (`--proxy-mode none` turns it off).
-    let _routes = {
+    let (_routes, dataplane) = {
         dataplane_args::start(
             &args.dataplane,
             client.clone(),
@@ -355,15 +386,21 @@ async fn up(args: UpArgs) -> Result<()> {
         )
         .await?
     };
+    if let Some(task) = dataplane {
+        supervisor.watch_spawned("dataplane", task);
+    }
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
     if !args.no_agent {
-        args.dns.spawn(
+        let dns = args.dns.spawn(
             client.clone(),
             &data_dir,
             svcnet_dns::Metrics::new(&mut registry),
             node_name.clone(),
             args.pod_network == PodNetwork::Netns,
         );
+        if let Some(task) = dns {
+            supervisor.watch_spawned("dns", task);
+        }
     }
     let registry = Arc::new(registry);
     status::MetricsServer {
@@ -376,18 +413,24 @@ async fn up(args: UpArgs) -> Result<()> {
     server.metrics.add_extra(Box::new(move || {
         svcnet_controllers::endpointslice::metrics_text(&shared)
     }));
-    tokio::spawn(svcnet_controllers::endpointslice::run_endpointslice_controllers(
+    let slices = svcnet_controllers::endpointslice::run_endpointslice_controllers(
         client.clone(),
         svcnet_controllers::endpointslice::EndpointSliceConfig {
             max_endpoints_per_slice: args.max_endpoints_per_slice.max(1),
             metrics: es_metrics,
             ..Default::default()
         },
-    ));
+    );
+    supervisor.spawn("endpointslice-controllers", async move {
+        slices.await;
+        Ok(())
+    });
     // The local node goes away with `up`: on shutdown its agent stops the pods before the process exits.
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut agent_done = None;
-    if !args.no_agent {
+    // Resolves once the agent has stopped its pods (or has ended otherwise).
+    let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
+    let agent_runs = !args.no_agent;
+    if agent_runs {
         let cfg = agent_config(
             node_name.clone(),
             addr.ip(),
@@ -397,14 +440,14 @@ async fn up(args: UpArgs) -> Result<()> {
             args.pod_network,
         );
         let client = client.clone();
-        agent_done = Some(tokio::spawn(async move {
+        supervisor.spawn("node-agent", async move {
             let stop = async {
                 let _ = agent_stopped.await;
             };
-            if let Err(e) = svcnet_agent::agent::run_until(client, cfg, stop, true).await {
-                tracing::error!(error = %e, "node agent stopped");
-            }
-        }));
+            let result = svcnet_agent::agent::run_until(client, cfg, stop, true).await;
+            let _ = agent_done_tx.send(());
+            Ok(result?)
+        });
     }
     if let Some(pool) = lb_pool {
         let ipam = svcnet_controllers::LbIpamConfig {
@@ -412,10 +455,9 @@ async fn up(args: UpArgs) -> Result<()> {
             class: args.lb_class.clone(),
         };
         let client = client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = svcnet_controllers::run_lb_ipam(client, ipam).await {
-                tracing::error!(error = %e, "LoadBalancer IPAM stopped");
-            }
+        supervisor.spawn("lb-ipam", async move {
+            svcnet_controllers::run_lb_ipam(client, ipam).await?;
+            Ok(())
         });
     }
     info!(api = %addr, data_dir = %data_dir.display(), "svcnet is up");
@@ -423,16 +465,32 @@ async fn up(args: UpArgs) -> Result<()> {
         "svcnet is up: export KUBECONFIG={} (then: kubectl get services -A)",
         kubeconfig.display()
     );
-    let serving = tokio::spawn(server.serve(listener, tls, std::future::pending::<()>()));
-    shutdown_signal().await;
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = server.clone().serve(listener, tls, async {
+        let _ = serving_stopped.await;
+    });
+    supervisor.spawn("apiserver", async move {
+        serve.await;
+        Ok(())
+    });
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        stopped = supervisor.failed() => {
+            // Probes see the task's failure (e.g. kubectl get --raw /readyz) until the shutdown below.
+            server.fail_check(stopped.name, &stopped.reason());
+            tokio::time::sleep(FAILED_HEALTH_GRACE).await;
+            Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
+        }
+    };
+    // The same shutdown as on SIGTERM.
     info!("stopping the local node's pods");
     let _ = agent_stop.send(());
-    if let Some(done) = agent_done {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), done).await;
+    if agent_runs {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), agent_done).await;
     }
-    serving.abort();
+    let _ = stop_serving.send(());
     info!("shutting down");
-    Ok(())
+    outcome
 }
 
 fn svcnet_api_services() -> &'static svcnet_apiserver::ResourceType {
@@ -452,7 +510,6 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(agent(args))
         }
-        Command::Bench(args) => bench::run(args),
         Command::Proxy(args) => {
             init_logging(&args.log_format);
             proxy_cmd::run(args)

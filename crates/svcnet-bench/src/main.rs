@@ -1,20 +1,21 @@
-//! `svcnet bench ...`: benchmarks of a real `svcnet up` as clients see it.
+//! `svcnet-bench ...`: benchmarks of a real `svcnet up` as clients see it.
 //!
-//! Each benchmark starts `svcnet up` as a child process (the same binary) in a fresh temporary data
-//! directory ([`Session`]), then drives it over HTTPS/HTTP2 with the bearer token from the kubeconfig
+//! They live outside the `svcnet` binary so that production builds do not carry them. Each benchmark
+//! starts `svcnet up` as a child process (the `svcnet` binary next to this one in `target/`, or
+//! `--svcnet PATH`) in a fresh temporary data directory ([`Session`]), then drives it over HTTPS/HTTP2 with the bearer token from the kubeconfig
 //! ([`Client`]), exactly as kubectl or a kube-rs controller would, and prints a markdown table. They
 //! measure and print; they never assert. The targets are printed next to the figures for comparison
 //! only. Every phase is bounded, and the whole run by `--timeout`.
 //!
-//! * `svcnet bench api` (this file): concurrent Service creates, full JSON lists, and many watches
+//! * `svcnet-bench api` (this file): concurrent Service creates, full JSON lists, and many watches
 //!   receiving a stream of label patches.
-//! * `svcnet bench endpoints` ([`endpoints`]): pod readiness flips to EndpointSlice watch events, through
+//! * `svcnet-bench endpoints` ([`endpoints`]): pod readiness flips to EndpointSlice watch events, through
 //!   the EndpointSlice controller.
 
 mod endpoints;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
@@ -44,11 +45,15 @@ const NS: &str = "default";
 /// belongs to without decoding the object.
 const SEQ_LABEL: &str = "bench-seq";
 
-/// `svcnet bench ...`: benchmarks that measure and print, never assert.
-#[derive(Args)]
-pub struct BenchArgs {
+/// Benchmarks of a fresh `svcnet up`: they measure and print, never assert.
+#[derive(Parser)]
+#[command(name = "svcnet-bench", version, about)]
+struct BenchArgs {
     #[command(subcommand)]
     which: Which,
+    /// The `svcnet` binary to benchmark (default: the one next to this binary, e.g. in target/release).
+    #[arg(long, global = true, value_name = "PATH")]
+    svcnet: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -87,13 +92,32 @@ struct ApiArgs {
     timeout: u64,
 }
 
-/// Runs a benchmark.
-pub fn run(args: BenchArgs) -> Result<()> {
+fn main() -> Result<()> {
+    let args = BenchArgs::parse();
+    let svcnet = svcnet_binary(args.svcnet)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.which {
-        Which::Api(a) => rt.block_on(api(a)),
-        Which::Endpoints(a) => rt.block_on(endpoints::run(a)),
+        Which::Api(a) => rt.block_on(api(a, &svcnet)),
+        Which::Endpoints(a) => rt.block_on(endpoints::run(a, &svcnet)),
     }
+}
+
+/// The `svcnet` binary to start: `--svcnet PATH`, or the one beside this binary (`cargo build -p svcnet
+/// -p svcnet-bench` puts both in the same `target/` directory).
+fn svcnet_binary(flag: Option<PathBuf>) -> Result<PathBuf> {
+    let path = match flag {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("finding this binary")?
+            .with_file_name("svcnet"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no svcnet binary at {} (build it with `cargo build --release -p svcnet`, or pass --svcnet PATH)",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// What has been measured so far; filled phase by phase so a timeout still reports what it got.
@@ -144,8 +168,8 @@ struct Mem {
     hwm_kib: u64,
 }
 
-async fn api(args: ApiArgs) -> Result<()> {
-    let session = Session::start(args.timeout, &[]).await?;
+async fn api(args: ApiArgs, svcnet: &Path) -> Result<()> {
+    let session = Session::start(svcnet, args.timeout, &[]).await?;
     let mut report = Report::default();
     let outcome = tokio::time::timeout_at(
         session.deadline.into(),
@@ -171,13 +195,13 @@ struct Session {
 }
 
 impl Session {
-    /// Starts `svcnet up` (with `extra_args`) in a fresh temporary directory; the run ends `timeout_s`
-    /// seconds from now.
-    async fn start(timeout_s: u64, extra_args: &[&str]) -> Result<Self> {
+    /// Starts `svcnet up` (the binary `svcnet`, with `extra_args`) in a fresh temporary directory; the run
+    /// ends `timeout_s` seconds from now.
+    async fn start(svcnet: &Path, timeout_s: u64, extra_args: &[&str]) -> Result<Self> {
         let deadline = Instant::now() + Duration::from_secs(timeout_s);
         let dir = tempfile::Builder::new().prefix("svcnet-bench-").tempdir()?;
         let start_limit = Duration::from_secs(30).min(Duration::from_secs(timeout_s));
-        let server = tokio::time::timeout(start_limit, Server::start(dir.path(), extra_args))
+        let server = tokio::time::timeout(start_limit, Server::start(svcnet, dir.path(), extra_args))
             .await
             .map_err(|_| anyhow!("svcnet up did not get ready within {start_limit:?}"))??;
         println!(
@@ -705,10 +729,9 @@ struct Server {
 }
 
 impl Server {
-    async fn start(dir: &Path, extra_args: &[&str]) -> Result<Self> {
-        let exe = std::env::current_exe().context("finding the svcnet binary")?;
+    async fn start(svcnet: &Path, dir: &Path, extra_args: &[&str]) -> Result<Self> {
         let log = std::fs::File::create(dir.join("svcnet.log"))?;
-        let mut child = Command::new(exe)
+        let mut child = Command::new(svcnet)
             .arg("up")
             .arg("--data-dir")
             .arg(dir)
@@ -834,7 +857,7 @@ fn print_table(args: &ApiArgs, r: &Report) {
     let na = || "not measured".to_string();
     println!();
     println!(
-        "Command: `svcnet bench api --services {} --concurrency {} --connections {} --watchers {} --changes {} \
+        "Command: `svcnet-bench api --services {} --concurrency {} --connections {} --watchers {} --changes {} \
          --change-interval-ms {}`",
         args.services,
         args.concurrency,

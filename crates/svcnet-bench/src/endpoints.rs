@@ -1,4 +1,4 @@
-//! `svcnet bench endpoints`: how quickly a pod's readiness change reaches an EndpointSlice watcher.
+//! `svcnet-bench endpoints`: how quickly a pod's readiness change reaches an EndpointSlice watcher.
 //!
 //! It starts `svcnet up --no-agent` and plays the kubelet itself, so 10,000 pods cost objects, not
 //! processes: one Node (`bench-node`, Ready, its Lease renewed every few seconds so the node lifecycle
@@ -12,6 +12,7 @@
 //! controllers run inside the server process, so its CPU time covers them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,15 +128,20 @@ struct FlipFigures {
     wall: Duration,
 }
 
-/// Runs `svcnet bench endpoints`.
-pub(super) async fn run(args: EndpointsArgs) -> Result<()> {
+/// Runs `svcnet-bench endpoints` against the `svcnet` binary `svcnet`.
+pub(super) async fn run(args: EndpointsArgs, svcnet: &Path) -> Result<()> {
     if args.proxy_mode == "nftables" && !in_own_netns() {
         bail!(
             "--proxy-mode nftables programs this network namespace's rules: run the bench inside one of its \
-             own (ip netns add NS; ip netns exec NS sh -c 'ip link set lo up; svcnet bench endpoints …')"
+             own (ip netns add NS; ip netns exec NS sh -c 'ip link set lo up; svcnet-bench endpoints …')"
         );
     }
-    let session = Session::start(args.timeout, &["--no-agent", "--proxy-mode", &args.proxy_mode]).await?;
+    let session = Session::start(
+        svcnet,
+        args.timeout,
+        &["--no-agent", "--proxy-mode", &args.proxy_mode],
+    )
+    .await?;
     let mut report = Report::default();
     let outcome = tokio::time::timeout_at(
         session.deadline.into(),
@@ -630,7 +636,7 @@ async fn register_node(c: &Client, send: &mut SendRequest<Full<Bytes>>) -> Resul
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
         "conditions": [{
             "type": "Ready", "status": "True", "reason": "KubeletReady",
-            "message": "svcnet bench endpoints plays the kubelet",
+            "message": "svcnet-bench endpoints plays the kubelet",
             "lastHeartbeatTime": now, "lastTransitionTime": now,
         }],
     }});
@@ -773,7 +779,7 @@ fn print_table(args: &EndpointsArgs, r: &Report) {
     let (s, p) = (args.services, args.pods_per_service);
     println!();
     println!(
-        "Command: `svcnet bench endpoints --services {s} --pods-per-service {p} --flips {} --flip-interval-ms {} \
+        "Command: `svcnet-bench endpoints --services {s} --pods-per-service {p} --flips {} --flip-interval-ms {} \
          --concurrency {} --connections {} --seed {} --proxy-mode {}`",
         args.flips, args.flip_interval_ms, args.concurrency, args.connections, args.seed, args.proxy_mode
     );
