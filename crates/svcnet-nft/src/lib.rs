@@ -23,10 +23,12 @@
 //! network namespace with `ip netns exec NS nft`.
 
 pub mod conntrack;
+mod family;
 mod health;
 pub mod netlink;
 mod nft;
 pub mod render;
+mod slots;
 pub mod sysctl;
 
 use std::collections::BTreeSet;

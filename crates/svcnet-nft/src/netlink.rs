@@ -35,10 +35,9 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::render::Family;
+use crate::family::Family;
 
-/// The number of slots an endpoint-dispatch map divides: rules look up `numgen random mod 65536`.
-pub const SLOTS: u32 = 65536;
+pub use crate::slots::SLOTS;
 
 // linux/netlink.h
 const NLMSG_HDRLEN: usize = 16;
@@ -796,7 +795,7 @@ pub fn addr_port(ip: IpAddr, port: u16) -> Vec<u8> {
 /// The elements of a concatenated interval map keyed by `meta l4proto . numgen random mod 65536` (a
 /// pipapo set in the kernel) covering `proto . 0-65535` with `targets.len()` adjacent ranges of (nearly)
 /// equal size, range `i` mapping to `targets[i]`: range `i` is `floor(i * 65536 / n)` to
-/// `floor((i + 1) * 65536 / n) - 1` (see [`crate::render::slot_ranges`]).
+/// `floor((i + 1) * 65536 / n) - 1` (see [`crate::slots::slot_ranges`]).
 ///
 /// Each range is one element, exactly as nft sends `proto . lo-hi : target`: key `[proto, 0, 0, 0]`
 /// followed by `lo` as a big-endian `u32`, `key_end` the same with `hi` (inclusive), no interval-end
@@ -807,7 +806,7 @@ pub fn addr_port(ip: IpAddr, port: u16) -> Vec<u8> {
 /// added earlier in the same batch) instead of failing with `ENOENT`. Empty `targets` give no elements;
 /// targets beyond the [`SLOTS`]th get no range.
 pub fn slot_ranges(proto: u8, targets: &[Vec<u8>]) -> Vec<Element> {
-    crate::render::slot_ranges(targets.len())
+    crate::slots::slot_ranges(targets.len())
         .into_iter()
         .zip(targets)
         .map(|((lo, hi), target)| slot_range(proto, lo, hi, target.clone()))
