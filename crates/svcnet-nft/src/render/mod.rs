@@ -25,8 +25,8 @@
 //! Every object a port owns carries the port's name, so an incremental change replaces exactly one port's
 //! objects.
 //!
-//! The submodules split the work by job: [`names`] of objects, set and map [`elements`], the [`ruleset`]
-//! text, and [`transaction`] planning for incremental changes.
+//! The submodules split the work by job: `names` of objects, set and map `elements`, the `ruleset` text,
+//! and `transaction` planning for incremental changes.
 
 mod elements;
 mod names;
