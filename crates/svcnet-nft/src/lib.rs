@@ -23,9 +23,11 @@
 //! network namespace with `ip netns exec NS nft`.
 
 pub mod conntrack;
+mod family;
 pub mod netlink;
 mod nft;
 pub mod render;
+mod slots;
 pub mod sysctl;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,100 @@
+//! The status writer: every change the runner reports goes to the pod's `status`, written only when it
+//! changed, and tried again shortly when it could not be written.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::debug;
+
+use super::listed;
+use crate::runner::PodRunner;
+
+/// Writes the runner's pod statuses to the API as they change, until the runner goes away.
+pub(super) async fn write_statuses(client: Client, runner: PodRunner, store: Store<Pod>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut changes = runner.changes();
+    let mut written: HashMap<String, serde_json::Value> = HashMap::new();
+    // Statuses not written yet (the pod cache was mid-list, the API failed): tried again shortly,
+    // since the pod may change no more (a pod without probes changes once, when it starts).
+    let mut unwritten: HashSet<String> = HashSet::new();
+    let mut retry_at = None;
+    loop {
+        let uids: Vec<String> = tokio::select! {
+            r = changes.recv() => match r {
+                Ok(uid) => vec![uid],
+                // Changes were lost: every pod's status may be stale.
+                Err(RecvError::Lagged(_)) => runner.running(),
+                Err(RecvError::Closed) => return,
+            },
+            () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                if retry_at.is_some() => std::mem::take(&mut unwritten).into_iter().collect(),
+        };
+        for uid in uids {
+            if write_status(&client, &runner, &store, &uid, &mut written).await {
+                unwritten.remove(&uid);
+            } else {
+                unwritten.insert(uid);
+            }
+        }
+        retry_at = match (unwritten.is_empty(), retry_at) {
+            (true, _) => None,
+            (false, Some(at)) if at > tokio::time::Instant::now() => Some(at),
+            (false, _) => Some(tokio::time::Instant::now() + STATUS_RETRY),
+        };
+    }
+}
+
+/// How soon a status that could not be written is tried again.
+const STATUS_RETRY: Duration = Duration::from_millis(500);
+
+/// Writes the runner's status of pod `uid` to the API if it changed; whether that is done with (written,
+/// unchanged, or nothing left to write it to), as opposed to worth another try.
+async fn write_status(
+    client: &Client,
+    runner: &PodRunner,
+    store: &Store<Pod>,
+    uid: &str,
+    written: &mut HashMap<String, serde_json::Value>,
+) -> bool {
+    let Some(status) = runner.status(uid) else {
+        written.remove(uid);
+        return true;
+    };
+    // The pod by uid, so a pod deleted and created again under its name never gets the old one's status.
+    let Some(pod) = store
+        .state()
+        .into_iter()
+        .find(|p| p.uid().as_deref() == Some(uid))
+    else {
+        // The agent starts pods from its list as the list comes in, before the cache shows them.
+        return listed(store);
+    };
+    let Ok(value) = serde_json::to_value(&status) else {
+        return true;
+    };
+    if written.get(uid) == Some(&value) {
+        return true;
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = json!({"status": value});
+    match api
+        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            written.insert(uid.to_string(), value);
+            true
+        }
+        // Deleted meanwhile: nothing to write to.
+        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        Err(e) => {
+            debug!(pod = %pod.name_any(), error = %e, "status write failed; trying again");
+            false
+        }
+    }
+}

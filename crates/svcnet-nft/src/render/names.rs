@@ -1,0 +1,97 @@
+//! The names of the objects in the tables: the table-wide sets, maps and chains, and the per-port and
+//! per-endpoint chains and sets, whose names carry the port's (and endpoint's) identity so that an
+//! incremental change can replace exactly one port's objects.
+
+use svcnet_dataplane::{Endpoint, ServicePortName};
+
+/// Longest name nftables accepts for a chain or set, minus room for our longest prefix (`endpoint-`, …).
+const NAME_BASE_MAX: usize = 256 - 24;
+
+/// kube-proxy's `hashAndTruncate`: a short hash in front keeps names unique when they must be cut, and
+/// makes names that differ in one digit easy to tell apart. FNV-1a, not kube-proxy's SHA-256: the names
+/// are ours alone, and only stability matters.
+fn hash_name(name: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut out = String::with_capacity(name.len() + 9);
+    for i in 0..8 {
+        out.push(ALPHABET[((h >> (59 - 5 * i)) & 31) as usize] as char);
+    }
+    out.push('-');
+    out.push_str(name);
+    if out.len() > NAME_BASE_MAX {
+        out.truncate(NAME_BASE_MAX - 3);
+        out.push_str("...");
+    }
+    out
+}
+
+/// `HASH-ns/name/proto/port`: namespace, Service and port names are `[a-z0-9-]`, so `/` separates them
+/// unambiguously and they can go into nftables names as they are.
+pub(super) fn port_base(name: &ServicePortName) -> String {
+    hash_name(&format!(
+        "{}/{}/{}/{}",
+        name.namespace,
+        name.name,
+        name.protocol.lower(),
+        name.port
+    ))
+}
+
+/// `HASH-ns/name/proto/port__ip/port`; IPv6 colons become dots (colons are not allowed in names).
+fn endpoint_base(name: &ServicePortName, ep: &Endpoint) -> String {
+    let ip = ep.ip.to_string().replace(':', ".");
+    hash_name(&format!(
+        "{}/{}/{}/{}__{}/{}",
+        name.namespace,
+        name.name,
+        name.protocol.lower(),
+        name.port,
+        ip,
+        ep.port
+    ))
+}
+
+/// The chain where ClusterIP traffic of a port chooses among its internal endpoints.
+pub fn service_chain(name: &ServicePortName) -> String {
+    format!("service-{}", port_base(name))
+}
+
+/// The chain one endpoint's traffic goes through (masquerade mark on hairpin, affinity, DNAT).
+pub fn endpoint_chain(name: &ServicePortName, ep: &Endpoint) -> String {
+    format!("endpoint-{}", endpoint_base(name, ep))
+}
+
+pub(super) fn external_chain(name: &ServicePortName) -> String {
+    format!("external-{}", port_base(name))
+}
+
+pub(super) fn firewall_chain(name: &ServicePortName) -> String {
+    format!("firewall-{}", port_base(name))
+}
+
+pub(super) fn affinity_set(name: &ServicePortName, ep: &Endpoint) -> String {
+    format!("affinity-{}", endpoint_base(name, ep))
+}
+
+/// Verdict maps: where a frontend's traffic goes. Their elements change only with a Service's spec.
+pub(super) const SERVICE_IPS: &str = "service-ips";
+pub(super) const SERVICE_NODEPORTS: &str = "service-nodeports";
+pub(super) const FIREWALL_IPS: &str = "firewall-ips";
+/// Plain sets whose members follow the endpoints: frontends without any endpoint (rejected), and frontends
+/// whose traffic policy leaves no endpoint for them (dropped, as kube-proxy does).
+pub(super) const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+pub(super) const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+pub(super) const NO_LOCAL_SERVICES: &str = "no-local-endpoint-services";
+pub(super) const NO_LOCAL_NODEPORTS: &str = "no-local-endpoint-nodeports";
+/// Shared sets, counted by [`Programmed`](super::Programmed): every ClusterIP, and `ip . ip` for every endpoint address
+/// (DNATed traffic whose source is its destination is hairpin traffic and must be masqueraded).
+pub(super) const CLUSTER_IPS: &str = "cluster-ips";
+pub(super) const HAIRPIN: &str = "hairpin";
+pub(super) const POD_CIDRS: &str = "pod-cidrs";
+pub(super) const REJECT_CHAIN: &str = "reject-chain";
+pub(super) const MARK_MASQ: &str = "mark-for-masquerade";

@@ -1,0 +1,675 @@
+//! The ruleset as text: what each service port becomes in one family's table ([`port_objects`]), the
+//! table-wide chains, sets and maps, and the whole ruleset a full sync writes ([`render_full`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use svcnet_dataplane::{Endpoint, ServicePort};
+
+use super::elements::{AffinityEntries, Elem, Key, slot_elements};
+use super::names::{
+    CLUSTER_IPS, FIREWALL_IPS, HAIRPIN, MARK_MASQ, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES,
+    NO_LOCAL_NODEPORTS, NO_LOCAL_SERVICES, POD_CIDRS, REJECT_CHAIN, SERVICE_IPS, SERVICE_NODEPORTS,
+    affinity_set, endpoint_chain, external_chain, firewall_chain, port_base, service_chain,
+};
+use crate::NftConfig;
+use crate::family::Family;
+use crate::slots::SLOTS;
+
+/// The packet mark bit that asks `nat-postrouting` to masquerade (kube-proxy's default, bit 14).
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// The families the configuration programs, in table order.
+pub(crate) fn families(cfg: &NftConfig) -> Vec<Family> {
+    let mut f = vec![Family::V4];
+    if cfg.ipv6 {
+        f.push(Family::V6);
+    }
+    f
+}
+
+/// A set or map declaration: `(is a map, body)`.
+pub(super) type Decl = (bool, String);
+
+/// Everything one service port owns in one family's table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PortObjects {
+    /// Set or map name → the elements this port owns in it.
+    pub elements: BTreeMap<String, BTreeSet<Elem>>,
+    /// Sets and maps of this port (endpoint maps, affinity sets) → declaration.
+    pub sets: BTreeMap<String, Decl>,
+    /// Chain name → rules, in order.
+    pub chains: BTreeMap<String, Vec<String>>,
+}
+
+impl PortObjects {
+    fn add(&mut self, set: &str, e: Elem) {
+        self.elements.entry(set.to_string()).or_default().insert(e);
+    }
+}
+
+/// How rules name the pod CIDRs of a family: the prefix itself, or the `pod-cidrs` set when there are
+/// several (an inline `{ … }` would be an anonymous set per rule, which nft 1.0.x handles slowly).
+fn pod_match(pod_cidrs: &[&IpNet]) -> String {
+    if pod_cidrs.len() == 1 {
+        pod_cidrs[0].to_string()
+    } else {
+        format!("@{POD_CIDRS}")
+    }
+}
+
+fn ip_list(nets: &[&IpNet]) -> String {
+    if nets.len() == 1 {
+        nets[0].to_string()
+    } else {
+        let v: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        format!("{{ {} }}", v.join(", "))
+    }
+}
+
+fn dnat_target(ep: &Endpoint) -> String {
+    match ep.ip {
+        IpAddr::V4(ip) => format!("{ip}:{}", ep.port),
+        IpAddr::V6(ip) => format!("[{ip}]:{}", ep.port),
+    }
+}
+
+/// Whether the port has any usable endpoint of this family (kube-proxy runs one proxier per family, so a
+/// family without endpoints rejects even if the other family has some).
+fn family_has_endpoints(sp: &ServicePort, fam: Family) -> bool {
+    if !sp.has_endpoints {
+        return false;
+    }
+    if sp.all_endpoints.is_empty() {
+        // Nothing to tell families apart with: trust the model.
+        return true;
+    }
+    sp.all_endpoints
+        .iter()
+        .any(|e| fam.has(&e.ip) && (e.ready || e.serving))
+}
+
+/// Whether the port exists at all in this family's table: kube-proxy's per-family proxier only sees a
+/// Service through a ClusterIP of its family.
+fn in_family(sp: &ServicePort, fam: Family) -> bool {
+    if sp.cluster_ips.is_empty() {
+        sp.external_ips
+            .iter()
+            .chain(&sp.load_balancer_ips)
+            .any(|ip| fam.has(ip))
+    } else {
+        sp.cluster_ips.iter().any(|ip| fam.has(ip))
+    }
+}
+
+/// The endpoint sets a port's chains can pick from in one family: (internal, external), each empty when
+/// no chain uses it.
+fn endpoint_sets(sp: &ServicePort, fam: Family) -> (Vec<&Endpoint>, Vec<&Endpoint>) {
+    if !in_family(sp, fam) || !family_has_endpoints(sp, fam) {
+        return (Vec::new(), Vec::new());
+    }
+    (
+        sp.internal_for(fam.v6()).collect(),
+        sp.external_for(fam.v6()).collect(),
+    )
+}
+
+/// The addresses of the endpoints a port's chains can pick (its `hairpin` elements), in all families.
+pub(super) fn hairpin_ips(sp: &ServicePort) -> BTreeSet<IpAddr> {
+    let mut out = BTreeSet::new();
+    for fam in [Family::V4, Family::V6] {
+        let (internal, external) = endpoint_sets(sp, fam);
+        out.extend(internal.iter().chain(&external).map(|e| e.ip));
+    }
+    out
+}
+
+/// The rules (and objects) that send a chain's traffic to one of `eps`.
+///
+/// Without session affinity the rule is one `dnat … to numgen random mod 65536 map @MAP` whose map gives
+/// each endpoint an equal share of the slots (kube-proxy writes `numgen random mod N vmap { … }` into
+/// per-endpoint chains instead). The rule does not depend on the endpoints, so an endpoint change is only
+/// map elements: no rule is rewritten, nft need not read the ruleset back, and the kernel need not
+/// re-validate the table (which adding jump, goto or NAT rules costs with thousands of chains). An empty
+/// map makes the rule fail to match; the no-endpoint sets have rejected or dropped such traffic before.
+///
+/// The key is `meta l4proto . numgen …`, not the slot alone, because a concatenated interval key makes the
+/// kernel keep the map as a pipapo set, which swaps in a new copy at commit. A single-field interval map
+/// is an rbtree, where a lookup during an update can land on an element the transaction has just added
+/// and miss (measured: about one new connection in 20,000 was refused or lost while endpoints changed).
+///
+/// With ClientIP affinity it is kube-proxy's layout: a rule per endpoint sends clients found in the
+/// endpoint's timed set to its chain, then a `numgen random mod k 0 goto …` ladder picks one (uniform, like
+/// iptables mode's `statistic` rules; inline vmaps are quadratic in nft 1.0.x). Endpoint changes of these
+/// Services rewrite chains.
+fn dispatch(
+    sp: &ServicePort,
+    eps: &[&Endpoint],
+    map: String,
+    fam: Family,
+    rules: &mut Vec<String>,
+    o: &mut PortObjects,
+) {
+    let name = &sp.name;
+    let ipx = fam.nft();
+    let proto = name.protocol.lower();
+    let Some(timeout) = sp.affinity_timeout else {
+        o.sets.insert(
+            map.clone(),
+            (
+                true,
+                // The protocol must match the rule's (nft checks), though the data type is the same.
+                format!(
+                    "typeof meta l4proto . numgen random mod {SLOTS} : {ipx} daddr . {proto} dport; \
+                     flags interval;"
+                ),
+            ),
+        );
+        rules.push(format!(
+            "meta l4proto {proto} dnat {ipx} to meta l4proto . numgen random mod {SLOTS} map @{map}"
+        ));
+        if !eps.is_empty() {
+            o.elements.insert(map, slot_elements(name.protocol, eps));
+        }
+        return;
+    };
+    for ep in eps {
+        rules.push(format!(
+            "{ipx} saddr @{} goto {}",
+            affinity_set(name, ep),
+            endpoint_chain(name, ep)
+        ));
+    }
+    let n = eps.len();
+    for (i, ep) in eps.iter().enumerate() {
+        let target = format!("goto {}", endpoint_chain(name, ep));
+        match n - i {
+            1 => rules.push(target),
+            left => rules.push(format!("numgen random mod {left} 0 {target}")),
+        }
+    }
+    for ep in eps {
+        let set = affinity_set(name, ep);
+        o.sets.insert(
+            set.clone(),
+            (
+                false,
+                format!(
+                    "type {}; flags dynamic,timeout; timeout {}s;",
+                    fam.addr_type(),
+                    timeout.as_secs().max(1)
+                ),
+            ),
+        );
+        o.chains.insert(
+            endpoint_chain(name, ep),
+            vec![
+                format!("update @{set} {{ {ipx} saddr }}"),
+                format!("meta l4proto {proto} dnat to {}", dnat_target(ep)),
+            ],
+        );
+    }
+}
+
+/// What one service port becomes in one family's table (see the module docs for the layout). Chains,
+/// declarations and verdict-map elements depend only on the Service's spec; endpoints only change the
+/// endpoint maps' elements and the no-endpoint sets' members (and, with affinity, the chains).
+pub(crate) fn port_objects(sp: &ServicePort, fam: Family, cfg: &NftConfig) -> PortObjects {
+    let mut o = PortObjects::default();
+    if !in_family(sp, fam) {
+        return o;
+    }
+    let name = &sp.name;
+    let proto = name.protocol;
+    let ipx = fam.nft();
+    let (internal, external) = endpoint_sets(sp, fam);
+    let has_eps = family_has_endpoints(sp, fam);
+    let base = port_base(name);
+    let svc_chain = service_chain(name);
+    let ext_chain = external_chain(name);
+    let pod_cidrs: Vec<&IpNet> = cfg.pod_cidrs.iter().filter(|n| fam.net_has(n)).collect();
+    // No endpoints at all: reject (the client learns at once); endpoints exist but the traffic policy
+    // leaves none for this traffic: drop, as kube-proxy does.
+    let (no_svc, no_np) = if has_eps {
+        (NO_LOCAL_SERVICES, NO_LOCAL_NODEPORTS)
+    } else {
+        (NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS)
+    };
+    let key = |ip: &IpAddr| Key::Frontend(*ip, proto, sp.port);
+
+    let cluster_ips: Vec<&IpAddr> = sp.cluster_ips.iter().filter(|ip| fam.has(ip)).collect();
+    let external_ips: Vec<&IpAddr> = sp.external_ips.iter().filter(|ip| fam.has(ip)).collect();
+    let lb_ips: Vec<&IpAddr> = sp.load_balancer_ips.iter().filter(|ip| fam.has(ip)).collect();
+    let externally_accessible = sp.node_port.is_some() || !external_ips.is_empty() || !lb_ips.is_empty();
+    // Internal and external traffic pick from the same endpoints exactly when both policies are the same
+    // (the model's CategorizeEndpoints), and then share the service chain.
+    let shared = sp.internal_policy_local == sp.external_policy_local;
+    let ext_policy_chain = if shared {
+        svc_chain.clone()
+    } else if sp.external_policy_local {
+        format!("local-{base}")
+    } else {
+        format!("cluster-{base}")
+    };
+
+    for cip in &cluster_ips {
+        o.add(SERVICE_IPS, Elem::Goto(key(cip), svc_chain.clone()));
+        if internal.is_empty() {
+            o.add(no_svc, Elem::Member(key(cip)));
+        }
+    }
+    for ip in external_ips.iter().chain(&lb_ips) {
+        o.add(SERVICE_IPS, Elem::Goto(key(ip), ext_chain.clone()));
+        if external.is_empty() {
+            o.add(no_svc, Elem::Member(key(ip)));
+        }
+    }
+    if let Some(np) = sp.node_port {
+        let k = Key::NodePort(proto, np);
+        o.add(SERVICE_NODEPORTS, Elem::Goto(k.clone(), ext_chain.clone()));
+        if external.is_empty() {
+            o.add(no_np, Elem::Member(k));
+        }
+    }
+
+    // loadBalancerSourceRanges: LB traffic from elsewhere is dropped before DNAT (NodePorts are exempt,
+    // as in kube-proxy).
+    let ranges: Vec<&IpNet> = sp
+        .load_balancer_source_ranges
+        .iter()
+        .filter(|n| fam.net_has(n))
+        .collect();
+    if !lb_ips.is_empty() && !ranges.is_empty() {
+        let fw = firewall_chain(name);
+        let mut sources: Vec<String> = ranges.iter().map(|n| n.to_string()).collect();
+        // A node may reach its own LB VIP with the VIP as source address; let that through when the
+        // node itself is allowed.
+        if cfg
+            .node_ips
+            .iter()
+            .any(|ip| ranges.iter().any(|n| n.contains(ip)))
+        {
+            sources.extend(lb_ips.iter().map(|ip| ip.to_string()));
+        }
+        // One rule per allowed source rather than `!= { … }`: no anonymous set per Service.
+        let mut rules: Vec<String> = sources
+            .iter()
+            .map(|s| format!("{ipx} saddr {s} return"))
+            .collect();
+        rules.push("drop".to_string());
+        o.chains.insert(fw.clone(), rules);
+        for ip in &lb_ips {
+            o.add(FIREWALL_IPS, Elem::Goto(key(ip), fw.clone()));
+        }
+    }
+
+    let mut rules = Vec::new();
+    for cip in &cluster_ips {
+        let m = format!("{ipx} daddr {cip} {} dport {}", proto.lower(), sp.port);
+        if cfg.masquerade_all {
+            rules.push(format!("{m} jump {MARK_MASQ}"));
+        } else if !pod_cidrs.is_empty() {
+            // Off-cluster clients routed to a ClusterIP: the endpoint may answer via another node.
+            rules.push(format!(
+                "{m} {ipx} saddr != {} jump {MARK_MASQ}",
+                pod_match(&pod_cidrs)
+            ));
+        }
+    }
+    dispatch(
+        sp,
+        &internal,
+        format!("endpoints-{base}"),
+        fam,
+        &mut rules,
+        &mut o,
+    );
+    o.chains.insert(svc_chain.clone(), rules);
+
+    if externally_accessible {
+        let mut rules = Vec::new();
+        if !sp.external_policy_local {
+            // The endpoint may be on another node: masquerade so replies come back through us.
+            rules.push(format!("jump {MARK_MASQ}"));
+        } else {
+            // Pods and the node itself are "inside": traffic policy does not apply to them (it simulates
+            // going out to the load balancer and coming back).
+            if !pod_cidrs.is_empty() {
+                rules.push(format!(
+                    "{ipx} saddr {} goto {svc_chain} comment \"short-circuit pod traffic\"",
+                    pod_match(&pod_cidrs)
+                ));
+            }
+            rules.push(format!(
+                "fib saddr type local jump {MARK_MASQ} comment \"masquerade local traffic\""
+            ));
+            rules.push(format!(
+                "fib saddr type local goto {svc_chain} comment \"short-circuit local traffic\""
+            ));
+        }
+        rules.push(format!("goto {ext_policy_chain}"));
+        o.chains.insert(ext_chain, rules);
+        if !shared {
+            let mut rules = Vec::new();
+            dispatch(
+                sp,
+                &external,
+                format!(
+                    "{}-endpoints-{base}",
+                    if sp.external_policy_local {
+                        "local"
+                    } else {
+                        "cluster"
+                    }
+                ),
+                fam,
+                &mut rules,
+                &mut o,
+            );
+            o.chains.insert(ext_policy_chain, rules);
+        }
+    }
+    o
+}
+
+/// The IPs of a port that go into the `cluster-ips` set (shared by all ports of a Service, so counted).
+pub(super) fn cluster_ips_of(sp: &ServicePort, fam: Family) -> impl Iterator<Item = &IpAddr> {
+    sp.cluster_ips.iter().filter(move |ip| fam.has(ip))
+}
+
+fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
+    let ipx = fam.nft();
+    let no_localhost = match fam {
+        Family::V4 => "ip daddr != 127.0.0.0/8",
+        Family::V6 => "ip6 daddr != ::1",
+    };
+    let from_localhost = match fam {
+        Family::V4 => "ip saddr 127.0.0.0/8",
+        Family::V6 => "ip6 saddr ::1",
+    };
+    // Filter chains run just before DNAT (priority dstnat - 10) so they see the service address.
+    let base: [(&str, &str, &str, i32, &[&str]); 8] = [
+        (
+            "filter-prerouting",
+            "filter",
+            "prerouting",
+            -110,
+            &["ct state new jump firewall-check"],
+        ),
+        (
+            "filter-input",
+            "filter",
+            "input",
+            -110,
+            &["ct state new jump service-endpoints-check"],
+        ),
+        (
+            "filter-forward",
+            "filter",
+            "forward",
+            -110,
+            &[
+                "ct state new jump service-endpoints-check",
+                "ct state new jump cluster-ips-check",
+            ],
+        ),
+        (
+            "filter-output",
+            "filter",
+            "output",
+            -110,
+            &[
+                "ct state new jump service-endpoints-check",
+                "ct state new jump firewall-check",
+            ],
+        ),
+        // After DNAT: whatever still goes to a ClusterIP went to a port no Service has.
+        (
+            "filter-output-post-dnat",
+            "filter",
+            "output",
+            -90,
+            &["ct state new jump cluster-ips-check"],
+        ),
+        ("nat-prerouting", "nat", "prerouting", -100, &["jump services"]),
+        ("nat-output", "nat", "output", -100, &["jump services"]),
+        (
+            "nat-postrouting",
+            "nat",
+            "postrouting",
+            100,
+            &["jump masquerading"],
+        ),
+    ];
+    for (name, ty, hook, prio, rules) in base {
+        let _ = writeln!(out, "\tchain {name} {{");
+        let _ = writeln!(out, "\t\ttype {ty} hook {hook} priority {prio}; policy accept;");
+        for r in rules {
+            let _ = writeln!(out, "\t\t{r}");
+        }
+        out.push_str("\t}\n");
+    }
+    let svc_cidrs: Vec<&IpNet> = cfg.service_cidrs.iter().filter(|n| fam.net_has(n)).collect();
+    // A TCP reset rather than kube-proxy's plain `reject`: an ICMP port-unreachable that arrives while
+    // `connect()` holds the socket is dropped (Linux counts it as TcpExtLockDroppedIcmps), so the refusal
+    // would only come with the SYN's retry a second later.
+    let mut cluster_check = vec![format!(
+        "{ipx} daddr @{CLUSTER_IPS} goto {REJECT_CHAIN} comment \"reject traffic to invalid ports of ClusterIPs\""
+    )];
+    if !svc_cidrs.is_empty() {
+        cluster_check.push(format!(
+            "{ipx} daddr {} drop comment \"drop traffic to unallocated ClusterIPs\"",
+            ip_list(&svc_cidrs)
+        ));
+    }
+    let mark = format!("{MASQUERADE_MARK:#x}");
+    let frontend = format!("{ipx} daddr . meta l4proto . th dport");
+    // NodePorts answer on every local address but loopback (which nftables cannot DNAT; the localhost
+    // proxy serves it), or, as kube-proxy's `--nodeport-addresses`, only on the addresses given: none at
+    // all in a family the list leaves out.
+    let listed: Vec<String> = cfg
+        .nodeport_addresses
+        .iter()
+        .filter(|a| fam.has(a) && !a.is_loopback())
+        .map(IpAddr::to_string)
+        .collect();
+    let nodeport = match listed.as_slice() {
+        _ if cfg.nodeport_addresses.is_empty() => Some(format!(
+            "fib daddr type local {no_localhost} meta l4proto . th dport"
+        )),
+        [] => None,
+        [one] => Some(format!("{ipx} daddr {one} meta l4proto . th dport")),
+        many => Some(format!(
+            "{ipx} daddr {{ {} }} meta l4proto . th dport",
+            many.join(", ")
+        )),
+    };
+    let nodeport_rule = |rest: String| nodeport.as_ref().map(|np| format!("{np} {rest}"));
+    let plain: Vec<(&str, Vec<String>)> = vec![
+        (
+            "services",
+            std::iter::once(format!("{frontend} vmap @{SERVICE_IPS}"))
+                .chain(nodeport_rule(format!("vmap @{SERVICE_NODEPORTS}")))
+                .collect(),
+        ),
+        (
+            "service-endpoints-check",
+            [
+                format!("{frontend} @{NO_ENDPOINT_SERVICES} goto {REJECT_CHAIN}"),
+                format!("{frontend} @{NO_LOCAL_SERVICES} drop"),
+            ]
+            .into_iter()
+            .chain(nodeport_rule(format!(
+                "@{NO_ENDPOINT_NODEPORTS} goto {REJECT_CHAIN}"
+            )))
+            .chain(nodeport_rule(format!("@{NO_LOCAL_NODEPORTS} drop")))
+            .collect(),
+        ),
+        ("cluster-ips-check", cluster_check),
+        ("firewall-check", vec![format!("{frontend} vmap @{FIREWALL_IPS}")]),
+        (
+            REJECT_CHAIN,
+            vec![
+                "meta l4proto tcp reject with tcp reset".to_string(),
+                "reject".to_string(),
+            ],
+        ),
+        (MARK_MASQ, vec![format!("meta mark set meta mark | {mark}")]),
+        (
+            "masquerading",
+            vec![
+                format!(
+                    "ct status dnat {ipx} saddr . {ipx} daddr @{HAIRPIN} jump {MARK_MASQ} comment \"hairpin\""
+                ),
+                format!("meta mark & {mark} == 0 return"),
+                format!("meta mark set meta mark ^ {mark}"),
+                // Masquerading a loopback source on `lo` fails when the namespace has no address of
+                // universe scope: the kernel drops the packet ("lo ate my IP address"). With loopback
+                // service and pod ranges (svcnet's rootless defaults) every such connection would vanish;
+                // it needs no SNAT, since the reply comes back through the same conntrack entry. Only
+                // loopback sources skip it: other traffic on `lo` (a node address reaching itself through
+                // a Service, as hairpin) keeps its masquerade, without which new connections ran at half
+                // the rate in the scale benchmark (`examples/scale.rs`).
+                format!("oif \"lo\" {from_localhost} return"),
+                "masquerade fully-random".to_string(),
+            ],
+        ),
+    ];
+    for (name, rules) in plain {
+        write_chain(out, name, &rules);
+    }
+}
+
+fn write_chain(out: &mut String, name: &str, rules: &[String]) {
+    let _ = writeln!(out, "\tchain {name} {{");
+    for r in rules {
+        let _ = writeln!(out, "\t\t{r}");
+    }
+    out.push_str("\t}\n");
+}
+
+/// The declaration of a table-wide set or map.
+fn shared_decl(fam: Family, name: &str) -> Decl {
+    let a = fam.addr_type();
+    match name {
+        SERVICE_NODEPORTS => (true, "type inet_proto . inet_service : verdict;".into()),
+        SERVICE_IPS | FIREWALL_IPS => (true, format!("type {a} . inet_proto . inet_service : verdict;")),
+        NO_ENDPOINT_NODEPORTS | NO_LOCAL_NODEPORTS => (false, "type inet_proto . inet_service;".into()),
+        CLUSTER_IPS => (false, format!("type {a};")),
+        HAIRPIN => (false, format!("type {a} . {a};")),
+        _ => (false, format!("type {a} . inet_proto . inet_service;")),
+    }
+}
+
+/// The timeout of an affinity set's declaration (`type …; flags dynamic,timeout; timeout 600s;`), in
+/// seconds.
+fn affinity_timeout_of(decl: &Decl) -> Option<u64> {
+    let (_, rest) = decl.1.split_once("; timeout ")?;
+    rest.strip_suffix("s;")?.parse().ok()
+}
+
+/// The table-wide sets and maps, in the order they are declared.
+const SHARED: [&str; 9] = [
+    CLUSTER_IPS,
+    HAIRPIN,
+    SERVICE_IPS,
+    SERVICE_NODEPORTS,
+    FIREWALL_IPS,
+    NO_ENDPOINT_SERVICES,
+    NO_ENDPOINT_NODEPORTS,
+    NO_LOCAL_SERVICES,
+    NO_LOCAL_NODEPORTS,
+];
+
+fn write_set(out: &mut String, name: &str, decl: &Decl, elements: Option<&BTreeSet<Elem>>, raw: &[String]) {
+    let kind = if decl.0 { "map" } else { "set" };
+    let _ = writeln!(out, "\t{kind} {name} {{\n\t\t{}", decl.1.replace("; ", ";\n\t\t"));
+    let mut v: Vec<String> = elements.into_iter().flatten().map(Elem::text).collect();
+    v.extend_from_slice(raw);
+    if !v.is_empty() {
+        let _ = writeln!(out, "\t\telements = {{\n\t\t\t{}\n\t\t}}", v.join(",\n\t\t\t"));
+    }
+    out.push_str("\t}\n");
+}
+
+/// The whole ruleset for `ports`, as one transaction that replaces both tables atomically: `add table`
+/// (so that the `delete` cannot fail), `delete table` (which also removes anything stale), then the tables
+/// as they should be. The kernel swaps old for new at commit, so no packet sees a half-built table.
+pub fn render_full(ports: &[Arc<ServicePort>], cfg: &NftConfig) -> String {
+    render_full_keeping(ports, cfg, &AffinityEntries::new())
+}
+
+/// [`render_full`], with `kept` affinity entries written into the affinity sets that still exist with
+/// their remaining time (at most the set's timeout).
+pub fn render_full_keeping(ports: &[Arc<ServicePort>], cfg: &NftConfig, kept: &AffinityEntries) -> String {
+    let mut sorted: Vec<&Arc<ServicePort>> = ports.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::new();
+    for fam in families(cfg) {
+        let t = &cfg.table;
+        let ipx = fam.nft();
+        let _ = writeln!(
+            out,
+            "add table {ipx} {t}\ndelete table {ipx} {t}\ntable {ipx} {t} {{"
+        );
+        let _ = writeln!(out, "\tcomment \"svcnet service proxy rules\"");
+        let mut elements: BTreeMap<String, BTreeSet<Elem>> = BTreeMap::new();
+        let mut sets = BTreeMap::new();
+        let mut chains = Vec::new();
+        for sp in &sorted {
+            let o = port_objects(sp, fam, cfg);
+            for (set, els) in o.elements {
+                elements.entry(set).or_default().extend(els);
+            }
+            sets.extend(o.sets);
+            chains.extend(o.chains);
+            let shared = elements.entry(CLUSTER_IPS.to_string()).or_default();
+            shared.extend(cluster_ips_of(sp, fam).map(|ip| Elem::Addr(*ip)));
+            let hairpin = elements.entry(HAIRPIN.to_string()).or_default();
+            hairpin.extend(
+                hairpin_ips(sp)
+                    .into_iter()
+                    .filter(|ip| fam.has(ip))
+                    .map(Elem::Pair),
+            );
+        }
+        let pod_cidrs: Vec<String> = cfg
+            .pod_cidrs
+            .iter()
+            .filter(|n| fam.net_has(n))
+            .map(|n| n.to_string())
+            .collect();
+        if pod_cidrs.len() > 1 {
+            let _ = writeln!(
+                out,
+                "\tset {POD_CIDRS} {{\n\t\ttype {}; flags interval;\n\t\telements = {{ {} }}\n\t}}",
+                fam.addr_type(),
+                pod_cidrs.join(", ")
+            );
+        }
+        for name in SHARED {
+            write_set(&mut out, name, &shared_decl(fam, name), elements.get(name), &[]);
+        }
+        for (name, decl) in &sets {
+            let timeout = affinity_timeout_of(decl);
+            let raw: Vec<String> = match (timeout, kept.get(&(fam, name.clone()))) {
+                (Some(t), Some(entries)) => entries
+                    .iter()
+                    .filter(|(ip, left)| fam.has(ip) && *left > 0)
+                    .map(|(ip, left)| format!("{ip} timeout {t}s expires {}s", (*left).min(t)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            write_set(&mut out, name, decl, elements.get(name), &raw);
+        }
+        base_chains(fam, cfg, &mut out);
+        for (name, rules) in &chains {
+            write_chain(&mut out, name, rules);
+        }
+        out.push_str("}\n");
+    }
+    out
+}
