@@ -326,15 +326,20 @@ async fn up(args: UpArgs) -> Result<()> {
     server.set_ready();
     // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
     let client = kube_client(&kubeconfig).await?;
+    let informers = svcnet_controllers::SharedInformers::start(&client);
     tokio::spawn(svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
+        informers.clone(),
         svcnet_controllers::nodes::NodeControllersConfig {
             cluster_cidr: args.cluster_cidr,
             node_mask: args.node_cidr_mask_size,
             grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
         },
     ));
-    tokio::spawn(svcnet_controllers::run_workload_controllers(client.clone()));
+    tokio::spawn(svcnet_controllers::run_workload_controllers(
+        client.clone(),
+        informers.clone(),
+    ));
     let mut registry = prometheus_client::registry::Registry::default();
     let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
@@ -378,6 +383,7 @@ async fn up(args: UpArgs) -> Result<()> {
     }));
     tokio::spawn(svcnet_controllers::endpointslice::run_endpointslice_controllers(
         client.clone(),
+        informers.clone(),
         svcnet_controllers::endpointslice::EndpointSliceConfig {
             max_endpoints_per_slice: args.max_endpoints_per_slice.max(1),
             metrics: es_metrics,
