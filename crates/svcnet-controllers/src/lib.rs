@@ -6,6 +6,11 @@
 //!   pool, without a cloud.
 //! * [`nodes`]: node pod CIDRs, node lifecycle (lease expiry) and the scheduler.
 //! * [`workloads`]: the ReplicaSet and Deployment controllers (rolling updates, rollbacks, scaling).
+//! * [`endpointslice`]: the EndpointSlice, Endpoints and EndpointSlice mirroring controllers.
+//!
+//! Like kube-controller-manager's shared informers, the kinds several controllers read (Pods, Nodes,
+//! Services) are watched and cached once per process, in [`SharedInformers`], which every entry point
+//! takes; each subscribes to the events it needs (see [`svcnet_informer`]).
 
 pub mod endpointslice;
 mod events;
@@ -15,6 +20,62 @@ mod queue;
 pub mod workloads;
 
 pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};
+
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use svcnet_informer::Informer;
+
+/// The informers the controllers share: one watch and one cache per kind for the whole process. Cheap
+/// to clone; the watches stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct SharedInformers {
+    /// Every pod, cut down by [`trim_shared_pod`] to what any controller reads.
+    pub pods: Informer<Pod>,
+    /// Every node (without managed fields).
+    pub nodes: Informer<Node>,
+    /// Every Service (without managed fields).
+    pub services: Informer<Service>,
+}
+
+impl SharedInformers {
+    /// Creates the informers and starts their watches through `client` (on tasks of their own: call it
+    /// inside a tokio runtime).
+    pub fn start(client: &kube::Client) -> Self {
+        let s = Self::new();
+        s.pods.spawn(kube::Api::all(client.clone()));
+        s.nodes.spawn(kube::Api::all(client.clone()));
+        s.services.spawn(kube::Api::all(client.clone()));
+        s
+    }
+
+    /// The informers, not running (tests feed them by hand).
+    pub fn new() -> Self {
+        Self {
+            pods: Informer::new(trim_shared_pod),
+            nodes: Informer::new(trim_managed_fields),
+            services: Informer::new(trim_managed_fields),
+        }
+    }
+}
+
+impl Default for SharedInformers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Cuts a pod down to what the controllers sharing the one Pod cache read, as it arrives: the node loops
+/// (identity, labels, placement and scheduling constraints, phase, conditions), the workload controllers
+/// (the deletion-cost annotation, restart counts) and the EndpointSlice controllers (each container's
+/// name, ports and restart policy for named target ports, hostname, subdomain, IPs). The controllers
+/// write pods only by name (patches, bindings, deletions), never back from the cache.
+pub fn trim_shared_pod(p: &mut Pod) {
+    let keep = PodKeep {
+        ports: true,
+        annotation: Some(workloads::pods::POD_DELETION_COST),
+        restarts: true,
+    };
+    trim_pod(p, keep);
+}
 
 /// Drops `metadata.managedFields` from an object a controller keeps in its cache, as kube-controller-manager's
 /// informers do: no controller reads them, and they are a large part of small objects (a pod written by a
@@ -45,6 +106,9 @@ pub(crate) fn trim_pod(p: &mut k8s_openapi::api::core::v1::Pod, keep: PodKeep) {
         Some(k) => {
             if let Some(a) = p.metadata.annotations.as_mut() {
                 a.retain(|n, _| n == k);
+            }
+            if p.metadata.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+                p.metadata.annotations = None;
             }
         }
         None => p.metadata.annotations = None,

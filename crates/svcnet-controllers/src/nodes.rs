@@ -18,18 +18,19 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use svcnet_informer::{Informer, Store};
+
+use crate::SharedInformers;
 use crate::events::{Involved, Recorder};
 
 /// Settings of the node controllers.
@@ -145,66 +146,41 @@ pub fn next_pod_cidr(cluster: &IpNet, mask: u8, used: &HashSet<IpNet>) -> Option
     cluster.subnets(mask).ok()?.find(|s| !used.contains(s))
 }
 
-/// Cuts a cached Pod down to what the node loops read: its identity and labels, where it is bound or
-/// may be bound (`nodeName`, `nodeSelector`, `schedulerName`, affinity, tolerations), its phase and
-/// conditions. Containers, volumes, container statuses and annotations (kubectl's last-applied copy
-/// among them) are dropped as they arrive: this cache holds every pod in the cluster, and nothing here
-/// writes a pod back from it (bindings, status patches and deletions name the pod).
-fn keep_scheduling_fields(p: &mut Pod) {
-    crate::trim_pod(p, crate::PodKeep::default());
-}
-
-/// Runs the three node loops until dropped.
-pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let (node_store, node_writer) = reflector::store::<Node>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let (lease_store, lease_writer) = reflector::store::<Lease>();
+/// Runs the three node loops until dropped. Nodes and pods come from the process's shared informers
+/// (their caches are complete once [`svcnet_informer::Store::is_synced`]); Leases have an informer of
+/// their own.
+pub async fn run_node_controllers(client: Client, informers: SharedInformers, cfg: NodeControllersConfig) {
+    let leases = Informer::<Lease>::new(crate::trim_managed_fields);
+    leases.spawn(Api::namespaced(client.clone(), "kube-node-lease"));
+    let node_store = informers.nodes.store();
+    let pod_store = informers.pods.store();
+    let lease_store = leases.store();
+    let mut node_events = informers.nodes.subscribe();
+    let mut pod_events = informers.pods.subscribe();
     let wake = Arc::new(Notify::new());
-
-    let node_stream = reflector::reflector(
-        node_writer,
-        watcher(nodes.clone(), watcher::Config::default()).modify(crate::trim_managed_fields),
-    )
-    .default_backoff();
-    let pod_stream = reflector::reflector(
-        pod_writer,
-        watcher(pods.clone(), watcher::Config::default()).modify(keep_scheduling_fields),
-    )
-    .default_backoff()
-    .touched_objects();
-    let lease_stream = reflector::reflector(
-        lease_writer,
-        watcher(leases, watcher::Config::default()).modify(crate::trim_managed_fields),
-    )
-    .default_backoff()
-    .applied_objects();
 
     let w = wake.clone();
     let ipam_client = client.clone();
     let ipam_cfg = cfg.clone();
     let ipam_nodes = node_store.clone();
     tokio::spawn(async move {
-        futures::pin_mut!(node_stream);
         // Blocks this loop handed out, by node.
         let mut assigned: HashMap<String, IpNet> = HashMap::new();
         // The node IPAM's name in Events, as kube-controller-manager's range allocator signs them.
         let mut recorder = Recorder::new(ipam_client.clone(), "cidrAllocator");
         // Nodes told that no block is left (once each).
         let mut starved: HashSet<String> = HashSet::new();
-        while let Some(ev) = node_stream.next().await {
+        while node_events.next().await.is_some() {
             w.notify_one();
-            // Blocks are handed out only from a complete cache: during a (re)list the reflector holds the
-            // new list back until `InitDone`, and a block chosen from a partial view could be one a node
-            // not yet seen already has. Every later event (a new node, a deletion freeing a block) looks
-            // at every node still without a block, those waiting included: nodes are few and their
-            // events rare, and a node that missed its turn gets no event of its own later (agents renew
-            // Leases, not Nodes).
-            match ev {
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {}
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) | Err(_) => continue,
+            // Blocks are handed out only from a complete cache: the informer swaps a (re)list in whole
+            // and sends no event before the first one is in, so a block is never chosen from a partial
+            // view (where it could be one a node not yet seen already has). Every event (a new node, a
+            // deletion freeing a block, a list) looks at every node still without a block, those waiting
+            // included: nodes are few and their events rare, and a node that missed its turn gets no
+            // event of its own later (agents renew Leases, not Nodes). A burst (a list) is one look.
+            while node_events.try_recv().is_some() {}
+            if !ipam_nodes.is_synced() {
+                continue;
             }
             let nodes = ipam_nodes.state();
             let pod_cidr = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
@@ -250,16 +226,9 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
     });
     let w = wake.clone();
     tokio::spawn(async move {
-        futures::pin_mut!(pod_stream);
-        while let Some(ev) = pod_stream.next().await {
-            if ev.is_ok() {
-                w.notify_one();
-            }
+        while pod_events.next().await.is_some() {
+            w.notify_one();
         }
-    });
-    tokio::spawn(async move {
-        futures::pin_mut!(lease_stream);
-        while lease_stream.next().await.is_some() {}
     });
 
     let mut recorder = Recorder::new(client.clone(), "default-scheduler");
@@ -270,19 +239,13 @@ pub async fn run_node_controllers(client: Client, cfg: NodeControllersConfig) {
             _ = wake.notified() => {}
             _ = tick.tick() => {
                 // Only from complete caches: a node whose Lease is not listed yet would look expired.
-                let listed = [
-                    node_store.wait_until_ready().now_or_never(),
-                    lease_store.wait_until_ready().now_or_never(),
-                    pod_store.wait_until_ready().now_or_never(),
-                ];
-                if listed.iter().all(Option::is_some) {
+                if node_store.is_synced() && lease_store.is_synced() && pod_store.is_synced() {
                     check_leases(&client, &cfg, &node_store, &lease_store, &pod_store).await;
                 }
             }
         }
-        if node_store.wait_until_ready().await.is_err() || pod_store.wait_until_ready().await.is_err() {
-            continue;
-        }
+        node_store.wait_until_synced().await;
+        pod_store.wait_until_synced().await;
         schedule(&client, &node_store, &pod_store, &mut recorder, &mut reported).await;
         collect_orphans(&client, &node_store, &pod_store).await;
     }
@@ -559,18 +522,22 @@ mod tests {
                     "restartCount": 0}]}
         }))
         .unwrap();
-        keep_scheduling_fields(&mut p);
+        crate::trim_shared_pod(&mut p);
         assert_eq!(p.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(p.labels().get("app").map(String::as_str), Some("x"));
         assert!(p.metadata.annotations.is_none() && p.metadata.managed_fields.is_none());
         let spec = p.spec.as_ref().unwrap();
-        assert!(spec.containers.is_empty() && spec.volumes.is_none());
+        assert!(
+            spec.containers[0].image.is_none()
+                && spec.containers[0].command.is_none()
+                && spec.volumes.is_none()
+        );
         assert_eq!(
             spec.node_selector,
             Some([("zone".to_string(), "x".to_string())].into())
         );
         let status = p.status.as_ref().unwrap();
-        assert!(status.container_statuses.is_none());
+        assert!(status.container_statuses.as_ref().unwrap()[0].image_id.is_empty());
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
         let nodes = vec![node("a", true, &[("zone", "x")]), node("b", true, &[])];

@@ -1,19 +1,19 @@
-//! Feeding the zone from the API: kube-rs watchers on Services, EndpointSlices, Namespaces (and Pods
-//! for verified pod records). Every event changes only the objects it names; bursts are applied
-//! together and published once. The zone is marked synced when every watch has listed once; a
-//! re-list after a broken watch drops what vanished meanwhile.
+//! Feeding the zone from the API: informers ([`svcnet_informer`]) on Services, EndpointSlices,
+//! Namespaces (and Pods for verified pod records). Every event changes only the objects it names; bursts
+//! are applied together and published once. The zone is marked synced when every informer has sent its
+//! first `Listed`; a relist after a broken watch drops what vanished meanwhile (the informer sends those
+//! deletions).
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::runtime::{WatchStreamExt, watcher};
-use tracing::{info, warn};
+use svcnet_informer::{Event, Informer};
+use tracing::info;
 
-use crate::zone::{EndpointSpec, PortSpec, ServiceKind, ServiceSpec, SliceSpec, ZoneWriter, pod_id};
+use crate::zone::{EndpointSpec, PortSpec, ServiceKind, ServiceSpec, SliceSpec, ZoneWriter};
 
 /// Most events applied before a publish (keeps answers fresh during a flood).
 const BATCH: usize = 1024;
@@ -124,33 +124,17 @@ fn pod_ips(p: &Pod) -> Vec<IpAddr> {
     ips
 }
 
-fn id_of(m: &kube::api::ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or(""),
-        m.name.as_deref().unwrap_or("")
-    )
-}
-
-// Events are moved once from the stream to the handler; boxing them would only add allocations.
-#[allow(clippy::large_enum_variant)]
 enum Ev {
-    Svc(watcher::Result<watcher::Event<Service>>),
-    Slice(watcher::Result<watcher::Event<EndpointSlice>>),
-    Ns(watcher::Result<watcher::Event<Namespace>>),
-    Pod(watcher::Result<watcher::Event<Pod>>),
+    Svc(Event<Service>),
+    Slice(Event<EndpointSlice>),
+    Ns(Event<Namespace>),
+    Pod(Event<Pod>),
 }
 
-/// One watched kind as the zone takes it: how its objects are keyed, applied and deleted.
-trait Kind: Sized {
-    /// What a re-list remembers of an object.
-    type Id: Eq + std::hash::Hash;
-    fn id(&self) -> Option<Self::Id>;
+/// One watched kind as the zone takes it: how its objects are applied and deleted.
+trait Kind {
     fn apply(&self, w: &mut ZoneWriter);
     fn delete(&self, w: &mut ZoneWriter);
-    /// Every object of this kind the zone holds.
-    fn ids(w: &ZoneWriter) -> Vec<Self::Id>;
-    fn delete_id(w: &mut ZoneWriter, id: &Self::Id);
 }
 
 fn ns_name(m: &kube::api::ObjectMeta) -> Option<(&str, &str)> {
@@ -158,10 +142,6 @@ fn ns_name(m: &kube::api::ObjectMeta) -> Option<(&str, &str)> {
 }
 
 impl Kind for Service {
-    type Id = String;
-    fn id(&self) -> Option<String> {
-        Some(id_of(&self.metadata))
-    }
     fn apply(&self, w: &mut ZoneWriter) {
         if let Some(spec) = service_spec(self) {
             w.apply_service(&spec);
@@ -172,21 +152,9 @@ impl Kind for Service {
             w.delete_service(ns, n);
         }
     }
-    fn ids(w: &ZoneWriter) -> Vec<String> {
-        w.service_ids()
-    }
-    fn delete_id(w: &mut ZoneWriter, id: &String) {
-        if let Some((ns, n)) = id.split_once('/') {
-            w.delete_service(ns, n);
-        }
-    }
 }
 
 impl Kind for EndpointSlice {
-    type Id = String;
-    fn id(&self) -> Option<String> {
-        Some(id_of(&self.metadata))
-    }
     fn apply(&self, w: &mut ZoneWriter) {
         match slice_spec(self) {
             Some(spec) => w.apply_slice(&spec),
@@ -198,21 +166,9 @@ impl Kind for EndpointSlice {
             w.delete_slice(ns, n);
         }
     }
-    fn ids(w: &ZoneWriter) -> Vec<String> {
-        w.slice_ids()
-    }
-    fn delete_id(w: &mut ZoneWriter, id: &String) {
-        if let Some((ns, n)) = id.split_once('/') {
-            w.delete_slice(ns, n);
-        }
-    }
 }
 
 impl Kind for Namespace {
-    type Id = String;
-    fn id(&self) -> Option<String> {
-        self.metadata.name.clone()
-    }
     fn apply(&self, w: &mut ZoneWriter) {
         if let Some(name) = &self.metadata.name {
             w.apply_namespace(name);
@@ -223,19 +179,9 @@ impl Kind for Namespace {
             w.delete_namespace(name);
         }
     }
-    fn ids(w: &ZoneWriter) -> Vec<String> {
-        w.namespace_ids()
-    }
-    fn delete_id(w: &mut ZoneWriter, id: &String) {
-        w.delete_namespace(id);
-    }
 }
 
 impl Kind for Pod {
-    type Id = u64;
-    fn id(&self) -> Option<u64> {
-        ns_name(&self.metadata).map(|(ns, n)| pod_id(ns, n))
-    }
     fn apply(&self, w: &mut ZoneWriter) {
         if let Some((ns, n)) = ns_name(&self.metadata) {
             w.apply_pod(ns, n, &pod_ips(self));
@@ -246,113 +192,94 @@ impl Kind for Pod {
             w.delete_pod(ns, n);
         }
     }
-    fn ids(w: &ZoneWriter) -> Vec<u64> {
-        w.pod_ids()
-    }
-    fn delete_id(w: &mut ZoneWriter, id: &u64) {
-        w.delete_pod_id(*id);
-    }
 }
 
-/// One kind's listing state: what the running (re-)list has seen, and whether a list has completed.
-struct Listing<I> {
-    seen: Option<HashSet<I>>,
-    synced: bool,
-}
-
-impl<I> Default for Listing<I> {
-    fn default() -> Self {
-        Listing {
-            seen: None,
-            synced: false,
-        }
+/// Applies one informer event to the zone; true for the end of a (re)list.
+fn handle<K: Kind>(w: &mut ZoneWriter, e: Event<K>) -> bool {
+    match e {
+        Event::Apply { obj, .. } => obj.apply(w),
+        Event::Delete(obj) => obj.delete(w),
+        Event::Listed => return true,
     }
+    false
 }
 
-impl<I: Eq + std::hash::Hash> Listing<I> {
-    /// Applies one event; at the end of a (re-)list, drops whatever the list no longer had.
-    fn handle<K: Kind<Id = I>>(&mut self, w: &mut ZoneWriter, e: watcher::Event<K>) {
-        use watcher::Event as E;
-        match e {
-            E::Init => self.seen = Some(HashSet::new()),
-            E::InitApply(o) | E::Apply(o) => {
-                if let (Some(seen), Some(id)) = (self.seen.as_mut(), o.id()) {
-                    seen.insert(id);
-                }
-                o.apply(w);
-            }
-            E::Delete(o) => o.delete(w),
-            E::InitDone => {
-                let seen = self.seen.take().unwrap_or_default();
-                for id in K::ids(w) {
-                    if !seen.contains(&id) {
-                        K::delete_id(w, &id);
-                    }
-                }
-                self.synced = true;
-            }
-        }
-    }
-}
-
-/// Applies one event of any kind to the writer.
+/// Applies one event of any kind to the writer, and remembers which kinds have listed.
+#[derive(Default)]
 struct Feeder {
-    svc: Listing<String>,
-    slice: Listing<String>,
-    ns: Listing<String>,
-    pod: Listing<u64>,
+    /// Listed once: services, slices, namespaces, pods.
+    listed: [bool; 4],
     pods_wanted: bool,
 }
 
 impl Feeder {
     fn all_synced(&self) -> bool {
-        self.svc.synced && self.slice.synced && self.ns.synced && (!self.pods_wanted || self.pod.synced)
+        let [svc, slice, ns, pod] = self.listed;
+        svc && slice && ns && (!self.pods_wanted || pod)
     }
 
     fn handle(&mut self, w: &mut ZoneWriter, ev: Ev) {
-        match ev {
-            Ev::Svc(Ok(e)) => self.svc.handle(w, e),
-            Ev::Slice(Ok(e)) => self.slice.handle(w, e),
-            Ev::Ns(Ok(e)) => self.ns.handle(w, e),
-            Ev::Pod(Ok(e)) => self.pod.handle(w, e),
-            Ev::Svc(Err(e)) | Ev::Slice(Err(e)) | Ev::Ns(Err(e)) | Ev::Pod(Err(e)) => {
-                warn!(error = %e, "cluster DNS watch failed; retrying");
-            }
-        }
+        let (i, listed) = match ev {
+            Ev::Svc(e) => (0, handle(w, e)),
+            Ev::Slice(e) => (1, handle(w, e)),
+            Ev::Ns(e) => (2, handle(w, e)),
+            Ev::Pod(e) => (3, handle(w, e)),
+        };
+        self.listed[i] |= listed;
     }
+}
+
+/// Drops the metadata the zone never reads, as an object arrives (the informers cache every object of
+/// their kind).
+fn trim_meta(m: &mut kube::api::ObjectMeta) {
+    m.managed_fields = None;
+    m.annotations = None;
+}
+
+/// A pod as the zone reads it: namespace, name and IPs.
+fn trim_pod(p: &mut Pod) {
+    let status = p.status.take().map(|s| k8s_openapi::api::core::v1::PodStatus {
+        pod_ip: s.pod_ip,
+        pod_ips: s.pod_ips,
+        ..Default::default()
+    });
+    *p = Pod {
+        metadata: kube::api::ObjectMeta {
+            namespace: p.metadata.namespace.take(),
+            name: p.metadata.name.take(),
+            ..Default::default()
+        },
+        spec: None,
+        status,
+    };
 }
 
 /// Watches the API and keeps `writer`'s zone current; returns only if every watch ends.
 pub async fn run_watchers(client: kube::Client, mut writer: ZoneWriter, watch_pods: bool) {
-    let cfg = watcher::Config::default();
-    let svcs = watcher(Api::<Service>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .map(Ev::Svc)
-        .boxed();
-    let slices = watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .map(Ev::Slice)
-        .boxed();
-    let nss = watcher(Api::<Namespace>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .map(Ev::Ns)
-        .boxed();
-    let mut streams = vec![svcs, slices, nss];
+    let svcs = Informer::<Service>::new(|s| trim_meta(&mut s.metadata));
+    let slices = Informer::<EndpointSlice>::new(|s| trim_meta(&mut s.metadata));
+    let nss = Informer::<Namespace>::new(|n| {
+        trim_meta(&mut n.metadata);
+        n.spec = None;
+        n.status = None;
+    });
+    let pods = Informer::<Pod>::new(trim_pod);
+    let mut streams = vec![
+        svcs.subscribe().map(Ev::Svc).boxed(),
+        slices.subscribe().map(Ev::Slice).boxed(),
+        nss.subscribe().map(Ev::Ns).boxed(),
+    ];
+    svcs.spawn(Api::all(client.clone()));
+    slices.spawn(Api::all(client.clone()));
+    nss.spawn(Api::all(client.clone()));
     if watch_pods {
-        streams.push(
-            watcher(Api::<Pod>::all(client), cfg)
-                .default_backoff()
-                .map(Ev::Pod)
-                .boxed(),
-        );
+        streams.push(pods.subscribe().map(Ev::Pod).boxed());
+        pods.spawn(Api::all(client));
     }
     let mut merged = futures::stream::select_all(streams);
     let mut feeder = Feeder {
-        svc: Listing::default(),
-        slice: Listing::default(),
-        ns: Listing::default(),
-        pod: Listing::default(),
         pods_wanted: watch_pods,
+        ..Feeder::default()
     };
     while let Some(ev) = merged.next().await {
         feeder.handle(&mut writer, ev);
@@ -382,6 +309,7 @@ pub async fn run_watchers(client: kube::Client, mut writer: ZoneWriter, watch_po
 #[cfg(test)]
 mod relist_tests {
     use super::*;
+    use kube::runtime::watcher::Event as W;
 
     fn svc(name: &str) -> Service {
         serde_json::from_value(serde_json::json!({
@@ -394,26 +322,35 @@ mod relist_tests {
     /// A re-list drops what it no longer lists and keeps the rest; a watch delete removes at once.
     #[test]
     fn relist_drops_what_vanished() {
-        use watcher::Event as E;
         let mut w = ZoneWriter::new();
-        let mut l = Listing::<String>::default();
-        for e in [
-            E::Init,
-            E::InitApply(svc("a")),
-            E::InitApply(svc("b")),
-            E::InitDone,
-        ] {
-            l.handle(&mut w, e);
-        }
-        assert!(l.synced);
+        let inf = Informer::<Service>::new(|s| trim_meta(&mut s.metadata));
+        let mut sub = inf.subscribe();
+        let mut feeder = Feeder::default();
+        let mut feed = |w: &mut ZoneWriter, evs: Vec<W<Service>>| {
+            for e in evs {
+                inf.handle(e);
+            }
+            while let Some(e) = sub.try_recv() {
+                feeder.handle(w, Ev::Svc(e));
+            }
+            feeder.listed[0]
+        };
+        let listed = feed(
+            &mut w,
+            vec![
+                W::Init,
+                W::InitApply(svc("a")),
+                W::InitApply(svc("b")),
+                W::InitDone,
+            ],
+        );
+        assert!(listed);
         let mut ids = w.service_ids();
         ids.sort();
         assert_eq!(ids, ["default/a", "default/b"]);
-        for e in [E::Init, E::InitApply(svc("b")), E::InitDone] {
-            l.handle(&mut w, e);
-        }
+        feed(&mut w, vec![W::Init, W::InitApply(svc("b")), W::InitDone]);
         assert_eq!(w.service_ids(), ["default/b"]);
-        l.handle(&mut w, E::Delete(svc("b")));
+        feed(&mut w, vec![W::Delete(svc("b"))]);
         assert!(w.service_ids().is_empty());
     }
 }

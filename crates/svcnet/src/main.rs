@@ -349,8 +349,10 @@ async fn up(args: UpArgs) -> Result<()> {
     // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
     let client = kube_client(&kubeconfig).await?;
     let mut supervisor = Supervisor::new();
+    let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
+        informers.clone(),
         svcnet_controllers::nodes::NodeControllersConfig {
             cluster_cidr: args.cluster_cidr,
             node_mask: args.node_cidr_mask_size,
@@ -361,7 +363,7 @@ async fn up(args: UpArgs) -> Result<()> {
         nodes.await;
         Ok(())
     });
-    let workloads = svcnet_controllers::run_workload_controllers(client.clone());
+    let workloads = svcnet_controllers::run_workload_controllers(client.clone(), informers.clone());
     supervisor.spawn("workload-controllers", async move {
         workloads.await;
         Ok(())
@@ -415,6 +417,7 @@ async fn up(args: UpArgs) -> Result<()> {
     }));
     let slices = svcnet_controllers::endpointslice::run_endpointslice_controllers(
         client.clone(),
+        informers.clone(),
         svcnet_controllers::endpointslice::EndpointSliceConfig {
             max_endpoints_per_slice: args.max_endpoints_per_slice.max(1),
             metrics: es_metrics,

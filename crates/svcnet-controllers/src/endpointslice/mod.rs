@@ -20,8 +20,9 @@
 //!   unless labelled `endpointslice.kubernetes.io/skip-mirror: "true"` (as the API server's own
 //!   `default/kubernetes` Endpoints are) or a leader-election lock.
 //!
-//! **Event driven.** One watch each on Services, Pods, Nodes, EndpointSlices and Endpoints feeds an
-//! in-memory cache with the indexes the controllers need (pods by namespace and node, slices by owning
+//! **Event driven.** One informer each on Services, Pods, Nodes (those three shared with the other
+//! controllers, [`crate::SharedInformers`]), EndpointSlices and Endpoints feeds an in-memory cache with
+//! the indexes the controllers need (holding the informers' `Arc`s, not copies) (pods by namespace and node, slices by owning
 //! Service) and three de-duplicating work queues, one per controller, each with one worker. A pod event
 //! queues only the Services whose selector matches the pod's old or new labels, and only when
 //! something an endpoint shows changed; a node event queues the Services of its pods when its zone
@@ -51,7 +52,8 @@
 //! };
 //! let registry = Arc::new(Mutex::new(registry));
 //! // The /metrics handler answers `metrics_text(&registry.lock().unwrap())`.
-//! tokio::spawn(run_endpointslice_controllers(client, cfg));
+//! let informers = svcnet_controllers::SharedInformers::start(&client);
+//! tokio::spawn(run_endpointslice_controllers(client, informers, cfg));
 //! # }
 //! ```
 
@@ -64,18 +66,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::serde::de::DeserializeOwned;
+use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::{Client, Resource};
+use svcnet_informer::{Event, Informer, Subscription};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::SharedInformers;
 pub use crate::queue::Key;
 use crate::queue::WorkQueue;
 pub use metrics::{EndpointSliceMetrics, OperationLabels, ResultLabels, metrics_text};
@@ -118,7 +118,17 @@ pub enum Error {
 
 /// Runs the EndpointSlice, Endpoints and EndpointSlice mirroring controllers until the returned
 /// future is dropped. API errors are retried (watches with backoff, syncs with per-Service backoff).
-pub async fn run_endpointslice_controllers(client: Client, cfg: EndpointSliceConfig) {
+/// Services, Pods and Nodes come from the process's shared informers; EndpointSlices and Endpoints have
+/// informers of their own.
+pub async fn run_endpointslice_controllers(
+    client: Client,
+    informers: SharedInformers,
+    cfg: EndpointSliceConfig,
+) {
+    let slices = Informer::<EndpointSlice>::new(crate::trim_managed_fields);
+    let endpoints = Informer::<Endpoints>::new(crate::trim_managed_fields);
+    slices.spawn(Api::all(client.clone()));
+    endpoints.spawn(Api::all(client.clone()));
     let (synced_tx, synced_rx) = watch::channel(0u8);
     let shared = Arc::new(Shared {
         cache: Mutex::new(Cache::default()),
@@ -136,13 +146,13 @@ pub async fn run_endpointslice_controllers(client: Client, cfg: EndpointSliceCon
         cfg,
         shared: shared.clone(),
     });
-    // Everything runs inside this one future, so dropping it stops watches and workers alike.
+    // Everything runs inside this one future, so dropping it stops the own watches and workers alike.
     tokio::join!(
-        drive::<Service>(Api::all(client.clone()), shared.clone(), 1),
-        drive::<Pod>(Api::all(client.clone()), shared.clone(), 2),
-        drive::<Node>(Api::all(client.clone()), shared.clone(), 4),
-        drive::<EndpointSlice>(Api::all(client.clone()), shared.clone(), 8),
-        drive::<Endpoints>(Api::all(client), shared.clone(), 16),
+        follow(informers.services.subscribe(), shared.clone(), 1),
+        follow(informers.pods.subscribe(), shared.clone(), 2),
+        follow(informers.nodes.subscribe(), shared.clone(), 4),
+        follow(slices.subscribe(), shared.clone(), 8),
+        follow(endpoints.subscribe(), shared.clone(), 16),
         worker(synced_rx.clone(), shared.slices_q.clone(), "endpointslice", {
             let ctl = ctl.clone();
             move |k| {
@@ -174,7 +184,7 @@ struct Shared {
     slices_q: WorkQueue,
     endpoints_q: WorkQueue,
     mirror_q: WorkQueue,
-    /// Bit per watch whose first list is complete; workers start when all are.
+    /// Bit per kind whose first list this cache has taken in; workers start when all have.
     synced: watch::Sender<u8>,
 }
 
@@ -318,7 +328,6 @@ struct Cache {
     pods_by_label: HashMap<(String, String, String), BTreeSet<String>>,
     pods_by_node: HashMap<String, BTreeSet<Key>>,
     nodes: NodeZones,
-    node_objs: HashMap<Key, Arc<Node>>,
     slices: HashMap<Key, Arc<EndpointSlice>>,
     slices_by_owner: HashMap<Owner, BTreeSet<String>>,
     endpoints: HashMap<Key, Arc<Endpoints>>,
@@ -432,40 +441,27 @@ impl Cache {
     }
 }
 
-/// One kind of watched object: how it enters and leaves the cache, and what it queues.
-trait Watched:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
-{
+/// One kind of object the cache indexes: how an informer's object enters and leaves the cache, and
+/// what it queues.
+trait Indexed: svcnet_informer::Object {
     fn key(&self) -> Key {
         key_of(self.meta())
     }
-    fn cached_keys(c: &Cache) -> Vec<Key>;
-    fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>>;
-    /// Drops what the controller never reads, as the object arrives (the cache holds every one).
-    fn trim(&mut self) {
-        crate::trim_managed_fields(self);
-    }
-    fn apply(sh: &Shared, c: &mut Cache, obj: Self);
+    fn apply(sh: &Shared, c: &mut Cache, obj: Arc<Self>);
     fn delete(sh: &Shared, c: &mut Cache, obj: &Self);
 }
 
-impl Watched for Service {
-    fn cached_keys(c: &Cache) -> Vec<Key> {
-        c.services.keys().cloned().collect()
-    }
-    fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>> {
-        c.services.get(k).cloned()
-    }
-    fn apply(sh: &Shared, c: &mut Cache, obj: Self) {
+impl Indexed for Service {
+    fn apply(sh: &Shared, c: &mut Cache, obj: Arc<Self>) {
         let k = obj.key();
-        if c.services.get(&k).is_some_and(|old| **old == obj) {
+        if c.services.get(&k).is_some_and(|old| **old == *obj) {
             return;
         }
         c.services_by_ns
             .entry(k.namespace.clone())
             .or_default()
             .insert(k.name.clone());
-        c.services.insert(k.clone(), Arc::new(obj));
+        c.services.insert(k.clone(), obj);
         sh.slices_q.add(k.clone());
         sh.endpoints_q.add(k.clone());
         sh.mirror_q.add(k);
@@ -489,30 +485,14 @@ fn pod_node(p: &Pod) -> String {
         .unwrap_or_default()
 }
 
-impl Watched for Pod {
-    fn cached_keys(c: &Cache) -> Vec<Key> {
-        c.pods.keys().cloned().collect()
-    }
-    /// Keeps what [`pod_projection`] and the reconcilers read: metadata but annotations, placement,
-    /// hostname and subdomain, each container's name, ports and restart policy (named target ports),
-    /// phase, IPs and conditions. Images, commands, environment, probes, volumes and container statuses
-    /// go; no pod is written back from this cache.
-    fn trim(&mut self) {
-        let keep = crate::PodKeep {
-            ports: true,
-            ..Default::default()
-        };
-        crate::trim_pod(self, keep);
-    }
-    fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>> {
-        c.pods.get(k).cloned()
-    }
-    fn apply(sh: &Shared, c: &mut Cache, obj: Self) {
+/// What [`pod_projection`] and the reconcilers read of a pod is kept by [`crate::trim_shared_pod`].
+impl Indexed for Pod {
+    fn apply(sh: &Shared, c: &mut Cache, obj: Arc<Self>) {
         let k = obj.key();
         let mut queue = c.matching_services(&obj);
         if let Some(old) = c.pods.get(&k).cloned() {
             if pod_projection(&old) == pod_projection(&obj) {
-                c.pods.insert(k, Arc::new(obj));
+                c.pods.insert(k, obj);
                 return;
             }
             queue.extend(c.matching_services(&old));
@@ -530,7 +510,7 @@ impl Watched for Pod {
             .entry(pod_node(&obj))
             .or_default()
             .insert(k.clone());
-        c.pods.insert(k, Arc::new(obj));
+        c.pods.insert(k, obj);
         for s in queue {
             sh.slices_q.add(s.clone());
             sh.endpoints_q.add(s);
@@ -568,19 +548,12 @@ fn queue_services_on_node(sh: &Shared, c: &Cache, node: &str) {
     }
 }
 
-impl Watched for Node {
-    fn cached_keys(c: &Cache) -> Vec<Key> {
-        c.node_objs.keys().cloned().collect()
-    }
-    fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>> {
-        c.node_objs.get(k).cloned()
-    }
-    fn apply(sh: &Shared, c: &mut Cache, obj: Self) {
+impl Indexed for Node {
+    fn apply(sh: &Shared, c: &mut Cache, obj: Arc<Self>) {
         let k = obj.key();
         let zone = node_zone(&obj);
         let changed = c.nodes.get(&k.name) != Some(&zone);
         c.nodes.insert(k.name.clone(), zone);
-        c.node_objs.insert(k.clone(), Arc::new(obj));
         if changed {
             queue_services_on_node(sh, c, &k.name);
         }
@@ -588,7 +561,6 @@ impl Watched for Node {
     fn delete(sh: &Shared, c: &mut Cache, obj: &Self) {
         let k = obj.key();
         c.nodes.remove(&k.name);
-        c.node_objs.remove(&k);
         queue_services_on_node(sh, c, &k.name);
     }
 }
@@ -601,14 +573,8 @@ fn queue_owner(sh: &Shared, owner: &Owner) {
     }
 }
 
-impl Watched for EndpointSlice {
-    fn cached_keys(c: &Cache) -> Vec<Key> {
-        c.slices.keys().cloned().collect()
-    }
-    fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>> {
-        c.slices.get(k).cloned()
-    }
-    fn apply(sh: &Shared, c: &mut Cache, obj: Self) {
+impl Indexed for EndpointSlice {
+    fn apply(sh: &Shared, c: &mut Cache, obj: Arc<Self>) {
         let k = obj.key();
         let new_owner = slice_owner(&obj);
         let old_owner = c.slices.get(&k).and_then(|s| slice_owner(s));
@@ -621,7 +587,7 @@ impl Watched for EndpointSlice {
             queue_owner(sh, o);
         }
         let v = version(&obj.metadata);
-        c.slices.insert(k.clone(), Arc::new(obj));
+        c.slices.insert(k.clone(), obj);
         let Some(o) = new_owner else {
             return;
         };
@@ -662,16 +628,10 @@ impl Watched for EndpointSlice {
     }
 }
 
-impl Watched for Endpoints {
-    fn cached_keys(c: &Cache) -> Vec<Key> {
-        c.endpoints.keys().cloned().collect()
-    }
-    fn cached(c: &Cache, k: &Key) -> Option<Arc<Self>> {
-        c.endpoints.get(k).cloned()
-    }
-    fn apply(sh: &Shared, c: &mut Cache, obj: Self) {
+impl Indexed for Endpoints {
+    fn apply(sh: &Shared, c: &mut Cache, obj: Arc<Self>) {
         let k = obj.key();
-        c.endpoints.insert(k.clone(), Arc::new(obj));
+        c.endpoints.insert(k.clone(), obj);
         sh.mirror_q.add(k.clone());
         // Also heals edits of controller-managed Endpoints, and on the first list finds leftovers
         // whose Service is gone (kube's `checkLeftoverEndpoints`).
@@ -685,40 +645,33 @@ impl Watched for Endpoints {
     }
 }
 
-/// Feeds one watch into the cache until dropped. A re-list replaces the cached set: objects missing
-/// from it are handled as deletions.
-async fn drive<K: Watched>(api: Api<K>, shared: Arc<Shared>, bit: u8) {
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .modify(K::trim)
-        .default_backoff()
-        .boxed();
-    let mut listing: Vec<K> = Vec::new();
-    while let Some(ev) = stream.next().await {
-        match ev {
-            Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
-            Ok(WatchEvent::Init) => listing.clear(),
-            Ok(WatchEvent::InitApply(o)) => listing.push(o),
-            Ok(WatchEvent::InitDone) => {
-                let objs = std::mem::take(&mut listing);
-                {
-                    let mut c = shared.lock();
-                    let fresh: BTreeSet<Key> = objs.iter().map(|o| o.key()).collect();
-                    for k in K::cached_keys(&c) {
-                        if !fresh.contains(&k)
-                            && let Some(old) = K::cached(&c, &k)
-                        {
-                            K::delete(&shared, &mut c, &old);
-                        }
-                    }
-                    for o in objs {
-                        K::apply(&shared, &mut c, o);
-                    }
+/// Most events taken into the cache under one lock (a list arrives as a burst).
+const BATCH: usize = 1024;
+
+/// Feeds one informer's events into the cache until it ends. A relist's deletions of vanished objects
+/// come as events like any other; its `Listed` marks the kind's cache complete.
+async fn follow<K: Indexed>(mut events: Subscription<K>, shared: Arc<Shared>, bit: u8) {
+    while let Some(first) = events.recv().await {
+        let mut listed = false;
+        {
+            let mut c = shared.lock();
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(ev) = next.take() {
+                match ev {
+                    Event::Apply { obj, .. } => K::apply(&shared, &mut c, obj),
+                    Event::Delete(obj) => K::delete(&shared, &mut c, &obj),
+                    Event::Listed => listed = true,
                 }
-                shared.synced.send_modify(|b| *b |= bit);
-                debug!(kind = %K::kind(&()), "list complete");
+                n += 1;
+                if n < BATCH {
+                    next = events.try_recv();
+                }
             }
-            Ok(WatchEvent::Apply(o)) => K::apply(&shared, &mut shared.lock(), o),
-            Ok(WatchEvent::Delete(o)) => K::delete(&shared, &mut shared.lock(), &o),
+        }
+        if listed {
+            shared.synced.send_modify(|b| *b |= bit);
+            debug!(kind = %K::kind(&()), "list complete");
         }
     }
 }

@@ -10,8 +10,8 @@
 //!   and Recreate, `paused`, proportional scaling, `revisionHistoryLimit`, and the status and
 //!   conditions `kubectl rollout status` reads.
 //!
-//! Both are event-driven: one reflector each on Deployments, ReplicaSets and Pods feeds two
-//! de-duplicating work queues. A pod event queues its controlling ReplicaSet (an orphan: the
+//! Both are event-driven: one informer each on Deployments, ReplicaSets and (shared with the other
+//! controllers) Pods feeds two de-duplicating work queues. A pod event queues its controlling ReplicaSet (an orphan: the
 //! ReplicaSets whose selector matches it; a deleted pod also the ReplicaSet's Deployment, for
 //! Recreate), a ReplicaSet event queues itself and its Deployment, a Deployment event queues itself.
 //! Timers re-queue only what waits on time: pods becoming available after `minReadySeconds`, progress
@@ -38,13 +38,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde_json::json;
+use svcnet_informer::{Event, Informer, ObjectRef, Store};
 use thiserror::Error;
 use tracing::{debug, warn};
 
+use crate::SharedInformers;
 use crate::queue::{Key, WorkQueue};
 
 /// Why one sync of a ReplicaSet or Deployment failed (it is retried with backoff).
@@ -133,62 +133,42 @@ fn retry_delay(failures: u32) -> Duration {
         .min(MAX_RETRY)
 }
 
-/// Runs the ReplicaSet and Deployment controllers until the future is dropped.
-pub async fn run_workload_controllers(client: Client) {
-    let (deployments, dw) = reflector::store::<Deployment>();
-    let (replicasets, rw) = reflector::store::<ReplicaSet>();
-    let (pods, pw) = reflector::store::<Pod>();
+/// Runs the ReplicaSet and Deployment controllers until the future is dropped. Pods come from the
+/// process's shared informer; Deployments and ReplicaSets have informers of their own.
+pub async fn run_workload_controllers(client: Client, informers: SharedInformers) {
+    let deployments = Informer::<Deployment>::new(crate::trim_managed_fields);
+    let replicasets = Informer::<ReplicaSet>::new(crate::trim_managed_fields);
+    deployments.spawn(Api::all(client.clone()));
+    replicasets.spawn(Api::all(client.clone()));
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        deployments,
-        replicasets,
-        pods,
+        deployments: deployments.store(),
+        replicasets: replicasets.store(),
+        pods: informers.pods.store(),
         rs_queue: WorkQueue::default(),
         deploy_queue: WorkQueue::default(),
     });
 
     let c = ctx.clone();
-    let deploy_watch = reflector::reflector(
-        dw,
-        watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-            .modify(crate::trim_managed_fields),
-    )
-    .default_backoff()
-    .for_each(move |ev| {
-        if let Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d) | watcher::Event::Delete(d)) = &ev {
-            c.deploy_queue.add(Key::new(
-                d.metadata.namespace.clone().unwrap_or_default(),
-                d.metadata.name.clone().unwrap_or_default(),
-            ));
+    let deploy_watch = deployments.subscribe().for_each(move |ev| {
+        if let Event::Apply { obj: d, .. } | Event::Delete(d) = &ev {
+            c.deploy_queue.add(key_of(&d.metadata));
         }
         futures::future::ready(())
     });
     let c = ctx.clone();
-    let rs_watch = reflector::reflector(
-        rw,
-        watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-            .modify(crate::trim_managed_fields),
-    )
-    .default_backoff()
-    .for_each(move |ev| {
-        if let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) | watcher::Event::Delete(rs)) =
-            &ev
-        {
+    let rs_watch = replicasets.subscribe().for_each(move |ev| {
+        if let Event::Apply { obj: rs, .. } | Event::Delete(rs) = &ev {
             on_replicaset(&c, rs);
         }
         futures::future::ready(())
     });
     let c = ctx.clone();
-    let pod_watch = reflector::reflector(
-        pw,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(pods::trim_cached),
-    )
-    .default_backoff()
-    .for_each(move |ev| {
+    let pod_watch = informers.pods.subscribe().for_each(move |ev| {
         match &ev {
-            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => on_pod(&c, p, false),
-            Ok(watcher::Event::Delete(p)) => on_pod(&c, p, true),
-            _ => {}
+            Event::Apply { obj: p, .. } => on_pod(&c, p, false),
+            Event::Delete(p) => on_pod(&c, p, true),
+            Event::Listed => {}
         }
         futures::future::ready(())
     });
@@ -223,10 +203,9 @@ pub async fn run_workload_controllers(client: Client) {
 }
 
 async fn wait_ready(ctx: &Ctx) {
-    // The writers live as long as the watch futures, which live as long as this one.
-    let _ = ctx.deployments.wait_until_ready().await;
-    let _ = ctx.replicasets.wait_until_ready().await;
-    let _ = ctx.pods.wait_until_ready().await;
+    ctx.deployments.wait_until_synced().await;
+    ctx.replicasets.wait_until_synced().await;
+    ctx.pods.wait_until_synced().await;
 }
 
 fn handle_result(

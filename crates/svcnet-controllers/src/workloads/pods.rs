@@ -100,19 +100,6 @@ pub fn pod_from_template(template: &PodTemplateSpec, rs_name: &str, owner: Owner
     }
 }
 
-/// Cuts a cached Pod down to what the workload controllers read: metadata (of the annotations only the
-/// deletion cost), the node, phase and conditions, and each container's restart count (deletion
-/// ranking). Containers, volumes and the rest of the statuses go as the pod arrives: the cache holds
-/// every pod in the cluster, and pods are only ever patched or deleted by name, never written back.
-pub fn trim_cached(p: &mut Pod) {
-    let keep = crate::PodKeep {
-        annotation: Some(POD_DELETION_COST),
-        restarts: true,
-        ..Default::default()
-    };
-    crate::trim_pod(p, keep);
-}
-
 fn deletion_cost(p: &Pod) -> i32 {
     p.metadata
         .annotations
@@ -299,7 +286,7 @@ mod tests {
             full.push(p);
         }
         let mut cached = full.clone();
-        cached.iter_mut().for_each(trim_cached);
+        cached.iter_mut().for_each(crate::trim_shared_pod);
         let f: Vec<&Pod> = full.iter().collect();
         let c: Vec<&Pod> = cached.iter().collect();
         let want = names(&pods_to_delete(&f, &f, 3));

@@ -46,7 +46,7 @@ struct Expectation {
 struct Expectations(HashMap<Key, Expectation>);
 
 impl Expectations {
-    fn satisfied(&mut self, key: &Key, pods: &kube::runtime::reflector::Store<Pod>) -> bool {
+    fn satisfied(&mut self, key: &Key, pods: &svcnet_informer::Store<Pod>) -> bool {
         let Some(e) = self.0.get(key) else { return true };
         let seen = |name: &str| pods.get(&ObjectRef::new(name).within(&key.namespace));
         let done = e.created.iter().all(|n| seen(n).is_some())
