@@ -1,5 +1,6 @@
-//! The proxier's watch loop (kube-proxy's change tracking): watch Services, EndpointSlices and this Node,
-//! feed the [`Model`], and hand each batch of changes to the [`runner`](crate::runner), which programs a
+//! The proxier's watch loop (kube-proxy's change tracking): follow Services, EndpointSlices and this Node
+//! through [`svcnet_informer`] (list, watch, and deletions of what a relist no longer shows), feed the
+//! [`Model`], and hand each batch of changes to the [`runner`](crate::runner), which programs a
 //! [`Backend`].
 //!
 //! Nothing polls: every watch event marks its Service dirty, and as soon as the event stream is idle for a
@@ -9,17 +10,17 @@
 //! Nothing is applied before the first full list of both kinds, so a starting node never programs a
 //! half-known cluster.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use svcnet_dataplane::{Backend, Model, ModelConfig};
-use tracing::{debug, error, info, warn};
+use svcnet_informer::{Event, Informer};
+use tracing::{debug, error, info};
 
 use crate::health::ProxyHealth;
 use crate::metrics::ProxierMetrics;
@@ -60,12 +61,16 @@ impl ProxierConfig {
     }
 }
 
-// Events are moved once from the watch to the model; boxing them would only add an allocation.
-#[allow(clippy::large_enum_variant)]
+/// One informer event, of one of the three kinds the loop follows.
 enum Input {
     Service(Event<Service>),
     Slice(Event<EndpointSlice>),
     Node(Event<Node>),
+}
+
+/// Drops what no part of the proxier reads before an object is cached (the model keeps its own view).
+fn trim<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
 }
 
 /// Runs the loop until the watches end (they retry forever, so: until the task is dropped).
@@ -76,82 +81,22 @@ pub async fn run(
     metrics: ProxierMetrics,
     health: ProxyHealth,
 ) {
-    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default());
-    let slices = watcher::watcher(
-        Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let node = watcher::watcher(
-        Api::<Node>::all(client),
+    let services = Informer::<Service>::new(trim);
+    let slices = Informer::<EndpointSlice>::new(trim);
+    let node = Informer::<Node>::new(trim);
+    let inputs = futures::stream::select_all([
+        services.subscribe().map(Input::Service).boxed(),
+        slices.subscribe().map(Input::Slice).boxed(),
+        node.subscribe().map(Input::Node).boxed(),
+    ]);
+    services.spawn(Api::all(client.clone()));
+    slices.spawn(Api::all(client.clone()));
+    node.spawn_with(
+        Api::all(client),
         watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name)),
     );
-    let inputs = futures::stream::select_all([
-        retrying(services).map(Input::Service).boxed(),
-        retrying(slices).map(Input::Slice).boxed(),
-        retrying(node).map(Input::Node).boxed(),
-    ]);
+    // The informers live until the loop ends: their watches stop when they are dropped.
     drive(inputs, cfg, backend, metrics, health).await;
-}
-
-/// The watch stream with errors logged and dropped (kube's watcher retries by itself, with back-off).
-fn retrying<K: Clone + std::fmt::Debug + Send + 'static>(
-    s: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
-) -> impl Stream<Item = Event<K>> + Send {
-    use kube::runtime::WatchStreamExt;
-    s.default_backoff().filter_map(|r| async move {
-        match r {
-            Ok(e) => Some(e),
-            Err(e) => {
-                warn!(error = %e, "data plane watch failed; retrying");
-                None
-            }
-        }
-    })
-}
-
-/// Tracks one kind's relists: which objects the last full list had, so that the ones missing from a relist
-/// are deleted from the model.
-#[derive(Default)]
-struct Relist {
-    known: HashSet<(String, String)>,
-    fresh: Option<HashSet<(String, String)>>,
-    synced: bool,
-}
-
-impl Relist {
-    fn key<K: ResourceExt>(o: &K) -> (String, String) {
-        (o.namespace().unwrap_or_default(), o.name_any())
-    }
-
-    /// Handles one event; returns the objects to upsert and the keys to delete.
-    fn on<K: ResourceExt + Clone>(&mut self, e: Event<K>) -> (Vec<K>, Vec<(String, String)>) {
-        match e {
-            Event::Init => {
-                self.fresh = Some(HashSet::new());
-                (vec![], vec![])
-            }
-            Event::InitApply(o) => {
-                self.fresh.get_or_insert_default().insert(Self::key(&o));
-                (vec![o], vec![])
-            }
-            Event::InitDone => {
-                self.synced = true;
-                let fresh = self.fresh.take().unwrap_or_default();
-                let gone = self.known.difference(&fresh).cloned().collect();
-                self.known = fresh;
-                (vec![], gone)
-            }
-            Event::Apply(o) => {
-                self.known.insert(Self::key(&o));
-                (vec![o], vec![])
-            }
-            Event::Delete(o) => {
-                let k = Self::key(&o);
-                self.known.remove(&k);
-                (vec![], vec![k])
-            }
-        }
-    }
 }
 
 async fn drive(
@@ -180,7 +125,8 @@ async fn drive(
             return;
         }
     };
-    let (mut svc_list, mut slice_list) = (Relist::default(), Relist::default());
+    // Whether each kind's initial list is in (the informer says so with its first `Listed`).
+    let (mut services_listed, mut slices_listed) = (false, false);
     let mut started = false;
     let mut batch_since: Option<Instant> = None;
     let mut last_full = Instant::now();
@@ -201,25 +147,33 @@ async fn drive(
                             pending.services += 1;
                             metrics.queued(&metrics.service_changes, &metrics.service_pending);
                         }
-                        let (up, del) = svc_list.on(e);
-                        up.iter().for_each(|s| model.upsert_service(s));
-                        del.iter().for_each(|(ns, n)| model.delete_service(ns, n));
+                        match e {
+                            Event::Apply { obj, .. } => model.upsert_service(&obj),
+                            Event::Delete(obj) => {
+                                model.delete_service(&obj.namespace().unwrap_or_default(), &obj.name_any())
+                            }
+                            Event::Listed => services_listed = true,
+                        }
                     }
                     Input::Slice(e) => {
                         if has_object(&e) {
                             pending.slices += 1;
                             metrics.queued(&metrics.endpoint_changes, &metrics.endpoint_pending);
                         }
-                        let (up, del) = slice_list.on(e);
-                        up.iter().for_each(|s| model.upsert_slice(s));
-                        del.iter().for_each(|(ns, n)| model.delete_slice(ns, n));
+                        match e {
+                            Event::Apply { obj, .. } => model.upsert_slice(&obj),
+                            Event::Delete(obj) => {
+                                model.delete_slice(&obj.namespace().unwrap_or_default(), &obj.name_any())
+                            }
+                            Event::Listed => slices_listed = true,
+                        }
                     }
-                    Input::Node(Event::Apply(n) | Event::InitApply(n)) => {
+                    Input::Node(Event::Apply { obj: n, .. }) => {
                         health.sync_node(&n);
                         model.set_node_zone(n.labels().get("topology.kubernetes.io/zone").cloned());
                     }
                     Input::Node(Event::Delete(_)) => health.node_deleted(),
-                    Input::Node(_) => {}
+                    Input::Node(Event::Listed) => {}
                 }
                 if model.is_dirty() && batch_since.is_none() {
                     batch_since = Some(Instant::now());
@@ -232,7 +186,7 @@ async fn drive(
             Ok(None) => break,
             Err(_) => {}
         }
-        if !(svc_list.synced && slice_list.synced) {
+        if !(services_listed && slices_listed) {
             // The model keeps what came in; the first full sync takes it all once both lists are done.
             batch_since = None;
             continue;
@@ -282,9 +236,9 @@ async fn drive(
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
 }
 
-/// Whether a watch event carries an object (a change kube-proxy would count), not a relist marker.
+/// Whether an informer event carries an object (a change kube-proxy would count), not a list marker.
 fn has_object<K>(e: &Event<K>) -> bool {
-    matches!(e, Event::Apply(_) | Event::InitApply(_) | Event::Delete(_))
+    !matches!(e, Event::Listed)
 }
 
 #[cfg(test)]
@@ -314,6 +268,14 @@ mod tests {
         fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), svcnet_dataplane::BackendError> {
             self.0.lock().unwrap().push(format!("all {}", ports.len()));
             Ok(())
+        }
+    }
+
+    /// An informer's event for an object (not cached before).
+    fn apply<K>(obj: K) -> Event<K> {
+        Event::Apply {
+            obj: Arc::new(obj),
+            old: None,
         }
     }
 
@@ -352,22 +314,21 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, registry, task) = start(log.clone());
         let send = |i: Input| tx.unbounded_send(i).unwrap();
-        send(Input::Service(Event::Init));
-        send(Input::Service(Event::InitApply(svc("a"))));
-        send(Input::Service(Event::InitDone));
+        send(Input::Service(apply(svc("a"))));
+        send(Input::Service(Event::Listed));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             log.lock().unwrap().is_empty(),
             "nothing before the slices are listed"
         );
-        send(Input::Slice(Event::Init));
-        send(Input::Slice(Event::InitDone));
+        send(Input::Slice(Event::Listed));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        send(Input::Service(Event::Apply(svc("b"))));
+        send(Input::Service(apply(svc("b"))));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        send(Input::Service(Event::Init));
-        send(Input::Service(Event::InitApply(svc("b"))));
-        send(Input::Service(Event::InitDone));
+        // A relist that no longer has `a`: the informer says it is gone, then re-applies `b`.
+        send(Input::Service(Event::Delete(Arc::new(svc("a")))));
+        send(Input::Service(apply(svc("b"))));
+        send(Input::Service(Event::Listed));
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(tx);
         task.await.unwrap();
@@ -375,7 +336,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
-            "kubeproxy_sync_proxy_rules_service_changes_total 3",
+            "kubeproxy_sync_proxy_rules_service_changes_total 4",
             "kubeproxy_sync_proxy_rules_service_changes_pending 0",
             "kubeproxy_sync_proxy_rules_endpoint_changes_pending 0",
             "svcnet_dataplane_service_ports 1",
@@ -407,12 +368,10 @@ mod tests {
         spec.type_ = Some("NodePort".into());
         spec.external_traffic_policy = Some("Local".into());
         spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
-        send(Input::Service(Event::Init));
-        send(Input::Service(Event::InitApply(local)));
-        send(Input::Service(Event::InitDone));
-        send(Input::Slice(Event::Init));
-        send(Input::Slice(Event::InitApply(slice("local", "n2", "10.0.0.2"))));
-        send(Input::Slice(Event::InitDone));
+        send(Input::Service(apply(local)));
+        send(Input::Service(Event::Listed));
+        send(Input::Slice(apply(slice("local", "n2", "10.0.0.2"))));
+        send(Input::Slice(Event::Listed));
         let metric = |name: &str| {
             let mut text = String::new();
             prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -431,7 +390,7 @@ mod tests {
             ("1".into(), "1".into())
         );
         assert_eq!(metric("svcnet_dataplane_endpoints "), "0");
-        send(Input::Slice(Event::Apply(slice("local", "n1", "10.0.0.1"))));
+        send(Input::Slice(apply(slice("local", "n1", "10.0.0.1"))));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             (no_local("internal"), no_local("external")),
