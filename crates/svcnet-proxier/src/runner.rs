@@ -288,13 +288,26 @@ impl Runner {
         if f.failures.is_power_of_two() {
             warn!(
                 backend = self.backend.name(),
-                error = %e,
+                error = %first_lines(&e.to_string(), 4),
                 failures = f.failures,
                 retry_in = ?f.delay,
                 "data plane sync failed; retrying as a full sync"
             );
         }
     }
+}
+
+/// The first `n` lines of `text`, and how many more there were: `nft` reports an error on every line of a
+/// failed transaction, and a full sync can be thousands of lines.
+fn first_lines(text: &str, n: usize) -> String {
+    let mut lines = text.lines();
+    let mut out: Vec<&str> = lines.by_ref().take(n).collect();
+    let more = lines.count();
+    let tail = format!("… ({more} more lines)");
+    if more > 0 {
+        out.push(&tail);
+    }
+    out.join("\n")
 }
 
 /// Starts a runner for `backend` on its own thread; the watch loop sends it work through the returned
@@ -493,6 +506,17 @@ mod tests {
         assert_eq!(
             metric(&registry, "svcnet_proxier_full_syncs_total{reason=\"start\"} "),
             "1"
+        );
+    }
+
+    /// A failed transaction's report is cut to a few lines in the log.
+    #[test]
+    fn long_errors_are_cut() {
+        assert_eq!(first_lines("a\nb", 4), "a\nb");
+        let long: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
+        assert_eq!(
+            first_lines(&long.join("\n"), 2),
+            "line 0\nline 1\n… (998 more lines)"
         );
     }
 

@@ -92,6 +92,8 @@ elif mode == "udp":
         try:
             u.sendto(b"ping", (ip, port))
             data = u.recv(200).decode().split()
+            if not seq:
+                print("answered", flush=True)
             hits[data[0]] = hits.get(data[0], 0) + 1
             seq.append(data[0])
         except Exception as e:
@@ -345,11 +347,29 @@ pub struct BackgroundClient {
 }
 
 impl BackgroundClient {
-    /// Waits for the client and parses what it printed.
+    /// Waits until the client got its first answer (the `udp` mode says so on a line of its own), so
+    /// that a test acts on a flow that is really running: starting Python can take over a second on a
+    /// loaded machine. False when the client ended without one.
+    pub fn wait_first_answer(&mut self) -> bool {
+        use std::io::Read;
+        let Some(out) = self.child.as_mut().and_then(|c| c.stdout.as_mut()) else {
+            return false;
+        };
+        // Byte by byte, so that nothing after the line is taken from the final report.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        line == b"answered"
+    }
+
+    /// Waits for the client and parses what it printed (its last line).
     pub fn finish(mut self) -> ClientResult {
         let child = self.child.take().unwrap();
         let out = child.wait_with_output().unwrap();
-        ClientResult::parse(&String::from_utf8_lossy(&out.stdout))
+        let text = String::from_utf8_lossy(&out.stdout);
+        ClientResult::parse(text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""))
     }
 }
 

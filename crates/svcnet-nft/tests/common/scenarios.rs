@@ -21,7 +21,8 @@ pub fn udp_flow_follows_endpoint_change(lab: &Lab, cip: &str, eps: PodEps) {
     let make = |pod: usize| Arc::new(svc_port("dns", Protocol::Udp, cip, 53, eps(&[pod], &[pod])));
     let v1 = make(0);
     b.sync_all(std::slice::from_ref(&v1)).unwrap();
-    let client = lab.spawn_client(&["udp", cip, "53", "3"]);
+    let mut client = lab.spawn_client(&["udp", cip, "53", "3"]);
+    assert!(client.wait_first_answer(), "the client got no answer");
     std::thread::sleep(Duration::from_millis(1000));
     b.apply(&[Change::Upsert {
         old: Some(v1),
