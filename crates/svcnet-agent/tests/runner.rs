@@ -8,6 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use serde_json::{Value, json};
 use svcnet_agent::runner::{PodContext, PodRunner, RunnerError};
+use svcnet_testsupport::net::free_port;
 
 /// Generous: the tests must pass on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -79,14 +80,6 @@ impl Drop for Cleanup {
             }
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits (event-driven, with a slow poll as a safety net) until `cond` holds for the pod's status.
@@ -162,7 +155,7 @@ async fn wait_file(path: &Path, contains: &str) -> String {
 async fn serving_pod_runs_and_becomes_ready() {
     let root = tempfile::tempdir().unwrap();
     let runner = runner(root.path());
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let p = pod(
         "web",
         json!({"containers": [{
@@ -207,7 +200,7 @@ async fn serving_pod_runs_and_becomes_ready() {
 async fn readiness_http_probe_flips_ready() {
     let root = tempfile::tempdir().unwrap();
     let runner = runner(root.path());
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let served = tempfile::tempdir().unwrap();
     let p = pod(
         "flip",
