@@ -310,17 +310,11 @@ fn first_lines(text: &str, n: usize) -> String {
     out.join("\n")
 }
 
-/// Starts a runner for `backend` on its own thread; the watch loop sends it work through the returned
-/// sender, and the thread ends when the sender is dropped.
-pub(crate) fn start(
-    backend: Box<dyn Backend>,
-    metrics: ProxierMetrics,
-    health: ProxyHealth,
-    service_health: Option<&[IpAddr]>,
-    policy: RetryPolicy,
-) -> std::io::Result<(Sender<Work>, std::thread::JoinHandle<()>)> {
+/// Starts `runner` on its own thread; the watch loop sends it work through the returned sender, and the
+/// thread ends when the sender is dropped.
+pub(crate) fn start(runner: Runner) -> std::io::Result<(Sender<Work>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let handle = Runner::new(backend, metrics, health, service_health, policy).spawn(rx)?;
+    let handle = runner.spawn(rx)?;
     Ok((tx, handle))
 }
 
@@ -436,7 +430,8 @@ mod tests {
             failures: failures.clone(),
             calls: calls.clone(),
         };
-        let (tx, thread) = start(Box::new(backend), metrics, health, None, RetryPolicy::default()).unwrap();
+        let runner = Runner::new(Box::new(backend), metrics, health, None, RetryPolicy::default());
+        let (tx, thread) = start(runner).unwrap();
         let all = ports(&[("a", 31001, true), ("b", 31002, true)]);
         tx.send(Work::All {
             ports: vec![all[0].clone()],
@@ -545,7 +540,7 @@ mod tests {
             calls: calls.clone(),
         };
         let localhost = ["127.0.0.1".parse().unwrap()];
-        let (tx, thread) = start(
+        let (tx, thread) = start(Runner::new(
             Box::new(backend),
             ProxierMetrics::new(&mut registry),
             ProxyHealth::new(Duration::from_secs(60), &mut registry),
@@ -554,7 +549,7 @@ mod tests {
                 first: Duration::from_secs(30),
                 max: Duration::from_secs(30),
             },
-        )
+        ))
         .unwrap();
         let local = ports(&[("lb", hc, true)]);
         tx.send(Work::All {

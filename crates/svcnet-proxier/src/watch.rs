@@ -111,13 +111,13 @@ async fn drive(
         node_zone: None,
         ignore: cfg.ignore.clone(),
     });
-    let started_runner = crate::runner::start(
+    let started_runner = crate::runner::start(crate::runner::Runner::new(
         backend,
         metrics.clone(),
         health.clone(),
         cfg.service_health.as_deref(),
         cfg.retry,
-    );
+    ));
     let (work_tx, worker) = match started_runner {
         Ok(r) => r,
         Err(e) => {
