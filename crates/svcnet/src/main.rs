@@ -457,9 +457,9 @@ async fn up(args: UpArgs) -> Result<()> {
             pool,
             class: args.lb_class.clone(),
         };
-        let client = client.clone();
+        let (client, services) = (client.clone(), informers.services.clone());
         supervisor.spawn("lb-ipam", async move {
-            svcnet_controllers::run_lb_ipam(client, ipam).await?;
+            svcnet_controllers::run_lb_ipam(client, services, ipam).await?;
             Ok(())
         });
     }

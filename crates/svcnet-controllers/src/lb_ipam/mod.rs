@@ -1,7 +1,7 @@
 //! LoadBalancer IPAM: addresses for `type: LoadBalancer` Services without a cloud, in the spirit of
 //! MetalLB's controller.
 //!
-//! [`run_lb_ipam`] watches every Service. Each LoadBalancer whose `spec.loadBalancerClass` is unset or
+//! [`run_lb_ipam`] follows every Service through the shared Service informer. Each LoadBalancer whose `spec.loadBalancerClass` is unset or
 //! equals [`LbIpamConfig::class`] gets one address per family of its `spec.ipFamilies` that the pool
 //! has, written to `status.loadBalancer.ingress` through the `status` subresource (field manager
 //! [`FIELD_MANAGER`]). Services of any other class are never touched.
@@ -22,7 +22,7 @@
 //!   showing an already claimed address loses it (Warning `AddressConflict`) and gets another; a status
 //!   address outside the pool (the pool was changed) is replaced.
 //!
-//! The work is event-driven: one watch on Services, one evaluation per changed Service, plus the
+//! The work is event-driven: one (shared) watch on Services, one evaluation per changed Service, plus the
 //! waiting Services when capacity frees up. Status writes are conditional on the resourceVersion the
 //! decision was based on; a conflict is resolved by the newer version that the watch delivers next.
 
@@ -37,10 +37,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event as WatchEvent};
 use serde_json::json;
 use svcnet_alloc::{LbPool, PoolError};
+use svcnet_informer::{Event as InformerEvent, Informer};
 use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -96,9 +95,13 @@ pub enum Error {
 
 /// Runs the LoadBalancer IPAM controller until the returned future is dropped.
 ///
-/// API errors are retried (the watch with backoff, failed status writes with backoff per Service);
-/// only an invalid pool or an ended watch stream return an error.
-pub async fn run_lb_ipam(client: Client, cfg: LbIpamConfig) -> Result<(), Error> {
+/// API errors are retried (the informer's watch with backoff, failed status writes with backoff per
+/// Service); only an invalid pool or the informer going away return an error.
+pub async fn run_lb_ipam(
+    client: Client,
+    services: Informer<Service>,
+    cfg: LbIpamConfig,
+) -> Result<(), Error> {
     let mut state = IpamState::new(cfg.pool.entries().to_vec())?;
     let mut shell = Shell {
         client: client.clone(),
@@ -106,37 +109,35 @@ pub async fn run_lb_ipam(client: Client, cfg: LbIpamConfig) -> Result<(), Error>
         retry_at: BTreeMap::new(),
         attempts: HashMap::new(),
     };
-    let services: Api<Service> = Api::all(client);
-    let mut stream = watcher(services).boxed();
-    let mut listing: Vec<SvcInfo> = Vec::new();
+    let store = services.store();
+    let mut events = services.subscribe();
+    // Whether the first list is in: until then nothing is decided one Service at a time, so that no
+    // Service is handed an address another one's status already shows.
+    let mut listed = false;
     info!(pool = %entries_text(&cfg.pool), class = %cfg.class, "LoadBalancer IPAM started");
     loop {
         let next_retry = shell.retry_at.values().min().copied();
         let actions = tokio::select! {
-            event = stream.next() => match event {
+            event = events.next() => match event {
                 None => return Err(Error::WatchEnded),
-                Some(Err(e)) => {
-                    // The watcher backs off and re-lists by itself.
-                    warn!(error = %e, "Service watch failed; retrying");
-                    continue;
-                }
-                Some(Ok(WatchEvent::Init)) => {
-                    listing.clear();
-                    continue;
-                }
-                Some(Ok(WatchEvent::InitApply(svc))) => {
-                    listing.extend(SvcInfo::from_service(&svc, &cfg.class));
-                    continue;
-                }
-                Some(Ok(WatchEvent::InitDone)) => {
+                Some(InformerEvent::Listed) => {
+                    // After every (re)list, the assignments are rebuilt from the whole cache, which
+                    // now equals the list.
+                    listed = true;
+                    let listing: Vec<SvcInfo> = store
+                        .state()
+                        .iter()
+                        .filter_map(|svc| SvcInfo::from_service(svc, &cfg.class))
+                        .collect();
                     debug!(services = listing.len(), "Service list complete; rebuilding assignments");
-                    state.resync(std::mem::take(&mut listing))
+                    state.resync(listing)
                 }
-                Some(Ok(WatchEvent::Apply(svc))) => match SvcInfo::from_service(&svc, &cfg.class) {
+                Some(_) if !listed => continue,
+                Some(InformerEvent::Apply { obj: svc, .. }) => match SvcInfo::from_service(&svc, &cfg.class) {
                     Some(info) => state.apply(info),
                     None => continue,
                 },
-                Some(Ok(WatchEvent::Delete(svc))) => match SvcKey::of(&svc) {
+                Some(InformerEvent::Delete(svc)) => match SvcKey::of(&svc) {
                     Some(key) => {
                         shell.retry_at.remove(&key);
                         shell.attempts.remove(&key);
@@ -163,10 +164,6 @@ pub async fn run_lb_ipam(client: Client, cfg: LbIpamConfig) -> Result<(), Error>
         };
         shell.execute(&mut state, &cfg.class, actions).await;
     }
-}
-
-fn watcher(api: Api<Service>) -> impl futures::Stream<Item = watcher::Result<WatchEvent<Service>>> {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
 }
 
 async fn sleep_until(at: Option<Instant>) {
