@@ -448,7 +448,7 @@ impl ZoneWriter {
         }
     }
 
-    /// Keys (`namespace/name`) of every Service held, for a re-list to drop the ones that vanished.
+    /// Keys (`namespace/name`) of every Service held (what tests compare a relist's outcome with).
     pub fn service_ids(&self) -> Vec<String> {
         self.next
             .entries
@@ -456,21 +456,6 @@ impl ZoneWriter {
             .filter(|(_, e)| e.svc.is_some())
             .map(|(_, e)| format!("{}/{}", e.namespace(), e.name()))
             .collect()
-    }
-
-    /// Keys (`namespace/name`) of every EndpointSlice held.
-    pub fn slice_ids(&self) -> Vec<String> {
-        self.slice_owner.keys().map(|k| k.to_string()).collect()
-    }
-
-    /// Names of every Namespace held.
-    pub fn namespace_ids(&self) -> Vec<String> {
-        self.next.namespaces.iter().map(|n| n.to_string()).collect()
-    }
-
-    /// Ids ([`pod_id`]) of every Pod held.
-    pub fn pod_ids(&self) -> Vec<u64> {
-        self.pods.keys().copied().collect()
     }
 
     /// Rough count of services, slices, pods held (for logs).
