@@ -16,6 +16,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use svcnet_dataplane::{Change, ServicePort};
 
+use crate::runner::Pending;
+
 /// Why the runner handed the backend the whole table.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
@@ -156,6 +158,12 @@ impl ProxierMetrics {
         total.inc();
         pending.inc();
         self.last_queued.set(unix_seconds(SystemTime::now()));
+    }
+
+    /// The watch events in `p` are handled (programmed, or found to change nothing): no longer pending.
+    pub(crate) fn handled(&self, p: Pending) {
+        self.service_pending.dec_by(p.services);
+        self.endpoint_pending.dec_by(p.slices);
     }
 
     /// Sets the gauges that sum over all ports (endpoints, Local policies without local endpoints) from

@@ -59,10 +59,12 @@ pub(crate) struct Pending {
 
 /// One unit of work for the runner.
 pub(crate) enum Work {
-    /// The whole table: the first sync (`reason` "start") or the periodic one ("resync").
+    /// The whole table: the first sync (`reason` "start") or the periodic one ("resync"), with the
+    /// trigger times of the changes it takes along.
     All {
         ports: Vec<Arc<ServicePort>>,
         reason: &'static str,
+        triggers: Vec<SystemTime>,
         answered: Pending,
     },
     /// A batch of changes; the trigger times behind them (EndpointSlice annotations), when the first
@@ -159,9 +161,11 @@ impl Runner {
             Work::All {
                 ports,
                 reason,
+                triggers,
                 answered,
             } => {
-                self.answered(answered);
+                self.metrics.handled(answered);
+                self.held_triggers.extend(triggers);
                 self.wanted = ports.iter().map(|p| (p.name.clone(), p.clone())).collect();
                 self.full_sync(&ports, reason);
             }
@@ -171,7 +175,7 @@ impl Runner {
                 first_event,
                 answered,
             } => {
-                self.answered(answered);
+                self.metrics.handled(answered);
                 let olds: Vec<_> = changes
                     .iter()
                     .map(|c| match c {
@@ -235,11 +239,6 @@ impl Runner {
             }
             Err(e) => self.failed(e),
         }
-    }
-
-    fn answered(&self, p: Pending) {
-        self.metrics.service_pending.dec_by(p.services);
-        self.metrics.endpoint_pending.dec_by(p.slices);
     }
 
     /// Everything wanted is programmed.
@@ -436,6 +435,7 @@ mod tests {
         tx.send(Work::All {
             ports: vec![all[0].clone()],
             reason: "start",
+            triggers: vec![],
             answered: Pending::default(),
         })
         .unwrap();
@@ -555,6 +555,7 @@ mod tests {
         tx.send(Work::All {
             ports: local.clone(),
             reason: "start",
+            triggers: vec![],
             answered: Pending::default(),
         })
         .unwrap();
@@ -585,6 +586,7 @@ mod tests {
         tx.send(Work::All {
             ports: remote.clone(),
             reason: "resync",
+            triggers: vec![],
             answered: Pending::default(),
         })
         .unwrap();

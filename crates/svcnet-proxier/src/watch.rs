@@ -204,16 +204,9 @@ async fn drive(
             let _ = work_tx.send(Work::All {
                 ports: all,
                 reason,
+                triggers: out.trigger_times,
                 answered,
             });
-            if !out.trigger_times.is_empty() {
-                let _ = work_tx.send(Work::Changes {
-                    changes: vec![],
-                    triggers: out.trigger_times,
-                    first_event: None,
-                    answered: Pending::default(),
-                });
-            }
         } else if first_event.is_some() || !out.changes.is_empty() || !out.trigger_times.is_empty() {
             // Sent even when the model found nothing to change, so that the backend thread reports the
             // queued events as handled (health, pending counts).
@@ -227,8 +220,7 @@ async fn drive(
             });
         } else {
             // Events that changed nothing (a relist, say) are handled as they arrive.
-            metrics.service_pending.dec_by(answered.services);
-            metrics.endpoint_pending.dec_by(answered.slices);
+            metrics.handled(answered);
         }
         metrics.ports.set(model.port_count() as i64);
     }
