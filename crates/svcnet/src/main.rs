@@ -219,9 +219,11 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if let Some(task) = dns {
         supervisor.watch_spawned("dns", task);
     }
+    let failed = status::Failed::default();
     status::MetricsServer {
         registry: std::sync::Arc::new(registry),
         proxy_mode: args.dataplane.proxy_mode.name(),
+        failed: failed.clone(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -239,6 +241,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
     });
     tokio::select! {
         stopped = supervisor.failed() => {
+            // Red health first, so a probe sees why before the process goes.
+            failed.set(stopped.name, &stopped.reason());
+            tokio::time::sleep(FAILED_HEALTH_GRACE).await;
             Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
         }
         _ = shutdown_signal() => {
@@ -248,7 +253,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
 }
 
-/// How long `svcnet up` keeps answering its failed health checks after a supervised task stopped,
+/// How long `svcnet up` and `svcnet agent` keep answering their failed health checks after a supervised task stopped,
 /// before it shuts down: long enough for a probe to read why (kube-apiserver's
 /// `--shutdown-delay-duration` serves the same purpose on SIGTERM).
 const FAILED_HEALTH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -405,9 +410,11 @@ async fn up(args: UpArgs) -> Result<()> {
         }
     }
     let registry = Arc::new(registry);
+    let failed = status::Failed::default();
     status::MetricsServer {
         registry: registry.clone(),
         proxy_mode: args.dataplane.proxy_mode.name(),
+        failed: failed.clone(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -481,6 +488,7 @@ async fn up(args: UpArgs) -> Result<()> {
         stopped = supervisor.failed() => {
             // Probes see the task's failure (e.g. kubectl get --raw /readyz) until the shutdown below.
             server.fail_check(stopped.name, &stopped.reason());
+            failed.set(stopped.name, &stopped.reason());
             tokio::time::sleep(FAILED_HEALTH_GRACE).await;
             Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
         }

@@ -97,6 +97,7 @@ pub fn run(args: ProxyArgs) -> Result<()> {
             let server = crate::status::MetricsServer {
                 registry: registry.clone(),
                 proxy_mode: Some("userspace"),
+                failed: Default::default(),
             };
             tokio::spawn(server.serve(listener));
         }
