@@ -163,9 +163,11 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    #[cfg(test)]
     pub fn name(&self) -> &str {
         &self.key[..self.name_len as usize]
     }
+    #[cfg(test)]
     pub fn namespace(&self) -> &str {
         &self.key[self.name_len as usize + 1..]
     }
