@@ -10,6 +10,8 @@
 
 mod dataplane_args;
 mod dns_args;
+mod kube_proxy_config;
+mod proxy_cluster;
 mod proxy_cmd;
 mod status;
 mod supervise;
@@ -44,7 +46,8 @@ enum Command {
     Up(UpArgs),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
     Agent(AgentArgs),
-    /// Run only the userspace data plane for the Services and EndpointSlices of a YAML file (no API server).
+    /// Run only the node's data plane: kube-proxy's job against an API server (`--kubeconfig`, or in a
+    /// pod), or the userspace proxy for the Services of a YAML file (`--manifests`).
     Proxy(proxy_cmd::ProxyArgs),
 }
 
