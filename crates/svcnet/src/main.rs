@@ -10,6 +10,7 @@
 
 mod dataplane_args;
 mod dns_args;
+mod dns_cmd;
 mod kube_proxy_config;
 mod proxy_cluster;
 mod proxy_cmd;
@@ -49,6 +50,9 @@ enum Command {
     /// Run only the node's data plane: kube-proxy's job against an API server (`--kubeconfig`, or in a
     /// pod), or the userspace proxy for the Services of a YAML file (`--manifests`).
     Proxy(proxy_cmd::ProxyArgs),
+    /// Run only the cluster DNS server against an API server (`--kubeconfig`, or in a pod), configured
+    /// by a CoreDNS Corefile (`--conf`): CoreDNS's job.
+    Dns(dns_cmd::DnsCmdArgs),
 }
 
 #[derive(Parser)]
@@ -527,6 +531,11 @@ fn main() -> Result<()> {
         Command::Proxy(args) => {
             init_logging(&args.log_format);
             proxy_cmd::run(args)
+        }
+        Command::Dns(args) => {
+            init_logging(&args.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(dns_cmd::run(args))
         }
     }
 }

@@ -201,7 +201,7 @@ pub struct Common {
 }
 
 /// The client: the kubeconfig if there is one, else the pod's service account.
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
+pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
     match kubeconfig {
         Some(path) => crate::kube_client(path)
             .await
