@@ -9,14 +9,14 @@
 //!   a changed Corefile and keeps the running one when the change is bad, and `loop` stops a server whose
 //!   forwarding leads back to itself with CoreDNS's message.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use svcnet_testsupport::net::free_port;
 use svcnet_testsupport::netns::{Netns, can_run, have};
+use svcnet_testsupport::process::Process;
 use svcnet_testsupport::{Cluster, eventually};
 
 /// The binary under test.
@@ -80,77 +80,9 @@ while True:
     s.sendto(header + question + answer, peer)
 "#;
 
-/// A running `svcnet dns` (behind a command prefix), stopped by PID when dropped.
-struct Dns {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Dns {
-    /// Starts `svcnet dns ARGS` and waits for its serving line; `Err((status, log))` if it exits first.
-    fn start(prefix: &[&str], args: &[&str], log: PathBuf) -> Result<Dns, String> {
-        let mut cmd = match prefix.split_first() {
-            None => Command::new(SVCNET),
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(SVCNET);
-                c
-            }
-        };
-        let mut child = cmd
-            .arg("dns")
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn svcnet dns");
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-        if line.contains("serving") {
-            return Ok(Dns { child, log });
-        }
-        let status = child.wait().expect("wait");
-        Err(format!(
-            "{status}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        ))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status();
-    }
-
-    /// The exit status, waiting at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let t0 = Instant::now();
-        while t0.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `svcnet dns ARGS` behind `prefix`, once it says it is serving; `Err(status and log)` if it exits first.
+fn start_dns(prefix: &[&str], args: &[&str]) -> Result<Process, String> {
+    Process::start(SVCNET, prefix, &[&["dns"], args].concat())
 }
 
 /// A child process killed by PID when dropped.
@@ -276,7 +208,7 @@ fn kubeadm_corefile_serves_the_cluster_unchanged() {
     let corefile = dir.path().join("Corefile");
     std::fs::write(&corefile, KUBEADM_COREFILE).unwrap();
     let kubeconfig = c.kubeconfig().display().to_string();
-    let mut dns = Dns::start(
+    let mut dns = start_dns(
         &prefix,
         &[
             "--kubeconfig",
@@ -284,7 +216,6 @@ fn kubeadm_corefile_serves_the_cluster_unchanged() {
             "--conf",
             &corefile.display().to_string(),
         ],
-        dir.path().join("dns.log"),
     )
     .unwrap_or_else(|log| panic!("svcnet dns did not start:\n{log}"));
     let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
@@ -416,9 +347,7 @@ fn a_corefile_is_checked_reloaded_and_loops_are_caught() {
         ),
     )
     .unwrap();
-    let err = Dns::start(&[], &args, dir.path().join("bad.log"))
-        .err()
-        .expect("refused");
+    let err = start_dns(&[], &args).err().expect("refused");
     assert!(
         err.contains("Corefile:4 - Error during parsing: Unknown directive 'rewrite'"),
         "{err}"
@@ -439,7 +368,7 @@ fn a_corefile_is_checked_reloaded_and_loops_are_caught() {
         )
     };
     std::fs::write(&conf, with_ttl(5)).unwrap();
-    let mut dns = Dns::start(&[], &args, dir.path().join("reload.log")).unwrap_or_else(|l| panic!("{l}"));
+    let mut dns = start_dns(&[], &args).unwrap_or_else(|l| panic!("{l}"));
     let name = "web.default.svc.cluster.local";
     assert!(
         eventually(WAIT, || answers(&[], server, &[name]) == vec![(5, ip.clone())]),
@@ -481,12 +410,8 @@ fn a_corefile_is_checked_reloaded_and_loops_are_caught() {
     )
     .unwrap();
     let conf_b_s = conf_b.display().to_string();
-    let _b = Dns::start(
-        &[],
-        &["--kubeconfig", &kubeconfig, "--conf", &conf_b_s],
-        dir.path().join("b.log"),
-    )
-    .unwrap_or_else(|l| panic!("{l}"));
+    let _b =
+        start_dns(&[], &["--kubeconfig", &kubeconfig, "--conf", &conf_b_s]).unwrap_or_else(|l| panic!("{l}"));
     std::fs::write(
         &conf,
         loopback_corefile(
@@ -495,7 +420,7 @@ fn a_corefile_is_checked_reloaded_and_loops_are_caught() {
         ),
     )
     .unwrap();
-    let mut a = Dns::start(&[], &args, dir.path().join("a.log")).unwrap_or_else(|l| panic!("{l}"));
+    let mut a = start_dns(&[], &args).unwrap_or_else(|l| panic!("{l}"));
     let status = a
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("a forwarding loop stops the server\n{}", a.log()));

@@ -10,13 +10,14 @@
 //!   kube-proxy's table, serves the ClusterIP, leaves its rules in place when stopped (traffic goes on)
 //!   and `--cleanup` removes them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use svcnet_testsupport::net::free_port;
 use svcnet_testsupport::netns::{Namespaces, can_run, command_in, have};
+use svcnet_testsupport::process::Process;
 use svcnet_testsupport::{Cluster, eventually};
 
 /// The binary under test.
@@ -58,74 +59,10 @@ fn red_pod(body: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A running `svcnet proxy`, stopped by PID when dropped.
-struct Proxy {
-    child: Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Proxy {
-    /// Starts `svcnet proxy ARGS` (behind `prefix`, e.g. `ip netns exec NS`) and waits for its serving line;
-    /// `Err(log)` if it exits first.
-    fn start(prefix: &[&str], args: &[&str]) -> Result<Proxy, String> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("proxy.log");
-        let mut cmd = match prefix.split_first() {
-            None => Command::new(SVCNET),
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(SVCNET);
-                c
-            }
-        };
-        let mut child = cmd
-            .arg("proxy")
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn svcnet proxy");
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-        if line.contains("serving") {
-            return Ok(Proxy {
-                child,
-                log,
-                _dir: dir,
-            });
-        }
-        let _ = child.wait();
-        Err(std::fs::read_to_string(&log).unwrap_or_default())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status (bounded).
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `svcnet proxy ARGS` behind `prefix` (e.g. `ip netns exec NS`), once it says it is serving; `Err(log)` if
+/// it exits first.
+fn start_proxy(prefix: &[&str], args: &[&str]) -> Result<Process, String> {
+    Process::start(SVCNET, prefix, &[&["proxy"], args].concat())
 }
 
 fn node_name(c: &Cluster) -> String {
@@ -167,7 +104,7 @@ fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
     let (health, metrics) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let kubeconfig = c.kubeconfig().display().to_string();
     let node = node_name(&c);
-    let mut proxy = Proxy::start(
+    let mut proxy = start_proxy(
         &[],
         &[
             "--kubeconfig",
@@ -341,7 +278,7 @@ fn kubeadms_kube_proxy_configuration_works_and_bad_fields_are_named() {
         kubeadm_config(&kubeconfig, &node_name(&c), health, metrics, "userspace"),
     )
     .unwrap();
-    let proxy = Proxy::start(&[], &["--config", file.to_str().unwrap()])
+    let proxy = start_proxy(&[], &["--config", file.to_str().unwrap()])
         .unwrap_or_else(|log| panic!("svcnet proxy --config did not start:\n{log}"));
     let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
     assert!(
@@ -355,8 +292,7 @@ fn kubeadms_kube_proxy_configuration_works_and_bad_fields_are_named() {
         .is_ok_and(|(code, _)| code == 200)));
     let (code, _) = get(format!("127.0.0.1:{metrics}").parse().unwrap(), "/proxyMode").expect("proxyMode");
     assert_eq!(code, 200);
-    let adj =
-        std::fs::read_to_string(format!("/proc/{}/oom_score_adj", proxy.child.id())).unwrap_or_default();
+    let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", proxy.pid())).unwrap_or_default();
     assert_eq!(adj.trim(), "500", "oomScoreAdj is honoured");
     assert!(
         !proxy.log().contains("WARN"),
@@ -408,7 +344,7 @@ fn nftables_proxy_refuses_kube_proxys_rules_keeps_its_own_across_restarts_and_cl
 
     // kube-proxy's table on the node: svcnet proxy says what to do instead of programming twice.
     nft(&["add", "table", "ip", "kube-proxy"]);
-    let log = Proxy::start(&prefix, &args)
+    let log = start_proxy(&prefix, &args)
         .err()
         .expect("svcnet proxy must refuse to start beside kube-proxy's rules");
     assert!(
@@ -419,7 +355,7 @@ fn nftables_proxy_refuses_kube_proxys_rules_keeps_its_own_across_restarts_and_cl
     nft(&["delete", "table", "ip", "kube-proxy"]);
 
     let mut proxy =
-        Proxy::start(&prefix, &args).unwrap_or_else(|log| panic!("svcnet proxy did not start:\n{log}"));
+        start_proxy(&prefix, &args).unwrap_or_else(|log| panic!("svcnet proxy did not start:\n{log}"));
     assert!(
         eventually(WAIT, curl),
         "ClusterIP through nftables\n{}",
