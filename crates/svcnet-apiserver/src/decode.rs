@@ -196,6 +196,9 @@ pub fn decode_object(
             FieldValidation::Ignore => {}
         }
     }
+    if let Some(w) = svcnet_kinds::kinds::of(rt).rules.write_warning {
+        warnings.push(w.to_string());
+    }
     Ok((known, warnings))
 }
 
