@@ -148,13 +148,15 @@ impl ApiServer {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        // Backs off (and logs once per interval) when descriptors run out, instead of spinning.
+        let mut listener = svcnet_accept::Acceptor::new(listener, "API server");
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
-                    Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                    Err(e) => { warn!(error = %e, "API server listener closed"); break; }
                 },
             };
             let acceptor = acceptor.clone();

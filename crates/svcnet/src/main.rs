@@ -266,6 +266,34 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Descriptors kept aside for everything but the userspace proxy's listeners: connections, the store,
+/// watches, pods' pipes.
+const FD_RESERVE: u64 = 1024;
+
+/// Raises the soft open-file limit to the hard one and says what it allows: every TCP frontend of the
+/// userspace proxy holds two descriptors (the listener and the duplicate that closes it at once), every
+/// UDP frontend one. Nothing here is fatal: a process that cannot raise its limit runs with what it has.
+fn raise_fd_limit(mode: Option<&'static str>) {
+    match svcnet_accept::raise_nofile_limit() {
+        Ok((soft, hard)) => {
+            let ports = soft.saturating_sub(FD_RESERVE) / 2;
+            if mode == Some("userspace") {
+                info!(
+                    soft,
+                    hard,
+                    tcp_service_ports = ports,
+                    "open-file limit raised; the userspace proxy can listen for about {ports} TCP service \
+                     ports (two descriptors each, {FD_RESERVE} kept for connections); Services beyond that \
+                     get a Warning Event until descriptors free up"
+                );
+            } else {
+                info!(soft, hard, "open-file limit raised");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -505,16 +533,19 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Up(args) => {
             init_logging(&args.log_format);
+            raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(up(args))
         }
         Command::Agent(args) => {
             init_logging(&args.log_format);
+            raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(agent(args))
         }
         Command::Proxy(args) => {
             init_logging(&args.log_format);
+            raise_fd_limit(Some("userspace"));
             proxy_cmd::run(args)
         }
     }
