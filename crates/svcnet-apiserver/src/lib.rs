@@ -125,6 +125,19 @@ impl ApiServer {
         if endpoint == "readyz" && !self.ready.load(Ordering::SeqCst) {
             body.push_str("[-]svcnet-ready failed: not ready yet\n");
         }
+        // kube-apiserver names its storage check `etcd`. Reads go on from the cache while writes fail,
+        // so a degraded store makes the server unready (stop sending writes here), not dead; a store
+        // that needs a restart makes it unhealthy too.
+        match self.store.health() {
+            svcnet_store::Health::Ok => {}
+            svcnet_store::Health::Degraded(reason) if endpoint != "livez" => {
+                body.push_str(&format!("[-]etcd failed: {}\n", reason.replace('\n', " ")));
+            }
+            svcnet_store::Health::Degraded(_) => {}
+            svcnet_store::Health::Failed(reason) => {
+                body.push_str(&format!("[-]etcd failed: {}\n", reason.replace('\n', " ")));
+            }
+        }
         for (name, reason) in self
             .failed_checks
             .lock()

@@ -26,6 +26,7 @@ use svcnet_agent::agent::PodNetwork;
 use svcnet_alloc::PortRange;
 use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
 use svcnet_apiserver::{ApiServer, Config, pki};
+use svcnet_store::Store;
 use svcnet_store::redb::RedbStore;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -352,7 +353,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let addr = listener.local_addr()?;
 
     let server = ApiServer::new(
-        store,
+        store.clone(),
         Config {
             listen: addr,
             token: creds.token.clone(),
@@ -377,6 +378,16 @@ async fn up(args: UpArgs) -> Result<()> {
     // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
     let client = kube_client(&kubeconfig).await?;
     let mut supervisor = Supervisor::new();
+    // The store heals a failed disk by itself (see `svcnet_store::redb`); only a store that cannot go on
+    // without a reload stops the process, so that whoever runs it restarts it on a fresh snapshot.
+    supervisor.spawn("storage", async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let svcnet_store::Health::Failed(reason) = store.health() {
+                bail!("{reason}");
+            }
+        }
+    });
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
