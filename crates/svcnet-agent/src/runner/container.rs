@@ -13,6 +13,7 @@ use super::logs::instance_log;
 use super::pod::{PodHandle, StopRequest, Which};
 use super::probe::{Target, probe_loop, run_hook};
 use super::process::{exit_code, go_duration, kill_group, spawn, terminate};
+use super::security;
 use super::status::{State, Terminated, restart_policy};
 
 /// How a container's loop ended.
@@ -54,8 +55,10 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
     let is_init = matches!(which, Which::Init(_));
     let policy = restart_policy(&pod.pod).to_owned();
 
-    let spec = match env::launch_spec(&pod.pod, &container, &pod.ctx) {
-        Ok(spec) => spec,
+    let launch = env::launch_spec(&pod.pod, &container, &pod.ctx)
+        .and_then(|spec| Ok((spec, security::identity(&pod.pod, &container)?)));
+    let (spec, identity) = match launch {
+        Ok(launch) => launch,
         Err(e) => {
             // Nothing the runner learns later can fix this (the spec is immutable): wait to be stopped.
             pod.update(|s| {
@@ -69,17 +72,27 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
             return Outcome::Stopped;
         }
     };
-    let cwd = container
-        .working_dir
-        .as_ref()
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| pod.work_dir(), Into::into);
+    let cwd = match container.working_dir.as_ref().filter(|d| !d.is_empty()) {
+        Some(dir) => dir.into(),
+        None => {
+            // The pod's shared work dir, like an emptyDir: writable by whatever user its containers run
+            // as (it lies inside the agent's owner-only data dir, so only the pod reaches it).
+            if !identity.runs_as_root() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(pod.work_dir(), std::fs::Permissions::from_mode(0o1777));
+            }
+            pod.work_dir()
+        }
+    };
+    // The identity goes after the pod's prefix (which may need root) and applies to probes and hooks too.
+    let mut exec_prefix = pod.ctx.exec_prefix.clone();
+    exec_prefix.extend(identity.setpriv_prefix());
     let target = Target {
         pod_ip: pod.ctx.pod_ip.to_string(),
         container: container.clone(),
         env: spec.env.clone(),
         cwd,
-        exec_prefix: pod.ctx.exec_prefix.clone(),
+        exec_prefix,
     };
 
     // The kubelet's flowcontrol.Backoff entry for this container: (current delay, last update).

@@ -11,6 +11,9 @@
 //!   container waiting with `CreateContainerConfigError`; a container without `command` waits with
 //!   `RunContainerError`.
 //!
+//! - `securityContext` is honoured or refused as [`security`] describes (uid, gid, groups, runAsNonRoot,
+//!   no-new-privileges and dropped capabilities through `setpriv`).
+//!
 //! State lives in memory; logs live under `root/pods/<uid>/logs/<container>/<restart count>.log` (the current
 //! and the previous instance are kept).
 
@@ -20,6 +23,7 @@ mod logs;
 mod pod;
 mod probe;
 mod process;
+mod security;
 mod status;
 
 use std::collections::HashMap;
