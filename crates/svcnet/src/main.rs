@@ -176,6 +176,7 @@ fn agent_config(
     listen: SocketAddr,
     lease: std::time::Duration,
     pod_network: PodNetwork,
+    api_token: Option<String>,
 ) -> svcnet_agent::agent::AgentConfig {
     svcnet_agent::agent::AgentConfig {
         node_name: name,
@@ -185,12 +186,42 @@ fn agent_config(
         labels: Default::default(),
         lease_duration: lease,
         pod_network,
+        api_token,
+    }
+}
+
+/// The bearer token of the kubeconfig's current user, if it has one: the agent derives its container-log
+/// credential from it.
+fn kubeconfig_token(path: &std::path::Path) -> Option<String> {
+    let kc = kube::config::Kubeconfig::read_from(path).ok()?;
+    let context = kc.current_context.as_deref()?;
+    let user = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .user
+        .clone()?;
+    let auth = kc
+        .auth_infos
+        .iter()
+        .find(|a| a.name == user)?
+        .auth_info
+        .as_ref()?;
+    match (&auth.token, &auth.token_file) {
+        (Some(t), _) => {
+            use secrecy::ExposeSecret;
+            Some(t.expose_secret().to_string())
+        }
+        (None, Some(file)) => std::fs::read_to_string(file).ok().map(|t| t.trim().to_string()),
+        (None, None) => None,
     }
 }
 
 async fn agent(args: AgentArgs) -> Result<()> {
     let client = kube_client(&args.kubeconfig).await?;
-    std::fs::create_dir_all(&args.data_dir)?;
+    private_dir(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::default();
     let mut supervisor = Supervisor::new();
@@ -233,6 +264,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.listen,
         std::time::Duration::from_secs(args.node_lease_duration_seconds.max(4)),
         args.pod_network,
+        kubeconfig_token(&args.kubeconfig),
     );
     supervisor.spawn("node-agent", async move {
         svcnet_agent::agent::run(client, cfg).await?;
@@ -255,10 +287,13 @@ async fn agent(args: AgentArgs) -> Result<()> {
 const FAILED_HEALTH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only help a human at a terminal; in a file or a journal they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -307,9 +342,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// Creates `dir` (and its parents) and makes it owner-only (0700): it holds the store, the cluster's keys
+/// and token and the pods' logs, none of which other local users may read. An existing directory is
+/// tightened too, so an old 0755 data dir gets fixed on the next start.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} owner-only", dir.display()))
+}
+
 async fn up(args: UpArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let node_ports: PortRange = args
         .service_node_port_range
@@ -480,6 +524,7 @@ async fn up(args: UpArgs) -> Result<()> {
             SocketAddr::new(addr.ip(), 0),
             std::time::Duration::from_secs(args.node_monitor_grace_period.max(4)),
             args.pod_network,
+            Some(creds.token.clone()),
         );
         let client = client.clone();
         supervisor.spawn("node-agent", async move {
