@@ -138,6 +138,11 @@ impl Acceptor {
     }
 }
 
+/// The process's open-file limit now: `(soft, hard)`.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_err(io::Error::from)
+}
+
 /// The process's open-file limit after raising the soft limit to the hard one: `(soft, hard)`. The
 /// default soft limit (often 1024) is far below what a node serving thousands of Services needs, and
 /// raising it up to the hard limit needs no privilege.
@@ -147,8 +152,7 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
     }
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
-    Ok((soft, hard))
+    nofile_limit()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 mod dataplane_args;
 mod dns_args;
+mod listener_events;
 mod proxy_cmd;
 mod status;
 mod supervise;
@@ -302,9 +303,16 @@ fn init_logging(format: &str) {
     }
 }
 
-/// Descriptors kept aside for everything but the userspace proxy's listeners: connections, the store,
-/// watches, pods' pipes.
+/// Descriptors kept aside for everything but the userspace proxy's listeners: API connections, proxied
+/// connections, the store, watches, pods' pipes. Half the limit when the limit is small.
 const FD_RESERVE: u64 = 1024;
+
+/// How many descriptors the userspace proxy's listeners may hold under the current soft open-file limit
+/// (see `svcnet_proxy::ProxyConfig::listener_fds`); `None` when the limit cannot be read.
+pub(crate) fn listener_fd_budget() -> Option<usize> {
+    let (soft, _) = svcnet_accept::nofile_limit().ok()?;
+    usize::try_from(soft.saturating_sub(FD_RESERVE.min(soft / 2))).ok()
+}
 
 /// Raises the soft open-file limit to the hard one and says what it allows: every TCP frontend of the
 /// userspace proxy holds two descriptors (the listener and the duplicate that closes it at once), every
@@ -312,15 +320,15 @@ const FD_RESERVE: u64 = 1024;
 fn raise_fd_limit(mode: Option<&'static str>) {
     match svcnet_accept::raise_nofile_limit() {
         Ok((soft, hard)) => {
-            let ports = soft.saturating_sub(FD_RESERVE) / 2;
             if mode == Some("userspace") {
+                let ports = listener_fd_budget().unwrap_or(0) / 2;
                 info!(
                     soft,
                     hard,
                     tcp_service_ports = ports,
                     "open-file limit raised; the userspace proxy can listen for about {ports} TCP service \
-                     ports (two descriptors each, {FD_RESERVE} kept for connections); Services beyond that \
-                     get a Warning Event until descriptors free up"
+                     ports (two descriptors each; the rest is kept for connections); Services beyond that \
+                     get a Warning Event and are retried until descriptors free up"
                 );
             } else {
                 info!(soft, hard, "open-file limit raised");
