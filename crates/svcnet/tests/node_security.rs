@@ -68,13 +68,13 @@ fn private_files_plain_logs_and_guarded_container_logs() {
         Some(&pod(
             "talker",
             "{}",
-            "for i in 1 2 3 4 5; do echo line-$i; done; exec sleep 1000",
+            "for i in 1 2 3 4 5; do echo line-$i; done; sleep 2; echo late-1; echo late-2; exec sleep 1000",
         )),
     );
     wait_phase(&c, "talker", |p| p["status"]["phase"] == "Running");
     assert!(eventually(Duration::from_secs(20), || c
         .ok(&["logs", "talker"])
-        .contains("line-5")));
+        .contains("late-2")));
 
     // Owner-only: data dir, pki, the store, every pod log.
     assert_eq!(mode(&c.dir), 0o700);
@@ -92,22 +92,50 @@ fn private_files_plain_logs_and_guarded_container_logs() {
     assert!(!server_log.contains('\u{1b}'), "colour codes in a file log");
 
     // kubectl logs options, as the kubelet honours them.
-    assert_eq!(c.ok(&["logs", "talker", "--tail=2"]), "line-4\nline-5\n");
+    assert_eq!(c.ok(&["logs", "talker", "--tail=2"]), "late-1\nlate-2\n");
     assert_eq!(c.ok(&["logs", "talker", "--limit-bytes=9"]), "line-1\nli");
-    assert_eq!(c.ok(&["logs", "talker", "--tail=1", "--limit-bytes=4"]), "line");
-    let err = c.fail_v("1.33", &["logs", "talker", "--timestamps"], None);
+    assert_eq!(c.ok(&["logs", "talker", "--tail=1", "--limit-bytes=4"]), "late");
+    // --timestamps: every line carries the time it was written (RFC 3339), the late ones 2 s later.
+    let stamped = c.ok(&["logs", "talker", "--timestamps"]);
+    let times: Vec<(jiff::Timestamp, &str)> = stamped
+        .lines()
+        .map(|l| {
+            let (t, rest) = l.split_once(' ').unwrap_or_else(|| panic!("{stamped}"));
+            (t.parse().unwrap_or_else(|e| panic!("{t}: {e}")), rest)
+        })
+        .collect();
+    let texts: Vec<&str> = times.iter().map(|(_, l)| *l).collect();
+    assert_eq!(
+        texts,
+        [
+            "line-1", "line-2", "line-3", "line-4", "line-5", "late-1", "late-2"
+        ]
+    );
+    let gap = times[5].0.duration_since(times[4].0);
     assert!(
-        err.contains("timestamps (--timestamps) is not supported"),
-        "{err}"
+        gap >= jiff::SignedDuration::from_millis(1800) && gap < jiff::SignedDuration::from_secs(4),
+        "{stamped}"
     );
-    let err = c.fail_v("1.33", &["logs", "talker", "--since=1h"], None);
-    assert!(err.contains("sinceSeconds (--since) is not supported"), "{err}");
-    let err = c.fail_v(
-        "1.33",
-        &["logs", "talker", "--since-time=2020-01-01T00:00:00Z"],
-        None,
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    assert!(
+        times[0].0 > started && times[6].0 <= jiff::Timestamp::now(),
+        "{stamped}"
     );
-    assert!(err.contains("sinceTime (--since-time) is not supported"), "{err}");
+    // --since-time (whole seconds on the wire) at the late lines' second: only they are newer.
+    let since_time = jiff::Timestamp::from_second(times[5].0.as_second())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        c.ok(&["logs", "talker", &format!("--since-time={since_time}")]),
+        "late-1\nlate-2\n"
+    );
+    assert_eq!(c.ok(&["logs", "talker", "--since=1h"]).lines().count(), 7);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.ok(&["logs", "talker", "--since=1s"]), "");
+    assert_eq!(
+        c.ok(&["logs", "talker", "--since=1h", "--tail=1", "--timestamps"]),
+        format!("{} late-2\n", times[6].0)
+    );
     let (_, raw) = {
         let out = c.kubectl_v(
             "1.33",

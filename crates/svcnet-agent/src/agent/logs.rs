@@ -3,10 +3,9 @@
 //!
 //! Logs are served only to a request with `Authorization: Bearer <credential>`, the credential derived
 //! from the cluster token that the API server presents (see `svcnet_apiserver::logs::log_credential`):
-//! another local process cannot read a pod's output just by finding the port. `limitBytes` and
-//! `tailLines` are honoured as the kubelet does; `timestamps`, `sinceSeconds` and `sinceTime` need a
-//! write time per line, which the runner's plain log files do not keep, so they are refused with a
-//! clear message rather than ignored.
+//! another local process cannot read a pod's output just by finding the port. Every `PodLogOptions`
+//! field is honoured as the kubelet does (`follow`, `previous`, `tailLines`, `limitBytes`, and
+//! `timestamps`, `sinceSeconds`, `sinceTime` with the times the runner notes for log lines).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,7 +20,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 
-use crate::runner::PodRunner;
+use crate::runner::{LogOptions, PodRunner};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -130,26 +129,20 @@ fn handle_log_request(
         return text(404, format!("pod {ns}/{name} is not on this node"));
     };
     let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
-    for (key, option) in [
-        ("timestamps", "--timestamps"),
-        ("sinceSeconds", "--since"),
-        ("sinceTime", "--since-time"),
-    ] {
-        if query.get(key).is_some_and(|v| !v.is_empty() && v != "false") {
-            return text(
-                400,
-                format!(
-                    "{key} ({option}) is not supported by svcnet's process runner: its container logs keep no \
-                     time per line"
-                ),
-            );
-        }
-    }
-    let tail = query.get("tailLines").and_then(|v| v.parse::<usize>().ok());
+    let since = match since(&query) {
+        Ok(since) => since,
+        Err(message) => return text(400, message),
+    };
+    let opts = LogOptions {
+        previous: flag("previous"),
+        tail: query.get("tailLines").and_then(|v| v.parse::<usize>().ok()),
+        since,
+        timestamps: flag("timestamps"),
+    };
     // The kubelet's limitBytes: the first N bytes of what would be sent (a tail counts first).
     let limit = query.get("limitBytes").and_then(|v| v.parse::<u64>().ok());
-    if flag("follow") && !flag("previous") {
-        return match runner.follow_logs(&uid, container, tail) {
+    if flag("follow") && !opts.previous {
+        return match runner.follow_logs_with(&uid, container, &opts) {
             Ok(stream) => {
                 let stream = limit_stream(stream, limit);
                 let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
@@ -158,7 +151,7 @@ fn handle_log_request(
             Err(e) => text(400, e.to_string()),
         };
     }
-    match runner.logs(&uid, container, flag("previous"), tail) {
+    match runner.logs_with(&uid, container, &opts) {
         Ok(mut bytes) => {
             if let Some(limit) = limit {
                 bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -166,6 +159,28 @@ fn handle_log_request(
             hyper::Response::new(Full::new(Bytes::from(bytes)).map_err(|n| match n {}).boxed())
         }
         Err(e) => text(400, e.to_string()),
+    }
+}
+
+/// The earliest time of lines to send: `sinceTime` (RFC 3339) or `sinceSeconds` before now.
+fn since(query: &HashMap<String, String>) -> Result<Option<jiff::Timestamp>, String> {
+    if let Some(t) = query.get("sinceTime").filter(|t| !t.is_empty()) {
+        return t
+            .parse::<jiff::Timestamp>()
+            .map(Some)
+            .map_err(|e| format!("invalid sinceTime {t:?}: {e}"));
+    }
+    match query.get("sinceSeconds") {
+        None => Ok(None),
+        Some(s) => {
+            let secs: i64 = s.parse().map_err(|_| format!("invalid sinceSeconds {s:?}"))?;
+            let span = jiff::SignedDuration::from_secs(secs.max(0));
+            Ok(Some(
+                jiff::Timestamp::now()
+                    .checked_sub(span)
+                    .unwrap_or(jiff::Timestamp::MIN),
+            ))
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use super::probe::{Target, probe_loop, run_hook};
 use super::process::{exit_code, go_duration, kill_group, spawn, terminate};
 use super::security;
 use super::status::{State, Terminated, restart_policy};
+use super::timeline;
 
 /// How a container's loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +106,9 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
         }
         // Keep only the current and the previous instance's logs.
         if let Some(old) = instance.checked_sub(2) {
-            let _ = std::fs::remove_file(instance_log(&pod.dir, &container.name, old));
+            let old = instance_log(&pod.dir, &container.name, old);
+            let _ = std::fs::remove_file(timeline::times_path(&old));
+            let _ = std::fs::remove_file(old);
         }
         let log = instance_log(&pod.dir, &container.name, instance);
         let started_at = Timestamp::now();
@@ -151,6 +154,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
                     true
                 });
                 tracing::debug!(pod = %pod.uid, container = %container.name, pid = pgid, instance, "container started");
+                let times = timeline::Recorder::start(log.clone());
                 let (kill_tx, mut kill_rx) = mpsc::channel::<KillRequest>(1);
                 let prober = (!is_init)
                     .then(|| tokio::spawn(prober(pod.clone(), which, instance, target.clone(), kill_tx)));
@@ -174,6 +178,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
                 }
                 // As when a container's init process dies, nothing else of the container survives it.
                 kill_group(pgid, Signal::SIGKILL);
+                times.finish().await;
                 let code = exit_code(status);
                 let message = how.clone().flatten();
                 let term = Terminated {
