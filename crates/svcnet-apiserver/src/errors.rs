@@ -231,7 +231,13 @@ impl std::error::Error for ApiError {}
 
 impl From<svcnet_store::StoreError> for ApiError {
     fn from(e: svcnet_store::StoreError) -> Self {
-        ApiError::internal(e)
+        use svcnet_store::StoreError;
+        match e {
+            // HTTP's own code for it: the client learns that retrying later may work, and why.
+            StoreError::NoSpace(_) => Self::new(507, "InsufficientStorage", e.to_string()),
+            StoreError::Closed => Self::unavailable(e.to_string()),
+            StoreError::Backend(_) => ApiError::internal(e),
+        }
     }
 }
 
@@ -257,6 +263,9 @@ mod tests {
             ApiError::conflict(svc, "x").message,
             "Operation cannot be fulfilled on services \"x\": the object has been modified; please apply your changes to the latest version and try again"
         );
+        let full = ApiError::from(svcnet_store::StoreError::NoSpace("disk full".into()));
+        assert_eq!((full.code, full.reason), (507, "InsufficientStorage"));
+        assert_eq!(full.message, "storage is out of space: disk full");
         let es = lookup("discovery.k8s.io", "v1", "endpointslices").unwrap();
         let s = ApiError::already_exists(es, "y").status();
         assert_eq!(s["details"]["group"], "discovery.k8s.io");

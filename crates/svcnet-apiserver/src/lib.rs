@@ -125,6 +125,19 @@ impl ApiServer {
         if endpoint == "readyz" && !self.ready.load(Ordering::SeqCst) {
             body.push_str("[-]svcnet-ready failed: not ready yet\n");
         }
+        // kube-apiserver names its storage check `etcd`. Reads go on from the cache while writes fail,
+        // so a degraded store makes the server unready (stop sending writes here), not dead; a store
+        // that needs a restart makes it unhealthy too.
+        match self.store.health() {
+            svcnet_store::Health::Ok => {}
+            svcnet_store::Health::Degraded(reason) if endpoint != "livez" => {
+                body.push_str(&format!("[-]etcd failed: {}\n", reason.replace('\n', " ")));
+            }
+            svcnet_store::Health::Degraded(_) => {}
+            svcnet_store::Health::Failed(reason) => {
+                body.push_str(&format!("[-]etcd failed: {}\n", reason.replace('\n', " ")));
+            }
+        }
         for (name, reason) in self
             .failed_checks
             .lock()
@@ -148,13 +161,15 @@ impl ApiServer {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        // Backs off (and logs once per interval) when descriptors run out, instead of spinning.
+        let mut listener = svcnet_accept::Acceptor::new(listener, "API server");
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
-                    Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                    Err(e) => { warn!(error = %e, "API server listener closed"); break; }
                 },
             };
             let acceptor = acceptor.clone();

@@ -471,10 +471,10 @@ pub async fn serve_tcp(
     max_conns: usize,
 ) {
     let slots = Arc::new(Semaphore::new(max_conns));
+    let mut acceptor = svcnet_accept::Acceptor::new(listener, "DNS over TCP");
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+        let Ok((stream, peer)) = acceptor.accept().await else {
+            return;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             drop(stream);

@@ -37,7 +37,7 @@ mod udp;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-pub use backend::UserspaceBackend;
+pub use backend::{Unbound, UserspaceBackend};
 pub use localhost::LocalhostNodePorts;
 pub use metrics::ProxyMetrics;
 pub use svcnet_dataplane::Balance;
@@ -81,6 +81,11 @@ pub struct ProxyConfig {
     /// `/proc/sys/fs/pipe-max-size`; best effort). 256 KiB measured better than the 64 KiB default for
     /// bulk transfers (fewer calls, fewer wake-ups of the receiver).
     pub pipe_size: usize,
+    /// Most descriptors the listeners may hold (a TCP listener holds two, a UDP one one), `None` for no
+    /// limit of its own. A listener beyond it is not opened and counts as not bound (retried, Warning
+    /// Event): the proxy must not take the last descriptors the rest of the process needs to accept API
+    /// requests and proxied connections. Set from `RLIMIT_NOFILE` minus a reserve.
+    pub listener_fds: Option<usize>,
 }
 
 impl Default for ProxyConfig {
@@ -98,6 +103,7 @@ impl Default for ProxyConfig {
             freebind: false,
             splice: true,
             pipe_size: 256 * 1024,
+            listener_fds: None,
         }
     }
 }

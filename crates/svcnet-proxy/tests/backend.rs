@@ -329,6 +329,7 @@ fn a_failed_bind_is_reported_and_the_rest_applied() {
     let _squatter = std::net::TcpListener::bind("127.31.10.2:8000").unwrap();
     let eps = [tcp_server("127.31.10.5", "a")];
     let mut p = Proxy::new("127.31.10.250", Balance::RoundRobin);
+    let unbound = p.backend.unbound();
     let yaml = service("ok", "127.31.10.1", 8000, "8080", "TCP", "")
         + &slices("ok", "p", "TCP", &eps)
         + &service("clash", "127.31.10.2", 8000, "8080", "TCP", "");
@@ -344,11 +345,74 @@ fn a_failed_bind_is_reported_and_the_rest_applied() {
         p.metric("svcnet_proxy_bind_errors_total{service=\"default/clash\""),
         1.0
     );
+    // The port without a listener is published (for a Warning Event on its Service) and counted.
+    let now = unbound.borrow().clone();
+    let names: Vec<String> = now.keys().map(ToString::to_string).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("default/clash"), "{names:?}");
+    let error = now.values().next().unwrap();
+    assert!(
+        error.starts_with("cannot listen on 127.31.10.2:8000/tcp: ") && error.contains("in use"),
+        "{error}"
+    );
+    assert_eq!(p.metric("svcnet_proxy_unbound_listeners "), 1.0);
     // Once the address is free, the next full sync binds it.
     drop(_squatter);
     let ports: Vec<_> = p.model.ports().cloned().collect();
     p.backend.sync_all(&ports).expect("sync binds it now");
     assert_eq!(p.backend.listener_count(), 2);
+    assert!(unbound.borrow().is_empty());
+    assert_eq!(p.metric("svcnet_proxy_unbound_listeners "), 0.0);
+}
+
+#[test]
+fn listeners_stay_within_their_descriptor_budget_and_bind_once_it_frees() {
+    let mut registry = Registry::default();
+    // Room for two TCP listeners (two descriptors each).
+    let config = ProxyConfig {
+        workers: 1,
+        listener_fds: Some(4),
+        ..ProxyConfig::for_node(ip("127.31.12.250"))
+    };
+    let mut backend = UserspaceBackend::new(config, &mut registry).unwrap();
+    let unbound = backend.unbound();
+    let mut model = Model::new(ModelConfig::default());
+    let yaml = |names: &[&str]| -> String {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| service(n, &format!("127.31.12.{}", i + 1), 8000, "8080", "TCP", ""))
+            .collect()
+    };
+    Manifests::parse(&yaml(&["a", "b", "c"]))
+        .unwrap()
+        .load_into(&mut model);
+    let err = backend
+        .apply(&model.take_changes().changes)
+        .expect_err("the third is over budget");
+    assert!(err.to_string().contains("out of file descriptors"), "{err}");
+    assert_eq!(backend.listener_count(), 2);
+    let names: Vec<String> = unbound.borrow().keys().map(ToString::to_string).collect();
+    assert_eq!(names, ["default/c:p"]);
+    let refused =
+        |i: u8| connect_from(ip("127.31.12.9"), format!("127.31.12.{i}:8000").parse().unwrap()).is_err();
+    assert!(refused(3), "no listener for the Service over budget");
+    assert!(!refused(1) && !refused(2));
+
+    // Deleting a Service frees its descriptors; the next full sync binds the one left out.
+    model.clear_inputs();
+    Manifests::parse(
+        &(service("b", "127.31.12.2", 8000, "8080", "TCP", "")
+            + &service("c", "127.31.12.3", 8000, "8080", "TCP", "")),
+    )
+    .unwrap()
+    .load_into(&mut model);
+    model.take_changes();
+    let ports: Vec<_> = model.ports().cloned().collect();
+    backend.sync_all(&ports).expect("everything fits now");
+    assert_eq!(backend.listener_count(), 2);
+    assert!(unbound.borrow().is_empty());
+    assert!(!refused(3) && refused(1));
 }
 
 /// The node agent drives the backend from async code: creating, applying and dropping it there must work

@@ -154,8 +154,11 @@ pub async fn start(
             }
             // Pod-network addresses (the bridge's) appear only once the node's pod CIDR is known.
             cfg.freebind = node.pods_in_netns;
+            cfg.listener_fds = crate::listener_fd_budget();
             let proxy =
                 svcnet_proxy::UserspaceBackend::new(cfg, registry).context("starting the userspace proxy")?;
+            // Best effort, ends with the proxy: a Service it cannot listen for gets a Warning Event.
+            tokio::spawn(crate::listener_events::run(client.clone(), proxy.unbound()));
             Box::new(proxy)
         }
         ProxyMode::Nftables => {

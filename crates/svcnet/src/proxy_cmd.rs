@@ -75,6 +75,7 @@ pub fn run(args: ProxyArgs) -> Result<()> {
         balance: args.proxy_balance,
         node_addresses: args.node_address.clone(),
         splice: !args.no_splice,
+        listener_fds: super::listener_fd_budget(),
         ..Default::default()
     };
     let mut backend = UserspaceBackend::new(config, &mut registry)?;

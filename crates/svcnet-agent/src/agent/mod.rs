@@ -59,7 +59,13 @@ pub struct AgentConfig {
     pub lease_duration: Duration,
     /// How pods are networked.
     pub pod_network: PodNetwork,
+    /// The cluster's bearer token (from the agent's kubeconfig). The container-log endpoint answers only
+    /// requests carrying the credential derived from it ([`logs_credential`]), which the API server
+    /// presents when it proxies `pods/log`. `None` (a kubeconfig without a token): it answers nobody.
+    pub api_token: Option<String>,
 }
+
+pub use logs::credential as logs_credential;
 
 /// How pods are networked (`--pod-network`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,7 +188,16 @@ async fn run_with(
     // The agent endpoint first: its port goes into the Node object.
     let listener = TcpListener::bind(cfg.listen).await.map_err(AgentError::Listen)?;
     let port = listener.local_addr().map_err(AgentError::Listen)?.port();
-    tokio::spawn(logs::serve_logs(listener, runner.clone(), pod_store.clone()));
+    let credential = cfg.api_token.as_deref().map(logs::credential);
+    if credential.is_none() {
+        tracing::warn!("no token in the kubeconfig: the container-log endpoint will refuse every request");
+    }
+    tokio::spawn(logs::serve_logs(
+        listener,
+        runner.clone(),
+        pod_store.clone(),
+        credential,
+    ));
 
     let node_cfg = NodeConfig {
         name: cfg.node_name.clone(),

@@ -15,7 +15,7 @@ pub(crate) struct ConfigError {
 }
 
 impl ConfigError {
-    fn config(message: String) -> ConfigError {
+    pub(crate) fn config(message: String) -> ConfigError {
         ConfigError {
             reason: "CreateContainerConfigError",
             message,
