@@ -265,9 +265,23 @@ impl UserspaceBackend {
             external,
         }));
 
-        // Listeners: close what is no longer a frontend, open what is missing (or failed before).
+        // Listeners: close what is no longer a frontend, open what is missing (or failed before). A
+        // frontend with no endpoint for any client has no listener at all, so the kernel refuses the
+        // connection (TCP reset to the SYN, ICMP port unreachable for UDP) as kube-proxy's reject rule
+        // does: the client's `connect()` fails with ECONNREFUSED, not a reset after it succeeded. The
+        // listener is back as soon as an endpoint is.
+        let has_internal = !sp.internal_endpoints.is_empty();
+        let has_any = has_internal || !sp.external_endpoints.is_empty();
         let mut want: HashMap<(SocketAddr, Protocol), FrontendKind> = HashMap::new();
-        for fe in sp.frontends() {
+        // External frontends serve remote clients from the external endpoints and the node's own from the
+        // internal ones (kube-proxy's local short-circuit): they listen if either set has an endpoint.
+        for fe in sp.frontends().filter(|fe| {
+            if fe.kind.is_external() {
+                has_any
+            } else {
+                has_internal
+            }
+        }) {
             let ips: Vec<IpAddr> = match fe.ip {
                 Some(ip) => vec![ip],
                 None => self.node_addresses.clone(),

@@ -17,8 +17,8 @@
 //!   `splice(2)` through a pooled pipe pair once a transfer turns out to be bulk. Session affinity
 //!   is the one place that takes a (sharded, short) lock, and only for Services that ask for it.
 //! - **TCP**: connect timeout, retry on another endpoint within the same client connection, short back-off
-//!   of an endpoint that refused; half-close is passed on; no usable endpoint means the accepted
-//!   connection is reset at once (see [`ProxyConfig`] for why a reset rather than an ICMP reject).
+//!   of an endpoint that refused; half-close is passed on; a frontend without endpoints has no
+//!   listener, so the kernel refuses its connections (see [`ProxyConfig`] on rejects).
 //! - **UDP**: a flow table per listener (client address → connected socket to the endpoint) with an idle
 //!   timeout and a size bound; replies leave from the service address.
 //! - **Metrics** ([`ProxyMetrics`]) are registered in a registry the caller passes in; nothing is global.
@@ -44,12 +44,14 @@ pub use svcnet_dataplane::Balance;
 
 /// How the userspace proxy runs.
 ///
-/// **Rejects.** kube-proxy rejects traffic to a Service without endpoints with an ICMP error (TCP clients
-/// see "connection refused"). A userspace proxy cannot send ICMP for a connection its listener has
-/// already accepted, so it accepts the connection and closes it with a TCP reset (`SO_LINGER` 0): the
-/// client sees "connection reset" at once instead of a hang. The same happens when a LoadBalancer
-/// frontend is reached from outside `loadBalancerSourceRanges` and when every connect attempt failed.
-/// UDP datagrams that cannot be forwarded are dropped.
+/// **Rejects.** kube-proxy rejects traffic to a Service without endpoints (TCP clients see `connect()`
+/// fail with "connection refused", UDP ones an ICMP port unreachable). The proxy gets the same from the
+/// kernel by not listening: a frontend without any endpoint has its listener closed, and opened again by
+/// the change that brings an endpoint. Where the listener must stay (the Service has endpoints, but not
+/// for this client: a LoadBalancer frontend reached from outside `loadBalancerSourceRanges`, an external
+/// frontend whose `externalTrafficPolicy: Local` has no local endpoint, every connect attempt failed),
+/// the accepted connection is closed with a TCP reset (`SO_LINGER` 0): the client sees "connection reset"
+/// at once instead of a hang. UDP datagrams that cannot be forwarded are dropped.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// Worker threads of the proxy's own runtime (`--proxy-workers`, default 2).

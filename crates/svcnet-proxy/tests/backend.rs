@@ -115,16 +115,40 @@ fn round_robin_spreads_evenly_and_least_conn_uses_everything() {
     );
 }
 
+/// `connect()` to a frontend without endpoints fails with ECONNREFUSED (kube-proxy's reject), for the
+/// ClusterIP and the NodePort alike, and succeeds as soon as an endpoint is applied; removing the
+/// endpoint refuses again, without touching the connection already established.
 #[test]
-fn no_endpoints_resets_at_once_and_removal_closes_the_listener() {
+fn no_endpoints_refuses_the_connect_until_an_endpoint_appears() {
     let mut p = Proxy::new("127.31.1.250", Balance::LeastConn);
-    p.load(&service("empty", "127.31.1.1", 8000, "8080", "TCP", ""));
+    let node_port = free_port("127.31.1.250");
+    let svc = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: empty, namespace: default}}\nspec:\n  type: NodePort\n  \
+         clusterIP: 127.31.1.1\n  ports: [{{name: p, port: 8000, targetPort: 8080, nodePort: {node_port}}}]\n---\n"
+    );
+    p.load(&svc);
     let vip: SocketAddr = "127.31.1.1:8000".parse().unwrap();
-    for _ in 0..3 {
-        assert!(refused(ip("127.31.1.9"), vip), "reset, not a hang");
+    let np = SocketAddr::new(ip("127.31.1.250"), node_port);
+    for addr in [vip, np] {
+        for _ in 0..3 {
+            let e = connect_from(ip("127.31.1.9"), addr).expect_err("refused");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{addr}");
+        }
     }
-    assert_eq!(p.metric("svcnet_proxy_rejects_total{service=\"default/empty\",port=\"p\",protocol=\"TCP\",reason=\"no_endpoints\"}"), 3.0);
     assert_eq!(p.backend.port_count(), 1);
+    assert_eq!(p.backend.listener_count(), 0, "nothing listens without endpoints");
+
+    let eps = [tcp_server("127.31.1.2", "a")];
+    p.load(&(svc.clone() + &slices("empty", "p", "TCP", &eps)));
+    assert_eq!(who(ip("127.31.1.9"), vip), "a");
+    assert_eq!(who(ip("127.31.1.9"), np), "a");
+    let (mut kept, _) = hello(ip("127.31.1.9"), vip).unwrap();
+
+    p.load(&svc);
+    let e = connect_from(ip("127.31.1.9"), vip).expect_err("refused again");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(echo(&mut kept, "still there"), "still there");
+
     p.load("");
     assert_eq!(p.backend.port_count(), 0);
     let e = connect_from(ip("127.31.1.9"), vip).expect_err("listener closed");
@@ -331,7 +355,8 @@ fn a_failed_bind_is_reported_and_the_rest_applied() {
     let mut p = Proxy::new("127.31.10.250", Balance::RoundRobin);
     let yaml = service("ok", "127.31.10.1", 8000, "8080", "TCP", "")
         + &slices("ok", "p", "TCP", &eps)
-        + &service("clash", "127.31.10.2", 8000, "8080", "TCP", "");
+        + &service("clash", "127.31.10.2", 8000, "8080", "TCP", "")
+        + &slices("clash", "p", "TCP", &eps);
     Manifests::parse(&yaml).unwrap().load_into(&mut p.model);
     let changes = p.model.take_changes();
     let err = p
