@@ -3,7 +3,9 @@
 //! init containers, restart policies, crash-loop back-off, probes, lifecycle hooks and graceful termination.
 //!
 //! svcnet conventions beyond Kubernetes:
-//! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (the pod's name) unless it sets them;
+//! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (its hostname: `spec.hostname` or the
+//!   pod's name) unless it sets them; its own hostname and `/etc/hosts` come from the agent's exec prefix
+//!   (see `crate::pod_identity`);
 //! - `PATH` is the agent's own unless the container sets one (there is no image to define it);
 //! - containers without `workingDir` run in `root/pods/<uid>/work`, shared by the pod's containers;
 //! - `image` is reported back as given and `imageID` is empty; container IDs are `svcnet://<pid>`;
