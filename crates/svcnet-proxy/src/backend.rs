@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::endpoints::{EndpointSet, EpState};
 use crate::metrics::ProxyMetrics;
 use crate::port::{PortShared, PortView, Settings};
+use crate::source::SourcePolicy;
 use crate::{ProxyConfig, ProxyError, tcp, udp};
 
 /// The userspace data plane: an L4 proxy listening on every frontend of every service port.
@@ -150,6 +151,11 @@ impl UserspaceBackend {
                 local_addrs: config.node_addresses.clone(),
                 splice: config.splice,
                 pipe_size: config.pipe_size,
+                source: SourcePolicy {
+                    ranges: config.client_ip_ranges,
+                    transparent: config.transparent,
+                    ..Default::default()
+                },
             }),
             balance: config.balance,
             node_addresses: config.node_addresses,
@@ -230,11 +236,14 @@ impl UserspaceBackend {
             }
             keep
         });
+        let transparent = self.settings.source.transparent;
         for addr in &wanted {
-            entry
-                .endpoints
-                .entry(*addr)
-                .or_insert_with(|| Arc::new(EpState::new(*addr, metrics.endpoint(pm, *addr))));
+            entry.endpoints.entry(*addr).or_insert_with(|| {
+                let mut ep = EpState::new(*addr, metrics.endpoint(pm, *addr));
+                // Only transparent connects care, and a bind test costs two syscalls per new endpoint.
+                ep.local = transparent && is_local(addr.ip());
+                Arc::new(ep)
+            });
         }
         let old = entry.shared.view.load_full();
         let build = |list: &[Endpoint], old: &Arc<EndpointSet>| -> Arc<EndpointSet> {
@@ -345,6 +354,12 @@ impl UserspaceBackend {
             ),
         })
     }
+}
+
+/// Whether `ip` is an address of this node (network namespace): it can be bound without
+/// `IP_FREEBIND`/`IP_TRANSPARENT`.
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Binds one frontend and starts serving it on the proxy runtime.

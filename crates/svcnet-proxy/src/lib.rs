@@ -19,6 +19,9 @@
 //! - **TCP**: connect timeout, retry on another endpoint within the same client connection, short back-off
 //!   of an endpoint that refused; half-close is passed on; a frontend without endpoints has no
 //!   listener, so the kernel refuses its connections (see [`ProxyConfig`] on rejects).
+//! - **Client address**: pods reaching a ClusterIP keep their own address as the connection's source
+//!   ([`ProxyConfig::client_ip_ranges`]; transparently, with [`TransparentRouting`], when pods are not
+//!   local to the node), as kube-proxy's DNAT keeps it.
 //! - **UDP**: a flow table per listener (client address → connected socket to the endpoint) with an idle
 //!   timeout and a size bound; replies leave from the service address.
 //! - **Metrics** ([`ProxyMetrics`]) are registered in a registry the caller passes in; nothing is global.
@@ -31,16 +34,21 @@ mod maglev;
 mod metrics;
 mod port;
 mod relay;
+mod source;
 mod tcp;
+mod transparent;
 mod udp;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 pub use backend::UserspaceBackend;
 pub use localhost::LocalhostNodePorts;
 pub use metrics::ProxyMetrics;
 pub use svcnet_dataplane::Balance;
+pub use transparent::{TransparentError, TransparentRouting};
 
 /// How the userspace proxy runs.
 ///
@@ -83,6 +91,14 @@ pub struct ProxyConfig {
     /// `/proc/sys/fs/pipe-max-size`; best effort). 256 KiB measured better than the 64 KiB default for
     /// bulk transfers (fewer calls, fewer wake-ups of the receiver).
     pub pipe_size: usize,
+    /// Clients in these ranges (the cluster's pod CIDRs) reach endpoints through a ClusterIP from their own
+    /// address, as through kube-proxy's DNAT: the proxy binds its connection to the client's IP (see
+    /// `source.rs`). Everyone else, NodePort and LoadBalancer traffic, and a pod reaching itself get the
+    /// proxy's address. Empty (the default): always the proxy's.
+    pub client_ip_ranges: Vec<IpNet>,
+    /// Bind those connections with `IP_TRANSPARENT`, for clients whose address this node does not own
+    /// (pods in their own network namespaces); needs [`TransparentRouting`] in place for the replies.
+    pub transparent: bool,
 }
 
 impl Default for ProxyConfig {
@@ -100,6 +116,8 @@ impl Default for ProxyConfig {
             freebind: false,
             splice: true,
             pipe_size: 256 * 1024,
+            client_ip_ranges: Vec::new(),
+            transparent: false,
         }
     }
 }
