@@ -360,9 +360,16 @@ impl PodSync {
         } else {
             // The host pod network: the pod's hosts file is bind-mounted by the sandbox, as the kubelet's
             // `etc-hosts` in the pod's directory.
-            let dir = self.cfg.root.join("pods").join(&uid);
+            let dir = self.runner.pod_dir(&uid);
             let file = dir.join("etc-hosts");
-            let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &hosts));
+            // Written only when it differs: running containers have this very file mounted, and a rewrite
+            // in place could show them half a file.
+            let unchanged = std::fs::read_to_string(&file).is_ok_and(|old| old == hosts);
+            let written = if unchanged {
+                Ok(())
+            } else {
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &hosts))
+            };
             match written {
                 Ok(()) => exec_prefix.extend(self.sandbox.prefix(&uts_name, Some(&file))),
                 Err(e) => {

@@ -167,7 +167,7 @@ impl PodRunner {
                 return Ok(());
             }
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
-            let dir = self.inner.root.join("pods").join(logs::safe_component(&uid));
+            let dir = self.pod_dir(&uid);
             std::fs::create_dir_all(dir.join("work"))?;
             let handle = Arc::new(PodHandle::new(
                 uid.clone(),
@@ -210,6 +210,12 @@ impl PodRunner {
         let mut done = pod.done.subscribe();
         let _ = done.wait_for(|d| *d).await;
         pod.update(|s| !std::mem::replace(&mut s.stopped, true));
+    }
+
+    /// The directory of the pod `uid`'s files (logs, working directory; the agent's hosts file), removed
+    /// with the pod.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.inner.root.join("pods").join(logs::safe_component(uid))
     }
 
     /// Stops every pod (see [`Self::stop`]) concurrently.
