@@ -1,7 +1,7 @@
 //! What a pod sees of Service traffic and of itself, as Kubernetes' e2e suite asserts it, on both data
 //! planes and both pod networks:
 //!
-//! - the backend sees the client pod's own IP through a ClusterIP (`service.go`: "should preserve source
+//! - the backend sees the client pod's own IP through a ClusterIP, TCP and UDP (`service.go`: "should preserve source
 //!   pod IP for traffic thru service cluster IP"; for nftables this proves pod traffic is not
 //!   masqueraded);
 //! - a Service without endpoints refuses `connect()` with ECONNREFUSED, and accepts once an endpoint is
@@ -11,9 +11,10 @@
 //! - `hostname` and `getent hosts $(hostname)` inside the pod answer with its hostname and the kubelet's
 //!   hosts entry, `hostAliases` included (`dns.go`: "should provide DNS for pods for Hostname").
 //!
-//! Every pod runs one small Python program: a server on 8080 answering each connection with `<HOSTNAME>
-//! <peer IP>`, and a bounded client loop that connects to each target Service from the pod's own address
-//! and logs `<label> ok <answer>` or `<label> err <errno>`. The test reads the logs with kubectl.
+//! Every pod runs one small Python program: a server on 8080, TCP and UDP, answering each connection or
+//! datagram with `<HOSTNAME> <peer IP>`, and a bounded client loop that connects to each target Service
+//! from the pod's own address (sends a datagram for `udp…` labels) and logs `<label> ok <answer>` or
+//! `<label> err <errno>`. The test reads the logs with kubectl.
 //! Without root (netns pod network, nftables) the tests say they are skipped and pass.
 
 use std::time::{Duration, Instant};
@@ -44,7 +45,14 @@ def serve():
         except OSError:
             pass
         c.close()
+def serve_udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((ip, 8080))
+    while True:
+        _, a = u.recvfrom(200)
+        u.sendto(("%s %s\n" % (me, a[0])).encode(), a)
 threading.Thread(target=serve, daemon=True).start()
+threading.Thread(target=serve_udp, daemon=True).start()
 def getent(name):
     out = subprocess.run(["getent", "hosts", name], capture_output=True, text=True).stdout
     return " ".join(out.split())
@@ -56,8 +64,14 @@ for _ in range(1200):
     for label, addr in targets:
         host, port = addr.rsplit(":", 1)
         try:
-            c = socket.create_connection((host, int(port)), timeout=2, source_address=(ip, 0))
-            c.settimeout(2)
+            if label.startswith("udp"):
+                c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                c.bind((ip, 0))
+                c.settimeout(2)
+                c.sendto(b"x", (host, int(port)))
+            else:
+                c = socket.create_connection((host, int(port)), timeout=2, source_address=(ip, 0))
+                c.settimeout(2)
             print(label, "ok", c.recv(200).decode().strip(), flush=True)
             c.close()
         except OSError as e:
@@ -79,10 +93,13 @@ fn pod(name: &str, app: &str, targets: &[String], extra: serde_json::Value) -> s
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}}, "spec": spec})
 }
 
-/// A ClusterIP Service `name` on port 80 for the pods `app=<app>`, port 8080.
+/// A ClusterIP Service `name` on port 80, TCP and UDP, for the pods `app=<app>`, port 8080.
 fn service(name: &str, app: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-        "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    "spec": {"selector": {"app": app}, "ports": [
+        {"name": "tcp", "port": 80, "targetPort": 8080},
+        {"name": "udp", "port": 80, "targetPort": 8080, "protocol": "UDP"},
+    ]}})
 }
 
 fn apply(c: &Cluster, obj: &serde_json::Value) {
@@ -158,6 +175,7 @@ fn scenario(c: &Cluster, what: &str, sandbox: bool) {
     let target = |label: &str, svc: &str| format!("{label}={}:80", cluster_ip(c, svc));
     let targets = [
         target("srv", "srv"),
+        target("udpsrv", "srv"),
         target("self", "cli"),
         target("empty", "empty"),
     ];
@@ -186,6 +204,23 @@ fn scenario(c: &Cluster, what: &str, sandbox: bool) {
     assert!(
         ok.iter().all(|a| *a == want),
         "{what}: the backend must see the client pod's IP {client_ip}: {ok:?}"
+    );
+
+    // UDP too.
+    let log = wait_log(c, "client", "udp srv answers", |l| {
+        answers(l, "udpsrv")
+            .iter()
+            .filter(|a| a.starts_with("ok "))
+            .count()
+            >= 3
+    });
+    let ok: Vec<_> = answers(&log, "udpsrv")
+        .into_iter()
+        .filter(|a| a.starts_with("ok "))
+        .collect();
+    assert!(
+        ok.iter().all(|a| *a == want),
+        "{what}: the UDP backend must see the client pod's IP {client_ip}: {ok:?}"
     );
 
     // Hairpin: the pod reaches itself through its own Service.
