@@ -39,6 +39,7 @@ use pod_sync::{PodSync, stop_leftovers};
 
 use crate::netns::{self, NetnsError, PodNet};
 use crate::node::{self, NodeConfig};
+use crate::pod_identity::Sandbox;
 use crate::podip::PodIps;
 use crate::runner::PodRunner;
 
@@ -310,6 +311,9 @@ async fn run_with(
         stopping: HashSet::new(),
         waiting: HashSet::new(),
         retry: HashMap::new(),
+        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
+            .await
+            .unwrap_or_else(|_| Sandbox::none()),
     };
     sync.run(pod_stream).await;
     Ok(())
