@@ -126,11 +126,15 @@ fn exec_attach_and_port_forward_say_they_are_not_supported() {
             == "Running"),
         "the pod never ran"
     );
+    // `kubectl cp` is tar through exec, both ways.
+    let local = c.dir.join("copied").display().to_string();
     for v in KUBECTLS {
         for (args, what) in [
             (&["exec", "box", "--", "true"][..], "exec"),
             (&["exec", "-i", "box", "-c", "main", "--", "cat"][..], "exec"),
             (&["attach", "box"][..], "attach"),
+            (&["cp", "box:/etc/hostname", &local][..], "exec"),
+            (&["cp", "/etc/hostname", "box:/tmp/hostname"][..], "exec"),
             (&["port-forward", "pod/box", ":8080"][..], "port forwarding"),
         ] {
             let err = c.fail_v(v, args, Some(""));
