@@ -127,6 +127,9 @@ pub(super) struct PodSync {
     pub(super) retry: HashMap<String, Retry>,
     /// Gives pods their own hostname and `/etc/hosts`, where it works.
     pub(super) sandbox: Sandbox,
+    /// Tells the status writer about every event of a pod with readiness gates: another writer may
+    /// have changed a gate's condition, which moves the pod's Ready.
+    pub(super) gated: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// When to try a failed pod again, and how often it failed so far.
@@ -155,7 +158,14 @@ impl PodSync {
             let next_retry = self.retry.values().map(|r| r.at).min();
             tokio::select! {
                 ev = pod_stream.next() => match ev {
-                    Some(Ok(pod)) => self.pod(&pod).await,
+                    Some(Ok(pod)) => {
+                        if super::readiness::has_gates(&pod)
+                            && let Some(uid) = pod.uid()
+                        {
+                            let _ = self.gated.send(uid);
+                        }
+                        self.pod(&pod).await
+                    }
                     Some(Err(_)) => {}
                     None => break,
                 },
