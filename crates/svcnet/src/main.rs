@@ -10,6 +10,7 @@
 
 mod dataplane_args;
 mod dns_args;
+mod lab_cmd;
 mod proxy_cmd;
 mod status;
 mod supervise;
@@ -46,6 +47,9 @@ enum Command {
     Agent(AgentArgs),
     /// Run only the userspace data plane for the Services and EndpointSlices of a YAML file (no API server).
     Proxy(proxy_cmd::ProxyArgs),
+    /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
+    /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
+    Lab(lab_cmd::LabArgs),
 }
 
 #[derive(Parser)]
@@ -124,6 +128,10 @@ struct AgentArgs {
     /// Where pod state and logs live.
     #[arg(long, default_value = "./svcnet-agent")]
     data_dir: PathBuf,
+    /// Labels to add to the Node when it registers (the kubelet's flag): `key=value` pairs,
+    /// comma-separated, e.g. `topology.kubernetes.io/zone=zone-a`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    node_labels: Vec<(String, String)>,
     /// Address of the agent's endpoint (container logs); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -152,6 +160,14 @@ struct AgentArgs {
     /// http://ADDR/metrics; kube-proxy's default address. If it is taken the agent runs without.
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_listen: SocketAddr,
+}
+
+/// One `key=value` of `--node-labels`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid label {text:?}: want key=value")),
+    }
 }
 
 fn hostname() -> String {
@@ -225,7 +241,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     .spawn(args.metrics_listen)
     .await;
-    let cfg = agent_config(
+    let mut cfg = agent_config(
         node_name,
         args.node_ip,
         args.data_dir.canonicalize()?,
@@ -233,6 +249,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         std::time::Duration::from_secs(args.node_lease_duration_seconds.max(4)),
         args.pod_network,
     );
+    cfg.labels.extend(args.node_labels);
     supervisor.spawn("node-agent", async move {
         svcnet_agent::agent::run(client, cfg).await?;
         Ok(())
@@ -516,6 +533,14 @@ fn main() -> Result<()> {
         Command::Proxy(args) => {
             init_logging(&args.log_format);
             proxy_cmd::run(args)
+        }
+        Command::Lab(args) => {
+            init_logging("text");
+            let code = lab_cmd::run(args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
         }
     }
 }

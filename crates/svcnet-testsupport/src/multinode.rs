@@ -1,0 +1,244 @@
+//! A real `svcnet lab` for a test (root only): a multi-node cluster of network namespaces made by the
+//! binary under test, driven with real kubectl on the host and real commands inside its nodes and client.
+//!
+//! Each lab gets a random name (`t` and six hex digits, so its namespaces are `svl-t…-…`) and a temporary
+//! root directory, so tests run in parallel; `Drop` (also on panic) runs `svcnet lab down`, which stops
+//! the lab's processes and deletes its namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::kubectl::{NEWEST, kubectl_path};
+
+/// A running lab.
+pub struct MultiNodeLab {
+    bin: PathBuf,
+    /// The lab's name.
+    pub name: String,
+    root: tempfile::TempDir,
+    /// How long `svcnet lab up` took.
+    pub up_time: Duration,
+}
+
+/// What the machine's own network namespace looks like: names of namespaces, links, routes, rules and
+/// the nftables ruleset. Compared before and after a lab, it shows that the lab left nothing behind and
+/// never touched the host's network.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostNet {
+    /// `ip netns list` (names only).
+    pub netns: Vec<String>,
+    /// Link names.
+    pub links: Vec<String>,
+    /// `ip route show table all`.
+    pub routes: String,
+    /// `ip rule`.
+    pub rules: String,
+    /// `nft list ruleset` (empty when nft is missing).
+    pub nft: String,
+}
+
+fn stdout(args: &[&str]) -> String {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+impl HostNet {
+    /// Reads the host's network state now, ignoring what belongs to other tests running at the same
+    /// time: namespaces not of a lab (`svl-…`), and pod veths/namespaces of other clusters. Only
+    /// meaningful as a comparison on a machine where nothing else changes the root namespace.
+    pub fn now() -> HostNet {
+        let netns = stdout(&["ip", "netns", "list"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .filter(|n| n.starts_with("svl-"))
+            .collect();
+        let mut links: Vec<String> = stdout(&["ip", "-o", "link"])
+            .lines()
+            .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+            .collect();
+        links.sort();
+        HostNet {
+            netns,
+            links,
+            routes: stdout(&["ip", "route", "show", "table", "all"]),
+            rules: stdout(&["ip", "rule"]),
+            nft: stdout(&["nft", "list", "ruleset"]),
+        }
+    }
+
+    /// The `svl-` namespaces of lab `name`.
+    pub fn lab_namespaces(&self, name: &str) -> Vec<&String> {
+        let prefix = format!("svl-{name}-");
+        self.netns.iter().filter(|n| n.starts_with(&prefix)).collect()
+    }
+}
+
+impl MultiNodeLab {
+    /// `svcnet lab up --nodes N` with `extra` flags; panics with the command's output if it fails.
+    pub fn up(bin: impl AsRef<Path>, nodes: usize, extra: &[&str]) -> MultiNodeLab {
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish() as u32
+        };
+        let name = format!("t{:06x}", seed & 0xff_ffff);
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut lab = MultiNodeLab {
+            bin: bin.as_ref().to_path_buf(),
+            name,
+            root,
+            up_time: Duration::ZERO,
+        };
+        let start = Instant::now();
+        let nodes = nodes.to_string();
+        let mut args = vec!["up", "--nodes", &nodes];
+        args.extend_from_slice(extra);
+        let out = lab.lab(&args);
+        lab.up_time = start.elapsed();
+        assert!(
+            out.status.success(),
+            "svcnet lab up failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    /// Runs `svcnet lab COMMAND --name NAME --root ROOT REST…` for `args` = `[COMMAND, REST…]`.
+    pub fn lab(&self, args: &[&str]) -> Output {
+        let (command, rest) = args.split_first().expect("a lab command");
+        Command::new(&self.bin)
+            .args(["lab", command, "--name", &self.name])
+            .arg("--root")
+            .arg(self.root.path())
+            .args(rest)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run svcnet lab")
+    }
+
+    /// The lab's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join(&self.name)
+    }
+
+    /// The lab's root (what `--root` gets).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The kubeconfig the lab wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir().join("kubeconfig")
+    }
+
+    /// The lab's state file, parsed.
+    pub fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir().join("lab.json")).expect("lab.json");
+        serde_json::from_str(&text).expect("lab.json is JSON")
+    }
+
+    /// Runs the newest kubectl on the host against the lab.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(kubectl_path(NEWEST))
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", self.root.path().join("kcache"))
+            .env("HOME", self.root.path())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// kubectl, asserting success; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f -` of `yaml`, asserting success.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kubectl(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl get ARGS -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
+    }
+
+    /// `svcnet lab exec MEMBER -- ARGS` (unchecked).
+    pub fn exec(&self, member: &str, args: &[&str]) -> Output {
+        let mut a = vec!["exec", member, "--"];
+        a.extend_from_slice(args);
+        self.lab(&a)
+    }
+
+    /// [`Self::exec`], asserting success; its stdout.
+    pub fn exec_ok(&self, member: &str, args: &[&str]) -> String {
+        let out = self.exec(member, args);
+        assert!(
+            out.status.success(),
+            "lab exec {member} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A node's (or the client's) log file in the lab's directory.
+    pub fn log(&self, member: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("{member}.log"))).unwrap_or_default()
+    }
+
+    /// `svcnet lab down`; true when it succeeded. [`Drop`] does the same.
+    pub fn down(&self) -> bool {
+        self.lab(&["down"]).status.success()
+    }
+}
+
+impl Drop for MultiNodeLab {
+    fn drop(&mut self) {
+        let out = self.lab(&["down"]);
+        if !out.status.success() {
+            eprintln!(
+                "svcnet lab down {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
