@@ -350,6 +350,7 @@ impl Lab {
             .arg(&data)
             .args(["--node-name", &node.name, "--node-ip", &node.ip.to_string()])
             .args(["--pod-network", "netns", "--proxy-mode", &self.state.proxy_mode])
+            .args(["--overlay", &self.state.overlay])
             .args(["--service-cidr", SERVICE_CIDR, "--cluster-cidr", CLUSTER_CIDR])
             .args(["--node-labels", &format!("{ZONE_LABEL}={}", node.zone)])
             .args(&self.state.agent_flags)

@@ -201,6 +201,79 @@ impl MultiNodeLab {
         serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
     }
 
+    /// Waits up to `timeout` until pod `default/NAME` is Ready and returns it; panics with the pod and
+    /// the node logs if it never is.
+    pub fn wait_pod_ready(&self, name: &str, timeout: Duration) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let ready = crate::eventually(timeout, || {
+            let out = self.kubectl(&["get", "pod", name, "-o", "json"], None);
+            last = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            last["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        assert!(ready, "pod {name} never became Ready: {last}");
+        last
+    }
+
+    /// Everything pod `default/NAME`'s containers wrote, read from its node's data directory ("" when
+    /// nothing yet). Not `kubectl logs`: the API server on the host's loopback does not reach the agents'
+    /// log endpoints on the lab's underlay.
+    pub fn pod_logs(&self, name: &str) -> String {
+        let out = self.kubectl(&["get", "pod", name, "-o", "json"], None);
+        let pod: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let (Some(node), Some(uid)) = (pod["spec"]["nodeName"].as_str(), pod["metadata"]["uid"].as_str())
+        else {
+            return String::new();
+        };
+        let mut text = String::new();
+        let mut dirs = vec![self.dir().join(node)];
+        // The pod's directory (named by its uid) holds `logs/<container>/<instance>.log`.
+        while let Some(d) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                if e.file_name().to_str() == Some(uid) {
+                    for c in std::fs::read_dir(path.join("logs"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        for f in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
+                            text.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+                        }
+                    }
+                } else {
+                    dirs.push(path);
+                }
+            }
+        }
+        text
+    }
+
+    /// The network namespace of a node or of `client`, from the state file.
+    pub fn netns_of(&self, member: &str) -> String {
+        let state = self.state();
+        if member == "client" {
+            return state["client"].as_str().expect("client netns").to_string();
+        }
+        state["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == member)
+            .and_then(|n| n["netns"].as_str())
+            .unwrap_or_else(|| panic!("the lab has no node {member}"))
+            .to_string()
+    }
+
     /// `svcnet lab exec MEMBER -- ARGS` (unchecked).
     pub fn exec(&self, member: &str, args: &[&str]) -> Output {
         let mut a = vec!["exec", member, "--"];

@@ -107,6 +107,11 @@ struct UpArgs {
     /// 10.244.0.0/16).
     #[arg(long, default_value = "host")]
     pod_network: PodNetwork,
+    /// With `--pod-network netns`: how pods reach pods on other nodes (`svcnet agent`s joining this
+    /// cluster). `host-gw` (the default): one route per remote node, its pod block via its InternalIP (the
+    /// nodes share a subnet).
+    #[arg(long)]
+    overlay: Option<svcnet_podnet::Overlay>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -146,9 +151,14 @@ struct AgentArgs {
     /// local to the node so that pods reach ClusterIPs.
     #[arg(long, value_delimiter = ',')]
     service_cidr: Vec<IpNet>,
-    /// The cluster's pod range(s) (the nftables data plane's local-traffic detector).
+    /// The cluster's pod range(s) (the nftables data plane's local-traffic detector; with the netns pod
+    /// network, what pod traffic is not masqueraded to).
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<IpNet>,
+    /// With `--pod-network netns`: how pods reach pods on other nodes. `host-gw` (the default): one route
+    /// per remote node, its pod block via its InternalIP (the nodes share a subnet).
+    #[arg(long)]
+    overlay: Option<svcnet_podnet::Overlay>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -203,7 +213,47 @@ fn agent_config(
     }
 }
 
+/// `--overlay` means something only with the netns pod network: refused otherwise, not ignored.
+fn check_overlay(pod_network: PodNetwork, overlay: Option<svcnet_podnet::Overlay>) -> Result<()> {
+    if let Some(o) = overlay
+        && pod_network != PodNetwork::Netns
+    {
+        bail!("--overlay {o} needs --pod-network netns (the host pod network has no routes between nodes)");
+    }
+    Ok(())
+}
+
+/// With the netns pod network, the pod network across nodes ([`svcnet_podnet`]): routes to the other
+/// nodes' pod blocks and the masquerade of pod traffic leaving the cluster's pod range.
+fn spawn_pod_network(
+    supervisor: &mut Supervisor,
+    client: &kube::Client,
+    pod_network: PodNetwork,
+    overlay: Option<svcnet_podnet::Overlay>,
+    node_name: &str,
+    cluster_cidrs: &[IpNet],
+) {
+    if pod_network != PodNetwork::Netns {
+        return;
+    }
+    if cluster_cidrs.is_empty() {
+        tracing::warn!("no --cluster-cidr: pod traffic leaving the node is not masqueraded");
+    }
+    let cfg = svcnet_podnet::PodNetConfig {
+        node_name: node_name.to_string(),
+        cluster_cidrs: cluster_cidrs.to_vec(),
+        overlay: overlay.unwrap_or_default(),
+        resync: std::time::Duration::from_secs(10),
+    };
+    let client = client.clone();
+    supervisor.spawn("pod-network", async move {
+        svcnet_podnet::run(client, cfg).await?;
+        Ok(())
+    });
+}
+
 async fn agent(args: AgentArgs) -> Result<()> {
+    check_overlay(args.pod_network, args.overlay)?;
     let client = kube_client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
@@ -241,6 +291,14 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     .spawn(args.metrics_listen)
     .await;
+    spawn_pod_network(
+        &mut supervisor,
+        &client,
+        args.pod_network,
+        args.overlay,
+        &node_name,
+        &args.cluster_cidr,
+    );
     let mut cfg = agent_config(
         node_name,
         args.node_ip,
@@ -311,6 +369,7 @@ async fn up(args: UpArgs) -> Result<()> {
         node_port_range: node_ports,
     })
     .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    check_overlay(args.pod_network, args.overlay)?;
     if args.pod_network == PodNetwork::Netns && args.cluster_cidr.network().is_loopback() {
         bail!(
             "--pod-network netns needs a real --cluster-cidr (e.g. 10.244.0.0/16), not the loopback range {}",
@@ -451,6 +510,14 @@ async fn up(args: UpArgs) -> Result<()> {
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
     let agent_runs = !args.no_agent;
     if agent_runs {
+        spawn_pod_network(
+            &mut supervisor,
+            &client,
+            args.pod_network,
+            args.overlay,
+            &node_name,
+            std::slice::from_ref(&args.cluster_cidr),
+        );
         let cfg = agent_config(
             node_name.clone(),
             addr.ip(),

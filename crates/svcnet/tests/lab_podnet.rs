@@ -1,0 +1,387 @@
+//! The pod network across nodes in a `svcnet lab` (root only), with the default `--overlay host-gw`: a
+//! pod on node1 reaches a pod on node2 by its IP and the receiver sees the sender's pod IP (no NAT), while
+//! pod traffic to a machine outside the cluster is masqueraded to the node's address; each node holds
+//! exactly one route per remote node; a deleted Node's route goes within 1 s; an agent restart leaves no
+//! stale or duplicate route; routes added by anyone else survive all of it.
+//!
+//! Without root (or without iproute2) the tests say they are skipped and pass.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use svcnet_testsupport::eventually;
+use svcnet_testsupport::multinode::MultiNodeLab;
+use svcnet_testsupport::netns::{can_run, command_in};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Answers every TCP connection on port ARGV[2] with `ARGV[1] PEER-IP`.
+const SERVER: &str = r#"
+import socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(128)
+print("listening", flush=True)
+while True:
+    c, a = s.accept()
+    try:
+        c.sendall(("%s %s\n" % (name, a[0])).encode())
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// Connects to every `IP:PORT` argument twice a second (for at most 5 minutes) and prints
+/// `answer IP:PORT <what it said>` or `error IP:PORT <exception>`.
+const CLIENT: &str = r#"
+import socket, sys, time
+for _ in range(600):
+    for t in sys.argv[1:]:
+        ip, port = t.rsplit(":", 1)
+        try:
+            s = socket.create_connection((ip, int(port)), timeout=2)
+            print("answer", t, s.recv(200).decode().strip(), flush=True)
+            s.close()
+        except Exception as e:
+            print("error", t, type(e).__name__, flush=True)
+    time.sleep(0.5)
+"#;
+
+/// svcnet's route protocol (`svcnet_podnet::routes::ROUTE_PROTOCOL`).
+const PROTO: &str = "115";
+
+fn skip() -> bool {
+    if let Err(why) = can_run() {
+        eprintln!("skipped: {why}");
+        return true;
+    }
+    false
+}
+
+/// A pod on `node` running `python3 -c SCRIPT ARGS…`; with `port`, ready once it accepts connections.
+fn pod(name: &str, node: &str, script: &str, args: &[&str], port: Option<u16>) -> String {
+    let mut command = vec!["python3", "-c", script];
+    command.extend_from_slice(args);
+    let mut container = json!({"name": "main", "image": "python:3", "command": command});
+    if let Some(port) = port {
+        container["readinessProbe"] = json!({"tcpSocket": {"port": port}, "periodSeconds": 1});
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [container],
+        },
+    })
+    .to_string()
+}
+
+/// The routes with svcnet's protocol in a namespace, as `(destination, gateway)`, sorted; a duplicate
+/// (the same prefix in another metric) shows twice.
+fn our_routes(netns: &str) -> Vec<(String, String)> {
+    let out = command_in(netns, "ip")
+        .args(["-4", "route", "show", "proto", PROTO])
+        .output()
+        .expect("ip route");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut routes: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let via = words.iter().position(|w| *w == "via")?;
+            Some((words[0].to_string(), words.get(via + 1)?.to_string()))
+        })
+        .collect();
+    routes.sort();
+    routes
+}
+
+/// Runs `ip ARGS` in a namespace, asserting success.
+fn ip_in(netns: &str, args: &[&str]) {
+    let out = command_in(netns, "ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?} in {netns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `(name, InternalIP, podCIDR)` of every Node.
+fn nodes(lab: &MultiNodeLab) -> Vec<(String, String, String)> {
+    lab.get_json(&["nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&n["metadata"]["name"]),
+                s(&n["status"]["addresses"][0]["address"]),
+                s(&n["spec"]["podCIDR"]),
+            )
+        })
+        .collect()
+}
+
+/// The routes node `me` should hold: every other node's block via its address.
+fn wanted(all: &[(String, String, String)], me: &str) -> Vec<(String, String)> {
+    let mut w: Vec<(String, String)> = all
+        .iter()
+        .filter(|(name, _, _)| name != me)
+        .map(|(_, ip, cidr)| (cidr.clone(), ip.clone()))
+        .collect();
+    w.sort();
+    w
+}
+
+/// A process the test started (in the client's namespace); killed by its PID when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// From inside `netns`: one connection to `ip:port`, what the server said ("" if none).
+fn ask_from(netns: &str, ip: &str, port: u16) -> String {
+    let script = "import socket,sys\ntry:\n    s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\n    print(s.recv(200).decode().strip())\nexcept OSError as e:\n    print('error', e)\n";
+    command_in(netns, "python3")
+        .args(["-c", script, ip, &port.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn pods_reach_pods_on_other_nodes_and_routes_are_reconciled() {
+    if skip() {
+        return;
+    }
+    let lab = MultiNodeLab::up(SVCNET, 3, &[]);
+    let all = nodes(&lab);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let ns1 = lab.netns_of("node1");
+    let ns2 = lab.netns_of("node2");
+    let client_ns = lab.netns_of("client");
+
+    // One route per remote node on every node, each via the node's underlay address.
+    for (name, _, _) in &all {
+        let netns = lab.netns_of(name);
+        let want = wanted(&all, name);
+        assert!(
+            eventually(Duration::from_secs(5), || our_routes(&netns) == want),
+            "{name}: {:?}, want {want:?}\n{}",
+            our_routes(&netns),
+            lab.log(name)
+        );
+    }
+    // A route someone else added (another protocol) on node1; svcnet never touches it.
+    ip_in(
+        &ns1,
+        &[
+            "route",
+            "add",
+            "10.250.0.0/24",
+            "via",
+            "172.18.0.12",
+            "proto",
+            "static",
+        ],
+    );
+    let foreign = || {
+        let out = command_in(&ns1, "ip")
+            .args(["-4", "route", "show", "10.250.0.0/24"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("via 172.18.0.12")
+    };
+
+    // A machine outside the cluster (the client), with no route to the pod range.
+    let mut outside = Proc(
+        command_in(&client_ns, "python3")
+            .args(["-u", "-c", SERVER, "outside", "9000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    {
+        use std::io::Read;
+        let mut line = [0u8; 9];
+        outside
+            .0
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut line)
+            .expect("outside server");
+    }
+
+    // Red on node2, Blue on node1 calling Red by pod IP and the outside machine.
+    lab.apply(&pod("red", "node2", SERVER, &["red", "8080"], Some(8080)));
+    let red = lab.wait_pod_ready("red", WAIT);
+    assert_eq!(red["spec"]["nodeName"], "node2");
+    let red_ip = red["status"]["podIP"].as_str().unwrap().to_string();
+    let red_target = format!("{red_ip}:8080");
+    lab.apply(&pod(
+        "blue",
+        "node1",
+        CLIENT,
+        &[&red_target, "172.18.0.2:9000"],
+        None,
+    ));
+    let blue = lab.wait_pod_ready("blue", WAIT);
+    let blue_ip = blue["status"]["podIP"].as_str().unwrap().to_string();
+    let node1_block = &all.iter().find(|n| n.0 == "node1").unwrap().2;
+    let block: ipnet::Ipv4Net = node1_block.parse().unwrap();
+    assert!(
+        block.contains(&blue_ip.parse::<std::net::Ipv4Addr>().unwrap()),
+        "blue {blue_ip} not in node1's block {node1_block}"
+    );
+    // Pod to pod across nodes without NAT: Red sees Blue's pod IP.
+    let to_red = format!("answer {red_target} red {blue_ip}\n");
+    // Pod to outside: masqueraded to node1's address (the client has no route back to pods).
+    let to_outside = "answer 172.18.0.2:9000 outside 172.18.0.11\n";
+    assert!(
+        eventually(WAIT, || {
+            let logs = lab.pod_logs("blue");
+            logs.contains(&to_red) && logs.contains(to_outside)
+        }),
+        "blue's log: {}\nnode1: {}",
+        lab.pod_logs("blue"),
+        lab.log("node1")
+    );
+    // Nothing was answered with a rewritten source.
+    let logs = lab.pod_logs("blue");
+    assert!(
+        logs.lines()
+            .filter(|l| l.starts_with(&format!("answer {red_target}")))
+            .all(|l| l.ends_with(&format!("red {blue_ip}"))),
+        "{logs}"
+    );
+
+    // A deleted Node's route goes from every node within 1 s.
+    let out = lab.lab(&["stop-node", "node3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let node3_block = all.iter().find(|n| n.0 == "node3").unwrap().2.clone();
+    lab.ok(&["delete", "node", "node3"]);
+    let deleted = Instant::now();
+    let gone = |netns: &str| !our_routes(netns).iter().any(|(dst, _)| *dst == node3_block);
+    while !(gone(&ns1) && gone(&ns2)) && deleted.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = deleted.elapsed();
+    assert!(
+        gone(&ns1) && gone(&ns2),
+        "node3's route outlived its Node by {took:?}: node1 {:?}, node2 {:?}",
+        our_routes(&ns1),
+        our_routes(&ns2)
+    );
+    let rest: Vec<_> = all.iter().filter(|n| n.0 != "node3").cloned().collect();
+    assert_eq!(our_routes(&ns1), wanted(&rest, "node1"));
+    assert_eq!(our_routes(&ns2), wanted(&rest, "node2"));
+    assert!(foreign(), "a route svcnet does not own was removed");
+
+    // node1's agent dies; meanwhile its table gets what a crash could leave: a route to a block no
+    // node has, a route to node2's block via the wrong node, and the right one again in another metric.
+    let out = lab.lab(&["stop-node", "node1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let node2_block = all.iter().find(|n| n.0 == "node2").unwrap().2.clone();
+    ip_in(
+        &ns1,
+        &[
+            "route",
+            "add",
+            "10.244.99.0/24",
+            "via",
+            "172.18.0.12",
+            "proto",
+            PROTO,
+        ],
+    );
+    ip_in(
+        &ns1,
+        &[
+            "route",
+            "replace",
+            &node2_block,
+            "via",
+            "172.18.0.13",
+            "proto",
+            PROTO,
+        ],
+    );
+    ip_in(
+        &ns1,
+        &[
+            "route",
+            "add",
+            &node2_block,
+            "via",
+            "172.18.0.12",
+            "proto",
+            PROTO,
+            "metric",
+            "50",
+        ],
+    );
+    assert_eq!(our_routes(&ns1).len(), 3);
+    let out = lab.lab(&["start-node", "node1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = wanted(&rest, "node1");
+    assert!(
+        eventually(Duration::from_secs(5), || our_routes(&ns1) == want),
+        "after the restart node1 has {:?}, want {want:?}\n{}",
+        our_routes(&ns1),
+        lab.log("node1")
+    );
+    assert!(foreign(), "a route svcnet does not own was removed on restart");
+    // And it stays that way (no second reconcile adds anything back).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(our_routes(&ns1), want);
+    // node1 reaches Red over the route it kept (its own address is the source: node, not pod).
+    let answer = ask_from(&ns1, &red_ip, 8080);
+    assert_eq!(answer, "red 172.18.0.11");
+    drop(outside);
+    assert!(lab.down());
+}
+
+#[test]
+fn overlay_needs_the_netns_pod_network() {
+    let out = std::process::Command::new(SVCNET)
+        .args(["agent", "--kubeconfig", "/nonexistent", "--overlay", "host-gw"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--overlay host-gw needs --pod-network netns"),
+        "{err}"
+    );
+    let out = std::process::Command::new(SVCNET)
+        .args([
+            "agent",
+            "--kubeconfig",
+            "/nonexistent",
+            "--pod-network",
+            "netns",
+            "--overlay",
+            "bgp",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown overlay \"bgp\""), "{err}");
+}
