@@ -10,6 +10,96 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::kubectl::{NEWEST, kubectl_path};
+use crate::netns::command_in;
+
+/// A pod's (or the client's) server: answers every TCP connection on port ARGV[2] with `ARGV[1] PEER-IP`
+/// and prints `listening` once it listens.
+pub const ECHO_SERVER: &str = r#"
+import socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(128)
+print("listening", flush=True)
+while True:
+    c, a = s.accept()
+    try:
+        c.sendall(("%s %s\n" % (name, a[0])).encode())
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// A pod that calls: connects to every `IP:PORT` argument twice a second (for at most 5 minutes) and
+/// prints `answer IP:PORT <what ECHO_SERVER said>` or `error IP:PORT <exception>`.
+pub const CALLER: &str = r#"
+import socket, sys, time
+for _ in range(600):
+    for t in sys.argv[1:]:
+        ip, port = t.rsplit(":", 1)
+        try:
+            s = socket.create_connection((ip, int(port)), timeout=2)
+            print("answer", t, s.recv(200).decode().strip(), flush=True)
+            s.close()
+        except Exception as e:
+            print("error", t, type(e).__name__, flush=True)
+    time.sleep(0.5)
+"#;
+
+/// A pod manifest (JSON) in `default` on `node` running `python3 -c SCRIPT ARGS…`, with `labels`; with
+/// `port`, ready once it accepts TCP connections there.
+pub fn python_pod(
+    name: &str,
+    node: &str,
+    script: &str,
+    args: &[&str],
+    port: Option<u16>,
+    labels: &[(&str, &str)],
+) -> String {
+    let mut command = vec!["python3", "-c", script];
+    command.extend_from_slice(args);
+    let mut container = serde_json::json!({"name": "main", "image": "python:3", "command": command});
+    if let Some(port) = port {
+        container["readinessProbe"] = serde_json::json!({"tcpSocket": {"port": port}, "periodSeconds": 1});
+    }
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [container],
+        },
+    })
+    .to_string()
+}
+
+/// From inside network namespace `netns`: one TCP connection to `ip:port` and what the server said
+/// (`error …` if none).
+pub fn ask_from(netns: &str, ip: &str, port: u16) -> String {
+    let script = "import socket,sys\ntry:\n    s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\n    print(s.recv(200).decode().strip())\nexcept OSError as e:\n    print('error', e)\n";
+    command_in(netns, "python3")
+        .args(["-c", script, ip, &port.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A process a test started; killed by its PID when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A running lab.
 pub struct MultiNodeLab {

@@ -6,52 +6,18 @@
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use svcnet_testsupport::eventually;
-use svcnet_testsupport::multinode::MultiNodeLab;
+use svcnet_testsupport::multinode::{CALLER, ECHO_SERVER, MultiNodeLab, Proc, ask_from, python_pod};
 use svcnet_testsupport::netns::{can_run, command_in};
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Answers every TCP connection on port ARGV[2] with `ARGV[1] PEER-IP`.
-const SERVER: &str = r#"
-import socket, sys
-name, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port))
-s.listen(128)
-print("listening", flush=True)
-while True:
-    c, a = s.accept()
-    try:
-        c.sendall(("%s %s\n" % (name, a[0])).encode())
-    except OSError:
-        pass
-    c.close()
-"#;
-
-/// Connects to every `IP:PORT` argument twice a second (for at most 5 minutes) and prints
-/// `answer IP:PORT <what it said>` or `error IP:PORT <exception>`.
-const CLIENT: &str = r#"
-import socket, sys, time
-for _ in range(600):
-    for t in sys.argv[1:]:
-        ip, port = t.rsplit(":", 1)
-        try:
-            s = socket.create_connection((ip, int(port)), timeout=2)
-            print("answer", t, s.recv(200).decode().strip(), flush=True)
-            s.close()
-        except Exception as e:
-            print("error", t, type(e).__name__, flush=True)
-    time.sleep(0.5)
-"#;
 
 /// svcnet's route protocol (`svcnet_podnet::routes::ROUTE_PROTOCOL`).
 const PROTO: &str = "115";
@@ -62,27 +28,6 @@ fn skip() -> bool {
         return true;
     }
     false
-}
-
-/// A pod on `node` running `python3 -c SCRIPT ARGS…`; with `port`, ready once it accepts connections.
-fn pod(name: &str, node: &str, script: &str, args: &[&str], port: Option<u16>) -> String {
-    let mut command = vec!["python3", "-c", script];
-    command.extend_from_slice(args);
-    let mut container = json!({"name": "main", "image": "python:3", "command": command});
-    if let Some(port) = port {
-        container["readinessProbe"] = json!({"tcpSocket": {"port": port}, "periodSeconds": 1});
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "terminationGracePeriodSeconds": 1,
-            "containers": [container],
-        },
-    })
-    .to_string()
 }
 
 /// The routes with svcnet's protocol in a namespace, as `(destination, gateway)`, sorted; a duplicate
@@ -143,26 +88,6 @@ fn wanted(all: &[(String, String, String)], me: &str) -> Vec<(String, String)> {
     w
 }
 
-/// A process the test started (in the client's namespace); killed by its PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// From inside `netns`: one connection to `ip:port`, what the server said ("" if none).
-fn ask_from(netns: &str, ip: &str, port: u16) -> String {
-    let script = "import socket,sys\ntry:\n    s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\n    print(s.recv(200).decode().strip())\nexcept OSError as e:\n    print('error', e)\n";
-    command_in(netns, "python3")
-        .args(["-c", script, ip, &port.to_string()])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn pods_reach_pods_on_other_nodes_and_routes_are_reconciled() {
     if skip() {
@@ -210,7 +135,7 @@ fn pods_reach_pods_on_other_nodes_and_routes_are_reconciled() {
     // A machine outside the cluster (the client), with no route to the pod range.
     let mut outside = Proc(
         command_in(&client_ns, "python3")
-            .args(["-u", "-c", SERVER, "outside", "9000"])
+            .args(["-u", "-c", ECHO_SERVER, "outside", "9000"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -229,17 +154,25 @@ fn pods_reach_pods_on_other_nodes_and_routes_are_reconciled() {
     }
 
     // Red on node2, Blue on node1 calling Red by pod IP and the outside machine.
-    lab.apply(&pod("red", "node2", SERVER, &["red", "8080"], Some(8080)));
+    lab.apply(&python_pod(
+        "red",
+        "node2",
+        ECHO_SERVER,
+        &["red", "8080"],
+        Some(8080),
+        &[],
+    ));
     let red = lab.wait_pod_ready("red", WAIT);
     assert_eq!(red["spec"]["nodeName"], "node2");
     let red_ip = red["status"]["podIP"].as_str().unwrap().to_string();
     let red_target = format!("{red_ip}:8080");
-    lab.apply(&pod(
+    lab.apply(&python_pod(
         "blue",
         "node1",
-        CLIENT,
+        CALLER,
         &[&red_target, "172.18.0.2:9000"],
         None,
+        &[],
     ));
     let blue = lab.wait_pod_ready("blue", WAIT);
     let blue_ip = blue["status"]["podIP"].as_str().unwrap().to_string();

@@ -1,0 +1,156 @@
+//! Services across nodes in a `svcnet lab` (root only), on both backends: a pod on node1 reaches a
+//! ClusterIP whose endpoints are pods on node2 and node3, and so do the nodes themselves. With nftables the
+//! endpoint sees the calling pod's IP (DNAT only, as kube-proxy does for pod traffic); the userspace proxy
+//! connects from the calling node's address. The Service's NodePort answers the outside client on every
+//! node's address, from endpoints on any node, with the client's address replaced (SNAT, externalTrafficPolicy
+//! Cluster).
+//!
+//! Without root (or without iproute2) the tests say they are skipped and pass.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use svcnet_testsupport::eventually;
+use svcnet_testsupport::multinode::{CALLER, ECHO_SERVER, MultiNodeLab, ask_from, python_pod};
+use svcnet_testsupport::netns::can_run;
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn skip() -> bool {
+    if let Err(why) = can_run() {
+        eprintln!("skipped: {why}");
+        return true;
+    }
+    false
+}
+
+const SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "red", "namespace": "default"},
+ "spec": {"type": "NodePort", "selector": {"app": "red"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#;
+
+/// The pods that answered in `lines` for `target`, and the peers they saw.
+fn answers(log: &str, target: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let prefix = format!("answer {target} ");
+    let (mut pods, mut peers) = (BTreeSet::new(), BTreeSet::new());
+    for l in log.lines() {
+        if let Some(rest) = l.strip_prefix(&prefix) {
+            let mut w = rest.split_whitespace();
+            if let (Some(pod), Some(peer)) = (w.next(), w.next()) {
+                pods.insert(pod.to_string());
+                peers.insert(peer.to_string());
+            }
+        }
+    }
+    (pods, peers)
+}
+
+/// From inside `netns`, connects to `ip:port` until every one of `want` answered (at most `timeout`);
+/// the pods seen.
+fn reached_from(netns: &str, ip: &str, port: u16, want: &[&str], timeout: Duration) -> BTreeSet<String> {
+    let start = Instant::now();
+    let mut seen = BTreeSet::new();
+    while start.elapsed() < timeout && !want.iter().all(|w| seen.contains(*w)) {
+        let answer = ask_from(netns, ip, port);
+        if let Some(pod) = answer.split_whitespace().next().filter(|p| p.starts_with("red-")) {
+            seen.insert(pod.to_string());
+        }
+    }
+    seen
+}
+
+fn cluster_ip_across_nodes(proxy_mode: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
+    for node in ["node2", "node3"] {
+        let name = format!("red-{}", &node[4..]);
+        lab.apply(&python_pod(
+            &name,
+            node,
+            ECHO_SERVER,
+            &[&name, "8080"],
+            Some(8080),
+            &[("app", "red")],
+        ));
+    }
+    lab.apply(SERVICE);
+    for name in ["red-2", "red-3"] {
+        lab.wait_pod_ready(name, WAIT);
+    }
+    let svc = lab.get_json(&["service", "red"]);
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let target = format!("{cluster_ip}:80");
+    lab.apply(&python_pod("blue", "node1", CALLER, &[&target], None, &[]));
+    let blue = lab.wait_pod_ready("blue", WAIT);
+    let blue_ip = blue["status"]["podIP"].as_str().unwrap().to_string();
+
+    // Pod on node1 → ClusterIP → pods on node2 and node3.
+    let both: BTreeSet<String> = ["red-2".to_string(), "red-3".to_string()].into();
+    assert!(
+        eventually(WAIT, || answers(&lab.pod_logs("blue"), &target).0 == both),
+        "blue did not reach both endpoints through {target}: {}\nnode1: {}",
+        lab.pod_logs("blue"),
+        lab.log("node1")
+    );
+    let (_, peers) = answers(&lab.pod_logs("blue"), &target);
+    let want_peer = match proxy_mode {
+        // DNAT only: the endpoint sees the calling pod.
+        "nftables" => blue_ip.clone(),
+        // The proxy on node1 opens the connection to the endpoint.
+        _ => "172.18.0.11".to_string(),
+    };
+    assert_eq!(peers, BTreeSet::from([want_peer]), "{}", lab.pod_logs("blue"));
+
+    // Every node reaches the ClusterIP too, endpoints elsewhere included (node2's own pod and node3's).
+    for node in ["node1", "node2", "node3"] {
+        let netns = lab.netns_of(node);
+        let seen = reached_from(
+            &netns,
+            &cluster_ip,
+            80,
+            &["red-2", "red-3"],
+            Duration::from_secs(20),
+        );
+        assert_eq!(seen, both, "{node} through {target}\n{}", lab.log(node));
+    }
+
+    // The NodePort answers from the client (outside the cluster) on every node's address and forwards to
+    // endpoints on other nodes; under externalTrafficPolicy Cluster the endpoint never sees the client
+    // (replies must return through the node the client called).
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap() as u16;
+    let client = lab.netns_of("client");
+    for node_ip in ["172.18.0.11", "172.18.0.12", "172.18.0.13"] {
+        let start = Instant::now();
+        let mut seen = BTreeSet::new();
+        let mut last = String::new();
+        while start.elapsed() < Duration::from_secs(20) && seen != both {
+            last = ask_from(&client, node_ip, node_port);
+            let mut w = last.split_whitespace();
+            if let (Some(pod), Some(peer)) = (w.next(), w.next())
+                && pod.starts_with("red-")
+            {
+                assert_ne!(peer, "172.18.0.2", "{node_ip}:{node_port} did not SNAT");
+                seen.insert(pod.to_string());
+            }
+        }
+        assert_eq!(seen, both, "{node_ip}:{node_port}: last answer {last:?}");
+    }
+    assert!(lab.down());
+}
+
+#[test]
+fn cluster_ip_and_node_port_across_nodes_userspace() {
+    if skip() {
+        return;
+    }
+    cluster_ip_across_nodes("userspace");
+}
+
+#[test]
+fn cluster_ip_and_node_port_across_nodes_nftables() {
+    if skip() {
+        return;
+    }
+    cluster_ip_across_nodes("nftables");
+}
