@@ -4,6 +4,8 @@
 //!
 //! - `host-gw` ([`Overlay::HostGw`], flannel's host-gw): one route per remote node, its pod block via its
 //!   node address, over netlink ([`routes`]); the nodes must share a subnet;
+//! - `vxlan` ([`Overlay::Vxlan`], flannel's vxlan): a VXLAN device with a neighbour entry, an FDB entry and
+//!   an on-link route per remote node, the VTEP's MAC published on the node's own Node object ([`vxlan`]);
 //! - pod traffic leaving the cluster's pod range is masqueraded to the node's address ([`masq`]).
 //!
 //! Routes are reconciled, not appended ([`routes`]): on every Node event (a deleted node's route goes
@@ -14,13 +16,16 @@
 pub mod masq;
 pub mod peers;
 pub mod routes;
+pub mod vxlan;
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use svcnet_informer::{Event, Informer};
 use tracing::{info, warn};
 
@@ -30,11 +35,13 @@ pub enum Overlay {
     /// One route per remote node via its node address (flannel's host-gw).
     #[default]
     HostGw,
+    /// A VXLAN device with a neighbour, an FDB entry and a route per remote node (flannel's vxlan).
+    Vxlan,
 }
 
 /// An unknown `--overlay` value.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown overlay {0:?}: use host-gw")]
+#[error("unknown overlay {0:?}: use host-gw or vxlan")]
 pub struct UnknownOverlay(String);
 
 impl std::str::FromStr for Overlay {
@@ -42,6 +49,7 @@ impl std::str::FromStr for Overlay {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "host-gw" => Ok(Overlay::HostGw),
+            "vxlan" => Ok(Overlay::Vxlan),
             other => Err(UnknownOverlay(other.to_string())),
         }
     }
@@ -51,6 +59,7 @@ impl std::fmt::Display for Overlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Overlay::HostGw => "host-gw",
+            Overlay::Vxlan => "vxlan",
         })
     }
 }
@@ -73,6 +82,15 @@ pub enum PodNetError {
     /// The Node watch ended.
     #[error("the Node watch ended")]
     WatchEnded,
+    /// No interface holds the node's address (the VXLAN device's uplink).
+    #[error("no interface of this node holds its InternalIP {0} (the VXLAN uplink)")]
+    NoUplink(std::net::Ipv4Addr),
+    /// The VXLAN device vanished while it was being set up.
+    #[error("the VXLAN device {} disappeared while being set up", vxlan::DEVICE)]
+    NoDevice,
+    /// Publishing the VTEP's MAC on the Node failed.
+    #[error("publishing the VTEP on the Node: {0}")]
+    Publish(#[from] kube::Error),
 }
 
 /// What the pod network of one node needs.
@@ -89,12 +107,12 @@ pub struct PodNetConfig {
 }
 
 /// The routes `host-gw` wants: each remote node's pod block via its address.
-pub fn host_gw_routes(nodes: &[std::sync::Arc<Node>], me: &str) -> BTreeMap<Ipv4Net, routes::Want> {
-    peers::peers(nodes.iter().map(|n| n.as_ref()), me)
-        .into_iter()
+pub fn host_gw_routes(peers: &BTreeMap<Ipv4Net, peers::Peer>) -> BTreeMap<Ipv4Net, routes::Want> {
+    peers
+        .iter()
         .map(|(cidr, p)| {
             (
-                cidr,
+                *cidr,
                 routes::Want {
                     gateway: p.node_ip,
                     oif: None,
@@ -103,6 +121,73 @@ pub fn host_gw_routes(nodes: &[std::sync::Arc<Node>], me: &str) -> BTreeMap<Ipv4
             )
         })
         .collect()
+}
+
+/// What one node's pod network depends on, from the Node cache: a reconcile runs when it changes (or at
+/// a resync), not on every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inputs {
+    /// This node's pod block and InternalIP, once it has both.
+    me: Option<(Ipv4Net, Ipv4Addr)>,
+    /// The VTEP MAC this node's Node object publishes.
+    published: Option<[u8; 6]>,
+    /// The remote nodes.
+    peers: BTreeMap<Ipv4Net, peers::Peer>,
+}
+
+fn inputs(nodes: &[Arc<Node>], me: &str) -> Inputs {
+    let own = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(me));
+    Inputs {
+        me: own.and_then(|n| Some((peers::pod_cidr(n)?, peers::internal_ip(n)?))),
+        published: own.and_then(|n| peers::vtep_mac(n)),
+        peers: peers::peers(nodes.iter().map(|n| n.as_ref()), me),
+    }
+}
+
+/// Publishes this node's VTEP on its Node object, in flannel's annotations.
+async fn publish(nodes: &Api<Node>, me: &str, ip: Ipv4Addr, mac: &[u8; 6]) -> Result<(), PodNetError> {
+    let data = serde_json::json!({"VNI": vxlan::VNI, "VtepMAC": peers::format_mac(mac)}).to_string();
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        peers::BACKEND_TYPE: "vxlan",
+        peers::BACKEND_DATA: data,
+        peers::PUBLIC_IP: ip.to_string(),
+    }}});
+    nodes
+        .patch(me, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    info!(node = me, vtep_mac = %peers::format_mac(mac), "published the VTEP on the Node");
+    Ok(())
+}
+
+/// One reconcile of everything the overlay programs; what it changed.
+async fn apply(
+    handle: &rtnetlink::Handle,
+    nodes: &Api<Node>,
+    cfg: &PodNetConfig,
+    inputs: &Inputs,
+) -> Result<routes::Changes, PodNetError> {
+    match cfg.overlay {
+        Overlay::HostGw => {
+            vxlan::remove(handle).await?;
+            let want = host_gw_routes(&inputs.peers);
+            routes::reconcile(handle, &want).await
+        }
+        Overlay::Vxlan => {
+            // The device needs this node's block and address: nothing to do before the Node has both.
+            let Some((block, ip)) = inputs.me else {
+                return Ok(routes::Changes::default());
+            };
+            let vtep = vxlan::ensure(handle, ip, block).await?;
+            if inputs.published != Some(vtep.mac) {
+                publish(nodes, &cfg.node_name, ip, &vtep.mac).await?;
+            }
+            let mut changes = vxlan::reconcile_neighbours(handle, &vtep, &inputs.peers).await?;
+            let routed = routes::reconcile(handle, &vxlan::routes(&vtep, &inputs.peers)).await?;
+            changes.added += routed.added;
+            changes.deleted += routed.deleted;
+            Ok(changes)
+        }
+    }
 }
 
 /// Runs the node's pod network until the future is dropped (or the Node watch ends).
@@ -124,13 +209,14 @@ pub async fn run(client: kube::Client, cfg: PodNetConfig) -> Result<(), PodNetEr
         }
     });
     let mut events = informer.subscribe();
-    informer.spawn(Api::all(client));
+    let nodes: Api<Node> = Api::all(client);
+    informer.spawn(nodes.clone());
     let store = informer.store();
     info!(node = %cfg.node_name, overlay = %cfg.overlay, "pod network across nodes starting");
     let mut tick = tokio::time::interval(cfg.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut listed = false;
-    let mut last: Option<BTreeMap<Ipv4Net, routes::Want>> = None;
+    let mut last: Option<Inputs> = None;
     loop {
         let resync = tokio::select! {
             e = events.recv() => match e {
@@ -146,28 +232,29 @@ pub async fn run(client: kube::Client, cfg: PodNetConfig) -> Result<(), PodNetEr
                 listed = true;
             }
         }
+        // Nothing is deleted before the first complete list: a partial view would drop live routes.
         if !listed {
             continue;
         }
-        let want = host_gw_routes(&store.state(), &cfg.node_name);
-        if !resync && last.as_ref() == Some(&want) {
+        let now = inputs(&store.state(), &cfg.node_name);
+        if !resync && last.as_ref() == Some(&now) {
             continue;
         }
-        match routes::reconcile(&handle, &want).await {
+        match apply(&handle, &nodes, &cfg, &now).await {
             Ok(changes) => {
                 if changes != routes::Changes::default() {
                     info!(
                         added = changes.added,
                         deleted = changes.deleted,
-                        routes = want.len(),
-                        "pod-network routes reconciled"
+                        peers = now.peers.len(),
+                        "pod network reconciled"
                     );
                 }
-                last = Some(want);
+                last = Some(now);
             }
             Err(e) => {
                 // Tried again soon (or on the next event), not only at the next resync.
-                warn!(error = %e, "reconciling pod-network routes failed; retrying");
+                warn!(error = %e, "reconciling the pod network failed; retrying");
                 last = None;
                 tick.reset_after(Duration::from_millis(500));
             }

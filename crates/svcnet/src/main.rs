@@ -109,7 +109,7 @@ struct UpArgs {
     pod_network: PodNetwork,
     /// With `--pod-network netns`: how pods reach pods on other nodes (`svcnet agent`s joining this
     /// cluster). `host-gw` (the default): one route per remote node, its pod block via its InternalIP (the
-    /// nodes share a subnet).
+    /// nodes share a subnet); `vxlan`: flannel's VXLAN overlay (VNI 1, UDP 8472).
     #[arg(long)]
     overlay: Option<svcnet_podnet::Overlay>,
     #[command(flatten)]
@@ -156,7 +156,8 @@ struct AgentArgs {
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<IpNet>,
     /// With `--pod-network netns`: how pods reach pods on other nodes. `host-gw` (the default): one route
-    /// per remote node, its pod block via its InternalIP (the nodes share a subnet).
+    /// per remote node, its pod block via its InternalIP (the nodes share a subnet); `vxlan`: flannel's
+    /// VXLAN overlay (VNI 1, UDP 8472), the VTEP MAC published on the Node.
     #[arg(long)]
     overlay: Option<svcnet_podnet::Overlay>,
     #[command(flatten)]

@@ -1,8 +1,10 @@
-//! The pod network across nodes in a `svcnet lab` (root only), with the default `--overlay host-gw`: a
+//! The pod network across nodes in a `svcnet lab` (root only). With the default `--overlay host-gw`: a
 //! pod on node1 reaches a pod on node2 by its IP and the receiver sees the sender's pod IP (no NAT), while
 //! pod traffic to a machine outside the cluster is masqueraded to the node's address; each node holds
 //! exactly one route per remote node; a deleted Node's route goes within 1 s; an agent restart leaves no
-//! stale or duplicate route; routes added by anyone else survive all of it.
+//! stale or duplicate route; routes added by anyone else survive all of it. With `--overlay vxlan`:
+//! flannel's device and per-node route, neighbour and FDB entries, the VTEP MAC published on the Node,
+//! pod to pod through the tunnel, a deleted Node's entries gone within 1 s, a restart that keeps all.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -317,4 +319,235 @@ fn overlay_needs_the_netns_pod_network() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown overlay \"bgp\""), "{err}");
+}
+
+/// `CMD ARGS…` in a namespace, asserting success; its stdout.
+fn out_in(netns: &str, args: &[&str]) -> String {
+    let out = command_in(netns, args[0]).args(&args[1..]).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?} in {netns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first address of a pod block (the remote VTEP's address on the overlay).
+fn first_address(block: &str) -> String {
+    block.split('/').next().unwrap().to_string()
+}
+
+/// What node `me` should hold over vxlan: every other node's block via the block's first address.
+fn wanted_vxlan(all: &[(String, String, String)], me: &str) -> Vec<(String, String)> {
+    let mut w: Vec<(String, String)> = all
+        .iter()
+        .filter(|(name, _, _)| name != me)
+        .map(|(_, _, cidr)| (cidr.clone(), first_address(cidr)))
+        .collect();
+    w.sort();
+    w
+}
+
+/// A node's neighbour entries and FDB entries on the VXLAN device, as sorted `(address, MAC)` and
+/// `(MAC, destination)`.
+type Overlay = (Vec<(String, String)>, Vec<(String, String)>);
+
+fn vxlan_entries(netns: &str) -> Overlay {
+    let mut neigh: Vec<(String, String)> = out_in(netns, &["ip", "-4", "neigh", "show", "dev", "svcnet.1"])
+        .lines()
+        .filter(|l| l.contains("PERMANENT"))
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let mac = w.iter().position(|x| *x == "lladdr")?;
+            Some((w[0].to_string(), w.get(mac + 1)?.to_string()))
+        })
+        .collect();
+    neigh.sort();
+    let mut fdb: Vec<(String, String)> = out_in(netns, &["bridge", "fdb", "show", "dev", "svcnet.1"])
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let dst = w.iter().position(|x| *x == "dst")?;
+            Some((w[0].to_string(), w.get(dst + 1)?.to_string()))
+        })
+        .collect();
+    fdb.sort();
+    (neigh, fdb)
+}
+
+/// What a node's overlay entries should be, from the Nodes' published VTEPs.
+fn wanted_entries(lab: &MultiNodeLab, me: &str) -> Overlay {
+    let nodes = lab.get_json(&["nodes"]);
+    let (mut neigh, mut fdb) = (Vec::new(), Vec::new());
+    for n in nodes["items"].as_array().unwrap() {
+        if n["metadata"]["name"] == me {
+            continue;
+        }
+        let data: Value = serde_json::from_str(
+            n["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"]
+                .as_str()
+                .unwrap_or("{}"),
+        )
+        .unwrap();
+        let mac = data["VtepMAC"].as_str().unwrap_or("?").to_string();
+        let block = n["spec"]["podCIDR"].as_str().unwrap();
+        neigh.push((first_address(block), mac.clone()));
+        fdb.push((
+            mac,
+            n["status"]["addresses"][0]["address"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    neigh.sort();
+    fdb.sort();
+    (neigh, fdb)
+}
+
+#[test]
+fn pods_reach_pods_on_other_nodes_over_vxlan() {
+    if skip() {
+        return;
+    }
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--overlay", "vxlan"]);
+    let all = nodes(&lab);
+    let nodes_json = lab.get_json(&["nodes"]);
+    for (i, (name, ip, _)) in all.iter().enumerate() {
+        let netns = lab.netns_of(name);
+        // flannel's device: VNI 1, UDP 8472, learning off, MTU 50 below the uplink's 1500.
+        let link = out_in(&netns, &["ip", "-d", "link", "show", "svcnet.1"]);
+        for want in [
+            "mtu 1450",
+            "vxlan id 1 ",
+            &format!("local {ip} "),
+            "dev eth0 ",
+            "dstport 8472 ",
+            "nolearning",
+        ] {
+            assert!(link.contains(want), "{name}: no {want:?} in {link}");
+        }
+        // Its MAC is what the Node publishes.
+        let mac = link
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let node = &nodes_json["items"][i];
+        assert_eq!(node["metadata"]["name"], name.as_str());
+        let ann = &node["metadata"]["annotations"];
+        assert_eq!(ann["flannel.alpha.coreos.com/backend-type"], "vxlan");
+        assert_eq!(ann["flannel.alpha.coreos.com/public-ip"], ip.as_str());
+        let data: Value =
+            serde_json::from_str(ann["flannel.alpha.coreos.com/backend-data"].as_str().unwrap()).unwrap();
+        assert_eq!(data, serde_json::json!({"VNI": 1, "VtepMAC": mac}), "{name}");
+        // One on-link route, neighbour and FDB entry per remote node; no host-gw route.
+        let want = wanted_vxlan(&all, name);
+        assert!(
+            eventually(Duration::from_secs(5), || our_routes(&netns) == want),
+            "{name}: {:?}, want {want:?}\n{}",
+            our_routes(&netns),
+            lab.log(name)
+        );
+        let routes = out_in(&netns, &["ip", "-4", "route", "show", "proto", PROTO]);
+        assert!(
+            routes
+                .lines()
+                .all(|l| l.contains("dev svcnet.1") && l.contains("onlink")),
+            "{routes}"
+        );
+        let entries = wanted_entries(&lab, name);
+        assert!(
+            eventually(Duration::from_secs(5), || vxlan_entries(&netns) == entries),
+            "{name}: {:?}, want {entries:?}",
+            vxlan_entries(&netns)
+        );
+    }
+
+    // Pod to pod across nodes through the tunnel, the sender's pod IP kept.
+    let ns1 = lab.netns_of("node1");
+    let tx = |netns: &str| -> u64 {
+        out_in(netns, &["cat", "/sys/class/net/svcnet.1/statistics/tx_packets"])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let sent_before = tx(&ns1);
+    lab.apply(&python_pod(
+        "red",
+        "node2",
+        ECHO_SERVER,
+        &["red", "8080"],
+        Some(8080),
+        &[],
+    ));
+    let red = lab.wait_pod_ready("red", WAIT);
+    let red_ip = red["status"]["podIP"].as_str().unwrap().to_string();
+    let red_target = format!("{red_ip}:8080");
+    lab.apply(&python_pod("blue", "node1", CALLER, &[&red_target], None, &[]));
+    let blue = lab.wait_pod_ready("blue", WAIT);
+    let blue_ip = blue["status"]["podIP"].as_str().unwrap().to_string();
+    let to_red = format!("answer {red_target} red {blue_ip}\n");
+    assert!(
+        eventually(WAIT, || lab.pod_logs("blue").contains(&to_red)),
+        "blue's log: {}\nnode1: {}",
+        lab.pod_logs("blue"),
+        lab.log("node1")
+    );
+    assert!(
+        tx(&ns1) > sent_before,
+        "nothing went through node1's VXLAN device"
+    );
+    // The node itself reaches the remote pod from its overlay address (its block's first address).
+    let node1_block = &all.iter().find(|n| n.0 == "node1").unwrap().2;
+    assert_eq!(
+        ask_from(&ns1, &red_ip, 8080),
+        format!("red {}", first_address(node1_block))
+    );
+
+    // A deleted Node's route, neighbour and FDB entry go within 1 s.
+    let out = lab.lab(&["stop-node", "node3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rest: Vec<_> = all.iter().filter(|n| n.0 != "node3").cloned().collect();
+    lab.ok(&["delete", "node", "node3"]);
+    let deleted = Instant::now();
+    let want_routes = wanted_vxlan(&rest, "node1");
+    let want_entries = wanted_entries(&lab, "node1");
+    assert_eq!(want_entries.0.len(), 1);
+    let done = || our_routes(&ns1) == want_routes && vxlan_entries(&ns1) == want_entries;
+    while !done() && deleted.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        done(),
+        "node3 outlived its Node by {:?} on node1: {:?} {:?}",
+        deleted.elapsed(),
+        our_routes(&ns1),
+        vxlan_entries(&ns1)
+    );
+
+    // node1's agent restarts: the device (and so the published MAC) is kept, nothing is doubled.
+    let mac_before = out_in(&ns1, &["cat", "/sys/class/net/svcnet.1/address"]);
+    for cmd in ["stop-node", "start-node"] {
+        let out = lab.lab(&[cmd, "node1"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), &done),
+        "after the restart node1 has {:?} {:?}",
+        our_routes(&ns1),
+        vxlan_entries(&ns1)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(done(), "{:?} {:?}", our_routes(&ns1), vxlan_entries(&ns1));
+    assert_eq!(
+        out_in(&ns1, &["cat", "/sys/class/net/svcnet.1/address"]),
+        mac_before
+    );
+    assert_eq!(
+        ask_from(&ns1, &red_ip, 8080),
+        format!("red {}", first_address(node1_block))
+    );
+    assert!(lab.down());
 }
