@@ -3,7 +3,9 @@
 //! endpoint sees the calling pod's IP (DNAT only, as kube-proxy does for pod traffic); the userspace proxy
 //! connects from the calling node's address. The Service's NodePort answers the outside client on every
 //! node's address, from endpoints on any node, with the client's address replaced (SNAT, externalTrafficPolicy
-//! Cluster).
+//! Cluster). Under externalTrafficPolicy Local only the node with a ready endpoint answers the NodePort
+//! (with nftables the endpoint sees the client's own address), and the health check node port answers
+//! 200 there and 503 on the others, with kube-proxy's JSON body.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use svcnet_testsupport::eventually;
 use svcnet_testsupport::multinode::{CALLER, ECHO_SERVER, MultiNodeLab, ask_from, python_pod};
-use svcnet_testsupport::netns::can_run;
+use svcnet_testsupport::netns::{can_run, command_in};
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
@@ -137,6 +139,102 @@ fn cluster_ip_across_nodes(proxy_mode: &str) {
         assert_eq!(seen, both, "{node_ip}:{node_port}: last answer {last:?}");
     }
     assert!(lab.down());
+}
+
+/// From inside `netns`: GET `url`, its status and body (status 0 when there was no answer).
+fn http_from(netns: &str, url: &str) -> (u16, String) {
+    let script = "import sys, urllib.request, urllib.error\ntry:\n    r = urllib.request.urlopen(sys.argv[1], timeout=2)\n    print(r.status, r.read().decode())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\nexcept OSError:\n    print(0)\n";
+    let out = command_in(netns, "python3")
+        .args(["-c", script, url])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (code, body) = text.split_once(' ').unwrap_or((&text, ""));
+    (code.parse().unwrap_or(0), body.to_string())
+}
+
+/// `externalTrafficPolicy: Local` across nodes: only the node with a ready local endpoint answers on the
+/// NodePort, and the health check node port says so on every node (200 there, 503 elsewhere, with
+/// kube-proxy's JSON body). With nftables the endpoint sees the client's own address.
+fn external_traffic_policy_local(proxy_mode: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
+    lab.apply(&python_pod(
+        "red-2",
+        "node2",
+        ECHO_SERVER,
+        &["red-2", "8080"],
+        Some(8080),
+        &[("app", "red")],
+    ));
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default"},
+ "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "red"},
+  "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    lab.wait_pod_ready("red-2", WAIT);
+    let svc = lab.get_json(&["service", "red"]);
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap() as u16;
+    let health = svc["spec"]["healthCheckNodePort"]
+        .as_u64()
+        .expect("healthCheckNodePort");
+    let client = lab.netns_of("client");
+
+    let mut last = String::new();
+    assert!(
+        eventually(WAIT, || {
+            last = ask_from(&client, "172.18.0.12", node_port);
+            last.starts_with("red-2 ")
+        }),
+        "node2:{node_port} (the endpoint's node) did not answer: {last:?}\n{}",
+        lab.log("node2")
+    );
+    if proxy_mode == "nftables" {
+        assert_eq!(
+            last, "red-2 172.18.0.2",
+            "the client's address did not reach the pod"
+        );
+    }
+    // The userspace proxy opens its own connection to the endpoint (from node2's bridge address): it
+    // cannot hand the client's address on.
+    for node_ip in ["172.18.0.11", "172.18.0.13"] {
+        let answer = ask_from(&client, node_ip, node_port);
+        assert!(
+            answer.starts_with("error"),
+            "{node_ip} has no local endpoint but answered: {answer}"
+        );
+    }
+    let body = |local: u64| serde_json::json!({"service": {"namespace": "default", "name": "red"}, "localEndpoints": local});
+    for (node_ip, code, local) in [
+        ("172.18.0.11", 503, 0),
+        ("172.18.0.12", 200, 1),
+        ("172.18.0.13", 503, 0),
+    ] {
+        let url = format!("http://{node_ip}:{health}/");
+        let mut got = (0, String::new());
+        let ok = eventually(Duration::from_secs(10), || {
+            got = http_from(&client, &url);
+            let json: serde_json::Value = serde_json::from_str(&got.1).unwrap_or_default();
+            got.0 == code && json["service"] == body(local)["service"] && json["localEndpoints"] == local
+        });
+        assert!(ok, "{url}: {got:?}, want {code} with localEndpoints {local}");
+    }
+    assert!(lab.down());
+}
+
+#[test]
+fn external_traffic_policy_local_across_nodes_nftables() {
+    if skip() {
+        return;
+    }
+    external_traffic_policy_local("nftables");
+}
+
+#[test]
+fn external_traffic_policy_local_across_nodes_userspace() {
+    if skip() {
+        return;
+    }
+    external_traffic_policy_local("userspace");
 }
 
 #[test]
