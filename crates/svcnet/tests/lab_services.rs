@@ -5,7 +5,8 @@
 //! node's address, from endpoints on any node, with the client's address replaced (SNAT, externalTrafficPolicy
 //! Cluster). Under externalTrafficPolicy Local only the node with a ready endpoint answers the NodePort
 //! (with nftables the endpoint sees the client's own address), and the health check node port answers
-//! 200 there and 503 on the others, with kube-proxy's JSON body.
+//! 200 there and 503 on the others, with kube-proxy's JSON body. Under internalTrafficPolicy Local a pod
+//! reaches only its own node's endpoint, and none from a node without one.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -235,6 +236,88 @@ fn external_traffic_policy_local_across_nodes_userspace() {
         return;
     }
     external_traffic_policy_local("userspace");
+}
+
+/// `internalTrafficPolicy: Local` across nodes: a pod reaches the ClusterIP only through an endpoint on
+/// its own node; a pod on a node without one gets no answer (never one from another node).
+fn internal_traffic_policy_local(proxy_mode: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
+    for node in ["node2", "node3"] {
+        let name = format!("red-{}", &node[4..]);
+        lab.apply(&python_pod(
+            &name,
+            node,
+            ECHO_SERVER,
+            &[&name, "8080"],
+            Some(8080),
+            &[("app", "red")],
+        ));
+    }
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default"},
+ "spec": {"internalTrafficPolicy": "Local", "selector": {"app": "red"},
+  "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    for name in ["red-2", "red-3"] {
+        lab.wait_pod_ready(name, WAIT);
+    }
+    let cluster_ip = lab.get_json(&["service", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("{cluster_ip}:80");
+    for node in ["node1", "node2"] {
+        let name = format!("blue-{}", &node[4..]);
+        lab.apply(&python_pod(&name, node, CALLER, &[&target], None, &[]));
+    }
+    // blue-2 gets red-2, its node's endpoint, and only it.
+    assert!(
+        eventually(WAIT, || answers(&lab.pod_logs("blue-2"), &target).0.len() == 1
+            && lab
+                .pod_logs("blue-2")
+                .lines()
+                .filter(|l| l.starts_with("answer"))
+                .count()
+                >= 5),
+        "blue-2: {}",
+        lab.pod_logs("blue-2")
+    );
+    let log2 = lab.pod_logs("blue-2");
+    assert_eq!(
+        answers(&log2, &target).0,
+        BTreeSet::from(["red-2".to_string()]),
+        "{log2}"
+    );
+    // blue-1's node has no endpoint: its calls fail, none reaches node2 or node3.
+    assert!(
+        eventually(WAIT, || lab
+            .pod_logs("blue-1")
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .count()
+            >= 3),
+        "blue-1: {}",
+        lab.pod_logs("blue-1")
+    );
+    let log1 = lab.pod_logs("blue-1");
+    assert!(answers(&log1, &target).0.is_empty(), "{log1}");
+    assert!(lab.down());
+}
+
+#[test]
+fn internal_traffic_policy_local_across_nodes_nftables() {
+    if skip() {
+        return;
+    }
+    internal_traffic_policy_local("nftables");
+}
+
+#[test]
+fn internal_traffic_policy_local_across_nodes_userspace() {
+    if skip() {
+        return;
+    }
+    internal_traffic_policy_local("userspace");
 }
 
 #[test]
