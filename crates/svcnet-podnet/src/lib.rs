@@ -182,13 +182,14 @@ async fn apply(
                 publish(nodes, &cfg.node_name, ip, &vtep.mac).await?;
             }
             let mut changes = vxlan::reconcile_neighbours(handle, &vtep, &inputs.peers).await?;
-            let routed = routes::reconcile(handle, &vxlan::routes(&vtep, &inputs.peers)).await?;
-            changes.added += routed.added;
-            changes.deleted += routed.deleted;
+            changes.add(routes::reconcile(handle, &vxlan::routes(&vtep, &inputs.peers)).await?);
             Ok(changes)
         }
     }
 }
+
+/// The first retry after a failed reconcile; it doubles up to the resync period.
+const RETRY_MIN: Duration = Duration::from_millis(500);
 
 /// Runs the node's pod network until the future is dropped (or the Node watch ends).
 pub async fn run(client: kube::Client, cfg: PodNetConfig) -> Result<(), PodNetError> {
@@ -217,6 +218,9 @@ pub async fn run(client: kube::Client, cfg: PodNetConfig) -> Result<(), PodNetEr
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut listed = false;
     let mut last: Option<Inputs> = None;
+    // After a failure the next try comes sooner than the resync, backing off so that a lasting fault
+    // (a node address no route can use) is not retried and logged twice a second.
+    let mut retry = RETRY_MIN;
     loop {
         let resync = tokio::select! {
             e = events.recv() => match e {
@@ -240,9 +244,9 @@ pub async fn run(client: kube::Client, cfg: PodNetConfig) -> Result<(), PodNetEr
         if !resync && last.as_ref() == Some(&now) {
             continue;
         }
-        match apply(&handle, &nodes, &cfg, &now).await {
+        let failed = match apply(&handle, &nodes, &cfg, &now).await {
             Ok(changes) => {
-                if changes != routes::Changes::default() {
+                if changes.added + changes.deleted > 0 {
                     info!(
                         added = changes.added,
                         deleted = changes.deleted,
@@ -250,14 +254,98 @@ pub async fn run(client: kube::Client, cfg: PodNetConfig) -> Result<(), PodNetEr
                         "pod network reconciled"
                     );
                 }
-                last = Some(now);
+                changes.failed > 0
             }
             Err(e) => {
-                // Tried again soon (or on the next event), not only at the next resync.
-                warn!(error = %e, "reconciling the pod network failed; retrying");
-                last = None;
-                tick.reset_after(Duration::from_millis(500));
+                warn!(error = %e, retry_in = ?retry, "reconciling the pod network failed");
+                true
             }
+        };
+        if failed {
+            // Tried again soon (or on the next event), not only at the next resync.
+            last = None;
+            tick.reset_after(retry);
+            retry = (retry * 2).min(cfg.resync.max(RETRY_MIN));
+        } else {
+            last = Some(now);
+            retry = RETRY_MIN;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cidr: &str, ip: &str, mac: Option<&str>) -> Arc<Node> {
+        let mut v = json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        if let Some(mac) = mac {
+            v["metadata"]["annotations"] =
+                json!({peers::BACKEND_DATA: json!({"VNI": 1, "VtepMAC": mac}).to_string()});
+        }
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn host_gw_routes_each_block_via_its_node() {
+        let nodes = [
+            node("n1", "10.244.0.0/24", "172.18.0.11", None),
+            node("n2", "10.244.1.0/24", "172.18.0.12", None),
+        ];
+        let i = inputs(&nodes, "n1");
+        assert_eq!(
+            i.me,
+            Some(("10.244.0.0/24".parse().unwrap(), Ipv4Addr::new(172, 18, 0, 11)))
+        );
+        assert_eq!(i.published, None);
+        let want: Vec<_> = host_gw_routes(&i.peers).into_iter().collect();
+        let gw = Ipv4Addr::new(172, 18, 0, 12);
+        assert_eq!(
+            want,
+            [(
+                "10.244.1.0/24".parse().unwrap(),
+                routes::Want {
+                    gateway: gw,
+                    oif: None,
+                    onlink: false
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn vxlan_routes_only_peers_with_a_vtep_on_link() {
+        let nodes = [
+            node("n1", "10.244.0.0/24", "172.18.0.11", Some("0a:00:00:00:00:01")),
+            node("n2", "10.244.1.0/24", "172.18.0.12", Some("0a:00:00:00:00:02")),
+            node("n3", "10.244.2.0/24", "172.18.0.13", None),
+        ];
+        let i = inputs(&nodes, "n1");
+        assert_eq!(i.published, Some([10, 0, 0, 0, 0, 1]));
+        let vtep = vxlan::Vtep {
+            index: 7,
+            mac: [10, 0, 0, 0, 0, 1],
+        };
+        // n3 has published no VTEP yet: no neighbour entry could resolve a route to it.
+        let want: Vec<_> = vxlan::routes(&vtep, &i.peers).into_iter().collect();
+        let gw = Ipv4Addr::new(10, 244, 1, 0);
+        assert_eq!(
+            want,
+            [(
+                "10.244.1.0/24".parse().unwrap(),
+                routes::Want {
+                    gateway: gw,
+                    oif: Some(7),
+                    onlink: true
+                }
+            )]
+        );
+        // The same Nodes are the same inputs (no reconcile); a newly published VTEP is a change.
+        assert_eq!(inputs(&nodes, "n1"), i);
+        let mut later = nodes.to_vec();
+        later[2] = node("n3", "10.244.2.0/24", "172.18.0.13", Some("0a:00:00:00:00:03"));
+        assert_ne!(inputs(&later, "n1"), i);
     }
 }

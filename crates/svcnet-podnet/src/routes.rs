@@ -107,6 +107,17 @@ pub struct Changes {
     pub added: usize,
     /// Routes deleted.
     pub deleted: usize,
+    /// Wanted routes the kernel refused (each logged); the caller tries again later.
+    pub failed: usize,
+}
+
+impl Changes {
+    /// Adds another reconcile's counts to these.
+    pub fn add(&mut self, other: Changes) {
+        self.added += other.added;
+        self.deleted += other.deleted;
+        self.failed += other.failed;
+    }
 }
 
 /// Makes the main table's routes with [`ROUTE_PROTOCOL`] exactly `want`.
@@ -157,8 +168,13 @@ pub async fn reconcile(handle: &Handle, want: &BTreeMap<Ipv4Net, Want>) -> Resul
             // The gateway is not on a connected subnet: host-gw cannot reach that node (vxlan can).
             Err(e) if is_errno(&e, ENETUNREACH) => {
                 warn!(%dst, gateway = %w.gateway, "the node is not on this node's subnet; host-gw cannot route to it (use --overlay vxlan)");
+                changes.failed += 1;
             }
-            Err(e) => return Err(e.into()),
+            // One node's bad address must not keep the routes to the others from being made.
+            Err(e) => {
+                warn!(%dst, gateway = %w.gateway, error = %e, "the kernel refused a pod-network route");
+                changes.failed += 1;
+            }
         }
     }
     Ok(changes)

@@ -134,6 +134,33 @@ fn pods_reach_pods_on_other_nodes_and_routes_are_reconciled() {
         String::from_utf8_lossy(&out.stdout).contains("via 172.18.0.12")
     };
 
+    // A Node on a subnet no node shares: host-gw cannot route to it. The others' routes stay, and the
+    // failure is retried with back-off, not logged twice a second.
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "far"},
+ "spec": {"podCIDR": "10.244.200.0/24", "podCIDRs": ["10.244.200.0/24"]}}"#,
+    );
+    lab.ok(&[
+        "patch",
+        "node",
+        "far",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"addresses": [{"type": "InternalIP", "address": "192.168.77.5"}]}}"#,
+    ]);
+    let complaint = "host-gw cannot route to it";
+    assert!(
+        eventually(Duration::from_secs(5), || lab.log("node1").contains(complaint)),
+        "{}",
+        lab.log("node1")
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let complaints = lab.log("node1").matches(complaint).count();
+    assert!(complaints <= 5, "{complaints} complaints in 3 s");
+    assert_eq!(our_routes(&ns1), wanted(&all, "node1"));
+    lab.ok(&["delete", "node", "far"]);
+
     // A machine outside the cluster (the client), with no route to the pod range.
     let mut outside = Proc(
         command_in(&client_ns, "python3")
