@@ -432,6 +432,38 @@ fn wanted_entries(lab: &MultiNodeLab, me: &str) -> Overlay {
     (neigh, fdb)
 }
 
+/// Counts what each connection on port 9000 sends and answers with the count.
+const SINK: &str = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 9000))
+s.listen(8)
+while True:
+    c, a = s.accept()
+    n = 0
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        n += len(d)
+    c.sendall(str(n).encode())
+    c.close()
+"#;
+
+/// Sends 10 MiB to ARGV[1]:9000 once and prints `got <what the sink counted>`.
+const BULK: &str = r#"
+import socket, sys, time
+try:
+    s = socket.create_connection((sys.argv[1], 9000), timeout=20)
+    s.sendall(b"x" * (10 << 20))
+    s.shutdown(socket.SHUT_WR)
+    print("got", s.recv(100).decode(), flush=True)
+except Exception as e:
+    print("error", e, flush=True)
+time.sleep(600)
+"#;
+
 #[test]
 fn pods_reach_pods_on_other_nodes_over_vxlan() {
     if skip() {
@@ -525,6 +557,16 @@ fn pods_reach_pods_on_other_nodes_over_vxlan() {
     assert!(
         tx(&ns1) > sent_before,
         "nothing went through node1's VXLAN device"
+    );
+    // Bulk through the tunnel: the pods' 1500-byte MTU meets the device's 1450 (path MTU discovery).
+    lab.apply(&python_pod("sink", "node2", SINK, &[], Some(9000), &[]));
+    let sink = lab.wait_pod_ready("sink", WAIT);
+    let sink_ip = sink["status"]["podIP"].as_str().unwrap().to_string();
+    lab.apply(&python_pod("bulk", "node1", BULK, &[&sink_ip], None, &[]));
+    assert!(
+        eventually(WAIT, || lab.pod_logs("bulk").contains("got 10485760\n")),
+        "bulk's log: {}",
+        lab.pod_logs("bulk")
     );
     // The node itself reaches the remote pod from its overlay address (its block's first address).
     let node1_block = &all.iter().find(|n| n.0 == "node1").unwrap().2;
