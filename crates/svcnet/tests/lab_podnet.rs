@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use svcnet_testsupport::eventually;
-use svcnet_testsupport::multinode::{CALLER, ECHO_SERVER, MultiNodeLab, Proc, ask_from, python_pod};
+use svcnet_testsupport::multinode::{CALLER, ECHO_SERVER, HostNet, MultiNodeLab, Proc, ask_from, python_pod};
 use svcnet_testsupport::netns::{can_run, command_in};
 
 /// The binary under test.
@@ -469,7 +469,14 @@ fn pods_reach_pods_on_other_nodes_over_vxlan() {
     if skip() {
         return;
     }
+    let before = HostNet::now();
     let lab = MultiNodeLab::up(SVCNET, 3, &["--overlay", "vxlan"]);
+    // The tunnels, their routes and the masquerade live in the nodes' namespaces only.
+    let during = HostNet::now();
+    assert_eq!(during.links, before.links, "the lab added links to the host");
+    assert_eq!(during.routes, before.routes, "the lab changed the host's routes");
+    assert_eq!(during.rules, before.rules);
+    assert_eq!(during.nft, before.nft, "the lab changed the host's nftables");
     let all = nodes(&lab);
     let nodes_json = lab.get_json(&["nodes"]);
     for (i, (name, ip, _)) in all.iter().enumerate() {
