@@ -6,7 +6,8 @@
 //! Cluster). Under externalTrafficPolicy Local only the node with a ready endpoint answers the NodePort
 //! (with nftables the endpoint sees the client's own address), and the health check node port answers
 //! 200 there and 503 on the others, with kube-proxy's JSON body. Under internalTrafficPolicy Local a pod
-//! reaches only its own node's endpoint, and none from a node without one.
+//! reaches only its own node's endpoint, and none from a node without one. ClusterIP and NodePort run
+//! over both overlays (host-gw and vxlan).
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -64,8 +65,8 @@ fn reached_from(netns: &str, ip: &str, port: u16, want: &[&str], timeout: Durati
     seen
 }
 
-fn cluster_ip_across_nodes(proxy_mode: &str) {
-    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
+fn cluster_ip_across_nodes(proxy_mode: &str, overlay: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode, "--overlay", overlay]);
     for node in ["node2", "node3"] {
         let name = format!("red-{}", &node[4..]);
         lab.apply(&python_pod(
@@ -97,10 +98,18 @@ fn cluster_ip_across_nodes(proxy_mode: &str) {
         lab.log("node1")
     );
     let (_, peers) = answers(&lab.pod_logs("blue"), &target);
-    let want_peer = match proxy_mode {
+    let want_peer = match (proxy_mode, overlay) {
         // DNAT only: the endpoint sees the calling pod.
-        "nftables" => blue_ip.clone(),
-        // The proxy on node1 opens the connection to the endpoint.
+        ("nftables", _) => blue_ip.clone(),
+        // The proxy on node1 opens the connection to the endpoint, from node1's address on the way
+        // there: its underlay address, or over vxlan its address on the tunnel (its block's first).
+        (_, "vxlan") => {
+            let block = lab.get_json(&["node", "node1"])["spec"]["podCIDR"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            block.split('/').next().unwrap().to_string()
+        }
         _ => "172.18.0.11".to_string(),
     };
     assert_eq!(peers, BTreeSet::from([want_peer]), "{}", lab.pod_logs("blue"));
@@ -325,7 +334,7 @@ fn cluster_ip_and_node_port_across_nodes_userspace() {
     if skip() {
         return;
     }
-    cluster_ip_across_nodes("userspace");
+    cluster_ip_across_nodes("userspace", "host-gw");
 }
 
 #[test]
@@ -333,5 +342,21 @@ fn cluster_ip_and_node_port_across_nodes_nftables() {
     if skip() {
         return;
     }
-    cluster_ip_across_nodes("nftables");
+    cluster_ip_across_nodes("nftables", "host-gw");
+}
+
+#[test]
+fn cluster_ip_and_node_port_across_nodes_userspace_vxlan() {
+    if skip() {
+        return;
+    }
+    cluster_ip_across_nodes("userspace", "vxlan");
+}
+
+#[test]
+fn cluster_ip_and_node_port_across_nodes_nftables_vxlan() {
+    if skip() {
+        return;
+    }
+    cluster_ip_across_nodes("nftables", "vxlan");
 }
