@@ -256,6 +256,9 @@ impl Lab {
                 "none",
             ])
             .args(["--metrics-listen", "127.0.0.1:0"])
+            // `kubectl logs`: node addresses exist only in the lab; the forwarder tunnels to them.
+            .arg("--kubelet-egress-uds")
+            .arg(self.egress_socket())
             .args(["--service-cidr", SERVICE_CIDR, "--cluster-cidr", CLUSTER_CIDR])
             .args(&cfg.control_plane_flags)
             .env(
@@ -324,6 +327,23 @@ impl Lab {
             .collect()
     }
 
+    /// The API server's tunnels to the node agents (see [`forward`]).
+    pub fn egress(&self) -> forward::Egress {
+        forward::Egress {
+            socket: self.egress_socket(),
+            nodes: self
+                .state
+                .nodes
+                .iter()
+                .map(|n| (n.ip, topology::netns_path(&n.netns)))
+                .collect(),
+        }
+    }
+
+    fn egress_socket(&self) -> PathBuf {
+        self.state.dir.join("egress.sock")
+    }
+
     /// The API server's address on the host.
     pub fn api(&self) -> Result<SocketAddr, LabError> {
         self.state
@@ -349,6 +369,8 @@ impl Lab {
             .arg("--data-dir")
             .arg(&data)
             .args(["--node-name", &node.name, "--node-ip", &node.ip.to_string()])
+            // The kubelet's port on the node's address, where the API server's tunnels arrive.
+            .args(["--listen", &format!("{}:10250", node.ip)])
             .args(["--pod-network", "netns", "--proxy-mode", &self.state.proxy_mode])
             .args(["--overlay", &self.state.overlay])
             .args(["--service-cidr", SERVICE_CIDR, "--cluster-cidr", CLUSTER_CIDR])

@@ -308,44 +308,10 @@ impl MultiNodeLab {
         last
     }
 
-    /// Everything pod `default/NAME`'s containers wrote, read from its node's data directory ("" when
-    /// nothing yet). Not `kubectl logs`: the API server on the host's loopback does not reach the agents'
-    /// log endpoints on the lab's underlay.
+    /// `kubectl logs NAME` of a pod in `default` ("" while there is none): through the API server and
+    /// the lab's tunnel to the pod's node agent.
     pub fn pod_logs(&self, name: &str) -> String {
-        let out = self.kubectl(&["get", "pod", name, "-o", "json"], None);
-        let pod: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let (Some(node), Some(uid)) = (pod["spec"]["nodeName"].as_str(), pod["metadata"]["uid"].as_str())
-        else {
-            return String::new();
-        };
-        let mut text = String::new();
-        let mut dirs = vec![self.dir().join(node)];
-        // The pod's directory (named by its uid) holds `logs/<container>/<instance>.log`.
-        while let Some(d) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let path = e.path();
-                if !path.is_dir() {
-                    continue;
-                }
-                if e.file_name().to_str() == Some(uid) {
-                    for c in std::fs::read_dir(path.join("logs"))
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                    {
-                        for f in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
-                            text.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
-                        }
-                    }
-                } else {
-                    dirs.push(path);
-                }
-            }
-        }
-        text
+        String::from_utf8_lossy(&self.kubectl(&["logs", name], None).stdout).into_owned()
     }
 
     /// The network namespace of a node or of `client`, from the state file.

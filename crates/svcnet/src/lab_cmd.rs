@@ -220,7 +220,11 @@ pub fn run(args: LabArgs) -> Result<i32> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            rt.block_on(svcnet_lab::forward::run(lab.forwarded_namespaces(), lab.api()?))?;
+            rt.block_on(svcnet_lab::forward::run(
+                lab.forwarded_namespaces(),
+                lab.api()?,
+                lab.egress(),
+            ))?;
             Ok(0)
         }
     }

@@ -112,6 +112,11 @@ struct UpArgs {
     /// nodes share a subnet); `vxlan`: flannel's VXLAN overlay (VNI 1, UDP 8472).
     #[arg(long)]
     overlay: Option<svcnet_podnet::Overlay>,
+    /// Reach node agents (`kubectl logs`) through the HTTP CONNECT proxy on this Unix socket, as
+    /// kube-apiserver's egress selector does (`HTTPConnect` over `UDS`): for node addresses this
+    /// machine's network cannot route to (`svcnet lab` uses it).
+    #[arg(long, value_name = "PATH")]
+    kubelet_egress_uds: Option<PathBuf>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -409,6 +414,9 @@ async fn up(args: UpArgs) -> Result<()> {
         },
     )
     .await?;
+    if let Some(path) = &args.kubelet_egress_uds {
+        server.set_kubelet_egress(path.clone());
+    }
     // Repair: rebuild the allocators from what is stored before anything new is allocated.
     let services = server.cached_list(svcnet_api_services(), None);
     hooks.repair(services.iter().map(|s| s.as_ref()));

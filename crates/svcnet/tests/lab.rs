@@ -2,6 +2,8 @@
 //! issue's 10 s for 3 nodes, kubectl on the host sees every node Ready with its zone, commands run inside
 //! nodes and the client, a node can be stopped and started, `down` leaves the host exactly as it was
 //! (namespaces, links, routes, rules, nftables), and `up` after a crash removes the leftovers first.
+//! `kubectl logs` on the host reaches pods on every node through the forwarder's tunnel, which goes to
+//! the lab's node addresses only.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -142,11 +144,17 @@ fn a_three_node_lab_comes_up_fast_works_and_leaves_nothing_behind() {
 
     let pids = recorded_pids(&lab.state());
     let dir = lab.dir();
+    let name = lab.name.clone();
     assert!(lab.down());
     assert!(!dir.exists(), "the lab's directory is left");
     assert!(pids.iter().all(|p| !pid_alive(*p)), "processes left: {pids:?}");
     let after = HostNet::now();
-    assert_eq!(after, before, "the host's network differs after lab down");
+    // Other labs (this file's other tests) come and go meanwhile: only this lab's namespaces count.
+    assert!(after.lab_namespaces(&name).is_empty(), "{:?}", after.netns);
+    assert_eq!(after.links, before.links, "links differ after lab down");
+    assert_eq!(after.routes, before.routes, "routes differ after lab down");
+    assert_eq!(after.rules, before.rules, "rules differ after lab down");
+    assert_eq!(after.nft, before.nft, "nftables differ after lab down");
 }
 
 #[test]
@@ -181,4 +189,40 @@ fn lab_up_after_a_crash_removes_the_leftovers_first() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid lab name \"Bad_Name\""));
+}
+
+#[test]
+fn kubectl_logs_reach_pods_on_every_node_through_the_tunnel() {
+    if skip() {
+        return;
+    }
+    let lab = MultiNodeLab::up(SVCNET, 2, &[]);
+    for node in ["node1", "node2"] {
+        let pod = format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hello-{node}"}},
+ "spec": {{"nodeSelector": {{"kubernetes.io/hostname": "{node}"}}, "terminationGracePeriodSeconds": 1,
+  "containers": [{{"name": "main", "image": "python:3",
+   "command": ["sh", "-c", "echo hello from {node}; sleep 600"]}}]}}}}"#
+        );
+        lab.apply(&pod);
+    }
+    for node in ["node1", "node2"] {
+        let name = format!("hello-{node}");
+        let want = format!("hello from {node}\n");
+        assert!(
+            eventually(Duration::from_secs(30), || lab.pod_logs(&name) == want),
+            "kubectl logs {name}: {:?}\n{}",
+            lab.kubectl(&["logs", &name], None),
+            lab.log("control-plane")
+        );
+    }
+    // The tunnel goes to the lab's node addresses only, never anywhere else.
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(lab.dir().join("egress.sock")).unwrap();
+    s.write_all(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(lab.down());
 }
