@@ -25,38 +25,8 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// Where labs live unless told otherwise (tmpfs: a reboot clears it along with the namespaces).
 pub const DEFAULT_ROOT: &str = "/run/svcnet-lab";
 
-/// How pods on different nodes reach each other (`--overlay`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Overlay {
-    /// One route per remote node: its pod block via its node address (flannel's host-gw).
-    #[default]
-    HostGw,
-    /// A VXLAN device with one neighbour, FDB entry and route per remote node (flannel's vxlan).
-    Vxlan,
-}
-
-impl Overlay {
-    /// The flag's spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Overlay::HostGw => "host-gw",
-            Overlay::Vxlan => "vxlan",
-        }
-    }
-}
-
-impl std::str::FromStr for Overlay {
-    type Err = LabError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "host-gw" => Ok(Overlay::HostGw),
-            "vxlan" => Ok(Overlay::Vxlan),
-            other => Err(LabError::BadOption(format!(
-                "unknown overlay {other:?}: use host-gw or vxlan"
-            ))),
-        }
-    }
-}
+/// How pods on different nodes reach each other (`--overlay`): the agents' own setting, one home.
+pub use svcnet_podnet::Overlay;
 
 /// What `lab up` makes.
 #[derive(Debug, Clone)]
@@ -178,7 +148,7 @@ impl Lab {
                 name: cfg.name.clone(),
                 dir,
                 proxy_mode: cfg.proxy_mode.clone(),
-                overlay: cfg.overlay.name().to_string(),
+                overlay: cfg.overlay.to_string(),
                 api: None,
                 underlay: topology::netns(&cfg.name, "underlay"),
                 client: topology::netns(&cfg.name, "client"),

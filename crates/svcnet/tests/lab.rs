@@ -183,6 +183,13 @@ fn lab_up_after_a_crash_removes_the_leftovers_first() {
     let out = lab.lab(&["up", "--nodes", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("a lab has 1 to 240 nodes"));
+    let out = lab.lab(&["up", "--overlay", "bgp"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown overlay \"bgp\": use host-gw or vxlan"),
+        "{err}"
+    );
     let out = std::process::Command::new(SVCNET)
         .args(["lab", "status", "--name", "Bad_Name"])
         .output()
