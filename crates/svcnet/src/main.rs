@@ -219,12 +219,23 @@ fn agent_config(
     }
 }
 
-/// `--overlay` means something only with the netns pod network: refused otherwise, not ignored.
-fn check_overlay(pod_network: PodNetwork, overlay: Option<svcnet_podnet::Overlay>) -> Result<()> {
+/// `--overlay` means something only with the netns pod network: refused otherwise, not ignored. A
+/// VXLAN tunnel needs a node address other nodes can send to: loopback is refused.
+fn check_overlay(
+    pod_network: PodNetwork,
+    overlay: Option<svcnet_podnet::Overlay>,
+    node_ip: std::net::IpAddr,
+) -> Result<()> {
     if let Some(o) = overlay
         && pod_network != PodNetwork::Netns
     {
         bail!("--overlay {o} needs --pod-network netns (the host pod network has no routes between nodes)");
+    }
+    if overlay == Some(svcnet_podnet::Overlay::Vxlan) && node_ip.is_loopback() {
+        bail!(
+            "--overlay vxlan needs a node address other nodes can reach, not the loopback address {node_ip} \
+             (give --node-ip; for svcnet up, --api-listen)"
+        );
     }
     Ok(())
 }
@@ -259,7 +270,7 @@ fn spawn_pod_network(
 }
 
 async fn agent(args: AgentArgs) -> Result<()> {
-    check_overlay(args.pod_network, args.overlay)?;
+    check_overlay(args.pod_network, args.overlay, args.node_ip)?;
     let client = kube_client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
@@ -375,7 +386,7 @@ async fn up(args: UpArgs) -> Result<()> {
         node_port_range: node_ports,
     })
     .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
-    check_overlay(args.pod_network, args.overlay)?;
+    check_overlay(args.pod_network, args.overlay, args.api_listen.ip())?;
     if args.pod_network == PodNetwork::Netns && args.cluster_cidr.network().is_loopback() {
         bail!(
             "--pod-network netns needs a real --cluster-cidr (e.g. 10.244.0.0/16), not the loopback range {}",

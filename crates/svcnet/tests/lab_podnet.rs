@@ -320,7 +320,7 @@ fn pods_reach_pods_on_other_nodes_and_routes_are_reconciled() {
 }
 
 #[test]
-fn overlay_needs_the_netns_pod_network() {
+fn bad_overlay_flags_are_refused() {
     let out = std::process::Command::new(SVCNET)
         .args(["agent", "--kubeconfig", "/nonexistent", "--overlay", "host-gw"])
         .output()
@@ -346,6 +346,26 @@ fn overlay_needs_the_netns_pod_network() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown overlay \"bgp\""), "{err}");
+    let out = std::process::Command::new(SVCNET)
+        .args([
+            "agent",
+            "--kubeconfig",
+            "/nonexistent",
+            "--pod-network",
+            "netns",
+            "--overlay",
+            "vxlan",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "--overlay vxlan needs a node address other nodes can reach, not the loopback address 127.0.0.1"
+        ),
+        "{err}"
+    );
 }
 
 /// `CMD ARGS…` in a namespace, asserting success; its stdout.
