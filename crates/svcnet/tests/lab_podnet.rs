@@ -2,7 +2,8 @@
 //! pod on node1 reaches a pod on node2 by its IP and the receiver sees the sender's pod IP (no NAT), while
 //! pod traffic to a machine outside the cluster is masqueraded to the node's address; each node holds
 //! exactly one route per remote node; a deleted Node's route goes within 1 s; an agent restart leaves no
-//! stale or duplicate route; routes added by anyone else survive all of it. With `--overlay vxlan`:
+//! stale or duplicate route; one of its routes deleted by someone else comes back at the next resync;
+//! routes added by anyone else survive all of it. With `--overlay vxlan`:
 //! flannel's device and per-node route, neighbour and FDB entries, the VTEP MAC published on the Node,
 //! pod to pod through the tunnel, a deleted Node's entries gone within 1 s, a restart that keeps all.
 //!
@@ -254,6 +255,20 @@ fn pods_reach_pods_on_other_nodes_and_routes_are_reconciled() {
     assert_eq!(our_routes(&ns1), wanted(&rest, "node1"));
     assert_eq!(our_routes(&ns2), wanted(&rest, "node2"));
     assert!(foreign(), "a route svcnet does not own was removed");
+
+    // Someone deletes one of svcnet's routes: the next resync (every 10 s) puts it back.
+    let node2_route = wanted(&rest, "node1")
+        .into_iter()
+        .find(|(_, via)| via == "172.18.0.12")
+        .unwrap();
+    ip_in(&ns1, &["route", "del", &node2_route.0]);
+    assert!(!our_routes(&ns1).contains(&node2_route));
+    assert!(
+        eventually(Duration::from_secs(15), || our_routes(&ns1)
+            == wanted(&rest, "node1")),
+        "node1 did not repair its route: {:?}",
+        our_routes(&ns1)
+    );
 
     // node1's agent dies; meanwhile its table gets what a crash could leave: a route to a block no
     // node has, a route to node2's block via the wrong node, and the right one again in another metric.
