@@ -7,7 +7,8 @@
 //! (with nftables the endpoint sees the client's own address), and the health check node port answers
 //! 200 there and 503 on the others, with kube-proxy's JSON body. Under internalTrafficPolicy Local a pod
 //! reaches only its own node's endpoint, and none from a node without one. ClusterIP and NodePort run
-//! over both overlays (host-gw and vxlan).
+//! over both overlays (host-gw and vxlan). With `trafficDistribution: PreferClose` the EndpointSlice
+//! controller hints each endpoint for its zone and pods prefer their own zone's endpoints.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -327,6 +328,100 @@ fn internal_traffic_policy_local_across_nodes_userspace() {
         return;
     }
     internal_traffic_policy_local("userspace");
+}
+
+/// `trafficDistribution: PreferClose` across zones: the EndpointSlice controller hints each endpoint for
+/// its node's zone, and a pod in a zone with an endpoint reaches only that one, while a pod in a zone
+/// without any reaches them all (kube-proxy's fallback).
+fn prefer_close(proxy_mode: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
+    for node in ["node2", "node3"] {
+        let name = format!("red-{}", &node[4..]);
+        lab.apply(&python_pod(
+            &name,
+            node,
+            ECHO_SERVER,
+            &[&name, "8080"],
+            Some(8080),
+            &[("app", "red")],
+        ));
+    }
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default"},
+ "spec": {"trafficDistribution": "PreferClose", "selector": {"app": "red"},
+  "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    for name in ["red-2", "red-3"] {
+        lab.wait_pod_ready(name, WAIT);
+    }
+    // Each endpoint is hinted for its own zone (node2 is zone-b, node3 zone-c).
+    let want: BTreeSet<String> = [
+        r#""zone-b" [{"name":"zone-b"}]"#.to_string(),
+        r#""zone-c" [{"name":"zone-c"}]"#.to_string(),
+    ]
+    .into();
+    let mut hints = BTreeSet::new();
+    let ok = eventually(WAIT, || {
+        let slices = lab.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=red"]);
+        hints = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .map(|e| format!("{} {}", e["zone"], e["hints"]["forZones"]))
+            .collect();
+        hints == want
+    });
+    assert!(ok, "{hints:?}");
+    let cluster_ip = lab.get_json(&["service", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("{cluster_ip}:80");
+    for node in ["node1", "node2"] {
+        let name = format!("blue-{}", &node[4..]);
+        lab.apply(&python_pod(&name, node, CALLER, &[&target], None, &[]));
+    }
+    // blue-1's zone has no endpoint: it reaches both; blue-2 reaches only zone-b's.
+    let both: BTreeSet<String> = ["red-2".to_string(), "red-3".to_string()].into();
+    assert!(
+        eventually(WAIT, || answers(&lab.pod_logs("blue-1"), &target).0 == both),
+        "blue-1: {}",
+        lab.pod_logs("blue-1")
+    );
+    assert!(
+        eventually(WAIT, || lab
+            .pod_logs("blue-2")
+            .lines()
+            .filter(|l| l.starts_with("answer"))
+            .count()
+            >= 10),
+        "blue-2: {}",
+        lab.pod_logs("blue-2")
+    );
+    let log2 = lab.pod_logs("blue-2");
+    assert_eq!(
+        answers(&log2, &target).0,
+        BTreeSet::from(["red-2".to_string()]),
+        "{log2}"
+    );
+    assert!(lab.down());
+}
+
+#[test]
+fn prefer_close_across_zones_nftables() {
+    if skip() {
+        return;
+    }
+    prefer_close("nftables");
+}
+
+#[test]
+fn prefer_close_across_zones_userspace() {
+    if skip() {
+        return;
+    }
+    prefer_close("userspace");
 }
 
 #[test]
