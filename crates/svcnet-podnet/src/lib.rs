@@ -261,13 +261,13 @@ pub async fn run(client: kube::Client, cfg: PodNetConfig) -> Result<(), PodNetEr
                 true
             }
         };
+        // Unchanged inputs do not try again: after a failure the timer does, sooner than the resync, so
+        // that a burst of unrelated Node updates cannot turn one fault into a burst of retries.
+        last = Some(now);
         if failed {
-            // Tried again soon (or on the next event), not only at the next resync.
-            last = None;
             tick.reset_after(retry);
             retry = (retry * 2).min(cfg.resync.max(RETRY_MIN));
         } else {
-            last = Some(now);
             retry = RETRY_MIN;
         }
     }
