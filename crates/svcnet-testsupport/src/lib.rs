@@ -10,6 +10,7 @@
 //!   checks that let such tests skip cleanly where they cannot run.
 //! - [`lab`]: a dual-stack "node + pods + outside client" topology of namespaces with real servers and
 //!   clients, for data-plane traffic tests.
+//! - [`process`]: another svcnet command (`proxy`, `dns`) as its own process, stopped by PID.
 //! - [`eventually`]: the one "wait until" every harness and test polls with.
 //!
 //! Network safety: everything here stays on 127.0.0.0/8 in the machine's own network namespace; other
@@ -20,6 +21,7 @@ pub mod kubectl;
 pub mod lab;
 pub mod net;
 pub mod netns;
+pub mod process;
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,10 @@
 
 mod dataplane_args;
 mod dns_args;
+mod dns_cmd;
+mod kube_proxy_config;
 mod listener_events;
+mod proxy_cluster;
 mod proxy_cmd;
 mod status;
 mod supervise;
@@ -46,8 +49,12 @@ enum Command {
     Up(UpArgs),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
     Agent(AgentArgs),
-    /// Run only the userspace data plane for the Services and EndpointSlices of a YAML file (no API server).
+    /// Run only the node's data plane: kube-proxy's job against an API server (`--kubeconfig`, or in a
+    /// pod), or the userspace proxy for the Services of a YAML file (`--manifests`).
     Proxy(proxy_cmd::ProxyArgs),
+    /// Run only the cluster DNS server against an API server (`--kubeconfig`, or in a pod), configured
+    /// by a CoreDNS Corefile (`--conf`): CoreDNS's job.
+    Dns(dns_cmd::DnsCmdArgs),
 }
 
 #[derive(Parser)]
@@ -252,9 +259,11 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if let Some(task) = dns {
         supervisor.watch_spawned("dns", task);
     }
+    let failed = status::Failed::default();
     status::MetricsServer {
         registry: std::sync::Arc::new(registry),
         proxy_mode: args.dataplane.proxy_mode.name(),
+        failed: failed.clone(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -273,6 +282,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
     });
     tokio::select! {
         stopped = supervisor.failed() => {
+            // Red health first, so a probe sees why before the process goes.
+            failed.set(stopped.name, &stopped.reason());
+            tokio::time::sleep(FAILED_HEALTH_GRACE).await;
             Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
         }
         _ = shutdown_signal() => {
@@ -282,7 +294,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
 }
 
-/// How long `svcnet up` keeps answering its failed health checks after a supervised task stopped,
+/// How long `svcnet up` and `svcnet agent` keep answering their failed health checks after a supervised task stopped,
 /// before it shuts down: long enough for a probe to read why (kube-apiserver's
 /// `--shutdown-delay-duration` serves the same purpose on SIGTERM).
 const FAILED_HEALTH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -496,9 +508,11 @@ async fn up(args: UpArgs) -> Result<()> {
         }
     }
     let registry = Arc::new(registry);
+    let failed = status::Failed::default();
     status::MetricsServer {
         registry: registry.clone(),
         proxy_mode: args.dataplane.proxy_mode.name(),
+        failed: failed.clone(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -573,6 +587,7 @@ async fn up(args: UpArgs) -> Result<()> {
         stopped = supervisor.failed() => {
             // Probes see the task's failure (e.g. kubectl get --raw /readyz) until the shutdown below.
             server.fail_check(stopped.name, &stopped.reason());
+            failed.set(stopped.name, &stopped.reason());
             tokio::time::sleep(FAILED_HEALTH_GRACE).await;
             Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
         }
@@ -609,8 +624,13 @@ fn main() -> Result<()> {
         }
         Command::Proxy(args) => {
             init_logging(&args.log_format);
-            raise_fd_limit(Some("userspace"));
             proxy_cmd::run(args)
+        }
+        Command::Dns(args) => {
+            init_logging(&args.log_format);
+            raise_fd_limit(None);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(dns_cmd::run(args))
         }
     }
 }
