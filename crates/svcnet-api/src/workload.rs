@@ -123,6 +123,26 @@ pub fn set_deployment_defaults(d: &mut Value) {
     }
 }
 
+/// DaemonSet defaults (`SetDefaults_DaemonSet`), including its pod template.
+pub fn set_daemonset_defaults(ds: &mut Value) {
+    let spec = obj_mut(ds, "spec");
+    default(spec, "revisionHistoryLimit", json!(10));
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if let Some(st) = strategy.as_object_mut() {
+        default(st, "type", json!("RollingUpdate"));
+        if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                default(ru, "maxUnavailable", json!(1));
+                default(ru, "maxSurge", json!(0));
+            }
+        }
+    }
+    if let Some(t) = spec.get_mut("template") {
+        pod_spec_defaults(obj_mut(t, "spec"));
+    }
+}
+
 /// ReplicaSet defaults (`SetDefaults_ReplicaSet`), including its pod template.
 pub fn set_replicaset_defaults(rs: &mut Value) {
     let spec = obj_mut(rs, "spec");

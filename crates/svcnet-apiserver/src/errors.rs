@@ -201,6 +201,12 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
+    /// 501: something Kubernetes serves that svcnet cannot (kube has no reason for it; clients print
+    /// the reason, so it names the status).
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(501, "NotImplemented", message)
+    }
+
     /// The `Status` object sent to the client.
     pub fn status(&self) -> Value {
         let mut s = json!({
@@ -215,8 +221,12 @@ impl ApiError {
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
-        // kube leaves the reason empty for plain 400s built from a message, but keeps "BadRequest";
-        // an Invalid with no causes is still Invalid. Nothing to adjust here today.
+        // Go's `Status.reason` is `omitempty`: a Status without a reason has no such field.
+        if self.reason.is_empty()
+            && let Some(m) = s.as_object_mut()
+        {
+            m.remove("reason");
+        }
         s
     }
 }

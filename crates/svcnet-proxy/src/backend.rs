@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::endpoints::{EndpointSet, EpState};
 use crate::metrics::ProxyMetrics;
 use crate::port::{PortShared, PortView, Settings};
+use crate::source::SourcePolicy;
 use crate::{ProxyConfig, ProxyError, tcp, udp};
 
 /// The userspace data plane: an L4 proxy listening on every frontend of every service port.
@@ -181,6 +182,11 @@ impl UserspaceBackend {
                 local_addrs: config.node_addresses.clone(),
                 splice: config.splice,
                 pipe_size: config.pipe_size,
+                source: SourcePolicy {
+                    ranges: config.client_ip_ranges,
+                    transparent: config.transparent,
+                    ..Default::default()
+                },
             }),
             balance: config.balance,
             node_addresses: config.node_addresses,
@@ -325,11 +331,14 @@ impl UserspaceBackend {
             }
             keep
         });
+        let transparent = self.settings.source.transparent;
         for addr in &wanted {
-            entry
-                .endpoints
-                .entry(*addr)
-                .or_insert_with(|| Arc::new(EpState::new(*addr, metrics.endpoint(pm, *addr))));
+            entry.endpoints.entry(*addr).or_insert_with(|| {
+                let mut ep = EpState::new(*addr, metrics.endpoint(pm, *addr));
+                // Only transparent connects care, and a bind test costs two syscalls per new endpoint.
+                ep.local = transparent && is_local(addr.ip());
+                Arc::new(ep)
+            });
         }
         let old = entry.shared.view.load_full();
         let build = |list: &[Endpoint], old: &Arc<EndpointSet>| -> Arc<EndpointSet> {
@@ -360,9 +369,23 @@ impl UserspaceBackend {
             external,
         }));
 
-        // Listeners: close what is no longer a frontend, open what is missing (or failed before).
+        // Listeners: close what is no longer a frontend, open what is missing (or failed before). A
+        // frontend with no endpoint for any client has no listener at all, so the kernel refuses the
+        // connection (TCP reset to the SYN, ICMP port unreachable for UDP) as kube-proxy's reject rule
+        // does: the client's `connect()` fails with ECONNREFUSED, not a reset after it succeeded. The
+        // listener is back as soon as an endpoint is.
+        let has_internal = !sp.internal_endpoints.is_empty();
+        let has_any = has_internal || !sp.external_endpoints.is_empty();
         let mut want: HashMap<(SocketAddr, Protocol), FrontendKind> = HashMap::new();
-        for fe in sp.frontends() {
+        // External frontends serve remote clients from the external endpoints and the node's own from the
+        // internal ones (kube-proxy's local short-circuit): they listen if either set has an endpoint.
+        for fe in sp.frontends().filter(|fe| {
+            if fe.kind.is_external() {
+                has_any
+            } else {
+                has_internal
+            }
+        }) {
             let ips: Vec<IpAddr> = match fe.ip {
                 Some(ip) => vec![ip],
                 None => self.node_addresses.clone(),
@@ -460,6 +483,12 @@ struct BindOpts<'a> {
     backlog: i32,
     freebind: bool,
     fds: &'a Arc<AtomicUsize>,
+}
+
+/// Whether `ip` is an address of this node (network namespace): it can be bound without
+/// `IP_FREEBIND`/`IP_TRANSPARENT`.
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Binds one frontend and starts serving it on the proxy runtime.

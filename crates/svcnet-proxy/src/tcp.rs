@@ -55,7 +55,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, port: Arc<PortShared>, 
             break;
         };
         let addr = guard.endpoint().addr;
-        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+        let source = settings.source_for(kind, peer.ip(), guard.endpoint());
+        match tokio::time::timeout(settings.connect_timeout, connect(settings, addr, source)).await {
             Ok(Ok(mut upstream)) => {
                 // The client socket has TCP_NODELAY from its listener already.
                 let _ = upstream.set_nodelay(true);
@@ -83,6 +84,22 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, port: Arc<PortShared>, 
     }
     m.reject(Reject::ConnectFailed);
     reset(client);
+}
+
+/// Connects to the endpoint `addr`, from `source` if given (see [`crate::source`]).
+async fn connect(
+    settings: &crate::port::Settings,
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> io::Result<TcpStream> {
+    if source.is_none() {
+        return TcpStream::connect(addr).await;
+    }
+    let s = settings.source.socket(socket2::Type::STREAM, addr, source)?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpSocket::from_std_stream(s.into())
+        .connect(addr)
+        .await
 }
 
 async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, port: &PortShared) -> io::Result<()> {

@@ -408,6 +408,7 @@ fn honour(cfg: &mut FileConfig, path: &str, v: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::serde::Deserialize as _;
 
     /// The KubeProxyConfiguration kubeadm 1.30 writes into the `kube-proxy` ConfigMap (`config.conf`),
     /// with the cluster's pod subnet filled in.
@@ -480,6 +481,21 @@ winkernel:
   rootHnsEndpointName: ""
   sourceVip: ""
 "#;
+
+    /// The KubeProxyConfiguration `deploy/svcnet-proxy.yaml` ships in its ConfigMap.
+    #[test]
+    fn the_shipped_configuration_is_read_without_warnings() {
+        let yaml = include_str!("../../../deploy/svcnet-proxy.yaml");
+        let cm = serde_yaml::Deserializer::from_str(yaml)
+            .map(|d| serde_yaml::Value::deserialize(d).expect("a YAML document"))
+            .find(|d| d["kind"] == "ConfigMap")
+            .expect("the ConfigMap");
+        let text = cm["data"]["config.conf"].as_str().expect("config.conf");
+        let cfg = parse(text).expect("valid");
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert_eq!(cfg.mode.as_deref(), Some("nftables"));
+        assert_eq!(cfg.bind_address, None);
+    }
 
     #[test]
     fn kubeadms_file_is_read_with_its_values_and_no_warning() {

@@ -14,6 +14,7 @@
 mod logs;
 mod pod_env;
 mod pod_sync;
+mod readiness;
 mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,6 +40,7 @@ use pod_sync::{PodSync, stop_leftovers};
 
 use crate::netns::{self, NetnsError, PodNet};
 use crate::node::{self, NodeConfig};
+use crate::pod_identity::Sandbox;
 use crate::podip::PodIps;
 use crate::runner::PodRunner;
 
@@ -268,10 +270,12 @@ async fn run_with(
     });
 
     // Status writer: every runner change goes to pods/status, event-driven.
+    let (gated_tx, gated_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(status::write_statuses(
         client.clone(),
         runner.clone(),
         pod_store.clone(),
+        gated_rx,
     ));
 
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
@@ -310,6 +314,10 @@ async fn run_with(
         stopping: HashSet::new(),
         waiting: HashSet::new(),
         retry: HashMap::new(),
+        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
+            .await
+            .unwrap_or_else(|_| Sandbox::none()),
+        gated: gated_tx,
     };
     sync.run(pod_stream).await;
     Ok(())

@@ -3,7 +3,9 @@
 //! init containers, restart policies, crash-loop back-off, probes, lifecycle hooks and graceful termination.
 //!
 //! svcnet conventions beyond Kubernetes:
-//! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (the pod's name) unless it sets them;
+//! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (its hostname: `spec.hostname` or the
+//!   pod's name) unless it sets them; its own hostname and `/etc/hosts` come from the agent's exec prefix
+//!   (see `crate::pod_identity`);
 //! - `PATH` is the agent's own unless the container sets one (there is no image to define it);
 //! - containers without `workingDir` run in `root/pods/<uid>/work`, shared by the pod's containers;
 //! - `image` is reported back as given and `imageID` is empty; container IDs are `svcnet://<pid>`;
@@ -171,7 +173,7 @@ impl PodRunner {
                 return Ok(());
             }
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
-            let dir = self.inner.root.join("pods").join(logs::safe_component(&uid));
+            let dir = self.pod_dir(&uid);
             std::fs::create_dir_all(dir.join("work"))?;
             let handle = Arc::new(PodHandle::new(
                 uid.clone(),
@@ -214,6 +216,12 @@ impl PodRunner {
         let mut done = pod.done.subscribe();
         let _ = done.wait_for(|d| *d).await;
         pod.update(|s| !std::mem::replace(&mut s.stopped, true));
+    }
+
+    /// The directory of the pod `uid`'s files (logs, working directory; the agent's hosts file), removed
+    /// with the pod.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.inner.root.join("pods").join(logs::safe_component(uid))
     }
 
     /// Stops every pod (see [`Self::stop`]) concurrently.
