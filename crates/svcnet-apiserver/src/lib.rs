@@ -91,6 +91,9 @@ pub struct ApiServer {
     failed_checks: Mutex<Vec<(String, String)>>,
     /// Request metrics.
     pub metrics: metrics::Metrics,
+    /// The HTTP CONNECT proxy (a Unix socket) node agents are reached through, if set
+    /// ([`ApiServer::set_kubelet_egress`]).
+    kubelet_egress: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl ApiServer {
@@ -106,7 +109,15 @@ impl ApiServer {
             ready: AtomicBool::new(false),
             failed_checks: Mutex::new(Vec::new()),
             metrics: metrics::Metrics::default(),
+            kubelet_egress: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Reaches node agents (`pods/log`) through the HTTP CONNECT proxy listening on the Unix socket
+    /// `path`, as kube-apiserver's egress selector does for its `cluster` traffic (`HTTPConnect` over
+    /// `UDS`): for nodes whose addresses this server's network cannot route to. Set once, before serving.
+    pub fn set_kubelet_egress(&self, path: std::path::PathBuf) {
+        let _ = self.kubelet_egress.set(path);
     }
 
     /// Marks the server ready: `/readyz` answers `ok` from now on.
@@ -355,7 +366,7 @@ impl ApiServer {
                 Ok(s) => s,
                 Err(e) => return error_response(&e),
             };
-            return match logs::fetch(src).await {
+            return match logs::fetch(src, self.kubelet_egress.get().map(|p| p.as_path())).await {
                 Ok(rx) => {
                     let mut r = stream_response(rx);
                     r.headers_mut()

@@ -1,7 +1,9 @@
 //! `pods/log`: what `kubectl logs` reads. As kube-apiserver proxies it to the kubelet, we proxy it to the
 //! pod's node agent, at the node's InternalIP and the port it publishes in
 //! `status.daemonEndpoints.kubeletEndpoint`, on the kubelet's path `/containerLogs/{ns}/{pod}/{container}`.
-//! The body is streamed, so `kubectl logs -f` follows.
+//! The body is streamed, so `kubectl logs -f` follows. With an egress proxy set
+//! ([`crate::ApiServer::set_kubelet_egress`]) the connection to the agent is an HTTP CONNECT tunnel
+//! through it, as kube-apiserver's egress selector makes one.
 //!
 //! The agent serves logs only to a request carrying the log credential ([`log_credential`]): SHA-256 of a
 //! fixed label and the cluster's bearer token, which the API server and every agent (through its
@@ -13,7 +15,10 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpStream;
+use std::path::Path;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -181,14 +186,52 @@ impl ApiServer {
     }
 }
 
-/// Fetches the log from the agent; the receiver yields the body as it arrives.
-pub async fn fetch(src: LogSource) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+/// A connection to an agent: direct TCP or a tunnel through the egress proxy.
+trait AgentIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AgentIo for T {}
+
+/// Opens an HTTP CONNECT tunnel to `agent` through the proxy on the Unix socket `proxy`.
+async fn connect_via(proxy: &Path, agent: &str) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(proxy).await?;
+    s.write_all(format!("CONNECT {agent} HTTP/1.1\r\nHost: {agent}\r\n\r\n").as_bytes())
+        .await?;
+    // The proxy's answer head, byte by byte: nothing of the tunnelled stream may be read here.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 || s.read(&mut byte).await? == 0 {
+            return Err(std::io::Error::other("the egress proxy closed the connection"));
+        }
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head);
+    let status = status.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(std::io::Error::other(format!(
+            "the egress proxy answered {status:?}"
+        )));
+    }
+    Ok(s)
+}
+
+/// Fetches the log from the agent, through the egress proxy at `egress` if one is set; the receiver
+/// yields the body as it arrives.
+pub async fn fetch(src: LogSource, egress: Option<&Path>) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let unreachable = |e: &dyn std::fmt::Display| {
         ApiError::internal(format!("Get \"http://{}{}\": {e}", src.agent, src.path))
     };
-    let stream = TcpStream::connect(&src.agent)
-        .await
-        .map_err(|e| unreachable(&e))?;
+    let stream: Box<dyn AgentIo> = match egress {
+        Some(proxy) => Box::new(
+            connect_via(proxy, &src.agent)
+                .await
+                .map_err(|e| unreachable(&e))?,
+        ),
+        None => Box::new(
+            TcpStream::connect(&src.agent)
+                .await
+                .map_err(|e| unreachable(&e))?,
+        ),
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(&e))?;

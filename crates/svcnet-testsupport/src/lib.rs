@@ -10,6 +10,8 @@
 //!   checks that let such tests skip cleanly where they cannot run.
 //! - [`lab`]: a dual-stack "node + pods + outside client" topology of namespaces with real servers and
 //!   clients, for data-plane traffic tests.
+//! - [`multinode`]: a real `svcnet lab` (a multi-node cluster of network namespaces) with kubectl on the
+//!   host, commands in its nodes and client, and a snapshot of the host's network to compare before/after.
 //! - [`process`]: another svcnet command (`proxy`, `dns`) as its own process, stopped by PID.
 //! - [`eventually`]: the one "wait until" every harness and test polls with.
 //!
@@ -19,6 +21,7 @@
 pub mod cluster;
 pub mod kubectl;
 pub mod lab;
+pub mod multinode;
 pub mod net;
 pub mod netns;
 pub mod process;

@@ -12,6 +12,7 @@ mod dataplane_args;
 mod dns_args;
 mod dns_cmd;
 mod kube_proxy_config;
+mod lab_cmd;
 mod listener_events;
 mod proxy_cluster;
 mod proxy_cmd;
@@ -55,6 +56,9 @@ enum Command {
     /// Run only the cluster DNS server against an API server (`--kubeconfig`, or in a pod), configured
     /// by a CoreDNS Corefile (`--conf`): CoreDNS's job.
     Dns(dns_cmd::DnsCmdArgs),
+    /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
+    /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
+    Lab(lab_cmd::LabArgs),
 }
 
 #[derive(Parser)]
@@ -112,6 +116,16 @@ struct UpArgs {
     /// 10.244.0.0/16).
     #[arg(long, default_value = "host")]
     pod_network: PodNetwork,
+    /// With `--pod-network netns`: how pods reach pods on other nodes (`svcnet agent`s joining this
+    /// cluster). `host-gw` (the default): one route per remote node, its pod block via its InternalIP (the
+    /// nodes share a subnet); `vxlan`: flannel's VXLAN overlay (VNI 1, UDP 8472).
+    #[arg(long)]
+    overlay: Option<svcnet_podnet::Overlay>,
+    /// Reach node agents (`kubectl logs`) through the HTTP CONNECT proxy on this Unix socket, as
+    /// kube-apiserver's egress selector does (`HTTPConnect` over `UDS`): for node addresses this
+    /// machine's network cannot route to (`svcnet lab` uses it).
+    #[arg(long, value_name = "PATH")]
+    kubelet_egress_uds: Option<PathBuf>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -133,6 +147,10 @@ struct AgentArgs {
     /// Where pod state and logs live.
     #[arg(long, default_value = "./svcnet-agent")]
     data_dir: PathBuf,
+    /// Labels to add to the Node when it registers (the kubelet's flag): `key=value` pairs,
+    /// comma-separated, e.g. `topology.kubernetes.io/zone=zone-a`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    node_labels: Vec<(String, String)>,
     /// Address of the agent's endpoint (container logs); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -147,9 +165,15 @@ struct AgentArgs {
     /// local to the node so that pods reach ClusterIPs.
     #[arg(long, value_delimiter = ',')]
     service_cidr: Vec<IpNet>,
-    /// The cluster's pod range(s) (the nftables data plane's local-traffic detector).
+    /// The cluster's pod range(s) (the nftables data plane's local-traffic detector; with the netns pod
+    /// network, what pod traffic is not masqueraded to).
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<IpNet>,
+    /// With `--pod-network netns`: how pods reach pods on other nodes. `host-gw` (the default): one route
+    /// per remote node, its pod block via its InternalIP (the nodes share a subnet); `vxlan`: flannel's
+    /// VXLAN overlay (VNI 1, UDP 8472), the VTEP MAC published on the Node.
+    #[arg(long)]
+    overlay: Option<svcnet_podnet::Overlay>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -161,6 +185,14 @@ struct AgentArgs {
     /// http://ADDR/metrics; kube-proxy's default address. If it is taken the agent runs without.
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_listen: SocketAddr,
+}
+
+/// One `key=value` of `--node-labels`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid label {text:?}: want key=value")),
+    }
 }
 
 fn hostname() -> String {
@@ -227,7 +259,58 @@ fn kubeconfig_token(path: &std::path::Path) -> Option<String> {
     }
 }
 
+/// `--overlay` means something only with the netns pod network: refused otherwise, not ignored. A
+/// VXLAN tunnel needs a node address other nodes can send to: loopback is refused.
+fn check_overlay(
+    pod_network: PodNetwork,
+    overlay: Option<svcnet_podnet::Overlay>,
+    node_ip: std::net::IpAddr,
+) -> Result<()> {
+    if let Some(o) = overlay
+        && pod_network != PodNetwork::Netns
+    {
+        bail!("--overlay {o} needs --pod-network netns (the host pod network has no routes between nodes)");
+    }
+    if overlay == Some(svcnet_podnet::Overlay::Vxlan) && node_ip.is_loopback() {
+        bail!(
+            "--overlay vxlan needs a node address other nodes can reach, not the loopback address {node_ip} \
+             (give --node-ip; for svcnet up, --api-listen)"
+        );
+    }
+    Ok(())
+}
+
+/// With the netns pod network, the pod network across nodes ([`svcnet_podnet`]): routes to the other
+/// nodes' pod blocks and the masquerade of pod traffic leaving the cluster's pod range.
+fn spawn_pod_network(
+    supervisor: &mut Supervisor,
+    client: &kube::Client,
+    pod_network: PodNetwork,
+    overlay: Option<svcnet_podnet::Overlay>,
+    node_name: &str,
+    cluster_cidrs: &[IpNet],
+) {
+    if pod_network != PodNetwork::Netns {
+        return;
+    }
+    if cluster_cidrs.is_empty() {
+        tracing::warn!("no --cluster-cidr: pod traffic leaving the node is not masqueraded");
+    }
+    let cfg = svcnet_podnet::PodNetConfig {
+        node_name: node_name.to_string(),
+        cluster_cidrs: cluster_cidrs.to_vec(),
+        overlay: overlay.unwrap_or_default(),
+        resync: std::time::Duration::from_secs(10),
+    };
+    let client = client.clone();
+    supervisor.spawn("pod-network", async move {
+        svcnet_podnet::run(client, cfg).await?;
+        Ok(())
+    });
+}
+
 async fn agent(args: AgentArgs) -> Result<()> {
+    check_overlay(args.pod_network, args.overlay, args.node_ip)?;
     let client = kube_client(&args.kubeconfig).await?;
     private_dir(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
@@ -267,7 +350,15 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     .spawn(args.metrics_listen)
     .await;
-    let cfg = agent_config(
+    spawn_pod_network(
+        &mut supervisor,
+        &client,
+        args.pod_network,
+        args.overlay,
+        &node_name,
+        &args.cluster_cidr,
+    );
+    let mut cfg = agent_config(
         node_name,
         args.node_ip,
         args.data_dir.canonicalize()?,
@@ -276,6 +367,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.pod_network,
         kubeconfig_token(&args.kubeconfig),
     );
+    cfg.labels.extend(args.node_labels);
     supervisor.spawn("node-agent", async move {
         svcnet_agent::agent::run(client, cfg).await?;
         Ok(())
@@ -387,6 +479,7 @@ async fn up(args: UpArgs) -> Result<()> {
         node_port_range: node_ports,
     })
     .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    check_overlay(args.pod_network, args.overlay, args.api_listen.ip())?;
     if args.pod_network == PodNetwork::Netns && args.cluster_cidr.network().is_loopback() {
         bail!(
             "--pod-network netns needs a real --cluster-cidr (e.g. 10.244.0.0/16), not the loopback range {}",
@@ -425,6 +518,9 @@ async fn up(args: UpArgs) -> Result<()> {
         },
     )
     .await?;
+    if let Some(path) = &args.kubelet_egress_uds {
+        server.set_kubelet_egress(path.clone());
+    }
     // Repair: rebuild the allocators from what is stored before anything new is allocated.
     let services = server.cached_list(svcnet_api_services(), None);
     hooks.repair(services.iter().map(|s| s.as_ref()));
@@ -539,6 +635,14 @@ async fn up(args: UpArgs) -> Result<()> {
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
     let agent_runs = !args.no_agent;
     if agent_runs {
+        spawn_pod_network(
+            &mut supervisor,
+            &client,
+            args.pod_network,
+            args.overlay,
+            &node_name,
+            std::slice::from_ref(&args.cluster_cidr),
+        );
         let cfg = agent_config(
             node_name.clone(),
             addr.ip(),
@@ -631,6 +735,14 @@ fn main() -> Result<()> {
             raise_fd_limit(None);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(dns_cmd::run(args))
+        }
+        Command::Lab(args) => {
+            init_logging("text");
+            let code = lab_cmd::run(args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
         }
     }
 }

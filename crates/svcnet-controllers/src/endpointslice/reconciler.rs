@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForZone,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -255,6 +257,7 @@ pub fn pod_to_endpoint(pod: &Pod, zone: Option<&str>, svc: &Service, address_typ
             .then(|| pod.spec.as_ref().and_then(|s| s.hostname.clone()))
             .flatten(),
         node_name: node,
+        hints: zone_hints(svc, zone),
         zone: zone.filter(|z| !z.is_empty()).map(str::to_owned),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
@@ -265,6 +268,37 @@ pub fn pod_to_endpoint(pod: &Pod, zone: Option<&str>, svc: &Service, address_typ
         }),
         ..Endpoint::default()
     }
+}
+
+/// The annotation that turns on kube's topology-aware hints (its value `Auto`); it takes precedence
+/// over `spec.trafficDistribution`.
+const TOPOLOGY_MODE_ANNOTATION: &str = "service.kubernetes.io/topology-mode";
+/// The annotation's deprecated name.
+const TOPOLOGY_HINTS_ANNOTATION: &str = "service.kubernetes.io/topology-aware-hints";
+
+/// The hints kube's EndpointSlice controller gives an endpoint in `zone`: with `spec.trafficDistribution:
+/// PreferClose`, one for its own zone (kube's `preferCloseHeuristic`; an endpoint without a zone gets
+/// none); otherwise none. Under the `topology-mode: Auto` annotation kube's topology cache hands hints out
+/// by each zone's share of CPUs instead; svcnet does not implement that allocation, so such Services get
+/// no hints and their traffic goes to every endpoint, as kube's does when its safeguards withhold hints.
+pub fn zone_hints(svc: &Service, zone: Option<&str>) -> Option<EndpointHints> {
+    let annotations = svc.metadata.annotations.as_ref();
+    let auto = [TOPOLOGY_MODE_ANNOTATION, TOPOLOGY_HINTS_ANNOTATION]
+        .iter()
+        .any(|k| {
+            annotations
+                .and_then(|a| a.get(*k))
+                .is_some_and(|v| v == "Auto" || v == "auto")
+        });
+    let prefer_close =
+        svc.spec.as_ref().and_then(|s| s.traffic_distribution.as_deref()) == Some("PreferClose");
+    let zone = zone.filter(|z| !z.is_empty())?;
+    (prefer_close && !auto).then(|| EndpointHints {
+        for_zones: Some(vec![ForZone {
+            name: zone.to_owned(),
+        }]),
+        ..EndpointHints::default()
+    })
 }
 
 /// `spec.publishNotReadyAddresses`.

@@ -581,3 +581,26 @@ fn endpointslice_cached_pods_keep_what_endpoints_show() {
         .unwrap();
     assert!(statuses[0].image.is_empty());
 }
+
+#[test]
+fn endpointslice_prefer_close_hints_each_endpoint_for_its_zone() {
+    let hints = |s: &Service| {
+        let p = plan(s, &[pod(0, true, json!({}))], &[], 100);
+        p.create[0].endpoints[0].hints.clone()
+    };
+    // No trafficDistribution: no hints.
+    assert_eq!(hints(&svc(json!({}))), None);
+    // PreferClose: the endpoint's own zone (kube's preferCloseHeuristic).
+    let close = svc(json!({"spec": {"trafficDistribution": "PreferClose"}}));
+    let h = hints(&close).expect("hints");
+    let zones: Vec<String> = h.for_zones.unwrap().into_iter().map(|z| z.name).collect();
+    assert_eq!(zones, ["zone-a"]);
+    // An endpoint without a zone gets none.
+    assert_eq!(zone_hints(&close, None), None);
+    // The topology-mode annotation takes precedence (its CPU-share allocation is not implemented).
+    let auto = svc(
+        json!({"metadata": {"annotations": {"service.kubernetes.io/topology-mode": "Auto"}},
+                          "spec": {"trafficDistribution": "PreferClose"}}),
+    );
+    assert_eq!(hints(&auto), None);
+}
