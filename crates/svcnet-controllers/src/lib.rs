@@ -17,6 +17,7 @@ pub mod events;
 pub mod lb_ipam;
 pub mod nodes;
 mod queue;
+pub mod serviceaccounts;
 pub mod workloads;
 
 pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};

@@ -562,6 +562,11 @@ async fn up(args: UpArgs) -> Result<()> {
         nodes.await;
         Ok(())
     });
+    let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(client.clone());
+    supervisor.spawn("serviceaccount-controller", async move {
+        accounts.await;
+        Ok(())
+    });
     let workloads = svcnet_controllers::run_workload_controllers(client.clone(), informers.clone());
     supervisor.spawn("workload-controllers", async move {
         workloads.await;
