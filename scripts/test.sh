@@ -21,6 +21,19 @@ if ((${#need[@]})); then
   fi
 fi
 command -v kubectl >/dev/null || { echo "kubectl must be on PATH" >&2; exit 1; }
+# The official Python client is one of the clients the end-to-end tests drive (tests/python_client.rs).
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [[ $(id -u) == 0 ]]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    else
+      echo "the Python client tests need pip (install python3-pip or run as root)" >&2
+      exit 1
+    fi
+  fi
+  # Debian's python3 is "externally managed" (PEP 668); CI is a throwaway root machine.
+  python3 -m pip install -q kubernetes 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes
+fi
 
 # A test run from a clean checkout gains nothing from incremental state, which would otherwise be the
 # largest thing on disk after the test binaries themselves.

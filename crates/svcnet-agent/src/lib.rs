@@ -11,5 +11,6 @@
 pub mod agent;
 pub mod netns;
 pub mod node;
+pub mod pod_identity;
 mod podip;
 pub mod runner;

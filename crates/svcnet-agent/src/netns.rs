@@ -1,14 +1,29 @@
 //! The `netns` pod network (needs root): every pod gets its own network namespace, joined to the node by a
 //! veth pair whose host side sits on the node bridge [`BRIDGE`], with a real address from the node's pod CIDR
 //! and a default route via the bridge, whose address is the first one of the pod CIDR (the gateway, never a
-//! pod's). Each pod also gets its own `/etc/resolv.conf` with Kubernetes' search path.
+//! pod's). Each pod also gets its own `/etc/resolv.conf` with Kubernetes' search path and its own
+//! `/etc/hosts` as the kubelet writes it ([`hosts_file`]).
 //!
 //! Everything is done with iproute2's `ip`, in the network namespace the agent runs in (the node's):
-//! - node: bridge `svcnet0` with `<gateway>/<mask>`, up, and `net.ipv4.ip_forward` of this namespace on;
-//! - pod: `ip netns add svcnet-<id>`, veth `sv<id>` (host side, on the bridge) ↔ `eth0` (pod side, with
-//!   `<podIP>/<mask>`), `lo` up, default route via the gateway, and `/etc/netns/svcnet-<id>/resolv.conf`,
-//!   which `ip netns exec` bind-mounts over `/etc/resolv.conf` in a private mount namespace. `<id>` is
-//!   eight hex digits of the pod's uid ([`short_id`]).
+//! - node: bridge `svcnet0` with `<gateway>/<mask>` and a fixed MAC address ([`gateway_mac`]), up,
+//!   `net.ipv4.ip_forward` of this namespace on and ICMP redirects off (see below);
+//! - pod: `ip netns add svcnet-<id>`, veth `sv<id>` (host side, on the bridge, in hairpin mode) ↔ `eth0`
+//!   (pod side, with `<podIP>/32`), `lo` up, a link route to the gateway and the default route via it, and
+//!   `/etc/netns/svcnet-<id>/{resolv.conf,hosts}`, which `ip netns exec` bind-mounts over `/etc` in a
+//!   private mount namespace. `<id>` is eight hex digits of the pod's uid ([`short_id`]).
+//!
+//! Pods are routed, not bridged, to each other (Calico's model): with a `/32` address a pod has no
+//! on-link neighbours but the gateway, so every packet between two pods passes the node's IP layer.
+//! That is what lets the userspace proxy connect to an endpoint from the client pod's own address
+//! (`IP_TRANSPARENT`): the endpoint's reply comes back through the node, where the proxy's socket takes
+//! it, instead of going straight to the client pod over the bridge. The node's redirects ("reach that pod
+//! directly") are pointless then and are switched off; a `/32` pod would refuse them anyway.
+//!
+//! Hairpin mode on each pod's bridge port lets a frame leave by the port it came in on: with the kernel
+//! data plane a pod reaching itself through its own Service is DNATed back to itself while the bridge
+//! handles the frame (`br_netfilter`), and the bridge drops such a frame otherwise (the kubelet's
+//! `--hairpin-mode=hairpin-veth`, the bridge CNI's `hairpinMode`). It is set at attach and set again when
+//! an agent restart re-uses the pod's namespace.
 //!
 //! Containers and exec probes run behind [`PodNet::exec_prefix`] (`ip netns exec svcnet-<id>`), which
 //! execs the command, so the container's PID and process group are the ones the runner started.
@@ -131,6 +146,17 @@ pub fn gateway(cidr: &IpNet) -> Result<IpAddr, NetnsError> {
     svcnet_alloc::nth_address(cidr, 1).ok_or_else(|| bad("it has no usable address"))
 }
 
+/// The bridge's MAC address: locally administered and derived from the gateway address (`0a:58:` and its
+/// four bytes, as OVN-Kubernetes does), so it is the same after every agent restart.
+pub fn gateway_mac(gw: IpAddr) -> String {
+    let IpAddr::V4(v4) = gw else {
+        // `gateway` gives IPv4 only; a v6 one would still get a fixed, locally administered address.
+        return "0a:58:00:00:00:01".into();
+    };
+    let [a, b, c, d] = v4.octets();
+    format!("0a:58:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 /// The pod's `/etc/resolv.conf` as the kubelet computes it (`GetPodDNS`), or `None` when the pod uses the
 /// node's (`dnsPolicy: Default`). `ClusterFirst` (the default, and `ClusterFirstWithHostNet`): the cluster DNS
 /// Service as nameserver, the search path `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`; `None`:
@@ -231,6 +257,8 @@ pub struct PodNetSpec<'a> {
     pub cidr: IpNet,
     /// Its `/etc/resolv.conf`, or `None` for the node's.
     pub resolv_conf: Option<String>,
+    /// Its `/etc/hosts` ([`hosts_file`]).
+    pub hosts: String,
 }
 
 impl PodNet {
@@ -285,19 +313,31 @@ impl PodNet {
         if self.ip(&["link", "show", "dev", BRIDGE]).await.is_err() {
             self.ip(&["link", "add", BRIDGE, "type", "bridge"]).await?;
         }
+        // A bridge whose address was never set takes the lowest of its ports' addresses, so it would
+        // change whenever a pod with a lower one is attached; the pods' neighbour entries for the gateway
+        // would then point at a stale address and their traffic through the node stall until they expire
+        // (tens of seconds). A set address stays.
+        self.ip(&["link", "set", "dev", BRIDGE, "address", &gateway_mac(gw)])
+            .await?;
         let addr = format!("{gw}/{}", cidr.prefix_len());
         self.ip(&["addr", "replace", &addr, "dev", BRIDGE]).await?;
         self.ip(&["link", "set", BRIDGE, "up"]).await?;
         // /proc/sys/net is per network namespace: this is the node's (the agent's) namespace only.
         let forward = Path::new("/proc/sys/net/ipv4/ip_forward");
         std::fs::write(forward, "1\n").map_err(io_err(forward))?;
+        // Pods are routed through the node (see the module docs): no redirects to each other. The kernel
+        // sends one if `all` or the device says so; both are this namespace's.
+        for dev in ["all", BRIDGE] {
+            let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{dev}/send_redirects"));
+            std::fs::write(&path, "0\n").map_err(io_err(&path))?;
+        }
         Ok(())
     }
 
     /// Whether the pod's namespace is already set up as `spec` says (an agent restart re-uses it).
     async fn intact(&self, spec: &PodNetSpec<'_>) -> bool {
         let name = netns_name(spec.uid);
-        let want = format!("inet {}/{} ", spec.ip, spec.cidr.prefix_len());
+        let want = format!("inet {}/32 ", spec.ip);
         let pod_side = self
             .ip(&["-n", &name, "-o", "addr", "show", "dev", "eth0"])
             .await
@@ -316,7 +356,9 @@ impl PodNet {
         let name = netns_name(spec.uid);
         let record = self.records.join(&name);
         if record.exists() && self.intact(spec).await {
-            self.write_resolv_conf(&name, spec.resolv_conf.as_deref())?;
+            // Repaired on every agent start: a namespace from before hairpin mode, or someone reset it.
+            self.hairpin(spec.uid).await?;
+            self.write_etc(&name, spec)?;
             return Ok(name);
         }
         self.delete(&name).await;
@@ -334,30 +376,56 @@ impl PodNet {
     async fn create(&self, spec: &PodNetSpec<'_>, name: &str) -> Result<(), NetnsError> {
         let gw = gateway(&spec.cidr)?.to_string();
         let veth = host_veth_name(spec.uid);
-        let addr = format!("{}/{}", spec.ip, spec.cidr.prefix_len());
+        let addr = format!("{}/32", spec.ip);
         self.ip(&["netns", "add", name]).await?;
         self.ip(&[
             "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", name,
         ])
         .await?;
         self.ip(&["link", "set", &veth, "master", BRIDGE, "up"]).await?;
+        self.hairpin(spec.uid).await?;
         self.ip(&["-n", name, "link", "set", "lo", "up"]).await?;
         self.ip(&["-n", name, "addr", "add", &addr, "dev", "eth0"])
             .await?;
         self.ip(&["-n", name, "link", "set", "eth0", "up"]).await?;
+        self.ip(&["-n", name, "route", "add", &gw, "dev", "eth0", "scope", "link"])
+            .await?;
         self.ip(&["-n", name, "route", "add", "default", "via", &gw, "dev", "eth0"])
             .await?;
-        self.write_resolv_conf(name, spec.resolv_conf.as_deref())
+        self.write_etc(name, spec)
     }
 
-    fn write_resolv_conf(&self, name: &str, text: Option<&str>) -> Result<(), NetnsError> {
+    /// Puts the pod's bridge port in hairpin mode (see the module docs).
+    async fn hairpin(&self, uid: &str) -> Result<(), NetnsError> {
+        let veth = host_veth_name(uid);
+        self.ip(&[
+            "link",
+            "set",
+            "dev",
+            &veth,
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// The pod's files that `ip netns exec` bind-mounts over `/etc`.
+    fn write_etc(&self, name: &str, spec: &PodNetSpec<'_>) -> Result<(), NetnsError> {
+        self.write_etc_file(name, "resolv.conf", spec.resolv_conf.as_deref())?;
+        self.write_etc_file(name, "hosts", Some(&spec.hosts))
+    }
+
+    fn write_etc_file(&self, name: &str, file_name: &str, text: Option<&str>) -> Result<(), NetnsError> {
         let dir = self.etc.join(name);
-        let file = dir.join("resolv.conf");
+        let file = dir.join(file_name);
         match text {
             Some(text) => {
                 std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
                 // Written beside and renamed, so a container starting meanwhile never reads half a file.
-                let tmp = dir.join(".resolv.conf.tmp");
+                let tmp = dir.join(format!(".{file_name}.tmp"));
                 std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
                 std::fs::rename(&tmp, &file).map_err(io_err(&file))
             }
@@ -455,6 +523,7 @@ mod tests {
     fn gateway_is_the_first_address_of_a_real_ipv4_range() {
         let cidr: IpNet = "10.244.3.0/24".parse().unwrap();
         assert_eq!(gateway(&cidr).unwrap().to_string(), "10.244.3.1");
+        assert_eq!(gateway_mac(gateway(&cidr).unwrap()), "0a:58:0a:f4:03:01");
         for bad in ["127.244.0.0/24", "fd00::/64", "10.0.0.0/30"] {
             assert!(gateway(&bad.parse().unwrap()).is_err(), "{bad}");
         }

@@ -123,6 +123,26 @@ pub fn set_deployment_defaults(d: &mut Value) {
     }
 }
 
+/// DaemonSet defaults (`SetDefaults_DaemonSet`), including its pod template.
+pub fn set_daemonset_defaults(ds: &mut Value) {
+    let spec = obj_mut(ds, "spec");
+    default(spec, "revisionHistoryLimit", json!(10));
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if let Some(st) = strategy.as_object_mut() {
+        default(st, "type", json!("RollingUpdate"));
+        if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                default(ru, "maxUnavailable", json!(1));
+                default(ru, "maxSurge", json!(0));
+            }
+        }
+    }
+    if let Some(t) = spec.get_mut("template") {
+        pod_spec_defaults(obj_mut(t, "spec"));
+    }
+}
+
 /// ReplicaSet defaults (`SetDefaults_ReplicaSet`), including its pod template.
 pub fn set_replicaset_defaults(rs: &mut Value) {
     let spec = obj_mut(rs, "spec");
@@ -160,8 +180,21 @@ pub fn validate_pod_spec(spec: Option<&Value>, path: &Path) -> Vec<FieldError> {
         return errs;
     };
     let mut names = Vec::new();
+    if let Some(sc) = spec.and_then(|s| s.get("securityContext")) {
+        validate_ids(sc, &path.child("securityContext"), &mut errs);
+    }
+    for (i, c) in spec
+        .and_then(|s| s.get("initContainers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        validate_container_security(c, &path.child("initContainers").index(i), &mut errs);
+    }
     for (i, c) in containers.iter().enumerate() {
         let p = path.child("containers").index(i);
+        validate_container_security(c, &p, &mut errs);
         match c.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
             None => errs.push(FieldError::required(p.child("name"), "")),
             Some(n) => {
@@ -205,6 +238,71 @@ pub fn validate_pod_spec(spec: Option<&Value>, path: &Path) -> Vec<FieldError> {
         ));
     }
     errs
+}
+
+/// kube-apiserver's range check of user and group ids (`ValidateSecurityContext`'s runAsUser/runAsGroup).
+fn validate_ids(sc: &Value, path: &Path, errs: &mut Vec<FieldError>) {
+    for field in ["runAsUser", "runAsGroup", "fsGroup"] {
+        if let Some(v) = sc.get(field).and_then(Value::as_i64)
+            && !(0..=i64::from(i32::MAX)).contains(&v)
+        {
+            errs.push(FieldError::invalid(
+                path.child(field),
+                v,
+                "must be between 0 and 2147483647, inclusive",
+            ));
+        }
+    }
+    for (i, g) in sc
+        .get("supplementalGroups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(v) = g.as_i64()
+            && !(0..=i64::from(i32::MAX)).contains(&v)
+        {
+            errs.push(FieldError::invalid(
+                path.child("supplementalGroups").index(i),
+                v,
+                "must be between 0 and 2147483647, inclusive",
+            ));
+        }
+    }
+}
+
+/// A container's `securityContext`: ids in range, and what svcnet's process runner cannot give a host
+/// process refused up front rather than ignored: `privileged` (kube-apiserver's own words when
+/// privileged containers are disallowed), added capabilities and a read-only root filesystem.
+fn validate_container_security(c: &Value, path: &Path, errs: &mut Vec<FieldError>) {
+    let Some(sc) = c.get("securityContext") else {
+        return;
+    };
+    let path = path.child("securityContext");
+    validate_ids(sc, &path, errs);
+    if sc.get("privileged").and_then(Value::as_bool) == Some(true) {
+        errs.push(FieldError::forbidden(
+            path.child("privileged"),
+            "disallowed by cluster policy",
+        ));
+    }
+    if sc
+        .pointer("/capabilities/add")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        errs.push(FieldError::forbidden(
+            path.child("capabilities").child("add"),
+            "svcnet's process runner cannot add capabilities to a host process",
+        ));
+    }
+    if sc.get("readOnlyRootFilesystem").and_then(Value::as_bool) == Some(true) {
+        errs.push(FieldError::forbidden(
+            path.child("readOnlyRootFilesystem"),
+            "svcnet's process runner runs containers as host processes, which have no root filesystem of their own",
+        ));
+    }
 }
 
 /// Validates a Pod's spec.
@@ -332,6 +430,25 @@ mod tests {
         set_pod_defaults(&mut p);
         assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
+    }
+
+    #[test]
+    fn security_context_admission() {
+        let pod = json!({"spec": {"securityContext": {"runAsUser": -1}, "containers": [{"name": "c", "image": "i",
+            "securityContext": {"privileged": true, "readOnlyRootFilesystem": true, "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}, "runAsUser": 65534}}]}});
+        let errs: Vec<String> = validate_pod(&pod).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errs,
+            [
+                "spec.securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+                "spec.containers[0].securityContext.privileged: Forbidden: disallowed by cluster policy",
+                "spec.containers[0].securityContext.capabilities.add: Forbidden: svcnet's process runner cannot add capabilities to a host process",
+                "spec.containers[0].securityContext.readOnlyRootFilesystem: Forbidden: svcnet's process runner runs containers as host processes, which have no root filesystem of their own",
+            ]
+        );
+        let ok = json!({"spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "supplementalGroups": [5]}, "containers": [{"name": "c", "image": "i",
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}});
+        assert!(validate_pod(&ok).is_empty());
     }
 
     #[test]

@@ -61,51 +61,120 @@ pub fn yaml_to_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::to_value(y).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
 }
 
-/// Checks `apiVersion` and `kind` of a decoded body against the endpoint it was sent to.
-pub fn check_kind(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
-    let Some(map) = obj.as_object() else {
+/// Fills in a body's missing `kind` and `apiVersion` from the endpoint it was sent to and checks them,
+/// as kube-apiserver's create and update handlers do: they decode with the endpoint's group, version and
+/// kind as defaults (apimachinery's `gvkWithDefaults`), so clients that build objects without type
+/// metadata (the Python client's `V1Service(metadata=…, spec=…)`) work. A body naming another kind or
+/// version is refused with kube-apiserver's message for it.
+pub fn default_kind(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(map) = obj.as_object_mut() else {
         return Err(ApiError::bad_request(
             "the body of the request was not a JSON object".to_string(),
         ));
     };
-    let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
-    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
-            truncate(&obj.to_string(), 500)
-        )));
+    let kind = match map.get("kind") {
+        None | Some(Value::Null) => rt.kind.to_string(),
+        Some(Value::String(k)) if k.is_empty() => rt.kind.to_string(),
+        Some(Value::String(k)) => k.clone(),
+        Some(other) => return Err(type_meta_error("kind", other)),
+    };
+    let api_version = match map.get("apiVersion") {
+        None | Some(Value::Null) => rt.api_version(),
+        Some(Value::String(v)) => {
+            // A bare group ("apps/") takes the endpoint's version only when it is the endpoint's group.
+            let (group, version) = svcnet_api::resources::split_api_version(v);
+            match (group, version) {
+                ("", "") => rt.api_version(),
+                (g, "") if g == rt.group => rt.api_version(),
+                _ => v.clone(),
+            }
+        }
+        Some(other) => return Err(type_meta_error("apiVersion", other)),
+    };
+    check_type_meta(rt, &api_version, &kind)?;
+    map.insert("apiVersion".into(), Value::String(api_version));
+    map.insert("kind".into(), Value::String(kind));
+    Ok(())
+}
+
+/// Refuses a `kind`/`apiVersion` pair (both already defaulted) that is not the endpoint's, in
+/// kube-apiserver's words: its decoder converts whatever kind the body names into the endpoint's
+/// internal type, which fails for another kind (no conversion) and for an unknown one (not in the
+/// scheme); a known kind in another version of the same group converts but then is refused by version.
+fn check_type_meta(rt: &ResourceType, api_version: &str, kind: &str) -> Result<(), ApiError> {
+    let (group, version) = svcnet_api::resources::split_api_version(api_version);
+    if group == rt.group && version == rt.version && kind == rt.kind {
+        return Ok(());
     }
-    if api_version.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Object 'apiVersion' is missing in '{}'",
-            truncate(&obj.to_string(), 500)
-        )));
-    }
-    if api_version != rt.api_version() {
+    if group == rt.group && kind == rt.kind {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
             rt.api_version()
         )));
     }
-    if kind != rt.kind {
-        return Err(ApiError::bad_request(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({}) of the endpoint",
+    let cause = if svcnet_api::resources::lookup_kind(api_version, kind).is_some() {
+        // Go package names: the versioned type's package is its version, the internal one its group's
+        // first label ("core" for the legacy group).
+        let internal = match rt.group {
+            "" => "core",
+            g => g.split('.').next().unwrap_or(g),
+        };
+        format!(
+            "converting ({version}.{kind}) to ({internal}.{}): unknown conversion",
             rt.kind
-        )));
-    }
-    Ok(())
+        )
+    } else {
+        format!(
+            "no kind \"{kind}\" is registered for version \"{api_version}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        )
+    };
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {}: {cause}",
+        rt.kind
+    )))
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        return s.to_string();
+/// A `kind` or `apiVersion` that is not a string: kube's decoder fails reading the type metadata.
+fn type_meta_error(field: &str, got: &Value) -> ApiError {
+    let got = match got {
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::Array(_) => "array",
+        _ => "object",
+    };
+    ApiError::bad_request(format!(
+        "couldn't get version/kind; json parse error: json: cannot unmarshal {got} into Go struct field .{field} of type string"
+    ))
+}
+
+/// Checks the type metadata of a server-side apply body as kube-apiserver's field manager does: apply
+/// is not defaulted from the URL (an apply configuration states what it is), so a missing or other
+/// `apiVersion` is refused first, then a kind that has no schema in that version.
+pub fn check_apply_kind(rt: &ResourceType, obj: &Value, ns: &str, name: &str) -> Result<(), ApiError> {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if api_version != rt.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {api_version}, expected: {}",
+            rt.api_version()
+        )));
     }
-    let mut end = n;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind == rt.kind {
+        return Ok(());
     }
-    format!("{}...", &s[..end])
+    if svcnet_api::resources::lookup_kind(api_version, kind).is_none() {
+        // kube answers this one as a bare 500 (the type converter's error is not an API status).
+        let gvk = format!("{}/{}, Kind={kind}", rt.group, rt.version);
+        return Err(ApiError {
+            code: 500,
+            reason: "",
+            message: format!(
+                "failed to create typed patch object ({ns}/{name}; {gvk}): no corresponding type for {gvk}"
+            ),
+            details: None,
+        });
+    }
+    check_type_meta(rt, api_version, kind)
 }
 
 /// Round-trips an object through its typed form: the result holds only known fields, normalized.
@@ -172,7 +241,8 @@ pub fn decode_object(
     input: Value,
     fv: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    check_kind(rt, &input)?;
+    let mut input = input;
+    default_kind(rt, &mut input)?;
     let known = roundtrip(rt, &input).map_err(|e| {
         ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: {e}",
@@ -195,6 +265,9 @@ pub fn decode_object(
             }
             FieldValidation::Ignore => {}
         }
+    }
+    if let Some(w) = svcnet_kinds::kinds::of(rt).rules.write_warning {
+        warnings.push(w.to_string());
     }
     Ok((known, warnings))
 }
@@ -230,15 +303,77 @@ mod tests {
             400
         );
         let wrong = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}});
-        assert!(decode_object(svc, wrong, FieldValidation::Strict).is_err());
-        let nokind = json!({"metadata": {"name": "a"}});
-        assert!(
-            check_kind(svc, &nokind)
+        assert_eq!(
+            decode_object(svc, wrong, FieldValidation::Strict)
                 .unwrap_err()
-                .message
-                .contains("'Kind' is missing")
+                .message,
+            "Pod in version \"v1\" cannot be handled as a Service: converting (v1.Pod) to (core.Service): unknown conversion"
         );
-        assert!(check_kind(svc, &json!([1, 2])).is_err());
+        assert!(default_kind(svc, &mut json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn type_metadata_defaults_from_the_endpoint() {
+        let svc = lookup("", "v1", "services").unwrap();
+        let deploy = lookup("apps", "v1", "deployments").unwrap();
+        let mut bare = json!({"metadata": {"name": "a"}});
+        default_kind(svc, &mut bare).unwrap();
+        assert_eq!(
+            (&bare["apiVersion"], &bare["kind"]),
+            (&json!("v1"), &json!("Service"))
+        );
+        let mut group_only = json!({"apiVersion": "apps/", "kind": "Deployment"});
+        default_kind(deploy, &mut group_only).unwrap();
+        assert_eq!(group_only["apiVersion"], "apps/v1");
+        let mut kind_only = json!({"kind": "Deployment", "apiVersion": null});
+        default_kind(deploy, &mut kind_only).unwrap();
+        assert_eq!(kind_only["apiVersion"], "apps/v1");
+
+        let msg = |rt, v: Value| default_kind(rt, &mut v.clone()).unwrap_err().message;
+        assert_eq!(
+            msg(deploy, json!({"apiVersion": "apps/v1beta1"})),
+            "the API version in the data (apps/v1beta1) does not match the expected API version (apps/v1)"
+        );
+        assert_eq!(
+            msg(svc, json!({"kind": "Frob"})),
+            "Frob in version \"v1\" cannot be handled as a Service: no kind \"Frob\" is registered for version \"v1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        );
+        assert_eq!(
+            msg(deploy, json!({"kind": "Pod"})),
+            "Pod in version \"v1\" cannot be handled as a Deployment: no kind \"Pod\" is registered for version \"apps/v1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        );
+        assert_eq!(
+            msg(svc, json!({"kind": 3})),
+            "couldn't get version/kind; json parse error: json: cannot unmarshal number into Go struct field .kind of type string"
+        );
+    }
+
+    #[test]
+    fn apply_is_not_defaulted() {
+        let svc = lookup("", "v1", "services").unwrap();
+        let err = check_apply_kind(svc, &json!({"kind": "Service"}), "default", "a").unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (
+                400,
+                "Incorrect version specified in apply patch. Specified patch version: , expected: v1"
+            )
+        );
+        let err = check_apply_kind(svc, &json!({"apiVersion": "v1"}), "default", "a").unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (
+                500,
+                "failed to create typed patch object (default/a; /v1, Kind=): no corresponding type for /v1, Kind="
+            )
+        );
+        check_apply_kind(
+            svc,
+            &json!({"apiVersion": "v1", "kind": "Service"}),
+            "default",
+            "a",
+        )
+        .unwrap();
     }
 
     #[test]

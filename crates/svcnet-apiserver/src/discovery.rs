@@ -29,6 +29,9 @@ fn sub_kind(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'stat
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
+        "exec" => ("", "v1", "PodExecOptions"),
+        "attach" => ("", "v1", "PodAttachOptions"),
+        "portforward" => ("", "v1", "PodPortForwardOptions"),
         _ => (rt.group, rt.version, rt.kind),
     }
 }
@@ -38,6 +41,7 @@ fn sub_verbs(sub: &str) -> Vec<&'static str> {
         "finalize" => vec!["update"],
         "binding" => vec!["create"],
         "log" => vec!["get"],
+        "exec" | "attach" | "portforward" => vec!["create", "get"],
         _ => status_verbs(),
     }
 }

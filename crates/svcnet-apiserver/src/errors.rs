@@ -201,6 +201,12 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
+    /// 501: something Kubernetes serves that svcnet cannot (kube has no reason for it; clients print
+    /// the reason, so it names the status).
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(501, "NotImplemented", message)
+    }
+
     /// The `Status` object sent to the client.
     pub fn status(&self) -> Value {
         let mut s = json!({
@@ -215,8 +221,12 @@ impl ApiError {
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
-        // kube leaves the reason empty for plain 400s built from a message, but keeps "BadRequest";
-        // an Invalid with no causes is still Invalid. Nothing to adjust here today.
+        // Go's `Status.reason` is `omitempty`: a Status without a reason has no such field.
+        if self.reason.is_empty()
+            && let Some(m) = s.as_object_mut()
+        {
+            m.remove("reason");
+        }
         s
     }
 }
@@ -231,7 +241,13 @@ impl std::error::Error for ApiError {}
 
 impl From<svcnet_store::StoreError> for ApiError {
     fn from(e: svcnet_store::StoreError) -> Self {
-        ApiError::internal(e)
+        use svcnet_store::StoreError;
+        match e {
+            // HTTP's own code for it: the client learns that retrying later may work, and why.
+            StoreError::NoSpace(_) => Self::new(507, "InsufficientStorage", e.to_string()),
+            StoreError::Closed => Self::unavailable(e.to_string()),
+            StoreError::Backend(_) => ApiError::internal(e),
+        }
     }
 }
 
@@ -257,6 +273,9 @@ mod tests {
             ApiError::conflict(svc, "x").message,
             "Operation cannot be fulfilled on services \"x\": the object has been modified; please apply your changes to the latest version and try again"
         );
+        let full = ApiError::from(svcnet_store::StoreError::NoSpace("disk full".into()));
+        assert_eq!((full.code, full.reason), (507, "InsufficientStorage"));
+        assert_eq!(full.message, "storage is out of space: disk full");
         let es = lookup("discovery.k8s.io", "v1", "endpointslices").unwrap();
         let s = ApiError::already_exists(es, "y").status();
         assert_eq!(s["details"]["group"], "discovery.k8s.io");

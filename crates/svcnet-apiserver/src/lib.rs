@@ -55,6 +55,12 @@ use crate::request::{Params, Route};
 
 /// kube-apiserver's limit on request bodies (3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
+/// The most a request's line and headers may take over HTTP/1.1 (Go's `http.DefaultMaxHeaderBytes`).
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
+/// The largest HTTP/2 header list accepted (RFC 9113 sizes: name + value + 32 per field). The `http`
+/// crate cannot hold a path over 65,534 bytes; 64 KiB keeps every admitted list's `:path` under that,
+/// so longer URLs get h2's 431 instead of a stream reset.
+pub const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -136,6 +142,19 @@ impl ApiServer {
         if endpoint == "readyz" && !self.ready.load(Ordering::SeqCst) {
             body.push_str("[-]svcnet-ready failed: not ready yet\n");
         }
+        // kube-apiserver names its storage check `etcd`. Reads go on from the cache while writes fail,
+        // so a degraded store makes the server unready (stop sending writes here), not dead; a store
+        // that needs a restart makes it unhealthy too.
+        match self.store.health() {
+            svcnet_store::Health::Ok => {}
+            svcnet_store::Health::Degraded(reason) if endpoint != "livez" => {
+                body.push_str(&format!("[-]etcd failed: {}\n", reason.replace('\n', " ")));
+            }
+            svcnet_store::Health::Degraded(_) => {}
+            svcnet_store::Health::Failed(reason) => {
+                body.push_str(&format!("[-]etcd failed: {}\n", reason.replace('\n', " ")));
+            }
+        }
         for (name, reason) in self
             .failed_checks
             .lock()
@@ -159,13 +178,15 @@ impl ApiServer {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        // Backs off (and logs once per interval) when descriptors run out, instead of spinning.
+        let mut listener = svcnet_accept::Acceptor::new(listener, "API server");
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
-                    Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                    Err(e) => { warn!(error = %e, "API server listener closed"); break; }
                 },
             };
             let acceptor = acceptor.clone();
@@ -183,7 +204,14 @@ impl ApiServer {
                     let server = server.clone();
                     async move { Ok::<_, Infallible>(server.handle(req).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // Long URLs (a label selector of many values) are answered, never dropped. HTTP/1.1
+                // reads up to Go's header limit (1 MiB, kube-apiserver's), and hyper answers a URI
+                // past the `http` crate's limit with 414. Over HTTP/2 a path past that limit would
+                // only reset the stream (clients retry it forever), so the header list is capped
+                // just below it: h2 answers a larger one with 431.
+                builder.http1().max_buf_size(MAX_HEADER_BYTES);
+                builder.http2().max_header_list_size(MAX_H2_HEADER_LIST);
                 if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
                     debug!(%peer, error = %e, "connection ended with error");
                 }
@@ -200,9 +228,15 @@ impl ApiServer {
         else {
             return false;
         };
-        let Some(token) = v.strip_prefix("Bearer ").map(str::trim) else {
+        // kube's bearer token authenticator: the scheme is case-insensitive, and the token is the
+        // word after it (split on single spaces, so "Bearer  x" carries an empty, invalid token).
+        let mut parts = v.trim().splitn(3, ' ');
+        let (Some(scheme), Some(token)) = (parts.next(), parts.next()) else {
             return false;
         };
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return false;
+        }
         // Constant-time comparison: the token is the only secret between a client and the cluster.
         token.len() == self.token.len()
             && token
@@ -315,6 +349,11 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        if let Some(sub) = route.subresource.as_deref()
+            && subresources::STREAMING.contains(&sub)
+        {
+            return error_response(&self.streaming_unsupported(&route, params.get("container")));
+        }
         let is_watch = route.watch_path || params.flag("watch");
         if method == Method::GET && is_watch {
             return match self.watch(&route, &params, repr) {

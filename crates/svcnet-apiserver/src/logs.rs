@@ -4,6 +4,11 @@
 //! The body is streamed, so `kubectl logs -f` follows. With an egress proxy set
 //! ([`crate::ApiServer::set_kubelet_egress`]) the connection to the agent is an HTTP CONNECT tunnel
 //! through it, as kube-apiserver's egress selector makes one.
+//!
+//! The agent serves logs only to a request carrying the log credential ([`log_credential`]): SHA-256 of a
+//! fixed label and the cluster's bearer token, which the API server and every agent (through its
+//! kubeconfig) hold. A hash rather than the token itself, because this hop is plain HTTP: whoever
+//! overhears it learns a credential that reads container logs, not the one that owns the cluster.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -27,6 +32,18 @@ pub struct LogSource {
     pub agent: String,
     /// The path and query on the agent.
     pub path: String,
+    /// The credential the agent checks ([`log_credential`]).
+    pub credential: String,
+}
+
+/// The credential an agent requires on its container-log endpoint: hex SHA-256 of
+/// `svcnet-container-logs\0` and the cluster token. The agent computes the same
+/// (`svcnet_agent::agent::logs_credential`); a test on each side pins the same vector.
+pub fn log_credential(token: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"svcnet-container-logs\0");
+    ctx.update(token.as_bytes());
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn pct(s: &str) -> String {
@@ -43,6 +60,43 @@ fn container_names(pod: &Value, pointer: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// kube-apiserver's `ValidatePodLogOptions`, with its messages.
+fn validate_options(name: &str, params: &Params) -> Result<(), ApiError> {
+    use svcnet_api::field::FieldError;
+    let mut errs = Vec::new();
+    if let Some(n) = params.int("tailLines")?
+        && n < 0
+    {
+        errs.push(FieldError::invalid(
+            "tailLines",
+            n,
+            "must be greater than or equal to 0",
+        ));
+    }
+    if let Some(n) = params.int("limitBytes")?
+        && n < 1
+    {
+        errs.push(FieldError::invalid("limitBytes", n, "must be greater than 0"));
+    }
+    let since_seconds = params.int("sinceSeconds")?;
+    if since_seconds.is_some() && params.get("sinceTime").is_some() {
+        errs.push(FieldError::forbidden(
+            "",
+            "at most one of `sinceTime` or `sinceSeconds` may be specified",
+        ));
+    }
+    if let Some(n) = since_seconds
+        && n < 1
+    {
+        errs.push(FieldError::invalid("sinceSeconds", n, "must be greater than 0"));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("PodLogOptions", "", name, &errs))
+    }
 }
 
 impl ApiServer {
@@ -97,7 +151,11 @@ impl ApiServer {
             .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
             .and_then(Value::as_i64)
             .ok_or_else(waiting)?;
+        validate_options(name, params)?;
         let mut query = Vec::new();
+        if let Some(t) = params.get("sinceTime") {
+            query.push(format!("sinceTime={}", pct(t)));
+        }
         for key in ["follow", "previous", "timestamps"] {
             if params.flag(key) {
                 query.push(format!("{key}=true"));
@@ -114,6 +172,7 @@ impl ApiServer {
             ip.to_string()
         };
         Ok(LogSource {
+            credential: log_credential(&self.token),
             agent: format!("{host}:{port}"),
             path: format!(
                 "/containerLogs/{}/{}/{}{}{}",
@@ -183,6 +242,7 @@ pub async fn fetch(src: LogSource, egress: Option<&Path>) -> Result<mpsc::Receiv
     });
     let req = Request::get(&src.path)
         .header("host", &src.agent)
+        .header("authorization", format!("Bearer {}", src.credential))
         .body(Empty::<Bytes>::new())
         .map_err(|e| unreachable(&e))?;
     let resp = sender.send_request(req).await.map_err(|e| unreachable(&e))?;
@@ -213,4 +273,16 @@ pub async fn fetch(src: LogSource, egress: Option<&Path>) -> Result<mpsc::Receiv
         }
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_credential_is_pinned() {
+        // The same vector is pinned in the agent (`agent::logs`): the two sides must agree.
+        assert_eq!(
+            super::log_credential("secret-token"),
+            "95fe057b38627bdae720ea8166c1e24faf0c972c7fdfd303e6d27659365f9735"
+        );
+    }
 }

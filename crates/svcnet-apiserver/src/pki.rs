@@ -85,6 +85,11 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
 pub fn load_or_create(dir: &Path, extra_ips: &[IpAddr]) -> Result<Credentials, PkiError> {
     let pki = dir.join("pki");
     fs::create_dir_all(&pki).map_err(io_err(&pki))?;
+    // The CA key and the token live here: owner-only, also for a directory an older version made 0755.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&pki, fs::Permissions::from_mode(0o700)).map_err(io_err(&pki))?;
+    }
     let (ca_crt, ca_key) = (pki.join("ca.crt"), pki.join("ca.key"));
     let (srv_crt, srv_key) = (pki.join("apiserver.crt"), pki.join("apiserver.key"));
     let token_path = pki.join("token");

@@ -2,7 +2,7 @@
 //! bodies are type-checked and pruned by a round trip through it, and the OpenAPI v3 documents are
 //! generated from its schema. Found by the kind's definition, never by its name.
 
-use k8s_openapi::api::{apps, coordination, core, discovery};
+use k8s_openapi::api::{apps, coordination, core, discovery, rbac};
 use schemars::{JsonSchema, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,6 +49,16 @@ static TYPED: &[(&Kind, Typed)] = &[
     (&kinds::lease::KIND, typed::<coordination::v1::Lease>()),
     (&kinds::deployment::KIND, typed::<apps::v1::Deployment>()),
     (&kinds::replicaset::KIND, typed::<apps::v1::ReplicaSet>()),
+    (&kinds::configmap::KIND, typed::<core::v1::ConfigMap>()),
+    (&kinds::serviceaccount::KIND, typed::<core::v1::ServiceAccount>()),
+    (&kinds::daemonset::KIND, typed::<apps::v1::DaemonSet>()),
+    (&kinds::rbac::ROLE, typed::<rbac::v1::Role>()),
+    (&kinds::rbac::CLUSTER_ROLE, typed::<rbac::v1::ClusterRole>()),
+    (&kinds::rbac::ROLE_BINDING, typed::<rbac::v1::RoleBinding>()),
+    (
+        &kinds::rbac::CLUSTER_ROLE_BINDING,
+        typed::<rbac::v1::ClusterRoleBinding>(),
+    ),
 ];
 
 /// The typed form of a resource type, if it has one.

@@ -13,12 +13,18 @@ use tracing::{debug, warn};
 
 /// The object an Event is about.
 #[derive(Debug, Clone)]
-pub(crate) struct Involved<'a> {
+pub struct Involved<'a> {
+    /// The object's apiVersion (`v1`, `apps/v1`).
     pub api_version: &'a str,
+    /// The object's kind.
     pub kind: &'a str,
+    /// Its namespace (empty for a cluster-scoped object).
     pub namespace: &'a str,
+    /// Its name.
     pub name: &'a str,
+    /// Its uid (kubectl describe selects Events on it).
     pub uid: &'a str,
+    /// The resourceVersion the Event is about.
     pub resource_version: &'a str,
 }
 
@@ -37,7 +43,7 @@ impl<'a> Involved<'a> {
 }
 
 /// Writes core/v1 Events in the involved object's namespace on behalf of one component.
-pub(crate) struct Recorder {
+pub struct Recorder {
     client: Client,
     component: &'static str,
     /// The last name suffix used, so two Events in the same nanosecond still get distinct names.

@@ -13,7 +13,7 @@
 //! takes; each subscribes to the events it needs (see [`svcnet_informer`]).
 
 pub mod endpointslice;
-mod events;
+pub mod events;
 pub mod lb_ipam;
 pub mod nodes;
 mod queue;

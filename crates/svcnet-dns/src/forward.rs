@@ -17,8 +17,64 @@ use crate::metrics::Metrics;
 
 /// Longest a positive answer is cached (CoreDNS's cache default).
 const MAX_POSITIVE_TTL: u32 = 3600;
-/// Longest a negative answer is cached.
+/// Longest a negative answer is cached (CoreDNS's cache default).
 const MAX_NEGATIVE_TTL: u32 = 1800;
+
+/// What may be cached and for how long: CoreDNS's `cache [TTL] [ZONES…] { disable success|denial ZONES }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Longest a positive answer is kept.
+    pub max_success_ttl: u32,
+    /// Longest a negative answer (NXDOMAIN, NODATA) is kept.
+    pub max_denial_ttl: u32,
+    /// Only names in these zones are cached (empty: every name).
+    pub zones: Vec<String>,
+    /// Positive answers for names in these zones are not cached (`.`: none is).
+    pub no_success: Vec<String>,
+    /// Negative answers for names in these zones are not cached.
+    pub no_denial: Vec<String>,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            max_success_ttl: MAX_POSITIVE_TTL,
+            max_denial_ttl: MAX_NEGATIVE_TTL,
+            zones: Vec::new(),
+            no_success: Vec::new(),
+            no_denial: Vec::new(),
+        }
+    }
+}
+
+/// Whether `name` (lower case, no final dot) is in `zone` (`.` holds every name).
+fn in_zone(name: &str, zone: &str) -> bool {
+    zone == "."
+        || name == zone
+        || (name.len() > zone.len()
+            && name.ends_with(zone)
+            && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
+}
+
+impl CachePolicy {
+    /// How long `m`, the answer for `name`, may be cached (0: not at all).
+    fn ttl(&self, name: &str, m: &Message) -> u32 {
+        let name = name.trim_end_matches('.');
+        if !self.zones.is_empty() && !self.zones.iter().any(|z| in_zone(name, z)) {
+            return 0;
+        }
+        let negative = m.metadata.response_code != ResponseCode::NoError || m.answers.is_empty();
+        let (cap, off) = if negative {
+            (self.max_denial_ttl, &self.no_denial)
+        } else {
+            (self.max_success_ttl, &self.no_success)
+        };
+        if off.iter().any(|z| in_zone(name, z)) {
+            return 0;
+        }
+        cache_ttl(m).min(cap)
+    }
+}
 /// Time allowed for one upstream exchange.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -31,6 +87,9 @@ pub enum ForwardError {
     /// Every upstream failed.
     #[error("every upstream failed: {0}")]
     Failed(String),
+    /// `max_concurrent` upstream queries are already waiting (answered REFUSED, as CoreDNS does).
+    #[error("too many concurrent upstream queries")]
+    Overloaded,
 }
 
 /// The cache key: the lower-cased name, type, class and DO bit.
@@ -95,6 +154,9 @@ impl Cache {
 /// The forwarder shared by every serving task.
 pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
+    policy: CachePolicy,
+    /// Permits for upstream queries in flight (`forward … { max_concurrent N }`).
+    concurrent: Option<Arc<tokio::sync::Semaphore>>,
     cache: Mutex<Cache>,
     inflight: Mutex<HashMap<Key, Vec<Waiter>>>,
     metrics: Metrics,
@@ -137,8 +199,21 @@ impl Drop for InflightGuard<'_> {
 impl Forwarder {
     /// A forwarder to `upstreams` with a cache of at most `cache_size` answers.
     pub fn new(upstreams: Vec<SocketAddr>, cache_size: usize, metrics: Metrics) -> Self {
+        Forwarder::with_policy(upstreams, cache_size, CachePolicy::default(), None, metrics)
+    }
+
+    /// A forwarder with a cache `policy` and at most `max_concurrent` upstream queries at once.
+    pub fn with_policy(
+        upstreams: Vec<SocketAddr>,
+        cache_size: usize,
+        policy: CachePolicy,
+        max_concurrent: Option<usize>,
+        metrics: Metrics,
+    ) -> Self {
         Forwarder {
             upstreams,
+            policy,
+            concurrent: max_concurrent.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             cache: Mutex::new(Cache {
                 map: HashMap::new(),
                 capacity: cache_size,
@@ -194,10 +269,20 @@ impl Forwarder {
             fwd: self,
             key: Some(key.clone()),
         };
+        let _permit = match &self.concurrent {
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.metrics.max_concurrent_reject();
+                    return Err(ForwardError::Overloaded);
+                }
+            },
+            None => None,
+        };
         let result = self.query_upstreams(name, qtype, qclass, dnssec_ok).await;
         match result {
             Ok(msg) => {
-                let ttl = cache_ttl(&msg);
+                let ttl = self.policy.ttl(&key.0, &msg);
                 let c = Arc::new(Cached {
                     msg,
                     stored: Instant::now(),
@@ -262,17 +347,11 @@ impl Forwarder {
     }
 }
 
-/// How long an answer may be cached: its smallest TTL, or for a negative answer the SOA's
-/// (RFC 2308); 0 means not at all.
+/// How long an answer may be kept, before the policy's caps: its smallest TTL, or for a negative
+/// answer the SOA's (RFC 2308); 0 means not at all.
 fn cache_ttl(m: &Message) -> u32 {
     match m.metadata.response_code {
-        ResponseCode::NoError if !m.answers.is_empty() => m
-            .answers
-            .iter()
-            .map(|r| r.ttl)
-            .min()
-            .unwrap_or(0)
-            .min(MAX_POSITIVE_TTL),
+        ResponseCode::NoError if !m.answers.is_empty() => m.answers.iter().map(|r| r.ttl).min().unwrap_or(0),
         ResponseCode::NoError | ResponseCode::NXDomain => m
             .authorities
             .iter()
@@ -280,8 +359,7 @@ fn cache_ttl(m: &Message) -> u32 {
                 RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
                 _ => None,
             })
-            .unwrap_or(0)
-            .min(MAX_NEGATIVE_TTL),
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -368,8 +446,14 @@ pub fn client_response(
     m.add_answers(prefix);
     if let Some(c) = upstream {
         let age = c.age();
+        // TTLs are capped at what the cache may keep (CoreDNS does the same, so that a client does not
+        // see 3600 first and then the cap), then aged by the time in the cache.
+        let cap = c.ttl;
         let aged = |r: &Record| {
             let mut r = r.clone();
+            if cap > 0 {
+                r.ttl = r.ttl.min(cap);
+            }
             r.decrement_ttl(age);
             r
         };

@@ -13,6 +13,7 @@
 //!
 //! [`run`] is the whole server for a node agent: bind, write the bound addresses to a file, watch, serve.
 
+pub mod corefile;
 pub mod forward;
 pub mod lookup;
 pub mod metrics;
@@ -80,6 +81,18 @@ pub struct DnsConfig {
     pub cache_size: usize,
     /// Most TCP connections at once.
     pub max_tcp_connections: usize,
+    /// Names outside the cluster zone go to the upstreams (CoreDNS's `forward`); without, SERVFAIL.
+    pub forward: bool,
+    /// PTR questions for cluster addresses are answered (`kubernetes … in-addr.arpa ip6.arpa`).
+    pub reverse: bool,
+    /// Zones whose NXDOMAIN answers go on to the upstreams (`kubernetes { fallthrough ZONES }`).
+    pub fallthrough: Vec<String>,
+    /// Most upstream queries in flight; more are REFUSED (`forward { max_concurrent N }`).
+    pub max_concurrent: Option<usize>,
+    /// What the forwarder caches for how long (`cache`).
+    pub cache: forward::CachePolicy,
+    /// Rotate the address records of every answer (`loadbalance`).
+    pub loadbalance: bool,
 }
 
 impl Default for DnsConfig {
@@ -94,6 +107,12 @@ impl Default for DnsConfig {
             address_file: None,
             cache_size: 10_000,
             max_tcp_connections: 256,
+            forward: true,
+            reverse: true,
+            fallthrough: vec!["in-addr.arpa".into(), "ip6.arpa".into()],
+            max_concurrent: None,
+            cache: forward::CachePolicy::default(),
+            loadbalance: false,
         }
     }
 }
@@ -161,7 +180,9 @@ impl DnsServer {
             );
             udp.push((Arc::new(u), t));
         }
-        let upstreams = if cfg.upstreams.is_empty() {
+        let upstreams = if !cfg.forward {
+            Vec::new()
+        } else if cfg.upstreams.is_empty() {
             let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             resolv_conf_upstreams(&text, &addrs)
         } else {
@@ -177,20 +198,29 @@ impl DnsServer {
             .filter(|ip| !ip.is_unspecified())
             .collect();
         ns_addrs.dedup();
+        let zone = cfg.cluster_domain.trim_end_matches('.').to_ascii_lowercase();
+        let falls = |z: &str| cfg.fallthrough.iter().any(|f| f == z || f == ".");
         let zone_cfg = ZoneConfig {
-            zone: cfg.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
             ttl: cfg.ttl,
             pods: cfg.pods,
             ns_addrs,
+            reverse: cfg.reverse,
+            fallthrough_reverse: falls("in-addr.arpa") || falls("ip6.arpa"),
+            fallthrough_zone: falls(&zone),
+            zone,
         };
         info!(upstreams = ?upstreams, zone = %zone_cfg.zone, "cluster DNS configured");
-        let handler = Arc::new(server::Handler::new(
-            zone_cfg,
-            cfg.allow.clone(),
+        let forwarder = forward::Forwarder::with_policy(
             upstreams,
             cfg.cache_size,
-            metrics,
-        ));
+            cfg.cache.clone(),
+            cfg.max_concurrent,
+            metrics.clone(),
+        );
+        let handler = Arc::new(
+            server::Handler::with_forwarder(zone_cfg, cfg.allow.clone(), forwarder, metrics)
+                .loadbalance(cfg.loadbalance),
+        );
         Ok(DnsServer {
             udp,
             addrs,
@@ -205,6 +235,17 @@ impl DnsServer {
     /// The bound addresses (ports resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// A reader of the zone this server will answer from (`load().synced` says whether the first
+    /// complete list of the cluster's objects is in: readiness).
+    pub fn zone_reader(&self) -> ZoneReader {
+        self.writer.reader()
+    }
+
+    /// Arms CoreDNS's loop detection: returns the probe whose question the caller sends this server.
+    pub fn arm_loop_probe(&self) -> Arc<server::LoopProbe> {
+        self.handler.arm_loop_probe(Arc::new(server::LoopProbe::new()))
     }
 
     /// Starts the listeners; returns the zone's writer (for the caller to feed) and the tasks.
@@ -258,11 +299,21 @@ impl DnsServer {
     pub async fn serve(self, client: kube::Client) -> Result<(), DnsError> {
         let watch_pods = self.watch_pods;
         let (writer, tasks) = self.start()?;
+        // The listeners stop with this future, also when it is dropped (a reload stops a server so).
+        let _listeners = AbortOnDrop(tasks);
         watch::run_watchers(client, writer, watch_pods).await;
-        for t in tasks {
+        Ok(())
+    }
+}
+
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
             t.abort();
         }
-        Ok(())
     }
 }
 

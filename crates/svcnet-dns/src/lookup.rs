@@ -56,6 +56,12 @@ pub struct ZoneConfig {
     pub pods: PodsMode,
     /// The addresses `ns.dns.<zone>` resolves to (our own).
     pub ns_addrs: Vec<IpAddr>,
+    /// PTR questions for cluster addresses are answered (the reverse zones are listed).
+    pub reverse: bool,
+    /// Reverse names the cluster does not hold go to the upstreams instead of NXDOMAIN.
+    pub fallthrough_reverse: bool,
+    /// Names in the cluster zone that do not exist go to the upstreams instead of NXDOMAIN.
+    pub fallthrough_zone: bool,
 }
 
 /// What to do with a question.
@@ -240,7 +246,8 @@ impl<'a> Lookup<'a> {
             });
         }
         if !self.in_zone(qname) {
-            if qtype == rtype::PTR
+            if self.cfg.reverse
+                && qtype == rtype::PTR
                 && self.snap.synced
                 && let Some(ip) = parse_reverse(qname)
             {
@@ -248,9 +255,16 @@ impl<'a> Lookup<'a> {
                 if !recs.is_empty() {
                     return Outcome::Answer(Answer::records(recs, Vec::new()));
                 }
+                // Without CoreDNS's `fallthrough in-addr.arpa ip6.arpa`, the kubernetes plugin owns the
+                // reverse zones and says that the name does not exist.
+                if !self.cfg.fallthrough_reverse {
+                    return Outcome::Answer(Answer {
+                        rcode: rcode::NXDOMAIN,
+                        aa: true,
+                        ..Default::default()
+                    });
+                }
             }
-            // Reverse names we hold nothing for fall through to the upstreams, as CoreDNS's
-            // `fallthrough in-addr.arpa ip6.arpa`.
             return Outcome::Forward;
         }
         if !self.snap.synced {

@@ -67,6 +67,8 @@ pub struct Metrics {
     forward_requests: Family<ToLabels, Counter>,
     forward_responses: Family<ToRcodeLabels, Counter>,
     forward_duration: Family<ToRcodeLabels, Histogram>,
+    forward_rejects: Counter,
+    reload_failed: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -86,6 +88,8 @@ impl Default for Metrics {
             forward_requests: Family::default(),
             forward_responses: Family::default(),
             forward_duration: Family::new_with_constructor(duration_histogram),
+            forward_rejects: Counter::default(),
+            reload_failed: Counter::default(),
         }
     }
 }
@@ -186,7 +190,26 @@ impl Metrics {
             "Histogram of the time each request took.",
             m.forward_duration.clone(),
         );
+        registry.register(
+            "coredns_forward_max_concurrent_rejects",
+            "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+            m.forward_rejects.clone(),
+        );
+        registry.register(
+            "coredns_reload_failed",
+            "Counter of the number of failed reload attempts.",
+            m.reload_failed.clone(),
+        );
         m
+    }
+
+    pub(crate) fn max_concurrent_reject(&self) {
+        self.forward_rejects.inc();
+    }
+
+    /// Counts a Corefile reload that failed (the running configuration stays).
+    pub fn reload_failed(&self) {
+        self.reload_failed.inc();
     }
 
     /// Counts one answered request.

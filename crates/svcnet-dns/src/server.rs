@@ -2,7 +2,8 @@
 //! answer written from the zone and one that needs an upstream.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -14,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::forward::{Forwarder, client_response};
+use crate::forward::{ForwardError, Forwarder, client_response};
 use crate::lookup::{Lookup, Outcome, ZoneConfig};
 use crate::metrics::{Metrics, Source};
 use crate::wire::{self, Owner, Reject, Writer, rcode};
@@ -62,6 +63,43 @@ pub struct Handler {
     metrics: Metrics,
     zone_label: Arc<str>,
     root_label: Arc<str>,
+    /// `loadbalance`: the next rotation of address records.
+    rotate: Option<AtomicUsize>,
+    /// `loop`: the probe question this server sent itself, once armed.
+    loop_probe: OnceLock<Arc<LoopProbe>>,
+}
+
+/// CoreDNS's `loop` plugin: a random HINFO question the server sends itself at start. Seen coming back
+/// through the upstreams more than twice means that forwarding leads back here.
+#[derive(Debug)]
+pub struct LoopProbe {
+    /// The question's name (lower case, no final dot).
+    pub name: String,
+    seen: AtomicU32,
+    /// Woken when a loop is detected.
+    pub detected: tokio::sync::Notify,
+}
+
+impl LoopProbe {
+    /// A probe with a random name under the root.
+    pub fn new() -> Self {
+        LoopProbe {
+            name: format!("{}.{}", rand::random::<u64>(), rand::random::<u64>()),
+            seen: AtomicU32::new(0),
+            detected: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// How often the probe has come in.
+    pub fn seen(&self) -> u32 {
+        self.seen.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for LoopProbe {
+    fn default() -> Self {
+        LoopProbe::new()
+    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -80,14 +118,49 @@ impl Handler {
         cache_size: usize,
         metrics: Metrics,
     ) -> Self {
+        let forwarder = Forwarder::new(upstreams, cache_size, metrics.clone());
+        Handler::with_forwarder(cfg, allow, forwarder, metrics)
+    }
+
+    /// A handler answering other names through `forwarder`.
+    pub fn with_forwarder(
+        cfg: ZoneConfig,
+        allow: Vec<IpNet>,
+        forwarder: Forwarder,
+        metrics: Metrics,
+    ) -> Self {
         let zone_label: Arc<str> = format!("{}.", cfg.zone).into();
         Handler {
             cfg,
             allow,
-            forwarder: Forwarder::new(upstreams, cache_size, metrics.clone()),
+            forwarder,
             metrics,
             zone_label,
             root_label: ".".into(),
+            rotate: None,
+            loop_probe: OnceLock::new(),
+        }
+    }
+
+    /// Rotates the address records of every cluster answer (CoreDNS's `loadbalance`), so that clients
+    /// that take the first address spread over a headless Service's pods.
+    pub fn loadbalance(mut self, on: bool) -> Self {
+        self.rotate = on.then(|| AtomicUsize::new(0));
+        self
+    }
+
+    /// Arms loop detection with `probe` (once; later calls return the first probe).
+    pub fn arm_loop_probe(&self, probe: Arc<LoopProbe>) -> Arc<LoopProbe> {
+        self.loop_probe.get_or_init(|| probe).clone()
+    }
+
+    fn count_probe(&self, qname: &str, qtype: u16) {
+        if let Some(p) = self.loop_probe.get()
+            && qtype == wire::rtype::HINFO
+            && qname == p.name
+            && p.seen.fetch_add(1, Ordering::Relaxed) + 1 > 2
+        {
+            p.detected.notify_one();
         }
     }
 
@@ -142,6 +215,7 @@ impl Handler {
         }
         let lookup = Lookup::new(snap, &self.cfg);
         let qname = q.qname.as_str();
+        self.count_probe(qname, q.qtype);
         let outcome = if q.qname.opaque {
             Outcome::Forward
         } else {
@@ -149,7 +223,19 @@ impl Handler {
         };
         let in_zone = !q.qname.opaque && lookup.in_zone(qname);
         match outcome {
-            Outcome::Answer(a) => {
+            // `fallthrough` for the cluster zone: a name the cluster does not have is asked upstream.
+            Outcome::Answer(a) if in_zone && a.rcode == rcode::NXDOMAIN && self.cfg.fallthrough_zone => {
+                Step::Upstream {
+                    chain: Vec::new(),
+                    limit,
+                    in_zone,
+                    qtype: q.qtype,
+                }
+            }
+            Outcome::Answer(mut a) => {
+                if let Some(next) = &self.rotate {
+                    rotate_addresses(&mut a.answers, next.fetch_add(1, Ordering::Relaxed));
+                }
                 let mut w = Writer::new(out, pkt, &q, zone, limit, a.aa, u16::from(a.rcode));
                 for rr in &a.answers {
                     if !w.answer(rr) {
@@ -220,6 +306,7 @@ impl Handler {
                 .await;
             let (c, rc) = match &resp {
                 Ok(c) => (Some(&**c), c.msg.metadata.response_code),
+                Err(ForwardError::Overloaded) => (None, ResponseCode::Refused),
                 Err(e) => {
                     debug!(error = %e, name = %question.name(), "forwarding failed");
                     (None, ResponseCode::ServFail)
@@ -308,6 +395,23 @@ impl Handler {
     }
 }
 
+/// Rotates the address records at the end of `answers` (after any CNAMEs) by `n` places.
+fn rotate_addresses(answers: &mut [wire::Rr<'_>], n: usize) {
+    let first = answers
+        .iter()
+        .position(|r| matches!(r.data, wire::Data::A(_) | wire::Data::Aaaa(_)))
+        .unwrap_or(answers.len());
+    let tail = &mut answers[first..];
+    if tail.len() > 1
+        && tail
+            .iter()
+            .all(|r| matches!(r.data, wire::Data::A(_) | wire::Data::Aaaa(_)))
+    {
+        let k = n % tail.len();
+        tail.rotate_left(k);
+    }
+}
+
 /// Serves one UDP socket until it fails for good.
 pub async fn serve_udp(
     sock: Arc<UdpSocket>,
@@ -367,10 +471,10 @@ pub async fn serve_tcp(
     max_conns: usize,
 ) {
     let slots = Arc::new(Semaphore::new(max_conns));
+    let mut acceptor = svcnet_accept::Acceptor::new(listener, "DNS over TCP");
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+        let Ok((stream, peer)) = acceptor.accept().await else {
+            return;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             drop(stream);

@@ -14,6 +14,9 @@ pub struct Rules {
     pub tracks_generation: bool,
     /// What `DELETE` does.
     pub delete: DeleteRules,
+    /// A warning every create and update of the kind answers with (kube's `Warning` header): what
+    /// svcnet stores but does not act on, said instead of silently ignored.
+    pub write_warning: Option<&'static str>,
 }
 
 /// The rule `metadata.name` must follow (kube's `ValidateObjectMeta` name functions).
@@ -50,6 +53,7 @@ impl Rules {
         name: NameRule::DnsSubdomain,
         tracks_generation: false,
         delete: DeleteRules::DEFAULT,
+        write_warning: None,
     };
 }
 

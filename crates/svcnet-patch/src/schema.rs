@@ -67,7 +67,7 @@ mod tests {
         ] {
             assert!(schema_for(av, k).is_some(), "{av} {k}");
         }
-        assert!(schema_for("v1", "ConfigMap").is_none());
+        assert!(schema_for("v1", "Secret").is_none());
         assert!(schema_for("apps/v1beta1", "Deployment").is_none());
         assert!(schema_for("example.com/v1", "Widget").is_none());
     }

@@ -29,9 +29,10 @@ where
     F: Fn(&str) -> hyper::Response<Full<Bytes>> + Send + Sync + 'static,
 {
     let answer = Arc::new(answer);
+    let mut acceptor = svcnet_accept::Acceptor::new(listener, "status server");
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let Ok((tcp, _)) = acceptor.accept().await else {
+            return;
         };
         let answer = answer.clone();
         tokio::spawn(async move {

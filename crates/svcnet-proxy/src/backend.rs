@@ -1,9 +1,10 @@
 //! [`UserspaceBackend`]: the control side. Turns service-port changes into listeners and published views.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
@@ -18,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::endpoints::{EndpointSet, EpState};
 use crate::metrics::ProxyMetrics;
 use crate::port::{PortShared, PortView, Settings};
+use crate::source::SourcePolicy;
 use crate::{ProxyConfig, ProxyError, tcp, udp};
 
 /// The userspace data plane: an L4 proxy listening on every frontend of every service port.
@@ -26,7 +28,12 @@ use crate::{ProxyConfig, ProxyError, tcp, udp};
 /// caller's thread; connections are served by the backend's own runtime. A listener that cannot be bound
 /// does not stop the rest of the batch: it is logged with its service port, counted in
 /// `svcnet_proxy_bind_errors_total`, reported in the call's error (after everything else was applied)
-/// and tried again by the next call that touches the port, and by every `sync_all`.
+/// and tried again by the next call that touches the port, and by every `sync_all` (the proxier's runner
+/// retries a failed sync as a full one, so a listener binds soon after descriptors free up). Which service
+/// ports lack a listener is published ([`UserspaceBackend::unbound`], for Warning Events on their
+/// Services) and counted in `svcnet_proxy_unbound_listeners`; the log names only the first few ports that
+/// start failing in one call and how many more, so running out of descriptors with thousands of Services
+/// does not flood it.
 ///
 /// Dropping the backend closes every listener and stops the runtime, ending open connections.
 pub struct UserspaceBackend {
@@ -35,12 +42,26 @@ pub struct UserspaceBackend {
     node_addresses: Vec<IpAddr>,
     backlog: i32,
     freebind: bool,
+    /// [`ProxyConfig::listener_fds`].
+    fd_budget: Option<usize>,
+    /// Descriptors the listeners hold now (each [`Listener`] gives its own back when dropped).
+    fds: Arc<AtomicUsize>,
     metrics: ProxyMetrics,
     ports: HashMap<ServicePortName, PortEntry>,
     /// SCTP ports already logged as skipped.
     sctp_skipped: HashSet<ServicePortName>,
+    /// Service ports with frontends that could not be bound: how many, and the first error.
+    unbound: BTreeMap<ServicePortName, (usize, String)>,
+    /// What [`UserspaceBackend::unbound`] receivers see.
+    unbound_tx: tokio::sync::watch::Sender<Arc<Unbound>>,
     rt: ProxyRuntime,
 }
+
+/// Service ports that lack a listener, with the first bind error of each.
+pub type Unbound = BTreeMap<ServicePortName, String>;
+
+/// At most this many log lines per call for service ports that start failing to bind.
+const UNBOUND_LOG_LINES: usize = 5;
 
 /// The proxy's own runtime.
 ///
@@ -114,10 +135,21 @@ struct Listener {
     /// A duplicate of a TCP listening socket, to stop it listening synchronously on close (the task is
     /// only dropped when a worker next gets to it).
     control: Option<Socket>,
+    /// The backend's count of listener descriptors, which this one leaves when dropped.
+    fds: Arc<AtomicUsize>,
+}
+
+impl Listener {
+    /// Descriptors a listener of `protocol` holds: the socket, and for TCP its control duplicate.
+    fn fds_for(protocol: Protocol) -> usize {
+        if protocol == Protocol::Udp { 1 } else { 2 }
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        self.fds
+            .fetch_sub(1 + usize::from(self.control.is_some()), Ordering::Relaxed);
         if let Some(s) = &self.control {
             // shutdown(2) on a listening TCP socket stops it listening: new connections are refused from
             // now on, and the address can be bound again at once.
@@ -150,14 +182,23 @@ impl UserspaceBackend {
                 local_addrs: config.node_addresses.clone(),
                 splice: config.splice,
                 pipe_size: config.pipe_size,
+                source: SourcePolicy {
+                    ranges: config.client_ip_ranges,
+                    transparent: config.transparent,
+                    ..Default::default()
+                },
             }),
             balance: config.balance,
             node_addresses: config.node_addresses,
             backlog: config.backlog,
             freebind: config.freebind,
+            fd_budget: config.listener_fds,
+            fds: Arc::default(),
             metrics,
             ports: HashMap::new(),
             sctp_skipped: HashSet::new(),
+            unbound: BTreeMap::new(),
+            unbound_tx: tokio::sync::watch::Sender::new(Arc::default()),
             rt,
         })
     }
@@ -181,6 +222,66 @@ impl UserspaceBackend {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// The service ports that lack a listener now (updated after every call), with the first error of each.
+    pub fn unbound(&self) -> tokio::sync::watch::Receiver<Arc<Unbound>> {
+        self.unbound_tx.subscribe()
+    }
+
+    /// Records which frontends of `name` could not be bound in the last attempt.
+    fn set_unbound(&mut self, name: &ServicePortName, errors: Vec<String>) {
+        match errors.first() {
+            Some(first) => {
+                self.unbound.insert(name.clone(), (errors.len(), first.clone()));
+            }
+            None => {
+                self.unbound.remove(name);
+            }
+        }
+    }
+
+    /// Logs what changed since the last publication (a few lines at most), updates the gauge and
+    /// publishes the set.
+    fn publish_unbound(&mut self) {
+        let before = self.unbound_tx.borrow().clone();
+        let newly: Vec<(&ServicePortName, &String)> = self
+            .unbound
+            .iter()
+            .filter(|(n, _)| !before.contains_key(*n))
+            .map(|(n, (_, e))| (n, e))
+            .collect();
+        for (name, error) in newly.iter().take(UNBOUND_LOG_LINES) {
+            warn!(service = %name, error = %error, "cannot listen; retried until it binds");
+        }
+        if newly.len() > UNBOUND_LOG_LINES {
+            warn!(
+                more = newly.len() - UNBOUND_LOG_LINES,
+                total = self.unbound.len(),
+                "more service ports cannot listen (see svcnet_proxy_unbound_listeners and their Services' events)"
+            );
+        }
+        let recovered = before.keys().filter(|n| !self.unbound.contains_key(*n)).count();
+        if recovered > 0 {
+            info!(
+                recovered,
+                still_unbound = self.unbound.len(),
+                "service ports that could not listen are listening now (or gone)"
+            );
+        }
+        let listeners: usize = self.unbound.values().map(|(n, _)| n).sum();
+        self.metrics.unbound.set(listeners as i64);
+        if !newly.is_empty()
+            || recovered > 0
+            || self.unbound.iter().any(|(n, (_, e))| before.get(n) != Some(e))
+        {
+            let now: Unbound = self
+                .unbound
+                .iter()
+                .map(|(n, (_, e))| (n.clone(), e.clone()))
+                .collect();
+            self.unbound_tx.send_replace(Arc::new(now));
+        }
     }
 
     /// Programs one port; returns the listeners that could not be bound.
@@ -230,11 +331,14 @@ impl UserspaceBackend {
             }
             keep
         });
+        let transparent = self.settings.source.transparent;
         for addr in &wanted {
-            entry
-                .endpoints
-                .entry(*addr)
-                .or_insert_with(|| Arc::new(EpState::new(*addr, metrics.endpoint(pm, *addr))));
+            entry.endpoints.entry(*addr).or_insert_with(|| {
+                let mut ep = EpState::new(*addr, metrics.endpoint(pm, *addr));
+                // Only transparent connects care, and a bind test costs two syscalls per new endpoint.
+                ep.local = transparent && is_local(addr.ip());
+                Arc::new(ep)
+            });
         }
         let old = entry.shared.view.load_full();
         let build = |list: &[Endpoint], old: &Arc<EndpointSet>| -> Arc<EndpointSet> {
@@ -265,9 +369,23 @@ impl UserspaceBackend {
             external,
         }));
 
-        // Listeners: close what is no longer a frontend, open what is missing (or failed before).
+        // Listeners: close what is no longer a frontend, open what is missing (or failed before). A
+        // frontend with no endpoint for any client has no listener at all, so the kernel refuses the
+        // connection (TCP reset to the SYN, ICMP port unreachable for UDP) as kube-proxy's reject rule
+        // does: the client's `connect()` fails with ECONNREFUSED, not a reset after it succeeded. The
+        // listener is back as soon as an endpoint is.
+        let has_internal = !sp.internal_endpoints.is_empty();
+        let has_any = has_internal || !sp.external_endpoints.is_empty();
         let mut want: HashMap<(SocketAddr, Protocol), FrontendKind> = HashMap::new();
-        for fe in sp.frontends() {
+        // External frontends serve remote clients from the external endpoints and the node's own from the
+        // internal ones (kube-proxy's local short-circuit): they listen if either set has an endpoint.
+        for fe in sp.frontends().filter(|fe| {
+            if fe.kind.is_external() {
+                has_any
+            } else {
+                has_internal
+            }
+        }) {
             let ips: Vec<IpAddr> = match fe.ip {
                 Some(ip) => vec![ip],
                 None => self.node_addresses.clone(),
@@ -279,29 +397,56 @@ impl UserspaceBackend {
         }
         entry.listeners.retain(|key, l| want.get(key) == Some(&l.kind));
         let mut failed = vec![];
+        let mut errors = vec![];
         let shared = entry.shared.clone();
         let rt = self.rt.handle();
         for (key, kind) in want {
             if entry.listeners.contains_key(&key) {
                 continue;
             }
-            match listen(rt, key.0, key.1, kind, &shared, self.backlog, self.freebind) {
+            let need = Listener::fds_for(key.1);
+            let over_budget = self
+                .fd_budget
+                .filter(|budget| self.fds.load(Ordering::Relaxed) + need > *budget);
+            let bound = match over_budget {
+                Some(budget) => Err(io::Error::other(format!(
+                    "out of file descriptors: the proxy's listeners may hold {budget} (the open-file \
+                     limit minus what svcnet keeps for connections) and hold them all"
+                ))),
+                None => listen(
+                    rt,
+                    key.0,
+                    key.1,
+                    kind,
+                    &shared,
+                    &BindOpts {
+                        backlog: self.backlog,
+                        freebind: self.freebind,
+                        fds: &self.fds,
+                    },
+                ),
+            };
+            match bound {
                 Ok(l) => {
                     debug!(service = %sp.name, addr = %key.0, protocol = %key.1, "listening");
                     entry.listeners.insert(key, l);
                 }
                 Err(e) => {
-                    warn!(service = %sp.name, addr = %key.0, protocol = %key.1, error = %e, "cannot listen");
+                    // Logged once per port when it starts failing ([`Self::publish_unbound`]), not per try.
+                    debug!(service = %sp.name, addr = %key.0, protocol = %key.1, error = %e, "cannot listen");
                     shared.metrics.bind_errors.inc();
                     failed.push(format!("{} {}/{}: {e}", sp.name, key.0, key.1.lower()));
+                    errors.push(format!("cannot listen on {}/{}: {e}", key.0, key.1.lower()));
                 }
             }
         }
+        self.set_unbound(&sp.name, errors);
         failed
     }
 
     fn remove(&mut self, name: &ServicePortName) {
         self.sctp_skipped.remove(name);
+        self.unbound.remove(name);
         if let Some(entry) = self.ports.remove(name) {
             for addr in entry.endpoints.keys() {
                 self.metrics.remove_endpoint(&entry.shared.metrics, *addr);
@@ -333,6 +478,19 @@ impl UserspaceBackend {
     }
 }
 
+/// How listeners are bound, and the count of descriptors they hold.
+struct BindOpts<'a> {
+    backlog: i32,
+    freebind: bool,
+    fds: &'a Arc<AtomicUsize>,
+}
+
+/// Whether `ip` is an address of this node (network namespace): it can be bound without
+/// `IP_FREEBIND`/`IP_TRANSPARENT`.
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// Binds one frontend and starts serving it on the proxy runtime.
 fn listen(
     rt: &Handle,
@@ -340,9 +498,13 @@ fn listen(
     protocol: Protocol,
     kind: FrontendKind,
     shared: &Arc<PortShared>,
-    backlog: i32,
-    freebind: bool,
+    opts: &BindOpts<'_>,
 ) -> io::Result<Listener> {
+    let BindOpts {
+        backlog,
+        freebind,
+        fds,
+    } = *opts;
     let ty = if protocol == Protocol::Udp {
         Type::DGRAM
     } else {
@@ -373,10 +535,12 @@ fn listen(
     if protocol == Protocol::Udp {
         let sock = tokio::net::UdpSocket::from_std(s.into())?;
         let task = rt.spawn(udp::serve(sock, shared, kind));
+        fds.fetch_add(1, Ordering::Relaxed);
         Ok(Listener {
             kind,
             task,
             control: None,
+            fds: fds.clone(),
         })
     } else {
         // Accepted sockets inherit TCP_NODELAY from the listener (Linux), which saves a setsockopt per
@@ -386,10 +550,12 @@ fn listen(
         let control = s.try_clone()?;
         let l = tokio::net::TcpListener::from_std(s.into())?;
         let task = rt.spawn(tcp::serve(l, shared, kind));
+        fds.fetch_add(2, Ordering::Relaxed);
         Ok(Listener {
             kind,
             task,
             control: Some(control),
+            fds: fds.clone(),
         })
     }
 }
@@ -407,6 +573,7 @@ impl Backend for UserspaceBackend {
                 Change::Remove(old) => self.remove(&old.name),
             }
         }
+        self.publish_unbound();
         Self::result(failed)
     }
 
@@ -421,6 +588,7 @@ impl Backend for UserspaceBackend {
         for p in ports {
             failed.extend(self.upsert(p));
         }
+        self.publish_unbound();
         Self::result(failed)
     }
 }

@@ -25,6 +25,9 @@ pub(crate) struct EpState {
     backoff_until: AtomicU64,
     /// `svcnet_proxy_endpoint_selections_total` for it.
     pub(crate) selections: Counter,
+    /// The address is this node's own (its replies to a transparent connection would never reach the
+    /// proxy: see [`crate::source`]). Only known when transparent connects are on; false otherwise.
+    pub(crate) local: bool,
 }
 
 impl EpState {
@@ -34,6 +37,7 @@ impl EpState {
             active: AtomicUsize::new(0),
             backoff_until: AtomicU64::new(0),
             selections,
+            local: false,
         }
     }
 

@@ -17,8 +17,11 @@
 //!   `splice(2)` through a pooled pipe pair once a transfer turns out to be bulk. Session affinity
 //!   is the one place that takes a (sharded, short) lock, and only for Services that ask for it.
 //! - **TCP**: connect timeout, retry on another endpoint within the same client connection, short back-off
-//!   of an endpoint that refused; half-close is passed on; no usable endpoint means the accepted
-//!   connection is reset at once (see [`ProxyConfig`] for why a reset rather than an ICMP reject).
+//!   of an endpoint that refused; half-close is passed on; a frontend without endpoints has no
+//!   listener, so the kernel refuses its connections (see [`ProxyConfig`] on rejects).
+//! - **Client address**: pods reaching a ClusterIP keep their own address as the connection's source
+//!   ([`ProxyConfig::client_ip_ranges`]; transparently, with [`TransparentRouting`], when pods are not
+//!   local to the node), as kube-proxy's DNAT keeps it.
 //! - **UDP**: a flow table per listener (client address → connected socket to the endpoint) with an idle
 //!   timeout and a size bound; replies leave from the service address.
 //! - **Metrics** ([`ProxyMetrics`]) are registered in a registry the caller passes in; nothing is global.
@@ -31,25 +34,32 @@ mod maglev;
 mod metrics;
 mod port;
 mod relay;
+mod source;
 mod tcp;
+mod transparent;
 mod udp;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-pub use backend::UserspaceBackend;
+use ipnet::IpNet;
+
+pub use backend::{Unbound, UserspaceBackend};
 pub use localhost::LocalhostNodePorts;
 pub use metrics::ProxyMetrics;
 pub use svcnet_dataplane::Balance;
+pub use transparent::{TransparentError, TransparentRouting};
 
 /// How the userspace proxy runs.
 ///
-/// **Rejects.** kube-proxy rejects traffic to a Service without endpoints with an ICMP error (TCP clients
-/// see "connection refused"). A userspace proxy cannot send ICMP for a connection its listener has
-/// already accepted, so it accepts the connection and closes it with a TCP reset (`SO_LINGER` 0): the
-/// client sees "connection reset" at once instead of a hang. The same happens when a LoadBalancer
-/// frontend is reached from outside `loadBalancerSourceRanges` and when every connect attempt failed.
-/// UDP datagrams that cannot be forwarded are dropped.
+/// **Rejects.** kube-proxy rejects traffic to a Service without endpoints (TCP clients see `connect()`
+/// fail with "connection refused", UDP ones an ICMP port unreachable). The proxy gets the same from the
+/// kernel by not listening: a frontend without any endpoint has its listener closed, and opened again by
+/// the change that brings an endpoint. Where the listener must stay (the Service has endpoints, but not
+/// for this client: a LoadBalancer frontend reached from outside `loadBalancerSourceRanges`, an external
+/// frontend whose `externalTrafficPolicy: Local` has no local endpoint, every connect attempt failed),
+/// the accepted connection is closed with a TCP reset (`SO_LINGER` 0): the client sees "connection reset"
+/// at once instead of a hang. UDP datagrams that cannot be forwarded are dropped.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// Worker threads of the proxy's own runtime (`--proxy-workers`, default 2).
@@ -81,6 +91,19 @@ pub struct ProxyConfig {
     /// `/proc/sys/fs/pipe-max-size`; best effort). 256 KiB measured better than the 64 KiB default for
     /// bulk transfers (fewer calls, fewer wake-ups of the receiver).
     pub pipe_size: usize,
+    /// Most descriptors the listeners may hold (a TCP listener holds two, a UDP one one), `None` for no
+    /// limit of its own. A listener beyond it is not opened and counts as not bound (retried, Warning
+    /// Event): the proxy must not take the last descriptors the rest of the process needs to accept API
+    /// requests and proxied connections. Set from `RLIMIT_NOFILE` minus a reserve.
+    pub listener_fds: Option<usize>,
+    /// Clients in these ranges (the cluster's pod CIDRs) reach endpoints through a ClusterIP from their own
+    /// address, as through kube-proxy's DNAT: the proxy binds its connection to the client's IP (see
+    /// `source.rs`). Everyone else, NodePort and LoadBalancer traffic, and a pod reaching itself get the
+    /// proxy's address. Empty (the default): always the proxy's.
+    pub client_ip_ranges: Vec<IpNet>,
+    /// Bind those connections with `IP_TRANSPARENT`, for clients whose address this node does not own
+    /// (pods in their own network namespaces); needs [`TransparentRouting`] in place for the replies.
+    pub transparent: bool,
 }
 
 impl Default for ProxyConfig {
@@ -98,6 +121,9 @@ impl Default for ProxyConfig {
             freebind: false,
             splice: true,
             pipe_size: 256 * 1024,
+            listener_fds: None,
+            client_ip_ranges: Vec::new(),
+            transparent: false,
         }
     }
 }

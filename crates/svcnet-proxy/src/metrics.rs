@@ -85,6 +85,8 @@ pub struct ProxyMetrics {
     retries: Family<PortLabels, Counter>,
     rejects: Family<ReasonLabels, Counter>,
     bind_errors: Family<PortLabels, Counter>,
+    /// Frontends without a listener now, over all ports.
+    pub(crate) unbound: Gauge,
 }
 
 impl ProxyMetrics {
@@ -127,6 +129,12 @@ impl ProxyMetrics {
             "svcnet_proxy_bind_errors",
             "Listeners of a service port that could not be bound (retried at the next full sync)",
             m.bind_errors.clone(),
+        );
+        registry.register(
+            "svcnet_proxy_unbound_listeners",
+            "Frontends of programmed service ports that have no listener now because binding failed (e.g. \
+             out of file descriptors); retried until they bind, and their Services get a Warning Event",
+            m.unbound.clone(),
         );
         m
     }

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use svcnet_dataplane::{Balance, FrontendKind};
 
 use crate::affinity::Affinity;
-use crate::endpoints::{ActiveGuard, EndpointSet, Tried};
+use crate::endpoints::{ActiveGuard, EndpointSet, EpState, Tried};
 use crate::metrics::PortMetrics;
 
 /// Proxy-wide settings the connection handlers read.
@@ -24,9 +24,21 @@ pub(crate) struct Settings {
     pub(crate) local_addrs: Vec<IpAddr>,
     pub(crate) splice: bool,
     pub(crate) pipe_size: usize,
+    /// Which clients' addresses the connections to endpoints keep.
+    pub(crate) source: crate::source::SourcePolicy,
 }
 
 impl Settings {
+    /// The address a connection of `client` (through a `kind` frontend) to `ep` comes from; `None`: the
+    /// proxy's own. A node-local endpoint never gets a transparent one: its replies would be routed to the
+    /// client pod rather than back to the proxy.
+    pub(crate) fn source_for(&self, kind: FrontendKind, client: IpAddr, ep: &EpState) -> Option<IpAddr> {
+        if ep.local {
+            return None;
+        }
+        self.source.source_for(kind, client, ep.addr)
+    }
+
     /// kube-proxy's rule: external traffic that starts on this node is treated as internal.
     pub(crate) fn is_local_client(&self, ip: IpAddr) -> bool {
         ip.is_loopback() || self.local_addrs.contains(&ip) || ip.to_canonical().is_loopback()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use svcnet_dataplane::FrontendKind;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::endpoints::Tried;
 use crate::metrics::Reject;
@@ -17,24 +17,12 @@ use crate::port::PortShared;
 /// Accepts connections on one frontend until the task is aborted (the listener closes then; connections
 /// already accepted run in their own tasks and finish on their own).
 pub(crate) async fn serve(listener: TcpListener, port: Arc<PortShared>, kind: FrontendKind) {
-    let mut warned = false;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(handle(stream, peer, port.clone(), kind));
-            }
-            // The listener was shut down by its removal; the task is being aborted anyway.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => return,
-            Err(e) => {
-                // Out of descriptors or memory: back off a little instead of spinning; the backlog
-                // holds the connections meanwhile.
-                if !warned {
-                    warn!(service = %port.metrics_name(), error = %e, "accept failed; retrying");
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    // Out of descriptors or memory: the acceptor backs off instead of spinning (the backlog holds the
+    // connections meanwhile) and logs once per interval.
+    let mut acceptor = svcnet_accept::Acceptor::new(listener, "userspace proxy");
+    // Only a shut-down listener (its removal; the task is being aborted anyway) ends the loop.
+    while let Ok((stream, peer)) = acceptor.accept().await {
+        tokio::spawn(handle(stream, peer, port.clone(), kind));
     }
 }
 
@@ -67,7 +55,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, port: Arc<PortShared>, 
             break;
         };
         let addr = guard.endpoint().addr;
-        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+        let source = settings.source_for(kind, peer.ip(), guard.endpoint());
+        match tokio::time::timeout(settings.connect_timeout, connect(settings, addr, source)).await {
             Ok(Ok(mut upstream)) => {
                 // The client socket has TCP_NODELAY from its listener already.
                 let _ = upstream.set_nodelay(true);
@@ -95,6 +84,22 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, port: Arc<PortShared>, 
     }
     m.reject(Reject::ConnectFailed);
     reset(client);
+}
+
+/// Connects to the endpoint `addr`, from `source` if given (see [`crate::source`]).
+async fn connect(
+    settings: &crate::port::Settings,
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> io::Result<TcpStream> {
+    if source.is_none() {
+        return TcpStream::connect(addr).await;
+    }
+    let s = settings.source.socket(socket2::Type::STREAM, addr, source)?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpSocket::from_std_stream(s.into())
+        .connect(addr)
+        .await
 }
 
 async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, port: &PortShared) -> io::Result<()> {

@@ -118,7 +118,8 @@ async fn datagram(
         let Some((_, guard)) = port.choose(&view, set, client.ip(), &Tried::default(), now) else {
             return port.metrics.reject(Reject::NoEndpoints);
         };
-        let upstream = match connect(guard.endpoint().addr) {
+        let source = port.settings.source_for(kind, client.ip(), guard.endpoint());
+        let upstream = match connect(&port.settings, guard.endpoint().addr, source) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 debug!(service = %port.metrics_name(), endpoint = %guard.endpoint().addr, error = %e, "udp connect");
@@ -167,10 +168,15 @@ async fn datagram(
     }
 }
 
-/// A UDP socket connected to `ep`. Not bound first: the kernel picks the source address the route to the
-/// endpoint uses (never a wildcard bind of ours).
-fn connect(ep: SocketAddr) -> io::Result<UdpSocket> {
-    let s = socket2::Socket::new(socket2::Domain::for_address(ep), socket2::Type::DGRAM, None)?;
+/// A UDP socket connected to `ep`, bound to `source` (the client's address, see [`crate::source`]) if
+/// given; otherwise not bound first: the kernel picks the source address the route to the endpoint uses
+/// (never a wildcard bind of ours).
+fn connect(
+    settings: &crate::port::Settings,
+    ep: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> io::Result<UdpSocket> {
+    let s = settings.source.socket(socket2::Type::DGRAM, ep, source)?;
     s.set_nonblocking(true)?;
     s.connect(&ep.into())?;
     UdpSocket::from_std(s.into())

@@ -115,16 +115,40 @@ fn round_robin_spreads_evenly_and_least_conn_uses_everything() {
     );
 }
 
+/// `connect()` to a frontend without endpoints fails with ECONNREFUSED (kube-proxy's reject), for the
+/// ClusterIP and the NodePort alike, and succeeds as soon as an endpoint is applied; removing the
+/// endpoint refuses again, without touching the connection already established.
 #[test]
-fn no_endpoints_resets_at_once_and_removal_closes_the_listener() {
+fn no_endpoints_refuses_the_connect_until_an_endpoint_appears() {
     let mut p = Proxy::new("127.31.1.250", Balance::LeastConn);
-    p.load(&service("empty", "127.31.1.1", 8000, "8080", "TCP", ""));
+    let node_port = free_port("127.31.1.250");
+    let svc = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: empty, namespace: default}}\nspec:\n  type: NodePort\n  \
+         clusterIP: 127.31.1.1\n  ports: [{{name: p, port: 8000, targetPort: 8080, nodePort: {node_port}}}]\n---\n"
+    );
+    p.load(&svc);
     let vip: SocketAddr = "127.31.1.1:8000".parse().unwrap();
-    for _ in 0..3 {
-        assert!(refused(ip("127.31.1.9"), vip), "reset, not a hang");
+    let np = SocketAddr::new(ip("127.31.1.250"), node_port);
+    for addr in [vip, np] {
+        for _ in 0..3 {
+            let e = connect_from(ip("127.31.1.9"), addr).expect_err("refused");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{addr}");
+        }
     }
-    assert_eq!(p.metric("svcnet_proxy_rejects_total{service=\"default/empty\",port=\"p\",protocol=\"TCP\",reason=\"no_endpoints\"}"), 3.0);
     assert_eq!(p.backend.port_count(), 1);
+    assert_eq!(p.backend.listener_count(), 0, "nothing listens without endpoints");
+
+    let eps = [tcp_server("127.31.1.2", "a")];
+    p.load(&(svc.clone() + &slices("empty", "p", "TCP", &eps)));
+    assert_eq!(who(ip("127.31.1.9"), vip), "a");
+    assert_eq!(who(ip("127.31.1.9"), np), "a");
+    let (mut kept, _) = hello(ip("127.31.1.9"), vip).unwrap();
+
+    p.load(&svc);
+    let e = connect_from(ip("127.31.1.9"), vip).expect_err("refused again");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(echo(&mut kept, "still there"), "still there");
+
     p.load("");
     assert_eq!(p.backend.port_count(), 0);
     let e = connect_from(ip("127.31.1.9"), vip).expect_err("listener closed");
@@ -329,9 +353,11 @@ fn a_failed_bind_is_reported_and_the_rest_applied() {
     let _squatter = std::net::TcpListener::bind("127.31.10.2:8000").unwrap();
     let eps = [tcp_server("127.31.10.5", "a")];
     let mut p = Proxy::new("127.31.10.250", Balance::RoundRobin);
+    let unbound = p.backend.unbound();
     let yaml = service("ok", "127.31.10.1", 8000, "8080", "TCP", "")
         + &slices("ok", "p", "TCP", &eps)
-        + &service("clash", "127.31.10.2", 8000, "8080", "TCP", "");
+        + &service("clash", "127.31.10.2", 8000, "8080", "TCP", "")
+        + &slices("clash", "p", "TCP", &eps);
     Manifests::parse(&yaml).unwrap().load_into(&mut p.model);
     let changes = p.model.take_changes();
     let err = p
@@ -344,11 +370,74 @@ fn a_failed_bind_is_reported_and_the_rest_applied() {
         p.metric("svcnet_proxy_bind_errors_total{service=\"default/clash\""),
         1.0
     );
+    // The port without a listener is published (for a Warning Event on its Service) and counted.
+    let now = unbound.borrow().clone();
+    let names: Vec<String> = now.keys().map(ToString::to_string).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("default/clash"), "{names:?}");
+    let error = now.values().next().unwrap();
+    assert!(
+        error.starts_with("cannot listen on 127.31.10.2:8000/tcp: ") && error.contains("in use"),
+        "{error}"
+    );
+    assert_eq!(p.metric("svcnet_proxy_unbound_listeners "), 1.0);
     // Once the address is free, the next full sync binds it.
     drop(_squatter);
     let ports: Vec<_> = p.model.ports().cloned().collect();
     p.backend.sync_all(&ports).expect("sync binds it now");
     assert_eq!(p.backend.listener_count(), 2);
+    assert!(unbound.borrow().is_empty());
+    assert_eq!(p.metric("svcnet_proxy_unbound_listeners "), 0.0);
+}
+
+#[test]
+fn listeners_stay_within_their_descriptor_budget_and_bind_once_it_frees() {
+    let mut registry = Registry::default();
+    // Room for two TCP listeners (two descriptors each).
+    let config = ProxyConfig {
+        workers: 1,
+        listener_fds: Some(4),
+        ..ProxyConfig::for_node(ip("127.31.12.250"))
+    };
+    let mut backend = UserspaceBackend::new(config, &mut registry).unwrap();
+    let unbound = backend.unbound();
+    let mut model = Model::new(ModelConfig::default());
+    let yaml = |names: &[&str]| -> String {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| service(n, &format!("127.31.12.{}", i + 1), 8000, "8080", "TCP", ""))
+            .collect()
+    };
+    Manifests::parse(&yaml(&["a", "b", "c"]))
+        .unwrap()
+        .load_into(&mut model);
+    let err = backend
+        .apply(&model.take_changes().changes)
+        .expect_err("the third is over budget");
+    assert!(err.to_string().contains("out of file descriptors"), "{err}");
+    assert_eq!(backend.listener_count(), 2);
+    let names: Vec<String> = unbound.borrow().keys().map(ToString::to_string).collect();
+    assert_eq!(names, ["default/c:p"]);
+    let refused =
+        |i: u8| connect_from(ip("127.31.12.9"), format!("127.31.12.{i}:8000").parse().unwrap()).is_err();
+    assert!(refused(3), "no listener for the Service over budget");
+    assert!(!refused(1) && !refused(2));
+
+    // Deleting a Service frees its descriptors; the next full sync binds the one left out.
+    model.clear_inputs();
+    Manifests::parse(
+        &(service("b", "127.31.12.2", 8000, "8080", "TCP", "")
+            + &service("c", "127.31.12.3", 8000, "8080", "TCP", "")),
+    )
+    .unwrap()
+    .load_into(&mut model);
+    model.take_changes();
+    let ports: Vec<_> = model.ports().cloned().collect();
+    backend.sync_all(&ports).expect("everything fits now");
+    assert_eq!(backend.listener_count(), 2);
+    assert!(unbound.borrow().is_empty());
+    assert!(!refused(3) && refused(1));
 }
 
 /// The node agent drives the backend from async code: creating, applying and dropping it there must work
@@ -380,4 +469,94 @@ async fn lives_inside_another_runtime() {
             "dropping the backend closes its listeners"
         );
     }
+}
+
+/// A TCP server on `ip` that answers each connection with the address of its peer, and a UDP server on
+/// the same port that answers each datagram so; returns the address.
+fn peer_servers(ip: &str) -> SocketAddr {
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let tcp = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let peer = s.peer_addr().unwrap().ip();
+            let _ = s.write_all(format!("{peer}\n").as_bytes());
+        }
+    });
+    let u = UdpSocket::bind((ip, tcp.port())).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = u.recv_from(&mut buf) {
+            let _ = u.send_to(format!("{}\n", from.ip()).as_bytes(), from);
+        }
+    });
+    tcp
+}
+
+/// What the endpoint sees as the client of a UDP datagram sent from `src` to `dst`.
+fn udp_peer(src: &str, dst: SocketAddr) -> String {
+    let s = UdpSocket::bind((src, 0)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.send_to(b"x", dst).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.recv(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).trim().to_string()
+}
+
+/// Clients in `client_ip_ranges` (pods) reach a ClusterIP's endpoint from their own address, TCP and UDP;
+/// everyone else, the NodePort, and a pod reaching itself come from the proxy's.
+#[test]
+fn pods_keep_their_address_through_cluster_ips() {
+    let tcp_ep = peer_servers("127.31.12.2");
+    let mut p = {
+        let mut registry = Registry::default();
+        let backend = UserspaceBackend::new(
+            ProxyConfig {
+                workers: 1,
+                node_addresses: vec![ip("127.31.12.250")],
+                client_ip_ranges: vec!["127.31.12.0/25".parse().unwrap()],
+                ..Default::default()
+            },
+            &mut registry,
+        )
+        .unwrap();
+        Proxy {
+            backend,
+            model: Model::new(ModelConfig::default()),
+            registry,
+        }
+    };
+    let node_port = free_port("127.31.12.250");
+    let svc = |name: &str, proto: &str, cluster_ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  type: NodePort\n  \
+             clusterIP: {cluster_ip}\n  ports: [{{name: p, port: 8000, protocol: {proto}, targetPort: {}, nodePort: {node_port}}}]\n---\n",
+            tcp_ep.port()
+        ) + &slices(name, "p", proto, &[tcp_ep])
+    };
+    p.load(&(svc("web", "TCP", "127.31.12.1") + &svc("dns", "UDP", "127.31.12.3")));
+    let vip: SocketAddr = "127.31.12.1:8000".parse().unwrap();
+    let np = SocketAddr::new(ip("127.31.12.250"), node_port);
+    for _ in 0..3 {
+        assert_eq!(
+            who(ip("127.31.12.9"), vip),
+            "127.31.12.9",
+            "a pod keeps its address"
+        );
+        assert_eq!(who(ip("127.31.12.10"), vip), "127.31.12.10");
+    }
+    let proxy_side = who(ip("127.31.12.200"), vip);
+    assert_ne!(proxy_side, "127.31.12.200", "not a pod: the proxy's address");
+    assert_ne!(
+        who(ip("127.31.12.9"), np),
+        "127.31.12.9",
+        "NodePorts are not kept"
+    );
+    assert_ne!(
+        who(ip("127.31.12.2"), vip),
+        "127.31.12.2",
+        "hairpin: the proxy's address"
+    );
+    let udp_vip: SocketAddr = "127.31.12.3:8000".parse().unwrap();
+    assert_eq!(udp_peer("127.31.12.9", udp_vip), "127.31.12.9", "UDP too");
+    assert_ne!(udp_peer("127.31.12.200", udp_vip), "127.31.12.200");
 }

@@ -133,14 +133,28 @@ pub struct Snapshot {
 pub type Feed = mpsc::UnboundedReceiver<Vec<Event>>;
 
 /// Errors from a storage backend.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend failed (I/O, corruption, lost connection); the write may not have happened.
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The backend is out of space (disk, quota); nothing was written. Writes resume once space is freed.
+    #[error("storage is out of space: {0}")]
+    NoSpace(String),
     /// The store has shut down.
     #[error("storage is shutting down")]
     Closed,
+}
+
+/// How a backend is doing, for readiness checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Reads and writes work.
+    Ok,
+    /// Writes fail for now (the reason says why); the backend is healing itself.
+    Degraded(String),
+    /// The backend cannot go on without a restart (the reason says why).
+    Failed(String),
 }
 
 /// A key-value store with conditional writes and a gap-free change feed: the contract the API server
@@ -156,4 +170,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads one key at the latest revision.
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>>;
+
+    /// Whether the backend can write now; a backend that cannot tell says [`Health::Ok`].
+    fn health(&self) -> Health {
+        Health::Ok
+    }
 }

@@ -6,19 +6,30 @@
 //! transaction (group commit): under load many writes share one fsync, and a lone write still commits at
 //! once. The same thread also registers feeds, which is what makes a snapshot and its feed gap-free: no
 //! write can slip between the snapshot read and the feed registration.
+//!
+//! **Faults heal.** After an I/O error (a full disk, say) redb refuses every later transaction with
+//! "Previous I/O error occurred. Please close and re-open the database." until it is reopened. So the
+//! writer drops the database at the first such error, answers writes at once with the cause (out of
+//! space or not) while it is faulted, and tries to reopen the file with back-off (250 ms doubling to
+//! 2 s): once that works (redb repairs the file if the failed commit left it dirty, which itself needs
+//! the space back) writes go on where they stopped. A failed commit changes nothing: it published no
+//! event and its revision is given back, and redb's commit is atomic, so the file holds the last
+//! acknowledged state. [`RedbStore::health`] says what is wrong meanwhile (the API server's `/readyz`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::{
-    Event, Feed, KeyValue, Precondition, Revision, Snapshot, Store, StoreError, Write, WriteOutcome,
+    Event, Feed, Health, KeyValue, Precondition, Revision, Snapshot, Store, StoreError, Write, WriteOutcome,
 };
 
 /// key → (create revision, modification revision, value)
@@ -26,8 +37,15 @@ const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("
 /// name → number; holds the current revision under `revision`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION_KEY: &str = "revision";
+/// Scratch space for the write probe a reopen makes before it declares the store healthy.
+const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
+/// As large as a big object: a probe that fits in pages freed by earlier commits proves little.
+const PROBE_SIZE: usize = 256 * 1024;
 /// Upper bound on writes folded into one commit, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 1024;
+/// First and longest wait between attempts to reopen a faulted database.
+const REOPEN_FIRST: Duration = Duration::from_millis(250);
+const REOPEN_MAX: Duration = Duration::from_secs(2);
 
 enum Request {
     Write(Write, oneshot::Sender<Result<WriteOutcome, StoreError>>),
@@ -35,52 +53,138 @@ enum Request {
     Get(String, oneshot::Sender<Result<Option<KeyValue>, StoreError>>),
 }
 
+/// Opens the database file; called again for every reopen after a fault.
+type Opener = Box<dyn Fn() -> Result<Database, DatabaseError> + Send>;
+
 /// The embedded store. Cloning is not needed: share it behind an `Arc`.
 pub struct RedbStore {
     tx: std_mpsc::Sender<Request>,
+    health: Arc<Mutex<Health>>,
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Any redb error as the one error type, so that it can be classified.
+fn db_err<E: Into<redb::Error>>(e: E) -> redb::Error {
+    e.into()
+}
+
+/// Whether an I/O error means the disk (or a quota, or a file size limit) is full.
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_consts::ENOSPC | libc_consts::EDQUOT | libc_consts::EFBIG)
+    ) || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// The three errno values that mean "full", without a libc dependency for three numbers (Linux values).
+mod libc_consts {
+    pub const EFBIG: i32 = 27;
+    pub const ENOSPC: i32 = 28;
+    pub const EDQUOT: i32 = 122;
+}
+
+/// What a failed commit means for the database handle.
+enum Failure {
+    /// The storage failed (I/O, corruption): redb must be reopened before it writes again.
+    Storage { no_space: bool },
+    /// Only this batch failed (e.g. a value too large); the database is fine.
+    Batch,
+}
+
+fn classify(e: &redb::Error) -> Failure {
+    match e {
+        redb::Error::Io(io) => Failure::Storage {
+            no_space: is_no_space(io),
+        },
+        redb::Error::PreviousIo | redb::Error::Corrupted(_) | redb::Error::DatabaseClosed => {
+            Failure::Storage { no_space: false }
+        }
+        _ => Failure::Batch,
+    }
+}
+
+/// Makes the database file owner-only (0600), creating it empty if missing (redb initialises an empty
+/// file): it holds every object, Secrets-like data included.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 impl RedbStore {
-    /// Opens (or creates) the database file at `path` and starts the writer thread.
+    /// Opens (or creates) the database file at `path` (owner-only) and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(backend)?;
-        // Make sure both tables exist so readers never see "table does not exist".
-        let revision = {
-            let txn = db.begin_write().map_err(backend)?;
-            let rev = {
-                let _ = txn.open_table(OBJECTS).map_err(backend)?;
-                let meta = txn.open_table(META).map_err(backend)?;
-                meta.get(REVISION_KEY)
-                    .map_err(backend)?
-                    .map(|v| v.value())
-                    .unwrap_or(0)
-            };
-            txn.commit().map_err(backend)?;
-            rev
-        };
+        private_file(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let owned = path.to_path_buf();
+        Self::open_with(path.to_path_buf(), Box::new(move || Database::create(&owned)))
+    }
+
+    /// Opens the store with `opener` (called again for each reopen); `path` names it in logs and errors.
+    fn open_with(path: PathBuf, opener: Opener) -> Result<Self, StoreError> {
+        let db = opener().map_err(backend)?;
+        let revision = init_tables(&db).map_err(backend)?;
         info!(path = %path.display(), revision, "opened embedded store");
+        let health = Arc::new(Mutex::new(Health::Ok));
         let (tx, rx) = std_mpsc::channel();
+        let writer = Writer {
+            path,
+            opener,
+            db: Some(db),
+            revision,
+            feeds: Vec::new(),
+            fault: None,
+            health: health.clone(),
+        };
         thread::Builder::new()
             .name("svcnet-store-writer".into())
-            .spawn(move || {
-                Writer {
-                    db,
-                    revision,
-                    feeds: Vec::new(),
-                }
-                .run(rx)
-            })
+            .spawn(move || writer.run(rx))
             .map_err(backend)?;
-        Ok(RedbStore { tx })
+        Ok(RedbStore { tx, health })
     }
 
     fn send(&self, req: Request) -> Result<(), StoreError> {
         self.tx.send(req).map_err(|_| StoreError::Closed)
     }
+}
+
+/// Makes sure both tables exist (so readers never see "table does not exist") and reads the revision.
+fn init_tables(db: &Database) -> Result<Revision, redb::Error> {
+    let txn = db.begin_write().map_err(db_err)?;
+    let rev = {
+        let _ = txn.open_table(OBJECTS).map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        meta.get(REVISION_KEY)
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or(0)
+    };
+    txn.commit().map_err(db_err)?;
+    Ok(rev)
+}
+
+/// Writes and removes a large scratch value, each in a durable commit.
+fn probe(db: &Database) -> Result<(), redb::Error> {
+    let filler = vec![0u8; PROBE_SIZE];
+    for insert in [true, false] {
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(PROBE).map_err(db_err)?;
+            if insert {
+                table.insert("probe", filler.as_slice()).map_err(db_err)?;
+            } else {
+                table.remove("probe").map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+    }
+    Ok(())
 }
 
 impl Store for RedbStore {
@@ -109,12 +213,48 @@ impl Store for RedbStore {
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
+
+    fn health(&self) -> Health {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The writer's state while its database is closed after a storage error.
+struct Fault {
+    /// What failed, as the first failing commit said.
+    cause: String,
+    no_space: bool,
+    /// When the fault began.
+    since: jiff::Timestamp,
+    next_attempt: Instant,
+    delay: Duration,
+}
+
+impl Fault {
+    /// The error a request gets while the store is faulted.
+    fn error(&self) -> StoreError {
+        let message = format!(
+            "storage has been failing since {}: {}; writes resume once it can write again",
+            self.since.round(jiff::Unit::Second).unwrap_or(self.since),
+            self.cause
+        );
+        if self.no_space {
+            StoreError::NoSpace(message)
+        } else {
+            StoreError::Backend(message)
+        }
+    }
 }
 
 struct Writer {
-    db: Database,
+    path: PathBuf,
+    opener: Opener,
+    /// `None` while faulted: redb must be reopened after an I/O error.
+    db: Option<Database>,
     revision: Revision,
     feeds: Vec<(String, mpsc::UnboundedSender<Vec<Event>>)>,
+    fault: Option<Fault>,
+    health: Arc<Mutex<Health>>,
 }
 
 type Pending = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
@@ -122,7 +262,22 @@ type Pending = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
 impl Writer {
     fn run(mut self, rx: std_mpsc::Receiver<Request>) {
         let mut writes: Vec<Pending> = Vec::new();
-        while let Ok(first) = rx.recv() {
+        loop {
+            // While faulted, wake up for the next reopen attempt even if nobody writes.
+            let first = match self.fault.as_ref().map(|f| f.next_attempt) {
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(r) => r,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        self.heal();
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
             let mut next = Some(first);
             while let Some(req) = next.take() {
                 match req {
@@ -146,8 +301,100 @@ impl Writer {
         debug!("store writer stopped");
     }
 
-    fn read_key(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
+    /// The open database, after a reopen attempt if one is due; the fault's error if there is none.
+    fn db(&mut self) -> Result<&Database, StoreError> {
+        if self
+            .fault
+            .as_ref()
+            .is_some_and(|f| Instant::now() >= f.next_attempt)
+        {
+            self.heal();
+        }
+        match (&self.db, &self.fault) {
+            (Some(db), None) => Ok(db),
+            (_, Some(f)) => Err(f.error()),
+            (None, None) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Records a storage failure: closes the database and schedules the first reopen.
+    fn poison(&mut self, cause: String, no_space: bool) {
+        // Dropping redb's handle releases its file lock; its own close may fail too, which is expected.
+        self.db = None;
+        if self.fault.is_none() {
+            error!(path = %self.path.display(), error = %cause, no_space, "storage failed; writes are refused until it can be reopened");
+            self.fault = Some(Fault {
+                cause,
+                no_space,
+                since: jiff::Timestamp::now(),
+                next_attempt: Instant::now() + REOPEN_FIRST,
+                delay: REOPEN_FIRST,
+            });
+        }
+        self.report();
+    }
+
+    /// One attempt to reopen the database after a fault.
+    fn heal(&mut self) {
+        let Some(fault) = self.fault.as_mut() else { return };
+        match (self.opener)().map_err(db_err).and_then(|db| {
+            let rev = init_tables(&db)?;
+            // Opening needs no new space (a commit with nothing in it neither): only a write that
+            // allocates shows that writes can succeed again.
+            probe(&db)?;
+            Ok((db, rev))
+        }) {
+            Ok((db, stored)) if stored == self.revision => {
+                info!(path = %self.path.display(), revision = stored, "storage reopened; writes resume");
+                self.db = Some(db);
+                self.fault = None;
+            }
+            Ok((_, stored)) => {
+                // A commit reported as failed did land: the feed missed it, so the cache above would be
+                // wrong. Only a restart (a fresh snapshot) can put that right; stay closed and say so.
+                error!(
+                    stored,
+                    expected = self.revision,
+                    "storage holds a revision the change feed never sent"
+                );
+                fault.cause = format!(
+                    "the store file holds revision {stored} but revision {} was the last acknowledged; \
+                     restart svcnet to reload it",
+                    self.revision
+                );
+                fault.next_attempt = Instant::now() + Duration::from_secs(3600);
+                *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Health::Failed(fault.cause.clone());
+                return;
+            }
+            Err(e) => {
+                debug!(error = %e, "storage still cannot be reopened");
+                if let redb::Error::Io(io) = &e
+                    && is_no_space(io)
+                {
+                    fault.no_space = true;
+                }
+                fault.delay = (fault.delay * 2).min(REOPEN_MAX);
+                fault.next_attempt = Instant::now() + fault.delay;
+            }
+        }
+        self.report();
+    }
+
+    /// Publishes the writer's state for [`Store::health`].
+    fn report(&self) {
+        let health = match &self.fault {
+            None => Health::Ok,
+            Some(f) => Health::Degraded(match f.error() {
+                StoreError::NoSpace(m) | StoreError::Backend(m) => m,
+                other => other.to_string(),
+            }),
+        };
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = health;
+    }
+
+    fn read_key(&mut self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(backend)?;
         let table = txn.open_table(OBJECTS).map_err(backend)?;
         let v = table.get(key).map_err(backend)?;
         Ok(v.map(|g| {
@@ -162,7 +409,8 @@ impl Writer {
     }
 
     fn subscribe(&mut self, prefix: String) -> Result<(Snapshot, Feed), StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(backend)?;
         let table = txn.open_table(OBJECTS).map_err(backend)?;
         let mut items = Vec::new();
         for entry in table.range(prefix.as_str()..).map_err(backend)? {
@@ -196,6 +444,12 @@ impl Writer {
             return;
         }
         let batch = std::mem::take(writes);
+        if let Err(e) = self.db() {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
         let start_revision = self.revision;
         match self.apply(&batch) {
             Ok((outcomes, events)) => {
@@ -207,26 +461,44 @@ impl Writer {
                 }
             }
             Err(e) => {
-                error!(error = %e, writes = batch.len(), "store commit failed");
+                // Nothing of the batch is visible: no event went out, and the revisions are given back.
                 self.revision = start_revision;
+                let cause = format!("writing {}: {e}", self.path.display());
+                let err = match classify(&e) {
+                    Failure::Storage { no_space } => {
+                        self.poison(cause.clone(), no_space);
+                        if no_space {
+                            StoreError::NoSpace(cause)
+                        } else {
+                            StoreError::Backend(cause)
+                        }
+                    }
+                    Failure::Batch => {
+                        warn!(error = %e, writes = batch.len(), "store commit failed");
+                        StoreError::Backend(cause)
+                    }
+                };
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }
     }
 
-    fn apply(&mut self, batch: &[Pending]) -> Result<(Vec<WriteOutcome>, Vec<Event>), StoreError> {
-        let txn = self.db.begin_write().map_err(backend)?;
+    fn apply(&mut self, batch: &[Pending]) -> Result<(Vec<WriteOutcome>, Vec<Event>), redb::Error> {
+        let Some(db) = self.db.as_ref() else {
+            return Err(redb::Error::DatabaseClosed);
+        };
+        let txn = db.begin_write().map_err(db_err)?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
         {
-            let mut table = txn.open_table(OBJECTS).map_err(backend)?;
+            let mut table = txn.open_table(OBJECTS).map_err(db_err)?;
             for (write, _) in batch {
                 let key = match write {
                     Write::Put { key, .. } | Write::Delete { key, .. } => key.as_str(),
                 };
-                let current = table.get(key).map_err(backend)?.map(|g| {
+                let current = table.get(key).map_err(db_err)?.map(|g| {
                     let (c, m, val) = g.value();
                     KeyValue {
                         key: key.to_string(),
@@ -257,7 +529,7 @@ impl Writer {
                         let create = current.as_ref().map_or(revision, |kv| kv.create_revision);
                         table
                             .insert(key, (create, revision, value.as_ref()))
-                            .map_err(backend)?;
+                            .map_err(db_err)?;
                         events.push(Event::Put {
                             kv: KeyValue {
                                 key: key.to_string(),
@@ -269,7 +541,7 @@ impl Writer {
                         });
                     }
                     Write::Delete { .. } => {
-                        table.remove(key).map_err(backend)?;
+                        table.remove(key).map_err(db_err)?;
                         if let Some(prev) = current.clone() {
                             events.push(Event::Delete { prev, revision });
                         }
@@ -280,10 +552,10 @@ impl Writer {
                     prev: current,
                 });
             }
-            let mut meta = txn.open_table(META).map_err(backend)?;
-            meta.insert(REVISION_KEY, self.revision).map_err(backend)?;
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            meta.insert(REVISION_KEY, self.revision).map_err(db_err)?;
         }
-        txn.commit().map_err(backend)?;
+        txn.commit().map_err(db_err)?;
         Ok((outcomes, events))
     }
 
@@ -416,5 +688,153 @@ mod tests {
         assert_eq!(snap.revision, 200);
         let r = store.write(put("/k/new", "v", Precondition::None)).await.unwrap();
         assert!(matches!(r, WriteOutcome::Committed { revision: 201, .. }));
+    }
+
+    /// A file that can be made "full": writes and growth fail with ENOSPC while the flag is set, as on
+    /// a full disk.
+    #[derive(Debug)]
+    struct Fillable {
+        inner: redb::backends::FileBackend,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Fillable {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(libc_consts::ENOSPC));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for Fillable {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.inner.close()
+        }
+    }
+
+    fn fillable(path: &Path, full: &Arc<std::sync::atomic::AtomicBool>) -> RedbStore {
+        let (path, full) = (path.to_path_buf(), full.clone());
+        let p = path.clone();
+        RedbStore::open_with(
+            path,
+            Box::new(move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&p)?;
+                let backend = Fillable {
+                    inner: redb::backends::FileBackend::new(file)?,
+                    full: full.clone(),
+                };
+                Database::builder().create_with_backend(backend)
+            }),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn full_disk_refuses_writes_then_heals_without_losing_anything() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = fillable(&path, &full);
+        let (_, mut feed) = store.snapshot_and_watch("/k/").await.unwrap();
+        for i in 0..3 {
+            store
+                .write(put(&format!("/k/{i}"), "v", Precondition::Absent))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.health(), Health::Ok);
+
+        full.store(true, Ordering::SeqCst);
+        let first = store.write(put("/k/lost", "v", Precondition::Absent)).await;
+        assert!(
+            matches!(first, Err(StoreError::NoSpace(ref m)) if m.contains("No space left")),
+            "{first:?}"
+        );
+        // redb would now say "Previous I/O error" for ever; the store keeps saying what is wrong.
+        let again = store.write(put("/k/lost2", "v", Precondition::Absent)).await;
+        assert!(
+            matches!(again, Err(StoreError::NoSpace(ref m)) if m.contains("No space left")),
+            "{again:?}"
+        );
+        assert!(matches!(store.health(), Health::Degraded(ref m) if m.contains("No space left")));
+        // Reopening works on a full disk; the store is not healthy again until a write could succeed.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(matches!(store.health(), Health::Degraded(ref m) if m.contains("No space left")));
+
+        full.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let revision = loop {
+            match store.write(put("/k/after", "v", Precondition::Absent)).await {
+                Ok(WriteOutcome::Committed { revision, .. }) => break revision,
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "store did not heal: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        // The failed writes took no revision and sent no event.
+        assert_eq!(revision, 4);
+        assert_eq!(store.health(), Health::Ok);
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            seen.extend(feed.recv().await.unwrap());
+        }
+        let keys: Vec<&str> = seen.iter().map(Event::key).collect();
+        assert_eq!(keys, ["/k/0", "/k/1", "/k/2", "/k/after"]);
+        drop(store);
+
+        let mut reopened = None;
+        for _ in 0..50 {
+            match RedbStore::open(&path) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let store = reopened.expect("reopen");
+        let (snap, _) = store.snapshot_and_watch("/k/").await.unwrap();
+        let keys: Vec<&str> = snap.items.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/k/0", "/k/1", "/k/2", "/k/after"]);
+        assert_eq!(snap.revision, 4);
+    }
+
+    #[tokio::test]
+    async fn store_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = RedbStore::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -58,8 +58,9 @@ impl Cluster {
         Self::start_behind(bin.as_ref(), &["ip", "netns", "exec", netns], extra)
     }
 
-    /// Starts a fresh cluster whose processes (svcnet, kubectl) run behind the command `prefix`.
-    fn start_behind(bin: &Path, prefix: &[&str], extra: &[&str]) -> Cluster {
+    /// Starts a fresh cluster whose processes (svcnet, kubectl) run behind the command `prefix`, e.g.
+    /// `prlimit --nofile=1024:2048 --` (`svcnet` must be exec'd, so that signals reach it).
+    pub fn start_behind(bin: &Path, prefix: &[&str], extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut c = Cluster {

@@ -12,6 +12,7 @@
 //!   clients, for data-plane traffic tests.
 //! - [`multinode`]: a real `svcnet lab` (a multi-node cluster of network namespaces) with kubectl on the
 //!   host, commands in its nodes and client, and a snapshot of the host's network to compare before/after.
+//! - [`process`]: another svcnet command (`proxy`, `dns`) as its own process, stopped by PID.
 //! - [`eventually`]: the one "wait until" every harness and test polls with.
 //!
 //! Network safety: everything here stays on 127.0.0.0/8 in the machine's own network namespace; other
@@ -23,6 +24,7 @@ pub mod lab;
 pub mod multinode;
 pub mod net;
 pub mod netns;
+pub mod process;
 
 use std::time::{Duration, Instant};
 

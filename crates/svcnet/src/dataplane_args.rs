@@ -143,6 +143,7 @@ pub async fn start(
     node: NodeNet<'_>,
     registry: &mut Registry,
 ) -> Result<(Option<LocalRoutes>, Option<tokio::task::JoinHandle<()>>)> {
+    let mut transparent = None;
     let backend: Box<dyn Backend> = match args.proxy_mode {
         ProxyMode::None => return Ok((None, None)),
         ProxyMode::Userspace => {
@@ -154,8 +155,26 @@ pub async fn start(
             }
             // Pod-network addresses (the bridge's) appear only once the node's pod CIDR is known.
             cfg.freebind = node.pods_in_netns;
+            cfg.listener_fds = crate::listener_fd_budget();
+            // Pods reach ClusterIPs from their own address, as through kube-proxy's DNAT. Pods in their own
+            // namespaces have addresses the node does not own: transparent connects, with their routing.
+            cfg.client_ip_ranges = node.pod_cidrs.to_vec();
+            if node.pods_in_netns {
+                match svcnet_proxy::TransparentRouting::install() {
+                    Ok(t) => {
+                        cfg.transparent = true;
+                        transparent = Some(t);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "pods' ClusterIP connections will come from the node's address");
+                        cfg.client_ip_ranges.clear();
+                    }
+                }
+            }
             let proxy =
                 svcnet_proxy::UserspaceBackend::new(cfg, registry).context("starting the userspace proxy")?;
+            // Best effort, ends with the proxy: a Service it cannot listen for gets a Warning Event.
+            tokio::spawn(crate::listener_events::run(client.clone(), proxy.unbound()));
             Box::new(proxy)
         }
         ProxyMode::Nftables => {
@@ -190,7 +209,9 @@ pub async fn start(
     // connections a way out before the output hook rewrites them (a node whose only routes are its pod
     // network would otherwise answer "network unreachable"). Loopback ranges are local already.
     let routes = if node.pods_in_netns {
-        Some(LocalRoutes::add(node.service_cidrs)?)
+        let mut routes = LocalRoutes::add(node.service_cidrs)?;
+        routes.transparent = transparent;
+        Some(routes)
     } else {
         None
     };
@@ -218,8 +239,12 @@ fn local_route(verb: &str, cidr: &IpNet) -> std::io::Result<std::process::Output
         .output()
 }
 
-/// `local` routes this process added for service ranges; removed on drop.
-pub struct LocalRoutes(Vec<IpNet>);
+/// `local` routes this process added for service ranges (and the userspace proxy's transparent-connect
+/// routing, if any); removed on drop.
+pub struct LocalRoutes {
+    cidrs: Vec<IpNet>,
+    transparent: Option<svcnet_proxy::TransparentRouting>,
+}
 
 impl LocalRoutes {
     fn add(cidrs: &[IpNet]) -> Result<LocalRoutes> {
@@ -234,13 +259,16 @@ impl LocalRoutes {
             }
             added.push(*cidr);
         }
-        Ok(LocalRoutes(added))
+        Ok(LocalRoutes {
+            cidrs: added,
+            transparent: None,
+        })
     }
 }
 
 impl Drop for LocalRoutes {
     fn drop(&mut self) {
-        for cidr in &self.0 {
+        for cidr in &self.cidrs {
             let out = local_route("del", cidr);
             if !matches!(out, Ok(ref o) if o.status.success()) {
                 warn!(%cidr, "could not remove the local route of the service range");

@@ -10,7 +10,11 @@
 
 mod dataplane_args;
 mod dns_args;
+mod dns_cmd;
+mod kube_proxy_config;
 mod lab_cmd;
+mod listener_events;
+mod proxy_cluster;
 mod proxy_cmd;
 mod status;
 mod supervise;
@@ -27,6 +31,7 @@ use svcnet_agent::agent::PodNetwork;
 use svcnet_alloc::PortRange;
 use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
 use svcnet_apiserver::{ApiServer, Config, pki};
+use svcnet_store::Store;
 use svcnet_store::redb::RedbStore;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -45,11 +50,15 @@ enum Command {
     Up(UpArgs),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
     Agent(AgentArgs),
-    /// Run only the userspace data plane for the Services and EndpointSlices of a YAML file (no API server).
+    /// Run only the node's data plane: kube-proxy's job against an API server (`--kubeconfig`, or in a
+    /// pod), or the userspace proxy for the Services of a YAML file (`--manifests`).
     Proxy(proxy_cmd::ProxyArgs),
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
     /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
     Lab(lab_cmd::LabArgs),
+    /// Run only the cluster DNS server against an API server (`--kubeconfig`, or in a pod), configured
+    /// by a CoreDNS Corefile (`--conf`): CoreDNS's job.
+    Dns(dns_cmd::DnsCmdArgs),
 }
 
 #[derive(Parser)]
@@ -207,6 +216,7 @@ fn agent_config(
     listen: SocketAddr,
     lease: std::time::Duration,
     pod_network: PodNetwork,
+    api_token: Option<String>,
 ) -> svcnet_agent::agent::AgentConfig {
     svcnet_agent::agent::AgentConfig {
         node_name: name,
@@ -216,6 +226,36 @@ fn agent_config(
         labels: Default::default(),
         lease_duration: lease,
         pod_network,
+        api_token,
+    }
+}
+
+/// The bearer token of the kubeconfig's current user, if it has one: the agent derives its container-log
+/// credential from it.
+fn kubeconfig_token(path: &std::path::Path) -> Option<String> {
+    let kc = kube::config::Kubeconfig::read_from(path).ok()?;
+    let context = kc.current_context.as_deref()?;
+    let user = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .user
+        .clone()?;
+    let auth = kc
+        .auth_infos
+        .iter()
+        .find(|a| a.name == user)?
+        .auth_info
+        .as_ref()?;
+    match (&auth.token, &auth.token_file) {
+        (Some(t), _) => {
+            use secrecy::ExposeSecret;
+            Some(t.expose_secret().to_string())
+        }
+        (None, Some(file)) => std::fs::read_to_string(file).ok().map(|t| t.trim().to_string()),
+        (None, None) => None,
     }
 }
 
@@ -272,7 +312,7 @@ fn spawn_pod_network(
 async fn agent(args: AgentArgs) -> Result<()> {
     check_overlay(args.pod_network, args.overlay, args.node_ip)?;
     let client = kube_client(&args.kubeconfig).await?;
-    std::fs::create_dir_all(&args.data_dir)?;
+    private_dir(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::default();
     let mut supervisor = Supervisor::new();
@@ -302,9 +342,11 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if let Some(task) = dns {
         supervisor.watch_spawned("dns", task);
     }
+    let failed = status::Failed::default();
     status::MetricsServer {
         registry: std::sync::Arc::new(registry),
         proxy_mode: args.dataplane.proxy_mode.name(),
+        failed: failed.clone(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -323,6 +365,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.listen,
         std::time::Duration::from_secs(args.node_lease_duration_seconds.max(4)),
         args.pod_network,
+        kubeconfig_token(&args.kubeconfig),
     );
     cfg.labels.extend(args.node_labels);
     supervisor.spawn("node-agent", async move {
@@ -331,6 +374,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
     });
     tokio::select! {
         stopped = supervisor.failed() => {
+            // Red health first, so a probe sees why before the process goes.
+            failed.set(stopped.name, &stopped.reason());
+            tokio::time::sleep(FAILED_HEALTH_GRACE).await;
             Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
         }
         _ = shutdown_signal() => {
@@ -340,21 +386,59 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
 }
 
-/// How long `svcnet up` keeps answering its failed health checks after a supervised task stopped,
+/// How long `svcnet up` and `svcnet agent` keep answering their failed health checks after a supervised task stopped,
 /// before it shuts down: long enough for a probe to read why (kube-apiserver's
 /// `--shutdown-delay-duration` serves the same purpose on SIGTERM).
 const FAILED_HEALTH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only help a human at a terminal; in a file or a journal they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Descriptors kept aside for everything but the userspace proxy's listeners: API connections, proxied
+/// connections, the store, watches, pods' pipes. Half the limit when the limit is small.
+const FD_RESERVE: u64 = 1024;
+
+/// How many descriptors the userspace proxy's listeners may hold under the current soft open-file limit
+/// (see `svcnet_proxy::ProxyConfig::listener_fds`); `None` when the limit cannot be read.
+pub(crate) fn listener_fd_budget() -> Option<usize> {
+    let (soft, _) = svcnet_accept::nofile_limit().ok()?;
+    usize::try_from(soft.saturating_sub(FD_RESERVE.min(soft / 2))).ok()
+}
+
+/// Raises the soft open-file limit to the hard one and says what it allows: every TCP frontend of the
+/// userspace proxy holds two descriptors (the listener and the duplicate that closes it at once), every
+/// UDP frontend one. Nothing here is fatal: a process that cannot raise its limit runs with what it has.
+fn raise_fd_limit(mode: Option<&'static str>) {
+    match svcnet_accept::raise_nofile_limit() {
+        Ok((soft, hard)) => {
+            if mode == Some("userspace") {
+                let ports = listener_fd_budget().unwrap_or(0) / 2;
+                info!(
+                    soft,
+                    hard,
+                    tcp_service_ports = ports,
+                    "open-file limit raised; the userspace proxy can listen for about {ports} TCP service \
+                     ports (two descriptors each; the rest is kept for connections); Services beyond that \
+                     get a Warning Event and are retried until descriptors free up"
+                );
+            } else {
+                info!(soft, hard, "open-file limit raised");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 
@@ -370,9 +454,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// Creates `dir` (and its parents) and makes it owner-only (0700): it holds the store, the cluster's keys
+/// and token and the pods' logs, none of which other local users may read. An existing directory is
+/// tightened too, so an old 0755 data dir gets fixed on the next start.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} owner-only", dir.display()))
+}
+
 async fn up(args: UpArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let node_ports: PortRange = args
         .service_node_port_range
@@ -417,7 +510,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let addr = listener.local_addr()?;
 
     let server = ApiServer::new(
-        store,
+        store.clone(),
         Config {
             listen: addr,
             token: creds.token.clone(),
@@ -445,6 +538,16 @@ async fn up(args: UpArgs) -> Result<()> {
     // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
     let client = kube_client(&kubeconfig).await?;
     let mut supervisor = Supervisor::new();
+    // The store heals a failed disk by itself (see `svcnet_store::redb`); only a store that cannot go on
+    // without a reload stops the process, so that whoever runs it restarts it on a fresh snapshot.
+    supervisor.spawn("storage", async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let svcnet_store::Health::Failed(reason) = store.health() {
+                bail!("{reason}");
+            }
+        }
+    });
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
@@ -501,9 +604,11 @@ async fn up(args: UpArgs) -> Result<()> {
         }
     }
     let registry = Arc::new(registry);
+    let failed = status::Failed::default();
     status::MetricsServer {
         registry: registry.clone(),
         proxy_mode: args.dataplane.proxy_mode.name(),
+        failed: failed.clone(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -545,6 +650,7 @@ async fn up(args: UpArgs) -> Result<()> {
             SocketAddr::new(addr.ip(), 0),
             std::time::Duration::from_secs(args.node_monitor_grace_period.max(4)),
             args.pod_network,
+            Some(creds.token.clone()),
         );
         let client = client.clone();
         supervisor.spawn("node-agent", async move {
@@ -585,6 +691,7 @@ async fn up(args: UpArgs) -> Result<()> {
         stopped = supervisor.failed() => {
             // Probes see the task's failure (e.g. kubectl get --raw /readyz) until the shutdown below.
             server.fail_check(stopped.name, &stopped.reason());
+            failed.set(stopped.name, &stopped.reason());
             tokio::time::sleep(FAILED_HEALTH_GRACE).await;
             Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
         }
@@ -609,16 +716,19 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Up(args) => {
             init_logging(&args.log_format);
+            raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(up(args))
         }
         Command::Agent(args) => {
             init_logging(&args.log_format);
+            raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(agent(args))
         }
         Command::Proxy(args) => {
             init_logging(&args.log_format);
+            raise_fd_limit(Some("userspace"));
             proxy_cmd::run(args)
         }
         Command::Lab(args) => {
@@ -628,6 +738,12 @@ fn main() -> Result<()> {
                 std::process::exit(code);
             }
             Ok(())
+        }
+        Command::Dns(args) => {
+            init_logging(&args.log_format);
+            raise_fd_limit(None);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(dns_cmd::run(args))
         }
     }
 }

@@ -1,5 +1,7 @@
-//! `svcnet proxy --manifests FILE`: the userspace data plane on its own, fed from a YAML file of Services
-//! and EndpointSlices instead of an API server (an L4 balancer in one command; the proxy benchmark).
+//! `svcnet proxy`: the data plane on its own. With `--kubeconfig` (or in a pod) it serves a cluster's
+//! Services as kube-proxy does ([`crate::proxy_cluster`]); with `--manifests FILE` the userspace proxy
+//! serves a YAML file of Services and EndpointSlices instead of an API server (an L4 balancer in one
+//! command; the proxy benchmark).
 //!
 //! The file goes through the same service model as the node agent's watches (`svcnet_dataplane::Model`),
 //! so readiness, traffic policies and named target ports behave exactly as in a cluster. SIGHUP re-reads
@@ -17,12 +19,15 @@ use svcnet_dataplane::{Backend, Balance, Model, ModelConfig};
 use svcnet_proxy::{ProxyConfig, UserspaceBackend};
 use tracing::{info, warn};
 
-/// `svcnet proxy`: serve the Services of a manifests file with the userspace proxy.
+/// `svcnet proxy`: serve a cluster's Services (kube-proxy's job), or those of a manifests file.
 #[derive(Parser)]
 pub struct ProxyArgs {
-    /// YAML file of Services and EndpointSlices (documents separated by `---`; `List`s allowed).
-    #[arg(long)]
-    manifests: PathBuf,
+    /// YAML file of Services and EndpointSlices to serve with the userspace proxy, instead of an API
+    /// server (documents separated by `---`; `List`s allowed).
+    #[arg(long, conflicts_with_all = ["kubeconfig", "config", "cleanup"])]
+    manifests: Option<PathBuf>,
+    #[command(flatten)]
+    kube: crate::proxy_cluster::KubeProxyFlags,
     /// Worker threads of the proxy.
     #[arg(long, default_value_t = 2)]
     proxy_workers: usize,
@@ -39,8 +44,9 @@ pub struct ProxyArgs {
     /// Copy bulk TCP transfers through userspace instead of moving them with splice(2).
     #[arg(long)]
     no_splice: bool,
-    /// Serve Prometheus metrics on http://ADDR/metrics.
-    #[arg(long)]
+    /// Serve Prometheus metrics on http://ADDR/metrics (kube-proxy's `--metrics-bind-address`; against an
+    /// API server the default is kube-proxy's 127.0.0.1:10249).
+    #[arg(long, alias = "metrics-bind-address")]
     metrics_listen: Option<SocketAddr>,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
@@ -52,15 +58,24 @@ fn load(path: &Path) -> Result<Manifests> {
     Manifests::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
-/// Runs the proxy until SIGINT/SIGTERM.
+/// Runs the proxy until SIGINT/SIGTERM: against the API server, or from the manifests file.
 pub fn run(args: ProxyArgs) -> Result<()> {
-    let manifests = load(&args.manifests)?;
+    let Some(path) = args.manifests.clone() else {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let common = crate::proxy_cluster::Common {
+            workers: args.proxy_workers,
+            balance: args.proxy_balance,
+        };
+        return rt.block_on(crate::proxy_cluster::run(args.kube, args.metrics_listen, common));
+    };
+    let manifests = load(&path)?;
     let mut registry = Registry::default();
     let config = ProxyConfig {
         workers: args.proxy_workers,
         balance: args.proxy_balance,
         node_addresses: args.node_address.clone(),
         splice: !args.no_splice,
+        listener_fds: super::listener_fd_budget(),
         ..Default::default()
     };
     let mut backend = UserspaceBackend::new(config, &mut registry)?;
@@ -97,6 +112,7 @@ pub fn run(args: ProxyArgs) -> Result<()> {
             let server = crate::status::MetricsServer {
                 registry: registry.clone(),
                 proxy_mode: Some("userspace"),
+                failed: Default::default(),
             };
             tokio::spawn(server.serve(listener));
         }
@@ -105,7 +121,7 @@ pub fn run(args: ProxyArgs) -> Result<()> {
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = hup.recv() => match load(&args.manifests) {
+                _ = hup.recv() => match load(&path) {
                     Ok(m) => {
                         model.clear_inputs();
                         m.load_into(&mut model);

@@ -1,5 +1,6 @@
 //! The node's status endpoints, where kube-proxy has them: the metrics server (`--metrics-listen`, port
-//! 10249: `/metrics`, `/healthz`, `/proxyMode`) and the health server (`--healthz-listen`, port 10256:
+//! 10249: `/metrics`, `/healthz` and `/livez` (red once a supervised task stopped, see [`Failed`]),
+//! `/proxyMode`) and the health server (`--healthz-listen`, port 10256:
 //! `/healthz`, `/livez`, see [`svcnet_proxier::health`]).
 //!
 //! Both are optional on a shared machine: if the address is taken (another cluster runs there) the node
@@ -16,6 +17,32 @@ use svcnet_proxier::http::{not_found, response};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+/// The supervised task that stopped, once one has: the process is about to exit, and its health
+/// endpoints say why until it does (as `svcnet up`'s API server does on `/readyz` and `/livez`).
+#[derive(Clone, Default)]
+pub(crate) struct Failed(Arc<std::sync::RwLock<Option<String>>>);
+
+impl Failed {
+    /// Records that `task` stopped because of `reason`.
+    pub fn set(&self, task: &str, reason: &str) {
+        if let Ok(mut f) = self.0.write() {
+            *f = Some(format!("[-]{task} failed: {reason}"));
+        }
+    }
+
+    /// The health check's answer: `ok`, or kube's failed-check listing.
+    fn answer(&self) -> hyper::Response<Full<Bytes>> {
+        match self.0.read().ok().and_then(|f| f.clone()) {
+            None => response(200, "text/plain; charset=utf-8", "ok"),
+            Some(check) => response(
+                500,
+                "text/plain; charset=utf-8",
+                format!("{check}\nhealthz check failed\n"),
+            ),
+        }
+    }
+}
+
 /// What the metrics server answers besides the metrics.
 #[derive(Clone)]
 pub(crate) struct MetricsServer {
@@ -23,6 +50,8 @@ pub(crate) struct MetricsServer {
     pub registry: Arc<Registry>,
     /// `/proxyMode`'s answer (kube-proxy's mode name), if this process runs a data plane.
     pub proxy_mode: Option<&'static str>,
+    /// What `/healthz` and `/livez` report.
+    pub failed: Failed,
 }
 
 impl MetricsServer {
@@ -43,7 +72,7 @@ impl MetricsServer {
                     ),
                 }
             }
-            ("/healthz", _) => response(200, "text/plain; charset=utf-8", "ok"),
+            ("/healthz" | "/livez", _) => self.failed.answer(),
             ("/proxyMode", Some(mode)) => response(200, "text/plain; charset=utf-8", mode),
             _ => not_found(),
         }

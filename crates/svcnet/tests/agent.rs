@@ -73,11 +73,14 @@ fn http_body(ip: &str, port: u16, path: &str) -> String {
 #[test]
 fn node_registers_and_pods_run_on_their_own_ips() {
     let c = Cluster::start(SVCNET);
-    let nodes = c.get_json(&["nodes"]);
-    let node = &nodes["items"][0];
+    // `svcnet up` is up before its agent has registered the Node: wait for it and its pod CIDR.
+    let mut nodes = Value::Null;
     assert!(eventually(Duration::from_secs(10), || {
-        c.get_json(&["nodes"])["items"][0]["spec"]["podCIDR"].as_str() == Some("127.244.0.0/24")
+        nodes = c.get_json(&["nodes"]);
+        nodes["items"][0]["spec"]["podCIDR"].as_str() == Some("127.244.0.0/24")
+            && nodes["items"][0]["status"]["conditions"].is_array()
     }));
+    let node = &nodes["items"][0];
     assert!(
         node["status"]["conditions"]
             .as_array()

@@ -1,7 +1,8 @@
 //! The cluster DNS server inside `svcnet up`, queried with `dig` (UDP and TCP) and with a small
 //! hickory-proto client: the specification's example records built from real Services and pods, the
 //! NXDOMAIN/NODATA cases, case-insensitivity, forwarding through a local stub upstream (with TCP
-//! fallback when it truncates), truncation for large answers, and answers following API changes.
+//! fallback when it truncates), truncation for large answers, and answers following API changes. The
+//! specification suite also runs through `svcnet dns`, CoreDNS's drop-in, as a process of its own.
 //! Everything listens on 127.0.0.1 with ephemeral ports.
 
 use std::io::{Read, Write};
@@ -15,6 +16,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use svcnet_testsupport::net::free_port;
+use svcnet_testsupport::process::Process;
 use svcnet_testsupport::{Cluster, eventually};
 
 /// The binary under test.
@@ -256,26 +259,80 @@ fn spec_records_forwarding_and_updates() {
     let up = stub.addr.to_string();
     let c = Cluster::start_with(SVCNET, &["--dns-listen", "127.0.0.1:0", "--dns-upstream", &up]);
     let dns = dns_addr(&c);
+    // The CoreDNS-named metrics on the API server's /metrics.
+    spec_suite(&c, &stub, dns, &|| c.ok(&["get", "--raw", "/metrics"]));
+}
 
+/// The same suite through `svcnet dns`, CoreDNS's drop-in, as a process of its own beside a control
+/// plane without DNS, configured by a Corefile that says what `svcnet up`'s DNS does by default.
+#[test]
+fn spec_records_forwarding_and_updates_through_svcnet_dns() {
+    let stub = Stub::start();
+    let c = Cluster::start_with(SVCNET, &["--no-dns", "--proxy-mode", "none"]);
+    let (port, prometheus) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(
+        &corefile,
+        format!(
+            ".:{port} {{\n    bind 127.0.0.1\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        \
+             pods verified\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 5\n    }}\n    \
+             prometheus 127.0.0.1:{prometheus}\n    forward . {}\n    cache\n}}\n",
+            stub.addr
+        ),
+    )
+    .unwrap();
+    let kubeconfig = c.kubeconfig().display().to_string();
+    let conf = corefile.display().to_string();
+    let server = Process::start(
+        SVCNET,
+        &[],
+        &["dns", "--kubeconfig", &kubeconfig, "--conf", &conf],
+    )
+    .unwrap_or_else(|log| panic!("svcnet dns did not start:\n{log}"));
+    let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    spec_suite(&c, &stub, dns, &|| {
+        http_get(format!("127.0.0.1:{prometheus}").parse().unwrap(), "/metrics")
+    });
+    drop(server);
+}
+
+/// The body of an HTTP/1.0 GET (empty on failure).
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The specification's records, forwarding and updates, asked of the DNS server at `dns` serving
+/// cluster `c` and forwarding to `stub`; `metrics` reads its Prometheus metrics.
+fn spec_suite(c: &Cluster, stub: &Stub, dns: SocketAddr, metrics: &dyn Fn() -> String) {
     // The specification's example objects: kubernetes.default (built in), a headless Service with
     // two named pets, an ExternalName Service `foo` → www.example.com.
     apply(
-        &c,
+        c,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: headless\nspec:\n  clusterIP: None\n  selector: {app: pets}\n  ports:\n  - {name: https, port: 443}\n",
     );
     apply(
-        &c,
+        c,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: foo\nspec:\n  type: ExternalName\n  externalName: www.example.com\n",
     );
     apply(
-        &c,
+        c,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: alias\nspec:\n  type: ExternalName\n  externalName: kubernetes.default.svc.cluster.local\n",
     );
     for p in ["my-pet", "my-pet-2"] {
-        apply(&c, &pet(p));
+        apply(c, &pet(p));
     }
-    let pet_ip = pod_ip(&c, "my-pet");
-    let pet2_ip = pod_ip(&c, "my-pet-2");
+    let pet_ip = pod_ip(c, "my-pet");
+    let pet2_ip = pod_ip(c, "my-pet-2");
     let kubernetes_ip = c.get_json(&["svc", "kubernetes"])["spec"]["clusterIP"]
         .as_str()
         .unwrap()
@@ -450,7 +507,7 @@ fn spec_records_forwarding_and_updates() {
 
     // Event-driven: a new Service answers, a deleted pet disappears, a deleted Service is NXDOMAIN.
     apply(
-        &c,
+        c,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: later\nspec:\n  ports:\n  - {name: http, port: 80}\n",
     );
     let later_ip = c.get_json(&["svc", "later"])["spec"]["clusterIP"]
@@ -473,8 +530,7 @@ fn spec_records_forwarding_and_updates() {
     )
     .0 == "NXDOMAIN"));
 
-    // The CoreDNS-named metrics on the API server's /metrics.
-    let metrics = c.ok(&["get", "--raw", "/metrics"]);
+    let metrics = metrics();
     assert!(metrics.contains("coredns_dns_requests_total{"), "{metrics}");
     assert!(metrics.contains("coredns_cache_hits_total"), "{metrics}");
     assert!(metrics.contains("coredns_forward_requests_total"), "{metrics}");

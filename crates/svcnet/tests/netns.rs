@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use svcnet_agent::netns::netns_name;
+use svcnet_agent::netns::{host_veth_name, netns_name};
 use svcnet_testsupport::netns::{Namespaces, POD_NETWORK_FLAGS, can_run, command_in, ip};
 use svcnet_testsupport::{Cluster, eventually};
 
@@ -81,6 +81,12 @@ fn logs(c: &Cluster, namespace: &str, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether the bridge port of the pod `uid` (in the node namespace `node`) is in hairpin mode.
+fn hairpin(node: &str, uid: &str) -> bool {
+    let out = ip(&["-n", node, "-d", "link", "show", "dev", &host_veth_name(uid)]);
+    String::from_utf8_lossy(&out.stdout).contains("hairpin on")
+}
+
 #[test]
 fn pods_get_their_own_network_namespaces() {
     if let Err(why) = can_run() {
@@ -108,7 +114,7 @@ fn pods_get_their_own_network_namespaces() {
     );
     // A pod printing its resolv.conf; its exec readiness probe passes only inside the pod's namespace,
     // where eth0 carries $POD_IP.
-    let exec_probe = "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"ip -o -4 addr show dev eth0 | grep -q \\\"inet $POD_IP/24\\\"\"]\n      periodSeconds: 1\n";
+    let exec_probe = "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"ip -o -4 addr show dev eth0 | grep -q \\\"inet $POD_IP/32\\\"\"]\n      periodSeconds: 1\n";
     apply_pod(
         &c,
         "resolv",
@@ -163,6 +169,29 @@ fn pods_get_their_own_network_namespaces() {
     let url = format!("http://{server_ip}:8080/");
     assert_eq!(status_from_node(&ns.node.name, &url), "200");
 
+    // Every pod's bridge port is in hairpin mode (a pod may reach itself through its Service).
+    let server_uid = server["metadata"]["uid"].as_str().unwrap().to_string();
+    let client_uid = client["metadata"]["uid"].as_str().unwrap().to_string();
+    for uid in [&server_uid, &client_uid] {
+        assert!(hairpin(&ns.node.name, uid), "{uid}: hairpin off");
+    }
+    // Someone turns it off on one port: the agent's restart repairs it.
+    let veth = host_veth_name(&client_uid);
+    let off = ip(&[
+        "-n",
+        &ns.node.name,
+        "link",
+        "set",
+        "dev",
+        &veth,
+        "type",
+        "bridge_slave",
+        "hairpin",
+        "off",
+    ]);
+    assert!(off.status.success(), "{off:?}");
+    assert!(!hairpin(&ns.node.name, &client_uid));
+
     // The agent dies without cleaning up and comes back: the pods keep their IPs and namespace names, and
     // run again in working namespaces.
     let mut c = c;
@@ -187,6 +216,11 @@ fn pods_get_their_own_network_namespaces() {
         "client lost the server after restart: {:?}\n{}\n{}",
         c.kubectl_v("1.33", &["logs", "client"], None),
         c.get_json(&["pod", "client"]),
+        c.log()
+    );
+    assert!(
+        eventually(WAIT, || hairpin(&ns.node.name, &client_uid)),
+        "the restarted agent did not repair the hairpin flag\n{}",
         c.log()
     );
 

@@ -73,7 +73,7 @@ fn refused(addr: &str) -> bool {
 }
 
 #[test]
-fn named_and_numbered_ports_balance_and_empty_services_reset() {
+fn named_and_numbered_ports_balance_and_empty_services_refuse() {
     let web = [
         tcp_server("127.32.0.2", "web-a"),
         tcp_server("127.32.0.3", "web-b"),
@@ -92,7 +92,7 @@ fn named_and_numbered_ports_balance_and_empty_services_reset() {
     assert_eq!(got, HashMap::from([("web-a".into(), 10), ("web-b".into(), 10)]));
     assert_eq!(who("127.32.0.1:9000"), "admin");
     for _ in 0..3 {
-        assert!(refused("127.32.0.10:8000"), "no endpoints: reset at once");
+        assert!(refused("127.32.0.10:8000"), "no endpoints: refused at once");
     }
 }
 

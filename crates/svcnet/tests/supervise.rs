@@ -141,3 +141,92 @@ async fn a_failed_loop_turns_health_red_and_exits() {
 async fn a_panicked_loop_turns_health_red_and_exits() {
     failure_is_noticed("endpointslice-controllers", "endpointslice-controllers:panic").await;
 }
+
+/// `svcnet agent`: when its node-agent loop fails, its `/healthz` and `/livez` (on the metrics address,
+/// where kube-proxy's are) turn red naming the loop before the process exits non-zero.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_agent_loop_turns_its_health_red_and_exits() {
+    let cluster = svcnet_testsupport::cluster::Cluster::start(env!("CARGO_BIN_EXE_svcnet"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = svcnet_testsupport::net::free_port("127.0.0.1");
+    let log_path = dir.path().join("agent.log");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_svcnet"))
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--node-name", "failing-node", "--proxy-mode", "none"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .env("SVCNET_TEST_FAIL_TASK", "node-agent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("spawn svcnet agent");
+    let http = http_get(port);
+    let (mut healthz, mut livez, mut green) = (None, None, false);
+    let until = Instant::now() + Duration::from_secs(60);
+    while (healthz.is_none() || livez.is_none()) && Instant::now() < until {
+        for (path, seen) in [("/healthz", &mut healthz), ("/livez", &mut livez)] {
+            match http(path) {
+                Some((200, _)) => green = true,
+                Some((code, body)) if seen.is_none() => *seen = Some((code, body)),
+                _ => {}
+            }
+        }
+        if agent.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = agent.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if Instant::now() >= until {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        green,
+        "the agent's /healthz never answered ok before the failure\nlog:\n{log}"
+    );
+    for (path, seen) in [("/healthz", &healthz), ("/livez", &livez)] {
+        let Some((code, body)) = seen else {
+            panic!("{path} never turned red before the exit ({status:?})\nlog:\n{log}");
+        };
+        assert_eq!(*code, 500, "{path}: {body}");
+        assert!(
+            body.contains("[-]node-agent failed: "),
+            "{path} does not name the loop: {body:?}"
+        );
+    }
+    let status =
+        status.unwrap_or_else(|| panic!("svcnet agent did not exit after its loop failed\nlog:\n{log}"));
+    assert_eq!(status.code(), Some(1), "exit status {status}\nlog:\n{log}");
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1:`port`: `(status, body)`, or `None` when nothing answers.
+fn http_get(port: u16) -> impl Fn(&str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    move |path| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+}

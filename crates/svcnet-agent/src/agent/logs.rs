@@ -1,5 +1,11 @@
 //! The agent's own endpoint: container logs at the kubelet's path (what `kubectl logs` reaches through
 //! the API server), and `/healthz`.
+//!
+//! Logs are served only to a request with `Authorization: Bearer <credential>`, the credential derived
+//! from the cluster token that the API server presents (see `svcnet_apiserver::logs::log_credential`):
+//! another local process cannot read a pod's output just by finding the port. Every `PodLogOptions`
+//! field is honoured as the kubelet does (`follow`, `previous`, `tailLines`, `limitBytes`, and
+//! `timestamps`, `sinceSeconds`, `sinceTime` with the times the runner notes for log lines).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,7 +20,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 
-use crate::runner::PodRunner;
+use crate::runner::{LogOptions, PodRunner};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -24,17 +30,58 @@ fn text(code: u16, s: String) -> hyper::Response<Body> {
     r
 }
 
+/// The credential the log endpoint requires: hex SHA-256 of `svcnet-container-logs\0` and the cluster
+/// token; the API server derives the same.
+pub fn credential(token: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"svcnet-container-logs\0");
+    ctx.update(token.as_bytes());
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the request carries `credential` (compared in constant time).
+fn authorized(req: &hyper::Request<hyper::body::Incoming>, credential: Option<&str>) -> bool {
+    let Some(want) = credential else { return false };
+    let Some(got) = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    got.len() == want.len()
+        && got
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// Serves `/containerLogs/{ns}/{pod}/{container}` (the kubelet's path) and `/healthz`.
-pub(super) async fn serve_logs(listener: TcpListener, runner: PodRunner, pods: Store<Pod>) {
+pub(super) async fn serve_logs(
+    listener: TcpListener,
+    runner: PodRunner,
+    pods: Store<Pod>,
+    credential: Option<String>,
+) {
+    let credential: Option<std::sync::Arc<str>> = credential.map(Into::into);
+    let mut acceptor = svcnet_accept::Acceptor::new(listener, "container logs");
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let Ok((tcp, _)) = acceptor.accept().await else {
+            return;
         };
-        let (runner, pods) = (runner.clone(), pods.clone());
+        let (runner, pods, credential) = (runner.clone(), pods.clone(), credential.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let (runner, pods) = (runner.clone(), pods.clone());
-                async move { Ok::<_, Infallible>(handle_log_request(&runner, &pods, &req)) }
+                let allowed = req.uri().path() == "/healthz" || authorized(&req, credential.as_deref());
+                async move {
+                    if !allowed {
+                        return Ok::<_, Infallible>(text(401, "Unauthorized".into()));
+                    }
+                    Ok::<_, Infallible>(handle_log_request(&runner, &pods, &req))
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -82,18 +129,97 @@ fn handle_log_request(
         return text(404, format!("pod {ns}/{name} is not on this node"));
     };
     let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
-    let tail = query.get("tailLines").and_then(|v| v.parse::<usize>().ok());
-    if flag("follow") && !flag("previous") {
-        return match runner.follow_logs(&uid, container, tail) {
+    let since = match since(&query) {
+        Ok(since) => since,
+        Err(message) => return text(400, message),
+    };
+    let opts = LogOptions {
+        previous: flag("previous"),
+        tail: query.get("tailLines").and_then(|v| v.parse::<usize>().ok()),
+        since,
+        timestamps: flag("timestamps"),
+    };
+    // The kubelet's limitBytes: the first N bytes of what would be sent (a tail counts first).
+    let limit = query.get("limitBytes").and_then(|v| v.parse::<u64>().ok());
+    if flag("follow") && !opts.previous {
+        return match runner.follow_logs_with(&uid, container, &opts) {
             Ok(stream) => {
+                let stream = limit_stream(stream, limit);
                 let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
                 hyper::Response::new(BodyExt::boxed(body))
             }
             Err(e) => text(400, e.to_string()),
         };
     }
-    match runner.logs(&uid, container, flag("previous"), tail) {
-        Ok(bytes) => hyper::Response::new(Full::new(Bytes::from(bytes)).map_err(|n| match n {}).boxed()),
+    match runner.logs_with(&uid, container, &opts) {
+        Ok(mut bytes) => {
+            if let Some(limit) = limit {
+                bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            }
+            hyper::Response::new(Full::new(Bytes::from(bytes)).map_err(|n| match n {}).boxed())
+        }
         Err(e) => text(400, e.to_string()),
+    }
+}
+
+/// The earliest time of lines to send: `sinceTime` (RFC 3339) or `sinceSeconds` before now.
+fn since(query: &HashMap<String, String>) -> Result<Option<jiff::Timestamp>, String> {
+    if let Some(t) = query.get("sinceTime").filter(|t| !t.is_empty()) {
+        return t
+            .parse::<jiff::Timestamp>()
+            .map(Some)
+            .map_err(|e| format!("invalid sinceTime {t:?}: {e}"));
+    }
+    match query.get("sinceSeconds") {
+        None => Ok(None),
+        Some(s) => {
+            let secs: i64 = s.parse().map_err(|_| format!("invalid sinceSeconds {s:?}"))?;
+            let span = jiff::SignedDuration::from_secs(secs.max(0));
+            Ok(Some(
+                jiff::Timestamp::now()
+                    .checked_sub(span)
+                    .unwrap_or(jiff::Timestamp::MIN),
+            ))
+        }
+    }
+}
+
+/// Ends `stream` after `limit` bytes (cutting the last chunk), or passes it whole for `None`.
+fn limit_stream<S>(
+    stream: S,
+    limit: Option<u64>,
+) -> impl futures::Stream<Item = Bytes> + Send + Sync + 'static
+where
+    S: futures::Stream<Item = Bytes> + Send + Sync + 'static,
+{
+    stream.scan(limit.unwrap_or(u64::MAX), |left, mut chunk| {
+        if *left == 0 {
+            return futures::future::ready(None);
+        }
+        let take = usize::try_from(*left).unwrap_or(usize::MAX).min(chunk.len());
+        chunk.truncate(take);
+        *left -= take as u64;
+        futures::future::ready(Some(chunk))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_is_pinned() {
+        // The same vector is pinned in the API server (`svcnet_apiserver::logs`): the two sides must agree.
+        assert_eq!(
+            credential("secret-token"),
+            "95fe057b38627bdae720ea8166c1e24faf0c972c7fdfd303e6d27659365f9735"
+        );
+    }
+
+    #[tokio::test]
+    async fn limit_cuts_a_stream() {
+        let chunks = futures::stream::iter(["abc", "defg", "hi"].map(Bytes::from));
+        let got: Vec<Bytes> = limit_stream(chunks, Some(5)).collect().await;
+        assert_eq!(got, [Bytes::from_static(b"abc"), Bytes::from_static(b"de")]);
     }
 }

@@ -14,6 +14,7 @@
 mod logs;
 mod pod_env;
 mod pod_sync;
+mod readiness;
 mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,6 +40,7 @@ use pod_sync::{PodSync, stop_leftovers};
 
 use crate::netns::{self, NetnsError, PodNet};
 use crate::node::{self, NodeConfig};
+use crate::pod_identity::Sandbox;
 use crate::podip::PodIps;
 use crate::runner::PodRunner;
 
@@ -59,7 +61,13 @@ pub struct AgentConfig {
     pub lease_duration: Duration,
     /// How pods are networked.
     pub pod_network: PodNetwork,
+    /// The cluster's bearer token (from the agent's kubeconfig). The container-log endpoint answers only
+    /// requests carrying the credential derived from it ([`logs_credential`]), which the API server
+    /// presents when it proxies `pods/log`. `None` (a kubeconfig without a token): it answers nobody.
+    pub api_token: Option<String>,
 }
+
+pub use logs::credential as logs_credential;
 
 /// How pods are networked (`--pod-network`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,7 +190,16 @@ async fn run_with(
     // The agent endpoint first: its port goes into the Node object.
     let listener = TcpListener::bind(cfg.listen).await.map_err(AgentError::Listen)?;
     let port = listener.local_addr().map_err(AgentError::Listen)?.port();
-    tokio::spawn(logs::serve_logs(listener, runner.clone(), pod_store.clone()));
+    let credential = cfg.api_token.as_deref().map(logs::credential);
+    if credential.is_none() {
+        tracing::warn!("no token in the kubeconfig: the container-log endpoint will refuse every request");
+    }
+    tokio::spawn(logs::serve_logs(
+        listener,
+        runner.clone(),
+        pod_store.clone(),
+        credential,
+    ));
 
     let node_cfg = NodeConfig {
         name: cfg.node_name.clone(),
@@ -253,10 +270,12 @@ async fn run_with(
     });
 
     // Status writer: every runner change goes to pods/status, event-driven.
+    let (gated_tx, gated_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(status::write_statuses(
         client.clone(),
         runner.clone(),
         pod_store.clone(),
+        gated_rx,
     ));
 
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
@@ -295,6 +314,10 @@ async fn run_with(
         stopping: HashSet::new(),
         waiting: HashSet::new(),
         retry: HashMap::new(),
+        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
+            .await
+            .unwrap_or_else(|_| Sandbox::none()),
+        gated: gated_tx,
     };
     sync.run(pod_stream).await;
     Ok(())

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::pod_env::{cluster_dns, service_env};
 use super::{AgentConfig, listed};
 use crate::netns::{self, PodNet, PodNetSpec};
+use crate::pod_identity::{self, Sandbox};
 use crate::podip::PodIps;
 use crate::runner::{PodContext, PodRunner};
 
@@ -124,6 +125,11 @@ pub(super) struct PodSync {
     pub(super) waiting: HashSet<String>,
     /// Pods whose start failed (their network namespace, their directory), tried again with backoff.
     pub(super) retry: HashMap<String, Retry>,
+    /// Gives pods their own hostname and `/etc/hosts`, where it works.
+    pub(super) sandbox: Sandbox,
+    /// Tells the status writer about every event of a pod with readiness gates: another writer may
+    /// have changed a gate's condition, which moves the pod's Ready.
+    pub(super) gated: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// When to try a failed pod again, and how often it failed so far.
@@ -152,7 +158,14 @@ impl PodSync {
             let next_retry = self.retry.values().map(|r| r.at).min();
             tokio::select! {
                 ev = pod_stream.next() => match ev {
-                    Some(Ok(pod)) => self.pod(&pod).await,
+                    Some(Ok(pod)) => {
+                        if super::readiness::has_gates(&pod)
+                            && let Some(uid) = pod.uid()
+                        {
+                            let _ = self.gated.send(uid);
+                        }
+                        self.pod(&pod).await
+                    }
                     Some(Err(_)) => {}
                     None => break,
                 },
@@ -307,6 +320,15 @@ impl PodSync {
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
         let mut exec_prefix = Vec::new();
+        // The pod's own name, as the kubelet gives it (its hosts file names it; it is its hostname).
+        let (host, domain) = pod_identity::hostname(pod, netns::CLUSTER_DOMAIN);
+        let uts_name = pod_identity::uts_hostname(pod, netns::CLUSTER_DOMAIN);
+        let aliases = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_aliases.clone())
+            .unwrap_or_default();
+        let hosts = pod_identity::hosts_file(&[pod_ip], &host, domain.as_deref(), &aliases);
         if let (Some(podnet), Some(cidr)) = (self.podnet.clone(), self.pod_cidr) {
             // Once per pod: the runner ignores pods it already runs, and so does this.
             if !self.netns_ready.contains(&uid) {
@@ -323,6 +345,7 @@ impl PodSync {
                     ip: pod_ip,
                     cidr,
                     resolv_conf: resolv,
+                    hosts: hosts.clone(),
                 };
                 match podnet.setup_pod(&net).await {
                     Ok(name) => {
@@ -342,6 +365,29 @@ impl PodSync {
                 }
             }
             exec_prefix = podnet.exec_prefix(&uid);
+            // `ip netns exec` bind-mounts the pod's hosts file; only the hostname is left to do.
+            exec_prefix.extend(self.sandbox.prefix(&uts_name, None));
+        } else {
+            // The host pod network: the pod's hosts file is bind-mounted by the sandbox, as the kubelet's
+            // `etc-hosts` in the pod's directory.
+            let dir = self.runner.pod_dir(&uid);
+            let file = dir.join("etc-hosts");
+            // Written only when it differs: running containers have this very file mounted, and a rewrite
+            // in place could show them half a file.
+            let unchanged = std::fs::read_to_string(&file).is_ok_and(|old| old == hosts);
+            let written = if unchanged {
+                Ok(())
+            } else {
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &hosts))
+            };
+            match written {
+                Ok(()) => exec_prefix.extend(self.sandbox.prefix(&uts_name, Some(&file))),
+                Err(e) => {
+                    warn!(pod = %pod.name_any(), error = %e, "could not write the pod's hosts file");
+                    self.failed(uid);
+                    return;
+                }
+            }
         }
         let ctx = PodContext {
             pod_ip,

@@ -13,7 +13,9 @@ use super::logs::instance_log;
 use super::pod::{PodHandle, StopRequest, Which};
 use super::probe::{Target, probe_loop, run_hook};
 use super::process::{exit_code, go_duration, kill_group, spawn, terminate};
+use super::security;
 use super::status::{State, Terminated, restart_policy};
+use super::timeline;
 
 /// How a container's loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +56,10 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
     let is_init = matches!(which, Which::Init(_));
     let policy = restart_policy(&pod.pod).to_owned();
 
-    let spec = match env::launch_spec(&pod.pod, &container, &pod.ctx) {
-        Ok(spec) => spec,
+    let launch = env::launch_spec(&pod.pod, &container, &pod.ctx)
+        .and_then(|spec| Ok((spec, security::identity(&pod.pod, &container)?)));
+    let (spec, identity) = match launch {
+        Ok(launch) => launch,
         Err(e) => {
             // Nothing the runner learns later can fix this (the spec is immutable): wait to be stopped.
             pod.update(|s| {
@@ -69,17 +73,27 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
             return Outcome::Stopped;
         }
     };
-    let cwd = container
-        .working_dir
-        .as_ref()
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| pod.work_dir(), Into::into);
+    let cwd = match container.working_dir.as_ref().filter(|d| !d.is_empty()) {
+        Some(dir) => dir.into(),
+        None => {
+            // The pod's shared work dir, like an emptyDir: writable by whatever user its containers run
+            // as (it lies inside the agent's owner-only data dir, so only the pod reaches it).
+            if !identity.runs_as_root() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(pod.work_dir(), std::fs::Permissions::from_mode(0o1777));
+            }
+            pod.work_dir()
+        }
+    };
+    // The identity goes after the pod's prefix (which may need root) and applies to probes and hooks too.
+    let mut exec_prefix = pod.ctx.exec_prefix.clone();
+    exec_prefix.extend(identity.setpriv_prefix());
     let target = Target {
         pod_ip: pod.ctx.pod_ip.to_string(),
         container: container.clone(),
         env: spec.env.clone(),
         cwd,
-        exec_prefix: pod.ctx.exec_prefix.clone(),
+        exec_prefix,
     };
 
     // The kubelet's flowcontrol.Backoff entry for this container: (current delay, last update).
@@ -92,7 +106,9 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
         }
         // Keep only the current and the previous instance's logs.
         if let Some(old) = instance.checked_sub(2) {
-            let _ = std::fs::remove_file(instance_log(&pod.dir, &container.name, old));
+            let old = instance_log(&pod.dir, &container.name, old);
+            let _ = std::fs::remove_file(timeline::times_path(&old));
+            let _ = std::fs::remove_file(old);
         }
         let log = instance_log(&pod.dir, &container.name, instance);
         let started_at = Timestamp::now();
@@ -138,6 +154,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
                     true
                 });
                 tracing::debug!(pod = %pod.uid, container = %container.name, pid = pgid, instance, "container started");
+                let times = timeline::Recorder::start(log.clone());
                 let (kill_tx, mut kill_rx) = mpsc::channel::<KillRequest>(1);
                 let prober = (!is_init)
                     .then(|| tokio::spawn(prober(pod.clone(), which, instance, target.clone(), kill_tx)));
@@ -161,6 +178,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
                 }
                 // As when a container's init process dies, nothing else of the container survives it.
                 kill_group(pgid, Signal::SIGKILL);
+                times.finish().await;
                 let code = exit_code(status);
                 let message = how.clone().flatten();
                 let term = Terminated {

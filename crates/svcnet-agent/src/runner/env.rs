@@ -15,7 +15,7 @@ pub(crate) struct ConfigError {
 }
 
 impl ConfigError {
-    fn config(message: String) -> ConfigError {
+    pub(crate) fn config(message: String) -> ConfigError {
         ConfigError {
             reason: "CreateContainerConfigError",
             message,
@@ -157,11 +157,15 @@ pub(crate) fn launch_spec(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let mut env = OrderedEnv::default();
-    // svcnet conventions: every container knows its pod's address, and HOSTNAME is the pod's name as in a
-    // container. Defined before `env` so that the pod can refer to or override them.
+    // svcnet conventions: every container knows its pod's address, and HOSTNAME is the pod's hostname as
+    // a container runtime sets it (`spec.hostname`, else the pod's name). Defined before `env` so that
+    // the pod can refer to or override them.
     env.set("POD_IP", ctx.pod_ip.to_string());
-    if let Some(name) = pod.metadata.name.as_deref() {
-        env.set("HOSTNAME", name.to_owned());
+    if pod.metadata.name.is_some() {
+        env.set(
+            "HOSTNAME",
+            crate::pod_identity::uts_hostname(pod, crate::netns::CLUSTER_DOMAIN),
+        );
     }
 
     for from in container.env_from.iter().flatten() {

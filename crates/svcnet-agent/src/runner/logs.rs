@@ -121,6 +121,7 @@ pub(crate) fn follow(
     initial: Vec<u8>,
     offset: u64,
     alive: impl Fn() -> bool + Send + 'static,
+    mut stamper: Option<super::timeline::Stamper>,
 ) -> LogStream {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let task = runtime.spawn(async move {
@@ -139,7 +140,11 @@ pub(crate) fn follow(
             };
             if !chunk.is_empty() {
                 offset += chunk.len() as u64;
-                if tx.send(Bytes::from(chunk)).await.is_err() {
+                let chunk = match stamper.as_mut() {
+                    Some(s) => s.stamp(&chunk, jiff::Timestamp::now()),
+                    None => Bytes::from(chunk),
+                };
+                if tx.send(chunk).await.is_err() {
                     return;
                 }
                 continue;

@@ -3,7 +3,9 @@
 //! init containers, restart policies, crash-loop back-off, probes, lifecycle hooks and graceful termination.
 //!
 //! svcnet conventions beyond Kubernetes:
-//! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (the pod's name) unless it sets them;
+//! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (its hostname: `spec.hostname` or the
+//!   pod's name) unless it sets them; its own hostname and `/etc/hosts` come from the agent's exec prefix
+//!   (see `crate::pod_identity`);
 //! - `PATH` is the agent's own unless the container sets one (there is no image to define it);
 //! - containers without `workingDir` run in `root/pods/<uid>/work`, shared by the pod's containers;
 //! - `image` is reported back as given and `imageID` is empty; container IDs are `svcnet://<pid>`;
@@ -11,8 +13,11 @@
 //!   container waiting with `CreateContainerConfigError`; a container without `command` waits with
 //!   `RunContainerError`.
 //!
+//! - `securityContext` is honoured or refused as [`security`] describes (uid, gid, groups, runAsNonRoot,
+//!   no-new-privileges and dropped capabilities through `setpriv`).
+//!
 //! State lives in memory; logs live under `root/pods/<uid>/logs/<container>/<restart count>.log` (the current
-//! and the previous instance are kept).
+//! and the previous instance are kept), with the times their lines were written beside them ([`timeline`]).
 
 mod container;
 mod env;
@@ -20,7 +25,9 @@ mod logs;
 mod pod;
 mod probe;
 mod process;
+mod security;
 mod status;
+mod timeline;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,6 +41,7 @@ use tokio::sync::broadcast;
 pub use logs::LogStream;
 use pod::{Backoff, PodHandle, StopRequest, run_pod};
 use status::{ContainerRecord, State};
+pub use timeline::LogOptions;
 
 /// What the agent knows about a pod that the pod spec does not say.
 #[derive(Clone, Debug)]
@@ -165,7 +173,7 @@ impl PodRunner {
                 return Ok(());
             }
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
-            let dir = self.inner.root.join("pods").join(logs::safe_component(&uid));
+            let dir = self.pod_dir(&uid);
             std::fs::create_dir_all(dir.join("work"))?;
             let handle = Arc::new(PodHandle::new(
                 uid.clone(),
@@ -208,6 +216,12 @@ impl PodRunner {
         let mut done = pod.done.subscribe();
         let _ = done.wait_for(|d| *d).await;
         pod.update(|s| !std::mem::replace(&mut s.stopped, true));
+    }
+
+    /// The directory of the pod `uid`'s files (logs, working directory; the agent's hosts file), removed
+    /// with the pod.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.inner.root.join("pods").join(logs::safe_component(uid))
     }
 
     /// Stops every pod (see [`Self::stop`]) concurrently.
@@ -309,12 +323,23 @@ impl PodRunner {
         previous: bool,
         tail: Option<usize>,
     ) -> Result<Vec<u8>, RunnerError> {
-        let (pod, instance, _) = self.log_instance(uid, container, previous)?;
-        Ok(logs::read_tail(
-            &logs::instance_log(&pod.dir, container, instance),
+        let opts = LogOptions {
+            previous,
             tail,
-            None,
-        )?)
+            ..LogOptions::default()
+        };
+        self.logs_with(uid, container, &opts)
+    }
+
+    /// Logs of one container as `opts` say (`PodLogOptions` but `follow` and `limitBytes`).
+    pub fn logs_with(&self, uid: &str, container: &str, opts: &LogOptions) -> Result<Vec<u8>, RunnerError> {
+        let (pod, instance, _) = self.log_instance(uid, container, opts.previous)?;
+        let path = logs::instance_log(&pod.dir, container, instance);
+        if !opts.timed() {
+            return Ok(logs::read_tail(&path, opts.tail, None)?);
+        }
+        let all = logs::read_tail(&path, None, None)?;
+        Ok(timeline::render(&path, &all, opts))
     }
 
     /// Follows the current instance's log (like `kubectl logs -f`): the last `tail` lines (all for `None`),
@@ -325,11 +350,34 @@ impl PodRunner {
         container: &str,
         tail: Option<usize>,
     ) -> Result<LogStream, RunnerError> {
+        let opts = LogOptions {
+            tail,
+            ..LogOptions::default()
+        };
+        self.follow_logs_with(uid, container, &opts)
+    }
+
+    /// Follows the current instance's log as `opts` say (`previous` is not followed): what is there now,
+    /// filtered and stamped, then what it writes, stamped with the time it is read.
+    pub fn follow_logs_with(
+        &self,
+        uid: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<LogStream, RunnerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
         let (pod, instance, running) = self.log_instance(uid, container, false)?;
         let path = logs::instance_log(&pod.dir, container, instance);
         let end = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let initial = logs::read_tail(&path, tail, Some(end))?;
+        let initial = if opts.timed() {
+            timeline::render(&path, &logs::read_tail(&path, None, Some(end))?, opts)
+        } else {
+            logs::read_tail(&path, opts.tail, Some(end))?
+        };
+        // The stamper starts at a line start unless the log so far ends mid-line.
+        let stamper = opts
+            .timestamps
+            .then(|| timeline::Stamper::new(initial.is_empty() || initial.ends_with(b"\n")));
         let name = container.to_owned();
         let alive = move || {
             running
@@ -341,6 +389,6 @@ impl PodRunner {
                     })
                 })
         };
-        Ok(logs::follow(&runtime, path, initial, end, alive))
+        Ok(logs::follow(&runtime, path, initial, end, alive, stamper))
     }
 }

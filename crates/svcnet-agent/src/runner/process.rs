@@ -2,6 +2,7 @@
 //! signalling the group, graceful termination (preStop, SIGTERM, grace, SIGKILL) and exit codes.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -67,7 +68,12 @@ pub(crate) fn spawn(spec: &LaunchSpec, prefix: &[String], cwd: &Path, log: &Path
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let out = OpenOptions::new().create(true).append(true).open(log)?;
+    // Owner-only: a container's output may hold anything it printed, secrets included.
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = prefixed(prefix, &spec.program, &spec.args);
     cmd.env_clear()

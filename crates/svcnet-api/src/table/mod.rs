@@ -111,6 +111,11 @@ static ROWS: &[(&Kind, Rows)] = &[
     (&kinds::lease::KIND, rows(lease_cells)),
     (&kinds::deployment::KIND, rows(deployment_cells)),
     (&kinds::replicaset::KIND, rows(replica_set_cells)),
+    (&kinds::configmap::KIND, rows(config_map_cells)),
+    (&kinds::serviceaccount::KIND, rows(service_account_cells)),
+    (&kinds::daemonset::KIND, rows(daemon_set_cells)),
+    (&kinds::rbac::ROLE_BINDING, rows(role_binding_cells)),
+    (&kinds::rbac::CLUSTER_ROLE_BINDING, rows(role_binding_cells)),
 ];
 
 fn printer(group: &str, kind: &str) -> Printer {

@@ -576,3 +576,65 @@ pub(super) fn pod_conditions(obj: &Value) -> Vec<Value> {
 pub(super) fn core_event_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
     event_cells(&EventFields::CORE, obj, now)
 }
+
+pub(super) fn config_map_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let count = |k: &str| at(obj, &[k]).and_then(Value::as_object).map_or(0, |m| m.len());
+    vec![
+        name(obj),
+        json!(count("data") + count("binaryData")),
+        age(obj, now),
+    ]
+}
+
+pub(super) fn service_account_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    vec![name(obj), json!(arr_at(obj, &["secrets"]).len()), age(obj, now)]
+}
+
+/// kube's `printRoleBinding` and `printClusterRoleBinding`: `Kind/name` of the role; wide, the subjects
+/// by kind (service accounts as `namespace/name`).
+pub(super) fn role_binding_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let role = format!(
+        "{}/{}",
+        str_at(obj, &["roleRef", "kind"]),
+        str_at(obj, &["roleRef", "name"])
+    );
+    let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
+    for s in arr_at(obj, &["subjects"]) {
+        let n = str_at(s, &["name"]).to_string();
+        match str_at(s, &["kind"]) {
+            "User" => users.push(n),
+            "Group" => groups.push(n),
+            "ServiceAccount" => sas.push(format!("{}/{n}", str_at(s, &["namespace"]))),
+            _ => {}
+        }
+    }
+    vec![
+        name(obj),
+        Value::String(role),
+        age(obj, now),
+        Value::String(users.join(", ")),
+        Value::String(groups.join(", ")),
+        Value::String(sas.join(", ")),
+    ]
+}
+
+pub(super) fn daemon_set_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let status = |k: &str| json!(int_at(obj, &["status", k]).unwrap_or(0));
+    let (containers, images) = container_cells(arr_at(obj, &["spec", "template", "spec", "containers"]));
+    vec![
+        name(obj),
+        status("desiredNumberScheduled"),
+        status("currentNumberScheduled"),
+        status("numberReady"),
+        status("updatedNumberScheduled"),
+        status("numberAvailable"),
+        Value::String(format_labels(at(
+            obj,
+            &["spec", "template", "spec", "nodeSelector"],
+        ))),
+        age(obj, now),
+        Value::String(containers),
+        Value::String(images),
+        Value::String(format_label_selector(at(obj, &["spec", "selector"]))),
+    ]
+}

@@ -565,6 +565,13 @@ impl ApiServer {
             ));
         }
         let applied = decode::yaml_to_json(body)?;
+        let body_meta = |field| {
+            applied
+                .pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        decode::check_apply_kind(rt, &applied, body_meta("namespace"), body_meta("name"))?;
         let (mut applied, warnings) = decode::decode_object(rt, applied, fv)?;
         {
             let m = meta_mut(&mut applied);

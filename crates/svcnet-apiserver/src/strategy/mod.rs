@@ -78,6 +78,7 @@ static STRATEGIES: &[(&Kind, &dyn Strategy)] = &[
     (&kinds::pod::KIND, &pod::Pod),
     (&kinds::deployment::KIND, &workload::DEPLOYMENT),
     (&kinds::replicaset::KIND, &workload::REPLICA_SET),
+    (&kinds::daemonset::KIND, &workload::DAEMON_SET),
 ];
 
 /// The strategy of a served resource type.

@@ -1,4 +1,4 @@
-//! The strategy of the apps/v1 workloads (Deployment, ReplicaSet): an empty status on create, their
+//! The strategy of the apps/v1 workloads (Deployment, ReplicaSet, DaemonSet): an empty status on create, their
 //! defaults, and `svcnet_api::workload`'s validation. (Generation tracking is a declarative rule of
 //! the kinds.)
 
@@ -16,6 +16,11 @@ pub(super) struct Workload {
 /// Deployments.
 pub(super) static DEPLOYMENT: Workload = Workload {
     defaults: workload::set_deployment_defaults,
+};
+
+/// DaemonSets.
+pub(super) static DAEMON_SET: Workload = Workload {
+    defaults: workload::set_daemonset_defaults,
 };
 
 /// ReplicaSets.

@@ -1,7 +1,8 @@
 //! The pure half of the legacy core/v1 Endpoints controller (kube's `endpoints_controller.go`): one
 //! Endpoints object per selector Service, named like it, with `subsets` repacked as kube's
 //! `RepackSubsets` does, truncated to [`MAX_CAPACITY`] addresses (annotated
-//! `endpoints.kubernetes.io/over-capacity: truncated`), and written only when it would change.
+//! `endpoints.kubernetes.io/over-capacity: truncated`), labelled `endpoints.kubernetes.io/managed-by:
+//! endpoint-controller`, and written only when it would change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +20,11 @@ use super::reconciler::{
 pub const MAX_CAPACITY: usize = 1000;
 /// `endpoints.kubernetes.io/over-capacity`, set to `truncated` when addresses were dropped.
 pub const ANNOTATION_OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
+/// `endpoints.kubernetes.io/managed-by`: set to [`CONTROLLER_NAME`] on every Endpoints this controller
+/// writes (kube 1.33+), so readers can tell them from user-managed ones.
+pub const LABEL_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
+/// kube's endpoints controller name, the value of [`LABEL_MANAGED_BY`].
+pub const CONTROLLER_NAME: &str = "endpoint-controller";
 /// Endpoints carrying this annotation are leader-election locks, never touched.
 pub const ANNOTATION_LEADER: &str = "control-plane.alpha.kubernetes.io/leader";
 
@@ -290,6 +296,7 @@ pub fn desired_endpoints(
     } else {
         labels.insert(LABEL_HEADLESS.into(), String::new());
     }
+    labels.insert(LABEL_MANAGED_BY.into(), CONTROLLER_NAME.into());
     if let Some(cur) = current {
         let cur_ann = cur.metadata.annotations.clone().unwrap_or_default();
         if norm_subsets(cur.subsets.as_ref()) == norm_subsets(Some(&subsets))

@@ -62,7 +62,7 @@ mod metrics;
 pub mod mirroring;
 pub mod reconciler;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,7 +152,7 @@ pub async fn run_endpointslice_controllers(
         follow(informers.pods.subscribe(), shared.clone(), 2),
         follow(informers.nodes.subscribe(), shared.clone(), 4),
         follow(slices.subscribe(), shared.clone(), 8),
-        follow(endpoints.subscribe(), shared.clone(), 16),
+        follow(endpoints.subscribe(), shared.clone(), ENDPOINTS_BIT),
         worker(synced_rx.clone(), shared.slices_q.clone(), "endpointslice", {
             let ctl = ctl.clone();
             move |k| {
@@ -178,6 +178,16 @@ pub async fn run_endpointslice_controllers(
 }
 
 const ALL_SYNCED: u8 = 31;
+/// The Endpoints informer's bit in [`Shared::synced`].
+const ENDPOINTS_BIT: u8 = 16;
+
+/// Whether an Endpoints object is a leader-election lock, which no controller touches.
+fn is_leader_lock(ep: &Endpoints) -> bool {
+    ep.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(endpoints::ANNOTATION_LEADER))
+}
 
 struct Shared {
     cache: Mutex<Cache>,
@@ -335,6 +345,10 @@ struct Cache {
     /// The Endpoints this controller wrote or deleted that the cache has not caught up with yet (kube's
     /// `staleEndpointsTracker`): a sync on the older copy would only be refused with a conflict.
     endpoints_expected: HashMap<Key, Expect>,
+    /// Endpoints to delete if no Service of their name exists when synced: those of a Service just
+    /// deleted, and every one of the first list (kube's `checkLeftoverEndpoints`, once at start-up).
+    /// Any other Endpoints without a Service is user-managed and left alone, as in Kubernetes.
+    endpoints_orphan_check: HashSet<Key>,
     slice_triggers: TriggerTracker,
     endpoints_triggers: TriggerTracker,
 }
@@ -472,6 +486,7 @@ impl Indexed for Service {
         if let Some(s) = c.services_by_ns.get_mut(&k.namespace) {
             s.remove(&k.name);
         }
+        c.endpoints_orphan_check.insert(k.clone());
         sh.slices_q.add(k.clone());
         sh.endpoints_q.add(k.clone());
         sh.mirror_q.add(k);
@@ -631,10 +646,16 @@ impl Indexed for EndpointSlice {
 impl Indexed for Endpoints {
     fn apply(sh: &Shared, c: &mut Cache, obj: Arc<Self>) {
         let k = obj.key();
+        // The first list: Endpoints whose Service went away while no controller ran are leftovers
+        // (kube's `checkLeftoverEndpoints`; leader-election locks never are).
+        let first_list = *sh.synced.borrow() & ENDPOINTS_BIT == 0;
+        if first_list && !is_leader_lock(&obj) {
+            c.endpoints_orphan_check.insert(k.clone());
+        }
         c.endpoints.insert(k.clone(), obj);
         sh.mirror_q.add(k.clone());
-        // Also heals edits of controller-managed Endpoints, and on the first list finds leftovers
-        // whose Service is gone (kube's `checkLeftoverEndpoints`).
+        // Also heals edits of controller-managed Endpoints (a sync without a selector Service and no
+        // orphan check does nothing).
         sh.endpoints_q.add(k);
     }
     fn delete(sh: &Shared, c: &mut Cache, obj: &Self) {
@@ -868,7 +889,10 @@ impl Controllers {
                 return Err(Error::Stale);
             }
             let current = c.endpoints.get(key).cloned();
+            let orphan_check = c.endpoints_orphan_check.remove(key);
             match c.services.get(key).cloned() {
+                // No Service and no reason to look: user-managed Endpoints, left alone.
+                None if !orphan_check => return Ok(()),
                 None => {
                     c.endpoints_triggers.seen.remove(key);
                     Err(current)
@@ -884,26 +908,25 @@ impl Controllers {
         let (svc, pods, current, trigger) = match snapshot {
             Ok(s) => s,
             Err(current) => {
-                // The Service is gone: so are its Endpoints (kube deletes them whoever wrote them),
-                // except leader-election locks.
-                let Some(cur) = current else {
-                    return Ok(());
-                };
-                let lock = cur
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key(endpoints::ANNOTATION_LEADER));
-                if lock {
+                // The Service was deleted (or is gone at start-up): so are its Endpoints, whoever
+                // wrote them, except leader-election locks. Deleted by name even when the cache has
+                // not shown them yet, as kube does.
+                if current.as_deref().is_some_and(is_leader_lock) {
                     return Ok(());
                 }
                 match api.delete(&key.name, &DeleteParams::default()).await {
                     Ok(_) => {
                         EndpointSliceMetrics::change(changes, "delete");
-                        self.expect_endpoints(key, Expect::Deleted);
+                        if current.is_some() {
+                            self.expect_endpoints(key, Expect::Deleted);
+                        }
                     }
                     Err(e) if is_api(&e, 404) => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        // Tried again with the queue's back-off: the reason to look must survive.
+                        self.shared.lock().endpoints_orphan_check.insert(key.clone());
+                        return Err(e.into());
+                    }
                 }
                 return Ok(());
             }

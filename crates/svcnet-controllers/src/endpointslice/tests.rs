@@ -402,7 +402,20 @@ fn endpoints_subsets_readiness_and_no_rewrite() {
     );
     assert_eq!(ss.ports.as_ref().unwrap()[0].port, 8080);
     assert_eq!(ep.metadata.labels.as_ref().unwrap()["team"], "a");
+    assert_eq!(
+        ep.metadata.labels.as_ref().unwrap()["endpoints.kubernetes.io/managed-by"],
+        "endpoint-controller"
+    );
     assert!(desired_endpoints(&s, &refs, Some(&ep), None).is_none());
+    // Endpoints written before the label existed get it on the next sync.
+    let mut unlabelled = ep.clone();
+    unlabelled
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove("endpoints.kubernetes.io/managed-by");
+    assert!(desired_endpoints(&s, &refs, Some(&unlabelled), None).is_some());
 }
 
 #[test]

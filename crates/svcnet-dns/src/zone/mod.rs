@@ -163,9 +163,11 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    #[cfg(test)]
     pub fn name(&self) -> &str {
         &self.key[..self.name_len as usize]
     }
+    #[cfg(test)]
     pub fn namespace(&self) -> &str {
         &self.key[self.name_len as usize + 1..]
     }
@@ -233,7 +235,12 @@ impl Snapshot {
         self.by_id.get(id)
     }
 
-    /// Number of Services.
+    /// Whether the first complete list of the cluster's objects is in.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// How many Services the zone holds.
     pub fn service_count(&self) -> usize {
         self.entries.iter().filter(|(_, e)| e.svc.is_some()).count()
     }

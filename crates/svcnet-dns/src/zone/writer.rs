@@ -449,7 +449,8 @@ impl ZoneWriter {
     }
 
     /// Keys (`namespace/name`) of every Service held (what tests compare a relist's outcome with).
-    pub fn service_ids(&self) -> Vec<String> {
+    #[cfg(test)]
+    pub(crate) fn service_ids(&self) -> Vec<String> {
         self.next
             .entries
             .iter()

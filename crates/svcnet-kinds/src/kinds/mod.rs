@@ -11,6 +11,8 @@ use crate::proto;
 use crate::resource::{FieldLabel, ResourceType};
 use crate::rules::Rules;
 
+pub mod configmap;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -20,8 +22,10 @@ pub mod meta;
 pub mod namespace;
 pub mod node;
 pub mod pod;
+pub mod rbac;
 pub mod replicaset;
 pub mod service;
+pub mod serviceaccount;
 pub mod workload;
 
 /// Everything one resource kind is.
@@ -55,7 +59,17 @@ pub static KINDS: &[&Kind] = &[
     &deployment::KIND,
     &replicaset::KIND,
     &lease::KIND,
+    &configmap::KIND,
+    &serviceaccount::KIND,
+    &daemonset::KIND,
+    &rbac::ROLE,
+    &rbac::CLUSTER_ROLE,
+    &rbac::ROLE_BINDING,
+    &rbac::CLUSTER_ROLE_BINDING,
 ];
+
+/// The warning on writes of the kinds that only matter once requests are authorized by them.
+pub(crate) const NO_AUTHZ_WARNING: &str = "svcnet does not enforce RBAC or issue service-account tokens yet: this object is stored, but every authenticated client may still do everything";
 
 /// The category `all` that `kubectl get all` lists.
 pub(crate) const ALL: &[&str] = &["all"];

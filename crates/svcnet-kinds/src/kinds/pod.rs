@@ -22,7 +22,9 @@ pub static KIND: Kind = Kind {
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding", "log"],
+        // `exec`, `attach` and `portforward` are routed (kubectl finds them in discovery, as on
+        // kube-apiserver) but answered with a Status saying the process runner cannot serve them.
+        subresources: &["status", "binding", "log", "exec", "attach", "portforward"],
         delete_collection: true,
         field_selectors: &[
             "spec.nodeName",

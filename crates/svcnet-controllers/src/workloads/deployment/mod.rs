@@ -3,12 +3,18 @@
 //! then either scales proportionally (a `spec.replicas` change, or paused) or takes one rollout step
 //! (RollingUpdate or Recreate), cleans up old ReplicaSets beyond `revisionHistoryLimit` and writes the
 //! status. The decisions themselves are in [`super::rollout`].
+//!
+//! The metadata it reads and stamps (revisions, replica annotations) is in [`meta`]; the status it
+//! writes (counts, conditions, progress deadline) in [`status`].
+
+mod meta;
+mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -18,113 +24,16 @@ use tracing::debug;
 use super::pods::{controller_of, controller_ref};
 use super::rollout::{self, Params, RsView, reason};
 use super::{Ctx, Error, patch_owner_refs, selector_of};
-use crate::events::{Involved, Recorder};
+use crate::events::Recorder;
 use crate::queue::Key;
+use meta::{
+    annotation, created, involved, now, replicas_of, revision_of, set_deployment_revision,
+    set_new_rs_annotations, set_replicas_annotations, view,
+};
 
 /// `source.component` of the Deployment controller's Events.
 pub const COMPONENT: &str = "deployment-controller";
 
-fn now() -> jiff::Timestamp {
-    let t = jiff::Timestamp::now();
-    // Conditions carry second precision on the wire; keep them so in memory too, so an unchanged
-    // status compares equal to what was stored.
-    t.round(jiff::Unit::Second).unwrap_or(t)
-}
-
-fn replicas_of(rs: &ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-}
-
-fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.annotations.as_ref()?.get(key).map(String::as_str)
-}
-
-fn revision_of(rs: &ReplicaSet) -> i64 {
-    annotation(&rs.metadata, rollout::REVISION)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
-fn created(meta: &ObjectMeta) -> Option<jiff::Timestamp> {
-    meta.creation_timestamp.as_ref().map(|t| t.0)
-}
-
-/// The numbers of a ReplicaSet the rollout arithmetic uses.
-fn view(rs: &ReplicaSet) -> RsView {
-    let st = rs.status.as_ref();
-    RsView {
-        name: rs.metadata.name.clone().unwrap_or_default(),
-        created: created(&rs.metadata),
-        replicas: replicas_of(rs),
-        actual: st.map(|s| s.replicas).unwrap_or(0),
-        ready: st.and_then(|s| s.ready_replicas).unwrap_or(0),
-        available: st.and_then(|s| s.available_replicas).unwrap_or(0),
-        max_replicas: annotation(&rs.metadata, rollout::MAX_REPLICAS).and_then(|v| v.parse().ok()),
-        desired: annotation(&rs.metadata, rollout::DESIRED_REPLICAS).and_then(|v| v.parse().ok()),
-    }
-}
-
-fn involved(d: &Deployment) -> Involved<'_> {
-    Involved::of("apps/v1", "Deployment", &d.metadata)
-}
-
-/// kube's `SetNewReplicaSetAnnotations`: copies the Deployment's annotations, raises the revision
-/// (remembering the old one in the revision history: a rollback), and on a new ReplicaSet stamps the
-/// replica annotations. Returns whether anything changed.
-pub fn set_new_rs_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision: i64, exists: bool) -> bool {
-    let p = Params::of(d);
-    let ann = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    let mut changed = false;
-    for (k, v) in d.metadata.annotations.iter().flatten() {
-        if rollout::SKIPPED_ANNOTATIONS.contains(&k.as_str()) {
-            continue;
-        }
-        if ann.get(k) != Some(v) {
-            ann.insert(k.clone(), v.clone());
-            changed = true;
-        }
-    }
-    let old = ann.get(rollout::REVISION).cloned();
-    let old_num: i64 = match old.as_deref() {
-        None | Some("") => 0,
-        Some(s) => match s.parse() {
-            Ok(n) => n,
-            Err(_) => return false,
-        },
-    };
-    if old_num < new_revision {
-        ann.insert(rollout::REVISION.into(), new_revision.to_string());
-        changed = true;
-        if let Some(old) = old.filter(|o| !o.is_empty()) {
-            let history = match ann.get(rollout::REVISION_HISTORY).filter(|h| !h.is_empty()) {
-                Some(h) => format!("{h},{old}"),
-                None => old,
-            };
-            ann.insert(rollout::REVISION_HISTORY.into(), history);
-        }
-    }
-    if !exists && set_replicas_annotations(rs, p.replicas, p.replicas + p.max_surge) {
-        changed = true;
-    }
-    changed
-}
-
-/// kube's `SetReplicasAnnotations`: `desired-replicas` and `max-replicas`.
-pub fn set_replicas_annotations(rs: &mut ReplicaSet, desired: i32, max: i32) -> bool {
-    let ann = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    let mut changed = false;
-    for (k, v) in [(rollout::DESIRED_REPLICAS, desired), (rollout::MAX_REPLICAS, max)] {
-        let v = v.to_string();
-        if ann.get(k) != Some(&v) {
-            ann.insert(k.into(), v);
-            changed = true;
-        }
-    }
-    changed
-}
-
-/// The Deployment's ReplicaSets: the new one (template equal to the Deployment's) if it exists, and
-/// the others, each list oldest first.
 struct RsSets {
     all: Vec<ReplicaSet>,
     new: Option<usize>,
@@ -427,45 +336,6 @@ impl DeploymentController {
         Ok(())
     }
 
-    /// kube's `checkPausedConditions`.
-    async fn check_paused_conditions(&self, d: &mut Deployment) -> Result<(), Error> {
-        if d.spec
-            .as_ref()
-            .and_then(|s| s.progress_deadline_seconds)
-            .is_none()
-        {
-            return Ok(());
-        }
-        let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
-        let st = d.status.get_or_insert_with(Default::default);
-        let cond = rollout::get_condition(st, "Progressing");
-        if cond.is_some_and(|c| c.reason.as_deref() == Some(reason::TIMED_OUT)) {
-            return Ok(());
-        }
-        let paused_cond = cond.is_some_and(|c| c.reason.as_deref() == Some(reason::PAUSED));
-        let c = if paused && !paused_cond {
-            rollout::condition(
-                "Progressing",
-                "Unknown",
-                reason::PAUSED,
-                "Deployment is paused".into(),
-                now(),
-            )
-        } else if !paused && paused_cond {
-            rollout::condition(
-                "Progressing",
-                "Unknown",
-                reason::RESUMED,
-                "Deployment is resumed".into(),
-                now(),
-            )
-        } else {
-            return Ok(());
-        };
-        rollout::set_condition(st, c);
-        self.update_status(d).await
-    }
-
     /// kube's `isScalingEvent`: an active ReplicaSet was sized for another `spec.replicas`.
     async fn is_scaling_event(&mut self, d: &mut Deployment, sets: &mut RsSets) -> Result<bool, Error> {
         self.find_new(d, sets, false).await?;
@@ -666,156 +536,11 @@ impl DeploymentController {
         }
         Ok(())
     }
-
-    /// kube's `syncDeploymentStatus`: counts and `Available`, no progress estimate.
-    async fn sync_status(&self, d: &mut Deployment, sets: &RsSets) -> Result<(), Error> {
-        let views = sets.views();
-        let st = rollout::calculate_status(d, &views, sets.new.map(|i| &views[i]), now());
-        if d.status.as_ref() != Some(&st) {
-            d.status = Some(st);
-            self.update_status(d).await?;
-        }
-        Ok(())
-    }
-
-    /// kube's `syncRolloutStatus`: counts, `Available`, and the `Progressing` estimate.
-    async fn sync_rollout_status(
-        &self,
-        d: &mut Deployment,
-        sets: &RsSets,
-    ) -> Result<Option<Duration>, Error> {
-        let t = now();
-        let views = sets.views();
-        let new_view = sets.new.map(|i| &views[i]);
-        let mut st = rollout::calculate_status(d, &views, new_view, t);
-        let deadline = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds);
-        if deadline.is_none() {
-            rollout::remove_condition(&mut st, "Progressing");
-        }
-        let old = d.status.clone().unwrap_or_default();
-        let current = rollout::get_condition(&old, "Progressing").cloned();
-        let complete_before = st.replicas == st.updated_replicas
-            && current
-                .as_ref()
-                .is_some_and(|c| c.reason.as_deref() == Some(reason::NEW_RS_AVAILABLE));
-        let rs_name = new_view.map(|v| v.name.clone());
-        let describe = |what: &str| match &rs_name {
-            Some(n) => format!("ReplicaSet {n:?} {what}"),
-            None => format!("Deployment {:?} {what}", d.metadata.name.as_deref().unwrap_or("")),
-        };
-        if deadline.is_some() && !complete_before {
-            if rollout::is_complete(d, &st) {
-                rollout::set_condition(
-                    &mut st,
-                    rollout::condition(
-                        "Progressing",
-                        "True",
-                        reason::NEW_RS_AVAILABLE,
-                        describe("has successfully progressed."),
-                        t,
-                    ),
-                );
-            } else if rollout::is_progressing(&old, &st) {
-                let mut c = rollout::condition(
-                    "Progressing",
-                    "True",
-                    reason::RS_UPDATED,
-                    describe("is progressing."),
-                    t,
-                );
-                if let Some(cur) = &current {
-                    if cur.status == "True" {
-                        c.last_transition_time = cur.last_transition_time.clone();
-                    }
-                    rollout::remove_condition(&mut st, "Progressing");
-                }
-                rollout::set_condition(&mut st, c);
-            } else if rollout::timed_out(d, &st, t) {
-                rollout::set_condition(
-                    &mut st,
-                    rollout::condition(
-                        "Progressing",
-                        "False",
-                        reason::TIMED_OUT,
-                        describe("has timed out progressing."),
-                        t,
-                    ),
-                );
-            }
-        }
-        // Failures of the ReplicaSets (the new one's first) surface on the Deployment.
-        let failure = new_view
-            .and_then(|_| sets.new.map(|i| &sets.all[i]))
-            .into_iter()
-            .chain(sets.all.iter())
-            .find_map(|rs| {
-                rs.status
-                    .as_ref()?
-                    .conditions
-                    .as_ref()?
-                    .iter()
-                    .find(|c| c.type_ == "ReplicaFailure")
-                    .cloned()
-            });
-        match failure {
-            Some(f) => {
-                let mut c = rollout::condition(
-                    "ReplicaFailure",
-                    &f.status,
-                    f.reason.as_deref().unwrap_or(""),
-                    f.message.unwrap_or_default(),
-                    t,
-                );
-                if let Some(lt) = f.last_transition_time {
-                    c.last_transition_time = Some(lt.clone());
-                    c.last_update_time = Some(lt);
-                }
-                rollout::set_condition(&mut st, c);
-            }
-            None => rollout::remove_condition(&mut st, "ReplicaFailure"),
-        }
-        if d.status.as_ref() == Some(&st) {
-            return Ok(requeue_stuck(d, &st, t));
-        }
-        d.status = Some(st);
-        self.update_status(d).await?;
-        Ok(None)
-    }
-}
-
-/// kube's `SetDeploymentRevision`.
-fn set_deployment_revision(d: &mut Deployment, revision: &str) -> bool {
-    let ann = d.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    if ann.get(rollout::REVISION).map(String::as_str) == Some(revision) {
-        return false;
-    }
-    ann.insert(rollout::REVISION.into(), revision.to_owned());
-    true
-}
-
-/// kube's `requeueStuckDeployment`: when a rollout in progress should be checked against its
-/// deadline.
-fn requeue_stuck(d: &Deployment, st: &DeploymentStatus, t: jiff::Timestamp) -> Option<Duration> {
-    let deadline = d.spec.as_ref()?.progress_deadline_seconds?;
-    let cur = rollout::get_condition(d.status.as_ref()?, "Progressing")?;
-    if rollout::is_complete(d, st) || cur.reason.as_deref() == Some(reason::TIMED_OUT) {
-        return None;
-    }
-    let at = cur
-        .last_update_time
-        .as_ref()?
-        .0
-        .checked_add(jiff::SignedDuration::from_secs(i64::from(deadline)))
-        .ok()?;
-    let after = at.duration_since(t);
-    if after < jiff::SignedDuration::from_secs(1) {
-        return Some(Duration::from_secs(1));
-    }
-    Some(after.unsigned_abs() + Duration::from_secs(1))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::status::requeue_stuck;
     use super::*;
     use serde_json::json;
 

@@ -1,0 +1,143 @@
+//! The RBAC kinds (rbac.authorization.k8s.io/v1): Role and ClusterRole (rules), RoleBinding and
+//! ClusterRoleBinding (subjects bound to a role). They differ only in scope and printer, so the four
+//! live in this one file. Stored and served so that the manifests every chart and operator ships apply;
+//! svcnet does not enforce them yet, and every write says so in a warning.
+
+use super::Kind;
+use super::meta::METADATA_ONLY;
+use crate::apply::{ApplyKind, Structs, atomic_struct, r, st};
+use crate::columns::{AGE, Column, DEFAULT_COLUMNS, NAME, col, wide};
+use crate::resource::ResourceType;
+use crate::rules::Rules;
+
+const fn resource(
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+) -> ResourceType {
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        delete_collection: true,
+        field_selectors: &[],
+    }
+}
+
+const RULES: Rules = Rules {
+    create_on_update: true,
+    write_warning: Some(super::NO_AUTHZ_WARNING),
+    ..Rules::DEFAULT
+};
+
+/// The Role kind.
+pub static ROLE: Kind = Kind {
+    resource: resource("Role", "roles", "role", true),
+    field_labels: &[],
+    patch: &METADATA_ONLY,
+    apply: ApplyKind {
+        root: "Role",
+        always_present: &[],
+        structs: role_structs,
+    },
+    proto: None,
+    rules: RULES,
+    columns: DEFAULT_COLUMNS,
+};
+
+/// The ClusterRole kind.
+pub static CLUSTER_ROLE: Kind = Kind {
+    resource: resource("ClusterRole", "clusterroles", "clusterrole", false),
+    field_labels: &[],
+    patch: &METADATA_ONLY,
+    apply: ApplyKind {
+        root: "ClusterRole",
+        always_present: &[],
+        structs: cluster_role_structs,
+    },
+    proto: None,
+    rules: RULES,
+    columns: DEFAULT_COLUMNS,
+};
+
+/// The RoleBinding kind.
+pub static ROLE_BINDING: Kind = Kind {
+    resource: resource("RoleBinding", "rolebindings", "rolebinding", true),
+    field_labels: &[],
+    patch: &METADATA_ONLY,
+    apply: ApplyKind {
+        root: "RoleBinding",
+        always_present: &[],
+        structs: role_binding_structs,
+    },
+    proto: None,
+    rules: RULES,
+    columns: BINDING_COLUMNS,
+};
+
+/// The ClusterRoleBinding kind.
+pub static CLUSTER_ROLE_BINDING: Kind = Kind {
+    resource: resource(
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+    ),
+    field_labels: &[],
+    patch: &METADATA_ONLY,
+    apply: ApplyKind {
+        root: "ClusterRoleBinding",
+        always_present: &[],
+        structs: cluster_role_binding_structs,
+    },
+    proto: None,
+    rules: RULES,
+    columns: BINDING_COLUMNS,
+};
+
+/// Rules, subjects and the role reference are atomic in kube's schema (`+listType=atomic`).
+fn rbac_structs(root: &'static str, fields: &[&'static str], s: &mut Structs) {
+    super::meta::structs(s);
+    s.insert("RbacAtomic", atomic_struct());
+    let mut v = vec![("metadata", r("ObjectMeta"))];
+    v.extend(fields.iter().map(|f| (*f, r("RbacAtomic"))));
+    s.insert(root, st(v));
+}
+
+fn role_structs(s: &mut Structs) {
+    rbac_structs("Role", &["rules"], s);
+}
+
+fn cluster_role_structs(s: &mut Structs) {
+    rbac_structs("ClusterRole", &["rules", "aggregationRule"], s);
+}
+
+fn role_binding_structs(s: &mut Structs) {
+    rbac_structs("RoleBinding", &["subjects", "roleRef"], s);
+}
+
+fn cluster_role_binding_structs(s: &mut Structs) {
+    rbac_structs("ClusterRoleBinding", &["subjects", "roleRef"], s);
+}
+
+/// The columns of kube's binding printers (`pkg/printers/internalversion`).
+const BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col("Role", "string", DOC_ROLE_REF),
+    AGE,
+    wide("Users", "string", DOC_USERS),
+    wide("Groups", "string", DOC_GROUPS),
+    wide("ServiceAccounts", "string", DOC_SERVICE_ACCOUNTS),
+];
+
+const DOC_ROLE_REF: &str = "RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable.";
+const DOC_USERS: &str = "Users in the binding";
+const DOC_GROUPS: &str = "Groups in the binding";
+const DOC_SERVICE_ACCOUNTS: &str = "ServiceAccounts in the binding";

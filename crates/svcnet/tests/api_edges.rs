@@ -1,0 +1,185 @@
+//! Request edge cases answered as kube-apiserver answers them: label selector corner cases and very
+//! long selectors (an HTTP answer over HTTP/1.1 and HTTP/2, never a dropped connection), the
+//! `Authorization` header's scheme in any case, and the streaming subresources kubectl's `exec`,
+//! `attach` and `port-forward` use, which svcnet's process runner cannot serve: a clear Status instead
+//! of a bare NotFound, with both the SPDY (kubectl 1.27) and the WebSocket (1.33) clients.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use svcnet_testsupport::kubectl::KUBECTLS;
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+/// `curl` against the cluster (127.0.0.1 only) with its CA: HTTP status and body.
+fn curl(c: &Cluster, args: &[&str], path: &str) -> (u16, String) {
+    let out: Output = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(c.dir.join("pki/ca.crt"))
+        .args(args)
+        .arg(format!("https://{}{path}", c.addr))
+        .output()
+        .expect("curl (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    assert!(
+        out.status.success(),
+        "curl {args:?} {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn token(c: &Cluster) -> String {
+    std::fs::read_to_string(c.dir.join("pki/token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn selectors_and_authorization_headers() {
+    let c = Cluster::start(SVCNET);
+    let auth = format!("Authorization: Bearer {}", token(&c));
+
+    // `()` is the empty value to apimachinery's parser, so `a notin ()` is a valid selector there.
+    let out = c.ok(&["get", "services", "-l", "a notin ()", "-o", "name"]);
+    assert!(out.contains("service/kubernetes"), "{out}");
+    let err = c.fail_v("1.33", &["get", "services", "-l", "a in (x"], None);
+    assert!(
+        err.contains("unable to parse requirement") || err.contains("found ''"),
+        "{err}"
+    );
+
+    // A 40 KB selector is answered, through kubectl (HTTP/2; escaped, its URL is near 55 KB) and
+    // curl over HTTP/1.1 and HTTP/2.
+    let values = |n: usize| (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>().join(",");
+    let long = format!("app in ({})", values(7_000));
+    assert!(long.len() > 40_000);
+    let out = c.ok(&["get", "services", "-l", &long, "-o", "name"]);
+    assert_eq!(out.trim(), "", "nothing carries app=v…");
+    let query = |sel: &str| format!("/api/v1/services?labelSelector={}", sel.replace(' ', "%20"));
+    for http in ["--http1.1", "--http2"] {
+        let (code, body) = curl(&c, &[http, "-H", &auth], &query(&long));
+        assert_eq!(code, 200, "{http}: {body}");
+        assert!(body.contains("\"kind\":\"ServiceList\""), "{http}: {body}");
+    }
+    // Past what the `http` crate can hold in a URI (64 KiB), a 100 KB selector is refused with an
+    // HTTP status, at once: 414 over HTTP/1.1; over HTTP/2 the header list is past the limit the
+    // server advertises, which the client honours or the server answers with 431. Never a dropped
+    // connection that kubectl retries until its timeout.
+    let longer = format!("app in ({})", values(16_000));
+    assert!(longer.len() > 100_000);
+    let started = std::time::Instant::now();
+    let err = c.fail_v(
+        "1.33",
+        &["get", "services", "-l", &longer, "--request-timeout=30s"],
+        None,
+    );
+    assert!(
+        err.contains("status code 431") || err.contains("larger than peer's advertised limit"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (code, _) = curl(&c, &["--http1.1", "-H", &auth], &query(&longer));
+    assert_eq!(code, 414);
+
+    // The scheme is case-insensitive, as kube-apiserver's bearer authenticator has it.
+    let t = token(&c);
+    for (header, want) in [
+        (format!("Authorization: bearer {t}"), 200),
+        (format!("Authorization: BEARER {t}"), 200),
+        (format!("Authorization: Bearer  {t}"), 401),
+        (format!("Authorization: Basic {t}"), 401),
+    ] {
+        let (code, body) = curl(&c, &["-H", &header], "/api/v1/namespaces/default");
+        assert_eq!(code, want, "{header}: {body}");
+    }
+}
+
+#[test]
+fn exec_attach_and_port_forward_say_they_are_not_supported() {
+    let c = Cluster::start(SVCNET);
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, \"300\"]\n"),
+    );
+    assert!(
+        eventually(Duration::from_secs(40), || c.get_json(&["pod", "box"])["status"]
+            ["phase"]
+            == "Running"),
+        "the pod never ran"
+    );
+    // `kubectl cp` is tar through exec, both ways.
+    let local = c.dir.join("copied").display().to_string();
+    for v in KUBECTLS {
+        for (args, what) in [
+            (&["exec", "box", "--", "true"][..], "exec"),
+            (&["exec", "-i", "box", "-c", "main", "--", "cat"][..], "exec"),
+            (&["attach", "box"][..], "attach"),
+            (&["cp", "box:/etc/hostname", &local][..], "exec"),
+            (&["cp", "/etc/hostname", "box:/tmp/hostname"][..], "exec"),
+            (&["port-forward", "pod/box", ":8080"][..], "port forwarding"),
+        ] {
+            let err = c.fail_v(v, args, Some(""));
+            // kubectl prints the Status as `Error from server (NotImplemented): …`, except
+            // port-forward, which prints `error upgrading connection: <message>`.
+            assert!(
+                err.contains(&format!("{what} is not supported by svcnet's process runner"))
+                    && (err.contains("Error from server (NotImplemented): ")
+                        || (what == "port forwarding" && err.contains("error upgrading connection: "))),
+                "kubectl {v} {args:?}: {err}"
+            );
+        }
+        let err = c.fail_v(v, &["exec", "box", "-c", "nope", "--", "true"], None);
+        assert!(
+            err.contains("container nope not found") || err.contains("nope"),
+            "{err}"
+        );
+        let err = c.fail_v(v, &["exec", "ghost", "--", "true"], None);
+        assert!(err.contains(r#"pods "ghost" not found"#), "{err}");
+    }
+    // What kubectl sends, seen raw: a 501 Status on the subresource, whatever the method.
+    let auth = format!("Authorization: Bearer {}", token(&c));
+    for method in ["GET", "POST"] {
+        let (code, body) = curl(
+            &c,
+            &["-X", method, "-H", &auth],
+            "/api/v1/namespaces/default/pods/box/exec?command=true&stdout=true",
+        );
+        assert_eq!(code, 501, "{body}");
+        assert!(body.contains(r#""reason":"NotImplemented""#), "{body}");
+        assert!(body.contains(r#""kind":"Status""#), "{body}");
+    }
+    let (code, body) = curl(
+        &c,
+        &["-H", &auth],
+        "/api/v1/namespaces/default/pods/box/exec?container=other",
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("container other is not valid for pod box"),
+        "{body}"
+    );
+    // Discovery lists them, as kube-apiserver does.
+    let v1 = c.ok(&["get", "--raw", "/api/v1"]);
+    for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
+        assert!(v1.contains(&format!("\"{sub}\"")), "{sub} not in discovery");
+    }
+}

@@ -1,0 +1,381 @@
+//! `svcnet proxy` as a drop-in for kube-proxy: its own process, nothing but a kubeconfig (or kube-proxy's
+//! `--config` file) to reach the API server, against `svcnet up --proxy-mode none` (a control plane and a
+//! kubelet, no data plane):
+//!
+//! - userspace mode on the host's loopback: Services answer only once the proxy runs, follow scaling, and
+//!   kube-proxy's health and metrics endpoints answer on kube-proxy's flags;
+//! - kubeadm's KubeProxyConfiguration works unchanged (only the addresses a test must own changed), and
+//!   a file with unsupported or unknown fields is refused naming every one;
+//! - nftables mode in a network namespace of the test's own (root): it refuses to start beside
+//!   kube-proxy's table, serves the ClusterIP, leaves its rules in place when stopped (traffic goes on)
+//!   and `--cleanup` removes them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use svcnet_testsupport::net::free_port;
+use svcnet_testsupport::netns::{Namespaces, can_run, command_in, have};
+use svcnet_testsupport::process::Process;
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn red_yaml() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/seed/red.yaml")
+        .display()
+        .to_string()
+}
+
+/// One HTTP/1.0 GET on a new connection: `(status, body)`.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The pod name in a Red answer (`red <pod> <ip>`).
+fn red_pod(body: &str) -> Option<String> {
+    body.strip_prefix("red ")?
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
+
+/// `svcnet proxy ARGS` behind `prefix` (e.g. `ip netns exec NS`), once it says it is serving; `Err(log)` if
+/// it exits first.
+fn start_proxy(prefix: &[&str], args: &[&str]) -> Result<Process, String> {
+    Process::start(SVCNET, prefix, &[&["proxy"], args].concat())
+}
+
+fn node_name(c: &Cluster) -> String {
+    c.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+}
+
+fn start_red(c: &Cluster) -> String {
+    c.ok(&["apply", "-f", &red_yaml()]);
+    assert!(
+        eventually(WAIT, || c.ready_pods("app=red").len() == 3),
+        "{}",
+        c.ok(&["get", "pods", "-o", "wide"])
+    );
+    c.get_json(&["svc", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("ClusterIP")
+        .to_string()
+}
+
+#[test]
+fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
+    let c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--proxy-mode",
+            "none",
+            "--service-cidr",
+            "127.121.0.0/16",
+            "--dns-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let ip = start_red(&c);
+    let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
+    assert!(
+        get(addr, "/").is_err(),
+        "nothing serves the ClusterIP before the proxy runs"
+    );
+    let (health, metrics) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let kubeconfig = c.kubeconfig().display().to_string();
+    let node = node_name(&c);
+    let mut proxy = start_proxy(
+        &[],
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--proxy-mode",
+            "userspace",
+            "--hostname-override",
+            &node,
+            "--healthz-bind-address",
+            &format!("127.0.0.1:{health}"),
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+    )
+    .unwrap_or_else(|log| panic!("svcnet proxy did not start:\n{log}"));
+    let mut seen = std::collections::BTreeSet::new();
+    assert!(
+        eventually(WAIT, || {
+            if let Ok((200, body)) = get(addr, "/") {
+                seen.extend(red_pod(&body));
+            }
+            seen.len() == 3
+        }),
+        "answers from all three Red pods through the proxy: {seen:?}\n{}",
+        proxy.log()
+    );
+    // It follows the cluster: scaled to one pod, only that pod answers.
+    c.ok(&["scale", "deploy/red", "--replicas", "1"]);
+    assert!(
+        eventually(WAIT, || {
+            let names: std::collections::BTreeSet<_> = (0..10)
+                .filter_map(|_| get(addr, "/").ok())
+                .filter_map(|(_, b)| red_pod(&b))
+                .collect();
+            names.len() == 1
+        }),
+        "only the remaining pod answers\n{}",
+        proxy.log()
+    );
+    let health_addr: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
+    assert!(eventually(WAIT, || get(health_addr, "/healthz")
+        .is_ok_and(|(code, _)| code == 200)));
+    let (code, body) = get(format!("127.0.0.1:{metrics}").parse().unwrap(), "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("kubeproxy_sync_proxy_rules_duration_seconds"),
+        "{body}"
+    );
+    let status = proxy.stop().expect("svcnet proxy exits on SIGTERM");
+    assert!(status.success(), "{status}\n{}", proxy.log());
+}
+
+/// kubeadm's KubeProxyConfiguration (1.30, `kubectl -n kube-system get cm kube-proxy`), with the values a
+/// test must own: the kubeconfig, the node's name, the endpoints' addresses and the mode.
+fn kubeadm_config(kubeconfig: &str, node: &str, health: u16, metrics: u16, mode: &str) -> String {
+    format!(
+        r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
+bindAddress: 0.0.0.0
+bindAddressHardFail: false
+clientConnection:
+  acceptContentTypes: ""
+  burst: 0
+  contentType: ""
+  kubeconfig: {kubeconfig}
+  qps: 0
+clusterCIDR: 127.244.0.0/16
+configSyncPeriod: 0s
+conntrack:
+  maxPerCore: null
+  min: null
+  tcpBeLiberal: false
+  tcpCloseWaitTimeout: null
+  tcpEstablishedTimeout: null
+  udpStreamTimeout: 0s
+  udpTimeout: 0s
+detectLocal:
+  bridgeInterface: ""
+  interfaceNamePrefix: ""
+detectLocalMode: ""
+enableProfiling: false
+healthzBindAddress: 127.0.0.1:{health}
+hostnameOverride: {node}
+iptables:
+  localhostNodePorts: null
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+ipvs:
+  excludeCIDRs: null
+  minSyncPeriod: 0s
+  scheduler: ""
+  strictARP: false
+  syncPeriod: 0s
+  tcpFinTimeout: 0s
+  tcpTimeout: 0s
+  udpTimeout: 0s
+kind: KubeProxyConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+    text:
+      infoBufferSize: "0"
+  verbosity: 0
+metricsBindAddress: 127.0.0.1:{metrics}
+mode: "{mode}"
+nftables:
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+nodePortAddresses: null
+oomScoreAdj: 500
+portRange: ""
+showHiddenMetricsForVersion: ""
+winkernel:
+  enableDSR: false
+  forwardHealthCheckVip: false
+  networkName: ""
+  rootHnsEndpointName: ""
+  sourceVip: ""
+"#
+    )
+}
+
+#[test]
+fn kubeadms_kube_proxy_configuration_works_and_bad_fields_are_named() {
+    // Refused before anything starts: every unsupported or unknown field named at once.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n\
+         ipvs: {scheduler: rr}\nfrobnicate: true\n",
+    )
+    .unwrap();
+    let out = Command::new(SVCNET)
+        .args(["proxy", "--config", bad.to_str().unwrap()])
+        .output()
+        .expect("svcnet proxy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for want in [
+        "invalid KubeProxyConfiguration",
+        "mode: mode \"ipvs\" is not supported",
+        "ipvs: not supported",
+        "frobnicate: unknown field",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+
+    let c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--proxy-mode",
+            "none",
+            "--service-cidr",
+            "127.122.0.0/16",
+            "--dns-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let ip = start_red(&c);
+    let (health, metrics) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let file = dir.path().join("config.conf");
+    let kubeconfig = c.kubeconfig().display().to_string();
+    std::fs::write(
+        &file,
+        kubeadm_config(&kubeconfig, &node_name(&c), health, metrics, "userspace"),
+    )
+    .unwrap();
+    let proxy = start_proxy(&[], &["--config", file.to_str().unwrap()])
+        .unwrap_or_else(|log| panic!("svcnet proxy --config did not start:\n{log}"));
+    let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
+    assert!(
+        eventually(WAIT, || get(addr, "/")
+            .is_ok_and(|(code, b)| code == 200 && red_pod(&b).is_some())),
+        "the ClusterIP answers\n{}",
+        proxy.log()
+    );
+    let health_addr: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
+    assert!(eventually(WAIT, || get(health_addr, "/healthz")
+        .is_ok_and(|(code, _)| code == 200)));
+    let (code, _) = get(format!("127.0.0.1:{metrics}").parse().unwrap(), "/proxyMode").expect("proxyMode");
+    assert_eq!(code, 200);
+    let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", proxy.pid())).unwrap_or_default();
+    assert_eq!(adj.trim(), "500", "oomScoreAdj is honoured");
+    assert!(
+        !proxy.log().contains("WARN"),
+        "kubeadm's file gives no warning:\n{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn nftables_proxy_refuses_kube_proxys_rules_keeps_its_own_across_restarts_and_cleans_up() {
+    if let Err(why) = can_run() {
+        println!("skipped: {why}");
+        return;
+    }
+    if !have("nft", "--version") {
+        println!("skipped: no nft");
+        return;
+    }
+    let ns = Namespaces::create();
+    let netns = ns.node.name.clone();
+    let c = Cluster::start_in_netns(
+        SVCNET,
+        &netns,
+        &["--proxy-mode", "none", "--dns-listen", "127.0.0.1:0"],
+    );
+    let ip = start_red(&c);
+    let kubeconfig = c.kubeconfig().display().to_string();
+    let node = node_name(&c);
+    let prefix = ["ip", "netns", "exec", netns.as_str()];
+    let args = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--hostname-override",
+        &node,
+        "--cluster-cidr",
+        "127.244.0.0/16",
+    ];
+    let nft = |a: &[&str]| {
+        let out = command_in(&netns, "nft").args(a).output().expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let curl = || {
+        let out = command_in(&netns, "curl")
+            .args(["-sS", "--max-time", "2", &format!("http://{ip}/")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).starts_with("red ")
+    };
+
+    // kube-proxy's table on the node: svcnet proxy says what to do instead of programming twice.
+    nft(&["add", "table", "ip", "kube-proxy"]);
+    let log = start_proxy(&prefix, &args)
+        .err()
+        .expect("svcnet proxy must refuse to start beside kube-proxy's rules");
+    assert!(
+        log.contains("kube-proxy's rules are on this node") && log.contains("kube-proxy --cleanup"),
+        "{log}"
+    );
+    assert!(!nft(&["list", "tables"]).contains("svcnet"), "nothing programmed");
+    nft(&["delete", "table", "ip", "kube-proxy"]);
+
+    let mut proxy =
+        start_proxy(&prefix, &args).unwrap_or_else(|log| panic!("svcnet proxy did not start:\n{log}"));
+    assert!(
+        eventually(WAIT, curl),
+        "ClusterIP through nftables\n{}",
+        proxy.log()
+    );
+    let status = proxy.stop().expect("exits on SIGTERM");
+    assert!(status.success(), "{status}\n{}", proxy.log());
+    // Stopped, its rules stay in the kernel: the Service keeps answering, as after a kube-proxy restart.
+    assert!(curl(), "traffic goes on while the proxy is down");
+
+    let out = command_in(&netns, SVCNET)
+        .args(["proxy", "--cleanup"])
+        .output()
+        .expect("cleanup");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tables = nft(&["list", "tables"]);
+    assert!(
+        !tables.contains("svcnet"),
+        "--cleanup leaves no svcnet table: {tables}"
+    );
+    drop(c);
+    drop(ns);
+}
