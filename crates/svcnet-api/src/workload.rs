@@ -171,8 +171,45 @@ fn go_map(v: Option<&Value>) -> BadValue {
     BadValue::Raw(format!("map[string]string{{{}}}", pairs.join(", ")))
 }
 
-/// Validates a PodSpec's containers (the rules a hand-written manifest trips over first).
+/// Validates a Pod's PodSpec: [`validate_template_spec`], and what svcnet's process runner cannot give
+/// a host process refused (see [`runner_policy`]).
 pub fn validate_pod_spec(spec: Option<&Value>, path: &Path) -> Vec<FieldError> {
+    let mut errs = validate_template_spec(spec, path);
+    errs.extend(runner_policy(spec, path));
+    errs
+}
+
+/// What svcnet's process runner cannot give a host process, as errors at `path` of a PodSpec:
+/// `privileged` (kube-apiserver's own words when privileged containers are disallowed), added
+/// capabilities and a read-only root filesystem. Pods are refused with them; workload templates only
+/// warn, as Pod Security admission warns about a template and enforces on its pods.
+pub fn runner_policy(spec: Option<&Value>, path: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (list, c) in ["initContainers", "containers"].into_iter().flat_map(|list| {
+        spec.and_then(|s| s.get(list))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(move |(i, c)| ((list, i), c))
+    }) {
+        container_policy(c, &path.child(list.0).index(list.1), &mut errs);
+    }
+    errs
+}
+
+/// [`runner_policy`] as the warnings a workload's write answers with.
+pub fn runner_policy_warnings(obj: &Value) -> Vec<String> {
+    let path = Path::new("spec").child("template").child("spec");
+    runner_policy(obj.pointer("/spec/template/spec"), &path)
+        .into_iter()
+        .map(|e| format!("svcnet's process runner would refuse this template's pods: {e}"))
+        .collect()
+}
+
+/// Validates a PodSpec's containers (the rules a hand-written manifest trips over first), as for a
+/// workload's template.
+pub fn validate_template_spec(spec: Option<&Value>, path: &Path) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
@@ -272,15 +309,19 @@ fn validate_ids(sc: &Value, path: &Path, errs: &mut Vec<FieldError>) {
     }
 }
 
-/// A container's `securityContext`: ids in range, and what svcnet's process runner cannot give a host
-/// process refused up front rather than ignored: `privileged` (kube-apiserver's own words when
-/// privileged containers are disallowed), added capabilities and a read-only root filesystem.
+/// A container's `securityContext` ids in range.
 fn validate_container_security(c: &Value, path: &Path, errs: &mut Vec<FieldError>) {
+    if let Some(sc) = c.get("securityContext") {
+        validate_ids(sc, &path.child("securityContext"), errs);
+    }
+}
+
+/// One container's part of [`runner_policy`].
+fn container_policy(c: &Value, path: &Path, errs: &mut Vec<FieldError>) {
     let Some(sc) = c.get("securityContext") else {
         return;
     };
     let path = path.child("securityContext");
-    validate_ids(sc, &path, errs);
     if sc.get("privileged").and_then(Value::as_bool) == Some(true) {
         errs.push(FieldError::forbidden(
             path.child("privileged"),
@@ -362,7 +403,7 @@ pub fn validate_workload(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
             }
         }
     }
-    errs.extend(validate_pod_spec(
+    errs.extend(validate_template_spec(
         spec.and_then(|s| s.pointer("/template/spec")),
         &path.child("template").child("spec"),
     ));

@@ -269,6 +269,7 @@ pub fn decode_object(
     if let Some(w) = svcnet_kinds::kinds::of(rt).rules.write_warning {
         warnings.push(w.to_string());
     }
+    warnings.extend(crate::strategy::of(rt).warnings(&known));
     Ok((known, warnings))
 }
 

@@ -53,12 +53,12 @@ enum Command {
     /// Run only the node's data plane: kube-proxy's job against an API server (`--kubeconfig`, or in a
     /// pod), or the userspace proxy for the Services of a YAML file (`--manifests`).
     Proxy(proxy_cmd::ProxyArgs),
-    /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
-    /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
-    Lab(lab_cmd::LabArgs),
     /// Run only the cluster DNS server against an API server (`--kubeconfig`, or in a pod), configured
     /// by a CoreDNS Corefile (`--conf`): CoreDNS's job.
     Dns(dns_cmd::DnsCmdArgs),
+    /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
+    /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
+    Lab(lab_cmd::LabArgs),
 }
 
 #[derive(Parser)]
@@ -731,6 +731,12 @@ fn main() -> Result<()> {
             raise_fd_limit(Some("userspace"));
             proxy_cmd::run(args)
         }
+        Command::Dns(args) => {
+            init_logging(&args.log_format);
+            raise_fd_limit(None);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(dns_cmd::run(args))
+        }
         Command::Lab(args) => {
             init_logging("text");
             let code = lab_cmd::run(args)?;
@@ -738,12 +744,6 @@ fn main() -> Result<()> {
                 std::process::exit(code);
             }
             Ok(())
-        }
-        Command::Dns(args) => {
-            init_logging(&args.log_format);
-            raise_fd_limit(None);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(dns_cmd::run(args))
         }
     }
 }

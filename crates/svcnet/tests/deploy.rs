@@ -42,6 +42,21 @@ fn deploy_manifests_validate_on_a_dry_run_and_apply() {
             "{file}:\n{out}"
         );
     }
+    // What svcnet's process runner could not give these pods is said, as Pod Security admission warns
+    // about a template, without refusing the object.
+    let out = c.kubectl_v(
+        "",
+        &["apply", "--dry-run=server", "-f", &manifest("svcnet-dns.yaml")],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "svcnet's process runner would refuse this template's pods: \
+             spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem: Forbidden"
+        ),
+        "{stderr}"
+    );
     assert!(
         c.ok(&[
             "get",

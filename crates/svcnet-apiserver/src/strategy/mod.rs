@@ -37,6 +37,11 @@ pub trait Strategy: Sync {
         Vec::new()
     }
 
+    /// Warnings a write of `obj` answers with (what is accepted but will not work as asked).
+    fn warnings(&self, _obj: &Value) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Validates a new object completely (metadata included, every error at once) and reserves what
     /// it holds beyond itself; on errors nothing stays reserved. Field errors become a 422.
     fn admit_create(

@@ -42,4 +42,8 @@ impl Strategy for Workload {
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         workload::validate_workload(obj, old)
     }
+
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        workload::runner_policy_warnings(obj)
+    }
 }
