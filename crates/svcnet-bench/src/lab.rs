@@ -1,7 +1,8 @@
 //! `svcnet-bench lab` (root): the multi-node lab as its users see it. Times `svcnet lab up` (every node
 //! Ready) for a few node counts, and measures pod-to-pod traffic across nodes over each overlay
-//! (`host-gw`, `vxlan`): bulk throughput of one TCP connection and request/answer round trips on one
-//! connection, between a pod on node1 and a pod on node2. The traffic runs in Python in real pods (the
+//! (`host-gw`, `vxlan`): bulk throughput of one TCP connection, request/answer round trips on one
+//! connection and new connections, between a pod on node1 and a pod on node2; then, for each data plane,
+//! the same through the pod's ClusterIP against the direct path, in one lab. The traffic runs in Python in real pods (the
 //! sender inside the pod's network namespace through `svcnet lab exec`), so the figures compare the
 //! overlays with each other rather than giving the kernel's ceiling. Every lab is deleted at the end,
 //! also on failure; every loop is bounded.
@@ -70,8 +71,9 @@ threading.Thread(target=serve, args=(9001, echo), daemon=True).start()
 serve(9000, count)
 "#;
 
-/// Run inside the pod on node1: `IP MIB ROUNDS ROUND_TRIPS`; prints JSON with each bulk run's Gbit/s and
-/// every round trip's microseconds.
+/// Run inside the pod on node1: `IP MIB ROUNDS ROUND_TRIPS`; prints JSON with each bulk run's Gbit/s,
+/// every round trip's microseconds on one connection, and new connections (one round trip each) per
+/// second over ROUND_TRIPS connections (at most 20 s).
 const CLIENT: &str = r#"
 import json, socket, sys, time
 ip, mib, rounds, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -98,7 +100,16 @@ for _ in range(n):
     if s.recv(1) != b"p":
         raise SystemExit("the echo server closed")
     rtt.append((time.monotonic_ns() - t) / 1000.0)
-print(json.dumps({"bulk_gbps": bulk, "rtt_us": rtt}))
+s.close()
+t = time.monotonic()
+conns = 0
+while conns < n and time.monotonic() - t < 20:
+    c = socket.create_connection((ip, 9001), timeout=5)
+    c.sendall(b"p")
+    c.recv(1)
+    c.close()
+    conns += 1
+print(json.dumps({"bulk_gbps": bulk, "rtt_us": rtt, "conns_per_s": conns / (time.monotonic() - t)}))
 "#;
 
 /// A lab of the benchmark's own; `svcnet lab down` on drop.
@@ -190,23 +201,35 @@ fn pod(name: &str, node: &str, command: &[&str]) -> String {
 struct Traffic {
     bulk_gbps: Vec<f64>,
     rtt: Vec<Duration>,
+    conns_per_s: f64,
 }
 
-fn traffic(svcnet: &Path, root: &Path, overlay: &str, args: &LabArgs) -> Result<Traffic> {
-    let (lab, _) = up(
-        svcnet,
-        root,
-        &format!("bench-{overlay}"),
-        &["--nodes", "2", "--overlay", overlay],
-    )?;
-    lab.kubectl(
-        &["apply", "-f", "-"],
-        Some(&pod("sink", "node2", &["python3", "-c", SINK])),
-    )?;
+/// A 2-node lab with the sink pod on node2 (behind the Service `sink`) and a pod on node1 to send from.
+struct TrafficLab<'a> {
+    lab: BenchLab<'a>,
+    netns: String,
+    sink_ip: String,
+    cluster_ip: String,
+}
+
+fn traffic_lab<'a>(svcnet: &'a Path, root: &'a Path, name: &str, flags: &[&str]) -> Result<TrafficLab<'a>> {
+    let mut up_flags = vec!["--nodes", "2"];
+    up_flags.extend_from_slice(flags);
+    let (lab, _) = up(svcnet, root, name, &up_flags)?;
+    let mut sink =
+        serde_json::from_str::<serde_json::Value>(&pod("sink", "node2", &["python3", "-c", SINK]))?;
+    sink["metadata"]["labels"] = serde_json::json!({"app": "sink"});
+    lab.kubectl(&["apply", "-f", "-"], Some(&sink.to_string()))?;
     lab.kubectl(
         &["apply", "-f", "-"],
         Some(&pod("runner", "node1", &["sleep", "3600"])),
     )?;
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "sink", "namespace": "default"},
+        "spec": {"selector": {"app": "sink"}, "ports": [
+            {"name": "bulk", "port": 9000}, {"name": "echo", "port": 9001}]},
+    });
+    lab.kubectl(&["apply", "-f", "-"], Some(&service.to_string()))?;
     lab.kubectl(
         &[
             "wait",
@@ -218,19 +241,35 @@ fn traffic(svcnet: &Path, root: &Path, overlay: &str, args: &LabArgs) -> Result<
         None,
     )?;
     let sink_ip = lab.kubectl(&["get", "pod", "sink", "-o", "jsonpath={.status.podIP}"], None)?;
+    let cluster_ip = lab.kubectl(
+        &["get", "service", "sink", "-o", "jsonpath={.spec.clusterIP}"],
+        None,
+    )?;
     let uid = lab.kubectl(&["get", "pod", "runner", "-o", "jsonpath={.metadata.uid}"], None)?;
     // The agent names a pod's network namespace after the first 8 hex digits of its uid.
     let netns = format!("svcnet-{}", uid.get(..8).context("a pod uid")?);
+    Ok(TrafficLab {
+        lab,
+        netns,
+        sink_ip,
+        cluster_ip,
+    })
+}
+
+/// The client run from the pod on node1 to `ip` (the sink's pod IP or the Service's ClusterIP).
+fn traffic(t: &TrafficLab, ip: &str, args: &LabArgs) -> Result<Traffic> {
+    let (lab, netns) = (&t.lab, &t.netns);
     let rounds = args.rounds.max(1).to_string();
     let (mib, trips) = (args.mib.max(1).to_string(), args.round_trips.max(1).to_string());
-    // The sink needs a moment to listen after the pod is Ready (no probe): retried for up to 10 s.
+    // The sink (no probe) and the Service's data plane need a moment after the pod is Ready: retried for
+    // up to 10 s.
     let deadline = Instant::now() + Duration::from_secs(10);
     let out = loop {
         let out = lab.lab(
             "exec",
             &[
-                "node1", "--", "ip", "netns", "exec", &netns, "python3", "-c", CLIENT, &sink_ip, &mib,
-                &rounds, &trips,
+                "node1", "--", "ip", "netns", "exec", netns, "python3", "-c", CLIENT, ip, &mib, &rounds,
+                &trips,
             ],
         )?;
         if out.status.success() || Instant::now() >= deadline {
@@ -258,7 +297,28 @@ fn traffic(svcnet: &Path, root: &Path, overlay: &str, args: &LabArgs) -> Result<
             .into_iter()
             .map(|us| Duration::from_nanos((us * 1000.0) as u64))
             .collect(),
+        conns_per_s: v["conns_per_s"].as_f64().unwrap_or(0.0),
     })
+}
+
+fn print_traffic(what: &str, t: &Traffic, args: &LabArgs) {
+    let mut rtt = t.rtt.clone();
+    rtt.sort();
+    row(
+        &format!("{what}: one connection, {} MiB (median)", args.mib),
+        &format!("{:.2} Gbit/s", median(&t.bulk_gbps)),
+        "—",
+    );
+    row(
+        &format!("{what}: round trip on one connection, p50 / p99"),
+        &format!("{} / {}", us(percentile(&rtt, 50.0)), us(percentile(&rtt, 99.0))),
+        "—",
+    );
+    row(
+        &format!("{what}: new connections, one round trip each"),
+        &format!("{:.0} /s", t.conns_per_s),
+        "—",
+    );
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -295,30 +355,63 @@ pub(crate) fn run(args: LabArgs, svcnet: &Path) -> Result<()> {
     }
     let mut bulk = Vec::new();
     for overlay in ["host-gw", "vxlan"] {
-        let t = traffic(svcnet, &root, overlay, &args)?;
-        let mut rtt = t.rtt.clone();
-        rtt.sort();
+        let lab = traffic_lab(
+            svcnet,
+            &root,
+            &format!("bench-{overlay}"),
+            &["--overlay", overlay],
+        )?;
+        let t = traffic(&lab, &lab.sink_ip, &args)?;
+        drop(lab);
         let gbps = median(&t.bulk_gbps);
         bulk.push(gbps);
-        row(
-            &format!(
-                "pod → pod across nodes, {overlay}: one connection, {} MiB (median)",
-                args.mib
-            ),
-            &format!("{gbps:.2} Gbit/s"),
-            "—",
-        );
-        row(
-            &format!("pod → pod across nodes, {overlay}: round trip p50 / p99"),
-            &format!("{} / {}", us(percentile(&rtt, 50.0)), us(percentile(&rtt, 99.0))),
-            "—",
-        );
+        print_traffic(&format!("pod → pod across nodes, {overlay}"), &t, &args);
     }
     if bulk[0] > 0.0 {
         row(
             "vxlan bulk throughput relative to host-gw",
             &format!("{:.2}×", bulk[1] / bulk[0]),
             TARGET_VXLAN_RATIO,
+        );
+    }
+    // The ClusterIP path against the direct one, in the same lab, for each data plane.
+    for mode in ["nftables", "userspace"] {
+        let lab = traffic_lab(svcnet, &root, &format!("bench-{mode}"), &["--proxy-mode", mode])?;
+        let direct = traffic(&lab, &lab.sink_ip, &args)?;
+        let service = traffic(&lab, &lab.cluster_ip, &args)?;
+        drop(lab);
+        print_traffic(&format!("{mode}: pod → pod across nodes, direct"), &direct, &args);
+        print_traffic(
+            &format!("{mode}: pod → ClusterIP → pod across nodes"),
+            &service,
+            &args,
+        );
+        let p50 = |t: &Traffic| {
+            let mut r = t.rtt.clone();
+            r.sort();
+            percentile(&r, 50.0).as_secs_f64()
+        };
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}×", a / b)
+            } else {
+                "—".into()
+            }
+        };
+        let target = if mode == "nftables" {
+            "≥ 0.9× (keepalive)"
+        } else {
+            "—"
+        };
+        row(
+            &format!("{mode}: ClusterIP / direct — bulk, round trips per second, new connections"),
+            &format!(
+                "{} / {} / {}",
+                ratio(median(&service.bulk_gbps), median(&direct.bulk_gbps)),
+                ratio(p50(&direct), p50(&service)),
+                ratio(service.conns_per_s, direct.conns_per_s)
+            ),
+            target,
         );
     }
     Ok(())
