@@ -198,13 +198,92 @@ pub fn runner_policy(spec: Option<&Value>, path: &Path) -> Vec<FieldError> {
     errs
 }
 
-/// [`runner_policy`] as the warnings a workload's write answers with.
+/// [`runner_policy`] and [`not_applied`] as the warnings a workload's write answers with.
 pub fn runner_policy_warnings(obj: &Value) -> Vec<String> {
     let path = Path::new("spec").child("template").child("spec");
-    runner_policy(obj.pointer("/spec/template/spec"), &path)
+    let spec = obj.pointer("/spec/template/spec");
+    let mut warnings: Vec<String> = runner_policy(spec, &path)
         .into_iter()
         .map(|e| format!("svcnet's process runner would refuse this template's pods: {e}"))
-        .collect()
+        .collect();
+    warnings.extend(not_applied(spec, &path));
+    warnings
+}
+
+/// The warnings a Pod's write answers with: [`not_applied`].
+pub fn pod_warnings(pod: &Value) -> Vec<String> {
+    not_applied(pod.get("spec"), &Path::new("spec"))
+}
+
+/// Confinement settings a PodSpec asks for that svcnet's process runner accepts but cannot apply to a
+/// host process (no seccomp filter, AppArmor or SELinux label, namespaced sysctls or user namespace of
+/// its own): each named in a warning, so that a manifest written for a real node, where they are
+/// common (Pod Security's `restricted` profile requires a seccomp profile), still runs and nobody
+/// believes it is confined.
+pub fn not_applied(spec: Option<&Value>, path: &Path) -> Vec<String> {
+    let Some(spec) = spec else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let psc = spec.get("securityContext");
+    confinement(psc, &path.child("securityContext"), &mut out);
+    if psc
+        .and_then(|s| s.get("sysctls"))
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        out.push(format!(
+            "{}: not applied: svcnet's pods share the node's kernel settings",
+            path.child("securityContext").child("sysctls")
+        ));
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            confinement(
+                c.get("securityContext"),
+                &path.child(list).index(i).child("securityContext"),
+                &mut out,
+            );
+        }
+    }
+    if spec.get("hostUsers").and_then(Value::as_bool) == Some(false) {
+        out.push(format!(
+            "{}: not applied: svcnet's process runner has no user namespaces",
+            path.child("hostUsers")
+        ));
+    }
+    out
+}
+
+/// One securityContext's part of [`not_applied`].
+fn confinement(sc: Option<&Value>, path: &Path, out: &mut Vec<String>) {
+    let Some(sc) = sc else { return };
+    for field in ["seccompProfile", "appArmorProfile"] {
+        if let Some(kind) = sc.pointer(&format!("/{field}/type")).and_then(Value::as_str)
+            && kind != "Unconfined"
+        {
+            out.push(format!(
+                "{}: {kind} is not applied: svcnet's process runner runs containers as host processes \
+                 without one",
+                path.child(field).child("type")
+            ));
+        }
+    }
+    if sc
+        .get("seLinuxOptions")
+        .is_some_and(|o| o.as_object().is_some_and(|m| !m.is_empty()))
+    {
+        out.push(format!(
+            "{}: not applied: svcnet's process runner sets no SELinux label",
+            path.child("seLinuxOptions")
+        ));
+    }
 }
 
 /// Validates a PodSpec's containers (the rules a hand-written manifest trips over first), as for a
@@ -471,6 +550,33 @@ mod tests {
         set_pod_defaults(&mut p);
         assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
+    }
+
+    #[test]
+    fn confinement_that_is_not_applied_is_named() {
+        let pod = json!({"spec": {"hostUsers": false, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"},
+            "sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1024 65535"}]},
+            "containers": [{"name": "c", "securityContext": {"appArmorProfile": {"type": "Unconfined"},
+            "seLinuxOptions": {"level": "s0:c1"}, "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}}]}});
+        assert_eq!(
+            pod_warnings(&pod),
+            [
+                "spec.securityContext.seccompProfile.type: RuntimeDefault is not applied: svcnet's process runner runs containers as host processes without one",
+                "spec.securityContext.sysctls: not applied: svcnet's pods share the node's kernel settings",
+                "spec.containers[0].securityContext.seccompProfile.type: Localhost is not applied: svcnet's process runner runs containers as host processes without one",
+                "spec.containers[0].securityContext.seLinuxOptions: not applied: svcnet's process runner sets no SELinux label",
+                "spec.hostUsers: not applied: svcnet's process runner has no user namespaces",
+            ]
+        );
+        let template = json!({"spec": {"template": {"spec": {"containers": [{"name": "c",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}]}}}});
+        assert_eq!(
+            runner_policy_warnings(&template),
+            [
+                "spec.template.spec.containers[0].securityContext.seccompProfile.type: RuntimeDefault is not applied: svcnet's process runner runs containers as host processes without one"
+            ]
+        );
+        assert!(pod_warnings(&json!({"spec": {"containers": [{"name": "c"}]}})).is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cluster DNS benchmark: svcnet's DNS server against unbound serving the same A records from
 # local-data, each pinned to CPU 0 (unbound with one thread; svcnet is the whole `svcnet up` process),
-# dnsperf pinned to CPU 1. Measures, never asserts. Everything listens on 127.0.0.1; every process
+# dnsperf pinned to CPU 1. `svcnet dns` (CoreDNS's drop-in, its own process with a Corefile) is measured
+# the same way beside them, with its memory next to CoreDNS's published formula. Measures, never asserts. Everything listens on 127.0.0.1; every process
 # started here is stopped by PID on exit.
 #
 #   crates/svcnet-dns/bench/run.sh            # N=1000 services, 10 s per server
@@ -84,6 +85,26 @@ taskset -c 0 unbound -d -c "$tmp/unbound.conf" >"$tmp/unbound.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do [[ -n $(dig +short +time=1 +tries=1 @127.0.0.1 -p "$uport" "$last") ]] && break; sleep 0.1; done
 
+# `svcnet dns` as its own process against the same API server, configured by a Corefile.
+dport=$(free_port)
+cat >"$tmp/Corefile" <<CONF
+.:$dport {
+    bind 127.0.0.1
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }
+    forward . 127.0.0.1:9
+    cache 30
+    loadbalance
+}
+CONF
+taskset -c 0 "$SVCNET" dns --kubeconfig "$KUBECONFIG" --conf "$tmp/Corefile" >"$tmp/dns.out" 2>"$tmp/dns.log" &
+pids+=($!)
+dns_pid=$!
+for _ in $(seq 1 300); do [[ -n $(dig +short +time=1 +tries=1 @127.0.0.1 -p "$dport" "$last") ]] && break; sleep 0.1; done
+
 run() { # name port
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$tmp/queries.txt" -l "$SECS" -c "$CLIENTS" -q 200 >"$tmp/$1.perf" 2>&1 || true
   qps=$(awk '/Queries per second:/ {print $4}' "$tmp/$1.perf")
@@ -93,8 +114,13 @@ run() { # name port
   eval "${1}_qps=$qps"
 }
 run svcnet "$sport"
+run dns "$dport"
 run unbound "$uport"
 [[ ${unbound_qps%.*} -gt 0 ]] || { echo "unbound log:"; tail -5 "$tmp/unbound.log"; }
 python3 -c "print('ratio svcnet/unbound = %.2f' % ($svcnet_qps / $unbound_qps))"
+python3 -c "print('ratio svcnet-dns/unbound = %.2f' % ($dns_qps / $unbound_qps))"
+python3 -c "print('ratio svcnet-dns/CoreDNS published (33.7k qps on 2 vCPUs) = %.2f' % ($dns_qps / 33700))"
+drss=$(awk '/VmRSS/ {print $2}' "/proc/$dns_pid/status")
+echo "svcnet dns RSS after the run: $((drss / 1024)) MB; CoreDNS's formula for $N services: $(python3 -c "print(round($N/1000 + 54, 1))") MB"
 rss=$(awk '/VmRSS/ {print $2}' "/proc/${pids[0]}/status")
 echo "svcnet up RSS after the run: $((rss / 1024)) MB (whole process: API server, store, controllers, agent, DNS)"

@@ -402,13 +402,12 @@ fn listeners_stay_within_their_descriptor_budget_and_bind_once_it_frees() {
     let mut backend = UserspaceBackend::new(config, &mut registry).unwrap();
     let unbound = backend.unbound();
     let mut model = Model::new(ModelConfig::default());
-    let yaml = |names: &[&str]| -> String {
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| service(n, &format!("127.31.12.{}", i + 1), 8000, "8080", "TCP", ""))
-            .collect()
+    // Each Service has an endpoint: a frontend without one has no listener anyway.
+    let eps = [tcp_server("127.31.12.5", "a")];
+    let one = |name: &str, last: u8| {
+        service(name, &format!("127.31.12.{last}"), 8000, "8080", "TCP", "") + &slices(name, "p", "TCP", &eps)
     };
+    let yaml = |names: &[&str]| -> String { names.iter().zip(1..).map(|(n, last)| one(n, last)).collect() };
     Manifests::parse(&yaml(&["a", "b", "c"]))
         .unwrap()
         .load_into(&mut model);
@@ -426,12 +425,9 @@ fn listeners_stay_within_their_descriptor_budget_and_bind_once_it_frees() {
 
     // Deleting a Service frees its descriptors; the next full sync binds the one left out.
     model.clear_inputs();
-    Manifests::parse(
-        &(service("b", "127.31.12.2", 8000, "8080", "TCP", "")
-            + &service("c", "127.31.12.3", 8000, "8080", "TCP", "")),
-    )
-    .unwrap()
-    .load_into(&mut model);
+    Manifests::parse(&(one("b", 2) + &one("c", 3)))
+        .unwrap()
+        .load_into(&mut model);
     model.take_changes();
     let ports: Vec<_> = model.ports().cloned().collect();
     backend.sync_all(&ports).expect("everything fits now");

@@ -743,7 +743,6 @@ fn main() -> Result<()> {
         }
         Command::Proxy(args) => {
             init_logging(&args.log_format);
-            raise_fd_limit(Some("userspace"));
             proxy_cmd::run(args)
         }
         Command::Dns(args) => {

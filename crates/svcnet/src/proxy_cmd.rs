@@ -60,6 +60,9 @@ fn load(path: &Path) -> Result<Manifests> {
 
 /// Runs the proxy until SIGINT/SIGTERM: against the API server, or from the manifests file.
 pub fn run(args: ProxyArgs) -> Result<()> {
+    // From a manifests file it is the userspace proxy; against an API server the mode is in its
+    // configuration, read later.
+    super::raise_fd_limit(args.manifests.is_some().then_some("userspace"));
     let Some(path) = args.manifests.clone() else {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let common = crate::proxy_cluster::Common {

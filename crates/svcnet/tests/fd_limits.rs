@@ -25,7 +25,7 @@ fn services_yaml() -> String {
             let group = if i < DELETED { "spare" } else { "kept" };
             format!(
                 "apiVersion: v1\nkind: Service\nmetadata:\n  name: s-{i:03}\n  labels: {{group: {group}}}\n\
-                 spec:\n  ports:\n  - port: 80\n---\n"
+                 spec:\n  selector: {{app: fd}}\n  ports:\n  - port: 80\n    targetPort: 8080\n---\n"
             )
         })
         .collect()
@@ -46,7 +46,7 @@ fn addresses(c: &Cluster) -> Vec<(String, SocketAddr)> {
         .collect()
 }
 
-/// Whether something listens on `addr` (a Service without endpoints accepts and then resets; without a
+/// Whether something listens on `addr` (the proxy accepts, whatever the endpoint then does; without a
 /// listener the connection is refused).
 fn listening(addr: SocketAddr) -> bool {
     connect_from(None, addr).is_ok()
@@ -86,6 +86,24 @@ fn descriptor_exhaustion_is_loud_bounded_and_heals() {
         c.log()
     );
 
+    // One ready pod behind every Service: a frontend without endpoints has no listener at all.
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: backend\n  labels: {app: fd}\nspec:\n  \
+             terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    \
+             command: [sleep, \"1000\"]\n",
+        ),
+    );
+    assert!(
+        eventually(
+            Duration::from_secs(30),
+            || c.get_json(&["pod", "backend"])["status"]["phase"] == "Running"
+        ),
+        "{}",
+        c.log()
+    );
     c.ok_v(
         svcnet_testsupport::kubectl::NEWEST,
         &["create", "-f", "-"],

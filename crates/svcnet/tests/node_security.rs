@@ -213,6 +213,27 @@ fn security_context_is_honoured_or_refused() {
         "{err}"
     );
 
+    // Confinement a host process cannot get is accepted (manifests for real nodes carry it) but named.
+    let out = c.kubectl_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some(&pod(
+            "confined",
+            "{seccompProfile: {type: RuntimeDefault}}",
+            "exec sleep 1000",
+        )),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Warning: spec.securityContext.seccompProfile.type: RuntimeDefault is not applied: svcnet's process \
+             runner runs containers as host processes without one"
+        ),
+        "{stderr}"
+    );
+    wait_phase(&c, "confined", |p| p["status"]["phase"] == "Running");
+
     if root {
         c.ok_v(
             "1.33",

@@ -27,4 +27,8 @@ impl Strategy for Pod {
     fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
         workload::validate_pod(obj)
     }
+
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        workload::pod_warnings(obj)
+    }
 }
