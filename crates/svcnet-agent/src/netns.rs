@@ -244,6 +244,8 @@ pub struct PodNet {
     records: PathBuf,
     /// Where per-namespace `/etc` files go (`/etc/netns`).
     etc: PathBuf,
+    /// The pods' interface MTU ([`PodNet::with_mtu`]).
+    mtu: Option<u32>,
 }
 
 /// A pod's network as [`PodNet::setup_pod`] wants it.
@@ -271,7 +273,14 @@ impl PodNet {
             ip,
             records,
             etc: PathBuf::from(ETC_NETNS),
+            mtu: None,
         })
+    }
+
+    /// Gives new pods' veth pairs this MTU (`None`: the kernel's default).
+    pub fn with_mtu(mut self, mtu: Option<u32>) -> PodNet {
+        self.mtu = mtu;
+        self
     }
 
     /// The words that run a command inside the pod's namespace: `ip netns exec svcnet-<id>`.
@@ -378,10 +387,17 @@ impl PodNet {
         let veth = host_veth_name(spec.uid);
         let addr = format!("{}/32", spec.ip);
         self.ip(&["netns", "add", name]).await?;
-        self.ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", name,
-        ])
-        .await?;
+        let mtu = self.mtu.map(|m| m.to_string());
+        let mut add = vec!["link", "add", "name", &veth];
+        if let Some(m) = &mtu {
+            add.extend(["mtu", m]);
+        }
+        add.extend(["type", "veth", "peer", "name", "eth0"]);
+        if let Some(m) = &mtu {
+            add.extend(["mtu", m]);
+        }
+        add.extend(["netns", name]);
+        self.ip(&add).await?;
         self.ip(&["link", "set", &veth, "master", BRIDGE, "up"]).await?;
         self.hairpin(spec.uid).await?;
         self.ip(&["-n", name, "link", "set", "lo", "up"]).await?;

@@ -11,8 +11,11 @@
 //!   receiving a stream of label patches.
 //! * `svcnet-bench endpoints` ([`endpoints`]): pod readiness flips to EndpointSlice watch events, through
 //!   the EndpointSlice controller.
+//! * `svcnet-bench lab` ([`lab`], root): `svcnet lab up` times and pod-to-pod traffic across nodes over
+//!   each overlay.
 
 mod endpoints;
+mod lab;
 mod session;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +60,8 @@ enum Which {
     Api(ApiArgs),
     /// Benchmark the EndpointSlice controller: pod readiness flip to EndpointSlice watch event.
     Endpoints(endpoints::EndpointsArgs),
+    /// Benchmark `svcnet lab` (root): `lab up` time, pod-to-pod traffic across nodes over each overlay.
+    Lab(lab::LabArgs),
 }
 
 #[derive(Args, Clone)]
@@ -94,6 +99,7 @@ fn main() -> Result<()> {
     match args.which {
         Which::Api(a) => rt.block_on(api(a, &svcnet)),
         Which::Endpoints(a) => rt.block_on(endpoints::run(a, &svcnet)),
+        Which::Lab(a) => lab::run(a, &svcnet),
     }
 }
 

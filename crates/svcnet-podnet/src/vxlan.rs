@@ -119,6 +119,16 @@ fn mac_of(link: &LinkMessage) -> Option<[u8; 6]> {
     })
 }
 
+/// The MTU pods get under vxlan: [`OVERHEAD`] below that of the link holding the node's address `node_ip`
+/// (what the device gets), so that pods never send what the tunnel cannot carry.
+pub async fn pod_mtu(node_ip: Ipv4Addr) -> Result<u32, PodNetError> {
+    let (connection, handle, _) = rtnetlink::new_connection()?;
+    let conn = tokio::spawn(connection);
+    let found = uplink(&handle, node_ip).await;
+    conn.abort();
+    Ok(found?.1.saturating_sub(OVERHEAD))
+}
+
 /// Makes [`DEVICE`] as wanted for a node at `node_ip` with pod block `block`: an existing device with
 /// another VNI, port, local address or uplink, or with learning on, is made again. Idempotent.
 pub async fn ensure(handle: &Handle, node_ip: Ipv4Addr, block: Ipv4Net) -> Result<Vtep, PodNetError> {

@@ -227,6 +227,7 @@ fn agent_config(
         lease_duration: lease,
         pod_network,
         api_token,
+        pod_mtu: None,
     }
 }
 
@@ -278,6 +279,18 @@ fn check_overlay(
         );
     }
     Ok(())
+}
+
+/// The pods' MTU: under `--overlay vxlan`, the tunnel's (50 below the link holding the node's address).
+async fn pod_mtu(overlay: Option<svcnet_podnet::Overlay>, node_ip: std::net::IpAddr) -> Result<Option<u32>> {
+    match (overlay, node_ip) {
+        (Some(svcnet_podnet::Overlay::Vxlan), std::net::IpAddr::V4(ip)) => Ok(Some(
+            svcnet_podnet::vxlan::pod_mtu(ip)
+                .await
+                .context("finding the MTU for pods under --overlay vxlan")?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// With the netns pod network, the pod network across nodes ([`svcnet_podnet`]): routes to the other
@@ -368,6 +381,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         kubeconfig_token(&args.kubeconfig),
     );
     cfg.labels.extend(args.node_labels);
+    cfg.pod_mtu = pod_mtu(args.overlay, args.node_ip).await?;
     supervisor.spawn("node-agent", async move {
         svcnet_agent::agent::run(client, cfg).await?;
         Ok(())
@@ -648,7 +662,7 @@ async fn up(args: UpArgs) -> Result<()> {
             &node_name,
             std::slice::from_ref(&args.cluster_cidr),
         );
-        let cfg = agent_config(
+        let mut cfg = agent_config(
             node_name.clone(),
             addr.ip(),
             data_dir.join("agent"),
@@ -657,6 +671,7 @@ async fn up(args: UpArgs) -> Result<()> {
             args.pod_network,
             Some(creds.token.clone()),
         );
+        cfg.pod_mtu = pod_mtu(args.overlay, addr.ip()).await?;
         let client = client.clone();
         supervisor.spawn("node-agent", async move {
             let stop = async {

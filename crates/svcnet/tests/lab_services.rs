@@ -1,14 +1,14 @@
 //! Services across nodes in a `svcnet lab` (root only), on both backends: a pod on node1 reaches a
-//! ClusterIP whose endpoints are pods on node2 and node3, and so do the nodes themselves. With nftables the
-//! endpoint sees the calling pod's IP (DNAT only, as kube-proxy does for pod traffic); the userspace proxy
-//! connects from the calling node's address. The Service's NodePort answers the outside client on every
-//! node's address, from endpoints on any node, with the client's address replaced (SNAT, externalTrafficPolicy
-//! Cluster). Under externalTrafficPolicy Local only the node with a ready endpoint answers the NodePort
-//! (with nftables the endpoint sees the client's own address), and the health check node port answers
-//! 200 there and 503 on the others, with kube-proxy's JSON body. Under internalTrafficPolicy Local a pod
-//! reaches only its own node's endpoint, and none from a node without one. ClusterIP and NodePort run
-//! over both overlays (host-gw and vxlan). With `trafficDistribution: PreferClose` the EndpointSlice
-//! controller hints each endpoint for its zone and pods prefer their own zone's endpoints.
+//! ClusterIP whose endpoints are pods on node2 and node3, and so do the nodes themselves; the endpoint sees
+//! the calling pod's IP on both (nftables DNATs only; the userspace proxy connects transparently). The
+//! Service's NodePort answers the outside client on every node's address, from endpoints on any node, with
+//! the client's address replaced (SNAT, externalTrafficPolicy Cluster). Under externalTrafficPolicy Local
+//! only the node with a ready endpoint answers the NodePort (with nftables the endpoint sees the client's
+//! own address), and the health check node port answers 200 there and 503 on the others, with kube-proxy's
+//! JSON body. Under internalTrafficPolicy Local a pod reaches only its own node's endpoint, and none from a
+//! node without one. ClusterIP and NodePort run over both overlays (host-gw and vxlan). With
+//! `trafficDistribution: PreferClose` the EndpointSlice controller hints each endpoint for its zone and
+//! pods prefer their own zone's endpoints.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -99,21 +99,9 @@ fn cluster_ip_across_nodes(proxy_mode: &str, overlay: &str) {
         lab.log("node1")
     );
     let (_, peers) = answers(&lab.pod_logs("blue"), &target);
-    let want_peer = match (proxy_mode, overlay) {
-        // DNAT only: the endpoint sees the calling pod.
-        ("nftables", _) => blue_ip.clone(),
-        // The proxy on node1 opens the connection to the endpoint, from node1's address on the way
-        // there: its underlay address, or over vxlan its address on the tunnel (its block's first).
-        (_, "vxlan") => {
-            let block = lab.get_json(&["node", "node1"])["spec"]["podCIDR"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            block.split('/').next().unwrap().to_string()
-        }
-        _ => "172.18.0.11".to_string(),
-    };
-    assert_eq!(peers, BTreeSet::from([want_peer]), "{}", lab.pod_logs("blue"));
+    // Both data planes hand the calling pod's own address to the endpoint (the userspace proxy connects
+    // from it transparently), across nodes and over either overlay.
+    assert_eq!(peers, BTreeSet::from([blue_ip]), "{}", lab.pod_logs("blue"));
 
     // Every node reaches the ClusterIP too, endpoints elsewhere included (node2's own pod and node3's).
     for node in ["node1", "node2", "node3"] {
@@ -205,8 +193,8 @@ fn external_traffic_policy_local(proxy_mode: &str) {
             "the client's address did not reach the pod"
         );
     }
-    // The userspace proxy opens its own connection to the endpoint (from node2's bridge address): it
-    // cannot hand the client's address on.
+    // The userspace proxy keeps a calling pod's address (ClusterIP) but not an outside client's: its
+    // connection to the endpoint comes from node2's bridge address.
     for node_ip in ["172.18.0.11", "172.18.0.13"] {
         let answer = ask_from(&client, node_ip, node_port);
         assert!(

@@ -65,6 +65,9 @@ pub struct AgentConfig {
     /// requests carrying the credential derived from it ([`logs_credential`]), which the API server
     /// presents when it proxies `pods/log`. `None` (a kubeconfig without a token): it answers nobody.
     pub api_token: Option<String>,
+    /// With the netns pod network, the MTU of the pods' interfaces: the overlay's (a VXLAN device's),
+    /// so that pods never send what the tunnel cannot carry, as flannel does. `None`: the kernel's default.
+    pub pod_mtu: Option<u32>,
 }
 
 pub use logs::credential as logs_credential;
@@ -152,7 +155,7 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<(), AgentError> {
 fn pod_net(cfg: &AgentConfig) -> Result<Option<Arc<PodNet>>, AgentError> {
     Ok(match cfg.pod_network {
         PodNetwork::Host => None,
-        PodNetwork::Netns => Some(Arc::new(PodNet::new(&cfg.root)?)),
+        PodNetwork::Netns => Some(Arc::new(PodNet::new(&cfg.root)?.with_mtu(cfg.pod_mtu))),
     })
 }
 
