@@ -157,19 +157,35 @@ impl ApiServer {
         let server = self.clone();
         tokio::spawn(async move {
             let namespaces = rt("namespaces", "");
-            // Event-driven: every change to the store wakes the loop; it then looks only at namespaces.
-            let (_, _, mut changes) = server.cache.watch_from_now("/core/namespaces/");
+            // Event-driven. While a namespace is terminating, every change wakes the loop (its objects
+            // going away is what it waits for); otherwise only a change to a namespace does, so that an
+            // ordinary write costs this loop nothing.
+            const PREFIX: &str = "/core/namespaces/";
+            let (_, _, mut changes) = server.cache.watch_from_now(PREFIX);
             loop {
+                let mut terminating = false;
                 for ns in server.cached_list(namespaces, None) {
                     if ns.pointer("/metadata/deletionTimestamp").is_some()
                         && let Some(name) = ns.pointer("/metadata/name").and_then(Value::as_str)
-                        && let Err(e) = server.finalize_namespace(name).await
                     {
-                        warn!(namespace = name, error = %e, "namespace finalization failed; will retry");
+                        terminating = true;
+                        if let Err(e) = server.finalize_namespace(name).await {
+                            warn!(namespace = name, error = %e, "namespace finalization failed; will retry");
+                        }
                     }
                 }
+                let wake = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(ev) if !terminating && !ev.key.starts_with(PREFIX) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                            // A namespace change, anything while one terminates, or missed events.
+                            _ => return true,
+                        }
+                    }
+                };
                 tokio::select! {
-                    r = changes.recv() => if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r { return },
+                    open = wake => if !open { return },
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
             }
