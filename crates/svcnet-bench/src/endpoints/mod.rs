@@ -44,8 +44,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Args, Clone)]
 pub(super) struct EndpointsArgs {
-    /// How many Services (each with a selector) to create.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=6000))]
+    /// How many Services (each with a selector) to create (services × pods-per-service at most 65,000:
+    /// the pods' addresses come from one /16).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=65000))]
     services: u32,
     /// Pods per Service (bound to bench-node, with unique IPs from 127.244.0.0/16).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -72,6 +73,78 @@ pub(super) struct EndpointsArgs {
     /// outside a network namespace of its own: run the bench under `ip netns exec`.
     #[arg(long, default_value = "userspace", value_parser = ["userspace", "nftables", "none"])]
     proxy_mode: String,
+    /// Run the data plane as `svcnet proxy --kubeconfig` (kube-proxy's drop-in, a process of its own
+    /// against `svcnet up --proxy-mode none`) instead of inside `svcnet up`; its metrics are read from
+    /// its own `/metrics`.
+    #[arg(long)]
+    separate_proxy: bool,
+}
+
+/// `svcnet proxy --kubeconfig` as its own process, and the address of its metrics.
+struct Proxy {
+    child: tokio::process::Child,
+    metrics: std::net::SocketAddr,
+}
+
+impl Proxy {
+    async fn start(svcnet: &Path, dir: &Path, mode: &str) -> Result<Proxy> {
+        let free = || -> Result<u16> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+        let (metrics, health) = (free()?, free()?);
+        let mut child = tokio::process::Command::new(svcnet)
+            .arg("proxy")
+            .arg("--kubeconfig")
+            .arg(dir.join("kubeconfig"))
+            .args(["--proxy-mode", mode, "--hostname-override", NODE])
+            .args(["--metrics-bind-address", &format!("127.0.0.1:{metrics}")])
+            .args(["--healthz-bind-address", &format!("127.0.0.1:{health}")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("proxy.log"))?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting svcnet proxy")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(l))) if l.contains("serving") => {}
+            _ => {
+                let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default();
+                bail!("svcnet proxy did not start; its log:\n{log}");
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        println!(
+            "data plane: svcnet proxy pid {:?}, metrics on {metrics}",
+            child.id()
+        );
+        Ok(Proxy {
+            child,
+            metrics: ([127, 0, 0, 1], metrics).into(),
+        })
+    }
+
+    /// The text of its `/metrics` (plain HTTP/1.0).
+    async fn metrics_text(&self) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default())
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).expect("a child's pid is positive"),
+                rustix::process::Signal::TERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
 }
 
 /// Whether this process runs in a network namespace made with `ip netns add` (one of `/run/netns/*`),
@@ -96,18 +169,31 @@ pub(super) async fn run(args: EndpointsArgs, svcnet: &Path) -> Result<()> {
              own (ip netns add NS; ip netns exec NS sh -c 'ip link set lo up; svcnet-bench endpoints …')"
         );
     }
-    let session = Session::start(
-        svcnet,
-        args.timeout,
-        &["--no-agent", "--proxy-mode", &args.proxy_mode],
-    )
-    .await?;
+    if u64::from(args.services) * u64::from(args.pods_per_service) > 65_000 {
+        bail!(
+            "--services × --pods-per-service must be at most 65,000: the pods' addresses come from one /16"
+        );
+    }
+    let server_mode = if args.separate_proxy {
+        "none"
+    } else {
+        args.proxy_mode.as_str()
+    };
+    let session = Session::start(svcnet, args.timeout, &["--no-agent", "--proxy-mode", server_mode]).await?;
+    let proxy = if args.separate_proxy && args.proxy_mode != "none" {
+        Some(Proxy::start(svcnet, session.dir.path(), &args.proxy_mode).await?)
+    } else {
+        None
+    };
     let mut report = Report::default();
     let outcome = tokio::time::timeout_at(
         session.deadline.into(),
-        phases(&session.server, &args, &mut report),
+        phases(&session.server, proxy.as_ref(), &args, &mut report),
     )
     .await;
+    if let Some(p) = proxy {
+        p.stop().await;
+    }
     if report.mem_end.is_none() {
         report.mem_end = session.server.mem();
     }
@@ -116,7 +202,12 @@ pub(super) async fn run(args: EndpointsArgs, svcnet: &Path) -> Result<()> {
     timed_out(outcome, args.timeout)
 }
 
-async fn phases(server: &Server, args: &EndpointsArgs, report: &mut Report) -> Result<()> {
+async fn phases(
+    server: &Server,
+    proxy: Option<&Proxy>,
+    args: &EndpointsArgs,
+    report: &mut Report,
+) -> Result<()> {
     let c = &server.client;
     let (s, p) = (args.services as usize, args.pods_per_service as usize);
     let n = s * p;
@@ -239,11 +330,19 @@ async fn phases(server: &Server, args: &EndpointsArgs, report: &mut Report) -> R
     if args.flips > 0 {
         let before_text = scrape_text(c, &mut conns[0]).await.unwrap_or_default();
         let before = metric_values(&before_text);
+        let dp_before = match proxy {
+            Some(p) => p.metrics_text().await.unwrap_or_default(),
+            None => before_text.clone(),
+        };
         report.flips = Some(flips(server, args, &mut conns[0], &list_rv).await?);
         // The data plane programs the flips a moment after the slices change.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after_text = scrape_text(c, &mut conns[0]).await?;
         let after = metric_values(&after_text);
+        let dp_after = match proxy {
+            Some(p) => p.metrics_text().await?,
+            None => after_text.clone(),
+        };
         for (name, what) in [
             (
                 "svcnet_dataplane_event_to_programmed_seconds",
@@ -254,7 +353,7 @@ async fn phases(server: &Server, args: &EndpointsArgs, report: &mut Report) -> R
                 "data plane sync (the backend's apply)",
             ),
         ] {
-            if let Some((n, p50, p99)) = bucket_quantiles(&before_text, &after_text, name) {
+            if let Some((n, p50, p99)) = bucket_quantiles(&dp_before, &dp_after, name) {
                 println!(
                     "{what}: {n} batches, p50 <= {} p99 <= {} (histogram bucket bounds)",
                     ms(p50),
