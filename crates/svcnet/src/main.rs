@@ -13,6 +13,7 @@ mod dns_args;
 mod dns_cmd;
 mod kube_proxy_config;
 mod lab_cmd;
+mod lb_args;
 mod listener_events;
 mod proxy_cluster;
 mod proxy_cmd;
@@ -178,6 +179,8 @@ struct AgentArgs {
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
     dns: dns_args::DnsArgs,
+    #[command(flatten)]
+    lb: lb_args::LbAnnounceArgs,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -371,6 +374,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         &node_name,
         &args.cluster_cidr,
     );
+    args.lb.spawn(&supervisor, &client, &node_name, args.node_ip)?;
     let mut cfg = agent_config(
         node_name,
         args.node_ip,
