@@ -319,3 +319,112 @@ fn load_balancer_ip_announced_and_failed_over_userspace() {
     }
     announce_and_fail_over("userspace");
 }
+
+/// The holder of every announcement Lease in `default`, by Lease name.
+fn holders(lab: &MultiNodeLab) -> std::collections::BTreeMap<String, String> {
+    let leases = lab.get_json(&["leases"]);
+    leases["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            Some((
+                l["metadata"]["name"].as_str()?.to_string(),
+                l["spec"]["holderIdentity"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Services spread over the nodes as rendezvous hashing orders them; under externalTrafficPolicy Local
+/// only the node with the endpoint announces, and stops when the endpoint goes.
+#[test]
+fn load_balancer_ips_spread_and_follow_local_endpoints() {
+    if skip() {
+        return;
+    }
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", "nftables"]);
+    let nodes = ["node1", "node2", "node3"];
+    let names: Vec<String> = (0..6).map(|i| format!("spread-{i}")).collect();
+    let preferred: Vec<&str> = names
+        .iter()
+        .map(|n| svcnet_l2announce::rank::order("default", n, nodes)[0])
+        .collect();
+    let distinct: std::collections::BTreeSet<&&str> = preferred.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "the test's names all hash to one node: {preferred:?}"
+    );
+    for name in &names {
+        lab.apply(&format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}", "namespace": "default"}},
+ "spec": {{"type": "LoadBalancer", "ports": [{{"port": 80}}]}}}}"#
+        ));
+    }
+    let want: std::collections::BTreeMap<String, String> = names
+        .iter()
+        .zip(&preferred)
+        .map(|(n, p)| (format!("svcnet-lb-{n}"), p.to_string()))
+        .collect();
+    let mut got = Default::default();
+    assert!(
+        eventually(WAIT, || {
+            got = holders(&lab);
+            want.iter().all(|(k, _)| got.contains_key(k))
+        }),
+        "not every Service got a holder: {got:?}"
+    );
+    let got: std::collections::BTreeMap<String, String> =
+        got.into_iter().filter(|(k, _)| want.contains_key(k)).collect();
+    assert_eq!(got, want, "holders, against rendezvous hashing's first choice");
+
+    // externalTrafficPolicy Local: the endpoint is on node2, so node2 announces whatever the hash says.
+    lab.apply(&python_pod(
+        "lw",
+        "node2",
+        ECHO_SERVER,
+        &["red-lw", "8080"],
+        Some(8080),
+        &[("app", "lw")],
+    ));
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lw", "namespace": "default"},
+ "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "lw"},
+  "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    lab.wait_pod_ready("lw", WAIT);
+    let mut vip = String::new();
+    assert!(eventually(WAIT, || {
+        vip = lab.get_json(&["service", "lw"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        !vip.is_empty()
+    }));
+    assert!(
+        eventually(WAIT, || holders(&lab).get("svcnet-lb-lw").map(String::as_str)
+            == Some("node2")),
+        "node2 (the only node with an endpoint) does not hold lw: {:?}",
+        holders(&lab)
+    );
+    let client = lab.netns_of("client");
+    let mut last = String::new();
+    assert!(
+        eventually(WAIT, || {
+            last = ask_from(&client, &vip, 80);
+            last.starts_with("red-lw ")
+        }),
+        "{vip}: {last:?}"
+    );
+    // The policy keeps the client's address.
+    assert_eq!(last, "red-lw 172.18.0.2");
+    assert_eq!(arp_answers(&lab, &vip), mac_of(&lab, "node2"));
+    // The last local endpoint goes: node2 releases and nobody else may announce.
+    lab.ok(&["delete", "pod", "lw", "--wait=false"]);
+    assert!(
+        eventually(Duration::from_secs(15), || arp_answers(&lab, &vip).is_empty()),
+        "{vip} still answered without a local endpoint"
+    );
+    assert!(!holders(&lab).contains_key("svcnet-lb-lw"), "{:?}", holders(&lab));
+    assert!(lab.down());
+}
