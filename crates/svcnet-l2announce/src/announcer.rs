@@ -60,6 +60,9 @@ struct Entry {
     observed: Option<(String, Instant)>,
     /// No attempt to acquire before this (after a lost race or an error).
     next_try: Instant,
+    /// Whether a failed write was logged as a warning since the last success (one per outage, not one
+    /// per retry period).
+    warned: bool,
     held: Option<Held>,
 }
 
@@ -113,6 +116,7 @@ fn duration_of(l: &Lease) -> Duration {
     Duration::from_secs(secs.max(1) as u64)
 }
 
+/// Someone else wrote the Lease first (409), or it is gone (404): not an error of ours.
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
 }
@@ -233,6 +237,7 @@ impl Announcer {
                 seen: now,
                 observed: None,
                 next_try: now,
+                warned: false,
                 held: None,
             });
             match lease.as_deref().and_then(|l| l.metadata.resource_version.clone()) {
@@ -320,6 +325,7 @@ impl Announcer {
             let entry = self.entries.get_mut(&key).expect("entry inserted above");
             match written {
                 Ok(l) => {
+                    entry.warned = false;
                     let took = Instant::now();
                     entry.held = Some(Held {
                         lease: l,
@@ -343,10 +349,12 @@ impl Announcer {
                 }
                 Err(e) => {
                     entry.next_try = now + self.cfg.retry_period;
-                    if is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) {
+                    if is_conflict(&e) {
                         debug!(service = %format!("{ns}/{name}"), "another node acquired the Lease first");
+                    } else if !std::mem::replace(&mut entry.warned, true) {
+                        warn!(service = %format!("{ns}/{name}"), error = %e, "could not write the Lease; retrying");
                     } else {
-                        warn!(service = %format!("{ns}/{name}"), error = %e, "could not write the Lease");
+                        debug!(service = %format!("{ns}/{name}"), error = %e, "could not write the Lease");
                     }
                 }
             }

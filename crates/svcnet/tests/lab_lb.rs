@@ -9,7 +9,8 @@
 //! request and collects every reply), and it is the holder's; the client's neighbour entry names it; an
 //! Event on the Service names the holder; after `lab stop-node <holder>` the other node takes the Lease,
 //! the client's neighbour entry changes (gratuitous ARP) and requests succeed again within the failover
-//! goal (the measured gap is printed); deleting the Service stops the answers.
+//! goal (the measured gap is printed); the old holder, started again, stays silent; deleting the Service
+//! stops the answers.
 //!
 //! Every frame stays inside the lab's namespaces. Without root (or without iproute2) the tests say they
 //! are skipped and pass.
@@ -253,6 +254,18 @@ fn announce_and_fail_over(proxy_mode: &str) {
         "no nodeAssigned Event for the takeover: {:?}",
         assigned_events(&lab)
     );
+
+    // The old holder comes back: it stays silent (the routes its killed agent left, which would make
+    // its kernel answer ARP, are removed) and the Lease stays where it is.
+    let out = lab.lab(&["start-node", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        arp_answers(&lab, &vip),
+        other_mac,
+        "ARP answers for {vip} after {first} came back"
+    );
+    assert_eq!(holder(&lab).as_deref(), Some(other));
 
     // Deleting the Service stops the answers at once.
     lab.ok(&["delete", "service", "red"]);
