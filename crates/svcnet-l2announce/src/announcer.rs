@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::eligible::{lb_ips, local_policy, node_eligible, nodes_with_ready_endpoints};
 use crate::local_route::LocalRoutes;
+use crate::metrics::Metrics;
 use crate::rank;
 use crate::responder::Responder;
 use crate::{L2Config, LEASE_LABEL, MANAGER};
@@ -98,6 +99,7 @@ pub struct Announcer {
     entries: HashMap<Key, Entry>,
     /// What the responder answers for (and has local routes) now.
     announced: BTreeSet<Ipv4Addr>,
+    metrics: Metrics,
 }
 
 fn holder(l: &Lease) -> Option<&str> {
@@ -129,6 +131,7 @@ impl Announcer {
         responder: Arc<Responder>,
         routes: Option<LocalRoutes>,
         stores: Stores,
+        metrics: Metrics,
     ) -> Self {
         Announcer {
             cfg,
@@ -138,6 +141,7 @@ impl Announcer {
             stores,
             entries: HashMap::new(),
             announced: BTreeSet::new(),
+            metrics,
         }
     }
 
@@ -253,11 +257,13 @@ impl Announcer {
                     let lease = h.lease.clone();
                     entry.held = None;
                     info!(service = %format!("{ns}/{name}"), "this node is no longer eligible: released the Lease");
+                    self.metrics.releases.inc();
                     self.release(&svc, &lease).await;
                     continue;
                 }
                 if now.duration_since(h.renewed) >= self.cfg.renew_deadline {
                     warn!(service = %format!("{ns}/{name}"), "could not renew the Lease within the renew deadline: stopped announcing");
+                    self.metrics.losses.inc();
                     entry.held = None;
                     continue;
                 }
@@ -279,6 +285,7 @@ impl Announcer {
                         }
                         Err(e) if is_conflict(&e) => {
                             info!(service = %format!("{ns}/{name}"), "the Lease was taken or removed: stopped announcing");
+                            self.metrics.losses.inc();
                             entry.held = None;
                             continue;
                         }
@@ -327,6 +334,15 @@ impl Announcer {
                 Ok(l) => {
                     entry.warned = false;
                     let took = Instant::now();
+                    self.metrics.acquisitions.inc();
+                    if prev.is_some() {
+                        // From the old holder's last renewal as this node saw it: how long nobody announced.
+                        let last = entry.observed.as_ref().map_or(took, |o| o.1);
+                        self.metrics.takeovers.inc();
+                        self.metrics
+                            .takeover_seconds
+                            .observe(took.duration_since(last).as_secs_f64());
+                    }
                     entry.held = Some(Held {
                         lease: l,
                         renewed: took,
@@ -359,6 +375,8 @@ impl Announcer {
                 }
             }
         }
+        let held = self.entries.values().filter(|e| e.held.is_some()).count();
+        self.metrics.held.set(held as i64);
         self.apply(want, garps).await;
     }
 

@@ -22,6 +22,7 @@ pub mod announcer;
 pub mod arp;
 pub mod eligible;
 pub mod local_route;
+pub mod metrics;
 pub mod rank;
 pub mod responder;
 
@@ -38,6 +39,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
 pub use announcer::lease_name;
+pub use metrics::Metrics;
 
 /// The label every announcement Lease carries (the announcers watch only these).
 pub const LEASE_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
@@ -124,9 +126,9 @@ where
 }
 
 /// Runs this node's announcer until the future is dropped.
-pub async fn run(client: kube::Client, cfg: L2Config) -> Result<(), L2Error> {
+pub async fn run(client: kube::Client, cfg: L2Config, metrics: Metrics) -> Result<(), L2Error> {
     cfg.validate()?;
-    let responder = Arc::new(responder::Responder::open(&cfg.interface)?);
+    let responder = Arc::new(responder::Responder::open(&cfg.interface, metrics.clone())?);
     let routes = if cfg.local_routes {
         let routes = local_route::LocalRoutes::new().map_err(L2Error::Netlink)?;
         // A killed agent's routes would make this node's kernel answer ARP for IPs another node holds.
@@ -167,7 +169,7 @@ pub async fn run(client: kube::Client, cfg: L2Config) -> Result<(), L2Error> {
         retry = ?cfg.retry_period,
         "L2 announcement of LoadBalancer IPs running"
     );
-    let mut announcer = announcer::Announcer::new(cfg, client, responder, routes, stores);
+    let mut announcer = announcer::Announcer::new(cfg, client, responder, routes, stores, metrics);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::os::fd::IntoRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use socket2::{Domain, SockFilter, Socket, Type};
 use tracing::{debug, info, warn};
 
 use crate::arp;
+use crate::metrics::Metrics;
 
 /// Errors opening the responder.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +59,12 @@ pub struct Responder {
     held: Arc<ArcSwap<BTreeSet<Ipv4Addr>>>,
     tx: Arc<Mutex<Box<dyn DataLinkSender>>>,
     stop: Arc<AtomicBool>,
-    replies: Arc<AtomicU64>,
+    metrics: Metrics,
 }
 
 impl Responder {
     /// Opens the responder on `interface` and starts its thread.
-    pub fn open(interface: &str) -> Result<Responder, ResponderError> {
+    pub fn open(interface: &str, metrics: Metrics) -> Result<Responder, ResponderError> {
         let iface: NetworkInterface = pnet_datalink::interfaces()
             .into_iter()
             .find(|i| i.name == interface)
@@ -96,7 +97,7 @@ impl Responder {
         };
         let held: Arc<ArcSwap<BTreeSet<Ipv4Addr>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let replies = Arc::new(AtomicU64::new(0));
+        let replies = metrics.arp_replies.clone();
         let tx = Arc::new(Mutex::new(tx));
         {
             let (held, stop, replies, tx) = (held.clone(), stop.clone(), replies.clone(), tx.clone());
@@ -126,7 +127,7 @@ impl Responder {
                         let mut tx = tx.lock().unwrap_or_else(|e| e.into_inner());
                         match tx.send_to(&arp::reply(mac, &req), None) {
                             Some(Ok(())) => {
-                                replies.fetch_add(1, Ordering::Relaxed);
+                                replies.inc();
                             }
                             Some(Err(e)) => debug!(interface = %name, error = %e, "sending an ARP reply"),
                             None => {}
@@ -142,7 +143,7 @@ impl Responder {
             held,
             tx,
             stop,
-            replies,
+            metrics,
         })
     }
 
@@ -153,12 +154,13 @@ impl Responder {
 
     /// How many ARP replies were sent.
     pub fn replies(&self) -> u64 {
-        self.replies.load(Ordering::Relaxed)
+        self.metrics.arp_replies.get()
     }
 
     /// Answers for exactly `ips` from now on.
     pub fn set(&self, ips: BTreeSet<Ipv4Addr>) {
         if **self.held.load() != ips {
+            self.metrics.announced_ips.set(ips.len() as i64);
             self.held.store(Arc::new(ips));
         }
     }
@@ -167,7 +169,10 @@ impl Responder {
     pub fn gratuitous(&self, ip: Ipv4Addr) {
         let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         match tx.send_to(&arp::gratuitous(self.mac, ip), None) {
-            Some(Ok(())) => debug!(interface = %self.interface, %ip, "sent gratuitous ARP"),
+            Some(Ok(())) => {
+                self.metrics.gratuitous.inc();
+                debug!(interface = %self.interface, %ip, "sent gratuitous ARP");
+            }
             Some(Err(e)) => warn!(interface = %self.interface, %ip, error = %e, "sending gratuitous ARP"),
             None => {}
         }

@@ -42,6 +42,7 @@ impl LbAnnounceArgs {
         client: &kube::Client,
         node_name: &str,
         node_ip: IpAddr,
+        registry: &mut prometheus_client::registry::Registry,
     ) -> Result<()> {
         let (interface, explicit) = match self.lb_interface.as_deref() {
             Some("none") => return Ok(()),
@@ -72,8 +73,9 @@ impl LbAnnounceArgs {
             bail!("{e}");
         }
         let client = client.clone();
+        let metrics = svcnet_l2announce::Metrics::new(registry);
         supervisor.spawn("lb-announce", async move {
-            match svcnet_l2announce::run(client, cfg).await {
+            match svcnet_l2announce::run(client, cfg, metrics).await {
                 // Chosen by default, not asked for: a node that cannot open the packet socket (no
                 // CAP_NET_RAW) still runs, and says why it does not announce.
                 Err(e) if !explicit => {

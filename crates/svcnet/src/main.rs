@@ -358,6 +358,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if let Some(task) = dns {
         supervisor.watch_spawned("dns", task);
     }
+    args.lb
+        .spawn(&supervisor, &client, &node_name, args.node_ip, &mut registry)?;
     let failed = status::Failed::default();
     status::MetricsServer {
         registry: std::sync::Arc::new(registry),
@@ -374,7 +376,6 @@ async fn agent(args: AgentArgs) -> Result<()> {
         &node_name,
         &args.cluster_cidr,
     );
-    args.lb.spawn(&supervisor, &client, &node_name, args.node_ip)?;
     let mut cfg = agent_config(
         node_name,
         args.node_ip,

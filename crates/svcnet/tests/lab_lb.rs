@@ -255,6 +255,30 @@ fn announce_and_fail_over(proxy_mode: &str) {
         assigned_events(&lab)
     );
 
+    // The new holder's metrics count the takeover and how long the IP went unannounced.
+    let metrics = lab.exec_ok(other, &["curl", "-s", "http://127.0.0.1:10249/metrics"]);
+    for want in [
+        "svcnet_l2announce_takeovers_total 1",
+        "svcnet_l2announce_takeover_seconds_count 1",
+        "svcnet_l2announce_leases_held 1",
+        "svcnet_l2announce_announced_ips 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "{other}'s metrics lack {want:?}:\n{metrics}"
+        );
+    }
+    let took: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("svcnet_l2announce_takeover_seconds_sum "))
+        .and_then(|v| v.parse().ok())
+        .expect("takeover_seconds_sum");
+    eprintln!("{proxy_mode}: {other} measured its takeover at {took:.2} s after {first}'s last renewal");
+    assert!(
+        took > 0.0 && took <= (FAILOVER_GOAL + MARGIN).as_secs_f64(),
+        "{took}"
+    );
+
     // The old holder comes back: it stays silent (the routes its killed agent left, which would make
     // its kernel answer ARP, are removed) and the Lease stays where it is.
     let out = lab.lab(&["start-node", &first]);
