@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use svcnet_l2announce::L2Config;
 use tracing::{info, warn};
 
@@ -35,6 +35,23 @@ pub struct LbAnnounceArgs {
 }
 
 impl LbAnnounceArgs {
+    /// The durations against client-go's rules, before anything starts.
+    pub fn check(&self) -> Result<()> {
+        self.config(String::new(), String::new()).validate()?;
+        Ok(())
+    }
+
+    fn config(&self, node_name: String, interface: String) -> L2Config {
+        L2Config {
+            node_name,
+            interface,
+            lease_duration: self.lb_lease_duration,
+            renew_deadline: self.lb_renew_deadline,
+            retry_period: self.lb_retry_period,
+            local_routes: true,
+        }
+    }
+
     /// Starts the announcer under `supervisor` if it is on.
     pub fn spawn(
         &self,
@@ -61,17 +78,7 @@ impl LbAnnounceArgs {
                 }
             },
         };
-        let cfg = L2Config {
-            node_name: node_name.to_string(),
-            interface,
-            lease_duration: self.lb_lease_duration,
-            renew_deadline: self.lb_renew_deadline,
-            retry_period: self.lb_retry_period,
-            local_routes: true,
-        };
-        if let Err(e) = cfg.validate() {
-            bail!("{e}");
-        }
+        let cfg = self.config(node_name.to_string(), interface);
         let client = client.clone();
         let metrics = svcnet_l2announce::Metrics::new(registry);
         supervisor.spawn("lb-announce", async move {

@@ -327,6 +327,7 @@ fn spawn_pod_network(
 
 async fn agent(args: AgentArgs) -> Result<()> {
     check_overlay(args.pod_network, args.overlay, args.node_ip)?;
+    args.lb.check()?;
     let client = kube_client(&args.kubeconfig).await?;
     private_dir(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
