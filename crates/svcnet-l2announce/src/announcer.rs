@@ -211,6 +211,7 @@ impl Announcer {
         }
         let mut want = BTreeSet::new();
         let mut garps = Vec::new();
+        let mut slices: Option<Vec<Arc<EndpointSlice>>> = None;
         for key in keys {
             let (ns, name) = (&key.0, &key.1);
             let svc = self.stores.services.get(&ObjectRef::new(name).within(ns));
@@ -228,8 +229,9 @@ impl Announcer {
             };
             let mut eligible = ready.clone();
             if local_policy(&svc) {
-                let local =
-                    nodes_with_ready_endpoints(ns, name, self.stores.slices.state().iter().map(|s| &**s));
+                // The slices are read once per round, and only if some Service has the Local policy.
+                let all = slices.get_or_insert_with(|| self.stores.slices.state());
+                let local = nodes_with_ready_endpoints(ns, name, all.iter().map(|s| &**s));
                 eligible.retain(|n| local.contains(n));
             }
             let me_eligible = eligible.contains(&me);
