@@ -34,7 +34,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use svcnet_controllers::events::{Involved, Recorder};
 use tracing::{debug, info, warn};
 
-use crate::eligible::{lb_ips, local_policy, node_eligible, nodes_with_ready_endpoints};
+use crate::eligible::{lb_ips, lb_ipv6_ips, local_policy, node_eligible, nodes_with_ready_endpoints};
 use crate::local_route::LocalRoutes;
 use crate::metrics::Metrics;
 use crate::rank;
@@ -100,6 +100,8 @@ pub struct Announcer {
     /// What the responder answers for (and has local routes) now.
     announced: BTreeSet<Ipv4Addr>,
     metrics: Metrics,
+    /// Services whose IPv6 addresses were logged as not announced (once each).
+    told_ipv6: std::collections::HashSet<Key>,
 }
 
 fn holder(l: &Lease) -> Option<&str> {
@@ -142,6 +144,7 @@ impl Announcer {
             entries: HashMap::new(),
             announced: BTreeSet::new(),
             metrics,
+            told_ipv6: Default::default(),
         }
     }
 
@@ -201,7 +204,19 @@ impl Announcer {
             .filter_map(|n| n.metadata.name.clone())
             .collect();
         let mut keys: BTreeSet<Key> = self.entries.keys().cloned().collect();
+        let mut v6_now = std::collections::HashSet::new();
         for svc in self.stores.services.state() {
+            let v6 = lb_ipv6_ips(&svc);
+            if !v6.is_empty() {
+                let key = (
+                    svc.metadata.namespace.clone().unwrap_or_default(),
+                    svc.metadata.name.clone().unwrap_or_default(),
+                );
+                v6_now.insert(key.clone());
+                if self.told_ipv6.insert(key.clone()) {
+                    warn!(service = %format!("{}/{}", key.0, key.1), ips = ?v6, "IPv6 LoadBalancer IPs are not announced: NDP is not implemented yet");
+                }
+            }
             if !lb_ips(&svc).is_empty() {
                 keys.insert((
                     svc.metadata.namespace.clone().unwrap_or_default(),
@@ -209,6 +224,8 @@ impl Announcer {
                 ));
             }
         }
+        // Told again if a Service loses its IPv6 address and gets one back.
+        self.told_ipv6.retain(|k| v6_now.contains(k));
         let mut want = BTreeSet::new();
         let mut garps = Vec::new();
         let mut slices: Option<Vec<Arc<EndpointSlice>>> = None;

@@ -26,6 +26,21 @@ pub fn lb_ips(svc: &Service) -> BTreeSet<Ipv4Addr> {
         .collect()
 }
 
+/// The IPv6 ingress addresses of a `type: LoadBalancer` Service: not announced (no NDP yet).
+pub fn lb_ipv6_ips(svc: &Service) -> Vec<std::net::Ipv6Addr> {
+    if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
+        return Vec::new();
+    }
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
 /// Whether the Service sends external traffic only to endpoints on the node it arrives at.
 pub fn local_policy(svc: &Service) -> bool {
     svc.spec
@@ -90,6 +105,10 @@ mod tests {
         assert_eq!(
             lb_ips(&svc).into_iter().collect::<Vec<_>>(),
             [Ipv4Addr::new(172, 18, 0, 224)]
+        );
+        assert_eq!(
+            lb_ipv6_ips(&svc),
+            ["fd00::1".parse::<std::net::Ipv6Addr>().unwrap()]
         );
         assert!(local_policy(&svc));
         let mut cluster_ip = svc.clone();

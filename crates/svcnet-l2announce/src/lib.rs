@@ -15,8 +15,8 @@
 //!   on it);
 //! - [`arp`], [`eligible`], [`rank`]: pure parts.
 //!
-//! IPv4 only for now: IPv6 ingress addresses are not announced (NDP is not implemented) and are logged
-//! once when seen.
+//! IPv4 only for now: IPv6 ingress addresses are not announced (NDP is not implemented); each node logs a
+//! warning once per Service that has one.
 
 pub mod announcer;
 pub mod arp;
