@@ -230,6 +230,8 @@ impl Lab {
             .arg("--kubelet-egress-uds")
             .arg(self.egress_socket())
             .args(["--service-cidr", SERVICE_CIDR, "--cluster-cidr", CLUSTER_CIDR])
+            // LoadBalancer Services get addresses on the underlay; the nodes' agents announce them.
+            .args(["--lb-pool", topology::LB_POOL])
             .args(&cfg.control_plane_flags)
             .env(
                 "RUST_LOG",

@@ -22,8 +22,11 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 pub const BRIDGE: &str = "br0";
 /// The name of every node's and the client's underlay interface.
 pub const UPLINK: &str = "eth0";
-/// Most nodes a lab can have (their addresses are `172.18.0.11` up to `.250`).
-pub const MAX_NODES: usize = 240;
+/// Most nodes a lab can have (their addresses are `172.18.0.11` up to `.210`).
+pub const MAX_NODES: usize = 200;
+/// The LoadBalancer IPs of every lab (the control plane's `--lb-pool`): the top of the underlay, above
+/// every node, so that the client reaches them on-link and the node elected for each answers ARP.
+pub const LB_POOL: &str = "172.18.0.224-172.18.0.254";
 
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -212,7 +215,7 @@ mod tests {
         }
         assert_eq!(netns("demo", "node2"), "svl-demo-node2");
         assert_eq!(node_ip(1).to_string(), "172.18.0.11");
-        assert_eq!(node_ip(MAX_NODES).to_string(), "172.18.0.250");
+        assert_eq!(node_ip(MAX_NODES).to_string(), "172.18.0.210");
         assert_eq!(zone(1), "zone-a");
         assert_eq!(zone(3), "zone-c");
         assert_eq!(zone(4), "zone-a");

@@ -158,6 +158,10 @@ pub fn run(args: LabArgs) -> Result<i32> {
                 "  svcnet lab exec{flag} client -- curl http://{}:NODEPORT/",
                 s.nodes[0].ip
             );
+            println!(
+                "  kubectl expose deployment NAME --type=LoadBalancer --port 80   # EXTERNAL-IP from {}, announced by ARP",
+                svcnet_lab::topology::LB_POOL
+            );
             println!("  svcnet lab stop-node{flag} {}", s.nodes[s.nodes.len() - 1].name);
             println!("  svcnet lab down{flag}");
             Ok(0)

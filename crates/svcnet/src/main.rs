@@ -13,6 +13,7 @@ mod dns_args;
 mod dns_cmd;
 mod kube_proxy_config;
 mod lab_cmd;
+mod lb_args;
 mod listener_events;
 mod proxy_cluster;
 mod proxy_cmd;
@@ -178,6 +179,8 @@ struct AgentArgs {
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
     dns: dns_args::DnsArgs,
+    #[command(flatten)]
+    lb: lb_args::LbAnnounceArgs,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -324,6 +327,7 @@ fn spawn_pod_network(
 
 async fn agent(args: AgentArgs) -> Result<()> {
     check_overlay(args.pod_network, args.overlay, args.node_ip)?;
+    args.lb.check()?;
     let client = kube_client(&args.kubeconfig).await?;
     private_dir(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
@@ -355,6 +359,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if let Some(task) = dns {
         supervisor.watch_spawned("dns", task);
     }
+    args.lb
+        .spawn(&supervisor, &client, &node_name, args.node_ip, &mut registry)?;
     let failed = status::Failed::default();
     status::MetricsServer {
         registry: std::sync::Arc::new(registry),

@@ -182,7 +182,7 @@ fn lab_up_after_a_crash_removes_the_leftovers_first() {
     // Bad input gets a clear error, not a panic.
     let out = lab.lab(&["up", "--nodes", "0"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("a lab has 1 to 240 nodes"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a lab has 1 to 200 nodes"));
     let out = lab.lab(&["up", "--overlay", "bgp"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,0 +1,455 @@
+//! The election and the announcement, one Service at a time, on a short tick.
+//!
+//! For every `type: LoadBalancer` Service with an ingress IP there is one `coordination.k8s.io/v1` Lease,
+//! `svcnet-lb-<service>` in the Service's namespace (owned by the Service, so it goes with it), whose
+//! holder is the node that answers ARP for the Service's IPs. The rules are client-go's leader election
+//! (`tools/leaderelection`), per Service:
+//!
+//! - a candidate judges expiry by its own clock: a Lease is expired when its record has not changed for
+//!   `leaseDurationSeconds` since this node *saw* it change (never by comparing clocks across nodes);
+//! - the holder renews every retry period; if it cannot renew for the renew deadline (shorter than the
+//!   Lease) it stops announcing, so two nodes never answer at once while their clocks agree on seconds;
+//! - candidates write with the resourceVersion they saw, so of two racing candidates one wins.
+//!
+//! Spread: the candidates do not race blindly. Each ranks the eligible nodes for the Service by
+//! rendezvous hashing ([`crate::rank`]) and waits `rank × retry period` after the Lease became free
+//! before trying, so the preferred node takes a new Service and, when a holder dies, the next in its
+//! order takes over; Services are spread over the nodes instead of all landing on the first to start.
+//!
+//! Eligible: Ready nodes not labelled `node.kubernetes.io/exclude-from-external-load-balancers`; under
+//! `externalTrafficPolicy: Local` only those with a ready endpoint of the Service. A holder that stops
+//! being eligible releases the Lease at once (holder cleared) so the next node need not wait for expiry.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use kube::api::{Api, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use svcnet_controllers::events::{Involved, Recorder};
+use tracing::{debug, info, warn};
+
+use crate::eligible::{lb_ips, lb_ipv6_ips, local_policy, node_eligible, nodes_with_ready_endpoints};
+use crate::local_route::LocalRoutes;
+use crate::metrics::Metrics;
+use crate::rank;
+use crate::responder::Responder;
+use crate::{L2Config, LEASE_LABEL, MANAGER};
+
+/// The Event reason on the Service when a node starts announcing it (MetalLB's word for the same).
+pub const REASON: &str = "nodeAssigned";
+/// How many gratuitous ARPs a new holder sends per IP (one per tick): one may be lost.
+const GARPS: u8 = 3;
+
+/// The Lease of Service `name`.
+pub fn lease_name(service: &str) -> String {
+    format!("svcnet-lb-{service}")
+}
+
+type Key = (String, String);
+
+/// This node's knowledge of one Service's Lease.
+struct Entry {
+    /// When this node first saw the Service (a Lease that does not exist is free since then).
+    seen: Instant,
+    /// The Lease record's resourceVersion and when this node saw it first.
+    observed: Option<(String, Instant)>,
+    /// No attempt to acquire before this (after a lost race or an error).
+    next_try: Instant,
+    /// Whether a failed write was logged as a warning since the last success (one per outage, not one
+    /// per retry period).
+    warned: bool,
+    held: Option<Held>,
+}
+
+struct Held {
+    /// The Lease as this node last wrote it.
+    lease: Lease,
+    /// The last successful write.
+    renewed: Instant,
+    /// The last attempt.
+    wrote: Instant,
+    garps_left: u8,
+}
+
+/// The watched objects the announcer reads.
+pub struct Stores {
+    /// Every Service.
+    pub services: Store<Service>,
+    /// Every Node.
+    pub nodes: Store<Node>,
+    /// Every EndpointSlice.
+    pub slices: Store<EndpointSlice>,
+    /// The announcement Leases (by label).
+    pub leases: Store<Lease>,
+}
+
+/// The announcer of one node.
+pub struct Announcer {
+    cfg: L2Config,
+    client: kube::Client,
+    responder: Arc<Responder>,
+    routes: Option<LocalRoutes>,
+    stores: Stores,
+    entries: HashMap<Key, Entry>,
+    /// What the responder answers for (and has local routes) now.
+    announced: BTreeSet<Ipv4Addr>,
+    metrics: Metrics,
+    /// Services whose IPv6 addresses were logged as not announced (once each).
+    told_ipv6: std::collections::HashSet<Key>,
+}
+
+fn holder(l: &Lease) -> Option<&str> {
+    l.spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty())
+}
+
+fn duration_of(l: &Lease) -> Duration {
+    let secs = l
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(1);
+    Duration::from_secs(secs.max(1) as u64)
+}
+
+/// Someone else wrote the Lease first (409), or it is gone (404): not an error of ours.
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
+}
+
+impl Announcer {
+    /// An announcer over `stores`, answering through `responder`; `routes` makes held IPs local.
+    pub fn new(
+        cfg: L2Config,
+        client: kube::Client,
+        responder: Arc<Responder>,
+        routes: Option<LocalRoutes>,
+        stores: Stores,
+        metrics: Metrics,
+    ) -> Self {
+        Announcer {
+            cfg,
+            client,
+            responder,
+            routes,
+            stores,
+            entries: HashMap::new(),
+            announced: BTreeSet::new(),
+            metrics,
+            told_ipv6: Default::default(),
+        }
+    }
+
+    fn lease_seconds(&self) -> i32 {
+        self.cfg.lease_duration.as_secs_f64().ceil().max(1.0) as i32
+    }
+
+    /// The Lease object this node writes for `svc`.
+    fn lease_for(&self, svc: &Service, prev: Option<&Lease>, holder: Option<&str>) -> Lease {
+        let now = MicroTime(jiff::Timestamp::now());
+        let prev_spec = prev.and_then(|l| l.spec.clone()).unwrap_or_default();
+        let changed = prev.and_then(self::holder) != holder;
+        let transitions = prev_spec.lease_transitions.unwrap_or(0) + i32::from(changed && prev.is_some());
+        let meta = &svc.metadata;
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(lease_name(meta.name.as_deref().unwrap_or_default())),
+                namespace: meta.namespace.clone(),
+                resource_version: prev.and_then(|l| l.metadata.resource_version.clone()),
+                labels: Some(BTreeMap::from([(LEASE_LABEL.0.into(), LEASE_LABEL.1.into())])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Service".into(),
+                    name: meta.name.clone().unwrap_or_default(),
+                    uid: meta.uid.clone().unwrap_or_default(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                lease_duration_seconds: Some(if holder.is_some() { self.lease_seconds() } else { 1 }),
+                acquire_time: if changed {
+                    Some(now.clone())
+                } else {
+                    prev_spec.acquire_time
+                },
+                renew_time: Some(now),
+                lease_transitions: Some(transitions),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// One round over every Service: renew, release or acquire Leases, then make the responder and the
+    /// local routes match what this node holds.
+    pub async fn tick(&mut self) {
+        let now = Instant::now();
+        let me = self.cfg.node_name.clone();
+        let lease_seconds = self.lease_seconds();
+        let ready: BTreeSet<String> = self
+            .stores
+            .nodes
+            .state()
+            .iter()
+            .filter(|n| node_eligible(n))
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        let mut keys: BTreeSet<Key> = self.entries.keys().cloned().collect();
+        let mut v6_now = std::collections::HashSet::new();
+        for svc in self.stores.services.state() {
+            let v6 = lb_ipv6_ips(&svc);
+            if !v6.is_empty() {
+                let key = (
+                    svc.metadata.namespace.clone().unwrap_or_default(),
+                    svc.metadata.name.clone().unwrap_or_default(),
+                );
+                v6_now.insert(key.clone());
+                if self.told_ipv6.insert(key.clone()) {
+                    warn!(service = %format!("{}/{}", key.0, key.1), ips = ?v6, "IPv6 LoadBalancer IPs are not announced: NDP is not implemented yet");
+                }
+            }
+            if !lb_ips(&svc).is_empty() {
+                keys.insert((
+                    svc.metadata.namespace.clone().unwrap_or_default(),
+                    svc.metadata.name.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        // Told again if a Service loses its IPv6 address and gets one back.
+        self.told_ipv6.retain(|k| v6_now.contains(k));
+        let mut want = BTreeSet::new();
+        let mut garps = Vec::new();
+        let mut slices: Option<Vec<Arc<EndpointSlice>>> = None;
+        for key in keys {
+            let (ns, name) = (&key.0, &key.1);
+            let svc = self.stores.services.get(&ObjectRef::new(name).within(ns));
+            let ips = svc.as_deref().map(lb_ips).unwrap_or_default();
+            let Some(svc) = svc.filter(|_| !ips.is_empty()) else {
+                // Gone, or no longer a LoadBalancer with an address: stop now (the Lease goes with the
+                // Service; one left by a type change is released).
+                if let Some(Entry { held: Some(h), .. }) = self.entries.remove(&key) {
+                    info!(service = %format!("{ns}/{name}"), "no LoadBalancer IP any more: stopped announcing");
+                    if let Some(svc) = self.stores.services.get(&ObjectRef::new(name).within(ns)) {
+                        self.release(&svc, &h.lease).await;
+                    }
+                }
+                continue;
+            };
+            let mut eligible = ready.clone();
+            if local_policy(&svc) {
+                // The slices are read once per round, and only if some Service has the Local policy.
+                let all = slices.get_or_insert_with(|| self.stores.slices.state());
+                let local = nodes_with_ready_endpoints(ns, name, all.iter().map(|s| &**s));
+                eligible.retain(|n| local.contains(n));
+            }
+            let me_eligible = eligible.contains(&me);
+            let lease = self
+                .stores
+                .leases
+                .get(&ObjectRef::new(&lease_name(name)).within(ns));
+            let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
+                seen: now,
+                observed: None,
+                next_try: now,
+                warned: false,
+                held: None,
+            });
+            match lease.as_deref().and_then(|l| l.metadata.resource_version.clone()) {
+                Some(rv) if entry.observed.as_ref().is_none_or(|o| o.0 != rv) => {
+                    entry.observed = Some((rv, now))
+                }
+                Some(_) => {}
+                None => entry.observed = None,
+            }
+
+            if let Some(h) = entry.held.as_mut() {
+                if !me_eligible {
+                    let lease = h.lease.clone();
+                    entry.held = None;
+                    info!(service = %format!("{ns}/{name}"), "this node is no longer eligible: released the Lease");
+                    self.metrics.releases.inc();
+                    self.release(&svc, &lease).await;
+                    continue;
+                }
+                if now.duration_since(h.renewed) >= self.cfg.renew_deadline {
+                    warn!(service = %format!("{ns}/{name}"), "could not renew the Lease within the renew deadline: stopped announcing");
+                    self.metrics.losses.inc();
+                    entry.held = None;
+                    continue;
+                }
+                if now.duration_since(h.wrote) >= self.cfg.retry_period {
+                    h.wrote = now;
+                    let mut next = h.lease.clone();
+                    if let Some(spec) = next.spec.as_mut() {
+                        spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+                        spec.lease_duration_seconds = Some(lease_seconds);
+                    }
+                    let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+                    match api
+                        .replace(&lease_name(name), &PostParams::default(), &next)
+                        .await
+                    {
+                        Ok(l) => {
+                            h.lease = l;
+                            h.renewed = Instant::now();
+                        }
+                        Err(e) if is_conflict(&e) => {
+                            info!(service = %format!("{ns}/{name}"), "the Lease was taken or removed: stopped announcing");
+                            self.metrics.losses.inc();
+                            entry.held = None;
+                            continue;
+                        }
+                        Err(e) => debug!(service = %format!("{ns}/{name}"), error = %e, "renewing the Lease"),
+                    }
+                }
+                want.extend(ips.iter().copied());
+                if h.garps_left > 0 {
+                    h.garps_left -= 1;
+                    garps.extend(ips.iter().copied());
+                }
+                continue;
+            }
+
+            if !me_eligible || now < entry.next_try {
+                continue;
+            }
+            // When the Lease became free, and whose it was.
+            let (free_at, prev) = match lease.as_deref() {
+                None => (entry.seen, None),
+                Some(l) => {
+                    let seen = entry.observed.as_ref().map_or(now, |o| o.1);
+                    match holder(l) {
+                        None => (seen, None),
+                        // Ours from before this agent started: take it straight back.
+                        Some(h) if h == me => (seen, None),
+                        Some(h) => (seen + duration_of(l), Some(h.to_string())),
+                    }
+                }
+            };
+            let nodes: Vec<&str> = eligible.iter().map(String::as_str).collect();
+            let Some(rank) = rank::rank(ns, name, &nodes, &me, prev.as_deref()) else {
+                continue;
+            };
+            if now < free_at + self.cfg.retry_period * rank as u32 {
+                continue;
+            }
+            let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+            let obj = self.lease_for(&svc, lease.as_deref(), Some(&me));
+            let written = match lease {
+                Some(_) => api.replace(&lease_name(name), &PostParams::default(), &obj).await,
+                None => api.create(&PostParams::default(), &obj).await,
+            };
+            let entry = self.entries.get_mut(&key).expect("entry inserted above");
+            match written {
+                Ok(l) => {
+                    entry.warned = false;
+                    let took = Instant::now();
+                    self.metrics.acquisitions.inc();
+                    if prev.is_some() {
+                        // From the old holder's last renewal as this node saw it: how long nobody announced.
+                        let last = entry.observed.as_ref().map_or(took, |o| o.1);
+                        self.metrics.takeovers.inc();
+                        self.metrics
+                            .takeover_seconds
+                            .observe(took.duration_since(last).as_secs_f64());
+                    }
+                    entry.held = Some(Held {
+                        lease: l,
+                        renewed: took,
+                        wrote: took,
+                        garps_left: GARPS - 1,
+                    });
+                    want.extend(ips.iter().copied());
+                    garps.extend(ips.iter().copied());
+                    let ip_list = ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+                    let from = prev
+                        .as_deref()
+                        .map(|p| format!("; took over from {p}"))
+                        .unwrap_or_default();
+                    info!(service = %format!("{ns}/{name}"), ips = %ip_list, previous = prev.as_deref().unwrap_or("-"), "acquired the Lease: announcing");
+                    let message = format!(
+                        "announcing {ip_list} from node {me:?} (interface {}, ARP){from}",
+                        self.cfg.interface
+                    );
+                    self.record_event(&svc, message);
+                }
+                Err(e) => {
+                    entry.next_try = now + self.cfg.retry_period;
+                    if is_conflict(&e) {
+                        debug!(service = %format!("{ns}/{name}"), "another node acquired the Lease first");
+                    } else if !std::mem::replace(&mut entry.warned, true) {
+                        warn!(service = %format!("{ns}/{name}"), error = %e, "could not write the Lease; retrying");
+                    } else {
+                        debug!(service = %format!("{ns}/{name}"), error = %e, "could not write the Lease");
+                    }
+                }
+            }
+        }
+        let held = self.entries.values().filter(|e| e.held.is_some()).count();
+        self.metrics.held.set(held as i64);
+        self.apply(want, garps).await;
+    }
+
+    /// Makes the responder and the local routes hold exactly `want`, then sends the gratuitous ARPs.
+    async fn apply(&mut self, want: BTreeSet<Ipv4Addr>, garps: Vec<Ipv4Addr>) {
+        if want != self.announced {
+            let added: Vec<Ipv4Addr> = want.difference(&self.announced).copied().collect();
+            let removed: Vec<Ipv4Addr> = self.announced.difference(&want).copied().collect();
+            // Stop answering first and deliver first: a removed IP is not answered a moment longer than
+            // needed, and an added one is not answered before the node takes its traffic.
+            if !removed.is_empty() {
+                self.responder.set(want.clone());
+            }
+            if let Some(routes) = &self.routes {
+                for ip in &added {
+                    routes.add(*ip).await;
+                }
+                for ip in &removed {
+                    routes.del(*ip).await;
+                }
+            }
+            self.responder.set(want.clone());
+            for ip in &removed {
+                info!(%ip, "stopped answering ARP");
+            }
+            self.announced = want;
+        }
+        for ip in garps {
+            self.responder.gratuitous(ip);
+        }
+    }
+
+    /// Clears the Lease's holder so the next node takes over without waiting for it to expire.
+    async fn release(&self, svc: &Service, lease: &Lease) {
+        let api: Api<Lease> = Api::namespaced(
+            self.client.clone(),
+            svc.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let obj = self.lease_for(svc, Some(lease), None);
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api.replace(&name, &PostParams::default(), &obj).await {
+            debug!(lease = %name, error = %e, "releasing the Lease (it expires by itself)");
+        }
+    }
+
+    /// An Event on the Service, written in the background (the next Services' Leases do not wait for it).
+    fn record_event(&self, svc: &Service, message: String) {
+        let client = self.client.clone();
+        let meta = svc.metadata.clone();
+        tokio::spawn(async move {
+            let mut recorder = Recorder::new(client, MANAGER);
+            recorder
+                .record(&Involved::of("v1", "Service", &meta), "Normal", REASON, &message)
+                .await;
+        });
+    }
+}

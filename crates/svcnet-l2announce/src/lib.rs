@@ -1,0 +1,179 @@
+//! L2 announcement of LoadBalancer IPs: what MetalLB's layer-2 mode, kube-vip and Cilium's L2
+//! announcements do, built into the node agent (`svcnet agent`).
+//!
+//! svcnet's LB IPAM (`--lb-pool`) gives a `type: LoadBalancer` Service an ingress IP; this crate makes one
+//! node per Service answer ARP for it on the node's underlay interface, so that machines on that network
+//! segment reach the IP with no other software:
+//!
+//! - [`announcer`]: the election, one `coordination.k8s.io/v1` Lease per Service (holder = node), with
+//!   client-go's leader-election rules and short defaults (Lease 2 s, renew deadline 1 s, retry 500 ms)
+//!   so that a node's death moves its IPs in under 3 s; rendezvous hashing ([`rank`]) spreads Services
+//!   over the eligible nodes; an Event on the Service names each new holder;
+//! - [`responder`]: an AF_PACKET socket on the interface (ARP requests only, by BPF) answering for the
+//!   held IPs, and gratuitous ARP on takeover so clients switch at once;
+//! - [`local_route`]: the holder's kernel takes the IP's traffic as its own (the userspace proxy listens
+//!   on it);
+//! - [`arp`], [`eligible`], [`rank`]: pure parts.
+//!
+//! IPv4 only for now: IPv6 ingress addresses are not announced (NDP is not implemented); each node logs a
+//! warning once per Service that has one.
+
+pub mod announcer;
+pub mod arp;
+pub mod eligible;
+pub mod local_route;
+pub mod metrics;
+pub mod rank;
+pub mod responder;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tracing::{info, warn};
+
+pub use announcer::lease_name;
+pub use metrics::Metrics;
+
+/// The label every announcement Lease carries (the announcers watch only these).
+pub const LEASE_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
+/// The component name on Leases and Events.
+pub const MANAGER: &str = "svcnet-l2announce";
+/// How often the announcer looks at every Service. Short: failover waits for it after the Lease expires.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Settings of one node's announcer.
+#[derive(Debug, Clone)]
+pub struct L2Config {
+    /// This node's name (the Leases' holder identity).
+    pub node_name: String,
+    /// The interface to answer ARP on.
+    pub interface: String,
+    /// How long a Lease is valid after its last renewal, as other nodes see it (whole seconds).
+    pub lease_duration: Duration,
+    /// How long the holder keeps announcing while its renewals fail.
+    pub renew_deadline: Duration,
+    /// How often the holder renews and candidates retry.
+    pub retry_period: Duration,
+    /// Whether to give held IPs a `local` route (see [`local_route`]).
+    pub local_routes: bool,
+}
+
+impl L2Config {
+    /// client-go's rules for the three durations, in its words.
+    pub fn validate(&self) -> Result<(), L2Error> {
+        let bad = |m: &str| Err(L2Error::Config(m.to_string()));
+        if self.lease_duration < Duration::from_secs(1) || self.lease_duration.subsec_nanos() != 0 {
+            return bad("the lease duration must be a whole number of seconds, at least 1");
+        }
+        if self.lease_duration <= self.renew_deadline {
+            return bad("leaseDuration must be greater than renewDeadline");
+        }
+        // client-go: renewDeadline must be greater than retryPeriod*JitterFactor (1.2).
+        if self.renew_deadline.as_secs_f64() <= self.retry_period.as_secs_f64() * 1.2 {
+            return bad("renewDeadline must be greater than retryPeriod*JitterFactor (1.2)");
+        }
+        if self.retry_period < Duration::from_millis(100) {
+            return bad("retryPeriod must be at least 100ms");
+        }
+        Ok(())
+    }
+}
+
+/// Errors that stop the announcer.
+#[derive(Debug, thiserror::Error)]
+pub enum L2Error {
+    /// Bad settings.
+    #[error("L2 announcement: {0}")]
+    Config(String),
+    /// The ARP responder could not start.
+    #[error(transparent)]
+    Responder(#[from] responder::ResponderError),
+    /// No netlink socket for the local routes.
+    #[error("netlink: {0}")]
+    Netlink(std::io::Error),
+}
+
+/// A store of `K` kept by a watch that runs (with back-off) for the life of the process.
+fn watched<K>(api: Api<K>, wc: watcher::Config) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, wc).modify(|o| o.meta_mut().managed_fields = None),
+    )
+    .default_backoff()
+    .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while stream.next().await.is_some() {}
+    });
+    store
+}
+
+/// Runs this node's announcer until the future is dropped.
+pub async fn run(client: kube::Client, cfg: L2Config, metrics: Metrics) -> Result<(), L2Error> {
+    cfg.validate()?;
+    let responder = Arc::new(responder::Responder::open(&cfg.interface, metrics.clone())?);
+    let routes = if cfg.local_routes {
+        let routes = local_route::LocalRoutes::new().map_err(L2Error::Netlink)?;
+        // A killed agent's routes would make this node's kernel answer ARP for IPs another node holds.
+        match routes.remove_all().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                routes = n,
+                "removed LoadBalancer IP routes left by an earlier agent"
+            ),
+            Err(e) => warn!(error = %e, "could not list this node's LoadBalancer IP routes"),
+        }
+        Some(routes)
+    } else {
+        None
+    };
+    let label = format!("{}={}", LEASE_LABEL.0, LEASE_LABEL.1);
+    let stores = announcer::Stores {
+        services: watched(Api::<Service>::all(client.clone()), watcher::Config::default()),
+        nodes: watched(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        slices: watched(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        leases: watched(
+            Api::<Lease>::all(client.clone()),
+            watcher::Config::default().labels(&label),
+        ),
+    };
+    // Nothing is decided on half a picture: a Lease missing from an unfinished list is not a free one.
+    let _ = stores.services.wait_until_ready().await;
+    let _ = stores.nodes.wait_until_ready().await;
+    let _ = stores.slices.wait_until_ready().await;
+    let _ = stores.leases.wait_until_ready().await;
+    info!(
+        interface = %cfg.interface,
+        lease = ?cfg.lease_duration,
+        renew_deadline = ?cfg.renew_deadline,
+        retry = ?cfg.retry_period,
+        "L2 announcement of LoadBalancer IPs running"
+    );
+    let mut announcer = announcer::Announcer::new(cfg, client, responder, routes, stores, metrics);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        announcer.tick().await;
+    }
+}

@@ -1,0 +1,467 @@
+//! LoadBalancer IPs reachable from outside the cluster in a `svcnet lab` (root only), on both backends:
+//! the lab's control plane hands out addresses from the underlay (`--lb-pool`), one node per Service
+//! holds its Lease and answers ARP for the address, and the client (a machine on the same segment)
+//! reaches the EXTERNAL-IP with nothing else installed.
+//!
+//! The test makes node3 ineligible (Kubernetes' `exclude-from-external-load-balancers` label) and puts
+//! both endpoints there, so whichever of node1/node2 holds the Lease can be stopped without taking an
+//! endpoint with it. It checks: exactly one MAC answers ARP for the IP (a probe in the client sends a
+//! request and collects every reply), and it is the holder's; the client's neighbour entry names it; an
+//! Event on the Service names the holder; after `lab stop-node <holder>` the other node takes the Lease,
+//! the client's neighbour entry changes (gratuitous ARP) and requests succeed again within the failover
+//! goal (the measured gap is printed); the old holder, started again, stays silent; deleting the Service
+//! stops the answers.
+//!
+//! Every frame stays inside the lab's namespaces. Without root (or without iproute2) the tests say they
+//! are skipped and pass.
+
+use std::time::{Duration, Instant};
+
+use svcnet_testsupport::eventually;
+use svcnet_testsupport::multinode::{ECHO_SERVER, MultiNodeLab, ask_from, python_pod};
+use svcnet_testsupport::netns::{can_run, command_in};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+const WAIT: Duration = Duration::from_secs(60);
+/// The failover goal with the default Lease settings (2 s Lease, 500 ms retry).
+const FAILOVER_GOAL: Duration = Duration::from_secs(3);
+/// What the assert allows on top: a loaded 2-core machine running several labs.
+const MARGIN: Duration = Duration::from_secs(3);
+
+fn skip() -> bool {
+    if let Err(why) = can_run() {
+        eprintln!("skipped: {why}");
+        return true;
+    }
+    false
+}
+
+/// Sends one ARP request for ARGV[1] from eth0 (sender address ARGV[2]) and prints the MACs of every
+/// reply within a second, sorted, space-separated.
+const ARP_PROBE: &str = r#"
+import socket, struct, sys, time
+tgt, src = socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("eth0", 0))
+mac = s.getsockname()[4]
+s.send(b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + src + b"\0" * 6 + tgt)
+s.settimeout(0.1)
+macs, end = set(), time.time() + 1.0
+while time.time() < end:
+    try:
+        f = s.recv(128)
+    except socket.timeout:
+        continue
+    if len(f) >= 42 and f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02" and f[28:32] == tgt:
+        macs.add(f[22:28].hex(":"))
+print(" ".join(sorted(macs)))
+"#;
+
+/// Connects to ARGV[1]:ARGV[2] every 10 ms for ARGV[3] seconds (each attempt at most 200 ms) and prints
+/// `ok T` or `fail T` per attempt, T in Unix seconds.
+const REQUESTS: &str = r#"
+import socket, sys, time
+ip, port, end = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
+while time.time() < end:
+    t = time.time()
+    try:
+        s = socket.create_connection((ip, port), timeout=0.2)
+        ok = s.recv(200).startswith(b"red-")
+        s.close()
+    except OSError:
+        ok = False
+    print("ok" if ok else "fail", "%.3f" % t, flush=True)
+    time.sleep(0.01)
+"#;
+
+const SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "red", "namespace": "default"},
+ "spec": {"type": "LoadBalancer", "selector": {"app": "red"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#;
+
+fn arp_answers(lab: &MultiNodeLab, vip: &str) -> String {
+    let out = command_in(&lab.netns_of("client"), "python3")
+        .args(["-c", ARP_PROBE, vip, "172.18.0.2"])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn mac_of(lab: &MultiNodeLab, node: &str) -> String {
+    lab.exec_ok(node, &["cat", "/sys/class/net/eth0/address"])
+        .trim()
+        .to_string()
+}
+
+/// The client's neighbour entry for `ip` (`… lladdr MAC STATE`), empty if none.
+fn neighbour(lab: &MultiNodeLab, ip: &str) -> String {
+    let out = command_in(&lab.netns_of("client"), "ip")
+        .args(["neigh", "show", ip])
+        .output()
+        .expect("ip neigh");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn holder(lab: &MultiNodeLab) -> Option<String> {
+    let out = lab.kubectl(&["get", "lease", "svcnet-lb-red", "-o", "json"], None);
+    let lease: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// The messages of the Service's `nodeAssigned` Events.
+fn assigned_events(lab: &MultiNodeLab) -> Vec<String> {
+    let events = lab.get_json(&["events"]);
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == "red" && e["reason"] == "nodeAssigned")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn announce_and_fail_over(proxy_mode: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
+    lab.ok(&[
+        "label",
+        "node",
+        "node3",
+        "node.kubernetes.io/exclude-from-external-load-balancers=",
+    ]);
+    for name in ["red-a", "red-b"] {
+        lab.apply(&python_pod(
+            name,
+            "node3",
+            ECHO_SERVER,
+            &[name, "8080"],
+            Some(8080),
+            &[("app", "red")],
+        ));
+    }
+    lab.apply(SERVICE);
+    for name in ["red-a", "red-b"] {
+        lab.wait_pod_ready(name, WAIT);
+    }
+    let mut vip = String::new();
+    assert!(
+        eventually(WAIT, || {
+            let svc = lab.get_json(&["service", "red"]);
+            vip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            !vip.is_empty()
+        }),
+        "no EXTERNAL-IP"
+    );
+    assert!(vip.starts_with("172.18.0."), "{vip} is not from the lab's pool");
+    let mut first = None;
+    assert!(
+        eventually(WAIT, || {
+            first = holder(&lab);
+            first.is_some()
+        }),
+        "no node took the Lease\nnode1: {}\nnode2: {}",
+        lab.log("node1"),
+        lab.log("node2")
+    );
+    let first = first.unwrap();
+    assert!(
+        ["node1", "node2"].contains(&first.as_str()),
+        "ineligible node3 holds it: {first}"
+    );
+    let other = if first == "node1" { "node2" } else { "node1" };
+
+    // From the client: the EXTERNAL-IP answers, from both endpoints on node3.
+    let client = lab.netns_of("client");
+    let mut last = String::new();
+    assert!(
+        eventually(WAIT, || {
+            last = ask_from(&client, &vip, 80);
+            last.starts_with("red-")
+        }),
+        "the client did not reach {vip}: {last:?}\n{first}: {}",
+        lab.log(&first)
+    );
+    // Exactly one node answers ARP for it: the holder.
+    let first_mac = mac_of(&lab, &first);
+    assert_eq!(arp_answers(&lab, &vip), first_mac, "ARP answers for {vip}");
+    let neigh = neighbour(&lab, &vip);
+    assert!(
+        neigh.contains(&first_mac),
+        "client's neighbour entry {neigh:?}, want {first_mac}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || assigned_events(&lab)
+            .iter()
+            .any(|m| m.contains(&vip) && m.contains(&format!("{first:?}")))),
+        "no nodeAssigned Event naming {first}: {:?}",
+        assigned_events(&lab)
+    );
+
+    // The holder dies; the client keeps asking every 10 ms.
+    let probe = command_in(&client, "python3")
+        .args(["-c", REQUESTS, &vip, "80", "12"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let probe = svcnet_testsupport::multinode::Proc(probe);
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped_at = Instant::now();
+    let out = lab.lab(&["stop-node", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut now_holder = None;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            now_holder = holder(&lab);
+            now_holder.as_deref() == Some(other)
+        }),
+        "{other} did not take over from {first}: holder {now_holder:?}\n{other}: {}",
+        lab.log(other)
+    );
+    let lease_moved = stopped_at.elapsed();
+    let mut probe = probe;
+    let output = probe.0.wait_with_output_ref();
+    let gap = outage(&output);
+    eprintln!(
+        "{proxy_mode}: failover: Lease moved within {:.2} s of stop-node; the client's requests failed for {:.2} s",
+        lease_moved.as_secs_f64(),
+        gap.as_secs_f64()
+    );
+    assert!(
+        gap > Duration::ZERO && gap <= FAILOVER_GOAL + MARGIN,
+        "the client's outage was {gap:?} (goal {FAILOVER_GOAL:?})\n{other}: {}",
+        lab.log(other)
+    );
+    let other_mac = mac_of(&lab, other);
+    let neigh = neighbour(&lab, &vip);
+    assert!(
+        neigh.contains(&other_mac) && !neigh.contains(&first_mac),
+        "client's neighbour entry {neigh:?}, want {other_mac} (gratuitous ARP)"
+    );
+    assert_eq!(
+        arp_answers(&lab, &vip),
+        other_mac,
+        "ARP answers for {vip} after failover"
+    );
+    last = ask_from(&client, &vip, 80);
+    assert!(last.starts_with("red-"), "after failover: {last:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || assigned_events(&lab).iter().any(
+            |m| m.contains(&format!("{other:?}")) && m.contains(&format!("took over from {first}"))
+        )),
+        "no nodeAssigned Event for the takeover: {:?}",
+        assigned_events(&lab)
+    );
+
+    // The new holder's metrics count the takeover and how long the IP went unannounced.
+    let metrics = lab.exec_ok(other, &["curl", "-s", "http://127.0.0.1:10249/metrics"]);
+    for want in [
+        "svcnet_l2announce_takeovers_total 1",
+        "svcnet_l2announce_takeover_seconds_count 1",
+        "svcnet_l2announce_leases_held 1",
+        "svcnet_l2announce_announced_ips 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "{other}'s metrics lack {want:?}:\n{metrics}"
+        );
+    }
+    let took: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("svcnet_l2announce_takeover_seconds_sum "))
+        .and_then(|v| v.parse().ok())
+        .expect("takeover_seconds_sum");
+    eprintln!("{proxy_mode}: {other} measured its takeover at {took:.2} s after {first}'s last renewal");
+    assert!(
+        took > 0.0 && took <= (FAILOVER_GOAL + MARGIN).as_secs_f64(),
+        "{took}"
+    );
+
+    // The old holder comes back: it stays silent (the routes its killed agent left, which would make
+    // its kernel answer ARP, are removed) and the Lease stays where it is.
+    let out = lab.lab(&["start-node", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        arp_answers(&lab, &vip),
+        other_mac,
+        "ARP answers for {vip} after {first} came back"
+    );
+    assert_eq!(holder(&lab).as_deref(), Some(other));
+
+    // Deleting the Service stops the answers at once.
+    lab.ok(&["delete", "service", "red"]);
+    assert!(
+        eventually(Duration::from_secs(5), || arp_answers(&lab, &vip).is_empty()),
+        "{vip} still answered after its Service was deleted"
+    );
+    assert!(lab.down());
+}
+
+trait WaitOutput {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl WaitOutput for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut out) = self.stdout.take() {
+            let _ = out.read_to_string(&mut text);
+        }
+        let _ = self.wait();
+        text
+    }
+}
+
+/// From the probe's lines: the time between the last success before the first failure and the first
+/// success after it (zero if nothing failed or nothing succeeded again).
+fn outage(lines: &str) -> Duration {
+    let attempts: Vec<(bool, f64)> = lines
+        .lines()
+        .filter_map(|l| {
+            let (what, t) = l.split_once(' ')?;
+            Some((what == "ok", t.parse().ok()?))
+        })
+        .collect();
+    let Some(first_fail) = attempts.iter().position(|(ok, _)| !ok) else {
+        return Duration::ZERO;
+    };
+    let before = attempts[..first_fail]
+        .iter()
+        .rev()
+        .find(|(ok, _)| *ok)
+        .map(|a| a.1);
+    let after = attempts[first_fail..].iter().find(|(ok, _)| *ok).map(|a| a.1);
+    match (before, after) {
+        (Some(b), Some(a)) => Duration::from_secs_f64(a - b),
+        _ => Duration::ZERO,
+    }
+}
+
+#[test]
+fn load_balancer_ip_announced_and_failed_over_nftables() {
+    if skip() {
+        return;
+    }
+    announce_and_fail_over("nftables");
+}
+
+#[test]
+fn load_balancer_ip_announced_and_failed_over_userspace() {
+    if skip() {
+        return;
+    }
+    announce_and_fail_over("userspace");
+}
+
+/// The holder of every announcement Lease in `default`, by Lease name.
+fn holders(lab: &MultiNodeLab) -> std::collections::BTreeMap<String, String> {
+    let leases = lab.get_json(&["leases"]);
+    leases["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            Some((
+                l["metadata"]["name"].as_str()?.to_string(),
+                l["spec"]["holderIdentity"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Services spread over the nodes as rendezvous hashing orders them; under externalTrafficPolicy Local
+/// only the node with the endpoint announces, and stops when the endpoint goes.
+#[test]
+fn load_balancer_ips_spread_and_follow_local_endpoints() {
+    if skip() {
+        return;
+    }
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", "nftables"]);
+    let nodes = ["node1", "node2", "node3"];
+    let names: Vec<String> = (0..6).map(|i| format!("spread-{i}")).collect();
+    let preferred: Vec<&str> = names
+        .iter()
+        .map(|n| svcnet_l2announce::rank::order("default", n, nodes)[0])
+        .collect();
+    let distinct: std::collections::BTreeSet<&&str> = preferred.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "the test's names all hash to one node: {preferred:?}"
+    );
+    for name in &names {
+        lab.apply(&format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}", "namespace": "default"}},
+ "spec": {{"type": "LoadBalancer", "ports": [{{"port": 80}}]}}}}"#
+        ));
+    }
+    let want: std::collections::BTreeMap<String, String> = names
+        .iter()
+        .zip(&preferred)
+        .map(|(n, p)| (format!("svcnet-lb-{n}"), p.to_string()))
+        .collect();
+    let mut got = Default::default();
+    assert!(
+        eventually(WAIT, || {
+            got = holders(&lab);
+            want.iter().all(|(k, _)| got.contains_key(k))
+        }),
+        "not every Service got a holder: {got:?}"
+    );
+    let got: std::collections::BTreeMap<String, String> =
+        got.into_iter().filter(|(k, _)| want.contains_key(k)).collect();
+    assert_eq!(got, want, "holders, against rendezvous hashing's first choice");
+
+    // externalTrafficPolicy Local: the endpoint is on node2, so node2 announces whatever the hash says.
+    lab.apply(&python_pod(
+        "lw",
+        "node2",
+        ECHO_SERVER,
+        &["red-lw", "8080"],
+        Some(8080),
+        &[("app", "lw")],
+    ));
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lw", "namespace": "default"},
+ "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "lw"},
+  "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    lab.wait_pod_ready("lw", WAIT);
+    let mut vip = String::new();
+    assert!(eventually(WAIT, || {
+        vip = lab.get_json(&["service", "lw"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        !vip.is_empty()
+    }));
+    assert!(
+        eventually(WAIT, || holders(&lab).get("svcnet-lb-lw").map(String::as_str)
+            == Some("node2")),
+        "node2 (the only node with an endpoint) does not hold lw: {:?}",
+        holders(&lab)
+    );
+    let client = lab.netns_of("client");
+    let mut last = String::new();
+    assert!(
+        eventually(WAIT, || {
+            last = ask_from(&client, &vip, 80);
+            last.starts_with("red-lw ")
+        }),
+        "{vip}: {last:?}"
+    );
+    // The policy keeps the client's address.
+    assert_eq!(last, "red-lw 172.18.0.2");
+    assert_eq!(arp_answers(&lab, &vip), mac_of(&lab, "node2"));
+    // The last local endpoint goes: node2 releases and nobody else may announce.
+    lab.ok(&["delete", "pod", "lw", "--wait=false"]);
+    assert!(
+        eventually(Duration::from_secs(15), || arp_answers(&lab, &vip).is_empty()),
+        "{vip} still answered without a local endpoint"
+    );
+    assert!(!holders(&lab).contains_key("svcnet-lb-lw"), "{:?}", holders(&lab));
+    assert!(lab.down());
+}
