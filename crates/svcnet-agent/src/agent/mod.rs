@@ -26,17 +26,17 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use svcnet_alloc::ClusterIpAllocator;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::info;
 
 pub use pod_env::service_env;
-use pod_sync::{PodSync, stop_leftovers};
+use pod_sync::PodSync;
 
 use crate::netns::{self, NetnsError, PodNet};
 use crate::node::{self, NodeConfig};
@@ -282,15 +282,32 @@ async fn run_with(
     ));
 
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
-    if let Ok(list) = Api::<Pod>::all(client.clone())
-        .list(&kube::api::ListParams::default().fields(&format!("spec.nodeName={}", cfg.node_name)))
-        .await
-    {
-        stop_leftovers(&client, &list.items).await;
-        // Only with a complete list: a namespace is deleted when its pod is known to be gone.
-        if let Some(podnet) = &podnet {
-            let live: HashSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
-            podnet.teardown_gone(&live).await;
+    let list_params = kube::api::ListParams::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    let mut sync = PodSync {
+        cfg,
+        client: client.clone(),
+        runner,
+        ips,
+        addresses,
+        podnet,
+        pod_cidr,
+        pods: pod_store,
+        services: svc_store.clone(),
+        netns_ready: HashSet::new(),
+        stopping: HashSet::new(),
+        waiting: HashSet::new(),
+        retry: HashMap::new(),
+        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
+            .await
+            .unwrap_or_else(|_| Sandbox::none()),
+        gated: gated_tx,
+    };
+    // Adopt what a previous agent left running before anything else: the pods keep serving meanwhile.
+    // Without a list (the API failed) the pods are adopted one by one as their events come.
+    match Api::<Pod>::all(client.clone()).list(&list_params).await {
+        Ok(list) => sync.start(&list.items).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list this node's pods at start; adopting them as they come")
         }
     }
     // Know the Services before the first pod starts: their environment variables (`WEB_SERVICE_HOST`, …)
@@ -303,25 +320,6 @@ async fn run_with(
     )
     .default_backoff()
     .touched_objects();
-    let sync = PodSync {
-        cfg,
-        client,
-        runner,
-        ips,
-        addresses,
-        podnet,
-        pod_cidr,
-        pods: pod_store,
-        services: svc_store,
-        netns_ready: HashSet::new(),
-        stopping: HashSet::new(),
-        waiting: HashSet::new(),
-        retry: HashMap::new(),
-        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
-            .await
-            .unwrap_or_else(|_| Sandbox::none()),
-        gated: gated_tx,
-    };
     sync.run(pod_stream).await;
     Ok(())
 }
