@@ -8,6 +8,9 @@
 //! the netns pod network ([`PodNetwork::Netns`], root) each pod gets its own network namespace on the node
 //! bridge (see [`crate::netns`]), and the bridge's gateway address is never a pod's.
 //!
+//! At start it adopts the pods a previous agent left running (their records on disk, checked against the
+//! processes), stops the recorded pods the API no longer has, and only then follows the pod watch.
+//!
 //! This module starts the parts and wires them together: the pod loop (`pod_sync`), the status writer
 //! (`status`), the logs server (`logs`), and the environment a pod learns from the Services (`pod_env`).
 
@@ -121,8 +124,9 @@ pub enum AgentError {
     Netns(#[from] NetnsError),
 }
 
-/// Runs the agent until `shutdown` resolves; then, if `stop_pods_on_exit`, stops every pod it runs
-/// (`svcnet up`: the node goes away with the process) before returning.
+/// Runs the agent until `shutdown` resolves; then, if `stop_pods_on_exit`, stops every pod it runs (and
+/// tears their network namespaces down) before returning. Otherwise the pods keep running and the next
+/// agent on the same `root` adopts them (see [`crate::runner::PodRunner::adopt`]).
 pub async fn run_until(
     client: Client,
     cfg: AgentConfig,
@@ -146,7 +150,7 @@ pub async fn run_until(
 }
 
 /// Runs the agent until the future is dropped. Pods (and their network namespaces) outlive it; the next
-/// agent on this node re-uses or cleans them up.
+/// agent on this node adopts them, or stops those deleted meanwhile.
 pub async fn run(client: Client, cfg: AgentConfig) -> Result<(), AgentError> {
     let podnet = pod_net(&cfg)?;
     run_with(client, cfg.clone(), PodRunner::new(cfg.root), podnet).await

@@ -1,6 +1,7 @@
-//! The pod runner: runs Kubernetes pods as host processes (each container's `command` + `args` is a process in
-//! its own process group) and reports their status in Kubernetes' shape, behaving as the kubelet does for
-//! init containers, restart policies, crash-loop back-off, probes, lifecycle hooks and graceful termination.
+//! The pod runner: runs Kubernetes pods as host processes (each container's `command` + `args` is a
+//! process in its own session and process group) and reports their status in Kubernetes' shape, behaving
+//! as the kubelet does for init containers, restart policies, crash-loop back-off, probes, lifecycle hooks
+//! and graceful termination.
 //!
 //! svcnet conventions beyond Kubernetes:
 //! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (its hostname: `spec.hostname` or the
@@ -16,8 +17,10 @@
 //! - `securityContext` is honoured or refused as [`security`] describes (uid, gid, groups, runAsNonRoot,
 //!   no-new-privileges and dropped capabilities through `setpriv`).
 //!
-//! State lives in memory; logs live under `root/pods/<uid>/logs/<container>/<restart count>.log` (the current
-//! and the previous instance are kept), with the times their lines were written beside them ([`timeline`]).
+//! State lives in memory and, for a later agent to adopt the pod, in `root/pods/<uid>/state.json`
+//! ([`record`]: pods outlive the agent); logs live under `root/pods/<uid>/logs/<container>/<restart
+//! count>.log` (the current and the previous instance are kept), with the times their lines were written
+//! beside them ([`timeline`]).
 
 mod container;
 mod env;
