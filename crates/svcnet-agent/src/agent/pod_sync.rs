@@ -235,8 +235,8 @@ impl PodSync {
         }
     }
 
-    /// Adopts the pod if a previous agent left it running (see [`PodRunner::adopt`]): it keeps its address
-    /// and network namespace. Whether it was adopted.
+    /// Adopts the pod if a previous agent left it running (see [`PodRunner::adopt`]): it keeps its
+    /// address. Whether it was adopted.
     pub(super) fn adopt(&mut self, pod: &Pod) -> bool {
         let Some(uid) = pod.uid() else { return false };
         match self.runner.adopt(pod) {
@@ -245,9 +245,8 @@ impl PodSync {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .adopt(&uid, ctx.pod_ip);
-                if self.podnet.is_some() {
-                    self.netns_ready.insert(uid.clone());
-                }
+                // Its network namespace is left to `pod`: `setup_pod` re-uses an intact one (and repairs
+                // what an agent repairs on every start, e.g. the bridge port's hairpin flag).
                 self.waiting.remove(&uid);
                 self.retry.remove(&uid);
                 true

@@ -415,18 +415,10 @@ fn resume(pod: &PodHandle, which: Which) -> Resume {
             let live = record::pid_of(container_id)
                 .zip(r.proc_start)
                 .filter(|(pid, ticks)| record::alive(*pid, *ticks));
+            // (`PodRunner::adopt` checked the network namespace of every live process.)
             match live {
-                Some((pid, ticks)) if record::in_pod_netns(pid, &pod.ctx) => {
+                Some((pid, ticks)) => {
                     out.adopted = Some((Proc::Adopted { pid, ticks }, *started_at, container_id.clone()));
-                }
-                Some((pid, _)) => {
-                    tracing::warn!(pod = %pod.uid, container = %r.name, pid, "adopted container is not in its pod's network namespace any more; killing it");
-                    kill_group(pid, Signal::SIGKILL);
-                    out.ended = Some(unknown_exit(
-                        out.instance,
-                        Some(*started_at),
-                        container_id.clone(),
-                    ));
                 }
                 None => {
                     out.ended = Some(unknown_exit(

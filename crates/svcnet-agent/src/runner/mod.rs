@@ -209,6 +209,18 @@ impl PodRunner {
                 c.proc_start = None;
             }
         }
+        // Processes this agent cannot reach in their pod's network namespace (it is gone, or not visible
+        // from this agent's mount namespace) could be neither probed nor restarted in place: the pod
+        // starts afresh instead, in a namespace set up again.
+        let live = rec.live();
+        if live.iter().any(|(_, pid)| !record::in_pod_netns(*pid, &rec.ctx)) {
+            tracing::warn!(pod = %uid, containers = ?live, "the pod's processes are not in a network namespace this agent can reach; starting the pod again");
+            for (_, pid) in &live {
+                process::kill_group(*pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            record::remove(&dir);
+            return Ok(None);
+        }
         let ctx = rec.ctx.clone();
         let mut state = status::PodState {
             init: rec.init,

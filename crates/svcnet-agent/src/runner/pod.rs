@@ -87,7 +87,7 @@ impl PodHandle {
             done: watch::Sender::new(false),
         };
         // The record goes to disk before anything of the pod runs.
-        handle.update(|_| false);
+        handle.persist(&handle.lock());
         handle
     }
 
@@ -137,8 +137,10 @@ impl PodHandle {
             let changed = f(&mut state);
             let conditions = state.refresh_conditions(restart_policy(&self.pod), Timestamp::now());
             // Under the lock, so records reach the disk in the order of the changes, and before the
-            // status they lead to is reported.
-            self.persist(&state);
+            // status they lead to is reported. Unchanged probe results write nothing.
+            if changed || conditions {
+                self.persist(&state);
+            }
             changed || conditions
         };
         if changed {
