@@ -263,3 +263,116 @@ fn pods_outlive_svcnet_and_are_adopted() {
     // Drop kills anything recorded that still runs, should an assertion above have failed.
     c.set_keep_pods(true);
 }
+
+/// A `svcnet agent` of this test, logging to `dir/agent.log`; on drop it is killed, and so are the pods
+/// it recorded (verified by PID and start time), also when the test fails.
+struct Agent {
+    child: Option<std::process::Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(c: &Cluster, dir: &std::path::Path, extra: &[&str]) -> Agent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .unwrap();
+        let child = std::process::Command::new(SVCNET)
+            .args(["agent", "--node-name", "node-b", "--dns-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--proxy-mode", "none"])
+            .args(extra)
+            .arg("--kubeconfig")
+            .arg(c.kubeconfig())
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, and waits for the agent to exit.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        svcnet_testsupport::cluster::kill_recorded_pods(&self.dir);
+    }
+}
+
+/// `svcnet agent` keeps its pods across a SIGTERM restart (adopted by the next agent on its data
+/// directory), and stops them on exit with `--stop-pods-on-exit`.
+#[test]
+fn svcnet_agent_pods_outlive_it_unless_asked() {
+    let c = Cluster::start(SVCNET);
+    let dir = c.dir.join("node-b");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut agent = Agent::start(&c, &dir, &[]);
+    let port = free_port("127.0.0.1");
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: b\nspec:\n  nodeName: node-b\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: b\n    image: python:3\n    command: [\"sh\", \"-c\", \"exec python3 -m http.server {port} --bind $POD_IP\"]\n    readinessProbe:\n      tcpSocket: {{port: {port}}}\n      periodSeconds: 1\n"
+    );
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&pod));
+    let view = |c: &Cluster| {
+        let p = c.get_json(&["pod", "b"]);
+        let cs = &p["status"]["containerStatuses"][0];
+        (
+            cs["containerID"]
+                .as_str()
+                .and_then(|id| id.strip_prefix("svcnet://"))
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0),
+            cs["restartCount"].as_i64().unwrap_or(-1),
+            cs["ready"] == true,
+        )
+    };
+    let mut first = (0, 0, false);
+    assert!(
+        eventually(WAIT, || {
+            first = view(&c);
+            first.2 && alive(first.0)
+        }),
+        "pod never ready: {first:?}\n{}",
+        agent.log()
+    );
+
+    agent.stop();
+    assert!(alive(first.0), "the pod died with `svcnet agent`");
+    let mut agent = Agent::start(&c, &dir, &["--stop-pods-on-exit"]);
+    assert!(
+        eventually(WAIT, || agent
+            .log()
+            .contains("adopted pods a previous agent left running")),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(view(&c), first, "same process, restart count and readiness");
+
+    agent.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(first.0)),
+        "the pod outlived `svcnet agent --stop-pods-on-exit`"
+    );
+}
