@@ -1,7 +1,9 @@
 //! A real `svcnet up` for a test, driven with real kubectl.
 //!
 //! Every cluster gets its own data directory and an ephemeral loopback port, so tests run in parallel
-//! and never touch anything outside 127.0.0.1. The process is stopped by PID when the handle drops.
+//! and never touch anything outside 127.0.0.1. The process is stopped by PID when the handle drops. It runs
+//! with `--stop-pods-on-exit` (its pods stop with it) unless started with [`Cluster::start_keeping_pods`],
+//! whose pods outlive svcnet as a user's do and are killed on drop from the agent's records.
 //!
 //! The binary under test is an argument because only the `svcnet` crate's own integration tests can name
 //! it; such a test file starts with
