@@ -89,8 +89,36 @@ impl PodIps {
         if let Some(r) = reserved {
             let _ = alloc.allocate(r);
         }
+        // Addresses adopted before the range was known stay their pods'.
+        for lease in self.by_uid.values() {
+            if alloc.in_range(lease.ip) {
+                let _ = alloc.allocate(lease.ip);
+            }
+        }
         self.alloc = Some(alloc);
         self.reserved = reserved;
+    }
+
+    /// Records the address of a pod adopted from a previous agent (which may come before the pod CIDR is
+    /// known): the pod keeps it, and claims it again on the host.
+    pub(crate) fn adopt(&mut self, uid: &str, ip: IpAddr) {
+        if self.by_uid.contains_key(uid) {
+            return;
+        }
+        if let Some(alloc) = self.alloc.as_mut()
+            && alloc.in_range(ip)
+        {
+            let _ = alloc.allocate(ip);
+        }
+        let claim = match Claim::take(ip) {
+            Ok(c) => Some(c),
+            Err(Unclaimed::Taken) => {
+                warn!(%ip, pod = uid, "the adopted pod's address is claimed by another svcnet agent on this host");
+                None
+            }
+            Err(Unclaimed::Unsupported(_)) => None,
+        };
+        self.by_uid.insert(uid.to_string(), Lease { ip, _claim: claim });
     }
 
     /// The address of the pod `uid`: the one it already has (given earlier, or `existing` from its status

@@ -705,3 +705,130 @@ async fn startup_probe_gates_started_and_ready() {
     assert_eq!(container(&s, "c").restart_count, 0);
     runner.stop_all(Duration::from_secs(5)).await;
 }
+
+/// The container ID's PID of container `name`.
+fn pid_of(status: &PodStatus, name: &str) -> u32 {
+    container(status, name)
+        .container_id
+        .as_deref()
+        .and_then(|id| id.strip_prefix("svcnet://"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `pod` under a runner on a runtime of its own, waits until it runs, then drops that runtime (as
+/// when the agent dies): the pod's processes keep running. Returns the container `c`'s PID.
+fn run_then_lose_the_runner(root: &Path, pod: &Pod) -> u32 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let uid = pod.metadata.uid.clone().unwrap();
+    let pid = rt.block_on(async {
+        let first = PodRunner::new(root.to_path_buf());
+        first.ensure(pod, ctx()).unwrap();
+        let s = wait_status(&first, &uid, "running", |s| {
+            container(s, "c")
+                .state
+                .as_ref()
+                .is_some_and(|st| st.running.is_some())
+        })
+        .await;
+        pid_of(&s, "c")
+    });
+    drop(rt);
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the pod died with its runner"
+    );
+    pid
+}
+
+/// A runner adopts the pods a previous one (an agent that died) recorded: the same process, restart count
+/// and readiness; it notices when that process ends (reported as ContainerStatusUnknown, since the exit
+/// status of a process that is not its child cannot be read) and restarts it per the restart policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runner_adopts_the_pods_a_previous_one_left_running() {
+    let root = tempfile::tempdir().unwrap();
+    let p = pod(
+        "adopted",
+        json!({"containers": [{"name": "c", "command": ["sh", "-c", "exec sleep 1000"]}]}),
+    );
+    let root_path = root.path().to_path_buf();
+    let p2 = p.clone();
+    let pid = tokio::task::spawn_blocking(move || run_then_lose_the_runner(&root_path, &p2))
+        .await
+        .unwrap();
+
+    let runner = runner(root.path());
+    let ctx = runner.adopt(&p).unwrap().expect("a record to adopt");
+    assert_eq!(ctx.pod_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // Adopted once: a second call (and `ensure`) leave it as it is.
+    assert!(runner.adopt(&p).unwrap().is_none());
+    runner.ensure(&p, ctx).unwrap();
+    let s = wait_status(&runner, "uid-adopted", "adopted and ready", |s| {
+        condition(s, "Ready") == "True"
+    })
+    .await;
+    assert_eq!(pid_of(&s, "c"), pid, "the same process");
+    assert_eq!(container(&s, "c").restart_count, 0);
+
+    // The adopted process ends: noticed, reported as unknown, restarted in place.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let s = wait_status(
+        &runner,
+        "uid-adopted",
+        "restarted after the adopted process ended",
+        |s| {
+            let c = container(s, "c");
+            c.restart_count == 1 && c.state.as_ref().is_some_and(|st| st.running.is_some())
+        },
+    )
+    .await;
+    let last = container(&s, "c").last_state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        (last.reason.as_deref(), last.exit_code),
+        (Some("ContainerStatusUnknown"), 137)
+    );
+    assert_ne!(pid_of(&s, "c"), pid);
+    runner.stop_all(Duration::from_secs(5)).await;
+    // A stopped pod leaves nothing to adopt.
+    assert!(!root.path().join("pods/uid-adopted/state.json").exists());
+}
+
+/// A record whose process start time does not match the running PID (the PID was reused) adopts nothing:
+/// that process is never touched, and the container starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_pid_is_not_adopted() {
+    let root = tempfile::tempdir().unwrap();
+    let p = pod(
+        "reused",
+        json!({"containers": [{"name": "c", "command": ["sh", "-c", "exec sleep 1000"]}]}),
+    );
+    let root_path = root.path().to_path_buf();
+    let p2 = p.clone();
+    let pid = tokio::task::spawn_blocking(move || run_then_lose_the_runner(&root_path, &p2))
+        .await
+        .unwrap();
+    let file = root.path().join("pods/uid-reused/state.json");
+    let mut rec: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let ticks = rec["main"][0]["proc_start"].as_u64().unwrap();
+    rec["main"][0]["proc_start"] = json!(ticks + 1);
+    std::fs::write(&file, serde_json::to_vec(&rec).unwrap()).unwrap();
+
+    let runner = runner(root.path());
+    runner.adopt(&p).unwrap().expect("a record to adopt");
+    let s = wait_status(&runner, "uid-reused", "started again", |s| {
+        let c = container(s, "c");
+        c.restart_count == 1 && c.state.as_ref().is_some_and(|st| st.running.is_some())
+    })
+    .await;
+    assert_ne!(pid_of(&s, "c"), pid);
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "a process the record does not verifiably name was signalled"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    runner.stop_all(Duration::from_secs(5)).await;
+}

@@ -1,7 +1,9 @@
 //! A real `svcnet up` for a test, driven with real kubectl.
 //!
 //! Every cluster gets its own data directory and an ephemeral loopback port, so tests run in parallel
-//! and never touch anything outside 127.0.0.1. The process is stopped by PID when the handle drops.
+//! and never touch anything outside 127.0.0.1. The process is stopped by PID when the handle drops. It runs
+//! with `--stop-pods-on-exit` (its pods stop with it) unless started with [`Cluster::start_keeping_pods`],
+//! whose pods outlive svcnet as a user's do and are killed on drop from the agent's records.
 //!
 //! The binary under test is an argument because only the `svcnet` crate's own integration tests can name
 //! it; such a test file starts with
@@ -39,6 +41,9 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Words run before `svcnet` and kubectl, e.g. `ip netns exec <node>` (empty: run directly).
     prefix: Vec<String>,
+    /// Whether the node's pods outlive `svcnet up` (its default). Otherwise (the harness's default, so that
+    /// no test leaves processes behind) it runs with `--stop-pods-on-exit`.
+    keep_pods: bool,
 }
 
 impl Cluster {
@@ -61,6 +66,17 @@ impl Cluster {
     /// Starts a fresh cluster whose processes (svcnet, kubectl) run behind the command `prefix`, e.g.
     /// `prlimit --nofile=1024:2048 --` (`svcnet` must be exec'd, so that signals reach it).
     pub fn start_behind(bin: &Path, prefix: &[&str], extra: &[&str]) -> Cluster {
+        Self::start_full(bin, prefix, extra, false)
+    }
+
+    /// Starts a fresh cluster of `bin` whose pods outlive `svcnet up` (no `--stop-pods-on-exit`), as a
+    /// user's does. When the handle drops, the pods the node recorded are killed (verified by PID and start
+    /// time), after svcnet.
+    pub fn start_keeping_pods(bin: impl AsRef<Path>, extra: &[&str]) -> Cluster {
+        Self::start_full(bin.as_ref(), &[], extra, true)
+    }
+
+    fn start_full(bin: &Path, prefix: &[&str], extra: &[&str], keep_pods: bool) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut c = Cluster {
@@ -71,9 +87,16 @@ impl Cluster {
             addr: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
+            keep_pods,
         };
         c.launch("127.0.0.1:0");
         c
+    }
+
+    /// Whether the next [`Self::restart`] keeps pods running when svcnet exits (`false`: it passes
+    /// `--stop-pods-on-exit`).
+    pub fn set_keep_pods(&mut self, keep: bool) {
+        self.keep_pods = keep;
     }
 
     /// A command for `program`, behind the cluster's prefix.
@@ -97,6 +120,7 @@ impl Cluster {
             .arg(&self.dir)
             .arg("--api-listen")
             .arg(listen)
+            .args((!self.keep_pods).then_some("--stop-pods-on-exit"))
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -146,6 +170,12 @@ impl Cluster {
     /// Stops the server with a signal and restarts it on the same data directory and address.
     pub fn restart(&mut self, signal: &str) {
         self.stop(signal);
+        let addr = self.addr.clone();
+        self.launch(&addr);
+    }
+
+    /// Starts the server again after [`Self::stop`], on the same data directory and address.
+    pub fn start_again(&mut self) {
         let addr = self.addr.clone();
         self.launch(&addr);
     }
@@ -277,6 +307,63 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop("TERM");
+        if self.keep_pods {
+            kill_recorded_pods(&self.dir.join("agent"));
+        }
+    }
+}
+
+/// The container processes the node agent with data directory `root` recorded as running (see the
+/// agent's `runner::record`) and that still run: the PIDs whose start time matches the record.
+pub fn recorded_pod_processes(root: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("state.json")) else {
+            continue;
+        };
+        let Ok(rec) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for c in ["init", "main"]
+            .iter()
+            .flat_map(|k| rec[*k].as_array().cloned().unwrap_or_default())
+        {
+            let pid = c["state"]["Running"]["container_id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix("svcnet://"))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let (Some(pid), Some(ticks)) = (pid, c["proc_start"].as_u64())
+                && pid > 1
+                && proc_start(pid) == Some(ticks)
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// A live process's start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
+pub fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Kills the process groups of the pods the agent with data directory `root` recorded (a test's own
+/// pods, verified by PID and start time).
+pub fn kill_recorded_pods(root: &Path) {
+    for pid in recorded_pod_processes(root) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{pid}")])
+            .status();
     }
 }
 

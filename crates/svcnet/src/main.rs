@@ -109,6 +109,11 @@ struct UpArgs {
     /// `--proxy-mode none`.
     #[arg(long)]
     no_agent: bool,
+    /// Stop the local node's pods (and their network namespaces) when `svcnet up` exits. By default they
+    /// keep running, and the next `svcnet up` on this data directory adopts them: a restart does not
+    /// interrupt the Services they serve.
+    #[arg(long)]
+    stop_pods_on_exit: bool,
     /// How long a node may go without renewing its Lease before it is marked NotReady (seconds).
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
@@ -184,6 +189,10 @@ struct AgentArgs {
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Stop this node's pods (and their network namespaces) when the agent exits. By default they keep
+    /// running, and the next agent on this data directory adopts them.
+    #[arg(long)]
+    stop_pods_on_exit: bool,
     /// Serve Prometheus metrics (the data plane's and DNS's, named like kube-proxy's and CoreDNS's) on
     /// http://ADDR/metrics; kube-proxy's default address. If it is taken the agent runs without.
     #[arg(long, default_value = "127.0.0.1:10249")]
@@ -388,22 +397,34 @@ async fn agent(args: AgentArgs) -> Result<()> {
     );
     cfg.labels.extend(args.node_labels);
     cfg.pod_mtu = pod_mtu(args.overlay, args.node_ip).await?;
+    let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
+    let stop_pods = args.stop_pods_on_exit;
     supervisor.spawn("node-agent", async move {
-        svcnet_agent::agent::run(client, cfg).await?;
-        Ok(())
+        let stop = async {
+            let _ = agent_stopped.await;
+        };
+        let result = svcnet_agent::agent::run_until(client, cfg, stop, stop_pods).await;
+        let _ = agent_done_tx.send(());
+        Ok(result?)
     });
-    tokio::select! {
+    let outcome = tokio::select! {
         stopped = supervisor.failed() => {
             // Red health first, so a probe sees why before the process goes.
             failed.set(stopped.name, &stopped.reason());
             tokio::time::sleep(FAILED_HEALTH_GRACE).await;
             Err(anyhow!("{} stopped: {}", stopped.name, stopped.reason()))
         }
-        _ = shutdown_signal() => {
-            info!("agent shutting down; pods keep running until their node is drained");
-            Ok(())
-        }
+        _ = shutdown_signal() => Ok(()),
+    };
+    if stop_pods {
+        info!("agent shutting down; stopping this node's pods");
+    } else {
+        info!("agent shutting down; pods keep running and the next agent adopts them");
     }
+    let _ = agent_stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), agent_done).await;
+    outcome
 }
 
 /// How long `svcnet up` and `svcnet agent` keep answering their failed health checks after a supervised task stopped,
@@ -654,7 +675,8 @@ async fn up(args: UpArgs) -> Result<()> {
         slices.await;
         Ok(())
     });
-    // The local node goes away with `up`: on shutdown its agent stops the pods before the process exits.
+    // With --stop-pods-on-exit the local node goes away with `up`: on shutdown its agent stops the pods
+    // before the process exits. Without, the pods keep running for the next `up` to adopt.
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     // Resolves once the agent has stopped its pods (or has ended otherwise).
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
@@ -679,11 +701,12 @@ async fn up(args: UpArgs) -> Result<()> {
         );
         cfg.pod_mtu = pod_mtu(args.overlay, addr.ip()).await?;
         let client = client.clone();
+        let stop_pods = args.stop_pods_on_exit;
         supervisor.spawn("node-agent", async move {
             let stop = async {
                 let _ = agent_stopped.await;
             };
-            let result = svcnet_agent::agent::run_until(client, cfg, stop, true).await;
+            let result = svcnet_agent::agent::run_until(client, cfg, stop, stop_pods).await;
             let _ = agent_done_tx.send(());
             Ok(result?)
         });
@@ -723,7 +746,11 @@ async fn up(args: UpArgs) -> Result<()> {
         }
     };
     // The same shutdown as on SIGTERM.
-    info!("stopping the local node's pods");
+    if args.stop_pods_on_exit {
+        info!("stopping the local node's pods");
+    } else if agent_runs {
+        info!("the local node's pods keep running; the next `svcnet up` adopts them");
+    }
     let _ = agent_stop.send(());
     if agent_runs {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), agent_done).await;

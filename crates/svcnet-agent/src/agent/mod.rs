@@ -8,6 +8,9 @@
 //! the netns pod network ([`PodNetwork::Netns`], root) each pod gets its own network namespace on the node
 //! bridge (see [`crate::netns`]), and the bridge's gateway address is never a pod's.
 //!
+//! At start it adopts the pods a previous agent left running (their records on disk, checked against the
+//! processes), stops the recorded pods the API no longer has, and only then follows the pod watch.
+//!
 //! This module starts the parts and wires them together: the pod loop (`pod_sync`), the status writer
 //! (`status`), the logs server (`logs`), and the environment a pod learns from the Services (`pod_env`).
 
@@ -26,17 +29,17 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use svcnet_alloc::ClusterIpAllocator;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::info;
 
 pub use pod_env::service_env;
-use pod_sync::{PodSync, stop_leftovers};
+use pod_sync::PodSync;
 
 use crate::netns::{self, NetnsError, PodNet};
 use crate::node::{self, NodeConfig};
@@ -121,8 +124,9 @@ pub enum AgentError {
     Netns(#[from] NetnsError),
 }
 
-/// Runs the agent until `shutdown` resolves; then, if `stop_pods_on_exit`, stops every pod it runs
-/// (`svcnet up`: the node goes away with the process) before returning.
+/// Runs the agent until `shutdown` resolves; then, if `stop_pods_on_exit`, stops every pod it runs (and
+/// tears their network namespaces down) before returning. Otherwise the pods keep running and the next
+/// agent on the same `root` adopts them (see [`crate::runner::PodRunner::adopt`]).
 pub async fn run_until(
     client: Client,
     cfg: AgentConfig,
@@ -146,7 +150,7 @@ pub async fn run_until(
 }
 
 /// Runs the agent until the future is dropped. Pods (and their network namespaces) outlive it; the next
-/// agent on this node re-uses or cleans them up.
+/// agent on this node adopts them, or stops those deleted meanwhile.
 pub async fn run(client: Client, cfg: AgentConfig) -> Result<(), AgentError> {
     let podnet = pod_net(&cfg)?;
     run_with(client, cfg.clone(), PodRunner::new(cfg.root), podnet).await
@@ -282,15 +286,32 @@ async fn run_with(
     ));
 
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
-    if let Ok(list) = Api::<Pod>::all(client.clone())
-        .list(&kube::api::ListParams::default().fields(&format!("spec.nodeName={}", cfg.node_name)))
-        .await
-    {
-        stop_leftovers(&client, &list.items).await;
-        // Only with a complete list: a namespace is deleted when its pod is known to be gone.
-        if let Some(podnet) = &podnet {
-            let live: HashSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
-            podnet.teardown_gone(&live).await;
+    let list_params = kube::api::ListParams::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    let mut sync = PodSync {
+        cfg,
+        client: client.clone(),
+        runner,
+        ips,
+        addresses,
+        podnet,
+        pod_cidr,
+        pods: pod_store,
+        services: svc_store.clone(),
+        netns_ready: HashSet::new(),
+        stopping: HashSet::new(),
+        waiting: HashSet::new(),
+        retry: HashMap::new(),
+        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
+            .await
+            .unwrap_or_else(|_| Sandbox::none()),
+        gated: gated_tx,
+    };
+    // Adopt what a previous agent left running before anything else: the pods keep serving meanwhile.
+    // Without a list (the API failed) the pods are adopted one by one as their events come.
+    match Api::<Pod>::all(client.clone()).list(&list_params).await {
+        Ok(list) => sync.start(&list.items).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list this node's pods at start; adopting them as they come")
         }
     }
     // Know the Services before the first pod starts: their environment variables (`WEB_SERVICE_HOST`, …)
@@ -303,25 +324,6 @@ async fn run_with(
     )
     .default_backoff()
     .touched_objects();
-    let sync = PodSync {
-        cfg,
-        client,
-        runner,
-        ips,
-        addresses,
-        podnet,
-        pod_cidr,
-        pods: pod_store,
-        services: svc_store,
-        netns_ready: HashSet::new(),
-        stopping: HashSet::new(),
-        waiting: HashSet::new(),
-        retry: HashMap::new(),
-        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
-            .await
-            .unwrap_or_else(|_| Sandbox::none()),
-        gated: gated_tx,
-    };
     sync.run(pod_stream).await;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The pod loop: brings the node in line with the pods bound to it. It starts pods (with an address and,
 //! in the netns pod network, a network namespace), stops deleted ones and finishes their graceful
-//! deletion, tries failed starts again with backoff, and at start-up stops what a previous agent left
-//! running.
+//! deletion, tries failed starts again with backoff, and at start-up adopts what a previous agent left
+//! running (see `crate::runner`'s `record`) before reconciling the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -44,8 +44,9 @@ fn leftover_container(pid: i32, pod_ip: &str) -> bool {
     pgid_ok && env_ok
 }
 
-/// A previous run's processes cannot be adopted (their pipes and waits belonged to it): stop them so the
-/// pod restarts cleanly under this agent, and say so on the pod, as the issue allows.
+/// Processes of a previous run that left no record to adopt them by (an agent from before records, or a
+/// record that did not match): stop them so the pod restarts cleanly under this agent, and say so on the
+/// pod.
 pub(super) async fn stop_leftovers(client: &Client, pods: &[Pod]) {
     use nix::sys::signal::{Signal, killpg};
     for pod in pods {
@@ -234,10 +235,65 @@ impl PodSync {
         }
     }
 
+    /// Adopts the pod if a previous agent left it running (see [`PodRunner::adopt`]): it keeps its
+    /// address. Whether it was adopted.
+    pub(super) fn adopt(&mut self, pod: &Pod) -> bool {
+        let Some(uid) = pod.uid() else { return false };
+        match self.runner.adopt(pod) {
+            Ok(Some(ctx)) => {
+                self.ips
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .adopt(&uid, ctx.pod_ip);
+                // Its network namespace is left to `pod`: `setup_pod` re-uses an intact one (and repairs
+                // what an agent repairs on every start, e.g. the bridge port's hairpin flag).
+                self.waiting.remove(&uid);
+                self.retry.remove(&uid);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                warn!(pod = %pod.name_any(), error = %e, "could not adopt pod");
+                false
+            }
+        }
+    }
+
+    /// At start-up, before any pod event: adopts the listed pods a previous agent left running, stops the
+    /// recorded pods that were deleted meanwhile, and cleans up what cannot be adopted. Only then does the
+    /// pod loop reconcile the rest (start what is missing, stop what is being deleted).
+    pub(super) async fn start(&mut self, listed: &[Pod]) {
+        let adopted: HashSet<String> = listed
+            .iter()
+            .filter(|p| self.adopt(p))
+            .filter_map(|p| p.uid())
+            .collect();
+        if !adopted.is_empty() {
+            info!(pods = adopted.len(), "adopted pods a previous agent left running");
+        }
+        let live: HashSet<String> = listed.iter().filter_map(|p| p.uid()).collect();
+        let gone = self.runner.stop_unadopted(&live, Duration::from_secs(2)).await;
+        if !gone.is_empty() {
+            info!(pods = gone.len(), "stopped pods deleted while no agent ran");
+        }
+        let rest: Vec<Pod> = listed
+            .iter()
+            .filter(|p| p.uid().is_none_or(|u| !adopted.contains(&u)))
+            .cloned()
+            .collect();
+        stop_leftovers(&self.client, &rest).await;
+        // Only with a complete list: a namespace is deleted when its pod is known to be gone.
+        if let Some(podnet) = &self.podnet {
+            podnet.teardown_gone(&live).await;
+        }
+    }
+
     /// Brings the node in line with one pod's latest state (and stops pods that left the store).
     async fn pod(&mut self, pod: &Pod) {
         let Some(uid) = pod.uid() else { return };
         let ns = pod.namespace().unwrap_or_default();
+        // A pod a previous agent left running is adopted before anything else is decided about it.
+        self.adopt(pod);
         if pod.metadata.deletion_timestamp.is_some() {
             self.waiting.remove(&uid);
             self.retry.remove(&uid);

@@ -12,7 +12,8 @@ use super::env;
 use super::logs::instance_log;
 use super::pod::{PodHandle, StopRequest, Which};
 use super::probe::{Target, probe_loop, run_hook};
-use super::process::{exit_code, go_duration, kill_group, spawn, terminate};
+use super::process::{Exit, Proc, exit_code, go_duration, kill_group, spawn, terminate};
+use super::record;
 use super::security;
 use super::status::{State, Terminated, restart_policy};
 use super::timeline;
@@ -98,8 +99,12 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
 
     // The kubelet's flowcontrol.Backoff entry for this container: (current delay, last update).
     let mut backoff: Option<(Duration, Instant)> = None;
-    let mut previous: Option<Terminated> = None;
-    let mut instance: u32 = 0;
+    let Resume {
+        mut instance,
+        mut previous,
+        mut adopted,
+        mut ended,
+    } = resume(&pod, which);
     loop {
         if stop_rx.borrow().is_some() {
             return Outcome::Stopped;
@@ -111,66 +116,91 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
             let _ = std::fs::remove_file(old);
         }
         let log = instance_log(&pod.dir, &container.name, instance);
-        let started_at = Timestamp::now();
         let last = previous.clone();
         let count = i32::try_from(instance).unwrap_or(i32::MAX);
-        let (term, how) = match spawn(&spec, &target.exec_prefix, &target.cwd, &log) {
-            Err(e) => {
-                let term = Terminated {
-                    exit_code: 128,
-                    signal: None,
-                    reason: "StartError".into(),
-                    message: Some(format!(
-                        "failed to start container {:?}: exec {:?}: {e}",
-                        container.name, spec.program
-                    )),
-                    started_at: None,
-                    finished_at: Timestamp::now(),
-                    container_id: String::new(),
-                    instance,
-                };
-                pod.update(|s| {
-                    let r = s.record_mut(which);
-                    r.restart_count = count;
-                    r.last = last;
-                    true
-                });
-                (term, None)
-            }
-            Ok(mut child) => {
-                let pgid = child.id().unwrap_or(0);
-                let container_id = format!("svcnet://{pgid}");
-                pod.update(|s| {
-                    let r = s.record_mut(which);
-                    r.restart_count = count;
-                    r.last = last;
-                    r.state = State::Running {
-                        started_at,
-                        container_id: container_id.clone(),
-                    };
-                    r.ready = false;
-                    // Init containers have no probes: started as soon as they run.
-                    r.started = is_init;
-                    true
-                });
-                tracing::debug!(pod = %pod.uid, container = %container.name, pid = pgid, instance, "container started");
+        // An adopted instance keeps its record (start time, readiness) as the previous agent left it.
+        let resumed = adopted.take();
+        let started = match (ended.take(), resumed) {
+            (Some(term), _) => Err(term),
+            (None, Some((proc, started_at, container_id))) => Ok((proc, started_at, container_id, true)),
+            (None, None) => match spawn(&spec, &target.exec_prefix, &target.cwd, &log) {
+                Ok(child) => {
+                    let proc = Proc::Child(child);
+                    let id = format!("svcnet://{}", proc.pid());
+                    Ok((proc, Timestamp::now(), id, false))
+                }
+                Err(e) => {
+                    pod.update(|s| {
+                        let r = s.record_mut(which);
+                        r.restart_count = count;
+                        r.last = last.clone();
+                        true
+                    });
+                    Err(Terminated {
+                        exit_code: 128,
+                        signal: None,
+                        reason: "StartError".into(),
+                        message: Some(format!(
+                            "failed to start container {:?}: exec {:?}: {e}",
+                            container.name, spec.program
+                        )),
+                        started_at: None,
+                        finished_at: Timestamp::now(),
+                        container_id: String::new(),
+                        instance,
+                    })
+                }
+            },
+        };
+        let (term, how) = match started {
+            Err(term) => (term, None),
+            Ok((mut child, started_at, container_id, resumed)) => {
+                let pgid = child.pid();
+                if !resumed {
+                    let ticks = child.start_ticks();
+                    pod.update(|s| {
+                        let r = s.record_mut(which);
+                        r.restart_count = count;
+                        r.last = last;
+                        r.state = State::Running {
+                            started_at,
+                            container_id: container_id.clone(),
+                        };
+                        r.proc_start = ticks;
+                        r.ready = false;
+                        // Init containers have no probes: started as soon as they run.
+                        r.started = is_init;
+                        true
+                    });
+                    tracing::debug!(pod = %pod.uid, container = %container.name, pid = pgid, instance, "container started");
+                } else {
+                    tracing::info!(pod = %pod.uid, container = %container.name, pid = pgid, instance, "container adopted");
+                }
                 let times = timeline::Recorder::start(log.clone());
                 let (kill_tx, mut kill_rx) = mpsc::channel::<KillRequest>(1);
-                let prober = (!is_init)
-                    .then(|| tokio::spawn(prober(pod.clone(), which, instance, target.clone(), kill_tx)));
+                let prober = (!is_init).then(|| {
+                    tokio::spawn(prober(
+                        pod.clone(),
+                        which,
+                        instance,
+                        target.clone(),
+                        kill_tx,
+                        resumed,
+                    ))
+                });
                 let pre_stop = container
                     .lifecycle
                     .as_ref()
                     .and_then(|l| l.pre_stop.as_ref())
                     .filter(|_| !is_init);
-                let (status, how) = tokio::select! {
-                    status = child.wait() => (status.ok(), None),
+                let (exit, how) = tokio::select! {
+                    exit = child.wait() => (exit, None),
                     req = stop_requested(&mut stop_rx) => {
-                        (terminate(&mut child, pgid, req.grace, pre_stop, &target).await, Some(None))
+                        (Exit::Status(terminate(&mut child, pgid, req.grace, pre_stop, &target).await), Some(None))
                     }
                     Some(kill) = kill_rx.recv() => {
                         tracing::info!(pod = %pod.uid, container = %container.name, message = %kill.message, "killing container");
-                        (terminate(&mut child, pgid, kill.grace, pre_stop, &target).await, Some(Some(kill.message)))
+                        (Exit::Status(terminate(&mut child, pgid, kill.grace, pre_stop, &target).await), Some(Some(kill.message)))
                     }
                 };
                 if let Some(prober) = prober {
@@ -179,17 +209,21 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
                 // As when a container's init process dies, nothing else of the container survives it.
                 kill_group(pgid, Signal::SIGKILL);
                 times.finish().await;
-                let code = exit_code(status);
-                let message = how.clone().flatten();
-                let term = Terminated {
-                    exit_code: code,
-                    signal: None,
-                    reason: if code == 0 { "Completed" } else { "Error" }.into(),
-                    message,
-                    started_at: Some(started_at),
-                    finished_at: Timestamp::now(),
-                    container_id,
-                    instance,
+                let term = match exit {
+                    Exit::Unknown => unknown_exit(instance, Some(started_at), container_id),
+                    Exit::Status(status) => {
+                        let code = exit_code(Some(status));
+                        Terminated {
+                            exit_code: code,
+                            signal: None,
+                            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                            message: how.clone().flatten(),
+                            started_at: Some(started_at),
+                            finished_at: Timestamp::now(),
+                            container_id,
+                            instance,
+                        }
+                    }
                 };
                 (term, how)
             }
@@ -201,6 +235,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
             r.state = State::Terminated(term.clone());
             r.ready = false;
             r.started = false;
+            r.proc_start = None;
             true
         });
         previous = Some(term.clone());
@@ -265,8 +300,12 @@ async fn prober(
     instance: u32,
     target: Target,
     kill: mpsc::Sender<KillRequest>,
+    resumed: bool,
 ) {
     let c = &target.container;
+    // An adopted instance ran its postStart hook under the previous agent, and passed its startup probe
+    // if its record says it started.
+    let already_started = resumed && pod.read(|s| s.record(which).started);
     let grace_of = |probe: &k8s_openapi::api::core::v1::Probe| {
         probe
             .termination_grace_period_seconds
@@ -274,6 +313,7 @@ async fn prober(
             .map_or_else(|| pod.grace(), Duration::from_secs)
     };
     if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
+        && !resumed
         && let Err(e) = run_hook(&target, hook).await
     {
         let message = format!("PostStartHook failed: {e}");
@@ -285,7 +325,7 @@ async fn prober(
             .await;
         return;
     }
-    if let Some(probe) = &c.startup_probe {
+    if let Some(probe) = c.startup_probe.as_ref().filter(|_| !already_started) {
         let mut ok = false;
         probe_loop(&target, probe, |result| {
             ok = result;
@@ -342,4 +382,78 @@ async fn prober(
         }
     };
     tokio::join!(readiness, liveness);
+}
+
+/// Where a container's loop starts: a new pod from instance 0; an adopted one from its record (its
+/// running process adopted, or how it ended while no agent watched).
+struct Resume {
+    instance: u32,
+    previous: Option<Terminated>,
+    adopted: Option<(Proc, Timestamp, String)>,
+    ended: Option<Terminated>,
+}
+
+fn resume(pod: &PodHandle, which: Which) -> Resume {
+    let mut out = Resume {
+        instance: 0,
+        previous: None,
+        adopted: None,
+        ended: None,
+    };
+    if !pod.adopted {
+        return out;
+    }
+    let r = pod.read(|s| s.record(which).clone());
+    out.instance = u32::try_from(r.restart_count).unwrap_or(0);
+    out.previous = r.last.clone();
+    match &r.state {
+        State::Running {
+            started_at,
+            container_id,
+        } => {
+            // The runner cleared `proc_start` if the record is from another boot.
+            let live = record::pid_of(container_id)
+                .zip(r.proc_start)
+                .filter(|(pid, ticks)| record::alive(*pid, *ticks));
+            // (`PodRunner::adopt` checked the network namespace of every live process.)
+            match live {
+                Some((pid, ticks)) => {
+                    out.adopted = Some((Proc::Adopted { pid, ticks }, *started_at, container_id.clone()));
+                }
+                None => {
+                    out.ended = Some(unknown_exit(
+                        out.instance,
+                        Some(*started_at),
+                        container_id.clone(),
+                    ));
+                }
+            }
+        }
+        State::Terminated(t) => out.ended = Some(t.clone()),
+        // Waiting to be restarted (back-off): the next instance; never started: the first.
+        State::Waiting { .. } => {
+            if let Some(t) = &r.last {
+                out.instance = t.instance.saturating_add(1);
+            }
+        }
+    }
+    out
+}
+
+/// How a container that ended with no agent to read its exit status is reported, as the kubelet reports
+/// a container it lost track of.
+fn unknown_exit(instance: u32, started_at: Option<Timestamp>, container_id: String) -> Terminated {
+    Terminated {
+        exit_code: 137,
+        signal: None,
+        reason: "ContainerStatusUnknown".into(),
+        message: Some(
+            "The container ended while svcnet's agent was restarting or after it was adopted; its exit code cannot be known"
+                .into(),
+        ),
+        started_at,
+        finished_at: Timestamp::now(),
+        container_id,
+        instance,
+    }
 }

@@ -1,6 +1,7 @@
-//! The pod runner: runs Kubernetes pods as host processes (each container's `command` + `args` is a process in
-//! its own process group) and reports their status in Kubernetes' shape, behaving as the kubelet does for
-//! init containers, restart policies, crash-loop back-off, probes, lifecycle hooks and graceful termination.
+//! The pod runner: runs Kubernetes pods as host processes (each container's `command` + `args` is a
+//! process in its own session and process group) and reports their status in Kubernetes' shape, behaving
+//! as the kubelet does for init containers, restart policies, crash-loop back-off, probes, lifecycle hooks
+//! and graceful termination.
 //!
 //! svcnet conventions beyond Kubernetes:
 //! - every container gets `POD_IP` (the pod's address) and `HOSTNAME` (its hostname: `spec.hostname` or the
@@ -16,8 +17,10 @@
 //! - `securityContext` is honoured or refused as [`security`] describes (uid, gid, groups, runAsNonRoot,
 //!   no-new-privileges and dropped capabilities through `setpriv`).
 //!
-//! State lives in memory; logs live under `root/pods/<uid>/logs/<container>/<restart count>.log` (the current
-//! and the previous instance are kept), with the times their lines were written beside them ([`timeline`]).
+//! State lives in memory and, for a later agent to adopt the pod, in `root/pods/<uid>/state.json`
+//! ([`record`]: pods outlive the agent); logs live under `root/pods/<uid>/logs/<container>/<restart
+//! count>.log` (the current and the previous instance are kept), with the times their lines were written
+//! beside them ([`timeline`]).
 
 mod container;
 mod env;
@@ -25,6 +28,7 @@ mod logs;
 mod pod;
 mod probe;
 mod process;
+mod record;
 mod security;
 mod status;
 mod timeline;
@@ -40,11 +44,11 @@ use tokio::sync::broadcast;
 
 pub use logs::LogStream;
 use pod::{Backoff, PodHandle, StopRequest, run_pod};
-use status::{ContainerRecord, State};
+use status::{ContainerRecord, PodState, State};
 pub use timeline::LogOptions;
 
 /// What the agent knows about a pod that the pod spec does not say.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PodContext {
     /// The pod's address (`status.podIP`); kept across restarts of its containers.
     pub pod_ip: IpAddr,
@@ -160,7 +164,79 @@ impl PodRunner {
     /// Makes the pod run as specified: init containers first, in order, each to completion, then the regular
     /// containers, restarted per `restartPolicy`. Idempotent: a pod (by uid) the runner already knows is left
     /// as it is, including one that was stopped (a uid never runs twice). Must be called within a Tokio runtime.
+    /// A pod a previous agent left a record of is adopted instead (see [`Self::adopt`]), with the context
+    /// it was started with.
     pub fn ensure(&self, pod: &Pod, ctx: PodContext) -> Result<(), RunnerError> {
+        if self.adopt(pod)?.is_none() {
+            self.launch(pod, ctx, None)?;
+        }
+        Ok(())
+    }
+
+    /// Adopts the pod from the record a previous agent left in its directory (see [`record`]), unless the
+    /// runner knows the pod already: its containers' processes that still run (same PID, same start time,
+    /// same boot, in the pod's network namespace) are watched again, with their restart counts, states and
+    /// readiness as recorded; those that ended meanwhile are reported as `ContainerStatusUnknown` and
+    /// restarted per the restart policy. Returns the context the pod runs with (its IP above all), or
+    /// `None` when there is nothing to adopt. Must be called within a Tokio runtime.
+    pub fn adopt(&self, pod: &Pod) -> Result<Option<PodContext>, RunnerError> {
+        let Some(uid) = pod.metadata.uid.clone().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if self.pods().contains_key(&uid) {
+            return Ok(None);
+        }
+        let dir = self.pod_dir(&uid);
+        let Some(mut rec) = record::read(&dir) else {
+            return Ok(None);
+        };
+        let names = |cs: &[k8s_openapi::api::core::v1::Container]| -> Vec<String> {
+            cs.iter().map(|c| c.name.clone()).collect()
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let fits = rec.uid == uid
+            && rec.init.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+                == names(spec.init_containers.as_deref().unwrap_or_default())
+            && rec.main.iter().map(|c| c.name.clone()).collect::<Vec<_>>() == names(&spec.containers);
+        if !fits {
+            tracing::warn!(pod = %uid, "the pod's record does not match the pod; not adopting it");
+            record::remove(&dir);
+            return Ok(None);
+        }
+        if rec.boot_id != record::boot_id() {
+            // The machine rebooted: nothing of the record runs, whatever PIDs now exist.
+            for c in rec.init.iter_mut().chain(rec.main.iter_mut()) {
+                c.proc_start = None;
+            }
+        }
+        // Processes this agent cannot reach in their pod's network namespace (it is gone, or not visible
+        // from this agent's mount namespace) could be neither probed nor restarted in place: the pod
+        // starts afresh instead, in a namespace set up again.
+        let live = rec.live();
+        if live.iter().any(|(_, pid)| !record::in_pod_netns(*pid, &rec.ctx)) {
+            tracing::warn!(pod = %uid, containers = ?live, "the pod's processes are not in a network namespace this agent can reach; starting the pod again");
+            for (_, pid) in &live {
+                process::kill_group(*pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            record::remove(&dir);
+            return Ok(None);
+        }
+        let ctx = rec.ctx.clone();
+        let mut state = status::PodState {
+            init: rec.init,
+            main: rec.main,
+            start_time: rec.start_time,
+            conditions: Vec::new(),
+            stopped: false,
+        };
+        state.restore_conditions(pod, status::restart_policy(pod));
+        tracing::info!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), %uid, "adopting pod a previous agent started");
+        self.launch(pod, ctx.clone(), Some(state))?;
+        Ok(Some(ctx))
+    }
+
+    /// Starts (or, with `restored`, resumes) the pod's supervisor; false when the runner knew the pod.
+    fn launch(&self, pod: &Pod, ctx: PodContext, restored: Option<PodState>) -> Result<bool, RunnerError> {
         let uid = pod
             .metadata
             .uid
@@ -170,7 +246,7 @@ impl PodRunner {
         let handle = {
             let mut pods = self.pods();
             if pods.contains_key(&uid) {
-                return Ok(());
+                return Ok(false);
             }
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
             let dir = self.pod_dir(&uid);
@@ -182,12 +258,15 @@ impl PodRunner {
                 dir,
                 self.inner.backoff,
                 self.inner.changes.clone(),
+                restored,
             ));
             pods.insert(uid.clone(), handle.clone());
             (handle, runtime)
         };
         let (handle, runtime) = handle;
-        tracing::info!(pod = %handle.display_name(), "starting pod");
+        if !handle.adopted {
+            tracing::info!(pod = %handle.display_name(), "starting pod");
+        }
         let supervisor = runtime.spawn(run_pod(handle.clone()));
         runtime.spawn(async move {
             // Whether the supervisor ended or panicked, nothing of the pod runs any more.
@@ -197,7 +276,32 @@ impl PodRunner {
             handle.done.send_replace(true);
         });
         let _ = self.inner.changes.send(uid);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Stops the processes of every pod a previous agent recorded that is not in `live` (uids; the pod was
+    /// deleted while no agent ran) and removes its files. Only processes verifiably the record's are
+    /// signalled: SIGTERM, up to `grace`, then SIGKILL. Returns the uids of the pods removed.
+    pub async fn stop_unadopted(
+        &self,
+        live: &std::collections::HashSet<String>,
+        grace: Duration,
+    ) -> Vec<String> {
+        let known: Vec<String> = self.pods().keys().cloned().collect();
+        let gone: Vec<(PathBuf, record::PodRecord)> = record::all(&self.inner.root)
+            .into_iter()
+            .filter(|(_, r)| !live.contains(&r.uid) && !known.contains(&r.uid))
+            .collect();
+        futures::future::join_all(gone.iter().map(|(dir, rec)| async move {
+            let running = rec.live();
+            if !running.is_empty() {
+                tracing::info!(pod = %rec.uid, containers = ?running, "stopping a pod deleted while no agent ran");
+            }
+            record::stop_processes(rec, grace).await;
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }))
+        .await;
+        gone.into_iter().map(|(_, r)| r.uid).collect()
     }
 
     /// Terminates the pod gracefully: each running container's preStop hook, SIGTERM to its process group, up

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::PodContext;
 use super::container::{Outcome, run_container};
+use super::record;
 use super::status::{ContainerRecord, PodState, State, restart_policy};
 
 /// Which container of the pod.
@@ -41,6 +42,8 @@ pub(crate) struct PodHandle {
     /// `root/pods/<uid>`: logs and the containers' default working directory.
     pub dir: PathBuf,
     pub backoff: Backoff,
+    /// The pod was adopted from a previous agent's record: its containers resume from their records.
+    pub adopted: bool,
     state: Mutex<PodState>,
     changes: broadcast::Sender<String>,
     /// Set once, by `stop`.
@@ -67,8 +70,30 @@ impl PodHandle {
         dir: PathBuf,
         backoff: Backoff,
         changes: broadcast::Sender<String>,
+        restored: Option<PodState>,
     ) -> PodHandle {
-        let (init, main) = containers(&pod);
+        let adopted = restored.is_some();
+        let state = restored.unwrap_or_else(|| Self::fresh(&pod));
+        let handle = PodHandle {
+            uid,
+            pod,
+            ctx,
+            dir,
+            backoff,
+            adopted,
+            state: Mutex::new(state),
+            changes,
+            stop: watch::Sender::new(None),
+            done: watch::Sender::new(false),
+        };
+        // The record goes to disk before anything of the pod runs.
+        handle.persist(&handle.lock());
+        handle
+    }
+
+    /// The record of a pod that has not started yet.
+    fn fresh(pod: &Pod) -> PodState {
+        let (init, main) = containers(pod);
         let image = |c: &Container| c.image.clone().unwrap_or_default();
         let main_reason = if init.is_empty() {
             "ContainerCreating"
@@ -88,18 +113,8 @@ impl PodHandle {
             conditions: Vec::new(),
             stopped: false,
         };
-        state.refresh_conditions(restart_policy(&pod), Timestamp::now());
-        PodHandle {
-            uid,
-            pod,
-            ctx,
-            dir,
-            backoff,
-            state: Mutex::new(state),
-            changes,
-            stop: watch::Sender::new(None),
-            done: watch::Sender::new(false),
-        }
+        state.refresh_conditions(restart_policy(pod), Timestamp::now());
+        state
     }
 
     fn lock(&self) -> MutexGuard<'_, PodState> {
@@ -121,11 +136,35 @@ impl PodHandle {
             let mut state = self.lock();
             let changed = f(&mut state);
             let conditions = state.refresh_conditions(restart_policy(&self.pod), Timestamp::now());
+            // Under the lock, so records reach the disk in the order of the changes, and before the
+            // status they lead to is reported. Unchanged probe results write nothing.
+            if changed || conditions {
+                self.persist(&state);
+            }
             changed || conditions
         };
         if changed {
             // Nobody listening is fine.
             let _ = self.changes.send(self.uid.clone());
+        }
+    }
+
+    /// Writes the pod's record for a later agent to adopt (see `super::record`); a stopped pod has none.
+    fn persist(&self, state: &PodState) {
+        if state.stopped {
+            record::remove(&self.dir);
+            return;
+        }
+        let rec = record::PodRecord {
+            uid: self.uid.clone(),
+            boot_id: record::boot_id().to_string(),
+            ctx: self.ctx.clone(),
+            start_time: state.start_time,
+            init: state.init.clone(),
+            main: state.main.clone(),
+        };
+        if let Err(e) = record::write(&self.dir, &rec) {
+            tracing::warn!(pod = %self.uid, error = %e, "could not write the pod's record: a restarted agent will not adopt it");
         }
     }
 
@@ -181,6 +220,13 @@ impl PodHandle {
 }
 
 impl PodState {
+    pub(crate) fn record(&self, which: Which) -> &ContainerRecord {
+        match which {
+            Which::Init(i) => &self.init[i],
+            Which::Main(i) => &self.main[i],
+        }
+    }
+
     pub(crate) fn record_mut(&mut self, which: Which) -> &mut ContainerRecord {
         // `which` always comes from the pod's own spec, which the record was built from.
         match which {

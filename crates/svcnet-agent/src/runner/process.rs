@@ -1,5 +1,6 @@
-//! Host processes: starting a container instance in its own process group with its output in its log file,
-//! signalling the group, graceful termination (preStop, SIGTERM, grace, SIGKILL) and exit codes.
+//! Host processes: starting a container instance in its own session and process group with its output in
+//! its log file, watching one a previous agent started (adopted), signalling the group, graceful
+//! termination (preStop, SIGTERM, grace, SIGKILL) and exit codes.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -62,8 +63,105 @@ pub(crate) fn prefixed(prefix: &[String], program: &str, args: &[String]) -> Com
     }
 }
 
-/// Starts one container instance: its own process group (so signals reach its children), stdin from
-/// /dev/null, stdout and stderr appended to `log`. The process is not killed when the runner is dropped.
+/// Checks that `program` names an executable file: a path (relative to `cwd`), or a name found on the
+/// container's `PATH`. The error reads as the one exec gives (`ENOENT`, `EACCES`).
+fn resolve(program: &str, env: &[(String, String)], cwd: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = cwd.join(program);
+        if executable(&path) {
+            return Ok(());
+        }
+        let errno = if path.exists() { 13 } else { 2 };
+        return Err(std::io::Error::from_raw_os_error(errno));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    if std::env::split_paths(path).any(|d| executable(&d.join(program))) {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(2))
+    }
+}
+
+/// `setsid`, where util-linux has it.
+fn setsid_tool() -> Option<&'static str> {
+    static TOOL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TOOL.get_or_init(|| {
+        let found = [
+            "/usr/bin/setsid",
+            "/bin/setsid",
+            "/usr/sbin/setsid",
+            "/sbin/setsid",
+        ]
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .map(|p| p.to_string());
+        if found.is_none() {
+            tracing::warn!("no `setsid` (util-linux): containers get their own process group only");
+        }
+        found
+    })
+    .as_deref()
+}
+
+/// A container process: one this agent started (its child), or one a previous agent started and this one
+/// adopted (see `super::record`), which it can signal but not wait for.
+pub(crate) enum Proc {
+    Child(Child),
+    Adopted { pid: u32, ticks: u64 },
+}
+
+/// How a process ended, as far as the runner can tell.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Exit {
+    Status(ExitStatus),
+    /// An adopted process ended on its own: its exit status went to its new parent.
+    Unknown,
+}
+
+impl Proc {
+    /// The PID, which is also its process group's ID.
+    pub(crate) fn pid(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.id().unwrap_or(0),
+            Proc::Adopted { pid, .. } => *pid,
+        }
+    }
+
+    /// Resolves when the process has ended.
+    pub(crate) async fn wait(&mut self) -> Exit {
+        match self {
+            Proc::Child(c) => c.wait().await.map_or(Exit::Unknown, Exit::Status),
+            Proc::Adopted { pid, ticks } => {
+                while super::record::alive(*pid, *ticks) {
+                    tokio::time::sleep(super::record::POLL).await;
+                }
+                Exit::Unknown
+            }
+        }
+    }
+
+    /// Its start time in clock ticks (see `super::record`), read while it is known to be ours.
+    pub(crate) fn start_ticks(&self) -> Option<u64> {
+        match self {
+            Proc::Child(_) => super::record::proc_start(self.pid()),
+            Proc::Adopted { ticks, .. } => Some(*ticks),
+        }
+    }
+}
+
+/// Starts one container instance: its own session and process group (so signals reach its children, and
+/// neither signals to the agent's group nor the agent's exit reach it), stdin from /dev/null, stdout and
+/// stderr appended to `log`. The process is not killed when the runner is dropped.
 pub(crate) fn spawn(spec: &LaunchSpec, prefix: &[String], cwd: &Path, log: &Path) -> std::io::Result<Child> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
@@ -75,15 +173,24 @@ pub(crate) fn spawn(spec: &LaunchSpec, prefix: &[String], cwd: &Path, log: &Path
         .mode(0o600)
         .open(log)?;
     let err = out.try_clone()?;
-    let mut cmd = prefixed(prefix, &spec.program, &spec.args);
+    // Behind a prefix the spawn itself succeeds whatever the program: find it first, so that a missing
+    // one is a StartError as with a runtime, not an exit of the prefix.
+    resolve(&spec.program, &base_env(&spec.env), cwd)?;
+    // `setsid` execs the rest (it forks only when started as a group leader, which this child is not), so
+    // the PID stays the container's; it leads its own session and process group.
+    let mut words: Vec<String> = setsid_tool().map(str::to_string).into_iter().collect();
+    words.extend(prefix.iter().cloned());
+    let mut cmd = prefixed(&words, &spec.program, &spec.args);
     cmd.env_clear()
         .envs(base_env(&spec.env))
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0)
         .kill_on_drop(false);
+    if setsid_tool().is_none() {
+        cmd.process_group(0);
+    }
     cmd.spawn()
 }
 
@@ -102,13 +209,20 @@ pub(crate) fn exit_code(status: Option<ExitStatus>) -> i32 {
 
 /// Stops a running instance as the kubelet's `killContainer` does: run `pre_stop` (bounded by the grace
 /// period), SIGTERM the process group, wait out the rest of the grace period (at least 2 s), then SIGKILL.
+/// An adopted process's status is unknown: it is reported as the signal that stopped it.
 pub(crate) async fn terminate(
-    child: &mut Child,
+    child: &mut Proc,
     pgid: u32,
     grace: Duration,
     pre_stop: Option<&LifecycleHandler>,
     target: &Target,
-) -> Option<ExitStatus> {
+) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    let by = |exit: Exit, signal: Signal| match exit {
+        Exit::Status(s) => s,
+        // A raw wait status below 128 is "killed by that signal".
+        Exit::Unknown => ExitStatus::from_raw(signal as i32),
+    };
     let start = Instant::now();
     if let Some(hook) = pre_stop {
         tokio::select! {
@@ -119,23 +233,26 @@ pub(crate) async fn terminate(
                     Ok(Ok(())) => {}
                 }
             }
-            status = child.wait() => {
-                if let Ok(status) = status {
-                    return Some(status);
+            exit = child.wait() => {
+                // Ended before any signal: by itself.
+                if let Exit::Status(s) = exit {
+                    return s;
                 }
+                return by(exit, Signal::SIGTERM);
             }
         }
     }
     let remaining = grace.saturating_sub(start.elapsed()).max(MIN_GRACE);
     kill_group(pgid, Signal::SIGTERM);
-    if let Ok(Ok(status)) = tokio::time::timeout(remaining, child.wait()).await {
-        return Some(status);
+    if let Ok(exit) = tokio::time::timeout(remaining, child.wait()).await {
+        return by(exit, Signal::SIGTERM);
     }
     kill_group(pgid, Signal::SIGKILL);
-    tokio::time::timeout(KILL_WAIT, child.wait())
+    // Unreaped after SIGKILL: report what SIGKILL would give.
+    let exit = tokio::time::timeout(KILL_WAIT, child.wait())
         .await
-        .ok()
-        .and_then(Result::ok)
+        .unwrap_or(Exit::Unknown);
+    by(exit, Signal::SIGKILL)
 }
 
 /// Formats a duration as Go's `time.Duration.String` does (`10s`, `1m20s`, `5m0s`, `500ms`), for messages that

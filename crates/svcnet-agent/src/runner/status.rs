@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::PodContext;
 
 /// How a container instance ended.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Terminated {
     pub exit_code: i32,
     pub signal: Option<i32>,
@@ -26,7 +26,7 @@ pub(crate) struct Terminated {
 }
 
 /// A container's current state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum State {
     Waiting {
         reason: String,
@@ -40,7 +40,7 @@ pub(crate) enum State {
 }
 
 /// Everything the runner knows about one container.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ContainerRecord {
     pub name: String,
     pub image: String,
@@ -49,6 +49,10 @@ pub(crate) struct ContainerRecord {
     pub restart_count: i32,
     pub ready: bool,
     pub started: bool,
+    /// While running: the process's start time in clock ticks after boot (`/proc/<pid>/stat` field 22),
+    /// which with the PID names the process unambiguously for a later agent (see `super::record`).
+    #[serde(default)]
+    pub proc_start: Option<u64>,
 }
 
 impl ContainerRecord {
@@ -64,6 +68,7 @@ impl ContainerRecord {
             restart_count: 0,
             ready: false,
             started: false,
+            proc_start: None,
         }
     }
 
@@ -216,6 +221,26 @@ impl PodState {
         out.push(("ContainersReady", ready, reason.clone(), message.clone()));
         out.push(("Ready", ready, reason, message));
         out
+    }
+
+    /// Computes the conditions of an adopted pod, keeping the transition times the API shows for those
+    /// whose status is unchanged (an agent restart is no transition).
+    pub fn restore_conditions(&mut self, pod: &Pod, restart_policy: &str) {
+        self.refresh_conditions(restart_policy, Timestamp::now());
+        let shown = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        for c in &mut self.conditions {
+            if let Some(Time(since)) = shown
+                .iter()
+                .find(|o| o.type_ == c.type_ && (o.status == "True") == c.status)
+                .and_then(|o| o.last_transition_time.clone())
+            {
+                c.since = since;
+            }
+        }
     }
 
     /// Recomputes the conditions, moving `lastTransitionTime` only where a status flips. Returns whether
