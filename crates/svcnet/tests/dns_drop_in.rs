@@ -25,31 +25,8 @@ const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 const WAIT: Duration = Duration::from_secs(60);
 
 /// kubeadm's default Corefile (cmd/kubeadm/app/phases/addons/dns/manifests.go, 1.31), as the `coredns`
-/// ConfigMap of a cluster made by kubeadm holds it.
-const KUBEADM_COREFILE: &str = r#".:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30 {
-       disable success cluster.local
-       disable denial cluster.local
-    }
-    loop
-    reload
-    loadbalance
-}
-"#;
+/// ConfigMap of a cluster made by kubeadm holds it (svcnet-dns's parser tests read the same file).
+const KUBEADM_COREFILE: &str = include_str!("../../svcnet-dns/src/corefile/kubeadm.Corefile");
 
 /// The upstream resolver of the namespace's `/etc/resolv.conf` ([::1]:53): answers every A question with
 /// 192.0.2.99 and every PTR question with `upstream.example.`, both with TTL 3600.

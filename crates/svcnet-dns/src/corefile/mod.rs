@@ -590,31 +590,8 @@ mod tests {
     use super::*;
 
     /// kubeadm's default Corefile (cmd/kubeadm/app/phases/addons/dns/manifests.go), as it is in the
-    /// `coredns` ConfigMap of a cluster made by kubeadm.
-    const KUBEADM: &str = r#".:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30 {
-       disable success cluster.local
-       disable denial cluster.local
-    }
-    loop
-    reload
-    loadbalance
-}
-"#;
+    /// `coredns` ConfigMap of a cluster made by kubeadm; the drop-in e2e test serves the same file.
+    const KUBEADM: &str = include_str!("kubeadm.Corefile");
 
     fn resolv(_: &str) -> std::io::Result<String> {
         Ok("search example.com\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n".into())
