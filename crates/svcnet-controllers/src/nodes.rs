@@ -361,18 +361,26 @@ async fn schedule(
     recorder: &mut Recorder,
     reported: &mut HashMap<String, String>,
 ) {
-    let all_nodes = nodes.state();
     let all_pods = pods.state();
+    let waiting = |pod: &Pod| {
+        pod.spec.as_ref().is_some_and(|spec| {
+            spec.node_name.as_deref().is_none_or(|n| n.is_empty())
+                && pod.metadata.deletion_timestamp.is_none()
+                && spec
+                    .scheduler_name
+                    .as_deref()
+                    .is_none_or(|s| s == "default-scheduler")
+        })
+    };
+    // Most passes (every pod status write wakes one) find nothing to place: counting every node's pods
+    // then would make a burst of N pod events cost N × N.
+    if !all_pods.iter().any(|p| waiting(p)) {
+        return;
+    }
+    let all_nodes = nodes.state();
     let mut load = node_load(&all_pods);
     for pod in all_pods.iter() {
-        let Some(spec) = pod.spec.as_ref() else { continue };
-        if spec.node_name.as_deref().is_some_and(|n| !n.is_empty())
-            || pod.metadata.deletion_timestamp.is_some()
-            || spec
-                .scheduler_name
-                .as_deref()
-                .is_some_and(|s| s != "default-scheduler")
-        {
+        if !waiting(pod) {
             continue;
         }
         let ns = pod.namespace().unwrap_or_default();
