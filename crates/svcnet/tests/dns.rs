@@ -16,7 +16,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use svcnet_testsupport::net::free_port;
+use svcnet_testsupport::net::{free_port, http_get};
 use svcnet_testsupport::process::Process;
 use svcnet_testsupport::{Cluster, eventually};
 
@@ -293,22 +293,10 @@ fn spec_records_forwarding_and_updates_through_svcnet_dns() {
     let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     spec_suite(&c, &stub, dns, &|| {
         http_get(format!("127.0.0.1:{prometheus}").parse().unwrap(), "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     });
     drop(server);
-}
-
-/// The body of an HTTP/1.0 GET (empty on failure).
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
 }
 
 /// The specification's records, forwarding and updates, asked of the DNS server at `dns` serving

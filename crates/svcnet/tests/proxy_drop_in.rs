@@ -10,12 +10,11 @@
 //!   kube-proxy's table, serves the ClusterIP, leaves its rules in place when stopped (traffic goes on)
 //!   and `--cleanup` removes them.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use svcnet_testsupport::net::free_port;
+use svcnet_testsupport::net::{free_port, http_get};
 use svcnet_testsupport::netns::{Namespaces, can_run, command_in, have};
 use svcnet_testsupport::process::Process;
 use svcnet_testsupport::{Cluster, eventually};
@@ -30,25 +29,6 @@ fn red_yaml() -> String {
         .join("../../examples/seed/red.yaml")
         .display()
         .to_string()
-}
-
-/// One HTTP/1.0 GET on a new connection: `(status, body)`.
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 /// The pod name in a Red answer (`red <pod> <ip>`).
@@ -98,7 +78,7 @@ fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
     let ip = start_red(&c);
     let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
     assert!(
-        get(addr, "/").is_err(),
+        http_get(addr, "/").is_err(),
         "nothing serves the ClusterIP before the proxy runs"
     );
     let (health, metrics) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
@@ -123,7 +103,7 @@ fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
     let mut seen = std::collections::BTreeSet::new();
     assert!(
         eventually(WAIT, || {
-            if let Ok((200, body)) = get(addr, "/") {
+            if let Ok((200, body)) = http_get(addr, "/") {
                 seen.extend(red_pod(&body));
             }
             seen.len() == 3
@@ -136,7 +116,7 @@ fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
     assert!(
         eventually(WAIT, || {
             let names: std::collections::BTreeSet<_> = (0..10)
-                .filter_map(|_| get(addr, "/").ok())
+                .filter_map(|_| http_get(addr, "/").ok())
                 .filter_map(|(_, b)| red_pod(&b))
                 .collect();
             names.len() == 1
@@ -145,9 +125,10 @@ fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
         proxy.log()
     );
     let health_addr: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
-    assert!(eventually(WAIT, || get(health_addr, "/healthz")
+    assert!(eventually(WAIT, || http_get(health_addr, "/healthz")
         .is_ok_and(|(code, _)| code == 200)));
-    let (code, body) = get(format!("127.0.0.1:{metrics}").parse().unwrap(), "/metrics").expect("metrics");
+    let (code, body) =
+        http_get(format!("127.0.0.1:{metrics}").parse().unwrap(), "/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(
         body.contains("kubeproxy_sync_proxy_rules_duration_seconds"),
@@ -282,15 +263,16 @@ fn kubeadms_kube_proxy_configuration_works_and_bad_fields_are_named() {
         .unwrap_or_else(|log| panic!("svcnet proxy --config did not start:\n{log}"));
     let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
     assert!(
-        eventually(WAIT, || get(addr, "/")
+        eventually(WAIT, || http_get(addr, "/")
             .is_ok_and(|(code, b)| code == 200 && red_pod(&b).is_some())),
         "the ClusterIP answers\n{}",
         proxy.log()
     );
     let health_addr: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
-    assert!(eventually(WAIT, || get(health_addr, "/healthz")
+    assert!(eventually(WAIT, || http_get(health_addr, "/healthz")
         .is_ok_and(|(code, _)| code == 200)));
-    let (code, _) = get(format!("127.0.0.1:{metrics}").parse().unwrap(), "/proxyMode").expect("proxyMode");
+    let (code, _) =
+        http_get(format!("127.0.0.1:{metrics}").parse().unwrap(), "/proxyMode").expect("proxyMode");
     assert_eq!(code, 200);
     let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", proxy.pid())).unwrap_or_default();
     assert_eq!(adj.trim(), "500", "oomScoreAdj is honoured");
