@@ -90,6 +90,15 @@ struct ApiArgs {
     /// Overall limit for the whole run, in seconds; the server is stopped when it is reached.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Create the Services without a selector: no controller then writes an EndpointSlice and an
+    /// Endpoints object per Service, so the server's CPU is the API server's alone (what the figures
+    /// recorded before those controllers existed measured).
+    #[arg(long)]
+    without_selector: bool,
+    /// Start `svcnet up --no-agent --no-dns`: the API server and controllers without the node's data
+    /// plane (one userspace listener per ClusterIP) and cluster DNS following every create.
+    #[arg(long)]
+    api_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -164,7 +173,12 @@ struct FanoutFigures {
 }
 
 async fn api(args: ApiArgs, svcnet: &Path) -> Result<()> {
-    let session = Session::start(svcnet, args.timeout, &[]).await?;
+    let extra: &[&str] = if args.api_only {
+        &["--no-agent", "--no-dns"]
+    } else {
+        &[]
+    };
+    let session = Session::start(svcnet, args.timeout, extra).await?;
     let mut report = Report::default();
     let outcome = tokio::time::timeout_at(
         session.deadline.into(),
@@ -197,18 +211,19 @@ async fn phases(server: &Server, args: &ApiArgs, report: &mut Report) -> Result<
     );
     let (server_cpu0, bench_cpu0) = (server.cpu_seconds(), cpu_seconds("self"));
     let start = Instant::now();
+    let selector = !args.without_selector;
     let (mut lat, failed) = c
         .concurrently(
             &conns,
             args.concurrency as usize,
             n,
             StatusCode::CREATED,
-            |c, i| {
+            move |c, i| {
                 c.request(
                     Method::POST,
                     &format!("/api/v1/namespaces/{NS}/services"),
                     Some("application/json"),
-                    service_json(i),
+                    service_json(i, selector),
                 )
             },
         )
@@ -506,9 +521,14 @@ fn find_seq(line: &[u8], needle: &[u8]) -> Option<usize> {
     std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
 }
 
-fn service_json(i: usize) -> Bytes {
+fn service_json(i: usize, selector: bool) -> Bytes {
+    let selector = if selector {
+        r#""selector":{"app":"svcnet-bench"},"#
+    } else {
+        ""
+    };
     Bytes::from(format!(
-        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"bench-{i:05}","labels":{{"app":"svcnet-bench"}}}},"spec":{{"type":"ClusterIP","selector":{{"app":"svcnet-bench"}},"ports":[{{"name":"http","protocol":"TCP","port":80,"targetPort":8080}}]}}}}"#
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"bench-{i:05}","labels":{{"app":"svcnet-bench"}}}},"spec":{{"type":"ClusterIP",{selector}"ports":[{{"name":"http","protocol":"TCP","port":80,"targetPort":8080}}]}}}}"#
     ))
 }
 
@@ -517,13 +537,19 @@ fn print_table(args: &ApiArgs, r: &Report) {
     println!();
     println!(
         "Command: `svcnet-bench api --services {} --concurrency {} --connections {} --watchers {} --changes {} \
-         --change-interval-ms {}`",
+         --change-interval-ms {}{}{}`",
         args.services,
         args.concurrency,
         args.connections,
         args.watchers,
         args.changes,
-        args.change_interval_ms
+        args.change_interval_ms,
+        if args.without_selector {
+            " --without-selector"
+        } else {
+            ""
+        },
+        if args.api_only { " --api-only" } else { "" }
     );
     println!();
     table_header();

@@ -138,79 +138,28 @@ fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
     assert!(status.success(), "{status}\n{}", proxy.log());
 }
 
-/// kubeadm's KubeProxyConfiguration (1.30, `kubectl -n kube-system get cm kube-proxy`), with the values a
-/// test must own: the kubeconfig, the node's name, the endpoints' addresses and the mode.
+/// kubeadm's KubeProxyConfiguration (1.30, `kubectl -n kube-system get cm kube-proxy`), the same file the
+/// parser's unit tests read, with the values a test must own: the kubeconfig, the node's name, the
+/// endpoints' addresses, the cluster range and the mode.
 fn kubeadm_config(kubeconfig: &str, node: &str, health: u16, metrics: u16, mode: &str) -> String {
-    format!(
-        r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
-bindAddress: 0.0.0.0
-bindAddressHardFail: false
-clientConnection:
-  acceptContentTypes: ""
-  burst: 0
-  contentType: ""
-  kubeconfig: {kubeconfig}
-  qps: 0
-clusterCIDR: 127.244.0.0/16
-configSyncPeriod: 0s
-conntrack:
-  maxPerCore: null
-  min: null
-  tcpBeLiberal: false
-  tcpCloseWaitTimeout: null
-  tcpEstablishedTimeout: null
-  udpStreamTimeout: 0s
-  udpTimeout: 0s
-detectLocal:
-  bridgeInterface: ""
-  interfaceNamePrefix: ""
-detectLocalMode: ""
-enableProfiling: false
-healthzBindAddress: 127.0.0.1:{health}
-hostnameOverride: {node}
-iptables:
-  localhostNodePorts: null
-  masqueradeAll: false
-  masqueradeBit: null
-  minSyncPeriod: 0s
-  syncPeriod: 0s
-ipvs:
-  excludeCIDRs: null
-  minSyncPeriod: 0s
-  scheduler: ""
-  strictARP: false
-  syncPeriod: 0s
-  tcpFinTimeout: 0s
-  tcpTimeout: 0s
-  udpTimeout: 0s
-kind: KubeProxyConfiguration
-logging:
-  flushFrequency: 0
-  options:
-    json:
-      infoBufferSize: "0"
-    text:
-      infoBufferSize: "0"
-  verbosity: 0
-metricsBindAddress: 127.0.0.1:{metrics}
-mode: "{mode}"
-nftables:
-  masqueradeAll: false
-  masqueradeBit: null
-  minSyncPeriod: 0s
-  syncPeriod: 0s
-nodePortAddresses: null
-oomScoreAdj: 500
-portRange: ""
-showHiddenMetricsForVersion: ""
-winkernel:
-  enableDSR: false
-  forwardHealthCheckVip: false
-  networkName: ""
-  rootHnsEndpointName: ""
-  sourceVip: ""
-"#
-    )
+    let mut text = include_str!("../src/kubeadm-kube-proxy.conf").to_owned();
+    for (line, value) in [
+        ("  kubeconfig: ", kubeconfig.to_owned()),
+        ("clusterCIDR: ", "127.244.0.0/16".to_owned()),
+        ("healthzBindAddress: ", format!("127.0.0.1:{health}")),
+        ("hostnameOverride: ", node.to_owned()),
+        ("metricsBindAddress: ", format!("127.0.0.1:{metrics}")),
+        ("mode: ", format!("\"{mode}\"")),
+        ("oomScoreAdj: ", "500".to_owned()),
+    ] {
+        let at = text
+            .find(&format!("\n{line}"))
+            .unwrap_or_else(|| panic!("kubeadm's file has a line {line:?}"))
+            + 1;
+        let end = at + text[at..].find('\n').expect("a whole line");
+        text.replace_range(at..end, &format!("{line}{value}"));
+    }
+    text
 }
 
 #[test]
