@@ -47,7 +47,7 @@ use tracing::{debug, info, warn};
 
 pub use render::{
     Elem, ElementOp, Family, Key, Programmed, Transaction, delete_script, render_changes,
-    render_changes_deferred, render_full,
+    render_changes_deferred, render_full, render_programmed,
 };
 
 /// How the backend reaches nftables and what it needs to know about the node.
@@ -578,16 +578,28 @@ impl Backend for NftBackend {
         }
         self.writes_end(before);
         self.metrics.partial_sync.observe(start.elapsed().as_secs_f64());
+        // What each change replaced, change by change (a port may change twice in one batch); the
+        // state takes the whole batch at once, so that it hands out the ids the rendering did.
+        let mut current: std::collections::HashMap<
+            &svcnet_dataplane::ServicePortName,
+            Option<Arc<ServicePort>>,
+        > = Default::default();
         for c in changes {
-            let (old, new) = match c {
-                Change::Upsert { new, .. } => (self.state.get(&new.name).cloned(), Some(new.clone())),
-                Change::Remove(old) => (self.state.get(&old.name).cloned(), None),
+            let name = c.name();
+            let old = match current.get(name) {
+                Some(p) => p.clone(),
+                None => self.state.get(name).cloned(),
+            };
+            let new = match c {
+                Change::Upsert { new, .. } => Some(new.clone()),
+                Change::Remove(_) => None,
             };
             self.cleanup_conntrack(old.as_deref(), new.as_deref());
             self.endpoints += new.as_deref().map(Self::count_endpoints).unwrap_or(0)
                 - old.as_deref().map(Self::count_endpoints).unwrap_or(0);
-            self.state.commit(std::slice::from_ref(c));
+            current.insert(name, new);
         }
+        self.state.commit(changes);
         self.mark_synced();
         debug!(changes = changes.len(), elapsed = ?start.elapsed(), "nftables changes applied");
         Ok(())

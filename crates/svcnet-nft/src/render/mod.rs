@@ -38,7 +38,7 @@ pub use crate::slots::slot_ranges;
 pub use elements::{AffinityEntries, Elem, Key, parse_affinity_entries};
 pub use names::{endpoint_chain, service_chain};
 pub(crate) use ruleset::families;
-pub use ruleset::{MASQUERADE_MARK, render_full, render_full_keeping};
+pub use ruleset::{MASQUERADE_MARK, render_full, render_full_keeping, render_programmed};
 pub use transaction::{
     ElementOp, Programmed, Transaction, delete_script, render_changes, render_changes_deferred,
 };
