@@ -29,6 +29,7 @@ mod nft;
 pub mod render;
 mod slots;
 pub mod sysctl;
+mod takeover;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -44,6 +45,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use svcnet_dataplane::{Backend, BackendError, Change, ServicePort};
 use tracing::{debug, info, warn};
+
+pub use takeover::TakeoverStats;
 
 pub use render::{
     Elem, ElementOp, Family, Key, Programmed, Transaction, delete_script, render_changes,
@@ -240,6 +243,8 @@ pub struct NftBackend {
     /// have changed them (or the generation cannot be read). A periodic full sync is skipped while the
     /// generation still equals it: nothing can have drifted.
     generation: Option<u32>,
+    /// What the first sync changed when it took over tables left by an earlier process.
+    takeover: Option<TakeoverStats>,
 }
 
 fn backend_error(e: impl std::fmt::Display) -> BackendError {
@@ -263,7 +268,66 @@ impl NftBackend {
             no_netlink: false,
             commits: std::cell::Cell::new(0),
             generation: None,
+            takeover: None,
         }
+    }
+
+    /// What the first sync changed when it took over tables an earlier process left (`None`: there were
+    /// none, or they were replaced).
+    pub fn takeover(&self) -> Option<TakeoverStats> {
+        self.takeover
+    }
+
+    /// Takes over the tables an earlier process left: reads them back and changes only what differs
+    /// from `ports`, in one transaction ([`takeover`]). `Ok(None)` when there are no tables to take over
+    /// or they cannot be reconciled in place (the caller then replaces them).
+    fn take_over(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
+        let tables = nft::run(&self.cfg.nft_command, &["list", "tables"], None)?;
+        let has = |fam: &str, name: &str| {
+            let want = format!("{fam} {name}");
+            tables
+                .lines()
+                .any(|l| l.trim().strip_prefix("table ") == Some(want.as_str()))
+        };
+        if !has("ip", &self.cfg.table) {
+            return Ok(None);
+        }
+        let mut text = String::new();
+        for fam in render::families(&self.cfg) {
+            if has(fam.nft(), &self.cfg.table) {
+                text.push_str(&nft::run(
+                    &self.cfg.nft_command,
+                    &["list", "table", fam.nft(), &self.cfg.table],
+                    None,
+                )?);
+            }
+        }
+        let found = takeover::parse(&text, &self.cfg.table);
+        let ids = takeover::ids(&found, ports.iter().map(|p| &p.name));
+        let prog = Programmed::from_ports_with_ids(ports, &ids);
+        let wanted = takeover::parse(
+            &render_programmed(&prog, &self.cfg, &Default::default()),
+            &self.cfg.table,
+        );
+        let (mut script, stats) = match takeover::reconcile(&found, &wanted, &self.cfg.table) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "replacing the nftables tables instead");
+                return Ok(None);
+            }
+        };
+        // A standby copy left by a full sync that was interrupted would keep DNATing with old rules.
+        let standby = format!("{}-standby", self.cfg.table);
+        for fam in render::families(&self.cfg) {
+            if has(fam.nft(), &standby) {
+                script.push_str(&format!("delete table {} {standby}\n", fam.nft()));
+            }
+        }
+        if !script.is_empty() {
+            self.transact(&script)?;
+        }
+        self.state = prog;
+        Ok(Some(stats))
     }
 
     /// The configuration.
@@ -624,6 +688,29 @@ impl Backend for NftBackend {
             return Ok(());
         }
         let before = self.writes_begin(true);
+        if !self.synced {
+            // Tables left by an earlier process: changed in place, never flushed.
+            match self.take_over(ports) {
+                Ok(Some(stats)) => {
+                    self.writes_end(before);
+                    self.metrics.full_sync.observe(start.elapsed().as_secs_f64());
+                    self.takeover = Some(stats);
+                    self.stale.clear();
+                    self.endpoints = ports.iter().map(|p| Self::count_endpoints(p)).sum();
+                    self.set_conntrack_sysctls();
+                    self.synced = true;
+                    self.mark_synced();
+                    info!(ports = ports.len(), elapsed = ?start.elapsed(), sets = stats.sets,
+                        chains = stats.chains, elements = stats.elements, "nftables tables taken over");
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.sync_failures.inc();
+                    warn!(error = %e, "cannot take over the nftables tables; replacing them");
+                }
+            }
+        }
         let replaced = self.replace_tables(ports);
         self.writes_end(before);
         if let Err(e) = replaced {

@@ -518,3 +518,125 @@ print(subprocess.run(["conntrack", "-L", "-p", "tcp", "--dport", str(port)], cap
     let timeout: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!((3540..=3600).contains(&timeout), "{line}");
 }
+
+/// The kernel's handle of the `ip svcnet` table: a table deleted and created again gets a new one.
+fn table_handle(ns: &Netns) -> String {
+    let prefix = ns.prefix("nft");
+    let out = std::process::Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(["-a", "list", "table", "ip", "svcnet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .split_once("# handle ")
+        .map(|(_, h)| h.trim().to_string())
+        .unwrap_or_else(|| panic!("no table handle in {first:?}"))
+}
+
+fn generation(ns: &Netns) -> u32 {
+    svcnet_nft::netlink::Writer::open(Some(&ns.path()))
+        .unwrap()
+        .generation()
+        .unwrap()
+}
+
+/// A backend of a new process takes over the tables an earlier one left: with nothing changed it writes
+/// nothing at all (the ruleset generation stays); with Services changed meanwhile (an endpoint replaced,
+/// a Service added, an affinity timeout changed, a port and a Service removed) one transaction changes
+/// only those, the tables are never recreated (same handle), and they end up as a full rendering of the
+/// same state would make them.
+#[test]
+fn takeover_changes_only_what_differs() {
+    if !can_run("takeover_changes_only_what_differs") {
+        return;
+    }
+    let ns = Netns::new("takeover");
+    let read = |n: &str| std::fs::read_to_string(golden_path(&format!("{n}.yaml"))).unwrap();
+    let base = [
+        read("clusterip"),
+        read("affinity"),
+        read("loadbalancer-local"),
+        read("dual-stack"),
+    ]
+    .join("\n---\n");
+    let mut model = model_with(&base);
+    model.take_changes();
+    let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+    let mut first = ns.backend(golden_config());
+    first.sync_all(&ports).unwrap();
+    assert_eq!(first.takeover(), None, "nothing to take over in a new namespace");
+    let handle = table_handle(&ns);
+    drop(first);
+
+    let before = generation(&ns);
+    let mut same = ns.backend(golden_config());
+    same.sync_all(&ports).unwrap();
+    assert_eq!(same.takeover(), Some(svcnet_nft::TakeoverStats::default()));
+    assert_eq!(generation(&ns), before, "an unchanged takeover writes nothing");
+    drop(same);
+
+    // Changes while no process ran.
+    for y in [
+        read("clusterip").replace("10.244.1.12", "10.244.1.13"),
+        read("nodeport"),
+        read("affinity").replace("600", "900"),
+        read("clusterip").replace("  - {name: dns, port: 53, targetPort: 5353, protocol: UDP}\n", ""),
+    ] {
+        Manifests::parse(&y).unwrap().load_into(&mut model);
+    }
+    model.delete_service("default", "dual");
+    assert!(!model.take_changes().changes.is_empty());
+    let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+    let mut next = ns.backend(golden_config());
+    next.sync_all(&ports).unwrap();
+    let stats = next.takeover().expect("taken over, not replaced");
+    assert!(
+        stats.chains > 0 && stats.elements > 0 && stats.sets > 0,
+        "{stats:?}"
+    );
+    assert_eq!(table_handle(&ns), handle, "the table was not recreated");
+    let full = ns.backend(NftConfig {
+        table: "svcnet-full".into(),
+        ..golden_config()
+    });
+    nft_load(
+        &ns,
+        &render_programmed(next.programmed(), full.config(), &Default::default()),
+    );
+    let (taken, synced) = (listing(&next), listing(&full));
+    for (fam, (t, s)) in taken.iter().zip(&synced).enumerate() {
+        let differ: Vec<_> = t
+            .keys()
+            .chain(s.keys())
+            .filter(|k| t.get(*k) != s.get(*k))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "family {fam}: taken over and full differ: {differ:#?}"
+        );
+    }
+    // The state is known: increments go on from it, and another takeover finds nothing to do.
+    let changes: Vec<Change> = {
+        Manifests::parse(&read("clusterip"))
+            .unwrap()
+            .load_into(&mut model);
+        model.take_changes().changes
+    };
+    next.apply(&changes).unwrap();
+    assert!(
+        next.metrics_text()
+            .contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0"),
+        "{}",
+        next.metrics_text()
+    );
+    drop(next);
+    let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+    let before = generation(&ns);
+    let mut again = ns.backend(golden_config());
+    again.sync_all(&ports).unwrap();
+    assert_eq!(again.takeover(), Some(svcnet_nft::TakeoverStats::default()));
+    assert_eq!(generation(&ns), before);
+    assert_eq!(table_handle(&ns), handle);
+}

@@ -36,7 +36,7 @@ mod transaction;
 pub use crate::family::Family;
 pub use crate::slots::slot_ranges;
 pub use elements::{AffinityEntries, Elem, Key, parse_affinity_entries};
-pub use names::{endpoint_chain, service_chain};
+pub use names::{PORTS_PER_MAP, endpoint_chain, service_chain};
 pub(crate) use ruleset::families;
 pub use ruleset::{MASQUERADE_MARK, render_full, render_full_keeping, render_programmed};
 pub use transaction::{

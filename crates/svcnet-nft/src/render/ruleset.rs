@@ -393,26 +393,28 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
         Family::V6 => "ip6 saddr ::1",
     };
     // Filter chains run just before DNAT (priority dstnat - 10) so they see the service address.
-    let base: [(&str, &str, &str, i32, &[&str]); 8] = [
+    // Priorities, like every rule here, are written as nft prints them, so that a table read back
+    // (a takeover) compares equal to the rendering.
+    let base: [(&str, &str, &str, &str, &[&str]); 8] = [
         (
             "filter-prerouting",
             "filter",
             "prerouting",
-            -110,
+            "dstnat - 10",
             &["ct state new jump firewall-check"],
         ),
         (
             "filter-input",
             "filter",
             "input",
-            -110,
+            "-110",
             &["ct state new jump service-endpoints-check"],
         ),
         (
             "filter-forward",
             "filter",
             "forward",
-            -110,
+            "-110",
             &[
                 "ct state new jump service-endpoints-check",
                 "ct state new jump cluster-ips-check",
@@ -422,7 +424,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
             "filter-output",
             "filter",
             "output",
-            -110,
+            "-110",
             &[
                 "ct state new jump service-endpoints-check",
                 "ct state new jump firewall-check",
@@ -433,16 +435,22 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
             "filter-output-post-dnat",
             "filter",
             "output",
-            -90,
+            "-90",
             &["ct state new jump cluster-ips-check"],
         ),
-        ("nat-prerouting", "nat", "prerouting", -100, &["jump services"]),
-        ("nat-output", "nat", "output", -100, &["jump services"]),
+        (
+            "nat-prerouting",
+            "nat",
+            "prerouting",
+            "dstnat",
+            &["jump services"],
+        ),
+        ("nat-output", "nat", "output", "-100", &["jump services"]),
         (
             "nat-postrouting",
             "nat",
             "postrouting",
-            100,
+            "srcnat",
             &["jump masquerading"],
         ),
     ];
@@ -467,7 +475,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
             ip_list(&svc_cidrs)
         ));
     }
-    let mark = format!("{MASQUERADE_MARK:#x}");
+    let mark = format!("{MASQUERADE_MARK:#010x}");
     let frontend = format!("{ipx} daddr . meta l4proto . th dport");
     // NodePorts answer on every local address but loopback (which nftables cannot DNAT; the localhost
     // proxy serves it), or, as kube-proxy's `--nodeport-addresses`, only on the addresses given: none at
@@ -514,10 +522,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
         ("firewall-check", vec![format!("{frontend} vmap @{FIREWALL_IPS}")]),
         (
             REJECT_CHAIN,
-            vec![
-                "meta l4proto tcp reject with tcp reset".to_string(),
-                "reject".to_string(),
-            ],
+            vec!["reject with tcp reset".to_string(), "reject".to_string()],
         ),
         (MARK_MASQ, vec![format!("meta mark set meta mark | {mark}")]),
         (
@@ -526,7 +531,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
                 format!(
                     "ct status dnat {ipx} saddr . {ipx} daddr @{HAIRPIN} jump {MARK_MASQ} comment \"hairpin\""
                 ),
-                format!("meta mark & {mark} == 0 return"),
+                format!("meta mark & {mark} == 0x00000000 return"),
                 format!("meta mark set meta mark ^ {mark}"),
                 // Masquerading a loopback source on `lo` fails when the namespace has no address of
                 // universe scope: the kernel drops the packet ("lo ate my IP address"). With loopback
