@@ -282,33 +282,59 @@ impl NftBackend {
     /// from `ports`, in one transaction ([`takeover`]). `Ok(None)` when there are no tables to take over
     /// or they cannot be reconciled in place (the caller then replaces them).
     fn take_over(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
-        let tables = nft::run(&self.cfg.nft_command, &["list", "tables"], None)?;
-        let has = |fam: &str, name: &str| {
-            let want = format!("{fam} {name}");
-            tables
-                .lines()
-                .any(|l| l.trim().strip_prefix("table ") == Some(want.as_str()))
-        };
-        if !has("ip", &self.cfg.table) {
-            return Ok(None);
-        }
+        let t0 = Instant::now();
+        // Both families at once (two `nft` processes): listing is most of a takeover's time.
+        let standby = format!("{}-standby", self.cfg.table);
+        let lists: Vec<(Family, &str, Result<String, NftError>)> = std::thread::scope(|s| {
+            let jobs: Vec<_> = render::families(&self.cfg)
+                .into_iter()
+                .flat_map(|fam| [(fam, self.cfg.table.as_str()), (fam, standby.as_str())])
+                .map(|(fam, table)| {
+                    let cmd = &self.cfg.nft_command;
+                    (
+                        fam,
+                        table,
+                        s.spawn(move || nft::run(cmd, &["list", "table", fam.nft(), table], None)),
+                    )
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|(fam, table, h)| {
+                    let res = h.join().unwrap_or_else(|_| {
+                        Err(NftError::Failed {
+                            command: "nft list table".into(),
+                            status: None,
+                            stderr: "panicked".into(),
+                        })
+                    });
+                    (fam, table, res)
+                })
+                .collect()
+        });
         let mut text = String::new();
-        for fam in render::families(&self.cfg) {
-            if has(fam.nft(), &self.cfg.table) {
-                text.push_str(&nft::run(
-                    &self.cfg.nft_command,
-                    &["list", "table", fam.nft(), &self.cfg.table],
-                    None,
-                )?);
+        let mut standby_left = Vec::new();
+        for (fam, table, res) in lists {
+            match res {
+                Ok(out) if table == self.cfg.table => text.push_str(&out),
+                Ok(_) => standby_left.push(fam),
+                // nft says "No such file or directory" for a table that does not exist.
+                Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file") => {}
+                Err(e) => return Err(e),
             }
         }
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let listed = Instant::now();
         let found = takeover::parse(&text, &self.cfg.table);
+        let parsed = Instant::now();
         let ids = takeover::ids(&found, ports.iter().map(|p| &p.name));
         let prog = Programmed::from_ports_with_ids(ports, &ids);
         let wanted = takeover::parse(
             &render_programmed(&prog, &self.cfg, &Default::default()),
             &self.cfg.table,
         );
+        let rendered = Instant::now();
         let (mut script, stats) = match takeover::reconcile(&found, &wanted, &self.cfg.table) {
             Ok(r) => r,
             Err(e) => {
@@ -317,15 +343,21 @@ impl NftBackend {
             }
         };
         // A standby copy left by a full sync that was interrupted would keep DNATing with old rules.
-        let standby = format!("{}-standby", self.cfg.table);
-        for fam in render::families(&self.cfg) {
-            if has(fam.nft(), &standby) {
-                script.push_str(&format!("delete table {} {standby}\n", fam.nft()));
-            }
+        for fam in standby_left {
+            script.push_str(&format!("delete table {} {standby}\n", fam.nft()));
         }
+        let reconciled = Instant::now();
         if !script.is_empty() {
             self.transact(&script)?;
         }
+        debug!(
+            list = ?(listed - t0),
+            parse = ?(parsed - listed),
+            render = ?(rendered - parsed),
+            reconcile = ?(reconciled - rendered),
+            write = ?reconciled.elapsed(),
+            "nftables takeover phases"
+        );
         self.state = prog;
         Ok(Some(stats))
     }
