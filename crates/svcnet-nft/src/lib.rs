@@ -5,7 +5,11 @@
 //!
 //! - [`Backend::sync_all`] replaces both tables (`ip svcnet`, `ip6 svcnet`) in one `nft -f -` transaction
 //!   ([`render_full`]): start-up, periodic resync, recovery. Stale chains cannot survive it, and the
-//!   kernel swaps the rulesets at commit, so no packet sees a half-built table.
+//!   kernel swaps the rulesets at commit, so no packet sees a half-built table. The first sync of a
+//!   process that finds the tables already there (left by the process before it, after a restart or a
+//!   crash) takes them over instead ([`takeover`]): it lists them, and one transaction changes only what
+//!   differs from the wanted state, so rules, affinity entries and connections are never interrupted,
+//!   and an unchanged state writes nothing.
 //! - [`Backend::apply`] touches only the changed ports' elements, chains and sets
 //!   ([`render_changes_deferred`]), so an endpoint change costs the same with 10 or 10,000 Services.
 //!   Chains and declarations go through `nft -f`, written so that nft 1.0.x need not read the ruleset
@@ -29,7 +33,7 @@ mod nft;
 pub mod render;
 mod slots;
 pub mod sysctl;
-mod takeover;
+pub mod takeover;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
