@@ -341,12 +341,14 @@ fn inner_main(args: &Args, mode: &str) {
     for p in [18081, 18082, 18083] {
         http_server(p);
     }
-    // Backends (this process) on CPU 1, wrk on CPU 0.
-    let pid = std::process::id().to_string();
-    let _ = Command::new("taskset")
-        .args(["-a", "-p", "-c", "1", &pid])
-        .stdout(Stdio::null())
-        .status();
+    // Backends (this process) on CPU 1, wrk on CPU 0; without traffic, `nft` may use both.
+    if args.traffic {
+        let pid = std::process::id().to_string();
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &pid])
+            .stdout(Stdio::null())
+            .status();
+    }
     // The reference: one hand-written DNAT rule in a table of its own (as /work/shared/bench/l4/run.sh).
     let script = "table ip l4bench {\n\tchain out {\n\t\ttype nat hook output priority -100; policy accept;\n\t\t\
         ip daddr 10.99.0.1 tcp dport 80 dnat ip addr . port to numgen random mod 3 map { 0 : 10.0.0.1 . 18081, \
