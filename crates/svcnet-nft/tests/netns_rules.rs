@@ -640,3 +640,43 @@ fn takeover_changes_only_what_differs() {
     assert_eq!(generation(&ns), before);
     assert_eq!(table_handle(&ns), handle);
 }
+
+/// An upgrade: the tables of the svcnet before grouped endpoint maps (one map per port, base chains
+/// written differently; `golden/clusterip-map-per-port.nft`) are taken over in place, into exactly what
+/// a full rendering makes, and the old maps are gone.
+#[test]
+fn takeover_upgrades_tables_with_a_map_per_port() {
+    if !can_run("takeover_upgrades_tables_with_a_map_per_port") {
+        return;
+    }
+    let ns = Netns::new("upgrade");
+    let old = std::fs::read_to_string(golden_path("clusterip-map-per-port.nft")).unwrap();
+    nft_load(&ns, &old);
+    let handle = table_handle(&ns);
+    let yaml = std::fs::read_to_string(golden_path("clusterip.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let mut b = ns.backend(golden_config());
+    b.sync_all(&ports).unwrap();
+    let stats = b.takeover().expect("taken over, not replaced");
+    assert!(stats.sets >= 3 && stats.chains > 0, "{stats:?}");
+    assert_eq!(table_handle(&ns), handle, "the table was not recreated");
+    let full = ns.backend(NftConfig {
+        table: "svcnet-full".into(),
+        ..golden_config()
+    });
+    nft_load(
+        &ns,
+        &render_programmed(b.programmed(), full.config(), &Default::default()),
+    );
+    for (fam, (t, s)) in listing(&b).iter().zip(&listing(&full)).enumerate() {
+        let differ: Vec<_> = t
+            .keys()
+            .chain(s.keys())
+            .filter(|k| t.get(*k) != s.get(*k))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "family {fam}: upgraded and full differ: {differ:#?}"
+        );
+    }
+}
