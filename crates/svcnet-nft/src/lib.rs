@@ -287,45 +287,8 @@ impl NftBackend {
     /// or they cannot be reconciled in place (the caller then replaces them).
     fn take_over(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
         let t0 = Instant::now();
-        // Both families at once (two `nft` processes): listing is most of a takeover's time.
         let standby = format!("{}-standby", self.cfg.table);
-        let lists: Vec<(Family, &str, Result<String, NftError>)> = std::thread::scope(|s| {
-            let jobs: Vec<_> = render::families(&self.cfg)
-                .into_iter()
-                .flat_map(|fam| [(fam, self.cfg.table.as_str()), (fam, standby.as_str())])
-                .map(|(fam, table)| {
-                    let cmd = &self.cfg.nft_command;
-                    (
-                        fam,
-                        table,
-                        s.spawn(move || nft::run(cmd, &["list", "table", fam.nft(), table], None)),
-                    )
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|(fam, table, h)| {
-                    let res = h.join().unwrap_or_else(|_| {
-                        Err(NftError::Failed {
-                            command: "nft list table".into(),
-                            status: None,
-                            stderr: "panicked".into(),
-                        })
-                    });
-                    (fam, table, res)
-                })
-                .collect()
-        });
-        let mut text = String::new();
-        let mut standby_left = Vec::new();
-        for (fam, table, res) in lists {
-            match res {
-                Ok(out) if table == self.cfg.table => text.push_str(&out),
-                Ok(_) => standby_left.push(fam),
-                // nft says "No such file or directory" for a table that does not exist.
-                Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file") => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let (text, standby_left) = takeover::list(&self.cfg, &standby)?;
         if text.is_empty() {
             return Ok(None);
         }
