@@ -192,7 +192,8 @@ pub(crate) fn parse(text: &str, table: &str) -> BTreeMap<String, Table> {
                     decl,
                     elements: els
                         .split(',')
-                        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+                        // Lines were trimmed and joined with one space, as nft writes an element.
+                        .map(|e| e.trim().to_string())
                         .filter(|e| !e.is_empty())
                         .collect(),
                     dynamic,
