@@ -110,11 +110,23 @@ impl MetricsServer {
     }
 }
 
-/// Binds the kube-proxy health server on `addr` and serves there in a task; a taken address is logged.
+/// Binds the kube-proxy health server on `addr` and serves there in a task; a taken address is logged,
+/// and tried again every second for two minutes: a userspace proxy process that takes over from another
+/// ([`crate::node_proxy`]) gets the port once the old one has drained.
 pub(crate) async fn spawn_health(addr: SocketAddr, health: ProxyHealth) {
     if let Some(listener) = bind(addr, "proxy health").await {
         tokio::spawn(svcnet_proxier::health::serve(listener, health));
+        return;
     }
+    tokio::spawn(async move {
+        for _ in 0..120 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Ok(l) = TcpListener::bind(addr).await {
+                info!(%addr, "serving proxy health (the address is free now)");
+                return svcnet_proxier::health::serve(l, health).await;
+            }
+        }
+    });
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Option<TcpListener> {
