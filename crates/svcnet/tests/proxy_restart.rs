@@ -271,12 +271,15 @@ fn userspace_traffic_survives_svcnet_restarts() {
     c.set_keep_pods(false);
     c.restart("TERM");
     assert!(eventually(WAIT, || adoptions(&c) == 3), "{}", c.log());
+    // Fully started (a SIGTERM before svcnet's signal handler is in place ends it without any cleanup).
+    c.ok(&["get", "nodes"]);
     c.stop("TERM");
     assert!(
         eventually(Duration::from_secs(10), || {
             svcnet_testsupport::cluster::proc_start(proxy).is_none()
         }),
-        "the proxy process outlived svcnet up --stop-pods-on-exit"
+        "the proxy process outlived svcnet up --stop-pods-on-exit\n{}",
+        svcnet_testsupport::cluster::tail(&c.log(), 30)
     );
     assert!(echo_once(&targets[0]).is_err(), "the ClusterIP still answers");
 }
@@ -346,4 +349,118 @@ fn a_new_proxy_process_takes_the_sockets_over() {
     // `svcnet up --stop-pods-on-exit` (the harness's) stops the process it follows now.
     drop(c);
     let _ = second.wait();
+}
+
+/// A `svcnet agent` (userspace proxy) of this test, logging to `dir/agent.log`; on drop it is killed, and
+/// so are its pods and its proxy process (verified by PID and start time).
+struct Agent {
+    child: Option<std::process::Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(c: &Cluster, dir: &std::path::Path) -> Agent {
+        Agent {
+            child: Some(Self::spawn(c, dir)),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Stops the agent with `signal` and starts another on the same data directory.
+    fn restart(&mut self, c: &Cluster, signal: &str) {
+        self.stop(signal);
+        self.child = Some(Self::spawn(c, &self.dir));
+    }
+
+    fn spawn(c: &Cluster, dir: &std::path::Path) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .unwrap();
+        std::process::Command::new(SVCNET)
+            .args(["agent", "--node-name", "node-b", "--dns-listen", "127.0.0.1:0"])
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--healthz-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--service-cidr",
+                "127.96.0.0/12",
+                "--cluster-cidr",
+                "127.244.0.0/16",
+            ])
+            .arg("--kubeconfig")
+            .arg(c.kubeconfig())
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn stop(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args([format!("-{signal}"), child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop("KILL");
+        svcnet_testsupport::cluster::kill_recorded_pods(&self.dir);
+        svcnet_testsupport::cluster::kill_recorded_proxy(&self.dir.join("proxy"));
+    }
+}
+
+/// The same through `svcnet agent`: its proxy process is adopted across SIGTERM and SIGKILL restarts.
+#[test]
+fn userspace_traffic_survives_svcnet_agent_restarts() {
+    // The control plane alone: the agent's node is the only one, and the only data plane.
+    let c = Cluster::start_with(SVCNET, &["--no-agent", "--proxy-mode", "none"]);
+    let dir = c.dir.join("node-b");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut agent = Agent::start(&c, &dir);
+    let targets = echo_service(&c, 2);
+    let proxy = recorded_proxy_process(&dir.join("proxy")).expect("the agent's proxy process");
+    let adopted = |a: &Agent| {
+        a.log()
+            .matches("adopted the node's userspace proxy process")
+            .count()
+    };
+    let load = Load::start(&targets, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    for (n, signal) in [(1, "TERM"), (2, "KILL")] {
+        agent.restart(&c, signal);
+        assert!(
+            eventually(WAIT, || adopted(&agent) == n),
+            "no adoption after SIG{signal}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let [(sent, failed, errors), (long, lost, long_errors)] = load.finish();
+    eprintln!(
+        "agent restarts under load: {failed} of {sent} new connections failed, {lost} of {long} long-lived lost"
+    );
+    assert!(sent > 500, "the load ran ({sent} requests)");
+    assert_eq!(failed, 0, "new connections failed: {errors:?}");
+    assert_eq!(lost, 0, "long-lived connections lost: {long_errors:?}");
+    assert_eq!(
+        recorded_proxy_process(&dir.join("proxy")),
+        Some(proxy),
+        "the same proxy process served throughout"
+    );
 }
