@@ -76,6 +76,24 @@ pub async fn start_node_dataplane(
     supervisor: &Supervisor,
 ) -> Result<NodeDataplane> {
     if args.proxy_mode != ProxyMode::Userspace {
+        // A userspace proxy a previous svcnet left running would serve beside (or instead of) this mode.
+        if let Some(s) = State::read(&detached.state_dir).filter(State::alive) {
+            info!(
+                pid = s.pid,
+                "stopping the userspace proxy process a previous svcnet left running (another --proxy-mode now)"
+            );
+            let old = ProxyProcess {
+                dir: detached.state_dir.clone(),
+                argv: Vec::new(),
+                current: Mutex::new(Current {
+                    pid: s.pid,
+                    start: Some(s.start),
+                    child: None,
+                }),
+                stopping: AtomicBool::new(true),
+            };
+            tokio::task::spawn_blocking(move || old.stop()).await?;
+        }
         let (routes, task) = dataplane_args::start(args, client, node, registry).await?;
         if let Some(task) = task {
             supervisor.watch_spawned("dataplane", task);

@@ -464,3 +464,25 @@ fn userspace_traffic_survives_svcnet_agent_restarts() {
         "the same proxy process served throughout"
     );
 }
+
+/// A svcnet started with another `--proxy-mode` stops the userspace proxy process a previous one left.
+#[test]
+fn another_proxy_mode_stops_the_left_proxy_process() {
+    let mut c = Cluster::start_keeping_pods(SVCNET, &[]);
+    assert!(
+        eventually(WAIT, || recorded_proxy_process(&c.dir.join("proxy")).is_some()),
+        "{}",
+        c.log()
+    );
+    let pid = proxy_pid(&c);
+    c.set_flags(&["--proxy-mode", "none"]);
+    c.restart("KILL");
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            svcnet_testsupport::cluster::proc_start(pid).is_none()
+        }),
+        "the left proxy process still runs\n{}",
+        c.log()
+    );
+    assert!(c.log().contains("another --proxy-mode now"), "{}", c.log());
+}
