@@ -202,8 +202,18 @@ async fn serve(
     }
     if let Some(conn) = old.as_mut() {
         // Serve the handed-over sockets from the first sync on, then let the old process go.
+        // The old process waits 60 s for the answer; without a first sync by then it keeps serving, and
+        // this one goes away rather than take sockets it cannot serve yet.
         let mut synced = proxy.synced.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|s| *s)).await;
+        if tokio::time::timeout(Duration::from_secs(50), synced.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            return Err(anyhow!(
+                "no first sync within 50 s (is the API server reachable?); the running proxy process \
+                 keeps serving"
+            ));
+        }
         let unused = proxy.lock().drop_unused_inherited();
         // A few local messages; the old process answers at once.
         let answer = control::write_message(conn, "taken").and_then(|()| control::read_message(conn));
@@ -247,6 +257,8 @@ async fn serve(
             _ = check.tick() => {
                 if !*handed_over.borrow() && State::read(&dir).is_none_or(|s| s.pid != me) {
                     warn!(dir = %dir.display(), "the proxy's state file is gone or names another process; stopping");
+                    // Without shutdown(2): another process may share the listening sockets.
+                    proxy.lock().retire();
                     break Ok(());
                 }
             }
