@@ -91,6 +91,7 @@ pub async fn start_node_dataplane(
                     child: None,
                 }),
                 stopping: AtomicBool::new(true),
+                last_spawn: Mutex::new(None),
             };
             tokio::task::spawn_blocking(move || old.stop()).await?;
         }
@@ -166,7 +167,12 @@ pub struct ProxyProcess {
     argv: Vec<String>,
     current: Mutex<Current>,
     stopping: AtomicBool,
+    /// When it was last started again after it ended.
+    last_spawn: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a proxy process that keeps ending is started again.
+const RESPAWN_EVERY: Duration = Duration::from_secs(5);
 
 /// `setsid` from util-linux, so the process gets a session of its own.
 fn setsid_tool() -> Option<&'static str> {
@@ -199,6 +205,7 @@ impl ProxyProcess {
                             child: None,
                         }),
                         stopping: AtomicBool::new(false),
+                        last_spawn: Mutex::new(None),
                     });
                 }
                 info!(
@@ -220,6 +227,7 @@ impl ProxyProcess {
             argv,
             current: Mutex::new(current),
             stopping: AtomicBool::new(false),
+            last_spawn: Mutex::new(None),
         })
     }
 
@@ -251,6 +259,13 @@ impl ProxyProcess {
             };
             return Ok(());
         }
+        // One that cannot start at all (say its control socket cannot be bound) is tried every
+        // RESPAWN_EVERY, not every second: two log lines per try.
+        let mut last = self.last_spawn.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < RESPAWN_EVERY) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
         warn!(pid = cur.pid, status = %why, "the node's userspace proxy process ended; starting it again");
         *cur = spawn(&self.argv)?;
         Ok(())

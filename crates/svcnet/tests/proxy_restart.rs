@@ -486,3 +486,35 @@ fn another_proxy_mode_stops_the_left_proxy_process() {
     );
     assert!(c.log().contains("another --proxy-mode now"), "{}", c.log());
 }
+
+/// A proxy process that dies is started again by the svcnet that watches it.
+#[test]
+fn a_killed_proxy_process_is_started_again() {
+    let c = Cluster::start(SVCNET);
+    assert!(
+        eventually(WAIT, || recorded_proxy_process(&c.dir.join("proxy")).is_some()),
+        "{}",
+        c.log()
+    );
+    let old = proxy_pid(&c);
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status();
+    assert!(
+        eventually(WAIT, || recorded_proxy_process(&c.dir.join("proxy"))
+            .is_some_and(|p| p != old)),
+        "no new proxy process\n{}",
+        c.log()
+    );
+    assert!(c.log().contains("ended; starting it again"), "{}", c.log());
+    // The API server's own Service (kubernetes, 443 on the range's first address) is served again.
+    let kubernetes = c.get_json(&["service", "kubernetes"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        eventually(WAIT, || TcpStream::connect(format!("{kubernetes}:443")).is_ok()),
+        "{}",
+        c.log()
+    );
+}
