@@ -15,8 +15,11 @@ mod kube_proxy_config;
 mod lab_cmd;
 mod lb_args;
 mod listener_events;
+mod node_proxy;
 mod proxy_cluster;
 mod proxy_cmd;
+mod proxy_control;
+mod proxy_process;
 mod status;
 mod supervise;
 
@@ -60,6 +63,9 @@ enum Command {
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
     /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
     Lab(lab_cmd::LabArgs),
+    /// The node's userspace proxy in a process of its own, as `up` and `agent` start it (internal).
+    #[command(hide = true)]
+    NodeProxy(node_proxy::NodeProxyArgs),
 }
 
 #[derive(Parser)]
@@ -342,7 +348,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let node_name = args.node_name.unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::default();
     let mut supervisor = Supervisor::new();
-    let (_routes, dataplane) = dataplane_args::start(
+    let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
         client.clone(),
         dataplane_args::NodeNet {
@@ -353,11 +359,14 @@ async fn agent(args: AgentArgs) -> Result<()> {
             pods_in_netns: args.pod_network == PodNetwork::Netns,
         },
         &mut registry,
+        proxy_process::Detached {
+            kubeconfig: &args.kubeconfig,
+            state_dir: args.data_dir.join("proxy"),
+            log_format: &args.log_format,
+        },
+        &supervisor,
     )
     .await?;
-    if let Some(task) = dataplane {
-        supervisor.watch_spawned("dataplane", task);
-    }
     let dns = args.dns.spawn(
         client.clone(),
         &args.data_dir,
@@ -375,6 +384,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         registry: std::sync::Arc::new(registry),
         proxy_mode: args.dataplane.proxy_mode.name(),
         failed: failed.clone(),
+        proxy_dir: dataplane.proxy_dir(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -424,6 +434,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     let _ = agent_stop.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), agent_done).await;
+    if stop_pods {
+        dataplane.stop().await;
+    }
     outcome
 }
 
@@ -618,24 +631,25 @@ async fn up(args: UpArgs) -> Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     // The node's data plane is an API client of its own, like kube-proxy beside the kubelet: it runs
     // with or without the local agent (`--proxy-mode none` turns it off).
-    let (_routes, dataplane) = {
-        dataplane_args::start(
-            &args.dataplane,
-            client.clone(),
-            dataplane_args::NodeNet {
-                name: &node_name,
-                ip: addr.ip(),
-                service_cidrs: &args.service_cidr,
-                pod_cidrs: std::slice::from_ref(&args.cluster_cidr),
-                pods_in_netns: args.pod_network == PodNetwork::Netns,
-            },
-            &mut registry,
-        )
-        .await?
-    };
-    if let Some(task) = dataplane {
-        supervisor.watch_spawned("dataplane", task);
-    }
+    let dataplane = proxy_process::start_node_dataplane(
+        &args.dataplane,
+        client.clone(),
+        dataplane_args::NodeNet {
+            name: &node_name,
+            ip: addr.ip(),
+            service_cidrs: &args.service_cidr,
+            pod_cidrs: std::slice::from_ref(&args.cluster_cidr),
+            pods_in_netns: args.pod_network == PodNetwork::Netns,
+        },
+        &mut registry,
+        proxy_process::Detached {
+            kubeconfig: &kubeconfig,
+            state_dir: data_dir.join("proxy"),
+            log_format: &args.log_format,
+        },
+        &supervisor,
+    )
+    .await?;
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
     if !args.no_agent {
         let dns = args.dns.spawn(
@@ -655,6 +669,7 @@ async fn up(args: UpArgs) -> Result<()> {
         registry: registry.clone(),
         proxy_mode: args.dataplane.proxy_mode.name(),
         failed: failed.clone(),
+        proxy_dir: dataplane.proxy_dir(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -755,6 +770,9 @@ async fn up(args: UpArgs) -> Result<()> {
     if agent_runs {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), agent_done).await;
     }
+    if args.stop_pods_on_exit {
+        dataplane.stop().await;
+    }
     let _ = stop_serving.send(());
     info!("shutting down");
     outcome
@@ -788,6 +806,10 @@ fn main() -> Result<()> {
             raise_fd_limit(None);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(dns_cmd::run(args))
+        }
+        Command::NodeProxy(args) => {
+            init_logging(&args.log_format);
+            node_proxy::run(args, std::env::args().skip(1).collect())
         }
         Command::Lab(args) => {
             init_logging("text");
