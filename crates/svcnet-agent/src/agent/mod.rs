@@ -19,6 +19,7 @@ mod pod_env;
 mod pod_sync;
 mod readiness;
 mod status;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

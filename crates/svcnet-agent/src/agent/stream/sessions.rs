@@ -1,0 +1,303 @@
+//! Sessions over SPDY ([`super::spdy`]): `kubectl exec` with the `v4.channel.k8s.io` remote-command
+//! protocol (one stream per standard stream, plus `error` and `resize`), and `kubectl port-forward`
+//! with `portforward.k8s.io` (an `error` and a `data` stream per forwarded connection, paired by their
+//! `requestID`), which kubectl 1.31+ tunnels through WebSocket and older ones use directly.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::exec::{ExecIo, ExecOptions, Output};
+use super::spdy::{self, Event};
+use super::ws::TermSize;
+
+/// How long the client has to open the streams it asked for (the kubelet's stream creation timeout).
+const STREAM_WAIT: Duration = Duration::from_secs(30);
+
+/// Serves one exec session over SPDY.
+pub(crate) async fn exec<IO>(io: IO, target: crate::runner::ExecTarget, opts: ExecOptions)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (tx, mut rx) = spdy::serve(io);
+    // The streams the client opens: error always, then one per requested standard stream; a terminal
+    // merges stderr into stdout and adds resize.
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut want = vec!["error"];
+    for (on, name) in [
+        (opts.stdin, "stdin"),
+        (opts.stdout, "stdout"),
+        (opts.stderr && !opts.tty, "stderr"),
+        (opts.tty, "resize"),
+    ] {
+        if on {
+            want.push(name);
+        }
+    }
+    let opened = tokio::time::timeout(STREAM_WAIT, async {
+        while !want.iter().all(|w| ids.contains_key(*w)) {
+            match rx.next().await {
+                Ok(Some(Event::Stream { id, headers })) => {
+                    if let Some(t) = spdy::header(&headers, "streamtype") {
+                        ids.insert(t.to_string(), id);
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        true
+    })
+    .await;
+    if opened != Ok(true) {
+        tracing::debug!(streams = ?ids, "exec client did not open its streams");
+        return;
+    }
+    let id = |name: &str| ids.get(name).copied();
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
+    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(8);
+    let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
+    let session = ExecIo {
+        stdin: opts.stdin.then_some(stdin_rx),
+        resize: opts.tty.then_some(resize_rx),
+        out: out_tx,
+    };
+    tokio::spawn(super::exec::run(target, opts, session));
+    let mut stdin_tx = Some(stdin_tx);
+    let mut pending: Option<Bytes> = None;
+    let mut resize_buf = Vec::new();
+    loop {
+        let feeder = stdin_tx.clone();
+        tokio::select! {
+            permit = async move { match feeder { Some(tx) => tx.reserve_owned().await.ok(), None => None } }, if pending.is_some() => {
+                match permit {
+                    Some(p) => { p.send(pending.take().unwrap_or_default()); }
+                    None => { pending = None; stdin_tx = None; }
+                }
+            }
+            ev = rx.next(), if pending.is_none() => match ev {
+                Ok(Some(Event::Data { id: sid, data, fin })) => {
+                    if Some(sid) == id("stdin") {
+                        if !data.is_empty() && stdin_tx.is_some() {
+                            pending = Some(data);
+                        }
+                        if fin {
+                            // Delivered after what is pending: the sender goes once that is sent.
+                            if pending.is_none() { stdin_tx = None; } else { stdin_fin_after(&mut stdin_tx, &mut pending).await; }
+                        }
+                    } else if Some(sid) == id("resize") {
+                        resize_buf.extend_from_slice(&data);
+                        // Go's JSON encoder ends each size with a newline.
+                        while let Some(nl) = resize_buf.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = resize_buf.drain(..=nl).collect();
+                            if let Ok(s) = serde_json::from_slice::<TermSize>(&line) {
+                                let _ = resize_tx.try_send((s.width, s.height));
+                            }
+                        }
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            },
+            out = out_rx.recv() => {
+                let (sid, data) = match out {
+                    Some(Output::Stdout(b)) => (id("stdout"), b),
+                    Some(Output::Stderr(b)) => (id("stderr"), b),
+                    Some(Output::Status(b)) => (id("error"), b),
+                    None => break,
+                };
+                if let Some(sid) = sid && !tx.data(sid, data, false).await {
+                    return;
+                }
+            }
+        }
+    }
+    // Every stream the client reads ends (stdout and stderr first: kubectl reads the status after them).
+    for name in ["stdout", "stderr", "error"] {
+        if let Some(sid) = id(name) {
+            tx.data(sid, Bytes::new(), true).await;
+        }
+    }
+    // The client closes the connection once it has read everything.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = rx.next().await {}
+    })
+    .await;
+}
+
+/// Sends what is pending on stdin, then ends it.
+async fn stdin_fin_after(stdin_tx: &mut Option<mpsc::Sender<Bytes>>, pending: &mut Option<Bytes>) {
+    if let (Some(tx), Some(b)) = (stdin_tx.take(), pending.take()) {
+        // The process may never read it; it does not hold the session for long.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(b)).await;
+    }
+}
+
+/// One forwarded connection: its two streams and the way to its socket.
+#[derive(Default)]
+struct Forward {
+    error: Option<u32>,
+    data: Option<u32>,
+    to_pod: Option<mpsc::Sender<Bytes>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Serves one port-forward session over SPDY: each connection the client forwards becomes a TCP
+/// connection from the agent to `pod_ip` at the requested port.
+pub(crate) async fn portforward<IO>(io: IO, pod_ip: IpAddr, pod: String)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (tx, mut rx) = spdy::serve(io);
+    let mut forwards: HashMap<String, Forward> = HashMap::new();
+    let mut by_stream: HashMap<u32, String> = HashMap::new();
+    loop {
+        let ev = match rx.next().await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "port-forward session ended");
+                break;
+            }
+        };
+        match ev {
+            Event::Stream { id, headers } => {
+                let kind = spdy::header(&headers, "streamtype")
+                    .unwrap_or_default()
+                    .to_string();
+                let request = spdy::header(&headers, "requestid")
+                    .unwrap_or_default()
+                    .to_string();
+                let port = spdy::header(&headers, "port").unwrap_or_default().to_string();
+                by_stream.insert(id, request.clone());
+                let fwd = forwards.entry(request.clone()).or_default();
+                match kind.as_str() {
+                    "error" => fwd.error = Some(id),
+                    "data" => fwd.data = Some(id),
+                    _ => {
+                        tracing::debug!(stream = kind, "unknown port-forward stream type");
+                        continue;
+                    }
+                }
+                if let (Some(error), Some(data), None) = (fwd.error, fwd.data, &fwd.task) {
+                    let (to_pod, from_client) = mpsc::channel::<Bytes>(64);
+                    fwd.to_pod = Some(to_pod);
+                    fwd.task = Some(tokio::spawn(forward(
+                        tx.clone(),
+                        (error, data),
+                        pod_ip,
+                        port,
+                        pod.clone(),
+                        from_client,
+                    )));
+                }
+            }
+            Event::Data { id, data, fin } => {
+                let Some(fwd) = by_stream.get(&id).and_then(|r| forwards.get_mut(r)) else {
+                    continue;
+                };
+                if fwd.data != Some(id) {
+                    continue;
+                }
+                if !data.is_empty()
+                    && let Some(to_pod) = &fwd.to_pod
+                    && to_pod.send(data).await.is_err()
+                {
+                    fwd.to_pod = None;
+                }
+                if fin {
+                    // The client's side is done: the pod's socket sees its end of input.
+                    fwd.to_pod = None;
+                }
+            }
+            Event::Reset { id } => {
+                if let Some(fwd) = by_stream.remove(&id).and_then(|r| forwards.remove(&r))
+                    && let Some(task) = fwd.task
+                {
+                    task.abort();
+                }
+            }
+        }
+        // Forgets connections that have ended.
+        forwards.retain(|_, f| f.task.as_ref().is_none_or(|t| !t.is_finished()));
+        by_stream.retain(|_, r| forwards.contains_key(r));
+    }
+    for f in forwards.into_values() {
+        if let Some(t) = f.task {
+            t.abort();
+        }
+    }
+}
+
+/// Carries one forwarded connection between its streams and a TCP connection to the pod.
+async fn forward(
+    tx: spdy::Sender,
+    (error, data): (u32, u32),
+    pod_ip: IpAddr,
+    port: String,
+    pod: String,
+    mut from_client: mpsc::Receiver<Bytes>,
+) {
+    let fail = |message: String| {
+        let tx = tx.clone();
+        async move {
+            tx.data(error, Bytes::from(message), true).await;
+            tx.data(data, Bytes::new(), true).await;
+        }
+    };
+    let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
+        return fail(format!("invalid port {port:?}")).await;
+    };
+    let addr = SocketAddr::new(pod_ip, port);
+    let conn = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
+    let sock = match conn {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return fail(format!(
+                "error forwarding port {port} to pod {pod}: failed to connect to {addr}: {e}"
+            ))
+            .await;
+        }
+        Err(_) => {
+            return fail(format!(
+                "error forwarding port {port} to pod {pod}: timed out connecting to {addr}"
+            ))
+            .await;
+        }
+    };
+    let _ = sock.set_nodelay(true);
+    let (mut rd, mut wr) = sock.into_split();
+    let upstream = async move {
+        while let Some(b) = from_client.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; spdy::MAX_DATA];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !tx.data(data, Bytes::copy_from_slice(&buf[..n]), false).await {
+                        return;
+                    }
+                }
+            }
+        }
+        // The pod closed its side: both streams end (kubectl waits for the error stream's end).
+        tx.data(data, Bytes::new(), true).await;
+        tx.data(error, Bytes::new(), true).await;
+    };
+    let up = tokio::spawn(upstream);
+    downstream.await;
+    // Whatever the client still sends has nowhere to go once the pod has closed.
+    let _ = tokio::time::timeout(Duration::from_secs(1), up).await;
+}

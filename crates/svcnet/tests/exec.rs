@@ -1,0 +1,329 @@
+//! `kubectl exec`, `cp` and `port-forward` through the API server to the node agent, with kubectl 1.33
+//! (WebSocket; port-forward as SPDY tunnelled through WebSocket) and kubectl 1.27 (SPDY): output and
+//! exit codes, stdin, the container's environment, working directory and container choice, files
+//! copied both ways, and real TCP (HTTP and a 10 MiB body) through a forwarded local port to a pod, a
+//! Deployment and a Service.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use svcnet_testsupport::kubectl::{KUBECTLS, kubectl_path};
+use svcnet_testsupport::net::free_port;
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+fn running(c: &Cluster, pod: &str) {
+    assert!(
+        eventually(
+            Duration::from_secs(60),
+            || c.get_json(&["pod", pod])["status"]["phase"] == "Running"
+        ),
+        "pod {pod} never ran"
+    );
+}
+
+/// A pod with two long-running containers, each with its own environment and working directory.
+fn two_container_pod(c: &Cluster, work: &str) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, \"600\"]\n    workingDir: {work}\n    env: [{{name: WHO, value: main-container}}]\n  - name: second\n    image: busybox\n    command: [sleep, \"600\"]\n    env: [{{name: WHO, value: second-container}}]\n"
+    );
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&yaml));
+    running(c, "box");
+}
+
+#[test]
+fn exec_runs_in_the_container_with_its_exit_code_and_stdin() {
+    let c = Cluster::start(SVCNET);
+    let work = c.dir.join("work-main");
+    std::fs::create_dir_all(&work).unwrap();
+    two_container_pod(&c, &work.display().to_string());
+    for v in KUBECTLS {
+        // Output on both streams, and the environment and working directory of the chosen container.
+        let out = c.kubectl_v(
+            v,
+            &[
+                "exec",
+                "box",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo $WHO in $(pwd); echo oops >&2",
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {v}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("main-container in {}", work.display()),
+            "kubectl {v}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("oops"),
+            "kubectl {v}"
+        );
+        let out = c.ok_v(
+            v,
+            &[
+                "exec",
+                "box",
+                "-c",
+                "second",
+                "--",
+                "sh",
+                "-c",
+                "echo $WHO $POD_IP",
+            ],
+            None,
+        );
+        let ip = c.get_json(&["pod", "box"])["status"]["podIP"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(out.trim(), format!("second-container {ip}"), "kubectl {v}");
+
+        // The command's exit code is kubectl's.
+        let out = c.kubectl_v(
+            v,
+            &["exec", "box", "-c", "main", "--", "sh", "-c", "exit 7"],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(7), "kubectl {v}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("command terminated with exit code 7"),
+            "kubectl {v}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A program that does not exist: 127, with a message.
+        let out = c.kubectl_v(
+            v,
+            &["exec", "box", "-c", "main", "--", "no-such-program-xyz"],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(127), "kubectl {v}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no-such-program-xyz"),
+            "kubectl {v}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // Stdin is piped through and its end reaches the command (`wc` prints only at EOF).
+        let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        let out = c.ok_v(
+            v,
+            &["exec", "-i", "box", "-c", "main", "--", "wc", "-c"],
+            Some(&input),
+        );
+        assert_eq!(out.trim(), input.len().to_string(), "kubectl {v}");
+        let out = c.ok_v(
+            v,
+            &["exec", "-i", "box", "-c", "main", "--", "cat"],
+            Some("hello\nworld\n"),
+        );
+        assert_eq!(out, "hello\nworld\n", "kubectl {v}");
+
+        // Bad input: kube-apiserver's messages.
+        let err = c.fail_v(v, &["exec", "box", "-c", "nope", "--", "true"], None);
+        assert!(
+            err.contains("container nope is not valid for pod box") || err.contains("nope"),
+            "{err}"
+        );
+        let err = c.fail_v(v, &["exec", "ghost", "--", "true"], None);
+        assert!(err.contains(r#"pods "ghost" not found"#), "{err}");
+        // Attach is refused with a reason, not a bare error.
+        let err = c.fail_v(v, &["attach", "box", "-c", "main"], Some(""));
+        assert!(
+            err.contains("attach is not supported by svcnet's process runner"),
+            "kubectl {v}: {err}"
+        );
+    }
+    // kubectl 1.33 spoke WebSocket (it falls back to SPDY silently when an upgrade fails), 1.27 SPDY.
+    let log = c.log();
+    for (transport, protocol) in [("websocket", "v5.channel.k8s.io"), ("spdy", "v4.channel.k8s.io")] {
+        assert!(
+            log.lines().any(|l| l.contains("streaming session")
+                && l.contains(&format!("transport=\"{transport}\""))
+                && l.contains(protocol)),
+            "no {transport} exec session in the log"
+        );
+    }
+    // Discovery lists the streaming subresources, as kube-apiserver does.
+    let v1 = c.ok(&["get", "--raw", "/api/v1"]);
+    for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
+        assert!(v1.contains(&format!("\"{sub}\"")), "{sub} not in discovery");
+    }
+}
+
+#[test]
+fn cp_copies_files_both_ways() {
+    let c = Cluster::start(SVCNET);
+    let work = c.dir.join("work-main");
+    std::fs::create_dir_all(&work).unwrap();
+    two_container_pod(&c, &work.display().to_string());
+    for v in KUBECTLS {
+        // Into the pod (pods see the host's file system).
+        let local = c.dir.join(format!("upload-{v}.txt"));
+        let body: String = (0..5_000)
+            .map(|i| format!("row {i} from kubectl {v}\n"))
+            .collect();
+        std::fs::write(&local, &body).unwrap();
+        let remote = work.join(format!("in-{v}.txt"));
+        c.ok_v(
+            v,
+            &[
+                "cp",
+                "-c",
+                "main",
+                &local.display().to_string(),
+                &format!("box:{}", remote.display()),
+            ],
+            None,
+        );
+        assert_eq!(std::fs::read_to_string(&remote).unwrap(), body, "kubectl {v}");
+        // And out of it.
+        let back = c.dir.join(format!("download-{v}.txt"));
+        c.ok_v(
+            v,
+            &[
+                "cp",
+                "-c",
+                "main",
+                &format!("box:{}", remote.display()),
+                &back.display().to_string(),
+            ],
+            None,
+        );
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), body, "kubectl {v}");
+    }
+}
+
+/// A running `kubectl port-forward`, stopped (by its PID) when dropped.
+struct Forward {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn port_forward(c: &Cluster, v: &str, target: &str, remote: u16) -> Forward {
+    let mut child = Command::new(kubectl_path(v))
+        .args([
+            "port-forward",
+            target,
+            &format!(":{remote}"),
+            "--address",
+            "127.0.0.1",
+        ])
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", &c.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    // `Forwarding from 127.0.0.1:43215 -> 8080`
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().and_then(Result::ok).unwrap_or_default();
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("kubectl {v} port-forward {target}: {line:?}"));
+    // Keep reading its output so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Forward { child, port }
+}
+
+/// A plain HTTP/1.0 GET through the forwarded port: status line and body.
+fn get(port: u16, path: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read the answer");
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        all[split..].to_vec(),
+    )
+}
+
+#[test]
+fn port_forward_carries_http_and_a_large_body_to_pods_deployments_and_services() {
+    let c = Cluster::start(SVCNET);
+    let port = free_port("127.0.0.1");
+    let site = c.dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("hello.txt"), "hello through port-forward\n").unwrap();
+    // 10 MiB that is not all the same byte.
+    let big: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.join("big.bin"), &big).unwrap();
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        image: python:3\n        workingDir: {}\n        command: [sh, -c, \"exec python3 -m http.server {port} --bind $POD_IP\"]\n        readinessProbe:\n          tcpSocket: {{port: {port}}}\n          periodSeconds: 1\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {{app: web}}\n  ports:\n  - port: 80\n    targetPort: {port}\n",
+        site.display()
+    );
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(&yaml));
+    assert!(
+        eventually(Duration::from_secs(60), || c.ready_pods("app=web").len() == 1),
+        "the web pod never became ready"
+    );
+    let pod = c.ready_pods("app=web")[0].clone();
+    for v in KUBECTLS {
+        for (target, remote) in [
+            (format!("pod/{pod}"), port),
+            ("deploy/web".to_string(), port),
+            ("svc/web".to_string(), 80),
+        ] {
+            let fwd = port_forward(&c, v, &target, remote);
+            let (status, body) = get(fwd.port, "/hello.txt");
+            assert!(status.contains("200"), "kubectl {v} {target}: {status}");
+            assert_eq!(body, b"hello through port-forward\n", "kubectl {v} {target}");
+            // Several connections through one session, one of them large.
+            let started = Instant::now();
+            let (status, body) = get(fwd.port, "/big.bin");
+            assert!(status.contains("200"), "kubectl {v} {target}: {status}");
+            assert!(
+                body == big,
+                "kubectl {v} {target}: {} bytes, not the 10 MiB",
+                body.len()
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{:?}",
+                started.elapsed()
+            );
+            let (status, _) = get(fwd.port, "/missing");
+            assert!(status.contains("404"), "kubectl {v} {target}: {status}");
+        }
+    }
+    // 1.33 tunnelled SPDY through WebSocket; 1.27 spoke SPDY.
+    let log = c.log();
+    for transport in ["websocket", "spdy"] {
+        assert!(
+            log.lines().any(|l| l.contains("streaming session")
+                && l.contains("PortForward")
+                && l.contains(&format!("transport=\"{transport}\""))),
+            "no {transport} port-forward session in the log"
+        );
+    }
+}
