@@ -29,7 +29,7 @@ fn running(c: &Cluster, pod: &str) {
 /// A pod with two long-running containers, each with its own environment and working directory.
 fn two_container_pod(c: &Cluster, work: &str) {
     let yaml = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, \"600\"]\n    workingDir: {work}\n    env: [{{name: WHO, value: main-container}}]\n  - name: second\n    image: busybox\n    command: [sleep, \"600\"]\n    env: [{{name: WHO, value: second-container}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, \"600\"]\n    workingDir: {work}\n    env: [{{name: WHO, value: main-container}}]\n  - name: second\n    image: busybox\n    command: [sleep, \"600\"]\n    env: [{{name: WHO, value: second-container}}]\n  - name: nobody\n    image: busybox\n    command: [sleep, \"600\"]\n    securityContext: {{runAsUser: 65534, runAsGroup: 65534}}\n"
     );
     c.ok_v("1.33", &["apply", "-f", "-"], Some(&yaml));
     running(c, "box");
@@ -90,6 +90,10 @@ fn exec_runs_in_the_container_with_its_exit_code_and_stdin() {
             .unwrap()
             .to_string();
         assert_eq!(out.trim(), format!("second-container {ip}"), "kubectl {v}");
+
+        // The container's user.
+        let out = c.ok_v(v, &["exec", "box", "-c", "nobody", "--", "id", "-u"], None);
+        assert_eq!(out.trim(), "65534", "kubectl {v}");
 
         // The command's exit code is kubectl's.
         let out = c.kubectl_v(
@@ -160,6 +164,71 @@ fn exec_runs_in_the_container_with_its_exit_code_and_stdin() {
     let v1 = c.ok(&["get", "--raw", "/api/v1"]);
     for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
         assert!(v1.contains(&format!("\"{sub}\"")), "{sub} not in discovery");
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_terminal_and_a_client_that_goes_away() {
+    let c = Cluster::start(SVCNET);
+    let work = c.dir.join("work-main");
+    std::fs::create_dir_all(&work).unwrap();
+    two_container_pod(&c, &work.display().to_string());
+    for v in KUBECTLS {
+        // `-it` under a terminal (`script` gives kubectl one): the command gets a terminal of the
+        // client's size as its controlling terminal, and its exit code comes back.
+        let kubectl = kubectl_path(v).display().to_string();
+        let line = format!(
+            "stty cols 123 rows 45; {kubectl} exec -it box -c main -- sh -c 'tty; stty size; exit 4'"
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", &c.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("/dev/pts/"), "kubectl {v}: {text}");
+        assert!(text.contains("45 123"), "kubectl {v}: {text}");
+        assert_eq!(out.status.code(), Some(4), "kubectl {v}: {text}");
+
+        // A client that disconnects mid-stream takes its command with it.
+        let pidfile = c.dir.join(format!("exec-{v}.pid"));
+        let mut child = Command::new(kubectl_path(v))
+            .args(["exec", "box", "-c", "main", "--", "sh", "-c"])
+            .arg(format!("echo $$ > {}; exec sleep 300", pidfile.display()))
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", &c.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl exec");
+        let mut pid = 0u32;
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                pid = std::fs::read_to_string(&pidfile)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                pid > 0 && alive(pid)
+            }),
+            "kubectl {v}: the exec'd command never started"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            eventually(Duration::from_secs(15), || !alive(pid)),
+            "kubectl {v}: the command (pid {pid}) outlived its client"
+        );
     }
 }
 
