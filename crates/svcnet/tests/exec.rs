@@ -289,7 +289,12 @@ impl Drop for Forward {
 }
 
 fn port_forward(c: &Cluster, v: &str, target: &str, remote: u16) -> Forward {
-    let mut child = Command::new(kubectl_path(v))
+    port_forward_with(Command::new(kubectl_path(v)), c, v, target, remote)
+}
+
+/// [`port_forward`] with kubectl started by `cmd` (inside a network namespace, say).
+fn port_forward_with(mut cmd: Command, c: &Cluster, v: &str, target: &str, remote: u16) -> Forward {
+    let mut child = cmd
         .args([
             "port-forward",
             target,
@@ -393,6 +398,66 @@ fn port_forward_carries_http_and_a_large_body_to_pods_deployments_and_services()
                 && l.contains("PortForward")
                 && l.contains(&format!("transport=\"{transport}\""))),
             "no {transport} port-forward session in the log"
+        );
+    }
+}
+
+/// In the netns pod network, exec runs inside the pod's own network namespace (and UTS namespace), and
+/// port-forward reaches the pod's address on the node's bridge. Root only: skipped (and passing)
+/// otherwise.
+#[test]
+fn exec_and_port_forward_in_the_netns_pod_network() {
+    use svcnet_testsupport::netns::{Namespaces, POD_NETWORK_FLAGS, can_run, command_in};
+    if let Err(why) = can_run() {
+        println!("skipped: {why} (the netns pod network creates network namespaces)");
+        return;
+    }
+    let ns = Namespaces::create();
+    // Declared after `ns`, so dropped first: svcnet stops before the guard removes what is left.
+    let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &POD_NETWORK_FLAGS);
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: python:3\n    command: [sh, -c, \"cd $(mktemp -d) && echo inside > id && exec python3 -m http.server 8080\"]\n    readinessProbe:\n      tcpSocket: {port: 8080}\n      periodSeconds: 1\n";
+    c.ok_v("1.33", &["apply", "-f", "-"], Some(yaml));
+    assert!(
+        eventually(Duration::from_secs(60), || c
+            .ready_pods("app=web")
+            .contains(&"web".to_string())),
+        "the pod never became ready"
+    );
+    let ip = c.get_json(&["pod", "web"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for v in KUBECTLS {
+        let out = c.ok_v(
+            v,
+            &[
+                "exec",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "ip -o -4 addr show dev eth0; hostname",
+            ],
+            None,
+        );
+        assert!(out.contains(&format!("inet {ip}/")), "kubectl {v}: {out}");
+        assert!(out.lines().any(|l| l.trim() == "web"), "kubectl {v}: {out}");
+        let fwd = port_forward_with(
+            command_in(&ns.node.name, &kubectl_path(v).display().to_string()),
+            &c,
+            v,
+            "pod/web",
+            8080,
+        );
+        let out = command_in(&ns.node.name, "curl")
+            .args(["-sS", "--max-time", "20"])
+            .arg(format!("http://127.0.0.1:{}/id", fwd.port))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "inside\n",
+            "kubectl {v}: {out:?}"
         );
     }
 }
