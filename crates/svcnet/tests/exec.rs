@@ -415,7 +415,7 @@ fn exec_and_port_forward_in_the_netns_pod_network() {
     let ns = Namespaces::create();
     // Declared after `ns`, so dropped first: svcnet stops before the guard removes what is left.
     let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &POD_NETWORK_FLAGS);
-    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: python:3\n    command: [sh, -c, \"cd $(mktemp -d) && echo inside > id && exec python3 -m http.server 8080\"]\n    readinessProbe:\n      tcpSocket: {port: 8080}\n      periodSeconds: 1\n";
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: python:3\n    command: [sh, -c, \"cd $(mktemp -d) && echo inside > id && (python3 -m http.server 8081 --bind 127.0.0.1 &) && exec python3 -m http.server 8080\"]\n    readinessProbe:\n      exec: {command: [python3, -c, \"import socket; [socket.create_connection(('127.0.0.1', p)) for p in (8080, 8081)]\"]}\n      periodSeconds: 1\n";
     c.ok_v("1.33", &["apply", "-f", "-"], Some(yaml));
     assert!(
         eventually(Duration::from_secs(60), || c
@@ -442,22 +442,20 @@ fn exec_and_port_forward_in_the_netns_pod_network() {
         );
         assert!(out.contains(&format!("inet {ip}/")), "kubectl {v}: {out}");
         assert!(out.lines().any(|l| l.trim() == "web"), "kubectl {v}: {out}");
-        let fwd = port_forward_with(
-            command_in(&ns.node.name, &kubectl_path(v).display().to_string()),
-            &c,
-            v,
-            "pod/web",
-            8080,
-        );
-        let out = command_in(&ns.node.name, "curl")
-            .args(["-sS", "--max-time", "20"])
-            .arg(format!("http://127.0.0.1:{}/id", fwd.port))
-            .output()
-            .expect("curl");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "inside\n",
-            "kubectl {v}: {out:?}"
-        );
+        // The pod's address, and (as a container runtime forwards) localhost inside the pod.
+        for port in [8080, 8081] {
+            let kubectl = kubectl_path(v).display().to_string();
+            let fwd = port_forward_with(command_in(&ns.node.name, &kubectl), &c, v, "pod/web", port);
+            let out = command_in(&ns.node.name, "curl")
+                .args(["-sS", "--max-time", "20"])
+                .arg(format!("http://127.0.0.1:{}/id", fwd.port))
+                .output()
+                .expect("curl");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "inside\n",
+                "kubectl {v} :{port}: {out:?}"
+            );
+        }
     }
 }

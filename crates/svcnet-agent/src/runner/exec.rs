@@ -23,6 +23,8 @@ pub struct ExecTarget {
     pub netns_prefix: Vec<String>,
     /// The pod's address.
     pub pod_ip: IpAddr,
+    /// The container's process (its network namespace is the pod's).
+    pub pid: Option<u32>,
 }
 
 impl PodRunner {
@@ -48,13 +50,16 @@ impl PodRunner {
                 pod: name.clone(),
                 container: container.to_string(),
             })?;
-        let running = pod.read(|s| matches!(s.record(which).state, State::Running { .. }));
-        if !running {
+        let running = pod.read(|s| match &s.record(which).state {
+            State::Running { container_id, .. } => Some(super::record::pid_of(container_id)),
+            _ => None,
+        });
+        let Some(pid) = running else {
             return Err(RunnerError::NotRunning {
                 pod: name,
                 container: container.to_string(),
             });
-        }
+        };
         let c = pod.container(which).cloned().unwrap_or_default();
         let launch = env::launch_spec(&pod.pod, &c, &pod.ctx).map_err(|e| RunnerError::Exec(e.message))?;
         let identity = security::identity(&pod.pod, &c).map_err(|e| RunnerError::Exec(e.message))?;
@@ -72,6 +77,7 @@ impl PodRunner {
             prefix,
             netns_prefix: pod.ctx.exec_prefix.clone(),
             pod_ip: pod.ctx.pod_ip,
+            pid,
         })
     }
 }

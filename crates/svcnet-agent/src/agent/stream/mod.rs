@@ -268,13 +268,17 @@ fn start(
                 return;
             }
         };
+        let net = sessions::PodNet {
+            ip: target.pod_ip,
+            netns_of: target.pid.filter(|_| !target.netns_prefix.is_empty()),
+        };
         match (kind, transport) {
             (Kind::PortForward, Transport::WebSocket { .. }) => {
                 let tunnel = ws::tunnel(io).await;
-                sessions::portforward(tunnel, target.pod_ip, pod_name).await
+                sessions::portforward(tunnel, net, pod_name).await
             }
             (Kind::PortForward, Transport::Spdy { .. }) => {
-                sessions::portforward(hyper_util::rt::TokioIo::new(io), target.pod_ip, pod_name).await
+                sessions::portforward(hyper_util::rt::TokioIo::new(io), net, pod_name).await
             }
             (_, Transport::WebSocket { .. }) => ws::exec(io, target, opts).await,
             (_, Transport::Spdy { .. }) => {

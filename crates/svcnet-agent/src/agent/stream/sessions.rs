@@ -147,9 +147,49 @@ struct Forward {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Where forwarded connections go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PodNet {
+    /// The pod's address.
+    pub ip: IpAddr,
+    /// A process in the pod's own network namespace, in the netns pod network (`None` in the host
+    /// pod network, where pods share the node's).
+    pub netns_of: Option<u32>,
+}
+
+/// Connects to the pod's `port`: in a pod network namespace as a container runtime does, to
+/// `localhost` inside it (so servers bound to 127.0.0.1 in the pod are reached), then to the pod's
+/// address; in the host pod network, to the pod's address.
+async fn dial(net: PodNet, port: u16) -> std::io::Result<TcpStream> {
+    let timeout = Duration::from_secs(10);
+    let Some(pid) = net.netns_of else {
+        return match tokio::time::timeout(timeout, TcpStream::connect((net.ip, port))).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // setns changes the calling thread only: a thread of its own, which ends after the connect.
+    std::thread::spawn(move || {
+        let connect = || -> std::io::Result<std::net::TcpStream> {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let local = SocketAddr::from(([127, 0, 0, 1], port));
+            std::net::TcpStream::connect_timeout(&local, timeout)
+                .or_else(|_| std::net::TcpStream::connect_timeout(&SocketAddr::new(net.ip, port), timeout))
+        };
+        let _ = tx.send(connect());
+    });
+    let s = rx
+        .await
+        .map_err(|_| std::io::Error::other("the connecting thread ended"))??;
+    s.set_nonblocking(true)?;
+    TcpStream::from_std(s)
+}
+
 /// Serves one port-forward session over SPDY: each connection the client forwards becomes a TCP
-/// connection from the agent to `pod_ip` at the requested port.
-pub(crate) async fn portforward<IO>(io: IO, pod_ip: IpAddr, pod: String)
+/// connection from the agent to the pod's port ([`dial`]).
+pub(crate) async fn portforward<IO>(io: IO, pod_ip: PodNet, pod: String)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -238,7 +278,7 @@ where
 async fn forward(
     tx: spdy::Sender,
     (error, data): (u32, u32),
-    pod_ip: IpAddr,
+    net: PodNet,
     port: String,
     pod: String,
     mut from_client: mpsc::Receiver<Bytes>,
@@ -253,19 +293,12 @@ async fn forward(
     let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
         return fail(format!("invalid port {port:?}")).await;
     };
-    let addr = SocketAddr::new(pod_ip, port);
-    let conn = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
-    let sock = match conn {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let sock = match dial(net, port).await {
+        Ok(s) => s,
+        Err(e) => {
+            let addr = SocketAddr::new(net.ip, port);
             return fail(format!(
                 "error forwarding port {port} to pod {pod}: failed to connect to {addr}: {e}"
-            ))
-            .await;
-        }
-        Err(_) => {
-            return fail(format!(
-                "error forwarding port {port} to pod {pod}: timed out connecting to {addr}"
             ))
             .await;
         }
