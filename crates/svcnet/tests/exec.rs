@@ -41,6 +41,17 @@ fn exec_runs_in_the_container_with_its_exit_code_and_stdin() {
     let work = c.dir.join("work-main");
     std::fs::create_dir_all(&work).unwrap();
     two_container_pod(&c, &work.display().to_string());
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: done\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [\"true\"]\n"),
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || c.get_json(&["pod", "done"])["status"]
+            ["phase"]
+            == "Succeeded"),
+        "the pod never completed"
+    );
     for v in KUBECTLS {
         // Output on both streams, and the environment and working directory of the chosen container.
         let out = c.kubectl_v(
@@ -143,6 +154,12 @@ fn exec_runs_in_the_container_with_its_exit_code_and_stdin() {
         );
         let err = c.fail_v(v, &["exec", "ghost", "--", "true"], None);
         assert!(err.contains(r#"pods "ghost" not found"#), "{err}");
+        // A completed pod: kube-apiserver's refusal.
+        let err = c.fail_v(v, &["exec", "done", "--", "true"], None);
+        assert!(
+            err.contains("cannot exec into a container in a completed pod; current phase is Succeeded"),
+            "kubectl {v}: {err}"
+        );
         // Attach is refused with a reason, not a bare error.
         let err = c.fail_v(v, &["attach", "box", "-c", "main"], Some(""));
         assert!(
@@ -289,7 +306,9 @@ impl Drop for Forward {
 }
 
 fn port_forward(c: &Cluster, v: &str, target: &str, remote: u16) -> Forward {
-    port_forward_with(Command::new(kubectl_path(v)), c, v, target, remote)
+    let mut cmd = Command::new(kubectl_path(v));
+    cmd.stderr(Stdio::null());
+    port_forward_with(cmd, c, v, target, remote)
 }
 
 /// [`port_forward`] with kubectl started by `cmd` (inside a network namespace, say).
@@ -306,7 +325,6 @@ fn port_forward_with(mut cmd: Command, c: &Cluster, v: &str, target: &str, remot
         .env("HOME", &c.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("kubectl port-forward");
     // `Forwarding from 127.0.0.1:43215 -> 8080`
@@ -390,6 +408,27 @@ fn port_forward_carries_http_and_a_large_body_to_pods_deployments_and_services()
             assert!(status.contains("404"), "kubectl {v} {target}: {status}");
         }
     }
+    // A port nothing listens on: the forwarded connection closes and kubectl says why.
+    let closed = free_port("127.0.0.1");
+    for v in KUBECTLS {
+        let errors = c.dir.join(format!("port-forward-{v}.err"));
+        let mut cmd = Command::new(kubectl_path(v));
+        cmd.stderr(std::fs::File::create(&errors).unwrap());
+        let mut fwd = port_forward_with(cmd, &c, v, &format!("pod/{pod}"), closed);
+        let mut s = TcpStream::connect(("127.0.0.1", fwd.port)).expect("connect to the forwarded port");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.is_empty(), "kubectl {v}: {got:?}");
+        assert!(
+            eventually(Duration::from_secs(10), || std::fs::read_to_string(&errors)
+                .unwrap_or_default()
+                .contains("connection refused")),
+            "kubectl {v}: {}",
+            std::fs::read_to_string(&errors).unwrap_or_default()
+        );
+        let _ = fwd.child.kill();
+    }
     // 1.33 tunnelled SPDY through WebSocket; 1.27 spoke SPDY.
     let log = c.log();
     for transport in ["websocket", "spdy"] {
@@ -445,7 +484,9 @@ fn exec_and_port_forward_in_the_netns_pod_network() {
         // The pod's address, and (as a container runtime forwards) localhost inside the pod.
         for port in [8080, 8081] {
             let kubectl = kubectl_path(v).display().to_string();
-            let fwd = port_forward_with(command_in(&ns.node.name, &kubectl), &c, v, "pod/web", port);
+            let mut cmd = command_in(&ns.node.name, &kubectl);
+            cmd.stderr(Stdio::null());
+            let fwd = port_forward_with(cmd, &c, v, "pod/web", port);
             let out = command_in(&ns.node.name, "curl")
                 .args(["-sS", "--max-time", "20"])
                 .arg(format!("http://127.0.0.1:{}/id", fwd.port))

@@ -274,6 +274,21 @@ where
     }
 }
 
+/// An error as Go's net package words it (`connection refused`), which is what kubectl users know.
+fn go_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let desc = nix::errno::Errno::from_raw(n).desc();
+            let mut chars = desc.chars();
+            chars
+                .next()
+                .map(|c| c.to_lowercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
+        None => e.to_string(),
+    }
+}
+
 /// Carries one forwarded connection between its streams and a TCP connection to the pod.
 async fn forward(
     tx: spdy::Sender,
@@ -298,7 +313,8 @@ async fn forward(
         Err(e) => {
             let addr = SocketAddr::new(net.ip, port);
             return fail(format!(
-                "error forwarding port {port} to pod {pod}: failed to connect to {addr}: {e}"
+                "error forwarding port {port} to pod {pod}: dial tcp {addr}: connect: {}",
+                go_error(&e)
             ))
             .await;
         }
