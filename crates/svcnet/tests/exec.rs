@@ -160,12 +160,9 @@ fn exec_runs_in_the_container_with_its_exit_code_and_stdin() {
             err.contains("cannot exec into a container in a completed pod; current phase is Succeeded"),
             "kubectl {v}: {err}"
         );
-        // Attach is refused with a reason, not a bare error.
-        let err = c.fail_v(v, &["attach", "box", "-c", "main"], Some(""));
-        assert!(
-            err.contains("attach is not supported by svcnet's process runner"),
-            "kubectl {v}: {err}"
-        );
+        // Attaching to stdin is refused with a reason: containers' stdin is /dev/null.
+        let err = c.fail_v(v, &["attach", "-i", "box", "-c", "main"], Some(""));
+        assert!(err.contains("has no stdin to attach to"), "kubectl {v}: {err}");
     }
     // kubectl 1.33 spoke WebSocket (it falls back to SPDY silently when an upgrade fails), 1.27 SPDY.
     let log = c.log();
@@ -193,12 +190,48 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
-fn a_terminal_and_a_client_that_goes_away() {
+fn a_terminal_attach_and_a_client_that_goes_away() {
     let c = Cluster::start(SVCNET);
     let work = c.dir.join("work-main");
     std::fs::create_dir_all(&work).unwrap();
     two_container_pod(&c, &work.display().to_string());
+    c.ok_v(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: ticker\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, \"i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done\"]\n"),
+    );
+    running(&c, "ticker");
     for v in KUBECTLS {
+        // `kubectl attach` follows the container's output from now on.
+        let mut child = Command::new(kubectl_path(v))
+            .args(["attach", "ticker"])
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", &c.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl attach");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let ticks: Vec<String> = (0..3)
+            .filter_map(|_| rx.recv_timeout(Duration::from_secs(20)).ok())
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(ticks.len(), 3, "kubectl {v}: {ticks:?}");
+        assert!(
+            ticks.iter().all(|t| t.starts_with("tick ")),
+            "kubectl {v}: {ticks:?}"
+        );
+
         // `-it` under a terminal (`script` gives kubectl one): the command gets a terminal of the
         // client's size as its controlling terminal, and its exit code comes back.
         let kubectl = kubectl_path(v).display().to_string();

@@ -1,4 +1,4 @@
-//! One `kubectl exec` session, whatever carries it (WebSocket or SPDY): starts the command in the
+//! One `kubectl exec` (or `attach`) session, whatever carries it (WebSocket or SPDY): starts the command in the
 //! container (pipes, or a terminal with `-t`), pumps stdin, stdout, stderr and resizes through
 //! [`ExecIo`], and ends with the Status the remote-command protocol (v4 and later) puts on its error
 //! stream: `Success`, or `NonZeroExitCode` with the code as the `ExitCode` cause, which kubectl turns
@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::runner::{ExecTarget, kill_exec_group};
+use crate::runner::{ExecTarget, LogStream, kill_exec_group};
 
 /// What the session asked for (the exec request's query).
 #[derive(Clone, Debug, Default)]
@@ -97,8 +97,43 @@ async fn feed<W: tokio::io::AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver
     let _ = w.shutdown().await;
 }
 
+/// What a session does: run a command, or follow the container's own output (`kubectl attach`).
+pub(crate) enum Action {
+    Exec(ExecTarget),
+    Attach(LogStream),
+}
+
+/// Starts the session's work.
+pub(crate) fn start(action: Action, opts: ExecOptions, io: ExecIo) {
+    match action {
+        Action::Exec(target) => tokio::spawn(run(target, opts, io)),
+        Action::Attach(logs) => tokio::spawn(attach(logs, io)),
+    };
+}
+
+/// `kubectl attach`: the container's output from now on (its stdout and stderr go to one log, sent as
+/// stdout), until the container stops or the client goes away.
+async fn attach(mut logs: LogStream, io: ExecIo) {
+    use futures::StreamExt;
+    let out = io.out;
+    loop {
+        tokio::select! {
+            chunk = logs.next() => match chunk {
+                Some(b) => {
+                    if out.send(Output::Stdout(b)).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            _ = out.closed() => return,
+        }
+    }
+    let _ = out.send(Output::Status(exit_status(&[], 0))).await;
+}
+
 /// Runs the session to its end.
-pub(crate) async fn run(target: ExecTarget, opts: ExecOptions, io: ExecIo) {
+async fn run(target: ExecTarget, opts: ExecOptions, io: ExecIo) {
     let ExecIo { stdin, resize, out } = io;
     let Some(program) = opts.command.first().cloned() else {
         let _ = out

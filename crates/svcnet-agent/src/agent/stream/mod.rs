@@ -4,6 +4,9 @@
 //! protocol is negotiated between kubectl and the agent: WebSocket (kubectl 1.30+, [`ws`]) or SPDY/3.1
 //! (older kubectl, and port-forward tunnelled through WebSocket, [`spdy`], [`sessions`]).
 //!
+//! `attach` follows the container's log from now on (its stdout and stderr, which the runner writes
+//! there); attaching stdin is refused, containers' stdin being /dev/null.
+//!
 //! Errors before the upgrade are Status objects, which kubectl shows as `Error from server (…): …`. At most [`MAX_SESSIONS`] sessions run at once.
 
 mod exec;
@@ -169,12 +172,6 @@ fn start(
         [k, ns, name] if k == "portForward" => (Kind::PortForward, ns, name, None),
         _ => return Err((404, "not found".into())),
     };
-    if kind == Kind::Attach {
-        return Err((
-            501,
-            "attach is not supported by svcnet's process runner: a container's output goes to its log (use `kubectl logs -f`) and its stdin is /dev/null".into(),
-        ));
-    }
     let pod = pods
         .state()
         .into_iter()
@@ -223,7 +220,34 @@ fn start(
             return Err((400, "you must specify at least 1 of stdin, stdout, stderr".into()));
         }
     }
+    if kind == Kind::Attach && opts.stdin {
+        return Err((
+            400,
+            format!(
+                "container {container} has no stdin to attach to: svcnet's process runner gives containers /dev/null (spec.stdin is not supported); attach without -i to follow its output"
+            ),
+        ));
+    }
     let transport = negotiate(&req, kind)?;
+    let net = sessions::PodNet {
+        ip: target.pod_ip,
+        netns_of: target.pid.filter(|_| !target.netns_prefix.is_empty()),
+    };
+    let action = match kind {
+        Kind::Attach => {
+            let from_now = crate::runner::LogOptions {
+                previous: false,
+                tail: Some(0),
+                since: None,
+                timestamps: false,
+            };
+            let logs = runner
+                .follow_logs_with(&uid, &container, &from_now)
+                .map_err(|e| (404, e.to_string()))?;
+            exec::Action::Attach(logs)
+        }
+        _ => exec::Action::Exec(target),
+    };
     let permit = sessions().try_acquire_owned().map_err(|_| {
         (
             429,
@@ -268,10 +292,6 @@ fn start(
                 return;
             }
         };
-        let net = sessions::PodNet {
-            ip: target.pod_ip,
-            netns_of: target.pid.filter(|_| !target.netns_prefix.is_empty()),
-        };
         match (kind, transport) {
             (Kind::PortForward, Transport::WebSocket { .. }) => {
                 let tunnel = ws::tunnel(io).await;
@@ -280,9 +300,9 @@ fn start(
             (Kind::PortForward, Transport::Spdy { .. }) => {
                 sessions::portforward(hyper_util::rt::TokioIo::new(io), net, pod_name).await
             }
-            (_, Transport::WebSocket { .. }) => ws::exec(io, target, opts).await,
+            (_, Transport::WebSocket { .. }) => ws::exec(io, action, opts).await,
             (_, Transport::Spdy { .. }) => {
-                sessions::exec(hyper_util::rt::TokioIo::new(io), target, opts).await
+                sessions::exec(hyper_util::rt::TokioIo::new(io), action, opts).await
             }
         }
     });

@@ -20,7 +20,7 @@ use super::ws::TermSize;
 const STREAM_WAIT: Duration = Duration::from_secs(30);
 
 /// Serves one exec session over SPDY.
-pub(crate) async fn exec<IO>(io: IO, target: crate::runner::ExecTarget, opts: ExecOptions)
+pub(crate) async fn exec<IO>(io: IO, action: super::exec::Action, opts: ExecOptions)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -67,7 +67,7 @@ where
         resize: opts.tty.then_some(resize_rx),
         out: out_tx,
     };
-    tokio::spawn(super::exec::run(target, opts, session));
+    super::exec::start(action, opts, session);
     let mut stdin_tx = Some(stdin_tx);
     let mut pending: Option<Bytes> = None;
     let mut resize_buf = Vec::new();

@@ -49,7 +49,7 @@ fn framed(channel: u8, data: &[u8]) -> Message {
 }
 
 /// Serves one exec session over the upgraded connection.
-pub(crate) async fn exec(io: Upgraded, target: crate::runner::ExecTarget, opts: ExecOptions) {
+pub(crate) async fn exec(io: Upgraded, action: super::exec::Action, opts: ExecOptions) {
     let mut ws = server(io).await;
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
     let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(8);
@@ -59,7 +59,7 @@ pub(crate) async fn exec(io: Upgraded, target: crate::runner::ExecTarget, opts: 
         resize: opts.tty.then_some(resize_rx),
         out: out_tx,
     };
-    tokio::spawn(super::exec::run(target, opts, session));
+    super::exec::start(action, opts, session);
     let mut stdin_tx = Some(stdin_tx);
     // Stdin the process has not taken yet: while it waits, the client is not read (back-pressure), but
     // output still flows.
