@@ -121,6 +121,10 @@ impl ApiServer {
             Ok(t) => t,
             Err(e) => return error_response(&e),
         };
+        // Only HTTP/1.1 can switch protocols (kubectl asks for it on these requests).
+        if req.version() != http::Version::HTTP_11 || !req.headers().contains_key(http::header::UPGRADE) {
+            return error_response(&ApiError::bad_request("Upgrade request required"));
+        }
         let path = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
             None => path,

@@ -174,6 +174,27 @@ fn exec_runs_in_the_container_with_its_exit_code_and_stdin() {
             "no {transport} exec session in the log"
         );
     }
+    // Without an upgrade (or over HTTP/2, which cannot switch protocols): a 400 Status.
+    let token = std::fs::read_to_string(c.dir.join("pki/token")).unwrap();
+    for http in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", http, "-X", "POST", "--cacert"])
+            .arg(c.dir.join("pki/ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+            .arg(format!(
+                "https://{}/api/v1/namespaces/default/pods/box/exec?container=main&command=true&stdout=true",
+                c.addr
+            ))
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            body.contains(r#""kind":"Status""#)
+                && body.contains("Upgrade request required")
+                && body.contains(r#""code":400"#),
+            "{http}: {body}"
+        );
+    }
     // Discovery lists the streaming subresources, as kube-apiserver does.
     let v1 = c.ok(&["get", "--raw", "/api/v1"]);
     for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
