@@ -554,3 +554,90 @@ fn exec_and_port_forward_in_the_netns_pod_network() {
         }
     }
 }
+
+/// Sends a SPDY exec upgrade straight to the node agent (as the API server does) and returns the
+/// connection with the status code of its answer.
+fn agent_upgrade(agent: &str, credential: &str) -> (TcpStream, u16) {
+    let mut s = TcpStream::connect(agent).expect("connect to the agent");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /exec/default/box/main?command=sleep&command=1&stdout=true HTTP/1.1\r\nHost: {agent}\r\nAuthorization: Bearer {credential}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (s, code)
+}
+
+/// The agent runs at most `MAX_SESSIONS` streaming sessions: one more is refused with 429 (not queued,
+/// not crashed), and a slot frees as soon as a client goes away.
+#[test]
+fn streaming_sessions_are_bounded() {
+    let c = Cluster::start(SVCNET);
+    let work = c.dir.join("work-main");
+    std::fs::create_dir_all(&work).unwrap();
+    two_container_pod(&c, &work.display().to_string());
+    let node_name = c.get_json(&["pod", "box"])["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node = c.get_json(&["node", &node_name]);
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_i64()
+        .unwrap();
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(
+        ip.starts_with("127."),
+        "the agent listens on loopback in this cluster: {ip}"
+    );
+    let agent = format!("{ip}:{port}");
+    let token = std::fs::read_to_string(c.dir.join("pki/token")).unwrap();
+    let credential = svcnet_agent::agent::logs_credential(token.trim());
+    let max = svcnet_agent::agent::MAX_STREAMING_SESSIONS;
+    // Sessions that never open their streams hold their slot (up to the stream-creation timeout).
+    let mut held: Vec<TcpStream> = (0..max)
+        .map(|i| {
+            let (s, code) = agent_upgrade(&agent, &credential);
+            assert_eq!(code, 101, "session {i}");
+            s
+        })
+        .collect();
+    let (mut s, code) = agent_upgrade(&agent, &credential);
+    assert_eq!(code, 429);
+    // The connection stays open after the answer: read what arrives within a second.
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut body = Vec::new();
+    let _ = s.read_to_end(&mut body);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("too many streaming sessions"), "{body}");
+    // A client that leaves frees its slot.
+    drop(held.pop());
+    assert!(
+        eventually(Duration::from_secs(10), || agent_upgrade(&agent, &credential).1
+            == 101),
+        "no slot came free"
+    );
+    drop(held);
+    // And kubectl works again once the others are gone.
+    assert!(eventually(Duration::from_secs(10), || c
+        .kubectl_v("1.33", &["exec", "box", "-c", "main", "--", "true"], None)
+        .status
+        .success()));
+}
