@@ -610,6 +610,8 @@ fn streaming_sessions_are_bounded() {
     let agent = format!("{ip}:{port}");
     let token = std::fs::read_to_string(c.dir.join("pki/token")).unwrap();
     let credential = svcnet_agent::agent::logs_credential(token.trim());
+    // Without the credential the API server holds, the agent serves nothing.
+    assert_eq!(agent_upgrade(&agent, "not-the-credential").1, 401);
     let max = svcnet_agent::agent::MAX_STREAMING_SESSIONS;
     // Sessions that never open their streams hold their slot (up to the stream-creation timeout).
     let mut held: Vec<TcpStream> = (0..max)

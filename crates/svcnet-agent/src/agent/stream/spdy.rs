@@ -455,6 +455,27 @@ mod tests {
     }
 
     #[test]
+    fn malformed_header_blocks_are_errors() {
+        for bad in [
+            &b""[..],
+            &[0, 0, 0, 1][..],
+            &[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff][..],
+            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, b'a'][..],
+        ] {
+            assert!(parse_headers(bad).is_err(), "{bad:?}");
+        }
+        // Garbage where a zlib stream should be.
+        let (tx, _rx) = mpsc::channel(4);
+        let mut r = Receiver {
+            rd: tokio::io::empty(),
+            inflate: Decompress::new(true),
+            tx,
+            queued: None,
+        };
+        assert!(r.headers(b"definitely not zlib").is_err());
+    }
+
+    #[test]
     fn our_header_blocks_decode_without_a_dictionary() {
         let mut c = Compress::new(Compression::default(), true);
         let mut d = Decompress::new(true);
