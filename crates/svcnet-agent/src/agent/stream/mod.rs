@@ -32,6 +32,11 @@ use exec::ExecOptions;
 /// Streaming sessions one agent serves at once; more are refused (429) rather than queued.
 pub const MAX_SESSIONS: usize = 128;
 
+/// A session with nothing sent either way for this long ends (the kubelet's default
+/// `--streaming-connection-idle-timeout`): a client that vanished without closing its connection
+/// must not hold one of the [`MAX_SESSIONS`] slots for ever.
+pub(crate) const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
+
 fn sessions() -> Arc<Semaphore> {
     static S: OnceLock<Arc<Semaphore>> = OnceLock::new();
     S.get_or_init(|| Arc::new(Semaphore::new(MAX_SESSIONS))).clone()

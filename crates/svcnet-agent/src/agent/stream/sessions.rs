@@ -70,10 +70,18 @@ where
     super::exec::start(action, opts, session);
     let mut stdin_tx = Some(stdin_tx);
     let mut pending: Option<Bytes> = None;
+    let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
+    tokio::pin!(idle);
     let mut resize_buf = Vec::new();
     loop {
         let feeder = stdin_tx.clone();
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + super::IDLE_TIMEOUT);
         tokio::select! {
+            _ = &mut idle => {
+                tracing::info!("exec session idle for too long; ending it");
+                return;
+            }
             permit = async move { match feeder { Some(tx) => tx.reserve_owned().await.ok(), None => None } }, if pending.is_some() => {
                 match permit {
                     Some(p) => { p.send(pending.take().unwrap_or_default()); }
@@ -197,7 +205,12 @@ where
     let mut forwards: HashMap<String, Forward> = HashMap::new();
     let mut by_stream: HashMap<u32, String> = HashMap::new();
     loop {
-        let ev = match rx.next().await {
+        let next = tokio::time::timeout(super::IDLE_TIMEOUT, rx.next()).await;
+        let Ok(next) = next else {
+            tracing::info!(pod, "port-forward session idle for too long; ending it");
+            break;
+        };
+        let ev = match next {
             Ok(Some(ev)) => ev,
             Ok(None) => break,
             Err(e) => {

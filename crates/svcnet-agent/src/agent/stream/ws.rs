@@ -64,9 +64,17 @@ pub(crate) async fn exec(io: Upgraded, action: super::exec::Action, opts: ExecOp
     // Stdin the process has not taken yet: while it waits, the client is not read (back-pressure), but
     // output still flows.
     let mut pending: Option<Bytes> = None;
+    let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
+    tokio::pin!(idle);
     loop {
         let feeder = stdin_tx.clone();
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + super::IDLE_TIMEOUT);
         tokio::select! {
+            _ = &mut idle => {
+                tracing::info!("exec session idle for too long; ending it");
+                return;
+            }
             permit = async move { match feeder { Some(tx) => tx.reserve_owned().await.ok(), None => None } }, if pending.is_some() => {
                 match permit {
                     Some(p) => { p.send(pending.take().unwrap_or_default()); }
