@@ -24,6 +24,7 @@ pub mod pki;
 pub mod proto;
 pub mod request;
 pub mod strategy;
+pub mod streaming;
 pub mod subresources;
 pub mod tables;
 pub mod typed;
@@ -212,7 +213,11 @@ impl ApiServer {
                 // just below it: h2 answers a larger one with 431.
                 builder.http1().max_buf_size(MAX_HEADER_BYTES);
                 builder.http2().max_header_list_size(MAX_H2_HEADER_LIST);
-                if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+                // Upgrades carry kubectl's exec and port-forward sessions (`streaming`).
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await
+                {
                     debug!(%peer, error = %e, "connection ended with error");
                 }
             });
@@ -350,9 +355,9 @@ impl ApiServer {
             .unwrap_or("")
             .to_string();
         if let Some(sub) = route.subresource.as_deref()
-            && subresources::STREAMING.contains(&sub)
+            && streaming::STREAMING.contains(&sub)
         {
-            return error_response(&self.streaming_unsupported(&route, params.get("container")));
+            return self.stream_subresource(&route, req).await;
         }
         let is_watch = route.watch_path || params.flag("watch");
         if method == Method::GET && is_watch {

@@ -100,6 +100,36 @@ fn validate_options(name: &str, params: &Params) -> Result<(), ApiError> {
 }
 
 impl ApiServer {
+    /// `ip:port` of the node agent running `pod`; `waiting()` when the pod has no node yet or its
+    /// node publishes no address or agent port.
+    pub(crate) fn agent_of(&self, pod: &Value, waiting: impl Fn() -> ApiError) -> Result<String, ApiError> {
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty());
+        let Some(node) = node else { return Err(waiting()) };
+        let nodes = svcnet_api::resources::lookup("", "v1", "nodes").expect("nodes are served");
+        let node_obj = self.cached(nodes, None, node).ok_or_else(&waiting)?;
+        let ip = node_obj
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x.get("type").and_then(Value::as_str) == Some("InternalIP"))
+            })
+            .and_then(|x| x.get("address").and_then(Value::as_str))
+            .ok_or_else(&waiting)?;
+        let port = node_obj
+            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+            .and_then(Value::as_i64)
+            .ok_or_else(&waiting)?;
+        Ok(if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        })
+    }
+
     /// Resolves the agent URL for a `pods/log` request, with kube's errors for pods that have none.
     pub fn log_source(&self, route: &ResourceRoute, params: &Params) -> Result<LogSource, ApiError> {
         let name = route.name.as_deref().unwrap_or_default();
@@ -126,31 +156,12 @@ impl ApiServer {
                 )));
             }
         };
-        let node = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty());
         let waiting = || {
             ApiError::bad_request(format!(
                 "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
             ))
         };
-        let Some(node) = node else { return Err(waiting()) };
-        let nodes = svcnet_api::resources::lookup("", "v1", "nodes").expect("nodes are served");
-        let node_obj = self.cached(nodes, None, node).ok_or_else(waiting)?;
-        let ip = node_obj
-            .pointer("/status/addresses")
-            .and_then(Value::as_array)
-            .and_then(|a| {
-                a.iter()
-                    .find(|x| x.get("type").and_then(Value::as_str) == Some("InternalIP"))
-            })
-            .and_then(|x| x.get("address").and_then(Value::as_str))
-            .ok_or_else(waiting)?;
-        let port = node_obj
-            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-            .and_then(Value::as_i64)
-            .ok_or_else(waiting)?;
+        let agent = self.agent_of(&pod, waiting)?;
         validate_options(name, params)?;
         let mut query = Vec::new();
         if let Some(t) = params.get("sinceTime") {
@@ -166,14 +177,9 @@ impl ApiServer {
                 query.push(format!("{key}={v}"));
             }
         }
-        let host = if ip.contains(':') {
-            format!("[{ip}]")
-        } else {
-            ip.to_string()
-        };
         Ok(LogSource {
             credential: log_credential(&self.token),
-            agent: format!("{host}:{port}"),
+            agent,
             path: format!(
                 "/containerLogs/{}/{}/{}{}{}",
                 pct(ns),
@@ -187,11 +193,11 @@ impl ApiServer {
 }
 
 /// A connection to an agent: direct TCP or a tunnel through the egress proxy.
-trait AgentIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+pub(crate) trait AgentIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AgentIo for T {}
 
 /// Opens an HTTP CONNECT tunnel to `agent` through the proxy on the Unix socket `proxy`.
-async fn connect_via(proxy: &Path, agent: &str) -> std::io::Result<UnixStream> {
+pub(crate) async fn connect_via(proxy: &Path, agent: &str) -> std::io::Result<UnixStream> {
     let mut s = UnixStream::connect(proxy).await?;
     s.write_all(format!("CONNECT {agent} HTTP/1.1\r\nHost: {agent}\r\n\r\n").as_bytes())
         .await?;

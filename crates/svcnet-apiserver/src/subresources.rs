@@ -1,7 +1,6 @@
 //! Subresources that are views of, or actions on, their parent object: `scale` (autoscaling/v1 Scale,
-//! what `kubectl scale` reads and patches) and `pods/binding` (how a scheduler assigns a pod to a node);
-//! and the streaming ones svcnet cannot serve (`pods/exec`, `attach`, `portforward`), answered with a
-//! Status that says so.
+//! what `kubectl scale` reads and patches) and `pods/binding` (how a scheduler assigns a pod to a node).
+//! The streaming ones (`pods/exec`, `attach`, `portforward`) live in [`crate::streaming`].
 
 use serde_json::{Value, json};
 
@@ -202,47 +201,6 @@ impl ApiServer {
             }
         }
         Err(ApiError::conflict(route.rt, &name))
-    }
-}
-
-/// The streaming subresources (kubectl's `exec`, `attach`, `cp` and `port-forward`), which need a
-/// container runtime's streaming server behind the kubelet. svcnet's node agent runs pods as host
-/// process groups without one, so they are answered, for any method and either protocol kubectl tries
-/// (WebSocket first, then SPDY), with a 501 Status kubectl prints as `Error from server
-/// (NotImplemented): …`, after the checks kube-apiserver makes first (the pod exists, the container is
-/// one of its own).
-pub const STREAMING: &[&str] = &["exec", "attach", "portforward"];
-
-impl ApiServer {
-    /// The answer to a streaming subresource request (see [`STREAMING`]).
-    pub fn streaming_unsupported(&self, route: &ResourceRoute, container: Option<&str>) -> ApiError {
-        let sub = route.subresource.as_deref().unwrap_or_default();
-        let name = route.name.as_deref().unwrap_or_default();
-        let Some(pod) = self.cached(route.rt, route.namespace.as_deref(), name) else {
-            return ApiError::not_found(route.rt, name);
-        };
-        if let Some(c) = container.filter(|c| !c.is_empty()) {
-            let known = [
-                "/spec/containers",
-                "/spec/initContainers",
-                "/spec/ephemeralContainers",
-            ]
-            .iter()
-            .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-            .flatten()
-            .any(|x| x.get("name").and_then(Value::as_str) == Some(c));
-            if !known {
-                return ApiError::bad_request(format!("container {c} is not valid for pod {name}"));
-            }
-        }
-        let what = match sub {
-            "portforward" => "port forwarding",
-            "attach" => "attach",
-            _ => "exec",
-        };
-        ApiError::not_implemented(format!(
-            "{what} is not supported by svcnet's process runner: pod {name:?} runs as host processes without a container runtime (use `kubectl logs`, or reach the pod through its IP or a Service)"
-        ))
     }
 }
 

@@ -1,14 +1,11 @@
 //! Request edge cases answered as kube-apiserver answers them: label selector corner cases and very
 //! long selectors (an HTTP answer over HTTP/1.1 and HTTP/2, never a dropped connection), the
-//! `Authorization` header's scheme in any case, and the streaming subresources kubectl's `exec`,
-//! `attach` and `port-forward` use, which svcnet's process runner cannot serve: a clear Status instead
-//! of a bare NotFound, with both the SPDY (kubectl 1.27) and the WebSocket (1.33) clients.
+//! `Authorization` header's scheme in any case. (The streaming subresources are `tests/exec.rs`'.)
 
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use svcnet_testsupport::kubectl::KUBECTLS;
-use svcnet_testsupport::{Cluster, eventually};
+use svcnet_testsupport::Cluster;
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
@@ -109,77 +106,5 @@ fn selectors_and_authorization_headers() {
     ] {
         let (code, body) = curl(&c, &["-H", &header], "/api/v1/namespaces/default");
         assert_eq!(code, want, "{header}: {body}");
-    }
-}
-
-#[test]
-fn exec_attach_and_port_forward_say_they_are_not_supported() {
-    let c = Cluster::start(SVCNET);
-    c.ok_v(
-        "1.33",
-        &["apply", "-f", "-"],
-        Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, \"300\"]\n"),
-    );
-    assert!(
-        eventually(Duration::from_secs(40), || c.get_json(&["pod", "box"])["status"]
-            ["phase"]
-            == "Running"),
-        "the pod never ran"
-    );
-    // `kubectl cp` is tar through exec, both ways.
-    let local = c.dir.join("copied").display().to_string();
-    for v in KUBECTLS {
-        for (args, what) in [
-            (&["exec", "box", "--", "true"][..], "exec"),
-            (&["exec", "-i", "box", "-c", "main", "--", "cat"][..], "exec"),
-            (&["attach", "box"][..], "attach"),
-            (&["cp", "box:/etc/hostname", &local][..], "exec"),
-            (&["cp", "/etc/hostname", "box:/tmp/hostname"][..], "exec"),
-            (&["port-forward", "pod/box", ":8080"][..], "port forwarding"),
-        ] {
-            let err = c.fail_v(v, args, Some(""));
-            // kubectl prints the Status as `Error from server (NotImplemented): …`, except
-            // port-forward, which prints `error upgrading connection: <message>`.
-            assert!(
-                err.contains(&format!("{what} is not supported by svcnet's process runner"))
-                    && (err.contains("Error from server (NotImplemented): ")
-                        || (what == "port forwarding" && err.contains("error upgrading connection: "))),
-                "kubectl {v} {args:?}: {err}"
-            );
-        }
-        let err = c.fail_v(v, &["exec", "box", "-c", "nope", "--", "true"], None);
-        assert!(
-            err.contains("container nope not found") || err.contains("nope"),
-            "{err}"
-        );
-        let err = c.fail_v(v, &["exec", "ghost", "--", "true"], None);
-        assert!(err.contains(r#"pods "ghost" not found"#), "{err}");
-    }
-    // What kubectl sends, seen raw: a 501 Status on the subresource, whatever the method.
-    let auth = format!("Authorization: Bearer {}", token(&c));
-    for method in ["GET", "POST"] {
-        let (code, body) = curl(
-            &c,
-            &["-X", method, "-H", &auth],
-            "/api/v1/namespaces/default/pods/box/exec?command=true&stdout=true",
-        );
-        assert_eq!(code, 501, "{body}");
-        assert!(body.contains(r#""reason":"NotImplemented""#), "{body}");
-        assert!(body.contains(r#""kind":"Status""#), "{body}");
-    }
-    let (code, body) = curl(
-        &c,
-        &["-H", &auth],
-        "/api/v1/namespaces/default/pods/box/exec?container=other",
-    );
-    assert_eq!(code, 400);
-    assert!(
-        body.contains("container other is not valid for pod box"),
-        "{body}"
-    );
-    // Discovery lists them, as kube-apiserver does.
-    let v1 = c.ok(&["get", "--raw", "/api/v1"]);
-    for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
-        assert!(v1.contains(&format!("\"{sub}\"")), "{sub} not in discovery");
     }
 }

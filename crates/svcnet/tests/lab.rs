@@ -199,7 +199,7 @@ fn lab_up_after_a_crash_removes_the_leftovers_first() {
 }
 
 #[test]
-fn kubectl_logs_reach_pods_on_every_node_through_the_tunnel() {
+fn kubectl_logs_and_exec_reach_pods_on_every_node_through_the_tunnel() {
     if skip() {
         return;
     }
@@ -221,6 +221,19 @@ fn kubectl_logs_reach_pods_on_every_node_through_the_tunnel() {
             "kubectl logs {name}: {:?}\n{}",
             lab.kubectl(&["logs", &name], None),
             lab.log("control-plane")
+        );
+    }
+    // Exec (stdin through, output back) goes through the same tunnel to the pod's node.
+    for node in ["node1", "node2"] {
+        let name = format!("hello-{node}");
+        let out = lab.kubectl(
+            &["exec", "-i", &name, "--", "sh", "-c", "echo on $HOSTNAME; cat"],
+            Some("piped\n"),
+        );
+        assert!(out.status.success(), "kubectl exec {name}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("on {name}\npiped\n")
         );
     }
     // The tunnel goes to the lab's node addresses only, never anywhere else.

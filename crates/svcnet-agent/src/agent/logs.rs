@@ -1,5 +1,5 @@
 //! The agent's own endpoint: container logs at the kubelet's path (what `kubectl logs` reaches through
-//! the API server), and `/healthz`.
+//! the API server), the streaming endpoints ([`super::stream`]: exec and port-forward) and `/healthz`.
 //!
 //! Logs are served only to a request with `Authorization: Bearer <credential>`, the credential derived
 //! from the cluster token that the API server presents (see `svcnet_apiserver::logs::log_credential`):
@@ -22,9 +22,9 @@ use tokio::net::TcpListener;
 
 use crate::runner::{LogOptions, PodRunner};
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
-fn text(code: u16, s: String) -> hyper::Response<Body> {
+pub(super) fn text(code: u16, s: String) -> hyper::Response<Body> {
     let mut r = hyper::Response::new(Full::new(Bytes::from(s)).map_err(|n| match n {}).boxed());
     *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     r
@@ -58,7 +58,7 @@ fn authorized(req: &hyper::Request<hyper::body::Incoming>, credential: Option<&s
             == 0
 }
 
-/// Serves `/containerLogs/{ns}/{pod}/{container}` (the kubelet's path) and `/healthz`.
+/// Serves `/containerLogs/{ns}/{pod}/{container}` (the kubelet's path), the streaming paths and `/healthz`.
 pub(super) async fn serve_logs(
     listener: TcpListener,
     runner: PodRunner,
@@ -80,11 +80,14 @@ pub(super) async fn serve_logs(
                     if !allowed {
                         return Ok::<_, Infallible>(text(401, "Unauthorized".into()));
                     }
+                    if super::stream::is_stream_path(req.uri().path()) {
+                        return Ok(super::stream::handle(&runner, &pods, req));
+                    }
                     Ok::<_, Infallible>(handle_log_request(&runner, &pods, &req))
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), svc)
+                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
                 .await;
         });
     }

@@ -19,6 +19,7 @@ mod pod_env;
 mod pod_sync;
 mod readiness;
 mod status;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -74,6 +75,7 @@ pub struct AgentConfig {
 }
 
 pub use logs::credential as logs_credential;
+pub use stream::MAX_SESSIONS as MAX_STREAMING_SESSIONS;
 
 /// How pods are networked (`--pod-network`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

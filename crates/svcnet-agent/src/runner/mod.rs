@@ -24,6 +24,7 @@
 
 mod container;
 mod env;
+mod exec;
 mod logs;
 mod pod;
 mod probe;
@@ -42,6 +43,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::broadcast;
 
+pub use exec::{ExecTarget, exec_exit_code, kill_exec_group};
 pub use logs::LogStream;
 use pod::{Backoff, PodHandle, StopRequest, run_pod};
 use status::{ContainerRecord, PodState, State};
@@ -103,6 +105,17 @@ pub enum RunnerError {
         /// The container.
         container: String,
     },
+    /// The container has no running process to exec in (the kubelet's wording).
+    #[error("container not found ({container:?})")]
+    NotRunning {
+        /// The pod's name.
+        pod: String,
+        /// The container.
+        container: String,
+    },
+    /// The container's environment or identity cannot be computed for an exec.
+    #[error("cannot exec in the container: {0}")]
+    Exec(String),
     /// The file system failed.
     #[error("pod runner I/O: {0}")]
     Io(#[from] std::io::Error),

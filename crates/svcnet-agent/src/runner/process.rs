@@ -65,7 +65,7 @@ pub(crate) fn prefixed(prefix: &[String], program: &str, args: &[String]) -> Com
 
 /// Checks that `program` names an executable file: a path (relative to `cwd`), or a name found on the
 /// container's `PATH`. The error reads as the one exec gives (`ENOENT`, `EACCES`).
-fn resolve(program: &str, env: &[(String, String)], cwd: &Path) -> std::io::Result<()> {
+pub(crate) fn resolve(program: &str, env: &[(String, String)], cwd: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p)
@@ -93,7 +93,7 @@ fn resolve(program: &str, env: &[(String, String)], cwd: &Path) -> std::io::Resu
 }
 
 /// `setsid`, where util-linux has it.
-fn setsid_tool() -> Option<&'static str> {
+pub(crate) fn setsid_tool() -> Option<&'static str> {
     static TOOL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     TOOL.get_or_init(|| {
         let found = [

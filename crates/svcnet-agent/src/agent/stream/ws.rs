@@ -1,0 +1,178 @@
+//! The WebSocket transports kubectl 1.30+ speaks:
+//! - remote command (`v5.channel.k8s.io`, `v4.channel.k8s.io`): every binary message is one channel byte
+//!   (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize) and its data; v5 adds the CLOSE signal
+//!   (`255, channel`) with which the client ends its stdin;
+//! - `SPDY/3.1+portforward.k8s.io`: a SPDY connection tunnelled through binary messages as a plain byte
+//!   stream ([`tunnel`]).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
+
+use super::exec::{ExecIo, ExecOptions, Output};
+
+/// The remote-command subprotocols served, best first.
+pub(crate) const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// The port-forward subprotocol served: SPDY tunnelled through WebSocket.
+pub(crate) const PORTFORWARD_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
+const CLOSE: u8 = 255;
+
+/// The terminal size in a resize message (`{"Width":…,"Height":…}`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TermSize {
+    pub width: u16,
+    pub height: u16,
+}
+
+async fn server(io: Upgraded) -> WebSocketStream<TokioIo<Upgraded>> {
+    WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await
+}
+
+fn framed(channel: u8, data: &[u8]) -> Message {
+    let mut b = BytesMut::with_capacity(data.len() + 1);
+    b.put_u8(channel);
+    b.put_slice(data);
+    Message::Binary(b.freeze())
+}
+
+/// Serves one exec session over the upgraded connection.
+pub(crate) async fn exec(io: Upgraded, action: super::exec::Action, opts: ExecOptions) {
+    let mut ws = server(io).await;
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
+    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(8);
+    let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
+    let session = ExecIo {
+        stdin: opts.stdin.then_some(stdin_rx),
+        resize: opts.tty.then_some(resize_rx),
+        out: out_tx,
+    };
+    super::exec::start(action, opts, session);
+    let mut stdin_tx = Some(stdin_tx);
+    // Stdin the process has not taken yet: while it waits, the client is not read (back-pressure), but
+    // output still flows.
+    let mut pending: Option<Bytes> = None;
+    let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
+    tokio::pin!(idle);
+    loop {
+        let feeder = stdin_tx.clone();
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + super::IDLE_TIMEOUT);
+        tokio::select! {
+            _ = &mut idle => {
+                tracing::info!("exec session idle for too long; ending it");
+                return;
+            }
+            permit = async move { match feeder { Some(tx) => tx.reserve_owned().await.ok(), None => None } }, if pending.is_some() => {
+                match permit {
+                    Some(p) => { p.send(pending.take().unwrap_or_default()); }
+                    None => { pending = None; stdin_tx = None; }
+                }
+            }
+            msg = ws.next(), if pending.is_none() => match msg {
+                Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
+                    STDIN if data.len() > 1 && stdin_tx.is_some() => pending = Some(data.slice(1..)),
+                    RESIZE => {
+                        if let Ok(size) = serde_json::from_slice::<TermSize>(&data[1..]) {
+                            let _ = resize_tx.try_send((size.width, size.height));
+                        }
+                    }
+                    CLOSE if data.get(1) == Some(&STDIN) => stdin_tx = None,
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            out = out_rx.recv() => match out {
+                Some(Output::Stdout(b)) => { if ws.send(framed(STDOUT, &b)).await.is_err() { return; } }
+                Some(Output::Stderr(b)) => { if ws.send(framed(STDERR, &b)).await.is_err() { return; } }
+                Some(Output::Status(b)) => { if ws.send(framed(ERROR, &b)).await.is_err() { return; } }
+                None => break,
+            },
+        }
+    }
+    close(ws).await;
+}
+
+/// Ends a WebSocket normally (the client reads its streams' EOF from a normal closure), then waits
+/// briefly for the client's own close so that nothing unread resets the connection.
+async fn close<S>(mut ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Turns the upgraded connection into the byte stream its binary messages carry (each write one
+/// message), for a protocol tunnelled through WebSocket.
+pub(crate) async fn tunnel(io: Upgraded) -> DuplexStream {
+    let ws = server(io).await;
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let (mut rd, mut wr) = tokio::io::split(ours);
+        let inbound = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                let data = match msg {
+                    Message::Binary(b) => b,
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                if wr.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if sink
+                            .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        };
+        // Either direction ending ends the tunnel: the SPDY session above has finished or lost its peer.
+        tokio::select! {
+            _ = inbound => {}
+            _ = outbound => {}
+        }
+    });
+    theirs
+}
