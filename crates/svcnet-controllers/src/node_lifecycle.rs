@@ -9,6 +9,9 @@
 //!   (pods already there are evicted), plus `…/unschedulable:NoSchedule` for a cordoned node; they go
 //!   when the node is Ready again. While every node is down nothing gets a `NoExecute` taint (kube's
 //!   "master disruption" mode: then the control plane's view is the likelier fault).
+//! * **Node agents' own endpoints** (each agent's cluster DNS, published for `kube-system/kube-dns` in
+//!   a slice managed by `svcnet-agent`; in Kubernetes those would be CoreDNS pods, marked not ready with
+//!   the rest): ready only while their node is Ready, so DNS queries stop going to a dead node.
 //! * **Eviction**: a pod on a node with `NoExecute` taints is deleted once its tolerations run out
 //!   (the shortest `tolerationSeconds` that applies, counted from when the controller first saw it
 //!   tainted; at once without a toleration), after a `DisruptionTarget` condition says why, so its
@@ -20,8 +23,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
@@ -31,6 +35,11 @@ use svcnet_informer::Store;
 
 use crate::events::{Involved, Recorder};
 use crate::taints::{self, NO_EXECUTE};
+
+/// The label naming who manages an EndpointSlice.
+const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// The manager of the slices node agents publish for themselves (`svcnet_dns::publish`).
+const AGENT_MANAGER: &str = "svcnet-agent";
 
 fn now() -> String {
     jiff::Timestamp::now()
@@ -102,6 +111,47 @@ impl Lifecycle {
         let all_down = !current.is_empty() && current.iter().all(|n| taints::ready_status(n) != Some("True"));
         for node in &current {
             self.reconcile_taints(node, !all_down).await;
+        }
+        self.agent_endpoints(&current).await;
+    }
+
+    /// Makes the endpoints node agents publish for themselves ready exactly while their node is Ready.
+    async fn agent_endpoints(&self, nodes: &[Arc<Node>]) {
+        let ready: HashMap<String, bool> = nodes
+            .iter()
+            .map(|n| (n.name_any(), taints::ready_status(n) == Some("True")))
+            .collect();
+        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), "kube-system");
+        let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={AGENT_MANAGER}"));
+        let slices = match api.list(&params).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                debug!(error = %e, "listing node agents' EndpointSlices failed");
+                return;
+            }
+        };
+        for mut slice in slices {
+            let mut changed = false;
+            for e in &mut slice.endpoints {
+                let Some(want) = e.node_name.as_ref().and_then(|n| ready.get(n)).copied() else {
+                    continue;
+                };
+                let c = e.conditions.get_or_insert_with(Default::default);
+                if c.ready != Some(want) || c.serving != Some(want) {
+                    c.ready = Some(want);
+                    c.serving = Some(want);
+                    changed = true;
+                }
+            }
+            if !changed {
+                continue;
+            }
+            let name = slice.name_any();
+            slice.metadata.managed_fields = None;
+            match api.replace(&name, &PostParams::default(), &slice).await {
+                Ok(_) => info!(slice = %name, "node agent's endpoints follow their node's readiness"),
+                Err(e) => debug!(slice = %name, error = %e, "updating a node agent's EndpointSlice failed"),
+            }
         }
     }
 
