@@ -441,3 +441,63 @@ fn chaos_a_thousand_requests_a_second_while_a_node_dies_nftables() {
     }
     chaos("nftables");
 }
+
+/// The PID of node `node`'s `svcnet agent` (the lab records the `unshare` that forked it).
+fn agent_pid(lab: &MultiNodeLab, node: &str) -> i32 {
+    let state = lab.state();
+    let wrapper = state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["agentPid"].as_u64())
+        .expect("agent pid");
+    std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .expect("the agent under unshare")
+}
+
+/// A node that was only cut off (its agent frozen past the grace period, then thawed, as after a network
+/// partition) comes back whole: Ready again, taints gone, and its pods, which kept running and which the
+/// control plane marked not ready meanwhile, ready again without a restart.
+#[test]
+fn a_node_cut_off_and_back_has_its_pods_ready_again() {
+    if skip() {
+        return;
+    }
+    let lab = MultiNodeLab::up(SVCNET, 2, FAST_FAILURE);
+    lab.apply(&python_pod(
+        "steady",
+        "node2",
+        ECHO_SERVER,
+        &["steady", "8080"],
+        Some(8080),
+        &[],
+    ));
+    let before = lab.wait_pod_ready("steady", WAIT);
+    let agent = nix::unistd::Pid::from_raw(agent_pid(&lab, "node2"));
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let unready = eventually(Duration::from_secs(15), || {
+        condition(&lab.get_json(&["pod", "steady"]), "Ready").is_some_and(|c| c["status"] == "False")
+    });
+    let tainted = taints(&lab, "node2");
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(unready, "the pod never went unready while its node was cut off");
+    assert!(
+        tainted.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string()),
+        "{tainted:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || taints(&lab, "node2").is_empty()),
+        "taints left: {:?}",
+        taints(&lab, "node2")
+    );
+    let after = lab.wait_pod_ready("steady", Duration::from_secs(15));
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["restartCount"],
+        before["status"]["containerStatuses"][0]["restartCount"],
+        "the pod was restarted"
+    );
+    assert!(lab.down());
+}
