@@ -1,5 +1,5 @@
 //! Node failure in a `svcnet lab` (root only), as Kubernetes handles it, with short settings (Leases of
-//! 2 s, a 4 s grace period checked every 500 ms): `lab stop-node` makes the node `Ready=Unknown` with
+//! 2 s, a 4 s grace period checked every 250 ms): `lab stop-node` makes the node `Ready=Unknown` with
 //! the `node.kubernetes.io/unreachable` taints, its pods `Ready=False` and their endpoints not ready;
 //! traffic from outside (NodePort) and from another node (ClusterIP) stops reaching it within 5 s; a pod
 //! tolerating the taint for 2 s is evicted and replaced on another node, while a pod with admission's
@@ -23,10 +23,12 @@ const WAIT: Duration = Duration::from_secs(60);
 /// How long after a node dies traffic may still go to it (the goal with these settings).
 const LEAVE_WITHIN: f64 = 5.0;
 
-/// The short settings: Leases of 2 s (renewed every 500 ms), a grace period of 4 s checked every 500 ms.
+/// The short settings: Leases of 2 s (renewed every 500 ms), a grace period of 4 s checked every 250 ms
+/// (a node dies up to 500 ms after its last renewal, so its Lease lapses 3.5 to 4 s after: checked every
+/// 250 ms, traffic leaves it about 4.3 s after `stop-node` in this test, inside the 5 s goal).
 const FAST_FAILURE: &[&str] = &[
     "--control-plane-flag=--node-monitor-grace-period=4s",
-    "--control-plane-flag=--node-monitor-period=500ms",
+    "--control-plane-flag=--node-monitor-period=250ms",
     "--agent-flag=--node-lease-duration-seconds=2",
 ];
 
@@ -212,6 +214,11 @@ fn node_failure(proxy_mode: &str) {
         taints(&lab, "node3")
     );
     assert!(lab.ok(&["get", "nodes"]).contains("NotReady"));
+    let events = lab.ok(&["get", "events", "--field-selector", "involvedObject.name=node3"]);
+    assert!(
+        events.contains("NodeNotReady") && events.contains("Node node3 status is now: NodeNotReady"),
+        "{events}"
+    );
 
     // The keeper (300 s) stays, not ready; its endpoints are not ready.
     assert!(
@@ -284,8 +291,13 @@ fn node_failure(proxy_mode: &str) {
     let outside = client.finish();
     let within = inside.finish();
     for (name, r) in [("client → NodePort", &outside), ("node2 → ClusterIP", &within)] {
+        let last_failure = r
+            .failures
+            .iter()
+            .map(|(t, _)| t - stopped)
+            .fold(f64::MIN, f64::max);
         eprintln!(
-            "{name}: {} requests, {} failed ({} after {LEAVE_WITHIN} s), answers {:?}",
+            "{name}: {} requests, {} failed ({} after {LEAVE_WITHIN} s; the last started {last_failure:.2} s after stop-node), answers {:?}",
             r.started,
             r.failures.len(),
             late_failures(&r.failures, stopped).len(),
