@@ -101,18 +101,20 @@ pub fn pick_node(pod: &Pod, nodes: &[Arc<Node>], load: &HashMap<String, usize>) 
     let tolerations = taints::tolerations(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut candidates = Vec::new();
+    // What a cordoned node and one not Ready stand for, whether or not the lifecycle controller has
+    // tainted them yet.
+    let cordon = k8s_openapi::api::core::v1::Taint {
+        key: taints::UNSCHEDULABLE.into(),
+        effect: taints::NO_SCHEDULE.into(),
+        ..Default::default()
+    };
+    let not_ready = k8s_openapi::api::core::v1::Taint {
+        key: taints::NOT_READY.into(),
+        effect: taints::NO_SCHEDULE.into(),
+        ..Default::default()
+    };
     for n in nodes {
         let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
-        let cordon = k8s_openapi::api::core::v1::Taint {
-            key: taints::UNSCHEDULABLE.into(),
-            effect: taints::NO_SCHEDULE.into(),
-            ..Default::default()
-        };
-        let not_ready = k8s_openapi::api::core::v1::Taint {
-            key: taints::NOT_READY.into(),
-            effect: taints::NO_SCHEDULE.into(),
-            ..Default::default()
-        };
         let reason = if cordoned && !tolerations.iter().any(|t| taints::tolerates(t, &cordon)) {
             Some("node(s) were unschedulable".to_string())
         } else if let Some(t) = taints::untolerated_for_scheduling(taints::taints(n), tolerations) {
