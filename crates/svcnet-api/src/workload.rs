@@ -101,6 +101,45 @@ pub fn set_pod_defaults(pod: &mut Value) {
     pod_spec_defaults(obj_mut(pod, "spec"));
 }
 
+/// How long pods tolerate a NotReady or unreachable node by default (kube-apiserver's
+/// `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission plugin: a pod that does not already tolerate the
+/// `node.kubernetes.io/not-ready` or `…/unreachable` `NoExecute` taints (a toleration with that key or
+/// none, and that effect or none) gets one for each, `Exists`, for [`DEFAULT_TOLERATION_SECONDS`]: its
+/// node's death evicts it after 5 minutes rather than at once or never. Pods only, not templates.
+pub fn add_default_tolerations(pod: &mut Value) {
+    let spec = obj_mut(pod, "spec");
+    let tolerated = |key: &str| {
+        spec.get("tolerations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+                let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+            })
+    };
+    let missing: Vec<&str> = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+        .into_iter()
+        .filter(|k| !tolerated(k))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if !spec.get("tolerations").is_some_and(Value::is_array) {
+        spec.insert("tolerations".into(), json!([]));
+    }
+    if let Some(list) = spec.get_mut("tolerations").and_then(Value::as_array_mut) {
+        for key in missing {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}));
+        }
+    }
+}
+
 /// Deployment defaults (`SetDefaults_Deployment`), including its pod template.
 pub fn set_deployment_defaults(d: &mut Value) {
     let spec = obj_mut(d, "spec");
@@ -550,6 +589,37 @@ mod tests {
         set_pod_defaults(&mut p);
         assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
+    }
+
+    #[test]
+    fn default_tolerations_are_added_as_the_admission_plugin_adds_them() {
+        let mut p = json!({"spec": {"containers": []}});
+        add_default_tolerations(&mut p);
+        assert_eq!(
+            p["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            ])
+        );
+        // Idempotent (it runs on every update).
+        let once = p.clone();
+        add_default_tolerations(&mut p);
+        assert_eq!(p, once);
+        // A pod's own toleration for one taint stays and only the other is added; one without a key or
+        // an effect covers both.
+        let mine = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2});
+        let mut p = json!({"spec": {"tolerations": [mine]}});
+        add_default_tolerations(&mut p);
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(p["spec"]["tolerations"][0], mine);
+        assert_eq!(p["spec"]["tolerations"][1]["key"], "node.kubernetes.io/not-ready");
+        let mut p = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        add_default_tolerations(&mut p);
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 1);
+        let mut p = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]}});
+        add_default_tolerations(&mut p);
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 3);
     }
 
     #[test]

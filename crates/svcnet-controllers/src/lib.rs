@@ -4,7 +4,8 @@
 //!
 //! * [`lb_ipam`]: LoadBalancer IPAM, addresses for `type: LoadBalancer` Services from a configured
 //!   pool, without a cloud.
-//! * [`nodes`]: node pod CIDRs, node lifecycle (lease expiry) and the scheduler.
+//! * [`nodes`]: node pod CIDRs, node lifecycle (lease expiry, taints, taint-based eviction) and the
+//!   scheduler; [`taints`]: taint and toleration matching.
 //! * [`workloads`]: the ReplicaSet and Deployment controllers (rolling updates, rollbacks, scaling).
 //! * [`endpointslice`]: the EndpointSlice, Endpoints and EndpointSlice mirroring controllers.
 //!
@@ -15,9 +16,11 @@
 pub mod endpointslice;
 pub mod events;
 pub mod lb_ipam;
+mod node_lifecycle;
 pub mod nodes;
 mod queue;
 pub mod serviceaccounts;
+pub mod taints;
 pub mod workloads;
 
 pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};

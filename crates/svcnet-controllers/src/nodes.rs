@@ -2,16 +2,16 @@
 //!
 //! * **Node IPAM**: every Node gets a `spec.podCIDR` carved from `--cluster-cidr` (one `/mask` block per
 //!   node), as the node IPAM controller's range allocator hands them out.
-//! * **Node lifecycle**: a node whose Lease in `kube-node-lease` has not been renewed within the grace
-//!   period gets `Ready=Unknown` ("Kubelet stopped posting node status."), and its pods `Ready=False`;
-//!   pods bound to a Node that no longer exists are deleted (kube's pod garbage collector), so their
-//!   controllers replace them.
+//! * **Node lifecycle** ([`crate::node_lifecycle`]): lease expiry, the taints conditions call for,
+//!   and taint-based eviction; pods bound to a Node that no longer exists are deleted (kube's pod garbage
+//!   collector), so their controllers replace them.
 //! * **Scheduler**: a pod with no `spec.nodeName` (and the default scheduler) is bound to a Ready,
-//!   schedulable node whose labels match its `nodeSelector`, fewest pods first; with no such node it stays
-//!   Pending with `PodScheduled=False`/`Unschedulable` and a `FailedScheduling` Event.
+//!   schedulable node whose labels match its `nodeSelector` and whose `NoSchedule`/`NoExecute` taints it
+//!   tolerates, fewest pods first; with no such node it stays Pending with
+//!   `PodScheduled=False`/`Unschedulable` and a `FailedScheduling` Event.
 //!
-//! All three react to watch events; lease expiry is checked on a timer because it is, by nature, the
-//! absence of an event.
+//! All three react to watch events; lease expiry is checked every `--node-monitor-period` because it
+//! is, by nature, the absence of an event, and evictions wake when the next toleration runs out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -32,6 +32,8 @@ use svcnet_informer::{Informer, Store};
 
 use crate::SharedInformers;
 use crate::events::{Involved, Recorder};
+use crate::node_lifecycle::Lifecycle;
+use crate::taints;
 
 /// Settings of the node controllers.
 #[derive(Debug, Clone)]
@@ -42,6 +44,8 @@ pub struct NodeControllersConfig {
     pub node_mask: u8,
     /// How long a node may go without renewing its Lease before it is NotReady (40 s in Kubernetes).
     pub grace: Duration,
+    /// How often leases are checked (`--node-monitor-period`, 5 s in Kubernetes).
+    pub monitor_period: Duration,
 }
 
 fn node_ready(n: &Node) -> bool {
@@ -85,7 +89,8 @@ pub fn node_load(pods: &[Arc<Pod>]) -> HashMap<String, usize> {
     load
 }
 
-/// Picks a node for `pod` among `nodes`, or explains why none fits (kube-scheduler's message form).
+/// Picks a node for `pod` among `nodes`, or explains why none fits (kube-scheduler's message form: each
+/// node counted under the first filter it fails, in kube's filter order, the reasons sorted).
 /// `load` counts each node's active pods ([`node_load`]), including those this pass already placed.
 pub fn pick_node(pod: &Pod, nodes: &[Arc<Node>], load: &HashMap<String, usize>) -> Result<String, String> {
     let selector: BTreeMap<String, String> = pod
@@ -93,45 +98,57 @@ pub fn pick_node(pod: &Pod, nodes: &[Arc<Node>], load: &HashMap<String, usize>) 
         .as_ref()
         .and_then(|s| s.node_selector.clone())
         .unwrap_or_default();
-    let mut not_ready = 0;
-    let mut unschedulable = 0;
-    let mut mismatch = 0;
+    let tolerations = taints::tolerations(pod);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut candidates = Vec::new();
+    // What a cordoned node and one not Ready stand for, whether or not the lifecycle controller has
+    // tainted them yet.
+    let cordon = k8s_openapi::api::core::v1::Taint {
+        key: taints::UNSCHEDULABLE.into(),
+        effect: taints::NO_SCHEDULE.into(),
+        ..Default::default()
+    };
+    let not_ready = k8s_openapi::api::core::v1::Taint {
+        key: taints::NOT_READY.into(),
+        effect: taints::NO_SCHEDULE.into(),
+        ..Default::default()
+    };
     for n in nodes {
-        if !node_ready(n) {
-            not_ready += 1;
-            continue;
+        let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        let reason = if cordoned && !tolerations.iter().any(|t| taints::tolerates(t, &cordon)) {
+            Some("node(s) were unschedulable".to_string())
+        } else if let Some(t) = taints::untolerated_for_scheduling(taints::taints(n), tolerations) {
+            Some(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                t.key,
+                t.value.as_deref().unwrap_or("")
+            ))
+        } else if !node_ready(n) && !tolerations.iter().any(|t| taints::tolerates(t, &not_ready)) {
+            // A node that is not Ready before the lifecycle controller tainted it (kube's kubelet
+            // registers with this taint).
+            Some(format!(
+                "node(s) had untolerated taint {{{}: }}",
+                taints::NOT_READY
+            ))
+        } else if !selector.iter().all(|(k, v)| n.labels().get(k) == Some(v)) {
+            Some("node(s) didn't match Pod's node affinity/selector".to_string())
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => *reasons.entry(r).or_default() += 1,
+            None => {
+                let name = n.name_any();
+                candidates.push((load.get(&name).copied().unwrap_or(0), name));
+            }
         }
-        if n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
-            unschedulable += 1;
-            continue;
-        }
-        let labels = n.labels();
-        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            mismatch += 1;
-            continue;
-        }
-        let name = n.name_any();
-        candidates.push((load.get(&name).copied().unwrap_or(0), name));
     }
     candidates.sort();
     if let Some((_, name)) = candidates.into_iter().next() {
         return Ok(name);
     }
-    let mut reasons = Vec::new();
-    if mismatch > 0 {
-        reasons.push(format!(
-            "{mismatch} node(s) didn't match Pod's node affinity/selector"
-        ));
-    }
-    if not_ready > 0 {
-        reasons.push(format!(
-            "{not_ready} node(s) had untolerated taint {{node.kubernetes.io/not-ready: }}"
-        ));
-    }
-    if unschedulable > 0 {
-        reasons.push(format!("{unschedulable} node(s) were unschedulable"));
-    }
+    let mut reasons: Vec<String> = reasons.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+    reasons.sort();
     let mut msg = format!("0/{} nodes are available", nodes.len());
     if !reasons.is_empty() {
         msg.push_str(": ");
@@ -236,14 +253,25 @@ pub async fn run_node_controllers(client: Client, informers: SharedInformers, cf
 
     let mut recorder = Recorder::new(client.clone(), "default-scheduler");
     let mut reported: HashMap<String, String> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut lifecycle = Lifecycle::new(client.clone(), cfg.grace);
+    let mut tick = tokio::time::interval(cfg.monitor_period.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the next toleration of a pod on a NoExecute-tainted node runs out.
+    let mut next_eviction: Option<tokio::time::Instant> = None;
     loop {
+        let eviction_due = async move {
+            match next_eviction {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = wake.notified() => {}
+            _ = eviction_due => {}
             _ = tick.tick() => {
                 // Only from complete caches: a node whose Lease is not listed yet would look expired.
                 if node_store.is_synced() && lease_store.is_synced() && pod_store.is_synced() {
-                    check_leases(&client, &cfg, &node_store, &lease_store, &pod_store).await;
+                    lifecycle.monitor(&node_store, &lease_store, &pod_store).await;
                 }
             }
         }
@@ -251,19 +279,23 @@ pub async fn run_node_controllers(client: Client, informers: SharedInformers, cf
         pod_store.wait_until_synced().await;
         schedule(&client, &node_store, &pod_store, &mut recorder, &mut reported).await;
         collect_orphans(&client, &node_store, &pod_store).await;
+        next_eviction = lifecycle.evict(&node_store, &pod_store).await;
     }
 }
 
-/// Whether a pod event can give the scheduler or the orphan collector work: a pod waiting for a node,
-/// a pod bound to a node that does not exist, a deletion (capacity freed for waiting pods), a list.
-/// Status writes of bound pods, which are nearly all pod events, do not wake the loop: each pass reads
-/// every pod, so waking on them made a burst of N pod events cost N × N.
+/// Whether a pod event can give the scheduler, the orphan collector or the eviction work: a pod waiting
+/// for a node, a pod bound to a node that does not exist or carries a `NoExecute` taint, a deletion
+/// (capacity freed for waiting pods), a list. Status writes of pods on healthy nodes, which are nearly
+/// all pod events, do not wake the loop: each pass reads every pod, so waking on them made a burst of N
+/// pod events cost N × N.
 fn wakes_node_loop(event: &svcnet_informer::Event<Pod>, nodes: &Store<Node>) -> bool {
     match event {
         svcnet_informer::Event::Apply { obj, .. } => {
             match obj.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
                 None | Some("") => true,
-                Some(node) => nodes.get_named("", node).is_none(),
+                Some(node) => nodes
+                    .get_named("", node)
+                    .is_none_or(|n| taints::taints(&n).iter().any(|t| t.effect == taints::NO_EXECUTE)),
             }
         }
         svcnet_informer::Event::Delete(_) | svcnet_informer::Event::Listed => true,
@@ -304,71 +336,6 @@ async fn assign_pod_cidr(
         Err(e) => {
             warn!(node = %name, error = %e, "assigning pod CIDR failed");
             Assignment::Failed
-        }
-    }
-}
-
-async fn check_leases(
-    client: &Client,
-    cfg: &NodeControllersConfig,
-    nodes: &Store<Node>,
-    leases: &Store<Lease>,
-    pods: &Store<Pod>,
-) {
-    let at = jiff::Timestamp::now();
-    let api: Api<Node> = Api::all(client.clone());
-    for node in nodes.state() {
-        let name = node.name_any();
-        let renewed = leases
-            .state()
-            .iter()
-            .find(|l| l.name_any() == name)
-            .and_then(|l| l.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0));
-        let expired = match renewed {
-            Some(t) => at.duration_since(t) > jiff::SignedDuration::try_from(cfg.grace).unwrap_or_default(),
-            // Never renewed: judge by the node's age so a node that is registering is not condemned.
-            None => node.metadata.creation_timestamp.as_ref().is_some_and(|c| {
-                at.duration_since(c.0) > jiff::SignedDuration::try_from(cfg.grace).unwrap_or_default()
-            }),
-        };
-        let ready_status = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.status.clone());
-        if !expired || ready_status.as_deref() == Some("Unknown") {
-            continue;
-        }
-        info!(node = %name, "node lease expired; marking NotReady");
-        let ts = now();
-        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
-            "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.",
-            "lastHeartbeatTime": ts, "lastTransitionTime": ts}]}});
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await
-        {
-            warn!(node = %name, error = %e, "marking node NotReady failed");
-            continue;
-        }
-        for pod in pods
-            .state()
-            .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
-        {
-            let pods_api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-            let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": ts}]}});
-            if let Err(e) = pods_api
-                .patch_status(
-                    &pod.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
-                .await
-            {
-                debug!(pod = %pod.name_any(), error = %e, "marking pod unready failed");
-            }
         }
     }
 }
@@ -531,8 +498,34 @@ mod tests {
         assert_eq!(pick_node(&pod("new", None, &[]), &nodes, &load).unwrap(), "a");
         assert_eq!(
             err,
-            "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+            "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, 2 node(s) didn't match Pod's node affinity/selector."
         );
+    }
+
+    #[test]
+    fn taints_keep_pods_away_unless_tolerated() {
+        let mut tainted: Node = (*node("a", true, &[])).clone();
+        tainted.spec = Some(
+            serde_json::from_value(json!({"taints": [
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+            {"key": "soft", "effect": "PreferNoSchedule"}]}))
+            .unwrap(),
+        );
+        let mut cordoned: Node = (*node("b", true, &[])).clone();
+        cordoned.spec = Some(serde_json::from_value(json!({"unschedulable": true})).unwrap());
+        let nodes = vec![Arc::new(tainted), Arc::new(cordoned)];
+        let load = HashMap::new();
+        let err = pick_node(&pod("p", None, &[]), &nodes, &load).unwrap_err();
+        assert_eq!(
+            err,
+            "0/2 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, 1 node(s) were unschedulable."
+        );
+        let mut tolerant = (*pod("p", None, &[])).clone();
+        tolerant.spec.as_mut().unwrap().tolerations = Some(vec![
+            serde_json::from_value(json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists"}))
+                .unwrap(),
+        ]);
+        assert_eq!(pick_node(&tolerant, &nodes, &load).unwrap(), "a");
     }
 
     #[test]

@@ -47,6 +47,150 @@ for _ in range(600):
     time.sleep(0.5)
 "#;
 
+/// A bounded load generator: `IP PORT SECONDS RATE TIMEOUT` opens RATE new TCP connections a second to
+/// `IP:PORT` for SECONDS (each given TIMEOUT seconds to connect and answer; at most 1,000 open at once),
+/// prints `answered` on its own line at the first answer, then one JSON object: how many were started,
+/// answers by pod, each failure as `[unix start time, exception]`, and each pod's last answer (unix
+/// start time of the request).
+pub const LOADER: &str = r#"
+import asyncio, json, sys, time
+ip, port, seconds, rate, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+hits, failures, last, started = {}, [], {}, 0
+first = True
+async def one(sem):
+    global first
+    t = time.time()
+    try:
+        async with sem:
+            r, w = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+            try:
+                data = await asyncio.wait_for(r.readline(), timeout)
+            finally:
+                w.close()
+        pod = data.decode().split()[0]
+        hits[pod] = hits.get(pod, 0) + 1
+        last[pod] = max(last.get(pod, 0), t)
+        if first:
+            first = False
+            print("answered", flush=True)
+    except Exception as e:
+        failures.append([t, type(e).__name__])
+async def main():
+    global started
+    sem = asyncio.Semaphore(1000)
+    tasks = []
+    t0 = time.monotonic()
+    total = int(seconds * rate)
+    while started < total:
+        due = t0 + started / rate
+        now = time.monotonic()
+        if due > now:
+            await asyncio.sleep(due - now)
+        tasks.append(asyncio.ensure_future(one(sem)))
+        started += 1
+    await asyncio.gather(*tasks)
+asyncio.run(main())
+if first:
+    print("no answer", flush=True)
+print(json.dumps({"started": started, "hits": hits, "failures": failures, "last": last}))
+"#;
+
+/// What a [`LOADER`] run saw.
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    /// Requests started.
+    pub started: u64,
+    /// Answers by pod name.
+    pub hits: std::collections::BTreeMap<String, u64>,
+    /// Failed requests: when each started (Unix seconds) and what the exception was.
+    pub failures: Vec<(f64, String)>,
+    /// When the last request each pod answered started (Unix seconds).
+    pub last: std::collections::BTreeMap<String, f64>,
+}
+
+/// A [`LOADER`] running in a namespace; killed by its PID if dropped unfinished.
+pub struct Load {
+    child: Option<std::process::Child>,
+}
+
+impl Load {
+    /// Starts the loader in `netns` against `ip:port` and waits for its first answer (false if it ended
+    /// without one).
+    pub fn start(netns: &str, ip: &str, port: u16, seconds: f64, rate: u32, timeout: f64) -> (Load, bool) {
+        use std::io::Read;
+        let mut child = command_in(netns, "timeout")
+            .args(["300", "python3", "-c", LOADER, ip, &port.to_string()])
+            .args([seconds.to_string(), rate.to_string(), timeout.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the loader");
+        let mut line = Vec::new();
+        if let Some(out) = child.stdout.as_mut() {
+            let mut byte = [0u8; 1];
+            while out.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+        }
+        (Load { child: Some(child) }, line == b"answered")
+    }
+
+    /// Waits for the loader to finish and parses its report.
+    pub fn finish(mut self) -> LoadResult {
+        let child = self.child.take().expect("running");
+        let out = child.wait_with_output().expect("loader output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("loader output {text:?}: {e}"));
+        let map_u = |k: &str| {
+            v[k].as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        };
+        LoadResult {
+            started: v["started"].as_u64().unwrap_or(0),
+            hits: map_u("hits"),
+            failures: v["failures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    (
+                        f[0].as_f64().unwrap_or(0.0),
+                        f[1].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect(),
+            last: v["last"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Now, in Unix seconds (what [`LoadResult`]'s times are compared with).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// A pod manifest (JSON) in `default` on `node` running `python3 -c SCRIPT ARGS…`, with `labels`; with
 /// `port`, ready once it accepts TCP connections there.
 pub fn python_pod(

@@ -15,6 +15,7 @@ mod kube_proxy_config;
 mod lab_cmd;
 mod lb_args;
 mod listener_events;
+mod node_args;
 mod node_proxy;
 mod proxy_cluster;
 mod proxy_cmd;
@@ -120,9 +121,8 @@ struct UpArgs {
     /// interrupt the Services they serve.
     #[arg(long)]
     stop_pods_on_exit: bool,
-    /// How long a node may go without renewing its Lease before it is marked NotReady (seconds).
-    #[arg(long, default_value_t = 40)]
-    node_monitor_grace_period: u64,
+    #[command(flatten)]
+    lifecycle: node_args::NodeLifecycleArgs,
     /// Pod network of the local node: `host` (pods bind their own loopback address; no root needed) or
     /// `netns` (root: a network namespace per pod on a node bridge; give a real --cluster-cidr such as
     /// 10.244.0.0/16).
@@ -166,7 +166,7 @@ struct AgentArgs {
     /// Address of the agent's endpoint (container logs); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Duration of the node's Lease; it is renewed every quarter of it (the kubelet's flag).
+    /// Duration of the node's Lease in seconds; it is renewed every quarter of it (the kubelet's flag).
     #[arg(long, default_value_t = 40)]
     node_lease_duration_seconds: u64,
     /// Pod network: `host` (pods bind their own loopback address; no root needed) or `netns` (root: a
@@ -343,6 +343,7 @@ fn spawn_pod_network(
 async fn agent(args: AgentArgs) -> Result<()> {
     check_overlay(args.pod_network, args.overlay, args.node_ip)?;
     args.lb.check()?;
+    node_args::check_lease_duration(args.node_lease_duration_seconds)?;
     let client = kube_client(&args.kubeconfig).await?;
     private_dir(&args.data_dir)?;
     let node_name = args.node_name.unwrap_or_else(hostname);
@@ -401,7 +402,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.node_ip,
         args.data_dir.canonicalize()?,
         args.listen,
-        std::time::Duration::from_secs(args.node_lease_duration_seconds.max(4)),
+        std::time::Duration::from_secs(args.node_lease_duration_seconds),
         args.pod_network,
         kubeconfig_token(&args.kubeconfig),
     );
@@ -519,6 +520,7 @@ fn private_dir(dir: &std::path::Path) -> Result<()> {
 }
 
 async fn up(args: UpArgs) -> Result<()> {
+    args.lifecycle.check()?;
     private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let node_ports: PortRange = args
@@ -609,7 +611,8 @@ async fn up(args: UpArgs) -> Result<()> {
         svcnet_controllers::nodes::NodeControllersConfig {
             cluster_cidr: args.cluster_cidr,
             node_mask: args.node_cidr_mask_size,
-            grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
+            grace: args.lifecycle.node_monitor_grace_period,
+            monitor_period: args.lifecycle.node_monitor_period,
         },
     );
     supervisor.spawn("node-controllers", async move {
@@ -710,7 +713,7 @@ async fn up(args: UpArgs) -> Result<()> {
             addr.ip(),
             data_dir.join("agent"),
             SocketAddr::new(addr.ip(), 0),
-            std::time::Duration::from_secs(args.node_monitor_grace_period.max(4)),
+            (args.lifecycle.node_monitor_grace_period).max(std::time::Duration::from_secs(4)),
             args.pod_network,
             Some(creds.token.clone()),
         );

@@ -128,8 +128,9 @@ pub(super) struct PodSync {
     pub(super) retry: HashMap<String, Retry>,
     /// Gives pods their own hostname and `/etc/hosts`, where it works.
     pub(super) sandbox: Sandbox,
-    /// Tells the status writer about every event of a pod with readiness gates: another writer may
-    /// have changed a gate's condition, which moves the pod's Ready.
+    /// Tells the status writer about every event of a pod with readiness gates (another writer may
+    /// have changed a gate's condition, which moves the pod's Ready) and of a pod whose Ready another
+    /// writer changed (the node lifecycle controller, while this node's Lease lapsed).
     pub(super) gated: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
@@ -151,6 +152,18 @@ fn retry_delay(failures: u32) -> Duration {
 }
 
 impl PodSync {
+    /// Whether the API shows the pod's Ready condition other than the runner has it (both having one).
+    fn ready_moved(&self, pod: &Pod) -> bool {
+        let Some(ours) = pod.uid().and_then(|uid| self.runner.status(&uid)) else {
+            return false;
+        };
+        let (api, ours) = (
+            super::status::ready_of(pod.status.as_ref()),
+            super::status::ready_of(Some(&ours)),
+        );
+        api.is_some() && ours.is_some() && api != ours
+    }
+
     /// The pod loop: every pod event, pods that may now get an address, and due retries, until the
     /// pod watch ends.
     pub(super) async fn run(mut self, pod_stream: impl Stream<Item = Result<Pod, watcher::Error>>) {
@@ -160,7 +173,7 @@ impl PodSync {
             tokio::select! {
                 ev = pod_stream.next() => match ev {
                     Some(Ok(pod)) => {
-                        if super::readiness::has_gates(&pod)
+                        if (super::readiness::has_gates(&pod) || self.ready_moved(&pod))
                             && let Some(uid) = pod.uid()
                         {
                             let _ = self.gated.send(uid);

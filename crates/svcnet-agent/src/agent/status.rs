@@ -1,5 +1,6 @@
 //! The status writer: every change the runner reports goes to the pod's `status`, written only when it
-//! changed, and tried again shortly when it could not be written. Readiness gates are applied from the
+//! changed (or when another writer moved its Ready condition away from the runner's), and tried again
+//! shortly when it could not be written. Readiness gates are applied from the
 //! pod as the API shows it, and re-evaluated whenever another writer changes a gated pod's status. The
 //! status goes out as a strategic merge patch, which merges `conditions` by type: conditions other
 //! writers set through `pods/status` (the gates' own) are never overwritten.
@@ -99,7 +100,16 @@ async fn write_status(
         return true;
     };
     clear_absent_condition_fields(&mut value);
-    if written.get(uid) == Some(&value) {
+    // Unchanged since the last write, unless another writer moved Ready meanwhile: the node lifecycle
+    // controller sets it False while this node's Lease lapses, and once the node is back the pod's own
+    // readiness must be written again (the kubelet's status manager reconciles the same way).
+    let api_ready = ready_of(pod.status.as_ref());
+    let ours = value["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str());
+    let moved = api_ready.is_some() && ours.is_some() && api_ready != ours;
+    if written.get(uid) == Some(&value) && !moved {
         return true;
     }
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
@@ -123,6 +133,14 @@ async fn write_status(
             false
         }
     }
+}
+
+/// The status of a pod status's Ready condition, if it has one.
+pub(super) fn ready_of(status: Option<&k8s_openapi::api::core::v1::PodStatus>) -> Option<&str> {
+    status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str())
 }
 
 /// A strategic merge patch merges each condition into the one of its type field by field, so a reason

@@ -1,4 +1,5 @@
-//! The Pod strategy: a new pod starts Pending, gets kube's pod defaults, and is validated by
+//! The Pod strategy: a new pod starts Pending, gets kube's pod defaults and the DefaultTolerationSeconds
+//! plugin's tolerations, and is validated by
 //! `svcnet_api::workload`. (Graceful deletion is a declarative rule of the kind.)
 
 use serde_json::{Value, json};
@@ -22,6 +23,8 @@ impl Strategy for Pod {
 
     fn set_defaults(&self, obj: &mut Value) {
         workload::set_pod_defaults(obj);
+        // Admission, not defaulting, in kube; it runs on the same writes (pods' create and update).
+        workload::add_default_tolerations(obj);
     }
 
     fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {

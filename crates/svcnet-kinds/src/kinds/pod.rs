@@ -271,6 +271,13 @@ const CONTAINER_PROTO: &[proto::Field] = &[
     f(17, "stdinOnce", Wire::Bool),
     f(18, "tty", Wire::Bool),
 ];
+const TOLERATION_PROTO: &[proto::Field] = &[
+    f(1, "key", Wire::Str),
+    f(2, "operator", Wire::Str),
+    f(3, "value", Wire::Str),
+    f(4, "effect", Wire::Str),
+    p(5, "tolerationSeconds", Wire::Int),
+];
 const SPEC_PROTO: &[proto::Field] = &[
     proto::r(20, "initContainers", Wire::Msg(CONTAINER_PROTO)),
     proto::r(2, "containers", Wire::Msg(CONTAINER_PROTO)),
@@ -285,6 +292,7 @@ const SPEC_PROTO: &[proto::Field] = &[
     f(16, "hostname", Wire::Str),
     f(17, "subdomain", Wire::Str),
     f(19, "schedulerName", Wire::Str),
+    proto::r(22, "tolerations", Wire::Msg(TOLERATION_PROTO)),
     p(25, "priority", Wire::Int),
     p(30, "enableServiceLinks", Wire::Bool),
 ];
