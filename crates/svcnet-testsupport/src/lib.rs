@@ -3,6 +3,7 @@
 //! - [`cluster`]: a real `svcnet up` with its own data directory and loopback port, driven with real kubectl.
 //!   The `svcnet` binary's path is an argument: only the `svcnet` crate's own tests know it, as
 //!   `env!("CARGO_BIN_EXE_svcnet")`.
+//! - [`etcd`]: a real etcd member on free loopback ports (the etcd store's and HA control plane's tests).
 //! - [`kubectl`]: which kubectl binaries the tests use and where they are.
 //! - [`net`]: small std-thread TCP/UDP servers that answer with their identity, clients for them, free
 //!   ports, and Service/EndpointSlice manifest text.
@@ -19,6 +20,7 @@
 //! addresses, links and routes exist only inside namespaces the harness creates and deletes.
 
 pub mod cluster;
+pub mod etcd;
 pub mod kubectl;
 pub mod lab;
 pub mod multinode;
