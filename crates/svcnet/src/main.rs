@@ -18,6 +18,7 @@ mod listener_events;
 mod proxy_cluster;
 mod proxy_cmd;
 mod status;
+mod store_args;
 mod supervise;
 
 use std::net::SocketAddr;
@@ -32,8 +33,6 @@ use svcnet_agent::agent::PodNetwork;
 use svcnet_alloc::PortRange;
 use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
 use svcnet_apiserver::{ApiServer, Config, pki};
-use svcnet_store::Store;
-use svcnet_store::redb::RedbStore;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -132,6 +131,12 @@ struct UpArgs {
     /// machine's network cannot route to (`svcnet lab` uses it).
     #[arg(long, value_name = "PATH")]
     kubelet_egress_uds: Option<PathBuf>,
+    /// Run only the control plane (API server and controllers), no node: no node agent, cluster DNS or
+    /// data plane. With `--etcd-servers`, any number of such instances serve one cluster.
+    #[arg(long)]
+    control_plane_only: bool,
+    #[command(flatten)]
+    store: store_args::StoreArgs,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -536,7 +541,7 @@ async fn up(args: UpArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--lb-pool: {e}"))?;
 
-    let store = Arc::new(RedbStore::open(&data_dir.join("store.redb")).context("opening the store")?);
+    let store = args.store.open(&data_dir).await?;
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
     let tls = pki::server_config(&creds)?;
     let listener = TcpListener::bind(args.api_listen).await.map_err(|e| {
@@ -618,7 +623,9 @@ async fn up(args: UpArgs) -> Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     // The node's data plane is an API client of its own, like kube-proxy beside the kubelet: it runs
     // with or without the local agent (`--proxy-mode none` turns it off).
-    let (_routes, dataplane) = {
+    let (_routes, dataplane) = if args.control_plane_only {
+        (None, None)
+    } else {
         dataplane_args::start(
             &args.dataplane,
             client.clone(),
@@ -637,7 +644,8 @@ async fn up(args: UpArgs) -> Result<()> {
         supervisor.watch_spawned("dataplane", task);
     }
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
-    if !args.no_agent {
+    let no_agent = args.no_agent || args.control_plane_only;
+    if !no_agent {
         let dns = args.dns.spawn(
             client.clone(),
             &data_dir,
@@ -680,7 +688,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     // Resolves once the agent has stopped its pods (or has ended otherwise).
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
-    let agent_runs = !args.no_agent;
+    let agent_runs = !no_agent;
     if agent_runs {
         spawn_pod_network(
             &mut supervisor,
