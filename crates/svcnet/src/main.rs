@@ -14,6 +14,7 @@ mod dns_cmd;
 mod kube_proxy_config;
 mod lab_cmd;
 mod lb_args;
+mod leader;
 mod listener_events;
 mod proxy_cluster;
 mod proxy_cmd;
@@ -137,6 +138,8 @@ struct UpArgs {
     control_plane_only: bool,
     #[command(flatten)]
     store: store_args::StoreArgs,
+    #[command(flatten)]
+    leader: leader::LeaderArgs,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -511,6 +514,7 @@ fn private_dir(dir: &std::path::Path) -> Result<()> {
 }
 
 async fn up(args: UpArgs) -> Result<()> {
+    args.leader.check()?;
     private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let node_ports: PortRange = args
@@ -594,6 +598,15 @@ async fn up(args: UpArgs) -> Result<()> {
             }
         }
     });
+    // On a shared store only the instance holding the controllers' Lease runs them (see `leader`).
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
+    if args.store.etcd() && args.leader.leader_elect {
+        let election =
+            leader::Election::new(client.clone(), leader::identity(&data_dir)?, args.leader.clone());
+        supervisor.spawn("leader-election", election.run(leading_tx));
+    } else {
+        let _ = leading_tx.send(true);
+    }
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
@@ -604,17 +617,23 @@ async fn up(args: UpArgs) -> Result<()> {
             grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
         },
     );
+    let gate = leading.clone();
     supervisor.spawn("node-controllers", async move {
+        leader::wait(gate).await;
         nodes.await;
         Ok(())
     });
     let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(client.clone());
+    let gate = leading.clone();
     supervisor.spawn("serviceaccount-controller", async move {
+        leader::wait(gate).await;
         accounts.await;
         Ok(())
     });
     let workloads = svcnet_controllers::run_workload_controllers(client.clone(), informers.clone());
+    let gate = leading.clone();
     supervisor.spawn("workload-controllers", async move {
+        leader::wait(gate).await;
         workloads.await;
         Ok(())
     });
@@ -679,7 +698,9 @@ async fn up(args: UpArgs) -> Result<()> {
             ..Default::default()
         },
     );
+    let gate = leading.clone();
     supervisor.spawn("endpointslice-controllers", async move {
+        leader::wait(gate).await;
         slices.await;
         Ok(())
     });
@@ -725,7 +746,9 @@ async fn up(args: UpArgs) -> Result<()> {
             class: args.lb_class.clone(),
         };
         let (client, services) = (client.clone(), informers.services.clone());
+        let gate = leading.clone();
         supervisor.spawn("lb-ipam", async move {
+            leader::wait(gate).await;
             svcnet_controllers::run_lb_ipam(client, services, ipam).await?;
             Ok(())
         });

@@ -94,7 +94,7 @@ impl StoreArgs {
 
 /// Parses a Go duration as kube-apiserver's flags take it: `0`, or numbers with units `h`, `m`, `s`,
 /// `ms` in sequence (`1h30m`, `90s`, `1.5m`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }

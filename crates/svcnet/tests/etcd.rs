@@ -110,6 +110,10 @@ fn bad_etcd_flags_are_refused() {
             ],
             "invalid duration \"5x\"",
         ),
+        (
+            vec!["--leader-elect-renew-deadline", "20s"],
+            "--leader-elect-renew-deadline must be shorter than --leader-elect-lease-duration",
+        ),
     ] {
         let out = std::process::Command::new(SVCNET)
             .args(["up", "--api-listen", "127.0.0.1:0", "--data-dir"])
@@ -278,4 +282,77 @@ async fn three_api_servers_on_one_etcd() {
     let (_, list) = send(&kc, "GET", CMS, None).await;
     assert_eq!(names(&list).len(), 3 + 30 + 1);
     assert!(names(&list).contains(&"after-kill".to_string()));
+}
+
+fn deployment(name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: c\n        image: python3\n"
+    )
+}
+
+fn lease_holder(c: &Cluster) -> String {
+    let lease = c.get_json(&["lease", "-n", "kube-system", "svcnet-controller-manager"]);
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Two control-plane instances: only the one holding the Lease `kube-system/svcnet-controller-manager`
+/// runs the controllers (one ReplicaSet per Deployment, never two); when it is killed, the other takes
+/// the Lease once it expires and the controllers go on there.
+#[test]
+fn controllers_fail_over_between_instances() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let flags = [
+        "--control-plane-only",
+        "--etcd-servers",
+        url.as_str(),
+        "--leader-elect-lease-duration",
+        "3s",
+        "--leader-elect-renew-deadline",
+        "2s",
+        "--leader-elect-retry-period",
+        "500ms",
+    ];
+    let mut a = Cluster::start_with(SVCNET, &flags);
+    let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
+    assert!(eventually(Duration::from_secs(10), || lease_holder(&a) == a_id));
+    let b = Cluster::start_joining(SVCNET, &a, &flags);
+    let b_id = std::fs::read_to_string(b.dir.join("leader-identity")).unwrap();
+    assert_ne!(a_id, b_id);
+    assert!(eventually(Duration::from_secs(10), || b
+        .log()
+        .contains("waiting to lead the controllers")));
+    b.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(&deployment("one")),
+    );
+    let replicasets =
+        |c: &Cluster, app: &str| names(&c.get_json(&["replicasets", "-l", &format!("app={app}")])).len();
+    assert!(eventually(Duration::from_secs(10), || replicasets(&b, "one") == 1));
+    // Still one after a while: b, not leading, made none of its own.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(replicasets(&b, "one"), 1);
+    assert_eq!(lease_holder(&b), a_id);
+    assert!(!b.log().contains("leading: the controllers run on this instance"));
+
+    a.stop("KILL");
+    let t0 = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || lease_holder(&b) == b_id),
+        "{}",
+        b.log()
+    );
+    // Lease duration (3 s) plus a retry period or two.
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    b.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(&deployment("two")),
+    );
+    assert!(eventually(Duration::from_secs(10), || replicasets(&b, "two") == 1));
+    assert_eq!(replicasets(&b, "one"), 1);
 }
