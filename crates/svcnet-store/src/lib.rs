@@ -10,6 +10,7 @@
 //! Storage knows nothing about Kubernetes objects: resourceVersions, watch caches and selectors live in
 //! the API server, which keeps this crate small and the backends interchangeable.
 
+pub mod backup;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod redb;

@@ -33,10 +33,10 @@ use crate::{
 };
 
 /// key → (create revision, modification revision, value)
-const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("objects");
+pub(crate) const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("objects");
 /// name → number; holds the current revision under `revision`.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const REVISION_KEY: &str = "revision";
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const REVISION_KEY: &str = "revision";
 /// Scratch space for the write probe a reopen makes before it declares the store healthy.
 const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
 /// As large as a big object: a probe that fits in pages freed by earlier commits proves little.

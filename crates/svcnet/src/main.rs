@@ -8,6 +8,7 @@
 //! Every long-running loop either command starts runs under a [`supervise::Supervisor`]: when one stops,
 //! the command logs it, turns its health red and shuts down with an error.
 
+mod backup_cmd;
 mod dataplane_args;
 mod dns_args;
 mod dns_cmd;
@@ -57,6 +58,10 @@ enum Command {
     /// Run only the cluster DNS server against an API server (`--kubeconfig`, or in a pod), configured
     /// by a CoreDNS Corefile (`--conf`): CoreDNS's job.
     Dns(dns_cmd::DnsCmdArgs),
+    /// Back up the embedded store of a cluster to FILE (consistent while `svcnet up` runs).
+    Backup(backup_cmd::BackupArgs),
+    /// Restore the embedded store of a stopped cluster from a backup FILE.
+    Restore(backup_cmd::BackupArgs),
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
     /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
     Lab(lab_cmd::LabArgs),
@@ -590,6 +595,13 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut supervisor = Supervisor::new();
     // The store heals a failed disk by itself (see `svcnet_store::redb`); only a store that cannot go on
     // without a reload stops the process, so that whoever runs it restarts it on a fresh snapshot.
+    if !args.store.etcd() {
+        let (dir, store) = (data_dir.clone(), store.clone());
+        supervisor.spawn(
+            "backup-socket",
+            async move { backup_cmd::serve(&dir, store).await },
+        );
+    }
     supervisor.spawn("storage", async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -819,6 +831,14 @@ fn main() -> Result<()> {
             raise_fd_limit(None);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(dns_cmd::run(args))
+        }
+        Command::Backup(args) => {
+            init_logging("text");
+            tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_backup(args))
+        }
+        Command::Restore(args) => {
+            init_logging("text");
+            tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_restore(args))
         }
         Command::Lab(args) => {
             init_logging("text");
