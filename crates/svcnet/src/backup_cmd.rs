@@ -1,11 +1,12 @@
-//! `svcnet backup` and `svcnet restore` for the embedded store.
+//! `svcnet backup`, `svcnet restore` and `svcnet migrate` for the embedded store.
 //!
 //! A backup is consistent while `svcnet up` runs: the running process owns the store file (redb locks
 //! it), so `backup` asks it over the owner-only Unix socket `DIR/backup.sock`, and the process writes a
 //! snapshot taken at one revision ([`svcnet_store::backup`]). With no process running, `backup` reads the
 //! file itself. `restore` refuses while `svcnet up` runs on the directory, checks the backup whole, keeps
 //! the current store beside it (`store.redb.before-restore-<time>`) and puts the backup in its place.
-//! A cluster on etcd is backed up with etcd's own `etcdctl snapshot save`.
+//! A cluster on etcd is backed up with etcd's own `etcdctl snapshot save`; `svcnet migrate` moves a
+//! stopped one-node cluster from its embedded store into etcd.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -168,6 +169,65 @@ pub async fn run_restore(args: BackupArgs) -> Result<()> {
         snapshot.revision,
         args.data_dir.display(),
         args.data_dir.display()
+    );
+    Ok(())
+}
+
+/// `svcnet migrate` arguments.
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// The data directory of the one-node cluster (`svcnet up --data-dir`); it must not be running.
+    #[arg(long, default_value = "./svcnet-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    store: crate::store_args::StoreArgs,
+}
+
+/// `svcnet migrate`: copies a stopped cluster's embedded store into etcd, oldest write first, so the
+/// objects keep their UIDs and allocations (both live in the objects) and their resourceVersions keep
+/// their order (the numbers become etcd's revisions).
+pub async fn run_migrate(args: MigrateArgs) -> Result<()> {
+    if !args.store.etcd() {
+        bail!("svcnet migrate needs --etcd-servers: the etcd to move the cluster into");
+    }
+    if UnixStream::connect(args.data_dir.join(SOCKET)).await.is_ok() {
+        bail!(
+            "svcnet up is running on {}; stop it before migrating",
+            args.data_dir.display()
+        );
+    }
+    let path = args.data_dir.join(STORE);
+    let mut snapshot = backup::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let etcd = args.store.open(&args.data_dir).await?;
+    let (existing, _) = etcd.snapshot_and_watch("/").await?;
+    if !existing.items.is_empty() {
+        bail!(
+            "etcd already holds {} objects under the prefix; migrate only into an empty one",
+            existing.items.len()
+        );
+    }
+    snapshot.items.sort_by_key(|kv| kv.mod_revision);
+    for kv in &snapshot.items {
+        let outcome = etcd
+            .write(svcnet_store::Write::Put {
+                key: kv.key.clone(),
+                value: kv.value.clone(),
+                precondition: svcnet_store::Precondition::Absent,
+            })
+            .await?;
+        if let svcnet_store::WriteOutcome::PreconditionFailed { .. } = outcome {
+            bail!(
+                "{} appeared in etcd while migrating; is another server writing there?",
+                kv.key
+            );
+        }
+    }
+    println!(
+        "migrated {} objects into etcd {}; start the cluster with svcnet up --data-dir {} --etcd-servers {}",
+        snapshot.items.len(),
+        args.store.etcd_servers.join(","),
+        args.data_dir.display(),
+        args.store.etcd_servers.join(",")
     );
     Ok(())
 }

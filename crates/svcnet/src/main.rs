@@ -62,6 +62,9 @@ enum Command {
     Backup(backup_cmd::BackupArgs),
     /// Restore the embedded store of a stopped cluster from a backup FILE.
     Restore(backup_cmd::BackupArgs),
+    /// Move a stopped one-node cluster's embedded store into etcd (`--etcd-servers`), keeping UIDs,
+    /// allocations and the order of resourceVersions.
+    Migrate(backup_cmd::MigrateArgs),
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
     /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
     Lab(lab_cmd::LabArgs),
@@ -839,6 +842,10 @@ fn main() -> Result<()> {
         Command::Restore(args) => {
             init_logging("text");
             tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_restore(args))
+        }
+        Command::Migrate(args) => {
+            init_logging("text");
+            tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_migrate(args))
         }
         Command::Lab(args) => {
             init_logging("text");

@@ -1,10 +1,12 @@
 //! `svcnet backup` and `svcnet restore` of the embedded store: a backup taken while `svcnet up` runs and
 //! takes writes restores to exactly the objects it held (same UIDs, resourceVersions and ClusterIPs), and
-//! the resourceVersion goes on from there.
+//! the resourceVersion goes on from there. `svcnet migrate` moves a stopped cluster into etcd with its
+//! UIDs, ClusterIPs and resourceVersion order.
 
 use std::process::{Command, Output};
 
 use svcnet_testsupport::Cluster;
+use svcnet_testsupport::etcd::Etcd;
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
@@ -128,4 +130,55 @@ fn backup_while_running_then_restore() {
     let bad = svcnet(&["restore", c.dir.join("svcnet.log").to_str().unwrap()], &c.dir);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("reading the backup"), "{}", text(&bad));
+}
+
+#[test]
+fn migrate_a_one_node_cluster_into_etcd() {
+    let mut c = Cluster::start_with(SVCNET, &["--no-agent"]);
+    for i in 0..5 {
+        create_cm(&c, &format!("cm{i}"));
+    }
+    c.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let svc = c.get_json(&["service", "web"]);
+    let before: Vec<(String, String)> = (0..5).map(|i| meta(&c, "configmap", &format!("cm{i}"))).collect();
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let refused = svcnet(&["migrate", "--etcd-servers", &url], &c.dir);
+    assert!(
+        text(&refused).contains("stop it before migrating"),
+        "{}",
+        text(&refused)
+    );
+    c.stop("TERM");
+    let no_etcd = svcnet(&["migrate"], &c.dir);
+    assert!(
+        text(&no_etcd).contains("needs --etcd-servers"),
+        "{}",
+        text(&no_etcd)
+    );
+    let out = svcnet(&["migrate", "--etcd-servers", &url], &c.dir);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("migrated"), "{}", text(&out));
+    let twice = svcnet(&["migrate", "--etcd-servers", &url], &c.dir);
+    assert!(
+        text(&twice).contains("migrate only into an empty one"),
+        "{}",
+        text(&twice)
+    );
+
+    c.set_flags(&["--no-agent", "--etcd-servers", &url]);
+    c.start_again();
+    let after: Vec<(String, String)> = (0..5).map(|i| meta(&c, "configmap", &format!("cm{i}"))).collect();
+    let uids = |v: &[(String, String)]| v.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>();
+    assert_eq!(uids(&after), uids(&before), "same UIDs");
+    let revs: Vec<u64> = after.iter().map(|(_, r)| r.parse().unwrap()).collect();
+    assert!(
+        revs.windows(2).all(|w| w[0] < w[1]),
+        "resourceVersion order kept: {revs:?}"
+    );
+    let moved = c.get_json(&["service", "web"]);
+    assert_eq!(moved["metadata"]["uid"], svc["metadata"]["uid"]);
+    assert_eq!(moved["spec"]["clusterIP"], svc["spec"]["clusterIP"]);
+    let keys = etcd.etcdctl(&["get", "--prefix", "/registry/", "--keys-only"]);
+    assert!(String::from_utf8_lossy(&keys.stdout).contains("web"));
 }
