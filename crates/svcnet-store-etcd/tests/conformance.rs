@@ -177,3 +177,33 @@ async fn bad_settings_and_unreachable_etcd() {
     let err = err.unwrap_err().to_string();
     assert!(err.contains(&url), "{err}");
 }
+
+/// `--etcd-cafile/--etcd-certfile/--etcd-keyfile`: an etcd that serves only TLS and requires a client
+/// certificate is reached with them, and refuses a client without one.
+#[tokio::test]
+async fn tls_with_a_client_certificate() {
+    let etcd = Etcd::start_tls();
+    let tls = etcd.tls.clone().unwrap();
+    let mut config = EtcdConfig::new(vec![etcd.url()]);
+    config.ca_file = Some(tls.ca.clone());
+    config.cert_file = Some(tls.client_cert.clone());
+    config.key_file = Some(tls.client_key.clone());
+    let store = EtcdStore::connect(config.clone())
+        .await
+        .expect("connect over TLS");
+    store.write(put("/tls/1", "x")).await.unwrap();
+    assert_eq!(store.get("/tls/1").await.unwrap().unwrap().value, "x");
+    let out = etcd.etcdctl(&["get", "/registry/tls/1", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x");
+
+    config.cert_file = None;
+    config.key_file = None;
+    let refused = EtcdStore::connect(config.clone()).await;
+    assert!(matches!(refused, Err(Err(_))), "no client certificate, no access");
+    config.cert_file = Some(tls.client_cert.clone());
+    let half = EtcdStore::connect(config).await.err().unwrap();
+    assert_eq!(
+        half.unwrap().to_string(),
+        "--etcd-certfile and --etcd-keyfile go together"
+    );
+}
