@@ -1,7 +1,9 @@
 //! Leader election for the controllers of `svcnet up` on a shared store, as kube-controller-manager's
-//! `--leader-elect`: every control-plane instance serves the API, but only the one holding the Lease
-//! `kube-system/svcnet-controller-manager` runs the controllers, so two instances never fight over one
-//! object (two EndpointSlices for a Service, two ReplicaSets for a Deployment).
+//! `--leader-elect`: every control-plane instance serves the API, but each controller runs only on the
+//! instance holding its Lease (`kube-system/svcnet-endpointslice-controller`, `…-node-controller`,
+//! `…-workload-controller`, `…-serviceaccount-controller`, `…-lb-ipam`), so two instances never fight
+//! over one object (two EndpointSlices for a Service, two ReplicaSets for a Deployment), and the
+//! controllers spread over the instances.
 //!
 //! The rules are client-go's: a Lease is free when it names no holder or when its record has not changed
 //! for `lease duration` by this instance's own clock (no clock comparison between machines); the holder
@@ -21,16 +23,14 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-/// The Lease's namespace and name (kube-controller-manager's is `kube-system/kube-controller-manager`).
+/// The namespace of the controllers' Leases (kube-controller-manager's is there too).
 pub const NAMESPACE: &str = "kube-system";
-/// See [`NAMESPACE`].
-pub const NAME: &str = "svcnet-controller-manager";
 
 /// kube-controller-manager's `--leader-elect-*` settings.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaderArgs {
-    /// With `--etcd-servers`: run the controllers only while holding the Lease
-    /// `kube-system/svcnet-controller-manager`, so several instances never run them at once.
+    /// With `--etcd-servers`: run each controller only while holding its Lease in `kube-system`
+    /// (`svcnet-<controller>`), so several instances never run one at once.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub leader_elect: bool,
     /// How long a candidate waits after the Lease's last change before it takes the Lease (Go duration).
@@ -79,6 +79,8 @@ pub fn identity(data_dir: &Path) -> Result<String> {
 /// opens once this instance leads.
 pub struct Election {
     api: Api<Lease>,
+    /// The Lease's name.
+    name: &'static str,
     me: String,
     args: LeaderArgs,
     /// The Lease's resourceVersion when this instance last saw it change, and when.
@@ -90,10 +92,11 @@ fn seconds(d: Duration) -> i32 {
 }
 
 impl Election {
-    /// An election for `me` through `client`.
-    pub fn new(client: kube::Client, me: String, args: LeaderArgs) -> Self {
+    /// An election for `me` of the Lease `name` through `client`.
+    pub fn new(client: kube::Client, name: &'static str, me: String, args: LeaderArgs) -> Self {
         Election {
             api: Api::namespaced(client, NAMESPACE),
+            name,
             me,
             args,
             observed: None,
@@ -103,11 +106,11 @@ impl Election {
     /// One attempt to take or renew the Lease: whether this instance holds it now.
     async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = MicroTime(jiff::Timestamp::now());
-        let current = self.api.get_opt(NAME).await?;
+        let current = self.api.get_opt(self.name).await?;
         let Some(mut lease) = current else {
             let lease = Lease {
                 metadata: ObjectMeta {
-                    name: Some(NAME.into()),
+                    name: Some(self.name.into()),
                     namespace: Some(NAMESPACE.into()),
                     ..Default::default()
                 },
@@ -153,7 +156,7 @@ impl Election {
         spec.renew_time = Some(now);
         spec.lease_duration_seconds = Some(seconds(self.args.leader_elect_lease_duration));
         // The resourceVersion makes this a compare-and-swap: of two candidates, one wins.
-        match self.api.replace(NAME, &PostParams::default(), &lease).await {
+        match self.api.replace(self.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
@@ -163,28 +166,29 @@ impl Election {
     /// Campaigns until this instance leads (then `leading` turns true) and renews for as long as it
     /// can; returns an error when the Lease is lost, which ends the process (see the module docs).
     pub async fn run(mut self, leading: watch::Sender<bool>) -> Result<()> {
-        info!(identity = %self.me, lease = %format!("{NAMESPACE}/{NAME}"), "waiting to lead the controllers");
+        let lease = format!("{NAMESPACE}/{}", self.name);
+        info!(identity = %self.me, lease = %lease, "waiting to lead");
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(e) => debug!(error = %e, "campaigning for the controllers' Lease"),
+                Err(e) => debug!(lease = %lease, error = %e, "campaigning"),
             }
             tokio::time::sleep(self.args.leader_elect_retry_period).await;
         }
-        info!(identity = %self.me, "leading: the controllers run on this instance");
+        info!(identity = %self.me, lease = %lease, "leading: this controller runs on this instance");
         let _ = leading.send(true);
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.args.leader_elect_retry_period).await;
             match self.try_acquire_or_renew().await {
                 Ok(true) => renewed = Instant::now(),
-                Ok(false) => bail!("leader election lost: another instance holds {NAMESPACE}/{NAME}"),
+                Ok(false) => bail!("leader election lost: another instance holds {lease}"),
                 Err(e) => {
-                    warn!(error = %e, "renewing the controllers' Lease");
+                    warn!(lease = %lease, error = %e, "renewing the Lease");
                     if renewed.elapsed() >= self.args.leader_elect_renew_deadline {
                         bail!(
-                            "leader election lost: the Lease could not be renewed for {}s: {e}",
+                            "leader election lost: {lease} could not be renewed for {}s: {e}",
                             self.args.leader_elect_renew_deadline.as_secs()
                         );
                     }
@@ -194,7 +198,46 @@ impl Election {
     }
 }
 
-/// Waits until `leading` turns true (at once when leader election is off).
+/// Hands out one gate per controller: open at once without leader election, else once this instance
+/// holds the controller's Lease (the election runs supervised, named after the Lease).
+pub struct Elector {
+    /// `None` when leader election is off.
+    elect: Option<(kube::Client, String, LeaderArgs)>,
+}
+
+impl Elector {
+    /// Leader election for `me` through `client`, or none (`enabled` false: every gate is open).
+    pub fn new(
+        enabled: bool,
+        client: &kube::Client,
+        me: impl FnOnce() -> Result<String>,
+        args: &LeaderArgs,
+    ) -> Result<Self> {
+        Ok(Elector {
+            elect: if enabled {
+                Some((client.clone(), me()?, args.clone()))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The gate of the controller whose Lease is `lease`.
+    pub fn gate(
+        &self,
+        supervisor: &crate::supervise::Supervisor,
+        lease: &'static str,
+    ) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(self.elect.is_none());
+        if let Some((client, me, args)) = &self.elect {
+            let election = Election::new(client.clone(), lease, me.clone(), args.clone());
+            supervisor.spawn(lease, election.run(tx));
+        }
+        rx
+    }
+}
+
+/// Waits until `leading` turns true.
 pub async fn wait(mut leading: watch::Receiver<bool>) {
     let _ = leading.wait_for(|l| *l).await;
 }

@@ -613,15 +613,13 @@ async fn up(args: UpArgs) -> Result<()> {
             }
         }
     });
-    // On a shared store only the instance holding the controllers' Lease runs them (see `leader`).
-    let (leading_tx, leading) = tokio::sync::watch::channel(false);
-    if args.store.etcd() && args.leader.leader_elect {
-        let election =
-            leader::Election::new(client.clone(), leader::identity(&data_dir)?, args.leader.clone());
-        supervisor.spawn("leader-election", election.run(leading_tx));
-    } else {
-        let _ = leading_tx.send(true);
-    }
+    // On a shared store each controller runs only where its Lease is held (see `leader`).
+    let elector = leader::Elector::new(
+        args.store.etcd() && args.leader.leader_elect,
+        &client,
+        || leader::identity(&data_dir),
+        &args.leader,
+    )?;
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
@@ -632,21 +630,21 @@ async fn up(args: UpArgs) -> Result<()> {
             grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
         },
     );
-    let gate = leading.clone();
+    let gate = elector.gate(&supervisor, "svcnet-node-controller");
     supervisor.spawn("node-controllers", async move {
         leader::wait(gate).await;
         nodes.await;
         Ok(())
     });
     let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(client.clone());
-    let gate = leading.clone();
+    let gate = elector.gate(&supervisor, "svcnet-serviceaccount-controller");
     supervisor.spawn("serviceaccount-controller", async move {
         leader::wait(gate).await;
         accounts.await;
         Ok(())
     });
     let workloads = svcnet_controllers::run_workload_controllers(client.clone(), informers.clone());
-    let gate = leading.clone();
+    let gate = elector.gate(&supervisor, "svcnet-workload-controller");
     supervisor.spawn("workload-controllers", async move {
         leader::wait(gate).await;
         workloads.await;
@@ -713,7 +711,7 @@ async fn up(args: UpArgs) -> Result<()> {
             ..Default::default()
         },
     );
-    let gate = leading.clone();
+    let gate = elector.gate(&supervisor, "svcnet-endpointslice-controller");
     supervisor.spawn("endpointslice-controllers", async move {
         leader::wait(gate).await;
         slices.await;
@@ -761,7 +759,7 @@ async fn up(args: UpArgs) -> Result<()> {
             class: args.lb_class.clone(),
         };
         let (client, services) = (client.clone(), informers.services.clone());
-        let gate = leading.clone();
+        let gate = elector.gate(&supervisor, "svcnet-lb-ipam");
         supervisor.spawn("lb-ipam", async move {
             leader::wait(gate).await;
             svcnet_controllers::run_lb_ipam(client, services, ipam).await?;

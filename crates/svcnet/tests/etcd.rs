@@ -290,17 +290,17 @@ fn deployment(name: &str) -> String {
     )
 }
 
-fn lease_holder(c: &Cluster) -> String {
-    let lease = c.get_json(&["lease", "-n", "kube-system", "svcnet-controller-manager"]);
+fn lease_holder(c: &Cluster, lease: &str) -> String {
+    let lease = c.get_json(&["lease", "-n", "kube-system", lease]);
     lease["spec"]["holderIdentity"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
-/// Two control-plane instances: only the one holding the Lease `kube-system/svcnet-controller-manager`
-/// runs the controllers (one ReplicaSet per Deployment, never two); when it is killed, the other takes
-/// the Lease once it expires and the controllers go on there.
+/// Two control-plane instances: a controller runs only on the instance holding its Lease
+/// (`kube-system/svcnet-workload-controller` for the one that makes ReplicaSets); when that instance is
+/// killed, the other takes its Leases once they expire and the controllers go on there.
 #[test]
 fn controllers_fail_over_between_instances() {
     let etcd = Etcd::start();
@@ -318,13 +318,24 @@ fn controllers_fail_over_between_instances() {
     ];
     let mut a = Cluster::start_with(SVCNET, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
-    assert!(eventually(Duration::from_secs(10), || lease_holder(&a) == a_id));
+    const LEASES: [&str; 4] = [
+        "svcnet-workload-controller",
+        "svcnet-endpointslice-controller",
+        "svcnet-node-controller",
+        "svcnet-serviceaccount-controller",
+    ];
+    for lease in LEASES {
+        assert!(
+            eventually(Duration::from_secs(10), || lease_holder(&a, lease) == a_id),
+            "{lease}"
+        );
+    }
     let b = Cluster::start_joining(SVCNET, &a, &flags);
     let b_id = std::fs::read_to_string(b.dir.join("leader-identity")).unwrap();
     assert_ne!(a_id, b_id);
-    assert!(eventually(Duration::from_secs(10), || b
-        .log()
-        .contains("waiting to lead the controllers")));
+    assert!(eventually(Duration::from_secs(10), || {
+        b.log().matches("waiting to lead").count() == LEASES.len()
+    }));
     b.ok_v(
         svcnet_testsupport::kubectl::NEWEST,
         &["apply", "-f", "-"],
@@ -336,13 +347,17 @@ fn controllers_fail_over_between_instances() {
     // Still one after a while: b, not leading, made none of its own.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(replicasets(&b, "one"), 1);
-    assert_eq!(lease_holder(&b), a_id);
-    assert!(!b.log().contains("leading: the controllers run on this instance"));
+    for lease in LEASES {
+        assert_eq!(lease_holder(&b, lease), a_id, "{lease}");
+    }
+    assert!(!b.log().contains("leading: this controller runs on this instance"));
 
     a.stop("KILL");
     let t0 = std::time::Instant::now();
     assert!(
-        eventually(Duration::from_secs(10), || lease_holder(&b) == b_id),
+        eventually(Duration::from_secs(10), || LEASES
+            .iter()
+            .all(|l| lease_holder(&b, l) == b_id)),
         "{}",
         b.log()
     );
