@@ -586,8 +586,6 @@ async fn up(args: UpArgs) -> Result<()> {
         .bootstrap(addr)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
-    server.spawn_namespace_finalizer();
-    server.spawn_garbage_collector();
     server.spawn_periodic_repair(std::time::Duration::from_secs(180));
 
     let kubeconfig = data_dir.join("kubeconfig");
@@ -620,6 +618,28 @@ async fn up(args: UpArgs) -> Result<()> {
         || leader::identity(&data_dir),
         &args.leader,
     )?;
+    // The API server's own controllers (kube-controller-manager's namespace and garbage collector
+    // controllers), gated like the others.
+    for (name, lease, start) in [
+        (
+            "namespace-controller",
+            "svcnet-namespace-controller",
+            ApiServer::spawn_namespace_finalizer as fn(&Arc<ApiServer>),
+        ),
+        (
+            "garbage-collector",
+            "svcnet-garbage-collector",
+            ApiServer::spawn_garbage_collector,
+        ),
+    ] {
+        let (gate, server) = (elector.gate(&supervisor, lease), server.clone());
+        // The loops run as their own tasks; this one only holds their place until they start.
+        supervisor.spawn(name, async move {
+            leader::wait(gate).await;
+            start(&server);
+            std::future::pending().await
+        });
+    }
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
