@@ -275,6 +275,22 @@ async fn three_api_servers_on_one_etcd() {
         .collect();
     assert_eq!(types.iter().filter(|t| **t == "MODIFIED").count(), 10);
     assert_eq!(types.iter().filter(|t| **t == "ADDED").count(), 30);
+    // And each is the write etcd itself recorded at that revision.
+    for (rev, name) in &seen {
+        let out = etcd.etcdctl(&[
+            "get",
+            &format!("/registry/core/configmaps/default/{name}"),
+            &format!("--rev={rev}"),
+            "-w",
+            "json",
+        ]);
+        let got: Value = serde_json::from_slice(&out.stdout).expect("etcdctl JSON");
+        assert_eq!(
+            got["kvs"][0]["mod_revision"],
+            json!(rev),
+            "{name} at {rev}: {got}"
+        );
+    }
 
     // One server killed: the others serve every object and take writes.
     a.stop("KILL");
