@@ -207,3 +207,55 @@ async fn tls_with_a_client_certificate() {
         "--etcd-certfile and --etcd-keyfile go together"
     );
 }
+
+/// The feed's watch is cut off from etcd while etcd compacts past the feed's next revision: the feed
+/// cannot go on without a gap, so it ends and the store reports `Failed` with kube's
+/// `too old resource version` (the API server then restarts on a fresh snapshot) instead of skipping
+/// changes silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_fell_behind_compaction_fails_loudly() {
+    let etcd = Etcd::start();
+    let relay =
+        svcnet_testsupport::net::Relay::start(format!("127.0.0.1:{}", etcd.client_port).parse().unwrap());
+    let direct = store_on(&etcd, |_| {}).await;
+    let mut config = EtcdConfig::new(vec![format!("http://{}", relay.addr)]);
+    config.compaction_interval = Duration::ZERO;
+    let s: Arc<dyn Store> = Arc::new(EtcdStore::connect(config).await.expect("connect"));
+    let (_, mut feed) = s.snapshot_and_watch("/c/").await.unwrap();
+    s.write(put("/c/1", "x")).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await;
+    let first: Vec<String> = first
+        .expect("the first change in time")
+        .expect("the feed goes on")
+        .iter()
+        .filter_map(|e| e.key().map(str::to_string))
+        .collect();
+    assert_eq!(first, ["/c/1"]);
+    relay.cut();
+    let mut last = 0;
+    for i in 2..5 {
+        if let WriteOutcome::Committed { revision, .. } =
+            direct.write(put(&format!("/c/{i}"), "x")).await.unwrap()
+        {
+            last = revision;
+        }
+    }
+    let out = etcd.etcdctl(&["compact", &last.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    relay.restore();
+    let failed = svcnet_testsupport::eventually(
+        Duration::from_secs(15),
+        || matches!(s.health(), Health::Failed(ref m) if m.contains("too old resource version")),
+    );
+    assert!(failed, "{:?}", s.health());
+    // The feed ends rather than going on past a gap.
+    let mut after = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), feed.recv()).await {
+            Ok(Some(batch)) => after.extend(batch.iter().filter_map(|e| e.key().map(str::to_string))),
+            Ok(None) => break,
+            Err(_) => panic!("the feed neither ended nor went on"),
+        }
+    }
+    assert!(after.is_empty(), "{after:?}");
+}
