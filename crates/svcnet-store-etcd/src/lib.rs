@@ -49,6 +49,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys read per page of a snapshot: a whole prefix of large objects in one response would pass gRPC's
 /// message limit.
 const PAGE: i64 = 500;
+/// The largest gRPC response accepted (kube-apiserver's etcd client takes up to `math.MaxInt32`): a page
+/// of large objects, or a watch event with its previous state, passes gRPC's 4 MiB default.
+const MAX_RESPONSE: usize = i32::MAX as usize;
 /// How often an otherwise quiet watch asks etcd for a progress notification.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The key kube-apiserver coordinates compaction through (outside every prefix, shared by all).
@@ -262,7 +265,7 @@ impl EtcdStore {
     }
 
     fn kv(&self) -> KvClient {
-        self.client.kv_client()
+        self.client.kv_client().max_decoding_message_size(MAX_RESPONSE)
     }
 
     /// Reads every key under `prefix` (an etcd key prefix) page by page at one revision.
@@ -548,7 +551,7 @@ impl Feeder {
             .with_start_revision(i64::try_from(self.next).unwrap_or(i64::MAX))
             .with_prev_key()
             .with_progress_notify();
-        let mut watch_client = self.client.watch_client();
+        let mut watch_client = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE);
         let stream = match tokio::time::timeout(
             REQUEST_TIMEOUT,
             watch_client.watch(self.prefix.clone(), Some(options)),
