@@ -158,6 +158,13 @@ async fn timed<T>(
     }
 }
 
+fn write_len(w: &Write) -> usize {
+    match w {
+        Write::Put { value, .. } => value.len(),
+        Write::Delete { .. } => 0,
+    }
+}
+
 /// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -428,7 +435,17 @@ impl Store for EtcdStore {
                 None => Txn::new().and_then([op]),
             };
             let mut kv = self.kv();
-            let resp = timed(&self.endpoints, "writing", kv.txn(txn)).await?;
+            let resp = match timed(&self.endpoints, "writing", kv.txn(txn)).await {
+                // etcd's own limit on one request (`--max-request-bytes`, 1.5 MiB by default).
+                Err(StoreError::Backend(m)) if m.contains("request is too large") => {
+                    return Err(StoreError::TooLarge(format!(
+                        "etcdserver: request is too large ({} bytes for {})",
+                        write_len(&write),
+                        key.strip_prefix(&self.prefix).unwrap_or(&key)
+                    )));
+                }
+                other => other?,
+            };
             let revision = rev(resp.header().map_or(0, |h| h.revision()));
             let first = resp.op_responses().into_iter().next();
             if !resp.succeeded() {

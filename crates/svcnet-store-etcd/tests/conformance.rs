@@ -274,3 +274,16 @@ async fn large_objects_load_in_a_snapshot() {
     assert_eq!(snap.items.len(), 5);
     assert!(snap.items.iter().all(|kv| kv.value.len() == big.len()));
 }
+
+/// A value over etcd's request limit is refused as too large, naming the key.
+#[tokio::test]
+async fn a_value_over_etcds_limit_is_too_large() {
+    let etcd = Etcd::start();
+    let s = store_on(&etcd, |_| {}).await;
+    let err = s.write(put("/huge", &"x".repeat(2_000_000))).await.unwrap_err();
+    assert!(
+        matches!(err, svcnet_store::StoreError::TooLarge(ref m) if m.contains("/huge")),
+        "{err:?}"
+    );
+    assert!(s.get("/huge").await.unwrap().is_none());
+}

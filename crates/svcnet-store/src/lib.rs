@@ -153,6 +153,9 @@ pub enum StoreError {
     /// The backend is out of space (disk, quota); nothing was written. Writes resume once space is freed.
     #[error("storage is out of space: {0}")]
     NoSpace(String),
+    /// The backend refuses a value this large (etcd's `--max-request-bytes`); nothing was written.
+    #[error("{0}")]
+    TooLarge(String),
     /// The backend did not answer in time (etcd unreachable or without a leader); the write may or may
     /// not have happened.
     #[error("storage did not answer in time: {0}")]

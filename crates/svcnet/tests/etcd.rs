@@ -389,3 +389,25 @@ fn controllers_fail_over_between_instances() {
     assert!(eventually(Duration::from_secs(10), || replicasets(&b, "two") == 1));
     assert_eq!(replicasets(&b, "one"), 1);
 }
+
+/// An object under the API server's body limit (3 MiB) but over etcd's request limit (1.5 MiB) is refused
+/// with 413 naming etcd's limit, not a 500, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_over_etcds_request_limit_is_413() {
+    let etcd = Etcd::start();
+    let c = Cluster::start_with(SVCNET, &["--no-agent", "--etcd-servers", &etcd.url()]);
+    let k = c.client().await;
+    let mut big = cm("big");
+    big["data"]["k"] = json!("x".repeat(2_000_000));
+    let (code, status) = send(&k, "POST", CMS, Some(big)).await;
+    assert_eq!(code, 413, "{status}");
+    assert_eq!(status["reason"], "RequestEntityTooLarge");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("etcdserver: request is too large"),
+        "{status}"
+    );
+    assert_eq!(send(&k, "GET", &format!("{CMS}/big"), None).await.0, 404);
+}
