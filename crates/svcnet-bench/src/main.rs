@@ -94,6 +94,15 @@ struct ApiArgs {
     /// `--etcd-prefix` per run) and print etcd's figures as ratios to the embedded store's.
     #[arg(long, value_name = "URL")]
     etcd_servers: Option<String>,
+    /// Create the Services without a selector: no controller then writes an EndpointSlice and an
+    /// Endpoints object per Service, so the server's CPU is the API server's alone (what the figures
+    /// recorded before those controllers existed measured).
+    #[arg(long)]
+    without_selector: bool,
+    /// Start `svcnet up --no-agent --no-dns`: the API server and controllers without the node's data
+    /// plane (one userspace listener per ClusterIP) and cluster DNS following every create.
+    #[arg(long)]
+    api_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -168,11 +177,16 @@ struct FanoutFigures {
 }
 
 async fn api(args: ApiArgs, svcnet: &Path) -> Result<()> {
+    let base: &[&str] = if args.api_only {
+        &["--no-agent", "--no-dns"]
+    } else {
+        &[]
+    };
     let Some(url) = args.etcd_servers.clone() else {
-        return api_once(&args, svcnet, &[]).await.map(drop);
+        return api_once(&args, svcnet, base).await.map(drop);
     };
     println!("== embedded store (redb)");
-    let redb = api_once(&args, svcnet, &[]).await?;
+    let redb = api_once(&args, svcnet, base).await?;
     // A prefix of its own, so that a reused etcd holds nothing of an earlier run under it.
     let prefix = format!(
         "/svcnet-bench-{}-{}",
@@ -180,7 +194,9 @@ async fn api(args: ApiArgs, svcnet: &Path) -> Result<()> {
         jiff::Timestamp::now().as_second()
     );
     println!("\n== etcd at {url} (prefix {prefix})");
-    let etcd = api_once(&args, svcnet, &["--etcd-servers", &url, "--etcd-prefix", &prefix]).await?;
+    let mut extra = base.to_vec();
+    extra.extend(["--etcd-servers", url.as_str(), "--etcd-prefix", prefix.as_str()]);
+    let etcd = api_once(&args, svcnet, &extra).await?;
     print_ratios(&redb, &etcd);
     Ok(())
 }
@@ -246,18 +262,19 @@ async fn phases(server: &Server, args: &ApiArgs, report: &mut Report) -> Result<
     );
     let (server_cpu0, bench_cpu0) = (server.cpu_seconds(), cpu_seconds("self"));
     let start = Instant::now();
+    let selector = !args.without_selector;
     let (mut lat, failed) = c
         .concurrently(
             &conns,
             args.concurrency as usize,
             n,
             StatusCode::CREATED,
-            |c, i| {
+            move |c, i| {
                 c.request(
                     Method::POST,
                     &format!("/api/v1/namespaces/{NS}/services"),
                     Some("application/json"),
-                    service_json(i),
+                    service_json(i, selector),
                 )
             },
         )
@@ -555,9 +572,14 @@ fn find_seq(line: &[u8], needle: &[u8]) -> Option<usize> {
     std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
 }
 
-fn service_json(i: usize) -> Bytes {
+fn service_json(i: usize, selector: bool) -> Bytes {
+    let selector = if selector {
+        r#""selector":{"app":"svcnet-bench"},"#
+    } else {
+        ""
+    };
     Bytes::from(format!(
-        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"bench-{i:05}","labels":{{"app":"svcnet-bench"}}}},"spec":{{"type":"ClusterIP","selector":{{"app":"svcnet-bench"}},"ports":[{{"name":"http","protocol":"TCP","port":80,"targetPort":8080}}]}}}}"#
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"bench-{i:05}","labels":{{"app":"svcnet-bench"}}}},"spec":{{"type":"ClusterIP",{selector}"ports":[{{"name":"http","protocol":"TCP","port":80,"targetPort":8080}}]}}}}"#
     ))
 }
 
@@ -566,13 +588,19 @@ fn print_table(args: &ApiArgs, r: &Report) {
     println!();
     println!(
         "Command: `svcnet-bench api --services {} --concurrency {} --connections {} --watchers {} --changes {} \
-         --change-interval-ms {}`",
+         --change-interval-ms {}{}{}`",
         args.services,
         args.concurrency,
         args.connections,
         args.watchers,
         args.changes,
-        args.change_interval_ms
+        args.change_interval_ms,
+        if args.without_selector {
+            " --without-selector"
+        } else {
+            ""
+        },
+        if args.api_only { " --api-only" } else { "" }
     );
     println!();
     table_header();

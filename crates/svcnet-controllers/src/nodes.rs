@@ -225,9 +225,12 @@ pub async fn run_node_controllers(client: Client, informers: SharedInformers, cf
         }
     });
     let w = wake.clone();
+    let known_nodes = node_store.clone();
     tokio::spawn(async move {
-        while pod_events.next().await.is_some() {
-            w.notify_one();
+        while let Some(event) = pod_events.next().await {
+            if wakes_node_loop(&event, &known_nodes) {
+                w.notify_one();
+            }
         }
     });
 
@@ -248,6 +251,22 @@ pub async fn run_node_controllers(client: Client, informers: SharedInformers, cf
         pod_store.wait_until_synced().await;
         schedule(&client, &node_store, &pod_store, &mut recorder, &mut reported).await;
         collect_orphans(&client, &node_store, &pod_store).await;
+    }
+}
+
+/// Whether a pod event can give the scheduler or the orphan collector work: a pod waiting for a node,
+/// a pod bound to a node that does not exist, a deletion (capacity freed for waiting pods), a list.
+/// Status writes of bound pods, which are nearly all pod events, do not wake the loop: each pass reads
+/// every pod, so waking on them made a burst of N pod events cost N × N.
+fn wakes_node_loop(event: &svcnet_informer::Event<Pod>, nodes: &Store<Node>) -> bool {
+    match event {
+        svcnet_informer::Event::Apply { obj, .. } => {
+            match obj.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                None | Some("") => true,
+                Some(node) => nodes.get_named("", node).is_none(),
+            }
+        }
+        svcnet_informer::Event::Delete(_) | svcnet_informer::Event::Listed => true,
     }
 }
 

@@ -12,7 +12,9 @@
 //! threads in this process) serve a 64-byte body on 10.0.0.1:18081-18083. Service 0 (ClusterIP
 //! 10.96.0.1:80) has those three as endpoints; every other Service has `--endpoints` made-up ones.
 //!
-//! Measured: (a) full sync (`sync_all`) time, (b) one-endpoint update (`apply` of one changed port:
+//! Measured: (a) the cold sync (`sync_all` into an empty namespace), how long after it starts an
+//! endpoint change that arrived meanwhile is live, and restarts (a new backend's `sync_all` takes the
+//! tables over: unchanged, and with 1% of the Services changed), (b) one-endpoint update (`apply` of one changed port:
 //! render + `nft -f -`), (c) with `wrk` (Debian package `wrk`, pinned to CPU 0; servers on CPU 1):
 //! keepalive and new-connection throughput and 1-connection latency direct to a backend, through a single
 //! hand-written nft DNAT rule in a table of its own (as `/work/shared/bench/l4/run.sh` does) and through
@@ -131,10 +133,11 @@ fn outer_main(args: &Args) {
     };
     let modes: Vec<String> = args.services.iter().map(|n| n.to_string()).collect();
     println!(
-        "| services | endpoints | full sync | endpoint moved p50 / p99 | endpoint added/removed p50 / p99 | \
-         render only p50 | target | keepalive req/s (÷ direct) | new conn/s (÷ direct) | 1-conn p50 (÷ direct) |"
+        "| services | endpoints | cold sync | change live after start | takeover | takeover, 1% changed | \
+         endpoint moved p50 / p99 | endpoint added/removed p50 / p99 | render only p50 | target | \
+         keepalive req/s (÷ direct) | new conn/s (÷ direct) | 1-conn p50 (÷ direct) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     for mode in modes {
         let ns = Ns(format!("svcnet-nft-{:08x}-bench", rand::random::<u32>()));
         sh(&["ip", "netns", "add", &ns.0]);
@@ -338,12 +341,14 @@ fn inner_main(args: &Args, mode: &str) {
     for p in [18081, 18082, 18083] {
         http_server(p);
     }
-    // Backends (this process) on CPU 1, wrk on CPU 0.
-    let pid = std::process::id().to_string();
-    let _ = Command::new("taskset")
-        .args(["-a", "-p", "-c", "1", &pid])
-        .stdout(Stdio::null())
-        .status();
+    // Backends (this process) on CPU 1, wrk on CPU 0; without traffic, `nft` may use both.
+    if args.traffic {
+        let pid = std::process::id().to_string();
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &pid])
+            .stdout(Stdio::null())
+            .status();
+    }
     // The reference: one hand-written DNAT rule in a table of its own (as /work/shared/bench/l4/run.sh).
     let script = "table ip l4bench {\n\tchain out {\n\t\ttype nat hook output priority -100; policy accept;\n\t\t\
         ip daddr 10.99.0.1 tcp dport 80 dnat ip addr . port to numgen random mod 3 map { 0 : 10.0.0.1 . 18081, \
@@ -372,16 +377,51 @@ fn inner_main(args: &Args, mode: &str) {
     let mut ports: Vec<Arc<ServicePort>> = vec![service(0, backends)];
     ports.extend((1..n).map(|i| service(i, fake_eps(i, args.endpoints, 0))));
     let endpoints: usize = ports.iter().map(|p| p.internal_endpoints.len()).sum();
+    // Cold start: the first sync in a namespace without tables, with an endpoint change that arrives
+    // just as it starts (the worst case for change → rule live: it waits for the whole load).
+    let t = Instant::now();
+    b.sync_all(&ports).unwrap();
+    let cold_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let moved = if n > 1 {
+        service(1, fake_eps(1, args.endpoints, 1))
+    } else {
+        ports[0].clone()
+    };
+    b.apply(&[Change::Upsert {
+        old: Some(ports[n.min(2) - 1].clone()),
+        new: moved.clone(),
+    }])
+    .unwrap();
+    let change_live_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if n > 1 {
+        ports[1] = moved;
+    }
+    // Restarts: a backend of its own each time, as after a process restart, takes the tables over.
     let mut full = Vec::new();
     for _ in 0..3 {
-        // A backend of its own each time, as after an agent restart: one that wrote the tables itself
-        // skips a resync of the same ports while nothing else has touched them.
         b = NftBackend::new(cfg.clone());
         let t = Instant::now();
         b.sync_all(&ports).unwrap();
         full.push(t.elapsed().as_secs_f64() * 1000.0);
+        let stats = b.takeover().expect("the tables were taken over");
+        assert_eq!(stats, Default::default(), "an unchanged takeover changes nothing");
     }
     let full_ms = percentile(&mut full, 0.5);
+    // A restart after 1% of the Services got other endpoints meanwhile.
+    let changed: Vec<usize> = (1..n).step_by(100).collect();
+    for &i in &changed {
+        ports[i] = service(i, fake_eps(i, args.endpoints, 2));
+    }
+    b = NftBackend::new(cfg.clone());
+    let t = Instant::now();
+    b.sync_all(&ports).unwrap();
+    let changed_ms = t.elapsed().as_secs_f64() * 1000.0;
+    eprintln!(
+        "{n} services: cold {cold_ms:.0} ms, change live {change_live_ms:.0} ms after start, \
+         takeover unchanged {full_ms:.0} ms, takeover with {} changed {changed_ms:.0} ms ({:?})",
+        changed.len(),
+        b.takeover()
+    );
     // The hourly resync of the same backend, with nothing else writing.
     let t = Instant::now();
     b.sync_all(&ports).unwrap();
@@ -389,7 +429,6 @@ fn inner_main(args: &Args, mode: &str) {
         "{n} services: periodic resync with nothing changed: {:.2} ms",
         t.elapsed().as_secs_f64() * 1000.0
     );
-
     // One-endpoint updates on random Services: the whole backend path (render + `nft -f -`), and the
     // rendering alone on the same change.
     let mut apply_ms = Vec::new();
@@ -459,7 +498,8 @@ fn inner_main(args: &Args, mode: &str) {
         std::thread::sleep(std::time::Duration::from_secs(secs.parse().unwrap_or(60)));
     }
     let row = format!(
-        "| {n} | {endpoints} | {full_ms:.0} ms | {a50:.2} / {a99:.2} ms | {s50:.2} / {s99:.2} ms | {r50:.3} ms |"
+        "| {n} | {endpoints} | {cold_ms:.0} ms | {change_live_ms:.0} ms | {full_ms:.0} ms | {changed_ms:.0} ms | \
+         {a50:.2} / {a99:.2} ms | {s50:.2} / {s99:.2} ms | {r50:.3} ms |"
     );
     if !args.traffic {
         println!("{row} - | - | - | - |");
@@ -519,7 +559,7 @@ fn inner_main(args: &Args, mode: &str) {
             if t == 0 {
                 row.clone()
             } else {
-                format!("| {n} | | | | | |")
+                format!("| {n} | | | | | | | | |")
             },
             percentile(ka, 0.5),
             r[0],

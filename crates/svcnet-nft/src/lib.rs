@@ -5,7 +5,11 @@
 //!
 //! - [`Backend::sync_all`] replaces both tables (`ip svcnet`, `ip6 svcnet`) in one `nft -f -` transaction
 //!   ([`render_full`]): start-up, periodic resync, recovery. Stale chains cannot survive it, and the
-//!   kernel swaps the rulesets at commit, so no packet sees a half-built table.
+//!   kernel swaps the rulesets at commit, so no packet sees a half-built table. The first sync of a
+//!   process that finds the tables already there (left by the process before it, after a restart or a
+//!   crash) takes them over instead ([`takeover`]): it lists them, and one transaction changes only what
+//!   differs from the wanted state, so rules, affinity entries and connections are never interrupted,
+//!   and an unchanged state writes nothing.
 //! - [`Backend::apply`] touches only the changed ports' elements, chains and sets
 //!   ([`render_changes_deferred`]), so an endpoint change costs the same with 10 or 10,000 Services.
 //!   Chains and declarations go through `nft -f`, written so that nft 1.0.x need not read the ruleset
@@ -29,6 +33,7 @@ mod nft;
 pub mod render;
 mod slots;
 pub mod sysctl;
+pub mod takeover;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -45,9 +50,11 @@ use prometheus_client::registry::Registry;
 use svcnet_dataplane::{Backend, BackendError, Change, ServicePort};
 use tracing::{debug, info, warn};
 
+pub use takeover::TakeoverStats;
+
 pub use render::{
     Elem, ElementOp, Family, Key, Programmed, Transaction, delete_script, render_changes,
-    render_changes_deferred, render_full,
+    render_changes_deferred, render_full, render_programmed,
 };
 
 /// How the backend reaches nftables and what it needs to know about the node.
@@ -240,6 +247,8 @@ pub struct NftBackend {
     /// have changed them (or the generation cannot be read). A periodic full sync is skipped while the
     /// generation still equals it: nothing can have drifted.
     generation: Option<u32>,
+    /// What the first sync changed when it took over tables left by an earlier process.
+    takeover: Option<TakeoverStats>,
 }
 
 fn backend_error(e: impl std::fmt::Display) -> BackendError {
@@ -263,7 +272,61 @@ impl NftBackend {
             no_netlink: false,
             commits: std::cell::Cell::new(0),
             generation: None,
+            takeover: None,
         }
+    }
+
+    /// What the first sync changed when it took over tables an earlier process left (`None`: there were
+    /// none, or they were replaced).
+    pub fn takeover(&self) -> Option<TakeoverStats> {
+        self.takeover
+    }
+
+    /// Takes over the tables an earlier process left: reads them back and changes only what differs
+    /// from `ports`, in one transaction ([`takeover`]). `Ok(None)` when there are no tables to take over
+    /// or they cannot be reconciled in place (the caller then replaces them).
+    fn take_over(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
+        let t0 = Instant::now();
+        let standby = format!("{}-standby", self.cfg.table);
+        let (text, standby_left) = takeover::list(&self.cfg, &standby)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let listed = Instant::now();
+        let found = takeover::parse(&text, &self.cfg.table);
+        let parsed = Instant::now();
+        let ids = takeover::ids(&found, ports.iter().map(|p| &p.name));
+        let prog = Programmed::from_ports_with_ids(ports, &ids);
+        let wanted = takeover::parse(
+            &render_programmed(&prog, &self.cfg, &Default::default()),
+            &self.cfg.table,
+        );
+        let rendered = Instant::now();
+        let (mut script, stats) = match takeover::reconcile(&found, &wanted, &self.cfg.table) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "replacing the nftables tables instead");
+                return Ok(None);
+            }
+        };
+        // A standby copy left by a full sync that was interrupted would keep DNATing with old rules.
+        for fam in standby_left {
+            script.push_str(&format!("delete table {} {standby}\n", fam.nft()));
+        }
+        let reconciled = Instant::now();
+        if !script.is_empty() {
+            self.transact(&script)?;
+        }
+        debug!(
+            list = ?(listed - t0),
+            parse = ?(parsed - listed),
+            render = ?(rendered - parsed),
+            reconcile = ?(reconciled - rendered),
+            write = ?reconciled.elapsed(),
+            "nftables takeover phases"
+        );
+        self.state = prog;
+        Ok(Some(stats))
     }
 
     /// The configuration.
@@ -578,16 +641,28 @@ impl Backend for NftBackend {
         }
         self.writes_end(before);
         self.metrics.partial_sync.observe(start.elapsed().as_secs_f64());
+        // What each change replaced, change by change (a port may change twice in one batch); the
+        // state takes the whole batch at once, so that it hands out the ids the rendering did.
+        let mut current: std::collections::HashMap<
+            &svcnet_dataplane::ServicePortName,
+            Option<Arc<ServicePort>>,
+        > = Default::default();
         for c in changes {
-            let (old, new) = match c {
-                Change::Upsert { new, .. } => (self.state.get(&new.name).cloned(), Some(new.clone())),
-                Change::Remove(old) => (self.state.get(&old.name).cloned(), None),
+            let name = c.name();
+            let old = match current.get(name) {
+                Some(p) => p.clone(),
+                None => self.state.get(name).cloned(),
+            };
+            let new = match c {
+                Change::Upsert { new, .. } => Some(new.clone()),
+                Change::Remove(_) => None,
             };
             self.cleanup_conntrack(old.as_deref(), new.as_deref());
             self.endpoints += new.as_deref().map(Self::count_endpoints).unwrap_or(0)
                 - old.as_deref().map(Self::count_endpoints).unwrap_or(0);
-            self.state.commit(std::slice::from_ref(c));
+            current.insert(name, new);
         }
+        self.state.commit(changes);
         self.mark_synced();
         debug!(changes = changes.len(), elapsed = ?start.elapsed(), "nftables changes applied");
         Ok(())
@@ -612,6 +687,29 @@ impl Backend for NftBackend {
             return Ok(());
         }
         let before = self.writes_begin(true);
+        if !self.synced {
+            // Tables left by an earlier process: changed in place, never flushed.
+            match self.take_over(ports) {
+                Ok(Some(stats)) => {
+                    self.writes_end(before);
+                    self.metrics.full_sync.observe(start.elapsed().as_secs_f64());
+                    self.takeover = Some(stats);
+                    self.stale.clear();
+                    self.endpoints = ports.iter().map(|p| Self::count_endpoints(p)).sum();
+                    self.set_conntrack_sysctls();
+                    self.synced = true;
+                    self.mark_synced();
+                    info!(ports = ports.len(), elapsed = ?start.elapsed(), sets = stats.sets,
+                        chains = stats.chains, elements = stats.elements, "nftables tables taken over");
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.sync_failures.inc();
+                    warn!(error = %e, "cannot take over the nftables tables; replacing them");
+                }
+            }
+        }
         let replaced = self.replace_tables(ports);
         self.writes_end(before);
         if let Err(e) = replaced {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use svcnet_dataplane::manifests::Manifests;
 use svcnet_dataplane::{Backend, Change, Model, ModelConfig, Protocol, ServicePort};
-use svcnet_nft::{Family, NftBackend, NftConfig, render_full};
+use svcnet_nft::{Family, NftBackend, NftConfig, render_full, render_programmed};
 
 use common::netns::{NftNetns, can_run};
 use common::{NODE, ep, golden_config, golden_path, svc_port};
@@ -67,6 +67,20 @@ fn listing(b: &NftBackend) -> Vec<BTreeMap<String, Value>> {
         .into_iter()
         .map(|f| normalise(&b.list_table(f).unwrap()))
         .collect()
+}
+
+/// Runs one `nft -f` transaction in the namespace.
+fn nft_load(ns: &Netns, script: &str) {
+    use std::io::Write as _;
+    let prefix = ns.prefix("nft");
+    let mut child = std::process::Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f failed");
 }
 
 /// One edit of the model's inputs.
@@ -167,7 +181,7 @@ fn incremental_transactions_equal_full_sync() {
         }),
     ];
     // A table of its own, so that its syncs leave `b`'s alone.
-    let mut full = ns.backend(NftConfig {
+    let full = ns.backend(NftConfig {
         table: "svcnet-full".into(),
         ..golden_config()
     });
@@ -215,9 +229,23 @@ fn incremental_transactions_equal_full_sync() {
                 "an endpoint change of a Service without affinity leaves nothing stale"
             );
         }
+        // The full ruleset of what `b` holds, each port at the place in the endpoint maps `b` gave it
+        // (a full sync of `b` would renumber them, in name order).
         let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
-        full.sync_all(&ports).unwrap();
+        assert!(b.programmed().same_ports(&ports), "step {i}: state differs");
+        nft_load(
+            &ns,
+            &render_programmed(b.programmed(), full.config(), &Default::default()),
+        );
         let synced = listing(&full);
+        // Endpoint maps are shared by groups of ports and are not deleted when their last port goes
+        // (a full sync drops them): an empty one may remain.
+        for (inc, syn) in incremental.iter_mut().zip(&synced) {
+            inc.retain(|k, v| {
+                !(k.starts_with("map ") && k.contains("endpoints-") && !syn.contains_key(k))
+                    || v.get("elem").is_some()
+            });
+        }
         for (inc, syn) in incremental.iter().zip(&synced) {
             if inc != syn {
                 let only_inc: Vec<_> = inc
@@ -489,4 +517,166 @@ print(subprocess.run(["conntrack", "-L", "-p", "tcp", "--dport", str(port)], cap
         .unwrap_or_else(|| panic!("no CLOSE_WAIT flow in {out:?}"));
     let timeout: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!((3540..=3600).contains(&timeout), "{line}");
+}
+
+/// The kernel's handle of the `ip svcnet` table: a table deleted and created again gets a new one.
+fn table_handle(ns: &Netns) -> String {
+    let prefix = ns.prefix("nft");
+    let out = std::process::Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(["-a", "list", "table", "ip", "svcnet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .split_once("# handle ")
+        .map(|(_, h)| h.trim().to_string())
+        .unwrap_or_else(|| panic!("no table handle in {first:?}"))
+}
+
+fn generation(ns: &Netns) -> u32 {
+    svcnet_nft::netlink::Writer::open(Some(&ns.path()))
+        .unwrap()
+        .generation()
+        .unwrap()
+}
+
+/// A backend of a new process takes over the tables an earlier one left: with nothing changed it writes
+/// nothing at all (the ruleset generation stays); with Services changed meanwhile (an endpoint replaced,
+/// a Service added, an affinity timeout changed, a port and a Service removed) one transaction changes
+/// only those, the tables are never recreated (same handle), and they end up as a full rendering of the
+/// same state would make them.
+#[test]
+fn takeover_changes_only_what_differs() {
+    if !can_run("takeover_changes_only_what_differs") {
+        return;
+    }
+    let ns = Netns::new("takeover");
+    let read = |n: &str| std::fs::read_to_string(golden_path(&format!("{n}.yaml"))).unwrap();
+    let base = [
+        read("clusterip"),
+        read("affinity"),
+        read("loadbalancer-local"),
+        read("dual-stack"),
+    ]
+    .join("\n---\n");
+    let mut model = model_with(&base);
+    model.take_changes();
+    let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+    let mut first = ns.backend(golden_config());
+    first.sync_all(&ports).unwrap();
+    assert_eq!(first.takeover(), None, "nothing to take over in a new namespace");
+    let handle = table_handle(&ns);
+    drop(first);
+
+    let before = generation(&ns);
+    let mut same = ns.backend(golden_config());
+    same.sync_all(&ports).unwrap();
+    assert_eq!(same.takeover(), Some(svcnet_nft::TakeoverStats::default()));
+    assert_eq!(generation(&ns), before, "an unchanged takeover writes nothing");
+    drop(same);
+
+    // Changes while no process ran.
+    for y in [
+        read("clusterip").replace("10.244.1.12", "10.244.1.13"),
+        read("nodeport"),
+        read("affinity").replace("600", "900"),
+        read("clusterip").replace("  - {name: dns, port: 53, targetPort: 5353, protocol: UDP}\n", ""),
+    ] {
+        Manifests::parse(&y).unwrap().load_into(&mut model);
+    }
+    model.delete_service("default", "dual");
+    assert!(!model.take_changes().changes.is_empty());
+    let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+    let mut next = ns.backend(golden_config());
+    next.sync_all(&ports).unwrap();
+    let stats = next.takeover().expect("taken over, not replaced");
+    assert!(
+        stats.chains > 0 && stats.elements > 0 && stats.sets > 0,
+        "{stats:?}"
+    );
+    assert_eq!(table_handle(&ns), handle, "the table was not recreated");
+    let full = ns.backend(NftConfig {
+        table: "svcnet-full".into(),
+        ..golden_config()
+    });
+    nft_load(
+        &ns,
+        &render_programmed(next.programmed(), full.config(), &Default::default()),
+    );
+    let (taken, synced) = (listing(&next), listing(&full));
+    for (fam, (t, s)) in taken.iter().zip(&synced).enumerate() {
+        let differ: Vec<_> = t
+            .keys()
+            .chain(s.keys())
+            .filter(|k| t.get(*k) != s.get(*k))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "family {fam}: taken over and full differ: {differ:#?}"
+        );
+    }
+    // The state is known: increments go on from it, and another takeover finds nothing to do.
+    let changes: Vec<Change> = {
+        Manifests::parse(&read("clusterip"))
+            .unwrap()
+            .load_into(&mut model);
+        model.take_changes().changes
+    };
+    next.apply(&changes).unwrap();
+    assert!(
+        next.metrics_text()
+            .contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0"),
+        "{}",
+        next.metrics_text()
+    );
+    drop(next);
+    let ports: Vec<Arc<ServicePort>> = model.ports().cloned().collect();
+    let before = generation(&ns);
+    let mut again = ns.backend(golden_config());
+    again.sync_all(&ports).unwrap();
+    assert_eq!(again.takeover(), Some(svcnet_nft::TakeoverStats::default()));
+    assert_eq!(generation(&ns), before);
+    assert_eq!(table_handle(&ns), handle);
+}
+
+/// An upgrade: the tables of the svcnet before grouped endpoint maps (one map per port, base chains
+/// written differently; `golden/clusterip-map-per-port.nft`) are taken over in place, into exactly what
+/// a full rendering makes, and the old maps are gone.
+#[test]
+fn takeover_upgrades_tables_with_a_map_per_port() {
+    if !can_run("takeover_upgrades_tables_with_a_map_per_port") {
+        return;
+    }
+    let ns = Netns::new("upgrade");
+    let old = std::fs::read_to_string(golden_path("clusterip-map-per-port.nft")).unwrap();
+    nft_load(&ns, &old);
+    let handle = table_handle(&ns);
+    let yaml = std::fs::read_to_string(golden_path("clusterip.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let mut b = ns.backend(golden_config());
+    b.sync_all(&ports).unwrap();
+    let stats = b.takeover().expect("taken over, not replaced");
+    assert!(stats.sets >= 3 && stats.chains > 0, "{stats:?}");
+    assert_eq!(table_handle(&ns), handle, "the table was not recreated");
+    let full = ns.backend(NftConfig {
+        table: "svcnet-full".into(),
+        ..golden_config()
+    });
+    nft_load(
+        &ns,
+        &render_programmed(b.programmed(), full.config(), &Default::default()),
+    );
+    for (fam, (t, s)) in listing(&b).iter().zip(&listing(&full)).enumerate() {
+        let differ: Vec<_> = t
+            .keys()
+            .chain(s.keys())
+            .filter(|k| t.get(*k) != s.get(*k))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "family {fam}: upgraded and full differ: {differ:#?}"
+        );
+    }
 }

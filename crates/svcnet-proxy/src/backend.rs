@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -54,7 +55,23 @@ pub struct UserspaceBackend {
     unbound: BTreeMap<ServicePortName, (usize, String)>,
     /// What [`UserspaceBackend::unbound`] receivers see.
     unbound_tx: tokio::sync::watch::Sender<Arc<Unbound>>,
+    /// Listening sockets another proxy process handed over ([`UserspaceBackend::inherit`]), used instead
+    /// of binding anew by the frontends they belong to.
+    inherited: HashMap<(SocketAddr, Protocol), Socket>,
+    /// Set by [`UserspaceBackend::retire`]: this process no longer serves new connections.
+    retired: bool,
     rt: ProxyRuntime,
+}
+
+/// A listening socket passed between proxy processes (see [`UserspaceBackend::listening_sockets`]).
+#[derive(Debug)]
+pub struct InheritedSocket {
+    /// The frontend address it is bound to.
+    pub addr: SocketAddr,
+    /// TCP (listening) or UDP.
+    pub protocol: Protocol,
+    /// The socket.
+    pub fd: OwnedFd,
 }
 
 /// Service ports that lack a listener, with the first bind error of each.
@@ -135,6 +152,11 @@ struct Listener {
     /// A duplicate of a TCP listening socket, to stop it listening synchronously on close (the task is
     /// only dropped when a worker next gets to it).
     control: Option<Socket>,
+    /// A UDP listener's socket, shared with its task (to hand it over).
+    udp: Option<Arc<tokio::net::UdpSocket>>,
+    /// Whether dropping stops the socket listening (`shutdown(2)`) for every process that holds it;
+    /// not once it was handed over to another proxy process.
+    shut_down_on_drop: bool,
     /// The backend's count of listener descriptors, which this one leaves when dropped.
     fds: Arc<AtomicUsize>,
 }
@@ -150,7 +172,7 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.fds
             .fetch_sub(1 + usize::from(self.control.is_some()), Ordering::Relaxed);
-        if let Some(s) = &self.control {
+        if let Some(s) = self.control.as_ref().filter(|_| self.shut_down_on_drop) {
             // shutdown(2) on a listening TCP socket stops it listening: new connections are refused from
             // now on, and the address can be bound again at once.
             let _ = s.shutdown(Shutdown::Both);
@@ -199,6 +221,8 @@ impl UserspaceBackend {
             sctp_skipped: HashSet::new(),
             unbound: BTreeMap::new(),
             unbound_tx: tokio::sync::watch::Sender::new(Arc::default()),
+            inherited: HashMap::new(),
+            retired: false,
             rt,
         })
     }
@@ -227,6 +251,80 @@ impl UserspaceBackend {
     /// The service ports that lack a listener now (updated after every call), with the first error of each.
     pub fn unbound(&self) -> tokio::sync::watch::Receiver<Arc<Unbound>> {
         self.unbound_tx.subscribe()
+    }
+
+    /// Duplicates of every listening socket, for another proxy process to serve the same frontends
+    /// without a moment of "connection refused" ([`UserspaceBackend::inherit`] there, then
+    /// [`UserspaceBackend::retire`] here).
+    pub fn listening_sockets(&self) -> io::Result<Vec<InheritedSocket>> {
+        let mut out = Vec::new();
+        for entry in self.ports.values() {
+            for ((addr, protocol), l) in &entry.listeners {
+                let fd = match (&l.control, &l.udp) {
+                    (Some(s), _) => s.as_fd().try_clone_to_owned()?,
+                    (None, Some(u)) => u.as_fd().try_clone_to_owned()?,
+                    (None, None) => continue,
+                };
+                out.push(InheritedSocket {
+                    addr: *addr,
+                    protocol: *protocol,
+                    fd,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes over listening sockets another proxy process handed over: the frontends they are bound to
+    /// serve them instead of binding new ones (so no connection is refused between the two processes).
+    /// A socket not bound to the address it claims is closed. Sockets no frontend uses are closed by
+    /// [`UserspaceBackend::drop_unused_inherited`].
+    pub fn inherit(&mut self, sockets: Vec<InheritedSocket>) {
+        for s in sockets {
+            let sock = Socket::from(s.fd);
+            let ok = sock
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some_and(|a| a == s.addr)
+                && sock.r#type().ok()
+                    == Some(if s.protocol == Protocol::Udp {
+                        Type::DGRAM
+                    } else {
+                        Type::STREAM
+                    });
+            if ok {
+                self.inherited.insert((s.addr, s.protocol), sock);
+            } else {
+                warn!(addr = %s.addr, protocol = %s.protocol, "handed-over socket is not what it claims; closed");
+            }
+        }
+    }
+
+    /// Closes the inherited sockets that no frontend took (their Services went away meanwhile); returns
+    /// how many.
+    pub fn drop_unused_inherited(&mut self) -> usize {
+        let n = self.inherited.len();
+        self.inherited.clear();
+        n
+    }
+
+    /// Stops serving new connections in this process, after its listening sockets were handed over: the
+    /// listeners are closed here without `shutdown(2)` (the other process keeps them listening), and
+    /// later changes are ignored. Established connections go on until they end.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        for entry in self.ports.values_mut() {
+            for l in entry.listeners.values_mut() {
+                l.shut_down_on_drop = false;
+            }
+            entry.listeners.clear();
+        }
+    }
+
+    /// Connections open now, over all ports.
+    pub fn active_connections(&self) -> i64 {
+        self.ports.values().map(|p| p.shared.metrics.active.get()).sum()
     }
 
     /// Records which frontends of `name` could not be bound in the last attempt.
@@ -419,10 +517,11 @@ impl UserspaceBackend {
                     key.1,
                     kind,
                     &shared,
-                    &BindOpts {
+                    BindOpts {
                         backlog: self.backlog,
                         freebind: self.freebind,
                         fds: &self.fds,
+                        inherited: self.inherited.remove(&key),
                     },
                 ),
             };
@@ -483,6 +582,8 @@ struct BindOpts<'a> {
     backlog: i32,
     freebind: bool,
     fds: &'a Arc<AtomicUsize>,
+    /// The socket another proxy process listened on for this frontend, if it handed one over.
+    inherited: Option<Socket>,
 }
 
 /// Whether `ip` is an address of this node (network namespace): it can be bound without
@@ -498,13 +599,19 @@ fn listen(
     protocol: Protocol,
     kind: FrontendKind,
     shared: &Arc<PortShared>,
-    opts: &BindOpts<'_>,
+    opts: BindOpts<'_>,
 ) -> io::Result<Listener> {
     let BindOpts {
         backlog,
         freebind,
         fds,
-    } = *opts;
+        inherited,
+    } = opts;
+    if let Some(s) = inherited {
+        // Bound (and listening) in the process that handed it over; served from here on.
+        s.set_nonblocking(true)?;
+        return serve_socket(rt, s, protocol, kind, shared, fds);
+    }
     let ty = if protocol == Protocol::Udp {
         Type::DGRAM
     } else {
@@ -529,24 +636,40 @@ fn listen(
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
+    if protocol != Protocol::Udp {
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux), which saves a setsockopt per
+        // connection.
+        s.set_tcp_nodelay(true)?;
+        s.listen(backlog)?;
+    }
+    serve_socket(rt, s, protocol, kind, shared, fds)
+}
+
+/// Serves a bound (for TCP: listening) socket on the proxy runtime.
+fn serve_socket(
+    rt: &Handle,
+    s: Socket,
+    protocol: Protocol,
+    kind: FrontendKind,
+    shared: &Arc<PortShared>,
+    fds: &Arc<AtomicUsize>,
+) -> io::Result<Listener> {
     // Entering the runtime lets tokio register the socket with the proxy's reactor, not the caller's.
     let _enter = rt.enter();
     let shared = shared.clone();
     if protocol == Protocol::Udp {
-        let sock = tokio::net::UdpSocket::from_std(s.into())?;
-        let task = rt.spawn(udp::serve(sock, shared, kind));
+        let sock = Arc::new(tokio::net::UdpSocket::from_std(s.into())?);
+        let task = rt.spawn(udp::serve(sock.clone(), shared, kind));
         fds.fetch_add(1, Ordering::Relaxed);
         Ok(Listener {
             kind,
             task,
             control: None,
+            udp: Some(sock),
+            shut_down_on_drop: true,
             fds: fds.clone(),
         })
     } else {
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux), which saves a setsockopt per
-        // connection.
-        s.set_tcp_nodelay(true)?;
-        s.listen(backlog)?;
         let control = s.try_clone()?;
         let l = tokio::net::TcpListener::from_std(s.into())?;
         let task = rt.spawn(tcp::serve(l, shared, kind));
@@ -555,6 +678,8 @@ fn listen(
             kind,
             task,
             control: Some(control),
+            udp: None,
+            shut_down_on_drop: true,
             fds: fds.clone(),
         })
     }
@@ -566,6 +691,9 @@ impl Backend for UserspaceBackend {
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<(), BackendError> {
+        if self.retired {
+            return Ok(());
+        }
         let mut failed = vec![];
         for c in changes {
             match c {
@@ -578,6 +706,9 @@ impl Backend for UserspaceBackend {
     }
 
     fn sync_all(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), BackendError> {
+        if self.retired {
+            return Ok(());
+        }
         let keep: HashSet<&ServicePortName> = ports.iter().map(|p| &p.name).collect();
         let gone: Vec<ServicePortName> = self.ports.keys().filter(|n| !keep.contains(n)).cloned().collect();
         for name in gone {

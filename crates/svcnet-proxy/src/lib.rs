@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use backend::{Unbound, UserspaceBackend};
+pub use backend::{InheritedSocket, Unbound, UserspaceBackend};
 pub use localhost::LocalhostNodePorts;
 pub use metrics::ProxyMetrics;
 pub use svcnet_dataplane::Balance;

@@ -54,8 +54,7 @@ impl Drop for Flow {
 }
 
 /// Relays datagrams of one frontend until the task is aborted (which drops every flow).
-pub(crate) async fn serve(socket: UdpSocket, port: Arc<PortShared>, kind: FrontendKind) {
-    let socket = Arc::new(socket);
+pub(crate) async fn serve(socket: Arc<UdpSocket>, port: Arc<PortShared>, kind: FrontendKind) {
     let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let idle = port.settings.udp_idle_ms;

@@ -556,3 +556,54 @@ fn pods_keep_their_address_through_cluster_ips() {
     assert_eq!(udp_peer("127.31.12.9", udp_vip), "127.31.12.9", "UDP too");
     assert_ne!(udp_peer("127.31.12.200", udp_vip), "127.31.12.200");
 }
+
+/// The proxy-process upgrade at the library level: a second backend takes the first one's listening
+/// sockets (TCP and UDP) and serves them; the first retires without stopping them listening, and its
+/// established connection goes on; no connect is refused at any moment.
+#[test]
+fn listening_sockets_pass_to_another_backend_and_the_old_one_retires() {
+    let a = tcp_server("127.31.20.2", "a");
+    let u = udp_server("127.31.20.3", "u");
+    let yaml = service("web", "127.31.20.1", 8000, "8080", "TCP", "")
+        + &slices("web", "p", "TCP", &[a])
+        + &service("dns", "127.31.20.1", 5300, "5353", "UDP", "")
+        + &slices("dns", "p", "UDP", &[u]);
+    let mut old = Proxy::new("127.31.20.250", Balance::RoundRobin);
+    old.load(&yaml);
+    let vip: SocketAddr = "127.31.20.1:8000".parse().unwrap();
+    let (mut conn, name) = hello(ip("127.31.20.9"), vip).unwrap();
+    assert_eq!(name, "a");
+
+    let sockets = old.backend.listening_sockets().unwrap();
+    assert_eq!(sockets.len(), 2, "{sockets:?}");
+    let mut new = Proxy::new("127.31.20.250", Balance::RoundRobin);
+    new.backend.inherit(sockets);
+    new.load(&yaml);
+    assert_eq!(new.backend.drop_unused_inherited(), 0, "every socket served");
+    assert_eq!(new.backend.listener_count(), 2);
+    old.backend.retire();
+    assert_eq!(old.backend.listener_count(), 0);
+    // Changes after retiring are ignored: the old backend never binds again.
+    old.load(&yaml);
+    assert_eq!(old.backend.listener_count(), 0);
+    for _ in 0..20 {
+        assert!(
+            !refused(ip("127.31.20.9"), vip),
+            "a connect was refused after the handover"
+        );
+        assert_eq!(who(ip("127.31.20.9"), vip), "a");
+    }
+    assert_eq!(
+        old.backend.active_connections(),
+        1,
+        "the old connection is still open"
+    );
+    assert_eq!(echo(&mut conn, "still here"), "still here");
+    drop(conn);
+    let s = UdpSocket::bind("127.31.20.10:0").unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.send_to(b"q", "127.31.20.1:5300").unwrap();
+    let mut buf = [0u8; 100];
+    let (n, _) = s.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"u:q", "UDP served by the new backend");
+}

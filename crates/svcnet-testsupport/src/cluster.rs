@@ -338,6 +338,28 @@ impl Drop for Cluster {
         if self.keep_pods {
             kill_recorded_pods(&self.dir.join("agent"));
         }
+        // `svcnet up --stop-pods-on-exit` stops its userspace proxy process itself; this covers a cluster
+        // that keeps it, or a svcnet that did not get to.
+        kill_recorded_proxy(&self.dir.join("proxy"));
+    }
+}
+
+/// The node's userspace proxy process recorded in the state directory `dir` (`<data dir>/proxy`), if it
+/// still runs (PID and start time as recorded).
+pub fn recorded_proxy_process(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("state")).ok()?;
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    let pid = u32::try_from(field("pid")?).ok()?;
+    (pid > 1 && proc_start(pid) == field("start")).then_some(pid)
+}
+
+/// Kills the userspace proxy process recorded in `dir` (a test's own, verified by PID and start time).
+pub fn kill_recorded_proxy(dir: &Path) {
+    if let Some(pid) = recorded_proxy_process(dir) {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     }
 }
 

@@ -135,6 +135,14 @@ pub struct NodeNet<'a> {
     pub pods_in_netns: bool,
 }
 
+/// What the node's proxy process ([`crate::node_proxy`]) adds to starting the userspace data plane.
+pub struct Handoff {
+    /// Listening sockets handed over by the process it replaces.
+    pub inherited: Vec<svcnet_proxy::InheritedSocket>,
+    /// Set to the backend, shared with the control socket for the next handover.
+    pub backend: Option<crate::node_proxy::SharedProxy>,
+}
+
 /// Starts the node's data plane (if any) as a task, and its health server; its metrics go into `registry`.
 /// Returns the local routes it added (removed when dropped) and the data plane's task, for its supervisor.
 pub async fn start(
@@ -142,6 +150,17 @@ pub async fn start(
     client: kube::Client,
     node: NodeNet<'_>,
     registry: &mut Registry,
+) -> Result<(Option<LocalRoutes>, Option<tokio::task::JoinHandle<()>>)> {
+    start_with(args, client, node, registry, None).await
+}
+
+/// [`start`], for the proxy process: with the sockets its predecessor handed over, sharing the backend.
+pub async fn start_with(
+    args: &DataplaneArgs,
+    client: kube::Client,
+    node: NodeNet<'_>,
+    registry: &mut Registry,
+    handoff: Option<&mut Handoff>,
 ) -> Result<(Option<LocalRoutes>, Option<tokio::task::JoinHandle<()>>)> {
     let mut transparent = None;
     let backend: Box<dyn Backend> = match args.proxy_mode {
@@ -171,11 +190,19 @@ pub async fn start(
                     }
                 }
             }
-            let proxy =
+            let mut proxy =
                 svcnet_proxy::UserspaceBackend::new(cfg, registry).context("starting the userspace proxy")?;
             // Best effort, ends with the proxy: a Service it cannot listen for gets a Warning Event.
             tokio::spawn(crate::listener_events::run(client.clone(), proxy.unbound()));
-            Box::new(proxy)
+            match handoff {
+                Some(h) => {
+                    proxy.inherit(std::mem::take(&mut h.inherited));
+                    let shared = crate::node_proxy::SharedProxy::new(proxy);
+                    h.backend = Some(shared.clone());
+                    shared.backend()
+                }
+                None => Box::new(proxy),
+            }
         }
         ProxyMode::Nftables => {
             let mut node_ips = vec![node.ip];
@@ -263,6 +290,15 @@ impl LocalRoutes {
             cidrs: added,
             transparent: None,
         })
+    }
+}
+
+impl LocalRoutes {
+    /// Leaves the routes (and the transparent-connect routing) in place for the proxy process that took
+    /// over from this one.
+    pub fn keep(mut self) {
+        self.cidrs.clear();
+        std::mem::forget(self.transparent.take());
     }
 }
 

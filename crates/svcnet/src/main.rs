@@ -17,8 +17,11 @@ mod lab_cmd;
 mod lb_args;
 mod leader;
 mod listener_events;
+mod node_proxy;
 mod proxy_cluster;
 mod proxy_cmd;
+mod proxy_control;
+mod proxy_process;
 mod status;
 mod store_args;
 mod supervise;
@@ -68,6 +71,9 @@ enum Command {
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
     /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
     Lab(lab_cmd::LabArgs),
+    /// The node's userspace proxy in a process of its own, as `up` and `agent` start it (internal).
+    #[command(hide = true)]
+    NodeProxy(node_proxy::NodeProxyArgs),
 }
 
 #[derive(Parser)]
@@ -358,7 +364,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let node_name = args.node_name.unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::default();
     let mut supervisor = Supervisor::new();
-    let (_routes, dataplane) = dataplane_args::start(
+    let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
         client.clone(),
         dataplane_args::NodeNet {
@@ -369,11 +375,14 @@ async fn agent(args: AgentArgs) -> Result<()> {
             pods_in_netns: args.pod_network == PodNetwork::Netns,
         },
         &mut registry,
+        proxy_process::Detached {
+            kubeconfig: &args.kubeconfig,
+            state_dir: args.data_dir.join("proxy"),
+            log_format: &args.log_format,
+        },
+        &supervisor,
     )
     .await?;
-    if let Some(task) = dataplane {
-        supervisor.watch_spawned("dataplane", task);
-    }
     let dns = args.dns.spawn(
         client.clone(),
         &args.data_dir,
@@ -391,6 +400,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         registry: std::sync::Arc::new(registry),
         proxy_mode: args.dataplane.proxy_mode.name(),
         failed: failed.clone(),
+        proxy_dir: dataplane.proxy_dir(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -440,6 +450,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     let _ = agent_stop.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), agent_done).await;
+    if stop_pods {
+        dataplane.stop().await;
+    }
     outcome
 }
 
@@ -675,10 +688,11 @@ async fn up(args: UpArgs) -> Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     // The node's data plane is an API client of its own, like kube-proxy beside the kubelet: it runs
     // with or without the local agent (`--proxy-mode none` turns it off).
-    let (_routes, dataplane) = if args.control_plane_only {
-        (None, None)
+    let dataplane = if args.control_plane_only {
+        // No node here: no data plane either.
+        proxy_process::NodeDataplane::InProcess { _routes: None }
     } else {
-        dataplane_args::start(
+        proxy_process::start_node_dataplane(
             &args.dataplane,
             client.clone(),
             dataplane_args::NodeNet {
@@ -689,12 +703,15 @@ async fn up(args: UpArgs) -> Result<()> {
                 pods_in_netns: args.pod_network == PodNetwork::Netns,
             },
             &mut registry,
+            proxy_process::Detached {
+                kubeconfig: &kubeconfig,
+                state_dir: data_dir.join("proxy"),
+                log_format: &args.log_format,
+            },
+            &supervisor,
         )
         .await?
     };
-    if let Some(task) = dataplane {
-        supervisor.watch_spawned("dataplane", task);
-    }
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
     let no_agent = args.no_agent || args.control_plane_only;
     if !no_agent {
@@ -715,6 +732,7 @@ async fn up(args: UpArgs) -> Result<()> {
         registry: registry.clone(),
         proxy_mode: args.dataplane.proxy_mode.name(),
         failed: failed.clone(),
+        proxy_dir: dataplane.proxy_dir(),
     }
     .spawn(args.metrics_listen)
     .await;
@@ -819,6 +837,9 @@ async fn up(args: UpArgs) -> Result<()> {
     if agent_runs {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), agent_done).await;
     }
+    if args.stop_pods_on_exit {
+        dataplane.stop().await;
+    }
     let _ = stop_serving.send(());
     info!("shutting down");
     outcome
@@ -864,6 +885,10 @@ fn main() -> Result<()> {
         Command::Migrate(args) => {
             init_logging("text");
             tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_migrate(args))
+        }
+        Command::NodeProxy(args) => {
+            init_logging(&args.log_format);
+            node_proxy::run(args, std::env::args().skip(1).collect())
         }
         Command::Lab(args) => {
             init_logging("text");

@@ -367,6 +367,7 @@ pub async fn run(flags: KubeProxyFlags, metrics_flag: Option<SocketAddr>, common
         registry: std::sync::Arc::new(registry),
         proxy_mode: dataplane.proxy_mode.name(),
         failed: failed.clone(),
+        proxy_dir: None,
     }
     .spawn(s.metrics)
     .await;

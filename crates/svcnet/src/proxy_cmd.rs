@@ -116,6 +116,7 @@ pub fn run(args: ProxyArgs) -> Result<()> {
                 registry: registry.clone(),
                 proxy_mode: Some("userspace"),
                 failed: Default::default(),
+                proxy_dir: None,
             };
             tokio::spawn(server.serve(listener));
         }

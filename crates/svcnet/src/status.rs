@@ -52,6 +52,8 @@ pub(crate) struct MetricsServer {
     pub proxy_mode: Option<&'static str>,
     /// What `/healthz` and `/livez` report.
     pub failed: Failed,
+    /// The state directory of the node's userspace proxy process, whose metrics `/metrics` appends.
+    pub proxy_dir: Option<std::path::PathBuf>,
 }
 
 impl MetricsServer {
@@ -60,11 +62,14 @@ impl MetricsServer {
             ("/metrics", _) => {
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
-                    Ok(()) => response(
-                        200,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        body,
-                    ),
+                    Ok(()) => {
+                        self.append_proxy_metrics(&mut body);
+                        response(
+                            200,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            body,
+                        )
+                    }
                     Err(e) => response(
                         500,
                         "text/plain; charset=utf-8",
@@ -75,6 +80,20 @@ impl MetricsServer {
             ("/healthz" | "/livez", _) => self.failed.answer(),
             ("/proxyMode", Some(mode)) => response(200, "text/plain; charset=utf-8", mode),
             _ => not_found(),
+        }
+    }
+
+    /// Appends the proxy process's metrics to this process's (one OpenMetrics text: one `# EOF`).
+    fn append_proxy_metrics(&self, body: &mut String) {
+        let Some(dir) = &self.proxy_dir else { return };
+        // A local request with a short timeout; the handler runs on a multi-thread runtime.
+        let Some(theirs) = tokio::task::block_in_place(|| crate::proxy_process::metrics_of(dir)) else {
+            return;
+        };
+        if let Some(mine) = body.strip_suffix("# EOF\n") {
+            let keep = mine.len();
+            body.truncate(keep);
+            body.push_str(&theirs);
         }
     }
 
@@ -91,11 +110,23 @@ impl MetricsServer {
     }
 }
 
-/// Binds the kube-proxy health server on `addr` and serves there in a task; a taken address is logged.
+/// Binds the kube-proxy health server on `addr` and serves there in a task; a taken address is logged,
+/// and tried again every second for two minutes: a userspace proxy process that takes over from another
+/// ([`crate::node_proxy`]) gets the port once the old one has drained.
 pub(crate) async fn spawn_health(addr: SocketAddr, health: ProxyHealth) {
     if let Some(listener) = bind(addr, "proxy health").await {
         tokio::spawn(svcnet_proxier::health::serve(listener, health));
+        return;
     }
+    tokio::spawn(async move {
+        for _ in 0..120 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Ok(l) = TcpListener::bind(addr).await {
+                info!(%addr, "serving proxy health (the address is free now)");
+                return svcnet_proxier::health::serve(l, health).await;
+            }
+        }
+    });
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Option<TcpListener> {

@@ -138,79 +138,28 @@ fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
     assert!(status.success(), "{status}\n{}", proxy.log());
 }
 
-/// kubeadm's KubeProxyConfiguration (1.30, `kubectl -n kube-system get cm kube-proxy`), with the values a
-/// test must own: the kubeconfig, the node's name, the endpoints' addresses and the mode.
+/// kubeadm's KubeProxyConfiguration (1.30, `kubectl -n kube-system get cm kube-proxy`), the same file the
+/// parser's unit tests read, with the values a test must own: the kubeconfig, the node's name, the
+/// endpoints' addresses, the cluster range and the mode.
 fn kubeadm_config(kubeconfig: &str, node: &str, health: u16, metrics: u16, mode: &str) -> String {
-    format!(
-        r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
-bindAddress: 0.0.0.0
-bindAddressHardFail: false
-clientConnection:
-  acceptContentTypes: ""
-  burst: 0
-  contentType: ""
-  kubeconfig: {kubeconfig}
-  qps: 0
-clusterCIDR: 127.244.0.0/16
-configSyncPeriod: 0s
-conntrack:
-  maxPerCore: null
-  min: null
-  tcpBeLiberal: false
-  tcpCloseWaitTimeout: null
-  tcpEstablishedTimeout: null
-  udpStreamTimeout: 0s
-  udpTimeout: 0s
-detectLocal:
-  bridgeInterface: ""
-  interfaceNamePrefix: ""
-detectLocalMode: ""
-enableProfiling: false
-healthzBindAddress: 127.0.0.1:{health}
-hostnameOverride: {node}
-iptables:
-  localhostNodePorts: null
-  masqueradeAll: false
-  masqueradeBit: null
-  minSyncPeriod: 0s
-  syncPeriod: 0s
-ipvs:
-  excludeCIDRs: null
-  minSyncPeriod: 0s
-  scheduler: ""
-  strictARP: false
-  syncPeriod: 0s
-  tcpFinTimeout: 0s
-  tcpTimeout: 0s
-  udpTimeout: 0s
-kind: KubeProxyConfiguration
-logging:
-  flushFrequency: 0
-  options:
-    json:
-      infoBufferSize: "0"
-    text:
-      infoBufferSize: "0"
-  verbosity: 0
-metricsBindAddress: 127.0.0.1:{metrics}
-mode: "{mode}"
-nftables:
-  masqueradeAll: false
-  masqueradeBit: null
-  minSyncPeriod: 0s
-  syncPeriod: 0s
-nodePortAddresses: null
-oomScoreAdj: 500
-portRange: ""
-showHiddenMetricsForVersion: ""
-winkernel:
-  enableDSR: false
-  forwardHealthCheckVip: false
-  networkName: ""
-  rootHnsEndpointName: ""
-  sourceVip: ""
-"#
-    )
+    let mut text = include_str!("../src/kubeadm-kube-proxy.conf").to_owned();
+    for (line, value) in [
+        ("  kubeconfig: ", kubeconfig.to_owned()),
+        ("clusterCIDR: ", "127.244.0.0/16".to_owned()),
+        ("healthzBindAddress: ", format!("127.0.0.1:{health}")),
+        ("hostnameOverride: ", node.to_owned()),
+        ("metricsBindAddress: ", format!("127.0.0.1:{metrics}")),
+        ("mode: ", format!("\"{mode}\"")),
+        ("oomScoreAdj: ", "500".to_owned()),
+    ] {
+        let at = text
+            .find(&format!("\n{line}"))
+            .unwrap_or_else(|| panic!("kubeadm's file has a line {line:?}"))
+            + 1;
+        let end = at + text[at..].find('\n').expect("a whole line");
+        text.replace_range(at..end, &format!("{line}{value}"));
+    }
+    text
 }
 
 #[test]
@@ -358,6 +307,115 @@ fn nftables_proxy_refuses_kube_proxys_rules_keeps_its_own_across_restarts_and_cl
         !tables.contains("svcnet"),
         "--cleanup leaves no svcnet table: {tables}"
     );
+    drop(c);
+    drop(ns);
+}
+
+/// `kill -9` of `svcnet proxy` in nftables mode under a request loop, then a new one: its rules stay in the
+/// kernel meanwhile, and the new process takes its table over (reads it back, changes nothing since
+/// nothing changed) instead of deleting and loading it again. No request fails at any point, and the
+/// table keeps its kernel handle (it was never recreated).
+#[test]
+fn nftables_proxy_killed_and_restarted_takes_its_table_over_without_a_failed_request() {
+    if let Err(why) = can_run() {
+        println!("skipped: {why}");
+        return;
+    }
+    if !have("nft", "--version") || !have("curl", "--version") {
+        println!("skipped: no nft or curl");
+        return;
+    }
+    let ns = Namespaces::create();
+    let netns = ns.node.name.clone();
+    let c = Cluster::start_in_netns(
+        SVCNET,
+        &netns,
+        &["--proxy-mode", "none", "--dns-listen", "127.0.0.1:0"],
+    );
+    let ip = start_red(&c);
+    let kubeconfig = c.kubeconfig().display().to_string();
+    let node = node_name(&c);
+    let prefix = ["ip", "netns", "exec", netns.as_str()];
+    let args = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--hostname-override",
+        &node,
+        "--proxy-mode",
+        "nftables",
+        "--cluster-cidr",
+        "127.244.0.0/16",
+    ];
+    let handle = || {
+        let out = command_in(&netns, "nft")
+            .args(["-a", "list", "table", "ip", "svcnet"])
+            .output()
+            .expect("nft");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .next()
+            .and_then(|l| l.split_once("# handle "))
+            .map(|(_, h)| h.trim().to_string())
+    };
+    let first =
+        start_proxy(&prefix, &args).unwrap_or_else(|log| panic!("svcnet proxy did not start:\n{log}"));
+    let url = format!("http://{ip}/");
+    let curl_ok = || {
+        command_in(&netns, "curl")
+            .args(["-sS", "--max-time", "2", &url])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("red "))
+    };
+    assert!(
+        eventually(WAIT, curl_ok),
+        "ClusterIP through nftables\n{}",
+        first.log()
+    );
+    let before = handle().expect("svcnet's table");
+
+    // A request loop in the node's namespace, bounded in time: each request is a new connection.
+    let script = format!(
+        "end=$(($(date +%s) + 10)); ok=0; fail=0; \
+         while [ $(date +%s) -lt $end ]; do \
+           if curl -sS --max-time 2 {url} 2>/dev/null | grep -q '^red '; then ok=$((ok+1)); else fail=$((fail+1)); fi; \
+         done; echo $ok $fail"
+    );
+    let load = command_in(&netns, "sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("request loop");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut first = first;
+    first.signal("-KILL");
+    assert!(first.wait_exit(Duration::from_secs(10)).is_some(), "killed");
+    std::thread::sleep(Duration::from_secs(1));
+    let second =
+        start_proxy(&prefix, &args).unwrap_or_else(|log| panic!("svcnet proxy did not restart:\n{log}"));
+    assert!(
+        eventually(WAIT, || second.log().contains("nftables tables taken over")),
+        "the restarted proxy takes its table over\n{}",
+        second.log()
+    );
+    let out = load.wait_with_output().expect("request loop");
+    let counts = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (ok, fail): (u64, u64) = counts
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .unwrap_or_else(|| panic!("request loop said {counts:?}"));
+    assert_eq!(fail, 0, "{ok} requests answered, {fail} failed\n{}", second.log());
+    assert!(ok >= 20, "{ok} requests in 10 s");
+    assert_eq!(
+        handle().as_deref(),
+        Some(before.as_str()),
+        "the table was not recreated"
+    );
+    assert!(
+        second.log().contains("sets=0 chains=0 elements=0"),
+        "nothing had changed, so nothing was written\n{}",
+        second.log()
+    );
+    drop(second);
     drop(c);
     drop(ns);
 }

@@ -604,3 +604,75 @@ fn endpointslice_prefer_close_hints_each_endpoint_for_its_zone() {
     );
     assert_eq!(hints(&auto), None);
 }
+
+#[test]
+fn endpointslice_pod_finds_its_services_through_the_selector_index() {
+    use super::Key;
+    use super::cache::Cache;
+    use super::selects;
+    let mut c = Cache::default();
+    // Selectors of one and two terms over three label keys, in two namespaces.
+    let mut services = Vec::new();
+    for (i, sel) in [
+        json!({"app": "a"}),
+        json!({"app": "a", "tier": "x"}),
+        json!({"tier": "x"}),
+        json!({"app": "b", "zone": "1"}),
+        json!({"zone": "1"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for ns in ["default", "other"] {
+            let mut s = svc(json!({"metadata": {"name": format!("s{i}"), "namespace": ns}}));
+            s.spec.as_mut().unwrap().selector = Some(serde_json::from_value(sel.clone()).unwrap());
+            services.push(s);
+        }
+    }
+    // A Service without a selector selects nothing and is not indexed.
+    let mut bare = svc(json!({"metadata": {"name": "bare"}}));
+    bare.spec.as_mut().unwrap().selector = None;
+    services.push(bare);
+    for s in &services {
+        let k = Key::new(
+            s.metadata.namespace.clone().unwrap(),
+            s.metadata.name.clone().unwrap(),
+        );
+        c.index_service(s, true);
+        c.services.insert(k, std::sync::Arc::new(s.clone()));
+    }
+    let brute = |c: &Cache, p: &Pod| -> std::collections::BTreeSet<Key> {
+        c.services
+            .iter()
+            .filter(|(k, s)| Some(&k.namespace) == p.metadata.namespace.as_ref() && selects(s, p))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let label_sets = [
+        json!({"app": "a"}),
+        json!({"app": "a", "tier": "x"}),
+        json!({"app": "b", "tier": "x", "zone": "1"}),
+        json!({"zone": "2"}),
+        json!({}),
+    ];
+    for (i, labels) in label_sets.iter().enumerate() {
+        for ns in ["default", "other"] {
+            let mut p = pod(i, true, json!({"metadata": {"namespace": ns}}));
+            p.metadata.labels = Some(serde_json::from_value(labels.clone()).unwrap());
+            assert_eq!(c.matching_services(&p), brute(&c, &p), "{ns} {labels}");
+        }
+    }
+    // A selector change moves the Service in the index: old labels no longer find it, new ones do.
+    let k = Key::new("default", "s0");
+    let old = c.services[&k].clone();
+    let mut new = (*old).clone();
+    new.spec.as_mut().unwrap().selector = Some([("app".to_owned(), "z".to_owned())].into());
+    c.index_service(&old, false);
+    c.index_service(&new, true);
+    c.services.insert(k.clone(), std::sync::Arc::new(new));
+    let mut pa = pod(0, true, json!({}));
+    pa.metadata.labels = Some([("app".to_owned(), "a".to_owned())].into());
+    assert!(!c.matching_services(&pa).contains(&k));
+    pa.metadata.labels = Some([("app".to_owned(), "z".to_owned())].into());
+    assert_eq!(c.matching_services(&pa), [k].into());
+}

@@ -102,12 +102,12 @@ impl Elem {
     }
 }
 
-/// The elements of an endpoint map for `eps`, in order.
-pub(super) fn slot_elements(proto: Protocol, eps: &[&Endpoint]) -> BTreeSet<Elem> {
+/// The elements of an endpoint map for `eps`, in order, `offset` up in the map's slot space.
+pub(super) fn slot_elements(proto: Protocol, offset: u32, eps: &[&Endpoint]) -> BTreeSet<Elem> {
     slot_ranges(eps.len())
         .into_iter()
         .zip(eps)
-        .map(|((lo, hi), ep)| Elem::Slots(proto, lo, hi, ep.ip, ep.port))
+        .map(|((lo, hi), ep)| Elem::Slots(proto, offset + lo, offset + hi, ep.ip, ep.port))
         .collect()
 }
 

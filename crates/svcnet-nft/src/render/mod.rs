@@ -15,12 +15,18 @@
 //!   differ) and `firewall-…` (loadBalancerSourceRanges).
 //!
 //! One deliberate difference: kube-proxy DNATs in one chain per endpoint, chosen by `numgen random mod N
-//! vmap { … }`. Here a chain DNATs with `numgen random mod 65536` through an interval map that gives each
-//! endpoint an equal share of the slots (see `dispatch`), so that endpoints are map elements only: an
-//! endpoint change rewrites no rule, which with 10,000 Services is the difference between 0.2 s and a
-//! fraction of a millisecond (the kernel re-validates the whole table whenever a transaction adds a
-//! jump, goto or NAT rule). Services with ClientIP affinity keep kube-proxy's per-endpoint chains with
-//! timed sets.
+//! vmap { … }`. Here a chain DNATs with `numgen random mod 65536 offset N` through an interval map that
+//! gives each endpoint an equal share of the port's 65,536 slots (see `dispatch`), so that endpoints are
+//! map elements only: an endpoint change rewrites no rule, which with 10,000 Services is the difference
+//! between 0.2 s and a fraction of a millisecond (the kernel re-validates the whole table whenever a
+//! transaction adds a jump, goto or NAT rule). The maps are shared by groups of 32 ports (each port at
+//! its own offset, from the id [`Programmed`] gives it): the kernel finds a set by name in a linear list,
+//! so a map per port made loading 10,000 Services quadratic (12 s), while one map for all would make
+//! every endpoint change copy tens of thousands of ranges. Services with ClientIP affinity keep
+//! kube-proxy's per-endpoint chains with timed sets.
+//!
+//! Every rule is written the way nft prints it, so that tables read back (a takeover, [`crate`] docs)
+//! compare equal to their rendering.
 //!
 //! Every object a port owns carries the port's name, so an incremental change replaces exactly one port's
 //! objects.
@@ -36,9 +42,9 @@ mod transaction;
 pub use crate::family::Family;
 pub use crate::slots::slot_ranges;
 pub use elements::{AffinityEntries, Elem, Key, parse_affinity_entries};
-pub use names::{endpoint_chain, service_chain};
+pub use names::{PORTS_PER_MAP, endpoint_chain, service_chain};
 pub(crate) use ruleset::families;
-pub use ruleset::{MASQUERADE_MARK, render_full, render_full_keeping};
+pub use ruleset::{MASQUERADE_MARK, render_full, render_full_keeping, render_programmed};
 pub use transaction::{
     ElementOp, Programmed, Transaction, delete_script, render_changes, render_changes_deferred,
 };

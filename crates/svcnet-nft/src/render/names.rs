@@ -2,7 +2,7 @@
 //! per-endpoint chains and sets, whose names carry the port's (and endpoint's) identity so that an
 //! incremental change can replace exactly one port's objects.
 
-use svcnet_dataplane::{Endpoint, ServicePortName};
+use svcnet_dataplane::{Endpoint, Protocol, ServicePortName};
 
 /// Longest name nftables accepts for a chain or set, minus room for our longest prefix (`endpoint-`, …).
 const NAME_BASE_MAX: usize = 256 - 24;
@@ -72,6 +72,23 @@ pub(super) fn external_chain(name: &ServicePortName) -> String {
 
 pub(super) fn firewall_chain(name: &ServicePortName) -> String {
     format!("firewall-{}", port_base(name))
+}
+
+/// How many service ports share one endpoint map (see [`endpoint_map`]).
+pub const PORTS_PER_MAP: u32 = 32;
+
+/// The endpoint map that port `id`'s internal (`external` false) or external endpoints are in: one map per
+/// protocol and group of [`PORTS_PER_MAP`] ports, the port's ranges at its own offset in the slot space.
+/// A map per port made a full load quadratic (the kernel finds a set by name in a linear list, for
+/// every rule and element message that names it: 12 s at 10,000 Services); a single map for all would
+/// make every endpoint change copy a pipapo set of tens of thousands of ranges.
+pub(super) fn endpoint_map(protocol: Protocol, external: bool, id: u32) -> String {
+    format!(
+        "{}endpoints-{}-{}",
+        if external { "external-" } else { "" },
+        protocol.lower(),
+        id / PORTS_PER_MAP
+    )
 }
 
 pub(super) fn affinity_set(name: &ServicePortName, ep: &Endpoint) -> String {

@@ -12,9 +12,11 @@ use svcnet_dataplane::{Endpoint, ServicePort};
 use super::elements::{AffinityEntries, Elem, Key, slot_elements};
 use super::names::{
     CLUSTER_IPS, FIREWALL_IPS, HAIRPIN, MARK_MASQ, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES,
-    NO_LOCAL_NODEPORTS, NO_LOCAL_SERVICES, POD_CIDRS, REJECT_CHAIN, SERVICE_IPS, SERVICE_NODEPORTS,
-    affinity_set, endpoint_chain, external_chain, firewall_chain, port_base, service_chain,
+    NO_LOCAL_NODEPORTS, NO_LOCAL_SERVICES, POD_CIDRS, PORTS_PER_MAP, REJECT_CHAIN, SERVICE_IPS,
+    SERVICE_NODEPORTS, affinity_set, endpoint_chain, endpoint_map, external_chain, firewall_chain, port_base,
+    service_chain,
 };
+use super::transaction::Programmed;
 use crate::NftConfig;
 use crate::family::Family;
 use crate::slots::SLOTS;
@@ -43,6 +45,9 @@ pub(crate) struct PortObjects {
     pub sets: BTreeMap<String, Decl>,
     /// Chain name → rules, in order.
     pub chains: BTreeMap<String, Vec<String>>,
+    /// Maps shared with other ports (the endpoint maps of the port's group) → declaration: declared
+    /// wherever a rule names them, never deleted with the port.
+    pub shared_maps: BTreeMap<String, Decl>,
 }
 
 impl PortObjects {
@@ -148,7 +153,8 @@ pub(super) fn hairpin_ips(sp: &ServicePort) -> BTreeSet<IpAddr> {
 fn dispatch(
     sp: &ServicePort,
     eps: &[&Endpoint],
-    map: String,
+    external: bool,
+    id: u32,
     fam: Family,
     rules: &mut Vec<String>,
     o: &mut PortObjects,
@@ -157,7 +163,9 @@ fn dispatch(
     let ipx = fam.nft();
     let proto = name.protocol.lower();
     let Some(timeout) = sp.affinity_timeout else {
-        o.sets.insert(
+        let map = endpoint_map(name.protocol, external, id);
+        let offset = slot_offset(id);
+        o.shared_maps.insert(
             map.clone(),
             (
                 true,
@@ -168,11 +176,20 @@ fn dispatch(
                 ),
             ),
         );
+        // nft prints no `offset 0`; written the same way, a rule read back compares equal.
+        let offset = if offset == 0 {
+            String::new()
+        } else {
+            format!(" offset {offset}")
+        };
         rules.push(format!(
-            "meta l4proto {proto} dnat {ipx} to meta l4proto . numgen random mod {SLOTS} map @{map}"
+            "meta l4proto {proto} dnat {ipx} to meta l4proto . numgen random mod {SLOTS}{offset} map @{map}"
         ));
         if !eps.is_empty() {
-            o.elements.insert(map, slot_elements(name.protocol, eps));
+            o.elements
+                .entry(map)
+                .or_default()
+                .extend(slot_elements(name.protocol, slot_offset(id), eps));
         }
         return;
     };
@@ -217,7 +234,13 @@ fn dispatch(
 /// What one service port becomes in one family's table (see the module docs for the layout). Chains,
 /// declarations and verdict-map elements depend only on the Service's spec; endpoints only change the
 /// endpoint maps' elements and the no-endpoint sets' members (and, with affinity, the chains).
-pub(crate) fn port_objects(sp: &ServicePort, fam: Family, cfg: &NftConfig) -> PortObjects {
+/// Where port `id`'s ranges start in its endpoint map's slot space.
+pub(super) fn slot_offset(id: u32) -> u32 {
+    (id % PORTS_PER_MAP) * SLOTS
+}
+
+/// `id` is the port's place in the endpoint maps ([`Programmed`](super::Programmed) hands them out).
+pub(crate) fn port_objects(sp: &ServicePort, id: u32, fam: Family, cfg: &NftConfig) -> PortObjects {
     let mut o = PortObjects::default();
     if !in_family(sp, fam) {
         return o;
@@ -319,14 +342,7 @@ pub(crate) fn port_objects(sp: &ServicePort, fam: Family, cfg: &NftConfig) -> Po
             ));
         }
     }
-    dispatch(
-        sp,
-        &internal,
-        format!("endpoints-{base}"),
-        fam,
-        &mut rules,
-        &mut o,
-    );
+    dispatch(sp, &internal, false, id, fam, &mut rules, &mut o);
     o.chains.insert(svc_chain.clone(), rules);
 
     if externally_accessible {
@@ -354,21 +370,7 @@ pub(crate) fn port_objects(sp: &ServicePort, fam: Family, cfg: &NftConfig) -> Po
         o.chains.insert(ext_chain, rules);
         if !shared {
             let mut rules = Vec::new();
-            dispatch(
-                sp,
-                &external,
-                format!(
-                    "{}-endpoints-{base}",
-                    if sp.external_policy_local {
-                        "local"
-                    } else {
-                        "cluster"
-                    }
-                ),
-                fam,
-                &mut rules,
-                &mut o,
-            );
+            dispatch(sp, &external, true, id, fam, &mut rules, &mut o);
             o.chains.insert(ext_policy_chain, rules);
         }
     }
@@ -391,26 +393,28 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
         Family::V6 => "ip6 saddr ::1",
     };
     // Filter chains run just before DNAT (priority dstnat - 10) so they see the service address.
-    let base: [(&str, &str, &str, i32, &[&str]); 8] = [
+    // Priorities, like every rule here, are written as nft prints them, so that a table read back
+    // (a takeover) compares equal to the rendering.
+    let base: [(&str, &str, &str, &str, &[&str]); 8] = [
         (
             "filter-prerouting",
             "filter",
             "prerouting",
-            -110,
+            "dstnat - 10",
             &["ct state new jump firewall-check"],
         ),
         (
             "filter-input",
             "filter",
             "input",
-            -110,
+            "-110",
             &["ct state new jump service-endpoints-check"],
         ),
         (
             "filter-forward",
             "filter",
             "forward",
-            -110,
+            "-110",
             &[
                 "ct state new jump service-endpoints-check",
                 "ct state new jump cluster-ips-check",
@@ -420,7 +424,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
             "filter-output",
             "filter",
             "output",
-            -110,
+            "-110",
             &[
                 "ct state new jump service-endpoints-check",
                 "ct state new jump firewall-check",
@@ -431,16 +435,22 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
             "filter-output-post-dnat",
             "filter",
             "output",
-            -90,
+            "-90",
             &["ct state new jump cluster-ips-check"],
         ),
-        ("nat-prerouting", "nat", "prerouting", -100, &["jump services"]),
-        ("nat-output", "nat", "output", -100, &["jump services"]),
+        (
+            "nat-prerouting",
+            "nat",
+            "prerouting",
+            "dstnat",
+            &["jump services"],
+        ),
+        ("nat-output", "nat", "output", "-100", &["jump services"]),
         (
             "nat-postrouting",
             "nat",
             "postrouting",
-            100,
+            "srcnat",
             &["jump masquerading"],
         ),
     ];
@@ -465,7 +475,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
             ip_list(&svc_cidrs)
         ));
     }
-    let mark = format!("{MASQUERADE_MARK:#x}");
+    let mark = format!("{MASQUERADE_MARK:#010x}");
     let frontend = format!("{ipx} daddr . meta l4proto . th dport");
     // NodePorts answer on every local address but loopback (which nftables cannot DNAT; the localhost
     // proxy serves it), or, as kube-proxy's `--nodeport-addresses`, only on the addresses given: none at
@@ -512,10 +522,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
         ("firewall-check", vec![format!("{frontend} vmap @{FIREWALL_IPS}")]),
         (
             REJECT_CHAIN,
-            vec![
-                "meta l4proto tcp reject with tcp reset".to_string(),
-                "reject".to_string(),
-            ],
+            vec!["reject with tcp reset".to_string(), "reject".to_string()],
         ),
         (MARK_MASQ, vec![format!("meta mark set meta mark | {mark}")]),
         (
@@ -524,7 +531,7 @@ fn base_chains(fam: Family, cfg: &NftConfig, out: &mut String) {
                 format!(
                     "ct status dnat {ipx} saddr . {ipx} daddr @{HAIRPIN} jump {MARK_MASQ} comment \"hairpin\""
                 ),
-                format!("meta mark & {mark} == 0 return"),
+                format!("meta mark & {mark} == 0x00000000 return"),
                 format!("meta mark set meta mark ^ {mark}"),
                 // Masquerading a loopback source on `lo` fails when the namespace has no address of
                 // universe scope: the kernel drops the packet ("lo ate my IP address"). With loopback
@@ -605,8 +612,12 @@ pub fn render_full(ports: &[Arc<ServicePort>], cfg: &NftConfig) -> String {
 /// [`render_full`], with `kept` affinity entries written into the affinity sets that still exist with
 /// their remaining time (at most the set's timeout).
 pub fn render_full_keeping(ports: &[Arc<ServicePort>], cfg: &NftConfig, kept: &AffinityEntries) -> String {
-    let mut sorted: Vec<&Arc<ServicePort>> = ports.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    render_programmed(&Programmed::from_ports(ports), cfg, kept)
+}
+
+/// [`render_full_keeping`] of what `prog` holds, each port at the place in the endpoint maps `prog` gave
+/// it (a takeover keeps the places the tables already have).
+pub fn render_programmed(prog: &Programmed, cfg: &NftConfig, kept: &AffinityEntries) -> String {
     let mut out = String::new();
     for fam in families(cfg) {
         let t = &cfg.table;
@@ -618,13 +629,15 @@ pub fn render_full_keeping(ports: &[Arc<ServicePort>], cfg: &NftConfig, kept: &A
         let _ = writeln!(out, "\tcomment \"svcnet service proxy rules\"");
         let mut elements: BTreeMap<String, BTreeSet<Elem>> = BTreeMap::new();
         let mut sets = BTreeMap::new();
+        let mut shared_maps = BTreeMap::new();
         let mut chains = Vec::new();
-        for sp in &sorted {
-            let o = port_objects(sp, fam, cfg);
+        for (sp, id) in prog.ports_with_ids() {
+            let o = port_objects(sp, id, fam, cfg);
             for (set, els) in o.elements {
                 elements.entry(set).or_default().extend(els);
             }
             sets.extend(o.sets);
+            shared_maps.extend(o.shared_maps);
             chains.extend(o.chains);
             let shared = elements.entry(CLUSTER_IPS.to_string()).or_default();
             shared.extend(cluster_ips_of(sp, fam).map(|ip| Elem::Addr(*ip)));
@@ -652,6 +665,9 @@ pub fn render_full_keeping(ports: &[Arc<ServicePort>], cfg: &NftConfig, kept: &A
         }
         for name in SHARED {
             write_set(&mut out, name, &shared_decl(fam, name), elements.get(name), &[]);
+        }
+        for (name, decl) in &shared_maps {
+            write_set(&mut out, name, decl, elements.get(name), &[]);
         }
         for (name, decl) in &sets {
             let timeout = affinity_timeout_of(decl);

@@ -18,11 +18,19 @@ use crate::netlink;
 /// What the backend has programmed: the ports, and how many ports use each ClusterIP and each endpoint
 /// address (the `cluster-ips` and `hairpin` sets are shared, so an address leaves them only with its last
 /// user).
+///
+/// Each port also has a place in the endpoint maps (its id: which group map, and where in its slot
+/// space). A port keeps its id while it exists; ids of ports that went away are handed out again,
+/// lowest first, so the maps stay few and dense.
 #[derive(Debug, Default, Clone)]
 pub struct Programmed {
     ports: BTreeMap<ServicePortName, Arc<ServicePort>>,
     cluster_ip_refs: HashMap<IpAddr, usize>,
     hairpin_refs: HashMap<IpAddr, usize>,
+    ids: HashMap<ServicePortName, u32>,
+    /// Ids below `next_id` no port has.
+    free_ids: BTreeSet<u32>,
+    next_id: u32,
 }
 
 impl Programmed {
@@ -41,18 +49,94 @@ impl Programmed {
             })
     }
 
-    /// The state after a full sync of `ports`.
+    /// The state after a full sync of `ports`: ids in name order.
     pub fn from_ports(ports: &[Arc<ServicePort>]) -> Programmed {
         let mut p = Programmed::new();
         for sp in ports {
             p.insert(sp.clone());
         }
+        let names: Vec<ServicePortName> = p.ports.keys().cloned().collect();
+        for (i, name) in names.into_iter().enumerate() {
+            p.ids.insert(name, i as u32);
+        }
+        p.next_id = p.ids.len() as u32;
         p
+    }
+
+    /// The state of tables that already hold `ports`, each at the id `found` says (a takeover): ports
+    /// without one, or whose id another port already has, get free ids.
+    pub fn from_ports_with_ids(
+        ports: &[Arc<ServicePort>],
+        found: &HashMap<ServicePortName, u32>,
+    ) -> Programmed {
+        let mut p = Programmed::new();
+        for sp in ports {
+            p.insert(sp.clone());
+        }
+        let mut taken = BTreeSet::new();
+        let mut missing = Vec::new();
+        for name in p.ports.keys() {
+            match found.get(name) {
+                Some(&id) if taken.insert(id) => {
+                    p.ids.insert(name.clone(), id);
+                }
+                _ => missing.push(name.clone()),
+            }
+        }
+        p.next_id = taken.last().map_or(0, |l| l + 1);
+        p.free_ids = (0..p.next_id).filter(|i| !taken.contains(i)).collect();
+        for name in missing {
+            let id = p.take_id();
+            p.ids.insert(name, id);
+        }
+        p
+    }
+
+    fn take_id(&mut self) -> u32 {
+        match self.free_ids.pop_first() {
+            Some(id) => id,
+            None => {
+                self.next_id += 1;
+                self.next_id - 1
+            }
+        }
+    }
+
+    /// The ids a batch gives to ports that have none yet: in name order, the lowest free first (ids
+    /// that the batch frees are free only after it, so no two ports of one transaction share one).
+    pub(super) fn plan_ids<'a>(&self, changes: &'a [Change]) -> BTreeMap<&'a ServicePortName, u32> {
+        let mut last: BTreeMap<&ServicePortName, bool> = BTreeMap::new();
+        for c in changes {
+            last.insert(c.name(), matches!(c, Change::Upsert { .. }));
+        }
+        let mut free = self.free_ids.iter().copied();
+        let mut next = self.next_id;
+        let mut out = BTreeMap::new();
+        for (name, upsert) in last {
+            if upsert && !self.ids.contains_key(name) {
+                let id = free.next().unwrap_or_else(|| {
+                    next += 1;
+                    next - 1
+                });
+                out.insert(name, id);
+            }
+        }
+        out
+    }
+
+    /// The id of a programmed port.
+    pub fn id(&self, name: &ServicePortName) -> Option<u32> {
+        self.ids.get(name).copied()
     }
 
     /// The programmed ports, by name.
     pub fn ports(&self) -> impl Iterator<Item = &Arc<ServicePort>> {
         self.ports.values()
+    }
+
+    /// The programmed ports with their ids, by name.
+    pub(super) fn ports_with_ids(&self) -> impl Iterator<Item = (&Arc<ServicePort>, u32)> {
+        self.ports.iter().map(|(n, p)| (p, self.ids[n]))
     }
 
     /// The programmed port of that name.
@@ -105,12 +189,30 @@ impl Programmed {
         }
     }
 
-    /// Records a batch of changes (after its transaction succeeded).
+    /// Records a batch of changes (after its transaction succeeded), with the ids its rendering gave.
     pub fn commit(&mut self, changes: &[Change]) {
+        let planned: Vec<(ServicePortName, u32)> = self
+            .plan_ids(changes)
+            .into_iter()
+            .map(|(n, id)| (n.clone(), id))
+            .collect();
         for c in changes {
             match c {
                 Change::Upsert { new, .. } => self.insert(new.clone()),
                 Change::Remove(old) => self.remove(&old.name),
+            }
+        }
+        for (name, id) in planned {
+            self.free_ids.remove(&id);
+            self.next_id = self.next_id.max(id + 1);
+            self.ids.insert(name, id);
+        }
+        for c in changes {
+            let name = c.name();
+            if !self.ports.contains_key(name)
+                && let Some(id) = self.ids.remove(name)
+            {
+                self.free_ids.insert(id);
             }
         }
     }
@@ -249,6 +351,12 @@ pub fn delete_script<'a>(ids: impl IntoIterator<Item = &'a String>) -> String {
 /// kernel) so that nft knows it.
 pub fn render_changes_deferred(prev: &Programmed, changes: &[Change], cfg: &NftConfig) -> Transaction {
     let batch = coalesce(prev, changes);
+    let planned = prev.plan_ids(changes);
+    let id_of = |name: &ServicePortName| {
+        prev.id(name)
+            .or_else(|| planned.get(name).copied())
+            .unwrap_or_default()
+    };
     let mut tx = Transaction::default();
     let mut deletes = Vec::new();
     let mut adds = Vec::new();
@@ -269,9 +377,10 @@ pub fn render_changes_deferred(prev: &Programmed, changes: &[Change], cfg: &NftC
             add,
             elem,
         };
-        for (old, new) in batch.values() {
-            let o = old.map(|p| port_objects(p, fam, cfg)).unwrap_or_default();
-            let n = new.map(|p| port_objects(p, fam, cfg)).unwrap_or_default();
+        for (name, (old, new)) in &batch {
+            let id = id_of(name);
+            let o = old.map(|p| port_objects(p, id, fam, cfg)).unwrap_or_default();
+            let n = new.map(|p| port_objects(p, id, fam, cfg)).unwrap_or_default();
             for ip in old.iter().flat_map(|p| cluster_ips_of(p, fam)) {
                 *ip_delta.entry(*ip).or_default() -= 1;
             }
@@ -332,6 +441,12 @@ pub fn render_changes_deferred(prev: &Programmed, changes: &[Change], cfg: &NftC
                 if !new_rules.is_empty() {
                     debug_assert!(new_rules.iter().all(|r| !r.contains(';')), "{new_rules:?}");
                     bodies.push(format!("add chain {t} {name} {{ {}; }}", new_rules.join("; ")));
+                }
+            }
+            // The group's endpoint maps, when a rule names them for the first time or again.
+            for (name, decl) in &n.shared_maps {
+                if port_rewrites || !o.shared_maps.contains_key(name) {
+                    add_sets.insert(name.clone(), decl.clone());
                 }
             }
             // New sets, and the unchanged ones the rewritten rules name (nft must know them).
