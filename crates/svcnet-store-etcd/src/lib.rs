@@ -118,6 +118,17 @@ pub enum ConfigError {
     Client(String),
 }
 
+/// Why [`EtcdStore::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The settings are wrong; retrying cannot help.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// etcd did not answer; it may yet (`svcnet up` retries).
+    #[error(transparent)]
+    Unreachable(StoreError),
+}
+
 /// The etcd-backed store. Share it behind an `Arc`; its background tasks stop when it is dropped.
 pub struct EtcdStore {
     client: Client,
@@ -186,18 +197,17 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
 
 impl EtcdStore {
     /// Connects to etcd and checks that it answers (a read, within [`REQUEST_TIMEOUT`]); then starts the
-    /// health probe and the compactor. `Err(Ok(_))` means the settings are wrong (retrying cannot help),
-    /// `Err(Err(_))` that etcd did not answer (it may yet).
-    pub async fn connect(config: EtcdConfig) -> Result<EtcdStore, Result<ConfigError, StoreError>> {
+    /// health probe and the compactor.
+    pub async fn connect(config: EtcdConfig) -> Result<EtcdStore, ConnectError> {
         if config.endpoints.is_empty() {
-            return Err(Ok(ConfigError::NoEndpoints));
+            return Err(ConfigError::NoEndpoints.into());
         }
         if let Some(bad) = config
             .endpoints
             .iter()
             .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
         {
-            return Err(Ok(ConfigError::BadUrl(bad.clone())));
+            return Err(ConfigError::BadUrl(bad.clone()).into());
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
@@ -206,21 +216,21 @@ impl EtcdStore {
         if tls {
             let mut t = TlsOptions::new();
             if let Some(ca) = &config.ca_file {
-                t = t.ca_certificate(Certificate::from_pem(read(ca).map_err(Ok)?));
+                t = t.ca_certificate(Certificate::from_pem(read(ca)?));
             }
             match (&config.cert_file, &config.key_file) {
                 (Some(c), Some(k)) => {
-                    t = t.identity(Identity::from_pem(read(c).map_err(Ok)?, read(k).map_err(Ok)?));
+                    t = t.identity(Identity::from_pem(read(c)?, read(k)?));
                 }
                 (None, None) => {}
-                _ => return Err(Ok(ConfigError::HalfIdentity)),
+                _ => return Err(ConfigError::HalfIdentity.into()),
             }
             options = options.with_tls(t);
         }
         let endpoints = config.endpoints.join(",");
         let client = Client::connect(&config.endpoints, Some(options))
             .await
-            .map_err(|e| Ok(ConfigError::Client(e.to_string())))?;
+            .map_err(|e| ConfigError::Client(e.to_string()))?;
         let prefix = config.prefix.trim_end_matches('/').to_string();
         let store = EtcdStore {
             client,
@@ -235,7 +245,7 @@ impl EtcdStore {
         let mut kv = store.client.kv_client();
         timed(&store.endpoints, "reading", kv.get("health", None))
             .await
-            .map_err(Err)?;
+            .map_err(ConnectError::Unreachable)?;
         info!(endpoints = %store.endpoints, prefix = %store.prefix, "connected to etcd");
         let probe = tokio::spawn(probe(
             store.client.kv_client(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use svcnet_store::{Event, Health, Precondition, Store, Write, WriteOutcome, conformance};
-use svcnet_store_etcd::{EtcdConfig, EtcdStore};
+use svcnet_store_etcd::{ConnectError, EtcdConfig, EtcdStore};
 use svcnet_testsupport::etcd::Etcd;
 
 async fn store_on(etcd: &Etcd, tweak: impl FnOnce(&mut EtcdConfig)) -> Arc<dyn Store> {
@@ -158,23 +158,21 @@ async fn etcd_outage_degrades_then_heals_without_a_gap() {
 #[tokio::test]
 async fn bad_settings_and_unreachable_etcd() {
     let err = EtcdStore::connect(EtcdConfig::new(vec![])).await.err().unwrap();
-    assert_eq!(err.unwrap().to_string(), "--etcd-servers needs at least one URL");
+    assert!(matches!(err, ConnectError::Config(_)));
+    assert_eq!(err.to_string(), "--etcd-servers needs at least one URL");
     let err = EtcdStore::connect(EtcdConfig::new(vec!["127.0.0.1:2379".into()]))
         .await
         .err()
         .unwrap();
-    assert!(
-        err.unwrap()
-            .to_string()
-            .contains("not an http:// or https:// URL")
-    );
+    assert!(err.to_string().contains("not an http:// or https:// URL"));
     let port = svcnet_testsupport::net::free_port("127.0.0.1");
     let url = format!("http://127.0.0.1:{port}");
     let err = EtcdStore::connect(EtcdConfig::new(vec![url.clone()]))
         .await
         .err()
         .unwrap();
-    let err = err.unwrap_err().to_string();
+    assert!(matches!(err, ConnectError::Unreachable(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains(&url), "{err}");
 }
 
@@ -199,13 +197,13 @@ async fn tls_with_a_client_certificate() {
     config.cert_file = None;
     config.key_file = None;
     let refused = EtcdStore::connect(config.clone()).await;
-    assert!(matches!(refused, Err(Err(_))), "no client certificate, no access");
+    assert!(
+        matches!(refused, Err(ConnectError::Unreachable(_))),
+        "no client certificate, no access"
+    );
     config.cert_file = Some(tls.client_cert.clone());
     let half = EtcdStore::connect(config).await.err().unwrap();
-    assert_eq!(
-        half.unwrap().to_string(),
-        "--etcd-certfile and --etcd-keyfile go together"
-    );
+    assert_eq!(half.to_string(), "--etcd-certfile and --etcd-keyfile go together");
 }
 
 /// The feed's watch is cut off from etcd while etcd compacts past the feed's next revision: the feed

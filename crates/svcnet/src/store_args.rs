@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use svcnet_store::Store;
 use svcnet_store::redb::RedbStore;
-use svcnet_store_etcd::{EtcdConfig, EtcdStore};
+use svcnet_store_etcd::{ConnectError, EtcdConfig, EtcdStore};
 use tracing::{info, warn};
 
 /// How long `svcnet up` keeps trying to reach etcd at start before it gives up.
@@ -73,13 +73,13 @@ impl StoreArgs {
         loop {
             match EtcdStore::connect(config.clone()).await {
                 Ok(store) => return Ok(Arc::new(store)),
-                Err(Ok(bad)) => bail!("{bad}"),
-                Err(Err(e)) if start.elapsed() < ETCD_START_PATIENCE => {
+                Err(ConnectError::Config(bad)) => bail!("{bad}"),
+                Err(ConnectError::Unreachable(e)) if start.elapsed() < ETCD_START_PATIENCE => {
                     warn!(error = %e, retry_in = ?delay, "cannot reach etcd yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                Err(Err(e)) => {
+                Err(ConnectError::Unreachable(e)) => {
                     bail!(
                         "{e} (gave up after {}s; is etcd running at {}?)",
                         ETCD_START_PATIENCE.as_secs(),
