@@ -12,6 +12,9 @@ command -v python3 >/dev/null || need+=(python3)      # the pods in the end-to-e
 command -v nft >/dev/null || need+=(nftables)         # svcnet-nft's namespace tests program real rules
 command -v conntrack >/dev/null || need+=(conntrack)  # ... and clean up UDP conntrack entries
 command -v dig >/dev/null || need+=(bind9-dnsutils)    # queries in the cluster DNS end-to-end tests
+command -v etcd >/dev/null || need+=(etcd-server)     # the etcd store's and HA control plane's tests
+command -v etcdctl >/dev/null || need+=(etcd-client)  # ... which read etcd back with etcdctl
+command -v protoc >/dev/null || need+=(protobuf-compiler)  # etcd-client's build compiles etcd's .proto files
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

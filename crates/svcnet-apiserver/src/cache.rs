@@ -243,7 +243,7 @@ fn decode(kv: &KeyValue, revision: Revision) -> Option<Value> {
             Some(v)
         }
         Err(e) => {
-            // Only this server writes storage, so this means corruption; skip the object, keep serving.
+            // Only API servers write storage, so this means corruption; skip the object, keep serving.
             error!(key = %kv.key, error = %e, "undecodable object in storage");
             None
         }
@@ -318,6 +318,12 @@ impl Cache {
                 let revision = ev.revision();
                 last = revision;
                 let (key, kind, view, prev, json) = match &ev {
+                    // Nothing of ours changed up to there (another cluster's keys, etcd's compaction
+                    // bookkeeping): a consistent read waiting for that revision may go ahead.
+                    Event::Progress { .. } => {
+                        st.revision = st.revision.max(revision);
+                        continue;
+                    }
                     Event::Put { kv, prev } => {
                         let Some(v) = decode(kv, revision) else { continue };
                         let key: Arc<str> = kv.key.as_str().into();

@@ -247,6 +247,13 @@ impl From<svcnet_store::StoreError> for ApiError {
             StoreError::NoSpace(_) => Self::new(507, "InsufficientStorage", e.to_string()),
             StoreError::Closed => Self::unavailable(e.to_string()),
             StoreError::Backend(_) => ApiError::internal(e),
+            // kube-apiserver's answer when etcd does not answer within the request's deadline.
+            StoreError::Timeout(_) => Self::new(504, "Timeout", e.to_string()),
+            StoreError::TooLarge(why) => Self::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: {why}"),
+            ),
         }
     }
 }

@@ -63,6 +63,10 @@ pub const MAX_HEADER_BYTES: usize = 1 << 20;
 /// so longer URLs get h2's 431 instead of a stream reset.
 pub const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 
+/// How long a consistent read waits for the watch cache to reach storage's revision (kube-apiserver
+/// waits 3 s too before it gives up on its cache).
+const CONSISTENT_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -119,6 +123,36 @@ impl ApiServer {
     /// `UDS`): for nodes whose addresses this server's network cannot route to. Set once, before serving.
     pub fn set_kubelet_egress(&self, path: std::path::PathBuf) {
         let _ = self.kubelet_egress.set(path);
+    }
+
+    /// Makes a read without a `resourceVersion` see every write acknowledged before it, whichever API
+    /// server took the write (kube-apiserver's consistent read from cache): waits until the cache reached
+    /// the store's current revision. A store that cannot be reached is no reason to refuse reads: they
+    /// are served from the cache as it is, while `/readyz` says what is wrong.
+    async fn consistent_read(&self, params: &request::Params) -> Result<(), ApiError> {
+        if params.get("resourceVersion").is_some_and(|rv| !rv.is_empty()) || params.get("continue").is_some()
+        {
+            return Ok(());
+        }
+        let revision = match self.store.current_revision().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "serving a read from the cache without a consistency check");
+                return Ok(());
+            }
+        };
+        tokio::time::timeout(CONSISTENT_READ_WAIT, self.cache.wait_for(revision))
+            .await
+            .map_err(|_| {
+                svcnet_store::StoreError::Timeout(format!(
+                    "the watch cache is at revision {} and did not reach storage's revision {revision} \
+                     within {}s",
+                    self.cache.revision(),
+                    CONSISTENT_READ_WAIT.as_secs()
+                ))
+            })?;
+        Ok(())
     }
 
     /// Marks the server ready: `/readyz` answers `ok` from now on.
@@ -385,6 +419,9 @@ impl ApiServer {
             return reply_response(self.get_scale(&route));
         }
         if method == Method::GET {
+            if let Err(e) = self.consistent_read(&params).await {
+                return error_response(&e);
+            }
             let r = if route.name.is_some() {
                 self.get(&route, repr, &params)
             } else {

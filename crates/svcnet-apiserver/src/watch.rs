@@ -29,8 +29,8 @@ enum Start {
         revision: u64,
         initial_end: bool,
     },
-    /// Every event after the requested revision.
-    Events(Vec<Arc<CacheEvent>>),
+    /// Every event after the requested revision (the second field) that the history holds.
+    Events(Vec<Arc<CacheEvent>>, u64),
     /// The requested revision is older than the cache's history.
     TooOld { requested: u64, oldest: u64 },
 }
@@ -205,7 +205,7 @@ impl ApiServer {
                         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?,
                 };
                 match self.cache.watch_from(rev) {
-                    (WatchStart::Events(evs), sub) => (Start::Events(evs), sub),
+                    (WatchStart::Events(evs), sub) => (Start::Events(evs, rev), sub),
                     (WatchStart::TooOld { oldest }, sub) => (
                         Start::TooOld {
                             requested: rev,
@@ -248,8 +248,10 @@ impl ApiServer {
                     }
                     revision
                 }
-                Start::Events(evs) => {
-                    let mut last = 0;
+                Start::Events(evs, from) => {
+                    // Live events up to the requested revision are not news: a server whose cache is
+                    // still behind a revision another server handed out would otherwise repeat them.
+                    let mut last = from;
                     for ev in evs {
                         last = ev.revision;
                         if !w.deliver(&ev).await {

@@ -90,6 +90,10 @@ struct ApiArgs {
     /// Overall limit for the whole run, in seconds; the server is stopped when it is reached.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Run everything a second time on etcd at this URL (`svcnet up --etcd-servers`, a fresh
+    /// `--etcd-prefix` per run) and print etcd's figures as ratios to the embedded store's.
+    #[arg(long, value_name = "URL")]
+    etcd_servers: Option<String>,
     /// Create the Services without a selector: no controller then writes an EndpointSlice and an
     /// Endpoints object per Service, so the server's CPU is the API server's alone (what the figures
     /// recorded before those controllers existed measured).
@@ -173,16 +177,62 @@ struct FanoutFigures {
 }
 
 async fn api(args: ApiArgs, svcnet: &Path) -> Result<()> {
-    let extra: &[&str] = if args.api_only {
+    let base: &[&str] = if args.api_only {
         &["--no-agent", "--no-dns"]
     } else {
         &[]
     };
+    let Some(url) = args.etcd_servers.clone() else {
+        return api_once(&args, svcnet, base).await.map(drop);
+    };
+    println!("== embedded store (redb)");
+    let redb = api_once(&args, svcnet, base).await?;
+    // A prefix of its own, so that a reused etcd holds nothing of an earlier run under it.
+    let prefix = format!(
+        "/svcnet-bench-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_second()
+    );
+    println!("\n== etcd at {url} (prefix {prefix})");
+    let mut extra = base.to_vec();
+    extra.extend(["--etcd-servers", url.as_str(), "--etcd-prefix", prefix.as_str()]);
+    let etcd = api_once(&args, svcnet, &extra).await?;
+    print_ratios(&redb, &etcd);
+    Ok(())
+}
+
+/// etcd's figures beside the embedded store's, with kube-apiserver's published scalability SLOs.
+fn print_ratios(redb: &Report, etcd: &Report) {
+    let creates = |r: &Report| r.creates.as_ref().map(|c| c.ok as f64 / c.wall.as_secs_f64());
+    let create_p99 = |r: &Report| r.creates.as_ref().map(|c| c.p99.as_secs_f64() * 1000.0);
+    let list = |r: &Report| r.list.as_ref().map(|l| l.median.as_secs_f64() * 1000.0);
+    let fanout = |r: &Report| r.fanout.as_ref().map(|f| f.p99.as_secs_f64() * 1000.0);
+    println!();
+    println!("| measure | redb | etcd | etcd / redb | Kubernetes SLO |");
+    println!("|---|---|---|---|---|");
+    for (name, unit, f, slo) in [
+        ("creates", "/s", &creates as &dyn Fn(&Report) -> Option<f64>, ""),
+        ("create p99", " ms", &create_p99, "mutating API call p99 ≤ 1 s"),
+        ("list, median", " ms", &list, "list p99 ≤ 30 s"),
+        ("watch fan-out p99", " ms", &fanout, ""),
+    ] {
+        let (a, b) = (f(redb), f(etcd));
+        let show = |v: Option<f64>| v.map_or("not measured".to_string(), |v| format!("{v:.1}{unit}"));
+        let ratio = a
+            .zip(b)
+            .filter(|(a, _)| *a > 0.0)
+            .map_or("-".to_string(), |(a, b)| format!("{:.2}", b / a));
+        println!("| {name} | {} | {} | {ratio} | {slo} |", show(a), show(b));
+    }
+}
+
+/// One run of every phase on a fresh `svcnet up` with `extra` flags; prints its table.
+async fn api_once(args: &ApiArgs, svcnet: &Path, extra: &[&str]) -> Result<Report> {
     let session = Session::start(svcnet, args.timeout, extra).await?;
     let mut report = Report::default();
     let outcome = tokio::time::timeout_at(
         session.deadline.into(),
-        phases(&session.server, &args, &mut report),
+        phases(&session.server, args, &mut report),
     )
     .await;
     if report.mem_end.is_none() {
@@ -192,8 +242,9 @@ async fn api(args: ApiArgs, svcnet: &Path) -> Result<()> {
         }
     }
     session.finish().await?;
-    print_table(&args, &report);
-    timed_out(outcome, args.timeout)
+    print_table(args, &report);
+    timed_out(outcome, args.timeout)?;
+    Ok(report)
 }
 
 async fn phases(server: &Server, args: &ApiArgs, report: &mut Report) -> Result<()> {

@@ -4,11 +4,15 @@
 //! values, one global monotonic revision that every write increments, conditional writes (compare the
 //! key's modification revision, then put or delete), and a change feed that starts exactly where a
 //! consistent snapshot ends. [`Store`] is that contract; [`redb::RedbStore`] is the embedded backend used
-//! by default, and an etcd backend can implement the same trait for a highly available control plane.
+//! by default, and `svcnet-store-etcd` implements the same trait on etcd for a highly available control
+//! plane. [`conformance`] is the one suite of behaviour both must show.
 //!
 //! Storage knows nothing about Kubernetes objects: resourceVersions, watch caches and selectors live in
 //! the API server, which keeps this crate small and the backends interchangeable.
 
+pub mod backup;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod redb;
 
 use bytes::Bytes;
@@ -48,6 +52,13 @@ pub enum Event {
         /// The revision of the delete.
         revision: Revision,
     },
+    /// Nothing under the feed's prefix changed up to `revision` beyond what the feed already sent (etcd's
+    /// progress notification): a reader may count itself current up to there. A store with one writer and
+    /// no other key space never needs to send it.
+    Progress {
+        /// The revision the feed is complete up to.
+        revision: Revision,
+    },
 }
 
 impl Event {
@@ -55,15 +66,16 @@ impl Event {
     pub fn revision(&self) -> Revision {
         match self {
             Event::Put { kv, .. } => kv.mod_revision,
-            Event::Delete { revision, .. } => *revision,
+            Event::Delete { revision, .. } | Event::Progress { revision } => *revision,
         }
     }
 
-    /// The key this change is about.
-    pub fn key(&self) -> &str {
+    /// The key this change is about (`None` for a progress notification).
+    pub fn key(&self) -> Option<&str> {
         match self {
-            Event::Put { kv, .. } => &kv.key,
-            Event::Delete { prev, .. } => &prev.key,
+            Event::Put { kv, .. } => Some(&kv.key),
+            Event::Delete { prev, .. } => Some(&prev.key),
+            Event::Progress { .. } => None,
         }
     }
 }
@@ -141,6 +153,13 @@ pub enum StoreError {
     /// The backend is out of space (disk, quota); nothing was written. Writes resume once space is freed.
     #[error("storage is out of space: {0}")]
     NoSpace(String),
+    /// The backend refuses a value this large (etcd's `--max-request-bytes`); nothing was written.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The backend did not answer in time (etcd unreachable or without a leader); the write may or may
+    /// not have happened.
+    #[error("storage did not answer in time: {0}")]
+    Timeout(String),
     /// The store has shut down.
     #[error("storage is shutting down")]
     Closed,
@@ -174,5 +193,14 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the backend can write now; a backend that cannot tell says [`Health::Ok`].
     fn health(&self) -> Health {
         Health::Ok
+    }
+
+    /// The store's current revision, for a reader that must see every write acknowledged before it
+    /// asked (kube-apiserver's consistent read from its cache): it waits until its feed reached this
+    /// revision. A backend whose only writer is this process (every write waits for the feed) answers
+    /// `None`: its feed is already current. A backend shared by several processes answers the revision
+    /// and makes its feeds send a [`Event::Progress`] soon, so that a quiet feed reaches it too.
+    fn current_revision(&self) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
+        Box::pin(async { Ok(None) })
     }
 }

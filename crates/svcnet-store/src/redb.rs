@@ -33,10 +33,10 @@ use crate::{
 };
 
 /// key → (create revision, modification revision, value)
-const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("objects");
+pub(crate) const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("objects");
 /// name → number; holds the current revision under `revision`.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const REVISION_KEY: &str = "revision";
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const REVISION_KEY: &str = "revision";
 /// Scratch space for the write probe a reopen makes before it declares the store healthy.
 const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
 /// As large as a big object: a probe that fits in pages freed by earlier commits proves little.
@@ -563,7 +563,7 @@ impl Writer {
         self.feeds.retain(|(prefix, tx)| {
             let mine: Vec<Event> = events
                 .iter()
-                .filter(|e| e.key().starts_with(prefix.as_str()))
+                .filter(|e| e.key().is_some_and(|k| k.starts_with(prefix.as_str())))
                 .cloned()
                 .collect();
             mine.is_empty() || tx.send(mine).is_ok()
@@ -584,67 +584,35 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn conditional_writes_and_revisions() {
+    /// A fresh store in a temporary directory (kept alive with it).
+    fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("db")).unwrap();
-        let r1 = store.write(put("/a/1", "x", Precondition::Absent)).await.unwrap();
-        assert!(matches!(
-            r1,
-            WriteOutcome::Committed {
-                revision: 1,
-                prev: None
-            }
-        ));
-        let again = store.write(put("/a/1", "y", Precondition::Absent)).await.unwrap();
-        assert!(matches!(
-            again,
-            WriteOutcome::PreconditionFailed { current: Some(_) }
-        ));
-        let stale = store
-            .write(put("/a/1", "y", Precondition::ModRevision(7)))
-            .await
-            .unwrap();
-        assert!(matches!(stale, WriteOutcome::PreconditionFailed { .. }));
-        let ok = store
-            .write(put("/a/1", "y", Precondition::ModRevision(1)))
-            .await
-            .unwrap();
-        assert!(matches!(ok, WriteOutcome::Committed { revision: 2, .. }));
-        let kv = store.get("/a/1").await.unwrap().unwrap();
-        assert_eq!(
-            (kv.create_revision, kv.mod_revision, &kv.value[..]),
-            (1, 2, &b"y"[..])
-        );
-        let del = store
-            .write(Write::Delete {
-                key: "/a/1".into(),
-                precondition: Precondition::None,
-            })
-            .await
-            .unwrap();
-        assert!(matches!(del, WriteOutcome::Committed { revision: 3, .. }));
-        assert!(store.get("/a/1").await.unwrap().is_none());
+        (dir, Arc::new(store))
     }
 
     #[tokio::test]
-    async fn snapshot_then_feed_has_no_gap() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
-        store.write(put("/a/1", "x", Precondition::None)).await.unwrap();
-        store.write(put("/b/1", "x", Precondition::None)).await.unwrap();
-        let (snap, mut feed) = store.snapshot_and_watch("/a/").await.unwrap();
-        assert_eq!(snap.revision, 2);
-        assert_eq!(snap.items.len(), 1);
-        store.write(put("/a/2", "x", Precondition::None)).await.unwrap();
-        store.write(put("/b/2", "x", Precondition::None)).await.unwrap();
-        store.write(put("/a/3", "x", Precondition::None)).await.unwrap();
-        let mut seen = Vec::new();
-        while seen.len() < 2 {
-            seen.extend(feed.recv().await.unwrap());
-        }
-        let revs: Vec<u64> = seen.iter().map(Event::revision).collect();
-        assert_eq!(revs, vec![3, 5]);
+    async fn conformance_conditional_writes() {
+        let (_dir, store) = fresh();
+        crate::conformance::conditional_writes(store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_snapshot_then_feed_has_no_gap() {
+        let (_dir, store) = fresh();
+        crate::conformance::snapshot_then_feed_has_no_gap(store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_concurrent_writes() {
+        let (_dir, store) = fresh();
+        crate::conformance::concurrent_writes(store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_current_revision() {
+        let (_dir, store) = fresh();
+        crate::conformance::current_revision_covers_acknowledged_writes(store).await;
     }
 
     #[tokio::test]
@@ -805,7 +773,7 @@ mod tests {
         while seen.len() < 4 {
             seen.extend(feed.recv().await.unwrap());
         }
-        let keys: Vec<&str> = seen.iter().map(Event::key).collect();
+        let keys: Vec<&str> = seen.iter().filter_map(Event::key).collect();
         assert_eq!(keys, ["/k/0", "/k/1", "/k/2", "/k/after"]);
         drop(store);
 

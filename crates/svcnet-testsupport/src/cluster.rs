@@ -76,8 +76,36 @@ impl Cluster {
         Self::start_full(bin.as_ref(), &[], extra, true)
     }
 
-    fn start_full(bin: &Path, prefix: &[&str], extra: &[&str], keep_pods: bool) -> Cluster {
+    /// Starts another control-plane instance of `first`'s cluster (the two share a store through `extra`,
+    /// e.g. `--control-plane-only --etcd-servers URL`). It gets `first`'s CA and token before it starts,
+    /// as kubeadm copies them to every control-plane node, so one kubeconfig works against every instance.
+    pub fn start_joining(bin: impl AsRef<Path>, first: &Cluster, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
+        let pki = tmp.path().join("pki");
+        std::fs::create_dir_all(&pki).expect("pki dir");
+        for f in ["ca.crt", "ca.key", "token"] {
+            std::fs::copy(first.dir.join("pki").join(f), pki.join(f)).expect("copy the CA and token");
+        }
+        Self::start_in(tmp, bin.as_ref(), &[], extra, false)
+    }
+
+    fn start_full(bin: &Path, prefix: &[&str], extra: &[&str], keep_pods: bool) -> Cluster {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            bin,
+            prefix,
+            extra,
+            keep_pods,
+        )
+    }
+
+    fn start_in(
+        tmp: tempfile::TempDir,
+        bin: &Path,
+        prefix: &[&str],
+        extra: &[&str],
+        keep_pods: bool,
+    ) -> Cluster {
         let dir = tmp.path().to_path_buf();
         let mut c = Cluster {
             bin: bin.to_path_buf(),

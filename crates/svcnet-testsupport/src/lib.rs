@@ -3,8 +3,10 @@
 //! - [`cluster`]: a real `svcnet up` with its own data directory and loopback port, driven with real kubectl.
 //!   The `svcnet` binary's path is an argument: only the `svcnet` crate's own tests know it, as
 //!   `env!("CARGO_BIN_EXE_svcnet")`.
+//! - [`etcd`]: a real etcd member on free loopback ports (the etcd store's and HA control plane's tests).
 //! - [`kubectl`]: which kubectl binaries the tests use and where they are.
-//! - [`net`]: small std-thread TCP/UDP servers that answer with their identity, clients for them, free
+//! - [`net`]: small std-thread TCP/UDP servers that answer with their identity, clients for them, a TCP
+//!   relay a test can cut (a partition), free
 //!   ports, and Service/EndpointSlice manifest text.
 //! - [`netns`]: network namespaces a test creates and deletes (root only), commands run in them, and the
 //!   checks that let such tests skip cleanly where they cannot run.
@@ -19,6 +21,7 @@
 //! addresses, links and routes exist only inside namespaces the harness creates and deletes.
 
 pub mod cluster;
+pub mod etcd;
 pub mod kubectl;
 pub mod lab;
 pub mod multinode;

@@ -189,3 +189,85 @@ pub fn slices(svc: &str, port_name: &str, protocol: &str, endpoints: &[SocketAdd
         })
         .collect()
 }
+
+/// A TCP relay on 127.0.0.1 to `target` that a test can cut and restore: a network partition between a
+/// client and one server, with the server itself still up. Cutting closes every relayed connection and
+/// refuses new ones until [`Relay::restore`]. Its threads end when the handle drops.
+pub struct Relay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    state: std::sync::Arc<RelayState>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    cut: std::sync::atomic::AtomicBool,
+    stopped: std::sync::atomic::AtomicBool,
+    conns: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl RelayState {
+    fn close_all(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Relay {
+    /// Starts relaying a free port on 127.0.0.1 to `target`.
+    pub fn start(target: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(RelayState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if st.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if st.cut.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close at once
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut conns = st.conns.lock().unwrap();
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+                conns.push(client);
+                conns.push(server);
+            }
+        });
+        Relay { addr, state }
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.state.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.close_all();
+    }
+
+    /// Relays again.
+    pub fn restore(&self) {
+        self.state.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.state
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.close_all();
+        // Wakes the accept loop so that it sees `stopped`.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+    }
+}

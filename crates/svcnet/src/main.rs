@@ -8,12 +8,14 @@
 //! Every long-running loop either command starts runs under a [`supervise::Supervisor`]: when one stops,
 //! the command logs it, turns its health red and shuts down with an error.
 
+mod backup_cmd;
 mod dataplane_args;
 mod dns_args;
 mod dns_cmd;
 mod kube_proxy_config;
 mod lab_cmd;
 mod lb_args;
+mod leader;
 mod listener_events;
 mod node_args;
 mod node_proxy;
@@ -22,6 +24,7 @@ mod proxy_cmd;
 mod proxy_control;
 mod proxy_process;
 mod status;
+mod store_args;
 mod supervise;
 
 use std::net::SocketAddr;
@@ -36,8 +39,6 @@ use svcnet_agent::agent::PodNetwork;
 use svcnet_alloc::PortRange;
 use svcnet_apiserver::hooks::{KindHooks, ServiceNetConfig};
 use svcnet_apiserver::{ApiServer, Config, pki};
-use svcnet_store::Store;
-use svcnet_store::redb::RedbStore;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -61,6 +62,13 @@ enum Command {
     /// Run only the cluster DNS server against an API server (`--kubeconfig`, or in a pod), configured
     /// by a CoreDNS Corefile (`--conf`): CoreDNS's job.
     Dns(dns_cmd::DnsCmdArgs),
+    /// Back up the embedded store of a cluster to FILE (consistent while `svcnet up` runs).
+    Backup(backup_cmd::BackupArgs),
+    /// Restore the embedded store of a stopped cluster from a backup FILE.
+    Restore(backup_cmd::BackupArgs),
+    /// Move a stopped one-node cluster's embedded store into etcd (`--etcd-servers`), keeping UIDs,
+    /// allocations and the order of resourceVersions.
+    Migrate(backup_cmd::MigrateArgs),
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
     /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
     Lab(lab_cmd::LabArgs),
@@ -138,6 +146,14 @@ struct UpArgs {
     /// machine's network cannot route to (`svcnet lab` uses it).
     #[arg(long, value_name = "PATH")]
     kubelet_egress_uds: Option<PathBuf>,
+    /// Run only the control plane (API server and controllers), no node: no node agent, cluster DNS or
+    /// data plane. With `--etcd-servers`, any number of such instances serve one cluster.
+    #[arg(long)]
+    control_plane_only: bool,
+    #[command(flatten)]
+    store: store_args::StoreArgs,
+    #[command(flatten)]
+    leader: leader::LeaderArgs,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -521,6 +537,7 @@ fn private_dir(dir: &std::path::Path) -> Result<()> {
 
 async fn up(args: UpArgs) -> Result<()> {
     args.lifecycle.check()?;
+    args.leader.check()?;
     private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let node_ports: PortRange = args
@@ -551,7 +568,7 @@ async fn up(args: UpArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--lb-pool: {e}"))?;
 
-    let store = Arc::new(RedbStore::open(&data_dir.join("store.redb")).context("opening the store")?);
+    let store = args.store.open(&data_dir).await?;
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
     let tls = pki::server_config(&creds)?;
     let listener = TcpListener::bind(args.api_listen).await.map_err(|e| {
@@ -584,8 +601,6 @@ async fn up(args: UpArgs) -> Result<()> {
         .bootstrap(addr)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
-    server.spawn_namespace_finalizer();
-    server.spawn_garbage_collector();
     server.spawn_periodic_repair(std::time::Duration::from_secs(180));
 
     let kubeconfig = data_dir.join("kubeconfig");
@@ -596,6 +611,13 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut supervisor = Supervisor::new();
     // The store heals a failed disk by itself (see `svcnet_store::redb`); only a store that cannot go on
     // without a reload stops the process, so that whoever runs it restarts it on a fresh snapshot.
+    if !args.store.etcd() {
+        let (dir, store) = (data_dir.clone(), store.clone());
+        supervisor.spawn(
+            "backup-socket",
+            async move { backup_cmd::serve(&dir, store).await },
+        );
+    }
     supervisor.spawn("storage", async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -604,6 +626,35 @@ async fn up(args: UpArgs) -> Result<()> {
             }
         }
     });
+    // On a shared store each controller runs only where its Lease is held (see `leader`).
+    let elector = leader::Elector::new(
+        args.store.etcd() && args.leader.leader_elect,
+        &client,
+        || leader::identity(&data_dir),
+        &args.leader,
+    )?;
+    // The API server's own controllers (kube-controller-manager's namespace and garbage collector
+    // controllers), gated like the others.
+    for (name, lease, start) in [
+        (
+            "namespace-controller",
+            "svcnet-namespace-controller",
+            ApiServer::spawn_namespace_finalizer as fn(&Arc<ApiServer>),
+        ),
+        (
+            "garbage-collector",
+            "svcnet-garbage-collector",
+            ApiServer::spawn_garbage_collector,
+        ),
+    ] {
+        let (gate, server) = (elector.gate(&supervisor, lease), server.clone());
+        // The loops run as their own tasks; this one only holds their place until they start.
+        supervisor.spawn(name, async move {
+            leader::wait(gate).await;
+            start(&server);
+            std::future::pending().await
+        });
+    }
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),
@@ -615,17 +666,23 @@ async fn up(args: UpArgs) -> Result<()> {
             monitor_period: args.lifecycle.node_monitor_period,
         },
     );
+    let gate = elector.gate(&supervisor, "svcnet-node-controller");
     supervisor.spawn("node-controllers", async move {
+        leader::wait(gate).await;
         nodes.await;
         Ok(())
     });
     let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(client.clone());
+    let gate = elector.gate(&supervisor, "svcnet-serviceaccount-controller");
     supervisor.spawn("serviceaccount-controller", async move {
+        leader::wait(gate).await;
         accounts.await;
         Ok(())
     });
     let workloads = svcnet_controllers::run_workload_controllers(client.clone(), informers.clone());
+    let gate = elector.gate(&supervisor, "svcnet-workload-controller");
     supervisor.spawn("workload-controllers", async move {
+        leader::wait(gate).await;
         workloads.await;
         Ok(())
     });
@@ -634,27 +691,33 @@ async fn up(args: UpArgs) -> Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     // The node's data plane is an API client of its own, like kube-proxy beside the kubelet: it runs
     // with or without the local agent (`--proxy-mode none` turns it off).
-    let dataplane = proxy_process::start_node_dataplane(
-        &args.dataplane,
-        client.clone(),
-        dataplane_args::NodeNet {
-            name: &node_name,
-            ip: addr.ip(),
-            service_cidrs: &args.service_cidr,
-            pod_cidrs: std::slice::from_ref(&args.cluster_cidr),
-            pods_in_netns: args.pod_network == PodNetwork::Netns,
-        },
-        &mut registry,
-        proxy_process::Detached {
-            kubeconfig: &kubeconfig,
-            state_dir: data_dir.join("proxy"),
-            log_format: &args.log_format,
-        },
-        &supervisor,
-    )
-    .await?;
+    let dataplane = if args.control_plane_only {
+        // No node here: no data plane either.
+        proxy_process::NodeDataplane::InProcess { _routes: None }
+    } else {
+        proxy_process::start_node_dataplane(
+            &args.dataplane,
+            client.clone(),
+            dataplane_args::NodeNet {
+                name: &node_name,
+                ip: addr.ip(),
+                service_cidrs: &args.service_cidr,
+                pod_cidrs: std::slice::from_ref(&args.cluster_cidr),
+                pods_in_netns: args.pod_network == PodNetwork::Netns,
+            },
+            &mut registry,
+            proxy_process::Detached {
+                kubeconfig: &kubeconfig,
+                state_dir: data_dir.join("proxy"),
+                log_format: &args.log_format,
+            },
+            &supervisor,
+        )
+        .await?
+    };
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
-    if !args.no_agent {
+    let no_agent = args.no_agent || args.control_plane_only;
+    if !no_agent {
         let dns = args.dns.spawn(
             client.clone(),
             &data_dir,
@@ -689,7 +752,9 @@ async fn up(args: UpArgs) -> Result<()> {
             ..Default::default()
         },
     );
+    let gate = elector.gate(&supervisor, "svcnet-endpointslice-controller");
     supervisor.spawn("endpointslice-controllers", async move {
+        leader::wait(gate).await;
         slices.await;
         Ok(())
     });
@@ -698,7 +763,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     // Resolves once the agent has stopped its pods (or has ended otherwise).
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
-    let agent_runs = !args.no_agent;
+    let agent_runs = !no_agent;
     if agent_runs {
         spawn_pod_network(
             &mut supervisor,
@@ -735,7 +800,9 @@ async fn up(args: UpArgs) -> Result<()> {
             class: args.lb_class.clone(),
         };
         let (client, services) = (client.clone(), informers.services.clone());
+        let gate = elector.gate(&supervisor, "svcnet-lb-ipam");
         supervisor.spawn("lb-ipam", async move {
+            leader::wait(gate).await;
             svcnet_controllers::run_lb_ipam(client, services, ipam).await?;
             Ok(())
         });
@@ -809,6 +876,18 @@ fn main() -> Result<()> {
             raise_fd_limit(None);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(dns_cmd::run(args))
+        }
+        Command::Backup(args) => {
+            init_logging("text");
+            tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_backup(args))
+        }
+        Command::Restore(args) => {
+            init_logging("text");
+            tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_restore(args))
+        }
+        Command::Migrate(args) => {
+            init_logging("text");
+            tokio::runtime::Runtime::new()?.block_on(backup_cmd::run_migrate(args))
         }
         Command::NodeProxy(args) => {
             init_logging(&args.log_format);

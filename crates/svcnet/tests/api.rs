@@ -1,12 +1,14 @@
 //! The API's semantics below kubectl, through raw HTTP requests with kube-rs: watch bookmarks,
 //! `sendInitialEvents`, expired versions, dry runs, deletecollection, generateName, field-validation
-//! warnings, body limits, garbage bodies, and garbage collection of dependents.
+//! warnings, body limits, garbage bodies, and garbage collection of dependents. The core watch and write
+//! semantics run against both stores: the embedded one and etcd (`--etcd-servers`).
 
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, TryStreamExt};
 use serde_json::{Value, json};
 use svcnet_testsupport::Cluster;
+use svcnet_testsupport::etcd::Etcd;
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
@@ -71,7 +73,16 @@ async fn watch_lines(client: &kube::Client, path: &str, n: usize, secs: u64) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_semantics() {
-    let c = Cluster::start(SVCNET);
+    watch_semantics_on(Cluster::start(SVCNET)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_semantics_on_etcd() {
+    let etcd = Etcd::start();
+    watch_semantics_on(Cluster::start_with(SVCNET, &["--etcd-servers", &etcd.url()])).await;
+}
+
+async fn watch_semantics_on(c: Cluster) {
     let k = c.client().await;
     for i in 0..3 {
         assert_eq!(
@@ -169,7 +180,16 @@ async fn watch_semantics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_semantics() {
-    let c = Cluster::start(SVCNET);
+    write_semantics_on(Cluster::start(SVCNET)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_semantics_on_etcd() {
+    let etcd = Etcd::start();
+    write_semantics_on(Cluster::start_with(SVCNET, &["--etcd-servers", &etcd.url()])).await;
+}
+
+async fn write_semantics_on(c: Cluster) {
     let k = c.client().await;
     // dryRun=All answers as a create would but stores nothing.
     let (code, body, _) = send(
@@ -294,6 +314,42 @@ async fn write_semantics() {
         .await
         .0,
         200
+    );
+    // Optimistic concurrency: a create of an existing name, and an update from a stale resourceVersion,
+    // are conflicts in Kubernetes' words; an update from the current one goes through.
+    let (code, created, _) = send(&k, "POST", SVCS, "application/json", svc("cf")).await;
+    assert_eq!(code, 201);
+    let (code, body, _) = send(&k, "POST", SVCS, "application/json", svc("cf")).await;
+    assert_eq!((code, body["reason"].as_str()), (409, Some("AlreadyExists")));
+    let mut update = created.clone();
+    update["metadata"]["labels"]["v"] = json!("1");
+    let (code, updated, _) = send(
+        &k,
+        "PUT",
+        &format!("{SVCS}/cf"),
+        "application/json",
+        update.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 200, "{updated}");
+    let (old, new) = (
+        created["metadata"]["resourceVersion"].as_str().unwrap(),
+        updated["metadata"]["resourceVersion"].as_str().unwrap(),
+    );
+    assert!(new.parse::<u64>().unwrap() > old.parse::<u64>().unwrap());
+    update["metadata"]["labels"]["v"] = json!("2");
+    let (code, body, _) = send(
+        &k,
+        "PUT",
+        &format!("{SVCS}/cf"),
+        "application/json",
+        update.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        body["message"],
+        "Operation cannot be fulfilled on services \"cf\": the object has been modified; please apply your changes to the latest version and try again"
     );
 }
 
