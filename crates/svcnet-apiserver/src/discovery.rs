@@ -29,6 +29,7 @@ fn sub_kind(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'stat
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
         "exec" => ("", "v1", "PodExecOptions"),
         "attach" => ("", "v1", "PodAttachOptions"),
         "portforward" => ("", "v1", "PodPortForwardOptions"),
@@ -39,7 +40,7 @@ fn sub_kind(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'stat
 fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "finalize" => vec!["update"],
-        "binding" => vec!["create"],
+        "binding" | "token" => vec!["create"],
         "log" => vec!["get"],
         "exec" | "attach" | "portforward" => vec!["create", "get"],
         _ => status_verbs(),

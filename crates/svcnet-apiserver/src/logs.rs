@@ -172,7 +172,7 @@ impl ApiServer {
             ip.to_string()
         };
         Ok(LogSource {
-            credential: log_credential(&self.token),
+            credential: log_credential(self.tokens.admin()),
             agent: format!("{host}:{port}"),
             path: format!(
                 "/containerLogs/{}/{}/{}{}{}",

@@ -3,6 +3,8 @@
 //! - [`cluster`]: a real `svcnet up` with its own data directory and loopback port, driven with real kubectl.
 //!   The `svcnet` binary's path is an argument: only the `svcnet` crate's own tests know it, as
 //!   `env!("CARGO_BIN_EXE_svcnet")`.
+//! - [`users`]: credentials of other users for a cluster (client certificates signed by its CA, tokens)
+//!   and kubeconfigs that use them.
 //! - [`kubectl`]: which kubectl binaries the tests use and where they are.
 //! - [`net`]: small std-thread TCP/UDP servers that answer with their identity, clients for them, free
 //!   ports, and Service/EndpointSlice manifest text.
@@ -25,6 +27,7 @@ pub mod multinode;
 pub mod net;
 pub mod netns;
 pub mod process;
+pub mod users;
 
 use std::time::{Duration, Instant};
 

@@ -132,6 +132,9 @@ struct UpArgs {
     /// machine's network cannot route to (`svcnet lab` uses it).
     #[arg(long, value_name = "PATH")]
     kubelet_egress_uds: Option<PathBuf>,
+    /// Bearer tokens of further users, in kube-apiserver's CSV format: `token,user,uid,"group1,group2"`.
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Option<PathBuf>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -539,6 +542,11 @@ async fn up(args: UpArgs) -> Result<()> {
     let store = Arc::new(RedbStore::open(&data_dir.join("store.redb")).context("opening the store")?);
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
     let tls = pki::server_config(&creds)?;
+    let token_file = match &args.token_auth_file {
+        Some(p) => svcnet_apiserver::authn::read_token_file(p).context("--token-auth-file")?,
+        None => Default::default(),
+    };
+    let sa_signer = svcnet_apiserver::satoken::Signer::load_or_create(&data_dir)?;
     let listener = TcpListener::bind(args.api_listen).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             " (another cluster on this machine? It needs its own --api-listen, --service-cidr and \
@@ -555,6 +563,9 @@ async fn up(args: UpArgs) -> Result<()> {
         Config {
             listen: addr,
             token: creds.token.clone(),
+            token_file,
+            sa_signer: Some(Arc::new(sa_signer)),
+            client_verifier: Some(pki::client_verifier(&creds)?),
             hooks: hooks.clone(),
         },
     )
