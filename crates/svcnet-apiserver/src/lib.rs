@@ -9,6 +9,7 @@
 //! [`watch`] streams changes, [`strategy`] and [`hooks`] hold per-kind rules, and this module wires HTTP.
 
 pub mod authn;
+pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod decode;
@@ -292,8 +293,19 @@ impl ApiServer {
                 // kube-apiserver's public paths; everything else needs a user.
                 let public = matches!(route, Route::Health | Route::Version);
                 let user = self.authenticate(&req, cert_user.as_ref());
-                if !public && user.is_none() {
-                    (error_response(&ApiError::unauthorized()), String::new())
+                let denied = match (&user, public) {
+                    (_, true) => None,
+                    (None, false) => Some(ApiError::unauthorized()),
+                    (Some(u), false) => {
+                        let params = Params::parse(req.uri().query());
+                        let attrs = authz::attributes(&route, req.method(), &path, &params);
+                        self.decide(u, &attrs)
+                            .err()
+                            .map(|reason| authz::forbidden(u, &attrs, &reason))
+                    }
+                };
+                if let Some(e) = denied {
+                    (error_response(&e), String::new())
                 } else {
                     req.extensions_mut().insert(Arc::new(user.unwrap_or_default()));
                     let resource = match &route {

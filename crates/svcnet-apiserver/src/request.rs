@@ -49,12 +49,38 @@ pub struct ReviewRoute {
 }
 
 /// The review resources served: (group, resource, kind, namespaced).
-pub const REVIEWS: &[(&str, &str, &str, bool)] = &[(
-    "authentication.k8s.io",
-    "selfsubjectreviews",
-    "SelfSubjectReview",
-    false,
-)];
+pub const REVIEWS: &[(&str, &str, &str, bool)] = &[
+    (
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+];
 
 fn review_route(group: &str, version: &str, rest: &[&str]) -> Option<ReviewRoute> {
     if version != "v1" {

@@ -169,6 +169,7 @@ fn name_rule(rt: &ResourceType) -> validation::NameValidator {
         NameRule::Dns1035Label => validation::name_is_dns1035_label,
         NameRule::Namespace => validation::validate_namespace_name,
         NameRule::DnsSubdomain => validation::name_is_dns_subdomain,
+        NameRule::PathSegment => validation::name_is_path_segment,
     }
 }
 

@@ -68,9 +68,6 @@ pub static KINDS: &[&Kind] = &[
     &rbac::CLUSTER_ROLE_BINDING,
 ];
 
-/// The warning on writes of the kinds that only matter once requests are authorized by them.
-pub(crate) const NO_AUTHZ_WARNING: &str = "svcnet does not enforce RBAC or issue service-account tokens yet: this object is stored, but every authenticated client may still do everything";
-
 /// The category `all` that `kubectl get all` lists.
 pub(crate) const ALL: &[&str] = &["all"];
 
