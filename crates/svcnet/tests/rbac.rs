@@ -360,6 +360,28 @@ fn forbidden_in_kubes_words_and_rules_listed() {
         v["status"]["reason"],
         r#"RBAC: allowed by RoleBinding "viewers/team-a" of ClusterRole "view" to User "viewer""#
     );
+    // The same review from a manifest: kubectl finds the kind through discovery (and its schema through
+    // OpenAPI), as with any other kind; a LocalSubjectAccessReview is namespaced.
+    let out = c.ok_v("", &["create", "-f", "-", "-o", "json"], Some(sar));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"]["allowed"], true, "{out}");
+    let lsar = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"LocalSubjectAccessReview","metadata":{"namespace":"default"},"spec":{"user":"viewer","resourceAttributes":{"namespace":"default","verb":"list","resource":"services"}}}"#;
+    let out = c.ok_v("", &["create", "-f", "-", "-o", "json"], Some(lsar));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "LocalSubjectAccessReview");
+    assert_eq!(v["status"]["allowed"], false, "{out}");
+    let res = c.ok(&[
+        "api-resources",
+        "--api-group",
+        "authorization.k8s.io",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        res.lines()
+            .any(|l| l == "subjectaccessreviews.authorization.k8s.io"),
+        "{res}"
+    );
     // The default roles exist as kube's do.
     for role in [
         "cluster-admin",
