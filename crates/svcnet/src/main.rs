@@ -243,6 +243,35 @@ fn agent_config(
         pod_network,
         api_token,
         pod_mtu: None,
+        cluster_ca: None,
+    }
+}
+
+/// The CA of the kubeconfig's current cluster (PEM), if it names one: pods get it as their service
+/// account's `ca.crt`.
+fn kubeconfig_ca(path: &std::path::Path) -> Option<String> {
+    use base64::Engine;
+    let kc = kube::config::Kubeconfig::read_from(path).ok()?;
+    let context = kc.current_context.as_deref()?;
+    let cluster = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    let cluster = kc.clusters.iter().find(|c| c.name == cluster)?.cluster.as_ref()?;
+    match (
+        &cluster.certificate_authority_data,
+        &cluster.certificate_authority,
+    ) {
+        (Some(data), _) => base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        (None, Some(file)) => std::fs::read_to_string(file).ok(),
+        (None, None) => None,
     }
 }
 
@@ -399,6 +428,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         kubeconfig_token(&args.kubeconfig),
     );
     cfg.labels.extend(args.node_labels);
+    cfg.cluster_ca = kubeconfig_ca(&args.kubeconfig);
     cfg.pod_mtu = pod_mtu(args.overlay, args.node_ip).await?;
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
@@ -710,6 +740,7 @@ async fn up(args: UpArgs) -> Result<()> {
             args.pod_network,
             Some(creds.token.clone()),
         );
+        cfg.cluster_ca = Some(creds.ca_pem.clone());
         cfg.pod_mtu = pod_mtu(args.overlay, addr.ip()).await?;
         let client = client.clone();
         let stop_pods = args.stop_pods_on_exit;
