@@ -11,6 +11,7 @@
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod cache;
 pub mod decode;
 pub mod discovery;
@@ -270,6 +271,7 @@ impl ApiServer {
         self.tokens
             .lookup(token)
             .or_else(|| self.authenticate_service_account(token))
+            .or_else(|| self.authenticate_bootstrap_token(token))
             .map(authn::UserInfo::authenticated)
     }
 

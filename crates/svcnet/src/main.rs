@@ -19,6 +19,7 @@ mod proxy_cluster;
 mod proxy_cmd;
 mod status;
 mod supervise;
+mod token_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ enum Command {
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
     /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
     Lab(lab_cmd::LabArgs),
+    /// Bootstrap tokens for joining nodes: `token create` (as `kubeadm token create`).
+    Token(token_cmd::TokenArgs),
 }
 
 #[derive(Parser)]
@@ -830,6 +833,12 @@ fn main() -> Result<()> {
             raise_fd_limit(None);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(dns_cmd::run(args))
+        }
+        Command::Token(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(token_cmd::run(args))
         }
         Command::Lab(args) => {
             init_logging("text");

@@ -19,6 +19,7 @@ use crate::hooks::KindHooks;
 
 mod namespace;
 mod pod;
+mod secret;
 mod service;
 mod workload;
 
@@ -80,6 +81,7 @@ impl Strategy for Plain {}
 static STRATEGIES: &[(&Kind, &dyn Strategy)] = &[
     (&kinds::namespace::KIND, &namespace::Namespace),
     (&kinds::service::KIND, &service::Service),
+    (&kinds::secret::KIND, &secret::Secret),
     (&kinds::pod::KIND, &pod::Pod),
     (&kinds::deployment::KIND, &workload::DEPLOYMENT),
     (&kinds::replicaset::KIND, &workload::REPLICA_SET),

@@ -24,6 +24,7 @@ pub mod node;
 pub mod pod;
 pub mod rbac;
 pub mod replicaset;
+pub mod secret;
 pub mod service;
 pub mod serviceaccount;
 pub mod workload;
@@ -60,6 +61,7 @@ pub static KINDS: &[&Kind] = &[
     &replicaset::KIND,
     &lease::KIND,
     &configmap::KIND,
+    &secret::KIND,
     &serviceaccount::KIND,
     &daemonset::KIND,
     &rbac::ROLE,
