@@ -164,6 +164,45 @@ fn a_pod_uses_its_service_account_token_in_cluster() {
         logs(&c, "anonymous")
     );
 
+    // A pod of a ServiceAccount that does not exist waits for it, with the kubelet's event, and starts
+    // once it exists.
+    let orphan = "apiVersion: v1\nkind: Pod\nmetadata: {name: orphan, namespace: team-a}\nspec:\n  serviceAccountName: later\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: busybox, command: [sh, -c, 'cat \"$SVCNET_SERVICE_ACCOUNT_DIR/namespace\"; echo; sleep 120']}\n";
+    c.ok_v("", &["apply", "-f", "-"], Some(orphan));
+    let event = "FailedMount";
+    assert!(
+        eventually(Duration::from_secs(30), || c
+            .ok(&[
+                "get",
+                "events",
+                "-n",
+                "team-a",
+                "--field-selector",
+                "involvedObject.name=orphan"
+            ])
+            .contains(event)),
+        "{}",
+        c.ok(&["get", "events", "-n", "team-a"])
+    );
+    let events = c.ok(&[
+        "get",
+        "events",
+        "-n",
+        "team-a",
+        "--field-selector",
+        "involvedObject.name=orphan",
+    ]);
+    assert!(
+        events.contains(r#"failed to fetch token: serviceaccounts "later" not found"#),
+        "{events}"
+    );
+    c.ok(&["create", "serviceaccount", "later", "-n", "team-a"]);
+    assert!(
+        eventually(Duration::from_secs(60), || logs(&c, "orphan")
+            .starts_with("team-a")),
+        "{}",
+        logs(&c, "orphan")
+    );
+
     // Without its binding the pod is forbidden.
     c.ok(&["delete", "rolebinding", "reader", "-n", "team-a"]);
     assert!(

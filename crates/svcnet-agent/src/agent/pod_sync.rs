@@ -390,6 +390,7 @@ impl PodSync {
             Ok(dir) => dir,
             Err(e) => {
                 warn!(pod = %pod.name_any(), error = %e, "could not give the pod its service account token");
+                self.tokens.report(pod, &e).await;
                 self.failed(uid);
                 return;
             }

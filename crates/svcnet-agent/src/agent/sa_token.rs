@@ -47,6 +47,17 @@ pub enum TokenError {
     Io(#[from] std::io::Error),
 }
 
+impl TokenError {
+    /// The error in the words of the kubelet's `FailedMount` event for the token volume.
+    pub(super) fn event_message(&self) -> String {
+        let cause = match self {
+            TokenError::Api(_, kube::Error::Api(status)) => status.message.clone(),
+            other => other.to_string(),
+        };
+        format!("MountVolume.SetUp failed for volume \"kube-api-access\" : failed to fetch token: {cause}")
+    }
+}
+
 /// A token this agent holds for a pod: where it is written and when to renew it.
 #[derive(Debug, Clone)]
 struct Issued {
@@ -66,6 +77,9 @@ pub(super) struct Tokens {
     ca_pem: Option<String>,
     /// By pod uid; `None` for a pod that wants no token (not asked again on its every event).
     issued: Arc<Mutex<HashMap<String, Option<Issued>>>>,
+    /// Pods whose failure is already told in an Event (once per pod until it succeeds: retries do not
+    /// flood the events).
+    reported: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// When a token issued at `now` that expires at `expires` is renewed: after 80 % of its lifetime.
@@ -90,6 +104,7 @@ impl Tokens {
             client,
             ca_pem,
             issued: Default::default(),
+            reported: Default::default(),
         }
     }
 
@@ -134,6 +149,10 @@ impl Tokens {
         self.issue(&mut issued).await?;
         info!(pod = %issued.pod, service_account = %issued.service_account, "service account token written");
         let dir = issued.dir.clone();
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
         self.lock().insert(uid, Some(issued));
         Ok(Some(dir))
     }
@@ -172,6 +191,37 @@ impl Tokens {
         }
         it.refresh_at = refresh_time(now, expires);
         Ok(())
+    }
+
+    /// Tells the pod's failure to get its token in a Warning Event (`FailedMount`, as the kubelet's),
+    /// once until it succeeds.
+    pub(super) async fn report(&self, pod: &Pod, err: &TokenError) {
+        let Some(uid) = pod.uid() else { return };
+        if !self
+            .reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.clone())
+        {
+            return;
+        }
+        let ns = pod.namespace().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let event = serde_json::json!({
+            "metadata": {"name": format!("{}.{:x}", pod.name_any(), now.as_nanosecond()), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": uid},
+            "reason": "FailedMount", "type": "Warning",
+            "message": err.event_message(),
+            "source": {"component": "svcnet-agent"},
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        });
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
+        if let Ok(ev) = serde_json::from_value(event)
+            && let Err(e) = events.create(&PostParams::default(), &ev).await
+        {
+            debug!(pod = %pod.name_any(), error = %e, "could not record the FailedMount event");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Issued>>> {
