@@ -2,7 +2,8 @@
 //! characters), its domain (`<subdomain>.<namespace>.svc.<cluster domain>` with `spec.subdomain`), the
 //! `/etc/hosts` that names its address so (plus `spec.hostAliases`), and the words that run a container
 //! process with that hostname (a UTS namespace of its own) and, where the pod network has no other way,
-//! that hosts file bind-mounted over `/etc/hosts` (a mount namespace of its own).
+//! that hosts file (and the pod's ServiceAccount token directory) bind-mounted where Kubernetes puts them
+//! (a mount namespace of its own).
 //!
 //! The kubelet asks the container runtime for both; svcnet runs processes on the host, so it wraps each
 //! container (and exec probe) in util-linux's `unshare`, whose `sh -c` sets the hostname, mounts the file
@@ -137,31 +138,38 @@ impl Sandbox {
         Sandbox { tools }
     }
 
+    /// Whether containers get their own hostname and mounts here.
+    pub fn works(&self) -> bool {
+        self.tools.is_some()
+    }
+
     /// A sandbox that does nothing (pods keep the node's name).
     pub fn none() -> Sandbox {
         Sandbox { tools: None }
     }
 
     /// The words put before a container's command: set the hostname in a new UTS namespace and, with
-    /// `hosts`, bind-mount that file over `/etc/hosts` in a new (private) mount namespace; then exec the
-    /// command. Empty when the sandbox does not work here.
-    pub fn prefix(&self, hostname: &str, hosts: Option<&Path>) -> Vec<String> {
+    /// `mounts` (source, target), bind-mount each source over its target in a new (private) mount
+    /// namespace — the pod's hosts file over `/etc/hosts`, its ServiceAccount directory over
+    /// [`crate::agent::SERVICE_ACCOUNT_MOUNT`]; then exec the command. Empty when the sandbox does not
+    /// work here.
+    pub fn prefix(&self, hostname: &str, mounts: &[(&Path, &str)]) -> Vec<String> {
         let Some(t) = &self.tools else {
             return Vec::new();
         };
         let mut words = vec![t.unshare.clone(), "--uts".into()];
-        let script = match hosts {
-            None => format!("'{}' \"$0\" && exec \"$@\"", t.hostname),
-            Some(_) => {
-                words.extend(["--mount".into(), "--propagation".into(), "private".into()]);
-                format!(
-                    "'{}' \"$0\" && '{}' --bind \"$1\" /etc/hosts && shift && exec \"$@\"",
-                    t.hostname, t.mount
-                )
+        let mut script = format!("'{}' \"$0\"", t.hostname);
+        if !mounts.is_empty() {
+            words.extend(["--mount".into(), "--propagation".into(), "private".into()]);
+            for (i, (_, target)) in mounts.iter().enumerate() {
+                // Targets are the agent's own constants; sources travel as arguments.
+                script.push_str(&format!(" && '{}' --bind \"${}\" '{target}'", t.mount, i + 1));
             }
-        };
+            script.push_str(&format!(" && shift {}", mounts.len()));
+        }
+        script.push_str(" && exec \"$@\"");
         words.extend(["--".into(), t.sh.clone(), "-c".into(), script, hostname.into()]);
-        words.extend(hosts.map(|f| f.to_string_lossy().into_owned()));
+        words.extend(mounts.iter().map(|(src, _)| src.to_string_lossy().into_owned()));
         words
     }
 }
@@ -251,12 +259,28 @@ mod tests {
                 mount: "/bin/mount".into(),
             }),
         };
-        let p = s.prefix("db", None);
+        let p = s.prefix("db", &[]);
         assert_eq!(p[..4], ["/bin/unshare", "--uts", "--", "/bin/sh"]);
         assert_eq!(p.last().map(String::as_str), Some("db"));
-        let p = s.prefix("db", Some(Path::new("/x/etc-hosts")));
+        let p = s.prefix(
+            "db",
+            &[
+                (Path::new("/x/etc-hosts"), "/etc/hosts"),
+                (
+                    Path::new("/x/sa"),
+                    "/var/run/secrets/kubernetes.io/serviceaccount",
+                ),
+            ],
+        );
         assert!(p.contains(&"--mount".to_string()));
-        assert_eq!(p[p.len() - 2..], ["db", "/x/etc-hosts"]);
-        assert!(Sandbox::none().prefix("db", None).is_empty());
+        assert_eq!(p[p.len() - 3..], ["db", "/x/etc-hosts", "/x/sa"]);
+        let script = &p[p.len() - 4];
+        assert!(
+            script.ends_with(
+                "--bind \"$2\" '/var/run/secrets/kubernetes.io/serviceaccount' && shift 2 && exec \"$@\""
+            ),
+            "{script}"
+        );
+        assert!(Sandbox::none().prefix("db", &[]).is_empty());
     }
 }

@@ -31,7 +31,12 @@ impl ApiServer {
     }
 
     /// Creates `obj` unless an object of that name exists.
-    async fn ensure(&self, rt: &'static ResourceType, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
+    pub(crate) async fn ensure(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
+        obj: Value,
+    ) -> Result<(), ApiError> {
         let name = obj
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -96,7 +101,8 @@ impl ApiServer {
                 .await?;
             }
         }
-        self.publish_apiserver_endpoints(api_addr).await
+        self.publish_apiserver_endpoints(api_addr).await?;
+        self.bootstrap_rbac().await
     }
 
     /// The `kubernetes` Service has no selector: its Endpoints and EndpointSlice name this API server.

@@ -1,9 +1,34 @@
 //! API discovery: the legacy documents (`/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`) and the
 //! aggregated `apidiscovery.k8s.io` documents kubectl 1.27+ asks for first, all generated from the
-//! resource registry.
+//! resource registry and the create-only review APIs ([`crate::request::REVIEWS`]), which kubectl must find
+//! here to map a manifest's kind (`kubectl create -f` of a SubjectAccessReview) to its resource.
 
 use serde_json::{Value, json};
 use svcnet_api::resources::{self, ResourceType};
+
+use crate::request::REVIEWS;
+
+/// Every served group with its versions: the registry's, then the review groups it does not have.
+pub(crate) fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out = resources::groups();
+    for (g, ..) in REVIEWS {
+        if !out.iter().any(|(have, _)| have == g) {
+            out.push((g, vec!["v1"]));
+        }
+    }
+    out
+}
+
+/// The review resources of `group`/`version`: (resource, kind, namespaced).
+pub(crate) fn reviews(
+    group: &str,
+    version: &str,
+) -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    REVIEWS
+        .iter()
+        .filter(move |(g, ..)| *g == group && version == "v1")
+        .map(|&(_, r, k, ns)| (r, k, ns))
+}
 
 /// The media type parameters of an aggregated discovery response, if the client accepts one.
 pub fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
@@ -29,6 +54,7 @@ fn sub_kind(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'stat
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
         "exec" => ("", "v1", "PodExecOptions"),
         "attach" => ("", "v1", "PodAttachOptions"),
         "portforward" => ("", "v1", "PodPortForwardOptions"),
@@ -39,7 +65,7 @@ fn sub_kind(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'stat
 fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "finalize" => vec!["update"],
-        "binding" => vec!["create"],
+        "binding" | "token" => vec!["create"],
         "log" => vec!["get"],
         "exec" | "attach" | "portforward" => vec!["create", "get"],
         _ => status_verbs(),
@@ -65,7 +91,7 @@ fn group_json(name: &str, versions: &[&str]) -> Value {
 
 /// `/apis`.
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+    let groups: Vec<Value> = groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_json(g, &vs))
@@ -75,9 +101,7 @@ pub fn group_list() -> Value {
 
 /// `/apis/{group}`, if served.
 pub fn group(name: &str) -> Option<Value> {
-    let (g, vs) = resources::groups()
-        .into_iter()
-        .find(|(g, _)| *g == name && !g.is_empty())?;
+    let (g, vs) = groups().into_iter().find(|(g, _)| *g == name && !g.is_empty())?;
     let mut v = group_json(g, &vs);
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
@@ -118,6 +142,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             out.push(s);
         }
     }
+    for (resource, kind, namespaced) in reviews(group, version) {
+        out.push(json!({
+            "name": resource,
+            "singularName": "",
+            "namespaced": namespaced,
+            "kind": kind,
+            "verbs": ["create"],
+        }));
+    }
     if out.is_empty() {
         return None;
     }
@@ -133,7 +166,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let res: Vec<Value> = resources::all()
+            let mut res: Vec<Value> = resources::all()
                 .filter(|r| r.group == group && r.version == *v)
                 .map(|rt| {
                     let subs: Vec<Value> = rt
@@ -167,6 +200,15 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
                     r
                 })
                 .collect();
+            res.extend(reviews(group, v).map(|(resource, kind, namespaced)| {
+                json!({
+                    "resource": resource,
+                    "responseKind": {"group": group, "version": v, "kind": kind},
+                    "scope": if namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": "",
+                    "verbs": ["create"],
+                })
+            }));
             json!({"version": v, "resources": res, "freshness": "Current"})
         })
         .collect();
@@ -175,7 +217,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
 
 /// The aggregated discovery document for `/api` (legacy = true) or `/apis`.
 pub fn aggregated(legacy: bool, version: &str) -> Value {
-    let items: Vec<Value> = resources::groups()
+    let items: Vec<Value> = groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == legacy)
         .map(|(g, vs)| aggregated_group(g, &vs))
@@ -225,5 +267,35 @@ mod tests {
             Some("v2")
         );
         assert_eq!(aggregated_version(Some("application/json")), None);
+    }
+
+    #[test]
+    fn the_review_apis_are_discoverable() {
+        let names = |g: &str| -> Vec<String> {
+            resource_list(g, "v1").unwrap()["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(names("authorization.k8s.io").contains(&"subjectaccessreviews".to_string()));
+        assert!(names("authentication.k8s.io").contains(&"selfsubjectreviews".to_string()));
+        assert!(group("authorization.k8s.io").is_some());
+        let apis = aggregated(false, "v2");
+        let authz = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "authorization.k8s.io")
+            .unwrap();
+        let local = authz["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "localsubjectaccessreviews")
+            .unwrap();
+        assert_eq!(local["scope"], "Namespaced");
+        assert_eq!(local["responseKind"]["kind"], "LocalSubjectAccessReview");
     }
 }

@@ -8,7 +8,10 @@
 //! Layout: [`request`] parses paths and parameters, [`handlers`] implements the verbs over the [`cache`],
 //! [`watch`] streams changes, [`strategy`] and [`hooks`] hold per-kind rules, and this module wires HTTP.
 
+pub mod authn;
+pub mod authz;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod cache;
 pub mod decode;
 pub mod discovery;
@@ -23,6 +26,8 @@ pub mod openapi;
 pub mod pki;
 pub mod proto;
 pub mod request;
+pub mod reviews;
+pub mod satoken;
 pub mod strategy;
 pub mod streaming;
 pub mod subresources;
@@ -75,8 +80,14 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The bearer token that authenticates clients.
+    /// The admin bearer token (a member of `system:masters`).
     pub token: String,
+    /// The static token file's records (`--token-auth-file`), by token.
+    pub token_file: std::collections::HashMap<String, authn::UserInfo>,
+    /// The ServiceAccount token signer; `None` serves no TokenRequests and accepts no such tokens.
+    pub sa_signer: Option<Arc<satoken::Signer>>,
+    /// Checks client certificates ([`pki::client_verifier`]); `None` ignores them.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     /// Per-kind behaviour (Service allocation and friends).
     pub hooks: KindHooks,
 }
@@ -87,7 +98,9 @@ pub struct ApiServer {
     pub store: Arc<dyn Store>,
     /// The watch cache every read is served from.
     pub cache: Arc<Cache>,
-    token: String,
+    tokens: authn::StaticTokens,
+    sa_signer: Option<Arc<satoken::Signer>>,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     listen: SocketAddr,
     /// Per-kind behaviour on writes.
     pub kind_hooks: KindHooks,
@@ -108,7 +121,9 @@ impl ApiServer {
         Ok(Arc::new(ApiServer {
             store,
             cache,
-            token: config.token,
+            tokens: authn::StaticTokens::new(config.token, config.token_file),
+            sa_signer: config.sa_signer,
+            client_verifier: config.client_verifier,
             listen: config.listen,
             kind_hooks: config.hooks,
             ready: AtomicBool::new(false),
@@ -235,9 +250,12 @@ impl ApiServer {
                         return;
                     }
                 };
+                // The user a client certificate names holds for every request on the connection.
+                let cert_user = server.cert_user(tls.get_ref().1.peer_certificates());
                 let svc = hyper::service::service_fn(move |req| {
                     let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req).await) }
+                    let cert_user = cert_user.clone();
+                    async move { Ok::<_, Infallible>(server.handle_from(req, cert_user).await) }
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 // Long URLs (a label selector of many values) are answered, never dropped. HTTP/1.1
@@ -259,44 +277,78 @@ impl ApiServer {
         info!("API server stopped accepting connections");
     }
 
-    fn authenticated(&self, req: &Request<Incoming>) -> bool {
-        let Some(v) = req
+    /// The user of a connection's client certificate chain, if the cluster CA signed it for client
+    /// authentication and it is valid now.
+    fn cert_user(
+        &self,
+        chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> Option<Arc<authn::UserInfo>> {
+        let (leaf, intermediates) = chain?.split_first()?;
+        let verifier = self.client_verifier.as_ref()?;
+        if let Err(e) = verifier.verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now()) {
+            debug!(error = %e, "client certificate rejected");
+            return None;
+        }
+        authn::user_from_cert(leaf.as_ref()).map(Arc::new)
+    }
+
+    /// Who the request comes from (see [`authn`]): the connection's client certificate, else its
+    /// bearer token. `None`: anonymous, or a credential nobody issued.
+    fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        cert_user: Option<&Arc<authn::UserInfo>>,
+    ) -> Option<authn::UserInfo> {
+        if let Some(u) = cert_user {
+            return Some(u.as_ref().clone().authenticated());
+        }
+        let token = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        // kube's bearer token authenticator: the scheme is case-insensitive, and the token is the
-        // word after it (split on single spaces, so "Bearer  x" carries an empty, invalid token).
-        let mut parts = v.trim().splitn(3, ' ');
-        let (Some(scheme), Some(token)) = (parts.next(), parts.next()) else {
-            return false;
-        };
-        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-            return false;
-        }
-        // Constant-time comparison: the token is the only secret between a client and the cluster.
-        token.len() == self.token.len()
-            && token
-                .bytes()
-                .zip(self.token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+            .and_then(authn::bearer_token)?;
+        self.tokens
+            .lookup(token)
+            .or_else(|| self.authenticate_service_account(token))
+            .or_else(|| self.authenticate_bootstrap_token(token))
+            .map(authn::UserInfo::authenticated)
     }
 
-    /// Handles one HTTP request.
+    /// Handles one HTTP request from a connection without a client certificate.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        self.handle_from(req, None).await
+    }
+
+    /// Handles one HTTP request from a connection whose client certificate named `cert_user`.
+    pub async fn handle_from(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        cert_user: Option<Arc<authn::UserInfo>>,
+    ) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let (resp, resource) = match request::parse_path(&path) {
             Err(e) => (error_response(&e), String::new()),
             Ok(route) => {
+                // kube-apiserver's public paths; everything else needs a user.
                 let public = matches!(route, Route::Health | Route::Version);
-                if !public && !self.authenticated(&req) {
-                    (error_response(&ApiError::unauthorized()), String::new())
+                let user = self.authenticate(&req, cert_user.as_ref());
+                let denied = match (&user, public) {
+                    (_, true) => None,
+                    (None, false) => Some(ApiError::unauthorized()),
+                    (Some(u), false) => {
+                        let params = Params::parse(req.uri().query());
+                        let attrs = authz::attributes(&route, req.method(), &path, &params);
+                        self.decide(u, &attrs)
+                            .err()
+                            .map(|reason| authz::forbidden(u, &attrs, &reason))
+                    }
+                };
+                if let Some(e) = denied {
+                    (error_response(&e), String::new())
                 } else {
+                    req.extensions_mut().insert(Arc::new(user.unwrap_or_default()));
                     let resource = match &route {
                         Route::Resource(r) => r.rt.plural.to_string(),
                         _ => String::new(),
@@ -328,6 +380,7 @@ impl ApiServer {
             }
             Route::Version => json_response(200, &version_info(), &[]),
             Route::Metrics => text(StatusCode::OK, &self.metrics.encode()),
+            Route::Review(review) => self.review(review, req).await,
             Route::Resource(r) => self.resource(r, req, accept).await,
             _ if !is_get => error_response(&ApiError::method_not_supported(
                 svcnet_api::resources::all()
@@ -464,6 +517,12 @@ impl ApiServer {
             (Method::PATCH, true) if sub.as_deref() == Some("scale") => {
                 self.write_scale(&ctx, Some((&content_type, &body)), None).await
             }
+            (Method::POST, true) if sub.as_deref() == Some("token") => {
+                match decode::parse_body(Some(&content_type), &body) {
+                    Ok(v) => self.token_request(&route, v),
+                    Err(e) => Err(e),
+                }
+            }
             (Method::POST, true) if sub.as_deref() == Some("binding") => {
                 match decode::parse_body(Some(&content_type), &body) {
                     Ok(v) => self.bind(&ctx, v).await,
@@ -524,7 +583,7 @@ fn delete_options(content_type: &str, body: &[u8]) -> Result<Option<Value>, ApiE
     Ok(Some(v))
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     // After the limit we keep reading (and discarding) up to this much more, so that a client still
     // sending gets our 413 instead of a reset connection; past it we stop reading altogether.
     const DRAIN: usize = 64 * 1024 * 1024;
@@ -585,7 +644,7 @@ fn bytes_response(code: u16, ct: &'static str, b: Bytes) -> Response<Body> {
     r
 }
 
-fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
+pub(crate) fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = bytes_response(code, "application/json", Bytes::from(body));
     for w in warnings {

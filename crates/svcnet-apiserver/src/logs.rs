@@ -178,7 +178,7 @@ impl ApiServer {
             }
         }
         Ok(LogSource {
-            credential: log_credential(&self.token),
+            credential: log_credential(self.tokens.admin()),
             agent,
             path: format!(
                 "/containerLogs/{}/{}/{}{}{}",

@@ -55,6 +55,7 @@ fn schema_name(rt: &ResourceType) -> String {
 
 fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    review_schemas(group, version, &mut generator);
     for rt in resources::all().filter(|r| r.group == group && r.version == version) {
         if let Some(t) = crate::typed::of(rt) {
             (t.schema)(&mut generator);
@@ -73,11 +74,69 @@ fn schemas_for(group: &str, version: &str) -> Map<String, Value> {
             );
         }
     }
+    for (_, kind, _) in crate::discovery::reviews(group, version) {
+        if let Some(Value::Object(s)) = defs.get_mut(&review_schema(group, kind)) {
+            s.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": group, "version": version, "kind": kind}]),
+            );
+        }
+    }
     defs.insert(
         "io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(),
         json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
     );
     defs
+}
+
+/// The review kinds' schemas (they are no registry kinds, so [`crate::typed`] does not hold them).
+fn review_schemas(group: &str, version: &str, generator: &mut schemars::SchemaGenerator) {
+    use k8s_openapi::api::{authentication::v1 as authn, authorization::v1 as authz};
+    if version != "v1" {
+        return;
+    }
+    match group {
+        "authentication.k8s.io" => {
+            generator.subschema_for::<authn::SelfSubjectReview>();
+        }
+        "authorization.k8s.io" => {
+            generator.subschema_for::<authz::SelfSubjectAccessReview>();
+            generator.subschema_for::<authz::SelfSubjectRulesReview>();
+            generator.subschema_for::<authz::SubjectAccessReview>();
+            generator.subschema_for::<authz::LocalSubjectAccessReview>();
+        }
+        _ => {}
+    }
+}
+
+fn review_schema(group: &str, kind: &str) -> String {
+    format!("io.k8s.api.{}.v1.{kind}", group.trim_end_matches(".k8s.io"))
+}
+
+/// The review APIs' one operation each: create (kube-apiserver's `x-kubernetes-action: post`).
+fn review_paths(prefix: &str, group: &str, version: &str, paths: &mut Map<String, Value>) {
+    for (resource, kind, namespaced) in crate::discovery::reviews(group, version) {
+        let schema = review_schema(group, kind);
+        let (path, id) = if namespaced {
+            (
+                format!("{prefix}/namespaces/{{namespace}}/{resource}"),
+                format!("createNamespaced{kind}"),
+            )
+        } else {
+            (format!("{prefix}/{resource}"), format!("create{kind}"))
+        };
+        let post = json!({
+            "description": format!("create a {kind}"),
+            "operationId": id,
+            "tags": [gv_path(group, version).replace('/', "_")],
+            "parameters": write_params(false),
+            "requestBody": body_of(&schema),
+            "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}},
+            "x-kubernetes-action": "post",
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": kind},
+        });
+        paths.insert(path, json!({"post": post}));
+    }
 }
 
 fn param(name: &str, desc: &str) -> Value {
@@ -209,12 +268,13 @@ fn paths_for(group: &str, version: &str) -> Map<String, Value> {
             );
         }
     }
+    review_paths(&prefix, group, version, &mut paths);
     paths
 }
 
 fn build() -> Docs {
     let mut by_path = BTreeMap::new();
-    for (group, versions) in resources::groups() {
+    for (group, versions) in crate::discovery::groups() {
         for version in versions {
             let doc = json!({
                 "openapi": "3.0.0",
@@ -283,5 +343,16 @@ mod tests {
         );
         let es: Value = serde_json::from_slice(&v3_doc("apis/discovery.k8s.io/v1").unwrap()).unwrap();
         assert!(es["components"]["schemas"]["io.k8s.api.discovery.v1.EndpointSlice"].is_object());
+        let authz: Value = serde_json::from_slice(&v3_doc("apis/authorization.k8s.io/v1").unwrap()).unwrap();
+        let sar = &authz["paths"]["/apis/authorization.k8s.io/v1/subjectaccessreviews"]["post"];
+        assert_eq!(
+            sar["x-kubernetes-group-version-kind"]["kind"],
+            "SubjectAccessReview"
+        );
+        assert_eq!(
+            authz["components"]["schemas"]["io.k8s.api.authorization.v1.SubjectAccessReview"]["x-kubernetes-group-version-kind"]
+                [0]["kind"],
+            "SubjectAccessReview"
+        );
     }
 }

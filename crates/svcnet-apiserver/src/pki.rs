@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 
 /// Errors while creating or loading credentials.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +58,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PkiError + '_ {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     // Written to a temporary name and renamed, so a crash never leaves a half-written key behind.
@@ -164,7 +167,73 @@ pub fn load_or_create(dir: &Path, extra_ips: &[IpAddr]) -> Result<Credentials, P
     })
 }
 
+/// The verifier of client certificates: signed by the cluster CA, for client authentication.
+pub fn client_verifier(creds: &Credentials) -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut creds.ca_pem.as_bytes()) {
+        roots.add(ca.map_err(|_| PkiError::Pem("ca.crt".into()))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))
+}
+
+/// Asks clients for a certificate and checks that they hold its key (the handshake signature), but
+/// leaves the chain to the authenticator: as in kube-apiserver, a certificate from another CA makes the
+/// request anonymous (401, unless a token authenticates it) instead of failing the handshake.
+#[derive(Debug)]
+struct AskForClientCert(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for AskForClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// Builds the rustls server configuration (HTTP/2 and HTTP/1.1 via ALPN, as kube-apiserver offers).
+/// Clients may present a certificate (X.509 client authentication: its chain is checked against the
+/// cluster CA by [`client_verifier`] when the connection's user is worked out, see [`crate::authn`]).
 pub fn server_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, PkiError> {
     let certs = rustls_pemfile::certs(&mut creds.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -173,9 +242,10 @@ pub fn server_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, P
         .map_err(|_| PkiError::Pem("apiserver.key".into()))?
         .ok_or_else(|| PkiError::Pem("apiserver.key".into()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AskForClientCert(client_verifier(creds)?));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))

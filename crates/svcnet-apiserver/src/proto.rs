@@ -24,7 +24,9 @@ const MAGIC: &[u8] = b"k8s\0";
 const QUANTITY: &[Field] = &[f(1, "q", Kind::Str)];
 
 fn table_for(api_version: &str, kind: &str) -> Option<&'static [Field]> {
-    svcnet_kinds::kinds::by_kind(api_version, kind).and_then(|k| k.proto)
+    svcnet_kinds::kinds::by_kind(api_version, kind)
+        .and_then(|k| k.proto)
+        .or_else(|| svcnet_kinds::reviews::proto_table(api_version, kind))
 }
 
 fn bad(msg: &str) -> ApiError {

@@ -35,6 +35,64 @@ pub enum Route {
     OpenApiV3(String),
     /// A resource endpoint.
     Resource(ResourceRoute),
+    /// A create-only review of the authentication or authorization API ([`crate::reviews`]).
+    Review(ReviewRoute),
+}
+
+/// A review endpoint: `POST /apis/{authentication,authorization}.k8s.io/v1/[namespaces/NS/]RESOURCE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewRoute {
+    /// The review's resource, e.g. `selfsubjectaccessreviews`.
+    pub resource: &'static str,
+    /// The namespace in the path (`localsubjectaccessreviews` only).
+    pub namespace: Option<String>,
+}
+
+/// The review resources served: (group, resource, kind, namespaced).
+pub const REVIEWS: &[(&str, &str, &str, bool)] = &[
+    (
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+];
+
+fn review_route(group: &str, version: &str, rest: &[&str]) -> Option<ReviewRoute> {
+    if version != "v1" {
+        return None;
+    }
+    let (namespace, plural) = match rest {
+        [plural] => (None, *plural),
+        ["namespaces", ns, plural] => (Some(ns.to_string()), *plural),
+        _ => return None,
+    };
+    let &(_, resource, _, namespaced) = REVIEWS.iter().find(|(g, r, _, _)| *g == group && *r == plural)?;
+    (namespaced == namespace.is_some()).then_some(ReviewRoute { resource, namespace })
 }
 
 /// A path into a resource collection or object.
@@ -145,6 +203,9 @@ pub fn parse_path(path: &str) -> Result<Route, ApiError> {
     };
     if rest.is_empty() {
         return Ok(Route::GroupVersion(group.to_string(), version.to_string()));
+    }
+    if let Some(r) = review_route(group, version, rest) {
+        return Ok(Route::Review(r));
     }
     let (watch_path, rest) = match rest {
         ["watch", rest @ ..] => (true, rest),

@@ -149,7 +149,7 @@ impl ApiServer {
         let mut head = format!(
             "{} {path} HTTP/1.1\r\nHost: {agent}\r\nAuthorization: Bearer {}\r\n",
             req.method(),
-            log_credential(&self.token)
+            log_credential(self.tokens.admin())
         );
         for name in FORWARDED {
             for v in req.headers().get_all(*name) {

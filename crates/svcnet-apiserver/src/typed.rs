@@ -50,6 +50,7 @@ static TYPED: &[(&Kind, Typed)] = &[
     (&kinds::deployment::KIND, typed::<apps::v1::Deployment>()),
     (&kinds::replicaset::KIND, typed::<apps::v1::ReplicaSet>()),
     (&kinds::configmap::KIND, typed::<core::v1::ConfigMap>()),
+    (&kinds::secret::KIND, typed::<core::v1::Secret>()),
     (&kinds::serviceaccount::KIND, typed::<core::v1::ServiceAccount>()),
     (&kinds::daemonset::KIND, typed::<apps::v1::DaemonSet>()),
     (&kinds::rbac::ROLE, typed::<rbac::v1::Role>()),

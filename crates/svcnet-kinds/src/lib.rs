@@ -18,6 +18,7 @@ pub mod patch;
 pub mod proto;
 pub mod quote;
 pub mod resource;
+pub mod reviews;
 pub mod rules;
 
 pub use kinds::{KINDS, Kind};

@@ -28,6 +28,8 @@ pub enum NameRule {
     Dns1035Label,
     /// A namespace name.
     Namespace,
+    /// A URL path segment (no `/` or `%`, not `.` or `..`), as RBAC object names are.
+    PathSegment,
 }
 
 /// What `DELETE` does for one kind.

@@ -4,6 +4,8 @@
 //!   The `svcnet` binary's path is an argument: only the `svcnet` crate's own tests know it, as
 //!   `env!("CARGO_BIN_EXE_svcnet")`.
 //! - [`etcd`]: a real etcd member on free loopback ports (the etcd store's and HA control plane's tests).
+//! - [`users`]: credentials of other users for a cluster (client certificates signed by its CA, tokens)
+//!   and kubeconfigs that use them.
 //! - [`kubectl`]: which kubectl binaries the tests use and where they are.
 //! - [`net`]: small std-thread TCP/UDP servers that answer with their identity, clients for them, a TCP
 //!   relay a test can cut (a partition), free
@@ -28,6 +30,7 @@ pub mod multinode;
 pub mod net;
 pub mod netns;
 pub mod process;
+pub mod users;
 
 use std::time::{Duration, Instant};
 

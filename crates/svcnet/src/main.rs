@@ -26,6 +26,7 @@ mod proxy_process;
 mod status;
 mod store_args;
 mod supervise;
+mod token_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ enum Command {
     /// The node's userspace proxy in a process of its own, as `up` and `agent` start it (internal).
     #[command(hide = true)]
     NodeProxy(node_proxy::NodeProxyArgs),
+    /// Bootstrap tokens for joining nodes: `token create` (as `kubeadm token create`).
+    Token(token_cmd::TokenArgs),
 }
 
 #[derive(Parser)]
@@ -154,6 +157,9 @@ struct UpArgs {
     store: store_args::StoreArgs,
     #[command(flatten)]
     leader: leader::LeaderArgs,
+    /// Bearer tokens of further users, in kube-apiserver's CSV format: `token,user,uid,"group1,group2"`.
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Option<PathBuf>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -262,6 +268,35 @@ fn agent_config(
         pod_network,
         api_token,
         pod_mtu: None,
+        cluster_ca: None,
+    }
+}
+
+/// The CA of the kubeconfig's current cluster (PEM), if it names one: pods get it as their service
+/// account's `ca.crt`.
+fn kubeconfig_ca(path: &std::path::Path) -> Option<String> {
+    use base64::Engine;
+    let kc = kube::config::Kubeconfig::read_from(path).ok()?;
+    let context = kc.current_context.as_deref()?;
+    let cluster = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    let cluster = kc.clusters.iter().find(|c| c.name == cluster)?.cluster.as_ref()?;
+    match (
+        &cluster.certificate_authority_data,
+        &cluster.certificate_authority,
+    ) {
+        (Some(data), _) => base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        (None, Some(file)) => std::fs::read_to_string(file).ok(),
+        (None, None) => None,
     }
 }
 
@@ -423,6 +458,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         kubeconfig_token(&args.kubeconfig),
     );
     cfg.labels.extend(args.node_labels);
+    cfg.cluster_ca = kubeconfig_ca(&args.kubeconfig);
     cfg.pod_mtu = pod_mtu(args.overlay, args.node_ip).await?;
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
@@ -571,6 +607,11 @@ async fn up(args: UpArgs) -> Result<()> {
     let store = args.store.open(&data_dir).await?;
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
     let tls = pki::server_config(&creds)?;
+    let token_file = match &args.token_auth_file {
+        Some(p) => svcnet_apiserver::authn::read_token_file(p).context("--token-auth-file")?,
+        None => Default::default(),
+    };
+    let sa_signer = svcnet_apiserver::satoken::Signer::load_or_create(&data_dir)?;
     let listener = TcpListener::bind(args.api_listen).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             " (another cluster on this machine? It needs its own --api-listen, --service-cidr and \
@@ -587,6 +628,9 @@ async fn up(args: UpArgs) -> Result<()> {
         Config {
             listen: addr,
             token: creds.token.clone(),
+            token_file,
+            sa_signer: Some(Arc::new(sa_signer)),
+            client_verifier: Some(pki::client_verifier(&creds)?),
             hooks: hooks.clone(),
         },
     )
@@ -782,6 +826,7 @@ async fn up(args: UpArgs) -> Result<()> {
             args.pod_network,
             Some(creds.token.clone()),
         );
+        cfg.cluster_ca = Some(creds.ca_pem.clone());
         cfg.pod_mtu = pod_mtu(args.overlay, addr.ip()).await?;
         let client = client.clone();
         let stop_pods = args.stop_pods_on_exit;
@@ -892,6 +937,12 @@ fn main() -> Result<()> {
         Command::NodeProxy(args) => {
             init_logging(&args.log_format);
             node_proxy::run(args, std::env::args().skip(1).collect())
+        }
+        Command::Token(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(token_cmd::run(args))
         }
         Command::Lab(args) => {
             init_logging("text");

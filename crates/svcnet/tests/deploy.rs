@@ -78,10 +78,8 @@ fn deploy_manifests_validate_on_a_dry_run_and_apply() {
         stderr.contains("Warning: svcnet runs no DaemonSet controller"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("Warning: svcnet does not enforce RBAC"),
-        "{stderr}"
-    );
+    // RBAC objects are enforced, so they carry no warning any more.
+    assert!(!stderr.contains("RBAC"), "{stderr}");
     let ds = c.ok(&["get", "ds", "-n", "kube-system", "svcnet-proxy"]);
     let mut lines = ds.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

@@ -12,12 +12,14 @@
 //! processes), stops the recorded pods the API no longer has, and only then follows the pod watch.
 //!
 //! This module starts the parts and wires them together: the pod loop (`pod_sync`), the status writer
-//! (`status`), the logs server (`logs`), and the environment a pod learns from the Services (`pod_env`).
+//! (`status`), the logs server (`logs`), the environment a pod learns from the Services (`pod_env`), and
+//! each pod's ServiceAccount token (`sa_token`).
 
 mod logs;
 mod pod_env;
 mod pod_sync;
 mod readiness;
+mod sa_token;
 mod status;
 mod stream;
 
@@ -41,6 +43,7 @@ use tracing::info;
 
 pub use pod_env::service_env;
 use pod_sync::PodSync;
+pub use sa_token::{SERVICE_ACCOUNT_DIR_ENV, SERVICE_ACCOUNT_MOUNT};
 
 use crate::netns::{self, NetnsError, PodNet};
 use crate::node::{self, NodeConfig};
@@ -72,6 +75,8 @@ pub struct AgentConfig {
     /// With the netns pod network, the MTU of the pods' interfaces: the overlay's (a VXLAN device's),
     /// so that pods never send what the tunnel cannot carry, as flannel does. `None`: the kernel's default.
     pub pod_mtu: Option<u32>,
+    /// The cluster CA (PEM), given to pods as their service account's `ca.crt`.
+    pub cluster_ca: Option<String>,
 }
 
 pub use logs::credential as logs_credential;
@@ -287,6 +292,15 @@ async fn run_with(
         gated_rx,
     ));
 
+    // Pods' ServiceAccount tokens, renewed before they expire.
+    let tokens = sa_token::Tokens::new(client.clone(), cfg.cluster_ca.clone());
+    tokio::spawn(tokens.clone().refresh_loop(pod_store.clone()));
+    let sandbox = tokio::task::spawn_blocking(Sandbox::detect)
+        .await
+        .unwrap_or_else(|_| Sandbox::none());
+    // Kubernetes' path for the token exists only in a pod's own mount namespace, which needs the sandbox.
+    let sa_mount = sandbox.works().then(sa_token::mount_point).flatten();
+
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let list_params = kube::api::ListParams::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let mut sync = PodSync {
@@ -303,9 +317,9 @@ async fn run_with(
         stopping: HashSet::new(),
         waiting: HashSet::new(),
         retry: HashMap::new(),
-        sandbox: tokio::task::spawn_blocking(Sandbox::detect)
-            .await
-            .unwrap_or_else(|_| Sandbox::none()),
+        sandbox,
+        tokens,
+        sa_mount,
         gated: gated_tx,
     };
     // Adopt what a previous agent left running before anything else: the pods keep serving meanwhile.

@@ -128,6 +128,10 @@ pub(super) struct PodSync {
     pub(super) retry: HashMap<String, Retry>,
     /// Gives pods their own hostname and `/etc/hosts`, where it works.
     pub(super) sandbox: Sandbox,
+    /// The pods' ServiceAccount tokens.
+    pub(super) tokens: super::sa_token::Tokens,
+    /// Where pods' mount namespaces show their token directory (Kubernetes' path), if they can.
+    pub(super) sa_mount: Option<&'static str>,
     /// Tells the status writer about every event of a pod with readiness gates (another writer may
     /// have changed a gate's condition, which moves the pod's Ready) and of a pod whose Ready another
     /// writer changed (the node lifecycle controller, while this node's Lease lapsed).
@@ -389,6 +393,23 @@ impl PodSync {
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
         let mut exec_prefix = Vec::new();
+        // The pod's identity first: its containers start with their token in place, as the kubelet's
+        // volumes are mounted before any container starts.
+        let sa_dir = match self
+            .tokens
+            .ensure(pod, self.runner.pod_dir(&uid).join("serviceaccount"))
+            .await
+        {
+            Ok(dir) => dir,
+            Err(e) => {
+                warn!(pod = %pod.name_any(), error = %e, "could not give the pod its service account token");
+                self.tokens.report(pod, &e).await;
+                self.failed(uid);
+                return;
+            }
+        };
+        let sa_mounts: Vec<(&std::path::Path, &str)> =
+            sa_dir.as_deref().zip(self.sa_mount).into_iter().collect();
         // The pod's own name, as the kubelet gives it (its hosts file names it; it is its hostname).
         let (host, domain) = pod_identity::hostname(pod, netns::CLUSTER_DOMAIN);
         let uts_name = pod_identity::uts_hostname(pod, netns::CLUSTER_DOMAIN);
@@ -435,7 +456,7 @@ impl PodSync {
             }
             exec_prefix = podnet.exec_prefix(&uid);
             // `ip netns exec` bind-mounts the pod's hosts file; only the hostname is left to do.
-            exec_prefix.extend(self.sandbox.prefix(&uts_name, None));
+            exec_prefix.extend(self.sandbox.prefix(&uts_name, &sa_mounts));
         } else {
             // The host pod network: the pod's hosts file is bind-mounted by the sandbox, as the kubelet's
             // `etc-hosts` in the pod's directory.
@@ -450,7 +471,11 @@ impl PodSync {
                 std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &hosts))
             };
             match written {
-                Ok(()) => exec_prefix.extend(self.sandbox.prefix(&uts_name, Some(&file))),
+                Ok(()) => {
+                    let mut mounts = vec![(file.as_path(), "/etc/hosts")];
+                    mounts.extend(sa_mounts.iter().copied());
+                    exec_prefix.extend(self.sandbox.prefix(&uts_name, &mounts))
+                }
                 Err(e) => {
                     warn!(pod = %pod.name_any(), error = %e, "could not write the pod's hosts file");
                     self.failed(uid);
@@ -458,11 +483,19 @@ impl PodSync {
                 }
             }
         }
+        let mut env = service_env(&self.services.state(), &ns, links);
+        // Beside the service variables (which hold KUBERNETES_SERVICE_HOST/PORT): where the token is.
+        if let Some(dir) = &sa_dir {
+            env.push((
+                super::SERVICE_ACCOUNT_DIR_ENV.into(),
+                dir.to_string_lossy().into_owned(),
+            ));
+        }
         let ctx = PodContext {
             pod_ip,
             host_ip: self.cfg.node_ip,
             node_name: self.cfg.node_name.clone(),
-            service_env: service_env(&self.services.state(), &ns, links),
+            service_env: env,
             exec_prefix,
         };
         match self.runner.ensure(pod, ctx) {

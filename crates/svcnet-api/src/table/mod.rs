@@ -112,6 +112,7 @@ static ROWS: &[(&Kind, Rows)] = &[
     (&kinds::deployment::KIND, rows(deployment_cells)),
     (&kinds::replicaset::KIND, rows(replica_set_cells)),
     (&kinds::configmap::KIND, rows(config_map_cells)),
+    (&kinds::secret::KIND, rows(secret_cells)),
     (&kinds::serviceaccount::KIND, rows(service_account_cells)),
     (&kinds::daemonset::KIND, rows(daemon_set_cells)),
     (&kinds::rbac::ROLE_BINDING, rows(role_binding_cells)),

@@ -586,6 +586,15 @@ pub(super) fn config_map_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+/// kube's `printSecret`: the type and how many keys.
+pub(super) fn secret_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let count = at(obj, &["data"])
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len());
+    let ty = at(obj, &["type"]).and_then(Value::as_str).unwrap_or_default();
+    vec![name(obj), json!(ty), json!(count), age(obj, now)]
+}
+
 pub(super) fn service_account_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
     vec![name(obj), json!(arr_at(obj, &["secrets"]).len()), age(obj, now)]
 }

@@ -247,7 +247,11 @@ fn columns_of_each_kind() {
             ("Selector", 1)
         ])
     );
-    assert_eq!(names("", "Secret"), n(&[("Name", 0), ("Created At", 0)]));
+    assert_eq!(names("", "ResourceQuota"), n(&[("Name", 0), ("Created At", 0)]));
+    assert_eq!(
+        names("", "Secret"),
+        n(&[("Name", 0), ("Type", 0), ("Data", 0), ("Age", 0)])
+    );
     // The group matters: a Deployment in another group has no printer.
     assert_eq!(
         names("example.com", "Deployment"),
@@ -268,7 +272,7 @@ fn column_types_match_kube() {
         ["integer", "integer", "integer"]
     );
     assert_eq!(types("", "Pod")[3], "string");
-    assert_eq!(types("", "Secret")[1], "date");
+    assert_eq!(types("", "ResourceQuota")[1], "date");
     let event = column_definitions("", "Event");
     assert_eq!(event[9]["format"], "name");
     assert_eq!(event[9]["priority"], 1);
@@ -288,7 +292,7 @@ fn cells_match_column_count_for_every_kind_even_on_empty_objects() {
         ("coordination.k8s.io", "Lease"),
         ("apps", "Deployment"),
         ("apps", "ReplicaSet"),
-        ("", "Secret"),
+        ("", "ResourceQuota"),
     ];
     let odd = [
         json!({}),
@@ -337,7 +341,7 @@ fn mistyped_nested_fields_never_panic() {
         ("coordination.k8s.io", "Lease"),
         ("apps", "Deployment"),
         ("apps", "ReplicaSet"),
-        ("", "Secret"),
+        ("", "ResourceQuota"),
     ] {
         let t = table(group, kind, &[&odd], IncludeObject::Metadata, now());
         assert_eq!(
@@ -354,13 +358,13 @@ fn mistyped_nested_fields_never_panic() {
 fn default_table_cells() {
     let obj = json!({"metadata": {"name": "cm", "creationTimestamp": "2024-01-02T03:04:05.678Z"}});
     assert_eq!(
-        cells("", "Secret", &obj),
+        cells("", "ResourceQuota", &obj),
         vec![json!("cm"), json!("2024-01-02T03:04:05Z")]
     );
     let obj = json!({"metadata": {"name": "cm", "creationTimestamp": "2024-01-02T05:04:05+02:00"}});
-    assert_eq!(strs(&cells("", "Secret", &obj))[1], "2024-01-02T03:04:05Z");
+    assert_eq!(strs(&cells("", "ResourceQuota", &obj))[1], "2024-01-02T03:04:05Z");
     let obj = json!({"metadata": {"name": "cm"}});
-    assert_eq!(strs(&cells("", "Secret", &obj))[1], "0001-01-01T00:00:00Z");
+    assert_eq!(strs(&cells("", "ResourceQuota", &obj))[1], "0001-01-01T00:00:00Z");
 }
 
 // ---- Namespace ----------------------------------------------------------------------------------
@@ -1292,9 +1296,9 @@ fn table_empty_lists() {
     assert_eq!(t["rows"], json!([]));
     assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 7);
     // The default convertor leaves rows nil.
-    let t = table("", "Secret", &[], IncludeObject::Metadata, now());
+    let t = table("", "ResourceQuota", &[], IncludeObject::Metadata, now());
     assert_eq!(t["rows"], Value::Null);
     let cm = json!({"metadata": {"name": "c", "creationTimestamp": "2024-01-01T00:00:00Z"}});
-    let t = table("", "Secret", &[&cm, &cm], IncludeObject::Metadata, now());
+    let t = table("", "ResourceQuota", &[&cm, &cm], IncludeObject::Metadata, now());
     assert_eq!(t["rows"][1]["cells"], json!(["c", "2024-01-01T00:00:00Z"]));
 }

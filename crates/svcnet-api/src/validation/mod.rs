@@ -344,6 +344,21 @@ pub fn name_is_dns_subdomain(name: &str, prefix: bool) -> Vec<String> {
     is_dns1123_subdomain(name)
 }
 
+/// `path.ValidatePathSegmentName`: the name format of the RBAC kinds (`system:basic-user` is valid):
+/// anything that is a URL path segment.
+pub fn name_is_path_segment(name: &str, prefix: bool) -> Vec<String> {
+    let mut errs = Vec::new();
+    if !prefix && (name == "." || name == "..") {
+        errs.push(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            errs.push(format!("may not contain '{bad}'"));
+        }
+    }
+    errs
+}
+
 /// `NameIsDNSLabel`: the name format of Namespaces (RFC 1123 label).
 pub fn name_is_dns_label(name: &str, prefix: bool) -> Vec<String> {
     if prefix {

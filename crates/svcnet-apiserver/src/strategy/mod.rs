@@ -19,6 +19,7 @@ use crate::hooks::KindHooks;
 
 mod namespace;
 mod pod;
+mod secret;
 mod service;
 mod workload;
 
@@ -80,6 +81,7 @@ impl Strategy for Plain {}
 static STRATEGIES: &[(&Kind, &dyn Strategy)] = &[
     (&kinds::namespace::KIND, &namespace::Namespace),
     (&kinds::service::KIND, &service::Service),
+    (&kinds::secret::KIND, &secret::Secret),
     (&kinds::pod::KIND, &pod::Pod),
     (&kinds::deployment::KIND, &workload::DEPLOYMENT),
     (&kinds::replicaset::KIND, &workload::REPLICA_SET),
@@ -169,6 +171,7 @@ fn name_rule(rt: &ResourceType) -> validation::NameValidator {
         NameRule::Dns1035Label => validation::name_is_dns1035_label,
         NameRule::Namespace => validation::validate_namespace_name,
         NameRule::DnsSubdomain => validation::name_is_dns_subdomain,
+        NameRule::PathSegment => validation::name_is_path_segment,
     }
 }
 

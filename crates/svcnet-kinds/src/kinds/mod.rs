@@ -24,6 +24,7 @@ pub mod node;
 pub mod pod;
 pub mod rbac;
 pub mod replicaset;
+pub mod secret;
 pub mod service;
 pub mod serviceaccount;
 pub mod workload;
@@ -60,6 +61,7 @@ pub static KINDS: &[&Kind] = &[
     &replicaset::KIND,
     &lease::KIND,
     &configmap::KIND,
+    &secret::KIND,
     &serviceaccount::KIND,
     &daemonset::KIND,
     &rbac::ROLE,
@@ -67,9 +69,6 @@ pub static KINDS: &[&Kind] = &[
     &rbac::ROLE_BINDING,
     &rbac::CLUSTER_ROLE_BINDING,
 ];
-
-/// The warning on writes of the kinds that only matter once requests are authorized by them.
-pub(crate) const NO_AUTHZ_WARNING: &str = "svcnet does not enforce RBAC or issue service-account tokens yet: this object is stored, but every authenticated client may still do everything";
 
 /// The category `all` that `kubectl get all` lists.
 pub(crate) const ALL: &[&str] = &["all"];

@@ -1,7 +1,6 @@
 //! The RBAC kinds (rbac.authorization.k8s.io/v1): Role and ClusterRole (rules), RoleBinding and
 //! ClusterRoleBinding (subjects bound to a role). They differ only in scope and printer, so the four
-//! live in this one file. Stored and served so that the manifests every chart and operator ships apply;
-//! svcnet does not enforce them yet, and every write says so in a warning.
+//! live in this one file. The API server enforces them (`svcnet_apiserver::authz`).
 
 use super::Kind;
 use super::meta::METADATA_ONLY;
@@ -33,7 +32,7 @@ const fn resource(
 
 const RULES: Rules = Rules {
     create_on_update: true,
-    write_warning: Some(super::NO_AUTHZ_WARNING),
+    name: crate::rules::NameRule::PathSegment,
     ..Rules::DEFAULT
 };
 

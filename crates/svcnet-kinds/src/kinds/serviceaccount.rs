@@ -1,10 +1,11 @@
-//! ServiceAccount (core/v1): an identity for processes in pods. Stored and served; svcnet issues no
-//! tokens for it yet (every write carries a warning saying so).
+//! ServiceAccount (core/v1): an identity for processes in pods. Its `token` subresource is the
+//! TokenRequest API (`kubectl create token`), served by the API server's `satoken` module.
 
 use super::Kind;
-use super::meta::METADATA_ONLY;
+use super::meta::{METADATA_ONLY, OBJECT_META_PROTO};
 use crate::apply::{ApplyKind, Structs, list_map, r, st};
 use crate::columns::{AGE, Column, NAME, col};
+use crate::proto::{self, Wire, f, p, r as rep};
 use crate::resource::ResourceType;
 use crate::rules::Rules;
 
@@ -19,7 +20,7 @@ pub static KIND: Kind = Kind {
         namespaced: true,
         short_names: &["sa"],
         categories: &[],
-        subresources: &[],
+        subresources: &["token"],
         delete_collection: true,
         field_selectors: &[],
     },
@@ -30,11 +31,8 @@ pub static KIND: Kind = Kind {
         always_present: &[],
         structs: apply_structs,
     },
-    proto: None,
-    rules: Rules {
-        write_warning: Some(super::NO_AUTHZ_WARNING),
-        ..Rules::DEFAULT
-    },
+    proto: Some(PROTO),
+    rules: Rules::DEFAULT,
     columns: COLUMNS,
 };
 
@@ -53,3 +51,21 @@ fn apply_structs(s: &mut Structs) {
 const COLUMNS: &[Column] = &[NAME, col("Secrets", "string", DOC_SECRETS), AGE];
 
 const DOC_SECRETS: &str = "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.";
+
+const OBJECT_REFERENCE: &[proto::Field] = &[
+    f(1, "kind", Wire::Str),
+    f(2, "namespace", Wire::Str),
+    f(3, "name", Wire::Str),
+    f(4, "uid", Wire::Str),
+    f(5, "apiVersion", Wire::Str),
+    f(6, "resourceVersion", Wire::Str),
+    f(7, "fieldPath", Wire::Str),
+];
+
+/// `core/v1` ServiceAccount's protobuf fields (`kubectl create serviceaccount` sends protobuf).
+const PROTO: &[proto::Field] = &[
+    f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
+    rep(2, "secrets", Wire::Msg(OBJECT_REFERENCE)),
+    rep(3, "imagePullSecrets", Wire::Msg(&[f(1, "name", Wire::Str)])),
+    p(4, "automountServiceAccountToken", Wire::Bool),
+];

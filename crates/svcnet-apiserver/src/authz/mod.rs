@@ -1,0 +1,182 @@
+//! Authorization, as kube-apiserver's `--authorization-mode=RBAC` with its privileged group: members of
+//! `system:masters` may do everything; everyone else what the RBAC objects ([`rbac`]) allow. A denied
+//! request gets kube's Forbidden, word for word. On start the default ClusterRoles and bindings
+//! (`bootstrap-policy.yaml`) are created unless they exist.
+
+pub mod rbac;
+
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::ApiServer;
+use crate::authn::{MASTERS, UserInfo};
+use crate::errors::ApiError;
+use crate::request::{Params, Route};
+use rbac::{Attributes, RoleSource};
+
+fn rbac_rt(plural: &str) -> &'static svcnet_api::resources::ResourceType {
+    svcnet_api::resources::lookup("rbac.authorization.k8s.io", "v1", plural).expect("RBAC kinds are served")
+}
+
+impl RoleSource for ApiServer {
+    fn cluster_roles(&self) -> Vec<Arc<Value>> {
+        self.cached_list(rbac_rt("clusterroles"), None)
+    }
+
+    fn cluster_role_bindings(&self) -> Vec<Arc<Value>> {
+        self.cached_list(rbac_rt("clusterrolebindings"), None)
+    }
+
+    fn role_bindings(&self, namespace: &str) -> Vec<Arc<Value>> {
+        self.cached_list(rbac_rt("rolebindings"), Some(namespace))
+    }
+
+    fn role(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.cached(rbac_rt("roles"), Some(namespace), name)
+    }
+}
+
+/// What a request asks to do, as kube's request-info resolver reads it from method, path and query.
+pub fn attributes(route: &Route, method: &Method, path: &str, params: &Params) -> Attributes {
+    let Route::Resource(r) = route else {
+        let (resource, namespace) = match route {
+            Route::Review(rv) => (rv.resource, rv.namespace.clone()),
+            _ => {
+                return Attributes {
+                    verb: method.as_str().to_ascii_lowercase(),
+                    path: path.to_string(),
+                    ..Default::default()
+                };
+            }
+        };
+        let group = crate::request::REVIEWS
+            .iter()
+            .find(|(_, res, _, _)| *res == resource)
+            .map(|(g, ..)| *g)
+            .unwrap_or_default();
+        return Attributes {
+            verb: if *method == Method::POST {
+                "create".into()
+            } else {
+                method.as_str().to_ascii_lowercase()
+            },
+            resource_request: true,
+            namespace: namespace.unwrap_or_default(),
+            api_group: group.into(),
+            resource: resource.into(),
+            ..Default::default()
+        };
+    };
+    let named = r.name.is_some();
+    let watch = r.watch_path || params.flag("watch");
+    let verb = match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "",
+    };
+    let mut namespace = r.namespace.clone().unwrap_or_default();
+    // kube: a namespace's own requests are in that namespace (a RoleBinding there may allow them).
+    if r.rt.plural == "namespaces" && r.rt.group.is_empty() {
+        namespace = r.name.clone().unwrap_or_default();
+    }
+    Attributes {
+        verb: verb.into(),
+        resource_request: true,
+        namespace,
+        api_group: r.rt.group.into(),
+        resource: r.rt.plural.into(),
+        subresource: r.subresource.clone().unwrap_or_default(),
+        name: r.name.clone().unwrap_or_default(),
+        path: path.to_string(),
+    }
+}
+
+/// kube's Forbidden for a denied request (`responsewriters.ForbiddenStatusError`).
+pub fn forbidden(user: &UserInfo, a: &Attributes, reason: &str) -> ApiError {
+    let mut msg = if !a.resource_request {
+        format!("User \"{}\" cannot {} path \"{}\"", user.name, a.verb, a.path)
+    } else {
+        let resource = if a.subresource.is_empty() {
+            a.resource.clone()
+        } else {
+            format!("{}/{}", a.resource, a.subresource)
+        };
+        if a.namespace.is_empty() {
+            format!(
+                "User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" at the cluster scope",
+                user.name, a.verb, a.api_group
+            )
+        } else {
+            format!(
+                "User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" in the namespace \"{}\"",
+                user.name, a.verb, a.api_group, a.namespace
+            )
+        }
+    };
+    if !reason.is_empty() {
+        msg = format!("{msg}: {reason}");
+    }
+    // apimachinery's NewForbidden: qualified resource and name lead the message.
+    let qualified = if a.resource.is_empty() || !a.resource_request {
+        String::new()
+    } else if a.api_group.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}.{}", a.resource, a.api_group)
+    };
+    let message = match (qualified.is_empty(), a.name.is_empty()) {
+        (true, _) => format!("forbidden: {msg}"),
+        (false, true) => format!("{qualified} is forbidden: {msg}"),
+        (false, false) => format!("{qualified} \"{}\" is forbidden: {msg}", a.name),
+    };
+    let mut details = json!({"name": a.name, "kind": a.resource});
+    if !a.api_group.is_empty() {
+        details["group"] = json!(a.api_group);
+    }
+    ApiError {
+        details: Some(details),
+        ..ApiError::forbidden(message)
+    }
+}
+
+impl ApiServer {
+    /// Whether `user` may do `attrs`: `Ok(reason)` or `Err(reason)` (kube's decision and reason).
+    pub fn decide(&self, user: &UserInfo, attrs: &Attributes) -> Result<String, String> {
+        if user.in_group(MASTERS) {
+            return Ok(String::new());
+        }
+        rbac::authorize(self, user, attrs)
+    }
+
+    /// Creates the default ClusterRoles and ClusterRoleBindings that do not exist yet.
+    pub async fn bootstrap_rbac(&self) -> Result<(), ApiError> {
+        let items: Vec<Value> = serde_yaml::from_str(include_str!("bootstrap-policy.yaml"))
+            .map_err(|e| ApiError::internal(format!("the bootstrap RBAC policy: {e}")))?;
+        for mut obj in items {
+            let kind = obj
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            obj["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
+            let meta = &mut obj["metadata"];
+            meta["labels"]["kubernetes.io/bootstrapping"] = json!("rbac-defaults");
+            meta["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("true");
+            let plural = if kind == "ClusterRole" {
+                "clusterroles"
+            } else {
+                "clusterrolebindings"
+            };
+            self.ensure(rbac_rt(plural), None, obj).await?;
+        }
+        Ok(())
+    }
+}

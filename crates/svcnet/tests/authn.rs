@@ -1,0 +1,192 @@
+//! Authentication as kube-apiserver's: client certificates signed by the cluster CA, the static token
+//! file, the admin token and ServiceAccount tokens from the TokenRequest API (`kubectl create token`),
+//! each seen through `kubectl auth whoami`; anonymous and bad credentials get 401 except on the public
+//! paths.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use svcnet_testsupport::users::{self, Credential};
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+fn start() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "alice-token,alice,alice-uid,\"dev,ops\"\nbob-token,bob,bob-uid\n",
+    )
+    .unwrap();
+    // The token file is read at start; the directory may go afterwards.
+    Cluster::start_with(
+        SVCNET,
+        &[
+            "--proxy-mode",
+            "none",
+            "--no-dns",
+            "--no-agent",
+            "--token-auth-file",
+            tokens.to_str().unwrap(),
+        ],
+    )
+}
+
+/// `kubectl auth whoami -o json` as the kubeconfig's user: its `status.userInfo`, or the error text.
+fn whoami(c: &Cluster, kubeconfig: &std::path::Path) -> Result<Value, String> {
+    let out = c.kubectl_as(kubeconfig, &["auth", "whoami", "-o", "json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).expect("whoami JSON");
+    Ok(v["status"]["userInfo"].clone())
+}
+
+fn groups(u: &Value) -> Vec<&str> {
+    u["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn users_from_certificates_the_token_file_and_the_admin_token() {
+    let c = start();
+    let admin = whoami(&c, &c.kubeconfig()).unwrap();
+    assert_eq!(admin["username"], "svcnet-admin");
+    assert_eq!(groups(&admin), ["system:masters", "system:authenticated"]);
+
+    let alice = users::kubeconfig(&c, "alice", Credential::Token("alice-token"));
+    let u = whoami(&c, &alice).unwrap();
+    assert_eq!(u["username"], "alice");
+    assert_eq!(u["uid"], "alice-uid");
+    assert_eq!(groups(&u), ["dev", "ops", "system:authenticated"]);
+    let bob = users::kubeconfig(&c, "bob", Credential::Token("bob-token"));
+    assert_eq!(groups(&whoami(&c, &bob).unwrap()), ["system:authenticated"]);
+
+    let cert = users::cluster_cert(&c, "carol", &["team-a"]);
+    let carol = users::kubeconfig(&c, "carol", Credential::Cert(&cert));
+    let u = whoami(&c, &carol).unwrap();
+    assert_eq!(u["username"], "carol");
+    assert_eq!(groups(&u), ["team-a", "system:authenticated"]);
+
+    // A certificate from another CA (even one with the same name), a garbage token, no credential at
+    // all: 401, as kube-apiserver answers.
+    let stranger = users::stranger_cert("carol", &["system:masters"]);
+    let forged = users::kubeconfig(&c, "stranger", Credential::Cert(&stranger));
+    let garbage = users::kubeconfig(&c, "garbage", Credential::Token("not-a-token"));
+    for kc in [&forged, &garbage] {
+        let out = c.kubectl_as(kc, &["get", "services"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("error: You must be logged in to the server"),
+            "{}: {err}",
+            kc.display()
+        );
+    }
+    let (code, body) = c.curl(&[], "/api/v1/namespaces/default/services");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains(r#""reason":"Unauthorized""#), "{body}");
+    // kube-apiserver's public paths answer anyone; the rest of the non-resource paths do not.
+    for path in ["/healthz", "/livez", "/readyz", "/version"] {
+        assert_eq!(c.curl(&[], path).0, 200, "{path}");
+    }
+    for path in ["/metrics", "/api", "/apis", "/openapi/v2"] {
+        assert_eq!(c.curl(&[], path).0, 401, "{path}");
+    }
+}
+
+#[test]
+fn service_account_tokens_are_checked_on_every_request() {
+    let c = start();
+    c.ok(&["create", "serviceaccount", "robot"]);
+    let token = c.ok(&["create", "token", "robot"]).trim().to_string();
+    let robot = users::kubeconfig(&c, "robot", Credential::Token(&token));
+    let u = whoami(&c, &robot).unwrap();
+    assert_eq!(u["username"], "system:serviceaccount:default:robot");
+    assert_eq!(
+        groups(&u),
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:default",
+            "system:authenticated"
+        ]
+    );
+    let sa_uid = c.ok(&["get", "sa", "robot", "-o", "jsonpath={.metadata.uid}"]);
+    assert_eq!(u["uid"], sa_uid.as_str());
+
+    // A token whose claims were changed no longer matches its signature.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let forged = users::kubeconfig(&c, "forged", Credential::Token(&parts.join(".")));
+    assert!(whoami(&c, &forged).unwrap_err().contains("Unauthorized"));
+
+    // Bound to a pod: valid while the pod is, named in the user's extras.
+    c.ok_v(
+        "",
+        &[
+            "run",
+            "worker",
+            "--image=svcnet/none",
+            "--overrides",
+            r#"{"spec":{"serviceAccountName":"robot"}}"#,
+        ],
+        None,
+    );
+    let bound = c
+        .ok(&[
+            "create",
+            "token",
+            "robot",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "worker",
+            "--duration",
+            "20m",
+        ])
+        .trim()
+        .to_string();
+    let worker = users::kubeconfig(&c, "worker", Credential::Token(&bound));
+    let u = whoami(&c, &worker).unwrap();
+    assert_eq!(u["extra"]["authentication.kubernetes.io/pod-name"][0], "worker");
+    c.ok(&["delete", "pod", "worker", "--grace-period=0", "--force"]);
+    assert!(
+        eventually(Duration::from_secs(10), || whoami(&c, &worker).is_err()),
+        "a token bound to a deleted pod stops working"
+    );
+    // The unbound token still works until its ServiceAccount goes.
+    assert!(whoami(&c, &robot).is_ok());
+    c.ok(&["delete", "sa", "robot"]);
+    assert!(whoami(&c, &robot).unwrap_err().contains("Unauthorized"));
+
+    // kube's validation of the request.
+    let err = c.fail_v("", &["create", "token", "default", "--duration", "5m"], None);
+    assert!(
+        err.contains(
+            "spec.expirationSeconds: Invalid value: 300: may not specify a duration less than 10 minutes"
+        ),
+        "{err}"
+    );
+    let err = c.fail_v("", &["create", "token", "nobody"], None);
+    assert!(err.contains(r#"serviceaccounts "nobody" not found"#), "{err}");
+    let err = c.fail_v(
+        "",
+        &[
+            "create",
+            "token",
+            "default",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "gone",
+        ],
+        None,
+    );
+    assert!(err.contains(r#"pods "gone" not found"#), "{err}");
+}
