@@ -7,7 +7,8 @@
 //! both endpoints there, so whichever of node1/node2 holds the Lease can be stopped without taking an
 //! endpoint with it. It checks: exactly one MAC answers ARP for the IP (a probe in the client sends a
 //! request and collects every reply), and it is the holder's; the client's neighbour entry names it; an
-//! Event on the Service names the holder; after `lab stop-node <holder>` the other node takes the Lease,
+//! Event on the Service and its `svcnet.io/lb-announcing-node` annotation name the holder, and `kubectl
+//! describe svc` shows both; after `lab stop-node <holder>` the other node takes the Lease,
 //! the client's neighbour entry changes (gratuitous ARP) and requests succeed again within the failover
 //! goal (the measured gap is printed); the old holder, started again, stays silent; deleting the Service
 //! stops the answers.
@@ -109,6 +110,14 @@ fn holder(lab: &MultiNodeLab) -> Option<String> {
     lease["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
 
+/// The node the Service's annotation names as announcing it.
+fn annotated(lab: &MultiNodeLab, service: &str) -> Option<String> {
+    let svc = lab.get_json(&["service", service]);
+    svc["metadata"]["annotations"]["svcnet.io/lb-announcing-node"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// The messages of the Service's `nodeAssigned` Events.
 fn assigned_events(lab: &MultiNodeLab) -> Vec<String> {
     let events = lab.get_json(&["events"]);
@@ -199,6 +208,21 @@ fn announce_and_fail_over(proxy_mode: &str) {
         "no nodeAssigned Event naming {first}: {:?}",
         assigned_events(&lab)
     );
+    assert!(
+        eventually(Duration::from_secs(10), || annotated(&lab, "red").as_deref()
+            == Some(first.as_str())),
+        "the Service's annotation does not name {first}: {:?}",
+        annotated(&lab, "red")
+    );
+    // What a user sees: the annotation and the Event in `kubectl describe`.
+    let described = lab.ok(&["describe", "service", "red"]);
+    assert!(
+        described.contains(&format!("svcnet.io/lb-announcing-node: {first}"))
+            && described
+                .lines()
+                .any(|l| l.contains("nodeAssigned") && l.contains(&format!("{first:?}"))),
+        "kubectl describe does not show {first} announcing:\n{described}"
+    );
 
     // The holder dies; the client keeps asking every 10 ms.
     let probe = command_in(&client, "python3")
@@ -254,6 +278,12 @@ fn announce_and_fail_over(proxy_mode: &str) {
         "no nodeAssigned Event for the takeover: {:?}",
         assigned_events(&lab)
     );
+    assert!(
+        eventually(Duration::from_secs(10), || annotated(&lab, "red").as_deref()
+            == Some(other)),
+        "the Service's annotation does not name {other} after the takeover: {:?}",
+        annotated(&lab, "red")
+    );
 
     // The new holder's metrics count the takeover and how long the IP went unannounced.
     let metrics = lab.exec_ok(other, &["curl", "-s", "http://127.0.0.1:10249/metrics"]);
@@ -290,6 +320,7 @@ fn announce_and_fail_over(proxy_mode: &str) {
         "ARP answers for {vip} after {first} came back"
     );
     assert_eq!(holder(&lab).as_deref(), Some(other));
+    assert_eq!(annotated(&lab, "red").as_deref(), Some(other));
 
     // Deleting the Service stops the answers at once.
     lab.ok(&["delete", "service", "red"]);
@@ -456,6 +487,12 @@ fn load_balancer_ips_spread_and_follow_local_endpoints() {
     // The policy keeps the client's address.
     assert_eq!(last, "red-lw 172.18.0.2");
     assert_eq!(arp_answers(&lab, &vip), mac_of(&lab, "node2"));
+    assert!(
+        eventually(Duration::from_secs(10), || annotated(&lab, "lw").as_deref()
+            == Some("node2")),
+        "lw's annotation: {:?}",
+        annotated(&lab, "lw")
+    );
     // The last local endpoint goes: node2 releases and nobody else may announce.
     lab.ok(&["delete", "pod", "lw", "--wait=false"]);
     assert!(
@@ -463,5 +500,11 @@ fn load_balancer_ips_spread_and_follow_local_endpoints() {
         "{vip} still answered without a local endpoint"
     );
     assert!(!holders(&lab).contains_key("svcnet-lb-lw"), "{:?}", holders(&lab));
+    // Nobody announces, and the Service no longer says node2 does.
+    assert!(
+        eventually(Duration::from_secs(10), || annotated(&lab, "lw").is_none()),
+        "lw's annotation still names {:?} without a local endpoint",
+        annotated(&lab, "lw")
+    );
     assert!(lab.down());
 }
