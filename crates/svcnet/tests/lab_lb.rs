@@ -508,3 +508,124 @@ fn load_balancer_ips_spread_and_follow_local_endpoints() {
     );
     assert!(lab.down());
 }
+
+/// The number of failed attempts in the probe's lines.
+fn failures(lines: &str) -> usize {
+    lines.lines().filter(|l| l.starts_with("fail ")).count()
+}
+
+/// Nearest-rank percentile `p` (0–100) of sorted `v`.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+/// The failover benchmark of issue 16: `SVCNET_FAILOVER_REPS` (default 20) times, stop the announcing
+/// node while the client connects every 10 ms, and measure the client's gap (last success before the
+/// first failure to the first success after it) and its failed attempts; the stopped node is started
+/// again (and waited for) before the next round, which stops the other node. nftables backend; Lease
+/// settings `SVCNET_FAILOVER_LEASE=DURATION/RENEW_DEADLINE/RETRY` (default the agent's, `2s/1s/500ms`).
+/// Prints p50/p99/max; asserts only that every round recovered.
+/// Run: `cargo test -p svcnet --test lab_lb failover_benchmark -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark (about 4 minutes): run with --ignored"]
+fn failover_benchmark() {
+    if skip() {
+        return;
+    }
+    let reps: usize = std::env::var("SVCNET_FAILOVER_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let lease = std::env::var("SVCNET_FAILOVER_LEASE").unwrap_or_else(|_| "2s/1s/500ms".into());
+    let [duration, deadline, retry] = lease.split('/').collect::<Vec<_>>()[..] else {
+        panic!("SVCNET_FAILOVER_LEASE={lease}: want DURATION/RENEW_DEADLINE/RETRY");
+    };
+    let flags = [
+        format!("--agent-flag=--lb-lease-duration={duration}"),
+        format!("--agent-flag=--lb-renew-deadline={deadline}"),
+        format!("--agent-flag=--lb-retry-period={retry}"),
+    ];
+    let mut args = vec!["--proxy-mode", "nftables"];
+    args.extend(flags.iter().map(String::as_str));
+    let lab = MultiNodeLab::up(SVCNET, 3, &args);
+    lab.ok(&[
+        "label",
+        "node",
+        "node3",
+        "node.kubernetes.io/exclude-from-external-load-balancers=",
+    ]);
+    lab.apply(&python_pod(
+        "red-a",
+        "node3",
+        ECHO_SERVER,
+        &["red-a", "8080"],
+        Some(8080),
+        &[("app", "red")],
+    ));
+    lab.apply(SERVICE);
+    lab.wait_pod_ready("red-a", WAIT);
+    let mut vip = String::new();
+    assert!(eventually(WAIT, || {
+        vip = lab.get_json(&["service", "red"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        !vip.is_empty()
+    }));
+    let client = lab.netns_of("client");
+    assert!(
+        eventually(WAIT, || ask_from(&client, &vip, 80).starts_with("red-")),
+        "the client did not reach {vip}"
+    );
+    let (mut gaps, mut failed) = (Vec::new(), Vec::new());
+    for round in 0..reps {
+        let mut first = None;
+        assert!(eventually(WAIT, || {
+            first = holder(&lab);
+            first.is_some()
+        }));
+        let first = first.unwrap();
+        let other = if first == "node1" { "node2" } else { "node1" };
+        let probe = command_in(&client, "python3")
+            .args(["-c", REQUESTS, &vip, "80", "6"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut probe = svcnet_testsupport::multinode::Proc(probe);
+        std::thread::sleep(Duration::from_millis(500));
+        let out = lab.lab(&["stop-node", &first]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            eventually(Duration::from_secs(15), || holder(&lab).as_deref() == Some(other)),
+            "round {round}: {other} did not take over from {first}"
+        );
+        let output = probe.0.wait_with_output_ref();
+        let gap = outage(&output);
+        assert!(
+            gap > Duration::ZERO,
+            "round {round}: no outage measured (or no recovery):\n{output}"
+        );
+        eprintln!(
+            "round {round}: {first} -> {other}: gap {:.3} s, {} failed requests",
+            gap.as_secs_f64(),
+            failures(&output)
+        );
+        gaps.push(gap.as_secs_f64());
+        failed.push(failures(&output));
+        let out = lab.lab(&["start-node", &first]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // The restarted agent's watches must be synced before it is the only candidate left.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    gaps.sort_by(f64::total_cmp);
+    println!(
+        "failover, {reps} rounds, Lease {duration} / renew deadline {deadline} / retry {retry}, nftables: gap p50 {:.3} s, p99 {:.3} s, max {:.3} s; failed requests total {} (max {} per round)",
+        percentile(&gaps, 50.0),
+        percentile(&gaps, 99.0),
+        gaps[gaps.len() - 1],
+        failed.iter().sum::<usize>(),
+        failed.iter().max().unwrap_or(&0)
+    );
+    assert!(lab.down());
+}
