@@ -22,7 +22,8 @@
 //! removes the annotation if it still names it, conditionally on the resourceVersion it saw, so it never
 //! removes the next holder's.
 //!
-//! Eligible: Ready nodes not labelled `node.kubernetes.io/exclude-from-external-load-balancers`; under
+//! Eligible: Ready nodes not labelled `node.kubernetes.io/exclude-from-external-load-balancers` and
+//! matching the agent's `--lb-node-selector` (if any); under
 //! `externalTrafficPolicy: Local` only those with a ready endpoint of the Service. A holder that stops
 //! being eligible releases the Lease at once (holder cleared) so the next node need not wait for expiry.
 
@@ -217,6 +218,11 @@ impl Announcer {
             .state()
             .iter()
             .filter(|n| node_eligible(n))
+            .filter(|n| {
+                let none = BTreeMap::new();
+                let labels = n.metadata.labels.as_ref().unwrap_or(&none);
+                self.cfg.node_selector.matches(labels)
+            })
             .filter_map(|n| n.metadata.name.clone())
             .collect();
         let mut keys: BTreeSet<Key> = self.entries.keys().cloned().collect();

@@ -41,6 +41,7 @@ use tracing::{info, warn};
 
 pub use announcer::{NODE_ANNOTATION, lease_name};
 pub use metrics::Metrics;
+pub use svcnet_api::selector::LabelSelector;
 
 /// The label every announcement Lease carries (the announcers watch only these).
 pub const LEASE_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
@@ -64,6 +65,9 @@ pub struct L2Config {
     pub retry_period: Duration,
     /// Whether to give held IPs a `local` route (see [`local_route`]).
     pub local_routes: bool,
+    /// Only nodes whose labels match may announce (empty: every node). Every node's agent must be
+    /// given the same selector: each ranks the candidates by it.
+    pub node_selector: LabelSelector,
 }
 
 impl L2Config {

@@ -629,3 +629,79 @@ fn failover_benchmark() {
     );
     assert!(lab.down());
 }
+
+/// `--lb-node-selector`: only nodes whose labels match announce, whatever rendezvous hashing prefers;
+/// relabelling moves the IPs at once (the old holder releases); a malformed selector is refused.
+#[test]
+fn load_balancer_ips_only_from_selected_nodes() {
+    if skip() {
+        return;
+    }
+    let out = std::process::Command::new(SVCNET)
+        .args(["agent", "--lb-node-selector", "edge in (yes"])
+        .output()
+        .expect("svcnet agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("invalid label selector"),
+        "a malformed --lb-node-selector: {stderr}"
+    );
+
+    let lab = MultiNodeLab::up(
+        SVCNET,
+        3,
+        &[
+            "--proxy-mode",
+            "nftables",
+            "--agent-flag=--lb-node-selector=lab.svcnet.io/edge=yes",
+        ],
+    );
+    lab.ok(&["label", "node", "node3", "lab.svcnet.io/edge=yes"]);
+    let names = ["sel-0", "sel-1", "sel-2"];
+    for name in names {
+        lab.apply(&format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}", "namespace": "default"}},
+ "spec": {{"type": "LoadBalancer", "ports": [{{"port": 80}}]}}}}"#
+        ));
+    }
+    let all_on = |node: &str| {
+        let h = holders(&lab);
+        names
+            .iter()
+            .all(|n| h.get(&format!("svcnet-lb-{n}")).map(String::as_str) == Some(node))
+    };
+    assert!(
+        eventually(WAIT, || all_on("node3")),
+        "not every Service is held by node3, the only selected node: {:?}",
+        holders(&lab)
+    );
+    let mut vip = String::new();
+    assert!(eventually(WAIT, || {
+        vip = lab.get_json(&["service", "sel-0"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        !vip.is_empty()
+    }));
+    assert!(
+        eventually(Duration::from_secs(10), || arp_answers(&lab, &vip)
+            == mac_of(&lab, "node3")),
+        "ARP answers for {vip}: {}",
+        arp_answers(&lab, &vip)
+    );
+
+    lab.ok(&["label", "node", "node1", "lab.svcnet.io/edge=yes"]);
+    lab.ok(&["label", "node", "node3", "lab.svcnet.io/edge-"]);
+    assert!(
+        eventually(Duration::from_secs(15), || all_on("node1")),
+        "the Services did not move to node1: {:?}",
+        holders(&lab)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || arp_answers(&lab, &vip)
+            == mac_of(&lab, "node1")),
+        "ARP answers for {vip} after relabelling: {}",
+        arp_answers(&lab, &vip)
+    );
+    assert!(lab.down());
+}
