@@ -528,7 +528,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 /// Prints p50/p99/max; asserts only that every round recovered.
 /// Run: `cargo test -p svcnet --test lab_lb failover_benchmark -- --ignored --nocapture`.
 #[test]
-#[ignore = "benchmark (about 4 minutes): run with --ignored"]
+#[ignore = "benchmark (about 3 minutes): run with --ignored"]
 fn failover_benchmark() {
     if skip() {
         return;
@@ -701,6 +701,28 @@ fn load_balancer_ips_only_from_selected_nodes() {
         eventually(Duration::from_secs(10), || arp_answers(&lab, &vip)
             == mac_of(&lab, "node1")),
         "ARP answers for {vip} after relabelling: {}",
+        arp_answers(&lab, &vip)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || annotated(&lab, "sel-0").as_deref()
+            == Some("node1")),
+        "sel-0's annotation after relabelling: {:?}",
+        annotated(&lab, "sel-0")
+    );
+    // A Service that stops being a LoadBalancer is no longer announced, nor said to be.
+    lab.ok(&[
+        "patch",
+        "service",
+        "sel-0",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"type": "ClusterIP"}}"#,
+    ]);
+    assert!(
+        eventually(Duration::from_secs(10), || annotated(&lab, "sel-0").is_none()
+            && arp_answers(&lab, &vip).is_empty()),
+        "sel-0 as ClusterIP: annotation {:?}, ARP answers {:?}",
+        annotated(&lab, "sel-0"),
         arp_answers(&lab, &vip)
     );
     assert!(lab.down());
