@@ -16,7 +16,14 @@
 //! before trying, so the preferred node takes a new Service and, when a holder dies, the next in its
 //! order takes over; Services are spread over the nodes instead of all landing on the first to start.
 //!
-//! Eligible: Ready nodes not labelled `node.kubernetes.io/exclude-from-external-load-balancers`; under
+//! Visible: every new holder records a `nodeAssigned` Event on the Service (MetalLB's reason), and the
+//! holder keeps the annotation [`NODE_ANNOTATION`] on the Service naming itself (as kube-vip's
+//! `kube-vip.io/vipHost` does), so `kubectl describe svc` shows who announces; a node that stops holding
+//! removes the annotation if it still names it, conditionally on the resourceVersion it saw, so it never
+//! removes the next holder's.
+//!
+//! Eligible: Ready nodes not labelled `node.kubernetes.io/exclude-from-external-load-balancers` and
+//! matching the agent's `--lb-node-selector` (if any); under
 //! `externalTrafficPolicy: Local` only those with a ready endpoint of the Service. A holder that stops
 //! being eligible releases the Lease at once (holder cleared) so the next node need not wait for expiry.
 
@@ -29,7 +36,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use svcnet_controllers::events::{Involved, Recorder};
 use tracing::{debug, info, warn};
@@ -43,6 +50,8 @@ use crate::{L2Config, LEASE_LABEL, MANAGER};
 
 /// The Event reason on the Service when a node starts announcing it (MetalLB's word for the same).
 pub const REASON: &str = "nodeAssigned";
+/// The annotation on a LoadBalancer Service naming the node that answers for its IPs.
+pub const NODE_ANNOTATION: &str = "svcnet.io/lb-announcing-node";
 /// How many gratuitous ARPs a new holder sends per IP (one per tick): one may be lost.
 const GARPS: u8 = 3;
 
@@ -64,6 +73,9 @@ struct Entry {
     /// Whether a failed write was logged as a warning since the last success (one per outage, not one
     /// per retry period).
     warned: bool,
+    /// The last write of the Service's [`NODE_ANNOTATION`] (at most one per retry period, so a watch that
+    /// has not caught up yet does not cause a write per tick).
+    annotated: Option<Instant>,
     held: Option<Held>,
 }
 
@@ -109,6 +121,11 @@ fn holder(l: &Lease) -> Option<&str> {
         .as_ref()
         .and_then(|s| s.holder_identity.as_deref())
         .filter(|h| !h.is_empty())
+}
+
+/// The node the Service's annotation names as announcing it.
+fn announcing_node(svc: &Service) -> Option<&String> {
+    svc.metadata.annotations.as_ref()?.get(NODE_ANNOTATION)
 }
 
 fn duration_of(l: &Lease) -> Duration {
@@ -201,6 +218,11 @@ impl Announcer {
             .state()
             .iter()
             .filter(|n| node_eligible(n))
+            .filter(|n| {
+                let none = BTreeMap::new();
+                let labels = n.metadata.labels.as_ref().unwrap_or(&none);
+                self.cfg.node_selector.matches(labels)
+            })
             .filter_map(|n| n.metadata.name.clone())
             .collect();
         let mut keys: BTreeSet<Key> = self.entries.keys().cloned().collect();
@@ -229,6 +251,8 @@ impl Announcer {
         let mut want = BTreeSet::new();
         let mut garps = Vec::new();
         let mut slices: Option<Vec<Arc<EndpointSlice>>> = None;
+        // Services that left LoadBalancer while this node held them: their annotation goes too.
+        let mut unannotate = Vec::new();
         for key in keys {
             let (ns, name) = (&key.0, &key.1);
             let svc = self.stores.services.get(&ObjectRef::new(name).within(ns));
@@ -240,6 +264,7 @@ impl Announcer {
                     info!(service = %format!("{ns}/{name}"), "no LoadBalancer IP any more: stopped announcing");
                     if let Some(svc) = self.stores.services.get(&ObjectRef::new(name).within(ns)) {
                         self.release(&svc, &h.lease).await;
+                        unannotate.push(svc);
                     }
                 }
                 continue;
@@ -261,6 +286,7 @@ impl Announcer {
                 observed: None,
                 next_try: now,
                 warned: false,
+                annotated: None,
                 held: None,
             });
             match lease.as_deref().and_then(|l| l.metadata.resource_version.clone()) {
@@ -397,6 +423,59 @@ impl Announcer {
         let held = self.entries.values().filter(|e| e.held.is_some()).count();
         self.metrics.held.set(held as i64);
         self.apply(want, garps).await;
+        // After the data plane: a takeover's ARP does not wait for the Service's annotation.
+        self.annotate(now, unannotate).await;
+    }
+
+    /// Makes each Service's [`NODE_ANNOTATION`] name this node where it holds the Lease, and removes it
+    /// where it names this node but this node does not hold the Lease (`gone`: Services this node held
+    /// until they stopped being LoadBalancers).
+    async fn annotate(&mut self, now: Instant, gone: Vec<Arc<Service>>) {
+        let me = self.cfg.node_name.clone();
+        let mut writes = Vec::new();
+        for ((ns, name), entry) in &mut self.entries {
+            let Some(svc) = self.stores.services.get(&ObjectRef::new(name).within(ns)) else {
+                continue;
+            };
+            let shown = announcing_node(&svc);
+            let held = entry.held.is_some();
+            let due = entry
+                .annotated
+                .is_none_or(|t| now.duration_since(t) >= self.cfg.retry_period);
+            if due && ((held && shown != Some(&me)) || (!held && shown == Some(&me))) {
+                entry.annotated = Some(now);
+                writes.push((svc, held));
+            }
+        }
+        writes.extend(
+            gone.into_iter()
+                .filter(|s| announcing_node(s) == Some(&me))
+                .map(|s| (s, false)),
+        );
+        for (svc, held) in writes {
+            let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            let patch = if held {
+                serde_json::json!({"metadata": {"annotations": {NODE_ANNOTATION: me}}})
+            } else {
+                // Only the version that names this node: if the next holder already wrote its own
+                // name, this is a conflict and changes nothing.
+                serde_json::json!({"metadata": {
+                    "resourceVersion": svc.metadata.resource_version,
+                    "annotations": {NODE_ANNOTATION: null}
+                }})
+            };
+            let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => debug!(service = %format!("{ns}/{name}"), held, "annotated the announcing node"),
+                Err(e) => {
+                    debug!(service = %format!("{ns}/{name}"), error = %e, "annotating the announcing node (retried)")
+                }
+            }
+        }
     }
 
     /// Makes the responder and the local routes hold exactly `want`, then sends the gratuitous ARPs.

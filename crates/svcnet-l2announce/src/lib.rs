@@ -8,7 +8,8 @@
 //! - [`announcer`]: the election, one `coordination.k8s.io/v1` Lease per Service (holder = node), with
 //!   client-go's leader-election rules and short defaults (Lease 2 s, renew deadline 1 s, retry 500 ms)
 //!   so that a node's death moves its IPs in under 3 s; rendezvous hashing ([`rank`]) spreads Services
-//!   over the eligible nodes; an Event on the Service names each new holder;
+//!   over the eligible nodes; an Event on the Service names each new holder, and the holder keeps the
+//!   annotation `svcnet.io/lb-announcing-node` on the Service naming itself;
 //! - [`responder`]: an AF_PACKET socket on the interface (ARP requests only, by BPF) answering for the
 //!   held IPs, and gratuitous ARP on takeover so clients switch at once;
 //! - [`local_route`]: the holder's kernel takes the IP's traffic as its own (the userspace proxy listens
@@ -38,8 +39,9 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
-pub use announcer::lease_name;
+pub use announcer::{NODE_ANNOTATION, lease_name};
 pub use metrics::Metrics;
+pub use svcnet_api::selector::LabelSelector;
 
 /// The label every announcement Lease carries (the announcers watch only these).
 pub const LEASE_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
@@ -63,6 +65,9 @@ pub struct L2Config {
     pub retry_period: Duration,
     /// Whether to give held IPs a `local` route (see [`local_route`]).
     pub local_routes: bool,
+    /// Only nodes whose labels match may announce (empty: every node). Every node's agent must be
+    /// given the same selector: each ranks the candidates by it.
+    pub node_selector: LabelSelector,
 }
 
 impl L2Config {

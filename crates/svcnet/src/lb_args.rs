@@ -3,17 +3,24 @@
 //! On by default when the node has an underlay: with a `--node-ip` that is not loopback, the agent
 //! answers ARP for the LoadBalancer IPs it is elected for on the interface carrying that address
 //! (`svcnet lab` nodes: `eth0`). `--lb-interface NAME` names another interface (and then a failure to
-//! open it stops the agent); `--lb-interface none` turns it off.
+//! open it stops the agent); `--lb-interface none` turns it off. `--lb-node-selector` keeps announcing to
+//! the nodes whose labels match.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
 use svcnet_l2announce::L2Config;
+use svcnet_l2announce::LabelSelector;
 use tracing::{info, warn};
 
 use crate::dataplane_args::parse_duration;
 use crate::supervise::Supervisor;
+
+/// `--lb-node-selector`, parsed as kubectl's `-l` is.
+fn parse_node_selector(s: &str) -> Result<LabelSelector, String> {
+    LabelSelector::parse(s).map_err(|e| format!("invalid label selector: {e}"))
+}
 
 /// The flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -22,6 +29,10 @@ pub struct LbAnnounceArgs {
     /// layer-2 mode). Default: the interface carrying --node-ip, unless that is loopback; `none`: off.
     #[arg(long, value_name = "NAME")]
     lb_interface: Option<String>,
+    /// Only nodes whose labels match this label selector (e.g. `node-role/edge=true`) announce
+    /// LoadBalancer IPs; give every agent the same one. Default: every Ready node.
+    #[arg(long, value_name = "SELECTOR", value_parser = parse_node_selector)]
+    lb_node_selector: Option<LabelSelector>,
     /// How long a LoadBalancer IP's Lease is valid after its holder last renewed it (whole seconds):
     /// a dead holder's IPs move after about this long.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -49,6 +60,7 @@ impl LbAnnounceArgs {
             renew_deadline: self.lb_renew_deadline,
             retry_period: self.lb_retry_period,
             local_routes: true,
+            node_selector: self.lb_node_selector.clone().unwrap_or_default(),
         }
     }
 
