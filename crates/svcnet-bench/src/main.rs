@@ -99,8 +99,8 @@ struct ApiArgs {
     /// recorded before those controllers existed measured).
     #[arg(long)]
     without_selector: bool,
-    /// Start `svcnet up --no-agent --no-dns`: the API server and controllers without the node's data
-    /// plane (one userspace listener per ClusterIP) and cluster DNS following every create.
+    /// Start `svcnet up --no-agent --no-dns --proxy-mode none`: the API server and controllers without
+    /// the node's data plane (one userspace listener per ClusterIP) and cluster DNS following every create.
     #[arg(long)]
     api_only: bool,
 }
@@ -178,7 +178,7 @@ struct FanoutFigures {
 
 async fn api(args: ApiArgs, svcnet: &Path) -> Result<()> {
     let base: &[&str] = if args.api_only {
-        &["--no-agent", "--no-dns"]
+        &["--no-agent", "--no-dns", "--proxy-mode", "none"]
     } else {
         &[]
     };

@@ -2,41 +2,12 @@
 //! long selectors (an HTTP answer over HTTP/1.1 and HTTP/2, never a dropped connection), the
 //! `Authorization` header's scheme in any case. (The streaming subresources are `tests/exec.rs`'.)
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use svcnet_testsupport::Cluster;
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
-
-/// `curl` against the cluster (127.0.0.1 only) with its CA: HTTP status and body.
-fn curl(c: &Cluster, args: &[&str], path: &str) -> (u16, String) {
-    let out: Output = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-        ])
-        .arg(c.dir.join("pki/ca.crt"))
-        .args(args)
-        .arg(format!("https://{}{path}", c.addr))
-        .output()
-        .expect("curl (scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    assert!(
-        out.status.success(),
-        "curl {args:?} {path}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
 
 fn token(c: &Cluster) -> String {
     std::fs::read_to_string(c.dir.join("pki/token"))
@@ -68,7 +39,7 @@ fn selectors_and_authorization_headers() {
     assert_eq!(out.trim(), "", "nothing carries app=v…");
     let query = |sel: &str| format!("/api/v1/services?labelSelector={}", sel.replace(' ', "%20"));
     for http in ["--http1.1", "--http2"] {
-        let (code, body) = curl(&c, &[http, "-H", &auth], &query(&long));
+        let (code, body) = c.curl(&[http, "-H", &auth], &query(&long));
         assert_eq!(code, 200, "{http}: {body}");
         assert!(body.contains("\"kind\":\"ServiceList\""), "{http}: {body}");
     }
@@ -93,7 +64,7 @@ fn selectors_and_authorization_headers() {
         "took {:?}",
         started.elapsed()
     );
-    let (code, _) = curl(&c, &["--http1.1", "-H", &auth], &query(&longer));
+    let (code, _) = c.curl(&["--http1.1", "-H", &auth], &query(&longer));
     assert_eq!(code, 414);
 
     // The scheme is case-insensitive, as kube-apiserver's bearer authenticator has it.
@@ -104,7 +75,7 @@ fn selectors_and_authorization_headers() {
         (format!("Authorization: Bearer  {t}"), 401),
         (format!("Authorization: Basic {t}"), 401),
     ] {
-        let (code, body) = curl(&c, &["-H", &header], "/api/v1/namespaces/default");
+        let (code, body) = c.curl(&["-H", &header], "/api/v1/namespaces/default");
         assert_eq!(code, want, "{header}: {body}");
     }
 }
