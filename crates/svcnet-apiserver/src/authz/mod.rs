@@ -1,8 +1,12 @@
-//! Authorization, as kube-apiserver's `--authorization-mode=RBAC` with its privileged group: members of
-//! `system:masters` may do everything; everyone else what the RBAC objects ([`rbac`]) allow. A denied
+//! Authorization, as kube-apiserver's `--authorization-mode=Node,RBAC` with its privileged group: members
+//! of `system:masters` may do everything; a node's credential what the Node authorizer ([`node`]) allows;
+//! then everyone what the RBAC objects ([`rbac`]) allow. Writes by nodes then pass NodeRestriction
+//! admission ([`noderestriction`]). A denied
 //! request gets kube's Forbidden, word for word. On start the default ClusterRoles and bindings
 //! (`bootstrap-policy.yaml`) are created unless they exist.
 
+pub mod node;
+pub mod noderestriction;
 pub mod rbac;
 
 use std::sync::Arc;
@@ -18,6 +22,29 @@ use rbac::{Attributes, RoleSource};
 
 fn rbac_rt(plural: &str) -> &'static svcnet_api::resources::ResourceType {
     svcnet_api::resources::lookup("rbac.authorization.k8s.io", "v1", plural).expect("RBAC kinds are served")
+}
+
+fn pods_rt() -> &'static svcnet_api::resources::ResourceType {
+    svcnet_api::resources::lookup("", "v1", "pods").expect("pods are served")
+}
+
+impl node::PodSource for ApiServer {
+    fn pods_on(&self, node: &str) -> Vec<Arc<Value>> {
+        let mut pods = self.cached_list(pods_rt(), None);
+        pods.retain(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node));
+        pods
+    }
+}
+
+impl noderestriction::Lookup for ApiServer {
+    fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.cached(pods_rt(), Some(namespace), name)
+    }
+
+    fn node(&self, name: &str) -> Option<Arc<Value>> {
+        let rt = svcnet_api::resources::lookup("", "v1", "nodes").expect("nodes are served");
+        self.cached(rt, None, name)
+    }
 }
 
 impl RoleSource for ApiServer {
@@ -153,7 +180,22 @@ impl ApiServer {
         if user.in_group(MASTERS) {
             return Ok(String::new());
         }
-        rbac::authorize(self, user, attrs)
+        // kube's union authorizer: the first that allows decides; the reasons of those with no
+        // opinion are joined, one a line.
+        let node_reason = match node::node_identity(user) {
+            Some(name) => match node::authorize(self, name, attrs) {
+                Ok(reason) => return Ok(reason),
+                Err(reason) => reason,
+            },
+            None => String::new(),
+        };
+        rbac::authorize(self, user, attrs).map_err(|rbac_reason| {
+            [node_reason, rbac_reason]
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     }
 
     /// Creates the default ClusterRoles and ClusterRoleBindings that do not exist yet.
