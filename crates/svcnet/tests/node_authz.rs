@@ -168,6 +168,27 @@ fn a_node_may_touch_only_what_its_pods_need() {
         ],
     );
     assert_eq!(answer, "true");
+    // A kubelet watches one secret by name.
+    assert_eq!(
+        allowed(
+            &c,
+            kc,
+            &[
+                "get",
+                "secrets",
+                "--field-selector=metadata.name=mine-secret",
+                "-o",
+                "name"
+            ]
+        ),
+        "secret/mine-secret"
+    );
+    forbidden(
+        &c,
+        kc,
+        &["get", "secrets", "--field-selector=metadata.name=theirs-secret"],
+        r#"secrets "theirs-secret" is forbidden: User "system:node:node1" cannot list resource "secrets" in API group "" in the namespace "default": no relationship found between node 'node1' and this object"#,
+    );
     assert_eq!(can_i(&c, kc, &["get", "secrets/mine-secret"]), "yes");
     assert_eq!(
         can_i(&c, kc, &["get", "secrets/theirs-secret"]),

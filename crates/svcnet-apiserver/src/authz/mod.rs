@@ -109,6 +109,15 @@ pub fn attributes(route: &Route, method: &Method, path: &str, params: &Params) -
         Method::DELETE => "deletecollection",
         _ => "",
     };
+    let mut name = r.name.clone().unwrap_or_default();
+    // kube's request info: a list or watch of one object by `metadata.name` names it, so resourceNames
+    // rules and the Node authorizer can allow a kubelet's watch of one secret.
+    if name.is_empty()
+        && matches!(verb, "list" | "watch")
+        && let Some(n) = params.get("fieldSelector").and_then(exact_name)
+    {
+        name = n;
+    }
     let mut namespace = r.namespace.clone().unwrap_or_default();
     // kube: a namespace's own requests are in that namespace (a RoleBinding there may allow them).
     if r.rt.plural == "namespaces" && r.rt.group.is_empty() {
@@ -121,9 +130,20 @@ pub fn attributes(route: &Route, method: &Method, path: &str, params: &Params) -
         api_group: r.rt.group.into(),
         resource: r.rt.plural.into(),
         subresource: r.subresource.clone().unwrap_or_default(),
-        name: r.name.clone().unwrap_or_default(),
+        name,
         path: path.to_string(),
     }
+}
+
+/// The name a field selector requires exactly (`metadata.name=X` or `==`), if it is a valid path
+/// segment (kube's `RequiresExactMatch` and `IsValidPathSegmentName`).
+fn exact_name(selector: &str) -> Option<String> {
+    selector.split(',').find_map(|term| {
+        let (field, value) = term.split_once("==").or_else(|| term.split_once('='))?;
+        let value = value.trim();
+        (field.trim() == "metadata.name" && !matches!(value, "" | "." | "..") && !value.contains(['/', '%']))
+            .then(|| value.to_string())
+    })
 }
 
 /// kube's Forbidden for a denied request (`responsewriters.ForbiddenStatusError`).
@@ -220,5 +240,20 @@ impl ApiServer {
             self.ensure(rbac_rt(plural), None, obj).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exact_name;
+
+    #[test]
+    fn field_selector_names() {
+        assert_eq!(exact_name("metadata.name=a").as_deref(), Some("a"));
+        assert_eq!(exact_name("type=x,metadata.name==b").as_deref(), Some("b"));
+        assert_eq!(exact_name("metadata.name!=a"), None);
+        assert_eq!(exact_name("metadata.namespace=a"), None);
+        assert_eq!(exact_name("metadata.name=a/b"), None);
+        assert_eq!(exact_name("metadata.name=.."), None);
     }
 }
