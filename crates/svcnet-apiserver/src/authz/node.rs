@@ -88,7 +88,7 @@ pub(super) enum Related {
 /// reason (RBAC decides next).
 pub fn authorize(pods: &dyn PodSource, node: &str, attrs: &Attributes) -> Result<String, String> {
     if node.is_empty() {
-        return Err(String::new());
+        return Err(format!("unknown node for user \"{NODE_USER_PREFIX}\""));
     }
     if attrs.resource_request {
         match (attrs.api_group.as_str(), attrs.resource.as_str()) {
@@ -331,6 +331,10 @@ mod tests {
         );
         assert_eq!(node_identity(&UserInfo::new("system:node:n1", &[])), None);
         assert_eq!(node_identity(&UserInfo::new("n1", &[NODES_GROUP])), None);
+        assert_eq!(
+            authorize(&pods(), "", &attrs("list", "", "services", "", "")),
+            Err("unknown node for user \"system:node:\"".into())
+        );
     }
 
     #[test]
