@@ -435,6 +435,11 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
+        // A node's writes pass NodeRestriction admission.
+        let node = req
+            .extensions()
+            .get::<Arc<authn::UserInfo>>()
+            .and_then(|u| authz::node::node_identity(u).map(str::to_string));
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -504,6 +509,7 @@ impl ApiServer {
             params: &params,
             manager: Some(manager),
             dry_run,
+            node,
         };
         let has_name = route.name.is_some();
         let sub = route.subresource.clone();
@@ -519,7 +525,18 @@ impl ApiServer {
             }
             (Method::POST, true) if sub.as_deref() == Some("token") => {
                 match decode::parse_body(Some(&content_type), &body) {
-                    Ok(v) => self.token_request(&route, v),
+                    Ok(v) => match &ctx.node {
+                        Some(node) => self
+                            .admit_node_write(
+                                &ctx,
+                                node,
+                                authz::noderestriction::Operation::Create,
+                                Some(&v),
+                                None,
+                            )
+                            .and_then(|()| self.token_request(&route, v)),
+                        None => self.token_request(&route, v),
+                    },
                     Err(e) => Err(e),
                 }
             }

@@ -1,8 +1,12 @@
-//! Authorization, as kube-apiserver's `--authorization-mode=RBAC` with its privileged group: members of
-//! `system:masters` may do everything; everyone else what the RBAC objects ([`rbac`]) allow. A denied
+//! Authorization, as kube-apiserver's `--authorization-mode=Node,RBAC` with its privileged group: members
+//! of `system:masters` may do everything; a node's credential what the Node authorizer ([`node`]) allows;
+//! then everyone what the RBAC objects ([`rbac`]) allow. Writes by nodes then pass NodeRestriction
+//! admission ([`noderestriction`]). A denied
 //! request gets kube's Forbidden, word for word. On start the default ClusterRoles and bindings
 //! (`bootstrap-policy.yaml`) are created unless they exist.
 
+pub mod node;
+pub mod noderestriction;
 pub mod rbac;
 
 use std::sync::Arc;
@@ -18,6 +22,29 @@ use rbac::{Attributes, RoleSource};
 
 fn rbac_rt(plural: &str) -> &'static svcnet_api::resources::ResourceType {
     svcnet_api::resources::lookup("rbac.authorization.k8s.io", "v1", plural).expect("RBAC kinds are served")
+}
+
+fn pods_rt() -> &'static svcnet_api::resources::ResourceType {
+    svcnet_api::resources::lookup("", "v1", "pods").expect("pods are served")
+}
+
+impl node::PodSource for ApiServer {
+    fn pods_on(&self, node: &str) -> Vec<Arc<Value>> {
+        let mut pods = self.cached_list(pods_rt(), None);
+        pods.retain(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node));
+        pods
+    }
+}
+
+impl noderestriction::Lookup for ApiServer {
+    fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.cached(pods_rt(), Some(namespace), name)
+    }
+
+    fn node(&self, name: &str) -> Option<Arc<Value>> {
+        let rt = svcnet_api::resources::lookup("", "v1", "nodes").expect("nodes are served");
+        self.cached(rt, None, name)
+    }
 }
 
 impl RoleSource for ApiServer {
@@ -82,6 +109,15 @@ pub fn attributes(route: &Route, method: &Method, path: &str, params: &Params) -
         Method::DELETE => "deletecollection",
         _ => "",
     };
+    let mut name = r.name.clone().unwrap_or_default();
+    // kube's request info: a list or watch of one object by `metadata.name` names it, so resourceNames
+    // rules and the Node authorizer can allow a kubelet's watch of one secret.
+    if name.is_empty()
+        && matches!(verb, "list" | "watch")
+        && let Some(n) = params.get("fieldSelector").and_then(exact_name)
+    {
+        name = n;
+    }
     let mut namespace = r.namespace.clone().unwrap_or_default();
     // kube: a namespace's own requests are in that namespace (a RoleBinding there may allow them).
     if r.rt.plural == "namespaces" && r.rt.group.is_empty() {
@@ -94,9 +130,20 @@ pub fn attributes(route: &Route, method: &Method, path: &str, params: &Params) -
         api_group: r.rt.group.into(),
         resource: r.rt.plural.into(),
         subresource: r.subresource.clone().unwrap_or_default(),
-        name: r.name.clone().unwrap_or_default(),
+        name,
         path: path.to_string(),
     }
+}
+
+/// The name a field selector requires exactly (`metadata.name=X` or `==`), if it is a valid path
+/// segment (kube's `RequiresExactMatch` and `IsValidPathSegmentName`).
+fn exact_name(selector: &str) -> Option<String> {
+    selector.split(',').find_map(|term| {
+        let (field, value) = term.split_once("==").or_else(|| term.split_once('='))?;
+        let value = value.trim();
+        (field.trim() == "metadata.name" && !matches!(value, "" | "." | "..") && !value.contains(['/', '%']))
+            .then(|| value.to_string())
+    })
 }
 
 /// kube's Forbidden for a denied request (`responsewriters.ForbiddenStatusError`).
@@ -153,7 +200,22 @@ impl ApiServer {
         if user.in_group(MASTERS) {
             return Ok(String::new());
         }
-        rbac::authorize(self, user, attrs)
+        // kube's union authorizer: the first that allows decides; the reasons of those with no
+        // opinion are joined, one a line.
+        let node_reason = match node::node_identity(user) {
+            Some(name) => match node::authorize(self, name, attrs) {
+                Ok(reason) => return Ok(reason),
+                Err(reason) => reason,
+            },
+            None => String::new(),
+        };
+        rbac::authorize(self, user, attrs).map_err(|rbac_reason| {
+            [node_reason, rbac_reason]
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     }
 
     /// Creates the default ClusterRoles and ClusterRoleBindings that do not exist yet.
@@ -178,5 +240,20 @@ impl ApiServer {
             self.ensure(rbac_rt(plural), None, obj).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exact_name;
+
+    #[test]
+    fn field_selector_names() {
+        assert_eq!(exact_name("metadata.name=a").as_deref(), Some("a"));
+        assert_eq!(exact_name("type=x,metadata.name==b").as_deref(), Some("b"));
+        assert_eq!(exact_name("metadata.name!=a"), None);
+        assert_eq!(exact_name("metadata.namespace=a"), None);
+        assert_eq!(exact_name("metadata.name=a/b"), None);
+        assert_eq!(exact_name("metadata.name=.."), None);
     }
 }

@@ -16,6 +16,9 @@ impl ApiServer {
                 rt.qualified_resource()
             )));
         }
+        if let Some(node) = &ctx.node {
+            self.admit_node_write(ctx, node, Operation::Delete, None, None)?;
+        }
         let key = ctx.route.key(&name);
         for _ in 0..RETRIES {
             let cur = self
@@ -241,6 +244,7 @@ impl ApiServer {
                 params: ctx.params,
                 manager: ctx.manager.clone(),
                 dry_run: ctx.dry_run,
+                node: ctx.node.clone(),
             };
             match self.delete(&sub, body.clone()).await {
                 Ok(r) => deleted.push(r.body),

@@ -16,6 +16,7 @@ use svcnet_kinds::kinds;
 use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
 
 use crate::ApiServer;
+use crate::authz::noderestriction::{self, Operation};
 use crate::cache::Cached;
 use crate::decode::{self, FieldValidation};
 use crate::errors::{ApiError, success_status};
@@ -71,6 +72,8 @@ pub struct WriteCtx<'a> {
     pub manager: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// The node making the request, when a node's credential makes it: its writes pass NodeRestriction.
+    pub node: Option<String>,
 }
 
 impl<'a> WriteCtx<'a> {
@@ -81,6 +84,7 @@ impl<'a> WriteCtx<'a> {
             params,
             manager: Some(manager.into()),
             dry_run: false,
+            node: None,
         }
     }
 
@@ -94,6 +98,7 @@ impl<'a> WriteCtx<'a> {
             params: self.params,
             manager: self.manager.clone(),
             dry_run: self.dry_run,
+            node: self.node.clone(),
         }
     }
 }
@@ -245,6 +250,10 @@ impl ApiServer {
             m.remove("deletionGracePeriodSeconds");
             m.remove("resourceVersion");
             m.remove("selfLink");
+        }
+        // NodeRestriction judges the object as the node sent it, before any defaulting.
+        if let Some(node) = &ctx.node {
+            self.admit_node_write(ctx, node, Operation::Create, Some(&obj), None)?;
         }
         strategy::prepare_create(rt, &mut obj);
         // generateName collisions are retried with a new suffix, as kube-apiserver does.
@@ -432,6 +441,9 @@ impl ApiServer {
             }
         }
         strategy::prepare_update(rt, ctx.route.subresource.as_deref(), &mut new, old);
+        if let Some(node) = &ctx.node {
+            self.admit_node_write(ctx, node, Operation::Update, Some(&new), Some(old))?;
+        }
         let errs = strategy::of(rt).admit_update(
             rt,
             ctx.route.subresource.as_deref(),
@@ -630,6 +642,29 @@ impl ApiServer {
         self.create_object(&computed_ctx(ctx), obj).await
     }
 
+    /// NodeRestriction admission for one write by `node`.
+    pub(crate) fn admit_node_write(
+        &self,
+        ctx: &WriteCtx<'_>,
+        node: &str,
+        op: Operation,
+        object: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let route = ctx.route;
+        let req = noderestriction::Request {
+            op,
+            group: route.rt.group,
+            resource: route.rt.plural,
+            subresource: route.subresource.as_deref().unwrap_or_default(),
+            namespace: route.namespace.as_deref().unwrap_or_default(),
+            name: route.name.as_deref().unwrap_or_default(),
+            object,
+            old,
+        };
+        noderestriction::admit(self, node, &req)
+    }
+
     /// Looks up the stored object for a kind hook (e.g. to read the namespace's objects), decoded whole.
     pub fn cached(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
         self.cache
@@ -655,6 +690,7 @@ fn computed_ctx<'a>(ctx: &WriteCtx<'a>) -> WriteCtx<'a> {
         params: ctx.params,
         manager: None,
         dry_run: ctx.dry_run,
+        node: ctx.node.clone(),
     }
 }
 
