@@ -60,6 +60,7 @@ mod tests {
             ("v1", "Pod"),
             ("v1", "Node"),
             ("v1", "Event"),
+            ("v1", "Secret"),
             ("discovery.k8s.io/v1", "EndpointSlice"),
             ("coordination.k8s.io/v1", "Lease"),
             ("apps/v1", "Deployment"),
@@ -67,7 +68,7 @@ mod tests {
         ] {
             assert!(schema_for(av, k).is_some(), "{av} {k}");
         }
-        assert!(schema_for("v1", "Secret").is_none());
+        assert!(schema_for("v1", "ResourceQuota").is_none());
         assert!(schema_for("apps/v1beta1", "Deployment").is_none());
         assert!(schema_for("example.com/v1", "Widget").is_none());
     }
