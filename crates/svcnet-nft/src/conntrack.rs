@@ -1,4 +1,4 @@
-//! Stale UDP conntrack entries, as kube-proxy cleans them up.
+//! Stale conntrack entries: UDP as kube-proxy cleans them up, and unanswered TCP ones, which it leaves.
 //!
 //! UDP has no connection to close: a client that keeps sending to a ClusterIP keeps hitting its conntrack
 //! entry, whose DNAT still points at an endpoint that is gone, until the entry times out, which it never
@@ -6,6 +6,18 @@
 //! destination is one of the port's frontends and whose reply comes from that endpoint are deleted. And
 //! when a UDP port goes from no endpoints to some, entries for its frontends are deleted: they were made
 //! while traffic was rejected or not NATed, and would keep new packets from being NATed.
+//!
+//! TCP goes further than kube-proxy. A connection attempt to an endpoint that died (its node went away)
+//! leaves an entry in SYN_SENT, DNATed to the dead pod. A later connection from the same client address
+//! and (reused) port to the same frontend matches that entry, is taken for a retransmission and follows
+//! the old DNAT to the dead pod, and each such SYN keeps the entry alive: under load a share of new
+//! connections keeps failing long after the endpoint left the EndpointSlices. So when an endpoint address
+//! is removed from a TCP port's endpoints (gone from the slices, not merely not-ready or terminating),
+//! entries through the port's frontends whose reply would come from it and that are still in SYN_SENT
+//! (never answered) are deleted. Entries that got a reply (ESTABLISHED and later) are left alone, as
+//! Kubernetes leaves a removed pod's open connections. The filter is `--state SYN_SENT`, not
+//! `--status UNREPLIED`: conntrack-tools 1.4.7 lists by `UNREPLIED` correctly but ignores it in `-D`, which
+//! then deletes every matching entry, established ones included (tried in a namespace).
 //!
 //! The `conntrack` tool (conntrack-tools, which speaks netlink) does the work through a configured command
 //! prefix, like `nft`: no netlink crate on crates.io covers conntrack deletion filters safely and
@@ -25,15 +37,21 @@ fn usable(sp: &ServicePort) -> BTreeSet<(IpAddr, u16)> {
         .collect()
 }
 
-/// `conntrack -D` arguments for UDP entries of `family` (the family of that address) addressed to
+/// The endpoint addresses a port lists at all, usable or not: TCP entries are cleaned up only when an
+/// address leaves this set.
+fn listed(sp: &ServicePort) -> BTreeSet<IpAddr> {
+    sp.all_endpoints.iter().map(|e| e.ip).collect()
+}
+
+/// `conntrack -D` arguments for `proto` entries of `family` (the family of that address) addressed to
 /// `frontend`: its address and port, or only the port for a NodePort.
-fn delete_args(family: &IpAddr, frontend: &Frontend) -> Vec<String> {
+fn delete_args(proto: &str, family: &IpAddr, frontend: &Frontend) -> Vec<String> {
     let mut c: Vec<String> = if family.is_ipv6() {
         vec!["-f".into(), "ipv6".into()]
     } else {
         Vec::new()
     };
-    c.extend(["-D", "-p", "udp"].map(String::from));
+    c.extend(["-D".into(), "-p".into(), proto.into()]);
     if let Some(ip) = frontend.ip {
         c.extend(["--orig-dst".into(), ip.to_string()]);
     }
@@ -42,13 +60,15 @@ fn delete_args(family: &IpAddr, frontend: &Frontend) -> Vec<String> {
 }
 
 /// The `conntrack` argument lists that clean up after one port changed from `old` to `new` (either may be
-/// absent). Only UDP ports need cleanup.
+/// absent): UDP and TCP ports need cleanup, SCTP none.
 pub fn cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) -> Vec<Vec<String>> {
     let Some(any) = new.or(old) else {
         return Vec::new();
     };
-    if any.name.protocol != Protocol::Udp {
-        return Vec::new();
+    match any.name.protocol {
+        Protocol::Udp => {}
+        Protocol::Tcp => return tcp_cleanup_commands(old, new),
+        _ => return Vec::new(),
     }
     let mut cmds = Vec::new();
     let old_eps = old.map(usable).unwrap_or_default();
@@ -58,7 +78,7 @@ pub fn cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) ->
         for (ep, _) in old_eps.difference(&new_eps) {
             let same_family = |f: &Frontend| f.ip.is_none_or(|ip| ip.is_ipv6() == ep.is_ipv6());
             for f in old.frontends().filter(same_family) {
-                let mut c = delete_args(ep, &f);
+                let mut c = delete_args("udp", ep, &f);
                 c.extend(["--reply-src".into(), ep.to_string()]);
                 cmds.push(c);
             }
@@ -71,14 +91,36 @@ pub fn cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) ->
     {
         for f in new.frontends() {
             match f.ip {
-                Some(ip) => cmds.push(delete_args(&ip, &f)),
+                Some(ip) => cmds.push(delete_args("udp", &ip, &f)),
                 // A NodePort answers in both families.
                 None => {
                     for family in [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])] {
-                        cmds.push(delete_args(&family, &f));
+                        cmds.push(delete_args("udp", &family, &f));
                     }
                 }
             }
+        }
+    }
+    cmds.sort();
+    cmds.dedup();
+    cmds
+}
+
+/// For a TCP port: the never-answered entries (SYN_SENT) through any old frontend toward each endpoint
+/// address the slices no longer list.
+fn tcp_cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) -> Vec<Vec<String>> {
+    let Some(old) = old else {
+        return Vec::new();
+    };
+    let new_eps = new.map(listed).unwrap_or_default();
+    let mut cmds = Vec::new();
+    for ep in listed(old).difference(&new_eps) {
+        let same_family = |f: &Frontend| f.ip.is_none_or(|ip| ip.is_ipv6() == ep.is_ipv6());
+        for f in old.frontends().filter(same_family) {
+            let mut c = delete_args("tcp", ep, &f);
+            c.extend(["--reply-src".into(), ep.to_string()]);
+            c.extend(["--state".into(), "SYN_SENT".into()]);
+            cmds.push(c);
         }
     }
     cmds.sort();
@@ -168,8 +210,38 @@ mod tests {
     }
 
     #[test]
-    fn tcp_needs_nothing() {
-        let old = port(Protocol::Tcp, &["10.244.0.1"]);
+    fn tcp_removed_endpoint_loses_its_unanswered_flows() {
+        let old = port(Protocol::Tcp, &["10.244.0.1", "10.244.0.2", "fd00::1"]);
+        let new = port(Protocol::Tcp, &["10.244.0.2"]);
+        assert_eq!(
+            joined(cleanup_commands(Some(&old), Some(&new))),
+            vec![
+                "-D -p tcp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.0.1 --state SYN_SENT",
+                "-D -p tcp --orig-port-dst 30053 --reply-src 10.244.0.1 --state SYN_SENT",
+                "-f ipv6 -D -p tcp --orig-port-dst 30053 --reply-src fd00::1 --state SYN_SENT",
+            ]
+        );
+        // The whole port going away removes every endpoint; a new port removes none.
+        assert_eq!(cleanup_commands(Some(&old), None).len(), 5);
+        assert!(cleanup_commands(None, Some(&new)).is_empty());
+        // Endpoints that stay, or only appear, need nothing.
+        assert!(cleanup_commands(Some(&new), Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn tcp_unready_or_terminating_endpoint_keeps_its_flows() {
+        let old = port(Protocol::Tcp, &["10.244.0.1", "10.244.0.2"]);
+        // 10.244.0.1 still listed, but neither ready nor serving: no longer usable, not removed.
+        let mut new = port(Protocol::Tcp, &["10.244.0.2"]);
+        let mut unready = ep("10.244.0.1");
+        (unready.ready, unready.serving, unready.terminating) = (false, false, true);
+        new.all_endpoints.push(unready);
+        assert!(cleanup_commands(Some(&old), Some(&new)).is_empty());
+    }
+
+    #[test]
+    fn sctp_needs_nothing() {
+        let old = port(Protocol::Sctp, &["10.244.0.1"]);
         assert!(cleanup_commands(Some(&old), None).is_empty());
     }
 }
