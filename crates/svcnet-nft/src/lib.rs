@@ -18,7 +18,7 @@
 //!   Objects that become unused are emptied, and deleted later in one go (when
 //!   [`NftConfig::stale_chain_limit`] of them have piled up, in a transaction that reads the ruleset
 //!   anyway, or at the next full sync). If anything fails, the backend falls back to a full sync.
-//! - After each change, stale UDP conntrack entries and unanswered TCP ones toward removed endpoints are
+//! - After each change, stale UDP conntrack entries and unanswered TCP ones toward endpoints no longer used are
 //!   deleted ([`conntrack`]). (`healthCheckNodePort` servers are the proxier's, for every backend.)
 //! - After the first full sync (which loads the kernel's connection tracking), the conntrack table size
 //!   and timeouts kube-proxy sets are made ([`sysctl`], [`NftConfig::conntrack`]).

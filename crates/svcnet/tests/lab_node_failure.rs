@@ -375,7 +375,7 @@ fn a_dead_node_is_tainted_its_pods_evicted_and_traffic_leaves_it_nftables() {
 /// endpoint, so its goal (asserted) is none at all. With nftables a connection DNATed to the dead pod is
 /// lost until the node controller's window closes; the load generator takes a core of this machine's
 /// two, which stretches that window, so the figures are reported, not held to the 5 s of the quieter
-/// test above. Bounded: 30,000 requests, each given 2 s.
+/// test above, and only failures 10 s or more after stop-node are ruled out. Bounded: 30,000 requests, each given 2 s.
 fn chaos(proxy_mode: &str) {
     let mut flags = vec!["--proxy-mode", proxy_mode];
     flags.extend_from_slice(FAST_FAILURE);
@@ -434,6 +434,13 @@ fn chaos(proxy_mode: &str) {
             r.failures.is_empty(),
             "with connect retry none may fail: {kinds:?}"
         );
+    } else {
+        // Once the dead node's endpoints stop being used, their never-answered conntrack entries go
+        // with them: no new connection may follow one to the dead pod any more. (Before that cleanup,
+        // ~11 % of new connections kept failing until the end of the run.) 10 s leaves room for the
+        // node controller's window on a loaded machine.
+        let late: u64 = by_second.range(10..).map(|(_, n)| n).sum();
+        assert_eq!(late, 0, "failures 10 s or more after stop-node: {by_second:?}");
     }
     assert!(lab.down());
 }
