@@ -371,11 +371,11 @@ fn a_dead_node_is_tainted_its_pods_evicted_and_traffic_leaves_it_nftables() {
 
 /// The chaos run: 1,000 new connections a second from the client to node1's NodePort for 30 s,
 /// while node3 (one of Red's three nodes) dies 5 s in. Failed requests are counted and reported, by the
-/// second after `stop-node` they started in; the userspace proxy retries a connect that fails on another
-/// endpoint, so its goal (asserted) is none at all. With nftables a connection DNATed to the dead pod is
-/// lost until the node controller's window closes; the load generator takes a core of this machine's
-/// two, which stretches that window, so the figures are reported, not held to the 5 s of the quieter
-/// test above, and only failures 10 s or more after stop-node are ruled out. Bounded: 30,000 requests, each given 2 s.
+/// second after `stop-node` they started in. The userspace proxy retries a connect that fails on another
+/// endpoint, so nothing may fail but the few requests in flight to the dead node as it died (asserted).
+/// With nftables a connection DNATed to the dead pod is lost until the node controller's window closes;
+/// the load generator takes a core of this machine's two, which stretches that window, so only failures
+/// 10 s or more after stop-node are ruled out. Bounded: 30,000 requests, each given 2 s.
 fn chaos(proxy_mode: &str) {
     let mut flags = vec!["--proxy-mode", proxy_mode];
     flags.extend_from_slice(FAST_FAILURE);
@@ -430,9 +430,13 @@ fn chaos(proxy_mode: &str) {
     assert_eq!(r.started, 30_000);
     assert_eq!(answered + r.failures.len() as u64, r.started);
     if proxy_mode == "userspace" {
+        // A connect that fails is retried on another endpoint, so nothing fails but a request already
+        // in flight to the dead node at the moment it died (a reset): a handful in its first second.
+        let in_flight = by_second.get(&0).copied().unwrap_or(0);
+        let other: u64 = by_second.iter().filter(|(s, _)| **s != 0).map(|(_, n)| n).sum();
         assert!(
-            r.failures.is_empty(),
-            "with connect retry none may fail: {kinds:?}"
+            other == 0 && in_flight <= 10,
+            "with connect retry nothing but requests in flight as the node died may fail: {kinds:?}, {by_second:?}"
         );
     } else {
         // Once the dead node's endpoints stop being used, their never-answered conntrack entries go
