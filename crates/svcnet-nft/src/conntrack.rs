@@ -70,14 +70,8 @@ pub fn cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) ->
     let new_eps = new.map(usable).unwrap_or_default();
     // Endpoints that went away: entries through any old frontend whose replies come from them.
     if let Some(old) = old {
-        for (ep, _) in old_eps.difference(&new_eps) {
-            let same_family = |f: &Frontend| f.ip.is_none_or(|ip| ip.is_ipv6() == ep.is_ipv6());
-            for f in old.frontends().filter(same_family) {
-                let mut c = delete_args("udp", ep, &f);
-                c.extend(["--reply-src".into(), ep.to_string()]);
-                cmds.push(c);
-            }
-        }
+        let gone = old_eps.difference(&new_eps).map(|(ip, _)| *ip);
+        cmds.extend(replies_from("udp", old, gone, &[]));
     }
     // From no endpoints to some: whatever was tracked for the frontends was never NATed.
     if let Some(new) = new
@@ -114,18 +108,32 @@ fn tcp_cleanup_commands(old: Option<&ServicePort>, new: Option<&ServicePort>) ->
     // pod's established connections are kept, as Kubernetes keeps them.
     let addrs = |sp: &ServicePort| -> BTreeSet<IpAddr> { usable(sp).into_iter().map(|(ip, _)| ip).collect() };
     let new_eps = new.map(addrs).unwrap_or_default();
+    let old_eps = addrs(old);
+    let gone = old_eps.difference(&new_eps).copied();
+    let mut cmds = replies_from("tcp", old, gone, &["--state", "SYN_SENT"]);
+    cmds.sort();
+    cmds.dedup();
+    cmds
+}
+
+/// `conntrack -D` arguments for `proto` entries through any of `old`'s frontends (of the endpoint's
+/// family) whose replies come from an endpoint address in `gone`, with `extra` filters appended.
+fn replies_from(
+    proto: &str,
+    old: &ServicePort,
+    gone: impl IntoIterator<Item = IpAddr>,
+    extra: &[&str],
+) -> Vec<Vec<String>> {
     let mut cmds = Vec::new();
-    for ep in addrs(old).difference(&new_eps) {
+    for ep in gone {
         let same_family = |f: &Frontend| f.ip.is_none_or(|ip| ip.is_ipv6() == ep.is_ipv6());
         for f in old.frontends().filter(same_family) {
-            let mut c = delete_args("tcp", ep, &f);
+            let mut c = delete_args(proto, &ep, &f);
             c.extend(["--reply-src".into(), ep.to_string()]);
-            c.extend(["--state".into(), "SYN_SENT".into()]);
+            c.extend(extra.iter().map(|s| s.to_string()));
             cmds.push(c);
         }
     }
-    cmds.sort();
-    cmds.dedup();
     cmds
 }
 
