@@ -62,6 +62,28 @@ fn start_red(c: &Cluster) -> String {
         .to_string()
 }
 
+/// A cluster with no data plane of its own inside a fresh node namespace, and the seed's Red behind the
+/// ClusterIP it returns: where the nftables `svcnet proxy` tests run it. `None` (said why) where they
+/// cannot run: not root, or without `nft` or another `tools`.
+fn nft_node_with_red(tools: &[&str]) -> Option<(Namespaces, Cluster, String)> {
+    if let Err(why) = can_run() {
+        println!("skipped: {why}");
+        return None;
+    }
+    if let Some(tool) = ["nft"].iter().chain(tools).find(|t| !have(t, "--version")) {
+        println!("skipped: no {tool}");
+        return None;
+    }
+    let ns = Namespaces::create();
+    let c = Cluster::start_in_netns(
+        SVCNET,
+        &ns.node.name,
+        &["--proxy-mode", "none", "--dns-listen", "127.0.0.1:0"],
+    );
+    let ip = start_red(&c);
+    Some((ns, c, ip))
+}
+
 #[test]
 fn userspace_proxy_serves_a_cluster_through_its_kubeconfig() {
     let c = Cluster::start_with(
@@ -234,22 +256,10 @@ fn kubeadms_kube_proxy_configuration_works_and_bad_fields_are_named() {
 
 #[test]
 fn nftables_proxy_refuses_kube_proxys_rules_keeps_its_own_across_restarts_and_cleans_up() {
-    if let Err(why) = can_run() {
-        println!("skipped: {why}");
+    let Some((ns, c, ip)) = nft_node_with_red(&[]) else {
         return;
-    }
-    if !have("nft", "--version") {
-        println!("skipped: no nft");
-        return;
-    }
-    let ns = Namespaces::create();
+    };
     let netns = ns.node.name.clone();
-    let c = Cluster::start_in_netns(
-        SVCNET,
-        &netns,
-        &["--proxy-mode", "none", "--dns-listen", "127.0.0.1:0"],
-    );
-    let ip = start_red(&c);
     let kubeconfig = c.kubeconfig().display().to_string();
     let node = node_name(&c);
     let prefix = ["ip", "netns", "exec", netns.as_str()];
@@ -317,22 +327,10 @@ fn nftables_proxy_refuses_kube_proxys_rules_keeps_its_own_across_restarts_and_cl
 /// table keeps its kernel handle (it was never recreated).
 #[test]
 fn nftables_proxy_killed_and_restarted_takes_its_table_over_without_a_failed_request() {
-    if let Err(why) = can_run() {
-        println!("skipped: {why}");
+    let Some((ns, c, ip)) = nft_node_with_red(&["curl"]) else {
         return;
-    }
-    if !have("nft", "--version") || !have("curl", "--version") {
-        println!("skipped: no nft or curl");
-        return;
-    }
-    let ns = Namespaces::create();
+    };
     let netns = ns.node.name.clone();
-    let c = Cluster::start_in_netns(
-        SVCNET,
-        &netns,
-        &["--proxy-mode", "none", "--dns-listen", "127.0.0.1:0"],
-    );
-    let ip = start_red(&c);
     let kubeconfig = c.kubeconfig().display().to_string();
     let node = node_name(&c);
     let prefix = ["ip", "netns", "exec", netns.as_str()];
