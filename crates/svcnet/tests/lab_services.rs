@@ -8,7 +8,8 @@
 //! JSON body. Under internalTrafficPolicy Local a pod reaches only its own node's endpoint, and none from a
 //! node without one. ClusterIP and NodePort run over both overlays (host-gw and vxlan). With
 //! `trafficDistribution: PreferClose` the EndpointSlice controller hints each endpoint for its zone and
-//! pods prefer their own zone's endpoints.
+//! pods prefer their own zone's endpoints; with `topology-mode: Auto` it hints them by each zone's share
+//! of CPU, or not at all when a safeguard says so.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -343,21 +344,10 @@ fn prefer_close(proxy_mode: &str) {
         lab.wait_pod_ready(name, WAIT);
     }
     // Each endpoint is hinted for its own zone (node2 is zone-b, node3 zone-c).
-    let want: BTreeSet<String> = [
-        r#""zone-b" [{"name":"zone-b"}]"#.to_string(),
-        r#""zone-c" [{"name":"zone-c"}]"#.to_string(),
-    ]
-    .into();
+    let want = zone_hints(&[("zone-b", "zone-b"), ("zone-c", "zone-c")]);
     let mut hints = BTreeSet::new();
     let ok = eventually(WAIT, || {
-        let slices = lab.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=red"]);
-        hints = slices["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-            .map(|e| format!("{} {}", e["zone"], e["hints"]["forZones"]))
-            .collect();
+        hints = slice_hints(&lab, "red");
         hints == want
     });
     assert!(ok, "{hints:?}");
@@ -392,6 +382,146 @@ fn prefer_close(proxy_mode: &str) {
         answers(&log2, &target).0,
         BTreeSet::from(["red-2".to_string()]),
         "{log2}"
+    );
+    assert!(lab.down());
+}
+
+/// "zone hints" of each endpoint of the Service's slices, as [`zone_hints`] spells them.
+fn slice_hints(lab: &MultiNodeLab, service: &str) -> BTreeSet<String> {
+    let slices = lab.get_json(&[
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={service}"),
+    ]);
+    slices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| format!("{} {}", e["zone"], e["hints"]["forZones"]))
+        .collect()
+}
+
+/// Endpoints by (zone, hinted zone).
+fn zone_hints(pairs: &[(&str, &str)]) -> BTreeSet<String> {
+    pairs
+        .iter()
+        .map(|(zone, hint)| format!(r#""{zone}" [{{"name":"{hint}"}}]"#))
+        .collect()
+}
+
+/// The reason and message of each Event about the Service.
+fn service_events(lab: &MultiNodeLab, service: &str) -> Vec<String> {
+    let events = lab.get_json(&[
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={service}"),
+    ]);
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["reason"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// `service.kubernetes.io/topology-mode: Auto` (kube's e2e "Topology Hints"): with one endpoint per zone
+/// and equal CPU in each, the EndpointSlice controller hints every endpoint for its own zone and records
+/// that hints are enabled, and a pod reaches only its own zone's endpoint. With fewer endpoints than
+/// zones the safeguard takes the hints away again, with kube's Event, and traffic goes everywhere.
+#[test]
+fn topology_mode_auto_across_zones_nftables() {
+    if skip() {
+        return;
+    }
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", "nftables"]);
+    for node in ["node1", "node2", "node3"] {
+        let name = format!("red-{}", &node[4..]);
+        lab.apply(&python_pod(
+            &name,
+            node,
+            ECHO_SERVER,
+            &[&name, "8080"],
+            Some(8080),
+            &[("app", "red")],
+        ));
+    }
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default",
+  "annotations": {"service.kubernetes.io/topology-mode": "Auto"}},
+ "spec": {"selector": {"app": "red"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    for name in ["red-1", "red-2", "red-3"] {
+        lab.wait_pod_ready(name, WAIT);
+    }
+    let want = zone_hints(&[("zone-a", "zone-a"), ("zone-b", "zone-b"), ("zone-c", "zone-c")]);
+    let mut hints = BTreeSet::new();
+    assert!(
+        eventually(WAIT, || {
+            hints = slice_hints(&lab, "red");
+            hints == want
+        }),
+        "{hints:?}"
+    );
+    let enabled = "TopologyAwareHintsEnabled Topology Aware Hints has been enabled, addressType: IPv4";
+    assert!(
+        eventually(WAIT, || service_events(&lab, "red").iter().any(|e| e == enabled)),
+        "{:?}",
+        service_events(&lab, "red")
+    );
+
+    let cluster_ip = lab.get_json(&["service", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("{cluster_ip}:80");
+    lab.apply(&python_pod("blue-2", "node2", CALLER, &[&target], None, &[]));
+    let count = |log: &str| log.lines().filter(|l| l.starts_with("answer")).count();
+    assert!(
+        eventually(WAIT, || count(&lab.pod_logs("blue-2")) >= 10),
+        "blue-2: {}",
+        lab.pod_logs("blue-2")
+    );
+    let log = lab.pod_logs("blue-2");
+    assert_eq!(
+        answers(&log, &target).0,
+        BTreeSet::from(["red-2".to_string()]),
+        "{log}"
+    );
+
+    // Two endpoints for three zones: no hints, kube's Warning, and blue-2 reaches both that are left.
+    lab.ok(&["delete", "pod", "red-3", "--wait=false"]);
+    assert!(
+        eventually(WAIT, || slice_hints(&lab, "red")
+            == BTreeSet::from([
+                r#""zone-a" null"#.to_string(),
+                r#""zone-b" null"#.to_string()
+            ])),
+        "{:?}",
+        slice_hints(&lab, "red")
+    );
+    let disabled = "TopologyAwareHintsDisabled Insufficient number of endpoints (2 endpoints, 3 zones), addressType: IPv4";
+    assert!(
+        eventually(WAIT, || service_events(&lab, "red").iter().any(|e| e == disabled)),
+        "{:?}",
+        service_events(&lab, "red")
+    );
+    let both: BTreeSet<String> = ["red-1".to_string(), "red-2".to_string()].into();
+    let seen_before = log.lines().count();
+    assert!(
+        eventually(WAIT, || {
+            let log = lab.pod_logs("blue-2");
+            let later: String = log.lines().skip(seen_before).map(|l| format!("{l}\n")).collect();
+            answers(&later, &target).0 == both
+        }),
+        "blue-2: {}",
+        lab.pod_logs("blue-2")
     );
     assert!(lab.down());
 }

@@ -2,6 +2,7 @@
 //! namespace and node, slices by owning Service), and how each kind's events update it and queue the
 //! Services they touch.
 
+use super::topology::{NodeCapacity, ZoneRatios, hints_enabled, zone_ratios};
 use super::*;
 
 pub(super) fn node_zone(n: &Node) -> Option<String> {
@@ -59,6 +60,11 @@ pub(super) struct Cache {
     pub(super) pods_by_label: HashMap<(String, String, String), BTreeSet<String>>,
     pub(super) pods_by_node: HashMap<String, BTreeSet<Key>>,
     pub(super) nodes: NodeZones,
+    /// What `topology-mode: Auto` reads of each node, and the zone shares made of it.
+    pub(super) node_capacity: HashMap<String, NodeCapacity>,
+    pub(super) zone_ratios: Option<ZoneRatios>,
+    /// Services whose endpoints carry `topology-mode: Auto` hints (kube's `hintsPopulatedByService`).
+    pub(super) auto_hints: HashSet<Key>,
     pub(super) slices: HashMap<Key, Arc<EndpointSlice>>,
     pub(super) slices_by_owner: HashMap<Owner, BTreeSet<String>>,
     pub(super) endpoints: HashMap<Key, Arc<Endpoints>>,
@@ -323,11 +329,35 @@ impl Indexed for Node {
         if changed {
             queue_services_on_node(sh, c, &k.name);
         }
+        let capacity = NodeCapacity::of(&obj);
+        if c.node_capacity.get(&k.name) != Some(&capacity) {
+            c.node_capacity.insert(k.name, capacity);
+            refresh_zone_ratios(sh, c);
+        }
     }
     fn delete(sh: &Shared, c: &mut Cache, obj: &Self) {
         let k = obj.key();
         c.nodes.remove(&k.name);
         queue_services_on_node(sh, c, &k.name);
+        if c.node_capacity.remove(&k.name).is_some() {
+            refresh_zone_ratios(sh, c);
+        }
+    }
+}
+
+/// Recomputes the zones' CPU shares; when they change, every Service that asks for `topology-mode: Auto`
+/// hints is synced again (kube's `checkNodeTopologyDistribution`, which resyncs the overloaded ones:
+/// the reconcile keeps hints that still fit, so resyncing all of them churns nothing more).
+fn refresh_zone_ratios(sh: &Shared, c: &mut Cache) {
+    let ratios = zone_ratios(c.node_capacity.values());
+    if ratios == c.zone_ratios {
+        return;
+    }
+    c.zone_ratios = ratios;
+    for (k, svc) in &c.services {
+        if hints_enabled(svc.metadata.annotations.as_ref()) || c.auto_hints.contains(k) {
+            sh.slices_q.add(k.clone());
+        }
     }
 }
 

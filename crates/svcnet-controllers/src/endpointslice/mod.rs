@@ -63,6 +63,7 @@ mod metrics;
 pub mod mirroring;
 pub mod reconciler;
 mod sync;
+pub mod topology;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -17,6 +17,8 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::topology::{HINTS_DISABLED, HintEvent, REASON_DISABLED, SliceInfo, ZoneRatios, hints_enabled};
+
 /// `kubernetes.io/service-name`: the Service an EndpointSlice belongs to.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 /// `endpointslice.kubernetes.io/managed-by`: the controller that owns an EndpointSlice.
@@ -48,6 +50,10 @@ pub struct Plan {
     pub removed: usize,
     /// Pods left out because their node does not exist (the sync is retried later, as kube does).
     pub missing_nodes: Vec<String>,
+    /// Whether the Service's endpoints now carry `topology-mode: Auto` hints.
+    pub auto_hints: bool,
+    /// Events about the hints to record on the Service.
+    pub events: Vec<HintEvent>,
 }
 
 impl Plan {
@@ -270,26 +276,12 @@ pub fn pod_to_endpoint(pod: &Pod, zone: Option<&str>, svc: &Service, address_typ
     }
 }
 
-/// The annotation that turns on kube's topology-aware hints (its value `Auto`); it takes precedence
-/// over `spec.trafficDistribution`.
-const TOPOLOGY_MODE_ANNOTATION: &str = "service.kubernetes.io/topology-mode";
-/// The annotation's deprecated name.
-const TOPOLOGY_HINTS_ANNOTATION: &str = "service.kubernetes.io/topology-aware-hints";
-
 /// The hints kube's EndpointSlice controller gives an endpoint in `zone`: with `spec.trafficDistribution:
 /// PreferClose`, one for its own zone (kube's `preferCloseHeuristic`; an endpoint without a zone gets
-/// none); otherwise none. Under the `topology-mode: Auto` annotation kube's topology cache hands hints out
-/// by each zone's share of CPUs instead; svcnet does not implement that allocation, so such Services get
-/// no hints and their traffic goes to every endpoint, as kube's does when its safeguards withhold hints.
+/// none); otherwise none. Under the `topology-mode: Auto` annotation, which takes precedence, the hints
+/// are handed out by each zone's share of CPU once the slices are packed ([`super::topology`]).
 pub fn zone_hints(svc: &Service, zone: Option<&str>) -> Option<EndpointHints> {
-    let annotations = svc.metadata.annotations.as_ref();
-    let auto = [TOPOLOGY_MODE_ANNOTATION, TOPOLOGY_HINTS_ANNOTATION]
-        .iter()
-        .any(|k| {
-            annotations
-                .and_then(|a| a.get(*k))
-                .is_some_and(|v| v == "Auto" || v == "auto")
-        });
+    let auto = hints_enabled(svc.metadata.annotations.as_ref());
     let prefer_close =
         svc.spec.as_ref().and_then(|s| s.traffic_distribution.as_deref()) == Some("PreferClose");
     let zone = zone.filter(|z| !z.is_empty())?;
@@ -470,6 +462,11 @@ pub struct Inputs<'a> {
     pub max_endpoints: usize,
     /// The change that triggered this sync, for the trigger-time annotation.
     pub trigger_time: Option<jiff::Timestamp>,
+    /// Each zone's share of the nodes' CPU (`None`: not enough node information), for
+    /// `topology-mode: Auto`.
+    pub zone_ratios: Option<&'a ZoneRatios>,
+    /// Whether the last sync left `topology-mode: Auto` hints on the Service's endpoints.
+    pub had_auto_hints: bool,
 }
 
 /// The slice writes that make `existing` represent the Service's pods (kube's `Reconciler.Reconcile`).
@@ -506,6 +503,8 @@ fn reconcile_by_address_type(
     let mut to_update = Vec::new();
     let mut to_delete: Vec<EndpointSlice> = Vec::new();
 
+    let mut unchanged = Vec::new();
+    let auto = hints_enabled(svc.metadata.annotations.as_ref());
     let mut existing_by_ports: BTreeMap<PortKey, Vec<&EndpointSlice>> = BTreeMap::new();
     for s in existing {
         if owned_by(s, svc) {
@@ -552,11 +551,20 @@ fn reconcile_by_address_type(
 
     for (key, (ports, set)) in desired.iter() {
         let slices = existing_by_ports.get(key).cloned().unwrap_or_default();
-        let (c, u, d, added, removed) =
-            reconcile_by_port_mapping(svc, &slices, set.clone(), ports, address_type, inp.max_endpoints);
+        let r = reconcile_by_port_mapping(
+            svc,
+            &slices,
+            set.clone(),
+            ports,
+            address_type,
+            inp.max_endpoints,
+            auto,
+        );
+        let (c, u, d, same, added, removed) = r;
         to_create.extend(c);
         to_update.extend(u);
         to_delete.extend(d);
+        unchanged.extend(same);
         plan.added += added;
         plan.removed += removed;
     }
@@ -578,6 +586,26 @@ fn reconcile_by_address_type(
         } else {
             to_create.push(placeholder);
         }
+    }
+
+    // `topology-mode: Auto` hints need the whole picture, so they are given once the slices are packed.
+    let mut info = SliceInfo {
+        address_type,
+        create: &mut to_create,
+        update: &mut to_update,
+        unchanged,
+    };
+    if auto {
+        let (populated, events) = info.add_hints(inp.zone_ratios, inp.had_auto_hints);
+        plan.auto_hints |= populated;
+        plan.events.extend(events);
+    } else if inp.had_auto_hints {
+        // The endpoints' own hints (none, or PreferClose's) already replace the old ones.
+        plan.events.push(HintEvent {
+            type_: "Warning",
+            reason: REASON_DISABLED,
+            message: format!("{HINTS_DISABLED}, addressType: {address_type}"),
+        });
     }
 
     // Recycle slices about to be deleted for the creates (fewer objects churned), newest create first.
@@ -635,7 +663,9 @@ pub fn format_time(t: jiff::Timestamp) -> String {
     t.to_string()
 }
 
+/// Slices to create, update and delete, the slices left unchanged, and the endpoints added and removed.
 type PortMappingResult = (
+    Vec<EndpointSlice>,
     Vec<EndpointSlice>,
     Vec<EndpointSlice>,
     Vec<EndpointSlice>,
@@ -645,7 +675,8 @@ type PortMappingResult = (
 
 /// kube's `reconcileByPortMapping`: keeps endpoints where they are, updates slices whose endpoints
 /// changed, fills the slices that are being updated anyway, then puts the rest into the unchanged
-/// slice that ends closest to full, or into new slices.
+/// slice that ends closest to full, or into new slices. Under `auto` hints an endpoint keeps the hints it
+/// has: they are given afterwards, over all slices.
 fn reconcile_by_port_mapping(
     svc: &Service,
     existing: &[&EndpointSlice],
@@ -653,6 +684,7 @@ fn reconcile_by_port_mapping(
     ports: &[EndpointPort],
     address_type: &str,
     max: usize,
+    auto: bool,
 ) -> PortMappingResult {
     let max = max.max(1);
     let mut by_name: BTreeMap<String, EndpointSlice> = BTreeMap::new();
@@ -668,7 +700,10 @@ fn reconcile_by_port_mapping(
         let mut kept = Vec::new();
         let mut updated = false;
         for ep in &s.endpoints {
-            if let Some(want) = desired.remove(&endpoint_key(ep)) {
+            if let Some(mut want) = desired.remove(&endpoint_key(ep)) {
+                if auto {
+                    want.hints = ep.hints.clone();
+                }
                 if !endpoints_equal_beyond_key(&want, ep) {
                     updated = true;
                 }
@@ -754,5 +789,6 @@ fn reconcile_by_port_mapping(
 
     let updates = to_update.iter().map(|n| by_name[n].clone()).collect();
     let deletes = to_delete.iter().map(|n| by_name[n].clone()).collect();
-    (to_create, updates, deletes, added, removed)
+    let same = unchanged.iter().map(|n| by_name[n].clone()).collect();
+    (to_create, updates, deletes, same, added, removed)
 }

@@ -3,6 +3,10 @@
 
 use super::cache::pod_node;
 use super::*;
+use crate::events::{Involved, Recorder};
+
+/// The component kube's EndpointSlice controller signs its Events with.
+const EVENT_COMPONENT: &str = "endpoint-slice-controller";
 
 pub(super) struct Controllers {
     pub(super) client: Client,
@@ -30,11 +34,12 @@ impl Controllers {
 
     pub(super) async fn sync_slices_inner(&self, key: &Key) -> Result<(), Error> {
         let owner: Owner = (CONTROLLER_NAME.to_owned(), key.clone());
-        let (svc, pods, existing, nodes, trigger) = {
+        let (svc, pods, existing, nodes, trigger, zone_ratios, had_auto_hints) = {
             let mut c = self.shared.lock();
             let Some(svc) = c.services.get(key).cloned() else {
                 // The garbage collector deletes the slices through their ownerReferences.
                 c.slice_triggers.seen.remove(key);
+                c.auto_hints.remove(key);
                 return Ok(());
             };
             let external = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
@@ -53,7 +58,16 @@ impl Controllers {
                 .filter_map(|n| c.nodes.get(&n).map(|z| (n, z.clone())))
                 .collect();
             let trigger = c.slice_triggers.compute(&svc, key, &pods);
-            (svc, pods, existing, nodes, trigger)
+            let had_auto_hints = c.auto_hints.contains(key);
+            (
+                svc,
+                pods,
+                existing,
+                nodes,
+                trigger,
+                c.zone_ratios.clone(),
+                had_auto_hints,
+            )
         };
         let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
         let plan = reconciler::reconcile(
@@ -64,6 +78,8 @@ impl Controllers {
                 existing: &existing,
                 max_endpoints: self.cfg.max_endpoints_per_slice,
                 trigger_time: trigger,
+                zone_ratios: zone_ratios.as_ref(),
+                had_auto_hints,
             },
         );
         let m = &self.cfg.metrics;
@@ -72,7 +88,23 @@ impl Controllers {
         let wrote = !plan.is_empty();
         let terminating = svc.metadata.deletion_timestamp.is_some();
         let missing = plan.missing_nodes.clone();
+        let (auto_hints, events) = (plan.auto_hints, plan.events.clone());
         self.execute(&owner, plan, terminating, &m.changes).await?;
+        {
+            let mut c = self.shared.lock();
+            if auto_hints {
+                c.auto_hints.insert(key.clone());
+            } else {
+                c.auto_hints.remove(key);
+            }
+        }
+        if !events.is_empty() {
+            let mut recorder = Recorder::new(self.client.clone(), EVENT_COMPONENT);
+            let about = Involved::of("v1", "Service", &svc.metadata);
+            for e in &events {
+                recorder.record(&about, e.type_, e.reason, &e.message).await;
+            }
+        }
         if wrote && let Some(t) = trigger {
             let lag = jiff::Timestamp::now().duration_since(t);
             m.ready_to_slice.observe(lag.as_secs_f64().max(0.0));

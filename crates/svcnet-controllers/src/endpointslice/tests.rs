@@ -62,6 +62,8 @@ fn plan(svc: &Service, pods: &[Pod], existing: &[EndpointSlice], max: usize) -> 
             existing,
             max_endpoints: max,
             trigger_time: None,
+            zone_ratios: None,
+            had_auto_hints: false,
         },
     )
 }
@@ -597,12 +599,271 @@ fn endpointslice_prefer_close_hints_each_endpoint_for_its_zone() {
     assert_eq!(zones, ["zone-a"]);
     // An endpoint without a zone gets none.
     assert_eq!(zone_hints(&close, None), None);
-    // The topology-mode annotation takes precedence (its CPU-share allocation is not implemented).
+    // The topology-mode annotation takes precedence: without node information it gives no hints.
     let auto = svc(
         json!({"metadata": {"annotations": {"service.kubernetes.io/topology-mode": "Auto"}},
                           "spec": {"trafficDistribution": "PreferClose"}}),
     );
     assert_eq!(hints(&auto), None);
+}
+
+/// `topology-mode: Auto`: pods `zones[i]` on node `n<zone>`, ratios as given, existing slices.
+fn auto_plan(
+    svc: &Service,
+    zones: &[Option<&str>],
+    ratios: Option<&[(&str, f64)]>,
+    existing: &[EndpointSlice],
+    had_auto_hints: bool,
+) -> Plan {
+    let pods: Vec<Pod> = zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| {
+            pod(
+                i,
+                true,
+                json!({"spec": {"nodeName": format!("n-{}", z.unwrap_or("none"))}}),
+            )
+        })
+        .collect();
+    let refs: Vec<&Pod> = pods.iter().collect();
+    let nodes: NodeZones = zones
+        .iter()
+        .map(|z| (format!("n-{}", z.unwrap_or("none")), z.map(str::to_owned)))
+        .collect();
+    let ratios: Option<super::topology::ZoneRatios> =
+        ratios.map(|r| r.iter().map(|(z, v)| (z.to_string(), *v)).collect());
+    reconcile(
+        svc,
+        &Inputs {
+            pods: &refs,
+            nodes: &nodes,
+            existing,
+            max_endpoints: 100,
+            trigger_time: None,
+            zone_ratios: ratios.as_ref(),
+            had_auto_hints,
+        },
+    )
+}
+
+fn auto_svc() -> Service {
+    svc(json!({"metadata": {"annotations": {"service.kubernetes.io/topology-mode": "Auto"}}}))
+}
+
+/// Hints per zone across the slices, and the hints of the endpoints that sit in `zone`.
+fn hint_counts(slices: &[EndpointSlice]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for ep in slices.iter().flat_map(|s| &s.endpoints) {
+        for z in ep.hints.iter().flat_map(|h| h.for_zones.iter().flatten()) {
+            *out.entry(z.name.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn event_messages(p: &Plan) -> Vec<String> {
+    p.events
+        .iter()
+        .map(|e| format!("{} {}: {}", e.type_, e.reason, e.message))
+        .collect()
+}
+
+#[test]
+fn endpointslice_auto_hints_follow_each_zones_cpu_share() {
+    let a = Some("zone-a");
+    let b = Some("zone-b");
+    // Equal CPU, four endpoints in a and two in b: one of a's serves b (kube's redistribution).
+    let p = auto_plan(
+        &auto_svc(),
+        &[a, a, a, a, b, b],
+        Some(&[("zone-a", 0.5), ("zone-b", 0.5)]),
+        &[],
+        false,
+    );
+    assert!(p.auto_hints);
+    assert_eq!(
+        hint_counts(&p.create),
+        [("zone-a".into(), 3), ("zone-b".into(), 3)].into()
+    );
+    // Endpoints in b keep their own zone; only a's give.
+    for ep in p.create.iter().flat_map(|s| &s.endpoints) {
+        if ep.zone.as_deref() == Some("zone-b") {
+            assert_eq!(
+                ep.hints.as_ref().unwrap().for_zones.as_ref().unwrap()[0].name,
+                "zone-b"
+            );
+        }
+    }
+    assert_eq!(
+        event_messages(&p),
+        ["Normal TopologyAwareHintsEnabled: Topology Aware Hints has been enabled, addressType: IPv4"]
+    );
+    // Shares 3:1 over eight endpoints spread 4/4: b gives two to a.
+    let p = auto_plan(
+        &auto_svc(),
+        &[a, a, a, a, b, b, b, b],
+        Some(&[("zone-a", 0.75), ("zone-b", 0.25)]),
+        &[],
+        false,
+    );
+    assert_eq!(
+        hint_counts(&p.create),
+        [("zone-a".into(), 6), ("zone-b".into(), 2)].into()
+    );
+
+    // Synced again with the same inputs: nothing is written, and no second "enabled" Event.
+    let mut counter = 0;
+    let existing = apply(&[], &p, &mut counter);
+    let again = auto_plan(
+        &auto_svc(),
+        &[a, a, a, a, b, b, b, b],
+        Some(&[("zone-a", 0.75), ("zone-b", 0.25)]),
+        &existing,
+        true,
+    );
+    assert!(again.is_empty(), "{again:?}");
+    assert!(again.auto_hints && again.events.is_empty());
+    // Shares that move a little leave hints that still fit alone.
+    let nudged = auto_plan(
+        &auto_svc(),
+        &[a, a, a, a, b, b, b, b],
+        Some(&[("zone-a", 0.7), ("zone-b", 0.3)]),
+        &existing,
+        true,
+    );
+    assert!(nudged.is_empty(), "{nudged:?}");
+    // Shares that turn around rewrite them: b now gets six.
+    let turned = auto_plan(
+        &auto_svc(),
+        &[a, a, a, a, b, b, b, b],
+        Some(&[("zone-a", 0.25), ("zone-b", 0.75)]),
+        &existing,
+        true,
+    );
+    let after = apply(&existing, &turned, &mut counter);
+    assert_eq!(
+        hint_counts(&after),
+        [("zone-a".into(), 2), ("zone-b".into(), 6)].into()
+    );
+
+    // The annotation removed: hints go, with kube's Event.
+    let off = auto_plan(
+        &svc(json!({})),
+        &[a, a, a, a, b, b, b, b],
+        Some(&[("zone-a", 0.25), ("zone-b", 0.75)]),
+        &after,
+        true,
+    );
+    assert!(!off.auto_hints);
+    assert!(hint_counts(&apply(&after, &off, &mut counter)).is_empty());
+    assert_eq!(
+        event_messages(&off),
+        ["Warning TopologyAwareHintsDisabled: Topology Aware Hints has been disabled, addressType: IPv4"]
+    );
+}
+
+#[test]
+fn endpointslice_auto_hints_safeguards_withhold_hints_with_kubes_events() {
+    let (a, b, c) = (Some("zone-a"), Some("zone-b"), Some("zone-c"));
+    let two = [("zone-a", 0.5), ("zone-b", 0.5)];
+    type Case<'a> = (&'a [Option<&'a str>], Option<&'a [(&'a str, f64)]>, &'a str);
+    let cases: [Case; 4] = [
+        (
+            &[a, b],
+            None,
+            "Insufficient Node information: allocatable CPU or zone not specified on one or more nodes",
+        ),
+        (
+            &[a, b],
+            Some(&[("zone-a", 0.4), ("zone-b", 0.3), ("zone-c", 0.3)]),
+            "Insufficient number of endpoints (2 endpoints, 3 zones)",
+        ),
+        (
+            &[a, a, b],
+            Some(&two),
+            "Unable to allocate minimum required endpoints to each zone without exceeding overload threshold (3 endpoints, 2 zones)",
+        ),
+        (
+            &[a, b, None, c],
+            Some(&two),
+            "One or more endpoints do not have a zone specified",
+        ),
+    ];
+    for (zones, ratios, message) in cases {
+        let p = auto_plan(&auto_svc(), zones, ratios, &[], false);
+        assert!(!p.auto_hints, "{message}");
+        assert!(hint_counts(&p.create).is_empty(), "{message}: {:?}", p.create);
+        assert_eq!(
+            event_messages(&p),
+            [format!(
+                "Warning TopologyAwareHintsDisabled: {message}, addressType: IPv4"
+            )]
+        );
+    }
+    // Slices that had hints lose them when a safeguard trips.
+    let mut counter = 0;
+    let hinted = auto_plan(&auto_svc(), &[a, a, b, b], Some(&two), &[], false);
+    assert!(hinted.auto_hints);
+    let existing = apply(&[], &hinted, &mut counter);
+    let lost = auto_plan(&auto_svc(), &[a, a, b, b], None, &existing, true);
+    assert_eq!(lost.update.len(), 1);
+    assert!(hint_counts(&apply(&existing, &lost, &mut counter)).is_empty());
+}
+
+#[test]
+fn endpointslice_zone_shares_count_ready_workers_with_zone_and_cpu() {
+    use super::topology::{NodeCapacity, milli_value, zone_ratios};
+    let node = |zone: Option<&str>, cpu: &str, ready: bool, labels: serde_json::Value| {
+        let mut l = labels;
+        if let Some(z) = zone {
+            l[LABEL_ZONE] = json!(z);
+        }
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": {"name": "n", "labels": l},
+            "status": {"allocatable": {"cpu": cpu},
+                       "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap();
+        NodeCapacity::of(&n)
+    };
+    let nodes = [
+        node(Some("zone-a"), "2", true, json!({})),
+        node(Some("zone-a"), "1500m", true, json!({})),
+        node(Some("zone-b"), "3500m", true, json!({})),
+        // Not counted: not ready, or a control-plane node (even without a zone).
+        node(Some("zone-c"), "8", false, json!({})),
+        node(
+            None,
+            "8",
+            true,
+            json!({"node-role.kubernetes.io/control-plane": ""}),
+        ),
+    ];
+    let r = zone_ratios(&nodes).unwrap();
+    assert_eq!(r.keys().collect::<Vec<_>>(), ["zone-a", "zone-b"]);
+    assert!((r["zone-a"] - 0.5).abs() < 1e-9 && (r["zone-b"] - 0.5).abs() < 1e-9);
+    // One counted node without a zone, or without CPU, withholds every share; so does a single zone.
+    let mut missing = nodes.to_vec();
+    missing.push(node(None, "1", true, json!({})));
+    assert_eq!(zone_ratios(&missing), None);
+    let mut no_cpu = nodes.to_vec();
+    no_cpu.push(node(Some("zone-b"), "0", true, json!({})));
+    assert_eq!(zone_ratios(&no_cpu), None);
+    assert_eq!(zone_ratios(&nodes[..2]), None);
+    // Quantities as apimachinery reads them (rounded up to a thousandth).
+    for (q, m) in [
+        ("2", 2000),
+        ("1500m", 1500),
+        ("0.5", 500),
+        ("1k", 1_000_000),
+        ("1Ki", 1_024_000),
+        ("1e3", 1_000_000),
+        ("0.0001", 1),
+    ] {
+        assert_eq!(milli_value(q), Some(m), "{q}");
+    }
+    assert_eq!(milli_value("lots"), None);
 }
 
 #[test]
