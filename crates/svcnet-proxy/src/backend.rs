@@ -402,6 +402,7 @@ impl UserspaceBackend {
                         balance,
                         affinity_ms: None,
                         source_ranges: vec![],
+                        external_local: false,
                         internal: empty.clone(),
                         external: empty,
                     }),
@@ -463,6 +464,7 @@ impl UserspaceBackend {
             balance,
             affinity_ms: sp.affinity_timeout.map(|t| t.as_millis() as u64),
             source_ranges: sp.load_balancer_source_ranges.clone(),
+            external_local: sp.external_policy_local,
             internal,
             external,
         }));

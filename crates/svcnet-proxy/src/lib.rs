@@ -99,7 +99,8 @@ pub struct ProxyConfig {
     /// Clients in these ranges (the cluster's pod CIDRs) reach endpoints through a ClusterIP from their own
     /// address, as through kube-proxy's DNAT: the proxy binds its connection to the client's IP (see
     /// `source.rs`). Everyone else, NodePort and LoadBalancer traffic, and a pod reaching itself get the
-    /// proxy's address. Empty (the default): always the proxy's.
+    /// proxy's address, except outside clients of `externalTrafficPolicy: Local` Services when
+    /// `transparent` is on. Empty (the default): always the proxy's.
     pub client_ip_ranges: Vec<IpNet>,
     /// Bind those connections with `IP_TRANSPARENT`, for clients whose address this node does not own
     /// (pods in their own network namespaces); needs [`TransparentRouting`] in place for the replies.

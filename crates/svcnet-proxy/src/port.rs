@@ -32,7 +32,18 @@ impl Settings {
     /// The address a connection of `client` (through a `kind` frontend) to `ep` comes from; `None`: the
     /// proxy's own. A node-local endpoint never gets a transparent one: its replies would be routed to the
     /// client pod rather than back to the proxy.
-    pub(crate) fn source_for(&self, kind: FrontendKind, client: IpAddr, ep: &EpState) -> Option<IpAddr> {
+    pub(crate) fn source_for(
+        &self,
+        view: &PortView,
+        kind: FrontendKind,
+        client: IpAddr,
+        ep: &EpState,
+    ) -> Option<IpAddr> {
+        if kind.is_external() && view.external_local && !self.is_local_client(client) {
+            // The endpoint is this node's (the policy keeps only those), reached through the node's
+            // router rather than the client's bridge, so the transparent reply path holds.
+            return self.source.external_local_source_for(client, ep.addr);
+        }
         if ep.local {
             return None;
         }
@@ -52,6 +63,8 @@ pub(crate) struct PortView {
     /// Affinity timeout in ms; `None`: no affinity.
     pub(crate) affinity_ms: Option<u64>,
     pub(crate) source_ranges: Vec<IpNet>,
+    /// `externalTrafficPolicy: Local`: outside clients keep their address (see [`Settings::source_for`]).
+    pub(crate) external_local: bool,
     pub(crate) internal: Arc<EndpointSet>,
     pub(crate) external: Arc<EndpointSet>,
 }

@@ -15,7 +15,9 @@
 //! time for the whole 4-tuple: the pod's own ephemeral ports are never taken, and many connections of one
 //! client to different endpoints share ports. Clients outside the pod ranges (the node's own processes,
 //! NodePort and LoadBalancer clients) and a pod reaching itself (hairpin, which kube-proxy masquerades
-//! too, as a packet from and to the same address would be a martian) connect from the proxy's address.
+//! too, as a packet from and to the same address would be a martian) connect from the proxy's address,
+//! except outside clients of a Service with `externalTrafficPolicy: Local`, which keep theirs as the
+//! policy promises (transparently, with pods in their own namespaces).
 //! So does a connection whose bind fails (logged once): a kept address is worth less than the connection.
 
 use std::io;
@@ -53,6 +55,22 @@ impl SourcePolicy {
             && client != endpoint.ip().to_canonical()
             && client.is_ipv4() == endpoint.is_ipv4()
             && self.ranges.iter().any(|r| r.contains(&client));
+        keep.then_some(client)
+    }
+
+    /// The address to connect from for an outside `client` of an external frontend (NodePort,
+    /// LoadBalancer, externalIP) of a Service with `externalTrafficPolicy: Local`, or `None` for the
+    /// proxy's own. kube-proxy leaves such traffic un-NATed so the endpoint sees the client, which is the
+    /// point of the policy; the endpoint is on this node and answers through the node (the client is not
+    /// on its bridge), where the transparent routing hands the reply back to the proxy. Pods and the
+    /// node's own processes are not outside clients: they keep the proxy's address, as before.
+    pub(crate) fn external_local_source_for(&self, client: IpAddr, endpoint: SocketAddr) -> Option<IpAddr> {
+        let client = client.to_canonical();
+        let keep = self.transparent
+            && client != endpoint.ip().to_canonical()
+            && client.is_ipv4() == endpoint.is_ipv4()
+            && !client.is_loopback()
+            && !self.ranges.iter().any(|r| r.contains(&client));
         keep.then_some(client)
     }
 
@@ -133,6 +151,20 @@ mod tests {
         // Families must match.
         let ep6: SocketAddr = "[fd00:10:244::7]:8080".parse().unwrap();
         assert_eq!(p.source_for(FrontendKind::ClusterIp, pod, ep6), None);
+        // Outside clients of eTP Local Services keep theirs, transparently only; pods and the node do not.
+        let outside: IpAddr = "172.18.0.2".parse().unwrap();
+        assert_eq!(p.external_local_source_for(outside, ep), None, "not transparent");
+        let t = SourcePolicy {
+            transparent: true,
+            ..policy()
+        };
+        assert_eq!(t.external_local_source_for(outside, ep), Some(outside));
+        assert_eq!(t.external_local_source_for(pod, ep), None);
+        assert_eq!(
+            t.external_local_source_for("127.0.0.1".parse().unwrap(), ep),
+            None
+        );
+        assert_eq!(t.external_local_source_for(outside, ep6), None);
         // No ranges: never.
         assert_eq!(
             SourcePolicy::default().source_for(FrontendKind::ClusterIp, pod, ep),

@@ -55,7 +55,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, port: Arc<PortShared>, 
             break;
         };
         let addr = guard.endpoint().addr;
-        let source = settings.source_for(kind, peer.ip(), guard.endpoint());
+        let source = settings.source_for(&view, kind, peer.ip(), guard.endpoint());
         match tokio::time::timeout(settings.connect_timeout, connect(settings, addr, source)).await {
             Ok(Ok(mut upstream)) => {
                 // The client socket has TCP_NODELAY from its listener already.

@@ -117,7 +117,9 @@ async fn datagram(
         let Some((_, guard)) = port.choose(&view, set, client.ip(), &Tried::default(), now) else {
             return port.metrics.reject(Reject::NoEndpoints);
         };
-        let source = port.settings.source_for(kind, client.ip(), guard.endpoint());
+        let source = port
+            .settings
+            .source_for(&view, kind, client.ip(), guard.endpoint());
         let upstream = match connect(&port.settings, guard.endpoint().addr, source) {
             Ok(s) => Arc::new(s),
             Err(e) => {

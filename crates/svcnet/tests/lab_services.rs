@@ -3,8 +3,8 @@
 //! the calling pod's IP on both (nftables DNATs only; the userspace proxy connects transparently). The
 //! Service's NodePort answers the outside client on every node's address, from endpoints on any node, with
 //! the client's address replaced (SNAT, externalTrafficPolicy Cluster). Under externalTrafficPolicy Local
-//! only the node with a ready endpoint answers the NodePort (with nftables the endpoint sees the client's
-//! own address), and the health check node port answers 200 there and 503 on the others, with kube-proxy's
+//! only the node with a ready endpoint answers the NodePort (on both backends the endpoint sees the
+//! client's own address), and the health check node port answers 200 there and 503 on the others, with kube-proxy's
 //! JSON body. Under internalTrafficPolicy Local a pod reaches only its own node's endpoint, and none from a
 //! node without one. ClusterIP and NodePort run over both overlays (host-gw and vxlan). With
 //! `trafficDistribution: PreferClose` the EndpointSlice controller hints each endpoint for its zone and
@@ -188,14 +188,12 @@ fn external_traffic_policy_local(proxy_mode: &str) {
         "node2:{node_port} (the endpoint's node) did not answer: {last:?}\n{}",
         lab.log("node2")
     );
-    if proxy_mode == "nftables" {
-        assert_eq!(
-            last, "red-2 172.18.0.2",
-            "the client's address did not reach the pod"
-        );
-    }
-    // The userspace proxy keeps a calling pod's address (ClusterIP) but not an outside client's: its
-    // connection to the endpoint comes from node2's bridge address.
+    // Both backends keep the outside client's address (nftables by not NATing the source, the
+    // userspace proxy by a transparent connect from it).
+    assert_eq!(
+        last, "red-2 172.18.0.2",
+        "the client's address did not reach the pod"
+    );
     for node_ip in ["172.18.0.11", "172.18.0.13"] {
         let answer = ask_from(&client, node_ip, node_port);
         assert!(
