@@ -323,9 +323,11 @@ impl Lab {
             .ok_or_else(|| LabError::Kubeconfig("the lab has no API server yet".into()))
     }
 
-    /// Node `i`'s agent, started detached inside its namespace and a PID namespace of its own: the
-    /// agent is that namespace's init, so when it dies (`stop-node`, `down`) the kernel kills the node's
-    /// pods too, and their network namespaces, mounted only in its mount namespace, go with them.
+    /// Node `i`'s agent, started detached inside its namespace and a PID namespace of its own, under
+    /// [`crate::init`] as that namespace's init: when the namespace dies (`stop-node`, `down`) the kernel
+    /// kills the node's pods too, and their network namespaces, mounted only in its mount namespace, go
+    /// with them; when only the agent exits, the init starts it again and the pods run on. Returns the
+    /// PID of the `unshare` that holds the namespace (the node's "machine").
     fn spawn_agent(&self, i: usize) -> Result<u32, LabError> {
         let node = &self.state.nodes[i];
         let data = self.state.dir.join(&node.name);
@@ -334,6 +336,8 @@ impl Lab {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &node.netns])
             .args(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
+            .arg(&self.svcnet)
+            .args(["lab", "node-init", "--"])
             .arg(&self.svcnet)
             .arg("agent")
             .arg("--kubeconfig")
@@ -471,6 +475,44 @@ impl Lab {
         self.wait_ready(&[name.to_string()], Some(started), timeout)
     }
 
+    /// Restarts node `name`'s agent alone, as an upgrade or a crash of a kubelet does: `signal` (SIGTERM
+    /// for a graceful stop, SIGKILL for a crash) to the agent, which the node's init starts again; the
+    /// pods, the data plane and the node's routes stay. Returns once the new agent runs and the node is
+    /// Ready again.
+    pub fn restart_agent(&self, name: &str, signal: Signal, timeout: Duration) -> Result<(), LabError> {
+        let i = self.index(name)?;
+        let stopped = || LabError::BadOption(format!("node {name} is stopped"));
+        let machine = self.state.nodes[i]
+            .agent_pid
+            .filter(|p| procs::owned(*p, &self.state.dir))
+            .ok_or_else(stopped)?;
+        let init = first_child(machine).ok_or_else(stopped)?;
+        let old = agent_of(init).ok_or_else(|| {
+            LabError::BadOption(format!("node {name} has no agent running (it is restarting)"))
+        })?;
+        let log = self.state.dir.join(format!("{name}.log"));
+        let starts = || {
+            std::fs::read_to_string(&log)
+                .map(|l| l.matches("node agent running").count())
+                .unwrap_or(0)
+        };
+        let before = starts();
+        let killed = std::time::SystemTime::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), signal)
+            .map_err(|e| io_err(format!("signalling agent {old}"))(e.into()))?;
+        let restarted = poll(timeout, || {
+            (starts() > before && agent_of(init).is_some_and(|p| p != old)).then_some(())
+        });
+        if restarted.is_none() {
+            return Err(LabError::Timeout {
+                what: format!("the agent of {name} to start again"),
+                secs: timeout.as_secs(),
+                detail: log_tail(&log, 20),
+            });
+        }
+        self.wait_ready(&[name.to_string()], Some(killed), timeout)
+    }
+
     fn index(&self, name: &str) -> Result<usize, LabError> {
         self.state
             .nodes
@@ -541,14 +583,27 @@ impl Lab {
     }
 }
 
-/// The first child of `pid` (the agent that `unshare --fork` started: its PID namespace's init).
-fn first_child(pid: u32) -> Option<u32> {
+/// The children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
+        .unwrap_or_default()
         .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The first child of `pid` (the init that `unshare --fork` started in a node's PID namespace).
+fn first_child(pid: u32) -> Option<u32> {
+    children(pid).into_iter().next()
+}
+
+/// The `svcnet agent` among the children of a node's init (the rest are pods it adopted).
+fn agent_of(init: u32) -> Option<u32> {
+    children(init).into_iter().find(|p| {
+        procs::alive(*p)
+            && std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"agent"))
+    })
 }
 
 /// Removes what a killed agent leaves of its pods' network namespaces in the host's view: the empty

@@ -5,8 +5,10 @@
 //! - an underlay network: the bridge `br0` in a namespace of its own (`svl-N-underlay`), one port per node
 //!   and one for the client, addresses from [`topology::UNDERLAY`] that exist only inside the lab;
 //! - one namespace per node (`svl-N-node1`, …) running `svcnet agent --pod-network netns` with a zone label,
-//!   inside a PID namespace of its own (`unshare --pid --kill-child`): killing a node's agent kills its pods,
-//!   as a machine dying does, and the node's pod network namespaces go with its mount namespace;
+//!   inside a PID namespace of its own (`unshare --pid --kill-child`) whose init ([`init`]) supervises the
+//!   agent: an agent restart (`restart-agent`) leaves the pods running as on a real node, while killing the
+//!   namespace (`stop-node`) kills them as a machine dying does, and the node's pod network namespaces go
+//!   with its mount namespace;
 //! - `svl-N-client`, a machine outside the cluster on the underlay;
 //! - the control plane (`svcnet up --no-agent --proxy-mode none`) in the machine's own namespace on
 //!   127.0.0.1, so kubectl on the host uses the kubeconfig the lab writes;
@@ -15,11 +17,12 @@
 //!   certificate, and the root namespace gets no route, link, rule or address: all it ever sees is loopback.
 //!
 //! The processes are detached from the `svcnet lab up` that starts them; what a lab is lives in its state
-//! directory ([`state`]), which `down`, `status`, `exec` and `stop-node`/`start-node` read. Every process the
-//! lab signals is checked first to be the lab's own (its command line names the lab's directory), and every
+//! directory ([`state`]), which `down`, `status`, `exec`, `stop-node`/`start-node` and `restart-agent`
+//! read. Every process the lab signals is checked first to be the lab's own (its command line names the lab's directory), and every
 //! namespace it deletes carries the lab's prefix.
 
 pub mod forward;
+pub mod init;
 pub mod lab;
 pub mod procs;
 pub mod state;

@@ -63,6 +63,27 @@ enum LabCommand {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Restart a node's agent alone, as an upgrade or a crash of a kubelet does: its pods, data plane and
+    /// routes stay; returns once the new agent runs and the node is Ready.
+    RestartAgent {
+        #[command(flatten)]
+        which: Which,
+        /// The node.
+        node: String,
+        /// `TERM` (a graceful stop, the default) or `KILL` (a crash).
+        #[arg(long, default_value = "TERM", value_parser = ["TERM", "KILL"])]
+        signal: String,
+        /// How long to wait for the node to be Ready again (seconds).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// (internal) The init of a node's PID namespace: runs and restarts the node's agent.
+    #[command(hide = true)]
+    NodeInit {
+        /// The agent's command line.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// (internal) The API forwarder of a lab: listeners in the nodes' namespaces relaying to the host.
     #[command(hide = true)]
     Forward {
@@ -211,6 +232,24 @@ pub fn run(args: LabArgs) -> Result<i32> {
             println!("node {node} is Ready");
             Ok(0)
         }
+        LabCommand::RestartAgent {
+            which,
+            node,
+            signal,
+            timeout,
+        } => {
+            need_root()?;
+            let lab = Lab::open(&which.root, &which.name, svcnet_binary()?)?;
+            let signal = if signal == "KILL" {
+                nix::sys::signal::Signal::SIGKILL
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            lab.restart_agent(&node, signal, Duration::from_secs(timeout.max(1)))?;
+            println!("the agent of {node} restarted; the node is Ready");
+            Ok(0)
+        }
+        LabCommand::NodeInit { command } => Ok(svcnet_lab::init::run(&command)?),
         LabCommand::Forward { dir } => {
             let dir = dir.canonicalize().context("the lab's directory")?;
             let name = dir

@@ -4,7 +4,8 @@
 //! traffic from outside (NodePort) and from another node (ClusterIP) stops reaching it within 5 s; a pod
 //! tolerating the taint for 2 s is evicted and replaced on another node, while a pod with admission's
 //! default 300 s tolerations stays; the scheduler keeps new pods off the tainted node; and when the
-//! node is back its taints go.
+//! node is back its taints go. An agent restart (graceful or a crash), by contrast, leaves the pods and
+//! their established connections across nodes (direct and through a ClusterIP) untouched.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -467,7 +468,8 @@ fn chaos_a_thousand_requests_a_second_while_a_node_dies_nftables() {
     chaos("nftables");
 }
 
-/// The PID of node `node`'s `svcnet agent` (the lab records the `unshare` that forked it).
+/// The PID of node `node`'s `svcnet agent` (the lab records the `unshare` that forked the node's init,
+/// whose children are the agent and the pods it adopted).
 fn agent_pid(lab: &MultiNodeLab, node: &str) -> i32 {
     let state = lab.state();
     let wrapper = state["nodes"]
@@ -477,10 +479,24 @@ fn agent_pid(lab: &MultiNodeLab, node: &str) -> i32 {
         .find(|n| n["name"] == node)
         .and_then(|n| n["agentPid"].as_u64())
         .expect("agent pid");
-    std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
-        .ok()
-        .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .expect("the agent under unshare")
+    let children = |pid: u64| -> Vec<u64> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let init = children(wrapper)
+        .first()
+        .copied()
+        .expect("the node's init under unshare");
+    children(init)
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"agent".as_slice()))
+        })
+        .expect("the agent under the node's init") as i32
 }
 
 /// A node that was only cut off (its agent frozen past the grace period, then thawed, as after a network
@@ -525,4 +541,151 @@ fn a_node_cut_off_and_back_has_its_pods_ready_again() {
         "the pod was restarted"
     );
     assert!(lab.down());
+}
+
+/// A pod's server that keeps connections: answers every line on port ARGV[2] with `ARGV[1] LINE`.
+const LINE_ECHO: &str = r#"
+import socket, sys, threading
+name, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(16)
+print("listening", flush=True)
+def serve(c):
+    f = c.makefile("rb")
+    for line in f:
+        try:
+            c.sendall(("%s %s" % (name, line.decode())).encode())
+        except OSError:
+            return
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A pod that holds one connection to each `IP:PORT` argument for at most 5 minutes, sends a line on each
+/// every 200 ms and prints `ok IP:PORT` for each answer, or `broken IP:PORT <exception>` once the
+/// connection fails (it is not made again: the test counts on the same connection).
+const HOLDER: &str = r#"
+import socket, sys, time
+conns = {}
+for t in sys.argv[1:]:
+    ip, port = t.rsplit(":", 1)
+    conns[t] = socket.create_connection((ip, int(port)), timeout=5)
+    conns[t].settimeout(5)
+for _ in range(1500):
+    for t, c in list(conns.items()):
+        try:
+            c.sendall(b"ping\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = c.recv(100)
+                if not chunk:
+                    raise ConnectionError("closed")
+                data += chunk
+            print("ok", t, flush=True)
+        except Exception as e:
+            print("broken", t, type(e).__name__, flush=True)
+            del conns[t]
+    time.sleep(0.2)
+"#;
+
+/// The pod's first container's restart count and container ID.
+fn container_identity(pod: &Value) -> (Value, Value) {
+    let c = &pod["status"]["containerStatuses"][0];
+    (c["restartCount"].clone(), c["containerID"].clone())
+}
+
+/// Agent restarts keep what they serve: a pod on node1 holds one TCP connection to a pod on node2
+/// directly and one through a ClusterIP, and both keep answering while node1's agent is restarted
+/// gracefully (SIGTERM) and node2's is killed (SIGKILL) and started again; the pods are not restarted
+/// and the nodes are Ready again.
+fn agent_restarts(proxy_mode: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 2, &["--proxy-mode", proxy_mode]);
+    lab.apply(&python_pod(
+        "red",
+        "node2",
+        LINE_ECHO,
+        &["red", "8080"],
+        Some(8080),
+        &[("app", "red")],
+    ));
+    lab.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default"},
+ "spec": {"selector": {"app": "red"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    let red = lab.wait_pod_ready("red", WAIT);
+    let red_ip = red["status"]["podIP"].as_str().unwrap().to_string();
+    let cluster_ip = lab.get_json(&["service", "red"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The ClusterIP answers before the holder starts (the Service is programmed on node1).
+    let via_service = format!("{cluster_ip}:80");
+    let direct = format!("{red_ip}:8080");
+    lab.apply(&python_pod(
+        "holder",
+        "node1",
+        HOLDER,
+        &[&direct, &via_service],
+        None,
+        &[],
+    ));
+    let holder = lab.wait_pod_ready("holder", WAIT);
+    let oks = |target: &str| {
+        let want = format!("ok {target}");
+        lab.pod_logs("holder").lines().filter(|l| *l == want).count()
+    };
+    assert!(
+        eventually(WAIT, || oks(&direct) >= 5 && oks(&via_service) >= 5),
+        "holder: {}",
+        lab.pod_logs("holder")
+    );
+
+    for (node, signal) in [("node1", "TERM"), ("node2", "KILL")] {
+        let before = (oks(&direct), oks(&via_service));
+        let out = lab.lab(&["restart-agent", node, "--signal", signal]);
+        assert!(
+            out.status.success(),
+            "restart-agent {node}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            lab.log(node)
+        );
+        // Both connections go on answering after the restart (each answers 5 times a second).
+        assert!(
+            eventually(Duration::from_secs(10), || oks(&direct) >= before.0 + 10
+                && oks(&via_service) >= before.1 + 10),
+            "after the {signal} restart of {node}: {}",
+            lab.pod_logs("holder")
+        );
+    }
+    let log = lab.pod_logs("holder");
+    assert!(!log.lines().any(|l| l.starts_with("broken")), "{log}");
+    // The pods ran on: same containers, no restart.
+    assert_eq!(
+        container_identity(&lab.get_json(&["pod", "red"])),
+        container_identity(&red)
+    );
+    assert_eq!(
+        container_identity(&lab.get_json(&["pod", "holder"])),
+        container_identity(&holder)
+    );
+    assert!(lab.down());
+}
+
+#[test]
+fn agent_restarts_keep_pods_and_established_connections_userspace() {
+    if skip() {
+        return;
+    }
+    agent_restarts("userspace");
+}
+
+#[test]
+fn agent_restarts_keep_pods_and_established_connections_nftables() {
+    if skip() {
+        return;
+    }
+    agent_restarts("nftables");
 }
