@@ -133,8 +133,20 @@ impl Runner {
 
     fn run(mut self, rx: Receiver<Work>) {
         loop {
-            let work = match &self.failing {
-                Some(f) => match rx.recv_timeout(f.retry_at.saturating_duration_since(Instant::now())) {
+            // A health server that could not listen yet (its port still held by the process this one
+            // took over from, while it drains) is retried every second, whatever else happens.
+            let health_retry = self
+                .services
+                .as_ref()
+                .is_some_and(|s| s.has_missing())
+                .then(|| Instant::now() + HEALTH_LISTEN_RETRY);
+            let retry_at = match (&self.failing, health_retry) {
+                (Some(f), Some(h)) => Some(f.retry_at.min(h)),
+                (Some(f), None) => Some(f.retry_at),
+                (None, h) => h,
+            };
+            let work = match retry_at {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(w) => Some(w),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -144,8 +156,12 @@ impl Runner {
                     Err(_) => break,
                 },
             };
+            if let Some(s) = self.services.as_mut().filter(|s| s.has_missing()) {
+                s.retry_missing();
+            }
             match work {
                 Some(w) => self.handle(w),
+                None if self.failing.as_ref().is_none_or(|f| f.retry_at > Instant::now()) => {}
                 None => {
                     self.metrics.sync_retries.inc();
                     let mut ports: Vec<_> = self.wanted.values().cloned().collect();
@@ -295,6 +311,9 @@ impl Runner {
         }
     }
 }
+
+/// How often a `healthCheckNodePort` that could not be listened on is tried again.
+const HEALTH_LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// The first `n` lines of `text`, and how many more there were: `nft` reports an error on every line of a
 /// failed transaction, and a full sync can be thousands of lines.
@@ -525,6 +544,44 @@ mod tests {
         let code = resp.split_whitespace().nth(1)?.parse().ok()?;
         let body = resp.split("\r\n\r\n").nth(1)?;
         Some((code, serde_json::from_str(body).unwrap()))
+    }
+
+    /// A `healthCheckNodePort` still held by someone else (the process this one took over from, while it
+    /// drains) is listened on as soon as it is free, without any further change to the Services.
+    #[test]
+    fn a_busy_health_check_port_is_taken_once_it_is_free() {
+        let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hc = blocker.local_addr().unwrap().port();
+        let mut registry = Registry::default();
+        let localhost = ["127.0.0.1".parse().unwrap()];
+        let (tx, thread) = start(Runner::new(
+            Box::new(Flaky {
+                failures: Arc::new(AtomicU32::new(0)),
+                calls: Arc::new(Mutex::new(Vec::new())),
+            }),
+            ProxierMetrics::new(&mut registry),
+            ProxyHealth::new(Duration::from_secs(60), &mut registry),
+            Some(&localhost),
+            RetryPolicy::default(),
+        ))
+        .unwrap();
+        tx.send(Work::All {
+            ports: ports(&[("lb", hc, true)]),
+            reason: "start",
+            triggers: vec![],
+            answered: Pending::default(),
+        })
+        .unwrap();
+        // The blocker answers nothing: connections queue in its backlog unanswered.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(blocker);
+        assert!(
+            eventually(Duration::from_secs(3), || http_get(hc)
+                .is_some_and(|(c, _)| c == 200)),
+            "the health server never took the port once it was free"
+        );
+        drop(tx);
+        thread.join().unwrap();
     }
 
     /// `healthCheckNodePort` servers follow what the runner programmed, whatever the backend: 200 with a

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{Shutdown, shutdown};
 use svcnet_dataplane::{ServicePort, ServicePortName};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Default)]
 struct Status {
@@ -30,6 +30,9 @@ struct Server {
     stop: Arc<AtomicBool>,
     /// Each listening socket (a second handle to it, for [`ServiceHealthServers::stop`]) and its thread.
     listeners: Vec<(TcpListener, JoinHandle<()>)>,
+    /// Addresses it could not listen on yet (the port still held, e.g. by the process this one took over
+    /// from while it drains); retried by [`ServiceHealthServers::retry_missing`].
+    missing: Vec<SocketAddr>,
     /// The local endpoint IPs each port of the Service contributes.
     ports: BTreeMap<ServicePortName, BTreeSet<IpAddr>>,
 }
@@ -56,6 +59,33 @@ fn local_ready(sp: &ServicePort) -> BTreeSet<IpAddr> {
         .filter(|e| e.is_local && e.ready)
         .map(|e| e.ip)
         .collect()
+}
+
+/// Listens on `addr` and serves it from a thread of its own until `stop`; the listener's second handle
+/// and the thread.
+fn listen(
+    addr: SocketAddr,
+    status: &Arc<Mutex<Status>>,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<(TcpListener, JoinHandle<()>)> {
+    let l = TcpListener::bind(addr)?;
+    let handle = l.try_clone()?;
+    let (status, stop) = (status.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("svc-health-{}", addr.port()))
+        .spawn(move || {
+            for conn in l.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match conn {
+                    Ok(c) => serve(c, &status),
+                    // Out of file descriptors and the like: wait rather than spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })?;
+    Ok((handle, thread))
 }
 
 fn serve(mut conn: TcpStream, status: &Mutex<Status>) {
@@ -188,42 +218,17 @@ impl ServiceHealthServers {
             self.bind.clone()
         };
         let mut listeners = Vec::new();
+        let mut missing = Vec::new();
         for ip in addrs {
             let addr = SocketAddr::new(ip, port);
-            let l = match TcpListener::bind(addr) {
-                Ok(l) => l,
+            match listen(addr, &status, &stop) {
+                Ok(l) => listeners.push(l),
                 Err(e) => {
-                    // A busy port must not stop the data plane; the load balancer then sees this node as
-                    // unhealthy, which is the safe side.
-                    warn!(%addr, error = %e, "cannot listen for healthCheckNodePort");
-                    continue;
+                    // A busy port must not stop the data plane; the load balancer sees this node as
+                    // unhealthy meanwhile, which is the safe side. Said once; retried quietly.
+                    warn!(%addr, error = %e, "cannot listen for healthCheckNodePort yet; retrying every second");
+                    missing.push(addr);
                 }
-            };
-            let handle = match l.try_clone() {
-                Ok(h) => h,
-                Err(e) => {
-                    warn!(%addr, error = %e, "cannot listen for healthCheckNodePort");
-                    continue;
-                }
-            };
-            let (status, stop) = (status.clone(), stop.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("svc-health-{port}"))
-                .spawn(move || {
-                    for conn in l.incoming() {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        match conn {
-                            Ok(c) => serve(c, &status),
-                            // Out of file descriptors and the like: wait rather than spin.
-                            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                        }
-                    }
-                });
-            match spawned {
-                Ok(h) => listeners.push((handle, h)),
-                Err(e) => warn!(%addr, error = %e, "cannot start health server thread"),
             }
         }
         debug!(port, "health check server started");
@@ -231,8 +236,31 @@ impl ServiceHealthServers {
             status,
             stop,
             listeners,
+            missing,
             ports: BTreeMap::new(),
         }
+    }
+
+    /// Whether some health server still lacks a listener.
+    pub fn has_missing(&self) -> bool {
+        self.servers.values().any(|s| !s.missing.is_empty())
+    }
+
+    /// Tries again to listen where a health server could not; returns whether some address is still
+    /// missing.
+    pub fn retry_missing(&mut self) -> bool {
+        for (port, s) in &mut self.servers {
+            for addr in std::mem::take(&mut s.missing) {
+                match listen(addr, &s.status, &s.stop) {
+                    Ok(l) => {
+                        info!(%addr, port, "listening for healthCheckNodePort");
+                        s.listeners.push(l);
+                    }
+                    Err(_) => s.missing.push(addr),
+                }
+            }
+        }
+        self.has_missing()
     }
 
     fn stop(&mut self, port: u16) {
