@@ -45,6 +45,71 @@ pub(crate) struct ExecIo {
     pub out: mpsc::Sender<Output>,
 }
 
+/// Client stdin on its way to the process, with back-pressure: a chunk the process has not taken yet is
+/// held here, and while it is, the transport does not read its client (output still flows), so a client
+/// that sends faster than the process reads is slowed down instead of buffered without bound. Both
+/// transports (WebSocket and SPDY) drive it from their `select!` loops: [`StdinFeed::room`] is a future
+/// that owns what it needs, so it can wait beside the branches that change the feed.
+pub(crate) struct StdinFeed {
+    tx: Option<mpsc::Sender<Bytes>>,
+    pending: Option<Bytes>,
+}
+
+impl StdinFeed {
+    /// A feed into the process's stdin channel.
+    pub(crate) fn new(tx: mpsc::Sender<Bytes>) -> Self {
+        StdinFeed {
+            tx: Some(tx),
+            pending: None,
+        }
+    }
+
+    /// Whether a chunk waits for the process (the client is not read meanwhile).
+    pub(crate) fn waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Room for one chunk in the process's channel; `None` when stdin is closed or the process is gone.
+    pub(crate) fn room(&self) -> impl std::future::Future<Output = Option<mpsc::OwnedPermit<Bytes>>> + use<> {
+        let tx = self.tx.clone();
+        async move {
+            match tx {
+                Some(tx) => tx.reserve_owned().await.ok(),
+                None => None,
+            }
+        }
+    }
+
+    /// Hands the waiting chunk over through the room [`StdinFeed::room`] found (none: the process no
+    /// longer reads, and stdin is closed).
+    pub(crate) fn hand_over(&mut self, room: Option<mpsc::OwnedPermit<Bytes>>) {
+        match room {
+            Some(p) => {
+                p.send(self.pending.take().unwrap_or_default());
+            }
+            None => {
+                self.pending = None;
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Takes a chunk the client sent (ignored once stdin is closed).
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if !data.is_empty() && self.tx.is_some() {
+            self.pending = Some(data);
+        }
+    }
+
+    /// Ends stdin, after what is waiting is delivered (for at most 5 s: the process may never read it,
+    /// and it must not hold the session).
+    pub(crate) async fn end(&mut self) {
+        if let (Some(tx), Some(b)) = (self.tx.take(), self.pending.take()) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tx.send(b)).await;
+        }
+    }
+}
+
 /// The Status for an exit code, as the kubelet writes it.
 pub(crate) fn exit_status(command: &[String], code: i32) -> Bytes {
     let v = if code == 0 {

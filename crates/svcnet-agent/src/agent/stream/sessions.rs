@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::exec::{ExecIo, ExecOptions, Output};
+use super::exec::{ExecIo, ExecOptions, Output, StdinFeed};
 use super::spdy::{self, Event};
 use super::ws::TermSize;
 
@@ -68,13 +68,11 @@ where
         out: out_tx,
     };
     super::exec::start(action, opts, session);
-    let mut stdin_tx = Some(stdin_tx);
-    let mut pending: Option<Bytes> = None;
+    let mut stdin = StdinFeed::new(stdin_tx);
     let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
     tokio::pin!(idle);
     let mut resize_buf = Vec::new();
     loop {
-        let feeder = stdin_tx.clone();
         idle.as_mut()
             .reset(tokio::time::Instant::now() + super::IDLE_TIMEOUT);
         tokio::select! {
@@ -82,21 +80,14 @@ where
                 tracing::info!("exec session idle for too long; ending it");
                 return;
             }
-            permit = async move { match feeder { Some(tx) => tx.reserve_owned().await.ok(), None => None } }, if pending.is_some() => {
-                match permit {
-                    Some(p) => { p.send(pending.take().unwrap_or_default()); }
-                    None => { pending = None; stdin_tx = None; }
-                }
-            }
-            ev = rx.next(), if pending.is_none() => match ev {
+            room = stdin.room(), if stdin.waiting() => stdin.hand_over(room),
+            ev = rx.next(), if !stdin.waiting() => match ev {
                 Ok(Some(Event::Data { id: sid, data, fin })) => {
                     if Some(sid) == id("stdin") {
-                        if !data.is_empty() && stdin_tx.is_some() {
-                            pending = Some(data);
-                        }
+                        stdin.push(data);
                         if fin {
-                            // Delivered after what is pending: the sender goes once that is sent.
-                            if pending.is_none() { stdin_tx = None; } else { stdin_fin_after(&mut stdin_tx, &mut pending).await; }
+                            // Ended after what it carried is delivered.
+                            stdin.end().await;
                         }
                     } else if Some(sid) == id("resize") {
                         resize_buf.extend_from_slice(&data);
@@ -136,14 +127,6 @@ where
         while let Ok(Some(_)) = rx.next().await {}
     })
     .await;
-}
-
-/// Sends what is pending on stdin, then ends it.
-async fn stdin_fin_after(stdin_tx: &mut Option<mpsc::Sender<Bytes>>, pending: &mut Option<Bytes>) {
-    if let (Some(tx), Some(b)) = (stdin_tx.take(), pending.take()) {
-        // The process may never read it; it does not hold the session for long.
-        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(b)).await;
-    }
 }
 
 /// One forwarded connection: its two streams and the way to its socket.

@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
 
-use super::exec::{ExecIo, ExecOptions, Output};
+use super::exec::{ExecIo, ExecOptions, Output, StdinFeed};
 
 /// The remote-command subprotocols served, best first.
 pub(crate) const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -60,14 +60,10 @@ pub(crate) async fn exec(io: Upgraded, action: super::exec::Action, opts: ExecOp
         out: out_tx,
     };
     super::exec::start(action, opts, session);
-    let mut stdin_tx = Some(stdin_tx);
-    // Stdin the process has not taken yet: while it waits, the client is not read (back-pressure), but
-    // output still flows.
-    let mut pending: Option<Bytes> = None;
+    let mut stdin = StdinFeed::new(stdin_tx);
     let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
     tokio::pin!(idle);
     loop {
-        let feeder = stdin_tx.clone();
         idle.as_mut()
             .reset(tokio::time::Instant::now() + super::IDLE_TIMEOUT);
         tokio::select! {
@@ -75,21 +71,16 @@ pub(crate) async fn exec(io: Upgraded, action: super::exec::Action, opts: ExecOp
                 tracing::info!("exec session idle for too long; ending it");
                 return;
             }
-            permit = async move { match feeder { Some(tx) => tx.reserve_owned().await.ok(), None => None } }, if pending.is_some() => {
-                match permit {
-                    Some(p) => { p.send(pending.take().unwrap_or_default()); }
-                    None => { pending = None; stdin_tx = None; }
-                }
-            }
-            msg = ws.next(), if pending.is_none() => match msg {
+            room = stdin.room(), if stdin.waiting() => stdin.hand_over(room),
+            msg = ws.next(), if !stdin.waiting() => match msg {
                 Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
-                    STDIN if data.len() > 1 && stdin_tx.is_some() => pending = Some(data.slice(1..)),
+                    STDIN => stdin.push(data.slice(1..)),
                     RESIZE => {
                         if let Ok(size) = serde_json::from_slice::<TermSize>(&data[1..]) {
                             let _ = resize_tx.try_send((size.width, size.height));
                         }
                     }
-                    CLOSE if data.get(1) == Some(&STDIN) => stdin_tx = None,
+                    CLOSE if data.get(1) == Some(&STDIN) => stdin.end().await,
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
