@@ -36,6 +36,12 @@ pub(crate) struct LabArgs {
     /// Round trips per latency run.
     #[arg(long, default_value_t = 2000)]
     round_trips: usize,
+    /// Which measurements: `up`, `overlays`, `failure`, `clusterip` (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', default_value = "up,overlays,failure,clusterip")]
+    parts: Vec<String>,
+    /// New connections a second to a NodePort while a node is stopped (the node-failure measurement).
+    #[arg(long, default_value_t = 200)]
+    failover_rate: u32,
 }
 
 /// The pod on node2: counts what a connection on 9000 sends and answers with the count; echoes every
@@ -338,8 +344,14 @@ pub(crate) fn run(args: LabArgs, svcnet: &Path) -> Result<()> {
     }
     let root_dir = tempfile::tempdir().context("a directory for the labs")?;
     let root: PathBuf = root_dir.path().to_path_buf();
+    for p in &args.parts {
+        if !["up", "overlays", "failure", "clusterip"].contains(&p.as_str()) {
+            bail!("unknown part {p:?}: use up, overlays, failure or clusterip");
+        }
+    }
+    let part = |p: &str| args.parts.iter().any(|x| x == p);
     table_header();
-    for &n in &args.nodes {
+    for &n in args.nodes.iter().filter(|_| part("up")) {
         let mut times = Vec::new();
         for _ in 0..args.rounds.max(1) {
             let (lab, took) = up(svcnet, &root, "bench-up", &["--nodes", &n.to_string()])?;
@@ -354,7 +366,7 @@ pub(crate) fn run(args: LabArgs, svcnet: &Path) -> Result<()> {
         );
     }
     let mut bulk = Vec::new();
-    for overlay in ["host-gw", "vxlan"] {
+    for overlay in ["host-gw", "vxlan"].into_iter().filter(|_| part("overlays")) {
         let lab = traffic_lab(
             svcnet,
             &root,
@@ -367,15 +379,21 @@ pub(crate) fn run(args: LabArgs, svcnet: &Path) -> Result<()> {
         bulk.push(gbps);
         print_traffic(&format!("pod → pod across nodes, {overlay}"), &t, &args);
     }
-    if bulk[0] > 0.0 {
+    if bulk.len() == 2 && bulk[0] > 0.0 {
         row(
             "vxlan bulk throughput relative to host-gw",
             &format!("{:.2}×", bulk[1] / bulk[0]),
             TARGET_VXLAN_RATIO,
         );
     }
+    for mode in ["nftables", "userspace"].into_iter().filter(|_| part("failure")) {
+        node_failure(svcnet, &root, mode, &args)?;
+    }
     // The ClusterIP path against the direct one, in the same lab, for each data plane.
-    for mode in ["nftables", "userspace"] {
+    for mode in ["nftables", "userspace"]
+        .into_iter()
+        .filter(|_| part("clusterip"))
+    {
         let lab = traffic_lab(svcnet, &root, &format!("bench-{mode}"), &["--proxy-mode", mode])?;
         let direct = traffic(&lab, &lab.sink_ip, &args)?;
         let service = traffic(&lab, &lab.cluster_ip, &args)?;
@@ -414,5 +432,164 @@ pub(crate) fn run(args: LabArgs, svcnet: &Path) -> Result<()> {
             target,
         );
     }
+    Ok(())
+}
+
+/// The lab tests' short node-failure settings: Leases of 2 s, a grace period of 4 s checked every 250 ms
+/// (kube-controller-manager's defaults are 40 s and 5 s, the kubelet's Lease 40 s).
+const FAST_FAILURE: &[&str] = &[
+    "--control-plane-flag=--node-monitor-grace-period=4s",
+    "--control-plane-flag=--node-monitor-period=250ms",
+    "--agent-flag=--node-lease-duration-seconds=2",
+];
+
+/// Unix seconds, the clock the load generator stamps its requests with.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// How long traffic still goes to a node after it dies: a 3-node lab with the short settings, echo pods
+/// on node2 and node3 behind a NodePort, the outside client opening `--failover-rate` connections a
+/// second to node1's NodePort while `lab stop-node node3` kills node3 five seconds in. Prints when node3's
+/// endpoint turned not ready in the EndpointSlice, the last failed request (a request sent to the dead
+/// node; the userspace proxy retries those on another endpoint, so its clients see none) and how many
+/// failed.
+fn node_failure(svcnet: &Path, root: &Path, mode: &str, args: &LabArgs) -> Result<()> {
+    let mut flags = vec!["--nodes", "3", "--proxy-mode", mode];
+    flags.extend_from_slice(FAST_FAILURE);
+    let (lab, _) = up(svcnet, root, &format!("bench-fail-{mode}"), &flags)?;
+    for (name, node) in [("red-2", "node2"), ("red-3", "node3")] {
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "red"}},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "python:3",
+                    "command": ["python3", "-c", svcnet_testsupport::multinode::ECHO_SERVER, name, "8080"],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}],
+            },
+        });
+        lab.kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()))?;
+    }
+    let service = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default"},
+ "spec": {"type": "NodePort", "selector": {"app": "red"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#;
+    lab.kubectl(&["apply", "-f", "-"], Some(service))?;
+    lab.kubectl(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/red-2",
+            "pod/red-3",
+            "--timeout=60s",
+        ],
+        None,
+    )?;
+    let node_port = lab
+        .kubectl(
+            &[
+                "get",
+                "service",
+                "red",
+                "-o",
+                "jsonpath={.spec.ports[0].nodePort}",
+            ],
+            None,
+        )?
+        .trim()
+        .to_string();
+    let seconds = 20.0;
+    let mut loader = Command::new(lab.svcnet)
+        .args(["lab", "exec", "--name", &lab.name])
+        .arg("--root")
+        .arg(lab.root)
+        .args(["client", "--", "timeout", "120", "python3", "-c"])
+        .arg(svcnet_testsupport::multinode::LOADER)
+        .args(["172.18.0.11", &node_port, &seconds.to_string()])
+        .args([args.failover_rate.to_string(), "2".to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the load generator in the client")?;
+    std::thread::sleep(Duration::from_secs(5));
+    let stopped = unix_now();
+    let out = lab.lab("stop-node", &["node3"])?;
+    if !out.status.success() {
+        let _ = loader.kill();
+        let _ = loader.wait();
+        bail!(
+            "lab stop-node node3: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // When the EndpointSlice says node3's endpoint is not ready (from then on no data plane picks it).
+    let mut not_ready = None;
+    while not_ready.is_none() && unix_now() - stopped < seconds {
+        let slices = lab.kubectl(
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=red",
+                "-o",
+                "json",
+            ],
+            None,
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&slices).unwrap_or_default();
+        let gone = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["targetRef"]["name"] == "red-3")
+            .all(|e| e["conditions"]["ready"] == false);
+        if gone {
+            not_ready = Some(unix_now() - stopped);
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let out = loader.wait_with_output().context("the load generator")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("the load generator's report: {text:?}"))?;
+    let started = report["started"].as_u64().unwrap_or(0);
+    let failures: Vec<f64> = report["failures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f[0].as_f64())
+        .collect();
+    let last_failure = failures
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    let secs = |t: Option<f64>| t.map_or("—".to_string(), |t| format!("{t:.2} s"));
+    row(
+        &format!("{mode}: `lab stop-node` → the dead node's endpoint not ready (lease 2 s, grace 4 s)"),
+        &secs(not_ready),
+        "≤ 5 s",
+    );
+    row(
+        &format!(
+            "{mode}: `lab stop-node` → last request sent to the dead node; failed of started ({} req/s)",
+            args.failover_rate
+        ),
+        &format!(
+            "{}; {} of {started}",
+            secs(last_failure.map(|t| t - stopped)),
+            failures.len()
+        ),
+        "—",
+    );
+    drop(lab);
     Ok(())
 }
