@@ -67,9 +67,9 @@ fn reached_from(netns: &str, ip: &str, port: u16, want: &[&str], timeout: Durati
     seen
 }
 
-fn cluster_ip_across_nodes(proxy_mode: &str, overlay: &str) {
-    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode, "--overlay", overlay]);
-    for node in ["node2", "node3"] {
+/// An echo pod `red-N` labelled `app=red` on each `nodeN` of `nodes`.
+fn red_pods_on(lab: &MultiNodeLab, nodes: &[&str]) {
+    for node in nodes {
         let name = format!("red-{}", &node[4..]);
         lab.apply(&python_pod(
             &name,
@@ -80,6 +80,11 @@ fn cluster_ip_across_nodes(proxy_mode: &str, overlay: &str) {
             &[("app", "red")],
         ));
     }
+}
+
+fn cluster_ip_across_nodes(proxy_mode: &str, overlay: &str) {
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode, "--overlay", overlay]);
+    red_pods_on(&lab, &["node2", "node3"]);
     lab.apply(SERVICE);
     for name in ["red-2", "red-3"] {
         lab.wait_pod_ready(name, WAIT);
@@ -239,17 +244,7 @@ fn external_traffic_policy_local_across_nodes_userspace() {
 /// its own node; a pod on a node without one gets no answer (never one from another node).
 fn internal_traffic_policy_local(proxy_mode: &str) {
     let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
-    for node in ["node2", "node3"] {
-        let name = format!("red-{}", &node[4..]);
-        lab.apply(&python_pod(
-            &name,
-            node,
-            ECHO_SERVER,
-            &[&name, "8080"],
-            Some(8080),
-            &[("app", "red")],
-        ));
-    }
+    red_pods_on(&lab, &["node2", "node3"]);
     lab.apply(
         r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default"},
  "spec": {"internalTrafficPolicy": "Local", "selector": {"app": "red"},
@@ -322,17 +317,7 @@ fn internal_traffic_policy_local_across_nodes_userspace() {
 /// without any reaches them all (kube-proxy's fallback).
 fn prefer_close(proxy_mode: &str) {
     let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
-    for node in ["node2", "node3"] {
-        let name = format!("red-{}", &node[4..]);
-        lab.apply(&python_pod(
-            &name,
-            node,
-            ECHO_SERVER,
-            &[&name, "8080"],
-            Some(8080),
-            &[("app", "red")],
-        ));
-    }
+    red_pods_on(&lab, &["node2", "node3"]);
     lab.apply(
         r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default"},
  "spec": {"trafficDistribution": "PreferClose", "selector": {"app": "red"},
@@ -439,17 +424,7 @@ fn topology_mode_auto_across_zones_nftables() {
         return;
     }
     let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", "nftables"]);
-    for node in ["node1", "node2", "node3"] {
-        let name = format!("red-{}", &node[4..]);
-        lab.apply(&python_pod(
-            &name,
-            node,
-            ECHO_SERVER,
-            &[&name, "8080"],
-            Some(8080),
-            &[("app", "red")],
-        ));
-    }
+    red_pods_on(&lab, &["node1", "node2", "node3"]);
     lab.apply(
         r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "red", "namespace": "default",
   "annotations": {"service.kubernetes.io/topology-mode": "Auto"}},
