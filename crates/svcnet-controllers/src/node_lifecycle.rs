@@ -7,8 +7,10 @@
 //! * **Taints**: the Ready condition is mirrored into taints, `node.kubernetes.io/unreachable` (Unknown)
 //!   or `…/not-ready` (False), each `NoSchedule` (the scheduler keeps new pods away) and `NoExecute`
 //!   (pods already there are evicted), plus `…/unschedulable:NoSchedule` for a cordoned node; they go
-//!   when the node is Ready again. While every node is down nothing gets a `NoExecute` taint (kube's
-//!   "master disruption" mode: then the control plane's view is the likelier fault).
+//!   when the node is Ready again. New `NoExecute` taints are rate limited per zone by the zone's state
+//!   ([`crate::disruption`]: `--node-eviction-rate`, none in a small zone that lost most of its nodes),
+//!   and while every zone is down nothing gets one (kube's "master disruption" mode: then the control
+//!   plane's view is the likelier fault).
 //! * **Node agents' own endpoints** (each agent's cluster DNS, published for `kube-system/kube-dns` in
 //!   a slice managed by `svcnet-agent`; in Kubernetes those would be CoreDNS pods, marked not ready with
 //!   the rest): ready only while their node is Ready, so DNS queries stop going to a dead node.
@@ -33,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use svcnet_informer::Store;
 
+use crate::disruption::{EvictionRates, Zones, zone_key};
 use crate::events::{Involved, Recorder};
 use crate::taints::{self, NO_EXECUTE};
 
@@ -65,16 +68,23 @@ pub(crate) struct Lifecycle {
     node_events: Recorder,
     pod_events: Recorder,
     countdowns: HashMap<String, Countdown>,
+    rates: EvictionRates,
+    zones: Zones,
+    /// Every zone was down at the last pass (logged once per episode).
+    all_down: bool,
 }
 
 impl Lifecycle {
-    pub(crate) fn new(client: Client, grace: Duration) -> Self {
+    pub(crate) fn new(client: Client, grace: Duration, rates: EvictionRates) -> Self {
         Self {
             node_events: Recorder::new(client.clone(), "node-controller"),
             pod_events: Recorder::new(client.clone(), "taint-eviction-controller"),
             client,
             grace,
             countdowns: HashMap::new(),
+            rates,
+            zones: Zones::default(),
+            all_down: false,
         }
     }
 
@@ -107,10 +117,38 @@ impl Lifecycle {
             }
             current.push(self.mark_unknown(&node, never, pods).await.unwrap_or(node));
         }
-        // Every node down: the fault is more likely ours than theirs; evict nothing.
-        let all_down = !current.is_empty() && current.iter().all(|n| taints::ready_status(n) != Some("True"));
-        for node in &current {
-            self.reconcile_taints(node, !all_down).await;
+        // Zones judged by how many of their nodes are Ready; every zone down: the fault is more likely
+        // ours than theirs, and nothing is evicted.
+        let keys: Vec<(String, bool)> = current
+            .iter()
+            .map(|n| (zone_key(n), taints::ready_status(n) == Some("True")))
+            .collect();
+        let clock = std::time::Instant::now();
+        let judgement = self
+            .zones
+            .judge(keys.iter().map(|(z, r)| (z.as_str(), *r)), &self.rates, clock);
+        for (zone, state) in &judgement.changed {
+            info!(zone = %zone.replace('\0', ""), %state, "zone state changed");
+        }
+        if judgement.all_down != self.all_down {
+            if judgement.all_down {
+                warn!(
+                    "every node is not Ready: entering master disruption mode (no NoExecute taints, no evictions)"
+                );
+            } else {
+                info!("a node is Ready again: leaving master disruption mode");
+            }
+            self.all_down = judgement.all_down;
+        }
+        for (node, (zone, _)) in current.iter().zip(&keys) {
+            // A node's first NoExecute taint waits for its zone's rate; swapping one for the other
+            // (unreachable ↔ not-ready) does not.
+            let mut no_execute = !judgement.all_down;
+            if no_execute && taints::needs_new_no_execute(node) && !self.zones.admit(zone, clock) {
+                debug!(node = %node.name_any(), "NoExecute taint waits for the zone's eviction rate");
+                no_execute = false;
+            }
+            self.reconcile_taints(node, no_execute).await;
         }
         self.agent_endpoints(&current).await;
     }

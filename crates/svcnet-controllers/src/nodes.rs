@@ -46,6 +46,8 @@ pub struct NodeControllersConfig {
     pub grace: Duration,
     /// How often leases are checked (`--node-monitor-period`, 5 s in Kubernetes).
     pub monitor_period: Duration,
+    /// How fast nodes of a zone may be tainted `NoExecute` (kube's eviction rate flags).
+    pub eviction: crate::disruption::EvictionRates,
 }
 
 fn node_ready(n: &Node) -> bool {
@@ -253,7 +255,7 @@ pub async fn run_node_controllers(client: Client, informers: SharedInformers, cf
 
     let mut recorder = Recorder::new(client.clone(), "default-scheduler");
     let mut reported: HashMap<String, String> = HashMap::new();
-    let mut lifecycle = Lifecycle::new(client.clone(), cfg.grace);
+    let mut lifecycle = Lifecycle::new(client.clone(), cfg.grace, cfg.eviction);
     let mut tick = tokio::time::interval(cfg.monitor_period.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When the next toleration of a pod on a NoExecute-tainted node runs out.

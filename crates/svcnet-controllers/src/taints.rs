@@ -126,6 +126,18 @@ pub fn is_controller_taint(t: &Taint) -> bool {
     )
 }
 
+/// Whether the node's conditions call for a controller `NoExecute` taint it does not carry yet (one
+/// that would start evicting its pods).
+pub fn needs_new_no_execute(node: &Node) -> bool {
+    let wants = controller_taints(node, true)
+        .iter()
+        .any(|(_, effect)| *effect == NO_EXECUTE);
+    let has = taints(node)
+        .iter()
+        .any(|t| t.effect == NO_EXECUTE && is_controller_taint(t));
+    wants && !has
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,9 +54,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a one-node cluster and write DIR/kubeconfig.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Run only the node's data plane: kube-proxy's job against an API server (`--kubeconfig`, or in a
     /// pod), or the userspace proxy for the Services of a YAML file (`--manifests`).
     Proxy(proxy_cmd::ProxyArgs),
@@ -71,7 +71,7 @@ enum Command {
     /// allocations and the order of resourceVersions.
     Migrate(backup_cmd::MigrateArgs),
     /// A multi-node cluster on this machine, built from network namespaces (root): `lab up`, `lab down`,
-    /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`.
+    /// `lab exec`, `lab status`, `lab stop-node`, `lab start-node`, `lab restart-agent`.
     Lab(lab_cmd::LabArgs),
     /// The node's userspace proxy in a process of its own, as `up` and `agent` start it (internal).
     #[command(hide = true)]
@@ -708,6 +708,7 @@ async fn up(args: UpArgs) -> Result<()> {
             node_mask: args.node_cidr_mask_size,
             grace: args.lifecycle.node_monitor_grace_period,
             monitor_period: args.lifecycle.node_monitor_period,
+            eviction: args.lifecycle.eviction(),
         },
     );
     let gate = elector.gate(&supervisor, "svcnet-node-controller");
@@ -904,13 +905,13 @@ fn main() -> Result<()> {
             init_logging(&args.log_format);
             raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(up(args))
+            rt.block_on(up(*args))
         }
         Command::Agent(args) => {
             init_logging(&args.log_format);
             raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(agent(args))
+            rt.block_on(agent(*args))
         }
         Command::Proxy(args) => {
             init_logging(&args.log_format);

@@ -5,7 +5,8 @@
 //! tolerating the taint for 2 s is evicted and replaced on another node, while a pod with admission's
 //! default 300 s tolerations stays; the scheduler keeps new pods off the tainted node; and when the
 //! node is back its taints go. An agent restart (graceful or a crash), by contrast, leaves the pods and
-//! their established connections across nodes (direct and through a ClusterIP) untouched.
+//! their established connections across nodes (direct and through a ClusterIP) untouched. Two nodes of
+//! one zone dying together get their `NoExecute` taints at the zone's eviction rate.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -688,4 +689,52 @@ fn agent_restarts_keep_pods_and_established_connections_nftables() {
         return;
     }
     agent_restarts("nftables");
+}
+
+/// The zone eviction rate (kube's `--node-eviction-rate`): two nodes of one zone die together; both are
+/// marked unreachable and tainted `NoSchedule` at once, but the second `NoExecute` taint (which evicts
+/// pods) waits for the zone's next token, here one node every 2 s. A node of another zone is unaffected.
+#[test]
+fn no_execute_taints_in_a_zone_follow_the_eviction_rate() {
+    if skip() {
+        return;
+    }
+    let mut flags = FAST_FAILURE.to_vec();
+    flags.push("--control-plane-flag=--node-eviction-rate=0.5");
+    // Zones cycle a, b, c: node1 and node4 are both in zone-a.
+    let lab = MultiNodeLab::up(SVCNET, 4, &flags);
+    for node in ["node1", "node4"] {
+        let out = lab.lab(&["stop-node", node]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let no_execute_added = |node: &str| -> Option<jiff::Timestamp> {
+        lab.get_json(&["node", node])["spec"]["taints"]
+            .as_array()?
+            .iter()
+            .find(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")?["timeAdded"]
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    let mut added = (None, None);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            added = (no_execute_added("node1"), no_execute_added("node4"));
+            added.0.is_some() && added.1.is_some()
+        }),
+        "taints: {:?} / {:?}",
+        taints(&lab, "node1"),
+        taints(&lab, "node4")
+    );
+    let (a, b) = (added.0.unwrap(), added.1.unwrap());
+    let apart = a.duration_since(b).abs();
+    assert!(
+        apart >= jiff::SignedDuration::from_secs(2),
+        "the two NoExecute taints of zone-a were added {apart:?} apart, want at least 2 s"
+    );
+    // The other zones' nodes stay Ready and untainted.
+    for node in ["node2", "node3"] {
+        assert!(taints(&lab, node).is_empty(), "{node}: {:?}", taints(&lab, node));
+    }
+    assert!(lab.down());
 }
