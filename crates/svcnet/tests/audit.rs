@@ -136,7 +136,8 @@ struct Setup {
     boss: PathBuf,
 }
 
-fn start(extra: &[&str]) -> Setup {
+/// A cluster auditing to `DIR/audit.log` (or to `log`) with [`POLICY`] and the users of [`SETUP`].
+fn start(log: Option<&str>, extra: &[&str]) -> Setup {
     let logs = tempfile::tempdir().unwrap();
     let policy = logs.path().join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
@@ -146,7 +147,8 @@ fn start(extra: &[&str]) -> Setup {
         "writer-token,writer,1\nviewer-token,viewer,2\nboss-token,boss,3\n",
     )
     .unwrap();
-    let log = logs.path().join("audit.log");
+    let default_log = logs.path().join("audit.log");
+    let log = log.unwrap_or(default_log.to_str().unwrap());
     let mut flags = vec![
         "--proxy-mode",
         "none",
@@ -157,7 +159,7 @@ fn start(extra: &[&str]) -> Setup {
         "--audit-policy-file",
         policy.to_str().unwrap(),
         "--audit-log-path",
-        log.to_str().unwrap(),
+        log,
     ];
     flags.extend_from_slice(extra);
     let c = Cluster::start_with(SVCNET, &flags);
@@ -186,7 +188,7 @@ fn ok_as(c: &Cluster, kc: &Path, args: &[&str]) -> String {
 
 #[test]
 fn each_request_at_its_rules_level_and_stages() {
-    let s = start(&[]);
+    let s = start(None, &[]);
     let (c, dir) = (&s.c, s.logs.path());
 
     // Create: the Request rule (the name is not in the URL, so the resourceNames rule does not match,
@@ -398,7 +400,7 @@ fn each_request_at_its_rules_level_and_stages() {
 
 #[test]
 fn the_log_rotates_by_size_and_keeps_the_backups_asked_for() {
-    let s = start(&["--audit-log-maxsize", "1", "--audit-log-maxbackup", "2"]);
+    let s = start(None, &["--audit-log-maxsize", "1", "--audit-log-maxbackup", "2"]);
     let (c, dir) = (&s.c, s.logs.path());
     // A ConfigMap of 300 KB; each list of it logs it whole (RequestResponse): four lists pass 1 MB.
     let big = "x".repeat(300 * 1024);
@@ -517,4 +519,34 @@ fn a_bad_policy_or_an_unsupported_flag_stops_the_start() {
         err.contains("opening the audit log /nonexistent-dir/audit.log"),
         "{err}"
     );
+}
+
+#[test]
+fn a_log_that_cannot_be_written_loses_events_not_requests_and_says_so_once() {
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    let s = start(Some("/dev/full"), &[]);
+    let c = &s.c;
+    for i in 0..20 {
+        ok_as(c, &s.viewer, &["get", "services", "-n", "team-a"]);
+        if i == 0 {
+            // The writer reports the first failure while requests go on.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let metrics = c.ok(&["get", "--raw", "/metrics"]);
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("apiserver_audit_error_total{plugin=\"log\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    // Two events per request (RequestReceived, ResponseComplete), and the setup's.
+    assert!(errors >= 40.0, "{errors}");
+    let log = c.log();
+    let reports = log
+        .lines()
+        .filter(|l| l.contains("audit log: cannot write events"))
+        .collect::<Vec<_>>();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].contains("No space left on device"), "{}", reports[0]);
+    assert!(std::path::Path::new("/dev/full").exists());
 }

@@ -109,6 +109,7 @@ impl Sink {
                     path,
                     file: None,
                     size: 0,
+                    rotatable: false,
                     max_size: if max_size_mb == 0 {
                         DEFAULT_MAX_SIZE_MB
                     } else {
@@ -283,6 +284,8 @@ struct FileOut {
     path: PathBuf,
     file: Option<std::fs::File>,
     size: u64,
+    /// Whether the path is a regular file: a device (`/dev/null`) or a pipe is never renamed away.
+    rotatable: bool,
     max_size: u64,
     max_backups: usize,
     max_age: Duration,
@@ -296,7 +299,9 @@ impl FileOut {
             .create(true)
             .mode(0o600)
             .open(&self.path)?;
-        self.size = file.metadata()?.len();
+        let meta = file.metadata()?;
+        self.size = meta.len();
+        self.rotatable = meta.file_type().is_file();
         self.file = Some(file);
         Ok(())
     }
@@ -306,7 +311,7 @@ impl FileOut {
             // Reopened after an error: the file may have been removed or its disk replaced.
             self.open()?;
         }
-        if self.size > 0 && self.size + buf.len() as u64 > self.max_size {
+        if self.rotatable && self.size > 0 && self.size + buf.len() as u64 > self.max_size {
             self.rotate()?;
         }
         let file = self.file.as_mut().expect("opened above");
@@ -404,6 +409,7 @@ mod tests {
             path: path.clone(),
             file: None,
             size: 0,
+            rotatable: false,
             max_size: 100,
             max_backups: 2,
             max_age: Duration::ZERO,
