@@ -537,10 +537,10 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
-        // A node's writes pass NodeRestriction admission.
-        let node = req
-            .extensions()
-            .get::<Arc<authn::UserInfo>>()
+        // A node's writes pass NodeRestriction admission, everyone's RBAC writes escalation prevention.
+        let user = req.extensions().get::<Arc<authn::UserInfo>>().cloned();
+        let node = user
+            .as_ref()
             .and_then(|u| authz::node::node_identity(u).map(str::to_string));
         let user_agent = req
             .headers()
@@ -612,6 +612,7 @@ impl ApiServer {
             manager: Some(manager),
             dry_run,
             node,
+            user,
         };
         let has_name = route.name.is_some();
         let sub = route.subresource.clone();
