@@ -161,8 +161,9 @@ struct UpArgs {
     /// Bearer tokens of further users, in kube-apiserver's CSV format: `token,user,uid,"group1,group2"`.
     #[arg(long, value_name = "FILE")]
     token_auth_file: Option<PathBuf>,
+    // Boxed: the audit flags would make `up`'s arguments the one large variant of `Command`.
     #[command(flatten)]
-    audit: audit_args::AuditArgs,
+    audit: Box<audit_args::AuditArgs>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]

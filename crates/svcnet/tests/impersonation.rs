@@ -109,6 +109,9 @@ fn start() -> (Cluster, Users, tempfile::TempDir) {
     (c, u, dir)
 }
 
+/// (impersonator's kubeconfig, `--as…` flags, `auth can-i` words, the real request, allowed by RBAC)
+type Case<'a> = (&'a Path, &'a [&'a str], &'a [&'a str], &'a [&'a str], bool);
+
 /// kubectl as the kubeconfig's user with `as_args` (`--as …`) and `args`: (success, stdout, stderr).
 fn run(c: &Cluster, kc: &Path, as_args: &[&str], args: &[&str]) -> (bool, String, String) {
     let mut a: Vec<&str> = args.to_vec();
@@ -142,7 +145,7 @@ fn can_i_and_real_requests_agree_for_impersonated_users() {
     let robot: &[&str] = &["--as", "system:serviceaccount:team-a:robot"];
     let carl_dev: &[&str] = &["--as", "carl", "--as-group", "dev"];
     // (impersonator, --as…, can-i words, the real request, allowed by RBAC for the impersonated user)
-    let cases: &[(&Path, &[&str], &[&str], &[&str], bool)] = &[
+    let cases: &[Case] = &[
         // jane alone: view in team-a.
         (
             &u.boss,
