@@ -550,3 +550,81 @@ fn a_log_that_cannot_be_written_loses_events_not_requests_and_says_so_once() {
     assert!(reports[0].contains("No space left on device"), "{}", reports[0]);
     assert!(std::path::Path::new("/dev/full").exists());
 }
+
+#[test]
+fn a_stuck_log_delays_one_request_then_none_and_loses_nothing() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex, mpsc};
+    // A pipe whose reader reads nothing until told: once its 64 KiB are full the writer blocks, as on
+    // a hung disk.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (go, wait) = mpsc::channel::<()>();
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let (path, sink) = (fifo.clone(), seen.clone());
+    // Opening blocks until svcnet opens the pipe to write; reading ends when svcnet exits.
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::open(path).unwrap();
+        let _ = wait.recv();
+        let mut buf = vec![0; 65536];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let s = start(Some(fifo.to_str().unwrap()), &[]);
+    let c = &s.c;
+    let auth = ["-H", "Authorization: Bearer viewer-token"];
+    let mut slow = Vec::new();
+    for i in 0..100 {
+        let t = Instant::now();
+        let (code, body) = c.curl(&auth, "/api/v1/namespaces/team-a/services");
+        assert_eq!(code, 200, "{body}");
+        if t.elapsed() >= Duration::from_secs(2) {
+            slow.push((i, t.elapsed()));
+        }
+    }
+    // One request waited the 5 s bound; after it nobody waits for the stuck writer.
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert!(slow[0].1 < Duration::from_secs(8), "{slow:?}");
+    let log = c.log();
+    assert_eq!(log.matches("the writer did not keep up").count(), 1, "{log}");
+
+    // Reading again: the queued events arrive, and requests are waited for again.
+    go.send(()).unwrap();
+    let (code, _) = c.curl(
+        &[auth[0], auth[1], "-H", "Audit-ID: after-the-drain"],
+        "/api/v1/namespaces/team-a/services",
+    );
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        if text.matches("after-the-drain").count() >= 2 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(text.matches("after-the-drain").count(), 2);
+    // Nothing was lost: every request's two events, in order.
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let viewer = events
+        .iter()
+        .filter(|e| e["user"]["username"] == "viewer")
+        .count();
+    assert_eq!(viewer, 2 * 101);
+    let metrics = c.ok(&["get", "--raw", "/metrics"]);
+    assert!(
+        metrics.contains("apiserver_audit_error_total{plugin=\"log\"} 0\n"),
+        "{metrics}"
+    );
+}
