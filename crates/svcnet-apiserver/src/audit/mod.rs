@@ -625,6 +625,62 @@ mod tests {
         assert_eq!(micro_time(t), "2024-05-01T10:11:12.345678Z");
     }
 
+    /// The events a policy writes for one request that `run` drives, read back from the file.
+    async fn events_of(policy: &str, run: impl AsyncFnOnce(Record)) -> Vec<Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let target = sink::Target::File {
+            path: path.clone(),
+            max_size_mb: 0,
+            max_backups: 0,
+            max_age_days: 0,
+        };
+        let auditor = Auditor::new(
+            Policy::parse(policy, "p").unwrap(),
+            Sink::start(target, sink::Mode::Blocking).unwrap(),
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/namespaces/a/configmaps?dryRun=All")
+            .body(())
+            .unwrap();
+        let attrs = Attributes {
+            verb: "create".into(),
+            resource_request: true,
+            namespace: "a".into(),
+            resource: "configmaps".into(),
+            ..Default::default()
+        };
+        let user = UserInfo::new("jane", &["dev"]);
+        let rec = auditor.begin(&req, "id-1", Some(&user), &attrs, "v1").unwrap();
+        run(rec).await;
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_its_own_stage() {
+        let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n";
+        let ev = events_of(policy, async |mut r| {
+            r.received().await;
+            r.authorized(true, "");
+            r.panicked("index out of bounds").await;
+        })
+        .await;
+        let stages: Vec<&str> = ev.iter().map(|e| e["stage"].as_str().unwrap()).collect();
+        assert_eq!(stages, ["RequestReceived", "Panic"]);
+        assert_eq!(
+            ev[1]["responseStatus"],
+            json!({"metadata": {}, "status": "Failure", "message": "APIServer panic'd: index out of bounds", "reason": "InternalError", "code": 500})
+        );
+        assert_eq!(ev[1]["auditID"], "id-1");
+        assert_eq!(ev[1]["requestURI"], "/api/v1/namespaces/a/configmaps?dryRun=All");
+        assert_eq!(ev[1]["annotations"]["authorization.k8s.io/decision"], "allow");
+    }
+
     #[test]
     fn managed_fields_go_from_objects_and_lists() {
         let mut v = json!({"metadata": {"name": "a", "managedFields": []}, "items": [{"metadata": {"managedFields": [1]}}]});
