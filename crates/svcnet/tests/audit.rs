@@ -2,7 +2,9 @@
 //! with several rules logs each request at the level and stages its first matching rule gives (parsed
 //! from the JSON lines), a 403 with the decision `forbid`, a 401 at `ResponseStarted`, a watch with
 //! `ResponseStarted`, the `Audit-Id` header, an impersonated request with both users; the file
-//! rotates by size and keeps the backups asked for; a bad policy stops the start-up with its error.
+//! rotates by size and keeps the backups asked for; a bad policy stops the start-up with its error; a
+//! log that fails (`/dev/full`) costs events, not requests, and is reported once; a stuck one (a pipe
+//! nobody reads) delays one request by the 5 s bound and loses nothing; `-` writes to stdout.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -627,4 +629,92 @@ fn a_stuck_log_delays_one_request_then_none_and_loses_nothing() {
         metrics.contains("apiserver_audit_error_total{plugin=\"log\"} 0\n"),
         "{metrics}"
     );
+}
+
+#[test]
+fn events_go_to_stdout_with_a_dash() {
+    /// Stops the svcnet it holds, by its PID, whatever happens in the test.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  nonResourceURLs: [/version]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("stdout.txt");
+    let _svcnet = Kill(
+        std::process::Command::new(SVCNET)
+            .args(["up", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--proxy-mode",
+                "none",
+                "--no-dns",
+                "--no-agent",
+            ])
+            .args(["--audit-log-path", "-", "--audit-policy-file"])
+            .arg(&policy)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = || std::fs::read_to_string(&out).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stdout().contains("svcnet is up") {
+        assert!(Instant::now() < deadline, "svcnet did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kubeconfig = std::fs::read_to_string(data.join("kubeconfig")).unwrap();
+    let addr = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .unwrap()
+        .to_string();
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Audit-ID: to-stdout",
+            "--cacert",
+        ])
+        .arg(data.join("pki/ca.crt"))
+        .arg(format!("https://{addr}/version"))
+        .status()
+        .unwrap();
+    assert!(curl.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<Value> = stdout()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &Value| e["auditID"] == "to-stdout")
+            .collect();
+        if events.len() >= 2 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        stages(&events),
+        ["RequestReceived", "ResponseComplete"],
+        "{}",
+        stdout()
+    );
+    assert_eq!(events[1]["responseStatus"]["code"], 200);
 }
