@@ -373,7 +373,12 @@ impl ApiServer {
             )
         });
         let (resp, resource) = match (route, user) {
-            (Err(e), _) => (error_response(&e), String::new()),
+            (Err(e), _) => {
+                if let Some(r) = record.as_mut() {
+                    r.received().await;
+                }
+                (error_response(&e), String::new())
+            }
             (Ok(_), None) if !public => {
                 if let Some(r) = record.take() {
                     r.unauthenticated(req.headers()).await;
