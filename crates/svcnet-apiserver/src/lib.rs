@@ -8,6 +8,7 @@
 //! Layout: [`request`] parses paths and parameters, [`handlers`] implements the verbs over the [`cache`],
 //! [`watch`] streams changes, [`strategy`] and [`hooks`] hold per-kind rules, and this module wires HTTP.
 
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;
@@ -19,6 +20,7 @@ pub mod errors;
 pub mod gc;
 pub mod handlers;
 pub mod hooks;
+pub mod impersonation;
 pub mod logs;
 pub mod managed;
 pub mod metrics;
@@ -112,6 +114,8 @@ pub struct ApiServer {
     /// The HTTP CONNECT proxy (a Unix socket) node agents are reached through, if set
     /// ([`ApiServer::set_kubelet_egress`]).
     kubelet_egress: std::sync::OnceLock<std::path::PathBuf>,
+    /// The audit policy and log, if auditing is on ([`ApiServer::set_audit`]).
+    audit: std::sync::OnceLock<Arc<audit::Auditor>>,
 }
 
 impl ApiServer {
@@ -130,6 +134,7 @@ impl ApiServer {
             failed_checks: Mutex::new(Vec::new()),
             metrics: metrics::Metrics::default(),
             kubelet_egress: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
         }))
     }
 
@@ -138,6 +143,13 @@ impl ApiServer {
     /// `UDS`): for nodes whose addresses this server's network cannot route to. Set once, before serving.
     pub fn set_kubelet_egress(&self, path: std::path::PathBuf) {
         let _ = self.kubelet_egress.set(path);
+    }
+
+    /// Audits requests ([`audit`]) with `auditor` from now on, and adds its metrics to `/metrics`. Set
+    /// once, before serving.
+    pub fn set_audit(&self, auditor: Arc<audit::Auditor>) {
+        auditor.register_metrics(&self.metrics);
+        let _ = self.audit.set(auditor);
     }
 
     /// Makes a read without a `resourceVersion` see every write acknowledged before it, whichever API
@@ -252,9 +264,11 @@ impl ApiServer {
                 };
                 // The user a client certificate names holds for every request on the connection.
                 let cert_user = server.cert_user(tls.get_ref().1.peer_certificates());
-                let svc = hyper::service::service_fn(move |req| {
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let server = server.clone();
                     let cert_user = cert_user.clone();
+                    // The audit log's sourceIPs end with the connection's peer.
+                    req.extensions_mut().insert(audit::Peer(peer));
                     async move { Ok::<_, Infallible>(server.handle_from(req, cert_user).await) }
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -328,40 +342,133 @@ impl ApiServer {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let (resp, resource) = match request::parse_path(&path) {
-            Err(e) => (error_response(&e), String::new()),
-            Ok(route) => {
-                // kube-apiserver's public paths; everything else needs a user.
-                let public = matches!(route, Route::Health | Route::Version);
-                let user = self.authenticate(&req, cert_user.as_ref());
-                let denied = match (&user, public) {
-                    (_, true) => None,
-                    (None, false) => Some(ApiError::unauthorized()),
-                    (Some(u), false) => {
-                        let params = Params::parse(req.uri().query());
-                        let attrs = authz::attributes(&route, req.method(), &path, &params);
-                        self.decide(u, &attrs)
-                            .err()
-                            .map(|reason| authz::forbidden(u, &attrs, &reason))
-                    }
+        let audit_id = audit::audit_id(req.headers());
+        let user = self.authenticate(&req, cert_user.as_ref());
+        let route = request::parse_path(&path);
+        let attrs = match &route {
+            Ok(route) => authz::attributes(route, req.method(), &path, &Params::parse(req.uri().query())),
+            Err(_) => authz::rbac::Attributes {
+                verb: method.as_str().to_ascii_lowercase(),
+                path: path.clone(),
+                ..Default::default()
+            },
+        };
+        // kube-apiserver's public paths; everything else needs a user.
+        let public = matches!(route, Ok(Route::Health | Route::Version));
+        // The audit policy sees the authenticated user (kube's anonymous one on public paths).
+        let mut record = self.audit.get().and_then(|a| {
+            let anonymous =
+                public.then(|| authn::UserInfo::new("system:anonymous", &["system:unauthenticated"]));
+            let version = match &route {
+                Ok(Route::Resource(r)) => r.rt.version,
+                Ok(Route::Review(_)) => "v1",
+                _ => "",
+            };
+            a.begin(
+                &req,
+                &audit_id,
+                user.as_ref().or(anonymous.as_ref()),
+                &attrs,
+                version,
+            )
+        });
+        let (resp, resource) = match (route, user) {
+            (Err(e), _) => {
+                if let Some(r) = record.as_mut() {
+                    r.received().await;
+                }
+                (error_response(&e), String::new())
+            }
+            (Ok(_), None) if !public => {
+                if let Some(r) = record.take() {
+                    r.unauthenticated(req.headers()).await;
+                }
+                (error_response(&ApiError::unauthorized()), String::new())
+            }
+            (Ok(route), user) => {
+                if let Some(r) = record.as_mut() {
+                    r.received().await;
+                }
+                let allowed = match user {
+                    Some(u) if !public => self.authorize(u, req.headers(), &attrs, record.as_mut()),
+                    u => Ok(u.unwrap_or_default()),
                 };
-                if let Some(e) = denied {
-                    (error_response(&e), String::new())
-                } else {
-                    req.extensions_mut().insert(Arc::new(user.unwrap_or_default()));
-                    let resource = match &route {
-                        Route::Resource(r) => r.rt.plural.to_string(),
-                        _ => String::new(),
-                    };
-                    (self.clone().route(route, req).await, resource)
+                match allowed {
+                    Err(e) => (error_response(&e), String::new()),
+                    Ok(user) => {
+                        req.extensions_mut().insert(Arc::new(user));
+                        if let Some(r) = record.as_mut() {
+                            r.capture_body(&mut req);
+                        }
+                        let resource = match &route {
+                            Route::Resource(r) => r.rt.plural.to_string(),
+                            _ => String::new(),
+                        };
+                        // A handler that panics answers 500 (and is audited at the Panic stage)
+                        // instead of taking the connection down.
+                        let handled = std::panic::AssertUnwindSafe(self.clone().route(route, req));
+                        match futures::FutureExt::catch_unwind(handled).await {
+                            Ok(resp) => (resp, resource),
+                            Err(panic) => {
+                                let what = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                tracing::error!(%method, %path, panic = %what, "request handler panicked");
+                                if let Some(r) = record.take() {
+                                    r.panicked(&what).await;
+                                }
+                                let msg =
+                                    "This request caused apiserver to panic. Look in the logs for details.";
+                                (text(StatusCode::INTERNAL_SERVER_ERROR, msg), resource)
+                            }
+                        }
+                    }
                 }
             }
         };
+        let mut resp = match record {
+            Some(r) => r.finish(resp).await,
+            None => resp,
+        };
+        audit::set_header(&mut resp, &audit_id);
         let code = resp.status().as_u16();
         self.metrics
             .observe(method.as_str(), &resource, code, start.elapsed());
         debug!(%method, %path, code, elapsed_ms = start.elapsed().as_millis() as u64, "request");
         resp
+    }
+
+    /// Impersonation, then authorization of the request as the user it acts as (kube's filter
+    /// order): that user, or the error to answer. The audit record learns both.
+    fn authorize(
+        &self,
+        user: authn::UserInfo,
+        headers: &http::HeaderMap,
+        attrs: &authz::rbac::Attributes,
+        mut record: Option<&mut audit::Record>,
+    ) -> Result<authn::UserInfo, ApiError> {
+        let user = match self.impersonate(&user, headers)? {
+            Some(as_user) => {
+                if let Some(r) = record.as_mut() {
+                    r.impersonated(&as_user);
+                }
+                as_user
+            }
+            None => user,
+        };
+        let decision = self.decide(&user, attrs);
+        if let Some(r) = record.as_mut() {
+            match &decision {
+                Ok(reason) => r.authorized(true, reason),
+                Err(reason) => r.authorized(false, reason),
+            }
+        }
+        match decision {
+            Ok(_) => Ok(user),
+            Err(reason) => Err(authz::forbidden(&user, attrs, &reason)),
+        }
     }
 
     async fn route(self: Arc<Self>, route: Route, req: Request<Incoming>) -> Response<Body> {
@@ -435,10 +542,10 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
-        // A node's writes pass NodeRestriction admission.
-        let node = req
-            .extensions()
-            .get::<Arc<authn::UserInfo>>()
+        // A node's writes pass NodeRestriction admission, everyone's RBAC writes escalation prevention.
+        let user = req.extensions().get::<Arc<authn::UserInfo>>().cloned();
+        let node = user
+            .as_ref()
             .and_then(|u| authz::node::node_identity(u).map(str::to_string));
         let user_agent = req
             .headers()
@@ -510,6 +617,7 @@ impl ApiServer {
             manager: Some(manager),
             dry_run,
             node,
+            user,
         };
         let has_name = route.name.is_some();
         let sub = route.subresource.clone();
@@ -604,6 +712,8 @@ pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError>
     // After the limit we keep reading (and discarding) up to this much more, so that a client still
     // sending gets our 413 instead of a reset connection; past it we stop reading altogether.
     const DRAIN: usize = 64 * 1024 * 1024;
+    // The audit log may want the body (`audit::Record::capture_body`).
+    let capture = req.extensions().get::<audit::RequestBody>().cloned();
     let mut body = req.into_body();
     let mut buf = bytes::BytesMut::new();
     let mut total = 0usize;
@@ -621,7 +731,11 @@ pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError>
     if total > MAX_BODY {
         return Err(ApiError::too_large(MAX_BODY));
     }
-    Ok(buf.freeze())
+    let body = buf.freeze();
+    if let Some(c) = capture {
+        c.set(body.clone());
+    }
+    Ok(body)
 }
 
 /// The `/version` document.

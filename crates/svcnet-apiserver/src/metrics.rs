@@ -79,6 +79,14 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Registers a further metric of the API server (the audit log's, say).
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(name, help, metric);
+    }
+
     /// Adds another component's metrics to this endpoint.
     pub fn add_extra(&self, render: ExtraMetrics) {
         self.extra.lock().unwrap_or_else(|e| e.into_inner()).push(render);

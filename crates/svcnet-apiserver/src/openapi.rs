@@ -98,6 +98,7 @@ fn review_schemas(group: &str, version: &str, generator: &mut schemars::SchemaGe
     match group {
         "authentication.k8s.io" => {
             generator.subschema_for::<authn::SelfSubjectReview>();
+            generator.subschema_for::<authn::TokenReview>();
         }
         "authorization.k8s.io" => {
             generator.subschema_for::<authz::SelfSubjectAccessReview>();

@@ -1,5 +1,6 @@
 //! The create-only review APIs: `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`)
-//! answers who the server thinks the caller is; `authorization.k8s.io/v1` SelfSubjectAccessReview
+//! answers who the server thinks the caller is, TokenReview whom a bearer token belongs to (for
+//! webhook token authentication by other servers); `authorization.k8s.io/v1` SelfSubjectAccessReview
 //! (`kubectl auth can-i`), SubjectAccessReview and LocalSubjectAccessReview answer whether a user may do
 //! something, and SelfSubjectRulesReview (`kubectl auth can-i --list`) what the caller may do in a
 //! namespace. They are answered by the same authorizer that guards every request ([`crate::authz`]).
@@ -53,6 +54,7 @@ impl ApiServer {
         };
         let answer = match route.resource {
             "selfsubjectreviews" => Ok(self_subject_review(obj, &user)),
+            "tokenreviews" => self.token_review(obj),
             "selfsubjectaccessreviews" => self.access_review(obj, "SelfSubjectAccessReview", &user, None),
             "subjectaccessreviews" => {
                 subject(&obj).and_then(|u| self.access_review(obj, "SubjectAccessReview", &u, None))
@@ -136,6 +138,49 @@ fn s(v: &Value, key: &str) -> String {
 }
 
 impl ApiServer {
+    /// Answers a TokenReview as kube-apiserver's: the token goes through the same token authenticators
+    /// as a request's bearer token (static, ServiceAccount, bootstrap), with `system:authenticated`
+    /// added. `spec.audiences` (default: the API server's) must include a ServiceAccount token's
+    /// audience; `status.audiences` are those the token is valid for.
+    fn token_review(&self, obj: Value) -> Result<Value, ApiError> {
+        let token = obj
+            .pointer("/spec/token")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if token.is_empty() {
+            return Err(ApiError::bad_request(
+                "token is required for TokenReview in authentication",
+            ));
+        }
+        let asked: Vec<String> = obj
+            .pointer("/spec/audiences")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .filter(|a: &Vec<String>| !a.is_empty())
+            .unwrap_or_else(|| vec![crate::satoken::ISSUER.to_string()]);
+        // Static and bootstrap tokens are not bound to an audience: they are valid for any asked.
+        let found = match self
+            .tokens
+            .lookup(token)
+            .or_else(|| self.authenticate_bootstrap_token(token))
+        {
+            Some(u) => Some((u, asked)),
+            None if asked.iter().any(|a| a == crate::satoken::ISSUER) => self
+                .authenticate_service_account(token)
+                .map(|u| (u, vec![crate::satoken::ISSUER.to_string()])),
+            None => None,
+        };
+        let status = match found {
+            Some((user, audiences)) => json!({
+                "authenticated": true,
+                "user": user.authenticated().to_json(),
+                "audiences": audiences,
+            }),
+            None => json!({"authenticated": false, "user": {}}),
+        };
+        Ok(answered(obj, "TokenReview", "authentication.k8s.io", status))
+    }
+
     /// Answers an access review of `kind` about `user`; `namespace` is the path's (local reviews).
     fn access_review(
         &self,

@@ -8,6 +8,7 @@
 //! Every long-running loop either command starts runs under a [`supervise::Supervisor`]: when one stops,
 //! the command logs it, turns its health red and shuts down with an error.
 
+mod audit_args;
 mod backup_cmd;
 mod dataplane_args;
 mod dns_args;
@@ -160,6 +161,9 @@ struct UpArgs {
     /// Bearer tokens of further users, in kube-apiserver's CSV format: `token,user,uid,"group1,group2"`.
     #[arg(long, value_name = "FILE")]
     token_auth_file: Option<PathBuf>,
+    // Boxed: the audit flags would make `up`'s arguments the one large variant of `Command`.
+    #[command(flatten)]
+    audit: Box<audit_args::AuditArgs>,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -612,6 +616,7 @@ async fn up(args: UpArgs) -> Result<()> {
         None => Default::default(),
     };
     let sa_signer = svcnet_apiserver::satoken::Signer::load_or_create(&data_dir)?;
+    let auditor = args.audit.auditor()?;
     let listener = TcpListener::bind(args.api_listen).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             " (another cluster on this machine? It needs its own --api-listen, --service-cidr and \
@@ -637,6 +642,9 @@ async fn up(args: UpArgs) -> Result<()> {
     .await?;
     if let Some(path) = &args.kubelet_egress_uds {
         server.set_kubelet_egress(path.clone());
+    }
+    if let Some(auditor) = auditor {
+        server.set_audit(auditor);
     }
     // Repair: rebuild the allocators from what is stored before anything new is allocated.
     let services = server.cached_list(svcnet_api_services(), None);

@@ -1,7 +1,7 @@
 //! Authentication as kube-apiserver's: client certificates signed by the cluster CA, the static token
 //! file, the admin token and ServiceAccount tokens from the TokenRequest API (`kubectl create token`),
 //! each seen through `kubectl auth whoami`; anonymous and bad credentials get 401 except on the public
-//! paths.
+//! paths; TokenReview answers whom a token belongs to.
 
 use std::time::Duration;
 
@@ -189,4 +189,73 @@ fn service_account_tokens_are_checked_on_every_request() {
         None,
     );
     assert!(err.contains(r#"pods "gone" not found"#), "{err}");
+}
+
+/// `kubectl create -f -` of a TokenReview for `token` (with `audiences`, if any), as the kubeconfig's
+/// user: the answered `status`, or the error text.
+fn token_review(c: &Cluster, kc: &std::path::Path, token: &str, audiences: &[&str]) -> Result<Value, String> {
+    let review = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token, "audiences": audiences},
+    });
+    let file = c.dir.join("tokenreview.json");
+    std::fs::write(&file, review.to_string()).unwrap();
+    let out = c.kubectl_as(kc, &["create", "-f", file.to_str().unwrap(), "-o", "json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).expect("TokenReview JSON");
+    Ok(v["status"].clone())
+}
+
+#[test]
+fn token_reviews_answer_whom_a_token_belongs_to() {
+    let c = start();
+    let admin = c.kubeconfig();
+    c.ok(&["create", "serviceaccount", "reviewer"]);
+    let sa_token = c.ok(&["create", "token", "reviewer"]).trim().to_string();
+    // A token file user, with system:authenticated added as kube's token authenticators add it.
+    let s = token_review(&c, &admin, "alice-token", &[]).unwrap();
+    assert_eq!(s["authenticated"], true, "{s}");
+    assert_eq!(s["user"]["username"], "alice");
+    assert_eq!(s["user"]["uid"], "alice-uid");
+    assert_eq!(groups(&s["user"]), ["dev", "ops", "system:authenticated"]);
+    assert_eq!(
+        s["audiences"],
+        serde_json::json!(["https://kubernetes.default.svc.cluster.local"])
+    );
+    // A ServiceAccount token: valid for the API server's audience, not for another.
+    let s = token_review(&c, &admin, &sa_token, &[]).unwrap();
+    assert_eq!(s["authenticated"], true, "{s}");
+    assert_eq!(s["user"]["username"], "system:serviceaccount:default:reviewer");
+    assert_eq!(
+        groups(&s["user"]),
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:default",
+            "system:authenticated"
+        ]
+    );
+    let s = token_review(&c, &admin, &sa_token, &["https://vault.example"]).unwrap();
+    assert_eq!(s["authenticated"], false, "{s}");
+    // Garbage and a deleted ServiceAccount's token: not authenticated.
+    let s = token_review(&c, &admin, "garbage", &[]).unwrap();
+    assert_eq!(s, serde_json::json!({"authenticated": false, "user": {}}));
+    c.ok(&["delete", "serviceaccount", "reviewer"]);
+    assert!(eventually(Duration::from_secs(10), || {
+        token_review(&c, &admin, &sa_token, &[]).unwrap()["authenticated"] == false
+    }));
+    // Creating TokenReviews takes RBAC's permission (system:auth-delegator has it).
+    let bob = users::kubeconfig(&c, "bob", Credential::Token("bob-token"));
+    let err = token_review(&c, &bob, "alice-token", &[]).unwrap_err();
+    assert!(
+        err.contains(r#"User "bob" cannot create resource "tokenreviews" in API group "authentication.k8s.io" at the cluster scope"#),
+        "{err}"
+    );
+    let err = token_review(&c, &admin, "", &[]).unwrap_err();
+    assert!(
+        err.contains("token is required for TokenReview in authentication"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 //! request gets kube's Forbidden, word for word. On start the default ClusterRoles and bindings
 //! (`bootstrap-policy.yaml`) are created unless they exist.
 
+pub mod escalation;
 pub mod node;
 pub mod noderestriction;
 pub mod rbac;

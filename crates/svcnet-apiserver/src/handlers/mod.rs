@@ -74,6 +74,8 @@ pub struct WriteCtx<'a> {
     pub dry_run: bool,
     /// The node making the request, when a node's credential makes it: its writes pass NodeRestriction.
     pub node: Option<String>,
+    /// Who makes the request (`None`: the control plane itself): RBAC writes pass escalation prevention.
+    pub user: Option<Arc<crate::authn::UserInfo>>,
 }
 
 impl<'a> WriteCtx<'a> {
@@ -85,6 +87,7 @@ impl<'a> WriteCtx<'a> {
             manager: Some(manager.into()),
             dry_run: false,
             node: None,
+            user: None,
         }
     }
 
@@ -99,6 +102,7 @@ impl<'a> WriteCtx<'a> {
             manager: self.manager.clone(),
             dry_run: self.dry_run,
             node: self.node.clone(),
+            user: self.user.clone(),
         }
     }
 }
@@ -254,6 +258,9 @@ impl ApiServer {
         // NodeRestriction judges the object as the node sent it, before any defaulting.
         if let Some(node) = &ctx.node {
             self.admit_node_write(ctx, node, Operation::Create, Some(&obj), None)?;
+        }
+        if let Some(user) = &ctx.user {
+            self.admit_rbac_write(user, rt, &obj, None)?;
         }
         strategy::prepare_create(rt, &mut obj);
         // generateName collisions are retried with a new suffix, as kube-apiserver does.
@@ -443,6 +450,9 @@ impl ApiServer {
         strategy::prepare_update(rt, ctx.route.subresource.as_deref(), &mut new, old);
         if let Some(node) = &ctx.node {
             self.admit_node_write(ctx, node, Operation::Update, Some(&new), Some(old))?;
+        }
+        if let Some(user) = &ctx.user {
+            self.admit_rbac_write(user, rt, &new, Some(old))?;
         }
         let errs = strategy::of(rt).admit_update(
             rt,
@@ -691,6 +701,7 @@ fn computed_ctx<'a>(ctx: &WriteCtx<'a>) -> WriteCtx<'a> {
         manager: None,
         dry_run: ctx.dry_run,
         node: ctx.node.clone(),
+        user: ctx.user.clone(),
     }
 }
 
