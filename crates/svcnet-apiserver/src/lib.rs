@@ -116,6 +116,8 @@ pub struct ApiServer {
     kubelet_egress: std::sync::OnceLock<std::path::PathBuf>,
     /// The audit policy and log, if auditing is on ([`ApiServer::set_audit`]).
     audit: std::sync::OnceLock<Arc<audit::Auditor>>,
+    /// RBAC objects decoded once per revision, for authorization.
+    rbac_decoded: authz::DecodedRbac,
 }
 
 impl ApiServer {
@@ -135,6 +137,7 @@ impl ApiServer {
             metrics: metrics::Metrics::default(),
             kubelet_egress: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),
+            rbac_decoded: authz::DecodedRbac::default(),
         }))
     }
 

@@ -48,17 +48,70 @@ impl noderestriction::Lookup for ApiServer {
     }
 }
 
+/// RBAC objects decoded once per revision: every request of a user outside `system:masters` reads all
+/// ClusterRoles and ClusterRoleBindings (and its namespace's RoleBindings), and decoding them from the
+/// cache's JSON each time cost more than the rest of the request. Entries of a listed collection are
+/// reused while their revision stands; entries gone from it are dropped as it is listed.
+#[derive(Default)]
+pub struct DecodedRbac {
+    by_key: std::sync::Mutex<std::collections::BTreeMap<Arc<str>, Decoded>>,
+}
+
+/// An object's revision and its decoding.
+type Decoded = (svcnet_store::Revision, Arc<Value>);
+
+impl DecodedRbac {
+    fn list(
+        &self,
+        server: &ApiServer,
+        rt: &svcnet_api::resources::ResourceType,
+        ns: Option<&str>,
+    ) -> Vec<Arc<Value>> {
+        let prefix = crate::request::collection_prefix(rt, ns);
+        let (items, _) = server.cache.list(&prefix, None);
+        let mut memo = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        let out: Vec<Arc<Value>> = items
+            .iter()
+            .map(|c| match memo.get(&c.key) {
+                Some((rev, v)) if *rev == c.revision => v.clone(),
+                _ => {
+                    let v = Arc::new(c.object());
+                    memo.insert(c.key.clone(), (c.revision, v.clone()));
+                    v
+                }
+            })
+            .collect();
+        if memo.len() > items.len() {
+            let listed: std::collections::HashSet<&str> = items.iter().map(|c| &*c.key).collect();
+            let stale: Vec<Arc<str>> = memo
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter(|(k, _)| !listed.contains(&***k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                memo.remove(&k);
+            }
+        }
+        out
+    }
+}
+
 impl RoleSource for ApiServer {
     fn cluster_roles(&self) -> Vec<Arc<Value>> {
-        self.cached_list(rbac_rt("clusterroles"), None)
+        self.rbac_decoded.list(self, rbac_rt("clusterroles"), None)
     }
 
     fn cluster_role_bindings(&self) -> Vec<Arc<Value>> {
-        self.cached_list(rbac_rt("clusterrolebindings"), None)
+        self.rbac_decoded.list(self, rbac_rt("clusterrolebindings"), None)
     }
 
     fn role_bindings(&self, namespace: &str) -> Vec<Arc<Value>> {
-        self.cached_list(rbac_rt("rolebindings"), Some(namespace))
+        self.rbac_decoded
+            .list(self, rbac_rt("rolebindings"), Some(namespace))
     }
 
     fn role(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
