@@ -89,6 +89,11 @@ struct Held {
     /// The last attempt.
     wrote: Instant,
     garps_left: u8,
+    /// The group's Services that were told (by a `nodeAssigned` Event) that this node announces them,
+    /// and the addresses announced: a Service or an address joining a held group gets its Event and
+    /// its gratuitous ARP too.
+    told: BTreeSet<Key>,
+    ips: BTreeSet<IpAddr>,
 }
 
 /// The watched objects the announcer reads.
@@ -263,6 +268,9 @@ impl Announcer {
         }
         let mut want = BTreeSet::new();
         let mut garps = Vec::new();
+        // `nodeAssigned` Events, recorded once the addresses are answered for.
+        let mut events: Vec<(Key, String)> = Vec::new();
+        let interfaces = self.cfg.interfaces.join(", ");
         let mut slices: Option<Vec<Arc<EndpointSlice>>> = None;
         for group in &groups {
             let key = group.key.clone();
@@ -347,6 +355,18 @@ impl Announcer {
                 if h.garps_left > 0 {
                     h.garps_left -= 1;
                     garps.extend(ips.iter().copied());
+                } else {
+                    garps.extend(ips.difference(&h.ips).copied());
+                }
+                h.ips.clone_from(ips);
+                h.told.retain(|k| group.services.contains(k));
+                for member in &group.services {
+                    if h.told.insert(member.clone()) {
+                        events.push((
+                            member.clone(),
+                            assigned_message(&me, &interfaces, group, member, None),
+                        ));
+                    }
                 }
                 continue;
             }
@@ -403,44 +423,18 @@ impl Announcer {
                         renewed: took,
                         wrote: took,
                         garps_left: GARPS - 1,
+                        told: group.services.iter().cloned().collect(),
+                        ips: ips.clone(),
                     });
                     want.extend(ips.iter().copied());
                     garps.extend(ips.iter().copied());
                     let ip_list = ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-                    let from = prev
-                        .as_deref()
-                        .map(|p| format!("; took over from {p}"))
-                        .unwrap_or_default();
                     info!(service = %format!("{ns}/{name}"), ips = %ip_list, previous = prev.as_deref().unwrap_or("-"), services = group.services.len(), "acquired the Lease: announcing");
-                    let how = match (ips.iter().any(IpAddr::is_ipv4), ips.iter().any(IpAddr::is_ipv6)) {
-                        (true, true) => "ARP, NDP",
-                        (false, true) => "NDP",
-                        _ => "ARP",
-                    };
-                    let interfaces = self.cfg.interfaces.join(", ");
                     for member in &group.services {
-                        let Some(msvc) = self
-                            .stores
-                            .services
-                            .get(&ObjectRef::new(&member.1).within(&member.0))
-                        else {
-                            continue;
-                        };
-                        let others: Vec<String> = group
-                            .services
-                            .iter()
-                            .filter(|k| *k != member)
-                            .map(|(n, s)| format!("{n}/{s}"))
-                            .collect();
-                        let shared = if others.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; shared with {}", others.join(", "))
-                        };
-                        let message = format!(
-                            "announcing {ip_list} from node {me:?} (interface {interfaces}, {how}){from}{shared}"
-                        );
-                        self.record_event(&msvc, message);
+                        events.push((
+                            member.clone(),
+                            assigned_message(&me, &interfaces, group, member, prev.as_deref()),
+                        ));
                     }
                 }
                 Err(e) => {
@@ -458,6 +452,11 @@ impl Announcer {
         let held = self.entries.values().filter(|e| e.held.is_some()).count();
         self.metrics.held.set(held as i64);
         self.apply(want, garps).await;
+        for ((ns, name), message) in events {
+            if let Some(svc) = self.stores.services.get(&ObjectRef::new(&name).within(&ns)) {
+                self.record_event(&svc, message);
+            }
+        }
         // After the data plane: a takeover's ARP does not wait for the Service's annotation.
         self.annotate(now, &services, &groups).await;
     }
@@ -577,4 +576,29 @@ impl Announcer {
                 .await;
         });
     }
+}
+
+/// The `nodeAssigned` Event's message for `member` of `group`, which node `me` now announces on
+/// `interfaces` (taking over from `prev`).
+fn assigned_message(me: &str, interfaces: &str, group: &Group, member: &Key, prev: Option<&str>) -> String {
+    let ips = &group.ips;
+    let ip_list = ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let how = match (ips.iter().any(IpAddr::is_ipv4), ips.iter().any(IpAddr::is_ipv6)) {
+        (true, true) => "ARP, NDP",
+        (false, true) => "NDP",
+        _ => "ARP",
+    };
+    let from = prev.map(|p| format!("; took over from {p}")).unwrap_or_default();
+    let others: Vec<String> = group
+        .services
+        .iter()
+        .filter(|k| *k != member)
+        .map(|(n, s)| format!("{n}/{s}"))
+        .collect();
+    let shared = if others.is_empty() {
+        String::new()
+    } else {
+        format!("; shared with {}", others.join(", "))
+    };
+    format!("announcing {ip_list} from node {me:?} (interface {interfaces}, {how}){from}{shared}")
 }

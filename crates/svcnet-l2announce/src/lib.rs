@@ -109,6 +109,30 @@ pub enum L2Error {
     Netlink(std::io::Error),
 }
 
+/// Where the kernel reads `arp_ignore` for every interface (the larger of it and the interface's own
+/// is used).
+const ARP_IGNORE: &str = "/proc/sys/net/ipv4/conf/all/arp_ignore";
+
+/// Makes this node's kernel answer ARP only for addresses configured on the interface the request
+/// came in on (`arp_ignore = 1`, kube-proxy's `strictARP`, which MetalLB asks IPVS users to set for
+/// the same reason). Without it, the holder's `local` routes ([`local_route`]) make the kernel answer
+/// ARP for its LoadBalancer IPs on every interface, also those `--lb-interfaces` leaves out; with it,
+/// only the responders answer, on the chosen interfaces. Addresses configured on an interface are
+/// answered for there as before. A node where it cannot be set (read-only /proc) says so and goes on.
+fn strict_arp() {
+    match std::fs::read_to_string(ARP_IGNORE) {
+        Ok(v) if v.trim().parse::<u8>().is_ok_and(|v| v >= 1) => {}
+        _ => match std::fs::write(ARP_IGNORE, "1") {
+            Ok(()) => info!(
+                "set net.ipv4.conf.all.arp_ignore=1: only the announcing interfaces answer ARP for LoadBalancer IPs"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not set net.ipv4.conf.all.arp_ignore=1: the kernel may answer ARP for held LoadBalancer IPs on every interface")
+            }
+        },
+    }
+}
+
 /// A store of `K` kept by a watch that runs (with back-off) for the life of the process.
 fn watched<K>(api: Api<K>, wc: watcher::Config) -> Store<K>
 where
@@ -144,6 +168,7 @@ pub async fn run(client: kube::Client, cfg: L2Config, metrics: Metrics) -> Resul
     for interface in &cfg.interfaces {
         responders.push(Arc::new(responder::Responder::open(interface, metrics.clone())?));
     }
+    strict_arp();
     let routes = if cfg.local_routes {
         let routes = local_route::LocalRoutes::new().map_err(L2Error::Netlink)?;
         // A killed agent's routes would make this node's kernel answer ARP for IPs another node holds.
