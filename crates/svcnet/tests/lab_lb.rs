@@ -13,6 +13,12 @@
 //! goal (the measured gap is printed); the old holder, started again, stays silent; deleting the Service
 //! stops the answers.
 //!
+//! Sharing (both backends): two Services with one `svcnet.io/allow-shared-ip` key, DNS on 53/TCP and
+//! 53/UDP, get one address and both answer the client; a third whose port clashes gets an
+//! `AllocationFailed` Event and no address; one Lease (the group's) elects one node, which alone answers
+//! ARP; stopping it moves both Services; deleting the first Service hands its place to the waiting one
+//! and the address stays answered.
+//!
 //! Every frame stays inside the lab's namespaces. Without root (or without iproute2) the tests say they
 //! are skipped and pass.
 

@@ -1013,6 +1013,15 @@ mod tests {
                 } else {
                     let shown = alive.get(name).cloned().unwrap_or_default();
                     let mut info = svc(name, pick(10) as i64, want, &[]);
+                    // Some share (two keys, two ports, two protocols), so addresses are shared and
+                    // clash.
+                    if pick(2) == 0 {
+                        info.share = Share {
+                            key: Some(["k", "j"][pick(2)].to_string()),
+                            backend: String::new(),
+                            ports: vec![([53, 80][pick(2)], ["TCP", "UDP"][pick(2)].to_string())],
+                        };
+                    }
                     // A Service keeps its creation time until it is deleted.
                     if let Some(old) = st.services.get(&key(name)) {
                         info.created = old.created;
@@ -1031,6 +1040,15 @@ mod tests {
                     }
                 }
                 check(&st);
+                // Services holding one address may share it.
+                for (a, ips) in &st.assigned {
+                    for (b, other) in &st.assigned {
+                        if a < b && ips.iter().any(|ip| other.contains(ip)) {
+                            let (sa, sb) = (&st.services[a].share, &st.services[b].share);
+                            assert_eq!(sa.conflict(sb, b), None, "seed {seed} step {step}: {a} and {b}");
+                        }
+                    }
+                }
                 for (k, info) in &st.services {
                     let held = st.assigned(k);
                     if let Want::Ours(Request::Dynamic(f)) = &info.want
