@@ -19,7 +19,8 @@
 //! before trying, so the preferred node takes a new Service and, when a holder dies, the next in its
 //! order takes over; Services are spread over the nodes instead of all landing on the first to start.
 //! A node that already answers for an address of a group whose Lease is new (its first Service was
-//! deleted, or a Service sorting before it joined) goes first, so the address does not move.
+//! deleted, or a Service sorting before it joined; the Services' annotation names it) goes first and
+//! the others wait a retry period longer, so the address does not move.
 //!
 //! Visible: every new holder records a `nodeAssigned` Event on each Service of the group (MetalLB's
 //! reason), and the holder keeps the annotation [`NODE_ANNOTATION`] on them naming itself (as kube-vip's
@@ -391,9 +392,21 @@ impl Announcer {
             let Some(mut rank) = rank::rank(ns, name, &nodes, &me, prev.as_deref()) else {
                 continue;
             };
-            if prev.is_none() && ips.iter().any(|ip| self.announced.contains(ip)) {
-                // This node answers for the address already (under the group's previous Lease).
-                rank = 0;
+            if prev.is_none() {
+                // A new Lease for addresses a node answers for already (under the group's previous
+                // Lease: its first Service was deleted, or one sorting before it joined): that node goes
+                // first, the others wait a retry period longer, so the addresses do not move.
+                let incumbent = group.services.iter().find_map(|(sns, sname)| {
+                    let member = self.stores.services.get(&ObjectRef::new(sname).within(sns))?;
+                    announcing_node(&member)
+                        .filter(|n| eligible.contains(*n))
+                        .cloned()
+                });
+                if ips.iter().any(|ip| self.announced.contains(ip)) || incumbent.as_deref() == Some(&me) {
+                    rank = 0;
+                } else if incumbent.is_some() {
+                    rank += 1;
+                }
             }
             if now < free_at + self.cfg.retry_period * rank as u32 {
                 continue;

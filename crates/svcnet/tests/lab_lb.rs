@@ -778,6 +778,16 @@ fn events_of(lab: &MultiNodeLab, service: &str, reason: &str) -> Vec<String> {
 /// (the group's, named after its first Service) elects one node for the address, which alone answers
 /// ARP for it; from the client both protocols answer; stopping that node moves both Services at once.
 fn shared_ip_tcp_and_udp(proxy_mode: &str) {
+    // The eligible nodes are node1 and node2; rendezvous hashing says which takes dns-tcp's address.
+    let pair = ["node1", "node2"];
+    let predicted = svcnet_l2announce::rank::order("default", "dns-tcp", pair)[0];
+    // The clashing Service later leads the group under a Lease of its own: named so that hashing
+    // prefers the node that will have lost the address by then, so that only the rule "the node that
+    // answers already goes first" keeps the address where it is.
+    let clash = (0..50)
+        .map(|i| format!("dns-clash{i}"))
+        .find(|n| svcnet_l2announce::rank::order("default", n, pair)[0] == predicted)
+        .expect("a name that hashes to the first holder");
     let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
     lab.ok(&[
         "label",
@@ -806,11 +816,11 @@ fn shared_ip_tcp_and_udp(proxy_mode: &str) {
         ingress_ip(&lab, "dns-udp")
     );
     // A third Service of the key on 53/TCP clashes: refused, in words that name the holder and the port.
-    lab.apply(&shared_service("dns-clash", "TCP", "dns"));
+    lab.apply(&shared_service(&clash, "TCP", "dns"));
     assert!(
         eventually(Duration::from_secs(15), || events_of(
             &lab,
-            "dns-clash",
+            &clash,
             "AllocationFailed"
         )
         .iter()
@@ -818,10 +828,10 @@ fn shared_ip_tcp_and_udp(proxy_mode: &str) {
             && m.contains("default/dns-tcp")
             && m.contains("53/TCP"))),
         "no AllocationFailed Event for the clash: {:?}",
-        events_of(&lab, "dns-clash", "AllocationFailed")
+        events_of(&lab, &clash, "AllocationFailed")
     );
     assert_eq!(
-        ingress_ip(&lab, "dns-clash"),
+        ingress_ip(&lab, &clash),
         "",
         "the clashing Service got an address"
     );
@@ -837,6 +847,10 @@ fn shared_ip_tcp_and_udp(proxy_mode: &str) {
         holders(&lab)
     );
     let first = holder.unwrap();
+    assert_eq!(
+        first, predicted,
+        "dns-tcp's holder against rendezvous hashing's first choice"
+    );
     assert!(["node1", "node2"].contains(&first.as_str()), "{first}");
     assert!(
         !holders(&lab).contains_key("svcnet-lb-dns-udp"),
@@ -926,12 +940,17 @@ fn shared_ip_tcp_and_udp(proxy_mode: &str) {
     }
 
     // dns-tcp goes: the address stays with dns-udp, dns-clash takes dns-tcp's place on it, and the
-    // group (now led by dns-clash) is still answered for by one node.
+    // group (now led by dns-clash, under a new Lease) is still answered for by the same node, though
+    // the old holder is back and may be the new Lease's first choice by hash.
+    let out = lab.lab(&["start-node", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The restarted agent's watches must be synced before the new Lease appears.
+    std::thread::sleep(Duration::from_secs(2));
     lab.ok(&["delete", "service", "dns-tcp"]);
     assert!(
-        eventually(WAIT, || ingress_ip(&lab, "dns-clash") == vip),
+        eventually(WAIT, || ingress_ip(&lab, &clash) == vip),
         "dns-clash did not get {vip} once dns-tcp was gone: {:?}",
-        ingress_ip(&lab, "dns-clash")
+        ingress_ip(&lab, &clash)
     );
     assert_eq!(ingress_ip(&lab, "dns-udp"), vip);
     assert!(
@@ -945,6 +964,14 @@ fn shared_ip_tcp_and_udp(proxy_mode: &str) {
         arp_answers(&lab, &vip),
         mac_of(&lab, other),
         "ARP answers after the group changed"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || holders(&lab)
+            .get(&format!("svcnet-lb-{clash}"))
+            .map(String::as_str)
+            == Some(other)),
+        "the group's new Lease: {:?}, want {other}",
+        holders(&lab)
     );
     assert!(lab.down());
 }
