@@ -11,7 +11,8 @@
 //! neighbour solicitations are answered on eth0 and eth2 with each link's own MAC and never on eth1;
 //! `a`'s TCP connections to both addresses are refused by the node's kernel (they are local there);
 //! deleting the Service stops every answer and removes the node's local
-//! routes for them.
+//! routes for them. A second test leaves `--lb-interfaces` out: `up --pod-network netns` with its API
+//! (and so its node address) on eth0 announces there by default, and not on eth1.
 //!
 //! Every frame stays inside the namespaces the test creates. Without root (or without iproute2 or
 //! python3) the test says it is skipped and passes.
@@ -61,23 +62,14 @@ fn holder(c: &Cluster) -> Option<String> {
     lease["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
 
-#[test]
-fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
-    if let Err(why) = can_run() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    if !have("python3", "--version") {
-        eprintln!("skipped: needs python3");
-        return;
-    }
+/// The node's namespace with `n` veth links `eth0…`, each to a client namespace of its own (eth0 there,
+/// 172.31.0.2/24 and fd31::2/64); the node has 172.31.0.1/24 and fd31::1/64 on eth0 only. Also the
+/// node's MAC on each link.
+fn network(n: usize) -> (Namespaces, Vec<Netns>, Vec<String>) {
     let ns = Namespaces::create();
     let node = &ns.node;
     node.no_dad();
-    let clients: Vec<Netns> = ["a", "b", "c"]
-        .iter()
-        .map(|t| Netns::new(&format!("cl{t}")))
-        .collect();
+    let clients: Vec<Netns> = (0..n).map(|i| Netns::new(&format!("cl{i}"))).collect();
     for (i, client) in clients.iter().enumerate() {
         client.no_dad();
         // Made in the node's namespace, the peer moved straight into the client's.
@@ -101,7 +93,29 @@ fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
     // The node's address on eth0 only: the segment it routes replies to.
     node.ip(&["addr", "add", "172.31.0.1/24", "dev", "eth0"]);
     node.addr6("fd31::1/64", "eth0");
-    let macs: Vec<String> = (0..3).map(|i| mac(node, &format!("eth{i}"))).collect();
+    let macs: Vec<String> = (0..n).map(|i| mac(node, &format!("eth{i}"))).collect();
+    (ns, clients, macs)
+}
+
+fn skip() -> bool {
+    if let Err(why) = can_run() {
+        eprintln!("skipped: {why}");
+        return true;
+    }
+    if !have("python3", "--version") {
+        eprintln!("skipped: needs python3");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
+    if skip() {
+        return;
+    }
+    let (ns, clients, macs) = network(3);
+    let node = &ns.node;
     let (a, b, c3) = (&clients[0], &clients[1], &clients[2]);
 
     let c = Cluster::start_in_netns(
@@ -242,4 +256,54 @@ fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
         let routes = node.exec(&["ip", family, "route", "show", "table", "local", "proto", "116"]);
         assert!(routes.trim().is_empty(), "local routes left: {routes}");
     }
+}
+
+/// Without `--lb-interfaces`, `svcnet up --pod-network netns` announces on the interface that carries
+/// its node address (`--api-listen`), like `svcnet agent` with its `--node-ip`, and on no other.
+#[test]
+fn up_with_the_netns_pod_network_announces_on_its_node_address_interface() {
+    if skip() {
+        return;
+    }
+    let (ns, clients, macs) = network(2);
+    let c = Cluster::start_in_netns_at(
+        SVCNET,
+        &ns.node.name,
+        "172.31.0.1:0",
+        &[
+            "--node-name",
+            "edge-node",
+            "--pod-network",
+            "netns",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--proxy-mode",
+            "none",
+            "--lb-pool",
+            "172.31.0.200-172.31.0.210",
+        ],
+    );
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["create", "service", "loadbalancer", "edge", "--tcp=80:80"],
+        None,
+    );
+    assert!(
+        eventually(WAIT, || holder(&c).as_deref() == Some("edge-node")),
+        "svcnet up's node did not take the Lease: {:?}\n{}",
+        holder(&c),
+        c.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || answers(
+            &clients[0].name,
+            VIP4,
+            CLIENT4
+        ) == macs[0]),
+        "ARP for {VIP4} on eth0: {:?}",
+        answers(&clients[0].name, VIP4, CLIENT4)
+    );
+    assert_eq!(answers(&clients[1].name, VIP4, CLIENT4), "", "ARP on eth1");
 }
