@@ -132,3 +132,43 @@ impl LbAnnounceArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lb: LbAnnounceArgs,
+    }
+
+    fn parse(args: &[&str]) -> LbAnnounceArgs {
+        let mut argv = vec!["svcnet"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("flags").lb
+    }
+
+    #[test]
+    fn interfaces_are_a_comma_separated_list_and_the_singular_flag_is_the_same() {
+        assert_eq!(
+            parse(&["--lb-interfaces", "eth0,eth2"]).lb_interfaces,
+            ["eth0", "eth2"]
+        );
+        assert_eq!(
+            parse(&["--lb-interface", "eth1", "--lb-interfaces", "eth3"]).lb_interfaces,
+            ["eth1", "eth3"]
+        );
+        assert!(parse(&[]).lb_interfaces.is_empty());
+        assert!(parse(&["--lb-interfaces", "eth0,eth2"]).check().is_ok());
+        assert!(parse(&["--lb-interfaces", "none"]).check().is_ok());
+        let err = parse(&["--lb-interfaces", "none,eth0"]).check().unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be listed with interfaces"),
+            "{err}"
+        );
+        let err = parse(&["--lb-interfaces", "eth0,,eth1"]).check().unwrap_err();
+        assert!(err.to_string().contains("an interface name is empty"), "{err}");
+    }
+}
