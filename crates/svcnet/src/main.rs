@@ -54,9 +54,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a one-node cluster and write DIR/kubeconfig.
-    Up(UpArgs),
+    // Boxed, as the agent's: the two largest sets of flags.
+    Up(Box<UpArgs>),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Run only the node's data plane: kube-proxy's job against an API server (`--kubeconfig`, or in a
     /// pod), or the userspace proxy for the Services of a YAML file (`--manifests`).
     Proxy(proxy_cmd::ProxyArgs),
@@ -922,13 +923,13 @@ fn main() -> Result<()> {
             init_logging(&args.log_format);
             raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(up(args))
+            rt.block_on(up(*args))
         }
         Command::Agent(args) => {
             init_logging(&args.log_format);
             raise_fd_limit(args.dataplane.proxy_mode.name());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(agent(args))
+            rt.block_on(agent(*args))
         }
         Command::Proxy(args) => {
             init_logging(&args.log_format);
