@@ -1,8 +1,11 @@
-//! The election and the announcement, one Service at a time, on a short tick.
+//! The election and the announcement, one group of Services at a time, on a short tick.
 //!
-//! For every `type: LoadBalancer` Service with an ingress IP there is one `coordination.k8s.io/v1` Lease,
-//! `svcnet-lb-<service>` in the Service's namespace (owned by the Service, so it goes with it), whose
-//! holder is the node that answers ARP for the Service's IPs. The rules are client-go's leader election
+//! Services that share an ingress address (`svcnet.io/allow-shared-ip`) are one group ([`crate::group`]);
+//! a Service that shares nothing is a group of its own. For every group there is one
+//! `coordination.k8s.io/v1` Lease, `svcnet-lb-<service>` named after the group's first Service and in
+//! its namespace (owned by that Service, so it goes with it), whose holder is the node that answers
+//! ARP and NDP for all the group's addresses: Services sharing an address are answered for by one node
+//! and fail over together. The rules are client-go's leader election
 //! (`tools/leaderelection`), per Service:
 //!
 //! - a candidate judges expiry by its own clock: a Lease is expired when its record has not changed for
@@ -11,24 +14,27 @@
 //!   Lease) it stops announcing, so two nodes never answer at once while their clocks agree on seconds;
 //! - candidates write with the resourceVersion they saw, so of two racing candidates one wins.
 //!
-//! Spread: the candidates do not race blindly. Each ranks the eligible nodes for the Service by
+//! Spread: the candidates do not race blindly. Each ranks the eligible nodes for the group by
 //! rendezvous hashing ([`crate::rank`]) and waits `rank × retry period` after the Lease became free
 //! before trying, so the preferred node takes a new Service and, when a holder dies, the next in its
 //! order takes over; Services are spread over the nodes instead of all landing on the first to start.
+//! A node that already answers for an address of a group whose Lease is new (its first Service was
+//! deleted, or a Service sorting before it joined; the Services' annotation names it) goes first and
+//! the others wait a retry period longer, so the address does not move.
 //!
-//! Visible: every new holder records a `nodeAssigned` Event on the Service (MetalLB's reason), and the
-//! holder keeps the annotation [`NODE_ANNOTATION`] on the Service naming itself (as kube-vip's
+//! Visible: every new holder records a `nodeAssigned` Event on each Service of the group (MetalLB's
+//! reason), and the holder keeps the annotation [`NODE_ANNOTATION`] on them naming itself (as kube-vip's
 //! `kube-vip.io/vipHost` does), so `kubectl describe svc` shows who announces; a node that stops holding
 //! removes the annotation if it still names it, conditionally on the resourceVersion it saw, so it never
 //! removes the next holder's.
 //!
 //! Eligible: Ready nodes not labelled `node.kubernetes.io/exclude-from-external-load-balancers` and
 //! matching the agent's `--lb-node-selector` (if any); under
-//! `externalTrafficPolicy: Local` only those with a ready endpoint of the Service. A holder that stops
+//! `externalTrafficPolicy: Local` only those with a ready endpoint of every such Service of the group. A holder that stops
 //! being eligible releases the Lease at once (holder cleared) so the next node need not wait for expiry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +47,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use svcnet_controllers::events::{Involved, Recorder};
 use tracing::{debug, info, warn};
 
-use crate::eligible::{lb_ips, lb_ipv6_ips, local_policy, node_eligible, nodes_with_ready_endpoints};
+use crate::eligible::{lb_ips, local_policy, node_eligible, nodes_with_ready_endpoints};
+use crate::group::{self, Group, Key};
 use crate::local_route::LocalRoutes;
 use crate::metrics::Metrics;
 use crate::rank;
@@ -52,7 +59,8 @@ use crate::{L2Config, LEASE_LABEL, MANAGER};
 pub const REASON: &str = "nodeAssigned";
 /// The annotation on a LoadBalancer Service naming the node that answers for its IPs.
 pub const NODE_ANNOTATION: &str = "svcnet.io/lb-announcing-node";
-/// How many gratuitous ARPs a new holder sends per IP (one per tick): one may be lost.
+/// How many gratuitous ARPs (unsolicited neighbour advertisements) a new holder sends per IP (one per
+/// tick): one may be lost.
 const GARPS: u8 = 3;
 
 /// The Lease of Service `name`.
@@ -60,9 +68,7 @@ pub fn lease_name(service: &str) -> String {
     format!("svcnet-lb-{service}")
 }
 
-type Key = (String, String);
-
-/// This node's knowledge of one Service's Lease.
+/// This node's knowledge of one group's Lease.
 struct Entry {
     /// When this node first saw the Service (a Lease that does not exist is free since then).
     seen: Instant,
@@ -73,9 +79,6 @@ struct Entry {
     /// Whether a failed write was logged as a warning since the last success (one per outage, not one
     /// per retry period).
     warned: bool,
-    /// The last write of the Service's [`NODE_ANNOTATION`] (at most one per retry period, so a watch that
-    /// has not caught up yet does not cause a write per tick).
-    annotated: Option<Instant>,
     held: Option<Held>,
 }
 
@@ -87,6 +90,11 @@ struct Held {
     /// The last attempt.
     wrote: Instant,
     garps_left: u8,
+    /// The group's Services that were told (by a `nodeAssigned` Event) that this node announces them,
+    /// and the addresses announced: a Service or an address joining a held group gets its Event and
+    /// its gratuitous ARP too.
+    told: BTreeSet<Key>,
+    ips: BTreeSet<IpAddr>,
 }
 
 /// The watched objects the announcer reads.
@@ -105,15 +113,17 @@ pub struct Stores {
 pub struct Announcer {
     cfg: L2Config,
     client: kube::Client,
-    responder: Arc<Responder>,
+    responders: Vec<Arc<Responder>>,
     routes: Option<LocalRoutes>,
     stores: Stores,
+    /// By group (its first Service).
     entries: HashMap<Key, Entry>,
-    /// What the responder answers for (and has local routes) now.
-    announced: BTreeSet<Ipv4Addr>,
+    /// What the responders answer for (and has local routes) now.
+    announced: BTreeSet<IpAddr>,
+    /// The last write of each Service's [`NODE_ANNOTATION`] (at most one per retry period, so a watch
+    /// that has not caught up yet does not cause a write per tick).
+    annotated: HashMap<Key, Instant>,
     metrics: Metrics,
-    /// Services whose IPv6 addresses were logged as not announced (once each).
-    told_ipv6: std::collections::HashSet<Key>,
 }
 
 fn holder(l: &Lease) -> Option<&str> {
@@ -121,6 +131,13 @@ fn holder(l: &Lease) -> Option<&str> {
         .as_ref()
         .and_then(|s| s.holder_identity.as_deref())
         .filter(|h| !h.is_empty())
+}
+
+fn key_of(svc: &Service) -> Key {
+    (
+        svc.metadata.namespace.clone().unwrap_or_default(),
+        svc.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The node the Service's annotation names as announcing it.
@@ -143,11 +160,12 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 impl Announcer {
-    /// An announcer over `stores`, answering through `responder`; `routes` makes held IPs local.
+    /// An announcer over `stores`, answering through `responders` (one per interface); `routes` makes
+    /// held IPs local.
     pub fn new(
         cfg: L2Config,
         client: kube::Client,
-        responder: Arc<Responder>,
+        responders: Vec<Arc<Responder>>,
         routes: Option<LocalRoutes>,
         stores: Stores,
         metrics: Metrics,
@@ -155,13 +173,13 @@ impl Announcer {
         Announcer {
             cfg,
             client,
-            responder,
+            responders,
             routes,
             stores,
             entries: HashMap::new(),
             announced: BTreeSet::new(),
+            annotated: HashMap::new(),
             metrics,
-            told_ipv6: Default::default(),
         }
     }
 
@@ -206,8 +224,8 @@ impl Announcer {
         }
     }
 
-    /// One round over every Service: renew, release or acquire Leases, then make the responder and the
-    /// local routes match what this node holds.
+    /// One round over every group of Services: renew, release or acquire Leases, then make the
+    /// responders and the local routes match what this node holds.
     pub async fn tick(&mut self) {
         let now = Instant::now();
         let me = self.cfg.node_name.clone();
@@ -225,56 +243,54 @@ impl Announcer {
             })
             .filter_map(|n| n.metadata.name.clone())
             .collect();
-        let mut keys: BTreeSet<Key> = self.entries.keys().cloned().collect();
-        let mut v6_now = std::collections::HashSet::new();
-        for svc in self.stores.services.state() {
-            let v6 = lb_ipv6_ips(&svc);
-            if !v6.is_empty() {
-                let key = (
-                    svc.metadata.namespace.clone().unwrap_or_default(),
-                    svc.metadata.name.clone().unwrap_or_default(),
-                );
-                v6_now.insert(key.clone());
-                if self.told_ipv6.insert(key.clone()) {
-                    warn!(service = %format!("{}/{}", key.0, key.1), ips = ?v6, "IPv6 LoadBalancer IPs are not announced: NDP is not implemented yet");
+        let services = self.stores.services.state();
+        let groups = group::groups(services.iter().filter_map(|svc| {
+            let ips = lb_ips(svc);
+            (!ips.is_empty()).then(|| (key_of(svc), ips))
+        }));
+        // Groups that are no more (their Services gone or no longer LoadBalancers with an address, or
+        // merged into a group whose first Service is another): stop now, and release a Lease held
+        // (one left by a type change or a merge; a deleted Service's goes with it).
+        let current: BTreeSet<&Key> = groups.iter().map(|g| &g.key).collect();
+        let stale: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|k| !current.contains(k))
+            .cloned()
+            .collect();
+        for key in stale {
+            if let Some(Entry { held: Some(h), .. }) = self.entries.remove(&key) {
+                let (ns, name) = (&key.0, &key.1);
+                info!(service = %format!("{ns}/{name}"), "no longer the first Service of a LoadBalancer IP's group: stopped announcing for its Lease");
+                if let Some(svc) = self.stores.services.get(&ObjectRef::new(name).within(ns)) {
+                    self.release(&svc, &h.lease).await;
                 }
-            }
-            if !lb_ips(&svc).is_empty() {
-                keys.insert((
-                    svc.metadata.namespace.clone().unwrap_or_default(),
-                    svc.metadata.name.clone().unwrap_or_default(),
-                ));
             }
         }
-        // Told again if a Service loses its IPv6 address and gets one back.
-        self.told_ipv6.retain(|k| v6_now.contains(k));
         let mut want = BTreeSet::new();
         let mut garps = Vec::new();
+        // `nodeAssigned` Events, recorded once the addresses are answered for.
+        let mut events: Vec<(Key, String)> = Vec::new();
+        let interfaces = self.cfg.interfaces.join(", ");
         let mut slices: Option<Vec<Arc<EndpointSlice>>> = None;
-        // Services that left LoadBalancer while this node held them: their annotation goes too.
-        let mut unannotate = Vec::new();
-        for key in keys {
+        for group in &groups {
+            let key = group.key.clone();
             let (ns, name) = (&key.0, &key.1);
-            let svc = self.stores.services.get(&ObjectRef::new(name).within(ns));
-            let ips = svc.as_deref().map(lb_ips).unwrap_or_default();
-            let Some(svc) = svc.filter(|_| !ips.is_empty()) else {
-                // Gone, or no longer a LoadBalancer with an address: stop now (the Lease goes with the
-                // Service; one left by a type change is released).
-                if let Some(Entry { held: Some(h), .. }) = self.entries.remove(&key) {
-                    info!(service = %format!("{ns}/{name}"), "no LoadBalancer IP any more: stopped announcing");
-                    if let Some(svc) = self.stores.services.get(&ObjectRef::new(name).within(ns)) {
-                        self.release(&svc, &h.lease).await;
-                        unannotate.push(svc);
-                    }
-                }
+            let Some(svc) = self.stores.services.get(&ObjectRef::new(name).within(ns)) else {
                 continue;
             };
+            let ips = &group.ips;
             let mut eligible = ready.clone();
-            if local_policy(&svc) {
-                // The slices are read once per round, and only if some Service has the Local policy.
-                let all = slices.get_or_insert_with(|| self.stores.slices.state());
-                let local = nodes_with_ready_endpoints(ns, name, all.iter().map(|s| &**s));
-                eligible.retain(|n| local.contains(n));
+            for (sns, sname) in &group.services {
+                let Some(member) = self.stores.services.get(&ObjectRef::new(sname).within(sns)) else {
+                    continue;
+                };
+                if local_policy(&member) {
+                    // The slices are read once per round, and only if some Service has the Local policy.
+                    let all = slices.get_or_insert_with(|| self.stores.slices.state());
+                    let local = nodes_with_ready_endpoints(sns, sname, all.iter().map(|s| &**s));
+                    eligible.retain(|n| local.contains(n));
+                }
             }
             let me_eligible = eligible.contains(&me);
             let lease = self
@@ -286,7 +302,6 @@ impl Announcer {
                 observed: None,
                 next_try: now,
                 warned: false,
-                annotated: None,
                 held: None,
             });
             match lease.as_deref().and_then(|l| l.metadata.resource_version.clone()) {
@@ -341,6 +356,18 @@ impl Announcer {
                 if h.garps_left > 0 {
                     h.garps_left -= 1;
                     garps.extend(ips.iter().copied());
+                } else {
+                    garps.extend(ips.difference(&h.ips).copied());
+                }
+                h.ips.clone_from(ips);
+                h.told.retain(|k| group.services.contains(k));
+                for member in &group.services {
+                    if h.told.insert(member.clone()) {
+                        events.push((
+                            member.clone(),
+                            assigned_message(&me, &interfaces, group, member, None),
+                        ));
+                    }
                 }
                 continue;
             }
@@ -362,9 +389,25 @@ impl Announcer {
                 }
             };
             let nodes: Vec<&str> = eligible.iter().map(String::as_str).collect();
-            let Some(rank) = rank::rank(ns, name, &nodes, &me, prev.as_deref()) else {
+            let Some(mut rank) = rank::rank(ns, name, &nodes, &me, prev.as_deref()) else {
                 continue;
             };
+            if prev.is_none() {
+                // A new Lease for addresses a node answers for already (under the group's previous
+                // Lease: its first Service was deleted, or one sorting before it joined): that node goes
+                // first, the others wait a retry period longer, so the addresses do not move.
+                let incumbent = group.services.iter().find_map(|(sns, sname)| {
+                    let member = self.stores.services.get(&ObjectRef::new(sname).within(sns))?;
+                    announcing_node(&member)
+                        .filter(|n| eligible.contains(*n))
+                        .cloned()
+                });
+                if ips.iter().any(|ip| self.announced.contains(ip)) || incumbent.as_deref() == Some(&me) {
+                    rank = 0;
+                } else if incumbent.is_some() {
+                    rank += 1;
+                }
+            }
             if now < free_at + self.cfg.retry_period * rank as u32 {
                 continue;
             }
@@ -393,20 +436,19 @@ impl Announcer {
                         renewed: took,
                         wrote: took,
                         garps_left: GARPS - 1,
+                        told: group.services.iter().cloned().collect(),
+                        ips: ips.clone(),
                     });
                     want.extend(ips.iter().copied());
                     garps.extend(ips.iter().copied());
                     let ip_list = ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-                    let from = prev
-                        .as_deref()
-                        .map(|p| format!("; took over from {p}"))
-                        .unwrap_or_default();
-                    info!(service = %format!("{ns}/{name}"), ips = %ip_list, previous = prev.as_deref().unwrap_or("-"), "acquired the Lease: announcing");
-                    let message = format!(
-                        "announcing {ip_list} from node {me:?} (interface {}, ARP){from}",
-                        self.cfg.interface
-                    );
-                    self.record_event(&svc, message);
+                    info!(service = %format!("{ns}/{name}"), ips = %ip_list, previous = prev.as_deref().unwrap_or("-"), services = group.services.len(), "acquired the Lease: announcing");
+                    for member in &group.services {
+                        events.push((
+                            member.clone(),
+                            assigned_message(&me, &interfaces, group, member, prev.as_deref()),
+                        ));
+                    }
                 }
                 Err(e) => {
                     entry.next_try = now + self.cfg.retry_period;
@@ -423,35 +465,42 @@ impl Announcer {
         let held = self.entries.values().filter(|e| e.held.is_some()).count();
         self.metrics.held.set(held as i64);
         self.apply(want, garps).await;
-        // After the data plane: a takeover's ARP does not wait for the Service's annotation.
-        self.annotate(now, unannotate).await;
-    }
-
-    /// Makes each Service's [`NODE_ANNOTATION`] name this node where it holds the Lease, and removes it
-    /// where it names this node but this node does not hold the Lease (`gone`: Services this node held
-    /// until they stopped being LoadBalancers).
-    async fn annotate(&mut self, now: Instant, gone: Vec<Arc<Service>>) {
-        let me = self.cfg.node_name.clone();
-        let mut writes = Vec::new();
-        for ((ns, name), entry) in &mut self.entries {
-            let Some(svc) = self.stores.services.get(&ObjectRef::new(name).within(ns)) else {
-                continue;
-            };
-            let shown = announcing_node(&svc);
-            let held = entry.held.is_some();
-            let due = entry
-                .annotated
-                .is_none_or(|t| now.duration_since(t) >= self.cfg.retry_period);
-            if due && ((held && shown != Some(&me)) || (!held && shown == Some(&me))) {
-                entry.annotated = Some(now);
-                writes.push((svc, held));
+        for ((ns, name), message) in events {
+            if let Some(svc) = self.stores.services.get(&ObjectRef::new(&name).within(&ns)) {
+                self.record_event(&svc, message);
             }
         }
-        writes.extend(
-            gone.into_iter()
-                .filter(|s| announcing_node(s) == Some(&me))
-                .map(|s| (s, false)),
-        );
+        // After the data plane: a takeover's ARP does not wait for the Service's annotation.
+        self.annotate(now, &services, &groups).await;
+    }
+
+    /// Makes each Service's [`NODE_ANNOTATION`] name this node where this node holds its group's
+    /// Lease, and removes it where it names this node but this node does not (any more).
+    async fn annotate(&mut self, now: Instant, services: &[Arc<Service>], groups: &[Group]) {
+        let me = self.cfg.node_name.clone();
+        let mine: BTreeSet<&Key> = groups
+            .iter()
+            .filter(|g| self.entries.get(&g.key).is_some_and(|e| e.held.is_some()))
+            .flat_map(|g| g.services.iter())
+            .collect();
+        let mut writes = Vec::new();
+        for svc in services {
+            let key = key_of(svc);
+            let shown = announcing_node(svc);
+            let held = mine.contains(&key);
+            if (held && shown != Some(&me)) || (!held && shown == Some(&me)) {
+                let due = self
+                    .annotated
+                    .get(&key)
+                    .is_none_or(|t| now.duration_since(*t) >= self.cfg.retry_period);
+                if due {
+                    self.annotated.insert(key, now);
+                    writes.push((svc.clone(), held));
+                }
+            }
+        }
+        let retry = self.cfg.retry_period;
+        self.annotated.retain(|_, t| now.duration_since(*t) < retry);
         for (svc, held) in writes {
             let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
             let name = svc.metadata.name.as_deref().unwrap_or_default();
@@ -478,15 +527,19 @@ impl Announcer {
         }
     }
 
-    /// Makes the responder and the local routes hold exactly `want`, then sends the gratuitous ARPs.
-    async fn apply(&mut self, want: BTreeSet<Ipv4Addr>, garps: Vec<Ipv4Addr>) {
+    /// Makes the responders and the local routes hold exactly `want`, then sends the gratuitous ARPs
+    /// and unsolicited neighbour advertisements.
+    async fn apply(&mut self, want: BTreeSet<IpAddr>, garps: Vec<IpAddr>) {
         if want != self.announced {
-            let added: Vec<Ipv4Addr> = want.difference(&self.announced).copied().collect();
-            let removed: Vec<Ipv4Addr> = self.announced.difference(&want).copied().collect();
+            let added: Vec<IpAddr> = want.difference(&self.announced).copied().collect();
+            let removed: Vec<IpAddr> = self.announced.difference(&want).copied().collect();
             // Stop answering first and deliver first: a removed IP is not answered a moment longer than
             // needed, and an added one is not answered before the node takes its traffic.
             if !removed.is_empty() {
-                self.responder.set(want.clone());
+                let kept: BTreeSet<IpAddr> = self.announced.intersection(&want).copied().collect();
+                for r in &self.responders {
+                    r.set(kept.clone());
+                }
             }
             if let Some(routes) = &self.routes {
                 for ip in &added {
@@ -496,14 +549,19 @@ impl Announcer {
                     routes.del(*ip).await;
                 }
             }
-            self.responder.set(want.clone());
+            for r in &self.responders {
+                r.set(want.clone());
+            }
+            self.metrics.announced_ips.set(want.len() as i64);
             for ip in &removed {
-                info!(%ip, "stopped answering ARP");
+                info!(%ip, "stopped answering ARP/NDP");
             }
             self.announced = want;
         }
         for ip in garps {
-            self.responder.gratuitous(ip);
+            for r in &self.responders {
+                r.gratuitous(ip);
+            }
         }
     }
 
@@ -531,4 +589,29 @@ impl Announcer {
                 .await;
         });
     }
+}
+
+/// The `nodeAssigned` Event's message for `member` of `group`, which node `me` now announces on
+/// `interfaces` (taking over from `prev`).
+fn assigned_message(me: &str, interfaces: &str, group: &Group, member: &Key, prev: Option<&str>) -> String {
+    let ips = &group.ips;
+    let ip_list = ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let how = match (ips.iter().any(IpAddr::is_ipv4), ips.iter().any(IpAddr::is_ipv6)) {
+        (true, true) => "ARP, NDP",
+        (false, true) => "NDP",
+        _ => "ARP",
+    };
+    let from = prev.map(|p| format!("; took over from {p}")).unwrap_or_default();
+    let others: Vec<String> = group
+        .services
+        .iter()
+        .filter(|k| *k != member)
+        .map(|(n, s)| format!("{n}/{s}"))
+        .collect();
+    let shared = if others.is_empty() {
+        String::new()
+    } else {
+        format!("; shared with {}", others.join(", "))
+    };
+    format!("announcing {ip_list} from node {me:?} (interface {interfaces}, {how}){from}{shared}")
 }

@@ -2,7 +2,7 @@
 //! Pure functions over watched objects.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -10,8 +10,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 /// Kubernetes' label that keeps a node out of every external load balancer's pool.
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// The IPv4 ingress addresses of a `type: LoadBalancer` Service (empty for any other Service).
-pub fn lb_ips(svc: &Service) -> BTreeSet<Ipv4Addr> {
+/// The ingress addresses (IPv4 and IPv6) of a `type: LoadBalancer` Service (empty for any other
+/// Service).
+pub fn lb_ips(svc: &Service) -> BTreeSet<IpAddr> {
     let is_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
     if !is_lb {
         return BTreeSet::new();
@@ -22,22 +23,8 @@ pub fn lb_ips(svc: &Service) -> BTreeSet<Ipv4Addr> {
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
-}
-
-/// The IPv6 ingress addresses of a `type: LoadBalancer` Service: not announced (no NDP yet).
-pub fn lb_ipv6_ips(svc: &Service) -> Vec<std::net::Ipv6Addr> {
-    if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
-        return Vec::new();
-    }
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .collect()
 }
 
@@ -104,11 +91,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             lb_ips(&svc).into_iter().collect::<Vec<_>>(),
-            [Ipv4Addr::new(172, 18, 0, 224)]
-        );
-        assert_eq!(
-            lb_ipv6_ips(&svc),
-            ["fd00::1".parse::<std::net::Ipv6Addr>().unwrap()]
+            [
+                "172.18.0.224".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
         );
         assert!(local_policy(&svc));
         let mut cluster_ip = svc.clone();

@@ -2,28 +2,29 @@
 //! announcements do, built into the node agent (`svcnet agent`).
 //!
 //! svcnet's LB IPAM (`--lb-pool`) gives a `type: LoadBalancer` Service an ingress IP; this crate makes one
-//! node per Service answer ARP for it on the node's underlay interface, so that machines on that network
-//! segment reach the IP with no other software:
+//! node per IP answer ARP (IPv4) or NDP (IPv6) for it on the node's underlay interfaces, so that machines
+//! on that network segment reach the IP with no other software:
 //!
-//! - [`announcer`]: the election, one `coordination.k8s.io/v1` Lease per Service (holder = node), with
+//! - [`announcer`]: the election, one `coordination.k8s.io/v1` Lease per Service, or per group of
+//!   Services sharing an address ([`group`]) (holder = node), with
 //!   client-go's leader-election rules and short defaults (Lease 2 s, renew deadline 1 s, retry 500 ms)
 //!   so that a node's death moves its IPs in under 3 s; rendezvous hashing ([`rank`]) spreads Services
 //!   over the eligible nodes; an Event on the Service names each new holder, and the holder keeps the
 //!   annotation `svcnet.io/lb-announcing-node` on the Service naming itself;
-//! - [`responder`]: an AF_PACKET socket on the interface (ARP requests only, by BPF) answering for the
-//!   held IPs, and gratuitous ARP on takeover so clients switch at once;
+//! - [`responder`]: an AF_PACKET socket per interface (`--lb-interfaces`; ARP requests and neighbour
+//!   solicitations only, by BPF) answering for the held IPs, and gratuitous ARP / unsolicited
+//!   neighbour advertisements on takeover so clients switch at once;
 //! - [`local_route`]: the holder's kernel takes the IP's traffic as its own (the userspace proxy listens
 //!   on it);
-//! - [`arp`], [`eligible`], [`rank`]: pure parts.
-//!
-//! IPv4 only for now: IPv6 ingress addresses are not announced (NDP is not implemented); each node logs a
-//! warning once per Service that has one.
+//! - [`arp`], [`ndp`], [`eligible`], [`group`], [`rank`]: pure parts.
 
 pub mod announcer;
 pub mod arp;
 pub mod eligible;
+pub mod group;
 pub mod local_route;
 pub mod metrics;
+pub mod ndp;
 pub mod rank;
 pub mod responder;
 
@@ -55,8 +56,8 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct L2Config {
     /// This node's name (the Leases' holder identity).
     pub node_name: String,
-    /// The interface to answer ARP on.
-    pub interface: String,
+    /// The interfaces to answer ARP and NDP on (at least one).
+    pub interfaces: Vec<String>,
     /// How long a Lease is valid after its last renewal, as other nodes see it (whole seconds).
     pub lease_duration: Duration,
     /// How long the holder keeps announcing while its renewals fail.
@@ -84,6 +85,9 @@ impl L2Config {
         if self.renew_deadline.as_secs_f64() <= self.retry_period.as_secs_f64() * 1.2 {
             return bad("renewDeadline must be greater than retryPeriod*JitterFactor (1.2)");
         }
+        if self.interfaces.iter().any(|i| i.is_empty()) {
+            return bad("an interface name is empty");
+        }
         if self.retry_period < Duration::from_millis(100) {
             return bad("retryPeriod must be at least 100ms");
         }
@@ -103,6 +107,30 @@ pub enum L2Error {
     /// No netlink socket for the local routes.
     #[error("netlink: {0}")]
     Netlink(std::io::Error),
+}
+
+/// Where the kernel reads `arp_ignore` for every interface (the larger of it and the interface's own
+/// is used).
+const ARP_IGNORE: &str = "/proc/sys/net/ipv4/conf/all/arp_ignore";
+
+/// Makes this node's kernel answer ARP only for addresses configured on the interface the request
+/// came in on (`arp_ignore = 1`, kube-proxy's `strictARP`, which MetalLB asks IPVS users to set for
+/// the same reason). Without it, the holder's `local` routes ([`local_route`]) make the kernel answer
+/// ARP for its LoadBalancer IPs on every interface, also those `--lb-interfaces` leaves out; with it,
+/// only the responders answer, on the chosen interfaces. Addresses configured on an interface are
+/// answered for there as before. A node where it cannot be set (read-only /proc) says so and goes on.
+fn strict_arp() {
+    match std::fs::read_to_string(ARP_IGNORE) {
+        Ok(v) if v.trim().parse::<u8>().is_ok_and(|v| v >= 1) => {}
+        _ => match std::fs::write(ARP_IGNORE, "1") {
+            Ok(()) => info!(
+                "set net.ipv4.conf.all.arp_ignore=1: only the announcing interfaces answer ARP for LoadBalancer IPs"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not set net.ipv4.conf.all.arp_ignore=1: the kernel may answer ARP for held LoadBalancer IPs on every interface")
+            }
+        },
+    }
 }
 
 /// A store of `K` kept by a watch that runs (with back-off) for the life of the process.
@@ -133,7 +161,14 @@ where
 /// Runs this node's announcer until the future is dropped.
 pub async fn run(client: kube::Client, cfg: L2Config, metrics: Metrics) -> Result<(), L2Error> {
     cfg.validate()?;
-    let responder = Arc::new(responder::Responder::open(&cfg.interface, metrics.clone())?);
+    if cfg.interfaces.is_empty() {
+        return Err(L2Error::Config("no interface to announce on".into()));
+    }
+    let mut responders = Vec::new();
+    for interface in &cfg.interfaces {
+        responders.push(Arc::new(responder::Responder::open(interface, metrics.clone())?));
+    }
+    strict_arp();
     let routes = if cfg.local_routes {
         let routes = local_route::LocalRoutes::new().map_err(L2Error::Netlink)?;
         // A killed agent's routes would make this node's kernel answer ARP for IPs another node holds.
@@ -168,13 +203,13 @@ pub async fn run(client: kube::Client, cfg: L2Config, metrics: Metrics) -> Resul
     let _ = stores.slices.wait_until_ready().await;
     let _ = stores.leases.wait_until_ready().await;
     info!(
-        interface = %cfg.interface,
+        interfaces = %cfg.interfaces.join(","),
         lease = ?cfg.lease_duration,
         renew_deadline = ?cfg.renew_deadline,
         retry = ?cfg.retry_period,
         "L2 announcement of LoadBalancer IPs running"
     );
-    let mut announcer = announcer::Announcer::new(cfg, client, responder, routes, stores, metrics);
+    let mut announcer = announcer::Announcer::new(cfg, client, responders, routes, stores, metrics);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

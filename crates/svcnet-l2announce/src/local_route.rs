@@ -3,13 +3,14 @@
 //! packet back out of its uplink instead of delivering it. (The nftables backend DNATs in prerouting,
 //! before routing, and needs no route; the route does it no harm.)
 //!
-//! So the holder adds `local <ip>/32 dev lo table local` for each IP it holds, as kube-proxy's IPVS mode
+//! So the holder adds `local <ip>/32 dev lo table local` (`/128` for IPv6) for each IP it holds, as kube-proxy's IPVS mode
 //! puts LoadBalancer IPs on a dummy device, and removes it the moment it stops announcing. Only the
 //! holder has it: a `local` route also makes the kernel answer ARP for the address, which must come from
-//! one node only. The routes carry svcnet's own route protocol number [`ROUTE_PROTOCOL`], so that an
+//! one node only (IPv6 neighbour discovery answers only for addresses on the interface, so there the
+//! responder alone answers). The routes carry svcnet's own route protocol number [`ROUTE_PROTOCOL`], so that an
 //! agent starting up can remove what a killed predecessor left without touching anyone else's routes.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
@@ -30,15 +31,25 @@ pub struct LocalRoutes {
     handle: Handle,
 }
 
-fn message(ip: Ipv4Addr) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(ip, 32)
-        .output_interface(LOOPBACK)
-        .table_id(TABLE_LOCAL)
-        .kind(RouteType::Local)
-        .scope(RouteScope::Host)
-        .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
-        .build()
+fn message(ip: IpAddr) -> RouteMessage {
+    match ip {
+        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(v4, 32)
+            .output_interface(LOOPBACK)
+            .table_id(TABLE_LOCAL)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+            .build(),
+        IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(v6, 128)
+            .output_interface(LOOPBACK)
+            .table_id(TABLE_LOCAL)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+            .build(),
+    }
 }
 
 fn table_of(m: &RouteMessage) -> u32 {
@@ -60,7 +71,7 @@ impl LocalRoutes {
     }
 
     /// Makes `ip` local to this node.
-    pub async fn add(&self, ip: Ipv4Addr) {
+    pub async fn add(&self, ip: IpAddr) {
         match self.handle.route().add(message(ip)).replace().execute().await {
             Ok(()) => info!(%ip, "LoadBalancer IP made local to this node"),
             Err(e) => warn!(%ip, error = %e, "could not make the LoadBalancer IP local (userspace proxy)"),
@@ -68,7 +79,7 @@ impl LocalRoutes {
     }
 
     /// Removes `ip`'s local route (none there is not an error).
-    pub async fn del(&self, ip: Ipv4Addr) {
+    pub async fn del(&self, ip: IpAddr) {
         if let Err(e) = self.handle.route().del(message(ip)).execute().await {
             tracing::debug!(%ip, error = %e, "removing the LoadBalancer IP's local route");
         }
@@ -76,19 +87,20 @@ impl LocalRoutes {
 
     /// Removes every local route of ours (what an agent killed while holding left behind).
     pub async fn remove_all(&self) -> Result<usize, rtnetlink::Error> {
-        let mut stream = self
-            .handle
-            .route()
-            .get(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .table_id(TABLE_LOCAL)
-                    .build(),
-            )
-            .execute();
         let mut ours = Vec::new();
-        while let Some(m) = stream.try_next().await? {
-            if table_of(&m) == TABLE_LOCAL && u8::from(m.header.protocol) == ROUTE_PROTOCOL {
-                ours.push(m);
+        for query in [
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .table_id(TABLE_LOCAL)
+                .build(),
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .table_id(TABLE_LOCAL)
+                .build(),
+        ] {
+            let mut stream = self.handle.route().get(query).execute();
+            while let Some(m) = stream.try_next().await? {
+                if table_of(&m) == TABLE_LOCAL && u8::from(m.header.protocol) == ROUTE_PROTOCOL {
+                    ours.push(m);
+                }
             }
         }
         let n = ours.len();

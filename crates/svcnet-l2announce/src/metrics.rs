@@ -1,6 +1,6 @@
 //! What the announcer did, for Prometheus: Leases held, acquisitions (first announcement or takeover)
-//! with how long the IPs went unannounced before a takeover, releases, losses, ARP replies and
-//! gratuitous ARPs sent.
+//! with how long the IPs went unannounced before a takeover, releases, losses, ARP and NDP replies,
+//! gratuitous ARPs and unsolicited neighbour advertisements sent.
 
 use std::sync::atomic::AtomicI64;
 
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub(crate) losses: Counter,
     pub(crate) arp_replies: Counter,
     pub(crate) gratuitous: Counter,
+    pub(crate) ndp_replies: Counter,
+    pub(crate) unsolicited_nas: Counter,
 }
 
 impl Metrics {
@@ -37,6 +39,8 @@ impl Metrics {
             losses: Counter::default(),
             arp_replies: Counter::default(),
             gratuitous: Counter::default(),
+            ndp_replies: Counter::default(),
+            unsolicited_nas: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("svcnet_l2announce");
         r.register(
@@ -46,7 +50,7 @@ impl Metrics {
         );
         r.register(
             "announced_ips",
-            "LoadBalancer IPs this node answers ARP for",
+            "LoadBalancer IPs this node answers ARP or NDP for",
             m.announced_ips.clone(),
         );
         r.register(
@@ -83,6 +87,16 @@ impl Metrics {
             "gratuitous_arps",
             "Gratuitous ARPs sent on takeover",
             m.gratuitous.clone(),
+        );
+        r.register(
+            "neighbor_advertisements",
+            "Neighbour advertisements sent in answer to solicitations for held LoadBalancer IPv6 IPs",
+            m.ndp_replies.clone(),
+        );
+        r.register(
+            "unsolicited_neighbor_advertisements",
+            "Unsolicited neighbour advertisements sent on takeover (the IPv6 gratuitous ARP)",
+            m.unsolicited_nas.clone(),
         );
         m
     }

@@ -63,6 +63,19 @@ impl Cluster {
         Self::start_behind(bin.as_ref(), &["ip", "netns", "exec", netns], extra)
     }
 
+    /// [`Cluster::start_in_netns`] with the API server on `listen` (`IP:0`, an address of the
+    /// namespace's), which is then also the node's address.
+    pub fn start_in_netns_at(bin: impl AsRef<Path>, netns: &str, listen: &str, extra: &[&str]) -> Cluster {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            bin.as_ref(),
+            &["ip", "netns", "exec", netns],
+            extra,
+            false,
+            listen,
+        )
+    }
+
     /// Starts a fresh cluster whose processes (svcnet, kubectl) run behind the command `prefix`, e.g.
     /// `prlimit --nofile=1024:2048 --` (`svcnet` must be exec'd, so that signals reach it).
     pub fn start_behind(bin: &Path, prefix: &[&str], extra: &[&str]) -> Cluster {
@@ -86,7 +99,7 @@ impl Cluster {
         for f in ["ca.crt", "ca.key", "token"] {
             std::fs::copy(first.dir.join("pki").join(f), pki.join(f)).expect("copy the CA and token");
         }
-        Self::start_in(tmp, bin.as_ref(), &[], extra, false)
+        Self::start_in(tmp, bin.as_ref(), &[], extra, false, "127.0.0.1:0")
     }
 
     fn start_full(bin: &Path, prefix: &[&str], extra: &[&str], keep_pods: bool) -> Cluster {
@@ -96,6 +109,7 @@ impl Cluster {
             prefix,
             extra,
             keep_pods,
+            "127.0.0.1:0",
         )
     }
 
@@ -105,6 +119,7 @@ impl Cluster {
         prefix: &[&str],
         extra: &[&str],
         keep_pods: bool,
+        listen: &str,
     ) -> Cluster {
         let dir = tmp.path().to_path_buf();
         let mut c = Cluster {
@@ -117,7 +132,7 @@ impl Cluster {
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
             keep_pods,
         };
-        c.launch("127.0.0.1:0");
+        c.launch(listen);
         c
     }
 

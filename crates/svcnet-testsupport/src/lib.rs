@@ -27,6 +27,7 @@ pub mod etcd;
 pub mod kubectl;
 pub mod lab;
 pub mod multinode;
+pub mod neighbours;
 pub mod net;
 pub mod netns;
 pub mod process;

@@ -1,10 +1,12 @@
-//! `svcnet agent`'s flags for L2 announcement of LoadBalancer IPs ([`svcnet_l2announce`]), and starting it.
+//! The node's flags for L2 announcement of LoadBalancer IPs ([`svcnet_l2announce`]), and starting it:
+//! `svcnet agent` and the all-in-one `svcnet up` share them.
 //!
-//! On by default when the node has an underlay: with a `--node-ip` that is not loopback, the agent
-//! answers ARP for the LoadBalancer IPs it is elected for on the interface carrying that address
-//! (`svcnet lab` nodes: `eth0`). `--lb-interface NAME` names another interface (and then a failure to
-//! open it stops the agent); `--lb-interface none` turns it off. `--lb-node-selector` keeps announcing to
-//! the nodes whose labels match.
+//! On by default when the node has an underlay: with a node address that is not loopback (`agent
+//! --node-ip`, `up --api-listen`), the node answers ARP and NDP for the LoadBalancer IPs it is elected
+//! for on the interface carrying that address (`svcnet lab` nodes: `eth0`). `--lb-interfaces A,B`
+//! names the interfaces instead (MetalLB's `L2Advertisement.interfaces`; a failure to open one then
+//! stops the node; `--lb-interface` is the same flag); `--lb-interfaces none` turns it off.
+//! `--lb-node-selector` keeps announcing to the nodes whose labels match.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -25,10 +27,16 @@ fn parse_node_selector(s: &str) -> Result<LabelSelector, String> {
 /// The flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LbAnnounceArgs {
-    /// The interface to answer ARP on for the LoadBalancer IPs this node is elected for (MetalLB's
-    /// layer-2 mode). Default: the interface carrying --node-ip, unless that is loopback; `none`: off.
-    #[arg(long, value_name = "NAME")]
-    lb_interface: Option<String>,
+    /// The interfaces (comma-separated) to answer ARP and NDP on for the LoadBalancer IPs this node is
+    /// elected for (MetalLB's layer-2 mode); no other interface answers. Default: the interface carrying
+    /// the node's address, unless that is loopback; `none`: off.
+    #[arg(
+        long = "lb-interfaces",
+        alias = "lb-interface",
+        value_name = "NAME,…",
+        value_delimiter = ','
+    )]
+    lb_interfaces: Vec<String>,
     /// Only nodes whose labels match this label selector (e.g. `node-role/edge=true`) announce
     /// LoadBalancer IPs; give every agent the same one. Default: every Ready node.
     #[arg(long, value_name = "SELECTOR", value_parser = parse_node_selector)]
@@ -48,14 +56,20 @@ pub struct LbAnnounceArgs {
 impl LbAnnounceArgs {
     /// The durations against client-go's rules, before anything starts.
     pub fn check(&self) -> Result<()> {
-        self.config(String::new(), String::new()).validate()?;
+        if self.lb_interfaces.iter().any(|i| i == "none") && self.lb_interfaces.len() > 1 {
+            anyhow::bail!(
+                "--lb-interfaces: `none` turns announcing off and cannot be listed with interfaces"
+            );
+        }
+        self.config(String::new(), self.lb_interfaces.clone())
+            .validate()?;
         Ok(())
     }
 
-    fn config(&self, node_name: String, interface: String) -> L2Config {
+    fn config(&self, node_name: String, interfaces: Vec<String>) -> L2Config {
         L2Config {
             node_name,
-            interface,
+            interfaces,
             lease_duration: self.lb_lease_duration,
             renew_deadline: self.lb_renew_deadline,
             retry_period: self.lb_retry_period,
@@ -64,33 +78,43 @@ impl LbAnnounceArgs {
         }
     }
 
-    /// Starts the announcer under `supervisor` if it is on.
+    /// Starts the announcer under `supervisor` if it is on. `underlay`: whether the node's address is
+    /// on a network the node may announce on by default (`agent`: always; `up`: with `--pod-network
+    /// netns`, so that an all-in-one node on a workstation never starts answering ARP on its LAN
+    /// unless asked to with `--lb-interfaces`).
     pub fn spawn(
         &self,
         supervisor: &Supervisor,
         client: &kube::Client,
         node_name: &str,
         node_ip: IpAddr,
+        underlay: bool,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Result<()> {
-        let (interface, explicit) = match self.lb_interface.as_deref() {
-            Some("none") => return Ok(()),
-            Some(name) => (name.to_string(), true),
-            None if node_ip.is_loopback() => {
+        let (interfaces, explicit) = match self.lb_interfaces.as_slice() {
+            [none] if none == "none" => return Ok(()),
+            [_, ..] => (self.lb_interfaces.clone(), true),
+            [] if !underlay => {
                 info!(
-                    "L2 announcement of LoadBalancer IPs is off: the node address is loopback (give --lb-interface)"
+                    "L2 announcement of LoadBalancer IPs is off: no underlay by default without --pod-network netns (give --lb-interfaces)"
                 );
                 return Ok(());
             }
-            None => match svcnet_l2announce::responder::interface_of(node_ip) {
-                Some(name) => (name, false),
+            [] if node_ip.is_loopback() => {
+                info!(
+                    "L2 announcement of LoadBalancer IPs is off: the node address is loopback (give --lb-interfaces)"
+                );
+                return Ok(());
+            }
+            [] => match svcnet_l2announce::responder::interface_of(node_ip) {
+                Some(name) => (vec![name], false),
                 None => {
-                    warn!(%node_ip, "L2 announcement of LoadBalancer IPs is off: no interface carries the node address (give --lb-interface)");
+                    warn!(%node_ip, "L2 announcement of LoadBalancer IPs is off: no interface carries the node address (give --lb-interfaces)");
                     return Ok(());
                 }
             },
         };
-        let cfg = self.config(node_name.to_string(), interface);
+        let cfg = self.config(node_name.to_string(), interfaces);
         let client = client.clone();
         let metrics = svcnet_l2announce::Metrics::new(registry);
         supervisor.spawn("lb-announce", async move {
@@ -106,5 +130,45 @@ impl LbAnnounceArgs {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lb: LbAnnounceArgs,
+    }
+
+    fn parse(args: &[&str]) -> LbAnnounceArgs {
+        let mut argv = vec!["svcnet"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("flags").lb
+    }
+
+    #[test]
+    fn interfaces_are_a_comma_separated_list_and_the_singular_flag_is_the_same() {
+        assert_eq!(
+            parse(&["--lb-interfaces", "eth0,eth2"]).lb_interfaces,
+            ["eth0", "eth2"]
+        );
+        assert_eq!(
+            parse(&["--lb-interface", "eth1", "--lb-interfaces", "eth3"]).lb_interfaces,
+            ["eth1", "eth3"]
+        );
+        assert!(parse(&[]).lb_interfaces.is_empty());
+        assert!(parse(&["--lb-interfaces", "eth0,eth2"]).check().is_ok());
+        assert!(parse(&["--lb-interfaces", "none"]).check().is_ok());
+        let err = parse(&["--lb-interfaces", "none,eth0"]).check().unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be listed with interfaces"),
+            "{err}"
+        );
+        let err = parse(&["--lb-interfaces", "eth0,,eth1"]).check().unwrap_err();
+        assert!(err.to_string().contains("an interface name is empty"), "{err}");
     }
 }

@@ -55,6 +55,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a one-node cluster and write DIR/kubeconfig.
+    // Boxed, as the agent's: the two largest sets of flags.
     Up(Box<UpArgs>),
     /// Run a node agent that joins a cluster (the kubelet's job: runs the pods bound to this node).
     Agent(Box<AgentArgs>),
@@ -168,6 +169,8 @@ struct UpArgs {
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
     dns: dns_args::DnsArgs,
+    #[command(flatten)]
+    lb: lb_args::LbAnnounceArgs,
 }
 
 /// `svcnet agent`: a node agent joining a cluster through its kubeconfig.
@@ -433,8 +436,14 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if let Some(task) = dns {
         supervisor.watch_spawned("dns", task);
     }
-    args.lb
-        .spawn(&supervisor, &client, &node_name, args.node_ip, &mut registry)?;
+    args.lb.spawn(
+        &supervisor,
+        &client,
+        &node_name,
+        args.node_ip,
+        true,
+        &mut registry,
+    )?;
     let failed = status::Failed::default();
     status::MetricsServer {
         registry: std::sync::Arc::new(registry),
@@ -593,6 +602,7 @@ async fn up(args: UpArgs) -> Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     check_overlay(args.pod_network, args.overlay, args.api_listen.ip())?;
+    args.lb.check()?;
     if args.pod_network == PodNetwork::Netns && args.cluster_cidr.network().is_loopback() {
         bail!(
             "--pod-network netns needs a real --cluster-cidr (e.g. 10.244.0.0/16), not the loopback range {}",
@@ -781,6 +791,15 @@ async fn up(args: UpArgs) -> Result<()> {
         if let Some(task) = dns {
             supervisor.watch_spawned("dns", task);
         }
+        // The node announces LoadBalancer IPs as `svcnet agent` does.
+        args.lb.spawn(
+            &supervisor,
+            &client,
+            &node_name,
+            addr.ip(),
+            args.pod_network == PodNetwork::Netns,
+            &mut registry,
+        )?;
     }
     let registry = Arc::new(registry);
     let failed = status::Failed::default();

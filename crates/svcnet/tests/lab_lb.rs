@@ -13,6 +13,12 @@
 //! goal (the measured gap is printed); the old holder, started again, stays silent; deleting the Service
 //! stops the answers.
 //!
+//! Sharing (both backends): two Services with one `svcnet.io/allow-shared-ip` key, DNS on 53/TCP and
+//! 53/UDP, get one address and both answer the client; a third whose port clashes gets an
+//! `AllocationFailed` Event and no address; one Lease (the group's) elects one node, which alone answers
+//! ARP; stopping it moves both Services; deleting the first Service hands its place to the waiting one
+//! and the address stays answered.
+//!
 //! Every frame stays inside the lab's namespaces. Without root (or without iproute2) the tests say they
 //! are skipped and pass.
 
@@ -39,27 +45,6 @@ fn skip() -> bool {
     false
 }
 
-/// Sends one ARP request for ARGV[1] from eth0 (sender address ARGV[2]) and prints the MACs of every
-/// reply within a second, sorted, space-separated.
-const ARP_PROBE: &str = r#"
-import socket, struct, sys, time
-tgt, src = socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2])
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-s.bind(("eth0", 0))
-mac = s.getsockname()[4]
-s.send(b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + src + b"\0" * 6 + tgt)
-s.settimeout(0.1)
-macs, end = set(), time.time() + 1.0
-while time.time() < end:
-    try:
-        f = s.recv(128)
-    except socket.timeout:
-        continue
-    if len(f) >= 42 and f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02" and f[28:32] == tgt:
-        macs.add(f[22:28].hex(":"))
-print(" ".join(sorted(macs)))
-"#;
-
 /// Connects to ARGV[1]:ARGV[2] every 10 ms for ARGV[3] seconds (each attempt at most 200 ms) and prints
 /// `ok T` or `fail T` per attempt, T in Unix seconds.
 const REQUESTS: &str = r#"
@@ -81,12 +66,9 @@ const SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
  "metadata": {"name": "red", "namespace": "default"},
  "spec": {"type": "LoadBalancer", "selector": {"app": "red"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#;
 
+/// The MACs that answer ARP for `vip` on the client's segment (sorted, space-separated).
 fn arp_answers(lab: &MultiNodeLab, vip: &str) -> String {
-    let out = command_in(&lab.netns_of("client"), "python3")
-        .args(["-c", ARP_PROBE, vip, "172.18.0.2"])
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    svcnet_testsupport::neighbours::answers(&lab.netns_of("client"), vip, "172.18.0.2")
 }
 
 fn mac_of(lab: &MultiNodeLab, node: &str) -> String {
@@ -726,4 +708,286 @@ fn load_balancer_ips_only_from_selected_nodes() {
         arp_answers(&lab, &vip)
     );
     assert!(lab.down());
+}
+
+/// A pod's server on TCP and UDP port ARGV[2] at once: each TCP connection and each UDP datagram gets
+/// `ARGV[1]/tcp PEER-IP` or `ARGV[1]/udp PEER-IP`.
+const TCP_UDP_SERVER: &str = r#"
+import socket, sys, threading
+name, port = sys.argv[1], int(sys.argv[2])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", port))
+def udp():
+    while True:
+        data, peer = u.recvfrom(2048)
+        u.sendto(("%s/udp %s" % (name, peer[0])).encode(), peer)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(128)
+while True:
+    c, a = s.accept()
+    try:
+        c.sendall(("%s/tcp %s\n" % (name, a[0])).encode())
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// From inside `netns`: one UDP datagram to `ip:port` and the answer (`error …` if none in 2 s).
+fn ask_udp_from(netns: &str, ip: &str, port: u16) -> String {
+    let script = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ntry:\n    s.sendto(b'hi',(sys.argv[1],int(sys.argv[2])))\n    print(s.recv(200).decode().strip())\nexcept OSError as e:\n    print('error', e)\n";
+    command_in(netns, "python3")
+        .args(["-c", script, ip, &port.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A LoadBalancer Service `name` on port 53/`protocol` (to the pods' 8080) with sharing key `key`.
+fn shared_service(name: &str, protocol: &str, key: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Service",
+ "metadata": {{"name": "{name}", "namespace": "default", "annotations": {{"svcnet.io/allow-shared-ip": "{key}"}}}},
+ "spec": {{"type": "LoadBalancer", "selector": {{"app": "dns"}},
+  "ports": [{{"port": 53, "targetPort": 8080, "protocol": "{protocol}"}}]}}}}"#
+    )
+}
+
+fn ingress_ip(lab: &MultiNodeLab, service: &str) -> String {
+    lab.get_json(&["service", service])["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The messages of `service`'s Events with `reason`.
+fn events_of(lab: &MultiNodeLab, service: &str, reason: &str) -> Vec<String> {
+    lab.get_json(&["events"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == service && e["reason"] == reason)
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Issue 16's item 4: two Services with the same `svcnet.io/allow-shared-ip` (DNS on TCP and on UDP)
+/// get one address; a third whose port clashes is refused with an Event and stays pending; one Lease
+/// (the group's, named after its first Service) elects one node for the address, which alone answers
+/// ARP for it; from the client both protocols answer; stopping that node moves both Services at once.
+fn shared_ip_tcp_and_udp(proxy_mode: &str) {
+    // The eligible nodes are node1 and node2; rendezvous hashing says which takes dns-tcp's address.
+    let pair = ["node1", "node2"];
+    let predicted = svcnet_l2announce::rank::order("default", "dns-tcp", pair)[0];
+    // The clashing Service later leads the group under a Lease of its own: named so that hashing
+    // prefers the node that will have lost the address by then, so that only the rule "the node that
+    // answers already goes first" keeps the address where it is.
+    let clash = (0..50)
+        .map(|i| format!("dns-clash{i}"))
+        .find(|n| svcnet_l2announce::rank::order("default", n, pair)[0] == predicted)
+        .expect("a name that hashes to the first holder");
+    let lab = MultiNodeLab::up(SVCNET, 3, &["--proxy-mode", proxy_mode]);
+    lab.ok(&[
+        "label",
+        "node",
+        "node3",
+        "node.kubernetes.io/exclude-from-external-load-balancers=",
+    ]);
+    lab.apply(&python_pod(
+        "dns-a",
+        "node3",
+        TCP_UDP_SERVER,
+        &["dns-a", "8080"],
+        Some(8080),
+        &[("app", "dns")],
+    ));
+    lab.apply(&shared_service("dns-tcp", "TCP", "dns"));
+    lab.apply(&shared_service("dns-udp", "UDP", "dns"));
+    lab.wait_pod_ready("dns-a", WAIT);
+    let mut vip = String::new();
+    assert!(
+        eventually(WAIT, || {
+            vip = ingress_ip(&lab, "dns-tcp");
+            !vip.is_empty() && ingress_ip(&lab, "dns-udp") == vip
+        }),
+        "dns-tcp {vip:?} and dns-udp {:?} do not share an address",
+        ingress_ip(&lab, "dns-udp")
+    );
+    // A third Service of the key on 53/TCP clashes: refused, in words that name the holder and the port.
+    lab.apply(&shared_service(&clash, "TCP", "dns"));
+    assert!(
+        eventually(Duration::from_secs(15), || events_of(
+            &lab,
+            &clash,
+            "AllocationFailed"
+        )
+        .iter()
+        .any(|m| m.contains(&vip)
+            && m.contains("default/dns-tcp")
+            && m.contains("53/TCP"))),
+        "no AllocationFailed Event for the clash: {:?}",
+        events_of(&lab, &clash, "AllocationFailed")
+    );
+    assert_eq!(
+        ingress_ip(&lab, &clash),
+        "",
+        "the clashing Service got an address"
+    );
+
+    // One Lease for the address: the group's, named after its first Service.
+    let mut holder = None;
+    assert!(
+        eventually(WAIT, || {
+            holder = holders(&lab).get("svcnet-lb-dns-tcp").cloned();
+            holder.is_some()
+        }),
+        "no holder for the shared address: {:?}",
+        holders(&lab)
+    );
+    let first = holder.unwrap();
+    assert_eq!(
+        first, predicted,
+        "dns-tcp's holder against rendezvous hashing's first choice"
+    );
+    assert!(["node1", "node2"].contains(&first.as_str()), "{first}");
+    assert!(
+        !holders(&lab).contains_key("svcnet-lb-dns-udp"),
+        "a second Lease elects for the same address: {:?}",
+        holders(&lab)
+    );
+    let other = if first == "node1" { "node2" } else { "node1" };
+    let client = lab.netns_of("client");
+    let mut last = String::new();
+    assert!(
+        eventually(WAIT, || {
+            last = ask_from(&client, &vip, 53);
+            last == "dns-a/tcp 172.18.0.2" || last.starts_with("dns-a/tcp ")
+        }),
+        "TCP to {vip}:53: {last:?}"
+    );
+    assert!(
+        eventually(WAIT, || {
+            last = ask_udp_from(&client, &vip, 53);
+            last.starts_with("dns-a/udp ")
+        }),
+        "UDP to {vip}:53: {last:?}"
+    );
+    assert_eq!(
+        arp_answers(&lab, &vip),
+        mac_of(&lab, &first),
+        "ARP answers for {vip}"
+    );
+    for svc in ["dns-tcp", "dns-udp"] {
+        assert!(
+            eventually(Duration::from_secs(10), || annotated(&lab, svc).as_deref()
+                == Some(first.as_str())),
+            "{svc}'s announcing node: {:?}, want {first}",
+            annotated(&lab, svc)
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || events_of(
+            &lab,
+            "dns-udp",
+            "nodeAssigned"
+        )
+        .iter()
+        .any(
+            |m| m.contains(&format!("{first:?}")) && m.contains("shared with default/dns-tcp")
+        )),
+        "dns-udp's nodeAssigned Events: {:?}",
+        events_of(&lab, "dns-udp", "nodeAssigned")
+    );
+
+    // The holder dies: both Services move together.
+    let out = lab.lab(&["stop-node", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        eventually(Duration::from_secs(15), || holders(&lab)
+            .get("svcnet-lb-dns-tcp")
+            .map(String::as_str)
+            == Some(other)),
+        "{other} did not take the shared address over: {:?}",
+        holders(&lab)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || ask_from(&client, &vip, 53)
+            .starts_with("dns-a/tcp ")
+            && ask_udp_from(&client, &vip, 53).starts_with("dns-a/udp ")),
+        "after failover: TCP {:?}, UDP {:?}",
+        ask_from(&client, &vip, 53),
+        ask_udp_from(&client, &vip, 53)
+    );
+    assert_eq!(
+        arp_answers(&lab, &vip),
+        mac_of(&lab, other),
+        "ARP answers after failover"
+    );
+    assert!(
+        neighbour(&lab, &vip).contains(&mac_of(&lab, other)),
+        "client's neighbour entry {:?}",
+        neighbour(&lab, &vip)
+    );
+    for svc in ["dns-tcp", "dns-udp"] {
+        assert!(
+            eventually(Duration::from_secs(10), || annotated(&lab, svc).as_deref()
+                == Some(other)),
+            "{svc}'s announcing node after failover: {:?}",
+            annotated(&lab, svc)
+        );
+    }
+
+    // dns-tcp goes: the address stays with dns-udp, dns-clash takes dns-tcp's place on it, and the
+    // group (now led by dns-clash, under a new Lease) is still answered for by the same node, though
+    // the old holder is back and may be the new Lease's first choice by hash.
+    let out = lab.lab(&["start-node", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The restarted agent's watches must be synced before the new Lease appears.
+    std::thread::sleep(Duration::from_secs(2));
+    lab.ok(&["delete", "service", "dns-tcp"]);
+    assert!(
+        eventually(WAIT, || ingress_ip(&lab, &clash) == vip),
+        "dns-clash did not get {vip} once dns-tcp was gone: {:?}",
+        ingress_ip(&lab, &clash)
+    );
+    assert_eq!(ingress_ip(&lab, "dns-udp"), vip);
+    assert!(
+        eventually(WAIT, || ask_from(&client, &vip, 53).starts_with("dns-a/tcp ")
+            && ask_udp_from(&client, &vip, 53).starts_with("dns-a/udp ")),
+        "after the group changed: TCP {:?}, UDP {:?}",
+        ask_from(&client, &vip, 53),
+        ask_udp_from(&client, &vip, 53)
+    );
+    assert_eq!(
+        arp_answers(&lab, &vip),
+        mac_of(&lab, other),
+        "ARP answers after the group changed"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || holders(&lab)
+            .get(&format!("svcnet-lb-{clash}"))
+            .map(String::as_str)
+            == Some(other)),
+        "the group's new Lease: {:?}, want {other}",
+        holders(&lab)
+    );
+    assert!(lab.down());
+}
+
+#[test]
+fn shared_ip_tcp_and_udp_nftables() {
+    if skip() {
+        return;
+    }
+    shared_ip_tcp_and_udp("nftables");
+}
+
+#[test]
+fn shared_ip_tcp_and_udp_userspace() {
+    if skip() {
+        return;
+    }
+    shared_ip_tcp_and_udp("userspace");
 }

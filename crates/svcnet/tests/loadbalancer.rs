@@ -2,6 +2,7 @@
 //! addresses from the pool (EXTERNAL-IP), honours requested addresses, leaves Services `<pending>` with an
 //! Event when the pool is exhausted and hands freed addresses to them, releases on type change, leaves
 //! other classes alone, and keeps assignments (resolving duplicates, oldest first) across restarts.
+//! Services with the same `svcnet.io/allow-shared-ip` share an address when their ports do not clash.
 //!
 //! Every pool lies inside 127.0.0.0/8: nothing here may reach outside the loopback range.
 
@@ -121,6 +122,69 @@ fn assigns_from_the_pool_and_shows_external_ip() {
     wait_ingress(&c, "web2", &["127.240.0.11"]);
     assert!(ingress(&c, "plain").is_empty());
     assert_eq!(external_ip(&c, "plain"), "<none>");
+}
+
+/// `svcnet.io/allow-shared-ip`: DNS on TCP and on UDP share one address; a Service of the same key
+/// whose port clashes waits (`<pending>`, an `AllocationFailed` Event naming holder and port) and gets
+/// the address once the clash is gone; another key, or none, never shares; a request for the shared
+/// address follows the same rules.
+#[test]
+fn services_with_one_sharing_key_share_an_address() {
+    let c = Cluster::start_with(SVCNET, POOL);
+    let key = |k: &str| format!("    svcnet.io/allow-shared-ip: {k}\n");
+    create_lb(&c, "plain", "", "");
+    wait_ingress(&c, "plain", &["127.240.0.10"]);
+    create_lb(&c, "dns-tcp", "    protocol: TCP\n", &key("dns"));
+    wait_ingress(&c, "dns-tcp", &["127.240.0.11"]);
+    create_lb(&c, "dns-udp", "    protocol: UDP\n", &key("dns"));
+    wait_ingress(&c, "dns-udp", &["127.240.0.11"]);
+    assert_eq!(external_ip(&c, "dns-udp"), "127.240.0.11");
+    // 80/TCP is dns-tcp's: refused, and pending.
+    create_lb(&c, "dns-clash", "", &key("dns"));
+    assert!(
+        eventually(WAIT, || has_event(
+            &c,
+            "dns-clash",
+            "AllocationFailed",
+            "cannot share 127.240.0.11 (sharing key \"dns\") with Service default/dns-tcp, which uses port 80/TCP too"
+        )),
+        "{:?}",
+        events(&c, "dns-clash")
+    );
+    assert_eq!(external_ip(&c, "dns-clash"), "<pending>");
+    // Another key gets an address of its own; a request for the shared address without the key is
+    // refused in the same words as a taken address.
+    create_lb(&c, "web", "", &key("web"));
+    wait_ingress(&c, "web", &["127.240.0.12"]);
+    create_lb(&c, "asks", "  loadBalancerIP: 127.240.0.11\n", "");
+    assert!(
+        eventually(WAIT, || has_event(
+            &c,
+            "asks",
+            "AllocationFailed",
+            "requested address 127.240.0.11 is already in use by Service default/dns-tcp (this Service has no svcnet.io/allow-shared-ip annotation)"
+        )),
+        "{:?}",
+        events(&c, "asks")
+    );
+    // dns-tcp moves to another port: the clash is gone and dns-clash joins.
+    c.ok(&[
+        "patch",
+        "svc",
+        "dns-tcp",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/spec/ports/0/port", "value": 53}]"#,
+    ]);
+    wait_ingress(&c, "dns-clash", &["127.240.0.11"]);
+    // The address stays while any Service holds it.
+    c.ok(&["delete", "svc", "dns-tcp", "dns-udp"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ingress(&c, "dns-clash"), ["127.240.0.11"]);
+    assert_eq!(external_ip(&c, "asks"), "<pending>");
+    // The last holder goes: the address is free, and the waiting request gets it.
+    c.ok(&["delete", "svc", "dns-clash"]);
+    wait_ingress(&c, "asks", &["127.240.0.11"]);
 }
 
 #[test]

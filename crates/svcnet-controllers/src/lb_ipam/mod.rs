@@ -10,6 +10,12 @@
 //!   most one address per family) or the deprecated `spec.loadBalancerIP` asks for specific addresses;
 //!   the annotation wins when both are set. A request that cannot be met (address taken, outside the
 //!   pool, malformed, or of a family the Service does not have) leaves the Service without ingress.
+//! * **Sharing.** Services with the same [`SHARED_IP_ANNOTATION`] (`svcnet.io/allow-shared-ip`) value
+//!   share one address per family, as MetalLB's `allow-shared-ip` does: their ports must not clash
+//!   (port and protocol, so DNS on 53/TCP and 53/UDP share) and under `externalTrafficPolicy: Local`
+//!   they must select the same pods. A Service with a key that asks for any address joins its key's
+//!   address; a request for a specific address may join its holders under the same rules. A clash is
+//!   refused (`AllocationFailed`, naming the holder and the port) and the Service waits until it fits.
 //! * **Failures** are reported as core/v1 Events (type Warning, reason `AllocationFailed`, source
 //!   component [`FIELD_MANAGER`]), once per distinct failure. A Service that waits for capacity (pool
 //!   exhausted, or its requested address held by another Service) is re-checked, oldest first, whenever
@@ -54,6 +60,11 @@ pub const DEFAULT_LB_CLASS: &str = "svcnet.io/lb";
 /// Annotation requesting specific addresses: a comma-separated list, at most one per IP family, e.g.
 /// `svcnet.io/load-balancer-ips: "127.240.0.10,fd00::10"`. Takes precedence over `spec.loadBalancerIP`.
 pub const LB_IPS_ANNOTATION: &str = "svcnet.io/load-balancer-ips";
+
+/// Annotation letting Services share one address (MetalLB's `allow-shared-ip`): Services with the
+/// same value get the same address when their ports do not clash (e.g. DNS on TCP and on UDP) and,
+/// under `externalTrafficPolicy: Local`, they select the same pods.
+pub const SHARED_IP_ANNOTATION: &str = "svcnet.io/allow-shared-ip";
 
 /// Field manager of the status writes, and `source.component` of the Events.
 pub const FIELD_MANAGER: &str = "svcnet-lb-ipam";

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use svcnet_alloc::IpFamily;
 
-use super::LB_IPS_ANNOTATION;
+use super::{LB_IPS_ANNOTATION, SHARED_IP_ANNOTATION};
 
 /// A Service's identity inside the cluster: namespace and name (ordered for determinism).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,6 +66,60 @@ pub(crate) enum Request {
     Invalid(String),
 }
 
+/// What decides whether a Service may share an address with others (MetalLB's rules): the same
+/// sharing key, the same backends, no port used twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Share {
+    /// The value of [`SHARED_IP_ANNOTATION`] (`None`: shares with nobody).
+    pub key: Option<String>,
+    /// Under `externalTrafficPolicy: Local`, `Local:` and the selector: Services sharing an address
+    /// are announced from one node, which must have local endpoints of all of them, so they must
+    /// select the same pods. Empty under `Cluster`, where any node serves every endpoint.
+    pub backend: String,
+    /// `(port, protocol)` of every port: two Services on one address must not both use one.
+    pub ports: Vec<(i32, String)>,
+}
+
+impl Share {
+    /// Why `self` cannot join an address that `other` (Service `holder`) holds, if it cannot.
+    pub fn conflict(&self, other: &Share, holder: &SvcKey) -> Option<String> {
+        let (mine, theirs) = match (&self.key, &other.key) {
+            (None, None) => return Some(format!("Service {holder}")),
+            (Some(_), None) => return Some(format!("Service {holder}, which does not allow sharing")),
+            (None, Some(_)) => {
+                return Some(format!(
+                    "Service {holder} (this Service has no {SHARED_IP_ANNOTATION} annotation)"
+                ));
+            }
+            (Some(a), Some(b)) => (a, b),
+        };
+        if mine != theirs {
+            return Some(format!(
+                "Service {holder}, whose sharing key {theirs:?} is not {mine:?}"
+            ));
+        }
+        if self.backend != other.backend {
+            return Some(format!(
+                "Service {holder}, which does not select the same endpoints under the same \
+                 externalTrafficPolicy (Services sharing an address under policy Local must select the same pods)"
+            ));
+        }
+        let clash: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|p| other.ports.contains(p))
+            .map(|(port, proto)| format!("{port}/{proto}"))
+            .collect();
+        if !clash.is_empty() {
+            return Some(format!(
+                "Service {holder}, which uses port {} too",
+                clash.join(", ")
+            ));
+        }
+        None
+    }
+}
+
 /// The controller's summary of one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SvcInfo {
@@ -77,6 +131,8 @@ pub(crate) struct SvcInfo {
     pub want: Want,
     /// `status.loadBalancer.ingress[*].ip`, parsed; `None` for hostname-only or unparsable entries.
     pub ingress: Vec<Option<IpAddr>>,
+    /// Whether and with whom it may share an address.
+    pub share: Share,
 }
 
 impl SvcInfo {
@@ -106,6 +162,7 @@ impl SvcInfo {
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             want: want(svc, class),
             ingress,
+            share: share(svc),
         })
     }
 
@@ -148,6 +205,36 @@ fn want(svc: &Service, class: &str) -> Want {
         _ => Request::Dynamic(families),
     };
     Want::Ours(request)
+}
+
+fn share(svc: &Service) -> Share {
+    let key = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SHARED_IP_ANNOTATION))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let spec = svc.spec.as_ref();
+    let backend = match spec {
+        Some(s) if s.external_traffic_policy.as_deref() == Some("Local") => {
+            let selector: Vec<String> = s
+                .selector
+                .iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("Local:{}", selector.join(","))
+        }
+        _ => String::new(),
+    };
+    let ports = spec
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|p| (p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        .collect();
+    Share { key, backend, ports }
 }
 
 /// The Service's families from `spec.ipFamilies`; the API server always fills that in, but a Service
@@ -312,5 +399,82 @@ mod tests {
         assert_eq!(info.resource_version, "7");
         assert_eq!(info.created, Some("2024-01-02T03:04:05Z".parse().unwrap()));
         assert_eq!(info.ingress, vec![Some(ip("127.0.0.5")), None]);
+        assert_eq!(info.share, Share::default());
+    }
+
+    #[test]
+    fn sharing_rules() {
+        let share = |key: Option<&str>,
+                     policy: &str,
+                     selector: serde_json::Value,
+                     ports: serde_json::Value| {
+            let mut annotations = serde_json::Map::new();
+            if let Some(k) = key {
+                annotations.insert(SHARED_IP_ANNOTATION.into(), json!(k));
+            }
+            let s = svc(json!({
+                "metadata": {"name": "a", "namespace": "ns", "annotations": annotations},
+                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy, "selector": selector, "ports": ports},
+            }));
+            SvcInfo::from_service(&s, "svcnet.io/lb").unwrap().share
+        };
+        let holder = SvcKey::new("ns", "dns-tcp");
+        let tcp = share(
+            Some("dns"),
+            "Cluster",
+            json!({"app": "dns"}),
+            json!([{"port": 53}]),
+        );
+        assert_eq!(tcp.ports, [(53, "TCP".to_string())]);
+        let udp = share(
+            Some("dns"),
+            "Cluster",
+            json!({"app": "x"}),
+            json!([{"port": 53, "protocol": "UDP"}]),
+        );
+        assert_eq!(udp.conflict(&tcp, &holder), None);
+        let tcp2 = share(
+            Some("dns"),
+            "Cluster",
+            json!({}),
+            json!([{"port": 80}, {"port": 53}]),
+        );
+        assert_eq!(
+            tcp2.conflict(&tcp, &holder).unwrap(),
+            "Service ns/dns-tcp, which uses port 53/TCP too"
+        );
+        let other_key = share(Some("web"), "Cluster", json!({}), json!([{"port": 80}]));
+        assert_eq!(
+            other_key.conflict(&tcp, &holder).unwrap(),
+            "Service ns/dns-tcp, whose sharing key \"dns\" is not \"web\""
+        );
+        let none = share(None, "Cluster", json!({}), json!([{"port": 80}]));
+        assert!(
+            none.conflict(&tcp, &holder)
+                .unwrap()
+                .contains("has no svcnet.io/allow-shared-ip")
+        );
+        assert!(
+            tcp.conflict(&none, &holder)
+                .unwrap()
+                .contains("does not allow sharing")
+        );
+        // Policy Local: the same pods, or no sharing.
+        let local_a = share(
+            Some("dns"),
+            "Local",
+            json!({"app": "dns"}),
+            json!([{"port": 53, "protocol": "UDP"}]),
+        );
+        let local_b = share(Some("dns"), "Local", json!({"app": "dns"}), json!([{"port": 53}]));
+        let local_c = share(
+            Some("dns"),
+            "Local",
+            json!({"app": "other"}),
+            json!([{"port": 53}]),
+        );
+        assert_eq!(local_a.conflict(&local_b, &holder), None);
+        assert!(local_a.conflict(&local_c, &holder).is_some());
+        assert!(local_a.conflict(&tcp, &holder).is_some(), "Local beside Cluster");
     }
 }

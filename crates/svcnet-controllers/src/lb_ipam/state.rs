@@ -4,6 +4,13 @@
 //! deletions) and answers with [`Action`]s for the I/O shell: status writes and Events. It never does I/O
 //! itself, so every allocation decision is unit-tested here without an API server.
 //!
+//! Sharing: Services with the same [`super::SHARED_IP_ANNOTATION`] value hold one address together
+//! when their ports do not clash (and, under policy Local, they select the same pods; see
+//! [`super::service::Share`]). A Service with a sharing key that asks for any address joins an address
+//! its key already has (lowest first) rather than taking a new one, so that the key names one address
+//! per family; if every such address clashes, it is refused with an Event and waits, as a request for
+//! a taken address does. An address goes back to the pool when its last holder leaves it.
+//!
 //! Invariants:
 //! * the pool's allocated set is exactly the union of `assigned`;
 //! * a Service is in `pending` only if it is ours and lacks an address that freeing capacity could give
@@ -154,6 +161,11 @@ impl IpamState {
                         self.assigned.entry(info.key.clone()).or_default().push(*ip);
                     }
                     Err(PoolError::InUse { .. }) => {
+                        // Shared with the older holders, if the rules allow it.
+                        if self.conflict_at(info, *ip).is_none() {
+                            self.assigned.entry(info.key.clone()).or_default().push(*ip);
+                            continue;
+                        }
                         let older = owner.get(ip).map(|k| k.to_string()).unwrap_or_default();
                         out.actions.push(event(
                             info,
@@ -186,6 +198,10 @@ impl IpamState {
         {
             // Deleted and re-created under the same name while we did not look: a new Service.
             self.forget(&key, &mut out);
+        }
+        if self.services.get(&key).is_some_and(|old| old.share != info.share) {
+            // Its ports or sharing key changed: a Service waiting to share its address may fit now.
+            out.freed = true;
         }
         self.services.insert(key.clone(), info);
         self.reconcile_into(&key, &mut out);
@@ -226,10 +242,14 @@ impl IpamState {
         self.reported.remove(key);
     }
 
+    /// Gives up `ips` for a Service already removed from `assigned`: each goes back to the pool unless
+    /// another Service still shares it. Either way a waiting Service may now fit (an address, or a port
+    /// on a shared one, is free).
     fn release(&mut self, ips: &[IpAddr], out: &mut Out) {
         for ip in ips {
-            if self.pool.release(*ip) {
-                out.freed = true;
+            out.freed = true;
+            if self.holders_of(*ip).is_empty() {
+                self.pool.release(*ip);
             }
         }
     }
@@ -269,11 +289,42 @@ impl IpamState {
         keys.into_iter().map(|i| i.key.clone()).collect()
     }
 
-    fn holder_of(&self, ip: IpAddr) -> Option<&SvcKey> {
+    fn holders_of(&self, ip: IpAddr) -> Vec<&SvcKey> {
         self.assigned
             .iter()
-            .find(|(_, ips)| ips.contains(&ip))
+            .filter(|(_, ips)| ips.contains(&ip))
             .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Why `info` may not hold `ip` beside the Services that hold it now (`None`: it may).
+    fn conflict_at(&self, info: &SvcInfo, ip: IpAddr) -> Option<String> {
+        self.holders_of(ip)
+            .into_iter()
+            .filter(|k| **k != info.key)
+            .find_map(|k| {
+                let share = self.services.get(k).map(|i| &i.share);
+                info.share.conflict(share.unwrap_or(&Default::default()), k)
+            })
+    }
+
+    /// The addresses of `family` that Services with `key` hold, lowest first.
+    fn key_addresses(&self, key: &str, family: IpFamily, me: &SvcKey) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .assigned
+            .iter()
+            .filter(|(k, _)| *k != me)
+            .filter(|(k, _)| {
+                self.services
+                    .get(*k)
+                    .is_some_and(|i| i.share.key.as_deref() == Some(key))
+            })
+            .flat_map(|(_, ips)| ips.iter().copied())
+            .filter(|ip| IpFamily::of(*ip) == family)
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
     }
 
     /// Brings one Service's addresses (and status) in line with what it asks for.
@@ -339,9 +390,14 @@ impl IpamState {
             }
         };
 
-        // Keep every held address that still fits a target; give back the rest.
+        // Keep every held address that still fits a target (and, if shared, may still be); give back
+        // the rest.
         let mut slots: Vec<Option<IpAddr>> = vec![None; targets.len()];
         for ip in &held {
+            if self.conflict_at(&info, *ip).is_some() {
+                self.release(&[*ip], out);
+                continue;
+            }
             match targets
                 .iter()
                 .zip(slots.iter_mut())
@@ -351,7 +407,9 @@ impl IpamState {
                 None => self.release(&[*ip], out),
             }
         }
+        // Taken from the pool now, and joined (shared with their holders) now.
         let mut fresh = Vec::new();
+        let mut joined = Vec::new();
         let mut failures = Vec::new();
         let mut retryable = true;
         for (target, slot) in targets.iter().zip(slots.iter_mut()) {
@@ -364,25 +422,44 @@ impl IpamState {
                         *slot = Some(ip);
                         fresh.push(ip);
                     }
-                    Err(PoolError::InUse { .. }) => {
-                        let holder = self
-                            .holder_of(ip)
-                            .map(|k| format!(" by Service {k}"))
-                            .unwrap_or_default();
-                        failures.push(format!("requested address {ip} is already in use{holder}"));
-                    }
+                    Err(PoolError::InUse { .. }) => match self.conflict_at(&info, ip) {
+                        None => {
+                            *slot = Some(ip);
+                            joined.push(ip);
+                        }
+                        Some(why) => {
+                            failures.push(format!("requested address {ip} is already in use by {why}"))
+                        }
+                    },
                     Err(_) => {
                         retryable = false;
                         failures.push(format!("requested address {ip} is not in the pool"));
                     }
                 },
-                Target::Next(family) => match self.pool.allocate_next(family) {
-                    Ok(ip) => {
-                        *slot = Some(ip);
-                        fresh.push(ip);
+                Target::Next(family) => {
+                    // A sharing key names one address per family: join it rather than take another.
+                    let shared = match &info.share.key {
+                        Some(k) => self.key_addresses(k, family, key),
+                        None => Vec::new(),
+                    };
+                    if let Some(ip) = shared.iter().find(|ip| self.conflict_at(&info, **ip).is_none()) {
+                        *slot = Some(*ip);
+                        joined.push(*ip);
+                        continue;
                     }
-                    Err(_) => failures.push(format!("no available {family} address in pool")),
-                },
+                    if let (Some(first), Some(k)) = (shared.first(), &info.share.key) {
+                        let why = self.conflict_at(&info, *first).unwrap_or_default();
+                        failures.push(format!("cannot share {first} (sharing key {k:?}) with {why}"));
+                        continue;
+                    }
+                    match self.pool.allocate_next(family) {
+                        Ok(ip) => {
+                            *slot = Some(ip);
+                            fresh.push(ip);
+                        }
+                        Err(_) => failures.push(format!("no available {family} address in pool")),
+                    }
+                }
             }
         }
 
@@ -409,7 +486,7 @@ impl IpamState {
             let kept: Vec<IpAddr> = slots
                 .into_iter()
                 .flatten()
-                .filter(|ip| !fresh.contains(ip))
+                .filter(|ip| !fresh.contains(ip) && !joined.contains(ip))
                 .collect();
             if !kept.is_empty() {
                 self.assigned.insert(key.clone(), kept);
@@ -469,6 +546,7 @@ fn event(info: &SvcInfo, type_: EventType, reason: &'static str, message: String
 
 #[cfg(test)]
 mod tests {
+    use super::super::service::Share;
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
@@ -488,7 +566,161 @@ mod tests {
             created: Some(jiff::Timestamp::from_second(1_700_000_000 + age).unwrap()),
             want,
             ingress: ingress.iter().map(|s| Some(ip(s))).collect(),
+            share: Share::default(),
         }
+    }
+
+    /// [`svc`] with sharing key `key` (if any) and `ports` (`"53/UDP"`).
+    fn shared(
+        name: &str,
+        age: i64,
+        want: Want,
+        ingress: &[&str],
+        key: Option<&str>,
+        ports: &[&str],
+    ) -> SvcInfo {
+        let mut info = svc(name, age, want, ingress);
+        info.share = Share {
+            key: key.map(str::to_string),
+            backend: String::new(),
+            ports: ports
+                .iter()
+                .map(|p| {
+                    let (port, proto) = p.split_once('/').unwrap();
+                    (port.parse().unwrap(), proto.to_string())
+                })
+                .collect(),
+        };
+        info
+    }
+
+    #[test]
+    fn a_sharing_key_names_one_address() {
+        let mut st = state(&["127.240.0.10-127.240.0.12"]);
+        st.resync(vec![]);
+        st.apply(svc("other", 0, dynamic(), &[]));
+        let tcp = st.apply(shared("dns-tcp", 1, dynamic(), &[], Some("dns"), &["53/TCP"]));
+        assert_eq!(writes(&tcp), [("dns-tcp".into(), vec![ip("127.240.0.11")])]);
+        // The UDP twin joins it; another key does not.
+        let udp = st.apply(shared("dns-udp", 2, dynamic(), &[], Some("dns"), &["53/UDP"]));
+        assert_eq!(writes(&udp), [("dns-udp".into(), vec![ip("127.240.0.11")])]);
+        let web = st.apply(shared("web", 3, dynamic(), &[], Some("web"), &["80/TCP"]));
+        assert_eq!(writes(&web), [("web".into(), vec![ip("127.240.0.12")])]);
+        check(&st);
+        // A clash on 53/TCP: refused with an Event naming the holder and the port, and it waits.
+        let clash = st.apply(shared(
+            "dns-tcp2",
+            4,
+            dynamic(),
+            &[],
+            Some("dns"),
+            &["53/TCP", "853/TCP"],
+        ));
+        assert!(writes(&clash).is_empty());
+        assert_eq!(
+            events(&clash),
+            [(
+                "dns-tcp2".into(),
+                REASON_ALLOCATION_FAILED,
+                "cannot share 127.240.0.11 (sharing key \"dns\") with Service default/dns-tcp, which uses port 53/TCP too"
+                    .into()
+            )]
+        );
+        assert_eq!(st.pending(), [key("dns-tcp2")]);
+        // A request for the shared address honours the same rules.
+        let want = |s: &str| Want::Ours(Request::Specific(vec![ip(s)]));
+        let asked = st.apply(shared(
+            "dot",
+            5,
+            want("127.240.0.11"),
+            &[],
+            Some("dns"),
+            &["853/TCP"],
+        ));
+        assert_eq!(writes(&asked), [("dot".into(), vec![ip("127.240.0.11")])]);
+        let asked = st.apply(shared("nokey", 6, want("127.240.0.11"), &[], None, &["9/TCP"]));
+        assert_eq!(
+            events(&asked)[0].2,
+            "requested address 127.240.0.11 is already in use by Service default/dns-tcp (this Service has no svcnet.io/allow-shared-ip annotation)"
+        );
+        // The address stays while any holder does; dns-tcp2 still clashes with dot (853/TCP) ...
+        let gone = st.delete(&key("dns-tcp"));
+        assert!(writes(&gone).is_empty(), "{gone:?}");
+        check(&st);
+        // ... and joins once dot is gone too.
+        let gone = st.delete(&key("dot"));
+        assert_eq!(writes(&gone), [("dns-tcp2".into(), vec![ip("127.240.0.11")])]);
+        assert_eq!(
+            st.pending(),
+            [key("nokey")],
+            "nokey still waits for an address it may not share"
+        );
+        let udp_changed = st.apply(shared(
+            "dns-udp",
+            2,
+            dynamic(),
+            &["127.240.0.11"],
+            Some("dns"),
+            &["53/UDP"],
+        ));
+        assert!(writes(&udp_changed).is_empty(), "{udp_changed:?}");
+        check(&st);
+        st.delete(&key("dns-udp"));
+        st.delete(&key("dns-tcp2"));
+        st.delete(&key("nokey"));
+        // Every holder gone: the address is back in the pool.
+        assert_eq!(
+            st.pool.iter().collect::<Vec<_>>(),
+            [ip("127.240.0.10"), ip("127.240.0.12")]
+        );
+        check(&st);
+    }
+
+    #[test]
+    fn a_port_change_that_clashes_gives_up_the_shared_address() {
+        let mut st = state(&["127.240.0.10-127.240.0.12"]);
+        st.resync(vec![]);
+        st.apply(shared("a", 0, dynamic(), &[], Some("k"), &["53/TCP"]));
+        st.apply(shared("b", 1, dynamic(), &[], Some("k"), &["53/UDP"]));
+        assert_eq!(st.assigned(&key("b")), [ip("127.240.0.10")]);
+        let changed = st.apply(shared(
+            "b",
+            1,
+            dynamic(),
+            &["127.240.0.10"],
+            Some("k"),
+            &["53/TCP"],
+        ));
+        assert_eq!(writes(&changed), [("b".into(), vec![])]);
+        assert_eq!(st.pending(), [key("b")]);
+        // The shell records the write.
+        st.observe(shared("b", 1, dynamic(), &[], Some("k"), &["53/TCP"]));
+        // a stops using 53/TCP: b gets the address back.
+        let a = st.apply(shared(
+            "a",
+            0,
+            dynamic(),
+            &["127.240.0.10"],
+            Some("k"),
+            &["80/TCP"],
+        ));
+        assert_eq!(writes(&a), [("b".into(), vec![ip("127.240.0.10")])]);
+        check(&st);
+    }
+
+    #[test]
+    fn resync_keeps_shared_addresses() {
+        let mut st = state(&["127.240.0.10-127.240.0.12"]);
+        let actions = st.resync(vec![
+            shared("a", 0, dynamic(), &["127.240.0.10"], Some("k"), &["53/TCP"]),
+            shared("b", 1, dynamic(), &["127.240.0.10"], Some("k"), &["53/UDP"]),
+            shared("c", 2, dynamic(), &["127.240.0.10"], Some("j"), &["80/TCP"]),
+        ]);
+        assert_eq!(st.assigned(&key("b")), [ip("127.240.0.10")]);
+        assert_eq!(st.assigned(&key("c")), [ip("127.240.0.11")]);
+        assert_eq!(writes(&actions), [("c".into(), vec![ip("127.240.0.11")])]);
+        assert_eq!(events(&actions)[0].1, REASON_CONFLICT);
+        check(&st);
     }
 
     fn dynamic() -> Want {
@@ -525,6 +757,7 @@ mod tests {
     fn check(st: &IpamState) {
         let mut all: Vec<IpAddr> = st.assigned.values().flatten().copied().collect();
         all.sort();
+        all.dedup();
         assert_eq!(all, st.pool.iter().collect::<Vec<_>>());
     }
 
@@ -780,6 +1013,15 @@ mod tests {
                 } else {
                     let shown = alive.get(name).cloned().unwrap_or_default();
                     let mut info = svc(name, pick(10) as i64, want, &[]);
+                    // Some share (two keys, two ports, two protocols), so addresses are shared and
+                    // clash.
+                    if pick(2) == 0 {
+                        info.share = Share {
+                            key: Some(["k", "j"][pick(2)].to_string()),
+                            backend: String::new(),
+                            ports: vec![([53, 80][pick(2)], ["TCP", "UDP"][pick(2)].to_string())],
+                        };
+                    }
                     // A Service keeps its creation time until it is deleted.
                     if let Some(old) = st.services.get(&key(name)) {
                         info.created = old.created;
@@ -798,6 +1040,15 @@ mod tests {
                     }
                 }
                 check(&st);
+                // Services holding one address may share it.
+                for (a, ips) in &st.assigned {
+                    for (b, other) in &st.assigned {
+                        if a < b && ips.iter().any(|ip| other.contains(ip)) {
+                            let (sa, sb) = (&st.services[a].share, &st.services[b].share);
+                            assert_eq!(sa.conflict(sb, b), None, "seed {seed} step {step}: {a} and {b}");
+                        }
+                    }
+                }
                 for (k, info) in &st.services {
                     let held = st.assigned(k);
                     if let Want::Ours(Request::Dynamic(f)) = &info.want
