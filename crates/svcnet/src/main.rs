@@ -8,6 +8,7 @@
 //! Every long-running loop either command starts runs under a [`supervise::Supervisor`]: when one stops,
 //! the command logs it, turns its health red and shuts down with an error.
 
+mod api_servers;
 mod backup_cmd;
 mod dataplane_args;
 mod dns_args;
@@ -172,6 +173,8 @@ struct AgentArgs {
     /// The kubeconfig to reach the API server with.
     #[arg(long)]
     kubeconfig: PathBuf,
+    #[command(flatten)]
+    api: api_servers::ApiServersArgs,
     /// This node's name (default: the hostname).
     #[arg(long)]
     node_name: Option<String>,
@@ -395,11 +398,24 @@ async fn agent(args: AgentArgs) -> Result<()> {
     check_overlay(args.pod_network, args.overlay, args.node_ip)?;
     args.lb.check()?;
     node_args::check_lease_duration(args.node_lease_duration_seconds)?;
-    let client = kube_client(&args.kubeconfig).await?;
     private_dir(&args.data_dir)?;
-    let node_name = args.node_name.unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::default();
+    let (client, balancer) = api_servers::connect(
+        api_servers::kube_config(Some(&args.kubeconfig)).await?,
+        &args.api,
+        AGENT_API_LB_LISTEN,
+        Some(&mut registry),
+    )
+    .await?;
     let mut supervisor = Supervisor::new();
+    if let Some(b) = balancer {
+        // kubectl on this node gets the same failover as the agent: one address, every server.
+        let kubeconfig = args.data_dir.join("kubeconfig");
+        api_servers::write_kubeconfig_via(&args.kubeconfig, &b.url(), &kubeconfig)?;
+        info!(listen = %b.addr, kubeconfig = %kubeconfig.display(), "API servers reached through the local balancer");
+        b.supervise(&supervisor);
+    }
+    let node_name = args.node_name.unwrap_or_else(hostname);
     let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
         client.clone(),
@@ -413,6 +429,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         &mut registry,
         proxy_process::Detached {
             kubeconfig: &args.kubeconfig,
+            api_servers: &args.api.api_servers,
             state_dir: args.data_dir.join("proxy"),
             log_format: &args.log_format,
         },
@@ -492,6 +509,11 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     outcome
 }
+
+/// Where `svcnet agent --api-servers` listens for its own components and kubectl by default (k3s'
+/// agent load balancer's port).
+const AGENT_API_LB_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 6444);
 
 /// How long `svcnet up` and `svcnet agent` keep answering their failed health checks after a supervised task stopped,
 /// before it shuts down: long enough for a probe to read why (kube-apiserver's
@@ -752,6 +774,7 @@ async fn up(args: UpArgs) -> Result<()> {
             &mut registry,
             proxy_process::Detached {
                 kubeconfig: &kubeconfig,
+                api_servers: &[],
                 state_dir: data_dir.join("proxy"),
                 log_format: &args.log_format,
             },
