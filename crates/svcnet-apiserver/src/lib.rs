@@ -28,6 +28,7 @@ pub mod proto;
 pub mod request;
 pub mod reviews;
 pub mod satoken;
+pub mod starting;
 pub mod strategy;
 pub mod streaming;
 pub mod subresources;

@@ -626,7 +626,6 @@ async fn up(args: UpArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--lb-pool: {e}"))?;
 
-    let store = args.store.open(&data_dir).await?;
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
     let tls = pki::server_config(&creds)?;
     let token_file = match &args.token_auth_file {
@@ -644,6 +643,24 @@ async fn up(args: UpArgs) -> Result<()> {
         anyhow::Error::new(e).context(format!("listening on {}{hint}", args.api_listen))
     })?;
     let addr = listener.local_addr()?;
+    // While the store cannot be opened (etcd not up yet) the address answers probes: live, not ready.
+    let store = {
+        let opening = args.store.open(&data_dir);
+        tokio::pin!(opening);
+        let waiting = format!("waiting for the store to open ({})", args.store.describe());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let answer = svcnet_apiserver::starting::serve_while(&listener, tls.clone(), waiting, async {
+            let _ = done_rx.await;
+        });
+        tokio::pin!(answer);
+        let store = tokio::select! {
+            s = &mut opening => s,
+            _ = &mut answer => unreachable!("answers until told to stop"),
+        };
+        let _ = done_tx.send(());
+        answer.await;
+        store?
+    };
 
     let server = ApiServer::new(
         store.clone(),

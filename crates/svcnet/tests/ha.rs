@@ -549,3 +549,84 @@ fn bad_api_servers_are_refused() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// Kills the `svcnet up` a test started by hand, by PID.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An API server whose etcd is not up yet answers on its address from the start: `/livez` ok,
+/// `/readyz` failing with the wait named (so a balancer skips it), other requests 503; once etcd is
+/// up it becomes ready.
+#[test]
+fn readyz_answers_not_ready_while_waiting_for_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = net::free_port("127.0.0.1");
+    let etcd_port = net::free_port("127.0.0.1");
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let _up = Up(std::process::Command::new(SVCNET)
+        .args(["up", "--control-plane-only", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "--api-listen",
+            &format!("127.0.0.1:{api}"),
+            "--etcd-servers",
+            &etcd_url,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap());
+    let get = |path: &str| -> (u16, String) {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+            ])
+            .arg(dir.path().join("data/pki/ca.crt"))
+            .arg(format!("https://127.0.0.1:{api}{path}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    let up_log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || get("/livez").0 == 200),
+        "{}",
+        up_log()
+    );
+    let (code, body) = get("/readyz?verbose");
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.contains(&format!(
+            "[-]etcd failed: waiting for the store to open (etcd {etcd_url})"
+        )),
+        "{body}"
+    );
+    let (code, body) = get("/api/v1/namespaces");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"reason\":\"ServiceUnavailable\""), "{body}");
+
+    let _etcd = Etcd::start_on(etcd_port);
+    assert!(
+        eventually(Duration::from_secs(30), || get("/readyz").0 == 200),
+        "{}",
+        up_log()
+    );
+    assert!(up_log().contains("cannot reach etcd yet; retrying"));
+}
