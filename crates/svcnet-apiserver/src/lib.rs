@@ -8,6 +8,7 @@
 //! Layout: [`request`] parses paths and parameters, [`handlers`] implements the verbs over the [`cache`],
 //! [`watch`] streams changes, [`strategy`] and [`hooks`] hold per-kind rules, and this module wires HTTP.
 
+pub mod apiserver_leases;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;

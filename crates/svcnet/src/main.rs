@@ -685,6 +685,10 @@ async fn up(args: UpArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     server.spawn_periodic_repair(std::time::Duration::from_secs(180));
+    if args.store.etcd() {
+        // Several API servers may share this store: the `kubernetes` endpoints list every live one.
+        server.spawn_endpoint_reconciler(leader::identity(&data_dir)?, addr);
+    }
 
     let kubeconfig = data_dir.join("kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &creds)?;

@@ -399,7 +399,8 @@ fn reaches(addr: std::net::SocketAddr, who: &str) -> bool {
 /// instance it uses, which also holds every controller Lease, is killed: the agent's data plane keeps
 /// serving, the agent moves to another server (its Node stays Ready, a Service created after the kill
 /// reaches its data plane, the kubeconfig it wrote for kubectl keeps working), and the EndpointSlice
-/// controller, now on another instance, follows a pod's labels within the Lease duration + 1 s.
+/// controller, now on another instance, follows a pod's labels within the Lease duration + 1 s. The
+/// `kubernetes` Service's Endpoints list the three servers, then the two that are left.
 #[test]
 fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     let etcd = Etcd::start();
@@ -421,6 +422,29 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     assert!(eventually(Duration::from_secs(10), || lease_holder(&a, LEASE) == a_id));
     let b = Cluster::start_joining(SVCNET, &a, &flags);
     let c = Cluster::start_joining(SVCNET, &a, &flags);
+    // Every server's Lease puts it into the `kubernetes` Service's endpoints.
+    let all: BTreeSet<String> = [&a.addr, &b.addr, &c.addr].into_iter().cloned().collect();
+    let in_endpoints = |c: &Cluster| -> BTreeSet<String> {
+        let ep = c.get_json(&["endpoints", "kubernetes"]);
+        ep["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| {
+                let port = s["ports"][0]["port"].as_u64().unwrap();
+                s["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap()))
+            })
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || in_endpoints(&a) == all),
+        "{:?}, want {all:?}",
+        in_endpoints(&a)
+    );
     let servers = [&a, &b, &c].map(|s| format!("https://{}", s.addr)).join(",");
 
     let agent_dir = b.dir.join("node-ha");
@@ -519,6 +543,14 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     assert!(kubectl_on_node(&["get", "services", "after"]).status.success());
     let log = agent.log();
     assert!(log.contains("API server connections switch over"), "{log}");
+
+    // The `kubernetes` Endpoints listed all three servers; a's Lease expires (15 s) and it leaves them.
+    let live: BTreeSet<String> = [&b.addr, &c.addr].into_iter().cloned().collect();
+    assert!(
+        eventually(Duration::from_secs(25), || in_endpoints(&c) == live),
+        "{:?}, want {live:?}",
+        in_endpoints(&c)
+    );
 }
 
 /// Bad `--api-servers` entries are refused before anything starts.
