@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 /// A running node agent.
 pub struct Agent {
     child: Option<Child>,
+    /// Its pods' process groups, once [`Agent::kill_agent_only`] left them running.
+    left: Vec<u32>,
     /// Its `--data-dir`.
     pub dir: PathBuf,
 }
@@ -42,7 +44,17 @@ impl Agent {
             .expect("spawn svcnet agent");
         Agent {
             child: Some(child),
+            left: Vec::new(),
             dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Kills only the agent, as a crash would: its pods keep running (until the handle drops).
+    pub fn kill_agent_only(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            self.left = children_of(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -78,10 +90,13 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        let mut groups = std::mem::take(&mut self.left);
         if let Some(mut child) = self.child.take() {
-            let groups = children_of(child.id());
+            groups.extend(children_of(child.id()));
             let _ = child.kill();
             let _ = child.wait();
+        }
+        {
             for g in groups {
                 let _ = Command::new("kill")
                     .args(["-s", "KILL", "--", &format!("-{g}")])
