@@ -203,8 +203,8 @@ pub struct ApiLb {
 }
 
 impl ApiLb {
-    /// Binds the listening address and builds a health-check client per server; nothing runs before
-    /// [`ApiLb::run`].
+    /// Builds a health-check client per server, checks each once, and binds the listening address;
+    /// nothing is relayed before [`ApiLb::run`].
     pub async fn bind(cfg: Config, metrics: Metrics) -> Result<ApiLb, Error> {
         if cfg.servers.is_empty() {
             return Err(Error::NoServers);
@@ -222,17 +222,32 @@ impl ApiLb {
                 server: uri.to_string(),
                 source,
             })?;
-            metrics
-                .healthy
-                .get_or_create(&ServerLabel {
-                    server: authority.clone(),
-                })
-                .set(1);
             servers.push(Server {
                 authority,
                 client,
                 generation: watch::channel(0).0,
             });
+        }
+        // One round of checks before the first connection, so that a server already known to be down
+        // or not ready (waiting for etcd, say) never gets the node's first requests.
+        let mut first = tokio::task::JoinSet::new();
+        for (i, s) in servers.iter().enumerate() {
+            let client = s.client.clone();
+            let timeout = cfg.check_interval.max(Duration::from_secs(1));
+            first.spawn(async move { (i, ready(&client, timeout).await) });
+        }
+        let mut selector = Selector::new(servers.len());
+        while let Some(Ok((i, outcome))) = first.join_next().await {
+            if let Err(why) = &outcome {
+                warn!(server = %servers[i].authority, reason = %why, "API server not ready at start");
+            }
+            selector.set_health(i, outcome.is_ok());
+            metrics
+                .healthy
+                .get_or_create(&ServerLabel {
+                    server: servers[i].authority.clone(),
+                })
+                .set(i64::from(outcome.is_ok()));
         }
         let listener = TcpListener::bind(cfg.listen)
             .await
@@ -248,7 +263,7 @@ impl ApiLb {
             listener,
             addr,
             shared: Arc::new(Shared {
-                selector: Mutex::new(Selector::new(servers.len())),
+                selector: Mutex::new(selector),
                 servers,
                 metrics,
             }),
@@ -292,19 +307,23 @@ async fn check_loop(shared: Arc<Shared>, i: usize, interval: Duration) {
     let client = shared.servers[i].client.clone();
     let timeout = interval.max(Duration::from_secs(1));
     loop {
-        let req = http::Request::get("/readyz")
-            .body(Vec::new())
-            .expect("static request");
-        let outcome = match tokio::time::timeout(timeout, client.request_text(req)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("/readyz did not answer within {timeout:?}")),
-        };
-        match outcome {
+        tokio::time::sleep(interval).await;
+        match ready(&client, timeout).await {
             Ok(()) => shared.mark(i, true, ""),
             Err(why) => shared.mark(i, false, &why),
         }
-        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One check of a server's `/readyz`.
+async fn ready(client: &kube::Client, timeout: Duration) -> Result<(), String> {
+    let req = http::Request::get("/readyz")
+        .body(Vec::new())
+        .expect("static request");
+    match tokio::time::timeout(timeout, client.request_text(req)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("/readyz did not answer within {timeout:?}")),
     }
 }
 

@@ -398,7 +398,8 @@ fn reaches(addr: std::net::SocketAddr, who: &str) -> bool {
 /// A node agent joined with `--api-servers` over three API servers (single etcd, 3 s Leases). The
 /// instance it uses, which also holds every controller Lease, is killed: the agent's data plane keeps
 /// serving, the agent moves to another server (its Node stays Ready, a Service created after the kill
-/// reaches its data plane, the kubeconfig it wrote for kubectl keeps working), and the EndpointSlice
+/// reaches its data plane, the kubeconfig it wrote for kubectl keeps working; a server in its list
+/// that answers but is not ready is passed by), and the EndpointSlice
 /// controller, now on another instance, follows a pod's labels within the Lease duration + 1 s. The
 /// `kubernetes` Service's Endpoints list the three servers, then the two that are left.
 #[test]
@@ -445,7 +446,32 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
         "{:?}, want {all:?}",
         in_endpoints(&a)
     );
-    let servers = [&a, &b, &c].map(|s| format!("https://{}", s.addr)).join(",");
+    // A fourth instance of the cluster (same CA) that never gets its etcd: it answers, but not ready.
+    // It comes first in the agent's list, and the agent's balancer must pass it by.
+    let waiting_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(waiting_dir.path().join("pki")).unwrap();
+    for f in ["ca.crt", "ca.key", "token"] {
+        std::fs::copy(a.dir.join("pki").join(f), waiting_dir.path().join("pki").join(f)).unwrap();
+    }
+    let waiting_port = net::free_port("127.0.0.1");
+    let dead_etcd = format!("http://127.0.0.1:{}", net::free_port("127.0.0.1"));
+    let _waiting = Up(std::process::Command::new(SVCNET)
+        .args(["up", "--control-plane-only", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--api-listen", &format!("127.0.0.1:{waiting_port}")])
+        .args(["--etcd-servers", &dead_etcd, "--data-dir"])
+        .arg(waiting_dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", waiting_port)).is_ok()
+    }));
+    let servers = [format!("https://127.0.0.1:{waiting_port}")]
+        .into_iter()
+        .chain([&a, &b, &c].map(|s| format!("https://{}", s.addr)))
+        .collect::<Vec<_>>()
+        .join(",");
 
     let agent_dir = b.dir.join("node-ha");
     let agent = Agent::start(
@@ -543,6 +569,10 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     assert!(kubectl_on_node(&["get", "services", "after"]).status.success());
     let log = agent.log();
     assert!(log.contains("API server connections switch over"), "{log}");
+    assert!(
+        log.contains("API server not ready at start") && log.contains(&format!("127.0.0.1:{waiting_port}")),
+        "{log}"
+    );
 
     // The `kubernetes` Endpoints listed all three servers; a's Lease expires (15 s) and it leaves them.
     let live: BTreeSet<String> = [&b.addr, &c.addr].into_iter().cloned().collect();
