@@ -692,3 +692,57 @@ fn readyz_answers_not_ready_while_waiting_for_etcd() {
     );
     assert!(up_log().contains("cannot reach etcd yet; retrying"));
 }
+
+/// `svcnet proxy --api-servers` (kube-proxy alone, userspace): the server it uses dies, and a Service
+/// made afterwards through the other one still reaches its data plane; the first keeps serving.
+#[test]
+fn svcnet_proxy_moves_to_another_api_server() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let flags = ["--control-plane-only", "--etcd-servers", url.as_str()];
+    let mut a = Cluster::start_with(SVCNET, &flags);
+    let b = Cluster::start_joining(SVCNET, &a, &flags);
+    let servers = format!("https://{},https://{}", a.addr, b.addr);
+    let kubeconfig = a.kubeconfig().display().to_string();
+    let proxy = svcnet_testsupport::process::Process::start(
+        SVCNET,
+        &[],
+        &[
+            "proxy",
+            "--kubeconfig",
+            &kubeconfig,
+            "--api-servers",
+            &servers,
+            "--proxy-mode",
+            "userspace",
+            "--hostname-override",
+            "proxy-node",
+            "--bind-address",
+            "127.0.0.1",
+            "--healthz-bind-address",
+            "127.0.0.1:0",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+        ],
+    )
+    .unwrap_or_else(|log| panic!("svcnet proxy did not start:\n{log}"));
+    let one = service_to(&a, "one", net::tcp_server("127.0.0.1", "one"));
+    assert!(
+        eventually(Duration::from_secs(15), || reaches(one, "one")),
+        "{}",
+        proxy.log()
+    );
+    a.stop("KILL");
+    let two = service_to(&b, "two", net::tcp_server("127.0.0.1", "two"));
+    assert!(
+        eventually(Duration::from_secs(15), || reaches(two, "two")),
+        "{}",
+        proxy.log()
+    );
+    assert!(reaches(one, "one"));
+    assert!(
+        proxy.log().contains("API server connections switch over"),
+        "{}",
+        proxy.log()
+    );
+}
