@@ -16,7 +16,7 @@
 //!
 //! **Health.** Each server's `/readyz` is checked every [`Config::check_interval`] (a public path on
 //! kube-apiserver and svcnet) with the node's own credentials and CA. Connections go to one current
-//! server while it is healthy ([`select`]); when its check or a dial to it fails, new connections go to
+//! server while it is healthy ([`select`]); when two checks in a row or a dial to it fail, new connections go to
 //! the next healthy one, and every open connection to the failed server is closed, so that watches
 //! move at once instead of hanging on a server that stopped serving (an API server that lost etcd
 //! still accepts connections, but its watches no longer advance).
@@ -38,6 +38,8 @@ use tracing::{debug, info, warn};
 
 use select::Selector;
 
+/// Failed `/readyz` checks in a row that make a healthy server unhealthy.
+const FAILED_CHECKS: u32 = 2;
 /// How long a dial to a server may take before the next one is tried.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -302,15 +304,26 @@ impl ApiLb {
     }
 }
 
-/// Checks server `i`'s `/readyz` forever.
+/// Checks server `i`'s `/readyz` forever. A healthy server is marked failed after
+/// [`FAILED_CHECKS`] failed checks in a row (a dial that fails marks it at once): one slow answer on a
+/// loaded machine should not move every watch of the node.
 async fn check_loop(shared: Arc<Shared>, i: usize, interval: Duration) {
     let client = shared.servers[i].client.clone();
     let timeout = interval.max(Duration::from_secs(1));
+    let mut failed = 0;
     loop {
         tokio::time::sleep(interval).await;
         match ready(&client, timeout).await {
-            Ok(()) => shared.mark(i, true, ""),
-            Err(why) => shared.mark(i, false, &why),
+            Ok(()) => {
+                failed = 0;
+                shared.mark(i, true, "");
+            }
+            Err(why) => {
+                failed += 1;
+                if failed >= FAILED_CHECKS {
+                    shared.mark(i, false, &why);
+                }
+            }
         }
     }
 }
