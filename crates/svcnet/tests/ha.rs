@@ -746,3 +746,80 @@ fn svcnet_proxy_moves_to_another_api_server() {
         proxy.log()
     );
 }
+
+/// `svcnet dns --api-servers` (CoreDNS alone): the server it uses dies, and a Service made afterwards
+/// through the other one is answered.
+#[test]
+fn svcnet_dns_moves_to_another_api_server() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let flags = ["--control-plane-only", "--etcd-servers", url.as_str()];
+    let mut a = Cluster::start_with(SVCNET, &flags);
+    let b = Cluster::start_joining(SVCNET, &a, &flags);
+    let servers = format!("https://{},https://{}", a.addr, b.addr);
+    let kubeconfig = a.kubeconfig().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let port = net::free_port("127.0.0.1");
+    let conf = dir.path().join("Corefile");
+    std::fs::write(
+        &conf,
+        format!(".:{port} {{\n    bind 127.0.0.1\n    kubernetes cluster.local\n}}\n"),
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let dns = svcnet_testsupport::process::Process::start(
+        SVCNET,
+        &[],
+        &[
+            "dns",
+            "--kubeconfig",
+            &kubeconfig,
+            "--api-servers",
+            &servers,
+            "--conf",
+            &conf,
+        ],
+    )
+    .unwrap_or_else(|log| panic!("svcnet dns did not start:\n{log}"));
+    let lookup = |name: &str| -> String {
+        let out = std::process::Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "+time=2",
+                "+tries=1",
+                "+short",
+            ])
+            .arg(format!("{name}.default.svc.cluster.local"))
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let cluster_ip = |c: &Cluster, name: &str| {
+        c.ok(&["create", "service", "clusterip", name, "--tcp=80"]);
+        c.get_json(&["svc", name])["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let one = cluster_ip(&a, "one");
+    assert!(
+        eventually(Duration::from_secs(15), || lookup("one") == one),
+        "{}",
+        dns.log()
+    );
+    a.stop("KILL");
+    let two = cluster_ip(&b, "two");
+    assert!(
+        eventually(Duration::from_secs(15), || lookup("two") == two),
+        "{}",
+        dns.log()
+    );
+    assert_eq!(lookup("one"), one);
+    assert!(
+        dns.log().contains("API server connections switch over"),
+        "{}",
+        dns.log()
+    );
+}
