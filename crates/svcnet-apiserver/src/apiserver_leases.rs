@@ -102,44 +102,84 @@ pub fn endpoints_for(addrs: &[SocketAddr]) -> (Value, Value, u16) {
     (Value::Array(subsets), Value::Array(endpoints), port)
 }
 
+/// A server's running reconciler (see [`ApiServer::spawn_endpoint_reconciler`]).
+pub struct EndpointReconciler {
+    task: tokio::task::JoinHandle<()>,
+    server: Arc<ApiServer>,
+    name: String,
+    identity: String,
+    addr: SocketAddr,
+}
+
+impl EndpointReconciler {
+    /// On shutdown (kube-apiserver's `RemoveEndpoints`): stops renewing, expires this server's Lease
+    /// and takes its address out of the `kubernetes` endpoints at once, instead of after the Lease
+    /// duration.
+    pub async fn withdraw(self) {
+        self.task.abort();
+        let expired =
+            jiff::Timestamp::now() - jiff::SignedDuration::from_secs(LEASE_DURATION.as_secs() as i64 + 1);
+        if let Err(e) = self
+            .server
+            .reconcile_apiserver_endpoints(&self.name, &self.identity, self.addr, expired)
+            .await
+        {
+            warn!(lease = %self.name, error = %e, "taking this API server out of the kubernetes endpoints");
+        }
+    }
+}
+
 impl ApiServer {
     /// Renews this server's Lease and rewrites the `kubernetes` endpoints from the live Leases every
-    /// [`RENEW_EVERY`], for as long as the process runs. The first round runs at once.
-    pub fn spawn_endpoint_reconciler(self: &Arc<Self>, identity: String, addr: SocketAddr) {
-        let server = self.clone();
-        tokio::spawn(async move {
-            let name = lease_name(&identity);
+    /// [`RENEW_EVERY`] until [`EndpointReconciler::withdraw`]. The first round runs at once.
+    pub fn spawn_endpoint_reconciler(
+        self: &Arc<Self>,
+        identity: String,
+        addr: SocketAddr,
+    ) -> EndpointReconciler {
+        let name = lease_name(&identity);
+        let (server, n, id) = (self.clone(), name.clone(), identity.clone());
+        let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = server.reconcile_apiserver_endpoints(&name, &identity, addr).await {
-                    warn!(lease = %name, error = %e, "renewing this API server's Lease or the kubernetes endpoints");
+                let now = jiff::Timestamp::now();
+                if let Err(e) = server.reconcile_apiserver_endpoints(&n, &id, addr, now).await {
+                    warn!(lease = %n, error = %e, "renewing this API server's Lease or the kubernetes endpoints");
                 }
                 tokio::time::sleep(RENEW_EVERY).await;
             }
         });
+        EndpointReconciler {
+            task,
+            server: self.clone(),
+            name,
+            identity,
+            addr,
+        }
     }
 
+    /// Writes this server's Lease as renewed at `renewed` and the endpoints from the Leases live now
+    /// (this server's among them unless `renewed` is long past).
     async fn reconcile_apiserver_endpoints(
         &self,
         name: &str,
         identity: &str,
         addr: SocketAddr,
+        renewed: jiff::Timestamp,
     ) -> Result<(), crate::errors::ApiError> {
         let leases = crate::bootstrap::rt("leases", "coordination.k8s.io");
-        let now = jiff::Timestamp::now();
         let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": "kube-system",
                 "labels": {IDENTITY_LABEL: "kube-apiserver"},
                 "annotations": {ADDRESS_ANNOTATION: addr.to_string()}},
             "spec": {"holderIdentity": identity,
                 "leaseDurationSeconds": LEASE_DURATION.as_secs(),
-                "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
+                "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
         self.put_internal(leases, Some("kube-system"), name, lease)
             .await?;
-        let mut addrs = live_addresses(&self.cached_list(leases, Some("kube-system")), now);
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-            addrs.sort();
-        }
+        let addrs = live_addresses(
+            &self.cached_list(leases, Some("kube-system")),
+            jiff::Timestamp::now(),
+        );
         self.publish_apiserver_endpoints(&addrs).await
     }
 }

@@ -685,10 +685,12 @@ async fn up(args: UpArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     server.spawn_periodic_repair(std::time::Duration::from_secs(180));
-    if args.store.etcd() {
-        // Several API servers may share this store: the `kubernetes` endpoints list every live one.
-        server.spawn_endpoint_reconciler(leader::identity(&data_dir)?, addr);
-    }
+    // Several API servers may share an etcd: the `kubernetes` endpoints list every live one.
+    let endpoints = args
+        .store
+        .etcd()
+        .then(|| leader::identity(&data_dir).map(|id| server.spawn_endpoint_reconciler(id, addr)))
+        .transpose()?;
 
     let kubeconfig = data_dir.join("kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &creds)?;
@@ -931,6 +933,9 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     if args.stop_pods_on_exit {
         dataplane.stop().await;
+    }
+    if let Some(e) = endpoints {
+        e.withdraw().await;
     }
     let _ = stop_serving.send(());
     info!("shutting down");

@@ -368,6 +368,24 @@ async fn no_cluster_ip_or_node_port_held_twice_across_api_servers() {
     );
 }
 
+/// The `IP:port`s the `kubernetes` Service's Endpoints list.
+fn apiserver_endpoints(c: &Cluster) -> BTreeSet<String> {
+    let ep = c.get_json(&["endpoints", "kubernetes"]);
+    ep["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            let port = s["ports"][0]["port"].as_u64().unwrap();
+            s["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap()))
+        })
+        .collect()
+}
+
 fn lease_holder(c: &Cluster, lease: &str) -> String {
     c.get_json(&["lease", "-n", "kube-system", lease])["spec"]["holderIdentity"]
         .as_str()
@@ -443,26 +461,10 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     let c = Cluster::start_joining(SVCNET, &a, &flags);
     // Every server's Lease puts it into the `kubernetes` Service's endpoints.
     let all: BTreeSet<String> = [&a.addr, &b.addr, &c.addr].into_iter().cloned().collect();
-    let in_endpoints = |c: &Cluster| -> BTreeSet<String> {
-        let ep = c.get_json(&["endpoints", "kubernetes"]);
-        ep["subsets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| {
-                let port = s["ports"][0]["port"].as_u64().unwrap();
-                s["addresses"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap()))
-            })
-            .collect()
-    };
     assert!(
-        eventually(Duration::from_secs(10), || in_endpoints(&a) == all),
+        eventually(Duration::from_secs(10), || apiserver_endpoints(&a) == all),
         "{:?}, want {all:?}",
-        in_endpoints(&a)
+        apiserver_endpoints(&a)
     );
     // A fourth instance of the cluster (same CA) that never gets its etcd: it answers, but not ready.
     // It comes first in the agent's list, and the agent's balancer must pass it by.
@@ -595,9 +597,9 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     // The `kubernetes` Endpoints listed all three servers; a's Lease expires (15 s) and it leaves them.
     let live: BTreeSet<String> = [&b.addr, &c.addr].into_iter().cloned().collect();
     assert!(
-        eventually(Duration::from_secs(25), || in_endpoints(&c) == live),
+        eventually(Duration::from_secs(25), || apiserver_endpoints(&c) == live),
         "{:?}, want {live:?}",
-        in_endpoints(&c)
+        apiserver_endpoints(&c)
     );
 }
 
@@ -839,5 +841,31 @@ fn svcnet_dns_moves_to_another_api_server() {
         dns.log().contains("API server connections switch over"),
         "{}",
         dns.log()
+    );
+}
+
+/// An API server stopped with SIGTERM takes itself out of the `kubernetes` endpoints at once (as
+/// kube-apiserver's lease reconciler does on shutdown), not after its Lease expires (15 s).
+#[test]
+fn a_stopped_api_server_leaves_the_kubernetes_endpoints_at_once() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let flags = ["--control-plane-only", "--etcd-servers", url.as_str()];
+    let a = Cluster::start_with(SVCNET, &flags);
+    let mut b = Cluster::start_joining(SVCNET, &a, &flags);
+    let both: BTreeSet<String> = [a.addr.clone(), b.addr.clone()].into();
+    assert!(
+        eventually(Duration::from_secs(10), || apiserver_endpoints(&a) == both),
+        "{:?}",
+        apiserver_endpoints(&a)
+    );
+    b.stop("TERM");
+    let t0 = Instant::now();
+    let only_a: BTreeSet<String> = [a.addr.clone()].into();
+    assert!(
+        eventually(Duration::from_secs(3), || apiserver_endpoints(&a) == only_a),
+        "{:?} {:?} after SIGTERM",
+        apiserver_endpoints(&a),
+        t0.elapsed()
     );
 }
