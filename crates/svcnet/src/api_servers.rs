@@ -126,12 +126,18 @@ pub fn write_kubeconfig_via(from: &Path, server: &str, to: &Path) -> Result<()> 
         .and_then(|c| c.cluster.as_mut())
         .ok_or_else(|| anyhow!("kubeconfig {}: no cluster {cluster_name:?}", from.display()))?;
     cluster.server = Some(server.to_string());
-    // A relative CA file would now resolve against the new file's directory.
-    if let Some(ca) = &cluster.certificate_authority
-        && Path::new(ca).is_relative()
-        && let Some(dir) = from.parent()
-    {
-        cluster.certificate_authority = Some(dir.join(ca).display().to_string());
+    // Relative file names would now resolve against the new file's directory: made absolute.
+    let dir = from.parent().unwrap_or(Path::new("."));
+    let absolute = |f: &mut Option<String>| {
+        if let Some(name) = f.as_ref().filter(|n| Path::new(n).is_relative()) {
+            *f = Some(dir.join(name).display().to_string());
+        }
+    };
+    absolute(&mut cluster.certificate_authority);
+    for auth in kc.auth_infos.iter_mut().filter_map(|a| a.auth_info.as_mut()) {
+        absolute(&mut auth.client_certificate);
+        absolute(&mut auth.client_key);
+        absolute(&mut auth.token_file);
     }
     let text = serde_yaml::to_string(&kc)?;
     use std::io::Write;
@@ -147,4 +153,41 @@ pub fn write_kubeconfig_via(from: &Path, server: &str, to: &Path) -> Result<()> 
     f.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, to).with_context(|| format!("writing {}", to.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_kubeconfig_names_the_balancer_and_keeps_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("admin.conf");
+        std::fs::write(
+            &from,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n    \
+             certificate-authority: pki/ca.crt\nusers:\n- name: u\n  user:\n    token: secret-token\n    \
+             client-certificate: pki/me.crt\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+        )
+        .unwrap();
+        let to = dir.path().join("node").join("kubeconfig");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        write_kubeconfig_via(&from, "https://127.0.0.1:6444", &to).unwrap();
+        let kc = kube::config::Kubeconfig::read_from(&to).unwrap();
+        let cluster = kc.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6444"));
+        let ca = dir.path().join("pki/ca.crt").display().to_string();
+        assert_eq!(cluster.certificate_authority.as_deref(), Some(ca.as_str()));
+        let text = std::fs::read_to_string(&to).unwrap();
+        assert!(text.contains("secret-token"), "{text}");
+        assert!(
+            text.contains(&dir.path().join("pki/me.crt").display().to_string()),
+            "{text}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&to).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 }
