@@ -21,7 +21,7 @@ use crate::request::{Params, ResourceRoute};
 
 const MANAGER: &str = "svcnet-apiserver";
 
-fn rt(plural: &str, group: &str) -> &'static ResourceType {
+pub(crate) fn rt(plural: &str, group: &str) -> &'static ResourceType {
     resources::lookup(group, "v1", plural).expect("bootstrap kinds are always served")
 }
 
@@ -101,23 +101,34 @@ impl ApiServer {
                 .await?;
             }
         }
-        self.publish_apiserver_endpoints(api_addr).await?;
+        // This server and every other one whose Lease is live (see `apiserver_leases`).
+        let leases = self.cached_list(rt("leases", "coordination.k8s.io"), Some("kube-system"));
+        let mut addrs = crate::apiserver_leases::live_addresses(&leases, jiff::Timestamp::now());
+        if !addrs.contains(&api_addr) {
+            addrs.push(api_addr);
+            addrs.sort();
+        }
+        self.publish_apiserver_endpoints(&addrs).await?;
         self.bootstrap_rbac().await
     }
 
-    /// The `kubernetes` Service has no selector: its Endpoints and EndpointSlice name this API server.
-    async fn publish_apiserver_endpoints(&self, api_addr: SocketAddr) -> Result<(), ApiError> {
-        let ip = api_addr.ip().to_string();
-        let family = if api_addr.is_ipv4() { "IPv4" } else { "IPv6" };
-        let port = api_addr.port();
+    /// The `kubernetes` Service has no selector: its Endpoints and EndpointSlice name the API servers
+    /// at `addrs` (see [`crate::apiserver_leases::endpoints_for`]).
+    pub(crate) async fn publish_apiserver_endpoints(&self, addrs: &[SocketAddr]) -> Result<(), ApiError> {
+        let (subsets, endpoints, port) = crate::apiserver_leases::endpoints_for(addrs);
+        let family = if addrs.first().is_none_or(SocketAddr::is_ipv4) {
+            "IPv4"
+        } else {
+            "IPv6"
+        };
         let want_ep = json!({"apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+            "subsets": subsets});
         let want_slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": "kubernetes", "namespace": "default",
                 "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "svcnet-apiserver"}},
             "addressType": family,
-            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+            "endpoints": endpoints,
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
         for (plural, group, obj, path) in [
             ("endpoints", "", want_ep, "/subsets"),
@@ -126,20 +137,43 @@ impl ApiServer {
             let rt = rt(plural, group);
             match self.cached(rt, Some("default"), "kubernetes") {
                 None => self.ensure(rt, Some("default"), obj).await?,
-                // A restart on another address re-points the endpoints.
+                // Another server set, or a restart on another address, re-points the endpoints.
                 Some(cur)
                     if cur.pointer(path) != obj.pointer(path)
                         || cur.pointer("/ports") != obj.pointer("/ports") =>
                 {
-                    let route = Self::route_for(rt, Some("default"), Some("kubernetes"));
-                    let params = Params::default();
-                    let ctx = WriteCtx::internal(&route, &params, MANAGER);
-                    self.update(&ctx, obj).await?;
+                    self.put_internal(rt, Some("default"), "kubernetes", obj).await?;
                 }
                 Some(_) => {}
             }
         }
         Ok(())
+    }
+
+    /// Creates or replaces `obj` (named `name`) as the API server itself.
+    pub(crate) async fn put_internal(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        obj: Value,
+    ) -> Result<(), ApiError> {
+        if self.cached(rt, ns, name).is_none() {
+            let route = Self::route_for(rt, ns, None);
+            let params = Params::default();
+            match self
+                .create(&WriteCtx::internal(&route, &params, MANAGER), obj.clone())
+                .await
+            {
+                Err(e) if e.code == 409 => {}
+                other => return other.map(|_| ()),
+            }
+        }
+        let route = Self::route_for(rt, ns, Some(name));
+        let params = Params::default();
+        self.update(&WriteCtx::internal(&route, &params, MANAGER), obj)
+            .await
+            .map(|_| ())
     }
 
     /// Runs the allocation repair pass every `every` (kube's repair controllers run every 3 minutes).

@@ -8,6 +8,7 @@
 //! Layout: [`request`] parses paths and parameters, [`handlers`] implements the verbs over the [`cache`],
 //! [`watch`] streams changes, [`strategy`] and [`hooks`] hold per-kind rules, and this module wires HTTP.
 
+pub mod apiserver_leases;
 pub mod audit;
 pub mod authn;
 pub mod authz;
@@ -30,6 +31,7 @@ pub mod proto;
 pub mod request;
 pub mod reviews;
 pub mod satoken;
+pub mod starting;
 pub mod strategy;
 pub mod streaming;
 pub mod subresources;

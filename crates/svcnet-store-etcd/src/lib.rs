@@ -13,13 +13,16 @@
 //!   between API servers through kube-apiserver's own `compact_rev_key`: each round compacts to the
 //!   revision the previous round saw, so one interval of history stays for watchers to resume from.
 //!
-//! **Faults.** A probe reads a key every second; while it fails, [`Store::health`] says why (the API
+//! **Faults.** With several endpoints, a member that stops answering leaves the client's rotation until
+//! it answers again ([`members`]). A probe reads a key every second; while it fails, [`Store::health`] says why (the API
 //! server's `/readyz` shows `[-]etcd failed: …`), writes fail with the cause (after [`REQUEST_TIMEOUT`]
 //! at most) and reads go on from the API server's cache. A watch that breaks is re-opened from the
 //! revision after the last one it delivered, so the feed stays gap-free across an etcd restart. Only if
 //! etcd compacted that revision meanwhile can the feed not go on: the store then reports
 //! [`Health::Failed`] (`too old resource version`), and the process restarts on a fresh snapshot, as
 //! kube-apiserver's cacher relists.
+
+mod members;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -228,7 +231,7 @@ impl EtcdStore {
             options = options.with_tls(t);
         }
         let endpoints = config.endpoints.join(",");
-        let client = Client::connect(&config.endpoints, Some(options))
+        let client = Client::connect(&config.endpoints, Some(options.clone()))
             .await
             .map_err(|e| ConfigError::Client(e.to_string()))?;
         let prefix = config.prefix.trim_end_matches('/').to_string();
@@ -253,6 +256,13 @@ impl EtcdStore {
             store.health.clone(),
         ));
         let mut tasks = vec![probe];
+        if config.endpoints.len() > 1 {
+            tasks.push(tokio::spawn(members::keep_rotation(
+                store.client.clone(),
+                config.endpoints.clone(),
+                options,
+            )));
+        }
         if !config.compaction_interval.is_zero() {
             tasks.push(tokio::spawn(compactor(
                 store.client.kv_client(),

@@ -2,6 +2,7 @@
 //! data directory, stopped by PID when the handle drops. It can be stopped and started again on the same
 //! ports and data (an etcd outage), started on a port chosen before (a server that comes up late), or
 //! serve TLS only and require client certificates ([`Etcd::start_tls`], certificates made by rcgen).
+//! [`EtcdCluster`] is several such members forming one etcd cluster, for tests that kill one of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -16,6 +17,9 @@ pub struct Etcd {
     /// The client port on 127.0.0.1.
     pub client_port: u16,
     peer_port: u16,
+    /// The member's name and the `--initial-cluster` it starts with.
+    member: String,
+    initial_cluster: Option<String>,
     /// With TLS: the files the member and its clients use.
     pub tls: Option<EtcdTls>,
 }
@@ -106,10 +110,16 @@ impl Etcd {
             dir,
             client_port,
             peer_port: free_port("127.0.0.1"),
+            member: "m0".to_string(),
+            initial_cluster: None,
             tls,
         };
         e.start_again();
         e
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// The client URL, for `--etcd-servers`.
@@ -130,8 +140,17 @@ impl Etcd {
 
     /// (Re)starts the member on its ports and data directory and waits until it answers `/health`.
     pub fn start_again(&mut self) {
+        self.spawn();
+        self.wait_healthy();
+    }
+
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "etcd already runs");
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={peer}", self.member));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -148,19 +167,22 @@ impl Etcd {
                 .arg("--client-cert-auth");
         }
         let child = cmd
-            .args(["--name", "m0", "--data-dir"])
+            .args(["--name", &self.member, "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &self.url()])
             .args(["--advertise-client-urls", &self.url()])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("m0={peer}")])
+            .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn etcd");
         self.child = Some(child);
+    }
+
+    fn wait_healthy(&self) {
         let addr = format!("127.0.0.1:{}", self.client_port).parse().unwrap();
         let healthy = crate::eventually(Duration::from_secs(20), || match self.tls {
             None => http_get(addr, "/health").is_ok_and(|(code, body)| code == 200 && body.contains("true")),
@@ -193,6 +215,63 @@ impl Etcd {
                 .arg(&t.client_key);
         }
         cmd.args(args).output().expect("run etcdctl")
+    }
+}
+
+/// Several etcd members on loopback forming one cluster (`--initial-cluster` naming all of them), each
+/// an [`Etcd`] that a test can kill and start again.
+pub struct EtcdCluster {
+    /// The members, `m0`, `m1`, …
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` fresh members and waits until each is healthy (which needs a quorum).
+    pub fn start(n: usize) -> EtcdCluster {
+        assert!(
+            which("etcd"),
+            "etcd is not installed: apt-get install etcd-server (scripts/test.sh does)"
+        );
+        let mut members: Vec<Etcd> = (0..n)
+            .map(|i| Etcd {
+                child: None,
+                dir: tempfile::tempdir().expect("tempdir"),
+                client_port: free_port("127.0.0.1"),
+                peer_port: free_port("127.0.0.1"),
+                member: format!("m{i}"),
+                initial_cluster: None,
+                tls: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.member, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        // All spawned first: none becomes healthy before a quorum runs.
+        for m in &mut members {
+            m.initial_cluster = Some(initial.clone());
+            m.spawn();
+        }
+        for m in &members {
+            m.wait_healthy();
+        }
+        EtcdCluster { members }
+    }
+
+    /// Every member's client URL, comma-separated (`--etcd-servers`).
+    pub fn urls(&self) -> String {
+        self.members.iter().map(Etcd::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs `etcdctl` against every member (API v3).
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.urls())
+            .args(args);
+        cmd.output().expect("run etcdctl")
     }
 }
 

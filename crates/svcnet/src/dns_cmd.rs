@@ -27,6 +27,8 @@ pub struct DnsCmdArgs {
     /// else the pod's service account, when run in a pod).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    api: crate::api_servers::ApiServersArgs,
     /// The Corefile (CoreDNS's `-conf`).
     #[arg(long = "conf", value_name = "FILE", default_value = "Corefile")]
     conf: PathBuf,
@@ -80,8 +82,14 @@ fn read_plan(path: &Path) -> Result<(String, Plan)> {
 pub async fn run(args: DnsCmdArgs) -> Result<()> {
     let (mut text, mut plan) = read_plan(&args.conf)?;
     let kubeconfig = args.kubeconfig.clone().or_else(|| plan.kubeconfig.clone());
-    let client = crate::proxy_cluster::client(kubeconfig.as_ref()).await?;
     let mut registry = Registry::default();
+    let (client, mut balancer) = crate::api_servers::connect(
+        crate::api_servers::kube_config(kubeconfig.as_deref()).await?,
+        &args.api,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(&mut registry),
+    )
+    .await?;
     let metrics = svcnet_dns::Metrics::new(&mut registry);
     let registry = Arc::new(registry);
     let state = Arc::new(State::default());
@@ -105,7 +113,17 @@ pub async fn run(args: DnsCmdArgs) -> Result<()> {
                 None => std::future::pending().await,
             }
         };
+        let balancer_stopped = async {
+            match balancer.as_mut() {
+                Some(b) => b.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            e = balancer_stopped => {
+                inst.stop().await;
+                bail!("the API server balancer stopped: {e}");
+            }
             _ = crate::shutdown_signal() => {
                 state.stopping.store(true, Ordering::Relaxed);
                 if let Some(h) = plan.health.as_ref().filter(|h| !h.lameduck.is_zero()) {

@@ -8,6 +8,7 @@
 //! Every long-running loop either command starts runs under a [`supervise::Supervisor`]: when one stops,
 //! the command logs it, turns its health red and shuts down with an error.
 
+mod api_servers;
 mod audit_args;
 mod backup_cmd;
 mod dataplane_args;
@@ -179,6 +180,8 @@ struct AgentArgs {
     /// The kubeconfig to reach the API server with.
     #[arg(long)]
     kubeconfig: PathBuf,
+    #[command(flatten)]
+    api: api_servers::ApiServersArgs,
     /// This node's name (default: the hostname).
     #[arg(long)]
     node_name: Option<String>,
@@ -402,11 +405,24 @@ async fn agent(args: AgentArgs) -> Result<()> {
     check_overlay(args.pod_network, args.overlay, args.node_ip)?;
     args.lb.check()?;
     node_args::check_lease_duration(args.node_lease_duration_seconds)?;
-    let client = kube_client(&args.kubeconfig).await?;
     private_dir(&args.data_dir)?;
-    let node_name = args.node_name.unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::default();
+    let (client, balancer) = api_servers::connect(
+        api_servers::kube_config(Some(&args.kubeconfig)).await?,
+        &args.api,
+        AGENT_API_LB_LISTEN,
+        Some(&mut registry),
+    )
+    .await?;
     let mut supervisor = Supervisor::new();
+    if let Some(b) = balancer {
+        // kubectl on this node gets the same failover as the agent: one address, every server.
+        let kubeconfig = args.data_dir.join("kubeconfig");
+        api_servers::write_kubeconfig_via(&args.kubeconfig, &b.url(), &kubeconfig)?;
+        info!(listen = %b.addr, kubeconfig = %kubeconfig.display(), "API servers reached through the local balancer");
+        b.supervise(&supervisor);
+    }
+    let node_name = args.node_name.unwrap_or_else(hostname);
     let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
         client.clone(),
@@ -420,6 +436,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         &mut registry,
         proxy_process::Detached {
             kubeconfig: &args.kubeconfig,
+            api_servers: &args.api.api_servers,
             state_dir: args.data_dir.join("proxy"),
             log_format: &args.log_format,
         },
@@ -505,6 +522,11 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     outcome
 }
+
+/// Where `svcnet agent --api-servers` listens for its own components and kubectl by default (k3s'
+/// agent load balancer's port).
+const AGENT_API_LB_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 6444);
 
 /// How long `svcnet up` and `svcnet agent` keep answering their failed health checks after a supervised task stopped,
 /// before it shuts down: long enough for a probe to read why (kube-apiserver's
@@ -618,7 +640,6 @@ async fn up(args: UpArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--lb-pool: {e}"))?;
 
-    let store = args.store.open(&data_dir).await?;
     let creds = pki::load_or_create(&data_dir, &[args.api_listen.ip(), kubernetes_ip])?;
     let tls = pki::server_config(&creds)?;
     let token_file = match &args.token_auth_file {
@@ -637,6 +658,24 @@ async fn up(args: UpArgs) -> Result<()> {
         anyhow::Error::new(e).context(format!("listening on {}{hint}", args.api_listen))
     })?;
     let addr = listener.local_addr()?;
+    // While the store cannot be opened (etcd not up yet) the address answers probes: live, not ready.
+    let store = {
+        let opening = args.store.open(&data_dir);
+        tokio::pin!(opening);
+        let waiting = format!("waiting for the store to open ({})", args.store.describe());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let answer = svcnet_apiserver::starting::serve_while(&listener, tls.clone(), waiting, async {
+            let _ = done_rx.await;
+        });
+        tokio::pin!(answer);
+        let store = tokio::select! {
+            s = &mut opening => s,
+            _ = &mut answer => unreachable!("answers until told to stop"),
+        };
+        let _ = done_tx.send(());
+        answer.await;
+        store?
+    };
 
     let server = ApiServer::new(
         store.clone(),
@@ -664,6 +703,12 @@ async fn up(args: UpArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     server.spawn_periodic_repair(std::time::Duration::from_secs(180));
+    // Several API servers may share an etcd: the `kubernetes` endpoints list every live one.
+    let endpoints = args
+        .store
+        .etcd()
+        .then(|| leader::identity(&data_dir).map(|id| server.spawn_endpoint_reconciler(id, addr)))
+        .transpose()?;
 
     let kubeconfig = data_dir.join("kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &creds)?;
@@ -771,6 +816,7 @@ async fn up(args: UpArgs) -> Result<()> {
             &mut registry,
             proxy_process::Detached {
                 kubeconfig: &kubeconfig,
+                api_servers: &[],
                 state_dir: data_dir.join("proxy"),
                 log_format: &args.log_format,
             },
@@ -915,6 +961,9 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     if args.stop_pods_on_exit {
         dataplane.stop().await;
+    }
+    if let Some(e) = endpoints {
+        e.withdraw().await;
     }
     let _ = stop_serving.send(());
     info!("shutting down");

@@ -40,6 +40,8 @@ pub struct NodeProxyArgs {
     /// The kubeconfig to reach the API server with.
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    #[command(flatten)]
+    pub api: crate::api_servers::ApiServersArgs,
     /// The node's name.
     #[arg(long)]
     pub node_name: String,
@@ -167,8 +169,15 @@ async fn serve(
     argv: Vec<String>,
     handover: Option<(std::os::unix::net::UnixStream, Vec<svcnet_proxy::InheritedSocket>)>,
 ) -> Result<()> {
-    let client = crate::kube_client(&args.kubeconfig).await?;
     let mut registry = Registry::default();
+    // A balancer of its own over the agent's --api-servers (a free port): this process outlives agents.
+    let (client, balancer) = crate::api_servers::connect(
+        crate::api_servers::kube_config(Some(&args.kubeconfig)).await?,
+        &args.api,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(&mut registry),
+    )
+    .await?;
     let (mut old, inherited) = match handover {
         Some((conn, sockets)) => (Some(conn), sockets),
         None => (None, Vec::new()),
@@ -199,6 +208,9 @@ async fn serve(
     let mut supervisor = Supervisor::new();
     if let Some(task) = task {
         supervisor.watch_spawned("dataplane", task);
+    }
+    if let Some(b) = balancer {
+        b.supervise(&supervisor);
     }
     if let Some(conn) = old.as_mut() {
         // Serve the handed-over sockets from the first sync on, then let the old process go.

@@ -31,6 +31,8 @@ pub struct KubeProxyFlags {
     /// pod).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: crate::api_servers::ApiServersArgs,
     /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1, as kubeadm writes it). Flags
     /// given on the command line win over it.
     #[arg(long)]
@@ -200,21 +202,6 @@ pub struct Common {
     pub balance: svcnet_dataplane::Balance,
 }
 
-/// The client: the kubeconfig if there is one, else the pod's service account.
-pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
-    match kubeconfig {
-        Some(path) => crate::kube_client(path)
-            .await
-            .with_context(|| format!("kubeconfig {}", path.display())),
-        None => {
-            let cfg = kube::Config::incluster().map_err(|e| {
-                anyhow!("no --kubeconfig, and not running in a pod with a service account ({e})")
-            })?;
-            Ok(kube::Client::try_from(cfg)?)
-        }
-    }
-}
-
 /// The node's IP as kube-proxy finds it: the Node object's InternalIP (then ExternalIP), waiting a little
 /// for the Node to appear; loopback if there is none, with a warning, as kube-proxy does.
 async fn node_ip(client: &kube::Client, node: &str) -> IpAddr {
@@ -336,14 +323,20 @@ pub async fn run(flags: KubeProxyFlags, metrics_flag: Option<SocketAddr>, common
     {
         warn!(oom_score_adj = adj, error = %e, "cannot set the OOM score adjustment");
     }
-    let client = client(s.kubeconfig.as_ref()).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (client, balancer) = crate::api_servers::connect(
+        crate::api_servers::kube_config(s.kubeconfig.as_deref()).await?,
+        &flags.api,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(&mut registry),
+    )
+    .await?;
     let ip = match s.bind_address {
         Some(ip) => ip,
         None => node_ip(&client, &s.node_name).await,
     };
     let mut dataplane = s.dataplane;
     dataplane.nodeport_addresses = nodeport_addresses(&s.nodeport_addresses, ip)?;
-    let mut registry = prometheus_client::registry::Registry::default();
     info!(node = %s.node_name, %ip, mode = ?dataplane.proxy_mode, "svcnet proxy starting");
     let (_routes, task) = dataplane_args::start(
         &dataplane,
@@ -361,6 +354,9 @@ pub async fn run(flags: KubeProxyFlags, metrics_flag: Option<SocketAddr>, common
     let mut supervisor = Supervisor::new();
     if let Some(task) = task {
         supervisor.watch_spawned("dataplane", task);
+    }
+    if let Some(b) = balancer {
+        b.supervise(&supervisor);
     }
     let failed = status::Failed::default();
     status::MetricsServer {

@@ -33,6 +33,9 @@ use crate::supervise::Supervisor;
 pub struct Detached<'a> {
     /// The kubeconfig the process reaches the API server with.
     pub kubeconfig: &'a Path,
+    /// The agent's `--api-servers`: the process runs a balancer of its own over them, so that it keeps
+    /// its API connection while the agent restarts.
+    pub api_servers: &'a [http::Uri],
     /// Its state directory.
     pub state_dir: PathBuf,
     /// Its log format.
@@ -129,6 +132,10 @@ fn node_proxy_args(args: &DataplaneArgs, node: &NodeNet<'_>, d: &Detached<'_>) -
         v.push(val);
     };
     add("--kubeconfig", kubeconfig.display().to_string());
+    if !d.api_servers.is_empty() {
+        let urls: Vec<String> = d.api_servers.iter().map(|u| u.to_string()).collect();
+        add("--api-servers", urls.join(","));
+    }
     add("--node-name", node.name.to_string());
     add("--node-ip", node.ip.to_string());
     add("--state-dir", d.state_dir.display().to_string());

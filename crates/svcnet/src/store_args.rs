@@ -44,6 +44,15 @@ impl StoreArgs {
         !self.etcd_servers.is_empty()
     }
 
+    /// The store in words, for the start-up wait `/readyz` reports.
+    pub fn describe(&self) -> String {
+        if self.etcd() {
+            format!("etcd {}", self.etcd_servers.join(","))
+        } else {
+            "the embedded store".into()
+        }
+    }
+
     /// Opens the store: the embedded one in `data_dir`, or etcd, retried with a clear message for up to
     /// a minute while it cannot be reached (it may be starting beside us).
     pub async fn open(&self, data_dir: &Path) -> Result<Arc<dyn Store>> {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use svcnet_testsupport::agent::Agent;
 use svcnet_testsupport::kubectl::{KUBECTLS, kubectl_path};
 use svcnet_testsupport::net::free_port;
 use svcnet_testsupport::{Cluster, eventually};
@@ -657,83 +658,9 @@ fn node_ready(c: &Cluster, name: &str, want: &str) -> bool {
         .any(|x| x["type"] == "Ready" && x["status"] == want)
 }
 
-fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> (AgentGuard, std::path::PathBuf) {
+fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> (Agent, std::path::PathBuf) {
     let dir = c.dir.join(node);
-    std::fs::create_dir_all(&dir).unwrap();
-    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
-        .args(["agent", "--node-name", node, "--dns-listen", "127.0.0.1:0"])
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    (AgentGuard(Some(agent)), dir)
-}
-
-/// The second agent of a test, and the pods it started: on drop (also when the test fails) the agent
-/// and every process group it created are killed. Those are processes this test started, by PID.
-struct AgentGuard(Option<std::process::Child>);
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // The fields after the parenthesised command: state, ppid, ...
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        if after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|x| x.parse::<u32>().ok())
-            == Some(pid)
-        {
-            out.push(p);
-        }
-    }
-    out
-}
-
-impl AgentGuard {
-    /// Kills only the agent (its pods keep running, as after a crash); `drop` cleans them later.
-    fn kill_agent_only(&mut self) -> Vec<u32> {
-        let Some(child) = self.0.as_mut() else {
-            return Vec::new();
-        };
-        let kids = children_of(child.id());
-        let _ = child.kill();
-        let _ = child.wait();
-        self.0 = None;
-        LEFT.with(|l| l.borrow_mut().extend(kids.iter().copied()));
-        kids
-    }
-}
-
-thread_local! {
-    static LEFT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl Drop for AgentGuard {
-    fn drop(&mut self) {
-        let mut groups = LEFT.with(|l| std::mem::take(&mut *l.borrow_mut()));
-        if let Some(mut child) = self.0.take() {
-            groups.extend(children_of(child.id()));
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for g in groups {
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{g}")])
-                .status();
-        }
-    }
+    (Agent::start(SVCNET, &c.kubeconfig(), node, &dir, args), dir)
 }
 
 /// A pod bound to a node that has no pod CIDR yet waits for one, and starts as soon as the node gets it,
