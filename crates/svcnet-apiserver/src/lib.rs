@@ -333,7 +333,10 @@ impl ApiServer {
             Ok(route) => {
                 // kube-apiserver's public paths; everything else needs a user.
                 let public = matches!(route, Route::Health | Route::Version);
-                let user = self.authenticate(&req, cert_user.as_ref());
+                let user = self.authenticate(&req, cert_user.as_ref()).or_else(|| {
+                    (req.method() == Method::GET && authn::ANONYMOUS_PATHS.contains(&path.as_str()))
+                        .then(authn::UserInfo::anonymous)
+                });
                 let denied = match (&user, public) {
                     (_, true) => None,
                     (None, false) => Some(ApiError::unauthorized()),
@@ -435,10 +438,10 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
+        let user = req.extensions().get::<Arc<authn::UserInfo>>().cloned();
         // A node's writes pass NodeRestriction admission.
-        let node = req
-            .extensions()
-            .get::<Arc<authn::UserInfo>>()
+        let node = user
+            .as_deref()
             .and_then(|u| authz::node::node_identity(u).map(str::to_string));
         let user_agent = req
             .headers()
@@ -510,6 +513,7 @@ impl ApiServer {
             manager: Some(manager),
             dry_run,
             node,
+            user,
         };
         let has_name = route.name.is_some();
         let sub = route.subresource.clone();

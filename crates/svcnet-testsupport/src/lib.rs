@@ -3,6 +3,7 @@
 //! - [`cluster`]: a real `svcnet up` with its own data directory and loopback port, driven with real kubectl.
 //!   The `svcnet` binary's path is an argument: only the `svcnet` crate's own tests know it, as
 //!   `env!("CARGO_BIN_EXE_svcnet")`.
+//! - [`agent`]: a `svcnet agent` joining a cluster as its own process, killed with its pods on drop.
 //! - [`etcd`]: a real etcd member on free loopback ports (the etcd store's and HA control plane's tests).
 //! - [`users`]: credentials of other users for a cluster (client certificates signed by its CA, tokens)
 //!   and kubeconfigs that use them.
@@ -22,6 +23,7 @@
 //! Network safety: everything here stays on 127.0.0.0/8 in the machine's own network namespace; other
 //! addresses, links and routes exist only inside namespaces the harness creates and deletes.
 
+pub mod agent;
 pub mod cluster;
 pub mod etcd;
 pub mod kubectl;

@@ -245,6 +245,7 @@ impl ApiServer {
                 manager: ctx.manager.clone(),
                 dry_run: ctx.dry_run,
                 node: ctx.node.clone(),
+                user: ctx.user.clone(),
             };
             match self.delete(&sub, body.clone()).await {
                 Ok(r) => deleted.push(r.body),

@@ -16,6 +16,7 @@ use svcnet_kinds::kinds;
 use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
 
 use crate::ApiServer;
+use crate::authn::UserInfo;
 use crate::authz::noderestriction::{self, Operation};
 use crate::cache::Cached;
 use crate::decode::{self, FieldValidation};
@@ -74,6 +75,9 @@ pub struct WriteCtx<'a> {
     pub dry_run: bool,
     /// The node making the request, when a node's credential makes it: its writes pass NodeRestriction.
     pub node: Option<String>,
+    /// Who makes the request (`None` for the control plane's own writes): kinds that record their
+    /// requester (a CertificateSigningRequest's `spec.username`) read it on create.
+    pub user: Option<Arc<UserInfo>>,
 }
 
 impl<'a> WriteCtx<'a> {
@@ -85,6 +89,7 @@ impl<'a> WriteCtx<'a> {
             manager: Some(manager.into()),
             dry_run: false,
             node: None,
+            user: None,
         }
     }
 
@@ -99,6 +104,7 @@ impl<'a> WriteCtx<'a> {
             manager: self.manager.clone(),
             dry_run: self.dry_run,
             node: self.node.clone(),
+            user: self.user.clone(),
         }
     }
 }
@@ -256,6 +262,10 @@ impl ApiServer {
             self.admit_node_write(ctx, node, Operation::Create, Some(&obj), None)?;
         }
         strategy::prepare_create(rt, &mut obj);
+        strategy::of(rt).admit_with(&mut obj, &|rt, ns, name| self.cached(rt, ns, name));
+        if let Some(user) = &ctx.user {
+            strategy::of(rt).set_requester(&mut obj, user);
+        }
         // generateName collisions are retried with a new suffix, as kube-apiserver does.
         for attempt in 0..8 {
             let mut candidate = obj.clone();
@@ -691,6 +701,7 @@ fn computed_ctx<'a>(ctx: &WriteCtx<'a>) -> WriteCtx<'a> {
         manager: None,
         dry_run: ctx.dry_run,
         node: ctx.node.clone(),
+        user: ctx.user.clone(),
     }
 }
 
