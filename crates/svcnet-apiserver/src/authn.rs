@@ -18,6 +18,12 @@ pub const MASTERS: &str = "system:masters";
 pub const AUTHENTICATED: &str = "system:authenticated";
 /// The admin token's user name (the kubeconfig's user is called the same).
 pub const ADMIN_USER: &str = "svcnet-admin";
+/// Who the API server is toward node agents (kube-apiserver's `--kubelet-client-certificate` CN): the
+/// credential it presents for `pods/log`, `exec`, `attach` and `portforward` authenticates as this user,
+/// which RBAC grants nothing, so that a node agent without the admin token (a node that joined with its
+/// own certificate) can check the credential with a TokenReview, as a kubelet's webhook authentication
+/// does.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 /// The user of a request without credentials where anonymous requests are allowed.
 pub const ANONYMOUS_USER: &str = "system:anonymous";
 /// The group of [`ANONYMOUS_USER`].

@@ -56,6 +56,7 @@ pub const REVIEWS: &[(&str, &str, &str, bool)] = &[
         "SelfSubjectReview",
         false,
     ),
+    ("authentication.k8s.io", "tokenreviews", "TokenReview", false),
     (
         "authorization.k8s.io",
         "selfsubjectaccessreviews",

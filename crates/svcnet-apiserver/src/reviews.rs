@@ -53,6 +53,7 @@ impl ApiServer {
         };
         let answer = match route.resource {
             "selfsubjectreviews" => Ok(self_subject_review(obj, &user)),
+            "tokenreviews" => Ok(self.token_review(obj)),
             "selfsubjectaccessreviews" => self.access_review(obj, "SelfSubjectAccessReview", &user, None),
             "subjectaccessreviews" => {
                 subject(&obj).and_then(|u| self.access_review(obj, "SubjectAccessReview", &u, None))
@@ -67,6 +68,22 @@ impl ApiServer {
             Ok(v) => json_response(201, &v, &[]),
             Err(e) => error_response(&e),
         }
+    }
+}
+
+impl ApiServer {
+    /// kube's TokenReview (what a kubelet's `--authentication-token-webhook` asks): whether
+    /// `spec.token` authenticates, and as whom. Audiences are not checked (svcnet's tokens have one).
+    fn token_review(&self, obj: Value) -> Value {
+        let token = obj
+            .pointer("/spec/token")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let status = match self.authenticate_token(token) {
+            Some(u) => json!({"authenticated": true, "user": u.to_json()}),
+            None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+        };
+        answered(obj, "TokenReview", "authentication.k8s.io", status)
     }
 }
 

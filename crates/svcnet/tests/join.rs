@@ -353,6 +353,26 @@ fn a_node_joins_with_a_token_and_then_uses_only_its_own_certificate() {
         "the Service at {cluster_ip}:80 never answered\n{}",
         agent.log()
     );
+    // Its container logs, through the API server: the node checks the server's credential with a
+    // TokenReview (it holds no cluster token).
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            String::from_utf8_lossy(&c.kubectl_v("", &["logs", "web"], None).stdout)
+                .contains("\"GET / HTTP/1.0\" 200")
+        }),
+        "{:?}\n{}",
+        c.kubectl_v("", &["logs", "web"], None),
+        agent.log()
+    );
+    assert_eq!(
+        c.curl(
+            &["-H", "Authorization: Bearer nonsense"],
+            "/apis/authentication.k8s.io/v1/tokenreviews"
+        )
+        .0,
+        401
+    );
+
     // Its DNS server published itself as a kube-dns endpoint.
     assert!(eventually(Duration::from_secs(20), || {
         get_maybe(&c, &["endpointslice", "-n", "kube-system", "kube-dns-joined"])["endpoints"].is_array()
@@ -402,6 +422,20 @@ fn a_node_joins_with_a_token_and_then_uses_only_its_own_certificate() {
         &kc,
         &["annotate", "lease", "other", "-n", "kube-node-lease", "a=b"],
         r#"Error from server (Forbidden): leases.coordination.k8s.io "other" is forbidden: User "system:node:joined" cannot get resource "leases" in API group "coordination.k8s.io" in the namespace "kube-node-lease": can only access node lease with the same name as the requesting node"#,
+    );
+
+    // Nodes may write EndpointSlices in kube-system (their DNS endpoint) but only their own.
+    let foreign = c.dir.join("foreign-slice.yaml");
+    std::fs::write(
+        &foreign,
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: kube-dns-other, namespace: kube-system, labels: {kubernetes.io/service-name: kube-dns}}\naddressType: IPv4\nendpoints: [{addresses: [127.0.0.99], nodeName: other}]\n",
+    )
+    .unwrap();
+    let (ok, text) = run(&c, &kc, &["create", "-f", foreign.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(r#"endpointslices.discovery.k8s.io "kube-dns-other" is forbidden: node "joined" can only write its own kube-dns EndpointSlice "kube-system/kube-dns-joined""#),
+        "{text}"
     );
 
     // A restart reuses the certificate: no token, no new CSR.
