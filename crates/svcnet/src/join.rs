@@ -212,14 +212,17 @@ pub async fn request_certificate(
         let cur = api.get(&name).await?;
         let status = cur.status.unwrap_or_default();
         for c in status.conditions.iter().flatten() {
-            if c.type_ == "Denied" || c.type_ == "Failed" {
-                bail!(
-                    "certificate signing request {name} was {}: {}: {}",
-                    c.type_.to_lowercase(),
-                    c.reason.as_deref().unwrap_or(""),
-                    c.message.as_deref().unwrap_or("")
-                );
-            }
+            // The kubelet's words (`csr.WaitForCertificate`).
+            let what = match c.type_.as_str() {
+                "Denied" => "is denied",
+                "Failed" => "failed",
+                _ => continue,
+            };
+            bail!(
+                "certificate signing request {name} {what}, reason: {}, message: {}",
+                c.reason.as_deref().unwrap_or(""),
+                c.message.as_deref().unwrap_or("")
+            );
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
             return Ok((String::from_utf8(cert.0)?, key.serialize_pem()));
