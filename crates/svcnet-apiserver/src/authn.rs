@@ -18,6 +18,21 @@ pub const MASTERS: &str = "system:masters";
 pub const AUTHENTICATED: &str = "system:authenticated";
 /// The admin token's user name (the kubeconfig's user is called the same).
 pub const ADMIN_USER: &str = "svcnet-admin";
+/// Who the API server is toward node agents (kube-apiserver's `--kubelet-client-certificate` CN): the
+/// credential it presents for `pods/log`, `exec`, `attach` and `portforward` authenticates as this user,
+/// which RBAC grants nothing, so that a node agent without the admin token (a node that joined with its
+/// own certificate) can check the credential with a TokenReview, as a kubelet's webhook authentication
+/// does.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// The user of a request without credentials where anonymous requests are allowed.
+pub const ANONYMOUS_USER: &str = "system:anonymous";
+/// The group of [`ANONYMOUS_USER`].
+pub const UNAUTHENTICATED: &str = "system:unauthenticated";
+/// Where a request without credentials is `system:anonymous` (and RBAC decides) instead of getting 401:
+/// kube-apiserver's anonymous authenticator limited to these paths, as its structured authentication
+/// configuration (`anonymous: {enabled: true, conditions: [{path: …}]}`) does. The cluster-info
+/// ConfigMap is how a joining node finds the cluster's CA (kubeadm's discovery by token).
+pub const ANONYMOUS_PATHS: &[&str] = &["/api/v1/namespaces/kube-public/configmaps/cluster-info"];
 
 /// Who a request comes from (kube's `user.Info`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,6 +55,11 @@ impl UserInfo {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    /// `system:anonymous` in `system:unauthenticated`.
+    pub fn anonymous() -> Self {
+        UserInfo::new(ANONYMOUS_USER, &[UNAUTHENTICATED])
     }
 
     /// Adds `system:authenticated` unless the user has it (kube's `AuthenticatedGroupAdder`).

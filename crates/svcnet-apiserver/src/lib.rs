@@ -326,8 +326,18 @@ impl ApiServer {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(authn::bearer_token)?;
+        self.authenticate_token(token)
+    }
+
+    /// The user a bearer token stands for: a static token (the admin's, the token file's, the API
+    /// server's own credential toward node agents), a ServiceAccount token or a bootstrap token.
+    pub(crate) fn authenticate_token(&self, token: &str) -> Option<authn::UserInfo> {
         self.tokens
             .lookup(token)
+            .or_else(|| {
+                authn::constant_time_eq(token, &logs::log_credential(self.tokens.admin()))
+                    .then(|| authn::UserInfo::new(authn::KUBELET_CLIENT_USER, &[]))
+            })
             .or_else(|| self.authenticate_service_account(token))
             .or_else(|| self.authenticate_bootstrap_token(token))
             .map(authn::UserInfo::authenticated)
@@ -348,7 +358,12 @@ impl ApiServer {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let audit_id = audit::audit_id(req.headers());
-        let user = self.authenticate(&req, cert_user.as_ref());
+        // Anonymous requests get kube's anonymous user on the few paths RBAC opens to it (the signed
+        // cluster-info a joining node reads), and 401 elsewhere.
+        let user = self.authenticate(&req, cert_user.as_ref()).or_else(|| {
+            (req.method() == Method::GET && authn::ANONYMOUS_PATHS.contains(&path.as_str()))
+                .then(authn::UserInfo::anonymous)
+        });
         let route = request::parse_path(&path);
         let attrs = match &route {
             Ok(route) => authz::attributes(route, req.method(), &path, &Params::parse(req.uri().query())),
@@ -550,7 +565,7 @@ impl ApiServer {
         // A node's writes pass NodeRestriction admission, everyone's RBAC writes escalation prevention.
         let user = req.extensions().get::<Arc<authn::UserInfo>>().cloned();
         let node = user
-            .as_ref()
+            .as_deref()
             .and_then(|u| authz::node::node_identity(u).map(str::to_string));
         let user_agent = req
             .headers()

@@ -10,6 +10,7 @@
 //! The envelope is Kubernetes' own: the 4-byte magic `k8s\0`, then a `runtime.Unknown` message whose
 //! `typeMeta` names the kind and whose `raw` bytes hold the object.
 
+use base64::Engine;
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
@@ -110,6 +111,7 @@ fn message(buf: &[u8], fields: &[Field], depth: usize) -> Result<Map<String, Val
         };
         let value = match (field.kind, wire) {
             (Kind::Str, 2) => Value::String(utf8(rd.bytes()?)?),
+            (Kind::Bytes, 2) => Value::String(base64::engine::general_purpose::STANDARD.encode(rd.bytes()?)),
             // int32 fields are sign-extended to 64 bits on the wire.
             (Kind::Int, 0) => json!(rd.varint()? as i64),
             (Kind::Bool, 0) => json!(rd.varint()? != 0),

@@ -13,6 +13,8 @@
 //! Services) are watched and cached once per process, in [`SharedInformers`], which every entry point
 //! takes; each subscribes to the events it needs (see [`svcnet_informer`]).
 
+pub mod bootstrap_signer;
+pub mod certificates;
 pub mod disruption;
 pub mod endpointslice;
 pub mod events;

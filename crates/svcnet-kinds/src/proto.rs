@@ -7,6 +7,8 @@
 pub enum Wire {
     /// A string.
     Str,
+    /// `bytes`: base64 in JSON.
+    Bytes,
     /// A varint integer.
     Int,
     /// A varint boolean.

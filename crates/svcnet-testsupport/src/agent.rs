@@ -1,9 +1,12 @@
-//! A `svcnet agent` (a node joining a cluster) as a process of the test's own: its data directory, its
-//! log file, and on drop the agent, every process group it started (its pods) and its userspace proxy
-//! process are killed by PID.
+//! A `svcnet agent` (a node joining a [`crate::Cluster`]) as a process of the test's own: its data
+//! directory, its log file, and on drop (also when a test fails) the agent, every process group it
+//! started (its pods), the pods it recorded in its data directory and its userspace proxy process are
+//! killed: processes the test started, found by PID (and start time) in the agent's data directory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::cluster::{kill_recorded_pods, kill_recorded_proxy};
 
 /// A running node agent.
 pub struct Agent {
@@ -12,44 +15,61 @@ pub struct Agent {
     left: Vec<u32>,
     /// Its `--data-dir`.
     pub dir: PathBuf,
+    log: PathBuf,
 }
 
 impl Agent {
     /// Starts `bin agent --node-name NODE --kubeconfig KUBECONFIG --data-dir DIR` with `args` added; DNS
     /// and metrics on free ports unless `args` say otherwise. Its log goes to `DIR/agent.log`.
     pub fn start(bin: impl AsRef<Path>, kubeconfig: &Path, node: &str, dir: &Path, args: &[&str]) -> Agent {
-        std::fs::create_dir_all(dir).expect("agent dir");
-        let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
-        let mut cmd = Command::new(bin.as_ref());
-        cmd.args(["agent", "--node-name", node]);
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let mut full: Vec<&str> = vec!["--node-name", node];
         for (flag, value) in [
             ("--dns-listen", "127.0.0.1:0"),
             ("--metrics-listen", "127.0.0.1:0"),
             ("--healthz-listen", "127.0.0.1:0"),
         ] {
             if !args.contains(&flag) {
-                cmd.args([flag, value]);
+                full.extend([flag, value]);
             }
         }
-        let child = cmd
+        full.extend_from_slice(args);
+        full.extend(["--kubeconfig", &kubeconfig]);
+        Self::spawn(bin.as_ref(), dir, &full, dir.join("agent.log"))
+    }
+
+    /// Runs `bin agent ARGS --data-dir DIR` exactly as given (a node joining with a token, say), logging
+    /// beside the data directory to `DIR.log`, so that the directory holds only what the agent wrote.
+    pub fn start_with(bin: impl AsRef<Path>, dir: &Path, args: &[&str]) -> Agent {
+        Self::spawn(bin.as_ref(), dir, args, dir.with_extension("log"))
+    }
+
+    fn spawn(bin: &Path, dir: &Path, args: &[&str], log: PathBuf) -> Agent {
+        std::fs::create_dir_all(dir).expect("agent data dir");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("agent log");
+        let child = Command::new(bin)
+            .arg("agent")
             .args(args)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
             .arg("--data-dir")
             .arg(dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(out)
             .spawn()
             .expect("spawn svcnet agent");
         Agent {
             child: Some(child),
             left: Vec::new(),
             dir: dir.to_path_buf(),
+            log,
         }
     }
 
-    /// Kills only the agent, as a crash would: its pods keep running (until the handle drops).
+    /// Kills only the agent, as a crash would: its pods and proxy keep running (until the handle drops).
     pub fn kill_agent_only(&mut self) {
         if let Some(mut child) = self.child.take() {
             self.left = children_of(child.id());
@@ -58,9 +78,22 @@ impl Agent {
         }
     }
 
-    /// Its log so far.
+    /// Its log so far (every run with this log file).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status if it has ended, waiting at most `limit`.
+    pub fn exited_within(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
     }
 }
 
@@ -96,14 +129,13 @@ impl Drop for Agent {
             let _ = child.kill();
             let _ = child.wait();
         }
-        {
-            for g in groups {
-                let _ = Command::new("kill")
-                    .args(["-s", "KILL", "--", &format!("-{g}")])
-                    .stderr(Stdio::null())
-                    .status();
-            }
+        for g in groups {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{g}")])
+                .stderr(Stdio::null())
+                .status();
         }
-        crate::cluster::kill_recorded_proxy(&self.dir.join("proxy"));
+        kill_recorded_pods(&self.dir);
+        kill_recorded_proxy(&self.dir.join("proxy"));
     }
 }

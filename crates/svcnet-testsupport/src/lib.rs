@@ -3,7 +3,8 @@
 //! - [`cluster`]: a real `svcnet up` with its own data directory and loopback port, driven with real kubectl.
 //!   The `svcnet` binary's path is an argument: only the `svcnet` crate's own tests know it, as
 //!   `env!("CARGO_BIN_EXE_svcnet")`.
-//! - [`agent`]: a real `svcnet agent` joining a cluster, killed with its pods and proxy process on drop.
+//! - [`agent`]: a real `svcnet agent` joining a cluster (by kubeconfig or by token), killed with its pods and
+//!   proxy process on drop.
 //! - [`etcd`]: a real etcd member on free loopback ports, or a cluster of several (the etcd store's and
 //!   HA control plane's tests).
 //! - [`users`]: credentials of other users for a cluster (client certificates signed by its CA, tokens)

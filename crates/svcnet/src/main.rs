@@ -14,6 +14,7 @@ mod backup_cmd;
 mod dataplane_args;
 mod dns_args;
 mod dns_cmd;
+mod join;
 mod kube_proxy_config;
 mod lab_cmd;
 mod lb_args;
@@ -25,6 +26,7 @@ mod proxy_cluster;
 mod proxy_cmd;
 mod proxy_control;
 mod proxy_process;
+mod reloading;
 mod status;
 mod store_args;
 mod supervise;
@@ -166,6 +168,10 @@ struct UpArgs {
     // Boxed: the audit flags would make `up`'s arguments the one large variant of `Command`.
     #[command(flatten)]
     audit: Box<audit_args::AuditArgs>,
+    /// The longest validity of the certificates the cluster CA signs for CertificateSigningRequests
+    /// (kube-controller-manager's flag): a number with `s`, `m` or `h`.
+    #[arg(long, default_value = "8760h0m0s", value_parser = dataplane_args::parse_duration)]
+    cluster_signing_duration: std::time::Duration,
     #[command(flatten)]
     dataplane: dataplane_args::DataplaneArgs,
     #[command(flatten)]
@@ -174,12 +180,15 @@ struct UpArgs {
     lb: lb_args::LbAnnounceArgs,
 }
 
-/// `svcnet agent`: a node agent joining a cluster through its kubeconfig.
+/// `svcnet agent`: a node agent joining a cluster, with a bootstrap token (`--server`, `--token`,
+/// `--ca-cert-hash`: it gets a certificate of its own) or through a kubeconfig.
 #[derive(Parser)]
 struct AgentArgs {
-    /// The kubeconfig to reach the API server with.
-    #[arg(long)]
-    kubeconfig: PathBuf,
+    /// The kubeconfig to reach the API server with, instead of joining with a token.
+    #[arg(long, conflicts_with = "server")]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    join: join::JoinArgs,
     #[command(flatten)]
     api: api_servers::ApiServersArgs,
     /// This node's name (default: the hostname).
@@ -253,10 +262,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "node".into())
 }
 
+/// A client for the kubeconfig's current context (certificate files followed, see [`reloading`]).
 async fn kube_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
+    reloading::client(kubeconfig).await
 }
 
 fn agent_config(
@@ -406,23 +414,41 @@ async fn agent(args: AgentArgs) -> Result<()> {
     args.lb.check()?;
     node_args::check_lease_duration(args.node_lease_duration_seconds)?;
     private_dir(&args.data_dir)?;
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    // With a token the node gets its own certificate and kubeconfig, and keeps them fresh.
+    let (kubeconfig, joined) = match &args.kubeconfig {
+        Some(k) => (k.clone(), false),
+        None => (
+            join::node_kubeconfig(&args.data_dir, &node_name, &args.join).await?,
+            true,
+        ),
+    };
     let mut registry = prometheus_client::registry::Registry::default();
-    let (client, balancer) = api_servers::connect(
-        api_servers::kube_config(Some(&args.kubeconfig)).await?,
-        &args.api,
-        AGENT_API_LB_LISTEN,
-        Some(&mut registry),
-    )
-    .await?;
+    let (client, balancer) = if args.api.api_servers.is_empty() {
+        // Straight to the server, re-reading the node's certificate when rotation renews it.
+        (kube_client(&kubeconfig).await?, None)
+    } else {
+        api_servers::connect(
+            api_servers::kube_config(Some(&kubeconfig)).await?,
+            &args.api,
+            AGENT_API_LB_LISTEN,
+            Some(&mut registry),
+        )
+        .await?
+    };
     let mut supervisor = Supervisor::new();
     if let Some(b) = balancer {
         // kubectl on this node gets the same failover as the agent: one address, every server.
+        let from = kubeconfig.clone();
         let kubeconfig = args.data_dir.join("kubeconfig");
-        api_servers::write_kubeconfig_via(&args.kubeconfig, &b.url(), &kubeconfig)?;
+        api_servers::write_kubeconfig_via(&from, &b.url(), &kubeconfig)?;
         info!(listen = %b.addr, kubeconfig = %kubeconfig.display(), "API servers reached through the local balancer");
         b.supervise(&supervisor);
     }
-    let node_name = args.node_name.unwrap_or_else(hostname);
+    if joined {
+        let (dir, node) = (args.data_dir.clone(), node_name.clone());
+        supervisor.spawn("certificate-rotation", join::rotate(dir, node));
+    }
     let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
         client.clone(),
@@ -435,7 +461,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         },
         &mut registry,
         proxy_process::Detached {
-            kubeconfig: &args.kubeconfig,
+            kubeconfig: &kubeconfig,
             api_servers: &args.api.api_servers,
             state_dir: args.data_dir.join("proxy"),
             log_format: &args.log_format,
@@ -485,10 +511,10 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.listen,
         std::time::Duration::from_secs(args.node_lease_duration_seconds),
         args.pod_network,
-        kubeconfig_token(&args.kubeconfig),
+        kubeconfig_token(&kubeconfig),
     );
     cfg.labels.extend(args.node_labels);
-    cfg.cluster_ca = kubeconfig_ca(&args.kubeconfig);
+    cfg.cluster_ca = kubeconfig_ca(&kubeconfig);
     cfg.pod_mtu = pod_mtu(args.overlay, args.node_ip).await?;
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
@@ -716,6 +742,16 @@ async fn up(args: UpArgs) -> Result<()> {
     // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
     let client = kube_client(&kubeconfig).await?;
     let mut supervisor = Supervisor::new();
+    // What joining nodes discover the cluster by (kubeadm init's cluster-info), once the server serves.
+    let (info_client, info_ca) = (client.clone(), creds.ca_pem.clone());
+    supervisor.spawn("cluster-info", async move {
+        let server = format!("https://{addr}");
+        while let Err(e) = join::publish_cluster_info(&info_client, &server, &info_ca).await {
+            tracing::debug!(error = %e, "publishing kube-public/cluster-info; retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        std::future::pending().await
+    });
     // The store heals a failed disk by itself (see `svcnet_store::redb`); only a store that cannot go on
     // without a reload stops the process, so that whoever runs it restarts it on a fresh snapshot.
     if !args.store.etcd() {
@@ -762,6 +798,28 @@ async fn up(args: UpArgs) -> Result<()> {
             std::future::pending().await
         });
     }
+    // kube-controller-manager's csrapproving, csrsigning and bootstrapsigner controllers.
+    let ca_key = data_dir.join("pki").join("ca.key");
+    let signer = svcnet_controllers::certificates::SignerConfig {
+        ca_cert_pem: creds.ca_pem.clone(),
+        ca_key_pem: std::fs::read_to_string(&ca_key)
+            .with_context(|| format!("reading {}", ca_key.display()))?,
+        max_duration: args.cluster_signing_duration,
+    };
+    let certificates = svcnet_controllers::certificates::run_certificate_controllers(client.clone(), signer);
+    let gate = elector.gate(&supervisor, "svcnet-certificate-controllers");
+    supervisor.spawn("certificate-controllers", async move {
+        leader::wait(gate).await;
+        certificates.await?;
+        Ok(())
+    });
+    let bootstrap_signer = svcnet_controllers::bootstrap_signer::run_bootstrap_signer(client.clone());
+    let gate = elector.gate(&supervisor, "svcnet-bootstrap-signer");
+    supervisor.spawn("bootstrap-signer", async move {
+        leader::wait(gate).await;
+        bootstrap_signer.await;
+        Ok(())
+    });
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
         client.clone(),

@@ -36,6 +36,10 @@ struct CreateArgs {
     /// A human-readable description stored with the token.
     #[arg(long)]
     description: Option<String>,
+    /// Print the whole command a node joins with (`svcnet agent --server … --token … --ca-cert-hash …`),
+    /// as `kubeadm token create --print-join-command` does, instead of the token alone.
+    #[arg(long)]
+    print_join_command: bool,
 }
 
 /// `90s`, `30m`, `24h` or `0`.
@@ -114,8 +118,40 @@ pub async fn run(args: TokenArgs) -> Result<()> {
         .create(&PostParams::default(), &obj)
         .await
         .context("creating the bootstrap token Secret")?;
-    println!("{id}.{secret}");
+    if !args.print_join_command {
+        println!("{id}.{secret}");
+        return Ok(());
+    }
+    let (server, ca_pem) = kubeconfig_cluster(&args.kubeconfig)?;
+    let hash = crate::join::ca_cert_hash(&ca_pem)?;
+    println!("svcnet agent --server {server} --token {id}.{secret} --ca-cert-hash {hash}");
     Ok(())
+}
+
+/// The server and CA (PEM) of the kubeconfig's current cluster.
+fn kubeconfig_cluster(path: &std::path::Path) -> Result<(String, String)> {
+    use base64::Engine;
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let context = kc.current_context.clone().unwrap_or_default();
+    let cluster_name = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .context("the kubeconfig has no current context")?;
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.clone())
+        .context("the kubeconfig's cluster is missing")?;
+    let server = cluster.server.context("the kubeconfig names no server")?;
+    let ca = cluster
+        .certificate_authority_data
+        .context("the kubeconfig has no certificate-authority-data")?;
+    let ca_pem = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca.trim())?)?;
+    Ok((server, ca_pem))
 }
 
 #[cfg(test)]

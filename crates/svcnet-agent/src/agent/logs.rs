@@ -3,18 +3,24 @@
 //!
 //! Logs are served only to a request with `Authorization: Bearer <credential>`, the credential derived
 //! from the cluster token that the API server presents (see `svcnet_apiserver::logs::log_credential`):
-//! another local process cannot read a pod's output just by finding the port. Every `PodLogOptions`
+//! another local process cannot read a pod's output just by finding the port. An agent that holds no
+//! cluster token (a node that joined with its own certificate) checks the bearer credential as a
+//! kubelet's webhook authentication does: a TokenReview by the API server must say it is the API
+//! server's own user (`kube-apiserver-kubelet-client`); a yes is remembered for a minute. Every `PodLogOptions`
 //! field is honoured as the kubelet does (`follow`, `previous`, `tailLines`, `limitBytes`, and
 //! `timestamps`, `sinceSeconds`, `sinceTime` with the times the runner notes for log lines).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
@@ -39,45 +45,94 @@ pub fn credential(token: &str) -> String {
     ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether the request carries `credential` (compared in constant time).
-fn authorized(req: &hyper::Request<hyper::body::Incoming>, credential: Option<&str>) -> bool {
-    let Some(want) = credential else { return false };
-    let Some(got) = req
-        .headers()
+/// The API server's user toward node agents, as a TokenReview names it.
+const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// How long a TokenReview's yes is trusted.
+const REVIEW_TTL: Duration = Duration::from_secs(60);
+
+/// How the endpoint tells the API server's requests from others.
+#[derive(Clone)]
+pub(super) enum Check {
+    /// The credential derived from the cluster token of the agent's kubeconfig.
+    Local(Arc<str>),
+    /// A TokenReview (the agent's own identity may ask), its yes kept for [`REVIEW_TTL`].
+    Review {
+        /// The agent's client.
+        client: kube::Client,
+        /// Credentials reviewed with a yes, and when.
+        cache: Arc<Mutex<HashMap<String, Instant>>>,
+    },
+}
+
+fn bearer(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
+    req.headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    got.len() == want.len()
-        && got
-            .bytes()
-            .zip(want.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        .map(str::to_string)
+}
+
+/// Whether `got` is the API server's credential.
+async fn authorized(got: Option<String>, check: &Check) -> bool {
+    let Some(got) = got else { return false };
+    match check {
+        Check::Local(want) => {
+            got.len() == want.len()
+                && got
+                    .bytes()
+                    .zip(want.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        }
+        Check::Review { client, cache } => {
+            let fresh = |c: &HashMap<String, Instant>| c.get(&got).is_some_and(|t| t.elapsed() < REVIEW_TTL);
+            if fresh(&cache.lock().unwrap_or_else(|e| e.into_inner())) {
+                return true;
+            }
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: Some(got.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = kube::Api::<TokenReview>::all(client.clone())
+                .create(&Default::default(), &review)
+                .await;
+            let ok = match answer {
+                Ok(r) => r.status.is_some_and(|s| {
+                    s.authenticated == Some(true)
+                        && s.user.and_then(|u| u.username).as_deref() == Some(KUBELET_CLIENT_USER)
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reviewing the credential of a container-log request");
+                    false
+                }
+            };
+            if ok {
+                let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.retain(|_, t| t.elapsed() < REVIEW_TTL);
+                c.insert(got, Instant::now());
+            }
+            ok
+        }
+    }
 }
 
 /// Serves `/containerLogs/{ns}/{pod}/{container}` (the kubelet's path), the streaming paths and `/healthz`.
-pub(super) async fn serve_logs(
-    listener: TcpListener,
-    runner: PodRunner,
-    pods: Store<Pod>,
-    credential: Option<String>,
-) {
-    let credential: Option<std::sync::Arc<str>> = credential.map(Into::into);
+pub(super) async fn serve_logs(listener: TcpListener, runner: PodRunner, pods: Store<Pod>, check: Check) {
     let mut acceptor = svcnet_accept::Acceptor::new(listener, "container logs");
     loop {
         let Ok((tcp, _)) = acceptor.accept().await else {
             return;
         };
-        let (runner, pods, credential) = (runner.clone(), pods.clone(), credential.clone());
+        let (runner, pods, check) = (runner.clone(), pods.clone(), check.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (runner, pods) = (runner.clone(), pods.clone());
-                let allowed = req.uri().path() == "/healthz" || authorized(&req, credential.as_deref());
+                let (runner, pods, check) = (runner.clone(), pods.clone(), check.clone());
+                let (health, got) = (req.uri().path() == "/healthz", bearer(&req));
                 async move {
-                    if !allowed {
+                    if !health && !authorized(got, &check).await {
                         return Ok::<_, Infallible>(text(401, "Unauthorized".into()));
                     }
                     if super::stream::is_stream_path(req.uri().path()) {

@@ -70,7 +70,8 @@ pub struct AgentConfig {
     pub pod_network: PodNetwork,
     /// The cluster's bearer token (from the agent's kubeconfig). The container-log endpoint answers only
     /// requests carrying the credential derived from it ([`logs_credential`]), which the API server
-    /// presents when it proxies `pods/log`. `None` (a kubeconfig without a token): it answers nobody.
+    /// presents when it proxies `pods/log`. `None` (a kubeconfig without a token, such as a joined
+    /// node's own): the credential is checked with a TokenReview instead.
     pub api_token: Option<String>,
     /// With the netns pod network, the MTU of the pods' interfaces: the overlay's (a VXLAN device's),
     /// so that pods never send what the tunnel cannot carry, as flannel does. `None`: the kernel's default.
@@ -204,15 +205,20 @@ async fn run_with(
     // The agent endpoint first: its port goes into the Node object.
     let listener = TcpListener::bind(cfg.listen).await.map_err(AgentError::Listen)?;
     let port = listener.local_addr().map_err(AgentError::Listen)?.port();
-    let credential = cfg.api_token.as_deref().map(logs::credential);
-    if credential.is_none() {
-        tracing::warn!("no token in the kubeconfig: the container-log endpoint will refuse every request");
-    }
+    // Without the cluster token (a node with its own certificate) the API server's credential is
+    // checked by a TokenReview, as a kubelet's webhook authentication does.
+    let check = match cfg.api_token.as_deref() {
+        Some(token) => logs::Check::Local(logs::credential(token).into()),
+        None => logs::Check::Review {
+            client: client.clone(),
+            cache: Default::default(),
+        },
+    };
     tokio::spawn(logs::serve_logs(
         listener,
         runner.clone(),
         pod_store.clone(),
-        credential,
+        check,
     ));
 
     let node_cfg = NodeConfig {

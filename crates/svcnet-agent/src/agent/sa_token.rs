@@ -6,8 +6,9 @@
 //! (`<root>/pods/<uid>/serviceaccount/`), named to the containers by `SVCNET_SERVICE_ACCOUNT_DIR`, and,
 //! where the sandbox works (root), bind-mounted at Kubernetes' own path
 //! [`SERVICE_ACCOUNT_MOUNT`] in the pod's mount namespace, where client libraries' in-cluster
-//! configuration reads them. `automountServiceAccountToken: false` (on the pod, else on the
-//! ServiceAccount) gives the pod nothing.
+//! configuration reads them. A pod gets them when it has the `kube-api-access-*` volume the API
+//! server's ServiceAccount admission adds (not under `automountServiceAccountToken: false` on the pod,
+//! else on the ServiceAccount); the node never reads ServiceAccounts, which the Node authorizer denies.
 //!
 //! Tokens are refreshed as the kubelet refreshes them: once 80 % of their lifetime has passed.
 
@@ -108,15 +109,19 @@ impl Tokens {
         }
     }
 
-    /// Whether the pod gets a token: its own `automountServiceAccountToken`, else its ServiceAccount's,
-    /// else yes.
-    async fn automount(&self, pod: &Pod, ns: &str, sa: &str) -> Result<bool, TokenError> {
-        if let Some(b) = pod.spec.as_ref().and_then(|s| s.automount_service_account_token) {
-            return Ok(b);
-        }
-        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
-        let account = api.get(sa).await.map_err(|e| TokenError::Api(sa.into(), e))?;
-        Ok(account.automount_service_account_token.unwrap_or(true))
+    /// Whether the pod gets a token: whether it has a projected volume with a `serviceAccountToken`
+    /// source (the API server's ServiceAccount admission adds `kube-api-access-*` unless the pod or its
+    /// ServiceAccount opts out), as the kubelet mounts what the pod's volumes say. The node never reads
+    /// ServiceAccounts: the Node authorizer does not let it.
+    fn automount(pod: &Pod) -> bool {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.projected.as_ref())
+            .flat_map(|p| p.sources.iter().flatten())
+            .any(|s| s.service_account_token.is_some())
     }
 
     /// Gives the pod its token, CA and namespace in `dir` unless it has them (or wants none). The
@@ -133,8 +138,8 @@ impl Tokens {
             .and_then(|s| s.service_account_name.clone())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".into());
-        if !self.automount(pod, &ns, &sa).await? {
-            debug!(pod = %pod.name_any(), "automountServiceAccountToken is false: no token");
+        if !Self::automount(pod) {
+            debug!(pod = %pod.name_any(), "no service account token volume: no token");
             self.lock().insert(uid, None);
             return Ok(None);
         }

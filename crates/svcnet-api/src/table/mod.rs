@@ -117,6 +117,7 @@ static ROWS: &[(&Kind, Rows)] = &[
     (&kinds::daemonset::KIND, rows(daemon_set_cells)),
     (&kinds::rbac::ROLE_BINDING, rows(role_binding_cells)),
     (&kinds::rbac::CLUSTER_ROLE_BINDING, rows(role_binding_cells)),
+    (&kinds::csr::KIND, rows(csr_cells)),
 ];
 
 fn printer(group: &str, kind: &str) -> Printer {

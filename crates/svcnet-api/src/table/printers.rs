@@ -647,3 +647,43 @@ pub(super) fn daemon_set_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
         Value::String(format_label_selector(at(obj, &["spec", "selector"]))),
     ]
 }
+
+/// kube's `printCertificateSigningRequest`: signer, requesting user, requested duration and the
+/// condition summary (`extractCSRStatus`: Denied over Approved over Pending, then Failed and Issued).
+pub(super) fn csr_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let duration = match at(obj, &["spec", "expirationSeconds"]).and_then(Value::as_i64) {
+        Some(s) => human_duration(SignedDuration::from_secs(s)),
+        None => "<none>".to_string(),
+    };
+    let (mut approved, mut denied, mut failed) = (false, false, false);
+    for c in arr_at(obj, &["status", "conditions"]) {
+        match str_at(c, &["type"]) {
+            "Approved" => approved = true,
+            "Denied" => denied = true,
+            "Failed" => failed = true,
+            _ => {}
+        }
+    }
+    let mut condition = if denied {
+        "Denied"
+    } else if approved {
+        "Approved"
+    } else {
+        "Pending"
+    }
+    .to_string();
+    if failed {
+        condition.push_str(",Failed");
+    }
+    if !str_at(obj, &["status", "certificate"]).is_empty() {
+        condition.push_str(",Issued");
+    }
+    vec![
+        name(obj),
+        age(obj, now),
+        json!(or_placeholder(str_at(obj, &["spec", "signerName"]), "<none>")),
+        json!(str_at(obj, &["spec", "username"])),
+        json!(duration),
+        json!(condition),
+    ]
+}

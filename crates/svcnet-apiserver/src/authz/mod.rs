@@ -286,12 +286,14 @@ impl ApiServer {
             let meta = &mut obj["metadata"];
             meta["labels"]["kubernetes.io/bootstrapping"] = json!("rbac-defaults");
             meta["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("true");
-            let plural = if kind == "ClusterRole" {
-                "clusterroles"
-            } else {
-                "clusterrolebindings"
+            let plural = match kind.as_str() {
+                "ClusterRole" => "clusterroles",
+                "Role" => "roles",
+                "RoleBinding" => "rolebindings",
+                _ => "clusterrolebindings",
             };
-            self.ensure(rbac_rt(plural), None, obj).await?;
+            let namespace = meta.get("namespace").and_then(Value::as_str).map(str::to_string);
+            self.ensure(rbac_rt(plural), namespace.as_deref(), obj).await?;
         }
         Ok(())
     }

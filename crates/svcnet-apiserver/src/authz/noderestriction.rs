@@ -2,7 +2,10 @@
 //! node write nodes, pods, leases and tokens at all; this decides which objects, from the object itself.
 //! A node may change only its own Node (not its taints, nor `node-restriction.kubernetes.io/` or unknown
 //! `kubernetes.io` labels), only the status of pods bound to it, create only mirror pods of its own, delete
-//! only its own pods, touch only its own Lease and ask tokens only for its own pods. Pure: existing objects
+//! only its own pods, touch only its own Lease and ask tokens only for its own pods. svcnet adds one rule
+//! of its own: a node's DNS server is a kube-dns endpoint it publishes itself, so RBAC lets nodes write
+//! EndpointSlices in `kube-system`, and this keeps each node to its own slice `kube-dns-<node>` naming
+//! only itself (in Kubernetes nodes write no EndpointSlices at all). Pure: existing objects
 //! come from a [`Lookup`]; a refusal is kube's Forbidden, word for word.
 
 use std::sync::Arc;
@@ -72,6 +75,7 @@ pub fn admit(lookup: &dyn Lookup, node: &str, req: &Request<'_>) -> Result<(), A
         ("", "serviceaccounts") if req.op == Operation::Create && req.subresource == "token" => {
             admit_token(lookup, req, node)
         }
+        ("discovery.k8s.io", "endpointslices") => admit_dns_slice(node, req),
         ("coordination.k8s.io", "leases") => {
             if req.namespace != NODE_LEASE_NAMESPACE {
                 return deny(format!(
@@ -89,6 +93,36 @@ pub fn admit(lookup: &dyn Lookup, node: &str, req: &Request<'_>) -> Result<(), A
         }
         _ => Ok(()),
     }
+}
+
+/// A node's write of an EndpointSlice: only its own kube-dns slice, naming only itself as the node.
+fn admit_dns_slice(node: &str, req: &Request<'_>) -> Result<(), ApiError> {
+    let own = format!("kube-dns-{node}");
+    let name = match req.op {
+        Operation::Create => str_at(req.object, "/metadata/name"),
+        _ => req.name,
+    };
+    if req.namespace != "kube-system" || name != own {
+        return Err(forbidden(
+            req,
+            format!("node \"{node}\" can only write its own kube-dns EndpointSlice \"kube-system/{own}\""),
+        ));
+    }
+    let others = req
+        .object
+        .and_then(|o| o.get("endpoints"))
+        .and_then(Value::as_array)
+        .is_some_and(|eps| {
+            eps.iter()
+                .any(|e| e.get("nodeName").and_then(Value::as_str) != Some(node))
+        });
+    if others {
+        return Err(forbidden(
+            req,
+            format!("node \"{node}\" can only publish endpoints with nodeName set to itself"),
+        ));
+    }
+    Ok(())
 }
 
 fn str_at<'a>(v: Option<&'a Value>, ptr: &str) -> &'a str {
@@ -428,6 +462,8 @@ mod tests {
     ) -> Request<'a> {
         let (group, ns) = if resource == "leases" {
             ("coordination.k8s.io", NODE_LEASE_NAMESPACE)
+        } else if resource == "endpointslices" {
+            ("discovery.k8s.io", "kube-system")
         } else {
             ("", "default")
         };
@@ -599,6 +635,59 @@ mod tests {
                 )
             )),
             "serviceaccounts \"Unknown\" is forbidden: node requested token not bound to a pod"
+        );
+    }
+
+    #[test]
+    fn only_its_own_kube_dns_slice() {
+        let own = json!({"metadata": {"name": "kube-dns-node1"}, "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node1"}]});
+        assert!(
+            admit(
+                &Objects,
+                "node1",
+                &req(Operation::Create, "endpointslices", "", "", Some(&own), None)
+            )
+            .is_ok()
+        );
+        assert!(
+            admit(
+                &Objects,
+                "node1",
+                &req(
+                    Operation::Update,
+                    "endpointslices",
+                    "",
+                    "kube-dns-node1",
+                    Some(&own),
+                    Some(&own)
+                )
+            )
+            .is_ok()
+        );
+        let theirs = json!({"metadata": {"name": "kube-dns-node2"}, "endpoints": []});
+        assert_eq!(
+            message(admit(
+                &Objects,
+                "node1",
+                &req(
+                    Operation::Update,
+                    "endpointslices",
+                    "",
+                    "kube-dns-node2",
+                    Some(&theirs),
+                    None
+                )
+            )),
+            "endpointslices.discovery.k8s.io \"kube-dns-node2\" is forbidden: node \"node1\" can only write its own kube-dns EndpointSlice \"kube-system/kube-dns-node1\""
+        );
+        let lying = json!({"metadata": {"name": "kube-dns-node1"}, "endpoints": [{"addresses": ["10.0.0.2"], "nodeName": "node2"}]});
+        assert_eq!(
+            message(admit(
+                &Objects,
+                "node1",
+                &req(Operation::Create, "endpointslices", "", "", Some(&lying), None)
+            )),
+            "endpointslices.discovery.k8s.io \"kube-dns-node1\" is forbidden: node \"node1\" can only publish endpoints with nodeName set to itself"
         );
     }
 }

@@ -16,6 +16,7 @@ use svcnet_kinds::kinds;
 use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
 
 use crate::ApiServer;
+use crate::authn::UserInfo;
 use crate::authz::noderestriction::{self, Operation};
 use crate::cache::Cached;
 use crate::decode::{self, FieldValidation};
@@ -74,8 +75,10 @@ pub struct WriteCtx<'a> {
     pub dry_run: bool,
     /// The node making the request, when a node's credential makes it: its writes pass NodeRestriction.
     pub node: Option<String>,
-    /// Who makes the request (`None`: the control plane itself): RBAC writes pass escalation prevention.
-    pub user: Option<Arc<crate::authn::UserInfo>>,
+    /// Who makes the request (`None`: the control plane itself): RBAC writes pass escalation prevention,
+    /// and kinds that record their requester (a CertificateSigningRequest's `spec.username`) read it on
+    /// create.
+    pub user: Option<Arc<UserInfo>>,
 }
 
 impl<'a> WriteCtx<'a> {
@@ -263,6 +266,10 @@ impl ApiServer {
             self.admit_rbac_write(user, rt, &obj, None)?;
         }
         strategy::prepare_create(rt, &mut obj);
+        strategy::of(rt).admit_with(&mut obj, &|rt, ns, name| self.cached(rt, ns, name));
+        if let Some(user) = &ctx.user {
+            strategy::of(rt).set_requester(&mut obj, user);
+        }
         // generateName collisions are retried with a new suffix, as kube-apiserver does.
         for attempt in 0..8 {
             let mut candidate = obj.clone();

@@ -14,9 +14,11 @@ use svcnet_api::resources::ResourceType;
 use svcnet_api::validation;
 use svcnet_kinds::{Kind, NameRule, kinds};
 
+use crate::authn::UserInfo;
 use crate::errors::ApiError;
 use crate::hooks::KindHooks;
 
+mod csr;
 mod namespace;
 mod pod;
 mod secret;
@@ -31,6 +33,18 @@ pub trait Strategy: Sync {
 
     /// Defaulting, on create and on every main-resource update.
     fn set_defaults(&self, _obj: &mut Value) {}
+
+    /// On create, admission that reads other objects (kube's admission plugins that look things up,
+    /// such as the ServiceAccount plugin for pods); `lookup` reads the server's cache.
+    fn admit_with(&self, _obj: &mut Value, _lookup: Lookup<'_>) {}
+
+    /// On create by `user`: what the kind records of who asked (kube's `PrepareForCreate` reading the
+    /// request's user).
+    fn set_requester(&self, _obj: &mut Value, _user: &UserInfo) {}
+
+    /// kube's `PrepareForUpdate` beyond the generic status rule: what a write of the main resource
+    /// (`subresource` `None`) or of a subresource keeps from `old`.
+    fn prepare_update(&self, _subresource: Option<&str>, _new: &mut Value, _old: &Value) {}
 
     /// The kind's own validation; `old` is the stored object on update. Metadata is validated
     /// generically around it.
@@ -72,6 +86,9 @@ pub trait Strategy: Sync {
     fn release(&self, _obj: &Value, _keep: Option<&Value>, _hooks: &KindHooks) {}
 }
 
+/// Reads an object from the server's cache: resource type, namespace, name.
+pub type Lookup<'a> = &'a dyn Fn(&ResourceType, Option<&str>, &str) -> Option<std::sync::Arc<Value>>;
+
 /// The strategy of a kind without rules of its own.
 struct Plain;
 
@@ -86,6 +103,7 @@ static STRATEGIES: &[(&Kind, &dyn Strategy)] = &[
     (&kinds::deployment::KIND, &workload::DEPLOYMENT),
     (&kinds::replicaset::KIND, &workload::REPLICA_SET),
     (&kinds::daemonset::KIND, &workload::DAEMON_SET),
+    (&kinds::csr::KIND, &csr::Csr),
 ];
 
 /// The strategy of a served resource type.
@@ -116,6 +134,11 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
 /// Prepares an update (kube's `PrepareForUpdate`): a main-resource write keeps the stored status, a
 /// status write keeps everything but status (and metadata, which kube lets either write change).
 pub fn prepare_update(rt: &ResourceType, subresource: Option<&str>, new: &mut Value, old: &Value) {
+    generic_prepare_update(rt, subresource, new, old);
+    of(rt).prepare_update(subresource, new, old);
+}
+
+fn generic_prepare_update(rt: &ResourceType, subresource: Option<&str>, new: &mut Value, old: &Value) {
     if subresource.is_none() {
         of(rt).set_defaults(new);
         if kinds::of(rt).rules.tracks_generation {

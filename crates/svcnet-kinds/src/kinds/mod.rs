@@ -12,6 +12,7 @@ use crate::resource::{FieldLabel, ResourceType};
 use crate::rules::Rules;
 
 pub mod configmap;
+pub mod csr;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -68,6 +69,7 @@ pub static KINDS: &[&Kind] = &[
     &rbac::CLUSTER_ROLE,
     &rbac::ROLE_BINDING,
     &rbac::CLUSTER_ROLE_BINDING,
+    &csr::KIND,
 ];
 
 /// The category `all` that `kubectl get all` lists.
