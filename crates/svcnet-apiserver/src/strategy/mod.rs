@@ -18,6 +18,7 @@ use crate::errors::ApiError;
 use crate::hooks::KindHooks;
 
 mod namespace;
+mod networking;
 mod pod;
 mod secret;
 mod service;
@@ -86,6 +87,8 @@ static STRATEGIES: &[(&Kind, &dyn Strategy)] = &[
     (&kinds::deployment::KIND, &workload::DEPLOYMENT),
     (&kinds::replicaset::KIND, &workload::REPLICA_SET),
     (&kinds::daemonset::KIND, &workload::DAEMON_SET),
+    (&kinds::servicecidr::KIND, &networking::ServiceCidr),
+    (&kinds::ipaddress::KIND, &networking::IpAddress),
 ];
 
 /// The strategy of a served resource type.
@@ -172,6 +175,7 @@ fn name_rule(rt: &ResourceType) -> validation::NameValidator {
         NameRule::Namespace => validation::validate_namespace_name,
         NameRule::DnsSubdomain => validation::name_is_dns_subdomain,
         NameRule::PathSegment => validation::name_is_path_segment,
+        NameRule::IpAddress => validation::name_is_ip_address,
     }
 }
 

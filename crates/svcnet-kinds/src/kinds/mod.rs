@@ -17,6 +17,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod event;
+pub mod ipaddress;
 pub mod lease;
 pub mod meta;
 pub mod namespace;
@@ -27,6 +28,7 @@ pub mod replicaset;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
+pub mod servicecidr;
 pub mod workload;
 
 /// Everything one resource kind is.
@@ -68,6 +70,8 @@ pub static KINDS: &[&Kind] = &[
     &rbac::CLUSTER_ROLE,
     &rbac::ROLE_BINDING,
     &rbac::CLUSTER_ROLE_BINDING,
+    &servicecidr::KIND,
+    &ipaddress::KIND,
 ];
 
 /// The category `all` that `kubectl get all` lists.
