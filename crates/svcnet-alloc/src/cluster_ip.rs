@@ -176,7 +176,10 @@ impl ClusterIpRange {
 
     /// Every usable address once, in kube's order for a dynamic allocation: from a random start in the
     /// dynamic (upper) band forward, wrapping within it, then the static (lower) band the same way.
-    pub fn scan(&self, rng: &mut impl RandomSource) -> impl Iterator<Item = IpAddr> + '_ {
+    /// The starting points come from `seed` (a fresh random value per allocation), so the iterator
+    /// borrows nothing but the range.
+    pub fn scan(&self, seed: u64) -> impl Iterator<Item = IpAddr> + '_ {
+        let rng = &mut crate::rng::SplitMix64::new(seed);
         let (lo, len) = (self.static_band, self.usable);
         let upper_start = if len > lo { lo + crate::rng::below(rng, len - lo) } else { lo };
         let lower_start = if lo > 0 { crate::rng::below(rng, lo) } else { 0 };
@@ -374,8 +377,7 @@ mod tests {
     fn range_scan_visits_every_usable_address_once_upper_band_first() {
         let r = ClusterIpRange::new("10.0.0.0/26".parse().unwrap());
         assert_eq!(r.capacity(), 62);
-        let mut rng = SplitMix64::new(7);
-        let order: Vec<IpAddr> = r.scan(&mut rng).collect();
+        let order: Vec<IpAddr> = r.scan(7).collect();
         assert_eq!(order.len(), 62);
         let mut sorted = order.clone();
         sorted.sort();

@@ -19,6 +19,7 @@ pub mod errors;
 pub mod gc;
 pub mod handlers;
 pub mod hooks;
+pub mod ipam;
 pub mod logs;
 pub mod managed;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub mod openapi;
 pub mod pki;
 pub mod proto;
 pub mod request;
+pub mod repair;
 pub mod reviews;
 pub mod satoken;
 pub mod strategy;
@@ -118,6 +120,7 @@ impl ApiServer {
     /// Builds the server over a store: loads the cache.
     pub async fn new(store: Arc<dyn Store>, config: Config) -> Result<Arc<Self>, svcnet_store::StoreError> {
         let cache = Cache::start(store.clone(), "/").await?;
+        config.hooks.attach(store.clone(), cache.clone());
         Ok(Arc::new(ApiServer {
             store,
             cache,

@@ -7,6 +7,7 @@
 //! [`svcnet_kinds::Rules`] (name rule, generation tracking, delete behaviour), never a match on the
 //! kind's name.
 
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value, json};
 use svcnet_api::field::{BadValue, FieldError, Path};
@@ -45,32 +46,42 @@ pub trait Strategy: Sync {
     }
 
     /// Validates a new object completely (metadata included, every error at once) and reserves what
-    /// it holds beyond itself; on errors nothing stays reserved. Field errors become a 422.
-    fn admit_create(
-        &self,
-        rt: &ResourceType,
-        obj: &mut Value,
-        _hooks: &KindHooks,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        Ok(validate_create(rt, self, obj))
+    /// it holds beyond itself; on errors nothing stays reserved, and a dry run reserves nothing. Field
+    /// errors become a 422.
+    fn admit_create<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        obj: &'a mut Value,
+        _hooks: &'a KindHooks,
+        _dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
+        Box::pin(std::future::ready(Ok(validate_create(rt, self, obj))))
     }
 
     /// As [`Strategy::admit_create`], for an update of `old` to `new` (of the main resource, or of
     /// `subresource`).
-    fn admit_update(
-        &self,
-        rt: &ResourceType,
-        _subresource: Option<&str>,
-        new: &mut Value,
-        old: &Value,
-        _hooks: &KindHooks,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        Ok(validate_update(rt, self, new, old))
+    fn admit_update<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        _subresource: Option<&'a str>,
+        new: &'a mut Value,
+        old: &'a Value,
+        _hooks: &'a KindHooks,
+        _dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
+        Box::pin(std::future::ready(Ok(validate_update(rt, self, new, old))))
     }
 
     /// Releases what `obj` holds that `keep` does not (all of it when `keep` is `None`): after a
     /// delete, a failed write, or an update that dropped something.
-    fn release(&self, _obj: &Value, _keep: Option<&Value>, _hooks: &KindHooks) {}
+    fn release<'a>(
+        &'a self,
+        _obj: &'a Value,
+        _keep: Option<&'a Value>,
+        _hooks: &'a KindHooks,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The strategy of a kind without rules of its own.
