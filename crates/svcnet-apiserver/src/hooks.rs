@@ -503,3 +503,82 @@ fn assign_node_ports(
 fn node_port_msg(e: &NodePortError) -> String {
     e.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use svcnet_store::redb::RedbStore;
+
+    /// Two servers' hooks over one store, each with its own cache, as two API servers on one etcd.
+    async fn two_servers(cidr: &str, ports: &str) -> (tempfile::TempDir, KindHooks, KindHooks) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
+        let config = ServiceNetConfig {
+            service_cidrs: vec![cidr.parse().unwrap()],
+            node_port_range: PortRange::parse(ports).unwrap(),
+        };
+        let mut hooks = Vec::new();
+        for _ in 0..2 {
+            let h = KindHooks::with_services(config.clone()).unwrap();
+            h.attach(store.clone(), Cache::start(store.clone(), "/").await.unwrap());
+            hooks.push(h);
+        }
+        let b = hooks.pop().unwrap();
+        (dir, hooks.pop().unwrap(), b)
+    }
+
+    fn svc(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
+    }
+
+    /// Concurrent creates through two servers until both ranges are exactly full: every address and
+    /// every port once, then "range is full" from either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_servers_never_hand_out_one_address_or_port() {
+        // 30 usable addresses and 30 ports.
+        let (_dir, a, b) = two_servers("10.0.0.0/27", "30000-30029").await;
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let h = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut s = svc(&format!("s{i}"));
+                let errs = h.service_create(&mut s, false).await.unwrap().unwrap();
+                assert!(errs.is_empty(), "{errs:?}");
+                s
+            }));
+        }
+        let mut ips = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        let mut first = None;
+        for t in tasks {
+            let s = t.await.unwrap();
+            first.get_or_insert_with(|| s.clone());
+            assert!(ips.insert(s["spec"]["clusterIP"].as_str().unwrap().to_string()));
+            assert!(ports.insert(s["spec"]["ports"][0]["nodePort"].as_i64().unwrap()));
+        }
+        assert_eq!((ips.len(), ports.len()), (30, 30));
+        for h in [&a, &b] {
+            let err = h.service_create(&mut svc("more"), false).await.unwrap().unwrap_err();
+            assert!(err.message.contains("range is full"), "{}", err.message);
+        }
+        // A dry run takes nothing; a release gives both back, to either server.
+        let s0 = first.unwrap();
+        let (ip, port) = (s0["spec"]["clusterIP"].clone(), s0["spec"]["ports"][0]["nodePort"].clone());
+        a.service_release(&s0, None).await;
+        let mut again = svc("again");
+        again["spec"]["clusterIP"] = ip.clone();
+        assert!(b.service_create(&mut again.clone(), true).await.unwrap().unwrap().is_empty());
+        assert!(b.service_create(&mut again, false).await.unwrap().unwrap().is_empty());
+        assert_eq!(again["spec"]["ports"][0]["nodePort"], port);
+        // The released address is held again: asked for once more, it is refused in kube's words.
+        let mut copy = svc("copy");
+        copy["spec"]["clusterIP"] = ip;
+        let errs = a.service_create(&mut copy, false).await.unwrap().unwrap();
+        assert!(
+            errs[0].to_string().contains("provided IP is already allocated"),
+            "{errs:?}"
+        );
+    }
+}
