@@ -24,6 +24,7 @@ use svcnet_store::Store;
 use crate::cache::Cache;
 use crate::errors::ApiError;
 use crate::ipam::{Ipam, Parent};
+use crate::metrics::AllocationMetrics;
 
 /// Service networking settings of the cluster.
 #[derive(Debug, Clone)]
@@ -123,13 +124,14 @@ impl KindHooks {
     }
 
     /// Connects allocation to the server's store and cache (done once, by `ApiServer::new`).
-    pub(crate) fn attach(&self, store: Arc<dyn Store>, cache: Arc<Cache>) {
+    pub(crate) fn attach(&self, store: Arc<dyn Store>, cache: Arc<Cache>, metrics: AllocationMetrics) {
         if let Some(s) = &self.services {
             let _ = s.ipam.set(Arc::new(Ipam::new(
                 store,
                 cache,
                 s.config.service_cidrs.clone(),
                 s.config.node_port_range,
+                metrics,
             )));
         }
     }
@@ -320,6 +322,10 @@ impl ServiceHooks {
                         if already.ips.contains(&ip) {
                             continue;
                         }
+                        let cidr = ranges
+                            .iter()
+                            .find(|r| r.contains(ip))
+                            .map_or_else(String::new, |r| r.cidr().to_string());
                         let why = if !ranges.iter().any(|r| r.contains(ip)) {
                             let valid: Vec<String> = ranges.iter().map(|r| r.cidr().to_string()).collect();
                             Some(format!(
@@ -332,6 +338,7 @@ impl ServiceHooks {
                         } else {
                             None
                         };
+                        ipam.count_ip(&cidr, "static", why.is_none());
                         if let Some(why) = why {
                             return Ok(vec![FieldError::invalid(
                                 "spec.clusterIPs",
@@ -388,12 +395,29 @@ impl ServiceHooks {
             .await?;
         match outcome {
             Ok((s, t)) => {
+                let requested: BTreeSet<i32> = original
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.node_port)
+                    .chain(original.health_check_node_port)
+                    .collect();
+                for p in &t {
+                    let scope = if requested.contains(p) { "static" } else { "dynamic" };
+                    ipam.count_port(scope, true);
+                }
                 *spec = s;
                 taken.ports.extend(t);
                 Ok(Vec::new())
             }
-            Err(PortFailure::Invalid(errs)) => Ok(errs),
-            Err(PortFailure::Failed(e)) => Err(e),
+            Err(PortFailure::Invalid(errs)) => {
+                ipam.count_port("static", false);
+                Ok(errs)
+            }
+            Err(PortFailure::Failed(e)) => {
+                ipam.count_port("dynamic", false);
+                Err(e)
+            }
         }
     }
 
@@ -413,9 +437,11 @@ impl ServiceHooks {
                     continue;
                 }
                 if ipam.claim_ip(ip, parent, dry_run).await? {
+                    ipam.count_ip(&range.cidr().to_string(), "dynamic", true);
                     return Ok(ip);
                 }
             }
+            ipam.count_ip(&range.cidr().to_string(), "dynamic", false);
         }
         Err(ApiError::internal(format!(
             "failed to allocate a serviceIP: {}",
@@ -521,7 +547,11 @@ mod tests {
         let mut hooks = Vec::new();
         for _ in 0..2 {
             let h = KindHooks::with_services(config.clone()).unwrap();
-            h.attach(store.clone(), Cache::start(store.clone(), "/").await.unwrap());
+            h.attach(
+                store.clone(),
+                Cache::start(store.clone(), "/").await.unwrap(),
+                AllocationMetrics::default(),
+            );
             hooks.push(h);
         }
         let b = hooks.pop().unwrap();

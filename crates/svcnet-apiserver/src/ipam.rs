@@ -16,6 +16,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -28,8 +29,14 @@ use svcnet_kinds::kinds::{ipaddress, servicecidr};
 use svcnet_store::{Precondition, Store, Write, WriteOutcome};
 use tracing::warn;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
 use crate::cache::Cache;
 use crate::errors::ApiError;
+use crate::metrics::{AllocationMetrics, CidrScope, Scope};
 use crate::request::{collection_prefix, object_key};
 
 /// The storage key of the NodePort allocations (kube keeps them at `/registry/ranges/servicenodeports`).
@@ -137,17 +144,123 @@ pub struct Ipam {
     /// one is written).
     flag_cidrs: Vec<IpNet>,
     node_ports: PortRange,
+    metrics: AllocationMetrics,
+    /// NodePorts allocated when the bitmap was last read or written (-1: not yet), for the gauge.
+    ports_used: AtomicI64,
 }
 
 impl Ipam {
     /// Allocation over `store`, looking things up in `cache`.
-    pub fn new(store: Arc<dyn Store>, cache: Arc<Cache>, flag_cidrs: Vec<IpNet>, node_ports: PortRange) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<Cache>,
+        flag_cidrs: Vec<IpNet>,
+        node_ports: PortRange,
+        metrics: AllocationMetrics,
+    ) -> Self {
         Ipam {
             store,
             cache,
             flag_cidrs,
             node_ports,
+            metrics,
+            ports_used: AtomicI64::new(-1),
         }
+    }
+
+    /// The allocator and repair counters.
+    pub fn metrics(&self) -> &AllocationMetrics {
+        &self.metrics
+    }
+
+    /// Counts one ClusterIP allocation (or failed one) from `cidr`.
+    pub fn count_ip(&self, cidr: &str, scope: &str, ok: bool) {
+        let family = if ok {
+            &self.metrics.ip_allocations
+        } else {
+            &self.metrics.ip_allocation_errors
+        };
+        family
+            .get_or_create(&CidrScope {
+                cidr: cidr.to_string(),
+                scope: scope.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one NodePort allocation (or failed one).
+    pub fn count_port(&self, scope: &str, ok: bool) {
+        let family = if ok {
+            &self.metrics.port_allocations
+        } else {
+            &self.metrics.port_allocation_errors
+        };
+        family
+            .get_or_create(&Scope {
+                scope: scope.to_string(),
+            })
+            .inc();
+    }
+
+    /// kube-apiserver's allocated/available gauges, computed from the cache (ClusterIPs per
+    /// ServiceCIDR) and the last NodePort bitmap seen, as OpenMetrics text.
+    pub fn gauges(&self) -> String {
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Cidr {
+            cidr: String,
+        }
+        let allocated = Family::<Cidr, Gauge>::default();
+        let available = Family::<Cidr, Gauge>::default();
+        let addresses: Vec<IpAddr> = self
+            .cache
+            .list(&collection_prefix(ip_address_rt(), None), None)
+            .0
+            .iter()
+            .filter_map(|c| c.key.rsplit('/').next()?.parse().ok())
+            .collect();
+        for obj in self.service_cidrs() {
+            for net in cidrs_of(&obj) {
+                let range = ClusterIpRange::new(net);
+                let used = addresses.iter().filter(|ip| range.contains(**ip)).count();
+                let label = Cidr {
+                    cidr: range.cidr().to_string(),
+                };
+                allocated.get_or_create(&label).set(used as i64);
+                available
+                    .get_or_create(&label)
+                    .set(range.capacity().saturating_sub(used) as i64);
+            }
+        }
+        let mut reg = Registry::default();
+        reg.register(
+            "kube_apiserver_clusterip_allocator_allocated_ips",
+            "Gauge measuring the number of allocated IPs for Services",
+            allocated,
+        );
+        reg.register(
+            "kube_apiserver_clusterip_allocator_available_ips",
+            "Gauge measuring the number of available IPs for Services",
+            available,
+        );
+        let used = self.ports_used.load(Ordering::Relaxed);
+        if used >= 0 {
+            let (a, b) = (Gauge::<i64>::default(), Gauge::<i64>::default());
+            a.set(used);
+            b.set(self.node_ports.size() as i64 - used);
+            reg.register(
+                "kube_apiserver_nodeport_allocator_allocated_ports",
+                "Gauge measuring the number of allocated NodePorts for Services",
+                a,
+            );
+            reg.register(
+                "kube_apiserver_nodeport_allocator_available_ports",
+                "Gauge measuring the number of available NodePorts for Services",
+                b,
+            );
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
     }
 
     /// The NodePort range.
@@ -269,10 +382,9 @@ impl Ipam {
             .and_then(Value::as_str)
             .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
             .unwrap_or_default();
-        Ok((
-            NodePortAllocator::from_bytes(self.node_ports, stored_range, &data),
-            Some(kv.mod_revision),
-        ))
+        let ports = NodePortAllocator::from_bytes(self.node_ports, stored_range, &data);
+        self.ports_used.store(ports.used() as i64, Ordering::Relaxed);
+        Ok((ports, Some(kv.mod_revision)))
     }
 
     /// Writes the NodePort bitmap back if nobody changed it since `revision`; `false` if somebody did.
@@ -292,7 +404,11 @@ impl Ipam {
                 precondition: revision.map_or(Precondition::Absent, Precondition::ModRevision),
             })
             .await?;
-        Ok(matches!(outcome, WriteOutcome::Committed { .. }))
+        let committed = matches!(outcome, WriteOutcome::Committed { .. });
+        if committed {
+            self.ports_used.store(ports.used() as i64, Ordering::Relaxed);
+        }
+        Ok(committed)
     }
 
     /// Runs `change` on the stored NodePort bitmap and writes the result back with compare-and-swap,

@@ -120,7 +120,13 @@ impl ApiServer {
     /// Builds the server over a store: loads the cache.
     pub async fn new(store: Arc<dyn Store>, config: Config) -> Result<Arc<Self>, svcnet_store::StoreError> {
         let cache = Cache::start(store.clone(), "/").await?;
-        config.hooks.attach(store.clone(), cache.clone());
+        let metrics = metrics::Metrics::default();
+        config
+            .hooks
+            .attach(store.clone(), cache.clone(), metrics.register_allocation());
+        if let Some(ipam) = config.hooks.ipam() {
+            metrics.add_extra(Box::new(move || ipam.gauges()));
+        }
         Ok(Arc::new(ApiServer {
             store,
             cache,
@@ -131,7 +137,7 @@ impl ApiServer {
             kind_hooks: config.hooks,
             ready: AtomicBool::new(false),
             failed_checks: Mutex::new(Vec::new()),
-            metrics: metrics::Metrics::default(),
+            metrics,
             kubelet_egress: std::sync::OnceLock::new(),
         }))
     }

@@ -213,6 +213,9 @@ impl ApiServer {
                         }
                     }
                     Err(e) => {
+                        if let Some(ipam) = server.ipam_or_none() {
+                            ipam.metrics().repair_reconcile_errors.inc();
+                        }
                         warn!(error = %e, "allocation repair failed; will retry");
                         next = next.min(Duration::from_secs(1));
                     }
@@ -271,6 +274,7 @@ impl ApiServer {
                 let parent = Parent::of(svc);
                 let about = involved("v1", "Service", svc);
                 if !all_cidrs.is_empty() && !all_cidrs.iter().any(|c| c.contains(ip)) {
+                    ipam.metrics().repair(true, "outOfRange", 1);
                     self.record_event(
                         &about,
                         "Warning",
@@ -284,6 +288,7 @@ impl ApiServer {
                     None => {
                         if ipam.claim_ip(*ip, &parent, false).await? {
                             report.ips_created += 1;
+                            ipam.metrics().repair(true, "repair", 1);
                             self.record_event(
                                 &about,
                                 "Warning",
@@ -297,6 +302,7 @@ impl ApiServer {
                     Some(obj) => {
                         let owner_holds = holders.iter().any(|other| Parent::of(other).owns(&obj));
                         if owner_holds {
+                            ipam.metrics().repair(true, "duplicate", 1);
                             self.record_event(
                                 &about,
                                 "Warning",
@@ -363,6 +369,7 @@ impl ApiServer {
             );
             self.delete_ip_address(ip, &obj).await?;
             report.ips_deleted += 1;
+            ipam.metrics().repair(true, "leak", 1);
             let about = involved("networking.k8s.io/v1", "IPAddress", &obj);
             self.record_event(&about, "Warning", "IPAddressNotAllocated", &message)
                 .await;
@@ -373,6 +380,7 @@ impl ApiServer {
             for svc in holders {
                 let about = involved("v1", "Service", svc);
                 if !range.contains(*port) {
+                    ipam.metrics().repair(false, "outOfRange", 1);
                     self.record_event(
                         &about,
                         "Warning",
@@ -381,6 +389,7 @@ impl ApiServer {
                     )
                     .await;
                 } else if holders.len() > 1 {
+                    ipam.metrics().repair(false, "duplicate", 1);
                     self.record_event(
                         &about,
                         "Warning",
@@ -433,6 +442,8 @@ impl ApiServer {
             }
             report.ports_marked = marked.len();
             report.ports_released = released.len();
+            ipam.metrics().repair(false, "repair", marked.len());
+            ipam.metrics().repair(false, "leak", released.len());
         }
         Ok((report, wait))
     }

@@ -334,13 +334,14 @@ fn controllers_fail_over_between_instances() {
     ];
     let mut a = Cluster::start_with(SVCNET, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
-    const LEASES: [&str; 6] = [
+    const LEASES: [&str; 7] = [
         "svcnet-workload-controller",
         "svcnet-endpointslice-controller",
         "svcnet-node-controller",
         "svcnet-serviceaccount-controller",
         "svcnet-namespace-controller",
         "svcnet-garbage-collector",
+        "svcnet-allocation-repair",
     ];
     for lease in LEASES {
         assert!(

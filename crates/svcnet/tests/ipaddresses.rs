@@ -198,6 +198,16 @@ fn growing_and_shrinking_the_range_and_repair() {
         err.contains("Internal error occurred: failed to allocate a serviceIP: range is full"),
         "{err}"
     );
+    // kube-apiserver's allocator metrics say the same.
+    let metrics = c.ok(&["get", "--raw", "/metrics"]);
+    for line in [
+        r#"kube_apiserver_clusterip_allocator_allocated_ips{cidr="127.96.0.0/28"} 14"#,
+        r#"kube_apiserver_clusterip_allocator_available_ips{cidr="127.96.0.0/28"} 0"#,
+        r#"kube_apiserver_clusterip_allocator_allocation_total{cidr="127.96.0.0/28",scope="dynamic"} 12"#,
+        r#"kube_apiserver_clusterip_allocator_allocation_errors_total{cidr="127.96.0.0/28",scope="dynamic"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 
     // A second range.
     c.ok_v(
@@ -280,6 +290,13 @@ fn growing_and_shrinking_the_range_and_repair() {
         "{:?}",
         events(&c, "default", "ClusterIPNotAllocated")
     );
+    let metrics = c.ok(&["get", "--raw", "/metrics"]);
+    for line in [
+        r#"kube_apiserver_clusterip_repair_ip_errors_total{type="leak"} 1"#,
+        r#"kube_apiserver_clusterip_repair_ip_errors_total{type="repair"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 /// Three API servers on one etcd and many `kubectl create service nodeport` at once through all of
