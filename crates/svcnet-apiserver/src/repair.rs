@@ -312,6 +312,9 @@ impl ApiServer {
                                 ),
                             )
                             .await;
+                        } else if age(&obj) < config.leak_grace {
+                            // Its Service may be a create in flight that the cache does not show yet.
+                            soonest(config.leak_grace - age(&obj));
                         } else {
                             // The IPAddress names a Service that does not hold the address: it is this one's.
                             self.delete_ip_address(*ip, &obj).await?;
