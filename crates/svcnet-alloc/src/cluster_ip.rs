@@ -181,7 +181,11 @@ impl ClusterIpRange {
     pub fn scan(&self, seed: u64) -> impl Iterator<Item = IpAddr> + '_ {
         let rng = &mut crate::rng::SplitMix64::new(seed);
         let (lo, len) = (self.static_band, self.usable);
-        let upper_start = if len > lo { lo + crate::rng::below(rng, len - lo) } else { lo };
+        let upper_start = if len > lo {
+            lo + crate::rng::below(rng, len - lo)
+        } else {
+            lo
+        };
         let lower_start = if lo > 0 { crate::rng::below(rng, lo) } else { 0 };
         let upper = (upper_start..len).chain(lo..upper_start);
         let lower = (lower_start..lo).chain(0..lower_start);

@@ -33,8 +33,8 @@ mod rng;
 
 pub use addr::{IpFamily, nth_address};
 pub use cluster_ip::{
-    CidrError, ClusterIpAllocator, ClusterIpError, ClusterIpRange, MAX_IPV6_RANGE_SIZE, MAX_SERVICE_CIDR_HOST_BITS,
-    cluster_ip_static_band_size, validate_service_cidr_flag,
+    CidrError, ClusterIpAllocator, ClusterIpError, ClusterIpRange, MAX_IPV6_RANGE_SIZE,
+    MAX_SERVICE_CIDR_HOST_BITS, cluster_ip_static_band_size, validate_service_cidr_flag,
 };
 pub use lb_pool::{LbPool, PoolEntry, PoolError};
 pub use node_port::{

@@ -309,7 +309,9 @@ impl ServiceHooks {
             let families: Vec<String> = spec.ip_families.clone().unwrap_or_default();
             let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
             for (i, fam) in families.iter().enumerate() {
-                let Some(family) = IpFamily::parse(fam) else { continue };
+                let Some(family) = IpFamily::parse(fam) else {
+                    continue;
+                };
                 let ranges = ipam.ready_ranges(family);
                 if ranges.is_empty() {
                     continue;
@@ -369,7 +371,8 @@ impl ServiceHooks {
         // of the stored bitmap takes them all.
         let wants_node_ports = ty == "NodePort"
             || (ty == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false));
-        let wants_health_port = ty == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local");
+        let wants_health_port =
+            ty == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local");
         if !wants_node_ports && !wants_health_port {
             return Ok(Vec::new());
         }
@@ -403,7 +406,11 @@ impl ServiceHooks {
                     .chain(original.health_check_node_port)
                     .collect();
                 for p in &t {
-                    let scope = if requested.contains(p) { "static" } else { "dynamic" };
+                    let scope = if requested.contains(p) {
+                        "static"
+                    } else {
+                        "dynamic"
+                    };
                     ipam.count_port(scope, true);
                 }
                 *spec = s;
@@ -590,17 +597,36 @@ mod tests {
         }
         assert_eq!((ips.len(), ports.len()), (30, 30));
         for h in [&a, &b] {
-            let err = h.service_create(&mut svc("more"), false).await.unwrap().unwrap_err();
+            let err = h
+                .service_create(&mut svc("more"), false)
+                .await
+                .unwrap()
+                .unwrap_err();
             assert!(err.message.contains("range is full"), "{}", err.message);
         }
         // A dry run takes nothing; a release gives both back, to either server.
         let s0 = first.unwrap();
-        let (ip, port) = (s0["spec"]["clusterIP"].clone(), s0["spec"]["ports"][0]["nodePort"].clone());
+        let (ip, port) = (
+            s0["spec"]["clusterIP"].clone(),
+            s0["spec"]["ports"][0]["nodePort"].clone(),
+        );
         a.service_release(&s0, None).await;
         let mut again = svc("again");
         again["spec"]["clusterIP"] = ip.clone();
-        assert!(b.service_create(&mut again.clone(), true).await.unwrap().unwrap().is_empty());
-        assert!(b.service_create(&mut again, false).await.unwrap().unwrap().is_empty());
+        assert!(
+            b.service_create(&mut again.clone(), true)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            b.service_create(&mut again, false)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(again["spec"]["ports"][0]["nodePort"], port);
         // The released address is held again: asked for once more, it is refused in kube's words.
         let mut copy = svc("copy");

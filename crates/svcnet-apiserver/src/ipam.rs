@@ -71,7 +71,10 @@ impl Parent {
 
     /// Whether IPAddress `obj` names this Service as its parent.
     pub fn owns(&self, obj: &Value) -> bool {
-        let p = |k: &str| obj.pointer(&format!("/spec/parentRef/{k}")).and_then(Value::as_str);
+        let p = |k: &str| {
+            obj.pointer(&format!("/spec/parentRef/{k}"))
+                .and_then(Value::as_str)
+        };
         p("group").unwrap_or_default().is_empty()
             && p("resource") == Some("services")
             && p("namespace").unwrap_or_default() == self.namespace
@@ -96,7 +99,11 @@ pub fn ip_key(ip: IpAddr) -> String {
 
 /// The IPAddress object the allocator writes for `ip` held by `parent` (kube's `newIPAddress`).
 pub fn ip_address_object(ip: IpAddr, parent: &Parent) -> Value {
-    let family = if ip.to_canonical().is_ipv4() { "IPv4" } else { "IPv6" };
+    let family = if ip.to_canonical().is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "IPAddress",
@@ -132,7 +139,11 @@ pub fn service_cidr_ready(obj: &Value) -> bool {
 pub fn cidrs_of(obj: &Value) -> Vec<IpNet> {
     obj.pointer("/spec/cidrs")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|c| c.as_str()?.parse::<IpNet>().ok()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str()?.parse::<IpNet>().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -278,7 +289,12 @@ impl Ipam {
             .map(|c| c.object())
             .collect();
         let key = |o: &Value| {
-            let s = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |p: &str| {
+                o.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             (
                 s("/metadata/name") != servicecidr::DEFAULT_NAME,
                 s("/metadata/creationTimestamp"),
@@ -388,7 +404,11 @@ impl Ipam {
     }
 
     /// Writes the NodePort bitmap back if nobody changed it since `revision`; `false` if somebody did.
-    pub async fn store_ports(&self, ports: &NodePortAllocator, revision: Option<u64>) -> Result<bool, ApiError> {
+    pub async fn store_ports(
+        &self,
+        ports: &NodePortAllocator,
+        revision: Option<u64>,
+    ) -> Result<bool, ApiError> {
         let body = json!({
             "apiVersion": "v1",
             "kind": "RangeAllocation",

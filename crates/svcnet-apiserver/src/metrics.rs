@@ -157,7 +157,11 @@ pub struct AllocationMetrics {
 impl AllocationMetrics {
     /// Counts a repair finding of `type_` for ClusterIPs (`ip`) or NodePorts.
     pub fn repair(&self, ip: bool, type_: &str, n: usize) {
-        let family = if ip { &self.ip_repair_errors } else { &self.port_repair_errors };
+        let family = if ip {
+            &self.ip_repair_errors
+        } else {
+            &self.port_repair_errors
+        };
         family
             .get_or_create(&ErrorType {
                 r#type: type_.to_string(),

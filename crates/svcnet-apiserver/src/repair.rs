@@ -81,18 +81,28 @@ pub struct RepairReport {
     pub ports_released: usize,
 }
 
-/// What the loop remembers between passes: since when each NodePort has looked leaked.
+/// What the loop remembers between passes: since when each NodePort has looked leaked, and which
+/// Events it recorded when (a lasting problem, a duplicate, is reported again only after
+/// [`REPORT_AGAIN`], not on every pass).
 #[derive(Debug, Default)]
 pub struct RepairState {
     port_suspects: HashMap<i32, Instant>,
+    reported: HashMap<String, Instant>,
 }
+
+/// How long before the same Event about the same object is recorded again.
+const REPORT_AGAIN: Duration = Duration::from_secs(600);
 
 fn rt(group: &str, plural: &str) -> &'static ResourceType {
     resources::lookup(group, "v1", plural).expect("repair kinds are always served")
 }
 
 fn family(ip: IpAddr) -> &'static str {
-    if ip.to_canonical().is_ipv4() { "IPv4" } else { "IPv6" }
+    if ip.to_canonical().is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -126,7 +136,9 @@ impl ApiServer {
     async fn record_event(&self, about: &Involved<'_>, type_: &str, reason: &str, message: &str) {
         let now = jiff::Timestamp::now();
         let ev = build_event(about, MANAGER, type_, reason, message, now, now.as_nanosecond());
-        let Ok(body) = serde_json::to_value(&ev) else { return };
+        let Ok(body) = serde_json::to_value(&ev) else {
+            return;
+        };
         let ns = body
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -140,6 +152,28 @@ impl ApiServer {
         } else {
             info!(object = about.name, reason, message, "allocation repair");
         }
+    }
+
+    /// Records an Event unless the same one about the same object was recorded within [`REPORT_AGAIN`].
+    async fn report(
+        &self,
+        reported: &mut HashMap<String, Instant>,
+        about: &Involved<'_>,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let key = format!(
+            "{}/{}/{}\n{reason}\n{message}",
+            about.kind, about.namespace, about.uid
+        );
+        let now = Instant::now();
+        reported.retain(|_, at| now.duration_since(*at) < REPORT_AGAIN);
+        if reported.contains_key(&key) {
+            return;
+        }
+        reported.insert(key, now);
+        self.record_event(about, type_, reason, message).await;
     }
 
     fn ipam_or_none(&self) -> Option<Arc<Ipam>> {
@@ -275,7 +309,8 @@ impl ApiServer {
                 let about = involved("v1", "Service", svc);
                 if !all_cidrs.is_empty() && !all_cidrs.iter().any(|c| c.contains(ip)) {
                     ipam.metrics().repair(true, "outOfRange", 1);
-                    self.record_event(
+                    self.report(
+                        &mut state.reported,
                         &about,
                         "Warning",
                         "ClusterIPOutOfRange",
@@ -289,7 +324,8 @@ impl ApiServer {
                         if ipam.claim_ip(*ip, &parent, false).await? {
                             report.ips_created += 1;
                             ipam.metrics().repair(true, "repair", 1);
-                            self.record_event(
+                            self.report(
+                                &mut state.reported,
                                 &about,
                                 "Warning",
                                 "ClusterIPNotAllocated",
@@ -303,7 +339,8 @@ impl ApiServer {
                         let owner_holds = holders.iter().any(|other| Parent::of(other).owns(&obj));
                         if owner_holds {
                             ipam.metrics().repair(true, "duplicate", 1);
-                            self.record_event(
+                            self.report(
+                        &mut state.reported,
                                 &about,
                                 "Warning",
                                 "ClusterIPAlreadyAllocated",
@@ -321,7 +358,8 @@ impl ApiServer {
                             if ipam.claim_ip(*ip, &parent, false).await? {
                                 report.ips_created += 1;
                             }
-                            self.record_event(
+                            self.report(
+                        &mut state.reported,
                                 &about,
                                 "Warning",
                                 "ClusterIPNotAllocated",
@@ -374,8 +412,14 @@ impl ApiServer {
             report.ips_deleted += 1;
             ipam.metrics().repair(true, "leak", 1);
             let about = involved("networking.k8s.io/v1", "IPAddress", &obj);
-            self.record_event(&about, "Warning", "IPAddressNotAllocated", &message)
-                .await;
+            self.report(
+                &mut state.reported,
+                &about,
+                "Warning",
+                "IPAddressNotAllocated",
+                &message,
+            )
+            .await;
         }
         // NodePorts.
         let range = ipam.node_port_range();
@@ -384,7 +428,8 @@ impl ApiServer {
                 let about = involved("v1", "Service", svc);
                 if !range.contains(*port) {
                     ipam.metrics().repair(false, "outOfRange", 1);
-                    self.record_event(
+                    self.report(
+                        &mut state.reported,
                         &about,
                         "Warning",
                         "PortOutOfRange",
@@ -393,7 +438,8 @@ impl ApiServer {
                     .await;
                 } else if holders.len() > 1 {
                     ipam.metrics().repair(false, "duplicate", 1);
-                    self.record_event(
+                    self.report(
+                        &mut state.reported,
                         &about,
                         "Warning",
                         "PortAlreadyAllocated",
@@ -417,10 +463,18 @@ impl ApiServer {
                 soonest(config.leak_grace - looked);
             }
         }
-        let missing: Vec<i32> = port_holders.keys().copied().filter(|p| range.contains(*p)).collect();
+        let missing: Vec<i32> = port_holders
+            .keys()
+            .copied()
+            .filter(|p| range.contains(*p))
+            .collect();
         let outcome = ipam
             .update_ports(false, |a| {
-                let marked: Vec<i32> = missing.iter().copied().filter(|p| a.allocate(*p).is_ok()).collect();
+                let marked: Vec<i32> = missing
+                    .iter()
+                    .copied()
+                    .filter(|p| a.allocate(*p).is_ok())
+                    .collect();
                 let released: Vec<i32> = release.iter().copied().filter(|p| a.release(*p)).collect();
                 let changed = !marked.is_empty() || !released.is_empty();
                 Ok::<_, ()>(((marked, released), changed))
@@ -430,7 +484,8 @@ impl ApiServer {
             for p in &marked {
                 if let Some(svc) = port_holders.get(p).and_then(|h| h.first()) {
                     let about = involved("v1", "Service", svc);
-                    self.record_event(
+                    self.report(
+                        &mut state.reported,
                         &about,
                         "Warning",
                         "PortNotAllocated",
@@ -453,7 +508,9 @@ impl ApiServer {
 
     /// Deletes IPAddress `ip` if it is still the version `seen`.
     async fn delete_ip_address(&self, ip: IpAddr, seen: &Value) -> Result<(), ApiError> {
-        let revision = meta_str(seen, "resourceVersion").parse::<u64>().unwrap_or_default();
+        let revision = meta_str(seen, "resourceVersion")
+            .parse::<u64>()
+            .unwrap_or_default();
         let precondition = if revision > 0 {
             Precondition::ModRevision(revision)
         } else {
@@ -496,8 +553,11 @@ impl ApiServer {
             .cached_list(ip_address_rt(), None)
             .iter()
             .filter(|o| {
-                o.pointer(&format!("/metadata/labels/{}", ipaddress::LABEL_MANAGED_BY.replace('/', "~1")))
-                    .and_then(Value::as_str)
+                o.pointer(&format!(
+                    "/metadata/labels/{}",
+                    ipaddress::LABEL_MANAGED_BY.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
                     == Some(ipaddress::MANAGED_BY_ALLOCATOR)
             })
             .filter_map(|o| meta_str(o, "name").parse().ok())
@@ -522,7 +582,8 @@ impl ApiServer {
                 continue;
             }
             if cidr_in_use(obj, &all, &addresses) {
-                self.set_cidr_ready(&name, "False", "Terminating", CIDR_BLOCKED).await?;
+                self.set_cidr_ready(&name, "False", "Terminating", CIDR_BLOCKED)
+                    .await?;
                 continue;
             }
             let since = meta_str(obj, "deletionTimestamp")
@@ -569,7 +630,13 @@ impl ApiServer {
     }
 
     /// Sets the `Ready` condition of ServiceCIDR `name` unless it already says this.
-    async fn set_cidr_ready(&self, name: &str, status: &str, reason: &str, message: &str) -> Result<(), ApiError> {
+    async fn set_cidr_ready(
+        &self,
+        name: &str,
+        status: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
         let cidrs_rt = service_cidr_rt();
         let Some(cur) = self.cached(cidrs_rt, None, name) else {
             return Ok(());
@@ -592,8 +659,10 @@ impl ApiServer {
             .into_iter()
             .filter(|c| c.get("type") != Some(&json!("Ready")))
             .collect();
-        rest.push(json!({"type": "Ready", "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": crate::handlers::now_rfc3339()}));
+        rest.push(
+            json!({"type": "Ready", "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": crate::handlers::now_rfc3339()}),
+        );
         let mut obj = (*cur).clone();
         if let Some(m) = obj.as_object_mut() {
             m.insert("status".into(), json!({"conditions": rest}));
@@ -621,10 +690,11 @@ fn cidr_in_use(obj: &Value, all: &[Value], addresses: &[IpAddr]) -> bool {
         .flat_map(cidrs_of)
         .collect();
     let mine = cidrs_of(obj);
-    if mine
-        .iter()
-        .all(|c| others.iter().any(|o| o.contains(&c.network()) && o.prefix_len() <= c.prefix_len()))
-    {
+    if mine.iter().all(|c| {
+        others
+            .iter()
+            .any(|o| o.contains(&c.network()) && o.prefix_len() <= c.prefix_len())
+    }) {
         return false;
     }
     addresses

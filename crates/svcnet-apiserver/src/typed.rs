@@ -60,10 +60,7 @@ static TYPED: &[(&Kind, Typed)] = &[
         &kinds::rbac::CLUSTER_ROLE_BINDING,
         typed::<rbac::v1::ClusterRoleBinding>(),
     ),
-    (
-        &kinds::servicecidr::KIND,
-        typed::<networking::v1::ServiceCIDR>(),
-    ),
+    (&kinds::servicecidr::KIND, typed::<networking::v1::ServiceCIDR>()),
     (&kinds::ipaddress::KIND, typed::<networking::v1::IPAddress>()),
 ];
 

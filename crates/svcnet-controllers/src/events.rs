@@ -6,10 +6,10 @@
 //! never stops a controller.
 
 use k8s_openapi::api::core::v1::Event;
-pub use svcnet_api::events::Involved;
-use svcnet_api::events::{build_event, event_namespace};
 use kube::Client;
 use kube::api::{Api, PostParams};
+pub use svcnet_api::events::Involved;
+use svcnet_api::events::{build_event, event_namespace};
 use tracing::{debug, warn};
 
 /// Writes core/v1 Events in the involved object's namespace on behalf of one component.
@@ -56,4 +56,3 @@ impl Recorder {
         }
     }
 }
-

@@ -715,7 +715,10 @@ async fn up(args: UpArgs) -> Result<()> {
         period: args.allocation_repair_period,
         leak_grace: args.allocation_leak_grace_period,
     };
-    let (gate, repair_server) = (elector.gate(&supervisor, "svcnet-allocation-repair"), server.clone());
+    let (gate, repair_server) = (
+        elector.gate(&supervisor, "svcnet-allocation-repair"),
+        server.clone(),
+    );
     supervisor.spawn("allocation-repair", async move {
         leader::wait(gate).await;
         repair_server.spawn_allocation_repair(repair);

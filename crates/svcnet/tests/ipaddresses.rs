@@ -53,10 +53,7 @@ fn events(c: &Cluster, ns: &str, reason: &str) -> Vec<String> {
 /// both kinds.
 #[test]
 fn servicecidrs_and_ipaddresses() {
-    let c = Cluster::start_with(
-        SVCNET,
-        &["--no-agent", "--service-cidr", "127.96.0.0/24"],
-    );
+    let c = Cluster::start_with(SVCNET, &["--no-agent", "--service-cidr", "127.96.0.0/24"]);
     assert!(eventually(Duration::from_secs(10), || {
         ready_condition(&c.get_json(&["servicecidr", "kubernetes"]))["status"] == "True"
     }));
@@ -74,16 +71,13 @@ fn servicecidrs_and_ipaddresses() {
     c.ok(&["create", "service", "clusterip", "web", "--tcp", "80"]);
     let ip = cluster_ip(&c, "web");
     let table = c.ok(&["get", "servicecidrs,ipaddresses"]);
-    let lines: Vec<Vec<&str>> = table
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(lines[0], ["NAME", "CIDRS", "AGE"], "{table}");
-    assert_eq!(lines[1][..2], ["servicecidr.networking.k8s.io/kubernetes", "127.96.0.0/24"]);
-    assert!(
-        lines.contains(&vec!["NAME", "PARENTREF"]),
-        "{table}"
+    assert_eq!(
+        lines[1][..2],
+        ["servicecidr.networking.k8s.io/kubernetes", "127.96.0.0/24"]
     );
+    assert!(lines.contains(&vec!["NAME", "PARENTREF"]), "{table}");
     for (addr, parent) in [
         (ip.as_str(), "services/default/web"),
         ("127.96.0.1", "services/default/kubernetes"),
@@ -91,7 +85,9 @@ fn servicecidrs_and_ipaddresses() {
     ] {
         let row = vec![format!("ipaddress.networking.k8s.io/{addr}"), parent.to_string()];
         assert!(
-            lines.iter().any(|l| l.iter().map(|s| s.to_string()).collect::<Vec<_>>() == row),
+            lines
+                .iter()
+                .any(|l| l.iter().map(|s| s.to_string()).collect::<Vec<_>>() == row),
             "{row:?} in\n{table}"
         );
     }
@@ -100,7 +96,10 @@ fn servicecidrs_and_ipaddresses() {
         obj["metadata"]["labels"]["ipaddress.kubernetes.io/managed-by"],
         "ipallocator.k8s.io"
     );
-    assert_eq!(obj["metadata"]["labels"]["ipaddress.kubernetes.io/ip-family"], "IPv4");
+    assert_eq!(
+        obj["metadata"]["labels"]["ipaddress.kubernetes.io/ip-family"],
+        "IPv4"
+    );
     assert_eq!(
         obj["spec"]["parentRef"],
         serde_json::json!({"group": "", "resource": "services", "namespace": "default", "name": "web"})
@@ -109,7 +108,16 @@ fn servicecidrs_and_ipaddresses() {
     // A taken address, asked for by another Service.
     let err = c.fail_v(
         NEWEST,
-        &["create", "service", "clusterip", "copy", "--tcp", "80", "--clusterip", &ip],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "copy",
+            "--tcp",
+            "80",
+            "--clusterip",
+            &ip,
+        ],
         None,
     );
     assert!(
@@ -121,7 +129,16 @@ fn servicecidrs_and_ipaddresses() {
     // Outside every ServiceCIDR.
     let err = c.fail_v(
         NEWEST,
-        &["create", "service", "clusterip", "far", "--tcp", "80", "--clusterip", "127.99.0.9"],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "far",
+            "--tcp",
+            "80",
+            "--clusterip",
+            "127.99.0.9",
+        ],
         None,
     );
     assert!(
@@ -129,16 +146,46 @@ fn servicecidrs_and_ipaddresses() {
         "{err}"
     );
     // A dry run takes nothing.
-    c.ok(&["create", "service", "clusterip", "dry", "--tcp", "80", "--clusterip", "127.96.0.77", "--dry-run=server"]);
-    assert!(c.kubectl_v(NEWEST, &["get", "ipaddress", "127.96.0.77"], None).status.code() != Some(0));
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "dry",
+        "--tcp",
+        "80",
+        "--clusterip",
+        "127.96.0.77",
+        "--dry-run=server",
+    ]);
+    assert!(
+        c.kubectl_v(NEWEST, &["get", "ipaddress", "127.96.0.77"], None)
+            .status
+            .code()
+            != Some(0)
+    );
 
     // The IPAddress goes with its Service.
     c.ok(&["delete", "service", "web"]);
     assert!(!names(&c.get_json(&["ipaddresses"])).contains(&ip));
     // ... and so the address is free again.
-    c.ok(&["create", "service", "clusterip", "again", "--tcp", "80", "--clusterip", &ip]);
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "again",
+        "--tcp",
+        "80",
+        "--clusterip",
+        &ip,
+    ]);
     // A type change to ExternalName releases it too.
-    c.ok(&["patch", "service", "again", "-p", r#"{"spec":{"type":"ExternalName","externalName":"example.com","clusterIP":"","clusterIPs":null}}"#]);
+    c.ok(&[
+        "patch",
+        "service",
+        "again",
+        "-p",
+        r#"{"spec":{"type":"ExternalName","externalName":"example.com","clusterIP":"","clusterIPs":null}}"#,
+    ]);
     assert!(!names(&c.get_json(&["ipaddresses"])).contains(&ip));
 
     // kube's validation of both kinds.
@@ -157,12 +204,21 @@ fn servicecidrs_and_ipaddresses() {
         Some("apiVersion: networking.k8s.io/v1\nkind: IPAddress\nmetadata: {name: 2001:DB8::1}\nspec: {parentRef: {resource: services, name: x, namespace: default}}\n"),
     );
     assert!(
-        err.contains(r#"metadata.name: Invalid value: "2001:DB8::1": must be in canonical form ("2001:db8::1")"#),
+        err.contains(
+            r#"metadata.name: Invalid value: "2001:DB8::1": must be in canonical form ("2001:db8::1")"#
+        ),
         "{err}"
     );
     let err = c.fail_v(
         NEWEST,
-        &["patch", "servicecidr", "kubernetes", "--type=merge", "-p", r#"{"spec":{"cidrs":["127.97.0.0/24"]}}"#],
+        &[
+            "patch",
+            "servicecidr",
+            "kubernetes",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"cidrs":["127.97.0.0/24"]}}"#,
+        ],
         None,
     );
     assert!(
@@ -193,7 +249,11 @@ fn growing_and_shrinking_the_range_and_repair() {
     for i in 0..12 {
         c.ok(&["create", "service", "clusterip", &format!("s{i}"), "--tcp", "80"]);
     }
-    let err = c.fail_v(NEWEST, &["create", "service", "clusterip", "more", "--tcp", "80"], None);
+    let err = c.fail_v(
+        NEWEST,
+        &["create", "service", "clusterip", "more", "--tcp", "80"],
+        None,
+    );
     assert!(
         err.contains("Internal error occurred: failed to allocate a serviceIP: range is full"),
         "{err}"
@@ -266,8 +326,9 @@ fn growing_and_shrinking_the_range_and_repair() {
             .success()
     }));
     assert!(
-        events(&c, "default", "IPAddressNotAllocated")
-            .contains(&format!("IPAddress: {freed} for Service default/ghost appears to have leaked: cleaning up")),
+        events(&c, "default", "IPAddressNotAllocated").contains(&format!(
+            "IPAddress: {freed} for Service default/ghost appears to have leaked: cleaning up"
+        )),
         "{:?}",
         events(&c, "default", "IPAddressNotAllocated")
     );
@@ -329,7 +390,15 @@ fn api_servers_on_one_etcd_never_hand_out_an_address_twice() {
             let (a, server) = (&a, &servers[w % 3]);
             scope.spawn(move || {
                 for i in 0..10 {
-                    a.ok(&[server, "create", "service", "nodeport", &format!("w{w}-{i}"), "--tcp", "80"]);
+                    a.ok(&[
+                        server,
+                        "create",
+                        "service",
+                        "nodeport",
+                        &format!("w{w}-{i}"),
+                        "--tcp",
+                        "80",
+                    ]);
                 }
             });
         }
@@ -361,7 +430,75 @@ fn api_servers_on_one_etcd_never_hand_out_an_address_twice() {
     }
     // Full, whichever server is asked.
     for server in &servers {
-        let err = a.fail_v(NEWEST, &[server, "create", "service", "clusterip", "one-more", "--tcp", "80"], None);
-        assert!(err.contains("failed to allocate a serviceIP: range is full"), "{err}");
+        let err = a.fail_v(
+            NEWEST,
+            &[
+                server,
+                "create",
+                "service",
+                "clusterip",
+                "one-more",
+                "--tcp",
+                "80",
+            ],
+            None,
+        );
+        assert!(
+            err.contains("failed to allocate a serviceIP: range is full"),
+            "{err}"
+        );
     }
+}
+
+/// A Service written into etcd behind the API servers' back (as old data or a bad restore could be),
+/// holding another Service's ClusterIP and NodePort: the repair loop reports both with kube's Events,
+/// once, not on every pass, and takes nothing from the Service that holds them rightly.
+#[test]
+fn the_repair_loop_reports_what_is_held_twice() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--no-agent",
+            "--etcd-servers",
+            &url,
+            "--allocation-repair-period",
+            "1s",
+        ],
+    );
+    c.ok(&["create", "service", "nodeport", "a", "--tcp", "80"]);
+    let a = c.get_json(&["service", "a"]);
+    let ip = a["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let port = a["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let mut b = a.clone();
+    b["metadata"]["name"] = "b".into();
+    b["metadata"]["uid"] = "8b1d6a3e-0000-4000-8000-000000000001".into();
+    let meta = b["metadata"].as_object_mut().unwrap();
+    meta.remove("resourceVersion");
+    meta.remove("managedFields");
+    let out = etcd.etcdctl(&["put", "/registry/core/services/default/b", &b.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(Duration::from_secs(15), || {
+        !events(&c, "default", "ClusterIPAlreadyAllocated").is_empty()
+            && events(&c, "default", "PortAlreadyAllocated").len() >= 2
+    }));
+    assert_eq!(
+        events(&c, "default", "ClusterIPAlreadyAllocated"),
+        [format!(
+            "Cluster IP [IPv4]:{ip} was assigned to multiple services. Please recreate service"
+        )]
+    );
+    assert!(
+        events(&c, "default", "PortAlreadyAllocated")
+            .iter()
+            .all(|m| *m == format!("Port {port} was assigned to multiple services; please recreate service")),
+    );
+    // Passes go on (a change wakes one; the period is 1 s), the reports do not repeat.
+    c.ok(&["create", "service", "clusterip", "wake", "--tcp", "80"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(events(&c, "default", "ClusterIPAlreadyAllocated").len(), 1);
+    assert_eq!(events(&c, "default", "PortAlreadyAllocated").len(), 2);
+    // `a` keeps its IPAddress.
+    assert_eq!(c.get_json(&["ipaddress", &ip])["spec"]["parentRef"]["name"], "a");
 }

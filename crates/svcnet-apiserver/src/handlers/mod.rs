@@ -310,7 +310,13 @@ impl ApiServer {
                     }
                 }
                 Err(e) => {
-                    self.release(rt, &candidate, None).await;
+                    // Out of space and too large are refusals: nothing was written. Otherwise the store
+                    // could not say whether the write happened (a timeout, a lost connection), and
+                    // releasing could free what a stored object holds for another object to take;
+                    // kept, it is at worst a leak, which the repair loop releases once no object holds it.
+                    if e.code == 507 || e.code == 413 {
+                        self.release(rt, &candidate, None).await;
+                    }
                     return Err(e);
                 }
             }

@@ -21,7 +21,11 @@ pub(super) struct IpAddress;
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -33,7 +37,10 @@ pub fn service_cidr_cidrs(obj: &Value) -> Vec<String> {
 /// Go's `%#v` of the spec, which kube prints as the bad value of the list-level errors.
 fn go_spec(cidrs: &[String]) -> BadValue {
     let quoted: Vec<String> = cidrs.iter().map(|c| go_quote(c)).collect();
-    BadValue::Raw(format!("networking.ServiceCIDRSpec{{CIDRs:[]string{{{}}}}}", quoted.join(", ")))
+    BadValue::Raw(format!(
+        "networking.ServiceCIDRSpec{{CIDRs:[]string{{{}}}}}",
+        quoted.join(", ")
+    ))
 }
 
 impl Strategy for ServiceCidr {
@@ -179,7 +186,9 @@ mod tests {
         );
         assert_eq!(
             messages(&v(json!(["bad"]))),
-            ["spec.cidrs[0]: Invalid value: \"bad\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"]
+            [
+                "spec.cidrs[0]: Invalid value: \"bad\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+            ]
         );
         let old = json!({"spec": {"cidrs": ["10.0.0.0/24"]}});
         let new = json!({"spec": {"cidrs": ["10.0.1.0/24"]}});
@@ -209,7 +218,9 @@ mod tests {
         let moved = json!({"spec": {"parentRef": {"group": "", "resource": "services", "namespace": "default", "name": "other"}}});
         assert_eq!(
             messages(&IpAddress.validate(&moved, Some(&ok))),
-            ["spec.parentRef: Invalid value: &networking.ParentReference{Group:\"\", Resource:\"services\", Namespace:\"default\", Name:\"other\"}: field is immutable"]
+            [
+                "spec.parentRef: Invalid value: &networking.ParentReference{Group:\"\", Resource:\"services\", Namespace:\"default\", Name:\"other\"}: field is immutable"
+            ]
         );
         assert_eq!(
             validation::name_is_ip_address("10.0.0.01", false).len(),

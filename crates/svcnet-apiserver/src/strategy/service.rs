@@ -53,7 +53,12 @@ impl Strategy for Service {
         })
     }
 
-    fn release<'a>(&'a self, obj: &'a Value, keep: Option<&'a Value>, hooks: &'a KindHooks) -> BoxFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        obj: &'a Value,
+        keep: Option<&'a Value>,
+        hooks: &'a KindHooks,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(hooks.service_release(obj, keep))
     }
 }

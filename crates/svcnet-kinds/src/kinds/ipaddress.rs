@@ -61,5 +61,4 @@ fn apply_structs(s: &mut Structs) {
 /// The columns of kube's printer for this kind (`printIPAddress`: kube defines no Age column for it).
 const COLUMNS: &[Column] = &[NAME, col("ParentRef", "string", DOC_PARENT_REF)];
 
-const DOC_PARENT_REF: &str =
-    "ParentRef references the resource that an IPAddress is attached to. An IPAddress must reference a parent object.";
+const DOC_PARENT_REF: &str = "ParentRef references the resource that an IPAddress is attached to. An IPAddress must reference a parent object.";
