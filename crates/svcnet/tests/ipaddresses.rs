@@ -502,3 +502,124 @@ fn the_repair_loop_reports_what_is_held_twice() {
     // `a` keeps its IPAddress.
     assert_eq!(c.get_json(&["ipaddress", &ip])["spec"]["parentRef"]["name"], "a");
 }
+
+/// The NodePorts the stored bitmap (`/registry/ranges/servicenodeports`) holds, read from etcd itself.
+fn stored_node_ports(etcd: &Etcd) -> usize {
+    use base64::Engine;
+    let out = etcd.etcdctl(&["get", "/registry/ranges/servicenodeports", "--print-value-only"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(v["data"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    data.iter().map(|b| b.count_ones() as usize).sum()
+}
+
+/// Three API servers on one etcd, writers creating NodePort Services through all of them, and the one
+/// holding the repair Lease killed (`kill -9`) in the middle: no ClusterIP or NodePort ends up held
+/// twice, every Service is there once, and whatever the dead server had reserved for a create it never
+/// finished is released by the repair loop, now on another instance, after the grace period.
+#[test]
+fn an_api_server_killed_mid_creates_leaves_nothing_held_twice_or_for_long() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let flags = [
+        "--control-plane-only",
+        "--etcd-servers",
+        url.as_str(),
+        "--service-cidr",
+        "127.96.0.0/24",
+        "--service-node-port-range",
+        "30000-30999",
+        "--leader-elect-lease-duration",
+        "3s",
+        "--leader-elect-renew-deadline",
+        "2s",
+        "--leader-elect-retry-period",
+        "500ms",
+        "--allocation-leak-grace-period",
+        "2s",
+        "--allocation-repair-period",
+        "1s",
+    ];
+    let mut a = Cluster::start_with(SVCNET, &flags);
+    let b = Cluster::start_joining(SVCNET, &a, &flags);
+    let c = Cluster::start_joining(SVCNET, &a, &flags);
+    let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
+    let holder = |k: &Cluster| {
+        k.get_json(&["lease", "-n", "kube-system", "svcnet-allocation-repair"])["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(eventually(Duration::from_secs(10), || holder(&b) == a_id));
+    let servers: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|s| format!("--server=https://{}", s.addr))
+        .collect();
+    let created = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for w in 0..6 {
+            let (c, servers, created) = (&c, &servers, &created);
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let name = format!("w{w}-{i}");
+                    // A create that fails on a dying server goes to the next one; one the dead server
+                    // wrote before dying is there already.
+                    let done = (0..6).any(|attempt| {
+                        let server = &servers[(w + attempt) % 3];
+                        let out = c.kubectl_v(
+                            NEWEST,
+                            &[server, "create", "service", "nodeport", &name, "--tcp", "80"],
+                            None,
+                        );
+                        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("AlreadyExists")
+                    });
+                    assert!(done, "{name} was never created");
+                    created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        while created.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.stop("KILL");
+    });
+    let services = items(&c.get_json(&["services", "-A"]));
+    assert_eq!(services.len(), 62);
+    let mut ips = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    for s in &services {
+        assert!(ips.insert(s["spec"]["clusterIP"].as_str().unwrap().to_string()));
+        for p in s["spec"]["ports"].as_array().unwrap() {
+            if let Some(n) = p["nodePort"].as_i64() {
+                assert!(ports.insert(n), "NodePort {n} held twice");
+            }
+        }
+    }
+    assert_eq!(ports.len(), 60);
+    // The repair Lease moved, and what the dead server left half done is released: exactly one
+    // IPAddress per Service, naming it, and exactly the Services' NodePorts in the bitmap.
+    assert!(eventually(Duration::from_secs(10), || {
+        let h = holder(&c);
+        !h.is_empty() && h != a_id
+    }));
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let addresses = items(&c.get_json(&["ipaddresses"]));
+            addresses.len() == services.len() && stored_node_ports(&etcd) == ports.len()
+        }),
+        "{} IPAddresses for {} Services; {} NodePorts stored for {}",
+        items(&c.get_json(&["ipaddresses"])).len(),
+        services.len(),
+        stored_node_ports(&etcd),
+        ports.len()
+    );
+    for addr in items(&c.get_json(&["ipaddresses"])) {
+        let name = addr["spec"]["parentRef"]["name"].as_str().unwrap();
+        let svc = services
+            .iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{addr}"));
+        assert_eq!(svc["spec"]["clusterIP"], addr["metadata"]["name"]);
+    }
+}
