@@ -623,3 +623,75 @@ fn an_api_server_killed_mid_creates_leaves_nothing_held_twice_or_for_long() {
         assert_eq!(svc["spec"]["clusterIP"], addr["metadata"]["name"]);
     }
 }
+
+/// A Service stored before IPAddresses existed (written straight into etcd while no API server ran):
+/// at start-up, before anything new is allocated, its address gets its IPAddress and its port its bit,
+/// so neither can be handed out again; no repair was needed (no Event).
+#[test]
+fn stored_services_without_allocations_are_adopted_at_start() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let mut c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--no-agent",
+            "--etcd-servers",
+            &url,
+            "--service-cidr",
+            "127.96.0.0/24",
+        ],
+    );
+    c.ok(&["create", "service", "nodeport", "model", "--tcp", "80"]);
+    let mut old = c.get_json(&["service", "model"]);
+    c.stop("TERM");
+    old["metadata"]["name"] = "old".into();
+    old["metadata"]["uid"] = "8b1d6a3e-0000-4000-8000-000000000002".into();
+    let meta = old["metadata"].as_object_mut().unwrap();
+    meta.remove("resourceVersion");
+    meta.remove("managedFields");
+    old["spec"]["clusterIP"] = "127.96.0.50".into();
+    old["spec"]["clusterIPs"] = serde_json::json!(["127.96.0.50"]);
+    old["spec"]["ports"][0]["nodePort"] = 30050.into();
+    let out = etcd.etcdctl(&["put", "/registry/core/services/default/old", &old.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.start_again();
+    assert_eq!(
+        c.get_json(&["ipaddress", "127.96.0.50"])["spec"]["parentRef"]["name"],
+        "old"
+    );
+    let err = c.fail_v(
+        NEWEST,
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "x",
+            "--tcp",
+            "80",
+            "--clusterip",
+            "127.96.0.50",
+        ],
+        None,
+    );
+    assert!(err.contains("provided IP is already allocated"), "{err}");
+    let err = c.fail_v(
+        NEWEST,
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "y",
+            "--tcp",
+            "80",
+            "--node-port",
+            "30050",
+        ],
+        None,
+    );
+    assert!(
+        err.contains("spec.ports[0].nodePort: Invalid value: 30050: provided port is already allocated"),
+        "{err}"
+    );
+    assert!(events(&c, "default", "ClusterIPNotAllocated").is_empty());
+    assert!(events(&c, "default", "PortNotAllocated").is_empty());
+}
