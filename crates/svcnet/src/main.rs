@@ -51,6 +51,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process, so the size of its largest variant (`up`'s many flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Start a one-node cluster and write DIR/kubeconfig.
