@@ -107,6 +107,92 @@ fn kube_range_size(net: &IpNet) -> u128 {
     }
 }
 
+/// The usable addresses of a (masked) CIDR: neither the network nor, for IPv4, the broadcast address;
+/// an IPv6 range capped at [`MAX_IPV6_RANGE_SIZE`].
+fn usable_size(net: &IpNet) -> usize {
+    let size = kube_range_size(net);
+    let usable = match IpFamily::of_net(net) {
+        IpFamily::Ipv4 => size.saturating_sub(2),
+        // Only the network (subnet-router anycast) address is reserved, after capping.
+        IpFamily::Ipv6 => size.min(u128::from(MAX_IPV6_RANGE_SIZE)).saturating_sub(1),
+    };
+    usize::try_from(usable).unwrap_or(usize::MAX)
+}
+
+/// The usable addresses of one service CIDR and its KEP-3070 bands, without a bitmap: what an allocator
+/// needs whose allocations live elsewhere (kube's `ipallocator.Allocator` keeps them as IPAddress
+/// objects). [`ClusterIpRange::scan`] yields candidates in the order kube tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterIpRange {
+    cidr: IpNet,
+    family: IpFamily,
+    /// Integer value of the address at offset 0 (network address + 1).
+    base: u128,
+    usable: usize,
+    static_band: usize,
+}
+
+impl ClusterIpRange {
+    /// The range of `cidr` (host bits masked off). Any size is accepted: nothing is allocated per address.
+    pub fn new(cidr: IpNet) -> Self {
+        let net = cidr.trunc();
+        let usable = usable_size(&net);
+        Self {
+            cidr: net,
+            family: IpFamily::of_net(&net),
+            base: to_u128(net.network()).saturating_add(1),
+            usable,
+            static_band: range_offset(kube_range_size(&net), 16, 256, 16).min(usable),
+        }
+    }
+
+    /// The CIDR (masked).
+    pub fn cidr(&self) -> IpNet {
+        self.cidr
+    }
+
+    /// The CIDR's family.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// Number of usable addresses.
+    pub fn capacity(&self) -> usize {
+        self.usable
+    }
+
+    /// Whether `ip` is a usable address of the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        IpFamily::of(ip) == self.family
+            && to_u128(ip)
+                .checked_sub(self.base)
+                .is_some_and(|off| off < self.usable as u128)
+    }
+
+    fn addr_at(&self, offset: usize) -> Option<IpAddr> {
+        from_u128(self.family, self.base.checked_add(offset as u128)?)
+    }
+
+    /// Every usable address once, in kube's order for a dynamic allocation: from a random start in the
+    /// dynamic (upper) band forward, wrapping within it, then the static (lower) band the same way.
+    /// The starting points come from `seed` (a fresh random value per allocation), so the iterator
+    /// borrows nothing but the range.
+    pub fn scan(&self, seed: u64) -> impl Iterator<Item = IpAddr> + '_ {
+        let rng = &mut crate::rng::SplitMix64::new(seed);
+        let (lo, len) = (self.static_band, self.usable);
+        let upper_start = if len > lo {
+            lo + crate::rng::below(rng, len - lo)
+        } else {
+            lo
+        };
+        let lower_start = if lo > 0 { crate::rng::below(rng, lo) } else { 0 };
+        let upper = (upper_start..len).chain(lo..upper_start);
+        let lower = (lower_start..lo).chain(0..lower_start);
+        upper.chain(lower).filter_map(|o| self.addr_at(o))
+    }
+}
+
 /// Size of the KEP-3070 static band for a service CIDR (kube's
 /// `calculateRangeOffset`): 0 for CIDRs of 16 addresses or fewer, otherwise
 /// `min(max(16, size/16), 256)`.
@@ -142,15 +228,8 @@ impl ClusterIpAllocator {
             });
         }
         let size = kube_range_size(&net);
-        let usable = match family {
-            // Neither the network nor the broadcast address.
-            IpFamily::Ipv4 => size.saturating_sub(2),
-            // Only the network (subnet-router anycast) address is reserved,
-            // after capping the bitmap.
-            IpFamily::Ipv6 => size.min(u128::from(MAX_IPV6_RANGE_SIZE)).saturating_sub(1),
-        };
         // At most 2^20 (IPv4) or 2^16 (IPv6), so it fits a usize.
-        let usable = usize::try_from(usable).unwrap_or(0);
+        let usable = usable_size(&net);
         let static_band = range_offset(size, 16, 256, 16);
         Ok(Self {
             cidr: net,
@@ -297,6 +376,25 @@ impl ClusterIpAllocator {
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+
+    #[test]
+    fn range_scan_visits_every_usable_address_once_upper_band_first() {
+        let r = ClusterIpRange::new("10.0.0.0/26".parse().unwrap());
+        assert_eq!(r.capacity(), 62);
+        let order: Vec<IpAddr> = r.scan(7).collect();
+        assert_eq!(order.len(), 62);
+        let mut sorted = order.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 62);
+        // The static band is the lowest 16 addresses (.1 to .16): they come last.
+        let static_band: Vec<IpAddr> = (1..=16).map(|n| ip(&format!("10.0.0.{n}"))).collect();
+        assert!(order[46..].iter().all(|a| static_band.contains(a)), "{order:?}");
+        assert!(r.contains(ip("10.0.0.62")) && !r.contains(ip("10.0.0.63")) && !r.contains(ip("10.0.0.0")));
+        // Agrees with the bitmap allocator on what is usable.
+        let a = ClusterIpAllocator::new("10.0.0.0/26".parse().unwrap()).unwrap();
+        assert_eq!(a.capacity(), r.capacity());
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -9,14 +9,18 @@
 //! * [`LbPool`]: LoadBalancer ingress addresses out of a list of CIDRs and
 //!   first-last ranges (svcnet's own, MetalLB-like; lowest free address first).
 //!
+//! * [`ClusterIpRange`]: a service CIDR's usable addresses and kube's order of
+//!   trying them, without a bitmap, for an allocator whose allocations live
+//!   elsewhere (the API server's are IPAddress objects in the store).
+//!
 //! Everything here is a plain in-memory data structure: no I/O, no clock, no
 //! global randomness. Dynamic allocation takes a caller-supplied
-//! [`RandomSource`] so tests (and the API server) control the choice.
-//! The API server keeps the allocators in memory, persists allocations inside
-//! the Service objects, and at start-up rebuilds every allocator from the
-//! stored Services with the `rebuild` constructors, which report values that
-//! are out of range or duplicated (a [`RebuildReport`]) so the repair pass can
-//! log them.
+//! [`RandomSource`] (or seed) so tests (and the API server) control the choice.
+//! The API server keeps the NodePort bitmap in the store
+//! ([`NodePortAllocator::to_bytes`] / [`NodePortAllocator::from_bytes`]), read and
+//! written back with compare-and-swap around each allocation, so that API
+//! servers sharing a store share it; the `rebuild` constructors report values
+//! that are out of range or duplicated (a [`RebuildReport`]).
 //!
 //! Error texts that kube-apiserver shows to clients are reproduced verbatim;
 //! [`messages`] builds the surrounding REST-layer texts.
@@ -33,8 +37,8 @@ mod rng;
 
 pub use addr::{IpFamily, nth_address};
 pub use cluster_ip::{
-    CidrError, ClusterIpAllocator, ClusterIpError, MAX_IPV6_RANGE_SIZE, MAX_SERVICE_CIDR_HOST_BITS,
-    cluster_ip_static_band_size, validate_service_cidr_flag,
+    CidrError, ClusterIpAllocator, ClusterIpError, ClusterIpRange, MAX_IPV6_RANGE_SIZE,
+    MAX_SERVICE_CIDR_HOST_BITS, cluster_ip_static_band_size, validate_service_cidr_flag,
 };
 pub use lb_pool::{LbPool, PoolEntry, PoolError};
 pub use node_port::{

@@ -330,12 +330,46 @@ impl NodePortAllocator {
     pub fn iter(&self) -> impl Iterator<Item = i32> + '_ {
         self.core.iter().map(|o| self.port_at(o))
     }
+
+    /// The allocations as a bitmap of bytes (bit `i % 8` of byte `i / 8` is the range's `i`-th port), as
+    /// kept in storage (kube's RangeAllocation `data`) so that every API server shares one view.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.capacity().div_ceil(8)];
+        for o in self.core.iter() {
+            out[o / 8] |= 1 << (o % 8);
+        }
+        out
+    }
+
+    /// The allocator [`NodePortAllocator::to_bytes`] wrote for `stored_range`, moved onto `range` (a
+    /// restart may have changed `--service-node-port-range`; ports outside the new range are dropped).
+    pub fn from_bytes(range: PortRange, stored_range: PortRange, bytes: &[u8]) -> Self {
+        let first = i32::from(stored_range.first);
+        let ports = (0..stored_range.size())
+            .filter(|o| bytes.get(o / 8).is_some_and(|b| b & (1 << (o % 8)) != 0))
+            .map(|o| first + o as i32);
+        Self::rebuild(range, ports).0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+
+    #[test]
+    fn bytes_round_trip_and_move_to_a_new_range() {
+        let mut a = NodePortAllocator::new(range("30000-30100"));
+        for p in [30000, 30007, 30008, 30100] {
+            a.allocate(p).unwrap();
+        }
+        let bytes = a.to_bytes();
+        assert_eq!(bytes.len(), 13);
+        let b = NodePortAllocator::from_bytes(a.range(), a.range(), &bytes);
+        assert_eq!(a, b);
+        let moved = NodePortAllocator::from_bytes(range("30005-30200"), a.range(), &bytes);
+        assert_eq!(moved.iter().collect::<Vec<_>>(), [30007, 30008, 30100]);
+    }
 
     fn range(s: &str) -> PortRange {
         s.parse().unwrap()

@@ -1,5 +1,5 @@
 //! What exists in every cluster from the start, and the control-plane loops that live with the API
-//! server: the four system namespaces, the `default/kubernetes` Service with its endpoints pointing at
+//! server: the four system namespaces, the default ServiceCIDR `kubernetes` (from the flags), the `default/kubernetes` Service with its endpoints pointing at
 //! this API server, the `kube-system/kube-dns` Service, and namespace finalization (a deleted namespace
 //! is emptied, then removed).
 //!
@@ -70,6 +70,18 @@ impl ApiServer {
             .await?;
         }
         let cidrs = self.kind_hooks.service_cidrs();
+        // The default ServiceCIDR, from the flags, before the first Service takes an address from it.
+        if !cidrs.is_empty() {
+            let ranges: Vec<String> = cidrs.iter().map(|c| c.trunc().to_string()).collect();
+            self.ensure(
+                crate::ipam::service_cidr_rt(),
+                None,
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+                    "metadata": {"name": svcnet_kinds::kinds::servicecidr::DEFAULT_NAME},
+                    "spec": {"cidrs": ranges}}),
+            )
+            .await?;
+        }
         let services = rt("services", "");
         if let Some(cidr) = cidrs.first() {
             let nth = |n| svcnet_alloc::nth_address(cidr, n).map(|ip| ip.to_string());
@@ -174,22 +186,6 @@ impl ApiServer {
         self.update(&WriteCtx::internal(&route, &params, MANAGER), obj)
             .await
             .map(|_| ())
-    }
-
-    /// Runs the allocation repair pass every `every` (kube's repair controllers run every 3 minutes).
-    pub fn spawn_periodic_repair(self: &Arc<Self>, every: Duration) {
-        let server = self.clone();
-        tokio::spawn(async move {
-            let services = rt("services", "");
-            loop {
-                tokio::time::sleep(every).await;
-                let all = server.cached_list(services, None);
-                let (marked, released) = server.kind_hooks.repair_pass(all.iter().map(|s| s.as_ref()));
-                if marked + released > 0 {
-                    info!(marked, released, "allocation repair pass changed the allocators");
-                }
-            }
-        });
     }
 
     /// Finishes namespace deletions: deletes everything in a terminating namespace, then the namespace.

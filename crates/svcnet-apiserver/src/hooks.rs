@@ -1,42 +1,39 @@
-//! The server's Service allocation state, which the Service strategy writes through: defaulting,
-//! validation, and ClusterIP / NodePort allocation in one pass.
+//! The server's Service admission, which the Service strategy writes through: defaulting, validation,
+//! and ClusterIP / NodePort allocation in one pass.
 //!
-//! Allocations are durable with the objects, not in a separate table: the allocators live in memory and
-//! are rebuilt from the stored Services at start-up (kube's repair pass), so a crash between allocating
-//! and writing can never leak an address. Within one process the protocol is: allocate in
-//! `service_create`/`service_update`, then either the write commits (and whatever the old object held that
-//! the new one does not is released) or it fails (and whatever the new object took is released).
+//! Allocation goes through the store ([`crate::ipam`]): a ClusterIP is an IPAddress object created
+//! before the Service is written, NodePorts are bits of one stored bitmap written with
+//! compare-and-swap. So several API servers on one etcd never hand out one address or port. The
+//! protocol per request: allocate in `service_create`/`service_update`, then either the Service write
+//! commits (and whatever the old object held that the new one does not is released) or it fails (and
+//! whatever the new object took is released). A crash in between leaves an allocation without a Service,
+//! which the repair loop (`repair`) releases after a grace period, as kube's does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use serde_json::Value;
-use svcnet_alloc::{
-    ClusterIpAllocator, ClusterIpError, NodePortAllocator, NodePortError, PortRange, SplitMix64,
-};
+use svcnet_alloc::{NodePortAllocator, NodePortError, PortRange, RandomSource, SplitMix64};
 use svcnet_api::field::{FieldError, go_string_slice};
 use svcnet_api::service::{self as svc_rules, IpFamily, ServiceConfig};
-use tracing::warn;
+use svcnet_store::Store;
 
+use crate::cache::Cache;
 use crate::errors::ApiError;
+use crate::ipam::{Ipam, Parent};
+use crate::metrics::AllocationMetrics;
 
 /// Service networking settings of the cluster.
 #[derive(Debug, Clone)]
 pub struct ServiceNetConfig {
-    /// Service CIDRs, primary first; two CIDRs of different families make the cluster dual-stack.
+    /// Service CIDRs, primary first; two CIDRs of different families make the cluster dual-stack. They
+    /// become the default ServiceCIDR `kubernetes`; more ranges are added as ServiceCIDR objects.
     pub service_cidrs: Vec<IpNet>,
     /// The NodePort range.
     pub node_port_range: PortRange,
-}
-
-struct Allocators {
-    /// One allocator per family, in the order of `service_cidrs`.
-    ips: Vec<ClusterIpAllocator>,
-    ports: NodePortAllocator,
-    rng: SplitMix64,
 }
 
 /// Per-kind write hooks, shared by every request.
@@ -48,29 +45,20 @@ pub struct KindHooks {
 struct ServiceHooks {
     config: ServiceNetConfig,
     rules: ServiceConfig,
-    alloc: Mutex<Allocators>,
-    /// Allocations that looked leaked, with how many consecutive repair passes saw them so.
-    leaks: Mutex<HashMap<Leak, u32>>,
+    /// The store-backed allocator, set once the server has its store and cache.
+    ipam: OnceLock<Arc<Ipam>>,
+    rng: Mutex<SplitMix64>,
 }
 
-/// An allocation no stored Service holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Leak {
-    Ip(IpAddr),
-    Port(i32),
-}
-
-/// Consecutive passes an allocation must look leaked before the periodic repair releases it.
-pub const LEAK_PASSES: u32 = 3;
-
-/// What a Service holds in the allocators.
+/// What a Service holds: its ClusterIPs and NodePorts (health-check port included).
 #[derive(Debug, Default, PartialEq)]
-struct Held {
-    ips: BTreeSet<IpAddr>,
-    ports: BTreeSet<i32>,
+pub(crate) struct Held {
+    pub(crate) ips: BTreeSet<IpAddr>,
+    pub(crate) ports: BTreeSet<i32>,
 }
 
-fn held(obj: &Value) -> Held {
+/// What stored Service `obj` holds.
+pub(crate) fn held(obj: &Value) -> Held {
     let mut h = Held::default();
     let Some(spec) = obj.get("spec") else { return h };
     if let Some(ips) = spec.get("clusterIPs").and_then(Value::as_array) {
@@ -99,10 +87,6 @@ fn held(obj: &Value) -> Held {
     h
 }
 
-fn family_of(ip: IpAddr) -> IpFamily {
-    IpFamily::of(ip)
-}
-
 impl KindHooks {
     /// No kind-specific behaviour (for tests of the generic machinery).
     pub fn none() -> Self {
@@ -114,14 +98,13 @@ impl KindHooks {
         if config.service_cidrs.is_empty() || config.service_cidrs.len() > 2 {
             return Err("one or two service CIDRs are required".into());
         }
-        let mut ips = Vec::new();
         for cidr in &config.service_cidrs {
-            ips.push(ClusterIpAllocator::new(*cidr).map_err(|e| e.to_string())?);
+            svcnet_alloc::ClusterIpAllocator::new(*cidr).map_err(|e| e.to_string())?;
         }
         let families: Vec<IpFamily> = config
             .service_cidrs
             .iter()
-            .map(|c| family_of(c.network()))
+            .map(|c| IpFamily::of(c.network()))
             .collect();
         if families.len() == 2 && families[0] == families[1] {
             return Err("the two service CIDRs must be of different IP families".into());
@@ -132,19 +115,33 @@ impl KindHooks {
         };
         Ok(KindHooks {
             services: Some(Arc::new(ServiceHooks {
-                alloc: Mutex::new(Allocators {
-                    ips,
-                    ports: NodePortAllocator::new(config.node_port_range),
-                    rng: SplitMix64::new(rand::random()),
-                }),
                 config,
                 rules,
-                leaks: Mutex::new(HashMap::new()),
+                ipam: OnceLock::new(),
+                rng: Mutex::new(SplitMix64::new(rand::random())),
             })),
         })
     }
 
-    /// The service CIDRs, if Services are handled.
+    /// Connects allocation to the server's store and cache (done once, by `ApiServer::new`).
+    pub(crate) fn attach(&self, store: Arc<dyn Store>, cache: Arc<Cache>, metrics: AllocationMetrics) {
+        if let Some(s) = &self.services {
+            let _ = s.ipam.set(Arc::new(Ipam::new(
+                store,
+                cache,
+                s.config.service_cidrs.clone(),
+                s.config.node_port_range,
+                metrics,
+            )));
+        }
+    }
+
+    /// The store-backed allocator, once attached.
+    pub(crate) fn ipam(&self) -> Option<Arc<Ipam>> {
+        self.services.as_ref()?.ipam.get().cloned()
+    }
+
+    /// The service CIDRs of the flags (the default ServiceCIDR's), if Services are handled.
     pub fn service_cidrs(&self) -> Vec<IpNet> {
         self.services
             .as_ref()
@@ -152,135 +149,34 @@ impl KindHooks {
             .unwrap_or_default()
     }
 
-    /// Rebuilds the allocators from the stored Services (the repair pass): every address and port in
-    /// use is marked, and anything out of range or held twice is logged.
-    pub fn repair<'a>(&self, services: impl IntoIterator<Item = &'a Value>) {
-        let Some(s) = &self.services else { return };
-        let mut a = s.alloc.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all_ips: Vec<IpAddr> = Vec::new();
-        let mut all_ports: Vec<i32> = Vec::new();
-        for svc in services {
-            let h = held(svc);
-            all_ips.extend(h.ips);
-            all_ports.extend(h.ports);
-        }
-        let mut rebuilt = Vec::new();
-        for alloc in &a.ips {
-            let cidr = alloc.cidr();
-            let mine: Vec<IpAddr> = all_ips.iter().copied().filter(|ip| cidr.contains(ip)).collect();
-            match ClusterIpAllocator::rebuild(cidr, mine) {
-                Ok((fresh, report)) => {
-                    if !report.is_clean() {
-                        warn!(%cidr, out_of_range = ?report.out_of_range, duplicates = ?report.duplicates, "repair: ClusterIP allocations need attention");
-                    }
-                    rebuilt.push(fresh);
-                }
-                Err(e) => {
-                    warn!(%cidr, error = %e, "repair: cannot rebuild ClusterIP allocator");
-                    rebuilt.push(alloc.clone());
-                }
-            }
-        }
-        a.ips = rebuilt;
-        let (ports, report) = NodePortAllocator::rebuild(a.ports.range(), all_ports);
-        if !report.is_clean() {
-            warn!(out_of_range = ?report.out_of_range, duplicates = ?report.duplicates, "repair: NodePort allocations need attention");
-        }
-        a.ports = ports;
-    }
-
-    /// The periodic repair pass: compares the allocators with the stored Services while the server runs.
-    ///
-    /// An address or port a stored Service holds but the allocator does not is marked at once (that gap
-    /// could hand it out twice). One the allocator holds but no stored Service does is released only
-    /// after it has looked leaked on [`LEAK_PASSES`] consecutive passes, because a request may have
-    /// reserved it and not yet written its Service, exactly why kube's repair controller waits too.
-    /// Returns what was marked and what was released.
-    pub fn repair_pass<'a>(&self, services: impl IntoIterator<Item = &'a Value>) -> (usize, usize) {
-        let Some(s) = &self.services else { return (0, 0) };
-        let mut stored = Held::default();
-        for svc in services {
-            let h = held(svc);
-            stored.ips.extend(h.ips);
-            stored.ports.extend(h.ports);
-        }
-        let mut a = s.alloc.lock().unwrap_or_else(|e| e.into_inner());
-        let mut leaks = s.leaks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut marked = 0;
-        for ip in &stored.ips {
-            for alloc in a.ips.iter_mut() {
-                if alloc.in_range(*ip) && !alloc.is_allocated(*ip) && alloc.allocate(*ip).is_ok() {
-                    warn!(%ip, "repair: a stored Service's ClusterIP was not marked allocated; marked");
-                    marked += 1;
-                }
-            }
-        }
-        for p in &stored.ports {
-            if a.ports.range().contains(*p) && !a.ports.is_allocated(*p) && a.ports.allocate(*p).is_ok() {
-                warn!(
-                    port = p,
-                    "repair: a stored Service's NodePort was not marked allocated; marked"
-                );
-                marked += 1;
-            }
-        }
-        let mut suspects: Vec<Leak> = Vec::new();
-        for alloc in &a.ips {
-            suspects.extend(alloc.iter().filter(|ip| !stored.ips.contains(ip)).map(Leak::Ip));
-        }
-        suspects.extend(
-            a.ports
-                .iter()
-                .filter(|p| !stored.ports.contains(p))
-                .map(Leak::Port),
-        );
-        leaks.retain(|k, _| suspects.contains(k));
-        let mut released = 0;
-        for leak in suspects {
-            let n = leaks.entry(leak).or_insert(0);
-            *n += 1;
-            if *n >= LEAK_PASSES {
-                match leak {
-                    Leak::Ip(ip) => {
-                        for alloc in a.ips.iter_mut() {
-                            if alloc.in_range(ip) {
-                                alloc.release(ip);
-                            }
-                        }
-                        warn!(%ip, "repair: ClusterIP held by no Service; released");
-                    }
-                    Leak::Port(p) => {
-                        a.ports.release(p);
-                        warn!(port = p, "repair: NodePort held by no Service; released");
-                    }
-                }
-                leaks.remove(&leak);
-                released += 1;
-            }
-        }
-        (marked, released)
-    }
-
     /// Defaults, allocates and validates a new Service in one pass; `None` when this server does not
-    /// allocate (then the Service strategy validates as for any kind). Field errors become a 422.
-    pub(crate) fn service_create(&self, obj: &mut Value) -> Option<Result<Vec<FieldError>, ApiError>> {
-        self.services.as_ref().map(|s| s.create(obj))
+    /// allocate (then the Service strategy validates as for any kind). Field errors become a 422. A dry
+    /// run reserves nothing.
+    pub(crate) async fn service_create(
+        &self,
+        obj: &mut Value,
+        dry_run: bool,
+    ) -> Option<Result<Vec<FieldError>, ApiError>> {
+        let s = self.services.as_ref()?;
+        Some(s.create(obj, dry_run).await)
     }
 
     /// Defaults, allocates and validates an update of Service `old` to `new`; `None` as for create.
-    pub(crate) fn service_update(
+    pub(crate) async fn service_update(
         &self,
         subresource: Option<&str>,
         new: &mut Value,
         old: &Value,
+        dry_run: bool,
     ) -> Option<Result<Vec<FieldError>, ApiError>> {
-        self.services.as_ref().map(|s| s.update(subresource, new, old))
+        let s = self.services.as_ref()?;
+        Some(s.update(subresource, new, old, dry_run).await)
     }
 
     /// Releases what Service `obj` holds that `keep` does not (all of it when `keep` is `None`).
-    pub(crate) fn service_release(&self, obj: &Value, keep: Option<&Value>) {
+    pub(crate) async fn service_release(&self, obj: &Value, keep: Option<&Value>) {
         if let Some(s) = &self.services {
-            s.release(obj, keep);
+            s.release(obj, keep).await;
         }
     }
 }
@@ -293,30 +189,56 @@ fn to_json(svc: &Service) -> Result<Value, ApiError> {
     serde_json::to_value(svc).map_err(ApiError::internal)
 }
 
+fn is_clean(res: &Result<Vec<FieldError>, ApiError>) -> bool {
+    matches!(res, Ok(e) if e.is_empty())
+}
+
+/// Why a NodePort assignment stopped: field errors for the client (422) or a server error (full range).
+enum PortFailure {
+    Invalid(Vec<FieldError>),
+    Failed(ApiError),
+}
+
 impl ServiceHooks {
-    fn create(&self, obj: &mut Value) -> Result<Vec<FieldError>, ApiError> {
+    fn ipam(&self) -> Result<Arc<Ipam>, ApiError> {
+        self.ipam
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("Service allocation has no store attached"))
+    }
+
+    fn seed(&self) -> u64 {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).next_u64()
+    }
+
+    async fn create(&self, obj: &mut Value, dry_run: bool) -> Result<Vec<FieldError>, ApiError> {
+        let parent = Parent::of(obj);
         let mut svc = to_typed(obj)?;
         svc_rules::set_defaults(&mut svc, &self.rules);
         // kube allocates before it validates: validation expects the allocated values in place.
-        let mut a = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
         let mut taken = Held::default();
-        let mut res = self.allocate(&mut a, &mut svc, &Held::default(), &mut taken);
-        if matches!(res, Ok(ref e) if e.is_empty()) {
+        let mut res = self
+            .allocate(&mut svc, &Held::default(), &mut taken, &parent, dry_run)
+            .await;
+        if is_clean(&res) {
             res = Ok(svc_rules::validate_create(&svc, &self.rules));
         }
-        if res.is_err() || matches!(res, Ok(ref e) if !e.is_empty()) {
-            Self::free(&mut a, &taken);
+        if !is_clean(&res) {
+            if !dry_run {
+                self.free(&taken, &parent).await;
+            }
             return res;
         }
         *obj = to_json(&svc)?;
         Ok(Vec::new())
     }
 
-    fn update(
+    async fn update(
         &self,
         subresource: Option<&str>,
         new: &mut Value,
         old: &Value,
+        dry_run: bool,
     ) -> Result<Vec<FieldError>, ApiError> {
         let mut svc = to_typed(new)?;
         let old_svc = to_typed(old)?;
@@ -328,54 +250,55 @@ impl ServiceHooks {
             }
             return Ok(errs);
         }
+        let parent = Parent::of(old);
         svc_rules::set_defaults_update(&mut svc, &old_svc, &self.rules);
-        let mut a = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
         let mut taken = Held::default();
-        let mut res = self.allocate(&mut a, &mut svc, &held(old), &mut taken);
-        if matches!(res, Ok(ref e) if e.is_empty()) {
+        let mut res = self
+            .allocate(&mut svc, &held(old), &mut taken, &parent, dry_run)
+            .await;
+        if is_clean(&res) {
             res = Ok(svc_rules::validate_update(&svc, &old_svc, &self.rules));
         }
-        if res.is_err() || matches!(res, Ok(ref e) if !e.is_empty()) {
-            Self::free(&mut a, &taken);
+        if !is_clean(&res) {
+            if !dry_run {
+                self.free(&taken, &parent).await;
+            }
             return res;
         }
         *new = to_json(&svc)?;
         Ok(Vec::new())
     }
 
-    fn free(a: &mut Allocators, h: &Held) {
+    async fn free(&self, h: &Held, parent: &Parent) {
+        let Ok(ipam) = self.ipam() else { return };
         for ip in &h.ips {
-            for alloc in a.ips.iter_mut() {
-                if alloc.in_range(*ip) {
-                    alloc.release(*ip);
-                }
-            }
+            ipam.release_ip(*ip, parent).await;
         }
-        for p in &h.ports {
-            a.ports.release(*p);
-        }
+        let ports: Vec<i32> = h.ports.iter().copied().collect();
+        ipam.release_ports(&ports).await;
     }
 
-    fn release(&self, obj: &Value, keep: Option<&Value>) {
+    async fn release(&self, obj: &Value, keep: Option<&Value>) {
         let mut h = held(obj);
         if let Some(k) = keep {
             let k = held(k);
             h.ips.retain(|ip| !k.ips.contains(ip));
             h.ports.retain(|p| !k.ports.contains(p));
         }
-        let mut a = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
-        Self::free(&mut a, &h);
+        self.free(&h, &Parent::of(obj)).await;
     }
 
     /// Fills in and reserves the ClusterIPs and NodePorts `svc` needs beyond what `already` holds
     /// (the old object's allocations on update). Everything newly reserved is recorded in `taken`.
-    fn allocate(
+    async fn allocate(
         &self,
-        a: &mut Allocators,
         svc: &mut Service,
         already: &Held,
         taken: &mut Held,
+        parent: &Parent,
+        dry_run: bool,
     ) -> Result<Vec<FieldError>, ApiError> {
+        let ipam = self.ipam()?;
         let Some(spec) = svc.spec.as_mut() else {
             return Ok(Vec::new());
         };
@@ -386,14 +309,14 @@ impl ServiceHooks {
             let families: Vec<String> = spec.ip_families.clone().unwrap_or_default();
             let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
             for (i, fam) in families.iter().enumerate() {
-                let Some(idx) = a
-                    .ips
-                    .iter()
-                    .position(|al| Some(family_of(al.cidr().network())) == IpFamily::parse(fam))
-                else {
+                let Some(family) = IpFamily::parse(fam) else {
                     continue;
                 };
-                match ips.get(i).filter(|s| !s.is_empty()) {
+                let ranges = ipam.ready_ranges(family);
+                if ranges.is_empty() {
+                    continue;
+                }
+                match ips.get(i).filter(|s| !s.is_empty()).cloned() {
                     Some(requested) => {
                         let Ok(ip) = requested.parse::<IpAddr>() else {
                             continue;
@@ -401,36 +324,39 @@ impl ServiceHooks {
                         if already.ips.contains(&ip) {
                             continue;
                         }
-                        match a.ips[idx].allocate(ip) {
-                            Ok(()) => {
-                                taken.ips.insert(ip);
-                            }
-                            Err(e) => {
-                                return Ok(vec![FieldError::invalid(
-                                    "spec.clusterIPs",
-                                    go_string_slice(&ips),
-                                    format!("failed to allocate IP {requested}: {}", cluster_ip_msg(&e)),
-                                )]);
-                            }
+                        let cidr = ranges
+                            .iter()
+                            .find(|r| r.contains(ip))
+                            .map_or_else(String::new, |r| r.cidr().to_string());
+                        let why = if !ranges.iter().any(|r| r.contains(ip)) {
+                            let valid: Vec<String> = ranges.iter().map(|r| r.cidr().to_string()).collect();
+                            Some(format!(
+                                "the provided IP ({}) is not in the valid range. The range of valid IPs is {}",
+                                ip.to_canonical(),
+                                valid.join(",")
+                            ))
+                        } else if !ipam.claim_ip(ip, parent, dry_run).await? {
+                            Some("provided IP is already allocated".to_string())
+                        } else {
+                            None
+                        };
+                        ipam.count_ip(&cidr, "static", why.is_none());
+                        if let Some(why) = why {
+                            return Ok(vec![FieldError::invalid(
+                                "spec.clusterIPs",
+                                go_string_slice(&ips),
+                                format!("failed to allocate IP {requested}: {why}"),
+                            )]);
                         }
+                        taken.ips.insert(ip);
                     }
                     None => {
-                        let rng = &mut a.rng;
-                        match a.ips[idx].allocate_next(rng) {
-                            Ok(ip) => {
-                                taken.ips.insert(ip);
-                                if ips.len() > i {
-                                    ips[i] = ip.to_string();
-                                } else {
-                                    ips.push(ip.to_string());
-                                }
-                            }
-                            Err(e) => {
-                                return Err(ApiError::internal(format!(
-                                    "failed to allocate a serviceIP: {}",
-                                    cluster_ip_msg(&e)
-                                )));
-                            }
+                        let ip = self.allocate_next(&ipam, family, parent, dry_run).await?;
+                        taken.ips.insert(ip);
+                        if ips.len() > i {
+                            ips[i] = ip.to_string();
+                        } else {
+                            ips.push(ip.to_string());
                         }
                     }
                 }
@@ -440,92 +366,171 @@ impl ServiceHooks {
                 spec.cluster_ips = Some(ips);
             }
         }
-        // NodePorts: NodePort services, and LoadBalancers unless node ports are switched off.
+        // NodePorts: NodePort services, and LoadBalancers unless node ports are switched off; and the
+        // health-check node port of a LoadBalancer with local external traffic. One conditional write
+        // of the stored bitmap takes them all.
         let wants_node_ports = ty == "NodePort"
             || (ty == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false));
-        if wants_node_ports && let Some(ports) = spec.ports.as_mut() {
-            // The same service port number gets the same node port for every protocol, as kube does.
-            let mut by_port: Vec<(i32, i32)> = Vec::new();
-            for (i, p) in ports.iter_mut().enumerate() {
-                match p.node_port.filter(|n| *n != 0) {
-                    Some(n) => {
-                        if already.ports.contains(&n) || taken.ports.contains(&n) {
-                            by_port.push((p.port, n));
-                            continue;
-                        }
-                        if let Err(e) = a.ports.allocate(n) {
-                            return Ok(vec![FieldError::invalid(
-                                format!("spec.ports[{i}].nodePort"),
-                                n,
-                                node_port_msg(&e),
-                            )]);
-                        }
-                        taken.ports.insert(n);
-                        by_port.push((p.port, n));
-                    }
-                    None => {
-                        if let Some((_, n)) = by_port.iter().find(|(sp, _)| *sp == p.port) {
-                            p.node_port = Some(*n);
-                            continue;
-                        }
-                        let rng = &mut a.rng;
-                        match a.ports.allocate_next(rng) {
-                            Ok(n) => {
-                                taken.ports.insert(n);
-                                p.node_port = Some(n);
-                                by_port.push((p.port, n));
-                            }
-                            Err(e) => {
-                                return Err(ApiError::internal(format!(
-                                    "failed to allocate a nodePort: {}",
-                                    node_port_msg(&e)
-                                )));
-                            }
-                        }
-                    }
+        let wants_health_port =
+            ty == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local");
+        if !wants_node_ports && !wants_health_port {
+            return Ok(Vec::new());
+        }
+        let original = spec.clone();
+        let seed = self.seed();
+        let outcome = ipam
+            .update_ports(dry_run, |alloc| {
+                let mut s = original.clone();
+                let mut t = BTreeSet::new();
+                let mut rng = SplitMix64::new(seed);
+                assign_node_ports(
+                    &mut s,
+                    alloc,
+                    &mut rng,
+                    already,
+                    &mut t,
+                    wants_node_ports,
+                    wants_health_port,
+                )?;
+                let changed = !t.is_empty();
+                Ok(((s, t), changed))
+            })
+            .await?;
+        match outcome {
+            Ok((s, t)) => {
+                let requested: BTreeSet<i32> = original
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.node_port)
+                    .chain(original.health_check_node_port)
+                    .collect();
+                for p in &t {
+                    let scope = if requested.contains(p) {
+                        "static"
+                    } else {
+                        "dynamic"
+                    };
+                    ipam.count_port(scope, true);
                 }
+                *spec = s;
+                taken.ports.extend(t);
+                Ok(Vec::new())
+            }
+            Err(PortFailure::Invalid(errs)) => {
+                ipam.count_port("static", false);
+                Ok(errs)
+            }
+            Err(PortFailure::Failed(e)) => {
+                ipam.count_port("dynamic", false);
+                Err(e)
             }
         }
-        // The health-check node port of a LoadBalancer with local external traffic.
-        if ty == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local") {
-            match spec.health_check_node_port.filter(|n| *n != 0) {
-                Some(n) if !already.ports.contains(&n) && !taken.ports.contains(&n) => {
-                    if let Err(e) = a.ports.allocate(n) {
-                        return Ok(vec![FieldError::invalid(
-                            "spec.healthCheckNodePort",
-                            n,
-                            format!(
-                                "failed to allocate requested HealthCheck NodePort {n}: {}",
-                                node_port_msg(&e)
-                            ),
-                        )]);
-                    }
-                    taken.ports.insert(n);
+    }
+
+    /// A free address of `family` (kube's `AllocateNext` over every ready ServiceCIDR in turn): a
+    /// candidate the cache shows as free is claimed in the store, and one someone else claimed first
+    /// is passed over.
+    async fn allocate_next(
+        &self,
+        ipam: &Ipam,
+        family: IpFamily,
+        parent: &Parent,
+        dry_run: bool,
+    ) -> Result<IpAddr, ApiError> {
+        for range in ipam.ready_ranges(family) {
+            for ip in range.scan(self.seed()) {
+                if ipam.looks_taken(ip) {
+                    continue;
                 }
-                Some(_) => {}
-                None => {
-                    let rng = &mut a.rng;
-                    match a.ports.allocate_next(rng) {
-                        Ok(n) => {
-                            taken.ports.insert(n);
-                            spec.health_check_node_port = Some(n);
-                        }
-                        Err(e) => {
-                            return Err(ApiError::internal(format!(
-                                "failed to allocate a nodePort: {}",
-                                node_port_msg(&e)
-                            )));
-                        }
-                    }
+                if ipam.claim_ip(ip, parent, dry_run).await? {
+                    ipam.count_ip(&range.cidr().to_string(), "dynamic", true);
+                    return Ok(ip);
                 }
             }
+            ipam.count_ip(&range.cidr().to_string(), "dynamic", false);
         }
-        Ok(Vec::new())
+        Err(ApiError::internal(format!(
+            "failed to allocate a serviceIP: {}",
+            svcnet_alloc::ClusterIpError::Full
+        )))
     }
 }
 
-fn cluster_ip_msg(e: &ClusterIpError) -> String {
-    e.to_string()
+/// Fills in and takes, in `alloc`, the NodePorts of `spec` beyond `already` (and the health-check node
+/// port when `health` is asked for), recording what it took in `taken`.
+fn assign_node_ports(
+    spec: &mut ServiceSpec,
+    alloc: &mut NodePortAllocator,
+    rng: &mut impl RandomSource,
+    already: &Held,
+    taken: &mut BTreeSet<i32>,
+    node_ports: bool,
+    health: bool,
+) -> Result<(), PortFailure> {
+    let full = |e: NodePortError| {
+        PortFailure::Failed(ApiError::internal(format!(
+            "failed to allocate a nodePort: {}",
+            node_port_msg(&e)
+        )))
+    };
+    if node_ports && let Some(ports) = spec.ports.as_mut() {
+        // The same service port number gets the same node port for every protocol, as kube does.
+        let mut by_port: Vec<(i32, i32)> = Vec::new();
+        for (i, p) in ports.iter_mut().enumerate() {
+            match p.node_port.filter(|n| *n != 0) {
+                Some(n) => {
+                    if already.ports.contains(&n) || taken.contains(&n) {
+                        by_port.push((p.port, n));
+                        continue;
+                    }
+                    if let Err(e) = alloc.allocate(n) {
+                        return Err(PortFailure::Invalid(vec![FieldError::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            n,
+                            node_port_msg(&e),
+                        )]));
+                    }
+                    taken.insert(n);
+                    by_port.push((p.port, n));
+                }
+                None => {
+                    if let Some((_, n)) = by_port.iter().find(|(sp, _)| *sp == p.port) {
+                        p.node_port = Some(*n);
+                        continue;
+                    }
+                    let n = alloc.allocate_next(rng).map_err(full)?;
+                    taken.insert(n);
+                    p.node_port = Some(n);
+                    by_port.push((p.port, n));
+                }
+            }
+        }
+    }
+    if health {
+        match spec.health_check_node_port.filter(|n| *n != 0) {
+            Some(n) if !already.ports.contains(&n) && !taken.contains(&n) => {
+                if let Err(e) = alloc.allocate(n) {
+                    return Err(PortFailure::Invalid(vec![FieldError::invalid(
+                        "spec.healthCheckNodePort",
+                        n,
+                        format!(
+                            "failed to allocate requested HealthCheck NodePort {n}: {}",
+                            node_port_msg(&e)
+                        ),
+                    )]));
+                }
+                taken.insert(n);
+            }
+            Some(_) => {}
+            None => {
+                let n = alloc.allocate_next(rng).map_err(full)?;
+                taken.insert(n);
+                spec.health_check_node_port = Some(n);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn node_port_msg(e: &NodePortError) -> String {
@@ -536,13 +541,28 @@ fn node_port_msg(e: &NodePortError) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use svcnet_store::redb::RedbStore;
 
-    fn hooks() -> KindHooks {
-        KindHooks::with_services(ServiceNetConfig {
-            service_cidrs: vec!["10.96.0.0/24".parse().unwrap()],
-            node_port_range: PortRange::default(),
-        })
-        .unwrap()
+    /// Two servers' hooks over one store, each with its own cache, as two API servers on one etcd.
+    async fn two_servers(cidr: &str, ports: &str) -> (tempfile::TempDir, KindHooks, KindHooks) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
+        let config = ServiceNetConfig {
+            service_cidrs: vec![cidr.parse().unwrap()],
+            node_port_range: PortRange::parse(ports).unwrap(),
+        };
+        let mut hooks = Vec::new();
+        for _ in 0..2 {
+            let h = KindHooks::with_services(config.clone()).unwrap();
+            h.attach(
+                store.clone(),
+                Cache::start(store.clone(), "/").await.unwrap(),
+                AllocationMetrics::default(),
+            );
+            hooks.push(h);
+        }
+        let b = hooks.pop().unwrap();
+        (dir, hooks.pop().unwrap(), b)
     }
 
     fn svc(name: &str) -> Value {
@@ -550,48 +570,71 @@ mod tests {
             "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
     }
 
-    #[test]
-    fn allocation_is_released_when_the_write_fails_and_on_delete() {
-        let h = hooks();
-        let mut a = svc("a");
-        assert!(h.service_create(&mut a).unwrap().unwrap().is_empty());
-        let ip: IpAddr = a["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
-        let port = a["spec"]["ports"][0]["nodePort"].as_i64().unwrap() as i32;
-        let mut b = svc("b");
-        b["spec"]["clusterIP"] = json!(ip.to_string());
-        let errs = h.service_create(&mut b).unwrap().unwrap();
+    /// Concurrent creates through two servers until both ranges are exactly full: every address and
+    /// every port once, then "range is full" from either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_servers_never_hand_out_one_address_or_port() {
+        // 30 usable addresses and 30 ports.
+        let (_dir, a, b) = two_servers("10.0.0.0/27", "30000-30029").await;
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let h = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut s = svc(&format!("s{i}"));
+                let errs = h.service_create(&mut s, false).await.unwrap().unwrap();
+                assert!(errs.is_empty(), "{errs:?}");
+                s
+            }));
+        }
+        let mut ips = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        let mut first = None;
+        for t in tasks {
+            let s = t.await.unwrap();
+            first.get_or_insert_with(|| s.clone());
+            assert!(ips.insert(s["spec"]["clusterIP"].as_str().unwrap().to_string()));
+            assert!(ports.insert(s["spec"]["ports"][0]["nodePort"].as_i64().unwrap()));
+        }
+        assert_eq!((ips.len(), ports.len()), (30, 30));
+        for h in [&a, &b] {
+            let err = h
+                .service_create(&mut svc("more"), false)
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert!(err.message.contains("range is full"), "{}", err.message);
+        }
+        // A dry run takes nothing; a release gives both back, to either server.
+        let s0 = first.unwrap();
+        let (ip, port) = (
+            s0["spec"]["clusterIP"].clone(),
+            s0["spec"]["ports"][0]["nodePort"].clone(),
+        );
+        a.service_release(&s0, None).await;
+        let mut again = svc("again");
+        again["spec"]["clusterIP"] = ip.clone();
+        assert!(
+            b.service_create(&mut again.clone(), true)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            b.service_create(&mut again, false)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(again["spec"]["ports"][0]["nodePort"], port);
+        // The released address is held again: asked for once more, it is refused in kube's words.
+        let mut copy = svc("copy");
+        copy["spec"]["clusterIP"] = ip;
+        let errs = a.service_create(&mut copy, false).await.unwrap().unwrap();
         assert!(
             errs[0].to_string().contains("provided IP is already allocated"),
             "{errs:?}"
         );
-        h.service_release(&a, None);
-        let mut c = svc("c");
-        c["spec"]["clusterIP"] = json!(ip.to_string());
-        c["spec"]["ports"][0]["nodePort"] = json!(port);
-        assert!(h.service_create(&mut c).unwrap().unwrap().is_empty());
-    }
-
-    #[test]
-    fn periodic_repair_marks_at_once_and_releases_only_after_several_passes() {
-        let h = hooks();
-        let mut a = svc("a");
-        assert!(h.service_create(&mut a).unwrap().unwrap().is_empty());
-        // `a` was reserved but (say) its write never happened: only the third pass releases it.
-        assert_eq!(h.repair_pass(std::iter::empty()), (0, 0));
-        assert_eq!(h.repair_pass(std::iter::empty()), (0, 0));
-        assert_eq!(h.repair_pass(std::iter::empty()), (0, 2));
-        // A stored Service whose allocations the allocator lost is marked at the first pass.
-        let (marked, released) = h.repair_pass([&a]);
-        assert_eq!((marked, released), (2, 0));
-        let mut b = svc("b");
-        b["spec"]["clusterIP"] = a["spec"]["clusterIP"].clone();
-        assert!(!h.service_create(&mut b).unwrap().unwrap().is_empty());
-        // A suspect that reappears in storage is forgiven.
-        let mut c = svc("c");
-        assert!(h.service_create(&mut c).unwrap().unwrap().is_empty());
-        h.repair_pass([&a]);
-        h.repair_pass([&a]);
-        assert_eq!(h.repair_pass([&a, &c]), (0, 0));
-        assert_eq!(h.repair_pass([&a, &c]), (0, 0));
     }
 }

@@ -22,12 +22,14 @@ pub mod gc;
 pub mod handlers;
 pub mod hooks;
 pub mod impersonation;
+pub mod ipam;
 pub mod logs;
 pub mod managed;
 pub mod metrics;
 pub mod openapi;
 pub mod pki;
 pub mod proto;
+pub mod repair;
 pub mod request;
 pub mod reviews;
 pub mod satoken;
@@ -126,6 +128,13 @@ impl ApiServer {
     /// Builds the server over a store: loads the cache.
     pub async fn new(store: Arc<dyn Store>, config: Config) -> Result<Arc<Self>, svcnet_store::StoreError> {
         let cache = Cache::start(store.clone(), "/").await?;
+        let metrics = metrics::Metrics::default();
+        config
+            .hooks
+            .attach(store.clone(), cache.clone(), metrics.register_allocation());
+        if let Some(ipam) = config.hooks.ipam() {
+            metrics.add_extra(Box::new(move || ipam.gauges()));
+        }
         Ok(Arc::new(ApiServer {
             store,
             cache,
@@ -136,7 +145,7 @@ impl ApiServer {
             kind_hooks: config.hooks,
             ready: AtomicBool::new(false),
             failed_checks: Mutex::new(Vec::new()),
-            metrics: metrics::Metrics::default(),
+            metrics,
             kubelet_egress: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),
             rbac_decoded: authz::DecodedRbac::default(),

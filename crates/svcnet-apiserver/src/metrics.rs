@@ -114,3 +114,110 @@ impl Metrics {
         body
     }
 }
+
+/// Labels of the ClusterIP allocation counters: the range and whether the address was asked for
+/// (`static`) or chosen (`dynamic`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CidrScope {
+    /// The service CIDR.
+    pub cidr: String,
+    /// `static` or `dynamic`.
+    pub scope: String,
+}
+
+/// Labels of the NodePort allocation counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Scope {
+    /// `static` or `dynamic`.
+    pub scope: String,
+}
+
+/// Labels of the repair counters: what the repair loop found (kube's `leak`, `repair`, `outOfRange`,
+/// `duplicate`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorType {
+    /// The kind of problem.
+    pub r#type: String,
+}
+
+/// kube-apiserver's allocator and repair metrics, under its names (`kube_apiserver_clusterip_allocator_*`,
+/// `kube_apiserver_nodeport_allocator_*`, `kube_apiserver_clusterip_repair_*`,
+/// `kube_apiserver_nodeport_repair_*`). The allocated and available gauges are computed when scraped
+/// (`Ipam::gauges`).
+#[derive(Clone, Default)]
+pub struct AllocationMetrics {
+    /// ClusterIPs allocated.
+    pub ip_allocations: Family<CidrScope, Counter>,
+    /// ClusterIP allocations that failed.
+    pub ip_allocation_errors: Family<CidrScope, Counter>,
+    /// NodePorts allocated.
+    pub port_allocations: Family<Scope, Counter>,
+    /// NodePort allocations that failed.
+    pub port_allocation_errors: Family<Scope, Counter>,
+    /// Problems the repair loop found with ClusterIPs.
+    pub ip_repair_errors: Family<ErrorType, Counter>,
+    /// Problems the repair loop found with NodePorts.
+    pub port_repair_errors: Family<ErrorType, Counter>,
+    /// Repair passes that failed.
+    pub repair_reconcile_errors: Counter,
+}
+
+impl AllocationMetrics {
+    /// Counts a repair finding of `type_` for ClusterIPs (`ip`) or NodePorts.
+    pub fn repair(&self, ip: bool, type_: &str, n: usize) {
+        let family = if ip {
+            &self.ip_repair_errors
+        } else {
+            &self.port_repair_errors
+        };
+        family
+            .get_or_create(&ErrorType {
+                r#type: type_.to_string(),
+            })
+            .inc_by(n as u64);
+    }
+}
+
+impl Metrics {
+    /// Registers the allocator metrics on this endpoint and returns their handles.
+    pub fn register_allocation(&self) -> AllocationMetrics {
+        let m = AllocationMetrics::default();
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.register(
+            "kube_apiserver_clusterip_allocator_allocation",
+            "Number of Cluster IPs allocations",
+            m.ip_allocations.clone(),
+        );
+        reg.register(
+            "kube_apiserver_clusterip_allocator_allocation_errors",
+            "Number of errors trying to allocate Cluster IPs",
+            m.ip_allocation_errors.clone(),
+        );
+        reg.register(
+            "kube_apiserver_nodeport_allocator_allocation",
+            "Number of NodePort allocations",
+            m.port_allocations.clone(),
+        );
+        reg.register(
+            "kube_apiserver_nodeport_allocator_allocation_errors",
+            "Number of errors trying to allocate NodePort",
+            m.port_allocation_errors.clone(),
+        );
+        reg.register(
+            "kube_apiserver_clusterip_repair_ip_errors",
+            "Number of errors detected on clusterips by the repair loop broken down by type of error: leak, repair, full, outOfRange, duplicate, unknown, invalid",
+            m.ip_repair_errors.clone(),
+        );
+        reg.register(
+            "kube_apiserver_nodeport_repair_port_errors",
+            "Number of errors detected on ports by the repair loop broken down by type of error: leak, repair, full, outOfRange, duplicate, unknown",
+            m.port_repair_errors.clone(),
+        );
+        reg.register(
+            "kube_apiserver_clusterip_repair_reconcile_errors",
+            "Number of reconciliation failures on the clusterip repair reconcile loop",
+            m.repair_reconcile_errors.clone(),
+        );
+        m
+    }
+}

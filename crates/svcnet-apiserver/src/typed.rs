@@ -2,7 +2,7 @@
 //! bodies are type-checked and pruned by a round trip through it, and the OpenAPI v3 documents are
 //! generated from its schema. Found by the kind's definition, never by its name.
 
-use k8s_openapi::api::{apps, certificates, coordination, core, discovery, rbac};
+use k8s_openapi::api::{apps, certificates, coordination, core, discovery, networking, rbac};
 use schemars::{JsonSchema, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,6 +64,8 @@ static TYPED: &[(&Kind, Typed)] = &[
         &kinds::csr::KIND,
         typed::<certificates::v1::CertificateSigningRequest>(),
     ),
+    (&kinds::servicecidr::KIND, typed::<networking::v1::ServiceCIDR>()),
+    (&kinds::ipaddress::KIND, typed::<networking::v1::IPAddress>()),
 ];
 
 /// The typed form of a resource type, if it has one.

@@ -30,6 +30,8 @@ pub enum NameRule {
     Namespace,
     /// A URL path segment (no `/` or `%`, not `.` or `..`), as RBAC object names are.
     PathSegment,
+    /// An IP address, as IPAddress names are (kube's `ValidateIPAddressName`).
+    IpAddress,
 }
 
 /// What `DELETE` does for one kind.

@@ -2,7 +2,7 @@
 //! `--leader-elect`: every control-plane instance serves the API, but each controller runs only on the
 //! instance holding its Lease (`kube-system/svcnet-endpointslice-controller`, `…-node-controller`,
 //! `…-workload-controller`, `…-serviceaccount-controller`, `…-lb-ipam`, and the API server's own
-//! `…-namespace-controller` and `…-garbage-collector`), so two instances never fight
+//! `…-namespace-controller`, `…-garbage-collector` and `…-allocation-repair`), so two instances never fight
 //! over one object (two EndpointSlices for a Service, two ReplicaSets for a Deployment), and the
 //! controllers spread over the instances.
 //!

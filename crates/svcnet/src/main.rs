@@ -55,6 +55,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process, so the size of its largest variant (`up`'s many flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Start a one-node cluster and write DIR/kubeconfig.
@@ -100,6 +102,14 @@ struct UpArgs {
     /// NodePort range.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// How often the allocation repair loop runs even without changes (it also runs on every change to
+    /// Services, IPAddresses and ServiceCIDRs). Go duration.
+    #[arg(long, default_value = "3m", value_parser = store_args::parse_duration)]
+    allocation_repair_period: std::time::Duration,
+    /// How long an IPAddress or NodePort that no Service holds is left before the repair loop releases
+    /// it (kube-apiserver's 60 s: a request may have allocated it and not yet written its Service).
+    #[arg(long, default_value = "60s", value_parser = store_args::parse_duration)]
+    allocation_leak_grace_period: std::time::Duration,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -721,14 +731,16 @@ async fn up(args: UpArgs) -> Result<()> {
     if let Some(auditor) = auditor {
         server.set_audit(auditor);
     }
-    // Repair: rebuild the allocators from what is stored before anything new is allocated.
-    let services = server.cached_list(svcnet_api_services(), None);
-    hooks.repair(services.iter().map(|s| s.as_ref()));
+    // Every address and port a stored Service holds is made allocated in the store before anything
+    // new is allocated (data written before IPAddresses existed, or migrated).
+    server
+        .adopt_allocations()
+        .await
+        .map_err(|e| anyhow::anyhow!("adopting stored allocations: {e}"))?;
     server
         .bootstrap(addr)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
-    server.spawn_periodic_repair(std::time::Duration::from_secs(180));
     // Several API servers may share an etcd: the `kubernetes` endpoints list every live one.
     let endpoints = args
         .store
@@ -819,6 +831,21 @@ async fn up(args: UpArgs) -> Result<()> {
         leader::wait(gate).await;
         bootstrap_signer.await;
         Ok(())
+    });
+    // The allocation repair and ServiceCIDR loops (kube-apiserver's repair controllers,
+    // kube-controller-manager's servicecidrs controller), gated like the others.
+    let repair = svcnet_apiserver::repair::RepairConfig {
+        period: args.allocation_repair_period,
+        leak_grace: args.allocation_leak_grace_period,
+    };
+    let (gate, repair_server) = (
+        elector.gate(&supervisor, "svcnet-allocation-repair"),
+        server.clone(),
+    );
+    supervisor.spawn("allocation-repair", async move {
+        leader::wait(gate).await;
+        repair_server.spawn_allocation_repair(repair);
+        std::future::pending().await
     });
     let informers = svcnet_controllers::SharedInformers::start(&client);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
@@ -1026,10 +1053,6 @@ async fn up(args: UpArgs) -> Result<()> {
     let _ = stop_serving.send(());
     info!("shutting down");
     outcome
-}
-
-fn svcnet_api_services() -> &'static svcnet_apiserver::ResourceType {
-    svcnet_apiserver::lookup_resource("", "v1", "services").expect("services are served")
 }
 
 fn main() -> Result<()> {

@@ -334,7 +334,7 @@ fn controllers_fail_over_between_instances() {
     ];
     let mut a = Cluster::start_with(SVCNET, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
-    const LEASES: [&str; 8] = [
+    const LEASES: [&str; 9] = [
         "svcnet-workload-controller",
         "svcnet-endpointslice-controller",
         "svcnet-node-controller",
@@ -343,6 +343,7 @@ fn controllers_fail_over_between_instances() {
         "svcnet-garbage-collector",
         "svcnet-certificate-controllers",
         "svcnet-bootstrap-signer",
+        "svcnet-allocation-repair",
     ];
     for lease in LEASES {
         assert!(

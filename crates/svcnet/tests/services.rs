@@ -247,6 +247,20 @@ fn dual_stack_families() {
     assert!(ips[1].as_str().unwrap().starts_with("fd00:96::"));
     let v6 = create(&c, "v6", "  ipFamilies: [IPv6]\n  ports:\n  - port: 80\n");
     assert!(v6["spec"]["clusterIP"].as_str().unwrap().contains(':'));
+    // One default ServiceCIDR for both families, and an IPAddress per address, labelled by family.
+    let cidr = c.get_json(&["servicecidr", "kubernetes"]);
+    assert_eq!(
+        cidr["spec"]["cidrs"],
+        serde_json::json!(["127.96.0.0/16", "fd00:96::/112"])
+    );
+    for (ip, family) in [(&ips[0], "IPv4"), (&ips[1], "IPv6")] {
+        let addr = c.get_json(&["ipaddress", ip.as_str().unwrap()]);
+        assert_eq!(
+            addr["metadata"]["labels"]["ipaddress.kubernetes.io/ip-family"],
+            family
+        );
+        assert_eq!(addr["spec"]["parentRef"]["name"], "pd");
+    }
     let single = Cluster::start(SVCNET);
     let err = single.fail_v(
         "1.33",

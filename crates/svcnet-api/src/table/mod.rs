@@ -118,6 +118,8 @@ static ROWS: &[(&Kind, Rows)] = &[
     (&kinds::rbac::ROLE_BINDING, rows(role_binding_cells)),
     (&kinds::rbac::CLUSTER_ROLE_BINDING, rows(role_binding_cells)),
     (&kinds::csr::KIND, rows(csr_cells)),
+    (&kinds::servicecidr::KIND, rows(service_cidr_cells)),
+    (&kinds::ipaddress::KIND, rows(ip_address_cells)),
 ];
 
 fn printer(group: &str, kind: &str) -> Printer {

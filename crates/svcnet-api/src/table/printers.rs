@@ -687,3 +687,38 @@ pub(super) fn csr_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
         json!(condition),
     ]
 }
+
+/// kube's `printServiceCIDR`: the CIDRs joined with commas.
+pub(super) fn service_cidr_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let cidrs: Vec<&str> = arr_at(obj, &["spec", "cidrs"])
+        .iter()
+        .map(|v| v.as_str().unwrap_or(""))
+        .collect();
+    vec![name(obj), Value::String(cidrs.join(",")), age(obj, now)]
+}
+
+/// kube's `printIPAddress`: the parent as `resource.group/namespace/name` (`services/default/web`).
+pub(super) fn ip_address_cells(obj: &Value, _now: Timestamp) -> Vec<Value> {
+    let parent = match at(obj, &["spec", "parentRef"]) {
+        Some(p) if p.is_object() => {
+            let group = str_at(p, &["group"]);
+            let resource = str_at(p, &["resource"]);
+            // Go's `schema.GroupResource.String()`, lower-cased.
+            let mut s = if group.is_empty() {
+                resource.to_lowercase()
+            } else {
+                format!("{resource}.{group}").to_lowercase()
+            };
+            let ns = str_at(p, &["namespace"]);
+            if !ns.is_empty() {
+                s.push('/');
+                s.push_str(ns);
+            }
+            s.push('/');
+            s.push_str(str_at(p, &["name"]));
+            s
+        }
+        _ => "<none>".to_string(),
+    };
+    vec![name(obj), Value::String(parent)]
+}

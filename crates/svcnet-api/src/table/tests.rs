@@ -1302,3 +1302,32 @@ fn table_empty_lists() {
     let t = table("", "ResourceQuota", &[&cm, &cm], IncludeObject::Metadata, now());
     assert_eq!(t["rows"][1]["cells"], json!(["c", "2024-01-01T00:00:00Z"]));
 }
+
+#[test]
+fn service_cidrs_and_ip_addresses_print_as_kubes() {
+    assert_eq!(
+        names("networking.k8s.io", "IPAddress"),
+        [("Name".to_string(), 0), ("ParentRef".to_string(), 0)]
+    );
+    let cidr = json!({"metadata": {"name": "kubernetes", "creationTimestamp": ago(30)},
+        "spec": {"cidrs": ["10.96.0.0/12", "fd00::/108"]}});
+    assert_eq!(
+        strs(&cells("networking.k8s.io", "ServiceCIDR", &cidr)),
+        ["kubernetes", "10.96.0.0/12,fd00::/108", "30s"]
+    );
+    let ip = |parent: Value| json!({"metadata": {"name": "10.96.0.1"}, "spec": {"parentRef": parent}});
+    let service = ip(json!({"group": "", "resource": "services", "namespace": "default", "name": "web"}));
+    assert_eq!(
+        strs(&cells("networking.k8s.io", "IPAddress", &service)),
+        ["10.96.0.1", "services/default/web"]
+    );
+    let gateway = ip(json!({"group": "gateway.networking.k8s.io", "resource": "Gateways", "name": "gw"}));
+    assert_eq!(
+        strs(&cells("networking.k8s.io", "IPAddress", &gateway)),
+        ["10.96.0.1", "gateways.gateway.networking.k8s.io/gw"]
+    );
+    assert_eq!(
+        strs(&cells("networking.k8s.io", "IPAddress", &ip(Value::Null))),
+        ["10.96.0.1", "<none>"]
+    );
+}

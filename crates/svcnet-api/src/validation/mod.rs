@@ -359,6 +359,22 @@ pub fn name_is_path_segment(name: &str, prefix: bool) -> Vec<String> {
     errs
 }
 
+/// kube's `ValidateIPAddressName`: an IPAddress is named by its address, in canonical form so that one
+/// address has exactly one name (and one object) whatever way it is written.
+pub fn name_is_ip_address(name: &str, _prefix: bool) -> Vec<String> {
+    match parse_ip_sloppy(name) {
+        None => vec!["must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".to_string()],
+        Some(ip) => {
+            let canonical = ip.to_string();
+            if canonical == name {
+                Vec::new()
+            } else {
+                vec![format!("must be in canonical form ({canonical:?})")]
+            }
+        }
+    }
+}
+
 /// `NameIsDNSLabel`: the name format of Namespaces (RFC 1123 label).
 pub fn name_is_dns_label(name: &str, prefix: bool) -> Vec<String> {
     if prefix {

@@ -124,7 +124,7 @@ impl ApiServer {
                 .await?
             {
                 Ok(rev) => {
-                    self.release(rt, obj, None);
+                    self.release(rt, obj, None).await;
                     let mut last = obj.clone();
                     Self::stamp(&mut last, rev);
                     // kube answers a delete with the deleted object for most kinds.

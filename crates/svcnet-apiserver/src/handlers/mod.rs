@@ -114,7 +114,7 @@ const NAMESPACE_TERMINATING: &str = "is being terminated";
 /// Attempts at an unconditional update or patch before giving up on a hot object.
 const RETRIES: usize = 16;
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -176,8 +176,8 @@ impl ApiServer {
     }
 
     /// Releases what `obj` holds beyond itself that `keep` does not (the kind's strategy decides).
-    fn release(&self, rt: &ResourceType, obj: &Value, keep: Option<&Value>) {
-        strategy::of(rt).release(obj, keep, &self.kind_hooks);
+    async fn release(&self, rt: &ResourceType, obj: &Value, keep: Option<&Value>) {
+        strategy::of(rt).release(obj, keep, &self.kind_hooks).await;
     }
 
     fn stamp(obj: &mut Value, revision: Revision) {
@@ -277,7 +277,9 @@ impl ApiServer {
                 meta_mut(&mut candidate).insert("name".into(), json!(format!("{g}{}", random_suffix())));
             }
             let name = meta_str(&candidate, "name").unwrap_or_default().to_string();
-            let errs = strategy::of(rt).admit_create(rt, &mut candidate, &self.kind_hooks)?;
+            let errs = strategy::of(rt)
+                .admit_create(rt, &mut candidate, &self.kind_hooks, ctx.dry_run)
+                .await?;
             if !errs.is_empty() {
                 return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
             }
@@ -286,11 +288,10 @@ impl ApiServer {
             }
             let key = object_key(rt, ns.as_deref(), &name);
             if ctx.dry_run {
+                // A dry run reserved nothing, so there is nothing to release.
                 if self.cache.get(&key).is_some() {
-                    self.release(rt, &candidate, None);
                     return Err(ApiError::already_exists(rt, &name));
                 }
-                self.release(rt, &candidate, None);
                 return Ok(Reply {
                     code: 201,
                     body: candidate,
@@ -317,13 +318,19 @@ impl ApiServer {
                     });
                 }
                 Ok(Err(_)) => {
-                    self.release(rt, &candidate, None);
+                    self.release(rt, &candidate, None).await;
                     if has_name || generate.is_none() || attempt == 7 {
                         return Err(ApiError::already_exists(rt, &name));
                     }
                 }
                 Err(e) => {
-                    self.release(rt, &candidate, None);
+                    // Out of space and too large are refusals: nothing was written. Otherwise the store
+                    // could not say whether the write happened (a timeout, a lost connection), and
+                    // releasing could free what a stored object holds for another object to take;
+                    // kept, it is at worst a leak, which the repair loop releases once no object holds it.
+                    if e.code == 507 || e.code == 413 {
+                        self.release(rt, &candidate, None).await;
+                    }
                     return Err(e);
                 }
             }
@@ -461,13 +468,16 @@ impl ApiServer {
         if let Some(user) = &ctx.user {
             self.admit_rbac_write(user, rt, &new, Some(old))?;
         }
-        let errs = strategy::of(rt).admit_update(
-            rt,
-            ctx.route.subresource.as_deref(),
-            &mut new,
-            old,
-            &self.kind_hooks,
-        )?;
+        let errs = strategy::of(rt)
+            .admit_update(
+                rt,
+                ctx.route.subresource.as_deref(),
+                &mut new,
+                old,
+                &self.kind_hooks,
+                ctx.dry_run,
+            )
+            .await?;
         if !errs.is_empty() {
             return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
         }
@@ -480,13 +490,12 @@ impl ApiServer {
         // is written to it meanwhile (its status as the containers stop, a label).
         let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp")) && !grace_pending(old);
         if ctx.dry_run {
-            self.release(rt, &new, Some(old));
             return Ok(Some(Reply::ok(new)));
         }
         // A write that changes nothing is not written (no resourceVersion churn, no watch event),
         // unless it is the write that lets a pending deletion finish.
         if comparable(&new) == comparable(old) && !(deleting && finalizers_gone) {
-            self.release(rt, &new, Some(old));
+            self.release(rt, &new, Some(old)).await;
             return Ok(Some(Reply::ok(old.clone())));
         }
         if let Some(m) = &ctx.manager {
@@ -503,7 +512,7 @@ impl ApiServer {
                 .await?
             {
                 Ok(rev) => {
-                    self.release(rt, old, None);
+                    self.release(rt, old, None).await;
                     Self::stamp(&mut new, rev);
                     Ok(Some(Reply::ok(new)))
                 }
@@ -521,12 +530,12 @@ impl ApiServer {
             .await?
         {
             Ok(rev) => {
-                self.release(rt, old, Some(&new));
+                self.release(rt, old, Some(&new)).await;
                 Self::stamp(&mut new, rev);
                 Ok(Some(Reply::ok(new)))
             }
             Err(_) => {
-                self.release(rt, &new, Some(old));
+                self.release(rt, &new, Some(old)).await;
                 if conditional {
                     Err(ApiError::conflict(rt, &name))
                 } else {

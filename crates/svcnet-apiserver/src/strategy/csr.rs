@@ -128,14 +128,34 @@ impl Strategy for Csr {
         errs
     }
 
-    fn admit_update(
+    fn admit_update<'a>(
+        &'a self,
+        rt: &'a svcnet_api::resources::ResourceType,
+        subresource: Option<&'a str>,
+        new: &'a mut Value,
+        old: &'a Value,
+        _hooks: &'a crate::hooks::KindHooks,
+        _dry_run: bool,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<FieldError>, crate::errors::ApiError>> {
+        Box::pin(std::future::ready(Ok(self.update_errors(
+            rt,
+            subresource,
+            new,
+            old,
+        ))))
+    }
+}
+
+impl Csr {
+    /// kube's update validation of a CSR: conditions only added through `/approval` (Approved, Denied)
+    /// or by the signer (Failed), never removed; the certificate written once, through `/status`.
+    fn update_errors(
         &self,
         rt: &svcnet_api::resources::ResourceType,
         subresource: Option<&str>,
         new: &mut Value,
         old: &Value,
-        _hooks: &crate::hooks::KindHooks,
-    ) -> Result<Vec<FieldError>, crate::errors::ApiError> {
+    ) -> Vec<FieldError> {
         let mut errs = super::validate_update(rt, self, new, old);
         let find = |o: &Value, t: &str| -> Vec<Value> {
             o.pointer("/status/conditions")
@@ -186,7 +206,7 @@ impl Strategy for Csr {
                 ));
             }
         }
-        Ok(errs)
+        errs
     }
 }
 

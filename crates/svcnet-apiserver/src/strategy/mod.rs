@@ -7,6 +7,7 @@
 //! [`svcnet_kinds::Rules`] (name rule, generation tracking, delete behaviour), never a match on the
 //! kind's name.
 
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value, json};
 use svcnet_api::field::{BadValue, FieldError, Path};
@@ -20,6 +21,7 @@ use crate::hooks::KindHooks;
 
 mod csr;
 mod namespace;
+mod networking;
 mod pod;
 mod secret;
 mod service;
@@ -58,32 +60,42 @@ pub trait Strategy: Sync {
     }
 
     /// Validates a new object completely (metadata included, every error at once) and reserves what
-    /// it holds beyond itself; on errors nothing stays reserved. Field errors become a 422.
-    fn admit_create(
-        &self,
-        rt: &ResourceType,
-        obj: &mut Value,
-        _hooks: &KindHooks,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        Ok(validate_create(rt, self, obj))
+    /// it holds beyond itself; on errors nothing stays reserved, and a dry run reserves nothing. Field
+    /// errors become a 422.
+    fn admit_create<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        obj: &'a mut Value,
+        _hooks: &'a KindHooks,
+        _dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
+        Box::pin(std::future::ready(Ok(validate_create(rt, self, obj))))
     }
 
     /// As [`Strategy::admit_create`], for an update of `old` to `new` (of the main resource, or of
     /// `subresource`).
-    fn admit_update(
-        &self,
-        rt: &ResourceType,
-        _subresource: Option<&str>,
-        new: &mut Value,
-        old: &Value,
-        _hooks: &KindHooks,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        Ok(validate_update(rt, self, new, old))
+    fn admit_update<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        _subresource: Option<&'a str>,
+        new: &'a mut Value,
+        old: &'a Value,
+        _hooks: &'a KindHooks,
+        _dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
+        Box::pin(std::future::ready(Ok(validate_update(rt, self, new, old))))
     }
 
     /// Releases what `obj` holds that `keep` does not (all of it when `keep` is `None`): after a
     /// delete, a failed write, or an update that dropped something.
-    fn release(&self, _obj: &Value, _keep: Option<&Value>, _hooks: &KindHooks) {}
+    fn release<'a>(
+        &'a self,
+        _obj: &'a Value,
+        _keep: Option<&'a Value>,
+        _hooks: &'a KindHooks,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Reads an object from the server's cache: resource type, namespace, name.
@@ -104,6 +116,8 @@ static STRATEGIES: &[(&Kind, &dyn Strategy)] = &[
     (&kinds::replicaset::KIND, &workload::REPLICA_SET),
     (&kinds::daemonset::KIND, &workload::DAEMON_SET),
     (&kinds::csr::KIND, &csr::Csr),
+    (&kinds::servicecidr::KIND, &networking::ServiceCidr),
+    (&kinds::ipaddress::KIND, &networking::IpAddress),
 ];
 
 /// The strategy of a served resource type.
@@ -195,6 +209,7 @@ fn name_rule(rt: &ResourceType) -> validation::NameValidator {
         NameRule::Namespace => validation::validate_namespace_name,
         NameRule::DnsSubdomain => validation::name_is_dns_subdomain,
         NameRule::PathSegment => validation::name_is_path_segment,
+        NameRule::IpAddress => validation::name_is_ip_address,
     }
 }
 

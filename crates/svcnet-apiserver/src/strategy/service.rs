@@ -2,6 +2,7 @@
 //! allocates (it has service CIDRs), defaulting, ClusterIP/NodePort allocation and validation run in
 //! one pass in [`KindHooks`], so every error is reported at once as kube-apiserver does.
 
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use svcnet_api::field::FieldError;
 use svcnet_api::resources::ResourceType;
@@ -20,33 +21,44 @@ impl Strategy for Service {
         }
     }
 
-    fn admit_create(
-        &self,
-        rt: &ResourceType,
-        obj: &mut Value,
-        hooks: &KindHooks,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        match hooks.service_create(obj) {
-            Some(res) => res,
-            None => Ok(super::validate_create(rt, self, obj)),
-        }
+    fn admit_create<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        obj: &'a mut Value,
+        hooks: &'a KindHooks,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
+        Box::pin(async move {
+            match hooks.service_create(obj, dry_run).await {
+                Some(res) => res,
+                None => Ok(super::validate_create(rt, self, obj)),
+            }
+        })
     }
 
-    fn admit_update(
-        &self,
-        rt: &ResourceType,
-        subresource: Option<&str>,
-        new: &mut Value,
-        old: &Value,
-        hooks: &KindHooks,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        match hooks.service_update(subresource, new, old) {
-            Some(res) => res,
-            None => Ok(super::validate_update(rt, self, new, old)),
-        }
+    fn admit_update<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        subresource: Option<&'a str>,
+        new: &'a mut Value,
+        old: &'a Value,
+        hooks: &'a KindHooks,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
+        Box::pin(async move {
+            match hooks.service_update(subresource, new, old, dry_run).await {
+                Some(res) => res,
+                None => Ok(super::validate_update(rt, self, new, old)),
+            }
+        })
     }
 
-    fn release(&self, obj: &Value, keep: Option<&Value>, hooks: &KindHooks) {
-        hooks.service_release(obj, keep);
+    fn release<'a>(
+        &'a self,
+        obj: &'a Value,
+        keep: Option<&'a Value>,
+        hooks: &'a KindHooks,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(hooks.service_release(obj, keep))
     }
 }

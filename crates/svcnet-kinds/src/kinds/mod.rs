@@ -18,6 +18,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod event;
+pub mod ipaddress;
 pub mod lease;
 pub mod meta;
 pub mod namespace;
@@ -28,6 +29,7 @@ pub mod replicaset;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
+pub mod servicecidr;
 pub mod workload;
 
 /// Everything one resource kind is.
@@ -70,6 +72,8 @@ pub static KINDS: &[&Kind] = &[
     &rbac::ROLE_BINDING,
     &rbac::CLUSTER_ROLE_BINDING,
     &csr::KIND,
+    &servicecidr::KIND,
+    &ipaddress::KIND,
 ];
 
 /// The category `all` that `kubectl get all` lists.
