@@ -343,13 +343,17 @@ impl ApiServer {
     pub(crate) fn authenticate_token(&self, token: &str) -> Option<authn::UserInfo> {
         self.tokens
             .lookup(token)
-            .or_else(|| {
-                authn::constant_time_eq(token, &logs::log_credential(self.tokens.admin()))
-                    .then(|| authn::UserInfo::new(authn::KUBELET_CLIENT_USER, &[]))
-            })
+            .or_else(|| self.kubelet_client_credential(token))
             .or_else(|| self.authenticate_service_account(token))
             .or_else(|| self.authenticate_bootstrap_token(token))
             .map(authn::UserInfo::authenticated)
+    }
+
+    /// The user of the credential this server shows node agents (`pods/log`, exec): kube's
+    /// `kube-apiserver-kubelet-client`, with no RBAC rights of its own.
+    pub(crate) fn kubelet_client_credential(&self, token: &str) -> Option<authn::UserInfo> {
+        authn::constant_time_eq(token, &logs::log_credential(self.tokens.admin()))
+            .then(|| authn::UserInfo::new(authn::KUBELET_CLIENT_USER, &[]))
     }
 
     /// Handles one HTTP request from a connection without a client certificate.
@@ -692,11 +696,11 @@ impl ApiServer {
                 Err(e) => Err(e),
             },
             (Method::PATCH, true) => self.patch(&ctx, &content_type, &body).await,
-            (Method::DELETE, true) => match delete_options(&content_type, &body) {
+            (Method::DELETE, true) => match delete_options(&content_type, &body, &params) {
                 Ok(o) => self.delete(&ctx, o).await,
                 Err(e) => Err(e),
             },
-            (Method::DELETE, false) => match delete_options(&content_type, &body) {
+            (Method::DELETE, false) => match delete_options(&content_type, &body, &params) {
                 Ok(o) => self.delete_collection(&ctx, o).await,
                 Err(e) => Err(e),
             },
@@ -706,11 +710,30 @@ impl ApiServer {
     }
 }
 
-fn delete_options(content_type: &str, body: &[u8]) -> Result<Option<Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let v = decode::parse_body(Some(content_type), body)?;
+/// The request's DeleteOptions: its body, or without one its query (`?gracePeriodSeconds=0`, as client
+/// libraries send them), as kube-apiserver reads them.
+fn delete_options(content_type: &str, body: &[u8], params: &Params) -> Result<Option<Value>, ApiError> {
+    let v = if body.iter().all(u8::is_ascii_whitespace) {
+        let mut o = serde_json::Map::new();
+        if let Some(g) = params.get("gracePeriodSeconds") {
+            let g: i64 = g
+                .parse()
+                .map_err(|_| ApiError::bad_request("gracePeriodSeconds must be an integer"))?;
+            o.insert("gracePeriodSeconds".into(), json!(g));
+        }
+        if let Some(p) = params.get("propagationPolicy") {
+            o.insert("propagationPolicy".into(), json!(p));
+        }
+        if let Some(b) = params.get("orphanDependents") {
+            o.insert("orphanDependents".into(), json!(b == "true"));
+        }
+        if o.is_empty() {
+            return Ok(None);
+        }
+        Value::Object(o)
+    } else {
+        decode::parse_body(Some(content_type), body)?
+    };
     if !v.is_object() {
         return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
     }

@@ -158,10 +158,12 @@ impl ApiServer {
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .filter(|a: &Vec<String>| !a.is_empty())
             .unwrap_or_else(|| vec![crate::satoken::ISSUER.to_string()]);
-        // Static and bootstrap tokens are not bound to an audience: they are valid for any asked.
+        // Static and bootstrap tokens, and the credential this server shows node agents (which a node
+        // without the cluster token checks this way), are not bound to an audience: valid for any asked.
         let found = match self
             .tokens
             .lookup(token)
+            .or_else(|| self.kubelet_client_credential(token))
             .or_else(|| self.authenticate_bootstrap_token(token))
         {
             Some(u) => Some((u, asked)),

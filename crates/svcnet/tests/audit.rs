@@ -23,6 +23,10 @@ rules:
 # Discovery: nothing.
 - level: None
   nonResourceURLs: ["/api", "/api/*", "/apis", "/apis/*", "/openapi/*"]
+# The control plane's own traffic (it runs as the admin; its bootstrap signer reads and writes a
+# ConfigMap): nothing.
+- level: None
+  users: [svcnet-admin]
 # One ConfigMap by name: everything, from the response on.
 - level: RequestResponse
   resources: [{group: "", resources: [configmaps], resourceNames: [settings]}]
@@ -35,9 +39,6 @@ rules:
 # Other ConfigMap requests: the request body.
 - level: Request
   resources: [{group: "", resources: [configmaps]}]
-# The control plane's own traffic (it runs as the admin): nothing.
-- level: None
-  users: [svcnet-admin]
 # Everything else: metadata.
 - level: Metadata
 "#;

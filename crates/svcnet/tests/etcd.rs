@@ -307,7 +307,13 @@ fn deployment(name: &str) -> String {
 }
 
 fn lease_holder(c: &Cluster, lease: &str) -> String {
-    let lease = c.get_json(&["lease", "-n", "kube-system", lease]);
+    // Not there yet (its controller has not started leading) is no holder, not a failure.
+    let out = c.kubectl_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["get", "lease", "-n", "kube-system", lease, "-o", "json"],
+        None,
+    );
+    let lease: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     lease["spec"]["holderIdentity"]
         .as_str()
         .unwrap_or_default()

@@ -26,10 +26,13 @@ impl ApiServer {
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(rt, &name))?;
             check_preconditions(rt, &name, &opts, &cur)?;
-            if rules.grace_period
-                && let Some(reply) = self.delete_pod_gracefully(ctx, &cur, &opts).await?
-            {
-                return Ok(reply);
+            if rules.grace_period {
+                match self.delete_pod_gracefully(ctx, &cur, &opts).await? {
+                    Graceful::Done(reply) => return Ok(reply),
+                    // Someone (the node writing the pod's status) wrote it in between: read it again.
+                    Graceful::Raced => continue,
+                    Graceful::Immediate => {}
+                }
             }
             let obj = &cur.object();
             let has_finalizers = meta(obj)
@@ -149,7 +152,7 @@ impl ApiServer {
         ctx: &WriteCtx<'_>,
         cur: &Cached,
         opts: &Value,
-    ) -> Result<Option<Reply>, ApiError> {
+    ) -> Result<Graceful, ApiError> {
         let pod = &cur.object();
         let scheduled = pod
             .pointer("/spec/nodeName")
@@ -169,14 +172,14 @@ impl ApiServer {
             .unwrap_or(30)
             .max(0);
         if grace == 0 || !scheduled || phase == "Succeeded" || phase == "Failed" {
-            return Ok(None);
+            return Ok(Graceful::Immediate);
         }
         let current = pod
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64);
         if pod.pointer("/metadata/deletionTimestamp").is_some() && current.is_some_and(|c| c <= grace) {
             // Already terminating at least as fast as asked: nothing to change.
-            return Ok(Some(Reply::ok(pod.clone())));
+            return Ok(Graceful::Done(Reply::ok(pod.clone())));
         }
         let mut marked = pod.clone();
         let at = jiff::Timestamp::now()
@@ -191,7 +194,7 @@ impl ApiServer {
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
         if ctx.dry_run {
-            return Ok(Some(Reply::ok(marked)));
+            return Ok(Graceful::Done(Reply::ok(marked)));
         }
         let bytes = Bytes::from(serde_json::to_vec(&marked).map_err(ApiError::internal)?);
         match self
@@ -204,12 +207,9 @@ impl ApiServer {
         {
             Ok(rev) => {
                 Self::stamp(&mut marked, rev);
-                Ok(Some(Reply::ok(marked)))
+                Ok(Graceful::Done(Reply::ok(marked)))
             }
-            Err(_) => Err(ApiError::conflict(
-                ctx.route.rt,
-                meta_str(pod, "name").unwrap_or_default(),
-            )),
+            Err(_) => Ok(Graceful::Raced),
         }
     }
 
@@ -289,4 +289,14 @@ fn check_preconditions(rt: &ResourceType, name: &str, opts: &Value, cur: &Cached
         }
     }
     Ok(())
+}
+
+/// What the graceful deletion of a pod did.
+enum Graceful {
+    /// Marked (or already terminating): this is the answer.
+    Done(Reply),
+    /// The pod changed since it was read: try again with the current one.
+    Raced,
+    /// No grace applies: delete it now.
+    Immediate,
 }
