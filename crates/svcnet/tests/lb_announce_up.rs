@@ -12,7 +12,9 @@
 //! `a`'s TCP connections to both addresses are refused by the node's kernel (they are local there);
 //! deleting the Service stops every answer and removes the node's local
 //! routes for them. A second test leaves `--lb-interfaces` out: `up --pod-network netns` with its API
-//! (and so its node address) on eth0 announces there by default, and not on eth1.
+//! (and so its node address) on eth0 announces there by default, and not on eth1. A third makes the
+//! client deaf to the takeover's first announcements (nftables on its ingress) and checks that a later
+//! one still moves its entries.
 //!
 //! Every frame stays inside the namespaces the test creates. Without root (or without iproute2 or
 //! python3) the test says it is skipped and passes.
@@ -306,4 +308,97 @@ fn up_with_the_netns_pod_network_announces_on_its_node_address_interface() {
         answers(&clients[0].name, VIP4, CLIENT4)
     );
     assert_eq!(answers(&clients[1].name, VIP4, CLIENT4), "", "ARP on eth1");
+}
+
+/// The client's ingress drops ARP requests (a gratuitous ARP is one) and neighbour advertisements
+/// while it is loaded, counting them.
+const MUTE: &str = r#"table netdev svcnet-test-mute {
+  chain ingress {
+    type filter hook ingress device "eth0" priority 0; policy accept;
+    arp operation request counter drop
+    icmpv6 type nd-neighbor-advert counter drop
+  }
+}"#;
+
+/// A client that cannot hear a takeover's first gratuitous ARP and unsolicited neighbour advertisement
+/// (here its ingress drops them for a while; a link just come up, whose IPv6 the kernel has not
+/// configured yet, or a switch still learning does the same) is still moved by a later one: the new
+/// holder repeats them a second apart for seconds rather than in one burst.
+#[test]
+fn a_client_that_misses_the_first_announcements_is_moved_by_a_later_one() {
+    if skip() {
+        return;
+    }
+    if !have("nft", "--version") {
+        eprintln!("skipped: needs nft");
+        return;
+    }
+    let (ns, clients, macs) = network(1);
+    let a = &clients[0];
+    let c = Cluster::start_in_netns(
+        SVCNET,
+        &ns.node.name,
+        &[
+            "--node-name",
+            "edge-node",
+            "--pod-network",
+            "netns",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12,fd96::/112",
+            "--proxy-mode",
+            "none",
+            "--lb-pool",
+            "172.31.0.200-172.31.0.210",
+            "--lb-pool",
+            "fd31::200-fd31::20f",
+            "--lb-interfaces",
+            "eth0",
+        ],
+    );
+    for ip in [VIP4, VIP6] {
+        a.ip(&[
+            "neigh", "replace", ip, "lladdr", STALE_MAC, "dev", "eth0", "nud", "stale",
+        ]);
+    }
+    a.exec_with_input(&["nft", "-f", "-"], Some(MUTE));
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(SERVICE),
+    );
+    // Both counters move: the takeover's first announcements were sent, and lost.
+    let dropped = || {
+        let rules = a.exec(&["nft", "list", "table", "netdev", "svcnet-test-mute"]);
+        let counted = |what: &str| {
+            rules
+                .lines()
+                .any(|l| l.contains(what) && !l.contains("counter packets 0 "))
+        };
+        counted("arp operation request") && counted("nd-neighbor-advert")
+    };
+    assert!(
+        eventually(WAIT, dropped),
+        "no announcement reached the client: {}\n{}",
+        a.exec(&["nft", "list", "table", "netdev", "svcnet-test-mute"]),
+        c.log()
+    );
+    // Deaf for half a second more: a burst sent at the takeover is over by then.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        neighbour(a, VIP4).contains(STALE_MAC) && neighbour(a, VIP6).contains(STALE_MAC),
+        "an entry moved while nothing could reach it: {:?} / {:?}",
+        neighbour(a, VIP4),
+        neighbour(a, VIP6)
+    );
+    a.exec(&["nft", "delete", "table", "netdev", "svcnet-test-mute"]);
+    assert!(
+        eventually(Duration::from_secs(5), || neighbour(a, VIP4).contains(&macs[0])
+            && neighbour(a, VIP6).contains(&macs[0])),
+        "no later announcement moved the client's entries: {:?} / {:?} (want {})",
+        neighbour(a, VIP4),
+        neighbour(a, VIP6),
+        macs[0]
+    );
 }
