@@ -16,6 +16,10 @@
 //! client deaf to the takeover's first announcements (nftables on its ingress) and checks that a later
 //! one still moves its entries.
 //!
+//! The clients' links have IPv6 configured before anything is announced (as a client that talked to
+//! a previous holder has): on a veth just come up it can take the kernel a second or more, and until
+//! then an advertisement to all nodes has no route there and is dropped.
+//!
 //! Every frame stays inside the namespaces the test creates. Without root (or without iproute2 or
 //! python3) the test says it is skipped and passes.
 
@@ -95,6 +99,13 @@ fn network(n: usize) -> (Namespaces, Vec<Netns>, Vec<String>) {
     // The node's address on eth0 only: the segment it routes replies to.
     node.ip(&["addr", "add", "172.31.0.1/24", "dev", "eth0"]);
     node.addr6("fd31::1/64", "eth0");
+    // Every link's IPv6 configured, as on a client that talked to a previous holder: until the kernel
+    // has seen a new veth up, multicast to it has no route and the takeover's advertisements would only
+    // be heard from the second one on.
+    for (i, client) in clients.iter().enumerate() {
+        node.wait_ipv6_ready(&format!("eth{i}"));
+        client.wait_ipv6_ready("eth0");
+    }
     let macs: Vec<String> = (0..n).map(|i| mac(node, &format!("eth{i}"))).collect();
     (ns, clients, macs)
 }
