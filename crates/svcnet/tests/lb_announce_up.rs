@@ -6,7 +6,8 @@
 //! segment each, all with the same dual-stack subnet 172.31.0.0/24 and fd31::/64), and is told
 //! `--lb-interfaces eth0,eth2`. A dual-stack LoadBalancer Service asks for 172.31.0.200 and fd31::200.
 //! It checks: the node holds the Service's Lease; on taking it, it sends a gratuitous ARP and an
-//! unsolicited neighbour advertisement (a capture in `a` sees both, to all nodes, Override set) which
+//! unsolicited neighbour advertisement (a capture in `a` sees both, to all nodes, Override set, the
+//! advertisement from the link's link-local address) which
 //! replace the stale neighbour entries `a` had for both addresses with the node's MAC; ARP requests and
 //! neighbour solicitations are answered on eth0 and eth2 with each link's own MAC and never on eth1;
 //! `a`'s TCP connections to both addresses are refused by the node's kernel (they are local there);
@@ -14,14 +15,15 @@
 //! routes for them. A second test leaves `--lb-interfaces` out: `up --pod-network netns` with its API
 //! (and so its node address) on eth0 announces there by default, and not on eth1. A third makes the
 //! client deaf to the takeover's first announcements (nftables on its ingress) and checks that a later
-//! one still moves its entries.
+//! one still moves its entries. A fourth starts the agent while the node's link has no link-local
+//! address and checks that the advertisements come from the one the link has when they are sent.
 //!
 //! The clients' links have IPv6 configured before anything is announced (as a client that talked to
 //! a previous holder has): on a veth just come up it can take the kernel a second or more, and until
 //! then an advertisement to all nodes has no route there and is dropped.
 //!
 //! Every frame stays inside the namespaces the test creates. Without root (or without iproute2 or
-//! python3) the test says it is skipped and passes.
+//! python3; the third also nft) a test says it is skipped and passes.
 
 use std::time::Duration;
 
@@ -50,6 +52,15 @@ const SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
 fn mac(ns: &Netns, dev: &str) -> String {
     ns.exec(&["cat", &format!("/sys/class/net/{dev}/address")])
         .trim()
+        .to_string()
+}
+
+/// The IPv6 link-local address of `dev` in `ns`.
+fn link_local(ns: &Netns, dev: &str) -> String {
+    let out = ns.exec(&["ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link"]);
+    let addr = out.split_whitespace().skip_while(|w| *w != "inet6").nth(1);
+    addr.and_then(|a| a.split('/').next())
+        .unwrap_or_default()
         .to_string()
 }
 
@@ -198,11 +209,12 @@ fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
         "no gratuitous ARP for {VIP4} from {}: {seen:?}",
         macs[0]
     );
-    // To all nodes, Override set (0x20), not Solicited.
+    // To all nodes, Override set (0x20), not Solicited, from the link's link-local address.
+    let source = link_local(node, "eth0");
     assert!(
         seen.iter()
-            .any(|l| *l == format!("na {VIP6} {} 20 ff02::1", macs[0])),
-        "no unsolicited neighbour advertisement for {VIP6} from {}: {seen:?}",
+            .any(|l| *l == format!("na {VIP6} {} 20 ff02::1 {source}", macs[0])),
+        "no unsolicited neighbour advertisement for {VIP6} from {} ({source}): {seen:?}",
         macs[0]
     );
 
@@ -411,5 +423,75 @@ fn a_client_that_misses_the_first_announcements_is_moved_by_a_later_one() {
         neighbour(a, VIP4),
         neighbour(a, VIP6),
         macs[0]
+    );
+}
+
+/// The unsolicited advertisements come from the link-local address the interface has when they are
+/// sent (RFC 4861: one of the interface's own addresses), even when it had none yet when the agent
+/// started, rather than from the announced address itself.
+#[test]
+fn advertisements_come_from_the_link_local_address_the_link_has_when_sent() {
+    if skip() {
+        return;
+    }
+    let (ns, clients, macs) = network(1);
+    let (node, a) = (&ns.node, &clients[0]);
+    // No link-local address while the agent starts.
+    node.ip(&["-6", "addr", "flush", "dev", "eth0", "scope", "link"]);
+    let c = Cluster::start_in_netns(
+        SVCNET,
+        &node.name,
+        &[
+            "--node-name",
+            "edge-node",
+            "--pod-network",
+            "netns",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12,fd96::/112",
+            "--proxy-mode",
+            "none",
+            "--lb-pool",
+            "172.31.0.200-172.31.0.210",
+            "--lb-pool",
+            "fd31::200-fd31::20f",
+            "--lb-interfaces",
+            "eth0",
+        ],
+    );
+    assert!(
+        eventually(WAIT, || c.log().contains("answering ARP and NDP")),
+        "the responder did not start:\n{}",
+        c.log()
+    );
+    node.addr6("fe80::1/64", "eth0");
+    a.ip(&[
+        "neigh", "replace", VIP6, "lladdr", STALE_MAC, "dev", "eth0", "nud", "stale",
+    ]);
+    let capture = Capture::start(&a.name);
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(SERVICE),
+    );
+    assert!(
+        eventually(WAIT, || neighbour(a, VIP6).contains(&macs[0])),
+        "the client's entry was not updated: {:?} (want {})\n{}",
+        neighbour(a, VIP6),
+        macs[0],
+        c.log()
+    );
+    let seen = capture.finish();
+    let nas: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with(&format!("na {VIP6} ")))
+        .collect();
+    assert!(
+        !nas.is_empty()
+            && nas
+                .iter()
+                .all(|l| **l == format!("na {VIP6} {} 20 ff02::1 fe80::1", macs[0])),
+        "want every advertisement from fe80::1: {seen:?}"
     );
 }
