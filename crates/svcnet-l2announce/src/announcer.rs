@@ -59,9 +59,13 @@ use crate::{L2Config, LEASE_LABEL, MANAGER};
 pub const REASON: &str = "nodeAssigned";
 /// The annotation on a LoadBalancer Service naming the node that answers for its IPs.
 pub const NODE_ANNOTATION: &str = "svcnet.io/lb-announcing-node";
-/// How many gratuitous ARPs (unsolicited neighbour advertisements) a new holder sends per IP (one per
-/// tick): one may be lost.
-const GARPS: u8 = 3;
+/// How many gratuitous ARPs (unsolicited neighbour advertisements) a new holder sends per IP, and how
+/// far apart. Spread over seconds, as MetalLB (every 1.1 s for 5 s) and keepalived do, not sent in one
+/// burst: a neighbour that cannot hear them for a moment (its link just came up and its IPv6 stack is
+/// not configured yet, so multicast to all nodes has no route there and is dropped; a switch still
+/// learning; a lost frame) still hears a later one.
+const GARPS: u8 = 5;
+const GARP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The Lease of Service `name`.
 pub fn lease_name(service: &str) -> String {
@@ -89,7 +93,8 @@ struct Held {
     renewed: Instant,
     /// The last attempt.
     wrote: Instant,
-    garps_left: u8,
+    /// The announcements still to send, by address: how many, and when the next is due.
+    announce: BTreeMap<IpAddr, (u8, Instant)>,
     /// The group's Services that were told (by a `nodeAssigned` Event) that this node announces them,
     /// and the addresses announced: a Service or an address joining a held group gets its Event and
     /// its gratuitous ARP too.
@@ -353,12 +358,12 @@ impl Announcer {
                     }
                 }
                 want.extend(ips.iter().copied());
-                if h.garps_left > 0 {
-                    h.garps_left -= 1;
-                    garps.extend(ips.iter().copied());
-                } else {
-                    garps.extend(ips.difference(&h.ips).copied());
+                // An address joining a held group is announced like one taken over.
+                for ip in ips.difference(&h.ips) {
+                    h.announce.insert(*ip, (GARPS, now));
                 }
+                h.announce.retain(|ip, _| ips.contains(ip));
+                due_announcements(&mut h.announce, now, &mut garps);
                 h.ips.clone_from(ips);
                 h.told.retain(|k| group.services.contains(k));
                 for member in &group.services {
@@ -435,7 +440,10 @@ impl Announcer {
                         lease: l,
                         renewed: took,
                         wrote: took,
-                        garps_left: GARPS - 1,
+                        announce: ips
+                            .iter()
+                            .map(|ip| (*ip, (GARPS - 1, took + GARP_INTERVAL)))
+                            .collect(),
                         told: group.services.iter().cloned().collect(),
                         ips: ips.clone(),
                     });
@@ -591,6 +599,19 @@ impl Announcer {
     }
 }
 
+/// Moves into `out` the addresses whose next announcement is due at `now`, schedules their next one
+/// [`GARP_INTERVAL`] later and forgets those announced often enough.
+fn due_announcements(schedule: &mut BTreeMap<IpAddr, (u8, Instant)>, now: Instant, out: &mut Vec<IpAddr>) {
+    schedule.retain(|ip, (left, next)| {
+        if now >= *next {
+            out.push(*ip);
+            *left = left.saturating_sub(1);
+            *next = now + GARP_INTERVAL;
+        }
+        *left > 0
+    });
+}
+
 /// The `nodeAssigned` Event's message for `member` of `group`, which node `me` now announces on
 /// `interfaces` (taking over from `prev`).
 fn assigned_message(me: &str, interfaces: &str, group: &Group, member: &Key, prev: Option<&str>) -> String {
@@ -614,4 +635,31 @@ fn assigned_message(me: &str, interfaces: &str, group: &Group, member: &Key, pre
         format!("; shared with {}", others.join(", "))
     };
     format!("announcing {ip_list} from node {me:?} (interface {interfaces}, {how}){from}{shared}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A takeover's announcements go out one per [`GARP_INTERVAL`] on the 100 ms ticks, [`GARPS`] in
+    /// all (the first at the takeover itself), then no more.
+    #[test]
+    fn announcements_are_spread_over_seconds() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "fd31::200".parse().unwrap();
+        // As on acquiring: the first is sent with the Lease, the rest are scheduled.
+        let mut schedule = BTreeMap::from([(ip, (GARPS - 1, t0 + GARP_INTERVAL))]);
+        let mut sent = vec![Duration::ZERO];
+        for tick in 1..=100u32 {
+            let now = t0 + Duration::from_millis(100) * tick;
+            let mut out = Vec::new();
+            due_announcements(&mut schedule, now, &mut out);
+            assert!(out.iter().all(|i| *i == ip), "{out:?}");
+            sent.extend(out.iter().map(|_| now - t0));
+        }
+        let ms: Vec<u128> = sent.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [0, 1000, 2000, 3000, 4000]);
+        assert_eq!(sent.len(), usize::from(GARPS));
+        assert!(schedule.is_empty(), "done: {schedule:?}");
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use pnet_datalink::{Channel, DataLinkSender, NetworkInterface};
 use socket2::{Domain, SockFilter, Socket, Type};
 use tracing::{debug, info, warn};
@@ -67,8 +67,10 @@ pub struct Responder {
     interface: String,
     mac: [u8; 6],
     /// The source of the advertisements: the interface's link-local address (RFC 4861 wants one of
-    /// the interface's own), or `None` when it has none (IPv6 off there).
-    link_local: Option<Ipv6Addr>,
+    /// the interface's own), or `None` when it has none (IPv6 off there, or not configured yet). Read
+    /// again before every unsolicited advertisement: an agent started before the link was configured
+    /// would otherwise send from the announced address itself for ever.
+    link_local: Arc<ArcSwapOption<Ipv6Addr>>,
     held: Arc<ArcSwap<BTreeSet<IpAddr>>>,
     tx: Arc<Mutex<Box<dyn DataLinkSender>>>,
     /// The socket holding the solicited-node group memberships, and the groups joined.
@@ -90,10 +92,7 @@ impl Responder {
             .map(|m| m.octets())
             .filter(|m| *m != [0; 6])
             .ok_or_else(|| ResponderError::NoMac(interface.to_string()))?;
-        let link_local = iface.ips.iter().find_map(|n| match n.ip() {
-            IpAddr::V6(ip) if ip.is_unicast_link_local() => Some(ip),
-            _ => None,
-        });
+        let link_local = Arc::new(ArcSwapOption::from(link_local_of(&iface).map(Arc::new)));
         let fail = |source| ResponderError::Socket {
             interface: interface.to_string(),
             source,
@@ -120,6 +119,7 @@ impl Responder {
         let tx = Arc::new(Mutex::new(tx));
         {
             let (held, stop, tx, metrics) = (held.clone(), stop.clone(), tx.clone(), metrics.clone());
+            let link_local = link_local.clone();
             let name = interface.to_string();
             std::thread::Builder::new()
                 .name("l2announce".into())
@@ -150,7 +150,7 @@ impl Responder {
                             if !held.load().contains(&IpAddr::V6(sol.target)) {
                                 continue;
                             }
-                            let src = link_local.unwrap_or(sol.target);
+                            let src = link_local.load().as_deref().copied().unwrap_or(sol.target);
                             (ndp::advertisement(mac, src, &sol).to_vec(), &metrics.ndp_replies)
                         } else {
                             continue;
@@ -253,7 +253,7 @@ impl Responder {
                 "gratuitous ARP",
             ),
             IpAddr::V6(v6) => (
-                ndp::unsolicited(self.mac, self.link_local.unwrap_or(v6), v6).to_vec(),
+                ndp::unsolicited(self.mac, self.refresh_link_local().unwrap_or(v6), v6).to_vec(),
                 &self.metrics.unsolicited_nas,
                 "unsolicited neighbour advertisement",
             ),
@@ -268,6 +268,30 @@ impl Responder {
             None => {}
         }
     }
+
+    /// The interface's link-local address as it is now (also for the replies from then on); the one
+    /// known before if the interface cannot be read.
+    fn refresh_link_local(&self) -> Option<Ipv6Addr> {
+        if let Some(iface) = pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == self.interface)
+        {
+            let now = link_local_of(&iface);
+            if now != self.link_local.load().as_deref().copied() {
+                debug!(interface = %self.interface, link_local = ?now, "the interface's link-local address changed");
+                self.link_local.store(now.map(Arc::new));
+            }
+        }
+        self.link_local.load().as_deref().copied()
+    }
+}
+
+/// The interface's IPv6 link-local address, if it has one.
+fn link_local_of(iface: &NetworkInterface) -> Option<Ipv6Addr> {
+    iface.ips.iter().find_map(|n| match n.ip() {
+        IpAddr::V6(ip) if ip.is_unicast_link_local() => Some(ip),
+        _ => None,
+    })
 }
 
 impl Drop for Responder {

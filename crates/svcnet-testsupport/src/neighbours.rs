@@ -65,7 +65,7 @@ print(" ".join(sorted(macs)))
 "#;
 
 /// Prints `listening`, then one line per gratuitous ARP (`garp IP MAC`) and per neighbour
-/// advertisement (`na TARGET MAC FLAGS DESTINATION`, FLAGS the hex byte of R/S/O) seen on eth0.
+/// advertisement (`na TARGET MAC FLAGS DESTINATION SOURCE`, FLAGS the hex byte of R/S/O) seen on eth0.
 const CAPTURE: &str = r#"
 import socket
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
@@ -77,7 +77,8 @@ while True:
         print("garp", socket.inet_ntop(socket.AF_INET, f[28:32]), f[22:28].hex(":"), flush=True)
     elif len(f) >= 78 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136:
         print("na", socket.inet_ntop(socket.AF_INET6, f[62:78]), f[6:12].hex(":"), "%02x" % f[58],
-              socket.inet_ntop(socket.AF_INET6, f[38:54]), flush=True)
+              socket.inet_ntop(socket.AF_INET6, f[38:54]), socket.inet_ntop(socket.AF_INET6, f[22:38]),
+              flush=True)
 "#;
 
 /// The MACs (sorted, space-separated; empty if none) that answer an ARP request (IPv4 `ip`) or a

@@ -162,6 +162,26 @@ impl Netns {
         self.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
     }
 
+    /// Waits (up to 10 s) until IPv6 is configured on `dev`, which is up with its peer: the kernel's
+    /// `multicast ff00::/8` route on it exists. Until then multicast to all nodes (an unsolicited
+    /// neighbour advertisement) has no route there and is dropped (`Ip6InNoRoutes`). The kernel
+    /// configures a link only when it sees it operationally up, and for a veth that event can wait a
+    /// second or more (the kernel sends such link events at most once a second, later under load).
+    /// Panics if it never comes.
+    pub fn wait_ipv6_ready(&self, dev: &str) {
+        let ready = || {
+            self.exec(&["ip", "-6", "route", "show", "table", "local", "dev", dev])
+                .lines()
+                .any(|l| l.starts_with("multicast ff00::/8"))
+        };
+        assert!(
+            crate::eventually(std::time::Duration::from_secs(10), ready),
+            "IPv6 not configured on {dev} in {}: {}",
+            self.name,
+            self.exec(&["ip", "-6", "addr", "show", "dev", dev])
+        );
+    }
+
     /// [`Netns::addr6`], deprecated at once (`preferred_lft 0`): usable when a socket binds to it, but
     /// never chosen as a source address, so the link's other address stays the default one (IPv6 source
     /// selection would otherwise prefer the address added last).

@@ -6,16 +6,24 @@
 //! segment each, all with the same dual-stack subnet 172.31.0.0/24 and fd31::/64), and is told
 //! `--lb-interfaces eth0,eth2`. A dual-stack LoadBalancer Service asks for 172.31.0.200 and fd31::200.
 //! It checks: the node holds the Service's Lease; on taking it, it sends a gratuitous ARP and an
-//! unsolicited neighbour advertisement (a capture in `a` sees both, to all nodes, Override set) which
+//! unsolicited neighbour advertisement (a capture in `a` sees both, to all nodes, Override set, the
+//! advertisement from the link's link-local address) which
 //! replace the stale neighbour entries `a` had for both addresses with the node's MAC; ARP requests and
 //! neighbour solicitations are answered on eth0 and eth2 with each link's own MAC and never on eth1;
 //! `a`'s TCP connections to both addresses are refused by the node's kernel (they are local there);
 //! deleting the Service stops every answer and removes the node's local
 //! routes for them. A second test leaves `--lb-interfaces` out: `up --pod-network netns` with its API
-//! (and so its node address) on eth0 announces there by default, and not on eth1.
+//! (and so its node address) on eth0 announces there by default, and not on eth1. A third makes the
+//! client deaf to the takeover's first announcements (nftables on its ingress) and checks that a later
+//! one still moves its entries. A fourth starts the agent while the node's link has no link-local
+//! address and checks that the advertisements come from the one the link has when they are sent.
+//!
+//! The clients' links have IPv6 configured before anything is announced (as a client that talked to
+//! a previous holder has): on a veth just come up it can take the kernel a second or more, and until
+//! then an advertisement to all nodes has no route there and is dropped.
 //!
 //! Every frame stays inside the namespaces the test creates. Without root (or without iproute2 or
-//! python3) the test says it is skipped and passes.
+//! python3; the third also nft) a test says it is skipped and passes.
 
 use std::time::Duration;
 
@@ -44,6 +52,15 @@ const SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
 fn mac(ns: &Netns, dev: &str) -> String {
     ns.exec(&["cat", &format!("/sys/class/net/{dev}/address")])
         .trim()
+        .to_string()
+}
+
+/// The IPv6 link-local address of `dev` in `ns`.
+fn link_local(ns: &Netns, dev: &str) -> String {
+    let out = ns.exec(&["ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link"]);
+    let addr = out.split_whitespace().skip_while(|w| *w != "inet6").nth(1);
+    addr.and_then(|a| a.split('/').next())
+        .unwrap_or_default()
         .to_string()
 }
 
@@ -93,6 +110,13 @@ fn network(n: usize) -> (Namespaces, Vec<Netns>, Vec<String>) {
     // The node's address on eth0 only: the segment it routes replies to.
     node.ip(&["addr", "add", "172.31.0.1/24", "dev", "eth0"]);
     node.addr6("fd31::1/64", "eth0");
+    // Every link's IPv6 configured, as on a client that talked to a previous holder: until the kernel
+    // has seen a new veth up, multicast to it has no route and the takeover's advertisements would only
+    // be heard from the second one on.
+    for (i, client) in clients.iter().enumerate() {
+        node.wait_ipv6_ready(&format!("eth{i}"));
+        client.wait_ipv6_ready("eth0");
+    }
     let macs: Vec<String> = (0..n).map(|i| mac(node, &format!("eth{i}"))).collect();
     (ns, clients, macs)
 }
@@ -185,11 +209,12 @@ fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
         "no gratuitous ARP for {VIP4} from {}: {seen:?}",
         macs[0]
     );
-    // To all nodes, Override set (0x20), not Solicited.
+    // To all nodes, Override set (0x20), not Solicited, from the link's link-local address.
+    let source = link_local(node, "eth0");
     assert!(
         seen.iter()
-            .any(|l| *l == format!("na {VIP6} {} 20 ff02::1", macs[0])),
-        "no unsolicited neighbour advertisement for {VIP6} from {}: {seen:?}",
+            .any(|l| *l == format!("na {VIP6} {} 20 ff02::1 {source}", macs[0])),
+        "no unsolicited neighbour advertisement for {VIP6} from {} ({source}): {seen:?}",
         macs[0]
     );
 
@@ -306,4 +331,167 @@ fn up_with_the_netns_pod_network_announces_on_its_node_address_interface() {
         answers(&clients[0].name, VIP4, CLIENT4)
     );
     assert_eq!(answers(&clients[1].name, VIP4, CLIENT4), "", "ARP on eth1");
+}
+
+/// The client's ingress drops ARP requests (a gratuitous ARP is one) and neighbour advertisements
+/// while it is loaded, counting them.
+const MUTE: &str = r#"table netdev svcnet-test-mute {
+  chain ingress {
+    type filter hook ingress device "eth0" priority 0; policy accept;
+    arp operation request counter drop
+    icmpv6 type nd-neighbor-advert counter drop
+  }
+}"#;
+
+/// A client that cannot hear a takeover's first gratuitous ARP and unsolicited neighbour advertisement
+/// (here its ingress drops them for a while; a link just come up, whose IPv6 the kernel has not
+/// configured yet, or a switch still learning does the same) is still moved by a later one: the new
+/// holder repeats them a second apart for seconds rather than in one burst.
+#[test]
+fn a_client_that_misses_the_first_announcements_is_moved_by_a_later_one() {
+    if skip() {
+        return;
+    }
+    if !have("nft", "--version") {
+        eprintln!("skipped: needs nft");
+        return;
+    }
+    let (ns, clients, macs) = network(1);
+    let a = &clients[0];
+    let c = Cluster::start_in_netns(
+        SVCNET,
+        &ns.node.name,
+        &[
+            "--node-name",
+            "edge-node",
+            "--pod-network",
+            "netns",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12,fd96::/112",
+            "--proxy-mode",
+            "none",
+            "--lb-pool",
+            "172.31.0.200-172.31.0.210",
+            "--lb-pool",
+            "fd31::200-fd31::20f",
+            "--lb-interfaces",
+            "eth0",
+        ],
+    );
+    for ip in [VIP4, VIP6] {
+        a.ip(&[
+            "neigh", "replace", ip, "lladdr", STALE_MAC, "dev", "eth0", "nud", "stale",
+        ]);
+    }
+    a.exec_with_input(&["nft", "-f", "-"], Some(MUTE));
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(SERVICE),
+    );
+    // Both counters move: the takeover's first announcements were sent, and lost.
+    let dropped = || {
+        let rules = a.exec(&["nft", "list", "table", "netdev", "svcnet-test-mute"]);
+        let counted = |what: &str| {
+            rules
+                .lines()
+                .any(|l| l.contains(what) && !l.contains("counter packets 0 "))
+        };
+        counted("arp operation request") && counted("nd-neighbor-advert")
+    };
+    assert!(
+        eventually(WAIT, dropped),
+        "no announcement reached the client: {}\n{}",
+        a.exec(&["nft", "list", "table", "netdev", "svcnet-test-mute"]),
+        c.log()
+    );
+    // Deaf for half a second more: a burst sent at the takeover is over by then.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        neighbour(a, VIP4).contains(STALE_MAC) && neighbour(a, VIP6).contains(STALE_MAC),
+        "an entry moved while nothing could reach it: {:?} / {:?}",
+        neighbour(a, VIP4),
+        neighbour(a, VIP6)
+    );
+    a.exec(&["nft", "delete", "table", "netdev", "svcnet-test-mute"]);
+    assert!(
+        eventually(Duration::from_secs(5), || neighbour(a, VIP4).contains(&macs[0])
+            && neighbour(a, VIP6).contains(&macs[0])),
+        "no later announcement moved the client's entries: {:?} / {:?} (want {})",
+        neighbour(a, VIP4),
+        neighbour(a, VIP6),
+        macs[0]
+    );
+}
+
+/// The unsolicited advertisements come from the link-local address the interface has when they are
+/// sent (RFC 4861: one of the interface's own addresses), even when it had none yet when the agent
+/// started, rather than from the announced address itself.
+#[test]
+fn advertisements_come_from_the_link_local_address_the_link_has_when_sent() {
+    if skip() {
+        return;
+    }
+    let (ns, clients, macs) = network(1);
+    let (node, a) = (&ns.node, &clients[0]);
+    // No link-local address while the agent starts.
+    node.ip(&["-6", "addr", "flush", "dev", "eth0", "scope", "link"]);
+    let c = Cluster::start_in_netns(
+        SVCNET,
+        &node.name,
+        &[
+            "--node-name",
+            "edge-node",
+            "--pod-network",
+            "netns",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12,fd96::/112",
+            "--proxy-mode",
+            "none",
+            "--lb-pool",
+            "172.31.0.200-172.31.0.210",
+            "--lb-pool",
+            "fd31::200-fd31::20f",
+            "--lb-interfaces",
+            "eth0",
+        ],
+    );
+    assert!(
+        eventually(WAIT, || c.log().contains("answering ARP and NDP")),
+        "the responder did not start:\n{}",
+        c.log()
+    );
+    node.addr6("fe80::1/64", "eth0");
+    a.ip(&[
+        "neigh", "replace", VIP6, "lladdr", STALE_MAC, "dev", "eth0", "nud", "stale",
+    ]);
+    let capture = Capture::start(&a.name);
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(SERVICE),
+    );
+    assert!(
+        eventually(WAIT, || neighbour(a, VIP6).contains(&macs[0])),
+        "the client's entry was not updated: {:?} (want {})\n{}",
+        neighbour(a, VIP6),
+        macs[0],
+        c.log()
+    );
+    let seen = capture.finish();
+    let nas: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with(&format!("na {VIP6} ")))
+        .collect();
+    assert!(
+        !nas.is_empty()
+            && nas
+                .iter()
+                .all(|l| **l == format!("na {VIP6} {} 20 ff02::1 fe80::1", macs[0])),
+        "want every advertisement from fe80::1: {seen:?}"
+    );
 }
