@@ -2,7 +2,7 @@
 //! with the cluster's own CA (as `kubeadm kubeconfig user` does) or with a stranger's, and kubeconfigs
 //! that present a certificate or a bearer token to a [`Cluster`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use base64::Engine;
@@ -94,6 +94,52 @@ pub fn kubeconfig(c: &Cluster, name: &str, cred: Credential<'_>) -> PathBuf {
     let path = c.dir.join(format!("kubeconfig-{name}"));
     std::fs::write(&path, text).expect("write kubeconfig");
     path
+}
+
+/// A control plane alone (no agent, DNS or data plane) that knows further users by bearer token.
+pub struct WithUsers {
+    /// The cluster.
+    pub c: Cluster,
+    /// Each user's kubeconfig, in the order the users were given.
+    pub kubeconfigs: Vec<PathBuf>,
+    /// Where the token file lives (kept while the cluster runs).
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts [`WithUsers`]: `users` as `(name, token)` in kube-apiserver's static token file
+/// (`--token-auth-file`), `extra` flags added, and `setup` (YAML: namespaces, roles, bindings) applied as
+/// the admin.
+pub fn control_plane_with_users(
+    bin: impl AsRef<Path>,
+    users: &[(&str, &str)],
+    setup: &str,
+    extra: &[&str],
+) -> WithUsers {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens.csv");
+    let lines: String = users
+        .iter()
+        .enumerate()
+        .map(|(i, (name, token))| format!("{token},{name},{}\n", i + 1))
+        .collect();
+    std::fs::write(&tokens, lines).expect("token file");
+    let tokens = tokens.to_string_lossy().into_owned();
+    let mut flags = vec![
+        "--proxy-mode",
+        "none",
+        "--no-dns",
+        "--no-agent",
+        "--token-auth-file",
+        &tokens,
+    ];
+    flags.extend_from_slice(extra);
+    let c = Cluster::start_with(bin, &flags);
+    c.ok_v("", &["apply", "-f", "-"], Some(setup));
+    let kubeconfigs = users
+        .iter()
+        .map(|(name, token)| kubeconfig(&c, name, Credential::Token(token)))
+        .collect();
+    WithUsers { c, kubeconfigs, dir }
 }
 
 impl Cluster {

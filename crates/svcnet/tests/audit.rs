@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use svcnet_testsupport::Cluster;
-use svcnet_testsupport::users::{self, Credential};
+use svcnet_testsupport::users;
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
@@ -144,34 +144,28 @@ fn start(log: Option<&str>, extra: &[&str]) -> Setup {
     let logs = tempfile::tempdir().unwrap();
     let policy = logs.path().join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let tokens = logs.path().join("tokens.csv");
-    std::fs::write(
-        &tokens,
-        "writer-token,writer,1\nviewer-token,viewer,2\nboss-token,boss,3\n",
-    )
-    .unwrap();
     let default_log = logs.path().join("audit.log");
     let log = log.unwrap_or(default_log.to_str().unwrap());
     let mut flags = vec![
-        "--proxy-mode",
-        "none",
-        "--no-dns",
-        "--no-agent",
-        "--token-auth-file",
-        tokens.to_str().unwrap(),
         "--audit-policy-file",
         policy.to_str().unwrap(),
         "--audit-log-path",
         log,
     ];
     flags.extend_from_slice(extra);
-    let c = Cluster::start_with(SVCNET, &flags);
-    c.ok_v("", &["apply", "-f", "-"], Some(SETUP));
-    let writer = users::kubeconfig(&c, "writer", Credential::Token("writer-token"));
-    let viewer = users::kubeconfig(&c, "viewer", Credential::Token("viewer-token"));
-    let boss = users::kubeconfig(&c, "boss", Credential::Token("boss-token"));
+    let w = users::control_plane_with_users(
+        SVCNET,
+        &[
+            ("writer", "writer-token"),
+            ("viewer", "viewer-token"),
+            ("boss", "boss-token"),
+        ],
+        SETUP,
+        &flags,
+    );
+    let [writer, viewer, boss] = <[PathBuf; 3]>::try_from(w.kubeconfigs).expect("three users");
     Setup {
-        c,
+        c: w.c,
         logs,
         writer,
         viewer,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use svcnet_testsupport::Cluster;
-use svcnet_testsupport::users::{self, Credential};
+use svcnet_testsupport::users;
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
@@ -87,26 +87,17 @@ struct Users {
 }
 
 fn start() -> (Cluster, Users, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "boss-token,boss,1\nnobody-token,nobody,2\n").unwrap();
-    let c = Cluster::start_with(
+    let w = users::control_plane_with_users(
         SVCNET,
-        &[
-            "--proxy-mode",
-            "none",
-            "--no-dns",
-            "--no-agent",
-            "--token-auth-file",
-            tokens.to_str().unwrap(),
-        ],
+        &[("boss", "boss-token"), ("nobody", "nobody-token")],
+        SETUP,
+        &[],
     );
-    c.ok_v("", &["apply", "-f", "-"], Some(SETUP));
     let u = Users {
-        boss: users::kubeconfig(&c, "boss", Credential::Token("boss-token")),
-        nobody: users::kubeconfig(&c, "nobody", Credential::Token("nobody-token")),
+        boss: w.kubeconfigs[0].clone(),
+        nobody: w.kubeconfigs[1].clone(),
     };
-    (c, u, dir)
+    (w.c, u, w.dir)
 }
 
 /// (impersonator's kubeconfig, `--as…` flags, `auth can-i` words, the real request, allowed by RBAC)

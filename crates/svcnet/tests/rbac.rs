@@ -64,30 +64,22 @@ struct Users {
 }
 
 fn start() -> (Cluster, Users) {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "viewer-token,viewer,1\nnobody-token,nobody,2\n").unwrap();
-    let c = Cluster::start_with(
+    let w = users::control_plane_with_users(
         SVCNET,
-        &[
-            "--proxy-mode",
-            "none",
-            "--no-dns",
-            "--no-agent",
-            "--token-auth-file",
-            tokens.to_str().unwrap(),
-        ],
+        &[("viewer", "viewer-token"), ("nobody", "nobody-token")],
+        SETUP,
+        &[],
     );
-    c.ok_v("", &["apply", "-f", "-"], Some(SETUP));
+    let c = w.c;
     let robot_token = c
         .ok(&["create", "token", "robot", "-n", "team-a"])
         .trim()
         .to_string();
     let cert = users::cluster_cert(&c, "erin", &["editors"]);
     let u = Users {
-        viewer: users::kubeconfig(&c, "viewer", Credential::Token("viewer-token")),
+        viewer: w.kubeconfigs[0].clone(),
         editor: users::kubeconfig(&c, "erin", Credential::Cert(&cert)),
-        nobody: users::kubeconfig(&c, "nobody", Credential::Token("nobody-token")),
+        nobody: w.kubeconfigs[1].clone(),
         robot: users::kubeconfig(&c, "robot", Credential::Token(&robot_token)),
     };
     (c, u)

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use svcnet_testsupport::Cluster;
-use svcnet_testsupport::users::{self, Credential};
+use svcnet_testsupport::users;
 
 /// The binary under test.
 const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
@@ -66,23 +66,17 @@ fn binding(name: &str, kind: &str, role: &str) -> String {
 
 #[test]
 fn roles_and_bindings_grant_only_what_their_author_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "lead-token,lead,1\ncrmaker-token,crmaker,2\n").unwrap();
-    let c = Cluster::start_with(
+    let users::WithUsers {
+        c,
+        kubeconfigs,
+        dir: _dir,
+    } = users::control_plane_with_users(
         SVCNET,
-        &[
-            "--proxy-mode",
-            "none",
-            "--no-dns",
-            "--no-agent",
-            "--token-auth-file",
-            tokens.to_str().unwrap(),
-        ],
+        &[("lead", "lead-token"), ("crmaker", "crmaker-token")],
+        SETUP,
+        &[],
     );
-    c.ok_v("", &["apply", "-f", "-"], Some(SETUP));
-    let lead = users::kubeconfig(&c, "lead", Credential::Token("lead-token"));
-    let crmaker = users::kubeconfig(&c, "crmaker", Credential::Token("crmaker-token"));
+    let (lead, crmaker) = (kubeconfigs[0].clone(), kubeconfigs[1].clone());
     let held = "- {apiGroups: [\"\"], resources: [pods, services], verbs: [get, list]}\n";
     let nodes = "- {apiGroups: [\"\"], resources: [nodes], verbs: [get, list]}\n- {apiGroups: [apps], resources: [deployments], verbs: [get]}\n";
 
