@@ -16,6 +16,9 @@ pub struct Agent {
     /// Its `--data-dir`.
     pub dir: PathBuf,
     log: PathBuf,
+    /// How it was started, for [`Agent::restart`].
+    bin: PathBuf,
+    args: Vec<String>,
 }
 
 impl Agent {
@@ -46,27 +49,51 @@ impl Agent {
 
     fn spawn(bin: &Path, dir: &Path, args: &[&str], log: PathBuf) -> Agent {
         std::fs::create_dir_all(dir).expect("agent data dir");
+        let mut agent = Agent {
+            child: None,
+            left: Vec::new(),
+            dir: dir.to_path_buf(),
+            log,
+            bin: bin.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        agent.child = Some(agent.run());
+        agent
+    }
+
+    fn run(&self) -> Child {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(&self.log)
             .expect("agent log");
-        let child = Command::new(bin)
+        Command::new(&self.bin)
             .arg("agent")
-            .args(args)
+            .args(&self.args)
             .arg("--data-dir")
-            .arg(dir)
+            .arg(&self.dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
-            .expect("spawn svcnet agent");
-        Agent {
-            child: Some(child),
-            left: Vec::new(),
-            dir: dir.to_path_buf(),
-            log,
+            .expect("spawn svcnet agent")
+    }
+
+    /// Sends the agent `signal` (`TERM`, `KILL`) and waits for it to exit; its pods and proxy process
+    /// are left to the next agent on this data directory (or to the drop).
+    pub fn stop(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([format!("-{signal}"), child.id().to_string()])
+                .status();
+            let _ = child.wait();
         }
+    }
+
+    /// Stops the agent with `signal` and starts another with the same flags on the same data directory.
+    pub fn restart(&mut self, signal: &str) {
+        self.stop(signal);
+        self.child = Some(self.run());
     }
 
     /// Kills only the agent, as a crash would: its pods and proxy keep running (until the handle drops).

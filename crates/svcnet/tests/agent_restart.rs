@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use svcnet_testsupport::agent::Agent;
 use svcnet_testsupport::cluster::recorded_pod_processes;
 use svcnet_testsupport::net::free_port;
 use svcnet_testsupport::{Cluster, eventually};
@@ -266,62 +267,12 @@ fn pods_outlive_svcnet_and_are_adopted() {
     c.set_keep_pods(true);
 }
 
-/// A `svcnet agent` of this test, logging to `dir/agent.log`; on drop it is killed, and so are the pods
-/// it recorded (verified by PID and start time), also when the test fails.
-struct Agent {
-    child: Option<std::process::Child>,
-    dir: std::path::PathBuf,
-}
-
-impl Agent {
-    fn start(c: &Cluster, dir: &std::path::Path, extra: &[&str]) -> Agent {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("agent.log"))
-            .unwrap();
-        let child = std::process::Command::new(SVCNET)
-            .args(["agent", "--node-name", "node-b", "--dns-listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--proxy-mode", "none"])
-            .args(extra)
-            .arg("--kubeconfig")
-            .arg(c.kubeconfig())
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Agent {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM, and waits for the agent to exit.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        svcnet_testsupport::cluster::kill_recorded_pods(&self.dir);
-    }
+/// A `svcnet agent` as node `node-b` of `c` with the data directory `dir` (no data plane): on drop it
+/// is killed, and so are the pods it recorded, also when the test fails.
+fn start_agent(c: &Cluster, dir: &std::path::Path, extra: &[&str]) -> Agent {
+    let mut args = vec!["--proxy-mode", "none"];
+    args.extend_from_slice(extra);
+    Agent::start(SVCNET, &c.kubeconfig(), "node-b", dir, &args)
 }
 
 /// `svcnet agent` keeps its pods across a SIGTERM restart (adopted by the next agent on its data
@@ -331,7 +282,7 @@ fn svcnet_agent_pods_outlive_it_unless_asked() {
     let c = Cluster::start(SVCNET);
     let dir = c.dir.join("node-b");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut agent = Agent::start(&c, &dir, &[]);
+    let mut agent = start_agent(&c, &dir, &[]);
     let port = free_port("127.0.0.1");
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: b\nspec:\n  nodeName: node-b\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: b\n    image: python:3\n    command: [\"sh\", \"-c\", \"exec python3 -m http.server {port} --bind $POD_IP\"]\n    readinessProbe:\n      tcpSocket: {{port: {port}}}\n      periodSeconds: 1\n"
@@ -360,9 +311,9 @@ fn svcnet_agent_pods_outlive_it_unless_asked() {
         agent.log()
     );
 
-    agent.stop();
+    agent.stop("TERM");
     assert!(alive(first.0), "the pod died with `svcnet agent`");
-    let mut agent = Agent::start(&c, &dir, &["--stop-pods-on-exit"]);
+    let mut agent = start_agent(&c, &dir, &["--stop-pods-on-exit"]);
     assert!(
         eventually(WAIT, || agent
             .log()
@@ -372,7 +323,7 @@ fn svcnet_agent_pods_outlive_it_unless_asked() {
     );
     assert_eq!(view(&c), first, "same process, restart count and readiness");
 
-    agent.stop();
+    agent.stop("TERM");
     assert!(
         eventually(Duration::from_secs(10), || !alive(first.0)),
         "the pod outlived `svcnet agent --stop-pods-on-exit`"

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use svcnet_testsupport::agent::Agent;
 use svcnet_testsupport::cluster::recorded_proxy_process;
 use svcnet_testsupport::net::free_port;
 use svcnet_testsupport::{Cluster, eventually};
@@ -351,78 +352,16 @@ fn a_new_proxy_process_takes_the_sockets_over() {
     let _ = second.wait();
 }
 
-/// A `svcnet agent` (userspace proxy) of this test, logging to `dir/agent.log`; on drop it is killed, and
-/// so are its pods and its proxy process (verified by PID and start time).
-struct Agent {
-    child: Option<std::process::Child>,
-    dir: std::path::PathBuf,
-}
-
-impl Agent {
-    fn start(c: &Cluster, dir: &std::path::Path) -> Agent {
-        Agent {
-            child: Some(Self::spawn(c, dir)),
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Stops the agent with `signal` and starts another on the same data directory.
-    fn restart(&mut self, c: &Cluster, signal: &str) {
-        self.stop(signal);
-        self.child = Some(Self::spawn(c, &self.dir));
-    }
-
-    fn spawn(c: &Cluster, dir: &std::path::Path) -> std::process::Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("agent.log"))
-            .unwrap();
-        std::process::Command::new(SVCNET)
-            .args(["agent", "--node-name", "node-b", "--dns-listen", "127.0.0.1:0"])
-            .args([
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--healthz-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--service-cidr",
-                "127.96.0.0/12",
-                "--cluster-cidr",
-                "127.244.0.0/16",
-            ])
-            .arg("--kubeconfig")
-            .arg(c.kubeconfig())
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self, signal: &str) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .args([format!("-{signal}"), child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop("KILL");
-        svcnet_testsupport::cluster::kill_recorded_pods(&self.dir);
-        svcnet_testsupport::cluster::kill_recorded_proxy(&self.dir.join("proxy"));
-    }
+/// A `svcnet agent` (userspace proxy) as node `node-b` of `c` with the data directory `dir`: on drop it
+/// is killed, and so are its pods and its proxy process (verified by PID and start time).
+fn start_agent(c: &Cluster, dir: &std::path::Path) -> Agent {
+    let args = [
+        "--service-cidr",
+        "127.96.0.0/12",
+        "--cluster-cidr",
+        "127.244.0.0/16",
+    ];
+    Agent::start(SVCNET, &c.kubeconfig(), "node-b", dir, &args)
 }
 
 /// The same through `svcnet agent`: its proxy process is adopted across SIGTERM and SIGKILL restarts.
@@ -432,7 +371,7 @@ fn userspace_traffic_survives_svcnet_agent_restarts() {
     let c = Cluster::start_with(SVCNET, &["--no-agent", "--proxy-mode", "none"]);
     let dir = c.dir.join("node-b");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut agent = Agent::start(&c, &dir);
+    let mut agent = start_agent(&c, &dir);
     let targets = echo_service(&c, 2);
     let proxy = recorded_proxy_process(&dir.join("proxy")).expect("the agent's proxy process");
     let adopted = |a: &Agent| {
@@ -443,7 +382,7 @@ fn userspace_traffic_survives_svcnet_agent_restarts() {
     let load = Load::start(&targets, 2);
     std::thread::sleep(Duration::from_secs(2));
     for (n, signal) in [(1, "TERM"), (2, "KILL")] {
-        agent.restart(&c, signal);
+        agent.restart(signal);
         assert!(
             eventually(WAIT, || adopted(&agent) == n),
             "no adoption after SIG{signal}\n{}",
