@@ -133,18 +133,12 @@ fn skip() -> bool {
     false
 }
 
-#[test]
-fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
-    if skip() {
-        return;
-    }
-    let (ns, clients, macs) = network(3);
-    let node = &ns.node;
-    let (a, b, c3) = (&clients[0], &clients[1], &clients[2]);
-
-    let c = Cluster::start_in_netns(
+/// `svcnet up` as node `edge-node` in the node namespace `netns`, dual-stack, no data plane, LoadBalancer
+/// pools of both families, announcing on `interfaces`.
+fn start_edge(netns: &str, interfaces: &str) -> Cluster {
+    Cluster::start_in_netns(
         SVCNET,
-        &node.name,
+        netns,
         &[
             "--node-name",
             "edge-node",
@@ -161,9 +155,21 @@ fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
             "--lb-pool",
             "fd31::200-fd31::20f",
             "--lb-interfaces",
-            "eth0,eth2",
+            interfaces,
         ],
-    );
+    )
+}
+
+#[test]
+fn up_announces_ipv4_and_ipv6_on_the_lb_interfaces_only() {
+    if skip() {
+        return;
+    }
+    let (ns, clients, macs) = network(3);
+    let node = &ns.node;
+    let (a, b, c3) = (&clients[0], &clients[1], &clients[2]);
+
+    let c = start_edge(&node.name, "eth0,eth2");
     // Stale entries for both addresses, as a client that talked to a previous holder has.
     for ip in [VIP4, VIP6] {
         a.ip(&[
@@ -358,28 +364,7 @@ fn a_client_that_misses_the_first_announcements_is_moved_by_a_later_one() {
     }
     let (ns, clients, macs) = network(1);
     let a = &clients[0];
-    let c = Cluster::start_in_netns(
-        SVCNET,
-        &ns.node.name,
-        &[
-            "--node-name",
-            "edge-node",
-            "--pod-network",
-            "netns",
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--service-cidr",
-            "10.96.0.0/12,fd96::/112",
-            "--proxy-mode",
-            "none",
-            "--lb-pool",
-            "172.31.0.200-172.31.0.210",
-            "--lb-pool",
-            "fd31::200-fd31::20f",
-            "--lb-interfaces",
-            "eth0",
-        ],
-    );
+    let c = start_edge(&ns.node.name, "eth0");
     for ip in [VIP4, VIP6] {
         a.ip(&[
             "neigh", "replace", ip, "lladdr", STALE_MAC, "dev", "eth0", "nud", "stale",
@@ -438,28 +423,7 @@ fn advertisements_come_from_the_link_local_address_the_link_has_when_sent() {
     let (node, a) = (&ns.node, &clients[0]);
     // No link-local address while the agent starts.
     node.ip(&["-6", "addr", "flush", "dev", "eth0", "scope", "link"]);
-    let c = Cluster::start_in_netns(
-        SVCNET,
-        &node.name,
-        &[
-            "--node-name",
-            "edge-node",
-            "--pod-network",
-            "netns",
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--service-cidr",
-            "10.96.0.0/12,fd96::/112",
-            "--proxy-mode",
-            "none",
-            "--lb-pool",
-            "172.31.0.200-172.31.0.210",
-            "--lb-pool",
-            "fd31::200-fd31::20f",
-            "--lb-interfaces",
-            "eth0",
-        ],
-    );
+    let c = start_edge(&node.name, "eth0");
     assert!(
         eventually(WAIT, || c.log().contains("answering ARP and NDP")),
         "the responder did not start:\n{}",
