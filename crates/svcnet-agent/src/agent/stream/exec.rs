@@ -168,12 +168,32 @@ pub(crate) enum Action {
     Attach(LogStream),
 }
 
-/// Starts the session's work.
-pub(crate) fn start(action: Action, opts: ExecOptions, io: ExecIo) {
+/// The transport's side of a running session: stdin to feed, terminal sizes to pass on, output to send.
+pub(crate) struct Session {
+    pub stdin: StdinFeed,
+    pub resize: mpsc::Sender<(u16, u16)>,
+    pub out: mpsc::Receiver<Output>,
+}
+
+/// Starts the session's work, and returns the transport's side of it.
+pub(crate) fn start(action: Action, opts: ExecOptions) -> Session {
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
+    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(8);
+    let (out_tx, out_rx) = mpsc::channel::<Output>(64);
+    let io = ExecIo {
+        stdin: opts.stdin.then_some(stdin_rx),
+        resize: opts.tty.then_some(resize_rx),
+        out: out_tx,
+    };
     match action {
         Action::Exec(target) => tokio::spawn(run(target, opts, io)),
         Action::Attach(logs) => tokio::spawn(attach(logs, io)),
     };
+    Session {
+        stdin: StdinFeed::new(stdin_tx),
+        resize: resize_tx,
+        out: out_rx,
+    }
 }
 
 /// `kubectl attach`: the container's output from now on (its stdout and stderr go to one log, sent as

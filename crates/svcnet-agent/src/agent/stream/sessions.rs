@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::exec::{ExecIo, ExecOptions, Output, StdinFeed};
+use super::exec::{ExecOptions, Output};
 use super::spdy::{self, Event};
 use super::ws::TermSize;
 
@@ -59,16 +59,11 @@ where
         return;
     }
     let id = |name: &str| ids.get(name).copied();
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
-    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(8);
-    let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
-    let session = ExecIo {
-        stdin: opts.stdin.then_some(stdin_rx),
-        resize: opts.tty.then_some(resize_rx),
-        out: out_tx,
-    };
-    super::exec::start(action, opts, session);
-    let mut stdin = StdinFeed::new(stdin_tx);
+    let super::exec::Session {
+        mut stdin,
+        resize: resize_tx,
+        out: mut out_rx,
+    } = super::exec::start(action, opts);
     let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
     tokio::pin!(idle);
     let mut resize_buf = Vec::new();

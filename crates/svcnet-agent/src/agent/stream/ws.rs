@@ -10,12 +10,11 @@ use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
 
-use super::exec::{ExecIo, ExecOptions, Output, StdinFeed};
+use super::exec::{ExecOptions, Output};
 
 /// The remote-command subprotocols served, best first.
 pub(crate) const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -51,16 +50,11 @@ fn framed(channel: u8, data: &[u8]) -> Message {
 /// Serves one exec session over the upgraded connection.
 pub(crate) async fn exec(io: Upgraded, action: super::exec::Action, opts: ExecOptions) {
     let mut ws = server(io).await;
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
-    let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(8);
-    let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
-    let session = ExecIo {
-        stdin: opts.stdin.then_some(stdin_rx),
-        resize: opts.tty.then_some(resize_rx),
-        out: out_tx,
-    };
-    super::exec::start(action, opts, session);
-    let mut stdin = StdinFeed::new(stdin_tx);
+    let super::exec::Session {
+        mut stdin,
+        resize: resize_tx,
+        out: mut out_rx,
+    } = super::exec::start(action, opts);
     let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
     tokio::pin!(idle);
     loop {
