@@ -81,14 +81,18 @@ impl DecodedRbac {
                 }
             })
             .collect();
-        if memo.len() > items.len() {
+        let under_prefix = || {
+            memo.range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+        };
+        // Every listed key is in the memo now, so it holds stale ones exactly when it holds more (the
+        // usual case, checked without allocating on this per-request path).
+        if under_prefix().count() > items.len() {
             let listed: std::collections::HashSet<&str> = items.iter().map(|c| &*c.key).collect();
-            let stale: Vec<Arc<str>> = memo
-                .range::<str, _>((
-                    std::ops::Bound::Included(prefix.as_str()),
-                    std::ops::Bound::Unbounded,
-                ))
-                .take_while(|(k, _)| k.starts_with(&prefix))
+            let stale: Vec<Arc<str>> = under_prefix()
                 .filter(|(k, _)| !listed.contains(&***k))
                 .map(|(k, _)| k.clone())
                 .collect();
