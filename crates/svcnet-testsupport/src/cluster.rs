@@ -345,6 +345,21 @@ impl Cluster {
         a.extend_from_slice(&["-o", "json"]);
         serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
     }
+
+    /// Who holds the controller Lease `kube-system/NAME` (empty while it does not exist yet: a
+    /// controller that has not started leading is no failure, and callers poll).
+    pub fn lease_holder(&self, name: &str) -> String {
+        let out = self.kubectl_v(
+            NEWEST,
+            &["get", "lease", "-n", "kube-system", name, "-o", "json"],
+            None,
+        );
+        let lease: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 impl Drop for Cluster {

@@ -306,20 +306,6 @@ fn deployment(name: &str) -> String {
     )
 }
 
-fn lease_holder(c: &Cluster, lease: &str) -> String {
-    // Not there yet (its controller has not started leading) is no holder, not a failure.
-    let out = c.kubectl_v(
-        svcnet_testsupport::kubectl::NEWEST,
-        &["get", "lease", "-n", "kube-system", lease, "-o", "json"],
-        None,
-    );
-    let lease: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    lease["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Two control-plane instances: a controller runs only on the instance holding its Lease
 /// (`kube-system/svcnet-workload-controller` for the one that makes ReplicaSets); when that instance is
 /// killed, the other takes its Leases once they expire and the controllers go on there.
@@ -353,7 +339,7 @@ fn controllers_fail_over_between_instances() {
     ];
     for lease in LEASES {
         assert!(
-            eventually(Duration::from_secs(10), || lease_holder(&a, lease) == a_id),
+            eventually(Duration::from_secs(10), || a.lease_holder(lease) == a_id),
             "{lease}"
         );
     }
@@ -375,7 +361,7 @@ fn controllers_fail_over_between_instances() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(replicasets(&b, "one"), 1);
     for lease in LEASES {
-        assert_eq!(lease_holder(&b, lease), a_id, "{lease}");
+        assert_eq!(b.lease_holder(lease), a_id, "{lease}");
     }
     assert!(!b.log().contains("leading: this controller runs on this instance"));
 
@@ -384,7 +370,7 @@ fn controllers_fail_over_between_instances() {
     assert!(
         eventually(Duration::from_secs(10), || LEASES
             .iter()
-            .all(|l| lease_holder(&b, l) == b_id)),
+            .all(|l| b.lease_holder(l) == b_id)),
         "{}",
         b.log()
     );

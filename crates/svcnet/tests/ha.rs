@@ -385,13 +385,6 @@ fn apiserver_endpoints(c: &Cluster) -> BTreeSet<String> {
         .collect()
 }
 
-fn lease_holder(c: &Cluster, lease: &str) -> String {
-    c.get_json(&["lease", "-n", "kube-system", lease])["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// The addresses the EndpointSlices of `svc` list.
 fn endpoint_addresses(c: &Cluster, svc: &str) -> Vec<String> {
     let slices = c.get_json(&[
@@ -455,7 +448,7 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     let mut a = Cluster::start_with(SVCNET, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
     const LEASE: &str = "svcnet-endpointslice-controller";
-    assert!(eventually(Duration::from_secs(10), || lease_holder(&a, LEASE) == a_id));
+    assert!(eventually(Duration::from_secs(10), || a.lease_holder(LEASE) == a_id));
     let b = Cluster::start_joining(SVCNET, &a, &flags);
     let c = Cluster::start_joining(SVCNET, &a, &flags);
     // Every server's Lease puts it into the `kubernetes` Service's endpoints.
@@ -555,7 +548,7 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
         endpoint_addresses(&c, "web"),
         t0.elapsed()
     );
-    assert_ne!(lease_holder(&b, LEASE), a_id);
+    assert_ne!(b.lease_holder(LEASE), a_id);
     b.ok(&["label", "pod", "web", "app=web", "--overwrite"]);
     assert!(eventually(Duration::from_secs(2), || endpoint_addresses(
         &c, "web"

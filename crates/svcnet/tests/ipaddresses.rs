@@ -545,12 +545,7 @@ fn an_api_server_killed_mid_creates_leaves_nothing_held_twice_or_for_long() {
     let b = Cluster::start_joining(SVCNET, &a, &flags);
     let c = Cluster::start_joining(SVCNET, &a, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
-    let holder = |k: &Cluster| {
-        k.get_json(&["lease", "-n", "kube-system", "svcnet-allocation-repair"])["spec"]["holderIdentity"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let holder = |k: &Cluster| k.lease_holder("svcnet-allocation-repair");
     assert!(eventually(Duration::from_secs(10), || holder(&b) == a_id));
     let servers: Vec<String> = [&a, &b, &c]
         .iter()
