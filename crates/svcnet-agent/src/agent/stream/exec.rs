@@ -303,6 +303,9 @@ async fn run_pipes(
     }
 }
 
+/// How long a terminal session waits for the client's first terminal size before starting its command.
+const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn run_tty(
     target: ExecTarget,
     opts: ExecOptions,
@@ -312,7 +315,23 @@ async fn run_tty(
 ) {
     let fail =
         |e: std::io::Error| Output::Status(failure_status(&format!("cannot allocate a terminal: {e}")));
-    let pty = match nix::pty::openpty(None, None) {
+    // kubectl sends the client's terminal size as the session opens: the terminal gets it before the
+    // command starts (a command that asks at once, `stty size`, must not see 0 0), as a runtime does.
+    // A client that sends none within a moment gets the default.
+    let first = match resize.as_mut() {
+        Some(rx) => tokio::time::timeout(FIRST_SIZE_WAIT, rx.recv())
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let size = first.map(|(cols, rows)| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
+    let pty = match nix::pty::openpty(size.as_ref(), None) {
         Ok(p) => p,
         Err(e) => {
             let _ = out.send(fail(e.into())).await;
