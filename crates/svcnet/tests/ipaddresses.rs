@@ -560,6 +560,7 @@ fn an_api_server_killed_mid_creates_leaves_nothing_held_twice_or_for_long() {
                     let name = format!("w{w}-{i}");
                     // A create that fails on a dying server goes to the next one; one the dead server
                     // wrote before dying is there already.
+                    let mut errors = Vec::new();
                     let done = (0..6).any(|attempt| {
                         let server = &servers[(w + attempt) % 3];
                         let out = c.kubectl_v(
@@ -567,9 +568,12 @@ fn an_api_server_killed_mid_creates_leaves_nothing_held_twice_or_for_long() {
                             &[server, "create", "service", "nodeport", &name, "--tcp", "80"],
                             None,
                         );
-                        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("AlreadyExists")
+                        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+                        let ok = out.status.success() || err.contains("AlreadyExists");
+                        errors.push(format!("{server}: {}", err.trim()));
+                        ok
                     });
-                    assert!(done, "{name} was never created");
+                    assert!(done, "{name} was never created:\n{}", errors.join("\n"));
                     created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
