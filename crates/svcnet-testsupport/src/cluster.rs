@@ -165,7 +165,11 @@ impl Cluster {
             .arg(listen)
             .args((!self.keep_pods).then_some("--stop-pods-on-exit"))
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            // `SVCNET_TEST_LOG` turns on more of the server's log when a test is being investigated.
+            .env(
+                "RUST_LOG",
+                std::env::var("SVCNET_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new()

@@ -112,8 +112,9 @@ async fn list_watch_and_reflector_across_restart() {
     want2.remove("c1");
     assert!(
         wait_async(Duration::from_secs(30), || current() == want2).await,
-        "reflector after restart: {:?}",
-        current()
+        "reflector after restart: {:?}\nserver log:\n{}",
+        current(),
+        c.log()
     );
     names.lock().unwrap().extend(current());
     handle.abort();
