@@ -143,3 +143,63 @@ async fn raw_bodies_without_kind_create_update_and_apply() {
         .unwrap();
     assert_eq!(applied.metadata.labels.unwrap()["applied"], "yes");
 }
+
+/// Port-forward as client libraries speak it (the kubelet's channel protocol over WebSocket, not
+/// kubectl's SPDY): the Python client forwards two ports in one session, one served and one where
+/// nothing listens; the first carries an HTTP exchange, the second reports the kubelet's error.
+#[test]
+fn python_client_port_forward() {
+    if !python_client() {
+        return;
+    }
+    let c = Cluster::start(SVCNET);
+    let port = svcnet_testsupport::net::free_port("127.0.0.1");
+    let closed = svcnet_testsupport::net::free_port("127.0.0.1");
+    let site = c.dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("hello.txt"), "hello through the python client\n").unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: python:3\n    workingDir: {}\n    command: [sh, -c, \"exec python3 -m http.server {port} --bind $POD_IP\"]\n    readinessProbe:\n      tcpSocket: {{port: {port}}}\n      periodSeconds: 1\n",
+        site.display()
+    );
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(&yaml),
+    );
+    assert!(
+        svcnet_testsupport::eventually(std::time::Duration::from_secs(60), || c.get_json(&["pod", "web"])
+            ["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))),
+        "the web pod never became ready"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/port_forward.py");
+    let out = Command::new("timeout")
+        .args(["60", "python3", script])
+        .arg(c.kubeconfig())
+        .args(["default", "web", &port.to_string(), &closed.to_string()])
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let why = format!(
+        "stdout:\n{stdout}\nstderr:\n{}\nserver log tail:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        svcnet_testsupport::cluster::tail(&c.log(), 20)
+    );
+    assert!(
+        out.status.success() && stdout.contains("python port-forward: done"),
+        "{why}"
+    );
+    assert!(
+        stdout.contains("answer: HTTP/1.0 200 OK | hello through the python client"),
+        "{why}"
+    );
+    assert!(stdout.contains("error on the open port: None"), "{why}");
+    assert!(
+        stdout.contains(&format!(
+            "error on the closed port: error forwarding port {closed} to pod default/web"
+        )) && stdout.contains("connection refused"),
+        "{why}"
+    );
+}

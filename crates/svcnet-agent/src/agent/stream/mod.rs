@@ -83,9 +83,22 @@ fn negotiate(req: &Request<Incoming>, kind: Kind) -> Result<Transport, (u16, Str
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         let offered = header_values(req, "sec-websocket-protocol");
         let ws_served: &[&'static str] = match kind {
-            Kind::PortForward => &[ws::PORTFORWARD_PROTOCOL],
+            Kind::PortForward => &[ws::PORTFORWARD_PROTOCOL, ws::PORTFORWARD_CHANNELS],
             _ => ws::EXEC_PROTOCOLS,
         };
+        let key = || {
+            header_values(req, "sec-websocket-key")
+                .into_iter()
+                .next()
+                .ok_or((400, "missing Sec-WebSocket-Key".to_string()))
+        };
+        // The kubelet serves channel port-forward to a client that names no subprotocol, too.
+        if offered.is_empty() && kind == Kind::PortForward {
+            return Ok(Transport::WebSocket {
+                key: key()?,
+                protocol: "",
+            });
+        }
         let protocol = ws_served
             .iter()
             .find(|p| offered.iter().any(|o| o == *p))
@@ -97,11 +110,10 @@ fn negotiate(req: &Request<Incoming>, kind: Kind) -> Result<Transport, (u16, Str
                     ),
                 )
             })?;
-        let key = header_values(req, "sec-websocket-key")
-            .into_iter()
-            .next()
-            .ok_or((400, "missing Sec-WebSocket-Key".to_string()))?;
-        return Ok(Transport::WebSocket { key, protocol });
+        return Ok(Transport::WebSocket {
+            key: key()?,
+            protocol,
+        });
     }
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
         let offered = header_values(req, "x-stream-protocol-version");
@@ -119,6 +131,43 @@ fn negotiate(req: &Request<Incoming>, kind: Kind) -> Result<Transport, (u16, Str
         return Ok(Transport::Spdy { protocol });
     }
     Err((400, "Upgrade request required".into()))
+}
+
+/// The ports of a channel port-forward: every `ports` (kube-apiserver's parameter) and `port` (the
+/// kubelet's) value, each a comma-separated list, as the kubelet checks them.
+fn channel_ports(query: &[(String, String)]) -> Result<Vec<u16>, String> {
+    let values: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "ports" || k == "port")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if values.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    let mut ports = Vec::new();
+    for value in values {
+        if value.is_empty() {
+            return Err("query parameter \"port\" cannot be empty".into());
+        }
+        for p in value.split(',') {
+            let port: u16 = p
+                .trim()
+                .parse()
+                .map_err(|e| format!("unable to parse {value:?} as a port: {e}"))?;
+            if port < 1 {
+                return Err(format!("port {value:?} must be > 0"));
+            }
+            ports.push(port);
+        }
+    }
+    // Two channels a port, and a channel is one byte.
+    if ports.len() > 128 {
+        return Err(format!(
+            "too many ports ({}): at most 128 in one session",
+            ports.len()
+        ));
+    }
+    Ok(ports)
 }
 
 fn decode(seg: &str) -> String {
@@ -234,6 +283,15 @@ fn start(
         ));
     }
     let transport = negotiate(&req, kind)?;
+    // Channel port-forward names its ports up front, in the query.
+    let channel_ports = match &transport {
+        Transport::WebSocket { protocol, .. }
+            if kind == Kind::PortForward && *protocol != ws::PORTFORWARD_PROTOCOL =>
+        {
+            channel_ports(&query).map_err(|m| (400, m))?
+        }
+        _ => Vec::new(),
+    };
     let net = sessions::PodNet {
         ip: target.pod_ip,
         netns_of: target.pid.filter(|_| !target.netns_prefix.is_empty()),
@@ -275,7 +333,9 @@ fn start(
                 "sec-websocket-accept",
                 &tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
             );
-            set("sec-websocket-protocol", protocol);
+            if !protocol.is_empty() {
+                set("sec-websocket-protocol", protocol);
+            }
         }
         Transport::Spdy { protocol } => {
             set("upgrade", "SPDY/3.1");
@@ -298,9 +358,14 @@ fn start(
             }
         };
         match (kind, transport) {
-            (Kind::PortForward, Transport::WebSocket { .. }) => {
+            (Kind::PortForward, Transport::WebSocket { protocol, .. })
+                if protocol == ws::PORTFORWARD_PROTOCOL =>
+            {
                 let tunnel = ws::tunnel(io).await;
                 sessions::portforward(tunnel, net, pod_name).await
+            }
+            (Kind::PortForward, Transport::WebSocket { .. }) => {
+                ws::portforward(io, channel_ports, net, pod_name).await
             }
             (Kind::PortForward, Transport::Spdy { .. }) => {
                 sessions::portforward(hyper_util::rt::TokioIo::new(io), net, pod_name).await
@@ -312,4 +377,44 @@ fn start(
         }
     });
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_ports;
+
+    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn channel_ports_are_read_as_the_kubelet_reads_them() {
+        assert_eq!(channel_ports(&query(&[("ports", "80,8080")])), Ok(vec![80, 8080]));
+        assert_eq!(
+            channel_ports(&query(&[("port", "80"), ("port", "81")])),
+            Ok(vec![80, 81])
+        );
+        assert_eq!(
+            channel_ports(&query(&[])),
+            Err("query parameter \"port\" is required".to_string())
+        );
+        assert_eq!(
+            channel_ports(&query(&[("ports", "")])),
+            Err("query parameter \"port\" cannot be empty".to_string())
+        );
+        assert!(
+            channel_ports(&query(&[("ports", "http")]))
+                .unwrap_err()
+                .starts_with("unable to parse \"http\" as a port")
+        );
+        assert_eq!(
+            channel_ports(&query(&[("ports", "0")])),
+            Err("port \"0\" must be > 0".to_string())
+        );
+        let many = (1..=129).map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        assert!(channel_ports(&query(&[("ports", &many)])).is_err());
+    }
 }

@@ -146,7 +146,7 @@ pub(crate) struct PodNet {
 /// Connects to the pod's `port`: in a pod network namespace as a container runtime does, to
 /// `localhost` inside it (so servers bound to 127.0.0.1 in the pod are reached), then to the pod's
 /// address; in the host pod network, to the pod's address.
-async fn dial(net: PodNet, port: u16) -> std::io::Result<TcpStream> {
+pub(super) async fn dial(net: PodNet, port: u16) -> std::io::Result<TcpStream> {
     let timeout = Duration::from_secs(10);
     let Some(pid) = net.netns_of else {
         return match tokio::time::timeout(timeout, TcpStream::connect((net.ip, port))).await {
@@ -280,6 +280,15 @@ fn go_error(e: &std::io::Error) -> String {
     }
 }
 
+/// What a client is told when the pod's `port` cannot be reached, in the kubelet's words.
+pub(super) fn dial_error(net: PodNet, port: u16, pod: &str, e: &std::io::Error) -> String {
+    let addr = SocketAddr::new(net.ip, port);
+    format!(
+        "error forwarding port {port} to pod {pod}: dial tcp {addr}: connect: {}",
+        go_error(e)
+    )
+}
+
 /// Carries one forwarded connection between its streams and a TCP connection to the pod.
 async fn forward(
     tx: spdy::Sender,
@@ -301,14 +310,7 @@ async fn forward(
     };
     let sock = match dial(net, port).await {
         Ok(s) => s,
-        Err(e) => {
-            let addr = SocketAddr::new(net.ip, port);
-            return fail(format!(
-                "error forwarding port {port} to pod {pod}: dial tcp {addr}: connect: {}",
-                go_error(&e)
-            ))
-            .await;
-        }
+        Err(e) => return fail(dial_error(net, port, &pod, &e)).await,
     };
     let _ = sock.set_nodelay(true);
     let (mut rd, mut wr) = sock.into_split();

@@ -3,7 +3,9 @@
 //!   (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize) and its data; v5 adds the CLOSE signal
 //!   (`255, channel`) with which the client ends its stdin;
 //! - `SPDY/3.1+portforward.k8s.io`: a SPDY connection tunnelled through binary messages as a plain byte
-//!   stream ([`tunnel`]).
+//!   stream ([`tunnel`]);
+//! - port-forward over channels (`v4.channel.k8s.io`, or no subprotocol), the kubelet's older WebSocket
+//!   port-forward that client libraries speak (kube-rs, the Python client): see [`portforward`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
@@ -15,11 +17,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
 
 use super::exec::{ExecOptions, Output};
+use super::sessions::{PodNet, dial, dial_error};
 
 /// The remote-command subprotocols served, best first.
 pub(crate) const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
-/// The port-forward subprotocol served: SPDY tunnelled through WebSocket.
+/// The port-forward subprotocol kubectl 1.31+ speaks: SPDY tunnelled through WebSocket.
 pub(crate) const PORTFORWARD_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// The port-forward subprotocol of client libraries: the ports' data and errors on channels.
+pub(crate) const PORTFORWARD_CHANNELS: &str = "v4.channel.k8s.io";
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -160,4 +165,119 @@ pub(crate) async fn tunnel(io: Upgraded) -> DuplexStream {
         }
     });
     theirs
+}
+
+/// Serves one port-forward session in the channel protocol (the kubelet's `portforward/websocket.go`):
+/// port `i` of `ports` (the query's) has channel `2i` for its data and `2i + 1` for its errors, and the
+/// first message on each channel carries the port, little-endian. Each port is one connection to the
+/// pod for the whole session, made at once; a port the pod refuses gets the kubelet's message on its
+/// error channel. The session ends when the client leaves or every port's connection has ended.
+pub(crate) async fn portforward(io: Upgraded, ports: Vec<u16>, net: PodNet, pod: String) {
+    let (mut sink, mut stream) = server(io).await.split();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(64);
+    // Dropped with the session: every port's task ends with it.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut to_pod = Vec::with_capacity(ports.len());
+    for (i, port) in ports.iter().enumerate() {
+        let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for channel in [data, error] {
+            if sink.send(framed(channel, &port.to_le_bytes())).await.is_err() {
+                return;
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        to_pod.push(Some(tx));
+        let (port, pod, out) = (*port, pod.clone(), out_tx.clone());
+        tasks.spawn(async move {
+            let sock = match dial(net, port).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = out
+                        .send(framed(error, dial_error(net, port, &pod, &e).as_bytes()))
+                        .await;
+                    return;
+                }
+            };
+            carry(sock, rx, data, out).await;
+        });
+    }
+    drop(out_tx);
+    let idle = tokio::time::sleep(super::IDLE_TIMEOUT);
+    tokio::pin!(idle);
+    loop {
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + super::IDLE_TIMEOUT);
+        tokio::select! {
+            _ = &mut idle => {
+                tracing::info!(pod, "port-forward session idle for too long; ending it");
+                return;
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                    // Even channels carry data to a port; the client writes nothing else.
+                    let channel = usize::from(b[0]);
+                    if channel % 2 == 0
+                        && let Some(slot) = to_pod.get_mut(channel / 2)
+                        && let Some(tx) = slot
+                        && tx.send(b.slice(1..)).await.is_err()
+                    {
+                        *slot = None;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            out = out_rx.recv() => match out {
+                Some(m) => {
+                    if sink.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+}
+
+/// Carries one port's bytes between the client's data channel and the pod's socket until the pod
+/// closes its side (the protocol has no end-of-stream from the client: its end is the session's).
+async fn carry(
+    sock: tokio::net::TcpStream,
+    mut from_client: tokio::sync::mpsc::Receiver<Bytes>,
+    data: u8,
+    out: tokio::sync::mpsc::Sender<Message>,
+) {
+    let _ = sock.set_nodelay(true);
+    let (mut rd, mut wr) = sock.into_split();
+    let upstream = async move {
+        while let Some(b) = from_client.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.send(framed(data, &buf[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = downstream => {}
+        _ = upstream => {}
+    }
 }
