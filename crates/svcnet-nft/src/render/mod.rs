@@ -43,8 +43,8 @@ pub use crate::family::Family;
 pub use crate::slots::slot_ranges;
 pub use elements::{AffinityEntries, Elem, Key, parse_affinity_entries};
 pub use names::{PORTS_PER_MAP, endpoint_chain, service_chain};
-pub(crate) use ruleset::families;
-pub use ruleset::{MASQUERADE_MARK, render_full, render_full_keeping, render_programmed};
+pub use ruleset::{MASQUERADE_MARK, render_cold, render_full, render_full_keeping, render_programmed};
+pub(crate) use ruleset::{SetSpec, TableSpec, comment_of_rule, families, table_spec};
 pub use transaction::{
     ElementOp, Programmed, Transaction, delete_script, render_changes, render_changes_deferred,
 };
