@@ -4,12 +4,14 @@
 //! [`NftBackend`] implements [`svcnet_dataplane::Backend`]:
 //!
 //! - [`Backend::sync_all`] replaces both tables (`ip svcnet`, `ip6 svcnet`) in one `nft -f -` transaction
-//!   ([`render_full`]): start-up, periodic resync, recovery. Stale chains cannot survive it, and the
-//!   kernel swaps the rulesets at commit, so no packet sees a half-built table. The first sync of a
-//!   process that finds the tables already there (left by the process before it, after a restart or a
-//!   crash) takes them over instead ([`takeover`]): it lists them, and one transaction changes only what
-//!   differs from the wanted state, so rules, affinity entries and connections are never interrupted,
-//!   and an unchanged state writes nothing.
+//!   ([`render_full`]): periodic resync, recovery. Stale chains cannot survive it, and the kernel swaps
+//!   the rulesets at commit, so no packet sees a half-built table. Where there are no tables yet (a cold
+//!   start) the rules go through `nft -f` and the elements after them in one netlink batch
+//!   ([`render_cold`]; nft spends more on elements than on rules). The first sync of a process that finds
+//!   the tables already there (left by the process before it, after a restart or a crash) takes them
+//!   over instead ([`takeover`]): it reads them back through netlink, and writes only what differs from
+//!   the wanted state, so rules, affinity entries and connections are never interrupted, and an
+//!   unchanged state writes nothing (10,000 Services: about 0.3 s of CPU; see BENCHMARKS.md).
 //! - [`Backend::apply`] touches only the changed ports' elements, chains and sets
 //!   ([`render_changes_deferred`]), so an endpoint change costs the same with 10 or 10,000 Services.
 //!   Chains and declarations go through `nft -f`, written so that nft 1.0.x need not read the ruleset
@@ -24,7 +26,9 @@
 //!   and timeouts kube-proxy sets are made ([`sysctl`], [`NftConfig::conntrack`]).
 //!
 //! `nft` and `conntrack` run through configurable command prefixes, so tests drive the backend inside a
-//! network namespace with `ip netns exec NS nft`.
+//! network namespace with `ip netns exec NS nft` (with [`NftConfig::netns`] naming the same namespace for
+//! the netlink socket). Without a netlink socket, elements go through `nft` and a takeover replaces the
+//! tables instead (it reads them back through netlink only).
 
 pub mod conntrack;
 mod family;
