@@ -288,8 +288,23 @@ impl NftBackend {
 
     /// Takes over the tables an earlier process left: reads them back and changes only what differs
     /// from `ports` ([`takeover`]). `Ok(None)` when there are no tables to take over, or they cannot be
-    /// read (no netlink socket) or reconciled in place (the caller then replaces them).
+    /// read (no netlink socket) or reconciled in place (the caller then replaces them). Reading again
+    /// when another transaction committed while the tables were being read.
     fn take_over(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match self.take_over_once(ports) {
+                Err(NftError::Netlink(netlink::NetlinkError::Interrupted(what))) if attempt < ATTEMPTS => {
+                    debug!(dump = %what, attempt, "nftables changed while being read; reading again");
+                    attempt += 1;
+                }
+                res => return res,
+            }
+        }
+    }
+
+    fn take_over_once(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
         let t0 = Instant::now();
         let cfg = self.cfg.clone();
         let standby = format!("{}-standby", cfg.table);

@@ -122,6 +122,10 @@ pub enum NetlinkError {
         /// The error's description (strerror).
         message: String,
     },
+    /// A dump (reading tables back) saw a transaction commit midway (`NLM_F_DUMP_INTR`): what it read may
+    /// mix two rulesets. Reading again is the cure.
+    #[error("the {0} dump was interrupted by a concurrent change")]
+    Interrupted(String),
     /// The kernel's answer was not what the protocol says, or did not come in time.
     #[error("nftables netlink protocol: {0}")]
     Protocol(String),

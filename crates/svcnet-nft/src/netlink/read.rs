@@ -257,11 +257,7 @@ impl Writer {
                 }
                 interrupted |= u16::from_ne_bytes([m[6], m[7]]) & NLM_F_DUMP_INTR != 0;
                 match mty {
-                    NLMSG_DONE if interrupted => {
-                        return Err(NetlinkError::Protocol(format!(
-                            "the {what} dump was interrupted by a concurrent change"
-                        )));
-                    }
+                    NLMSG_DONE if interrupted => return Err(NetlinkError::Interrupted(what.to_string())),
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
                         let e = error_code(m)?;
