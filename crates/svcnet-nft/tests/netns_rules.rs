@@ -753,3 +753,51 @@ fn takeover_repairs_what_others_changed() {
     assert_eq!(again.takeover(), Some(svcnet_nft::TakeoverStats::default()));
     assert_eq!(generation(&ns), before);
 }
+
+/// With several pod CIDRs per family the rules name a `pod-cidrs` interval set, whose elements a takeover
+/// compares as nft prints them: unchanged, nothing is written; a CIDR added to the configuration meanwhile
+/// is added to the set, and nothing else changes.
+#[test]
+fn takeover_follows_the_pod_cidrs() {
+    if !can_run("takeover_follows_the_pod_cidrs") {
+        return;
+    }
+    let ns = Netns::new("podcidrs");
+    let yaml = std::fs::read_to_string(golden_path("clusterip.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let config = |cidrs: &[&str]| NftConfig {
+        pod_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        ..golden_config()
+    };
+    let two = ["10.244.0.0/16", "10.245.0.0/16", "fd00:10:244::/56"];
+    let mut first = ns.backend(config(&two));
+    first.sync_all(&ports).unwrap();
+    assert_eq!(first.takeover(), None);
+    drop(first);
+
+    let before = generation(&ns);
+    let mut same = ns.backend(config(&two));
+    same.sync_all(&ports).unwrap();
+    assert_eq!(same.takeover(), Some(svcnet_nft::TakeoverStats::default()));
+    assert_eq!(generation(&ns), before, "an unchanged takeover writes nothing");
+    drop(same);
+
+    let three = [
+        "10.244.0.0/16",
+        "10.245.0.0/16",
+        "10.250.0.0/16",
+        "fd00:10:244::/56",
+    ];
+    let mut next = ns.backend(config(&three));
+    next.sync_all(&ports).unwrap();
+    assert_eq!(
+        next.takeover(),
+        Some(svcnet_nft::TakeoverStats {
+            sets: 0,
+            chains: 0,
+            elements: 1
+        })
+    );
+    let set = ns.exec(&["nft", "list", "set", "ip", "svcnet", "pod-cidrs"]);
+    assert!(set.contains("10.250.0.0/16"), "{set}");
+}
