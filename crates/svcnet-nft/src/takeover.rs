@@ -84,7 +84,7 @@ pub(crate) fn read(
         if tables.iter().any(|t| t == standby) {
             standby_left.push(fam);
         }
-        if tables.iter().any(|t| *t == cfg.table) {
+        if tables.contains(&cfg.table) {
             out.insert(fam, Found::default());
         }
     }
