@@ -593,9 +593,16 @@ pub(crate) fn reconcile(
         // What the wanted state does not have.
         let want_chains: BTreeSet<&str> = want.chains.iter().map(|(n, _)| n.as_str()).collect();
         let want_sets: BTreeSet<&str> = want.sets.iter().map(|(n, _)| n.as_str()).collect();
-        for name in have.chains.keys().filter(|n| !want_chains.contains(n.as_str())) {
+        for (name, h) in have
+            .chains
+            .iter()
+            .filter(|(n, _)| !want_chains.contains(n.as_str()))
+        {
             stats.chains += 1;
-            let _ = writeln!(late_flushes, "flush chain {t} {name}");
+            // A set that is recreated first can only be deleted once no rule names it.
+            let early = h.sets.iter().any(|s| recreated.contains(s.as_str()));
+            let flush = if early { &mut flushes } else { &mut late_flushes };
+            let _ = writeln!(flush, "flush chain {t} {name}");
             let _ = writeln!(late_chains, "delete chain {t} {name}");
         }
         for (name, h) in have.sets.iter().filter(|(n, _)| !want_sets.contains(n.as_str())) {
