@@ -4,12 +4,14 @@
 //! [`NftBackend`] implements [`svcnet_dataplane::Backend`]:
 //!
 //! - [`Backend::sync_all`] replaces both tables (`ip svcnet`, `ip6 svcnet`) in one `nft -f -` transaction
-//!   ([`render_full`]): start-up, periodic resync, recovery. Stale chains cannot survive it, and the
-//!   kernel swaps the rulesets at commit, so no packet sees a half-built table. The first sync of a
-//!   process that finds the tables already there (left by the process before it, after a restart or a
-//!   crash) takes them over instead ([`takeover`]): it lists them, and one transaction changes only what
-//!   differs from the wanted state, so rules, affinity entries and connections are never interrupted,
-//!   and an unchanged state writes nothing.
+//!   ([`render_full`]): periodic resync, recovery. Stale chains cannot survive it, and the kernel swaps
+//!   the rulesets at commit, so no packet sees a half-built table. Where there are no tables yet (a cold
+//!   start) the rules go through `nft -f` and the elements after them in one netlink batch
+//!   ([`render_cold`]; nft spends more on elements than on rules). The first sync of a process that finds
+//!   the tables already there (left by the process before it, after a restart or a crash) takes them
+//!   over instead ([`takeover`]): it reads them back through netlink, and writes only what differs from
+//!   the wanted state, so rules, affinity entries and connections are never interrupted, and an
+//!   unchanged state writes nothing (10,000 Services: about 0.3 s of CPU; see BENCHMARKS.md).
 //! - [`Backend::apply`] touches only the changed ports' elements, chains and sets
 //!   ([`render_changes_deferred`]), so an endpoint change costs the same with 10 or 10,000 Services.
 //!   Chains and declarations go through `nft -f`, written so that nft 1.0.x need not read the ruleset
@@ -24,7 +26,9 @@
 //!   and timeouts kube-proxy sets are made ([`sysctl`], [`NftConfig::conntrack`]).
 //!
 //! `nft` and `conntrack` run through configurable command prefixes, so tests drive the backend inside a
-//! network namespace with `ip netns exec NS nft`.
+//! network namespace with `ip netns exec NS nft` (with [`NftConfig::netns`] naming the same namespace for
+//! the netlink socket). Without a netlink socket, elements go through `nft` and a takeover replaces the
+//! tables instead (it reads them back through netlink only).
 
 pub mod conntrack;
 mod family;
@@ -35,7 +39,7 @@ mod slots;
 pub mod sysctl;
 pub mod takeover;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,7 +58,7 @@ pub use takeover::TakeoverStats;
 
 pub use render::{
     Elem, ElementOp, Family, Key, Programmed, Transaction, delete_script, render_changes,
-    render_changes_deferred, render_full, render_programmed,
+    render_changes_deferred, render_cold, render_full, render_programmed,
 };
 
 /// How the backend reaches nftables and what it needs to know about the node.
@@ -283,27 +287,58 @@ impl NftBackend {
     }
 
     /// Takes over the tables an earlier process left: reads them back and changes only what differs
-    /// from `ports`, in one transaction ([`takeover`]). `Ok(None)` when there are no tables to take over
-    /// or they cannot be reconciled in place (the caller then replaces them).
+    /// from `ports` ([`takeover`]). `Ok(None)` when there are no tables to take over, or they cannot be
+    /// read (no netlink socket) or reconciled in place (the caller then replaces them). Reading again
+    /// when another transaction committed while the tables were being read.
     fn take_over(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match self.take_over_once(ports) {
+                Err(NftError::Netlink(netlink::NetlinkError::Interrupted(what))) if attempt < ATTEMPTS => {
+                    debug!(dump = %what, attempt, "nftables changed while being read; reading again");
+                    attempt += 1;
+                }
+                res => return res,
+            }
+        }
+    }
+
+    fn take_over_once(&mut self, ports: &[Arc<ServicePort>]) -> Result<Option<TakeoverStats>, NftError> {
         let t0 = Instant::now();
-        let standby = format!("{}-standby", self.cfg.table);
-        let (text, standby_left) = takeover::list(&self.cfg, &standby)?;
-        if text.is_empty() {
+        let cfg = self.cfg.clone();
+        let standby = format!("{}-standby", cfg.table);
+        let Some(w) = self.netlink_writer() else {
+            return Ok(None);
+        };
+        let (mut found, standby_left) = match takeover::read(&cfg, w, &standby) {
+            Ok(r) => r,
+            Err(e) => {
+                self.writer = None;
+                return Err(e);
+            }
+        };
+        if found.is_empty() {
             return Ok(None);
         }
-        let listed = Instant::now();
-        let found = takeover::parse(&text, &self.cfg.table);
-        let parsed = Instant::now();
+        let read = Instant::now();
         let ids = takeover::ids(&found, ports.iter().map(|p| &p.name));
         let prog = Programmed::from_ports_with_ids(ports, &ids);
-        let wanted = takeover::parse(
-            &render_programmed(&prog, &self.cfg, &Default::default()),
-            &self.cfg.table,
-        );
+        let wanted: BTreeMap<Family, render::TableSpec> = render::families(&cfg)
+            .into_iter()
+            .map(|f| (f, render::table_spec(&prog, &cfg, f, &Default::default())))
+            .collect();
         let rendered = Instant::now();
-        let (mut script, stats) = match takeover::reconcile(&found, &wanted, &self.cfg.table) {
-            Ok(r) => r,
+        let Some(w) = self.netlink_writer() else {
+            return Ok(None);
+        };
+        if let Err(e) = takeover::read_elements(&cfg, w, &mut found, &wanted) {
+            self.writer = None;
+            return Err(e);
+        }
+        let elements = Instant::now();
+        let mut plan = match takeover::reconcile(&found, &wanted, &cfg.table) {
+            Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "replacing the nftables tables instead");
                 return Ok(None);
@@ -311,22 +346,38 @@ impl NftBackend {
         };
         // A standby copy left by a full sync that was interrupted would keep DNATing with old rules.
         for fam in standby_left {
-            script.push_str(&format!("delete table {} {standby}\n", fam.nft()));
+            plan.after
+                .push_str(&format!("delete table {} {standby}\n", fam.nft()));
         }
         let reconciled = Instant::now();
-        if !script.is_empty() {
-            self.transact(&script)?;
+        if !plan.before.is_empty() {
+            self.transact(&plan.before)?;
+        }
+        if !plan.elements.is_empty() {
+            let w = self.netlink_writer().ok_or_else(|| {
+                NftError::Netlink(netlink::NetlinkError::Protocol(
+                    "the netlink socket went away".into(),
+                ))
+            })?;
+            if let Err(e) = w.commit(&plan.elements) {
+                self.writer = None;
+                return Err(e.into());
+            }
+            self.commits.set(self.commits.get().wrapping_add(1));
+        }
+        if !plan.after.is_empty() {
+            self.transact(&plan.after)?;
         }
         debug!(
-            list = ?(listed - t0),
-            parse = ?(parsed - listed),
-            render = ?(rendered - parsed),
-            reconcile = ?(reconciled - rendered),
+            read = ?(read - t0),
+            render = ?(rendered - read),
+            elements = ?(elements - rendered),
+            reconcile = ?(reconciled - elements),
             write = ?reconciled.elapsed(),
             "nftables takeover phases"
         );
         self.state = prog;
-        Ok(Some(stats))
+        Ok(Some(plan.stats))
     }
 
     /// The configuration.
@@ -504,14 +555,11 @@ impl NftBackend {
     /// refused connection in about 25 replacements under 6,000 connections/s). So when the tables already
     /// exist, a standby copy of the new ruleset is committed first (it runs alongside, and as the older
     /// registration its NAT chains come first), the tables are replaced, and the standby is deleted.
-    fn replace_tables(&self, ports: &[Arc<ServicePort>]) -> Result<(), NftError> {
-        let tables = nft::run(&self.cfg.nft_command, &["list", "tables"], None)?;
-        let live = format!("ip {}", self.cfg.table);
-        if !tables
-            .lines()
-            .any(|l| l.trim().strip_prefix("table ") == Some(live.as_str()))
-        {
-            return self.transact(&render_full(ports, &self.cfg));
+    ///
+    /// When they do not exist yet (a cold start), see [`NftBackend::load_cold`].
+    fn replace_tables(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), NftError> {
+        if !self.table_exists()? {
+            return self.load_cold(ports);
         }
         let standby_cfg = NftConfig {
             table: format!("{}-standby", self.cfg.table),
@@ -536,6 +584,41 @@ impl NftBackend {
         }
         self.transact(&cleanup)?;
         res
+    }
+
+    /// Whether the `ip` table exists (through netlink when it can: `nft list tables` makes nft 1.0.6 read
+    /// every set's elements).
+    fn table_exists(&mut self) -> Result<bool, NftError> {
+        let table = self.cfg.table.clone();
+        if let Some(w) = self.netlink_writer() {
+            match w.tables(Family::V4) {
+                Ok(tables) => return Ok(tables.contains(&table)),
+                Err(e) => {
+                    debug!(error = %e, "cannot list the nftables tables through netlink");
+                    self.writer = None;
+                }
+            }
+        }
+        let tables = nft::run(&self.cfg.nft_command, &["list", "tables"], None)?;
+        let live = format!("ip {table}");
+        Ok(tables
+            .lines()
+            .any(|l| l.trim().strip_prefix("table ") == Some(live.as_str())))
+    }
+
+    /// Loads the tables where there are none ([`render_cold`]): the rules and declarations in one `nft -f`
+    /// transaction, then the elements in one netlink batch, which costs nft nothing. Nothing served these
+    /// Services before, so the moment in between, when the tables stand with empty maps, loses nothing.
+    fn load_cold(&mut self, ports: &[Arc<ServicePort>]) -> Result<(), NftError> {
+        if self.netlink_writer().is_none() {
+            return self.transact(&render_full(ports, &self.cfg));
+        }
+        let (script, elements) = render_cold(ports, &self.cfg);
+        self.transact(&script)?;
+        self.send_elements(&Transaction {
+            elements,
+            ..Default::default()
+        })
     }
 
     /// Runs one transaction.

@@ -680,3 +680,124 @@ fn takeover_upgrades_tables_with_a_map_per_port() {
         );
     }
 }
+
+/// What someone else did to the tables while no svcnet ran is undone by the next takeover, and nothing
+/// else is written: elements deleted by hand (a verdict-map entry, an endpoint range) come back, an
+/// element added by hand goes, a rule added to a service chain and a base chain flushed by hand are
+/// rewritten (the rule count and the digest in the last rule's comment tell), and a chain svcnet does not
+/// know is deleted. The tables keep their handle and end up as a full rendering makes them.
+#[test]
+fn takeover_repairs_what_others_changed() {
+    if !can_run("takeover_repairs_what_others_changed") {
+        return;
+    }
+    let ns = Netns::new("repair");
+    let yaml = std::fs::read_to_string(golden_path("clusterip.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let mut first = ns.backend(golden_config());
+    first.sync_all(&ports).unwrap();
+    let handle = table_handle(&ns);
+    drop(first);
+
+    let service_chain = "service-I6BWTMCE-default/web/tcp/";
+    for edit in [
+        "delete element ip svcnet service-ips { 10.96.0.10 . tcp . 80 }",
+        "delete element ip svcnet endpoints-udp-0 { udp . 0-32767 }",
+        "add element ip svcnet cluster-ips { 10.96.99.99 }",
+        &format!("add rule ip svcnet {service_chain} counter"),
+        "flush chain ip svcnet nat-output",
+        "add chain ip svcnet not-svcnets",
+    ] {
+        nft_load(&ns, &format!("{edit}\n"));
+    }
+    let before = ns.exec(&["nft", "list", "table", "ip", "svcnet"]);
+    assert!(!before.contains("10.96.0.10 . tcp . 80"), "{before}");
+
+    let mut next = ns.backend(golden_config());
+    next.sync_all(&ports).unwrap();
+    let stats = next.takeover().expect("taken over, not replaced");
+    assert_eq!(
+        stats,
+        svcnet_nft::TakeoverStats {
+            sets: 0,
+            chains: 3,
+            elements: 3
+        }
+    );
+    assert_eq!(table_handle(&ns), handle, "the table was not recreated");
+    let full = ns.backend(NftConfig {
+        table: "svcnet-full".into(),
+        ..golden_config()
+    });
+    nft_load(
+        &ns,
+        &render_programmed(next.programmed(), full.config(), &Default::default()),
+    );
+    for (fam, (t, s)) in listing(&next).iter().zip(&listing(&full)).enumerate() {
+        let differ: Vec<_> = t
+            .keys()
+            .chain(s.keys())
+            .filter(|k| t.get(*k) != s.get(*k))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "family {fam}: repaired and full differ: {differ:#?}"
+        );
+    }
+    drop(next);
+
+    // Repaired, the tables are as svcnet writes them: the next takeover writes nothing.
+    let before = generation(&ns);
+    let mut again = ns.backend(golden_config());
+    again.sync_all(&ports).unwrap();
+    assert_eq!(again.takeover(), Some(svcnet_nft::TakeoverStats::default()));
+    assert_eq!(generation(&ns), before);
+}
+
+/// With several pod CIDRs per family the rules name a `pod-cidrs` interval set, whose elements a takeover
+/// compares as nft prints them: unchanged, nothing is written; a CIDR added to the configuration meanwhile
+/// is added to the set, and nothing else changes.
+#[test]
+fn takeover_follows_the_pod_cidrs() {
+    if !can_run("takeover_follows_the_pod_cidrs") {
+        return;
+    }
+    let ns = Netns::new("podcidrs");
+    let yaml = std::fs::read_to_string(golden_path("clusterip.yaml")).unwrap();
+    let ports = common::ports_from_yaml(&yaml);
+    let config = |cidrs: &[&str]| NftConfig {
+        pod_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        ..golden_config()
+    };
+    let two = ["10.244.0.0/16", "10.245.0.0/16", "fd00:10:244::/56"];
+    let mut first = ns.backend(config(&two));
+    first.sync_all(&ports).unwrap();
+    assert_eq!(first.takeover(), None);
+    drop(first);
+
+    let before = generation(&ns);
+    let mut same = ns.backend(config(&two));
+    same.sync_all(&ports).unwrap();
+    assert_eq!(same.takeover(), Some(svcnet_nft::TakeoverStats::default()));
+    assert_eq!(generation(&ns), before, "an unchanged takeover writes nothing");
+    drop(same);
+
+    let three = [
+        "10.244.0.0/16",
+        "10.245.0.0/16",
+        "10.250.0.0/16",
+        "fd00:10:244::/56",
+    ];
+    let mut next = ns.backend(config(&three));
+    next.sync_all(&ports).unwrap();
+    assert_eq!(
+        next.takeover(),
+        Some(svcnet_nft::TakeoverStats {
+            sets: 0,
+            chains: 0,
+            elements: 1
+        })
+    );
+    let set = ns.exec(&["nft", "list", "set", "ip", "svcnet", "pod-cidrs"]);
+    assert!(set.contains("10.250.0.0/16"), "{set}");
+}

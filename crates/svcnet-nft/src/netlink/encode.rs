@@ -14,7 +14,7 @@ use super::{
 use crate::family::Family;
 
 /// One element: key bytes as the kernel stores them, optional data, interval-end flag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Element {
     /// The key, in register layout (see the encoders, e.g. [`addr_proto_port`]).
     pub key: Vec<u8>,
@@ -51,7 +51,7 @@ impl Element {
 }
 
 /// The data of a map element.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ElementData {
     /// A value (for example a DNAT target, [`addr_port`]).
     Value(Vec<u8>),
@@ -242,7 +242,7 @@ fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     pad4(buf);
 }
 
-fn attr_str(buf: &mut Vec<u8>, ty: u16, s: &str) {
+pub(super) fn attr_str(buf: &mut Vec<u8>, ty: u16, s: &str) {
     put_u16(buf, (4 + s.len() + 1) as u16);
     put_u16(buf, ty);
     buf.extend_from_slice(s.as_bytes());
@@ -264,7 +264,7 @@ fn nest_end(buf: &mut [u8], start: usize) -> Result<(), NetlinkError> {
     Ok(())
 }
 
-fn family_code(family: Family) -> u8 {
+pub(super) fn family_code(family: Family) -> u8 {
     match family {
         Family::V4 => NFPROTO_IPV4,
         Family::V6 => NFPROTO_IPV6,

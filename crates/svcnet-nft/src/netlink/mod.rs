@@ -1,5 +1,5 @@
-//! A minimal nftables netlink client that does one thing: add and delete set and map **elements**, many of
-//! them in one atomic batch.
+//! A minimal nftables netlink client that does two things: add and delete set and map **elements**, many
+//! of them in one atomic batch, and read tables back (`read`: what a takeover compares).
 //!
 //! Why hand-written: the rest of the backend drives `nft -f`, which is right for tables, chains and rules,
 //! but wrong for the one thing that changes whenever an endpoint changes — map elements. Starting `nft`
@@ -35,12 +35,14 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 
 mod encode;
+mod read;
 
 pub use encode::{
     Batch, Element, ElementData, addr, addr_pair, addr_port, addr_proto_port, proto_port, slot_range,
     slot_ranges,
 };
 use encode::{MsgInfo, end_message, start_message};
+pub use read::{BaseHook, ChainInfo, RuleInfo};
 
 pub use crate::slots::SLOTS;
 
@@ -120,6 +122,10 @@ pub enum NetlinkError {
         /// The error's description (strerror).
         message: String,
     },
+    /// A dump (reading tables back) saw a transaction commit midway (`NLM_F_DUMP_INTR`): what it read may
+    /// mix two rulesets. Reading again is the cure.
+    #[error("the {0} dump was interrupted by a concurrent change")]
+    Interrupted(String),
     /// The kernel's answer was not what the protocol says, or did not come in time.
     #[error("nftables netlink protocol: {0}")]
     Protocol(String),

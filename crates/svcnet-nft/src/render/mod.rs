@@ -25,8 +25,10 @@
 //! every endpoint change copy tens of thousands of ranges. Services with ClientIP affinity keep
 //! kube-proxy's per-endpoint chains with timed sets.
 //!
-//! Every rule is written the way nft prints it, so that tables read back (a takeover, [`crate`] docs)
-//! compare equal to their rendering.
+//! Every rule is written the way nft prints it (so that listings compare equal to renderings in tests),
+//! and every chain is signed: its last rule's comment carries a digest of the chain's lines, which is
+//! how a takeover ([`crate::takeover`]) tells, reading rules back through netlink as expressions, that a
+//! chain is still what the renderer writes.
 //!
 //! Every object a port owns carries the port's name, so an incremental change replaces exactly one port's
 //! objects.
@@ -43,8 +45,8 @@ pub use crate::family::Family;
 pub use crate::slots::slot_ranges;
 pub use elements::{AffinityEntries, Elem, Key, parse_affinity_entries};
 pub use names::{PORTS_PER_MAP, endpoint_chain, service_chain};
-pub(crate) use ruleset::families;
-pub use ruleset::{MASQUERADE_MARK, render_full, render_full_keeping, render_programmed};
+pub use ruleset::{MASQUERADE_MARK, render_cold, render_full, render_full_keeping, render_programmed};
+pub(crate) use ruleset::{SetSpec, TableSpec, comment_of_rule, families, table_spec};
 pub use transaction::{
     ElementOp, Programmed, Transaction, delete_script, render_changes, render_changes_deferred,
 };

@@ -11,16 +11,8 @@ const NAME_BASE_MAX: usize = 256 - 24;
 /// makes names that differ in one digit easy to tell apart. FNV-1a, not kube-proxy's SHA-256: the names
 /// are ours alone, and only stability matters.
 fn hash_name(name: &str) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
     let mut out = String::with_capacity(name.len() + 9);
-    for i in 0..8 {
-        out.push(ALPHABET[((h >> (59 - 5 * i)) & 31) as usize] as char);
-    }
+    out.push_str(&base32(fnv1a(name.as_bytes()), 8));
     out.push('-');
     out.push_str(name);
     if out.len() > NAME_BASE_MAX {
@@ -28,6 +20,24 @@ fn hash_name(name: &str) -> String {
         out.push_str("...");
     }
     out
+}
+
+/// FNV-1a, 64 bits.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The first `n` (at most 12) base32 digits of `h`, most significant first.
+pub(super) fn base32(h: u64, n: usize) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..n.min(12))
+        .map(|i| ALPHABET[((h >> (59 - 5 * i)) & 31) as usize] as char)
+        .collect()
 }
 
 /// `HASH-ns/name/proto/port`: namespace, Service and port names are `[a-z0-9-]`, so `/` separates them
