@@ -435,18 +435,15 @@ async fn agent(args: AgentArgs) -> Result<()> {
         ),
     };
     let mut registry = prometheus_client::registry::Registry::default();
-    let (client, balancer) = if args.api.api_servers.is_empty() {
-        // Straight to the server, re-reading the node's certificate when rotation renews it.
-        (kube_client(&kubeconfig).await?, None)
-    } else {
-        api_servers::connect(
-            api_servers::kube_config(Some(&kubeconfig)).await?,
-            &args.api,
-            AGENT_API_LB_LISTEN,
-            Some(&mut registry),
-        )
-        .await?
-    };
+    // Straight to the server or through the balancer, re-reading the node's certificate when rotation
+    // renews it.
+    let (client, balancer) = api_servers::connect(
+        Some(&kubeconfig),
+        &args.api,
+        AGENT_API_LB_LISTEN,
+        Some(&mut registry),
+    )
+    .await?;
     let mut supervisor = Supervisor::new();
     if let Some(b) = balancer {
         // kubectl on this node gets the same failover as the agent: one address, every server.
@@ -458,7 +455,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     if joined {
         let (dir, node) = (args.data_dir.clone(), node_name.clone());
-        supervisor.spawn("certificate-rotation", join::rotate(dir, node));
+        // Asked for through the agent's own client: with --api-servers, whichever server is up.
+        supervisor.spawn("certificate-rotation", join::rotate(dir, node, client.clone()));
     }
     let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
