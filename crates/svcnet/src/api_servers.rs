@@ -118,6 +118,22 @@ pub async fn connect(
     Ok((client, Some(Balancer { addr, task })))
 }
 
+/// Where `svcnet agent` with `--api-servers` writes the kubeconfig naming its balancer for kubectl:
+/// `DIR/kubeconfig`, unless that is the node's own kubeconfig `from` (a joined node's, which must keep
+/// naming the server it joined), then `DIR/balancer.kubeconfig`.
+pub fn balancer_kubeconfig_path(data_dir: &Path, from: &Path) -> std::path::PathBuf {
+    let usual = data_dir.join("kubeconfig");
+    let same = match (usual.canonicalize(), from.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => usual == from,
+    };
+    if same {
+        data_dir.join("balancer.kubeconfig")
+    } else {
+        usual
+    }
+}
+
 /// Writes a copy of the kubeconfig at `from` whose current cluster's server is `server` (owner-only):
 /// the kubeconfig for kubectl on a node, naming the local balancer.
 pub fn write_kubeconfig_via(from: &Path, server: &str, to: &Path) -> Result<()> {
@@ -170,6 +186,19 @@ pub fn write_kubeconfig_via(from: &Path, server: &str, to: &Path) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_joined_node_keeps_its_own_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("kubeconfig");
+        std::fs::write(&own, "").unwrap();
+        assert_eq!(
+            balancer_kubeconfig_path(dir.path(), &own),
+            dir.path().join("balancer.kubeconfig")
+        );
+        let admin = dir.path().join("admin.conf");
+        assert_eq!(balancer_kubeconfig_path(dir.path(), &admin), own);
+    }
 
     #[test]
     fn the_node_kubeconfig_names_the_balancer_and_keeps_credentials() {

@@ -446,9 +446,11 @@ async fn agent(args: AgentArgs) -> Result<()> {
     .await?;
     let mut supervisor = Supervisor::new();
     if let Some(b) = balancer {
-        // kubectl on this node gets the same failover as the agent: one address, every server.
+        // kubectl on this node gets the same failover as the agent: one address, every server. A
+        // joined node's own kubeconfig is DIR/kubeconfig itself; it keeps naming the server the node
+        // joined (a restart, or one without --api-servers, reads it), and the balancer's goes beside it.
         let from = kubeconfig.clone();
-        let kubeconfig = args.data_dir.join("kubeconfig");
+        let kubeconfig = api_servers::balancer_kubeconfig_path(&args.data_dir, &from);
         api_servers::write_kubeconfig_via(&from, &b.url(), &kubeconfig)?;
         info!(listen = %b.addr, kubeconfig = %kubeconfig.display(), "API servers reached through the local balancer");
         b.supervise(&supervisor);

@@ -853,3 +853,117 @@ fn a_joined_node_announces_with_its_own_certificate_and_nothing_more() {
     );
     drop(agent);
 }
+
+/// The server a kubeconfig names.
+fn server_of(kubeconfig: &Path) -> String {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let kc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    kc["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A node joined with `--api-servers` reaches the API through its balancer: its clients follow the
+/// renewed certificate there too (the node keeps its Lease after the first certificate expired), its
+/// own kubeconfig keeps naming the server it joined (the balancer's is `balancer.kubeconfig` beside
+/// it), and it comes back after a restart with the certificate it has.
+#[test]
+fn a_node_joined_through_its_balancer_renews_and_restarts() {
+    let c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--proxy-mode",
+            "none",
+            "--no-dns",
+            "--no-agent",
+            "--cluster-signing-duration",
+            "45s",
+        ],
+    );
+    let args = agent_args(&join_command(&c, "1h"));
+    let dir = c.dir.join("ha-node");
+    let lb = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let server = format!("https://{}", c.addr);
+    let mut all = args.clone();
+    all.extend(node_flags("ha-node"));
+    all.extend([
+        "--api-servers".into(),
+        server.clone(),
+        "--api-lb-listen".into(),
+        lb.clone(),
+    ]);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut agent = Agent::start_with(SVCNET, &dir, &refs);
+    assert!(
+        eventually(Duration::from_secs(60), || node_ready(&c, "ha-node")),
+        "the node never became Ready:\n{}",
+        agent.log()
+    );
+    let own = dir.join("kubeconfig");
+    let via = dir.join("balancer.kubeconfig");
+    assert_eq!(server_of(&own), server, "the node's own kubeconfig");
+    assert_eq!(
+        server_of(&via),
+        format!("https://{lb}"),
+        "the balancer's kubeconfig"
+    );
+    let whoami = allowed(
+        &c,
+        &via,
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+    );
+    assert_eq!(whoami, "system:node:ha-node");
+
+    // Renewal through the balancer, and the node's clients on the new certificate once the first
+    // one expired.
+    let pem_path = dir.join("pki/kubelet-client-current.pem");
+    let (_, first_expiry) = cert_validity(&std::fs::read_to_string(&pem_path).unwrap());
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            std::fs::read_to_string(&pem_path).is_ok_and(|p| cert_validity(&p).1 > first_expiry)
+        }),
+        "no renewal:\n{}",
+        agent.log()
+    );
+    let now = || jiff::Timestamp::now().as_second();
+    while now() < first_expiry + 12 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let renewed = c.get_json(&["lease", "-n", "kube-node-lease", "ha-node"])["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    assert!(
+        renewed > first_expiry,
+        "the Lease was last renewed at {renewed}, before the first certificate expired at {first_expiry}\n{}",
+        agent.log()
+    );
+    assert_eq!(server_of(&own), server, "the node's own kubeconfig after renewal");
+
+    // A restart: the node's own kubeconfig and certificate, no new CSR.
+    let before = csrs(&c).len();
+    agent.restart("TERM");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            agent
+                .log()
+                .matches("using this node's certificate from an earlier join")
+                .count()
+                >= 1
+                && allowed(&c, &via, &["get", "node", "ha-node", "-o", "name"]) == "node/ha-node"
+        }),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        server_of(&own),
+        server,
+        "the node's own kubeconfig after the restart"
+    );
+    assert!(eventually(Duration::from_secs(30), || node_ready(&c, "ha-node")));
+    assert_eq!(csrs(&c).len(), before);
+    drop(agent);
+}
