@@ -151,20 +151,36 @@ async fn refresh_token(manager: &kube::Client, name: &str, token_file: &Path) ->
 }
 
 /// Renews every controller's token at 80 % of its lifetime (the file is re-read by its client within a
-/// minute), and a token that could not be made every second until it can (its ServiceAccount deleted
-/// meanwhile is created again). Runs until dropped.
+/// minute), at once when its ServiceAccount is deleted (which revokes the token: it is made again with
+/// a new token), and a token that could not be made every second until it can. Runs until dropped.
 async fn renew_tokens(manager: kube::Client, dir: PathBuf) -> Result<()> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
     let mut due: Vec<(&'static str, tokio::time::Instant)> = svcnet_controllers::identity::SERVICE_ACCOUNTS
         .iter()
         .map(|&n| (n, tokio::time::Instant::now() + TOKEN_LIFETIME.mul_f64(0.8)))
         .collect();
+    let accounts: Api<ServiceAccount> = Api::namespaced(manager.clone(), NAMESPACE);
+    let mut deletions = std::pin::pin!(watcher(accounts, watcher::Config::default()).default_backoff());
     loop {
         let next = due
             .iter()
             .map(|(_, at)| *at)
             .min()
             .unwrap_or_else(tokio::time::Instant::now);
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            event = deletions.next() => {
+                if let Some(Ok(watcher::Event::Delete(sa))) = event {
+                    let name = sa.metadata.name.unwrap_or_default();
+                    if let Some((_, at)) = due.iter_mut().find(|(n, _)| *n == name) {
+                        warn!(serviceaccount = %name, "a controller's ServiceAccount was deleted; making it again");
+                        *at = tokio::time::Instant::now();
+                    }
+                }
+                continue;
+            }
+        }
         let now = tokio::time::Instant::now();
         for (name, at) in due.iter_mut().filter(|(_, at)| *at <= now) {
             let token_file = dir.join(format!("{name}.token"));

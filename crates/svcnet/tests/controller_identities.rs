@@ -31,7 +31,19 @@ fn sa(name: &str) -> String {
 /// The users of the `verb` requests of `resource` (e.g. `endpointslices`) in namespace `ns` that got
 /// a 2xx, waiting up to 20 s until `want` is among them.
 fn writers(log: &Path, verb: &str, resource: &str, ns: &str, want: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    writers_within(log, verb, resource, ns, want, Duration::from_secs(20))
+}
+
+/// [`writers`], waiting up to `wait`.
+fn writers_within(
+    log: &Path,
+    verb: &str,
+    resource: &str,
+    ns: &str,
+    want: &str,
+    wait: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + wait;
     loop {
         let users: Vec<String> = std::fs::read_to_string(log)
             .unwrap_or_default()
@@ -77,6 +89,7 @@ fn controllers_write_as_their_service_accounts() {
         ],
     );
     c.ok(&["create", "namespace", "team-a"]);
+    c.ok(&["create", "namespace", "team-b"]);
     // A selector Service: the EndpointSlice and Endpoints controllers write for it.
     c.ok(&[
         "-n",
@@ -373,4 +386,92 @@ subsets: [{addresses: [{ip: 10.1.2.3}], ports: [{port: 80}]}]
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Deleting a controller's ServiceAccount revokes its token; the controller manager makes both again
+    // and the controller writes again once its client re-reads the token file (within a minute).
+    let first_uid =
+        c.get_json(&["sa", "-n", "kube-system", "endpointslice-controller"])["metadata"]["uid"].clone();
+    c.ok(&["-n", "kube-system", "delete", "sa", "endpointslice-controller"]);
+    let out = c.kubectl_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["--token", token.trim(), "auth", "whoami"],
+        None,
+    );
+    assert!(
+        !out.status.success(),
+        "the deleted ServiceAccount's token still works"
+    );
+    c.ok(&[
+        "-n",
+        "team-b",
+        "create",
+        "service",
+        "clusterip",
+        "later",
+        "--tcp",
+        "80",
+    ]);
+    let users = writers_within(
+        &log,
+        "create",
+        "endpointslices",
+        "team-b",
+        &es,
+        Duration::from_secs(120),
+    );
+    assert!(users.contains(&es), "{users:?}\n{}", c.log());
+    let uid = c.get_json(&["sa", "-n", "kube-system", "endpointslice-controller"])["metadata"]["uid"].clone();
+    assert_ne!(uid, first_uid);
+}
+
+/// On etcd, with leader election: the controller manager campaigns as itself (the election Leases are
+/// written by `system:kube-controller-manager`, which may touch only those), and the elected
+/// controllers still write as their ServiceAccounts.
+#[test]
+fn leader_election_runs_as_the_controller_manager() {
+    let etcd = svcnet_testsupport::etcd::Etcd::start();
+    let logs = tempfile::tempdir().unwrap();
+    let policy = svcnet_testsupport::cluster::write_file(logs.path(), "policy.yaml", POLICY);
+    let log = logs.path().join("audit.log");
+    let url = etcd.url();
+    let c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--control-plane-only",
+            "--etcd-servers",
+            &url,
+            "--audit-policy-file",
+            &policy,
+            "--audit-log-path",
+            log.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.lease_holder("svcnet-endpointslice-controller").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!c.lease_holder("svcnet-endpointslice-controller").is_empty());
+    let kcm = "system:kube-controller-manager";
+    let users = writers(&log, "update", "leases", "kube-system", kcm);
+    assert!(users.iter().any(|u| u == kcm), "{users:?}");
+    assert!(users.iter().all(|u| u == kcm), "{users:?}");
+    c.ok(&["create", "namespace", "team-a"]);
+    c.ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "--tcp",
+        "80",
+    ]);
+    let slices = writers(
+        &log,
+        "create",
+        "endpointslices",
+        "team-a",
+        &sa("endpointslice-controller"),
+    );
+    assert!(slices.contains(&sa("endpointslice-controller")), "{slices:?}");
 }
