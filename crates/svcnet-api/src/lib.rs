@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod field;
+pub mod lb_announce;
 pub mod resources;
 pub mod selector;
 pub mod service;

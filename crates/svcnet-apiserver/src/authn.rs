@@ -211,6 +211,14 @@ pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
     })
 }
 
+/// When a client certificate stops being valid (seconds since the epoch). The certificate is checked
+/// once per connection; a connection that outlives it is no longer its user's (kube's x509
+/// authenticator checks the time on every request, so a renewed certificate must bring new connections).
+pub fn cert_not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The bearer token of an `Authorization` header, as kube's bearer token authenticator reads it: the
 /// scheme is case-insensitive, and the token is the word after it (split on single spaces, so
 /// "Bearer  x" carries an empty, invalid token).

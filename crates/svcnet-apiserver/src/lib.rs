@@ -276,11 +276,17 @@ impl ApiServer {
                         return;
                     }
                 };
-                // The user a client certificate names holds for every request on the connection.
-                let cert_user = server.cert_user(tls.get_ref().1.peer_certificates());
+                // The user a client certificate names holds for every request on the connection while
+                // the certificate is valid (a connection may outlive it).
+                let peer_certs = tls.get_ref().1.peer_certificates();
+                let cert_user = server.cert_user(peer_certs);
+                let not_after = peer_certs
+                    .and_then(|c| c.first())
+                    .and_then(|leaf| authn::cert_not_after(leaf.as_ref()));
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let server = server.clone();
-                    let cert_user = cert_user.clone();
+                    let now = jiff::Timestamp::now().as_second();
+                    let cert_user = cert_user.clone().filter(|_| not_after.is_none_or(|t| now <= t));
                     // The audit log's sourceIPs end with the connection's peer.
                     req.extensions_mut().insert(audit::Peer(peer));
                     async move { Ok::<_, Infallible>(server.handle_from(req, cert_user).await) }

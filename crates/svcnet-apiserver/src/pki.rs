@@ -279,6 +279,100 @@ preferences: {{}}
     )
 }
 
+/// A client certificate signed by the cluster CA under `dir/pki` for the user `common_name` in the
+/// groups `organizations` (X.509 authentication: CN is the user, O the groups), and its key, both PEM.
+/// This is how kubeadm makes `controller-manager.conf` and `scheduler.conf`: the components of the
+/// control-plane machine get users of their own instead of the admin's credential. Like the serving
+/// certificate it takes rcgen's default validity; a new one is made on every start.
+pub fn client_certificate(
+    dir: &Path,
+    common_name: &str,
+    organizations: &[&str],
+) -> Result<(String, String), PkiError> {
+    let ca_key = dir.join("pki").join("ca.key");
+    let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
+    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&ca_key_pem)?);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    for org in organizations {
+        params.distinguished_name.push(DnType::OrganizationName, *org);
+    }
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Renders a kubeconfig for `server` that trusts our CA and authenticates as `user` with the client
+/// certificate and key given (PEM, embedded), as kubeadm's component kubeconfigs do.
+pub fn certificate_kubeconfig(
+    server: &str,
+    creds: &Credentials,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: svcnet
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: svcnet
+  context:
+    cluster: svcnet
+    user: {user}
+current-context: svcnet
+preferences: {{}}
+",
+        ca = b64(&creds.ca_pem),
+        cert = b64(cert_pem),
+        key = b64(key_pem),
+    )
+}
+
+/// Renders a kubeconfig for `server` that trusts our CA and sends the bearer token kept in the file
+/// `token_file` (re-read as it changes: kube-rs reads such a file again every minute, client-go too).
+pub fn token_file_kubeconfig(server: &str, creds: &Credentials, user: &str, token_file: &Path) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(creds.ca_pem.as_bytes());
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: svcnet
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: {user}
+  user:
+    tokenFile: {file}
+contexts:
+- name: svcnet
+  context:
+    cluster: svcnet
+    user: {user}
+current-context: svcnet
+preferences: {{}}
+",
+        file = token_file.display(),
+    )
+}
+
+/// Writes `contents` to `path` with owner-only permissions (a kubeconfig, a token), atomically.
+pub fn write_private_file(path: &Path, contents: &str) -> Result<(), PkiError> {
+    write_private(path, contents)
+}
+
 /// Writes the kubeconfig to `path` with owner-only permissions.
 pub fn write_kubeconfig(path: &Path, server: &str, creds: &Credentials) -> Result<(), PkiError> {
     write_private(path, &kubeconfig(server, creds))

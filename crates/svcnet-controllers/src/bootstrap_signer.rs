@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use svcnet_informer::{Event, Informer};
 use tracing::{debug, warn};
@@ -140,22 +140,14 @@ pub async fn run_bootstrap_signer(client: Client) {
         if want == have {
             continue;
         }
-        // A merge patch: the signatures wanted, and null for those to drop.
-        let mut patch = serde_json::Map::new();
-        for k in have.keys().filter(|k| !want.contains_key(*k)) {
-            patch.insert(k.clone(), Value::Null);
-        }
-        for (k, v) in &want {
-            patch.insert(k.clone(), json!(v));
-        }
-        match api
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"data": patch})),
-            )
-            .await
-        {
+        // An update, as kube's signer makes (its role may update cluster-info, not patch it): the
+        // cached object with the signatures wanted; a conflict means the ConfigMap changed, and its
+        // event brings the next try.
+        let mut updated = (*cm).clone();
+        let data = updated.data.get_or_insert_with(Default::default);
+        data.retain(|k, _| !k.starts_with(JWS_PREFIX));
+        data.extend(want.iter().map(|(k, v)| (k.clone(), v.clone())));
+        match api.replace(name, &PostParams::default(), &updated).await {
             Ok(_) => debug!(tokens = want.len(), "cluster-info signatures updated"),
             Err(e) => warn!(error = %e, "updating the cluster-info signatures"),
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use svcnet_informer::{Event, Informer};
 use tracing::{info, warn};
@@ -217,9 +217,11 @@ async fn approve(
         }))
         .expect("a condition"),
     );
-    let patch = json!({"metadata": {"resourceVersion": csr.metadata.resource_version},
-        "status": {"conditions": conditions}});
-    api.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    // Updates of `approval` and `status` (kube's role for this controller grants update on them, not
+    // patch), conditional on the resourceVersion the decision was made on.
+    let mut approved = csr.clone();
+    approved.status.get_or_insert_with(Default::default).conditions = Some(conditions);
+    api.replace_subresource("approval", &name, &PostParams::default(), &approved)
         .await?;
     info!(csr = %name, user = csr.spec.username.as_deref().unwrap_or(""), "approved");
     Ok(())
@@ -243,12 +245,9 @@ async fn fail(
         }))
         .expect("a condition"),
     );
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"status": {"conditions": conditions}})),
-    )
-    .await?;
+    let mut failed = csr.clone();
+    failed.status.get_or_insert_with(Default::default).conditions = Some(conditions);
+    api.replace_status(&name, &PostParams::default(), &failed).await?;
     warn!(csr = %name, reason = why, "refused to sign");
     Ok(())
 }
@@ -298,14 +297,11 @@ async fn sign(
         Err(e) => return fail(api, csr, &format!("signing: {e}")).await,
     };
     let name = csr.metadata.name.clone().unwrap_or_default();
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"status": {"certificate": b64}})),
-    )
-    .await?;
+    // The certificate in PEM (ByteString encodes it as base64 on the wire).
+    let mut signed = csr.clone();
+    signed.status.get_or_insert_with(Default::default).certificate =
+        Some(k8s_openapi::ByteString(pem.into_bytes()));
+    api.replace_status(&name, &PostParams::default(), &signed).await?;
     info!(csr = %name, subject = %req.common_name, lifetime_s = lifetime.as_secs(), "signed");
     Ok(())
 }

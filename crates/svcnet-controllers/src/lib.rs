@@ -12,6 +12,10 @@
 //! Like kube-controller-manager's shared informers, the kinds several controllers read (Pods, Nodes,
 //! Services) are watched and cached once per process, in [`SharedInformers`], which every entry point
 //! takes; each subscribes to the events it needs (see [`svcnet_informer`]).
+//!
+//! Like kube-controller-manager with `--use-service-account-credentials`, each controller writes with a
+//! client of its own identity ([`Clients`], names in [`identity`]), so RBAC limits it to its role and
+//! the audit log names it; the shared informers watch as the controller manager itself.
 
 pub mod bootstrap_signer;
 pub mod certificates;
@@ -28,8 +32,83 @@ pub mod workloads;
 
 pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use svcnet_informer::Informer;
+
+/// The identities the controllers run as: the ServiceAccounts in `kube-system` that
+/// kube-controller-manager's `--use-service-account-credentials` gives each controller (kube's names,
+/// bound to kube's `system:controller:<name>` roles), one of svcnet's own, and the scheduler's user.
+pub mod identity {
+    /// The EndpointSlice controller.
+    pub const ENDPOINTSLICE: &str = "endpointslice-controller";
+    /// The Endpoints controller.
+    pub const ENDPOINT: &str = "endpoint-controller";
+    /// The EndpointSlice mirroring controller.
+    pub const ENDPOINTSLICE_MIRRORING: &str = "endpointslicemirroring-controller";
+    /// Node lifecycle, node IPAM (kube runs its range allocator as this one too) and the pod
+    /// garbage collection of vanished nodes.
+    pub const NODE: &str = "node-controller";
+    /// The `default` ServiceAccount of every namespace.
+    pub const SERVICE_ACCOUNT: &str = "service-account-controller";
+    /// The Deployment controller.
+    pub const DEPLOYMENT: &str = "deployment-controller";
+    /// The ReplicaSet controller.
+    pub const REPLICASET: &str = "replicaset-controller";
+    /// csrapproving and csrsigning.
+    pub const CERTIFICATE: &str = "certificate-controller";
+    /// The bootstrap signer (cluster-info's JWS signatures).
+    pub const BOOTSTRAP_SIGNER: &str = "bootstrap-signer";
+    /// svcnet's LoadBalancer IPAM (kube has none): `system:controller:svcnet-lb-ipam-controller`.
+    pub const LB_IPAM: &str = "svcnet-lb-ipam-controller";
+    /// Every ServiceAccount above.
+    pub const SERVICE_ACCOUNTS: &[&str] = &[
+        ENDPOINTSLICE,
+        ENDPOINT,
+        ENDPOINTSLICE_MIRRORING,
+        NODE,
+        SERVICE_ACCOUNT,
+        DEPLOYMENT,
+        REPLICASET,
+        CERTIFICATE,
+        BOOTSTRAP_SIGNER,
+        LB_IPAM,
+    ];
+    /// The scheduler is no controller of kube-controller-manager: it is the user kube-scheduler
+    /// authenticates as, with kube's ClusterRole `system:kube-scheduler`.
+    pub const SCHEDULER: &str = "kube-scheduler";
+}
+
+/// Which client each controller talks through (see [`identity`]). A name without a client of its own
+/// gets the fallback: the one client of [`Clients::single`] (tests, one identity for everything), or
+/// in `svcnet up` the controller manager's own, which may only read.
+#[derive(Clone)]
+pub struct Clients {
+    fallback: kube::Client,
+    named: HashMap<&'static str, kube::Client>,
+}
+
+impl Clients {
+    /// Every controller on `client`.
+    pub fn single(client: kube::Client) -> Self {
+        Clients {
+            fallback: client,
+            named: HashMap::new(),
+        }
+    }
+
+    /// `controller` on `client` from now on.
+    pub fn with(mut self, controller: &'static str, client: kube::Client) -> Self {
+        self.named.insert(controller, client);
+        self
+    }
+
+    /// The client of `controller`.
+    pub fn get(&self, controller: &str) -> kube::Client {
+        self.named.get(controller).unwrap_or(&self.fallback).clone()
+    }
+}
 
 /// The informers the controllers share: one watch and one cache per kind for the whole process. Cheap
 /// to clone; the watches stop when the last clone is dropped.
@@ -41,6 +120,10 @@ pub struct SharedInformers {
     pub nodes: Informer<Node>,
     /// Every Service (without managed fields).
     pub services: Informer<Service>,
+    /// The client the shared watches run through (kube-controller-manager's own identity, which may
+    /// list and watch everything); a controller starts watches of kinds its own role may not list
+    /// through it, as kube's controllers take those from the shared informer factory.
+    watcher: Option<kube::Client>,
 }
 
 impl SharedInformers {
@@ -51,7 +134,15 @@ impl SharedInformers {
         s.pods.spawn(kube::Api::all(client.clone()));
         s.nodes.spawn(kube::Api::all(client.clone()));
         s.services.spawn(kube::Api::all(client.clone()));
-        s
+        Self {
+            watcher: Some(client.clone()),
+            ..s
+        }
+    }
+
+    /// The client to watch through: the shared informers' own, or `own` when they were made by hand.
+    pub fn watcher_or(&self, own: &kube::Client) -> kube::Client {
+        self.watcher.as_ref().unwrap_or(own).clone()
     }
 
     /// The informers, not running (tests feed them by hand).
@@ -60,6 +151,7 @@ impl SharedInformers {
             pods: Informer::new(trim_shared_pod),
             nodes: Informer::new(trim_managed_fields),
             services: Informer::new(trim_managed_fields),
+            watcher: None,
         }
     }
 }

@@ -168,9 +168,19 @@ pub fn next_pod_cidr(cluster: &IpNet, mask: u8, used: &HashSet<IpNet>) -> Option
 /// Runs the three node loops until dropped. Nodes and pods come from the process's shared informers
 /// (their caches are complete once [`svcnet_informer::Store::is_synced`]); Leases have an informer of
 /// their own.
-pub async fn run_node_controllers(client: Client, informers: SharedInformers, cfg: NodeControllersConfig) {
+///
+/// The node loops write as [`crate::identity::NODE`], the scheduler as [`crate::identity::SCHEDULER`];
+/// node Leases are watched through the shared informers' client (kube's node-controller role may not
+/// list them: its lifecycle controller reads them from the shared informer factory).
+pub async fn run_node_controllers(
+    clients: crate::Clients,
+    informers: SharedInformers,
+    cfg: NodeControllersConfig,
+) {
+    let client = clients.get(crate::identity::NODE);
+    let scheduler = clients.get(crate::identity::SCHEDULER);
     let leases = Informer::<Lease>::new(crate::trim_managed_fields);
-    leases.spawn(Api::namespaced(client.clone(), "kube-node-lease"));
+    leases.spawn(Api::namespaced(informers.watcher_or(&client), "kube-node-lease"));
     let node_store = informers.nodes.store();
     let pod_store = informers.pods.store();
     let lease_store = leases.store();
@@ -253,7 +263,7 @@ pub async fn run_node_controllers(client: Client, informers: SharedInformers, cf
         }
     });
 
-    let mut recorder = Recorder::new(client.clone(), "default-scheduler");
+    let mut recorder = Recorder::new(scheduler.clone(), "default-scheduler");
     let mut reported: HashMap<String, String> = HashMap::new();
     let mut lifecycle = Lifecycle::new(client.clone(), cfg.grace, cfg.eviction);
     let mut tick = tokio::time::interval(cfg.monitor_period.max(Duration::from_millis(100)));
@@ -279,7 +289,7 @@ pub async fn run_node_controllers(client: Client, informers: SharedInformers, cf
         }
         node_store.wait_until_synced().await;
         pod_store.wait_until_synced().await;
-        schedule(&client, &node_store, &pod_store, &mut recorder, &mut reported).await;
+        schedule(&scheduler, &node_store, &pod_store, &mut recorder, &mut reported).await;
         collect_orphans(&client, &node_store, &pod_store).await;
         next_eviction = lifecycle.evict(&node_store, &pod_store).await;
     }

@@ -15,12 +15,16 @@ pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 /// Runs the controller until the watches end: on every namespace event, and on the deletion of a
 /// `default` ServiceAccount, creates the namespace's `default` ServiceAccount if the namespace is active
 /// and its cache has none.
-pub async fn run_service_account_controller(client: Client) {
+///
+/// It creates through `client` (kube's `system:controller:service-account-controller` may only create
+/// ServiceAccounts) and watches through `watcher` (kube's controller reads both kinds from the shared
+/// informer factory, as kube-controller-manager itself).
+pub async fn run_service_account_controller(client: Client, watcher: Client) {
     let namespaces: Informer<Namespace> = Informer::new(crate::trim_managed_fields);
     let accounts: Informer<ServiceAccount> = Informer::new(crate::trim_managed_fields);
-    namespaces.spawn(Api::all(client.clone()));
+    namespaces.spawn(Api::all(watcher.clone()));
     accounts.spawn_with(
-        Api::all(client.clone()),
+        Api::all(watcher),
         kube::runtime::watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
     );
     let mut ns_events = namespaces.subscribe();

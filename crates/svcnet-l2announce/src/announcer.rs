@@ -57,8 +57,9 @@ use crate::{L2Config, LEASE_LABEL, MANAGER};
 
 /// The Event reason on the Service when a node starts announcing it (MetalLB's word for the same).
 pub const REASON: &str = "nodeAssigned";
-/// The annotation on a LoadBalancer Service naming the node that answers for its IPs.
-pub const NODE_ANNOTATION: &str = "svcnet.io/lb-announcing-node";
+/// The annotation on a LoadBalancer Service naming the node that answers for its IPs (shared with the
+/// API server's NodeRestriction, which lets a node write only this, naming itself).
+pub use svcnet_api::lb_announce::NODE_ANNOTATION;
 /// How many gratuitous ARPs (unsolicited neighbour advertisements) a new holder sends per IP, and how
 /// far apart. Spread over seconds, as MetalLB (every 1.1 s for 5 s) and keepalived do, not sent in one
 /// burst: a neighbour that cannot hear them for a moment (its link just came up and its IPv6 stack is
@@ -69,7 +70,7 @@ const GARP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The Lease of Service `name`.
 pub fn lease_name(service: &str) -> String {
-    format!("svcnet-lb-{service}")
+    format!("{}{service}", svcnet_api::lb_announce::LEASE_PREFIX)
 }
 
 /// This node's knowledge of one group's Lease.

@@ -74,16 +74,23 @@ pub async fn kube_config(kubeconfig: Option<&Path>) -> Result<kube::Config> {
     }
 }
 
-/// The client a node command uses: straight to the kubeconfig's server, or, with `--api-servers`,
-/// through a balancer started here (listening on `--api-lb-listen`, else `default_listen`).
+/// The client a node command uses, from the kubeconfig at `kubeconfig` (or the pod's service account
+/// without one): straight to the kubeconfig's server, or, with `--api-servers`, through a balancer
+/// started here (listening on `--api-lb-listen`, else `default_listen`). Either way a client
+/// certificate the kubeconfig names by file is followed when it is renewed (see [`crate::reloading`]).
 pub async fn connect(
-    cfg: kube::Config,
+    kubeconfig: Option<&Path>,
     args: &ApiServersArgs,
     default_listen: SocketAddr,
     registry: Option<&mut prometheus_client::registry::Registry>,
 ) -> Result<(kube::Client, Option<Balancer>)> {
+    let cfg = kube_config(kubeconfig).await?;
     if args.api_servers.is_empty() {
-        return Ok((kube::Client::try_from(cfg)?, None));
+        let client = match kubeconfig {
+            Some(path) => crate::reloading::client(path).await?,
+            None => kube::Client::try_from(cfg)?,
+        };
+        return Ok((client, None));
     }
     let metrics = registry.map(svcnet_apilb::Metrics::new).unwrap_or_default();
     let listen = args.api_lb_listen.unwrap_or(default_listen);
@@ -99,11 +106,32 @@ pub async fn connect(
     .await
     .context("--api-lb-listen")?;
     let addr = lb.local_addr();
-    let mut through = cfg;
-    through.cluster_url = lb.url().parse()?;
-    let client = kube::Client::try_from(through)?;
+    let client = match kubeconfig {
+        Some(path) => crate::reloading::client_via(path, Some(&lb.url())).await?,
+        None => {
+            let mut through = cfg;
+            through.cluster_url = lb.url().parse()?;
+            kube::Client::try_from(through)?
+        }
+    };
     let task = tokio::spawn(lb.run());
     Ok((client, Some(Balancer { addr, task })))
+}
+
+/// Where `svcnet agent` with `--api-servers` writes the kubeconfig naming its balancer for kubectl:
+/// `DIR/kubeconfig`, unless that is the node's own kubeconfig `from` (a joined node's, which must keep
+/// naming the server it joined), then `DIR/balancer.kubeconfig`.
+pub fn balancer_kubeconfig_path(data_dir: &Path, from: &Path) -> std::path::PathBuf {
+    let usual = data_dir.join("kubeconfig");
+    let same = match (usual.canonicalize(), from.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => usual == from,
+    };
+    if same {
+        data_dir.join("balancer.kubeconfig")
+    } else {
+        usual
+    }
 }
 
 /// Writes a copy of the kubeconfig at `from` whose current cluster's server is `server` (owner-only):
@@ -158,6 +186,19 @@ pub fn write_kubeconfig_via(from: &Path, server: &str, to: &Path) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_joined_node_keeps_its_own_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("kubeconfig");
+        std::fs::write(&own, "").unwrap();
+        assert_eq!(
+            balancer_kubeconfig_path(dir.path(), &own),
+            dir.path().join("balancer.kubeconfig")
+        );
+        let admin = dir.path().join("admin.conf");
+        assert_eq!(balancer_kubeconfig_path(dir.path(), &admin), own);
+    }
 
     #[test]
     fn the_node_kubeconfig_names_the_balancer_and_keeps_credentials() {

@@ -84,7 +84,7 @@ pub async fn run(args: DnsCmdArgs) -> Result<()> {
     let kubeconfig = args.kubeconfig.clone().or_else(|| plan.kubeconfig.clone());
     let mut registry = Registry::default();
     let (client, mut balancer) = crate::api_servers::connect(
-        crate::api_servers::kube_config(kubeconfig.as_deref()).await?,
+        kubeconfig.as_deref(),
         &args.api,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(&mut registry),

@@ -337,9 +337,11 @@ pub fn renewal_at(not_before: i64, not_after: i64) -> i64 {
 }
 
 /// Renews this node's certificate at 80 % of its lifetime, for ever: a new key and CSR sent with the
-/// current certificate (approved as `selfnodeclient`), the files replaced once it is signed. A failed
+/// current certificate through `client` (the agent's own, which follows the certificate file; with
+/// `--api-servers` through the node's balancer) and approved as `selfnodeclient`, the files replaced
+/// once it is signed. A failed
 /// attempt is retried after 10 s (up to the certificate's expiry, after which only a new join helps).
-pub async fn rotate(data_dir: PathBuf, node: String) -> Result<()> {
+pub async fn rotate(data_dir: PathBuf, node: String, client: kube::Client) -> Result<()> {
     loop {
         let pem = std::fs::read_to_string(cert_path(&data_dir)).context("reading this node's certificate")?;
         let (not_before, not_after) = validity(&pem)
@@ -350,7 +352,7 @@ pub async fn rotate(data_dir: PathBuf, node: String) -> Result<()> {
             info!(renew_in_s = at - now, "next certificate renewal");
             tokio::time::sleep(Duration::from_secs((at - now) as u64)).await;
         }
-        match renew(&data_dir, &node).await {
+        match renew(&data_dir, &node, &client).await {
             Ok(()) => info!(node = %node, "renewed this node's certificate"),
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "renewing this node's certificate; retrying in 10s");
@@ -360,10 +362,9 @@ pub async fn rotate(data_dir: PathBuf, node: String) -> Result<()> {
     }
 }
 
-async fn renew(data_dir: &Path, node: &str) -> Result<()> {
+async fn renew(data_dir: &Path, node: &str, client: &kube::Client) -> Result<()> {
     let kc = kubeconfig_path(data_dir);
-    let client = crate::kube_client(&kc).await?;
-    let (cert_pem, key_pem) = request_certificate(&client, node, Duration::from_secs(300)).await?;
+    let (cert_pem, key_pem) = request_certificate(client, node, Duration::from_secs(300)).await?;
     let text = std::fs::read_to_string(&kc)?;
     let parsed = kube::config::Kubeconfig::from_yaml(&text)?;
     let cluster = parsed

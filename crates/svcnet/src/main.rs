@@ -11,6 +11,7 @@
 mod api_servers;
 mod audit_args;
 mod backup_cmd;
+mod controller_identity;
 mod dataplane_args;
 mod dns_args;
 mod dns_cmd;
@@ -434,30 +435,30 @@ async fn agent(args: AgentArgs) -> Result<()> {
         ),
     };
     let mut registry = prometheus_client::registry::Registry::default();
-    let (client, balancer) = if args.api.api_servers.is_empty() {
-        // Straight to the server, re-reading the node's certificate when rotation renews it.
-        (kube_client(&kubeconfig).await?, None)
-    } else {
-        api_servers::connect(
-            api_servers::kube_config(Some(&kubeconfig)).await?,
-            &args.api,
-            AGENT_API_LB_LISTEN,
-            Some(&mut registry),
-        )
-        .await?
-    };
+    // Straight to the server or through the balancer, re-reading the node's certificate when rotation
+    // renews it.
+    let (client, balancer) = api_servers::connect(
+        Some(&kubeconfig),
+        &args.api,
+        AGENT_API_LB_LISTEN,
+        Some(&mut registry),
+    )
+    .await?;
     let mut supervisor = Supervisor::new();
     if let Some(b) = balancer {
-        // kubectl on this node gets the same failover as the agent: one address, every server.
+        // kubectl on this node gets the same failover as the agent: one address, every server. A
+        // joined node's own kubeconfig is DIR/kubeconfig itself; it keeps naming the server the node
+        // joined (a restart, or one without --api-servers, reads it), and the balancer's goes beside it.
         let from = kubeconfig.clone();
-        let kubeconfig = args.data_dir.join("kubeconfig");
+        let kubeconfig = api_servers::balancer_kubeconfig_path(&args.data_dir, &from);
         api_servers::write_kubeconfig_via(&from, &b.url(), &kubeconfig)?;
         info!(listen = %b.addr, kubeconfig = %kubeconfig.display(), "API servers reached through the local balancer");
         b.supervise(&supervisor);
     }
     if joined {
         let (dir, node) = (args.data_dir.clone(), node_name.clone());
-        supervisor.spawn("certificate-rotation", join::rotate(dir, node));
+        // Asked for through the agent's own client: with --api-servers, whichever server is up.
+        supervisor.spawn("certificate-rotation", join::rotate(dir, node, client.clone()));
     }
     let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
@@ -754,6 +755,15 @@ async fn up(args: UpArgs) -> Result<()> {
     // Like every controller, the ones below are API clients: they know the server only by the kubeconfig.
     let client = kube_client(&kubeconfig).await?;
     let mut supervisor = Supervisor::new();
+    // Served from here on: the controllers' identities below are made through the API.
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = server.clone().serve(listener, tls, async {
+        let _ = serving_stopped.await;
+    });
+    supervisor.spawn("apiserver", async move {
+        serve.await;
+        Ok(())
+    });
     // What joining nodes discover the cluster by (kubeadm init's cluster-info), once the server serves.
     let (info_client, info_ca) = (client.clone(), creds.ca_pem.clone());
     supervisor.spawn("cluster-info", async move {
@@ -781,10 +791,15 @@ async fn up(args: UpArgs) -> Result<()> {
             }
         }
     });
-    // On a shared store each controller runs only where its Lease is held (see `leader`).
+    // The controllers run as themselves, not as the admin (see `controller_identity`).
+    let identities = controller_identity::start(&data_dir, &format!("https://{addr}"), &creds).await?;
+    supervisor.spawn("controller-tokens", identities.renew);
+    let (manager, clients) = (identities.manager, identities.clients);
+    // On a shared store each controller runs only where its Lease is held (see `leader`); the
+    // controller manager campaigns for all of them.
     let elector = leader::Elector::new(
         args.store.etcd() && args.leader.leader_elect,
-        &client,
+        &manager,
         || leader::identity(&data_dir),
         &args.leader,
     )?;
@@ -818,14 +833,19 @@ async fn up(args: UpArgs) -> Result<()> {
             .with_context(|| format!("reading {}", ca_key.display()))?,
         max_duration: args.cluster_signing_duration,
     };
-    let certificates = svcnet_controllers::certificates::run_certificate_controllers(client.clone(), signer);
+    let certificates = svcnet_controllers::certificates::run_certificate_controllers(
+        clients.get(svcnet_controllers::identity::CERTIFICATE),
+        signer,
+    );
     let gate = elector.gate(&supervisor, "svcnet-certificate-controllers");
     supervisor.spawn("certificate-controllers", async move {
         leader::wait(gate).await;
         certificates.await?;
         Ok(())
     });
-    let bootstrap_signer = svcnet_controllers::bootstrap_signer::run_bootstrap_signer(client.clone());
+    let bootstrap_signer = svcnet_controllers::bootstrap_signer::run_bootstrap_signer(
+        clients.get(svcnet_controllers::identity::BOOTSTRAP_SIGNER),
+    );
     let gate = elector.gate(&supervisor, "svcnet-bootstrap-signer");
     supervisor.spawn("bootstrap-signer", async move {
         leader::wait(gate).await;
@@ -847,9 +867,9 @@ async fn up(args: UpArgs) -> Result<()> {
         repair_server.spawn_allocation_repair(repair);
         std::future::pending().await
     });
-    let informers = svcnet_controllers::SharedInformers::start(&client);
+    let informers = svcnet_controllers::SharedInformers::start(&manager);
     let nodes = svcnet_controllers::nodes::run_node_controllers(
-        client.clone(),
+        clients.clone(),
         informers.clone(),
         svcnet_controllers::nodes::NodeControllersConfig {
             cluster_cidr: args.cluster_cidr,
@@ -865,14 +885,17 @@ async fn up(args: UpArgs) -> Result<()> {
         nodes.await;
         Ok(())
     });
-    let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(client.clone());
+    let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(
+        clients.get(svcnet_controllers::identity::SERVICE_ACCOUNT),
+        manager.clone(),
+    );
     let gate = elector.gate(&supervisor, "svcnet-serviceaccount-controller");
     supervisor.spawn("serviceaccount-controller", async move {
         leader::wait(gate).await;
         accounts.await;
         Ok(())
     });
-    let workloads = svcnet_controllers::run_workload_controllers(client.clone(), informers.clone());
+    let workloads = svcnet_controllers::run_workload_controllers(clients.clone(), informers.clone());
     let gate = elector.gate(&supervisor, "svcnet-workload-controller");
     supervisor.spawn("workload-controllers", async move {
         leader::wait(gate).await;
@@ -947,7 +970,7 @@ async fn up(args: UpArgs) -> Result<()> {
         svcnet_controllers::endpointslice::metrics_text(&shared)
     }));
     let slices = svcnet_controllers::endpointslice::run_endpointslice_controllers(
-        client.clone(),
+        clients.clone(),
         informers.clone(),
         svcnet_controllers::endpointslice::EndpointSliceConfig {
             max_endpoints_per_slice: args.max_endpoints_per_slice.max(1),
@@ -1003,7 +1026,10 @@ async fn up(args: UpArgs) -> Result<()> {
             pool,
             class: args.lb_class.clone(),
         };
-        let (client, services) = (client.clone(), informers.services.clone());
+        let (client, services) = (
+            clients.get(svcnet_controllers::identity::LB_IPAM),
+            informers.services.clone(),
+        );
         let gate = elector.gate(&supervisor, "svcnet-lb-ipam");
         supervisor.spawn("lb-ipam", async move {
             leader::wait(gate).await;
@@ -1016,14 +1042,6 @@ async fn up(args: UpArgs) -> Result<()> {
         "svcnet is up: export KUBECONFIG={} (then: kubectl get services -A)",
         kubeconfig.display()
     );
-    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = server.clone().serve(listener, tls, async {
-        let _ = serving_stopped.await;
-    });
-    supervisor.spawn("apiserver", async move {
-        serve.await;
-        Ok(())
-    });
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
         stopped = supervisor.failed() => {

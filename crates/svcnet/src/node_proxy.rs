@@ -172,7 +172,7 @@ async fn serve(
     let mut registry = Registry::default();
     // A balancer of its own over the agent's --api-servers (a free port): this process outlives agents.
     let (client, balancer) = crate::api_servers::connect(
-        crate::api_servers::kube_config(Some(&args.kubeconfig)).await?,
+        Some(&args.kubeconfig),
         &args.api,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(&mut registry),

@@ -325,7 +325,7 @@ pub async fn run(flags: KubeProxyFlags, metrics_flag: Option<SocketAddr>, common
     }
     let mut registry = prometheus_client::registry::Registry::default();
     let (client, balancer) = crate::api_servers::connect(
-        crate::api_servers::kube_config(s.kubeconfig.as_deref()).await?,
+        s.kubeconfig.as_deref(),
         &flags.api,
         SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(&mut registry),

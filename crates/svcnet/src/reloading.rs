@@ -19,7 +19,15 @@ use kube::client::Body;
 
 /// A client for the kubeconfig at `path`: its current context, its certificate files reloaded.
 pub async fn client(path: &Path) -> Result<kube::Client> {
-    let (cfg, cert_file) = load(path).await?;
+    client_via(path, None).await
+}
+
+/// [`client`], sending to `server` (an `https://` URL) instead of the kubeconfig's server when given:
+/// a node's balancer over several API servers (`--api-servers`) with the node's own, renewed,
+/// certificate.
+pub async fn client_via(path: &Path, server: Option<&str>) -> Result<kube::Client> {
+    let server: Option<http::Uri> = server.map(str::parse).transpose()?;
+    let (cfg, cert_file) = load(path, server.as_ref()).await?;
     let default_ns = cfg.default_namespace.clone();
     let Some(cert_file) = cert_file else {
         return Ok(kube::Client::try_from(cfg)?);
@@ -31,6 +39,7 @@ pub async fn client(path: &Path) -> Result<kube::Client> {
     };
     let svc = Reloading {
         kubeconfig: path.to_path_buf(),
+        server,
         cert_file,
         state: Arc::new(Mutex::new(state)),
     };
@@ -38,8 +47,9 @@ pub async fn client(path: &Path) -> Result<kube::Client> {
 }
 
 /// The kubeconfig's configuration with its certificate and key files read into it (a PEM file holding
-/// both is split into its certificates and its key), and the certificate file to watch.
-async fn load(path: &Path) -> Result<(kube::Config, Option<PathBuf>)> {
+/// both is split into its certificates and its key), and the certificate file to watch; sending to
+/// `server` when given.
+async fn load(path: &Path, server: Option<&http::Uri>) -> Result<(kube::Config, Option<PathBuf>)> {
     let mut kc = kube::config::Kubeconfig::read_from(path)?;
     let mut watched = None;
     for named in &mut kc.auth_infos {
@@ -58,7 +68,11 @@ async fn load(path: &Path) -> Result<(kube::Config, Option<PathBuf>)> {
         auth.client_key = None;
         watched = Some(PathBuf::from(cert));
     }
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    let mut cfg =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    if let Some(server) = server {
+        cfg.cluster_url = server.clone();
+    }
     Ok((cfg, watched))
 }
 
@@ -98,6 +112,8 @@ struct State {
 #[derive(Clone)]
 struct Reloading {
     kubeconfig: PathBuf,
+    /// The server to send to instead of the kubeconfig's (see [`client_via`]).
+    server: Option<http::Uri>,
     cert_file: PathBuf,
     state: Arc<Mutex<State>>,
 }
@@ -117,7 +133,7 @@ impl Reloading {
             return client;
         }
         let now = mtime(&self.cert_file);
-        match load(&self.kubeconfig)
+        match load(&self.kubeconfig, self.server.as_ref())
             .await
             .and_then(|(cfg, _)| Ok(kube::Client::try_from(cfg)?))
         {

@@ -23,8 +23,7 @@ rules:
 # Discovery: nothing.
 - level: None
   nonResourceURLs: ["/api", "/api/*", "/apis", "/apis/*", "/openapi/*"]
-# The control plane's own traffic (it runs as the admin; its bootstrap signer reads and writes a
-# ConfigMap): nothing.
+# The admin's traffic (the test's own setup, the control plane's cluster-info): nothing.
 - level: None
   users: [svcnet-admin]
 # One ConfigMap by name: everything, from the response on.
@@ -376,7 +375,7 @@ fn each_request_at_its_rules_level_and_stages() {
         r#"RBAC: allowed by RoleBinding "viewers/team-a" of ClusterRole "view" to User "viewer""#
     );
 
-    // Every event is one JSON line; the control plane's own (admin) traffic is at level None.
+    // Every event is one JSON line; the admin's traffic is at level None.
     let all = events_in(dir);
     assert!(all.iter().all(|e| e["user"]["username"] != "svcnet-admin"));
     assert!(all.iter().all(|e| e["level"] != "None"));

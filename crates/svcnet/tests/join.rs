@@ -641,3 +641,329 @@ fn csrs_are_approved_denied_and_signed_through_kubectl() {
         "{err}"
     );
 }
+
+/// `kubectl` as the node of `kc` with `stdin`: (success, stdout or stderr).
+fn run_in(c: &Cluster, kc: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let path = kc.to_string_lossy().into_owned();
+    let out = c.kubectl_env(
+        svcnet_testsupport::kubectl::NEWEST,
+        args,
+        Some(stdin),
+        &[("KUBECONFIG", &path)],
+    );
+    let text = if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    (
+        out.status.success(),
+        String::from_utf8_lossy(text).trim().to_string(),
+    )
+}
+
+fn announcement_lease(ns: &str, name: &str, holder: &str) -> String {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ");
+    format!(
+        "apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{holderIdentity: \"{holder}\", leaseDurationSeconds: 3, renewTime: \"{now}\"}}
+"
+    )
+}
+
+/// A joined node, with only its own certificate, can do what the L2 announcer of LoadBalancer IPs does
+/// (take and renew an announcement Lease `svcnet-lb-*` holding itself, release it, name itself in the
+/// Service's `svcnet.io/lb-announcing-node` annotation, watch the Leases) and nothing around it: no Lease
+/// for another node, no other Lease outside `kube-node-lease` (a controller's election Lease), no other
+/// change to a Service, no Service created.
+#[test]
+fn a_joined_node_announces_with_its_own_certificate_and_nothing_more() {
+    let c = Cluster::start_with(SVCNET, &["--proxy-mode", "none", "--no-dns", "--no-agent"]);
+    let args = agent_args(&join_command(&c, "1h"));
+    let dir = c.dir.join("edge");
+    let mut all = args.clone();
+    all.extend(node_flags("edge"));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let agent = Agent::start_with(SVCNET, &dir, &refs);
+    assert!(
+        eventually(Duration::from_secs(60), || node_ready(&c, "edge")),
+        "the node never became Ready:\n{}",
+        agent.log()
+    );
+    let kc = dir.join("kubeconfig");
+    c.ok(&["create", "namespace", "team-a"]);
+    c.ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "service",
+        "loadbalancer",
+        "web",
+        "--tcp",
+        "80",
+    ]);
+    let whoami = allowed(
+        &c,
+        &kc,
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+    );
+    assert_eq!(whoami, "system:node:edge");
+
+    // Take the announcement Lease, renew it, watch them all, release it, take it again.
+    let (ok, text) = run_in(
+        &c,
+        &kc,
+        &["create", "-f", "-"],
+        &announcement_lease("team-a", "svcnet-lb-web", "edge"),
+    );
+    assert!(ok, "taking the Lease: {text}");
+    let first = c.get_json(&["lease", "-n", "team-a", "svcnet-lb-web"]);
+    assert_eq!(first["spec"]["holderIdentity"], "edge");
+    std::thread::sleep(Duration::from_millis(20));
+    let (ok, text) = run_in(
+        &c,
+        &kc,
+        &["replace", "-f", "-"],
+        &announcement_lease("team-a", "svcnet-lb-web", "edge"),
+    );
+    assert!(ok, "renewing the Lease: {text}");
+    let renewed = c.get_json(&["lease", "-n", "team-a", "svcnet-lb-web"]);
+    assert_ne!(renewed["spec"]["renewTime"], first["spec"]["renewTime"]);
+    assert!(allowed(&c, &kc, &["get", "leases", "-A"]).contains("svcnet-lb-web"));
+    let (ok, text) = run_in(
+        &c,
+        &kc,
+        &["replace", "-f", "-"],
+        &announcement_lease("team-a", "svcnet-lb-web", ""),
+    );
+    assert!(ok, "releasing the Lease: {text}");
+    let (ok, text) = run_in(
+        &c,
+        &kc,
+        &["replace", "-f", "-"],
+        &announcement_lease("team-a", "svcnet-lb-web", "edge"),
+    );
+    assert!(ok, "taking the released Lease: {text}");
+    // Name itself on the Service, and take the name away again.
+    allowed(
+        &c,
+        &kc,
+        &[
+            "-n",
+            "team-a",
+            "annotate",
+            "service",
+            "web",
+            "svcnet.io/lb-announcing-node=edge",
+        ],
+    );
+    let svc = c.get_json(&["service", "-n", "team-a", "web"]);
+    assert_eq!(
+        svc["metadata"]["annotations"]["svcnet.io/lb-announcing-node"],
+        "edge"
+    );
+    allowed(
+        &c,
+        &kc,
+        &[
+            "-n",
+            "team-a",
+            "annotate",
+            "service",
+            "web",
+            "svcnet.io/lb-announcing-node-",
+        ],
+    );
+
+    // Nothing beyond.
+    let (ok, text) = run_in(
+        &c,
+        &kc,
+        &["replace", "-f", "-"],
+        &announcement_lease("team-a", "svcnet-lb-web", "other"),
+    );
+    assert!(!ok);
+    assert_eq!(
+        text,
+        "Error from server (Forbidden): error when replacing \"STDIN\": leases.coordination.k8s.io \"svcnet-lb-web\" is forbidden: node \"edge\" can only hold an L2 announcement lease itself or release its own"
+    );
+    let (ok, text) = run_in(
+        &c,
+        &kc,
+        &["create", "-f", "-"],
+        &announcement_lease("team-a", "mine", "edge"),
+    );
+    assert!(!ok);
+    assert_eq!(
+        text,
+        "Error from server (Forbidden): error when creating \"STDIN\": leases.coordination.k8s.io \"mine\" is forbidden: can only access leases in the \"kube-node-lease\" system namespace, or write L2 announcement leases \"svcnet-lb-*\""
+    );
+    let (ok, text) = run_in(
+        &c,
+        &kc,
+        &["replace", "-f", "-"],
+        &announcement_lease("kube-system", "svcnet-endpointslice-controller", "edge"),
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("User \"system:node:edge\" cannot update resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"kube-system\""),
+        "{text}"
+    );
+    refused(
+        &c,
+        &kc,
+        &[
+            "-n",
+            "team-a",
+            "annotate",
+            "service",
+            "web",
+            "svcnet.io/lb-announcing-node=other",
+        ],
+        "Error from server (Forbidden): services \"web\" is forbidden: node \"edge\" can only name itself in the annotation \"svcnet.io/lb-announcing-node\" or remove its own name",
+    );
+    refused(
+        &c,
+        &kc,
+        &["-n", "team-a", "label", "service", "web", "owned=yes"],
+        "Error from server (Forbidden): services \"web\" is forbidden: node \"edge\" can only set the annotation \"svcnet.io/lb-announcing-node\" of a Service",
+    );
+    refused(
+        &c,
+        &kc,
+        &[
+            "-n",
+            "team-a",
+            "create",
+            "service",
+            "clusterip",
+            "mine",
+            "--tcp",
+            "80",
+        ],
+        "error: failed to create ClusterIP service: services is forbidden: User \"system:node:edge\" cannot create resource \"services\" in API group \"\" in the namespace \"team-a\"",
+    );
+    refused(
+        &c,
+        &kc,
+        &["-n", "team-a", "delete", "lease", "svcnet-lb-web"],
+        "Error from server (Forbidden): leases.coordination.k8s.io \"svcnet-lb-web\" is forbidden: User \"system:node:edge\" cannot delete resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"team-a\": can only access leases in the \"kube-node-lease\" system namespace",
+    );
+    drop(agent);
+}
+
+/// The server a kubeconfig names.
+fn server_of(kubeconfig: &Path) -> String {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let kc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    kc["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A node joined with `--api-servers` reaches the API through its balancer: its clients follow the
+/// renewed certificate there too (the node keeps its Lease after the first certificate expired), its
+/// own kubeconfig keeps naming the server it joined (the balancer's is `balancer.kubeconfig` beside
+/// it), and it comes back after a restart with the certificate it has.
+#[test]
+fn a_node_joined_through_its_balancer_renews_and_restarts() {
+    let c = Cluster::start_with(
+        SVCNET,
+        &[
+            "--proxy-mode",
+            "none",
+            "--no-dns",
+            "--no-agent",
+            "--cluster-signing-duration",
+            "45s",
+        ],
+    );
+    let args = agent_args(&join_command(&c, "1h"));
+    let dir = c.dir.join("ha-node");
+    let lb = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let server = format!("https://{}", c.addr);
+    let mut all = args.clone();
+    all.extend(node_flags("ha-node"));
+    all.extend([
+        "--api-servers".into(),
+        server.clone(),
+        "--api-lb-listen".into(),
+        lb.clone(),
+    ]);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut agent = Agent::start_with(SVCNET, &dir, &refs);
+    assert!(
+        eventually(Duration::from_secs(60), || node_ready(&c, "ha-node")),
+        "the node never became Ready:\n{}",
+        agent.log()
+    );
+    let own = dir.join("kubeconfig");
+    let via = dir.join("balancer.kubeconfig");
+    assert_eq!(server_of(&own), server, "the node's own kubeconfig");
+    assert_eq!(
+        server_of(&via),
+        format!("https://{lb}"),
+        "the balancer's kubeconfig"
+    );
+    let whoami = allowed(
+        &c,
+        &via,
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+    );
+    assert_eq!(whoami, "system:node:ha-node");
+
+    // Renewal through the balancer, and the node's clients on the new certificate once the first
+    // one expired.
+    let pem_path = dir.join("pki/kubelet-client-current.pem");
+    let (_, first_expiry) = cert_validity(&std::fs::read_to_string(&pem_path).unwrap());
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            std::fs::read_to_string(&pem_path).is_ok_and(|p| cert_validity(&p).1 > first_expiry)
+        }),
+        "no renewal:\n{}",
+        agent.log()
+    );
+    let now = || jiff::Timestamp::now().as_second();
+    while now() < first_expiry + 12 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let renewed = c.get_json(&["lease", "-n", "kube-node-lease", "ha-node"])["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    assert!(
+        renewed > first_expiry,
+        "the Lease was last renewed at {renewed}, before the first certificate expired at {first_expiry}\n{}",
+        agent.log()
+    );
+    assert_eq!(server_of(&own), server, "the node's own kubeconfig after renewal");
+
+    // A restart: the node's own kubeconfig and certificate, no new CSR.
+    let before = csrs(&c).len();
+    agent.restart("TERM");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            agent
+                .log()
+                .matches("using this node's certificate from an earlier join")
+                .count()
+                >= 1
+                && allowed(&c, &via, &["get", "node", "ha-node", "-o", "name"]) == "node/ha-node"
+        }),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        server_of(&own),
+        server,
+        "the node's own kubeconfig after the restart"
+    );
+    assert!(eventually(Duration::from_secs(30), || node_ready(&c, "ha-node")));
+    assert_eq!(csrs(&c).len(), before);
+    drop(agent);
+}

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::rbac::{Attributes, rule_allows};
 use crate::authn::UserInfo;
+use svcnet_api::lb_announce::LEASE_PREFIX;
 
 /// The group every node credential carries.
 pub const NODES_GROUP: &str = "system:nodes";
@@ -119,6 +120,13 @@ pub fn authorize(pods: &dyn PodSource, node: &str, attrs: &Attributes) -> Result
                 return related(pods, node, Related::ServiceAccount, attrs);
             }
             ("coordination.k8s.io", "leases") => return lease(node, attrs),
+            // svcnet's addition: the L2 announcer names the node announcing a Service on it, and
+            // NodeRestriction keeps such a write to that one annotation naming the node itself.
+            ("", "services")
+                if matches!(attrs.verb.as_str(), "update" | "patch") && attrs.subresource.is_empty() =>
+            {
+                return Ok(String::new());
+            }
             _ => {}
         }
     }
@@ -148,6 +156,20 @@ fn read_namespaced(
 }
 
 fn lease(node: &str, attrs: &Attributes) -> Result<String, String> {
+    // svcnet's addition: every node is a candidate for the L2 announcement of LoadBalancer IPs, whose
+    // Leases (`svcnet-lb-*`, in each Service's namespace) it watches and takes; NodeRestriction keeps
+    // its writes to Leases of that name holding itself.
+    let announcement = attrs.namespace != NODE_LEASE_NAMESPACE
+        && attrs.subresource.is_empty()
+        && match attrs.verb.as_str() {
+            "list" | "watch" => true,
+            "create" => attrs.name.is_empty() || attrs.name.starts_with(LEASE_PREFIX),
+            "get" | "update" | "patch" => attrs.name.starts_with(LEASE_PREFIX),
+            _ => false,
+        };
+    if announcement {
+        return Ok(String::new());
+    }
     if !matches!(
         attrs.verb.as_str(),
         "get" | "create" | "update" | "patch" | "delete"
@@ -421,6 +443,36 @@ mod tests {
         assert_eq!(
             authorize(&p, "node1", &lease("get", "default", "node1")),
             Err("can only access leases in the \"kube-node-lease\" system namespace".into())
+        );
+        // L2 announcement Leases: by name elsewhere, any of them to watch.
+        assert!(authorize(&p, "node1", &lease("update", "default", "svcnet-lb-web")).is_ok());
+        assert!(authorize(&p, "node1", &lease("create", "default", "")).is_ok());
+        assert!(authorize(&p, "node1", &lease("watch", "", "")).is_ok());
+        assert!(authorize(&p, "node1", &lease("delete", "default", "svcnet-lb-web")).is_err());
+        assert!(
+            authorize(
+                &p,
+                "node1",
+                &lease("update", "kube-system", "svcnet-endpointslice-controller")
+            )
+            .is_err()
+        );
+        assert!(
+            authorize(
+                &p,
+                "node1",
+                &lease("update", NODE_LEASE_NAMESPACE, "svcnet-lb-web")
+            )
+            .is_err()
+        );
+        assert!(authorize(&p, "node1", &attrs("patch", "default", "services", "", "web")).is_ok());
+        assert!(
+            authorize(
+                &p,
+                "node1",
+                &attrs("patch", "default", "services", "status", "web")
+            )
+            .is_err()
         );
         assert_eq!(
             authorize(&p, "node1", &lease("list", NODE_LEASE_NAMESPACE, "")),

@@ -2,10 +2,13 @@
 //! node write nodes, pods, leases and tokens at all; this decides which objects, from the object itself.
 //! A node may change only its own Node (not its taints, nor `node-restriction.kubernetes.io/` or unknown
 //! `kubernetes.io` labels), only the status of pods bound to it, create only mirror pods of its own, delete
-//! only its own pods, touch only its own Lease and ask tokens only for its own pods. svcnet adds one rule
+//! only its own pods, touch only its own Lease and ask tokens only for its own pods. svcnet adds two rules
 //! of its own: a node's DNS server is a kube-dns endpoint it publishes itself, so RBAC lets nodes write
 //! EndpointSlices in `kube-system`, and this keeps each node to its own slice `kube-dns-<node>` naming
-//! only itself (in Kubernetes nodes write no EndpointSlices at all). Pure: existing objects
+//! only itself (in Kubernetes nodes write no EndpointSlices at all); and every node is a candidate for
+//! the L2 announcement of LoadBalancer IPs, so it may write Leases named `svcnet-lb-*` outside
+//! `kube-node-lease` holding only itself (or releasing its own), and of a Service only the annotation
+//! `svcnet.io/lb-announcing-node` naming itself (or removing its own name). Pure: existing objects
 //! come from a [`Lookup`]; a refusal is kube's Forbidden, word for word.
 
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::node::NODE_LEASE_NAMESPACE;
 use crate::errors::ApiError;
+use svcnet_api::lb_announce::{LEASE_PREFIX, NODE_ANNOTATION};
 
 /// Where the objects a decision depends on are read from.
 pub trait Lookup {
@@ -76,6 +80,10 @@ pub fn admit(lookup: &dyn Lookup, node: &str, req: &Request<'_>) -> Result<(), A
             admit_token(lookup, req, node)
         }
         ("discovery.k8s.io", "endpointslices") => admit_dns_slice(node, req),
+        ("coordination.k8s.io", "leases") if req.namespace != NODE_LEASE_NAMESPACE => {
+            admit_announcement_lease(node, req)
+        }
+        ("", "services") => admit_announcing_annotation(node, req),
         ("coordination.k8s.io", "leases") => {
             if req.namespace != NODE_LEASE_NAMESPACE {
                 return deny(format!(
@@ -92,6 +100,80 @@ pub fn admit(lookup: &dyn Lookup, node: &str, req: &Request<'_>) -> Result<(), A
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// A node's write of a Lease outside `kube-node-lease`: only an L2 announcement Lease
+/// (`svcnet-lb-*`), held by itself, or released (no holder) when it held it. Which node should hold
+/// one is the announcers' election (client-go's rules); this keeps a node from writing another's name.
+fn admit_announcement_lease(node: &str, req: &Request<'_>) -> Result<(), ApiError> {
+    let deny = |msg: String| Err(forbidden(req, msg));
+    let name = match req.op {
+        Operation::Create => str_at(req.object, "/metadata/name"),
+        _ => req.name,
+    };
+    if req.op == Operation::Delete || !name.starts_with(LEASE_PREFIX) {
+        return deny(format!(
+            "can only access leases in the \"{NODE_LEASE_NAMESPACE}\" system namespace, or write L2 announcement leases \"{LEASE_PREFIX}*\""
+        ));
+    }
+    let holder = str_at(req.object, "/spec/holderIdentity");
+    let before = str_at(req.old, "/spec/holderIdentity");
+    let released_own = holder.is_empty() && (before.is_empty() || before == node);
+    if holder != node && !released_own {
+        return deny(format!(
+            "node \"{node}\" can only hold an L2 announcement lease itself or release its own"
+        ));
+    }
+    Ok(())
+}
+
+/// A node's write of a Service: nothing but the L2 announcer's annotation, naming the node itself, or
+/// its removal where it named the node. (A node may not create or delete Services at all.)
+fn admit_announcing_annotation(node: &str, req: &Request<'_>) -> Result<(), ApiError> {
+    let deny = |msg: String| Err(forbidden(req, msg));
+    if req.op != Operation::Update || !req.subresource.is_empty() {
+        return deny(format!(
+            "node \"{node}\" can only set the annotation \"{NODE_ANNOTATION}\" of a Service"
+        ));
+    }
+    let announcing = |v: Option<&Value>| {
+        v.and_then(|v| v.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(NODE_ANNOTATION))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    // Everything but the annotation (and what the server itself sets on every write) stays.
+    let rest = |v: Option<&Value>| {
+        let mut v = v.cloned().unwrap_or_default();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in ["resourceVersion", "managedFields", "generation"] {
+                meta.remove(k);
+            }
+            if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                a.remove(NODE_ANNOTATION);
+            }
+            if meta
+                .get("annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| a.is_empty())
+            {
+                meta.remove("annotations");
+            }
+        }
+        v
+    };
+    if rest(req.object) != rest(req.old) {
+        return deny(format!(
+            "node \"{node}\" can only set the annotation \"{NODE_ANNOTATION}\" of a Service"
+        ));
+    }
+    match (announcing(req.old), announcing(req.object)) {
+        (_, Some(new)) if new == node => Ok(()),
+        (old, None) if old.is_none() || old.as_deref() == Some(node) => Ok(()),
+        _ => deny(format!(
+            "node \"{node}\" can only name itself in the annotation \"{NODE_ANNOTATION}\" or remove its own name"
+        )),
     }
 }
 
@@ -689,5 +771,130 @@ mod tests {
             )),
             "endpointslices.discovery.k8s.io \"kube-dns-node1\" is forbidden: node \"node1\" can only publish endpoints with nodeName set to itself"
         );
+    }
+
+    #[test]
+    fn announcement_leases_and_annotation() {
+        let lease_req = |op,
+                         ns: &'static str,
+                         name: &'static str,
+                         obj: Option<&'static Value>,
+                         old: Option<&'static Value>| Request {
+            op,
+            group: "coordination.k8s.io",
+            resource: "leases",
+            subresource: "",
+            namespace: ns,
+            name,
+            object: obj,
+            old,
+        };
+        let held = |holder: &str| -> &'static Value {
+            Box::leak(Box::new(
+                json!({"metadata": {"name": "svcnet-lb-web"}, "spec": {"holderIdentity": holder}}),
+            ))
+        };
+        let ok = |r: Request<'_>| admit(&Objects, "node1", &r).is_ok();
+        assert!(ok(lease_req(
+            Operation::Create,
+            "default",
+            "",
+            Some(held("node1")),
+            None
+        )));
+        assert!(ok(lease_req(
+            Operation::Update,
+            "default",
+            "svcnet-lb-web",
+            Some(held("node1")),
+            Some(held("node2"))
+        )));
+        assert!(ok(lease_req(
+            Operation::Update,
+            "default",
+            "svcnet-lb-web",
+            Some(held("")),
+            Some(held("node1"))
+        )));
+        assert_eq!(
+            message(admit(
+                &Objects,
+                "node1",
+                &lease_req(
+                    Operation::Update,
+                    "default",
+                    "svcnet-lb-web",
+                    Some(held("")),
+                    Some(held("node2"))
+                )
+            )),
+            "leases.coordination.k8s.io \"svcnet-lb-web\" is forbidden: node \"node1\" can only hold an L2 announcement lease itself or release its own"
+        );
+        assert!(!ok(lease_req(
+            Operation::Create,
+            "default",
+            "",
+            Some(held("node2")),
+            None
+        )));
+        let other: &'static Value = Box::leak(Box::new(
+            json!({"metadata": {"name": "svcnet-endpointslice-controller"}, "spec": {"holderIdentity": "node1"}}),
+        ));
+        assert_eq!(
+            message(admit(
+                &Objects,
+                "node1",
+                &lease_req(
+                    Operation::Update,
+                    "kube-system",
+                    "svcnet-endpointslice-controller",
+                    Some(other),
+                    Some(other)
+                )
+            )),
+            "leases.coordination.k8s.io \"svcnet-endpointslice-controller\" is forbidden: can only access leases in the \"kube-node-lease\" system namespace, or write L2 announcement leases \"svcnet-lb-*\""
+        );
+        assert!(!ok(lease_req(
+            Operation::Delete,
+            "default",
+            "svcnet-lb-web",
+            None,
+            None
+        )));
+
+        let svc = |ann: Option<&str>, port: u16| {
+            let mut v = json!({"metadata": {"name": "web", "namespace": "default", "resourceVersion": "5"},
+                "spec": {"ports": [{"port": port}]}});
+            if let Some(a) = ann {
+                v["metadata"]["annotations"] = json!({NODE_ANNOTATION: a});
+            }
+            v
+        };
+        let (none, mine, theirs) = (svc(None, 80), svc(Some("node1"), 80), svc(Some("node2"), 80));
+        let update = |new: &Value, old: &Value| {
+            admit(
+                &Objects,
+                "node1",
+                &req(Operation::Update, "services", "", "web", Some(new), Some(old)),
+            )
+        };
+        assert!(update(&mine, &none).is_ok());
+        assert!(update(&mine, &theirs).is_ok());
+        assert!(update(&none, &mine).is_ok());
+        assert_eq!(
+            message(update(&none, &theirs)),
+            "services \"web\" is forbidden: node \"node1\" can only name itself in the annotation \"svcnet.io/lb-announcing-node\" or remove its own name"
+        );
+        assert!(update(&theirs, &none).is_err());
+        assert_eq!(
+            message(update(&svc(Some("node1"), 81), &none)),
+            "services \"web\" is forbidden: node \"node1\" can only set the annotation \"svcnet.io/lb-announcing-node\" of a Service"
+        );
+        let create = admit(
+            &Objects,
+            "node1",
+            &req(Operation::Create, "services", "", "", Some(&none), None),
+        );
+        assert!(create.is_err());
     }
 }

@@ -53,7 +53,7 @@
 //! let registry = Arc::new(Mutex::new(registry));
 //! // The /metrics handler answers `metrics_text(&registry.lock().unwrap())`.
 //! let informers = svcnet_controllers::SharedInformers::start(&client);
-//! tokio::spawn(run_endpointslice_controllers(client, informers, cfg));
+//! tokio::spawn(run_endpointslice_controllers(svcnet_controllers::Clients::single(client), informers, cfg));
 //! # }
 //! ```
 
@@ -125,15 +125,21 @@ pub enum Error {
 /// future is dropped. API errors are retried (watches with backoff, syncs with per-Service backoff).
 /// Services, Pods and Nodes come from the process's shared informers; EndpointSlices and Endpoints have
 /// informers of their own.
+///
+/// Each writes as itself ([`crate::identity::ENDPOINTSLICE`], [`crate::identity::ENDPOINT`],
+/// [`crate::identity::ENDPOINTSLICE_MIRRORING`]); the mirroring controller's role may list both
+/// EndpointSlices and Endpoints, so the two informers watch through it.
 pub async fn run_endpointslice_controllers(
-    client: Client,
+    clients: crate::Clients,
     informers: SharedInformers,
     cfg: EndpointSliceConfig,
 ) {
+    let client = clients.get(crate::identity::ENDPOINTSLICE);
+    let mirroring_client = clients.get(crate::identity::ENDPOINTSLICE_MIRRORING);
     let slices = Informer::<EndpointSlice>::new(crate::trim_managed_fields);
     let endpoints = Informer::<Endpoints>::new(crate::trim_managed_fields);
-    slices.spawn(Api::all(client.clone()));
-    endpoints.spawn(Api::all(client.clone()));
+    slices.spawn(Api::all(mirroring_client.clone()));
+    endpoints.spawn(Api::all(mirroring_client.clone()));
     let (synced_tx, synced_rx) = watch::channel(0u8);
     let shared = Arc::new(Shared {
         cache: Mutex::new(Cache::default()),
@@ -147,7 +153,9 @@ pub async fn run_endpointslice_controllers(
         "EndpointSlice controllers started"
     );
     let ctl = Arc::new(Controllers {
-        client: client.clone(),
+        client,
+        endpoints_client: clients.get(crate::identity::ENDPOINT),
+        mirroring_client,
         cfg,
         shared: shared.clone(),
     });

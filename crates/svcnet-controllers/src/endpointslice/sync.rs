@@ -9,7 +9,12 @@ use crate::events::{Involved, Recorder};
 const EVENT_COMPONENT: &str = "endpoint-slice-controller";
 
 pub(super) struct Controllers {
+    /// The EndpointSlice controller's client ([`crate::identity::ENDPOINTSLICE`]).
     pub(super) client: Client,
+    /// The Endpoints controller's ([`crate::identity::ENDPOINT`]).
+    pub(super) endpoints_client: Client,
+    /// The mirroring controller's ([`crate::identity::ENDPOINTSLICE_MIRRORING`]).
+    pub(super) mirroring_client: Client,
     pub(super) cfg: EndpointSliceConfig,
     pub(super) shared: Arc<Shared>,
 }
@@ -126,7 +131,13 @@ impl Controllers {
             prometheus_client::metrics::counter::Counter,
         >,
     ) -> Result<(), Error> {
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &owner.1.namespace);
+        // Each controller writes its own slices as itself.
+        let client = if owner.0 == mirroring::MIRROR_CONTROLLER_NAME {
+            &self.mirroring_client
+        } else {
+            &self.client
+        };
+        let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &owner.1.namespace);
         let pp = PostParams::default();
         let expect = |name: Option<String>, e: Expect| {
             if let Some(name) = name {
@@ -183,7 +194,7 @@ impl Controllers {
     }
 
     pub(super) async fn sync_endpoints(&self, key: &Key) -> Result<(), Error> {
-        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.namespace);
+        let api: Api<Endpoints> = Api::namespaced(self.endpoints_client.clone(), &key.namespace);
         let changes = &self.cfg.metrics.endpoints_changes;
         let snapshot = {
             let mut c = self.shared.lock();
@@ -295,7 +306,10 @@ impl Controllers {
 
     /// kube's mirroring Events about addresses it could not mirror.
     pub(super) async fn warn_mirroring(&self, ep: &Endpoints, invalid: usize, too_many: usize) {
-        let mut rec = crate::events::Recorder::new(self.client.clone(), "endpointslice-mirroring-controller");
+        let mut rec = crate::events::Recorder::new(
+            self.mirroring_client.clone(),
+            "endpointslice-mirroring-controller",
+        );
         let about = crate::events::Involved::of("v1", "Endpoints", &ep.metadata);
         if invalid > 0 {
             let msg = format!("Skipped {invalid} invalid IP addresses when mirroring to EndpointSlices");

@@ -73,7 +73,10 @@ impl Error {
 
 /// The watched state both controllers read, and their queues.
 pub(crate) struct Ctx {
+    /// The ReplicaSet controller's client ([`crate::identity::REPLICASET`]).
     pub client: Client,
+    /// The Deployment controller's client ([`crate::identity::DEPLOYMENT`]).
+    pub deploy_client: Client,
     pub deployments: Store<Deployment>,
     pub replicasets: Store<ReplicaSet>,
     pub pods: Store<Pod>,
@@ -135,13 +138,18 @@ fn retry_delay(failures: u32) -> Duration {
 
 /// Runs the ReplicaSet and Deployment controllers until the future is dropped. Pods come from the
 /// process's shared informer; Deployments and ReplicaSets have informers of their own.
-pub async fn run_workload_controllers(client: Client, informers: SharedInformers) {
+/// Each writes as itself ([`crate::identity::REPLICASET`], [`crate::identity::DEPLOYMENT`]); the
+/// Deployment controller's role may list both kinds, so the two informers watch through it.
+pub async fn run_workload_controllers(clients: crate::Clients, informers: SharedInformers) {
+    let client = clients.get(crate::identity::REPLICASET);
+    let deploy_client = clients.get(crate::identity::DEPLOYMENT);
     let deployments = Informer::<Deployment>::new(crate::trim_managed_fields);
     let replicasets = Informer::<ReplicaSet>::new(crate::trim_managed_fields);
-    deployments.spawn(Api::all(client.clone()));
-    replicasets.spawn(Api::all(client.clone()));
+    deployments.spawn(Api::all(deploy_client.clone()));
+    replicasets.spawn(Api::all(deploy_client.clone()));
     let ctx = Arc::new(Ctx {
         client: client.clone(),
+        deploy_client,
         deployments: deployments.store(),
         replicasets: replicasets.store(),
         pods: informers.pods.store(),

@@ -56,16 +56,16 @@ pub(crate) struct DeploymentController {
 
 impl DeploymentController {
     pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
-        let recorder = Recorder::new(ctx.client.clone(), COMPONENT);
+        let recorder = Recorder::new(ctx.deploy_client.clone(), COMPONENT);
         Self { ctx, recorder }
     }
 
     fn rs_api(&self, ns: &str) -> Api<ReplicaSet> {
-        Api::namespaced(self.ctx.client.clone(), ns)
+        Api::namespaced(self.ctx.deploy_client.clone(), ns)
     }
 
     fn d_api(&self, ns: &str) -> Api<Deployment> {
-        Api::namespaced(self.ctx.client.clone(), ns)
+        Api::namespaced(self.ctx.deploy_client.clone(), ns)
     }
 
     async fn update_status(&self, d: &mut Deployment) -> Result<(), Error> {
