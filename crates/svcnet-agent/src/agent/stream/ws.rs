@@ -96,17 +96,21 @@ pub(crate) async fn exec(io: Upgraded, action: super::exec::Action, opts: ExecOp
     close(ws).await;
 }
 
+/// A normal closure: clients read it as the end of every stream.
+fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// Ends a WebSocket normally (the client reads its streams' EOF from a normal closure), then waits
 /// briefly for the client's own close so that nothing unread resets the connection.
 async fn close<S>(mut ws: WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    if ws.send(Message::Close(Some(frame))).await.is_err() {
+    if ws.send(normal_close()).await.is_err() {
         return;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
@@ -152,11 +156,7 @@ pub(crate) async fn tunnel(io: Upgraded) -> DuplexStream {
                     }
                 }
             }
-            let frame = CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            };
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            let _ = sink.send(normal_close()).await;
         };
         // Either direction ending ends the tunnel: the SPDY session above has finished or lost its peer.
         tokio::select! {
@@ -237,11 +237,7 @@ pub(crate) async fn portforward(io: Upgraded, ports: Vec<u16>, net: PodNet, pod:
             },
         }
     }
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.send(normal_close()).await;
 }
 
 /// Carries one port's bytes between the client's data channel and the pod's socket until the pod
