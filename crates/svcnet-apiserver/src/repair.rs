@@ -171,6 +171,9 @@ fn trim(obj: &Value, keep: &[&str]) -> Value {
     out
 }
 
+/// The longest pause between two passes that the pacing by the last pass's duration makes.
+const PACE_MAX: Duration = Duration::from_secs(5);
+
 /// How long before the same Event about the same object is recorded again.
 const REPORT_AGAIN: Duration = Duration::from_secs(600);
 
@@ -362,7 +365,9 @@ impl ApiServer {
                 // At most one pass a second however busy the cluster is, and never more than a
                 // twentieth of a core: a pass is linear in the number of Services, and on a loaded
                 // machine one took long enough to matter to the requests it shares the threads with.
-                let pace = Duration::from_secs(1).max(took * 20);
+                // A pass's time includes its writes, so a pass that repaired much is not followed by a
+                // long pause: at most `PACE_MAX`.
+                let pace = (took * 20).clamp(Duration::from_secs(1), PACE_MAX);
                 tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
                 changes = changes.resubscribe();
             }
