@@ -17,7 +17,8 @@
 //!   still saw it ready can land in a range that is gone.
 //!
 //! Each pass reads the watch cache; it runs on every change to Services, IPAddresses or ServiceCIDRs
-//! (at most once a second, and at most a twentieth of a core's time) and on a period. It decodes only
+//! (at most once a second; after a long pass, up to 5 s later, so that passes over a large cluster take
+//! at most a twentieth of a core) and on a period. It decodes only
 //! the objects that changed since the previous pass and keeps only the fields it reads of the others.
 
 use std::collections::{BTreeMap, HashMap};
