@@ -15,8 +15,8 @@
 //! between reserving and writing the Service leaves behind is found by the repair loop (`repair`).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use svcnet_alloc::{ClusterIpRange, NodePortAllocator, PortRange};
 use svcnet_api::resources::{self, ResourceType};
 use svcnet_api::service::IpFamily;
 use svcnet_kinds::kinds::{ipaddress, servicecidr};
-use svcnet_store::{Precondition, Store, Write, WriteOutcome};
+use svcnet_store::{Precondition, Revision, Store, Write, WriteOutcome};
 use tracing::warn;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -58,7 +58,8 @@ impl Parent {
     /// The Service `obj` names.
     pub fn of(obj: &Value) -> Self {
         let s = |k: &str| {
-            obj.pointer(&format!("/metadata/{k}"))
+            obj.get("metadata")
+                .and_then(|m| m.get(k))
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string()
@@ -71,10 +72,9 @@ impl Parent {
 
     /// Whether IPAddress `obj` names this Service as its parent.
     pub fn owns(&self, obj: &Value) -> bool {
-        let p = |k: &str| {
-            obj.pointer(&format!("/spec/parentRef/{k}"))
-                .and_then(Value::as_str)
-        };
+        // Looked up without building pointers: the repair loop asks this of every IPAddress.
+        let parent_ref = obj.get("spec").and_then(|s| s.get("parentRef"));
+        let p = |k: &str| parent_ref.and_then(|r| r.get(k)).and_then(Value::as_str);
         p("group").unwrap_or_default().is_empty()
             && p("resource") == Some("services")
             && p("namespace").unwrap_or_default() == self.namespace
@@ -158,6 +158,16 @@ pub struct Ipam {
     metrics: AllocationMetrics,
     /// NodePorts allocated when the bitmap was last read or written (-1: not yet), for the gauge.
     ports_used: AtomicI64,
+    /// The ServiceCIDRs as last decoded, with the (key, revision) of each: every ClusterIP allocation
+    /// reads them, and decoding them again for each create was 4 % of the server's CPU in a burst of
+    /// creates. Reused for as long as the cache shows the same versions.
+    cidrs: Mutex<Option<CidrMemo>>,
+}
+
+/// The decoded ServiceCIDRs and the versions they were decoded from.
+struct CidrMemo {
+    versions: Vec<(Arc<str>, Revision)>,
+    sorted: Arc<Vec<Value>>,
 }
 
 impl Ipam {
@@ -176,6 +186,7 @@ impl Ipam {
             node_ports,
             metrics,
             ports_used: AtomicI64::new(-1),
+            cidrs: Mutex::new(None),
         }
     }
 
@@ -229,8 +240,8 @@ impl Ipam {
             .iter()
             .filter_map(|c| c.key.rsplit('/').next()?.parse().ok())
             .collect();
-        for obj in self.service_cidrs() {
-            for net in cidrs_of(&obj) {
+        for obj in self.service_cidrs().iter() {
+            for net in cidrs_of(obj) {
                 let range = ClusterIpRange::new(net);
                 let used = addresses.iter().filter(|ip| range.contains(**ip)).count();
                 let label = Cidr {
@@ -280,14 +291,20 @@ impl Ipam {
     }
 
     /// Every ServiceCIDR, the default one first, then by creation time and name.
-    pub fn service_cidrs(&self) -> Vec<Value> {
-        let mut all: Vec<Value> = self
+    pub fn service_cidrs(&self) -> Arc<Vec<Value>> {
+        let listed = self
             .cache
             .list(&collection_prefix(service_cidr_rt(), None), None)
-            .0
-            .into_iter()
-            .map(|c| c.object())
-            .collect();
+            .0;
+        let versions: Vec<(Arc<str>, Revision)> =
+            listed.iter().map(|c| (c.key.clone(), c.revision)).collect();
+        let mut memo = self.cidrs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = memo.as_ref()
+            && m.versions == versions
+        {
+            return m.sorted.clone();
+        }
+        let mut all: Vec<Value> = listed.into_iter().map(|c| c.object()).collect();
         let key = |o: &Value| {
             let s = |p: &str| {
                 o.pointer(p)
@@ -302,7 +319,12 @@ impl Ipam {
             )
         };
         all.sort_by_key(key);
-        all
+        let sorted = Arc::new(all);
+        *memo = Some(CidrMemo {
+            versions,
+            sorted: sorted.clone(),
+        });
+        sorted
     }
 
     /// The ranges of `family` addresses are handed out from, in the order they are tried.

@@ -437,6 +437,11 @@ impl Store for EtcdStore {
                 )),
             };
             let op = match &write {
+                // A create has no previous state to report: asking for it costs etcd a read of the
+                // key on every create.
+                Write::Put { value, .. } if precondition == Precondition::Absent => {
+                    TxnOp::put(key.clone(), value.to_vec(), None)
+                }
                 Write::Put { value, .. } => TxnOp::put(
                     key.clone(),
                     value.to_vec(),
