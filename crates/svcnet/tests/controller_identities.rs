@@ -693,3 +693,85 @@ fn the_node_of_up_runs_as_itself() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// (not before, not after) of the first certificate in a PEM file.
+fn cert_validity(pem: &str) -> (i64, i64) {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = block.parse_x509().unwrap();
+    (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+/// The node of `svcnet up` renews its certificate before it expires, as a joined node does: a CSR
+/// sent as the node, approved as `selfnodeclient`, and every node part keeps working on the new one
+/// after the first has expired (its Lease is renewed, a new pod gets its status written).
+#[test]
+fn the_node_of_up_renews_its_certificate() {
+    let c = Cluster::start_with(
+        SVCNET,
+        &["--node-name", "cp2", "--cluster-signing-duration", "30s"],
+    );
+    let pem_path = c.dir.join("pki/kubelet-client-current.pem");
+    let (not_before, first_expiry) = cert_validity(&std::fs::read_to_string(&pem_path).unwrap());
+    assert!(
+        first_expiry - not_before <= 40,
+        "the first certificate is bounded by --cluster-signing-duration: {not_before}..{first_expiry}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let csrs = c.get_json(&["csr"]);
+        let renewed = csrs["items"].as_array().into_iter().flatten().any(|x| {
+            x["spec"]["username"] == "system:node:cp2"
+                && x["status"]["certificate"].is_string()
+                && x["status"]["conditions"][0]["message"]
+                    == "Auto approving self kubelet client certificate after SubjectAccessReview."
+        });
+        let replaced = std::fs::read_to_string(&pem_path).is_ok_and(|p| cert_validity(&p).1 > first_expiry);
+        if renewed && replaced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no renewal: {csrs}\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let now = || jiff::Timestamp::now().as_second();
+    while now() < first_expiry + 3 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.ok(&[
+        "run",
+        "late",
+        "--image",
+        "sleep",
+        "--labels",
+        "app=late",
+        "--command",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.ready_pods("app=late").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no status for a pod after the first certificate expired\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    while now() < first_expiry + 12 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let renewed = c.get_json(&["lease", "-n", "kube-node-lease", "cp2"])["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    assert!(
+        renewed > first_expiry,
+        "the Lease was last renewed at {renewed}, before the first certificate expired at {first_expiry}\n{}",
+        c.log()
+    );
+}
