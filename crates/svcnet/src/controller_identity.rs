@@ -102,7 +102,7 @@ async fn certificate_client(
     user: &str,
     file: &str,
 ) -> Result<kube::Client> {
-    let (cert, key) = pki::client_certificate(data_dir, user, &[])?;
+    let (cert, key) = pki::client_certificate(data_dir, user, &[], None)?;
     let path = data_dir.join(file);
     pki::write_private_file(
         &path,

@@ -49,14 +49,38 @@ pub struct JoinArgs {
     pub bootstrap_timeout: u64,
 }
 
-/// The kubeconfig a joined agent writes in its data directory.
-pub fn kubeconfig_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("kubeconfig")
+/// Where a node keeps its own credential: a kubeconfig naming a PEM file that holds its certificate and
+/// key (as the kubelet's `kubelet.conf` names `kubelet-client-current.pem`), which [`rotate`] replaces.
+#[derive(Debug, Clone)]
+pub struct NodeFiles {
+    /// The node's kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Its certificate and key, one PEM file.
+    pub cert: PathBuf,
 }
 
-/// The certificate and key, as the kubelet keeps them.
-pub fn cert_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("pki").join("kubelet-client-current.pem")
+impl NodeFiles {
+    /// A joined agent's: `DATA/kubeconfig` and `DATA/pki/kubelet-client-current.pem`.
+    pub fn joined(data_dir: &Path) -> NodeFiles {
+        NodeFiles {
+            kubeconfig: data_dir.join("kubeconfig"),
+            cert: data_dir.join("pki").join("kubelet-client-current.pem"),
+        }
+    }
+
+    /// The node of `svcnet up` (kubeadm's `/etc/kubernetes/kubelet.conf`): `DIR/node.conf` beside
+    /// the admin's `DIR/kubeconfig`, and `DIR/pki/kubelet-client-current.pem`.
+    pub fn control_plane(data_dir: &Path) -> NodeFiles {
+        NodeFiles {
+            kubeconfig: data_dir.join("node.conf"),
+            cert: data_dir.join("pki").join("kubelet-client-current.pem"),
+        }
+    }
+
+    /// The validity of the certificate on disk (not before, not after; Unix seconds), if there is one.
+    pub fn validity(&self) -> Option<(i64, i64)> {
+        validity(&std::fs::read_to_string(&self.cert).ok()?)
+    }
 }
 
 /// kubeadm's `pubkeypin.Hash`: `sha256:` and the hex SHA-256 of the certificate's SubjectPublicKeyInfo.
@@ -88,11 +112,11 @@ fn validity(pem: &str) -> Option<(i64, i64)> {
 /// The agent's kubeconfig: its own from an earlier join while its certificate is valid, else a new one
 /// through discovery and TLS bootstrap with `args` (an error if there is neither).
 pub async fn node_kubeconfig(data_dir: &Path, node: &str, args: &JoinArgs) -> Result<PathBuf> {
-    let kc = kubeconfig_path(data_dir);
+    let files = NodeFiles::joined(data_dir);
+    let kc = files.kubeconfig.clone();
     let now = jiff::Timestamp::now().as_second();
     if kc.exists()
-        && let Ok(pem) = std::fs::read_to_string(cert_path(data_dir))
-        && let Some((_, not_after)) = validity(&pem)
+        && let Some((_, not_after)) = files.validity()
         && not_after > now
     {
         info!(kubeconfig = %kc.display(), "using this node's certificate from an earlier join");
@@ -112,7 +136,7 @@ pub async fn node_kubeconfig(data_dir: &Path, node: &str, args: &JoinArgs) -> Re
     let (cert_pem, key_pem) = request_certificate(&client, node, Duration::from_secs(args.bootstrap_timeout))
         .await
         .context("asking for this node's certificate with the bootstrap token")?;
-    write_credentials(data_dir, server, &ca_pem, &cert_pem, &key_pem)?;
+    write_credentials(&files, server, &ca_pem, &cert_pem, &key_pem)?;
     info!(kubeconfig = %kc.display(), node, "joined: from now on this node uses its own certificate");
     Ok(kc)
 }
@@ -237,22 +261,22 @@ pub async fn request_certificate(
     }
 }
 
-/// Writes the certificate and key and the kubeconfig naming them, each replaced whole.
-fn write_credentials(
-    data_dir: &Path,
+/// Writes the certificate and key and the kubeconfig naming them, each replaced whole (owner-only, in
+/// an owner-only directory).
+pub fn write_credentials(
+    files: &NodeFiles,
     server: &str,
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<()> {
-    let pki = data_dir.join("pki");
-    std::fs::create_dir_all(&pki)?;
-    {
+    if let Some(pki) = files.cert.parent() {
+        std::fs::create_dir_all(pki)?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(pki, std::fs::Permissions::from_mode(0o700))?;
     }
-    let cert = cert_path(data_dir);
-    write_private(&cert, &format!("{cert_pem}{key_pem}"))?;
+    let cert = &files.cert;
+    write_private(cert, &format!("{cert_pem}{key_pem}"))?;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let kubeconfig = format!(
         "apiVersion: v1
@@ -277,7 +301,7 @@ preferences: {{}}
 ",
         cert = cert.display()
     );
-    write_private(&kubeconfig_path(data_dir), &kubeconfig)
+    write_private(&files.kubeconfig, &kubeconfig)
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -341,18 +365,18 @@ pub fn renewal_at(not_before: i64, not_after: i64) -> i64 {
 /// `--api-servers` through the node's balancer) and approved as `selfnodeclient`, the files replaced
 /// once it is signed. A failed
 /// attempt is retried after 10 s (up to the certificate's expiry, after which only a new join helps).
-pub async fn rotate(data_dir: PathBuf, node: String, client: kube::Client) -> Result<()> {
+pub async fn rotate(files: NodeFiles, node: String, client: kube::Client) -> Result<()> {
     loop {
-        let pem = std::fs::read_to_string(cert_path(&data_dir)).context("reading this node's certificate")?;
-        let (not_before, not_after) = validity(&pem)
-            .ok_or_else(|| anyhow!("{} holds no certificate", cert_path(&data_dir).display()))?;
+        let pem = std::fs::read_to_string(&files.cert).context("reading this node's certificate")?;
+        let (not_before, not_after) =
+            validity(&pem).ok_or_else(|| anyhow!("{} holds no certificate", files.cert.display()))?;
         let at = renewal_at(not_before, not_after);
         let now = jiff::Timestamp::now().as_second();
         if at > now {
             info!(renew_in_s = at - now, "next certificate renewal");
             tokio::time::sleep(Duration::from_secs((at - now) as u64)).await;
         }
-        match renew(&data_dir, &node, &client).await {
+        match renew(&files, &node, &client).await {
             Ok(()) => info!(node = %node, "renewed this node's certificate"),
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "renewing this node's certificate; retrying in 10s");
@@ -362,10 +386,10 @@ pub async fn rotate(data_dir: PathBuf, node: String, client: kube::Client) -> Re
     }
 }
 
-async fn renew(data_dir: &Path, node: &str, client: &kube::Client) -> Result<()> {
-    let kc = kubeconfig_path(data_dir);
+async fn renew(files: &NodeFiles, node: &str, client: &kube::Client) -> Result<()> {
+    let kc = &files.kubeconfig;
     let (cert_pem, key_pem) = request_certificate(client, node, Duration::from_secs(300)).await?;
-    let text = std::fs::read_to_string(&kc)?;
+    let text = std::fs::read_to_string(kc)?;
     let parsed = kube::config::Kubeconfig::from_yaml(&text)?;
     let cluster = parsed
         .clusters
@@ -377,7 +401,7 @@ async fn renew(data_dir: &Path, node: &str, client: &kube::Client) -> Result<()>
             .decode(cluster.certificate_authority_data.unwrap_or_default().trim())?,
     )?;
     write_credentials(
-        data_dir,
+        files,
         cluster.server.as_deref().unwrap_or_default(),
         &ca_pem,
         &cert_pem,

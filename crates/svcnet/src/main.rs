@@ -22,6 +22,7 @@ mod lb_args;
 mod leader;
 mod listener_events;
 mod node_args;
+mod node_identity;
 mod node_proxy;
 mod proxy_cluster;
 mod proxy_cmd;
@@ -458,7 +459,10 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if joined {
         let (dir, node) = (args.data_dir.clone(), node_name.clone());
         // Asked for through the agent's own client: with --api-servers, whichever server is up.
-        supervisor.spawn("certificate-rotation", join::rotate(dir, node, client.clone()));
+        supervisor.spawn(
+            "certificate-rotation",
+            join::rotate(join::NodeFiles::joined(&dir), node, client.clone()),
+        );
     }
     let dataplane = proxy_process::start_node_dataplane(
         &args.dataplane,
@@ -905,38 +909,59 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    // The node's parts run as the node, with its own certificate, as a joined node's do (see
+    // `node_identity`); renewed while `up` runs as a joined node's is.
+    let node = if args.control_plane_only {
+        None
+    } else {
+        let files = node_identity::ensure(
+            &data_dir,
+            &node_name,
+            &format!("https://{addr}"),
+            &creds,
+            args.cluster_signing_duration,
+        )?;
+        let node_client = kube_client(&files.kubeconfig).await?;
+        supervisor.spawn(
+            "certificate-rotation",
+            join::rotate(files.clone(), node_name.clone(), node_client.clone()),
+        );
+        Some((files.kubeconfig, node_client))
+    };
     // The node's data plane is an API client of its own, like kube-proxy beside the kubelet: it runs
     // with or without the local agent (`--proxy-mode none` turns it off).
-    let dataplane = if args.control_plane_only {
+    let dataplane = match &node {
         // No node here: no data plane either.
-        proxy_process::NodeDataplane::InProcess { _routes: None }
-    } else {
-        proxy_process::start_node_dataplane(
-            &args.dataplane,
-            client.clone(),
-            dataplane_args::NodeNet {
-                name: &node_name,
-                ip: addr.ip(),
-                service_cidrs: &args.service_cidr,
-                pod_cidrs: std::slice::from_ref(&args.cluster_cidr),
-                pods_in_netns: args.pod_network == PodNetwork::Netns,
-            },
-            &mut registry,
-            proxy_process::Detached {
-                kubeconfig: &kubeconfig,
-                api_servers: &[],
-                state_dir: data_dir.join("proxy"),
-                log_format: &args.log_format,
-            },
-            &supervisor,
-        )
-        .await?
+        None => proxy_process::NodeDataplane::InProcess { _routes: None },
+        Some((node_kubeconfig, node_client)) => {
+            proxy_process::start_node_dataplane(
+                &args.dataplane,
+                node_client.clone(),
+                dataplane_args::NodeNet {
+                    name: &node_name,
+                    ip: addr.ip(),
+                    service_cidrs: &args.service_cidr,
+                    pod_cidrs: std::slice::from_ref(&args.cluster_cidr),
+                    pods_in_netns: args.pod_network == PodNetwork::Netns,
+                },
+                &mut registry,
+                proxy_process::Detached {
+                    kubeconfig: node_kubeconfig,
+                    api_servers: &[],
+                    state_dir: data_dir.join("proxy"),
+                    log_format: &args.log_format,
+                },
+                &supervisor,
+            )
+            .await?
+        }
     };
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
     let no_agent = args.no_agent || args.control_plane_only;
-    if !no_agent {
+    let agent_node = node.as_ref().filter(|_| !no_agent).map(|(_, c)| c.clone());
+    if let Some(node_client) = &agent_node {
         let dns = args.dns.spawn(
-            client.clone(),
+            node_client.clone(),
             &data_dir,
             svcnet_dns::Metrics::new(&mut registry),
             node_name.clone(),
@@ -948,7 +973,7 @@ async fn up(args: UpArgs) -> Result<()> {
         // The node announces LoadBalancer IPs as `svcnet agent` does.
         args.lb.spawn(
             &supervisor,
-            &client,
+            node_client,
             &node_name,
             addr.ip(),
             args.pod_network == PodNetwork::Netns,
@@ -989,11 +1014,11 @@ async fn up(args: UpArgs) -> Result<()> {
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     // Resolves once the agent has stopped its pods (or has ended otherwise).
     let (agent_done_tx, agent_done) = tokio::sync::oneshot::channel::<()>();
-    let agent_runs = !no_agent;
-    if agent_runs {
+    let agent_runs = agent_node.is_some();
+    if let Some(node_client) = agent_node {
         spawn_pod_network(
             &mut supervisor,
-            &client,
+            &node_client,
             args.pod_network,
             args.overlay,
             &node_name,
@@ -1010,13 +1035,12 @@ async fn up(args: UpArgs) -> Result<()> {
         );
         cfg.cluster_ca = Some(creds.ca_pem.clone());
         cfg.pod_mtu = pod_mtu(args.overlay, addr.ip()).await?;
-        let client = client.clone();
         let stop_pods = args.stop_pods_on_exit;
         supervisor.spawn("node-agent", async move {
             let stop = async {
                 let _ = agent_stopped.await;
             };
-            let result = svcnet_agent::agent::run_until(client, cfg, stop, stop_pods).await;
+            let result = svcnet_agent::agent::run_until(node_client, cfg, stop, stop_pods).await;
             let _ = agent_done_tx.send(());
             Ok(result?)
         });

@@ -77,7 +77,7 @@ async fn load(path: &Path, server: Option<&http::Uri>) -> Result<(kube::Config, 
 }
 
 /// The certificate blocks and the private-key blocks of a PEM text.
-fn split_pem(text: &str) -> (String, String) {
+pub(crate) fn split_pem(text: &str) -> (String, String) {
     let (mut certs, mut keys) = (String::new(), String::new());
     let mut current: Option<&mut String> = None;
     for line in text.lines() {

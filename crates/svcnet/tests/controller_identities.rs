@@ -475,3 +475,303 @@ fn leader_election_runs_as_the_controller_manager() {
     );
     assert!(slices.contains(&sa("endpointslice-controller")), "{slices:?}");
 }
+
+/// Every request the audit log holds (all stages but `RequestReceived`, reads included).
+const POLICY_ALL: &str = r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+"#;
+
+/// The users of the 2xx `verb` requests of `resource` (with `subresource`, `None` for none) in
+/// namespace `ns` (`None`: any) the log holds now: completed ones, or for watches started ones.
+fn users_now(
+    log: &Path,
+    verb: &str,
+    resource: &str,
+    subresource: Option<&str>,
+    ns: Option<&str>,
+) -> Vec<String> {
+    // A watch is logged when it starts (and when it ends, which the node's do not yet).
+    let stage = if verb == "watch" {
+        "ResponseStarted"
+    } else {
+        "ResponseComplete"
+    };
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["stage"] == stage && e["verb"] == verb)
+        .filter(|e| ns.is_none_or(|ns| e["objectRef"]["namespace"] == ns))
+        .filter(|e| e["objectRef"]["resource"] == resource)
+        .filter(|e| e["objectRef"]["subresource"].as_str() == subresource)
+        .filter(|e| {
+            e["responseStatus"]["code"]
+                .as_i64()
+                .is_some_and(|c| (200..300).contains(&c))
+        })
+        .map(|e| e["user"]["username"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// [`users_now`], waiting up to 30 s until `want` is among them.
+fn users_of(
+    log: &Path,
+    verb: &str,
+    resource: &str,
+    subresource: Option<&str>,
+    ns: Option<&str>,
+    want: &str,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let users = users_now(log, verb, resource, subresource, ns);
+        if users.iter().any(|u| u == want) || Instant::now() > deadline {
+            return users;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The node of `svcnet up` runs as `system:node:<name>` with a certificate of its own in
+/// `DIR/node.conf`, as kubeadm's control-plane kubelet: its Node, its Lease, its pods' status, its
+/// proxier's and DNS's watches are all the node's (the audit log says so), none the admin's; RBAC and
+/// the Node authorizer keep it from creating Services; a restart keeps the certificate.
+#[test]
+fn the_node_of_up_runs_as_itself() {
+    let logs = tempfile::tempdir().unwrap();
+    let policy = svcnet_testsupport::cluster::write_file(logs.path(), "policy.yaml", POLICY_ALL);
+    let log = logs.path().join("audit.log");
+    let mut c = Cluster::start_keeping_pods(
+        SVCNET,
+        &[
+            "--node-name",
+            "cp1",
+            "--audit-policy-file",
+            &policy,
+            "--audit-log-path",
+            log.to_str().unwrap(),
+        ],
+    );
+    let node = "system:node:cp1";
+    // The node's kubeconfig: owner-only, naming the node's certificate; the admin's stays the admin's.
+    let conf = c.dir.join("node.conf");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", conf.display());
+    }
+    let out = c.kubectl_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &[
+            "--kubeconfig",
+            conf.to_str().unwrap(),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ],
+        None,
+    );
+    let whoami = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        whoami.starts_with(&format!("{node} ")) && whoami.contains("system:nodes"),
+        "{whoami} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.kubectl_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "svcnet-admin");
+
+    // A pod on the node, Ready: the agent wrote its status.
+    c.ok(&[
+        "run",
+        "p1",
+        "--image",
+        "sleep",
+        "--labels",
+        "app=p1",
+        "--command",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.ready_pods("app=p1").is_empty() {
+        assert!(Instant::now() < deadline, "p1 not ready\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The node's writes: its Node, its Lease, its pod's status.
+    for (verb, resource, sub, ns) in [
+        ("create", "nodes", None, None),
+        ("patch", "nodes", Some("status"), None),
+        ("patch", "leases", None, Some("kube-node-lease")),
+        ("patch", "pods", Some("status"), Some("default")),
+    ] {
+        let users = users_of(&log, verb, resource, sub, ns, node);
+        assert!(
+            users.iter().any(|u| u == node),
+            "{verb} {resource}/{sub:?} by {node}: {users:?}"
+        );
+        assert!(
+            !users.iter().any(|u| u == "svcnet-admin"),
+            "the admin's credential did {verb} {resource}/{sub:?}: {users:?}"
+        );
+    }
+    // Its readers: the proxier (the userspace proxy process) and DNS watch Services and
+    // EndpointSlices as the node; the admin watches nothing (the test's kubectl never does).
+    for resource in ["services", "endpointslices"] {
+        let users = users_of(&log, "watch", resource, None, None, node);
+        assert!(users.iter().any(|u| u == node), "watch {resource}: {users:?}");
+    }
+    let admin_watches = users_now(&log, "watch", "pods", None, None);
+    assert!(
+        !admin_watches.iter().any(|u| u == "svcnet-admin"),
+        "{admin_watches:?}"
+    );
+
+    // Only what a node may do.
+    let as_node = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", node, "--as-group", "system:nodes"];
+        all.extend_from_slice(args);
+        let out = c.kubectl_v(svcnet_testsupport::kubectl::NEWEST, &all, None);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(as_node(&["create", "services"]), "no");
+    // (with the Node authorizer's reason after the "no")
+    assert!(as_node(&["delete", "nodes/other"]).starts_with("no"));
+    assert!(as_node(&["get", "secrets", "-n", "kube-system"]).starts_with("no"));
+    assert_eq!(as_node(&["list", "endpointslices", "-A"]), "yes");
+    let out = c.kubectl_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &[
+            "--kubeconfig",
+            conf.to_str().unwrap(),
+            "create",
+            "service",
+            "clusterip",
+            "x",
+            "--tcp",
+            "80",
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "User \"{node}\" cannot create resource \"services\" in API group \"\" in the namespace \"default\""
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A restart keeps the node's certificate (still valid and far from its renewal) and the pod.
+    let cert = c.dir.join("pki/kubelet-client-current.pem");
+    let before = std::fs::read_to_string(&cert).unwrap();
+    let renewals = || {
+        users_now(&log, "patch", "leases", None, Some("kube-node-lease"))
+            .iter()
+            .filter(|u| *u == node)
+            .count()
+    };
+    c.set_keep_pods(false);
+    c.restart("TERM");
+    let renewed = renewals();
+    assert_eq!(std::fs::read_to_string(&cert).unwrap(), before);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The restarted node renews its Lease as itself, and has adopted its pod.
+        if renewals() > renewed && !c.ready_pods("app=p1").is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", c.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// (not before, not after) of the first certificate in a PEM file.
+fn cert_validity(pem: &str) -> (i64, i64) {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = block.parse_x509().unwrap();
+    (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+/// The node of `svcnet up` renews its certificate before it expires, as a joined node does: a CSR
+/// sent as the node, approved as `selfnodeclient`, and every node part keeps working on the new one
+/// after the first has expired (its Lease is renewed, a new pod gets its status written).
+#[test]
+fn the_node_of_up_renews_its_certificate() {
+    let c = Cluster::start_with(
+        SVCNET,
+        &["--node-name", "cp2", "--cluster-signing-duration", "30s"],
+    );
+    let pem_path = c.dir.join("pki/kubelet-client-current.pem");
+    let (not_before, first_expiry) = cert_validity(&std::fs::read_to_string(&pem_path).unwrap());
+    assert!(
+        first_expiry - not_before <= 40,
+        "the first certificate is bounded by --cluster-signing-duration: {not_before}..{first_expiry}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let csrs = c.get_json(&["csr"]);
+        let renewed = csrs["items"].as_array().into_iter().flatten().any(|x| {
+            x["spec"]["username"] == "system:node:cp2"
+                && x["status"]["certificate"].is_string()
+                && x["status"]["conditions"][0]["message"]
+                    == "Auto approving self kubelet client certificate after SubjectAccessReview."
+        });
+        let replaced = std::fs::read_to_string(&pem_path).is_ok_and(|p| cert_validity(&p).1 > first_expiry);
+        if renewed && replaced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no renewal: {csrs}\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let now = || jiff::Timestamp::now().as_second();
+    while now() < first_expiry + 3 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.ok(&[
+        "run",
+        "late",
+        "--image",
+        "sleep",
+        "--labels",
+        "app=late",
+        "--command",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.ready_pods("app=late").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no status for a pod after the first certificate expired\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    while now() < first_expiry + 12 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let renewed = c.get_json(&["lease", "-n", "kube-node-lease", "cp2"])["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    assert!(
+        renewed > first_expiry,
+        "the Lease was last renewed at {renewed}, before the first certificate expired at {first_expiry}\n{}",
+        c.log()
+    );
+}
