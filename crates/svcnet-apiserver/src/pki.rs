@@ -253,7 +253,33 @@ pub fn server_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, P
 
 /// Renders a kubeconfig for `server` (an `https://` URL) that trusts our CA and uses the admin token.
 pub fn kubeconfig(server: &str, creds: &Credentials) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(creds.ca_pem.as_bytes());
+    render_kubeconfig(
+        server,
+        &creds.ca_pem,
+        "svcnet-admin",
+        &[("token", creds.token.clone())],
+        Some("default"),
+    )
+}
+
+/// The one shape of every kubeconfig svcnet writes: a cluster `svcnet` at `server` trusting the CA
+/// `ca_pem` (embedded), a user `user` whose `user:` fields are `credential`, and the context joining
+/// them (in `namespace`, if given).
+pub fn render_kubeconfig(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credential: &[(&str, String)],
+    namespace: Option<&str>,
+) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    let fields: String = credential
+        .iter()
+        .map(|(k, v)| format!("    {k}: {v}\n"))
+        .collect();
+    let namespace = namespace
+        .map(|n| format!("    namespace: {n}\n"))
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
@@ -263,19 +289,16 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: svcnet-admin
+- name: {user}
   user:
-    token: {token}
-contexts:
+{fields}contexts:
 - name: svcnet
   context:
     cluster: svcnet
-    user: svcnet-admin
-    namespace: default
-current-context: svcnet
+    user: {user}
+{namespace}current-context: svcnet
 preferences: {{}}
-",
-        token = creds.token
+"
     )
 }
 
@@ -327,58 +350,27 @@ pub fn certificate_kubeconfig(
     key_pem: &str,
 ) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: svcnet
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: {user}
-  user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
-- name: svcnet
-  context:
-    cluster: svcnet
-    user: {user}
-current-context: svcnet
-preferences: {{}}
-",
-        ca = b64(&creds.ca_pem),
-        cert = b64(cert_pem),
-        key = b64(key_pem),
+    render_kubeconfig(
+        server,
+        &creds.ca_pem,
+        user,
+        &[
+            ("client-certificate-data", b64(cert_pem)),
+            ("client-key-data", b64(key_pem)),
+        ],
+        None,
     )
 }
 
 /// Renders a kubeconfig for `server` that trusts our CA and sends the bearer token kept in the file
 /// `token_file` (re-read as it changes: kube-rs reads such a file again every minute, client-go too).
 pub fn token_file_kubeconfig(server: &str, creds: &Credentials, user: &str, token_file: &Path) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(creds.ca_pem.as_bytes());
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: svcnet
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: {user}
-  user:
-    tokenFile: {file}
-contexts:
-- name: svcnet
-  context:
-    cluster: svcnet
-    user: {user}
-current-context: svcnet
-preferences: {{}}
-",
-        file = token_file.display(),
+    render_kubeconfig(
+        server,
+        &creds.ca_pem,
+        user,
+        &[("tokenFile", token_file.display().to_string())],
+        None,
     )
 }
 
@@ -410,5 +402,46 @@ mod tests {
         assert_ne!(c.cert_pem, a.cert_pem);
         assert_eq!(c.ca_pem, a.ca_pem);
         assert!(kubeconfig("https://127.0.0.1:6443", &c).contains("token: "));
+    }
+
+    /// Every kubeconfig shape svcnet writes is YAML a client reads back to what was meant.
+    #[test]
+    fn kubeconfigs_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = load_or_create(dir.path(), &[]).unwrap();
+        let read = |text: &str| serde_yaml::from_str::<serde_yaml::Value>(text).unwrap();
+        let admin = read(&kubeconfig("https://127.0.0.1:6443", &creds));
+        assert_eq!(
+            admin["users"][0]["user"]["token"].as_str(),
+            Some(creds.token.as_str())
+        );
+        assert_eq!(
+            admin["contexts"][0]["context"]["namespace"].as_str(),
+            Some("default")
+        );
+        assert_eq!(
+            admin["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://127.0.0.1:6443")
+        );
+        let certs = read(&certificate_kubeconfig("https://x:1", &creds, "u", "C", "K"));
+        assert_eq!(certs["users"][0]["name"].as_str(), Some("u"));
+        assert_eq!(
+            certs["users"][0]["user"]["client-certificate-data"].as_str(),
+            Some("Qw==")
+        );
+        assert_eq!(
+            certs["users"][0]["user"]["client-key-data"].as_str(),
+            Some("Sw==")
+        );
+        assert!(certs["contexts"][0]["context"].get("namespace").is_none());
+        assert_eq!(certs["contexts"][0]["context"]["user"].as_str(), Some("u"));
+        let file = read(&token_file_kubeconfig(
+            "https://x:1",
+            &creds,
+            "sa",
+            Path::new("/t/tok"),
+        ));
+        assert_eq!(file["users"][0]["user"]["tokenFile"].as_str(), Some("/t/tok"));
+        assert_eq!(file["current-context"].as_str(), Some("svcnet"));
     }
 }

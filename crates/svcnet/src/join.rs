@@ -277,29 +277,13 @@ pub fn write_credentials(
     }
     let cert = &files.cert;
     write_private(cert, &format!("{cert_pem}{key_pem}"))?;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let kubeconfig = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: svcnet
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: node
-  user:
-    client-certificate: {cert}
-    client-key: {cert}
-contexts:
-- name: svcnet
-  context:
-    cluster: svcnet
-    user: node
-current-context: svcnet
-preferences: {{}}
-",
-        cert = cert.display()
+    let file = cert.display().to_string();
+    let kubeconfig = svcnet_apiserver::pki::render_kubeconfig(
+        server,
+        ca_pem,
+        "node",
+        &[("client-certificate", file.clone()), ("client-key", file)],
+        None,
     );
     write_private(&files.kubeconfig, &kubeconfig)
 }
