@@ -4,6 +4,7 @@
 //! This crate has no tokio and no networking on purpose: the API server, the controllers and the node
 //! agent all share it, and its functions are easy to test as pure functions.
 
+pub mod certificates;
 pub mod events;
 pub mod field;
 pub mod lb_announce;

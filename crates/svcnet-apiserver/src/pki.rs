@@ -306,7 +306,7 @@ preferences: {{}}
 /// groups `organizations` (X.509 authentication: CN is the user, O the groups), and its key, both PEM.
 /// This is how kubeadm makes `controller-manager.conf` and `scheduler.conf`: the components of the
 /// control-plane machine get users of their own instead of the admin's credential. Valid for `lifetime`
-/// from now (backdated as kube's signers do, see [`backdate`]); `None` takes rcgen's default validity,
+/// from now (backdated as kube's signers do, see [`svcnet_api::certificates::backdate`]); `None` takes rcgen's default validity,
 /// as the serving certificate does, for certificates made anew on every start.
 pub fn client_certificate(
     dir: &Path,
@@ -326,18 +326,11 @@ pub fn client_certificate(
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     if let Some(lifetime) = lifetime {
         let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - backdate(lifetime);
+        params.not_before = now - svcnet_api::certificates::backdate(lifetime);
         params.not_after = now + lifetime;
     }
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// kube's signers backdate certificates by five minutes against clock skew; a short-lived certificate
-/// by a tenth of its lifetime at most, so that its renewal time (80 % of the whole) stays ahead. (The
-/// CSR signer, `svcnet_controllers::certificates`, which cannot link this crate, does the same.)
-fn backdate(lifetime: std::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_secs(300).min(lifetime / 10)
 }
 
 /// Renders a kubeconfig for `server` that trusts our CA and authenticates as `user` with the client

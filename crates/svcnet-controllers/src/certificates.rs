@@ -252,12 +252,6 @@ async fn fail(
     Ok(())
 }
 
-/// kube's signers backdate certificates by five minutes against clock skew; a short-lived certificate
-/// by a tenth of its lifetime at most, so that its renewal time (80 % of the whole) stays ahead.
-fn backdate(lifetime: Duration) -> Duration {
-    Duration::from_secs(300).min(lifetime / 10)
-}
-
 async fn sign(
     api: &Api<CertificateSigningRequest>,
     csr: &CertificateSigningRequest,
@@ -316,7 +310,7 @@ fn issue(
     let now = time::OffsetDateTime::now_utc();
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = req.params.params.distinguished_name.clone();
-    params.not_before = now - backdate(lifetime);
+    params.not_before = now - svcnet_api::certificates::backdate(lifetime);
     params.not_after = now + lifetime;
     let serial: [u8; 16] = rand_bytes();
     params.serial_number = Some(rcgen::SerialNumber::from(serial.to_vec()));
