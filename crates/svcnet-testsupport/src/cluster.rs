@@ -364,6 +364,14 @@ impl Cluster {
             .unwrap_or_default()
             .to_string()
     }
+
+    /// When node `name` last renewed its Lease in `kube-node-lease`, in Unix seconds (0 while it has none).
+    pub fn node_lease_renewed(&self, name: &str) -> i64 {
+        self.get_json(&["lease", "-n", "kube-node-lease", name])["spec"]["renewTime"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(0, |t| t.as_second())
+    }
 }
 
 impl Drop for Cluster {

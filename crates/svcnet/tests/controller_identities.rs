@@ -763,12 +763,7 @@ fn the_node_of_up_renews_its_certificate() {
     while now() < first_expiry + 12 {
         std::thread::sleep(Duration::from_millis(500));
     }
-    let renewed = c.get_json(&["lease", "-n", "kube-node-lease", "cp2"])["spec"]["renewTime"]
-        .as_str()
-        .unwrap()
-        .parse::<jiff::Timestamp>()
-        .unwrap()
-        .as_second();
+    let renewed = c.node_lease_renewed("cp2");
     assert!(
         renewed > first_expiry,
         "the Lease was last renewed at {renewed}, before the first certificate expired at {first_expiry}\n{}",

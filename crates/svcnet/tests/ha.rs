@@ -565,15 +565,10 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
         agent.log()
     );
     assert!(reaches(before, "before"));
-    let renewed = |c: &Cluster| {
-        c.get_json(&["lease", "-n", "kube-node-lease", "node-ha"])["spec"]["renewTime"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let first = renewed(&b);
+    let first = b.node_lease_renewed("node-ha");
     assert!(
-        eventually(Duration::from_secs(15), || renewed(&b) != first),
+        eventually(Duration::from_secs(15), || b.node_lease_renewed("node-ha")
+            != first),
         "the node's Lease was not renewed after the kill:\n{}",
         agent.log()
     );

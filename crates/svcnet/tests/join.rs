@@ -482,12 +482,7 @@ fn a_node_joins_with_a_token_and_then_uses_only_its_own_certificate() {
     while now() < first_expiry + 12 {
         std::thread::sleep(Duration::from_millis(500));
     }
-    let renewed = c.get_json(&["lease", "-n", "kube-node-lease", "joined"])["spec"]["renewTime"]
-        .as_str()
-        .unwrap()
-        .parse::<jiff::Timestamp>()
-        .unwrap()
-        .as_second();
+    let renewed = c.node_lease_renewed("joined");
     assert!(
         renewed > first_expiry,
         "the Lease was last renewed at {renewed}, before the first certificate expired at {first_expiry}\n{}",
@@ -930,12 +925,7 @@ fn a_node_joined_through_its_balancer_renews_and_restarts() {
     while now() < first_expiry + 12 {
         std::thread::sleep(Duration::from_millis(500));
     }
-    let renewed = c.get_json(&["lease", "-n", "kube-node-lease", "ha-node"])["spec"]["renewTime"]
-        .as_str()
-        .unwrap()
-        .parse::<jiff::Timestamp>()
-        .unwrap()
-        .as_second();
+    let renewed = c.node_lease_renewed("ha-node");
     assert!(
         renewed > first_expiry,
         "the Lease was last renewed at {renewed}, before the first certificate expired at {first_expiry}\n{}",
