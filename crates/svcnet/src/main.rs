@@ -582,6 +582,9 @@ fn init_logging(format: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log that cannot be written (its file on a full disk) must not take the process down:
+        // tracing-subscriber reports such errors with `eprintln!`, which panics when stderr fails too.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

@@ -123,7 +123,8 @@ fn full_disk_inner() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("InsufficientStorage") && err.contains("No space left on device"),
-            "{err}"
+            "{err}\nserver log tail:\n{}",
+            svcnet_testsupport::cluster::tail(&c.log(), 30)
         );
         if refused == 0 {
             eprintln!("first refused write: {err}");
