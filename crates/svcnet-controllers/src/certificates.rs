@@ -205,26 +205,32 @@ async fn approve(
         return Ok(());
     };
     let name = csr.metadata.name.clone().unwrap_or_default();
-    let mut conditions = csr
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    conditions.push(
-        serde_json::from_value(json!({
-            "type": "Approved", "status": "True", "reason": "AutoApproved", "message": message,
-            "lastUpdateTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        }))
-        .expect("a condition"),
-    );
     // Updates of `approval` and `status` (kube's role for this controller grants update on them, not
     // patch), conditional on the resourceVersion the decision was made on.
-    let mut approved = csr.clone();
-    approved.status.get_or_insert_with(Default::default).conditions = Some(conditions);
+    let approved = with_condition(csr, "Approved", "AutoApproved", message);
     api.replace_subresource("approval", &name, &PostParams::default(), &approved)
         .await?;
     info!(csr = %name, user = csr.spec.username.as_deref().unwrap_or(""), "approved");
     Ok(())
+}
+
+/// `csr` with one more condition of `type_` (status True), stamped now.
+fn with_condition(
+    csr: &CertificateSigningRequest,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> CertificateSigningRequest {
+    let mut out = csr.clone();
+    let status = out.status.get_or_insert_with(Default::default);
+    status.conditions.get_or_insert_with(Vec::new).push(
+        serde_json::from_value(json!({
+            "type": type_, "status": "True", "reason": reason, "message": message,
+            "lastUpdateTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }))
+        .expect("a condition"),
+    );
+    out
 }
 
 async fn fail(
@@ -233,20 +239,7 @@ async fn fail(
     why: &str,
 ) -> Result<(), kube::Error> {
     let name = csr.metadata.name.clone().unwrap_or_default();
-    let mut conditions = csr
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    conditions.push(
-        serde_json::from_value(json!({
-            "type": "Failed", "status": "True", "reason": "SignerValidationFailure", "message": why,
-            "lastUpdateTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        }))
-        .expect("a condition"),
-    );
-    let mut failed = csr.clone();
-    failed.status.get_or_insert_with(Default::default).conditions = Some(conditions);
+    let failed = with_condition(csr, "Failed", "SignerValidationFailure", why);
     api.replace_status(&name, &PostParams::default(), &failed).await?;
     warn!(csr = %name, reason = why, "refused to sign");
     Ok(())
