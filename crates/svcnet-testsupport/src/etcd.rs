@@ -287,3 +287,14 @@ impl Drop for Etcd {
         self.kill();
     }
 }
+
+/// `svcnet up` flags for leader election fast enough that a test sees a controller Lease move within
+/// seconds of its holder dying (kube's defaults: 15 s / 10 s / 2 s).
+pub const FAST_LEADER_ELECTION: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "3s",
+    "--leader-elect-renew-deadline",
+    "2s",
+    "--leader-elect-retry-period",
+    "500ms",
+];

@@ -314,16 +314,10 @@ fn controllers_fail_over_between_instances() {
     let etcd = Etcd::start();
     let url = etcd.url();
     let flags = [
-        "--control-plane-only",
-        "--etcd-servers",
-        url.as_str(),
-        "--leader-elect-lease-duration",
-        "3s",
-        "--leader-elect-renew-deadline",
-        "2s",
-        "--leader-elect-retry-period",
-        "500ms",
-    ];
+        &["--control-plane-only", "--etcd-servers", url.as_str()][..],
+        &svcnet_testsupport::etcd::FAST_LEADER_ELECTION[..],
+    ]
+    .concat();
     let mut a = Cluster::start_with(SVCNET, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
     const LEASES: [&str; 9] = [

@@ -435,16 +435,10 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     let etcd = Etcd::start();
     let url = etcd.url();
     let flags = [
-        "--control-plane-only",
-        "--etcd-servers",
-        url.as_str(),
-        "--leader-elect-lease-duration",
-        "3s",
-        "--leader-elect-renew-deadline",
-        "2s",
-        "--leader-elect-retry-period",
-        "500ms",
-    ];
+        &["--control-plane-only", "--etcd-servers", url.as_str()][..],
+        &svcnet_testsupport::etcd::FAST_LEADER_ELECTION[..],
+    ]
+    .concat();
     let mut a = Cluster::start_with(SVCNET, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
     const LEASE: &str = "svcnet-endpointslice-controller";

@@ -523,24 +523,24 @@ fn an_api_server_killed_mid_creates_leaves_nothing_held_twice_or_for_long() {
     let etcd = Etcd::start();
     let url = etcd.url();
     let flags = [
-        "--control-plane-only",
-        "--etcd-servers",
-        url.as_str(),
-        "--service-cidr",
-        "127.96.0.0/24",
-        "--service-node-port-range",
-        "30000-30999",
-        "--leader-elect-lease-duration",
-        "3s",
-        "--leader-elect-renew-deadline",
-        "2s",
-        "--leader-elect-retry-period",
-        "500ms",
-        "--allocation-leak-grace-period",
-        "2s",
-        "--allocation-repair-period",
-        "1s",
-    ];
+        &[
+            "--control-plane-only",
+            "--etcd-servers",
+            url.as_str(),
+            "--service-cidr",
+            "127.96.0.0/24",
+            "--service-node-port-range",
+            "30000-30999",
+        ][..],
+        &svcnet_testsupport::etcd::FAST_LEADER_ELECTION[..],
+        &[
+            "--allocation-leak-grace-period",
+            "2s",
+            "--allocation-repair-period",
+            "1s",
+        ][..],
+    ]
+    .concat();
     let mut a = Cluster::start_with(SVCNET, &flags);
     let b = Cluster::start_joining(SVCNET, &a, &flags);
     let c = Cluster::start_joining(SVCNET, &a, &flags);
