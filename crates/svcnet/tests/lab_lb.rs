@@ -20,7 +20,7 @@
 //! and the address stays answered.
 //!
 //! The nodes announce with their own credentials (`system:node:<name>`, joined with a bootstrap token):
-//! another node's attempt to take the holder's Lease by writing it is Forbidden.
+//! a node's attempt to write the holder's Lease naming a third node is Forbidden.
 //!
 //! Every frame stays inside the lab's namespaces. Without root (or without iproute2) the tests say they
 //! are skipped and pass.
@@ -200,8 +200,8 @@ fn announce_and_fail_over(proxy_mode: &str) {
         annotated(&lab, "red")
     );
     // The holder announced as itself: a lab node joined with a token and has only its own certificate,
-    // and NodeRestriction lets a node hold an announcement Lease only for itself, so node3 cannot take
-    // it by writing.
+    // and NodeRestriction lets a node write an announcement Lease only to hold it itself (or release
+    // its own), so node3 cannot hand the holder's Lease to another node.
     assert_eq!(lab.node_identity(&first), format!("system:node:{first}"));
     let out = lab.kubectl_with(
         &lab.node_kubeconfig("node3"),
@@ -211,14 +211,14 @@ fn announce_and_fail_over(proxy_mode: &str) {
             "svcnet-lb-red",
             "--type=merge",
             "-p",
-            r#"{"spec":{"holderIdentity":"node3"}}"#,
+            &format!(r#"{{"spec":{{"holderIdentity":"{other}"}}}}"#),
         ],
         None,
     );
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(
         !out.status.success() && err.contains("forbidden"),
-        "node3 took {first}'s Lease: {err}"
+        "node3 gave {first}'s Lease to {other}: {err}"
     );
     assert_eq!(holder(&lab).as_deref(), Some(first.as_str()));
     // What a user sees: the annotation and the Event in `kubectl describe`.
