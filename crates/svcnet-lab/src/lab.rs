@@ -389,7 +389,12 @@ impl Lab {
             .state
             .join
             .as_ref()
-            .ok_or_else(|| LabError::BadOption("the lab has no join command (made before svcnet lab join tokens?): run `svcnet lab up` again".into()))?;
+            .ok_or_else(|| {
+                LabError::BadOption(format!(
+                    "lab {:?} has no join command in its state (an older svcnet made it): run `svcnet lab up` again",
+                    self.state.name
+                ))
+            })?;
         let data = self.state.dir.join(&node.name);
         std::fs::create_dir_all(&data).map_err(io_err(format!("creating {}", data.display())))?;
         let log = self.state.dir.join(format!("{}.log", node.name));
