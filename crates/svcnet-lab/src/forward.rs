@@ -5,8 +5,8 @@
 //! forwarder binds one listener per node *inside that node's namespace* (a short-lived thread enters the
 //! namespace with `setns(2)`, binds, and ends), on the node's own 127.0.0.1 and the API server's port, and
 //! relays every connection it accepts to the host's 127.0.0.1 from its ordinary threads. TLS passes
-//! through untouched: nodes use the very kubeconfig (server `https://127.0.0.1:PORT`) and server
-//! certificate that kubectl on the host does.
+//! through untouched: nodes join and then work against the very address (`https://127.0.0.1:PORT`) and
+//! server certificate that kubectl on the host uses, each with its own client certificate.
 //!
 //! The other way, the API server reaches node agents (`kubectl logs`) through the forwarder's HTTP CONNECT
 //! proxy on a Unix socket in the lab's directory ([`Egress`]; `svcnet up --kubelet-egress-uds`, as

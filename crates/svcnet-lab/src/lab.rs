@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::Api;
 use nix::sys::signal::Signal;
 use tracing::info;
 
-use crate::state::{LabState, NodeState};
+use crate::state::{JoinCommand, LabState, NodeState};
 use crate::topology::{self, Member};
 use crate::{LabError, forward, io_err, procs};
 
@@ -156,6 +156,7 @@ impl Lab {
                 control_plane_pid: None,
                 forwarder_pid: None,
                 agent_flags: cfg.agent_flags.clone(),
+                join: None,
             },
             svcnet: cfg.svcnet.clone(),
         };
@@ -195,6 +196,8 @@ impl Lab {
         self.state.save()?;
         self.start_forwarder(cfg.timeout)?;
         self.state.save()?;
+        self.state.join = Some(self.create_join_token()?);
+        self.state.save()?;
         for i in 0..self.state.nodes.len() {
             let pid = self.spawn_agent(i)?;
             self.state.nodes[i].agent_pid = Some(pid);
@@ -203,7 +206,54 @@ impl Lab {
         let names: Vec<String> = self.state.nodes.iter().map(|n| n.name.clone()).collect();
         self.wait_ready(&names, None, cfg.timeout)?;
         info!(elapsed = ?start.elapsed(), "every node is Ready");
+        // Every node has its own certificate now: the token has done its work and opens nothing more.
+        self.delete_join_token()?;
         Ok(())
+    }
+
+    /// A bootstrap token for the nodes of `up`, made the way an admin makes one (`svcnet token create
+    /// --print-join-command`, with the admin's kubeconfig, here on the host). Its server is the one
+    /// the admin's kubeconfig names, `https://127.0.0.1:PORT`, which in each node's namespace is the
+    /// forwarder. It lives an hour at most, and [`Self::delete_join_token`] ends it sooner.
+    fn create_join_token(&self) -> Result<JoinCommand, LabError> {
+        let out = Command::new(&self.svcnet)
+            .args(["token", "create", "--print-join-command", "--ttl", "1h"])
+            .arg("--kubeconfig")
+            .arg(self.state.kubeconfig())
+            .arg("--description")
+            .arg(format!("svcnet lab {}: joins its nodes", self.state.name))
+            .output()
+            .map_err(io_err("running svcnet token create"))?;
+        let printed = String::from_utf8_lossy(&out.stdout);
+        match JoinCommand::parse(&printed) {
+            Some(join) if out.status.success() => Ok(join),
+            _ => Err(LabError::Command {
+                command: "svcnet token create --print-join-command".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }),
+        }
+    }
+
+    /// Deletes the join token's Secret: from then on no one joins with it (a node started again uses
+    /// its certificate).
+    fn delete_join_token(&self) -> Result<(), LabError> {
+        let Some(join) = &self.state.join else {
+            return Ok(());
+        };
+        let name = format!("bootstrap-token-{}", join.token_id());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("starting a runtime"))?;
+        rt.block_on(async {
+            let secrets: Api<Secret> =
+                Api::namespaced(client(&self.state.kubeconfig()).await?, "kube-system");
+            match secrets.delete(&name, &Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 
     fn control_plane_dir(&self) -> PathBuf {
@@ -328,8 +378,23 @@ impl Lab {
     /// kills the node's pods too, and their network namespaces, mounted only in its mount namespace, go
     /// with them; when only the agent exits, the init starts it again and the pods run on. Returns the
     /// PID of the `unshare` that holds the namespace (the node's "machine").
+    ///
+    /// The agent joins as a kubeadm worker does ([`JoinCommand`]): the first time with the token, it
+    /// gets its own certificate (`system:node:<name>`) into its data directory, `<dir>/<node>`; every
+    /// later start (the init's restarts, `start-node`) finds that certificate and uses it. The admin's
+    /// kubeconfig is never given to a node.
     fn spawn_agent(&self, i: usize) -> Result<u32, LabError> {
         let node = &self.state.nodes[i];
+        let join = self
+            .state
+            .join
+            .as_ref()
+            .ok_or_else(|| {
+                LabError::BadOption(format!(
+                    "lab {:?} has no join command in its state (an older svcnet made it): run `svcnet lab up` again",
+                    self.state.name
+                ))
+            })?;
         let data = self.state.dir.join(&node.name);
         std::fs::create_dir_all(&data).map_err(io_err(format!("creating {}", data.display())))?;
         let log = self.state.dir.join(format!("{}.log", node.name));
@@ -340,8 +405,7 @@ impl Lab {
             .args(["lab", "node-init", "--"])
             .arg(&self.svcnet)
             .arg("agent")
-            .arg("--kubeconfig")
-            .arg(self.state.kubeconfig())
+            .args(join.args())
             .arg("--data-dir")
             .arg(&data)
             .args(["--node-name", &node.name, "--node-ip", &node.ip.to_string()])

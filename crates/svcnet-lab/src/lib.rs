@@ -13,8 +13,12 @@
 //! - the control plane (`svcnet up --no-agent --proxy-mode none`) in the machine's own namespace on
 //!   127.0.0.1, so kubectl on the host uses the kubeconfig the lab writes;
 //! - the API forwarder ([`forward`]): a listener on 127.0.0.1 *inside each node's namespace*, on the API
-//!   server's port, relaying to the host's 127.0.0.1. Nodes and host share one kubeconfig and one server
+//!   server's port, relaying to the host's 127.0.0.1. Nodes and host reach one address with one server
 //!   certificate, and the root namespace gets no route, link, rule or address: all it ever sees is loopback.
+//! - the nodes' credentials: each agent joins as a kubeadm worker does, with a bootstrap token the lab
+//!   makes (`svcnet token create --print-join-command`) and deletes once every node is Ready, and works
+//!   as `system:node:<name>` with the certificate it got, kept in its data directory; the admin's
+//!   kubeconfig (`<dir>/kubeconfig`, for kubectl on the host) is never given to a node.
 //!
 //! The processes are detached from the `svcnet lab up` that starts them; what a lab is lives in its state
 //! directory ([`state`]), which `down`, `status`, `exec`, `stop-node`/`start-node` and `restart-agent`

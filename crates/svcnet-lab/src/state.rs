@@ -36,6 +36,58 @@ pub struct LabState {
     /// Extra `svcnet agent` flags every node starts with.
     #[serde(default)]
     pub agent_flags: Vec<String>,
+    /// How the nodes join (`svcnet token create --print-join-command`'s), once the control plane runs.
+    #[serde(default)]
+    pub join: Option<JoinCommand>,
+}
+
+/// What a node joins with, as `kubeadm join` does: `svcnet agent --server … --token … --ca-cert-hash …`.
+/// The token is deleted once every node of `up` has joined; a node started again later uses the
+/// certificate it got then (the token stays on its agent's command line only because the flags say
+/// "this node joins", which is what keeps its certificate renewed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinCommand {
+    /// The API server (`https://127.0.0.1:PORT`: in a node's namespace, the forwarder).
+    pub server: String,
+    /// The bootstrap token, `ID.SECRET`.
+    pub token: String,
+    /// The hash of the cluster CA's public key (`sha256:…`).
+    pub ca_cert_hash: String,
+}
+
+impl JoinCommand {
+    /// Reads the command `svcnet token create --print-join-command` prints.
+    pub fn parse(printed: &str) -> Option<JoinCommand> {
+        let words: Vec<&str> = printed.split_whitespace().collect();
+        let flag = |name: &str| {
+            let i = words.iter().position(|w| *w == name)?;
+            words.get(i + 1).map(|v| v.to_string())
+        };
+        (words.get(1) == Some(&"agent")).then_some(())?;
+        Some(JoinCommand {
+            server: flag("--server")?,
+            token: flag("--token")?,
+            ca_cert_hash: flag("--ca-cert-hash")?,
+        })
+    }
+
+    /// The token's ID (the Secret is `kube-system/bootstrap-token-<ID>`).
+    pub fn token_id(&self) -> &str {
+        self.token.split('.').next().unwrap_or_default()
+    }
+
+    /// The agent's flags.
+    pub fn args(&self) -> [&str; 6] {
+        [
+            "--server",
+            &self.server,
+            "--token",
+            &self.token,
+            "--ca-cert-hash",
+            &self.ca_cert_hash,
+        ]
+    }
 }
 
 /// One node of a lab.
@@ -62,7 +114,7 @@ impl LabState {
         dir.join("lab.json")
     }
 
-    /// The kubeconfig for kubectl on the host (and the nodes' agents).
+    /// The admin's kubeconfig, for kubectl on the host (never given to a node's agent).
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
@@ -120,5 +172,23 @@ impl LabState {
             return Ok(&self.client);
         }
         self.node(member).map(|n| n.netns.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_commands_are_read_as_printed() {
+        let j = JoinCommand::parse(
+            "svcnet agent --server https://127.0.0.1:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:00ff\n",
+        )
+        .unwrap();
+        assert_eq!(j.server, "https://127.0.0.1:6443");
+        assert_eq!(j.token_id(), "abcdef");
+        assert_eq!(j.ca_cert_hash, "sha256:00ff");
+        assert!(JoinCommand::parse("svcnet agent --server https://x --token t").is_none());
+        assert!(JoinCommand::parse("abcdef.0123456789abcdef").is_none());
     }
 }

@@ -378,12 +378,37 @@ impl MultiNodeLab {
         serde_json::from_str(&text).expect("lab.json is JSON")
     }
 
-    /// Runs the newest kubectl on the host against the lab.
+    /// Runs the newest kubectl on the host against the lab, as the admin.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_with(&self.kubeconfig(), args, stdin)
+    }
+
+    /// The kubeconfig node `node` joined with: its own certificate, in its data directory.
+    pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
+        self.dir().join(node).join("kubeconfig")
+    }
+
+    /// Who node `node`'s credential is (`kubectl auth whoami` with its kubeconfig).
+    pub fn node_identity(&self, node: &str) -> String {
+        let out = self.kubectl_with(
+            &self.node_kubeconfig(node),
+            &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "kubectl auth whoami as {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the newest kubectl on the host against the lab with `kubeconfig`.
+    pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
         let mut child = Command::new(kubectl_path(NEWEST))
             .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("KUBECACHEDIR", self.root.path().join("kcache"))
             .env("HOME", self.root.path())
             .stdin(if stdin.is_some() {

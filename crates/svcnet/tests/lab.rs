@@ -3,7 +3,9 @@
 //! nodes and the client, a node can be stopped and started, `down` leaves the host exactly as it was
 //! (namespaces, links, routes, rules, nftables), and `up` after a crash removes the leftovers first.
 //! `kubectl logs` on the host reaches pods on every node through the forwarder's tunnel, which goes to
-//! the lab's node addresses only.
+//! the lab's node addresses only. Each node joins with a bootstrap token as a kubeadm worker does and
+//! works as `system:node:<name>` with its own certificate; the token is gone once the nodes have joined,
+//! and a node started again uses its certificate.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
 
@@ -86,6 +88,46 @@ fn a_three_node_lab_comes_up_fast_works_and_leaves_nothing_behind() {
         assert!(n["spec"]["podCIDR"].as_str().is_some(), "{n}");
     }
 
+    // Each node joined with the lab's token and runs as itself, with its own certificate: the admin's
+    // kubeconfig is on no agent's command line, and the token is deleted once every node has joined.
+    for i in 0..3 {
+        let name = format!("node{}", i + 1);
+        assert_eq!(lab.node_identity(&name), format!("system:node:{name}"));
+        let log = lab.log(&name);
+        assert!(
+            log.contains("joined: from now on this node uses its own certificate"),
+            "{log}"
+        );
+        let cmdline =
+            std::fs::read(format!("/proc/{}/cmdline", lab.state()["nodes"][i]["agentPid"])).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            cmdline.contains(" agent --server https://127.0.0.1:"),
+            "{cmdline}"
+        );
+        assert!(!cmdline.contains("--kubeconfig"), "{cmdline}");
+    }
+    let token = lab.state()["join"]["token"].as_str().unwrap().to_string();
+    let secret = format!("bootstrap-token-{}", token.split('.').next().unwrap());
+    let left = lab.ok(&[
+        "get",
+        "secret",
+        "-n",
+        "kube-system",
+        &secret,
+        "--ignore-not-found",
+    ]);
+    assert_eq!(left.trim(), "", "the join token outlived the join");
+    // A node may not act for another: its certificate is its own name's only.
+    let out = lab.kubectl_with(
+        &lab.node_kubeconfig("node1"),
+        &["label", "node", "node2", "stolen=yes"],
+        None,
+    );
+    assert!(!out.status.success(), "node1 labelled node2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Forbidden") || err.contains("forbidden"), "{err}");
+
     // The host's network is untouched while the lab runs: only the lab's namespaces are new.
     let during = HostNet::now();
     assert_eq!(during.links, before.links, "the lab added links to the host");
@@ -141,6 +183,13 @@ fn a_three_node_lab_comes_up_fast_works_and_leaves_nothing_behind() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = lab.exec_ok("client", &["python3", "-c", probe, "172.18.0.13"]);
     assert_eq!(out.trim(), "refused");
+    // With the token long deleted, the node came back on the certificate it joined with.
+    let log = lab.log("node3");
+    assert!(
+        log.contains("using this node's certificate from an earlier join"),
+        "{log}"
+    );
+    assert_eq!(lab.node_identity("node3"), "system:node:node3");
 
     let pids = recorded_pids(&lab.state());
     let dir = lab.dir();

@@ -19,6 +19,9 @@
 //! ARP; stopping it moves both Services; deleting the first Service hands its place to the waiting one
 //! and the address stays answered.
 //!
+//! The nodes announce with their own credentials (`system:node:<name>`, joined with a bootstrap token):
+//! a node's attempt to write the holder's Lease naming a third node is Forbidden.
+//!
 //! Every frame stays inside the lab's namespaces. Without root (or without iproute2) the tests say they
 //! are skipped and pass.
 
@@ -196,6 +199,28 @@ fn announce_and_fail_over(proxy_mode: &str) {
         "the Service's annotation does not name {first}: {:?}",
         annotated(&lab, "red")
     );
+    // The holder announced as itself: a lab node joined with a token and has only its own certificate,
+    // and NodeRestriction lets a node write an announcement Lease only to hold it itself (or release
+    // its own), so node3 cannot hand the holder's Lease to another node.
+    assert_eq!(lab.node_identity(&first), format!("system:node:{first}"));
+    let out = lab.kubectl_with(
+        &lab.node_kubeconfig("node3"),
+        &[
+            "patch",
+            "lease",
+            "svcnet-lb-red",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"holderIdentity":"{other}"}}}}"#),
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        !out.status.success() && err.contains("forbidden"),
+        "node3 gave {first}'s Lease to {other}: {err}"
+    );
+    assert_eq!(holder(&lab).as_deref(), Some(first.as_str()));
     // What a user sees: the annotation and the Event in `kubectl describe`.
     let described = lab.ok(&["describe", "service", "red"]);
     assert!(

@@ -5,7 +5,8 @@
 //! tolerating the taint for 2 s is evicted and replaced on another node, while a pod with admission's
 //! default 300 s tolerations stays; the scheduler keeps new pods off the tainted node; and when the
 //! node is back its taints go. An agent restart (graceful or a crash), by contrast, leaves the pods and
-//! their established connections across nodes (direct and through a ClusterIP) untouched. Two nodes of
+//! their established connections across nodes (direct and through a ClusterIP) untouched, and the new
+//! agent works with the certificate the node joined with, without joining again. Two nodes of
 //! one zone dying together get their `NoExecute` taints at the zone's eviction rate.
 //!
 //! Without root (or without iproute2) the tests say they are skipped and pass.
@@ -646,8 +647,15 @@ fn agent_restarts(proxy_mode: &str) {
         lab.pod_logs("holder")
     );
 
+    let reuses = |node: &str| {
+        lab.log(node)
+            .matches("using this node's certificate from an earlier join")
+            .count()
+    };
     for (node, signal) in [("node1", "TERM"), ("node2", "KILL")] {
         let before = (oks(&direct), oks(&via_service));
+        let cert = lab.dir().join(node).join("pki/kubelet-client-current.pem");
+        let (pem, reused) = (std::fs::read_to_string(&cert).unwrap(), reuses(node));
         let out = lab.lab(&["restart-agent", node, "--signal", signal]);
         assert!(
             out.status.success(),
@@ -655,6 +663,14 @@ fn agent_restarts(proxy_mode: &str) {
             String::from_utf8_lossy(&out.stderr),
             lab.log(node)
         );
+        // The new agent works with the certificate the node joined with (the lab's token is gone).
+        assert_eq!(reuses(node), reused + 1, "{}", lab.log(node));
+        assert_eq!(
+            std::fs::read_to_string(&cert).unwrap(),
+            pem,
+            "{node} joined again"
+        );
+        assert_eq!(lab.node_identity(node), format!("system:node:{node}"));
         // Both connections go on answering after the restart (each answers 5 times a second).
         assert!(
             eventually(Duration::from_secs(10), || oks(&direct) >= before.0 + 10
