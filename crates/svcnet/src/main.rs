@@ -913,8 +913,11 @@ async fn up(args: UpArgs) -> Result<()> {
     let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     // The node's parts run as the node, with its own certificate, as a joined node's do (see
-    // `node_identity`); renewed while `up` runs as a joined node's is.
-    let node = if args.control_plane_only {
+    // `node_identity`); renewed while `up` runs as a joined node's is. With no node part at all
+    // (`--control-plane-only`, or `--no-agent --proxy-mode none`) no node credential is minted.
+    let no_agent = args.no_agent || args.control_plane_only;
+    let node_parts = !no_agent || args.dataplane.proxy_mode != dataplane_args::ProxyMode::None;
+    let node = if args.control_plane_only || !node_parts {
         None
     } else {
         let files = node_identity::ensure(
@@ -960,7 +963,6 @@ async fn up(args: UpArgs) -> Result<()> {
         }
     };
     // The cluster DNS server runs where a node agent runs; its metrics join the shared registry.
-    let no_agent = args.no_agent || args.control_plane_only;
     let agent_node = node.as_ref().filter(|_| !no_agent).map(|(_, c)| c.clone());
     if let Some(node_client) = &agent_node {
         let dns = args.dns.spawn(

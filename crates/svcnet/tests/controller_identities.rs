@@ -770,3 +770,18 @@ fn the_node_of_up_renews_its_certificate() {
         c.log()
     );
 }
+
+/// With no node part to run (`--no-agent --proxy-mode none`) `up` mints no node credential: nothing
+/// would use it, and a credential nobody needs is one more to leak. With a data plane but no agent the
+/// proxier still needs it.
+#[test]
+fn up_without_node_parts_has_no_node_credential() {
+    let c = Cluster::start_with(SVCNET, &["--no-agent", "--proxy-mode", "none"]);
+    c.ok(&["get", "services"]);
+    assert!(!c.dir.join("node.conf").exists(), "{}", c.log());
+    assert!(!c.dir.join("pki/kubelet-client-current.pem").exists());
+    drop(c);
+    let c = Cluster::start_with(SVCNET, &["--no-agent"]);
+    c.ok(&["get", "services"]);
+    assert!(c.dir.join("node.conf").exists(), "{}", c.log());
+}
