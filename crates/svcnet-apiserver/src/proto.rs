@@ -116,12 +116,12 @@ fn message(buf: &[u8], fields: &[Field], depth: usize) -> Result<Map<String, Val
             (Kind::Int, 0) => json!(rd.varint()? as i64),
             (Kind::Bool, 0) => json!(rd.varint()? != 0),
             (Kind::Msg(sub), 2) => Value::Object(message(rd.bytes()?, sub, depth + 1)?),
-            (Kind::StrMap, 2) => {
-                let entry = message(
-                    rd.bytes()?,
-                    &[f(1, "k", Kind::Str), f(2, "v", Kind::Str)],
-                    depth + 1,
-                )?;
+            (Kind::StrMap | Kind::BytesMap, 2) => {
+                let value = match field.kind {
+                    Kind::BytesMap => Kind::Bytes,
+                    _ => Kind::Str,
+                };
+                let entry = message(rd.bytes()?, &[f(1, "k", Kind::Str), f(2, "v", value)], depth + 1)?;
                 let k = entry
                     .get("k")
                     .and_then(Value::as_str)

@@ -17,6 +17,8 @@ pub enum Wire {
     Msg(&'static [Field]),
     /// `map<string,string>`: repeated entries with key 1 and value 2.
     StrMap,
+    /// `map<string,bytes>`: as [`Wire::StrMap`], each value base64 in JSON (a Secret's `data`).
+    BytesMap,
     /// `map<string,Quantity>`: entries whose value is a message holding the quantity's string.
     QuantityMap,
     /// `intstr.IntOrString`.

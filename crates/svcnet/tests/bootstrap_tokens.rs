@@ -55,6 +55,39 @@ fn bootstrap_tokens_authenticate_until_they_expire_or_are_deleted() {
     assert_eq!(data("usage-bootstrap-authentication"), "true");
     let listed = c.ok(&["get", "secrets", "-n", "kube-system"]);
     assert!(listed.contains("bootstrap.kubernetes.io/token"), "{listed}");
+    // kubeadm lists tokens by the Secret's type (`--field-selector type=...`), as kube-apiserver serves.
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "other",
+        "-n",
+        "kube-system",
+        "--from-literal=a=b",
+    ]);
+    let by_type = |t: &str| {
+        c.ok(&[
+            "get",
+            "secrets",
+            "-n",
+            "kube-system",
+            "--field-selector",
+            &format!("type={t}"),
+            "-o",
+            "name",
+        ])
+    };
+    let tokens = by_type("bootstrap.kubernetes.io/token");
+    assert!(
+        tokens.contains(&format!("secret/bootstrap-token-{id}")),
+        "{tokens}"
+    );
+    assert!(!tokens.contains("secret/other"), "{tokens}");
+    let opaque = by_type("Opaque");
+    assert!(
+        opaque.contains("secret/other") && !opaque.contains("bootstrap-token"),
+        "{opaque}"
+    );
 
     // Who the token is.
     let kc = users::kubeconfig(&c, "joiner", Credential::Token(&token));

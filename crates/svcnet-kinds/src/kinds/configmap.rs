@@ -1,9 +1,10 @@
 //! ConfigMap (core/v1): configuration data as key/value pairs (a Corefile, a KubeProxyConfiguration).
 
 use super::Kind;
-use super::meta::METADATA_ONLY;
+use super::meta::{METADATA_ONLY, OBJECT_META_PROTO};
 use crate::apply::{ApplyKind, Structs, granular_map, r, st};
 use crate::columns::{AGE, Column, NAME, col};
+use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
 use crate::rules::Rules;
 
@@ -29,7 +30,7 @@ pub static KIND: Kind = Kind {
         always_present: &[],
         structs: apply_structs,
     },
-    proto: None,
+    proto: Some(PROTO),
     rules: Rules::DEFAULT,
     columns: COLUMNS,
 };
@@ -50,3 +51,11 @@ fn apply_structs(s: &mut Structs) {
 const COLUMNS: &[Column] = &[NAME, col("Data", "string", DOC_DATA), AGE];
 
 const DOC_DATA: &str = "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.";
+
+/// `core/v1` `ConfigMap`'s protobuf fields (kubectl 1.33's `create configmap` sends protobuf).
+const PROTO: &[proto::Field] = &[
+    f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
+    f(2, "data", Wire::StrMap),
+    f(3, "binaryData", Wire::BytesMap),
+    p(4, "immutable", Wire::Bool),
+];

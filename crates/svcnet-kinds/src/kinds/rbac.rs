@@ -3,9 +3,10 @@
 //! live in this one file. The API server enforces them (`svcnet_apiserver::authz`).
 
 use super::Kind;
-use super::meta::METADATA_ONLY;
+use super::meta::{LABEL_SELECTOR_PROTO, METADATA_ONLY, OBJECT_META_PROTO};
 use crate::apply::{ApplyKind, Structs, atomic_struct, r, st};
 use crate::columns::{AGE, Column, DEFAULT_COLUMNS, NAME, col, wide};
+use crate::proto::{self, Wire, f, r as rep};
 use crate::resource::ResourceType;
 use crate::rules::Rules;
 
@@ -46,7 +47,7 @@ pub static ROLE: Kind = Kind {
         always_present: &[],
         structs: role_structs,
     },
-    proto: None,
+    proto: Some(ROLE_PROTO),
     rules: RULES,
     columns: DEFAULT_COLUMNS,
 };
@@ -61,7 +62,7 @@ pub static CLUSTER_ROLE: Kind = Kind {
         always_present: &[],
         structs: cluster_role_structs,
     },
-    proto: None,
+    proto: Some(CLUSTER_ROLE_PROTO),
     rules: RULES,
     columns: DEFAULT_COLUMNS,
 };
@@ -76,7 +77,7 @@ pub static ROLE_BINDING: Kind = Kind {
         always_present: &[],
         structs: role_binding_structs,
     },
-    proto: None,
+    proto: Some(BINDING_PROTO),
     rules: RULES,
     columns: BINDING_COLUMNS,
 };
@@ -96,10 +97,60 @@ pub static CLUSTER_ROLE_BINDING: Kind = Kind {
         always_present: &[],
         structs: cluster_role_binding_structs,
     },
-    proto: None,
+    proto: Some(BINDING_PROTO),
     rules: RULES,
     columns: BINDING_COLUMNS,
 };
+
+/// `rbac/v1` `PolicyRule`'s protobuf fields.
+const POLICY_RULE_PROTO: &[proto::Field] = &[
+    rep(1, "verbs", Wire::Str),
+    rep(2, "apiGroups", Wire::Str),
+    rep(3, "resources", Wire::Str),
+    rep(4, "resourceNames", Wire::Str),
+    rep(5, "nonResourceURLs", Wire::Str),
+];
+
+/// `Role`'s protobuf fields (kubectl 1.33's `create role` sends protobuf).
+const ROLE_PROTO: &[proto::Field] = &[
+    f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
+    rep(2, "rules", Wire::Msg(POLICY_RULE_PROTO)),
+];
+
+/// `ClusterRole`'s protobuf fields.
+const CLUSTER_ROLE_PROTO: &[proto::Field] = &[
+    f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
+    rep(2, "rules", Wire::Msg(POLICY_RULE_PROTO)),
+    f(
+        3,
+        "aggregationRule",
+        Wire::Msg(&[rep(1, "clusterRoleSelectors", Wire::Msg(LABEL_SELECTOR_PROTO))]),
+    ),
+];
+
+/// `RoleBinding`'s and `ClusterRoleBinding`'s protobuf fields.
+const BINDING_PROTO: &[proto::Field] = &[
+    f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
+    rep(
+        2,
+        "subjects",
+        Wire::Msg(&[
+            f(1, "kind", Wire::Str),
+            f(2, "apiGroup", Wire::Str),
+            f(3, "name", Wire::Str),
+            f(4, "namespace", Wire::Str),
+        ]),
+    ),
+    f(
+        3,
+        "roleRef",
+        Wire::Msg(&[
+            f(1, "apiGroup", Wire::Str),
+            f(2, "kind", Wire::Str),
+            f(3, "name", Wire::Str),
+        ]),
+    ),
+];
 
 /// Rules, subjects and the role reference are atomic in kube's schema (`+listType=atomic`).
 fn rbac_structs(root: &'static str, fields: &[&'static str], s: &mut Structs) {

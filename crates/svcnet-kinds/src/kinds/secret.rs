@@ -2,9 +2,10 @@
 //! (`kube-system/bootstrap-token-<id>`, type `bootstrap.kubernetes.io/token`).
 
 use super::Kind;
-use super::meta::METADATA_ONLY;
+use super::meta::{METADATA_ONLY, OBJECT_META_PROTO};
 use crate::apply::{ApplyKind, Structs, granular_map, r, st};
 use crate::columns::{AGE, Column, NAME, col};
+use crate::proto::{self, Wire, f, p};
 use crate::resource::ResourceType;
 use crate::rules::Rules;
 
@@ -21,7 +22,7 @@ pub static KIND: Kind = Kind {
         categories: &[],
         subresources: &[],
         delete_collection: true,
-        field_selectors: &[],
+        field_selectors: &["type"],
     },
     field_labels: &[],
     patch: &METADATA_ONLY,
@@ -30,7 +31,7 @@ pub static KIND: Kind = Kind {
         always_present: &[],
         structs: apply_structs,
     },
-    proto: None,
+    proto: Some(PROTO),
     rules: Rules::DEFAULT,
     columns: COLUMNS,
 };
@@ -57,3 +58,12 @@ const COLUMNS: &[Column] = &[
 
 const DOC_TYPE: &str = "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types";
 const DOC_DATA: &str = "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4";
+
+/// `core/v1` `Secret`'s protobuf fields (kubectl 1.33's `create secret` sends protobuf).
+const PROTO: &[proto::Field] = &[
+    f(1, "metadata", Wire::Msg(OBJECT_META_PROTO)),
+    f(2, "data", Wire::BytesMap),
+    f(3, "type", Wire::Str),
+    f(4, "stringData", Wire::StrMap),
+    p(5, "immutable", Wire::Bool),
+];
