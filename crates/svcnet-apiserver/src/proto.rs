@@ -25,6 +25,9 @@ const MAGIC: &[u8] = b"k8s\0";
 const QUANTITY: &[Field] = &[f(1, "q", Kind::Str)];
 
 fn table_for(api_version: &str, kind: &str) -> Option<&'static [Field]> {
+    if kind == "DeleteOptions" && matches!(api_version, "v1" | "meta.k8s.io/v1") {
+        return Some(svcnet_kinds::kinds::meta::DELETE_OPTIONS_PROTO);
+    }
     svcnet_kinds::kinds::by_kind(api_version, kind)
         .and_then(|k| k.proto)
         .or_else(|| svcnet_kinds::reviews::proto_table(api_version, kind))

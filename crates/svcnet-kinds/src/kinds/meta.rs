@@ -78,6 +78,21 @@ pub const OBJECT_META_PROTO: &[proto::Field] = &[
     r(14, "finalizers", Wire::Str),
 ];
 
+/// `metav1.DeleteOptions`' protobuf fields: kubectl's typed deletes (`kubectl drain` deleting pods)
+/// send the options as protobuf.
+pub const DELETE_OPTIONS_PROTO: &[proto::Field] = &[
+    p(1, "gracePeriodSeconds", Wire::Int),
+    f(
+        2,
+        "preconditions",
+        Wire::Msg(&[p(1, "uid", Wire::Str), p(2, "resourceVersion", Wire::Str)]),
+    ),
+    p(3, "orphanDependents", Wire::Bool),
+    p(4, "propagationPolicy", Wire::Str),
+    r(5, "dryRun", Wire::Str),
+    p(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Wire::Bool),
+];
+
 const LABEL_SELECTOR_REQUIREMENT: &[proto::Field] = &[
     f(1, "key", Wire::Str),
     f(2, "operator", Wire::Str),

@@ -1,7 +1,10 @@
-//! `kubectl create <kind>` for every kind svcnet serves that has a `create` subcommand: kubectl's typed
-//! commands send protobuf bodies (1.33 does for ConfigMaps, Secrets and the RBAC kinds), so each one is
+//! kubectl's typed commands, which send protobuf bodies (1.33 does for ConfigMaps, Secrets, the RBAC
+//! kinds and the DeleteOptions of `kubectl drain`). `kubectl create <kind>` for every kind svcnet serves
+//! that has a `create` subcommand is
 //! checked end to end against what the same command prints with `--dry-run=client -o json`, which is the
 //! object kubectl would have sent as JSON. The stored object must hold exactly those fields.
+
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use svcnet_testsupport::Cluster;
@@ -132,5 +135,58 @@ fn typed_create_commands_store_what_kubectl_sends() {
         assert!(!can(&["get", "pods/two", "--as=bob"]));
         assert!(can(&["get", "/logs/x", "--as=alice"]));
         assert!(!can(&["get", "/metrics", "--as=alice"]));
+    }
+}
+
+/// `kubectl drain` cordons the node and deletes its pods (with protobuf DeleteOptions, as svcnet serves
+/// no eviction API); a Deployment's replacements wait unscheduled until `kubectl uncordon`.
+#[test]
+fn drain_and_uncordon() {
+    let c = Cluster::start_with(SVCNET, &["--node-name", "n1", "--no-dns"]);
+    c.ok(&["run", "lone", "--image=sleep", "--command", "--", "sleep", "300"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=sleep",
+        "--replicas=2",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}\n{}", c.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait("pods ready", &|| {
+        c.ready_pods("app=web").len() == 2 && c.ready_pods("run=lone").len() == 1
+    });
+    for v in KUBECTLS {
+        let out = c.ok_v(
+            v,
+            &["drain", "n1", "--force", "--grace-period=1", "--timeout=60s"],
+            None,
+        );
+        assert!(
+            out.contains("node/n1 drained") || out.contains("node/n1 already cordoned"),
+            "{out}"
+        );
+        let node = c.get_json(&["node", "n1"]);
+        assert_eq!(node["spec"]["unschedulable"], true, "{node}");
+        let pods = c.get_json(&["pods"]);
+        let items = pods["items"].as_array().unwrap();
+        assert!(
+            items.iter().all(|p| p["metadata"]["labels"]["app"] == "web"),
+            "{pods}"
+        );
+        assert!(
+            items.iter().all(|p| p["spec"].get("nodeName").is_none()),
+            "{pods}"
+        );
+        c.ok_v(v, &["uncordon", "n1"], None);
+        wait("pods back after uncordon", &|| c.ready_pods("app=web").len() == 2);
     }
 }
