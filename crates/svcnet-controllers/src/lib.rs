@@ -19,6 +19,7 @@
 
 pub mod bootstrap_signer;
 pub mod certificates;
+pub mod clusterrole_aggregation;
 pub mod disruption;
 pub mod endpointslice;
 pub mod events;
@@ -60,6 +61,8 @@ pub mod identity {
     pub const CERTIFICATE: &str = "certificate-controller";
     /// The bootstrap signer (cluster-info's JWS signatures).
     pub const BOOTSTRAP_SIGNER: &str = "bootstrap-signer";
+    /// The clusterrole-aggregation controller (aggregated ClusterRoles' `rules`).
+    pub const CLUSTERROLE_AGGREGATION: &str = "clusterrole-aggregation-controller";
     /// svcnet's LoadBalancer IPAM (kube has none): `system:controller:svcnet-lb-ipam-controller`.
     pub const LB_IPAM: &str = "svcnet-lb-ipam-controller";
     /// Every ServiceAccount above.
@@ -73,6 +76,7 @@ pub mod identity {
         REPLICASET,
         CERTIFICATE,
         BOOTSTRAP_SIGNER,
+        CLUSTERROLE_AGGREGATION,
         LB_IPAM,
     ];
     /// The scheduler is no controller of kube-controller-manager: it is the user kube-scheduler

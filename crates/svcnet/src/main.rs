@@ -902,6 +902,16 @@ async fn up(args: UpArgs) -> Result<()> {
         accounts.await;
         Ok(())
     });
+    let aggregation = svcnet_controllers::clusterrole_aggregation::run_clusterrole_aggregation_controller(
+        clients.get(svcnet_controllers::identity::CLUSTERROLE_AGGREGATION),
+        manager.clone(),
+    );
+    let gate = elector.gate(&supervisor, "svcnet-clusterrole-aggregation-controller");
+    supervisor.spawn("clusterrole-aggregation-controller", async move {
+        leader::wait(gate).await;
+        aggregation.await;
+        Ok(())
+    });
     let workloads = svcnet_controllers::run_workload_controllers(clients.clone(), informers.clone());
     let gate = elector.gate(&supervisor, "svcnet-workload-controller");
     supervisor.spawn("workload-controllers", async move {

@@ -389,3 +389,94 @@ fn forbidden_in_kubes_words_and_rules_listed() {
         c.ok(&["get", "clusterrole", role]);
     }
 }
+
+/// The aggregated ClusterRoles hold their rules as on Kubernetes (the clusterrole-aggregation
+/// controller): `view` lists what `system:aggregate-to-view` grants, a chart's ClusterRole labelled
+/// `aggregate-to-view` joins it (and `edit` and `admin`, which aggregate `view`) and grants what it
+/// adds to everyone bound to `view`, and leaves it when the label goes.
+#[test]
+fn aggregated_cluster_roles_show_their_rules() {
+    let c = Cluster::start_with(SVCNET, &["--proxy-mode", "none", "--no-dns", "--no-agent"]);
+    let grants = |role: &str, resource: &str| {
+        let rules = c.get_json(&["clusterrole", role])["rules"].clone();
+        rules.as_array().is_some_and(|a| {
+            a.iter().any(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|x| x.iter().any(|x| x == resource))
+            })
+        })
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        assert!(
+            svcnet_testsupport::eventually(std::time::Duration::from_secs(20), f),
+            "{what}\n{}",
+            c.log()
+        );
+    };
+    let can_list_secrets = || {
+        c.kubectl_v(
+            svcnet_testsupport::kubectl::NEWEST,
+            &[
+                "auth",
+                "can-i",
+                "list",
+                "secrets",
+                "--as=someone",
+                "-n",
+                "default",
+            ],
+            None,
+        )
+        .status
+        .success()
+    };
+    wait("view has its rules", &|| {
+        grants("view", "services") && grants("view", "endpointslices")
+    });
+    wait("admin has edit's and view's", &|| {
+        grants("admin", "rolebindings") && grants("admin", "services")
+    });
+    assert!(!grants("view", "secrets"), "kube's view grants no secrets");
+    let described = c.ok(&["describe", "clusterrole", "view"]);
+    assert!(described.contains("services"), "{described}");
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "v",
+        "--clusterrole=view",
+        "--user=someone",
+        "-n",
+        "default",
+    ]);
+    assert!(!can_list_secrets());
+
+    c.ok_v(
+        svcnet_testsupport::kubectl::NEWEST,
+        &["apply", "-f", "-"],
+        Some(
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: secrets-view
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+- {apiGroups: [""], resources: [secrets], verbs: [get, list, watch]}
+"#,
+        ),
+    );
+    wait("view has secrets", &|| grants("view", "secrets"));
+    assert!(can_list_secrets());
+
+    c.ok(&[
+        "label",
+        "clusterrole",
+        "secrets-view",
+        "rbac.authorization.k8s.io/aggregate-to-view-",
+    ]);
+    wait("view without secrets", &|| {
+        !grants("view", "secrets") && grants("view", "services")
+    });
+    assert!(!can_list_secrets());
+}

@@ -108,30 +108,6 @@ fn applies_to(user: &UserInfo, subject: &Value, namespace: &str) -> bool {
     }
 }
 
-fn labels_match(selector: &Value, labels: Option<&serde_json::Map<String, Value>>) -> bool {
-    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
-        && !ml.iter().all(|(k, v)| get(k) == v.as_str())
-    {
-        return false;
-    }
-    selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .all(|e| {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-            let values = strs(e, "values");
-            match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
-                "In" => get(key).is_some_and(|v| values.iter().any(|x| x == v)),
-                "NotIn" => get(key).is_none_or(|v| !values.iter().any(|x| x == v)),
-                "Exists" => get(key).is_some(),
-                "DoesNotExist" => get(key).is_none(),
-                _ => false,
-            }
-        })
-}
 
 /// The rules of a ClusterRole: its own, and with an `aggregationRule` also those of every ClusterRole
 /// its selectors match, transitively (what kube's aggregation controller writes into the role).
@@ -156,8 +132,8 @@ fn collect(all: &[Arc<Value>], role: &Value, seen: &mut HashSet<String>, out: &m
     match selectors {
         Some(sels) => {
             for other in all {
-                let labels = other.pointer("/metadata/labels").and_then(Value::as_object);
-                if sels.iter().any(|s| labels_match(s, labels)) {
+                let labels = other.pointer("/metadata/labels");
+                if sels.iter().any(|s| svcnet_api::workload::selector_matches(s, labels)) {
                     collect(all, other, seen, out);
                 }
             }
