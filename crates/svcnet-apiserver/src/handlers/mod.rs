@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use svcnet_api::resources::{self, ResourceType};
 use svcnet_api::selector::{FieldSelector, LabelSelector};
 use svcnet_kinds::kinds;
-use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
+use svcnet_store::{Precondition, Revision, TxnOutcome, Write, WriteOutcome};
 
 use crate::ApiServer;
 use crate::authn::UserInfo;
@@ -113,6 +113,9 @@ impl<'a> WriteCtx<'a> {
 const NAMESPACE_TERMINATING: &str = "is being terminated";
 /// Attempts at an unconditional update or patch before giving up on a hot object.
 const RETRIES: usize = 16;
+/// How often a create is admitted again when another server took an address it picked (each time
+/// after the cache shows that address taken, so a retry picks another).
+const ALLOCATION_RETRIES: usize = 8;
 
 pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
@@ -172,6 +175,21 @@ impl ApiServer {
                 Ok(Ok(revision))
             }
             WriteOutcome::PreconditionFailed { current } => Ok(Err(current)),
+        }
+    }
+
+    /// Commits writes in one store transaction and waits until the cache reflects them; a refusal
+    /// says which write's precondition failed and its key's state.
+    async fn commit_all(
+        &self,
+        writes: Vec<Write>,
+    ) -> Result<Result<Revision, (usize, Option<svcnet_store::KeyValue>)>, ApiError> {
+        match self.store.write_all(writes).await? {
+            TxnOutcome::Committed { revision, .. } => {
+                self.cache.wait_for(revision).await;
+                Ok(Ok(revision))
+            }
+            TxnOutcome::PreconditionFailed { index, current } => Ok(Err((index, current))),
         }
     }
 
@@ -272,41 +290,66 @@ impl ApiServer {
         }
         // generateName collisions are retried with a new suffix, as kube-apiserver does.
         for attempt in 0..8 {
-            let mut candidate = obj.clone();
+            let mut named = obj.clone();
             if !has_name && let Some(g) = &generate {
-                meta_mut(&mut candidate).insert("name".into(), json!(format!("{g}{}", random_suffix())));
+                meta_mut(&mut named).insert("name".into(), json!(format!("{g}{}", random_suffix())));
             }
-            let name = meta_str(&candidate, "name").unwrap_or_default().to_string();
-            let errs = strategy::of(rt)
-                .admit_create(rt, &mut candidate, &self.kind_hooks, ctx.dry_run)
-                .await?;
-            if !errs.is_empty() {
-                return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
-            }
-            if let Some(m) = &ctx.manager {
-                managed::on_create(&mut candidate, m, ctx.route.subresource.as_deref());
-            }
+            let name = meta_str(&named, "name").unwrap_or_default().to_string();
             let key = object_key(rt, ns.as_deref(), &name);
-            if ctx.dry_run {
-                // A dry run reserved nothing, so there is nothing to release.
-                if self.cache.get(&key).is_some() {
-                    return Err(ApiError::already_exists(rt, &name));
+            // Another server can take an address this one's cache still shows free: admitted again
+            // once the cache shows it taken, a few times at most.
+            let mut taken_meanwhile = 0;
+            let (mut candidate, res, with) = loop {
+                let mut candidate = named.clone();
+                let admission = strategy::of(rt)
+                    .admit_create(rt, &mut candidate, &self.kind_hooks, ctx.dry_run)
+                    .await?;
+                if !admission.errors.is_empty() {
+                    return Err(ApiError::invalid(rt.kind, rt.group, &name, &admission.errors));
                 }
-                return Ok(Reply {
-                    code: 201,
-                    body: candidate,
-                    warnings: Vec::new(),
-                    raw: None,
-                });
-            }
-            let bytes = Bytes::from(serde_json::to_vec(&candidate).map_err(ApiError::internal)?);
-            let res = self
-                .commit(Write::Put {
-                    key,
+                if let Some(m) = &ctx.manager {
+                    managed::on_create(&mut candidate, m, ctx.route.subresource.as_deref());
+                }
+                if ctx.dry_run {
+                    // A dry run reserved nothing, so there is nothing to release.
+                    if self.cache.get(&key).is_some() {
+                        return Err(ApiError::already_exists(rt, &name));
+                    }
+                    return Ok(Reply {
+                        code: 201,
+                        body: candidate,
+                        warnings: Vec::new(),
+                        raw: None,
+                    });
+                }
+                let bytes = Bytes::from(serde_json::to_vec(&candidate).map_err(ApiError::internal)?);
+                let with = admission.with.len();
+                let mut writes = admission.with;
+                writes.push(Write::Put {
+                    key: key.clone(),
                     value: bytes,
                     precondition: Precondition::Absent,
-                })
-                .await;
+                });
+                let res = self.commit_all(writes).await;
+                if let Ok(Err((index, current))) = &res
+                    && *index < with
+                    && taken_meanwhile < ALLOCATION_RETRIES
+                {
+                    taken_meanwhile += 1;
+                    strategy::of(rt)
+                        .release_unwritten(&candidate, &self.kind_hooks)
+                        .await;
+                    if let Some(kv) = current {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            self.cache.wait_for(kv.mod_revision),
+                        )
+                        .await;
+                    }
+                    continue;
+                }
+                break (candidate, res, with);
+            };
             match res {
                 Ok(Ok(rev)) => {
                     Self::stamp(&mut candidate, rev);
@@ -317,8 +360,18 @@ impl ApiServer {
                         raw: None,
                     });
                 }
+                Ok(Err((index, _))) if index < with => {
+                    strategy::of(rt)
+                        .release_unwritten(&candidate, &self.kind_hooks)
+                        .await;
+                    return Err(ApiError::internal(
+                        "failed to allocate a serviceIP: too many concurrent allocations",
+                    ));
+                }
                 Ok(Err(_)) => {
-                    self.release(rt, &candidate, None).await;
+                    strategy::of(rt)
+                        .release_unwritten(&candidate, &self.kind_hooks)
+                        .await;
                     if has_name || generate.is_none() || attempt == 7 {
                         return Err(ApiError::already_exists(rt, &name));
                     }
@@ -329,7 +382,9 @@ impl ApiServer {
                     // releasing could free what a stored object holds for another object to take;
                     // kept, it is at worst a leak, which the repair loop releases once no object holds it.
                     if e.code == 507 || e.code == 413 {
-                        self.release(rt, &candidate, None).await;
+                        strategy::of(rt)
+                            .release_unwritten(&candidate, &self.kind_hooks)
+                            .await;
                     }
                     return Err(e);
                 }
