@@ -814,6 +814,140 @@ fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::future::BoxFuture;
+    use svcnet_store::{Feed, KeyValue, Snapshot, Store, StoreError, TxnOutcome};
+    use tokio::sync::{mpsc, watch};
+
+    /// A store whose change feeds pass batches on only while `hold` is false: the cache of a server
+    /// that is behind the store, as one on etcd can be behind another server's writes.
+    struct Lagging {
+        inner: Arc<dyn Store>,
+        hold: watch::Receiver<bool>,
+    }
+
+    impl Store for Lagging {
+        fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+            self.inner.write(write)
+        }
+
+        fn write_all(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+            self.inner.write_all(writes)
+        }
+
+        fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>> {
+            self.inner.get(key)
+        }
+
+        fn snapshot_and_watch(&self, prefix: &str) -> BoxFuture<'_, Result<(Snapshot, Feed), StoreError>> {
+            let prefix = prefix.to_string();
+            let mut hold = self.hold.clone();
+            Box::pin(async move {
+                let (snapshot, mut feed) = self.inner.snapshot_and_watch(&prefix).await?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(batch) = feed.recv().await {
+                        let _ = hold.wait_for(|h| !*h).await;
+                        if tx.send(batch).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Ok((snapshot, rx))
+            })
+        }
+    }
+
+    async fn server(store: Arc<dyn Store>) -> Arc<ApiServer> {
+        let hooks = crate::hooks::KindHooks::with_services(crate::hooks::ServiceNetConfig {
+            service_cidrs: vec!["10.0.0.0/28".parse().unwrap()],
+            node_port_range: svcnet_alloc::PortRange::parse("30000-30009").unwrap(),
+        })
+        .unwrap();
+        let config = crate::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: "t".into(),
+            token_file: Default::default(),
+            sa_signer: None,
+            client_verifier: None,
+            hooks,
+        };
+        ApiServer::new(store, config).await.unwrap()
+    }
+
+    /// Server b's cache has not yet seen the address server a just gave a Service: b's create writes
+    /// the IPAddress with its Service in one transaction, which fails on the address; b waits until its
+    /// cache shows it taken, admits again and refuses in kube's words. Nothing of b's Service is written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_address_another_server_took_first_is_refused_once_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(svcnet_store::redb::RedbStore::open(&dir.path().join("db")).unwrap());
+        let (hold, held) = watch::channel(false);
+        let a = server(store.clone()).await;
+        let b = server(Arc::new(Lagging {
+            inner: store.clone(),
+            hold: held,
+        }))
+        .await;
+        let ns_rt = resources::lookup("", "v1", "namespaces").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        let WriteOutcome::Committed { revision, .. } = store
+            .write(Write::Put {
+                key: object_key(ns_rt, None, "default"),
+                value: Bytes::from(serde_json::to_vec(&ns).unwrap()),
+                precondition: Precondition::Absent,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("a fresh key commits")
+        };
+        a.cache.wait_for(revision).await;
+        b.cache.wait_for(revision).await;
+
+        let svc_rt = resources::lookup("", "v1", "services").unwrap();
+        let route = ResourceRoute::object(svc_rt, Some("default".into()), None);
+        let params = Params::default();
+        let ctx = WriteCtx::internal(&route, &params, "test");
+        let svc = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"clusterIP": "10.0.0.5", "ports": [{"port": 80}]}})
+        };
+        hold.send_replace(true);
+        let made = a.create(&ctx, svc("a")).await.unwrap();
+        assert_eq!(made.code, 201);
+        let lag = std::time::Duration::from_millis(300);
+        tokio::spawn(async move {
+            tokio::time::sleep(lag).await;
+            hold.send_replace(false);
+        });
+        let started = std::time::Instant::now();
+        let Err(err) = b.create(&ctx, svc("b")).await else {
+            panic!("b's create of a taken address succeeded")
+        };
+        assert_eq!(err.code, 422, "{}", err.message);
+        assert!(
+            err.message.contains("provided IP is already allocated"),
+            "{}",
+            err.message
+        );
+        assert!(
+            started.elapsed() >= lag,
+            "refused only once b's cache saw the address ({:?})",
+            started.elapsed()
+        );
+        let ip: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let address = store.get(&crate::ipam::ip_key(ip)).await.unwrap().unwrap();
+        let address: Value = serde_json::from_slice(&address.value).unwrap();
+        assert_eq!(address["spec"]["parentRef"]["name"], "a");
+        assert!(
+            store
+                .get(&object_key(svc_rt, Some("default"), "b"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn suffixes() {
