@@ -721,7 +721,17 @@ mod tests {
         assert!(b.create(&mut again.clone(), true).await.unwrap().is_empty());
         assert!(b.create(&mut again, false).await.unwrap().is_empty());
         assert_eq!(again["spec"]["ports"][0]["nodePort"], port);
-        // The released address is held again: asked for once more, it is refused in kube's words.
+        // The released address is held again: asked for once more, it is refused in kube's words. (Asked
+        // of a server whose cache is behind, the address looks free and the NodePort range, full, says
+        // no first: wait for a's cache.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !a.hooks.ipam().unwrap().looks_taken(released) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a's cache never saw the address"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let mut copy = svc("copy");
         copy["spec"]["clusterIP"] = ip;
         let errs = a.create(&mut copy, false).await.unwrap();
