@@ -378,7 +378,10 @@ impl ServiceHooks {
                                 ip.to_canonical(),
                                 valid.join(",")
                             ))
-                        } else if !ipam.claim_ip(ip, parent, ips_cache_only).await? {
+                        } else if !self
+                            .take_requested(&ipam, ip, parent, ips_with_object, dry_run)
+                            .await?
+                        {
                             Some("provided IP is already allocated".to_string())
                         } else {
                             None
@@ -469,6 +472,24 @@ impl ServiceHooks {
                 Err(e)
             }
         }
+    }
+
+    /// Takes a requested address (see [`Ipam::claim_ip`]). One to be written with the Service is
+    /// looked up in the store rather than the cache: a server whose cache is behind another's then
+    /// still refuses an address that is taken, with kube's message, before anything else of the
+    /// request can fail; the transaction decides a race that is still open.
+    async fn take_requested(
+        &self,
+        ipam: &Ipam,
+        ip: IpAddr,
+        parent: &Parent,
+        with_object: bool,
+        dry_run: bool,
+    ) -> Result<bool, ApiError> {
+        if with_object && !dry_run {
+            return ipam.stored_free(ip).await;
+        }
+        ipam.claim_ip(ip, parent, dry_run).await
     }
 
     /// A free address of `family` (kube's `AllocateNext` over every ready ServiceCIDR in turn): a

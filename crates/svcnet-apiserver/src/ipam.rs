@@ -372,6 +372,11 @@ impl Ipam {
         })
     }
 
+    /// Whether the store holds no IPAddress `ip` now (a read, where the cache may be behind).
+    pub async fn stored_free(&self, ip: IpAddr) -> Result<bool, ApiError> {
+        Ok(self.store.get(&ip_key(ip)).await?.is_none())
+    }
+
     /// Takes `ip` for `parent` by creating its IPAddress; `false` when it is taken already. With
     /// `cache_only` (a dry run, or a create that writes the IPAddress together with its Service,
     /// [`Ipam::claim_write`]) nothing is written and the cache answers.

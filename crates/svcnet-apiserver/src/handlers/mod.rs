@@ -859,7 +859,8 @@ mod tests {
 
     async fn server(store: Arc<dyn Store>) -> Arc<ApiServer> {
         let hooks = crate::hooks::KindHooks::with_services(crate::hooks::ServiceNetConfig {
-            service_cidrs: vec!["10.0.0.0/28".parse().unwrap()],
+            // Six usable addresses.
+            service_cidrs: vec!["10.0.0.0/29".parse().unwrap()],
             node_port_range: svcnet_alloc::PortRange::parse("30000-30009").unwrap(),
         })
         .unwrap();
@@ -874,11 +875,13 @@ mod tests {
         ApiServer::new(store, config).await.unwrap()
     }
 
-    /// Server b's cache has not yet seen the address server a just gave a Service: b's create writes
-    /// the IPAddress with its Service in one transaction, which fails on the address; b waits until its
-    /// cache shows it taken, admits again and refuses in kube's words. Nothing of b's Service is written.
+    /// Server b's cache has not yet seen the addresses server a gave its Services. Asked for one of
+    /// them, b reads the store and refuses at once in kube's words. Left to pick one when a holds them
+    /// all, b picks one its cache shows free and writes its IPAddress with the Service in one
+    /// transaction, which fails on the address; b waits until its cache shows it taken, admits again
+    /// and finds the range full. Nothing of b's Services is written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_address_another_server_took_first_is_refused_once_seen() {
+    async fn addresses_another_server_took_first_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(svcnet_store::redb::RedbStore::open(&dir.path().join("db")).unwrap());
@@ -909,20 +912,18 @@ mod tests {
         let route = ResourceRoute::object(svc_rt, Some("default".into()), None);
         let params = Params::default();
         let ctx = WriteCtx::internal(&route, &params, "test");
-        let svc = |name: &str| {
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                "spec": {"clusterIP": "10.0.0.5", "ports": [{"port": 80}]}})
+        let svc = |name: &str, ip: Option<&str>| {
+            let mut s = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"ports": [{"port": 80}]}});
+            if let Some(ip) = ip {
+                s["spec"]["clusterIP"] = json!(ip);
+            }
+            s
         };
         hold.send_replace(true);
-        let made = a.create(&ctx, svc("a")).await.unwrap();
+        let made = a.create(&ctx, svc("a", Some("10.0.0.5"))).await.unwrap();
         assert_eq!(made.code, 201);
-        let lag = std::time::Duration::from_millis(300);
-        tokio::spawn(async move {
-            tokio::time::sleep(lag).await;
-            hold.send_replace(false);
-        });
-        let started = std::time::Instant::now();
-        let Err(err) = b.create(&ctx, svc("b")).await else {
+        let Err(err) = b.create(&ctx, svc("b", Some("10.0.0.5"))).await else {
             panic!("b's create of a taken address succeeded")
         };
         assert_eq!(err.code, 422, "{}", err.message);
@@ -931,22 +932,44 @@ mod tests {
             "{}",
             err.message
         );
+        for i in 0..5 {
+            let made = a.create(&ctx, svc(&format!("a{i}"), None)).await.unwrap();
+            assert_eq!(made.code, 201);
+        }
+        let lag = std::time::Duration::from_millis(300);
+        tokio::spawn(async move {
+            tokio::time::sleep(lag).await;
+            hold.send_replace(false);
+        });
+        let started = std::time::Instant::now();
+        let Err(err) = b.create(&ctx, svc("b2", None)).await else {
+            panic!("b allocated from a full range")
+        };
+        assert!(err.message.contains("range is full"), "{}", err.message);
         assert!(
             started.elapsed() >= lag,
-            "refused only once b's cache saw the address ({:?})",
+            "refused only once b's cache saw the addresses ({:?})",
             started.elapsed()
         );
-        let ip: std::net::IpAddr = "10.0.0.5".parse().unwrap();
-        let address = store.get(&crate::ipam::ip_key(ip)).await.unwrap().unwrap();
-        let address: Value = serde_json::from_slice(&address.value).unwrap();
-        assert_eq!(address["spec"]["parentRef"]["name"], "a");
-        assert!(
-            store
-                .get(&object_key(svc_rt, Some("default"), "b"))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        for name in ["b", "b2"] {
+            assert!(
+                store
+                    .get(&object_key(svc_rt, Some("default"), name))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let (addresses, _) = store
+            .snapshot_and_watch("/networking.k8s.io/ipaddresses/")
+            .await
+            .unwrap();
+        assert_eq!(addresses.items.len(), 6);
+        for kv in &addresses.items {
+            let address: Value = serde_json::from_slice(&kv.value).unwrap();
+            let parent = address["spec"]["parentRef"]["name"].as_str().unwrap();
+            assert!(parent.starts_with('a'), "{parent} holds {}", kv.key);
+        }
     }
 
     #[test]
