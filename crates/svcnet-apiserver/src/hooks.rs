@@ -4,10 +4,9 @@
 //! Allocation goes through the store ([`crate::ipam`]): a ClusterIP is an IPAddress object, NodePorts
 //! are bits of one stored bitmap written with compare-and-swap. So several API servers on one etcd never
 //! hand out one address or port. On create the ClusterIPs are picked from the cache (a requested one
-//! is looked up in the store) and their
-//! IPAddresses returned as [`Admission::with`], which the handler writes in one store transaction with
-//! the Service: both commit or neither, and if another server took an address first the handler
-//! allocates again. On update a new address is created before the Service is written. The protocol per
+//! is looked up in the store) and their IPAddresses returned as [`Admission::with`], which the handler
+//! writes in one store transaction with the Service: both commit or neither, and if another server
+//! took an address first the handler allocates again. On update a new address is created before the Service is written. The protocol per
 //! request otherwise: allocate in `service_create`/`service_update`, then either the Service write
 //! commits (and whatever the old object held that the new one does not is released) or it fails (and
 //! whatever the new object took is released). A crash in between leaves an allocation without a Service,
