@@ -519,6 +519,41 @@ mod tests {
         assert_eq!(view_of(&other), other);
     }
 
+    /// The keys of one transaction share a revision: a watch from before it gets all of them, one from
+    /// it gets none, and the cache moves to that revision once, with all of them applied.
+    #[tokio::test]
+    async fn a_transaction_is_one_revision_in_the_history() {
+        use svcnet_store::{Precondition, TxnOutcome, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(svcnet_store::redb::RedbStore::open(&dir.path().join("db")).unwrap());
+        let cache = Cache::start(store.clone(), "/").await.unwrap();
+        let put = |key: &str| Write::Put {
+            key: key.into(),
+            value: Bytes::from_static(br#"{"metadata":{"name":"x"}}"#),
+            precondition: Precondition::Absent,
+        };
+        let TxnOutcome::Committed { revision, .. } =
+            store.write_all(vec![put("/a/1"), put("/b/1")]).await.unwrap()
+        else {
+            panic!("fresh keys commit")
+        };
+        cache.wait_for(revision).await;
+        assert!(cache.get("/a/1").is_some() && cache.get("/b/1").is_some());
+        let keys = |from| match cache.watch_from(from).0 {
+            WatchStart::Events(evs) => evs
+                .iter()
+                .map(|e| (e.revision, e.key.to_string()))
+                .collect::<Vec<_>>(),
+            WatchStart::TooOld { oldest } => panic!("too old: {oldest}"),
+        };
+        assert_eq!(
+            keys(revision - 1),
+            [(revision, "/a/1".to_string()), (revision, "/b/1".to_string())]
+        );
+        assert!(keys(revision).is_empty());
+    }
+
     /// Old events go once there are more than the minimum; recent ones stay up to the maximum.
     #[test]
     fn history_keeps_recent_events_and_a_minimum() {

@@ -246,7 +246,8 @@ impl From<svcnet_store::StoreError> for ApiError {
             // HTTP's own code for it: the client learns that retrying later may work, and why.
             StoreError::NoSpace(_) => Self::new(507, "InsufficientStorage", e.to_string()),
             StoreError::Closed => Self::unavailable(e.to_string()),
-            StoreError::Backend(_) => ApiError::internal(e),
+            // A transaction the server itself built wrong: its bug, not the client's.
+            StoreError::Backend(_) | StoreError::Invalid(_) => ApiError::internal(e),
             // kube-apiserver's answer when etcd does not answer within the request's deadline.
             StoreError::Timeout(_) => Self::new(504, "Timeout", e.to_string()),
             StoreError::TooLarge(why) => Self::new(

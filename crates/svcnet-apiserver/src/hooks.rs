@@ -1,10 +1,13 @@
 //! The server's Service admission, which the Service strategy writes through: defaulting, validation,
 //! and ClusterIP / NodePort allocation in one pass.
 //!
-//! Allocation goes through the store ([`crate::ipam`]): a ClusterIP is an IPAddress object created
-//! before the Service is written, NodePorts are bits of one stored bitmap written with
-//! compare-and-swap. So several API servers on one etcd never hand out one address or port. The
-//! protocol per request: allocate in `service_create`/`service_update`, then either the Service write
+//! Allocation goes through the store ([`crate::ipam`]): a ClusterIP is an IPAddress object, NodePorts
+//! are bits of one stored bitmap written with compare-and-swap. So several API servers on one etcd never
+//! hand out one address or port. On create the ClusterIPs are picked from the cache (a requested one
+//! is looked up in the store) and their IPAddresses returned as [`Admission::with`], which the handler
+//! writes in one store transaction with the Service: both commit or neither, and if another server
+//! took an address first the handler allocates again. On update a new address is created before the Service is written. The protocol per
+//! request otherwise: allocate in `service_create`/`service_update`, then either the Service write
 //! commits (and whatever the old object held that the new one does not is released) or it fails (and
 //! whatever the new object took is released). A crash in between leaves an allocation without a Service,
 //! which the repair loop (`repair`) releases after a grace period, as kube's does.
@@ -25,6 +28,7 @@ use crate::cache::Cache;
 use crate::errors::ApiError;
 use crate::ipam::{Ipam, Parent};
 use crate::metrics::AllocationMetrics;
+use crate::strategy::Admission;
 
 /// Service networking settings of the cluster.
 #[derive(Debug, Clone)]
@@ -150,13 +154,14 @@ impl KindHooks {
     }
 
     /// Defaults, allocates and validates a new Service in one pass; `None` when this server does not
-    /// allocate (then the Service strategy validates as for any kind). Field errors become a 422. A dry
-    /// run reserves nothing.
+    /// allocate (then the Service strategy validates as for any kind). Field errors become a 422. The
+    /// ClusterIPs' IPAddresses are to be written with the Service ([`Admission::with`]); a dry run
+    /// reserves nothing.
     pub(crate) async fn service_create(
         &self,
         obj: &mut Value,
         dry_run: bool,
-    ) -> Option<Result<Vec<FieldError>, ApiError>> {
+    ) -> Option<Result<Admission, ApiError>> {
         let s = self.services.as_ref()?;
         Some(s.create(obj, dry_run).await)
     }
@@ -177,6 +182,14 @@ impl KindHooks {
     pub(crate) async fn service_release(&self, obj: &Value, keep: Option<&Value>) {
         if let Some(s) = &self.services {
             s.release(obj, keep).await;
+        }
+    }
+
+    /// Releases what a new Service `obj` reserved when its write did not commit: its NodePorts (its
+    /// IPAddresses were to be written with it, so they were not).
+    pub(crate) async fn service_release_unwritten(&self, obj: &Value) {
+        if let Some(s) = &self.services {
+            s.free_ports(&held(obj).ports).await;
         }
     }
 }
@@ -211,26 +224,47 @@ impl ServiceHooks {
         self.rng.lock().unwrap_or_else(|e| e.into_inner()).next_u64()
     }
 
-    async fn create(&self, obj: &mut Value, dry_run: bool) -> Result<Vec<FieldError>, ApiError> {
+    async fn create(&self, obj: &mut Value, dry_run: bool) -> Result<Admission, ApiError> {
         let parent = Parent::of(obj);
         let mut svc = to_typed(obj)?;
         svc_rules::set_defaults(&mut svc, &self.rules);
-        // kube allocates before it validates: validation expects the allocated values in place.
+        // kube allocates before it validates: validation expects the allocated values in place. The
+        // addresses are only picked here (`taken.ips`); they are written with the Service.
         let mut taken = Held::default();
         let mut res = self
-            .allocate(&mut svc, &Held::default(), &mut taken, &parent, dry_run)
+            .allocate(&mut svc, &Held::default(), &mut taken, &parent, true, dry_run)
             .await;
         if is_clean(&res) {
             res = Ok(svc_rules::validate_create(&svc, &self.rules));
         }
         if !is_clean(&res) {
             if !dry_run {
-                self.free(&taken, &parent).await;
+                self.free_ports(&taken.ports).await;
             }
-            return res;
+            return res.map(Admission::errors);
         }
+        let ipam = self.ipam()?;
+        let with = if dry_run {
+            Vec::new()
+        } else {
+            let claims: Result<Vec<_>, _> = taken
+                .ips
+                .iter()
+                .map(|ip| ipam.claim_write(*ip, &parent))
+                .collect();
+            match claims {
+                Ok(c) => c,
+                Err(e) => {
+                    self.free_ports(&taken.ports).await;
+                    return Err(e);
+                }
+            }
+        };
         *obj = to_json(&svc)?;
-        Ok(Vec::new())
+        Ok(Admission {
+            errors: Vec::new(),
+            with,
+        })
     }
 
     async fn update(
@@ -254,7 +288,7 @@ impl ServiceHooks {
         svc_rules::set_defaults_update(&mut svc, &old_svc, &self.rules);
         let mut taken = Held::default();
         let mut res = self
-            .allocate(&mut svc, &held(old), &mut taken, &parent, dry_run)
+            .allocate(&mut svc, &held(old), &mut taken, &parent, false, dry_run)
             .await;
         if is_clean(&res) {
             res = Ok(svc_rules::validate_update(&svc, &old_svc, &self.rules));
@@ -274,7 +308,12 @@ impl ServiceHooks {
         for ip in &h.ips {
             ipam.release_ip(*ip, parent).await;
         }
-        let ports: Vec<i32> = h.ports.iter().copied().collect();
+        self.free_ports(&h.ports).await;
+    }
+
+    async fn free_ports(&self, ports: &BTreeSet<i32>) {
+        let Ok(ipam) = self.ipam() else { return };
+        let ports: Vec<i32> = ports.iter().copied().collect();
         ipam.release_ports(&ports).await;
     }
 
@@ -290,14 +329,18 @@ impl ServiceHooks {
 
     /// Fills in and reserves the ClusterIPs and NodePorts `svc` needs beyond what `already` holds
     /// (the old object's allocations on update). Everything newly reserved is recorded in `taken`.
+    /// With `ips_with_object` the ClusterIPs are only picked where the cache shows them free, for the
+    /// caller to write with the Service.
     async fn allocate(
         &self,
         svc: &mut Service,
         already: &Held,
         taken: &mut Held,
         parent: &Parent,
+        ips_with_object: bool,
         dry_run: bool,
     ) -> Result<Vec<FieldError>, ApiError> {
+        let ips_cache_only = dry_run || ips_with_object;
         let ipam = self.ipam()?;
         let Some(spec) = svc.spec.as_mut() else {
             return Ok(Vec::new());
@@ -335,7 +378,10 @@ impl ServiceHooks {
                                 ip.to_canonical(),
                                 valid.join(",")
                             ))
-                        } else if !ipam.claim_ip(ip, parent, dry_run).await? {
+                        } else if !self
+                            .take_requested(&ipam, ip, parent, ips_with_object, dry_run)
+                            .await?
+                        {
                             Some("provided IP is already allocated".to_string())
                         } else {
                             None
@@ -351,7 +397,7 @@ impl ServiceHooks {
                         taken.ips.insert(ip);
                     }
                     None => {
-                        let ip = self.allocate_next(&ipam, family, parent, dry_run).await?;
+                        let ip = self.allocate_next(&ipam, family, parent, ips_cache_only).await?;
                         taken.ips.insert(ip);
                         if ips.len() > i {
                             ips[i] = ip.to_string();
@@ -428,6 +474,24 @@ impl ServiceHooks {
         }
     }
 
+    /// Takes a requested address (see [`Ipam::claim_ip`]). One to be written with the Service is
+    /// looked up in the store rather than the cache: a server whose cache is behind another's then
+    /// still refuses an address that is taken, with kube's message, before anything else of the
+    /// request can fail; the transaction decides a race that is still open.
+    async fn take_requested(
+        &self,
+        ipam: &Ipam,
+        ip: IpAddr,
+        parent: &Parent,
+        with_object: bool,
+        dry_run: bool,
+    ) -> Result<bool, ApiError> {
+        if with_object && !dry_run {
+            return ipam.stored_free(ip).await;
+        }
+        ipam.claim_ip(ip, parent, dry_run).await
+    }
+
     /// A free address of `family` (kube's `AllocateNext` over every ready ServiceCIDR in turn): a
     /// candidate the cache shows as free is claimed in the store, and one someone else claimed first
     /// is passed over.
@@ -436,14 +500,14 @@ impl ServiceHooks {
         ipam: &Ipam,
         family: IpFamily,
         parent: &Parent,
-        dry_run: bool,
+        cache_only: bool,
     ) -> Result<IpAddr, ApiError> {
         for range in ipam.ready_ranges(family) {
             for ip in range.scan(self.seed()) {
                 if ipam.looks_taken(ip) {
                     continue;
                 }
-                if ipam.claim_ip(ip, parent, dry_run).await? {
+                if ipam.claim_ip(ip, parent, cache_only).await? {
                     ipam.count_ip(&range.cidr().to_string(), "dynamic", true);
                     return Ok(ip);
                 }
@@ -544,7 +608,7 @@ mod tests {
     use svcnet_store::redb::RedbStore;
 
     /// Two servers' hooks over one store, each with its own cache, as two API servers on one etcd.
-    async fn two_servers(cidr: &str, ports: &str) -> (tempfile::TempDir, KindHooks, KindHooks) {
+    async fn two_servers(cidr: &str, ports: &str) -> (tempfile::TempDir, Server, Server) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
         let config = ServiceNetConfig {
@@ -559,10 +623,66 @@ mod tests {
                 Cache::start(store.clone(), "/").await.unwrap(),
                 AllocationMetrics::default(),
             );
-            hooks.push(h);
+            hooks.push(Server {
+                hooks: h,
+                store: store.clone(),
+            });
         }
         let b = hooks.pop().unwrap();
         (dir, hooks.pop().unwrap(), b)
+    }
+
+    /// One server's hooks and the store they share.
+    #[derive(Clone)]
+    struct Server {
+        hooks: KindHooks,
+        store: Arc<dyn Store>,
+    }
+
+    impl Server {
+        /// Creates Service `s` as the create handler does: admitted, then written in one transaction
+        /// with its IPAddresses; admitted again once this server's cache shows an address another
+        /// server took first. A dry run only admits.
+        async fn create(&self, s: &mut Value, dry_run: bool) -> Result<Vec<FieldError>, ApiError> {
+            let ipam = self.hooks.ipam().unwrap();
+            for _ in 0..8 {
+                let mut candidate = s.clone();
+                let admission = self
+                    .hooks
+                    .service_create(&mut candidate, dry_run)
+                    .await
+                    .unwrap()?;
+                if !admission.errors.is_empty() || dry_run {
+                    *s = candidate;
+                    return Ok(admission.errors);
+                }
+                let name = candidate["metadata"]["name"].as_str().unwrap().to_string();
+                let svc_rt = svcnet_api::resources::lookup("", "v1", "services").unwrap();
+                let mut writes = admission.with.clone();
+                writes.push(svcnet_store::Write::Put {
+                    key: crate::request::object_key(svc_rt, Some("default"), &name),
+                    value: serde_json::to_vec(&candidate).unwrap().into(),
+                    precondition: svcnet_store::Precondition::Absent,
+                });
+                match self.store.write_all(writes).await.unwrap() {
+                    svcnet_store::TxnOutcome::Committed { .. } => {
+                        *s = candidate;
+                        return Ok(Vec::new());
+                    }
+                    svcnet_store::TxnOutcome::PreconditionFailed { index, current } => {
+                        assert!(index < admission.with.len(), "only addresses conflict here");
+                        self.hooks.service_release_unwritten(&candidate).await;
+                        let key = current.unwrap().key;
+                        let ip: IpAddr = key.rsplit('/').next().unwrap().parse().unwrap();
+                        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                        while !ipam.looks_taken(ip) && std::time::Instant::now() < deadline {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            }
+            panic!("an address conflict eight times in a row")
+        }
     }
 
     fn svc(name: &str) -> Value {
@@ -581,7 +701,7 @@ mod tests {
             let h = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.push(tokio::spawn(async move {
                 let mut s = svc(&format!("s{i}"));
-                let errs = h.service_create(&mut s, false).await.unwrap().unwrap();
+                let errs = h.create(&mut s, false).await.unwrap();
                 assert!(errs.is_empty(), "{errs:?}");
                 s
             }));
@@ -597,11 +717,7 @@ mod tests {
         }
         assert_eq!((ips.len(), ports.len()), (30, 30));
         for h in [&a, &b] {
-            let err = h
-                .service_create(&mut svc("more"), false)
-                .await
-                .unwrap()
-                .unwrap_err();
+            let err = h.create(&mut svc("more"), false).await.unwrap_err();
             assert!(err.message.contains("range is full"), "{}", err.message);
         }
         // A dry run takes nothing; a release gives both back, to either server.
@@ -610,28 +726,36 @@ mod tests {
             s0["spec"]["clusterIP"].clone(),
             s0["spec"]["ports"][0]["nodePort"].clone(),
         );
-        a.service_release(&s0, None).await;
+        a.hooks.service_release(&s0, None).await;
+        // b picks addresses from its cache: it must have seen the release.
+        let released: IpAddr = ip.as_str().unwrap().parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while b.hooks.ipam().unwrap().looks_taken(released) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "b's cache never saw the release"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let mut again = svc("again");
         again["spec"]["clusterIP"] = ip.clone();
-        assert!(
-            b.service_create(&mut again.clone(), true)
-                .await
-                .unwrap()
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            b.service_create(&mut again, false)
-                .await
-                .unwrap()
-                .unwrap()
-                .is_empty()
-        );
+        assert!(b.create(&mut again.clone(), true).await.unwrap().is_empty());
+        assert!(b.create(&mut again, false).await.unwrap().is_empty());
         assert_eq!(again["spec"]["ports"][0]["nodePort"], port);
-        // The released address is held again: asked for once more, it is refused in kube's words.
+        // The released address is held again: asked for once more, it is refused in kube's words. (Asked
+        // of a server whose cache is behind, the address looks free and the NodePort range, full, says
+        // no first: wait for a's cache.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !a.hooks.ipam().unwrap().looks_taken(released) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a's cache never saw the address"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let mut copy = svc("copy");
         copy["spec"]["clusterIP"] = ip;
-        let errs = a.service_create(&mut copy, false).await.unwrap().unwrap();
+        let errs = a.create(&mut copy, false).await.unwrap();
         assert!(
             errs[0].to_string().contains("provided IP is already allocated"),
             "{errs:?}"

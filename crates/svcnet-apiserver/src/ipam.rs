@@ -4,6 +4,9 @@
 //! * **ClusterIPs are IPAddress objects** (kube's `ipallocator.Allocator`): an address is taken by
 //!   creating `networking.k8s.io/v1` IPAddress `<ip>` in the store with "create if absent"; whoever's
 //!   create commits holds it, so two API servers (or two requests in one) can never hand out one address.
+//!   A Service create writes its IPAddresses in the same store transaction as the Service
+//!   ([`Ipam::claim_write`]): one etcd transaction instead of two, and nothing to clean up when the
+//!   Service's write fails; updates that take a new address create it first, on its own.
 //!   Free addresses are looked for in the watch cache (kube's lister) over every ready ServiceCIDR, the
 //!   store deciding when two look at once. Releasing deletes the object, only if it still names the
 //!   Service releasing it.
@@ -12,7 +15,8 @@
 //!   Service's ports are taken in one conditional write, retried on a concurrent change.
 //!
 //! Nothing is kept in memory between requests, so nothing needs rebuilding at start-up; what a crash
-//! between reserving and writing the Service leaves behind is found by the repair loop (`repair`).
+//! between reserving and writing the Service leaves behind (NodePorts, an address an update took) is
+//! found by the repair loop (`repair`).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -358,21 +362,29 @@ impl Ipam {
         self.cache.get(&ip_key(ip)).map(|c| c.object())
     }
 
-    /// Takes `ip` for `parent` by creating its IPAddress; `false` when it is taken already. In a dry run
-    /// nothing is written and the cache answers.
-    pub async fn claim_ip(&self, ip: IpAddr, parent: &Parent, dry_run: bool) -> Result<bool, ApiError> {
-        if dry_run {
+    /// The write that takes `ip` for `parent`: a create of its IPAddress, refused if it exists.
+    pub fn claim_write(&self, ip: IpAddr, parent: &Parent) -> Result<Write, ApiError> {
+        let body = serde_json::to_vec(&ip_address_object(ip, parent)).map_err(ApiError::internal)?;
+        Ok(Write::Put {
+            key: ip_key(ip),
+            value: Bytes::from(body),
+            precondition: Precondition::Absent,
+        })
+    }
+
+    /// Whether the store holds no IPAddress `ip` now (a read, where the cache may be behind).
+    pub async fn stored_free(&self, ip: IpAddr) -> Result<bool, ApiError> {
+        Ok(self.store.get(&ip_key(ip)).await?.is_none())
+    }
+
+    /// Takes `ip` for `parent` by creating its IPAddress; `false` when it is taken already. With
+    /// `cache_only` (a dry run, or a create that writes the IPAddress together with its Service,
+    /// [`Ipam::claim_write`]) nothing is written and the cache answers.
+    pub async fn claim_ip(&self, ip: IpAddr, parent: &Parent, cache_only: bool) -> Result<bool, ApiError> {
+        if cache_only {
             return Ok(!self.looks_taken(ip));
         }
-        let body = serde_json::to_vec(&ip_address_object(ip, parent)).map_err(ApiError::internal)?;
-        let outcome = self
-            .store
-            .write(Write::Put {
-                key: ip_key(ip),
-                value: Bytes::from(body),
-                precondition: Precondition::Absent,
-            })
-            .await?;
+        let outcome = self.store.write(self.claim_write(ip, parent)?).await?;
         Ok(matches!(outcome, WriteOutcome::Committed { .. }))
     }
 

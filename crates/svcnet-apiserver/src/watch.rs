@@ -220,7 +220,10 @@ impl ApiServer {
         tokio::spawn(async move {
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
-            let mut last = match start {
+            // The revision this watch starts after: the client has every event up to it. The writes of
+            // one store transaction share a revision (a Service and its IPAddress), so later events are
+            // compared with this, never with the revision of the event before them.
+            let after = match start {
                 Start::TooOld { requested, oldest } => {
                     let status =
                         ApiError::gone(format!("too old resource version: {requested} ({oldest})")).status();
@@ -249,16 +252,12 @@ impl ApiServer {
                     revision
                 }
                 Start::Events(evs, from) => {
-                    // Live events up to the requested revision are not news: a server whose cache is
-                    // still behind a revision another server handed out would otherwise repeat them.
-                    let mut last = from;
                     for ev in evs {
-                        last = ev.revision;
                         if !w.deliver(&ev).await {
                             return;
                         }
                     }
-                    last
+                    from
                 }
             };
             let mut tick = tokio::time::interval(BOOKMARK_EVERY);
@@ -268,14 +267,21 @@ impl ApiServer {
                     _ = &mut deadline => break,
                     _ = w.tx.closed() => break,
                     _ = tick.tick(), if bookmarks => {
-                        let rev = server.cache.revision().max(last);
-                        let b = w.bookmark(rev, false);
+                        // A bookmark promises every event up to its revision. The cache sends each event
+                        // under its write lock before it moves its revision on, so once the revision is
+                        // read, an empty receiver means this watch has delivered everything up to it;
+                        // with events still queued the bookmark waits for the next tick.
+                        let rev = server.cache.revision();
+                        if !sub.is_empty() { continue; }
+                        let b = w.bookmark(rev.max(after), false);
                         if w.tx.send(b).await.is_err() { break; }
                     }
                     ev = sub.recv() => match ev {
                         Ok(ev) => {
-                            if ev.revision <= last { continue; }
-                            last = ev.revision;
+                            // Live events up to the starting revision are not news: a server whose cache
+                            // is still behind a revision another server handed out would otherwise repeat
+                            // them.
+                            if ev.revision <= after { continue; }
                             if !w.deliver(&ev).await { break; }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -289,5 +295,120 @@ impl ApiServer {
             }
         });
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::KindHooks;
+    use crate::request::object_key;
+    use svcnet_api::resources;
+    use svcnet_store::redb::RedbStore;
+    use svcnet_store::{Precondition, Store, Write, WriteOutcome};
+
+    async fn server() -> (tempfile::TempDir, Arc<ApiServer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
+        let config = crate::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: "t".into(),
+            token_file: Default::default(),
+            sa_signer: None,
+            client_verifier: None,
+            hooks: KindHooks::none(),
+        };
+        (dir, ApiServer::new(store, config).await.unwrap())
+    }
+
+    fn put(rt: &ResourceType, ns: Option<&str>, name: &str) -> Write {
+        let obj = json!({"apiVersion": rt.api_version(), "kind": rt.kind,
+            "metadata": {"name": name, "namespace": ns}});
+        Write::Put {
+            key: object_key(rt, ns, name),
+            value: Bytes::from(serde_json::to_vec(&obj).unwrap()),
+            precondition: Precondition::Absent,
+        }
+    }
+
+    /// The next line of a watch as (type, resourceVersion), within 10 s.
+    async fn next(rx: &mut mpsc::Receiver<Bytes>) -> (String, u64) {
+        let line = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a watch event within 10 s")
+            .expect("the watch goes on");
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        let rv = v
+            .pointer("/object/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        (v["type"].as_str().unwrap().to_string(), rv)
+    }
+
+    /// A Service written in one transaction with an IPAddress (which sorts, and is sent, before it):
+    /// a watch of Services gets the Service, though the event before it had the same revision.
+    #[tokio::test]
+    async fn a_watch_gets_the_second_key_of_a_transaction() {
+        let (_dir, server) = server().await;
+        let svc_rt = resources::lookup("", "v1", "services").unwrap();
+        let ip_rt = resources::lookup("networking.k8s.io", "v1", "ipaddresses").unwrap();
+        let from = server.cache.revision();
+        let route = crate::request::ResourceRoute::object(svc_rt, None, None);
+        let params = Params::parse(Some(&format!("resourceVersion={from}")));
+        let mut rx = server.watch(&route, &params, Representation::Object).unwrap();
+        let outcome = server
+            .store
+            .write_all(vec![
+                put(ip_rt, None, "10.0.0.1"),
+                put(svc_rt, Some("default"), "web"),
+            ])
+            .await
+            .unwrap();
+        let svcnet_store::TxnOutcome::Committed { revision, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(next(&mut rx).await, ("ADDED".to_string(), revision));
+    }
+
+    /// A bookmark never promises a revision whose events the watch has yet to send: writes pile up
+    /// behind a client that does not read while the bookmark timer comes due, then every event after a
+    /// bookmark is newer than it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bookmark_never_overtakes_queued_events() {
+        let (_dir, server) = server().await;
+        let rt = resources::lookup("", "v1", "configmaps").unwrap();
+        let from = server.cache.revision();
+        let route = crate::request::ResourceRoute::object(rt, None, None);
+        let params = Params::parse(Some(&format!("resourceVersion={from}&allowWatchBookmarks=true")));
+        let mut rx = server.watch(&route, &params, Representation::Object).unwrap();
+        // More than the 256 lines the watch buffers: the rest wait in its cache receiver.
+        const N: usize = 400;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let store = server.store.clone();
+            let w = put(rt, Some("default"), &format!("cm{i:03}"));
+            tasks.push(tokio::spawn(async move { store.write(w).await.unwrap() }));
+        }
+        let mut last = 0;
+        for t in tasks {
+            let WriteOutcome::Committed { revision, .. } = t.await.unwrap() else {
+                panic!("a create of a fresh key commits")
+            };
+            last = last.max(revision);
+        }
+        server.cache.wait_for(last).await;
+        tokio::time::sleep(BOOKMARK_EVERY + Duration::from_millis(500)).await;
+        let (mut events, mut bookmark) = (0, 0);
+        while events < N {
+            let (kind, rv) = next(&mut rx).await;
+            if kind == "BOOKMARK" {
+                bookmark = rv;
+                continue;
+            }
+            assert_eq!(kind, "ADDED");
+            assert!(rv > bookmark, "event at {rv} after a bookmark at {bookmark}");
+            events += 1;
+        }
     }
 }

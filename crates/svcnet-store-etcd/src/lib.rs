@@ -5,7 +5,8 @@
 //! - every key lives under a prefix (`/registry` by default, kube-apiserver's `--etcd-prefix`), and the
 //!   resourceVersion is etcd's revision;
 //! - a write is one transaction that compares the key's `mod_revision` (or its absence or existence) and
-//!   puts or deletes it, else reads it back for the conflict;
+//!   puts or deletes it, else reads it back for the conflict; [`Store::write_all`] is the same with
+//!   several keys in one etcd transaction, so they commit at one revision or not at all;
 //! - `snapshot_and_watch` is a paged range read at one revision and a watch from the revision after it,
 //!   with progress notifications, so a feed whose keys are quiet still advances (a consistent read waits
 //!   for that, see [`Store::current_revision`]);
@@ -17,7 +18,9 @@
 //! it answers again ([`members`]). A probe reads a key every second; while it fails, [`Store::health`] says why (the API
 //! server's `/readyz` shows `[-]etcd failed: …`), writes fail with the cause (after [`REQUEST_TIMEOUT`]
 //! at most) and reads go on from the API server's cache. A watch that breaks is re-opened from the
-//! revision after the last one it delivered, so the feed stays gap-free across an etcd restart. Only if
+//! revision after the last one it delivered, so the feed stays gap-free across an etcd restart (etcd
+//! never splits one revision's events across watch responses, so a revision is delivered whole or not
+//! at all). Only if
 //! etcd compacted that revision meanwhile can the feed not go on: the store then reports
 //! [`Health::Failed`] (`too old resource version`), and the process restarts on a fresh snapshot, as
 //! kube-apiserver's cacher relists.
@@ -35,7 +38,8 @@ use etcd_client::{
 };
 use futures::future::BoxFuture;
 use svcnet_store::{
-    Event, Feed, Health, KeyValue, Precondition, Revision, Snapshot, Store, StoreError, Write, WriteOutcome,
+    Event, Feed, Health, KeyValue, Precondition, Revision, Snapshot, Store, StoreError, TxnOutcome, Write,
+    WriteOutcome,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -413,16 +417,17 @@ async fn compactor(mut kv: KvClient, interval: Duration) {
     }
 }
 
-impl Store for EtcdStore {
-    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
-        Box::pin(async move {
-            let (key, precondition) = match &write {
-                Write::Put {
-                    key, precondition, ..
-                }
-                | Write::Delete { key, precondition } => (self.etcd_key(key), *precondition),
-            };
-            let when = match (precondition, &write) {
+impl EtcdStore {
+    /// The writes as one etcd transaction: compare every precondition, then do every write; else read
+    /// every key back, to say which precondition failed and how the key is now.
+    async fn txn(&self, writes: &[Write]) -> Result<TxnOutcome, StoreError> {
+        let mut when = Vec::new();
+        let mut ops = Vec::with_capacity(writes.len());
+        let mut reads = Vec::with_capacity(writes.len());
+        for write in writes {
+            let key = self.etcd_key(write.key());
+            let precondition = write.precondition();
+            when.extend(match (precondition, write) {
                 (Precondition::None, Write::Put { .. }) => None,
                 // A delete of a missing key does nothing and reports the key as missing, as the
                 // embedded store does.
@@ -435,8 +440,8 @@ impl Store for EtcdStore {
                     CompareOp::Equal,
                     i64::try_from(r).unwrap_or(i64::MAX),
                 )),
-            };
-            let op = match &write {
+            });
+            ops.push(match write {
                 // A create has no previous state to report: asking for it costs etcd a read of the
                 // key on every create.
                 Write::Put { value, .. } if precondition == Precondition::Absent => {
@@ -451,41 +456,78 @@ impl Store for EtcdStore {
                     key.clone(),
                     Some(etcd_client::DeleteOptions::new().with_prev_key()),
                 ),
-            };
-            let txn = match when {
-                Some(c) => Txn::new()
-                    .when([c])
-                    .and_then([op])
-                    .or_else([TxnOp::get(key.clone(), None)]),
-                None => Txn::new().and_then([op]),
-            };
-            let mut kv = self.kv();
-            let resp = match timed(&self.endpoints, "writing", kv.txn(txn)).await {
-                // etcd's own limit on one request (`--max-request-bytes`, 1.5 MiB by default).
-                Err(StoreError::Backend(m)) if m.contains("request is too large") => {
-                    return Err(StoreError::TooLarge(format!(
-                        "etcdserver: request is too large ({} bytes for {})",
-                        write_len(&write),
-                        key.strip_prefix(&self.prefix).unwrap_or(&key)
-                    )));
-                }
-                other => other?,
-            };
-            let revision = rev(resp.header().map_or(0, |h| h.revision()));
-            let first = resp.op_responses().into_iter().next();
-            if !resp.succeeded() {
-                let current = match first {
-                    Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| self.convert(kv)),
-                    _ => None,
-                };
-                return Ok(WriteOutcome::PreconditionFailed { current });
+            });
+            reads.push(TxnOp::get(key, None));
+        }
+        let txn = if when.is_empty() {
+            Txn::new().and_then(ops)
+        } else {
+            Txn::new().when(when).and_then(ops).or_else(reads)
+        };
+        let mut kv = self.kv();
+        let resp = match timed(&self.endpoints, "writing", kv.txn(txn)).await {
+            // etcd's own limit on one request (`--max-request-bytes`, 1.5 MiB by default).
+            Err(StoreError::Backend(m)) if m.contains("request is too large") => {
+                let keys: Vec<&str> = writes.iter().map(Write::key).collect();
+                return Err(StoreError::TooLarge(format!(
+                    "etcdserver: request is too large ({} bytes for {})",
+                    writes.iter().map(write_len).sum::<usize>(),
+                    keys.join(", ")
+                )));
             }
-            let prev = match first {
-                Some(TxnOpResponse::Put(p)) => p.prev_key().map(|kv| self.convert(kv)),
-                Some(TxnOpResponse::Delete(d)) => d.prev_kvs().first().map(|kv| self.convert(kv)),
+            other => other?,
+        };
+        let revision = rev(resp.header().map_or(0, |h| h.revision()));
+        let responses = resp.op_responses();
+        if !resp.succeeded() {
+            // The reads ran at the revision the comparisons did: the first write that does not hold
+            // over its key's state is the one that failed.
+            let currents = responses.into_iter().map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| self.convert(kv)),
                 _ => None,
+            });
+            let failed = writes
+                .iter()
+                .zip(currents)
+                .enumerate()
+                .find(|(_, (w, current))| !w.holds(current.as_ref()));
+            let (index, current) = match failed {
+                Some((index, (_, current))) => (index, current),
+                None => (0, None),
             };
-            Ok(WriteOutcome::Committed { revision, prev })
+            return Ok(TxnOutcome::PreconditionFailed { index, current });
+        }
+        let prevs = responses
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResponse::Put(p) => p.prev_key().map(|kv| self.convert(kv)),
+                TxnOpResponse::Delete(d) => d.prev_kvs().first().map(|kv| self.convert(kv)),
+                _ => None,
+            })
+            .collect();
+        Ok(TxnOutcome::Committed { revision, prevs })
+    }
+}
+
+impl Store for EtcdStore {
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        Box::pin(async move {
+            Ok(match self.txn(std::slice::from_ref(&write)).await? {
+                TxnOutcome::Committed { revision, prevs } => WriteOutcome::Committed {
+                    revision,
+                    prev: prevs.into_iter().next().flatten(),
+                },
+                TxnOutcome::PreconditionFailed { current, .. } => {
+                    WriteOutcome::PreconditionFailed { current }
+                }
+            })
+        })
+    }
+
+    fn write_all(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+        Box::pin(async move {
+            svcnet_store::check_txn(&writes)?;
+            self.txn(&writes).await
         })
     }
 

@@ -34,6 +34,18 @@ async fn conformance_concurrent_writes() {
 }
 
 #[tokio::test]
+async fn conformance_transactions() {
+    let etcd = Etcd::start();
+    conformance::transactions(store_on(&etcd, |_| {}).await).await;
+}
+
+#[tokio::test]
+async fn conformance_concurrent_transactions() {
+    let etcd = Etcd::start();
+    conformance::concurrent_transactions(store_on(&etcd, |_| {}).await).await;
+}
+
+#[tokio::test]
 async fn conformance_current_revision() {
     let etcd = Etcd::start();
     conformance::current_revision_covers_acknowledged_writes(store_on(&etcd, |_| {}).await).await;

@@ -131,6 +131,74 @@ pub enum WriteOutcome {
     },
 }
 
+/// The result of an atomic write of several keys ([`Store::write_all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Every write committed durably at the one `revision` (each key's new `mod_revision`).
+    Committed {
+        /// The revision they all committed at.
+        revision: Revision,
+        /// Each key's state before the write, in the order of the writes.
+        prevs: Vec<Option<KeyValue>>,
+    },
+    /// The precondition of write `index` did not hold (the first such in the order given); nothing was
+    /// written.
+    PreconditionFailed {
+        /// Which write's precondition failed.
+        index: usize,
+        /// That key's current state.
+        current: Option<KeyValue>,
+    },
+}
+
+impl Write {
+    /// The key written.
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key, .. } => key,
+        }
+    }
+
+    /// What must hold first.
+    pub fn precondition(&self) -> Precondition {
+        match self {
+            Write::Put { precondition, .. } | Write::Delete { precondition, .. } => *precondition,
+        }
+    }
+
+    /// Whether this write may go ahead over the key's `current` state: its precondition holds, and a
+    /// delete has a key to delete (a delete of a missing key has nothing to do, whatever the
+    /// precondition, and counts as refused).
+    pub fn holds(&self, current: Option<&KeyValue>) -> bool {
+        let holds = match self.precondition() {
+            Precondition::None => true,
+            Precondition::Absent => current.is_none(),
+            Precondition::Exists => current.is_some(),
+            Precondition::ModRevision(r) => current.is_some_and(|kv| kv.mod_revision == r),
+        };
+        holds && !(matches!(self, Write::Delete { .. }) && current.is_none())
+    }
+}
+
+/// Why a set of writes cannot be one transaction, before anything is tried.
+pub fn check_txn(writes: &[Write]) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Err(StoreError::Invalid(
+            "a transaction needs at least one write".into(),
+        ));
+    }
+    let mut keys: Vec<&str> = writes.iter().map(Write::key).collect();
+    keys.sort_unstable();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        // etcd's own words for the same refusal.
+        return Err(StoreError::Invalid(format!(
+            "etcdserver: duplicate key given in txn request: {}",
+            w[0]
+        )));
+    }
+    Ok(())
+}
+
 /// A consistent view of every key under a prefix, at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -140,8 +208,10 @@ pub struct Snapshot {
     pub items: Vec<KeyValue>,
 }
 
-/// A change feed: batches of events in strictly increasing revision order, with no gap after the
-/// snapshot it was opened with. It ends (returns `None`) when the store shuts down.
+/// A change feed: batches of events in revision order, with no gap after the snapshot it was opened
+/// with. The writes of one [`Store::write_all`] share a revision: their events come one after another,
+/// in one batch, so a reader never sees part of a revision; every other event has a revision of its own.
+/// It ends (returns `None`) when the store shuts down.
 pub type Feed = mpsc::UnboundedReceiver<Vec<Event>>;
 
 /// Errors from a storage backend.
@@ -160,6 +230,9 @@ pub enum StoreError {
     /// not have happened.
     #[error("storage did not answer in time: {0}")]
     Timeout(String),
+    /// The request cannot be a transaction (no writes, one key twice); nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     /// The store has shut down.
     #[error("storage is shutting down")]
     Closed,
@@ -182,6 +255,12 @@ pub trait Store: Send + Sync + 'static {
     /// Performs one conditional write. It returns only after the write is durable, so an acknowledged
     /// write survives a crash.
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
+
+    /// Performs several conditional writes as one transaction (etcd's `Txn`): either every
+    /// precondition holds and all of them commit at one revision, durably, or nothing is written and
+    /// the outcome names the first write whose precondition failed, with its key's current state. A key
+    /// may appear once; [`check_txn`] says what is refused.
+    fn write_all(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<TxnOutcome, StoreError>>;
 
     /// Reads every key under `prefix` at one revision and opens a feed of every change under the prefix
     /// committed after that revision.

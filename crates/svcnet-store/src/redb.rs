@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    Event, Feed, Health, KeyValue, Precondition, Revision, Snapshot, Store, StoreError, Write, WriteOutcome,
+    Event, Feed, Health, KeyValue, Revision, Snapshot, Store, StoreError, TxnOutcome, Write, WriteOutcome,
 };
 
 /// key → (create revision, modification revision, value)
@@ -48,7 +48,7 @@ const REOPEN_FIRST: Duration = Duration::from_millis(250);
 const REOPEN_MAX: Duration = Duration::from_secs(2);
 
 enum Request {
-    Write(Write, oneshot::Sender<Result<WriteOutcome, StoreError>>),
+    Write(Vec<Write>, Reply),
     Subscribe(String, oneshot::Sender<Result<(Snapshot, Feed), StoreError>>),
     Get(String, oneshot::Sender<Result<Option<KeyValue>, StoreError>>),
 }
@@ -187,11 +187,47 @@ fn probe(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// Where the outcome of a queued write goes: a single write's caller, or a transaction's.
+enum Reply {
+    One(oneshot::Sender<Result<WriteOutcome, StoreError>>),
+    All(oneshot::Sender<Result<TxnOutcome, StoreError>>),
+}
+
+impl Reply {
+    fn send(self, outcome: Result<TxnOutcome, StoreError>) {
+        match self {
+            Reply::All(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::One(tx) => {
+                let _ = tx.send(outcome.map(|o| match o {
+                    TxnOutcome::Committed { revision, mut prevs } => WriteOutcome::Committed {
+                        revision,
+                        prev: prevs.pop().flatten(),
+                    },
+                    TxnOutcome::PreconditionFailed { current, .. } => {
+                        WriteOutcome::PreconditionFailed { current }
+                    }
+                }));
+            }
+        }
+    }
+}
+
 impl Store for RedbStore {
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
-            self.send(Request::Write(write, tx))?;
+            self.send(Request::Write(vec![write], Reply::One(tx)))?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn write_all(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+        Box::pin(async move {
+            crate::check_txn(&writes)?;
+            let (tx, rx) = oneshot::channel();
+            self.send(Request::Write(writes, Reply::All(tx)))?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
@@ -257,7 +293,8 @@ struct Writer {
     health: Arc<Mutex<Health>>,
 }
 
-type Pending = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
+/// One queued request: a single write or a transaction, each committing at a revision of its own.
+type Pending = (Vec<Write>, Reply);
 
 impl Writer {
     fn run(mut self, rx: std_mpsc::Receiver<Request>) {
@@ -446,7 +483,7 @@ impl Writer {
         let batch = std::mem::take(writes);
         if let Err(e) = self.db() {
             for (_, reply) in batch {
-                let _ = reply.send(Err(e.clone()));
+                reply.send(Err(e.clone()));
             }
             return;
         }
@@ -454,7 +491,7 @@ impl Writer {
         match self.apply(&batch) {
             Ok((outcomes, events)) => {
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                    reply.send(Ok(outcome));
                 }
                 if !events.is_empty() {
                     self.publish(events);
@@ -479,13 +516,16 @@ impl Writer {
                     }
                 };
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(err.clone()));
+                    reply.send(Err(err.clone()));
                 }
             }
         }
     }
 
-    fn apply(&mut self, batch: &[Pending]) -> Result<(Vec<WriteOutcome>, Vec<Event>), redb::Error> {
+    /// Applies each queued request in turn inside one redb transaction: a request whose
+    /// preconditions all hold takes the next revision for all of its keys; one that fails writes
+    /// nothing and takes no revision.
+    fn apply(&mut self, batch: &[Pending]) -> Result<(Vec<TxnOutcome>, Vec<Event>), redb::Error> {
         let Some(db) = self.db.as_ref() else {
             return Err(redb::Error::DatabaseClosed);
         };
@@ -494,62 +534,57 @@ impl Writer {
         let mut events = Vec::new();
         {
             let mut table = txn.open_table(OBJECTS).map_err(db_err)?;
-            for (write, _) in batch {
-                let key = match write {
-                    Write::Put { key, .. } | Write::Delete { key, .. } => key.as_str(),
-                };
-                let current = table.get(key).map_err(db_err)?.map(|g| {
-                    let (c, m, val) = g.value();
-                    KeyValue {
-                        key: key.to_string(),
-                        value: Bytes::copy_from_slice(val),
-                        create_revision: c,
-                        mod_revision: m,
+            'requests: for (writes, _) in batch {
+                // Each key's state as the writes before this request in the batch left it.
+                let mut currents = Vec::with_capacity(writes.len());
+                for (index, write) in writes.iter().enumerate() {
+                    let key = write.key();
+                    let current = table.get(key).map_err(db_err)?.map(|g| {
+                        let (c, m, val) = g.value();
+                        KeyValue {
+                            key: key.to_string(),
+                            value: Bytes::copy_from_slice(val),
+                            create_revision: c,
+                            mod_revision: m,
+                        }
+                    });
+                    if !write.holds(current.as_ref()) {
+                        outcomes.push(TxnOutcome::PreconditionFailed { index, current });
+                        continue 'requests;
                     }
-                });
-                let precondition = match write {
-                    Write::Put { precondition, .. } | Write::Delete { precondition, .. } => *precondition,
-                };
-                let holds = match precondition {
-                    Precondition::None => true,
-                    Precondition::Absent => current.is_none(),
-                    Precondition::Exists => current.is_some(),
-                    Precondition::ModRevision(r) => current.as_ref().is_some_and(|kv| kv.mod_revision == r),
-                };
-                // A delete of a missing key has nothing to do, whatever the precondition.
-                let is_noop_delete = matches!(write, Write::Delete { .. }) && current.is_none();
-                if !holds || is_noop_delete {
-                    outcomes.push(WriteOutcome::PreconditionFailed { current });
-                    continue;
+                    currents.push(current);
                 }
                 let revision = self.revision + 1;
                 self.revision = revision;
-                match write {
-                    Write::Put { value, .. } => {
-                        let create = current.as_ref().map_or(revision, |kv| kv.create_revision);
-                        table
-                            .insert(key, (create, revision, value.as_ref()))
-                            .map_err(db_err)?;
-                        events.push(Event::Put {
-                            kv: KeyValue {
-                                key: key.to_string(),
-                                value: value.clone(),
-                                create_revision: create,
-                                mod_revision: revision,
-                            },
-                            prev: current.clone(),
-                        });
-                    }
-                    Write::Delete { .. } => {
-                        table.remove(key).map_err(db_err)?;
-                        if let Some(prev) = current.clone() {
-                            events.push(Event::Delete { prev, revision });
+                for (write, current) in writes.iter().zip(&currents) {
+                    let key = write.key();
+                    match write {
+                        Write::Put { value, .. } => {
+                            let create = current.as_ref().map_or(revision, |kv| kv.create_revision);
+                            table
+                                .insert(key, (create, revision, value.as_ref()))
+                                .map_err(db_err)?;
+                            events.push(Event::Put {
+                                kv: KeyValue {
+                                    key: key.to_string(),
+                                    value: value.clone(),
+                                    create_revision: create,
+                                    mod_revision: revision,
+                                },
+                                prev: current.clone(),
+                            });
+                        }
+                        Write::Delete { .. } => {
+                            table.remove(key).map_err(db_err)?;
+                            if let Some(prev) = current.clone() {
+                                events.push(Event::Delete { prev, revision });
+                            }
                         }
                     }
                 }
-                outcomes.push(WriteOutcome::Committed {
+                outcomes.push(TxnOutcome::Committed {
                     revision,
-                    prev: current,
+                    prevs: currents,
                 });
             }
             let mut meta = txn.open_table(META).map_err(db_err)?;
@@ -574,6 +609,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Precondition;
     use std::sync::Arc;
 
     fn put(key: &str, v: &str, precondition: Precondition) -> Write {
@@ -607,6 +643,18 @@ mod tests {
     async fn conformance_concurrent_writes() {
         let (_dir, store) = fresh();
         crate::conformance::concurrent_writes(store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_transactions() {
+        let (_dir, store) = fresh();
+        crate::conformance::transactions(store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_concurrent_transactions() {
+        let (_dir, store) = fresh();
+        crate::conformance::concurrent_transactions(store).await;
     }
 
     #[tokio::test]

@@ -185,7 +185,7 @@ pub struct MigrateArgs {
 
 /// `svcnet migrate`: copies a stopped cluster's embedded store into etcd, oldest write first, so the
 /// objects keep their UIDs and allocations (both live in the objects) and their resourceVersions keep
-/// their order (the numbers become etcd's revisions).
+/// their order (the numbers become etcd's revisions; keys written together keep one revision).
 pub async fn run_migrate(args: MigrateArgs) -> Result<()> {
     if !args.store.etcd() {
         bail!("svcnet migrate needs --etcd-servers: the etcd to move the cluster into");
@@ -207,18 +207,21 @@ pub async fn run_migrate(args: MigrateArgs) -> Result<()> {
         );
     }
     snapshot.items.sort_by_key(|kv| kv.mod_revision);
-    for kv in &snapshot.items {
-        let outcome = etcd
-            .write(svcnet_store::Write::Put {
+    // The keys one transaction wrote (a Service and its IPAddress) share a revision: they go into etcd
+    // as one transaction again, so they share one there too.
+    for group in snapshot.items.chunk_by(|a, b| a.mod_revision == b.mod_revision) {
+        let writes = group
+            .iter()
+            .map(|kv| svcnet_store::Write::Put {
                 key: kv.key.clone(),
                 value: kv.value.clone(),
                 precondition: svcnet_store::Precondition::Absent,
             })
-            .await?;
-        if let svcnet_store::WriteOutcome::PreconditionFailed { .. } = outcome {
+            .collect();
+        if let svcnet_store::TxnOutcome::PreconditionFailed { index, .. } = etcd.write_all(writes).await? {
             bail!(
                 "{} appeared in etcd while migrating; is another server writing there?",
-                kv.key
+                group[index].key
             );
         }
     }

@@ -179,6 +179,12 @@ fn migrate_a_one_node_cluster_into_etcd() {
     let moved = c.get_json(&["service", "web"]);
     assert_eq!(moved["metadata"]["uid"], svc["metadata"]["uid"]);
     assert_eq!(moved["spec"]["clusterIP"], svc["spec"]["clusterIP"]);
+    // Written together on redb, so migrated together: one revision in etcd too.
+    let address = c.get_json(&["ipaddress", moved["spec"]["clusterIP"].as_str().unwrap()]);
+    assert_eq!(
+        address["metadata"]["resourceVersion"], moved["metadata"]["resourceVersion"],
+        "the Service and its IPAddress at one revision"
+    );
     let keys = etcd.etcdctl(&["get", "--prefix", "/registry/", "--keys-only"]);
     assert!(String::from_utf8_lossy(&keys.stdout).contains("web"));
 }

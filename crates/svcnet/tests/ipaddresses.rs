@@ -699,3 +699,141 @@ fn stored_services_without_allocations_are_adopted_at_start() {
     assert!(events(&c, "default", "ClusterIPNotAllocated").is_empty());
     assert!(events(&c, "default", "PortNotAllocated").is_empty());
 }
+
+/// One request through `client`: (status, body).
+async fn send(client: &kube::Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
+        .unwrap();
+    let answer = async {
+        let resp = client.send(req.map(kube::client::Body::from)).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    };
+    tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("an answer within 10 s")
+}
+
+fn rv(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+const SVCS: &str = "/api/v1/namespaces/default/services";
+
+fn clusterip_service(name: &str) -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"ports": [{"port": 80}]}})
+}
+
+/// A Service and its IPAddress are written in one store transaction: both carry one resourceVersion.
+/// A watch of Services resumed at it on `watch_on` (another server on etcd) gets every later Service
+/// event once, in order, and not the Service itself; a create that fails leaves no IPAddress behind.
+async fn one_revision_then_resume(create_on: &kube::Client, watch_on: &kube::Client) {
+    use futures::{AsyncBufReadExt, TryStreamExt};
+    let (code, first) = send(create_on, "POST", SVCS, Some(clusterip_service("first"))).await;
+    assert_eq!(code, 201, "{first}");
+    let at = rv(&first);
+    let ip = first["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let (code, address) = send(
+        watch_on,
+        "GET",
+        &format!("/apis/networking.k8s.io/v1/ipaddresses/{ip}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{address}");
+    assert_eq!(rv(&address), at, "the Service and its IPAddress at one revision");
+
+    let path = format!("{SVCS}?watch=true&resourceVersion={at}");
+    let lines = watch_on
+        .request_stream(http::Request::get(path).body(Vec::new()).unwrap())
+        .await
+        .unwrap()
+        .lines();
+    let watcher = tokio::spawn(async move {
+        futures::pin_mut!(lines);
+        let mut seen = Vec::new();
+        // Until nothing more comes for 3 s.
+        while let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_secs(3), lines.try_next()).await {
+            let ev: Value = serde_json::from_str(&l).unwrap();
+            let name = ev["object"]["metadata"]["name"].as_str().unwrap().to_string();
+            seen.push((rv(&ev["object"]), ev["type"].as_str().unwrap().to_string(), name));
+        }
+        seen
+    });
+
+    let addresses = |list: Value| items(&list).len();
+    let (_, list) = send(create_on, "GET", "/apis/networking.k8s.io/v1/ipaddresses", None).await;
+    let before = addresses(list);
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        // Through both servers in turn.
+        let client = if i % 2 == 0 { create_on } else { watch_on };
+        let name = format!("later-{i}");
+        let (code, obj) = send(client, "POST", SVCS, Some(clusterip_service(&name))).await;
+        assert_eq!(code, 201, "{obj}");
+        let (_, address) = send(
+            client,
+            "GET",
+            &format!(
+                "/apis/networking.k8s.io/v1/ipaddresses/{}",
+                obj["spec"]["clusterIP"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(rv(&address), rv(&obj), "{name}");
+        expected.push((rv(&obj), "ADDED".to_string(), name));
+    }
+    // A create that fails (the name is taken) picked an address but wrote nothing.
+    let (code, err) = send(create_on, "POST", SVCS, Some(clusterip_service("later-0"))).await;
+    assert_eq!(
+        (code, err["reason"].as_str()),
+        (409, Some("AlreadyExists")),
+        "{err}"
+    );
+    let (_, list) = send(watch_on, "GET", "/apis/networking.k8s.io/v1/ipaddresses", None).await;
+    assert_eq!(
+        addresses(list),
+        before + 10,
+        "one IPAddress per created Service, none more"
+    );
+
+    let seen = watcher.await.unwrap();
+    assert_eq!(seen, expected, "every later event once, in order, nothing before");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_and_its_ipaddress_share_a_revision_on_redb() {
+    let c = Cluster::start_with(SVCNET, &["--no-agent", "--service-cidr", "127.96.0.0/24"]);
+    let k = c.client().await;
+    one_revision_then_resume(&k, &k).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_and_its_ipaddress_share_a_revision_on_etcd_and_a_watch_resumes_elsewhere() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let flags = [
+        "--control-plane-only",
+        "--etcd-servers",
+        url.as_str(),
+        "--service-cidr",
+        "127.96.0.0/24",
+    ];
+    let a = Cluster::start_with(SVCNET, &flags);
+    let b = Cluster::start_joining(SVCNET, &a, &flags);
+    one_revision_then_resume(&a.client().await, &b.client().await).await;
+}

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use svcnet_api::resources::{self, ResourceType};
 use svcnet_api::selector::{FieldSelector, LabelSelector};
 use svcnet_kinds::kinds;
-use svcnet_store::{Precondition, Revision, Write, WriteOutcome};
+use svcnet_store::{Precondition, Revision, TxnOutcome, Write, WriteOutcome};
 
 use crate::ApiServer;
 use crate::authn::UserInfo;
@@ -113,6 +113,9 @@ impl<'a> WriteCtx<'a> {
 const NAMESPACE_TERMINATING: &str = "is being terminated";
 /// Attempts at an unconditional update or patch before giving up on a hot object.
 const RETRIES: usize = 16;
+/// How often a create is admitted again when another server took an address it picked (each time
+/// after the cache shows that address taken, so a retry picks another).
+const ALLOCATION_RETRIES: usize = 8;
 
 pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
@@ -172,6 +175,21 @@ impl ApiServer {
                 Ok(Ok(revision))
             }
             WriteOutcome::PreconditionFailed { current } => Ok(Err(current)),
+        }
+    }
+
+    /// Commits writes in one store transaction and waits until the cache reflects them; a refusal
+    /// says which write's precondition failed and its key's state.
+    async fn commit_all(
+        &self,
+        writes: Vec<Write>,
+    ) -> Result<Result<Revision, (usize, Option<svcnet_store::KeyValue>)>, ApiError> {
+        match self.store.write_all(writes).await? {
+            TxnOutcome::Committed { revision, .. } => {
+                self.cache.wait_for(revision).await;
+                Ok(Ok(revision))
+            }
+            TxnOutcome::PreconditionFailed { index, current } => Ok(Err((index, current))),
         }
     }
 
@@ -272,41 +290,66 @@ impl ApiServer {
         }
         // generateName collisions are retried with a new suffix, as kube-apiserver does.
         for attempt in 0..8 {
-            let mut candidate = obj.clone();
+            let mut named = obj.clone();
             if !has_name && let Some(g) = &generate {
-                meta_mut(&mut candidate).insert("name".into(), json!(format!("{g}{}", random_suffix())));
+                meta_mut(&mut named).insert("name".into(), json!(format!("{g}{}", random_suffix())));
             }
-            let name = meta_str(&candidate, "name").unwrap_or_default().to_string();
-            let errs = strategy::of(rt)
-                .admit_create(rt, &mut candidate, &self.kind_hooks, ctx.dry_run)
-                .await?;
-            if !errs.is_empty() {
-                return Err(ApiError::invalid(rt.kind, rt.group, &name, &errs));
-            }
-            if let Some(m) = &ctx.manager {
-                managed::on_create(&mut candidate, m, ctx.route.subresource.as_deref());
-            }
+            let name = meta_str(&named, "name").unwrap_or_default().to_string();
             let key = object_key(rt, ns.as_deref(), &name);
-            if ctx.dry_run {
-                // A dry run reserved nothing, so there is nothing to release.
-                if self.cache.get(&key).is_some() {
-                    return Err(ApiError::already_exists(rt, &name));
+            // Another server can take an address this one's cache still shows free: admitted again
+            // once the cache shows it taken, a few times at most.
+            let mut taken_meanwhile = 0;
+            let (mut candidate, res, with) = loop {
+                let mut candidate = named.clone();
+                let admission = strategy::of(rt)
+                    .admit_create(rt, &mut candidate, &self.kind_hooks, ctx.dry_run)
+                    .await?;
+                if !admission.errors.is_empty() {
+                    return Err(ApiError::invalid(rt.kind, rt.group, &name, &admission.errors));
                 }
-                return Ok(Reply {
-                    code: 201,
-                    body: candidate,
-                    warnings: Vec::new(),
-                    raw: None,
-                });
-            }
-            let bytes = Bytes::from(serde_json::to_vec(&candidate).map_err(ApiError::internal)?);
-            let res = self
-                .commit(Write::Put {
-                    key,
+                if let Some(m) = &ctx.manager {
+                    managed::on_create(&mut candidate, m, ctx.route.subresource.as_deref());
+                }
+                if ctx.dry_run {
+                    // A dry run reserved nothing, so there is nothing to release.
+                    if self.cache.get(&key).is_some() {
+                        return Err(ApiError::already_exists(rt, &name));
+                    }
+                    return Ok(Reply {
+                        code: 201,
+                        body: candidate,
+                        warnings: Vec::new(),
+                        raw: None,
+                    });
+                }
+                let bytes = Bytes::from(serde_json::to_vec(&candidate).map_err(ApiError::internal)?);
+                let with = admission.with.len();
+                let mut writes = admission.with;
+                writes.push(Write::Put {
+                    key: key.clone(),
                     value: bytes,
                     precondition: Precondition::Absent,
-                })
-                .await;
+                });
+                let res = self.commit_all(writes).await;
+                if let Ok(Err((index, current))) = &res
+                    && *index < with
+                    && taken_meanwhile < ALLOCATION_RETRIES
+                {
+                    taken_meanwhile += 1;
+                    strategy::of(rt)
+                        .release_unwritten(&candidate, &self.kind_hooks)
+                        .await;
+                    if let Some(kv) = current {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            self.cache.wait_for(kv.mod_revision),
+                        )
+                        .await;
+                    }
+                    continue;
+                }
+                break (candidate, res, with);
+            };
             match res {
                 Ok(Ok(rev)) => {
                     Self::stamp(&mut candidate, rev);
@@ -317,8 +360,18 @@ impl ApiServer {
                         raw: None,
                     });
                 }
+                Ok(Err((index, _))) if index < with => {
+                    strategy::of(rt)
+                        .release_unwritten(&candidate, &self.kind_hooks)
+                        .await;
+                    return Err(ApiError::internal(
+                        "failed to allocate a serviceIP: too many concurrent allocations",
+                    ));
+                }
                 Ok(Err(_)) => {
-                    self.release(rt, &candidate, None).await;
+                    strategy::of(rt)
+                        .release_unwritten(&candidate, &self.kind_hooks)
+                        .await;
                     if has_name || generate.is_none() || attempt == 7 {
                         return Err(ApiError::already_exists(rt, &name));
                     }
@@ -329,7 +382,9 @@ impl ApiServer {
                     // releasing could free what a stored object holds for another object to take;
                     // kept, it is at worst a leak, which the repair loop releases once no object holds it.
                     if e.code == 507 || e.code == 413 {
-                        self.release(rt, &candidate, None).await;
+                        strategy::of(rt)
+                            .release_unwritten(&candidate, &self.kind_hooks)
+                            .await;
                     }
                     return Err(e);
                 }
@@ -759,6 +814,163 @@ fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::future::BoxFuture;
+    use svcnet_store::{Feed, KeyValue, Snapshot, Store, StoreError, TxnOutcome};
+    use tokio::sync::{mpsc, watch};
+
+    /// A store whose change feeds pass batches on only while `hold` is false: the cache of a server
+    /// that is behind the store, as one on etcd can be behind another server's writes.
+    struct Lagging {
+        inner: Arc<dyn Store>,
+        hold: watch::Receiver<bool>,
+    }
+
+    impl Store for Lagging {
+        fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+            self.inner.write(write)
+        }
+
+        fn write_all(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+            self.inner.write_all(writes)
+        }
+
+        fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>> {
+            self.inner.get(key)
+        }
+
+        fn snapshot_and_watch(&self, prefix: &str) -> BoxFuture<'_, Result<(Snapshot, Feed), StoreError>> {
+            let prefix = prefix.to_string();
+            let mut hold = self.hold.clone();
+            Box::pin(async move {
+                let (snapshot, mut feed) = self.inner.snapshot_and_watch(&prefix).await?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(batch) = feed.recv().await {
+                        let _ = hold.wait_for(|h| !*h).await;
+                        if tx.send(batch).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Ok((snapshot, rx))
+            })
+        }
+    }
+
+    async fn server(store: Arc<dyn Store>) -> Arc<ApiServer> {
+        let hooks = crate::hooks::KindHooks::with_services(crate::hooks::ServiceNetConfig {
+            // Six usable addresses.
+            service_cidrs: vec!["10.0.0.0/29".parse().unwrap()],
+            node_port_range: svcnet_alloc::PortRange::parse("30000-30009").unwrap(),
+        })
+        .unwrap();
+        let config = crate::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: "t".into(),
+            token_file: Default::default(),
+            sa_signer: None,
+            client_verifier: None,
+            hooks,
+        };
+        ApiServer::new(store, config).await.unwrap()
+    }
+
+    /// Server b's cache has not yet seen the addresses server a gave its Services. Asked for one of
+    /// them, b reads the store and refuses at once in kube's words. Left to pick one when a holds them
+    /// all, b picks one its cache shows free and writes its IPAddress with the Service in one
+    /// transaction, which fails on the address; b waits until its cache shows it taken, admits again
+    /// and finds the range full. Nothing of b's Services is written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn addresses_another_server_took_first_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(svcnet_store::redb::RedbStore::open(&dir.path().join("db")).unwrap());
+        let (hold, held) = watch::channel(false);
+        let a = server(store.clone()).await;
+        let b = server(Arc::new(Lagging {
+            inner: store.clone(),
+            hold: held,
+        }))
+        .await;
+        let ns_rt = resources::lookup("", "v1", "namespaces").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        let WriteOutcome::Committed { revision, .. } = store
+            .write(Write::Put {
+                key: object_key(ns_rt, None, "default"),
+                value: Bytes::from(serde_json::to_vec(&ns).unwrap()),
+                precondition: Precondition::Absent,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("a fresh key commits")
+        };
+        a.cache.wait_for(revision).await;
+        b.cache.wait_for(revision).await;
+
+        let svc_rt = resources::lookup("", "v1", "services").unwrap();
+        let route = ResourceRoute::object(svc_rt, Some("default".into()), None);
+        let params = Params::default();
+        let ctx = WriteCtx::internal(&route, &params, "test");
+        let svc = |name: &str, ip: Option<&str>| {
+            let mut s = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"ports": [{"port": 80}]}});
+            if let Some(ip) = ip {
+                s["spec"]["clusterIP"] = json!(ip);
+            }
+            s
+        };
+        hold.send_replace(true);
+        let made = a.create(&ctx, svc("a", Some("10.0.0.5"))).await.unwrap();
+        assert_eq!(made.code, 201);
+        let Err(err) = b.create(&ctx, svc("b", Some("10.0.0.5"))).await else {
+            panic!("b's create of a taken address succeeded")
+        };
+        assert_eq!(err.code, 422, "{}", err.message);
+        assert!(
+            err.message.contains("provided IP is already allocated"),
+            "{}",
+            err.message
+        );
+        for i in 0..5 {
+            let made = a.create(&ctx, svc(&format!("a{i}"), None)).await.unwrap();
+            assert_eq!(made.code, 201);
+        }
+        let lag = std::time::Duration::from_millis(300);
+        tokio::spawn(async move {
+            tokio::time::sleep(lag).await;
+            hold.send_replace(false);
+        });
+        let started = std::time::Instant::now();
+        let Err(err) = b.create(&ctx, svc("b2", None)).await else {
+            panic!("b allocated from a full range")
+        };
+        assert!(err.message.contains("range is full"), "{}", err.message);
+        assert!(
+            started.elapsed() >= lag,
+            "refused only once b's cache saw the addresses ({:?})",
+            started.elapsed()
+        );
+        for name in ["b", "b2"] {
+            assert!(
+                store
+                    .get(&object_key(svc_rt, Some("default"), name))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let (addresses, _) = store
+            .snapshot_and_watch("/networking.k8s.io/ipaddresses/")
+            .await
+            .unwrap();
+        assert_eq!(addresses.items.len(), 6);
+        for kv in &addresses.items {
+            let address: Value = serde_json::from_slice(&kv.value).unwrap();
+            let parent = address["spec"]["parentRef"]["name"].as_str().unwrap();
+            assert!(parent.starts_with('a'), "{parent} holds {}", kv.key);
+        }
+    }
 
     #[test]
     fn suffixes() {

@@ -19,6 +19,27 @@ use crate::authn::UserInfo;
 use crate::errors::ApiError;
 use crate::hooks::KindHooks;
 
+/// What admitting a new object decided.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Field errors (a 422); with any, nothing stays reserved.
+    pub errors: Vec<FieldError>,
+    /// Writes that must commit in one store transaction with the object, or not at all: a Service's
+    /// IPAddress objects, each a create, so that a failed create leaves none behind and two servers
+    /// never both commit one address.
+    pub with: Vec<svcnet_store::Write>,
+}
+
+impl Admission {
+    /// Only field errors (none: admitted), nothing to write with the object.
+    pub fn errors(errors: Vec<FieldError>) -> Self {
+        Admission {
+            errors,
+            with: Vec::new(),
+        }
+    }
+}
+
 mod csr;
 mod namespace;
 mod networking;
@@ -60,7 +81,8 @@ pub trait Strategy: Sync {
     }
 
     /// Validates a new object completely (metadata included, every error at once) and reserves what
-    /// it holds beyond itself; on errors nothing stays reserved, and a dry run reserves nothing. Field
+    /// it holds beyond itself, or names the writes that reserve it together with the object
+    /// ([`Admission::with`]); on errors nothing stays reserved, and a dry run reserves nothing. Field
     /// errors become a 422.
     fn admit_create<'a>(
         &'a self,
@@ -68,8 +90,10 @@ pub trait Strategy: Sync {
         obj: &'a mut Value,
         _hooks: &'a KindHooks,
         _dry_run: bool,
-    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
-        Box::pin(std::future::ready(Ok(validate_create(rt, self, obj))))
+    ) -> BoxFuture<'a, Result<Admission, ApiError>> {
+        Box::pin(std::future::ready(Ok(Admission::errors(validate_create(
+            rt, self, obj,
+        )))))
     }
 
     /// As [`Strategy::admit_create`], for an update of `old` to `new` (of the main resource, or of
@@ -94,6 +118,13 @@ pub trait Strategy: Sync {
         _keep: Option<&'a Value>,
         _hooks: &'a KindHooks,
     ) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Releases what [`Strategy::admit_create`] reserved for a new `obj` whose write did not commit
+    /// (its [`Admission::with`] did not either, so what those would have taken is not released: it
+    /// may be another object's).
+    fn release_unwritten<'a>(&'a self, _obj: &'a Value, _hooks: &'a KindHooks) -> BoxFuture<'a, ()> {
         Box::pin(std::future::ready(()))
     }
 }

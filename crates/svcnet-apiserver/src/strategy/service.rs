@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use svcnet_api::field::FieldError;
 use svcnet_api::resources::ResourceType;
 
-use super::Strategy;
+use super::{Admission, Strategy};
 use crate::errors::ApiError;
 use crate::hooks::KindHooks;
 
@@ -27,11 +27,11 @@ impl Strategy for Service {
         obj: &'a mut Value,
         hooks: &'a KindHooks,
         dry_run: bool,
-    ) -> BoxFuture<'a, Result<Vec<FieldError>, ApiError>> {
+    ) -> BoxFuture<'a, Result<Admission, ApiError>> {
         Box::pin(async move {
             match hooks.service_create(obj, dry_run).await {
                 Some(res) => res,
-                None => Ok(super::validate_create(rt, self, obj)),
+                None => Ok(Admission::errors(super::validate_create(rt, self, obj))),
             }
         })
     }
@@ -60,5 +60,9 @@ impl Strategy for Service {
         hooks: &'a KindHooks,
     ) -> BoxFuture<'a, ()> {
         Box::pin(hooks.service_release(obj, keep))
+    }
+
+    fn release_unwritten<'a>(&'a self, obj: &'a Value, hooks: &'a KindHooks) -> BoxFuture<'a, ()> {
+        Box::pin(hooks.service_release_unwritten(obj))
     }
 }
