@@ -19,6 +19,7 @@
 //!   clients, for data-plane traffic tests.
 //! - [`multinode`]: a real `svcnet lab` (a multi-node cluster of network namespaces) with kubectl on the
 //!   host, commands in its nodes and client, and a snapshot of the host's network to compare before/after.
+//! - [`raw`]: raw API requests through a kube-rs client (status and body as the server answered).
 //! - [`process`]: another svcnet command (`proxy`, `dns`) as its own process, stopped by PID.
 //! - [`eventually`]: the one "wait until" every harness and test polls with.
 //!
@@ -35,6 +36,8 @@ pub mod neighbours;
 pub mod net;
 pub mod netns;
 pub mod process;
+#[cfg(feature = "kube")]
+pub mod raw;
 pub mod users;
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::{AsyncBufReadExt, TryStreamExt};
 use serde_json::{Value, json};
 use svcnet_testsupport::etcd::Etcd;
+use svcnet_testsupport::raw::{rv, send};
 use svcnet_testsupport::{Cluster, eventually};
 
 /// The binary under test.
@@ -17,22 +18,6 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
 fn cm(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": name}})
-}
-
-async fn send(client: &kube::Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
-        .unwrap();
-    let resp = client.send(req.map(kube::client::Body::from)).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 fn names(list: &Value) -> Vec<String> {
@@ -187,14 +172,6 @@ async fn watch_events(client: &kube::Client, path: &str, n: usize) -> Vec<Value>
         }
     }
     out
-}
-
-fn rv(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// Three API servers on one etcd: each serves the others' writes at once (consistent reads), one

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use svcnet_testsupport::agent::Agent;
 use svcnet_testsupport::etcd::{Etcd, EtcdCluster};
 use svcnet_testsupport::kubectl::NEWEST;
+use svcnet_testsupport::raw::{rv, try_send};
 use svcnet_testsupport::{Cluster, eventually, net};
 
 /// The binary under test.
@@ -22,44 +23,6 @@ const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 const SVCS: &str = "/api/v1/namespaces/default/services";
-
-/// One request; `Err` when no answer came (connection refused or reset, or 10 s without one).
-async fn send(
-    client: &kube::Client,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(u16, Value), String> {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
-        .unwrap();
-    let answer = async {
-        let resp = client
-            .send(req.map(kube::client::Body::from))
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let bytes = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
-    };
-    tokio::time::timeout(Duration::from_secs(10), answer)
-        .await
-        .map_err(|_| "no answer in 10 s".to_string())?
-}
-
-fn rv(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 fn name(obj: &Value) -> String {
     obj["metadata"]["name"].as_str().unwrap().to_string()
@@ -87,19 +50,23 @@ async fn writer(
             let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": cm}, "data": {"k": format!("update-{n}")}});
             // An unconditional update (no resourceVersion): the server retries its own conflicts.
-            send(k, "PUT", &format!("{CMS}/{cm}"), Some(body))
+            try_send(k, "PUT", &format!("{CMS}/{cm}"), Some(body))
                 .await
                 .map(|r| ("ConfigMap", r))
         } else if n % 3 == 2 {
             let svc = format!("s{id}-{n}");
             let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc},
                 "spec": {"type": "NodePort", "ports": [{"port": 80}], "selector": {"app": svc}}});
-            send(k, "POST", SVCS, Some(body)).await.map(|r| ("Service", r))
+            try_send(k, "POST", SVCS, Some(body))
+                .await
+                .map(|r| ("Service", r))
         } else {
             let cm = format!("w{id}-{n}");
             let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": cm}, "data": {"k": "created"}});
-            send(k, "POST", CMS, Some(body)).await.map(|r| ("ConfigMap", r))
+            try_send(k, "POST", CMS, Some(body))
+                .await
+                .map(|r| ("ConfigMap", r))
         };
         if let Ok((kind, (code, obj))) = result
             && (200..300).contains(&code)
@@ -242,7 +209,7 @@ async fn writes_while_a_server_and_a_member_die() -> Outcome {
     let c = Cluster::start_joining(SVCNET, &a, &flags);
     let (ka, kb, kc) = (a.client().await, b.client().await, c.client().await);
 
-    let (_, list) = send(&kb, "GET", CMS, None).await.unwrap();
+    let (_, list) = try_send(&kb, "GET", CMS, None).await.unwrap();
     let from: u64 = list["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
@@ -282,9 +249,9 @@ async fn writes_while_a_server_and_a_member_die() -> Outcome {
     watch_stop.store(true, Ordering::Relaxed);
     let (seen, moves) = watcher.await.unwrap();
     let history = etcd_history(&etcd, from).await;
-    let (_, cms) = send(&kc, "GET", CMS, None).await.unwrap();
+    let (_, cms) = try_send(&kc, "GET", CMS, None).await.unwrap();
     let cm_names = cms["items"].as_array().unwrap().iter().map(name).collect();
-    let (_, svcs) = send(&kb, "GET", SVCS, None).await.unwrap();
+    let (_, svcs) = try_send(&kb, "GET", SVCS, None).await.unwrap();
     Outcome {
         acked,
         seen,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use svcnet_testsupport::etcd::Etcd;
 use svcnet_testsupport::kubectl::NEWEST;
+use svcnet_testsupport::raw::{rv, send};
 use svcnet_testsupport::{Cluster, eventually};
 
 /// The binary under test.
@@ -698,36 +699,6 @@ fn stored_services_without_allocations_are_adopted_at_start() {
     );
     assert!(events(&c, "default", "ClusterIPNotAllocated").is_empty());
     assert!(events(&c, "default", "PortNotAllocated").is_empty());
-}
-
-/// One request through `client`: (status, body).
-async fn send(client: &kube::Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
-        .unwrap();
-    let answer = async {
-        let resp = client.send(req.map(kube::client::Body::from)).await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    };
-    tokio::time::timeout(Duration::from_secs(10), answer)
-        .await
-        .expect("an answer within 10 s")
-}
-
-fn rv(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 const SVCS: &str = "/api/v1/namespaces/default/services";
