@@ -57,21 +57,41 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
     let is_init = matches!(which, Which::Init(_));
     let policy = restart_policy(&pod.pod).to_owned();
 
-    let launch = env::launch_spec(&pod.pod, &container, &pod.ctx)
-        .and_then(|spec| Ok((spec, security::identity(&pod.pod, &container)?)));
-    let (spec, identity) = match launch {
-        Ok(launch) => launch,
-        Err(e) => {
+    let (spec, identity) = loop {
+        // Read before computing, so that a change landing meanwhile is not missed.
+        let mut changes = pod.objects.changes();
+        changes.borrow_and_update();
+        let launch = env::launch_spec(&pod.pod, &container, &pod.ctx, pod.objects.as_ref())
+            .and_then(|spec| Ok((spec, security::identity(&pod.pod, &container)?)));
+        let e = match launch {
+            Ok(launch) => break launch,
+            Err(e) => e,
+        };
+        let message = Some(e.message.clone()).filter(|m| !m.is_empty());
+        pod.update(|s| {
+            let r = s.record_mut(which);
+            let same = matches!(&r.state, State::Waiting { reason, message: m } if reason == e.reason && *m == message);
+            r.state = State::Waiting {
+                reason: e.reason.into(),
+                message: message.clone(),
+            };
+            !same
+        });
+        if !e.retry {
             // Nothing the runner learns later can fix this (the spec is immutable): wait to be stopped.
-            pod.update(|s| {
-                s.record_mut(which).state = State::Waiting {
-                    reason: e.reason.into(),
-                    message: Some(e.message),
-                };
-                true
-            });
             stop_requested(&mut stop_rx).await;
             return Outcome::Stopped;
+        }
+        // A missing ConfigMap or Secret (or key) may appear: try again when an object changes, as the
+        // kubelet's sync loop does.
+        tokio::select! {
+            _ = stop_requested(&mut stop_rx) => return Outcome::Stopped,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    stop_requested(&mut stop_rx).await;
+                    return Outcome::Stopped;
+                }
+            }
         }
     };
     let cwd = match container.working_dir.as_ref().filter(|d| !d.is_empty()) {
@@ -87,7 +107,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
         }
     };
     // The identity goes after the pod's prefix (which may need root) and applies to probes and hooks too.
-    let mut exec_prefix = pod.ctx.exec_prefix.clone();
+    let mut exec_prefix = pod.ctx.prefix_for(&container.name);
     exec_prefix.extend(identity.setpriv_prefix());
     let target = Target {
         pod_ip: pod.ctx.pod_ip.to_string(),

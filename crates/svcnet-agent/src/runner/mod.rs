@@ -10,8 +10,9 @@
 //! - `PATH` is the agent's own unless the container sets one (there is no image to define it);
 //! - containers without `workingDir` run in `root/pods/<uid>/work`, shared by the pod's containers;
 //! - `image` is reported back as given and `imageID` is empty; container IDs are `svcnet://<pid>`;
-//! - ConfigMap/Secret references cannot be resolved: optional ones are skipped, required ones leave the
-//!   container waiting with `CreateContainerConfigError`; a container without `command` waits with
+//! - ConfigMap/Secret references are read from an [`ObjectSource`] (the agent's per-object watches): a
+//!   missing required one leaves the container waiting with `CreateContainerConfigError` in the
+//!   kubelet's words until the source changes; a container without `command` waits with
 //!   `RunContainerError`.
 //!
 //! - `securityContext` is honoured or refused as [`security`] describes (uid, gid, groups, runAsNonRoot,
@@ -31,6 +32,7 @@ mod probe;
 mod process;
 mod record;
 mod security;
+mod sources;
 mod status;
 mod timeline;
 
@@ -45,7 +47,9 @@ use tokio::sync::broadcast;
 
 pub use exec::{ExecTarget, exec_exit_code, kill_exec_group};
 pub use logs::LogStream;
+pub(crate) use logs::safe_component;
 use pod::{Backoff, PodHandle, StopRequest, run_pod};
+pub use sources::{Lookup, NoObjects, ObjectData, ObjectKind, ObjectSource};
 use status::{ContainerRecord, PodState, State};
 pub use timeline::LogOptions;
 
@@ -65,6 +69,25 @@ pub struct PodContext {
     /// in the pod's network namespace. Empty in the host pod network. The prefix must exec the command (not
     /// fork it), so that the container's PID and process group stay those of the process the runner started.
     pub exec_prefix: Vec<String>,
+    /// Words put after [`Self::exec_prefix`] for one container (by name): the pod's sandbox with that
+    /// container's own mounts (its `volumeMounts`). A container without an entry gets none.
+    #[serde(default)]
+    pub container_prefix: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PodContext {
+    /// Everything put before `container`'s command (and its exec probes, hooks and `kubectl exec`).
+    pub fn prefix_for(&self, container: &str) -> Vec<String> {
+        let mut words = self.exec_prefix.clone();
+        words.extend(
+            self.container_prefix
+                .get(container)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        words
+    }
 }
 
 /// Errors of the runner's API.
@@ -132,6 +155,8 @@ struct Inner {
     backoff: Backoff,
     pods: Mutex<HashMap<String, Arc<PodHandle>>>,
     changes: broadcast::Sender<String>,
+    /// Where containers' ConfigMap and Secret references are read; set once by the agent.
+    objects: std::sync::OnceLock<Arc<dyn ObjectSource>>,
 }
 
 /// The kubelet's crash-loop back-off: 10 s, doubling up to 5 min.
@@ -156,8 +181,22 @@ impl PodRunner {
                 },
                 pods: Mutex::new(HashMap::new()),
                 changes,
+                objects: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Reads containers' ConfigMap and Secret references from `objects` (once; before any pod starts).
+    /// Without it every such object is missing.
+    pub fn set_objects(&self, objects: Arc<dyn ObjectSource>) {
+        let _ = self.inner.objects.set(objects);
+    }
+
+    fn objects(&self) -> Arc<dyn ObjectSource> {
+        self.inner
+            .objects
+            .get_or_init(|| Arc::new(NoObjects::default()))
+            .clone()
     }
 
     fn pods(&self) -> MutexGuard<'_, HashMap<String, Arc<PodHandle>>> {
@@ -272,6 +311,7 @@ impl PodRunner {
                 self.inner.backoff,
                 self.inner.changes.clone(),
                 restored,
+                self.objects(),
             ));
             pods.insert(uid.clone(), handle.clone());
             (handle, runtime)

@@ -50,6 +50,8 @@ pub(crate) struct PodHandle {
     pub stop: watch::Sender<Option<StopRequest>>,
     /// True once the supervisor task has ended (no process of the pod is left).
     pub done: watch::Sender<bool>,
+    /// Where the containers' ConfigMap and Secret references are read.
+    pub objects: std::sync::Arc<dyn super::ObjectSource>,
 }
 
 fn containers(pod: &Pod) -> (&[Container], &[Container]) {
@@ -71,6 +73,7 @@ impl PodHandle {
         backoff: Backoff,
         changes: broadcast::Sender<String>,
         restored: Option<PodState>,
+        objects: std::sync::Arc<dyn super::ObjectSource>,
     ) -> PodHandle {
         let adopted = restored.is_some();
         let state = restored.unwrap_or_else(|| Self::fresh(&pod));
@@ -85,6 +88,7 @@ impl PodHandle {
             changes,
             stop: watch::Sender::new(None),
             done: watch::Sender::new(false),
+            objects,
         };
         // The record goes to disk before anything of the pod runs.
         handle.persist(&handle.lock());

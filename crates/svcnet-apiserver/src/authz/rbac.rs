@@ -108,7 +108,6 @@ fn applies_to(user: &UserInfo, subject: &Value, namespace: &str) -> bool {
     }
 }
 
-
 /// The rules of a ClusterRole: its own, and with an `aggregationRule` also those of every ClusterRole
 /// its selectors match, transitively (what kube's aggregation controller writes into the role).
 pub fn cluster_role_rules(all: &[Arc<Value>], role: &Value) -> Vec<Value> {
@@ -133,7 +132,10 @@ fn collect(all: &[Arc<Value>], role: &Value, seen: &mut HashSet<String>, out: &m
         Some(sels) => {
             for other in all {
                 let labels = other.pointer("/metadata/labels");
-                if sels.iter().any(|s| svcnet_api::workload::selector_matches(s, labels)) {
+                if sels
+                    .iter()
+                    .any(|s| svcnet_api::workload::selector_matches(s, labels))
+                {
                     collect(all, other, seen, out);
                 }
             }
