@@ -1,0 +1,309 @@
+//! Pods take ConfigMaps and Secrets as on a kubelet, through the real binary and kubectl, with the node
+//! agent reading them as the node (the Node authorizer lets it watch exactly the objects its pods use):
+//!
+//! - environment: `configMapKeyRef`, `secretKeyRef`, `envFrom` with a prefix; an optional missing key is
+//!   unset; a missing required ConfigMap or key leaves the container `CreateContainerConfigError` with
+//!   the kubelet's message, and the container starts once the object (or key) exists;
+//! - volumes: `configMap`, `secret` (items, defaultMode), `downwardAPI`, `emptyDir` and a `subPath`,
+//!   read by the pod at their `mountPath`s (as root; the host directory is in `SVCNET_VOLUME_<NAME>`
+//!   either way), read-only where the kubelet makes them so; a ConfigMap update reaches the mounted
+//!   file;
+//! - a hostPath volume is refused with a `FailedMount` event, and the pod does not run.
+
+use std::time::Duration;
+
+use svcnet_testsupport::netns::is_root;
+use svcnet_testsupport::{Cluster, eventually};
+
+/// The binary under test.
+const SVCNET: &str = env!("CARGO_BIN_EXE_svcnet");
+
+/// Where the test pods mount their volumes. A bind mount needs its target, so the agent makes these
+/// (empty) directories on the node; the test removes them at the end.
+const MOUNTS: &str = "/tmp/svcnet-pod-config-test";
+
+const OBJECTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: team-b}
+data: {mode: fast, level: "3"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: team-b}
+stringData: {password: hunter2, user: admin}
+"#;
+
+const ENV_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: env, namespace: team-b}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'echo "mode=$MODE pw=$PW pre=$CFG_level user=$user opt=${OPT-unset}"; sleep 600']
+    envFrom:
+    - {configMapRef: {name: settings}, prefix: CFG_}
+    - {secretRef: {name: creds}}
+    - {configMapRef: {name: absent, optional: true}}
+    env:
+    - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}
+    - {name: PW, valueFrom: {secretKeyRef: {name: creds, key: password}}}
+    - {name: OPT, valueFrom: {configMapKeyRef: {name: settings, key: nothing, optional: true}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: waits, namespace: team-b}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'echo "color=$COLOR"; sleep 600']
+    env:
+    - {name: COLOR, valueFrom: {configMapKeyRef: {name: later, key: color}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nokey, namespace: team-b}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'echo "speed=$SPEED"; sleep 600']
+    env:
+    - {name: SPEED, valueFrom: {configMapKeyRef: {name: settings, key: speed}}}
+"#;
+
+fn volume_pod() -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: vols, namespace: team-b, labels: {{app: vols, tier: "1"}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command:
+    - sh
+    - -c
+    - |
+      echo "host=$SVCNET_VOLUME_CFG"
+      if touch {MOUNTS}/cfg/new 2>/dev/null; then echo cfg=rw; else echo cfg=ro; fi
+      if echo hi > {MOUNTS}/scratch/f && test "$(cat {MOUNTS}/scratch/f)" = hi; then echo scratch=rw; fi
+      echo "pw=$(cat {MOUNTS}/sec/pw) mode=$(stat -L -c %a {MOUNTS}/sec/pw) sub=$(cat {MOUNTS}/mode-file)"
+      echo "labels=$(tr '\n' ' ' < {MOUNTS}/info/labels)"
+      for i in $(seq 1 2000); do echo "mode=$(cat {MOUNTS}/cfg/mode)"; sleep 0.3; done
+    volumeMounts:
+    - {{name: cfg, mountPath: {MOUNTS}/cfg}}
+    - {{name: cfg, mountPath: {MOUNTS}/mode-file, subPath: mode}}
+    - {{name: sec, mountPath: {MOUNTS}/sec}}
+    - {{name: info, mountPath: {MOUNTS}/info}}
+    - {{name: scratch, mountPath: {MOUNTS}/scratch}}
+  volumes:
+  - {{name: cfg, configMap: {{name: settings}}}}
+  - {{name: sec, secret: {{secretName: creds, defaultMode: 0400, items: [{{key: password, path: pw}}]}}}}
+  - {{name: info, downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}}}
+  - {{name: scratch, emptyDir: {{}}}}
+"#
+    )
+}
+
+const HOST_PATH_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hostpath, namespace: team-b}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'echo started; sleep 600']
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+  - {name: data, hostPath: {path: /srv}}
+"#;
+
+fn logs(c: &Cluster, pod: &str) -> String {
+    let out = c.kubectl_v("", &["logs", "-n", "team-b", pod], None);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The waiting reason and message of the pod's first container (empty strings when it has none).
+fn waiting(c: &Cluster, pod: &str) -> String {
+    c.ok(&[
+        "get",
+        "pod",
+        pod,
+        "-n",
+        "team-b",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}",
+    ])
+}
+
+fn events_of(c: &Cluster, pod: &str) -> String {
+    c.ok(&[
+        "get",
+        "events",
+        "-n",
+        "team-b",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "jsonpath={range .items[*]}{.type} {.reason} {.message}{\"\\n\"}{end}",
+    ])
+}
+
+#[test]
+fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
+    let root = is_root();
+    if !root {
+        eprintln!(
+            "NOTE: not root: volumes are checked through SVCNET_VOLUME_<NAME> only, not at their mountPath"
+        );
+    }
+    let _ = std::fs::remove_dir_all(MOUNTS);
+    let c = Cluster::start(SVCNET);
+    c.ok_v("", &["apply", "-f", "-"], Some(OBJECTS));
+    c.ok_v("", &["apply", "-f", "-"], Some(ENV_POD));
+
+    // Environment from both kinds, with envFrom's prefix; optional absent things stay unset.
+    assert!(
+        eventually(Duration::from_secs(60), || logs(&c, "env").contains("mode=")),
+        "{}\n{}",
+        waiting(&c, "env"),
+        svcnet_testsupport::cluster::tail(&c.log(), 40)
+    );
+    assert_eq!(
+        logs(&c, "env").lines().next(),
+        Some("mode=fast pw=hunter2 pre=3 user=admin opt=unset")
+    );
+
+    // A missing required ConfigMap, and a missing key: the kubelet's reason and messages.
+    assert!(
+        eventually(Duration::from_secs(30), || waiting(&c, "waits")
+            == "CreateContainerConfigError: configmap \"later\" not found"),
+        "{}",
+        waiting(&c, "waits")
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || waiting(&c, "nokey")
+            == "CreateContainerConfigError: couldn't find key speed in ConfigMap team-b/settings"),
+        "{}",
+        waiting(&c, "nokey")
+    );
+    // They start as soon as what they wait for exists (no pod event: the object's watch wakes them).
+    c.ok(&[
+        "create",
+        "configmap",
+        "later",
+        "-n",
+        "team-b",
+        "--from-literal=color=blue",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(30), || logs(&c, "waits")
+            .contains("color=blue")),
+        "{}",
+        waiting(&c, "waits")
+    );
+
+    // Volumes.
+    c.ok_v("", &["apply", "-f", "-"], Some(&volume_pod()));
+    assert!(
+        eventually(Duration::from_secs(60), || logs(&c, "vols").contains("mode=fast")),
+        "{}\n{}\n{}",
+        logs(&c, "vols"),
+        events_of(&c, "vols"),
+        svcnet_testsupport::cluster::tail(&c.log(), 40)
+    );
+    let log = logs(&c, "vols");
+    let host = log
+        .lines()
+        .find_map(|l| l.strip_prefix("host="))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| panic!("no SVCNET_VOLUME_CFG: {log}"))
+        .to_string();
+    let host = std::path::Path::new(&host);
+    // Written as the kubelet writes it: the files behind `..data`.
+    assert_eq!(std::fs::read_to_string(host.join("mode")).unwrap(), "fast");
+    assert_eq!(
+        std::fs::read_link(host.join("mode")).unwrap(),
+        std::path::Path::new("..data/mode")
+    );
+    if root {
+        assert!(log.contains("cfg=ro\n"), "{log}");
+        assert!(log.contains("scratch=rw\n"), "{log}");
+        assert!(log.contains("pw=hunter2 mode=400 sub=fast\n"), "{log}");
+        assert!(log.contains("labels=app=\"vols\" tier=\"1\" \n"), "{log}");
+    }
+
+    // An update of the ConfigMap reaches the file (kubectl's merge patch; the watch, not a poll).
+    c.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        "team-b",
+        "-p",
+        r#"{"data":{"mode":"slow","speed":"9"}}"#,
+    ]);
+    assert_eq!(std::fs::read_to_string(host.join("level")).unwrap(), "3");
+    assert!(
+        eventually(Duration::from_secs(30), || std::fs::read_to_string(
+            host.join("mode")
+        )
+        .is_ok_and(|m| m == "slow")),
+        "the host file did not follow the ConfigMap"
+    );
+    if root {
+        assert!(
+            eventually(Duration::from_secs(30), || logs(&c, "vols").contains("mode=slow")),
+            "{}",
+            logs(&c, "vols")
+        );
+    }
+    // The key the other pod waited for came with the same update.
+    assert!(
+        eventually(Duration::from_secs(30), || logs(&c, "nokey").contains("speed=9")),
+        "{}",
+        waiting(&c, "nokey")
+    );
+
+    // An unsupported volume: refused with the kubelet's FailedMount wording, and nothing runs.
+    c.ok_v("", &["apply", "-f", "-"], Some(HOST_PATH_POD));
+    let want = "Warning FailedMount MountVolume.SetUp failed for volume \"data\" : svcnet's node agent does not support hostPath volumes (it supports configMap, secret, downwardAPI, projected and emptyDir)";
+    assert!(
+        eventually(Duration::from_secs(30), || events_of(&c, "hostpath")
+            .contains(want)),
+        "{}",
+        events_of(&c, "hostpath")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "hostpath",
+            "-n",
+            "team-b",
+            "-o",
+            "jsonpath={.status.phase}"
+        ]),
+        "Pending"
+    );
+    assert_eq!(logs(&c, "hostpath"), "");
+
+    drop(c);
+    let _ = std::fs::remove_dir_all(MOUNTS);
+}
