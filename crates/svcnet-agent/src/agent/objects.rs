@@ -186,6 +186,20 @@ impl Objects {
         }
     }
 
+    /// Forgets every pod not in `live` (uids of a complete list): a pod deleted outright, never started.
+    pub(super) fn retain(&self, live: &HashSet<String>) {
+        let gone: Vec<String> = self
+            .lock()
+            .by_pod
+            .keys()
+            .filter(|uid| !live.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            self.forget(&uid);
+        }
+    }
+
     fn release(st: &mut State, key: &Key, uid: &str) {
         if let Some(item) = st.items.get_mut(key) {
             item.pods.remove(uid);

@@ -381,6 +381,11 @@ impl PodSync {
         // once the store holds the initial list: until then (kube's reflector buffers it) it is empty, and
         // every pod started from that list would look deleted.
         let listed = listed(&self.pods);
+        if listed {
+            let live: HashSet<String> = self.pods.state().iter().filter_map(|p| p.uid()).collect();
+            self.objects.retain(&live);
+            self.mount_reported.retain(|uid, _| live.contains(uid));
+        }
         for running in self.runner.running().into_iter().filter(|_| listed) {
             if self
                 .pods
