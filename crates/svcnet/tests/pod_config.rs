@@ -118,6 +118,29 @@ spec:
     )
 }
 
+/// A projected volume (ConfigMap items, Secret, downward API), an optional ConfigMap that does not
+/// exist, and a required one that does not exist yet.
+const PROJECTED_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: proj, namespace: team-b}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'cd "$SVCNET_VOLUME_ALL_IN_ONE" && echo "lvl=$(cat lvl) user=$(cat creds/user) name=$(cat name) opt=$(ls "$SVCNET_VOLUME_OPT" | wc -l) late=$(cat "$SVCNET_VOLUME_LATE/greeting")"; sleep 600']
+  volumes:
+  - name: all-in-one
+    projected:
+      sources:
+      - configMap: {name: settings, items: [{key: level, path: lvl}]}
+      - secret: {name: creds, items: [{key: user, path: creds/user}]}
+      - downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}
+  - {name: opt, configMap: {name: nothing, optional: true}}
+  - {name: late, configMap: {name: late-cm}}
+"#;
+
 const HOST_PATH_POD: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -278,6 +301,35 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         eventually(Duration::from_secs(30), || logs(&c, "nokey").contains("speed=9")),
         "{}",
         waiting(&c, "nokey")
+    );
+
+    // A volume whose ConfigMap does not exist yet: FailedMount in the kubelet's words, then the pod
+    // starts once it exists. Projected sources and an optional missing ConfigMap (an empty volume) work.
+    c.ok_v("", &["apply", "-f", "-"], Some(PROJECTED_POD));
+    let want =
+        "Warning FailedMount MountVolume.SetUp failed for volume \"late\" : configmap \"late-cm\" not found";
+    assert!(
+        eventually(Duration::from_secs(30), || events_of(&c, "proj").contains(want)),
+        "{}",
+        events_of(&c, "proj")
+    );
+    assert_eq!(logs(&c, "proj"), "");
+    c.ok(&[
+        "create",
+        "configmap",
+        "late-cm",
+        "-n",
+        "team-b",
+        "--from-literal=greeting=hello",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(30), || logs(&c, "proj").contains("late=")),
+        "{}",
+        events_of(&c, "proj")
+    );
+    assert_eq!(
+        logs(&c, "proj").trim_end(),
+        "lvl=3 user=admin name=proj opt=0 late=hello"
     );
 
     // An unsupported volume: refused with the kubelet's FailedMount wording, and nothing runs.
