@@ -332,7 +332,6 @@ fn lookup(
 
 /// The files of a ConfigMap or Secret (the kubelet's `MakePayload`): every key, or the `items` asked
 /// for, each with its mode or the default one.
-#[allow(clippy::too_many_arguments)]
 fn keyed(
     files: &mut Payload,
     volume: &str,

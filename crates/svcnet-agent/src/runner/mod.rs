@@ -308,8 +308,7 @@ impl PodRunner {
                 pod.clone(),
                 ctx,
                 dir,
-                self.inner.backoff,
-                self.inner.changes.clone(),
+                &self.inner,
                 restored,
                 self.objects(),
             ));

@@ -70,11 +70,11 @@ impl PodHandle {
         pod: Pod,
         ctx: PodContext,
         dir: PathBuf,
-        backoff: Backoff,
-        changes: broadcast::Sender<String>,
+        runner: &super::Inner,
         restored: Option<PodState>,
         objects: std::sync::Arc<dyn super::ObjectSource>,
     ) -> PodHandle {
+        let (backoff, changes) = (runner.backoff, runner.changes.clone());
         let adopted = restored.is_some();
         let state = restored.unwrap_or_else(|| Self::fresh(&pod));
         let handle = PodHandle {
