@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use svcnet_testsupport::netns::is_root;
+use svcnet_testsupport::netns::{Namespaces, POD_NETWORK_FLAGS, can_run, is_root};
 use svcnet_testsupport::{Cluster, eventually};
 
 /// The binary under test.
@@ -358,4 +358,65 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
 
     drop(c);
     let _ = std::fs::remove_dir_all(MOUNTS);
+}
+
+/// Where the netns test's pod mounts its volume.
+const NETNS_MOUNTS: &str = "/tmp/svcnet-pod-config-netns-test";
+
+/// In the netns pod network a container runs behind `ip netns exec` (which makes a mount namespace of its
+/// own for the pod's resolv.conf) and then the sandbox: its volumes are mounted there too, next to
+/// Kubernetes' resolv.conf, and follow their ConfigMap.
+#[test]
+fn volumes_are_mounted_in_the_netns_pod_network() {
+    if let Err(why) = can_run() {
+        println!("skipped: {why} (the netns pod network creates network namespaces)");
+        return;
+    }
+    let _ = std::fs::remove_dir_all(NETNS_MOUNTS);
+    let ns = Namespaces::create();
+    // Declared after `ns`, so dropped first: svcnet stops its pods before the namespaces go.
+    let c = Cluster::start_in_netns(SVCNET, &ns.node.name, &POD_NETWORK_FLAGS);
+    c.ok_v("", &["apply", "-f", "-"], Some(OBJECTS));
+    let pod = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: netvol, namespace: team-b}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'grep -c "^search team-b.svc" /etc/resolv.conf; for i in $(seq 1 2000); do echo "mode=$(cat {NETNS_MOUNTS}/cfg/mode)"; sleep 0.3; done']
+    volumeMounts: [{{name: cfg, mountPath: {NETNS_MOUNTS}/cfg}}]
+  volumes:
+  - {{name: cfg, configMap: {{name: settings}}}}
+"#
+    );
+    c.ok_v("", &["apply", "-f", "-"], Some(&pod));
+    assert!(
+        eventually(Duration::from_secs(60), || logs(&c, "netvol")
+            .contains("mode=fast")),
+        "{}\n{}",
+        logs(&c, "netvol"),
+        svcnet_testsupport::cluster::tail(&c.log(), 40)
+    );
+    assert!(logs(&c, "netvol").starts_with("1\n"), "{}", logs(&c, "netvol"));
+    c.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        "team-b",
+        "-p",
+        r#"{"data":{"mode":"slow"}}"#,
+    ]);
+    assert!(
+        eventually(Duration::from_secs(30), || logs(&c, "netvol")
+            .contains("mode=slow")),
+        "{}",
+        logs(&c, "netvol")
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(NETNS_MOUNTS);
 }
