@@ -3,7 +3,8 @@
 //!
 //! - environment: `configMapKeyRef`, `secretKeyRef`, `envFrom` with a prefix; an optional missing key is
 //!   unset; a missing required ConfigMap or key leaves the container `CreateContainerConfigError` with
-//!   the kubelet's message, and the container starts once the object (or key) exists;
+//!   the kubelet's message, and the container starts once the object (or key) exists; a restarted
+//!   container reads the values again;
 //! - volumes: `configMap`, `secret` (items, defaultMode), `downwardAPI`, `emptyDir` and a `subPath`,
 //!   read by the pod at their `mountPath`s (as root; the host directory is in `SVCNET_VOLUME_<NAME>`
 //!   either way), read-only where the kubelet makes them so; a ConfigMap update reaches the mounted
@@ -56,6 +57,18 @@ spec:
     - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}
     - {name: PW, valueFrom: {secretKeyRef: {name: creds, key: password}}}
     - {name: OPT, valueFrom: {configMapKeyRef: {name: settings, key: nothing, optional: true}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: restarts, namespace: team-b}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'echo "mode=$MODE"; sleep 1']
+    env:
+    - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}
 ---
 apiVersion: v1
 kind: Pod
@@ -296,6 +309,13 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
             logs(&c, "vols")
         );
     }
+    // A container that restarts reads its environment again, as the kubelet computes it per start.
+    assert!(
+        eventually(Duration::from_secs(40), || logs(&c, "restarts")
+            .contains("mode=slow")),
+        "{}",
+        logs(&c, "restarts")
+    );
     // The key the other pod waited for came with the same update.
     assert!(
         eventually(Duration::from_secs(30), || logs(&c, "nokey").contains("speed=9")),
