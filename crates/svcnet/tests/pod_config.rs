@@ -6,7 +6,7 @@
 //!   the kubelet's message, and the container starts once the object (or key) exists; a restarted
 //!   container reads the values again;
 //! - volumes: `configMap`, `secret` (items, defaultMode), `downwardAPI`, `emptyDir` and a `subPath`,
-//!   read by the pod at their `mountPath`s (as root; the host directory is in `SVCNET_VOLUME_<NAME>`
+//!   read by the pod at their `mountPath`s (a non-root container through the pod's `fsGroup`) (as root; the host directory is in `SVCNET_VOLUME_<NAME>`
 //!   either way), read-only where the kubelet makes them so; a ConfigMap update reaches the mounted
 //!   file;
 //! - a hostPath volume is refused with a `FailedMount` event, and the pod does not run.
@@ -103,7 +103,15 @@ kind: Pod
 metadata: {{name: vols, namespace: team-b, labels: {{app: vols, tier: "1"}}}}
 spec:
   terminationGracePeriodSeconds: 1
+  securityContext: {{fsGroup: 2000}}
   containers:
+  - name: nonroot
+    image: busybox
+    securityContext: {{runAsUser: 1000}}
+    command: [sh, -c, 'echo "id=$(id -u) pw=$(cat {MOUNTS}/sec/pw)"; echo x > {MOUNTS}/scratch/g && echo scratch=rw; sleep 600']
+    volumeMounts:
+    - {{name: sec, mountPath: {MOUNTS}/sec}}
+    - {{name: scratch, mountPath: {MOUNTS}/scratch}}
   - name: main
     image: busybox
     command:
@@ -170,7 +178,11 @@ spec:
 "#;
 
 fn logs(c: &Cluster, pod: &str) -> String {
-    let out = c.kubectl_v("", &["logs", "-n", "team-b", pod], None);
+    logs_of(c, pod, "main")
+}
+
+fn logs_of(c: &Cluster, pod: &str, container: &str) -> String {
+    let out = c.kubectl_v("", &["logs", "-n", "team-b", pod, "-c", container], None);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -280,8 +292,17 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
     if root {
         assert!(log.contains("cfg=ro\n"), "{log}");
         assert!(log.contains("scratch=rw\n"), "{log}");
-        assert!(log.contains("pw=hunter2 mode=400 sub=fast\n"), "{log}");
+        // 0400 as asked, plus the group's read bit the fsGroup adds.
+        assert!(log.contains("pw=hunter2 mode=440 sub=fast\n"), "{log}");
         assert!(log.contains("labels=app=\"vols\" tier=\"1\" \n"), "{log}");
+        // A container running as another user reads the 0400 Secret through the pod's fsGroup, and
+        // writes to the shared emptyDir, as on a kubelet.
+        assert!(
+            eventually(Duration::from_secs(30), || logs_of(&c, "vols", "nonroot")
+                == "id=1000 pw=hunter2\nscratch=rw\n"),
+            "{}",
+            logs_of(&c, "vols", "nonroot")
+        );
     }
 
     // An update of the ConfigMap reaches the file (kubectl's merge patch; the watch, not a poll).

@@ -122,6 +122,13 @@ pub(super) fn setup(
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(out);
     };
+    // The kubelet gives volumes to the pod's `fsGroup` (`SetVolumeOwnership`), so that containers
+    // running as another user can read them.
+    let fs_group = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     // Name → (directory, read-only by nature).
     let mut dirs: BTreeMap<&str, (PathBuf, bool)> = BTreeMap::new();
     for v in spec.volumes.iter().flatten() {
@@ -142,14 +149,19 @@ pub(super) fn setup(
             Content::EmptyDir => {
                 use std::os::unix::fs::PermissionsExt;
                 let made = std::fs::create_dir_all(&dir).and_then(|()| {
-                    // As the kubelet's: writable by whatever user the containers run as.
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    // As the kubelet's: writable by whatever user the containers run as; with an
+                    // fsGroup, that group's, and new files inherit it (setgid).
+                    if let Some(gid) = fs_group {
+                        std::os::unix::fs::chown(&dir, None, Some(gid))?;
+                    }
+                    let setgid = if fs_group.is_some() { 0o2000 } else { 0 };
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777 | setgid))
                 });
                 made.map_err(|e| setup_error(&v.name, e.to_string()))?;
                 dirs.insert(&v.name, (dir.clone(), false));
             }
             Content::Files(payload) => {
-                write_atomic(&dir, &payload).map_err(|e| setup_error(&v.name, e.to_string()))?;
+                write_atomic(&dir, &payload, fs_group).map_err(|e| setup_error(&v.name, e.to_string()))?;
                 dirs.insert(&v.name, (dir.clone(), true));
             }
         }
@@ -475,6 +487,20 @@ fn valid_path(p: &str) -> bool {
         && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// Gives `dir` and the directories under it to group `gid`, group-readable and setgid.
+fn own_dirs(dir: &Path, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::lchown(dir, None, Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2755))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            own_dirs(&entry.path(), gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// What `dir/..data` holds now: every file under it with its mode.
 fn current(dir: &Path) -> Option<Payload> {
     use std::os::unix::fs::PermissionsExt;
@@ -504,9 +530,22 @@ fn current(dir: &Path) -> Option<Payload> {
 
 /// Writes `payload` into `dir` as the kubelet's `AtomicWriter`: nothing when it holds exactly that;
 /// else a fresh `..<time>` directory, `..data` swapped to it by a rename, a symlink per top-level name,
-/// stale names and the old directory removed. Whether it wrote.
-pub(super) fn write_atomic(dir: &Path, payload: &Payload) -> io::Result<bool> {
+/// stale names and the old directory removed. With `fs_group` every file and directory is that group's
+/// and group-readable, directories setgid (the kubelet's `SetVolumeOwnership` for a read-only volume),
+/// before the swap. Whether it wrote.
+pub(super) fn write_atomic(dir: &Path, payload: &Payload, fs_group: Option<u32>) -> io::Result<bool> {
     use std::os::unix::fs::PermissionsExt;
+    let owned;
+    let payload = match fs_group {
+        None => payload,
+        Some(_) => {
+            owned = payload
+                .iter()
+                .map(|(p, (b, m))| (p.clone(), (b.clone(), m | 0o440)))
+                .collect::<Payload>();
+            &owned
+        }
+    };
     if let Some(bad) = payload.keys().find(|p| !valid_path(p)) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -534,7 +573,13 @@ pub(super) fn write_atomic(dir: &Path, payload: &Payload) -> io::Result<bool> {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&file, bytes)?;
+        if let Some(gid) = fs_group {
+            std::os::unix::fs::lchown(&file, None, Some(gid))?;
+        }
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))?;
+    }
+    if let Some(gid) = fs_group {
+        own_dirs(&fresh, gid)?;
     }
     let tmp = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -585,7 +630,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("cfg");
-        assert!(write_atomic(&dir, &payload(&[("a", "1", 0o644), ("sub/b", "2", 0o400)])).unwrap());
+        assert!(write_atomic(&dir, &payload(&[("a", "1", 0o644), ("sub/b", "2", 0o400)]), None).unwrap());
         assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "1");
         assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
         assert_eq!(
@@ -595,8 +640,8 @@ mod tests {
         assert_eq!(std::fs::read_link(dir.join("a")).unwrap(), Path::new("..data/a"));
         let first = std::fs::read_link(dir.join("..data")).unwrap();
         // The same content writes nothing.
-        assert!(!write_atomic(&dir, &payload(&[("a", "1", 0o644), ("sub/b", "2", 0o400)])).unwrap());
-        assert!(write_atomic(&dir, &payload(&[("a", "3", 0o644)])).unwrap());
+        assert!(!write_atomic(&dir, &payload(&[("a", "1", 0o644), ("sub/b", "2", 0o400)]), None).unwrap());
+        assert!(write_atomic(&dir, &payload(&[("a", "3", 0o644)]), None).unwrap());
         assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "3");
         assert!(!dir.join("sub").exists());
         assert!(!dir.join(first).exists(), "the old version is removed");
@@ -608,7 +653,21 @@ mod tests {
         let mut names = names;
         names.sort();
         assert_eq!(names, ["..data", "a"]);
-        assert!(write_atomic(&dir, &payload(&[("../x", "1", 0o644)])).is_err());
+        assert!(write_atomic(&dir, &payload(&[("../x", "1", 0o644)]), None).is_err());
+
+        // With an fsGroup (as root: only root may give files away), the group reads everything.
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::fs::MetadataExt;
+            let owned = tmp.path().join("owned");
+            let files = payload(&[("sub/pw", "s", 0o400)]);
+            assert!(write_atomic(&owned, &files, Some(4321)).unwrap());
+            let meta = std::fs::metadata(owned.join("sub/pw")).unwrap();
+            assert_eq!((meta.gid(), meta.mode() & 0o777), (4321, 0o440));
+            let sub = std::fs::metadata(owned.join("sub")).unwrap();
+            assert_eq!((sub.gid(), sub.mode() & 0o2000), (4321, 0o2000));
+            // Written once: the modes it gave are what it compares with.
+            assert!(!write_atomic(&owned, &files, Some(4321)).unwrap());
+        }
     }
 
     #[test]
