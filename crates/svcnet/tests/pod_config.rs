@@ -95,7 +95,16 @@ spec:
     - {name: SPEED, valueFrom: {configMapKeyRef: {name: settings, key: speed}}}
 "#;
 
-fn volume_pod() -> String {
+/// The volume pod; as root with a memory-backed emptyDir too (a tmpfs needs root).
+fn volume_pod(root: bool) -> String {
+    let (shm_mount, shm_volume) = if root {
+        (
+            format!("    - {{name: shm, mountPath: {MOUNTS}/shm}}\n"),
+            "  - {name: shm, emptyDir: {medium: Memory, sizeLimit: 16Mi}}\n",
+        )
+    } else {
+        (String::new(), "")
+    };
     format!(
         r#"
 apiVersion: v1
@@ -123,6 +132,7 @@ spec:
       if echo hi > {MOUNTS}/scratch/f && test "$(cat {MOUNTS}/scratch/f)" = hi; then echo scratch=rw; fi
       echo "pw=$(cat {MOUNTS}/sec/pw) mode=$(stat -L -c %a {MOUNTS}/sec/pw) sub=$(cat {MOUNTS}/mode-file)"
       echo "labels=$(tr '\n' ' ' < {MOUNTS}/info/labels)"
+      test -d {MOUNTS}/shm && echo "shm=$(stat -f -c %T {MOUNTS}/shm) $(df -k {MOUNTS}/shm | tail -1 | awk '{{print $2}}')"
       for i in $(seq 1 2000); do echo "mode=$(cat {MOUNTS}/cfg/mode)"; sleep 0.3; done
     volumeMounts:
     - {{name: cfg, mountPath: {MOUNTS}/cfg}}
@@ -130,8 +140,8 @@ spec:
     - {{name: sec, mountPath: {MOUNTS}/sec}}
     - {{name: info, mountPath: {MOUNTS}/info}}
     - {{name: scratch, mountPath: {MOUNTS}/scratch}}
-  volumes:
-  - {{name: cfg, configMap: {{name: settings}}}}
+{shm_mount}  volumes:
+{shm_volume}  - {{name: cfg, configMap: {{name: settings}}}}
   - {{name: sec, secret: {{secretName: creds, defaultMode: 0400, items: [{{key: password, path: pw}}]}}}}
   - {{name: info, downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}}}
   - {{name: scratch, emptyDir: {{}}}}
@@ -267,7 +277,7 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
     );
 
     // Volumes.
-    c.ok_v("", &["apply", "-f", "-"], Some(&volume_pod()));
+    c.ok_v("", &["apply", "-f", "-"], Some(&volume_pod(root)));
     assert!(
         eventually(Duration::from_secs(60), || logs(&c, "vols").contains("mode=fast")),
         "{}\n{}\n{}",
@@ -295,6 +305,8 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         // 0400 as asked, plus the group's read bit the fsGroup adds.
         assert!(log.contains("pw=hunter2 mode=440 sub=fast\n"), "{log}");
         assert!(log.contains("labels=app=\"vols\" tier=\"1\" \n"), "{log}");
+        // Medium Memory: a tmpfs of the sizeLimit (16Mi = 16384 KiB).
+        assert!(log.contains("shm=tmpfs 16384\n"), "{log}");
         // A container running as another user reads the 0400 Secret through the pod's fsGroup, and
         // writes to the shared emptyDir, as on a kubelet.
         assert!(
@@ -397,7 +409,11 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
     );
     assert_eq!(logs(&c, "hostpath"), "");
 
+    let data_dir = c.dir.to_string_lossy().into_owned();
     drop(c);
+    // The pods' memory-backed volumes went with them.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&data_dir), "{mounts}");
     let _ = std::fs::remove_dir_all(MOUNTS);
 }
 

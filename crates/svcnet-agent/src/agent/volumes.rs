@@ -1,7 +1,7 @@
 //! A pod's volumes, as the kubelet's volume manager sets them up before any container starts:
 //! `configMap`, `secret`, `downwardAPI` (labels, annotations, name, namespace, uid), `projected` (those
 //! sources; the token source only in the `kube-api-access-*` volume, whose files `super::sa_token` keeps)
-//! and `emptyDir` (on disk).
+//! and `emptyDir` (on disk; `medium: Memory` a tmpfs of its `sizeLimit`, which needs root).
 //!
 //! Each lives in `<root>/pods/<uid>/volumes/<name>/`, written as the kubelet's `AtomicWriter` writes
 //! it: the files in a fresh `..<time>` directory, `..data` a symlink to it swapped in by a rename, and
@@ -89,8 +89,8 @@ type Payload = BTreeMap<String, (Vec<u8>, u32)>;
 enum Content {
     /// Files, written atomically; always mounted read-only.
     Files(Payload),
-    /// A writable directory.
-    EmptyDir,
+    /// A writable directory; with `Some`, a tmpfs of that many bytes (`None` inside: no limit given).
+    EmptyDir(Option<Option<u64>>),
     /// The ServiceAccount directory.
     Token,
 }
@@ -146,9 +146,12 @@ pub(super) fn setup(
                 dirs.insert(&v.name, (sa.to_path_buf(), true));
                 continue;
             }
-            Content::EmptyDir => {
+            Content::EmptyDir(memory) => {
                 use std::os::unix::fs::PermissionsExt;
                 let made = std::fs::create_dir_all(&dir).and_then(|()| {
+                    if let Some(size) = memory {
+                        mount_tmpfs(&dir, size)?;
+                    }
                     // As the kubelet's: writable by whatever user the containers run as; with an
                     // fsGroup, that group's, and new files inherit it (setgid).
                     if let Some(gid) = fs_group {
@@ -224,6 +227,52 @@ pub(super) fn setup(
     Ok(out)
 }
 
+/// A quantity (`64Mi`, `1G`, `1048576`) in bytes, rounded up; `None` for what is not one.
+fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = (number * scale).ceil();
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+}
+
+/// Mounts a tmpfs (of `size` bytes, else the kernel's default) on `dir` unless one is there: a
+/// memory-backed emptyDir, as the kubelet's. Needs root; the runner detaches it with the pod.
+fn mount_tmpfs(dir: &Path, size: Option<u64>) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().unwrap_or(dir);
+    if std::fs::metadata(dir)?.dev() != std::fs::metadata(parent)?.dev() {
+        return Ok(());
+    }
+    let mut options = String::from("mode=0777");
+    if let Some(bytes) = size {
+        options.push_str(&format!(",size={bytes}"));
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| io::Error::other(format!("mounting tmpfs: {e}")))
+}
+
 /// Makes each mount's target exist on the node (a bind mount needs one): an empty directory, or an
 /// empty file for a file source. What exists is left as it is; the container's mount namespace hides it.
 pub(super) fn make_mount_points(mounts: &[BindMount]) -> io::Result<()> {
@@ -249,15 +298,26 @@ fn content(pod: &Pod, v: &Volume, objects: &dyn ObjectSource) -> Result<Content,
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = v.name.as_str();
     if let Some(e) = &v.empty_dir {
-        if let Some(medium) = e.medium.as_deref().filter(|m| !m.is_empty()) {
-            return Err(setup_error(
+        return match e.medium.as_deref().unwrap_or_default() {
+            "" => Ok(Content::EmptyDir(None)),
+            "Memory" => {
+                let limit = e.size_limit.as_ref().map(|q| q.0.as_str());
+                match limit.map(quantity_bytes) {
+                    None => Ok(Content::EmptyDir(Some(None))),
+                    Some(Some(bytes)) => Ok(Content::EmptyDir(Some(Some(bytes)))),
+                    Some(None) => Err(setup_error(
+                        name,
+                        format!("invalid sizeLimit {:?}", limit.unwrap_or_default()),
+                    )),
+                }
+            }
+            medium => Err(setup_error(
                 name,
                 format!(
-                    "svcnet's node agent does not support emptyDir medium {medium:?} (only the node's disk)"
+                    "svcnet's node agent does not support emptyDir medium {medium:?} (only the node's disk and Memory)"
                 ),
-            ));
-        }
-        return Ok(Content::EmptyDir);
+            )),
+        };
     }
     let mut files = Payload::new();
     if let Some(cm) = &v.config_map {
@@ -668,6 +728,16 @@ mod tests {
             // Written once: the modes it gave are what it compares with.
             assert!(!write_atomic(&owned, &files, Some(4321)).unwrap());
         }
+    }
+
+    #[test]
+    fn quantities_in_bytes() {
+        assert_eq!(quantity_bytes("64Mi"), Some(64 << 20));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
+        assert_eq!(quantity_bytes("100"), Some(100));
+        assert_eq!(quantity_bytes("lots"), None);
+        assert_eq!(quantity_bytes("1Qi"), None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod container;
 mod env;
 mod exec;
 mod logs;
+mod mounts;
 mod pod;
 mod probe;
 mod process;
@@ -350,6 +351,7 @@ impl PodRunner {
                 tracing::info!(pod = %rec.uid, containers = ?running, "stopping a pod deleted while no agent ran");
             }
             record::stop_processes(rec, grace).await;
+            mounts::unmount_under(dir);
             let _ = tokio::fs::remove_dir_all(dir).await;
         }))
         .await;
@@ -380,19 +382,26 @@ impl PodRunner {
         self.inner.root.join("pods").join(logs::safe_component(uid))
     }
 
-    /// Stops every pod (see [`Self::stop`]) concurrently.
+    /// Stops every pod (see [`Self::stop`]) concurrently and detaches their memory-backed volumes.
     pub async fn stop_all(&self, grace: Duration) {
         let uids: Vec<String> = self.pods().keys().cloned().collect();
         futures::future::join_all(uids.iter().map(|uid| self.stop(uid, grace))).await;
+        // The pods are gone for good: so are their memory-backed volumes.
+        for uid in &uids {
+            mounts::unmount_under(&self.pod_dir(uid));
+        }
     }
 
     /// Stops the pod and forgets it: its status and its files (logs, working directory) are gone.
     pub async fn remove(&self, uid: &str, grace: Duration) -> Result<(), RunnerError> {
         self.stop(uid, grace).await;
-        let Some(pod) = self.pods().remove(uid) else {
-            return Ok(());
-        };
-        match tokio::fs::remove_dir_all(&pod.dir).await {
+        // A pod that never started (its volumes failed) may still have files, a tmpfs even.
+        let dir = self
+            .pods()
+            .remove(uid)
+            .map_or_else(|| self.pod_dir(uid), |pod| pod.dir.clone());
+        mounts::unmount_under(&dir);
+        match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
