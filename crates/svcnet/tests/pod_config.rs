@@ -477,3 +477,64 @@ spec:
     drop(c);
     let _ = std::fs::remove_dir_all(NETNS_MOUNTS);
 }
+
+/// A pod adopted by the next agent (svcnet restarted on the same data directory) keeps its process and
+/// environment, and its volume still follows its ConfigMap: the new agent watches what adopted pods use.
+#[test]
+fn adopted_pods_keep_following_their_config_maps() {
+    let mut c = Cluster::start_keeping_pods(SVCNET, &[]);
+    c.ok_v("", &["apply", "-f", "-"], Some(OBJECTS));
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: kept, namespace: team-b}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'for i in $(seq 1 2000); do echo "env=$MODE file=$(cat "$SVCNET_VOLUME_CFG/mode")"; sleep 0.3; done']
+    env:
+    - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}
+  volumes:
+  - {name: cfg, configMap: {name: settings}}
+"#;
+    c.ok_v("", &["apply", "-f", "-"], Some(pod));
+    assert!(
+        eventually(Duration::from_secs(60), || logs(&c, "kept")
+            .contains("env=fast file=fast")),
+        "{}\n{}",
+        logs(&c, "kept"),
+        svcnet_testsupport::cluster::tail(&c.log(), 40)
+    );
+    let id = |c: &Cluster| {
+        c.ok(&[
+            "get",
+            "pod",
+            "kept",
+            "-n",
+            "team-b",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ])
+    };
+    let before = id(&c);
+    c.restart("TERM");
+    c.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        "team-b",
+        "-p",
+        r#"{"data":{"mode":"slow"}}"#,
+    ]);
+    assert!(
+        eventually(Duration::from_secs(30), || logs(&c, "kept")
+            .contains("env=fast file=slow")),
+        "{}\n{}",
+        logs(&c, "kept"),
+        svcnet_testsupport::cluster::tail(&c.log(), 40)
+    );
+    assert_eq!(id(&c), before, "the process was adopted, not restarted");
+}

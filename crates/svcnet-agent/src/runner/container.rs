@@ -57,7 +57,31 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
     let is_init = matches!(which, Which::Init(_));
     let policy = restart_policy(&pod.pod).to_owned();
 
-    let Some((mut spec, identity)) = configure(&pod, which, &container, &mut stop_rx).await else {
+    let Resume {
+        mut instance,
+        mut previous,
+        mut adopted,
+        mut ended,
+    } = resume(&pod, which);
+    let configured = if adopted.is_some() {
+        // A process a previous agent started is supervised whatever its ConfigMaps and Secrets say
+        // now (its environment was fixed when it started); its probes and hooks get what can be
+        // computed now.
+        let identity = security::identity(&pod.pod, &container).unwrap_or_default();
+        let spec = env::launch_spec(&pod.pod, &container, &pod.ctx, pod.objects.as_ref())
+            .unwrap_or_else(|e| {
+                tracing::warn!(pod = %pod.uid, container = %container.name, error = %e.message, "adopted container: its environment cannot be computed now; probes and hooks get the service variables only");
+                env::LaunchSpec {
+                    program: String::new(),
+                    args: Vec::new(),
+                    env: pod.ctx.service_env.clone(),
+                }
+            });
+        Some((spec, identity))
+    } else {
+        configure(&pod, which, &container, &mut stop_rx).await
+    };
+    let Some((mut spec, identity)) = configured else {
         return Outcome::Stopped;
     };
     let cwd = match container.working_dir.as_ref().filter(|d| !d.is_empty()) {
@@ -85,12 +109,6 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
 
     // The kubelet's flowcontrol.Backoff entry for this container: (current delay, last update).
     let mut backoff: Option<(Duration, Instant)> = None;
-    let Resume {
-        mut instance,
-        mut previous,
-        mut adopted,
-        mut ended,
-    } = resume(&pod, which);
     let mut first = true;
     loop {
         if stop_rx.borrow().is_some() {
