@@ -246,6 +246,12 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         logs(&c, "env").lines().next(),
         Some("mode=fast pw=hunter2 pre=3 user=admin opt=unset")
     );
+    // `kubectl exec` runs with the environment the container got.
+    assert_eq!(
+        c.ok(&["exec", "-n", "team-b", "env", "--", "sh", "-c", "echo $MODE $PW"])
+            .trim(),
+        "fast hunter2"
+    );
 
     // A missing required ConfigMap, and a missing key: the kubelet's reason and messages.
     assert!(

@@ -84,6 +84,13 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
     let Some((mut spec, identity)) = configured else {
         return Outcome::Stopped;
     };
+    let remember = |env: &[(String, String)]| {
+        pod.launched_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(container.name.clone(), env.to_vec());
+    };
+    remember(&spec.env);
     let cwd = match container.working_dir.as_ref().filter(|d| !d.is_empty()) {
         Some(dir) => dir.into(),
         None => {
@@ -127,6 +134,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
                 return Outcome::Stopped;
             };
             target.env = fresh.env.clone();
+            remember(&fresh.env);
             spec = fresh;
         }
         let log = instance_log(&pod.dir, &container.name, instance);

@@ -52,6 +52,8 @@ pub(crate) struct PodHandle {
     pub done: watch::Sender<bool>,
     /// Where the containers' ConfigMap and Secret references are read.
     pub objects: std::sync::Arc<dyn super::ObjectSource>,
+    /// Each container's environment as its running instance got it (`kubectl exec` gets the same).
+    pub launched_env: Mutex<std::collections::HashMap<String, Vec<(String, String)>>>,
 }
 
 fn containers(pod: &Pod) -> (&[Container], &[Container]) {
@@ -89,6 +91,7 @@ impl PodHandle {
             stop: watch::Sender::new(None),
             done: watch::Sender::new(false),
             objects,
+            launched_env: Mutex::default(),
         };
         // The record goes to disk before anything of the pod runs.
         handle.persist(&handle.lock());
