@@ -130,7 +130,7 @@ spec:
       echo "host=$SVCNET_VOLUME_CFG"
       if touch {MOUNTS}/cfg/new 2>/dev/null; then echo cfg=rw; else echo cfg=ro; fi
       if echo hi > {MOUNTS}/scratch/f && test "$(cat {MOUNTS}/scratch/f)" = hi; then echo scratch=rw; fi
-      echo "pw=$(cat {MOUNTS}/sec/pw) mode=$(stat -L -c %a {MOUNTS}/sec/pw) sub=$(cat {MOUNTS}/mode-file)"
+      echo "pw=$(cat {MOUNTS}/sec/pw) mode=$(stat -L -c %a {MOUNTS}/sec/pw) sub=$(cat {MOUNTS}/mode-file) in=$(stat -f -c %T {MOUNTS}/sec)"
       echo "labels=$(tr '\n' ' ' < {MOUNTS}/info/labels)"
       test -d {MOUNTS}/shm && echo "shm=$(stat -f -c %T {MOUNTS}/shm) $(df -k {MOUNTS}/shm | tail -1 | awk '{{print $2}}')"
       for i in $(seq 1 2000); do echo "mode=$(cat {MOUNTS}/cfg/mode)"; sleep 0.3; done
@@ -309,7 +309,8 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         assert!(log.contains("cfg=ro\n"), "{log}");
         assert!(log.contains("scratch=rw\n"), "{log}");
         // 0400 as asked, plus the group's read bit the fsGroup adds.
-        assert!(log.contains("pw=hunter2 mode=440 sub=fast\n"), "{log}");
+        // The Secret is in memory, never on the node's disk.
+        assert!(log.contains("pw=hunter2 mode=440 sub=fast in=tmpfs\n"), "{log}");
         assert!(log.contains("labels=app=\"vols\" tier=\"1\" \n"), "{log}");
         // Medium Memory: a tmpfs of the sizeLimit (16Mi = 16384 KiB).
         assert!(log.contains("shm=tmpfs 16384\n"), "{log}");

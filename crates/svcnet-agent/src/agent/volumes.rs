@@ -3,7 +3,8 @@
 //! sources; the token source only in the `kube-api-access-*` volume, whose files `super::sa_token` keeps)
 //! and `emptyDir` (on disk; `medium: Memory` a tmpfs of its `sizeLimit`, which needs root).
 //!
-//! Each lives in `<root>/pods/<uid>/volumes/<name>/`, written as the kubelet's `AtomicWriter` writes
+//! Each lives in `<root>/pods/<uid>/volumes/<name>/` (as root a tmpfs for all but `configMap` ones, as
+//! the kubelet keeps Secrets off the disk), written as the kubelet's `AtomicWriter` writes
 //! it: the files in a fresh `..<time>` directory, `..data` a symlink to it swapped in by a rename, and
 //! each top-level name a symlink through `..data`, so a reader sees the old or the new content whole.
 //! A ConfigMap or Secret that changes is written again (the pod loop calls [`setup`] on the object's
@@ -150,7 +151,7 @@ pub(super) fn setup(
                 use std::os::unix::fs::PermissionsExt;
                 let made = std::fs::create_dir_all(&dir).and_then(|()| {
                     if let Some(size) = memory {
-                        mount_tmpfs(&dir, size)?;
+                        mount_tmpfs(&dir, size, 0o777)?;
                     }
                     // As the kubelet's: writable by whatever user the containers run as; with an
                     // fsGroup, that group's, and new files inherit it (setgid).
@@ -164,6 +165,14 @@ pub(super) fn setup(
                 dirs.insert(&v.name, (dir.clone(), false));
             }
             Content::Files(payload) => {
+                // Secret, downward API and projected volumes live in memory, as the kubelet keeps
+                // them (a Secret never touches the node's disk); that needs root, else the disk it is.
+                if v.config_map.is_none() {
+                    let mounted = std::fs::create_dir_all(&dir).and_then(|()| mount_tmpfs(&dir, None, 0o755));
+                    if let Err(e) = mounted {
+                        tracing::debug!(volume = %v.name, error = %e, "volume kept on disk");
+                    }
+                }
                 write_atomic(&dir, &payload, fs_group).map_err(|e| setup_error(&v.name, e.to_string()))?;
                 dirs.insert(&v.name, (dir.clone(), true));
             }
@@ -253,13 +262,13 @@ fn quantity_bytes(q: &str) -> Option<u64> {
 
 /// Mounts a tmpfs (of `size` bytes, else the kernel's default) on `dir` unless one is there: a
 /// memory-backed emptyDir, as the kubelet's. Needs root; the runner detaches it with the pod.
-fn mount_tmpfs(dir: &Path, size: Option<u64>) -> io::Result<()> {
+fn mount_tmpfs(dir: &Path, size: Option<u64>, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let parent = dir.parent().unwrap_or(dir);
     if std::fs::metadata(dir)?.dev() != std::fs::metadata(parent)?.dev() {
         return Ok(());
     }
-    let mut options = String::from("mode=0777");
+    let mut options = format!("mode={mode:o}");
     if let Some(bytes) = size {
         options.push_str(&format!(",size={bytes}"));
     }
