@@ -763,6 +763,15 @@ mod tests {
         }))
         .unwrap();
         let tmp = tempfile::tempdir().unwrap();
+        // As root the downward API volume is a tmpfs: detached however the test ends, as the runner
+        // detaches it with the pod.
+        struct Detach<'a>(&'a Path);
+        impl Drop for Detach<'_> {
+            fn drop(&mut self) {
+                crate::runner::unmount_under(self.0);
+            }
+        }
+        let _detach = Detach(tmp.path());
         let objects = crate::runner::NoObjects::default();
         let vols = setup(&pod, tmp.path(), &objects, None).unwrap();
         let dir = &vols.dirs[0].1;
