@@ -49,6 +49,7 @@ use tokio::sync::broadcast;
 pub use exec::{ExecTarget, exec_exit_code, kill_exec_group};
 pub use logs::LogStream;
 pub(crate) use logs::safe_component;
+#[cfg(test)]
 pub(crate) use mounts::unmount_under;
 use pod::{Backoff, PodHandle, StopRequest, run_pod};
 pub use sources::{Lookup, NoObjects, ObjectData, ObjectKind, ObjectSource};
