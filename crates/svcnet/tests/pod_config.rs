@@ -374,6 +374,13 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         events_of(&c, "proj")
     );
     assert_eq!(logs(&c, "proj"), "");
+    // Shown as the kubelet shows it meanwhile: its container waiting in ContainerCreating.
+    assert!(
+        eventually(Duration::from_secs(30), || waiting(&c, "proj")
+            == "ContainerCreating: "),
+        "{}",
+        waiting(&c, "proj")
+    );
     c.ok(&[
         "create",
         "configmap",
@@ -401,6 +408,12 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         "{}",
         events_of(&c, "hostpath")
     );
+    assert!(
+        eventually(Duration::from_secs(30), || waiting(&c, "hostpath")
+            == "ContainerCreating: "),
+        "{}",
+        waiting(&c, "hostpath")
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         c.ok(&[
@@ -415,6 +428,23 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         "Pending"
     );
     assert_eq!(logs(&c, "hostpath"), "");
+
+    // A volumeMount naming no volume: the container waits with the kubelet's config error.
+    let ghost = "apiVersion: v1\nkind: Pod\nmetadata: {name: ghost, namespace: team-b}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: busybox, command: [sh, -c, 'echo started; sleep 600'], volumeMounts: [{name: ghost, mountPath: /ghost}]}\n";
+    c.ok_v("", &["apply", "-f", "-"], Some(ghost));
+    let want = "CreateContainerConfigError: cannot find volume \"ghost\" to mount into container \"main\"";
+    assert!(
+        eventually(Duration::from_secs(30), || waiting(&c, "ghost") == want),
+        "{}",
+        waiting(&c, "ghost")
+    );
+    assert!(
+        events_of(&c, "ghost")
+            .contains("Warning Failed Error: cannot find volume \"ghost\" to mount into container \"main\""),
+        "{}",
+        events_of(&c, "ghost")
+    );
+    assert_eq!(logs(&c, "ghost"), "");
 
     let data_dir = c.dir.to_string_lossy().into_owned();
     drop(c);

@@ -326,6 +326,76 @@ impl PodSync {
         }
     }
 
+    /// Shows a pod whose volumes keep it from starting as the kubelet shows it: each container waiting,
+    /// `ContainerCreating` (init containers first, the others `PodInitializing`), or
+    /// `CreateContainerConfigError` with the message when a container's mounts cannot be made. Written
+    /// once per state, and only while the runner has no status of its own for the pod.
+    async fn show_blocked(&self, pod: &Pod, e: &super::volumes::VolumeError) {
+        let Some(uid) = pod.uid() else { return };
+        if self.runner.status(&uid).is_some() {
+            return;
+        }
+        let (reason, message) = match e {
+            super::volumes::VolumeError::Container(m) => ("CreateContainerConfigError", Some(m.clone())),
+            _ => ("ContainerCreating", None),
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.unwrap_or_default();
+        let waiting = |c: &k8s_openapi::api::core::v1::Container, reason: &str, message: Option<&String>| {
+            let mut w = json!({"reason": reason});
+            if let Some(m) = message {
+                w["message"] = json!(m);
+            }
+            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                "ready": false, "restartCount": 0, "started": false, "state": {"waiting": w}})
+        };
+        let mut status = json!({"phase": "Pending", "hostIP": self.cfg.node_ip.to_string(),
+            "hostIPs": [{"ip": self.cfg.node_ip.to_string()}]});
+        let main_reason = if inits.is_empty() {
+            reason
+        } else {
+            "PodInitializing"
+        };
+        let main_message = if inits.is_empty() { message.as_ref() } else { None };
+        status["containerStatuses"] = spec
+            .containers
+            .iter()
+            .map(|c| waiting(c, main_reason, main_message))
+            .collect();
+        if !inits.is_empty() {
+            status["initContainerStatuses"] = inits
+                .iter()
+                .map(|c| waiting(c, reason, message.as_ref()))
+                .collect();
+        }
+        // Already shown so: nothing to write.
+        let shown = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first());
+        let same = shown.is_some_and(|cs| {
+            let w = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+            w.and_then(|w| w.reason.as_deref()) == Some(main_reason)
+                && w.and_then(|w| w.message.as_ref()) == main_message
+        });
+        if same {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = json!({"status": status});
+        if let Err(e) = api
+            .patch_status(
+                &pod.name_any(),
+                &Default::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await
+        {
+            debug!(pod = %pod.name_any(), error = %e, "could not show the pod waiting for its volumes");
+        }
+    }
+
     /// Brings the node in line with one pod's latest state (and stops pods that left the store).
     async fn pod(&mut self, pod: &Pod) {
         let Some(uid) = pod.uid() else { return };
@@ -462,6 +532,7 @@ impl PodSync {
                 v
             }
             Err(e) => {
+                self.show_blocked(pod, &e).await;
                 if let Some(reason) = e.reason() {
                     let message = e.to_string();
                     warn!(pod = %pod.name_any(), error = %message, "cannot set up the pod's volumes");
