@@ -132,6 +132,7 @@ spec:
       if echo hi > {MOUNTS}/scratch/f && test "$(cat {MOUNTS}/scratch/f)" = hi; then echo scratch=rw; fi
       echo "pw=$(cat {MOUNTS}/sec/pw) mode=$(stat -L -c %a {MOUNTS}/sec/pw) sub=$(cat {MOUNTS}/mode-file) in=$(stat -f -c %T {MOUNTS}/sec)"
       echo "labels=$(tr '\n' ' ' < {MOUNTS}/info/labels)"
+      echo "nested=$(cat {MOUNTS}/scratch/nested/level)"
       test -d {MOUNTS}/shm && echo "shm=$(stat -f -c %T {MOUNTS}/shm) $(df -k {MOUNTS}/shm | tail -1 | awk '{{print $2}}')"
       for i in $(seq 1 2000); do echo "mode=$(cat {MOUNTS}/cfg/mode)"; sleep 0.3; done
     volumeMounts:
@@ -139,6 +140,7 @@ spec:
     - {{name: cfg, mountPath: {MOUNTS}/mode-file, subPath: mode}}
     - {{name: sec, mountPath: {MOUNTS}/sec}}
     - {{name: info, mountPath: {MOUNTS}/info}}
+    - {{name: cfg, mountPath: {MOUNTS}/scratch/nested}}
     - {{name: scratch, mountPath: {MOUNTS}/scratch}}
 {shm_mount}  volumes:
 {shm_volume}  - {{name: cfg, configMap: {{name: settings}}}}
@@ -312,6 +314,8 @@ fn pods_take_config_maps_and_secrets_as_env_and_volumes() {
         // The Secret is in memory, never on the node's disk.
         assert!(log.contains("pw=hunter2 mode=440 sub=fast in=tmpfs\n"), "{log}");
         assert!(log.contains("labels=app=\"vols\" tier=\"1\" \n"), "{log}");
+        // A mount inside another (listed before it) is made after it, inside it, as runtimes order them.
+        assert!(log.contains("nested=3\n"), "{log}");
         // Medium Memory: a tmpfs of the sizeLimit (16Mi = 16384 KiB).
         assert!(log.contains("shm=tmpfs 16384\n"), "{log}");
         // A container running as another user reads the 0400 Secret through the pod's fsGroup, and

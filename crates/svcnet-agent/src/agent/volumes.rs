@@ -79,7 +79,7 @@ impl VolumeError {
 pub(super) struct PodVolumes {
     /// Each volume's directory on the node, by name (the token volume excepted: see `sa_token`).
     pub dirs: Vec<(String, PathBuf)>,
-    /// Each container's bind mounts, in its `volumeMounts` order.
+    /// Each container's bind mounts, parents first (else in its `volumeMounts` order).
     pub mounts: BTreeMap<String, Vec<BindMount>>,
 }
 
@@ -231,6 +231,9 @@ pub(super) fn setup(
                 read_only: *api_data || m.read_only == Some(true),
             });
         }
+        // Parents before what they contain, as container runtimes order mounts (containerd sorts them
+        // by depth), so a nested mount is never hidden by its parent's.
+        mounts.sort_by_key(|m| Path::new(&m.target).components().count());
         out.mounts.insert(c.name.clone(), mounts);
     }
     Ok(out)
@@ -282,21 +285,32 @@ fn mount_tmpfs(dir: &Path, size: Option<u64>, mode: u32) -> io::Result<()> {
     .map_err(|e| io::Error::other(format!("mounting tmpfs: {e}")))
 }
 
-/// Makes each mount's target exist on the node (a bind mount needs one): an empty directory, or an
-/// empty file for a file source. What exists is left as it is; the container's mount namespace hides it.
+/// Makes each mount's target exist where the container's mount namespace will look for it (a bind
+/// mount needs one): on the node, or, for a target inside an earlier mount of the same container
+/// (`/data/cfg` after `/data`), inside that mount's source, as a container runtime makes it. An empty
+/// directory, or an empty file for a file source. What exists is left as it is.
 pub(super) fn make_mount_points(mounts: &[BindMount]) -> io::Result<()> {
-    for m in mounts {
-        let target = Path::new(&m.target);
+    for (i, m) in mounts.iter().enumerate() {
+        let wanted = Path::new(&m.target);
+        // The last earlier mount that covers this target decides where it is seen.
+        let target = mounts[..i]
+            .iter()
+            .rev()
+            .find_map(|outer| {
+                let rest = wanted.strip_prefix(&outer.target).ok()?;
+                (outer.source.is_dir() && !rest.as_os_str().is_empty()).then(|| outer.source.join(rest))
+            })
+            .unwrap_or_else(|| wanted.to_path_buf());
         if target.exists() || target.is_symlink() {
             continue;
         }
         if m.source.is_dir() {
-            std::fs::create_dir_all(target)?;
+            std::fs::create_dir_all(&target)?;
         } else {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::File::create(target)?;
+            std::fs::File::create(&target)?;
         }
     }
     Ok(())
@@ -737,6 +751,25 @@ mod tests {
             // Written once: the modes it gave are what it compares with.
             assert!(!write_atomic(&owned, &files, Some(4321)).unwrap());
         }
+    }
+
+    #[test]
+    fn nested_mount_points_are_made_inside_the_outer_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outer_src = tmp.path().join("scratch");
+        let inner_src = tmp.path().join("cfg");
+        std::fs::create_dir_all(&outer_src).unwrap();
+        std::fs::create_dir_all(&inner_src).unwrap();
+        let node = tmp.path().join("node");
+        let outer = BindMount::new(&outer_src, node.join("data").to_str().unwrap());
+        let inner = BindMount::new(&inner_src, node.join("data/cfg").to_str().unwrap());
+        make_mount_points(&[outer, inner]).unwrap();
+        assert!(node.join("data").is_dir());
+        assert!(outer_src.join("cfg").is_dir(), "made where the container sees it");
+        assert!(
+            !node.join("data/cfg").exists(),
+            "not on the node, hidden under the outer mount"
+        );
     }
 
     #[test]
