@@ -167,7 +167,7 @@ pub(super) fn setup(
             Content::Files(payload) => {
                 // Secret, downward API and projected volumes live in memory, as the kubelet keeps
                 // them (a Secret never touches the node's disk); that needs root, else the disk it is.
-                if v.config_map.is_none() {
+                if v.config_map.is_none() && mounts_outlive_the_agent() {
                     let mounted = std::fs::create_dir_all(&dir).and_then(|()| mount_tmpfs(&dir, None, 0o755));
                     if let Err(e) = mounted {
                         tracing::debug!(volume = %v.name, error = %e, "volume kept on disk");
@@ -283,6 +283,26 @@ fn mount_tmpfs(dir: &Path, size: Option<u64>, mode: u32) -> io::Result<()> {
         Some(options.as_str()),
     )
     .map_err(|e| io::Error::other(format!("mounting tmpfs: {e}")))
+}
+
+/// Whether a mount this agent makes stays visible to the next agent: whether it runs in the mount
+/// namespace of its PID 1 (not, say, in the private one `ip netns exec` gives every process it starts).
+/// Only then do volumes the agent keeps rewriting live in a tmpfs; a pod that outlives this agent would
+/// otherwise keep a tmpfs the next one could no longer write to.
+fn mounts_outlive_the_agent() -> bool {
+    static SAME: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAME.get_or_init(|| {
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        // PID 1's may be out of reach (another user namespace): then nothing says otherwise.
+        let same = match (ns("self"), ns("1")) {
+            (Some(mine), Some(init)) => mine == init,
+            _ => true,
+        };
+        if !same {
+            tracing::info!("the agent runs in a mount namespace of its own: Secret, downward API and projected volumes stay on disk");
+        }
+        same
+    })
 }
 
 /// Makes each mount's target exist where the container's mount namespace will look for it (a bind
