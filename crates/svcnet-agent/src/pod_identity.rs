@@ -2,8 +2,8 @@
 //! characters), its domain (`<subdomain>.<namespace>.svc.<cluster domain>` with `spec.subdomain`), the
 //! `/etc/hosts` that names its address so (plus `spec.hostAliases`), and the words that run a container
 //! process with that hostname (a UTS namespace of its own) and, where the pod network has no other way,
-//! that hosts file (and the pod's ServiceAccount token directory) bind-mounted where Kubernetes puts them
-//! (a mount namespace of its own).
+//! that hosts file (and the pod's ServiceAccount token directory and volumes) bind-mounted where
+//! Kubernetes puts them (a mount namespace of its own).
 //!
 //! The kubelet asks the container runtime for both; svcnet runs processes on the host, so it wraps each
 //! container (and exec probe) in util-linux's `unshare`, whose `sh -c` sets the hostname, mounts the file
@@ -149,11 +149,11 @@ impl Sandbox {
     }
 
     /// The words put before a container's command: set the hostname in a new UTS namespace and, with
-    /// `mounts` (source, target), bind-mount each source over its target in a new (private) mount
-    /// namespace — the pod's hosts file over `/etc/hosts`, its ServiceAccount directory over
-    /// [`crate::agent::SERVICE_ACCOUNT_MOUNT`]; then exec the command. Empty when the sandbox does not
-    /// work here.
-    pub fn prefix(&self, hostname: &str, mounts: &[(&Path, &str)]) -> Vec<String> {
+    /// `mounts`, bind-mount each source over its target in a new (private) mount namespace, in order —
+    /// the pod's hosts file over `/etc/hosts`, its ServiceAccount directory over
+    /// [`crate::agent::SERVICE_ACCOUNT_MOUNT`], the container's volumes at their `mountPath`s (read-only
+    /// ones remounted so); then exec the command. Empty when the sandbox does not work here.
+    pub fn prefix(&self, hostname: &str, mounts: &[BindMount]) -> Vec<String> {
         let Some(t) = &self.tools else {
             return Vec::new();
         };
@@ -161,16 +161,45 @@ impl Sandbox {
         let mut script = format!("'{}' \"$0\"", t.hostname);
         if !mounts.is_empty() {
             words.extend(["--mount".into(), "--propagation".into(), "private".into()]);
-            for (i, (_, target)) in mounts.iter().enumerate() {
-                // Targets are the agent's own constants; sources travel as arguments.
-                script.push_str(&format!(" && '{}' --bind \"${}\" '{target}'", t.mount, i + 1));
+            for (i, m) in mounts.iter().enumerate() {
+                // Sources and targets (the pod's own paths) travel as arguments, never inside the script.
+                let (src, dst) = (2 * i + 1, 2 * i + 2);
+                script.push_str(&format!(" && '{}' --bind \"${{{src}}}\" \"${{{dst}}}\"", t.mount));
+                if m.read_only {
+                    script.push_str(&format!(" && '{}' -o remount,bind,ro \"${{{dst}}}\"", t.mount));
+                }
             }
-            script.push_str(&format!(" && shift {}", mounts.len()));
+            script.push_str(&format!(" && shift {}", 2 * mounts.len()));
         }
         script.push_str(" && exec \"$@\"");
         words.extend(["--".into(), t.sh.clone(), "-c".into(), script, hostname.into()]);
-        words.extend(mounts.iter().map(|(src, _)| src.to_string_lossy().into_owned()));
+        for m in mounts {
+            words.push(m.source.to_string_lossy().into_owned());
+            words.push(m.target.clone());
+        }
         words
+    }
+}
+
+/// One bind mount in a container's mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// What is mounted (a file or directory on the node).
+    pub source: std::path::PathBuf,
+    /// Where the container sees it (it must exist on the node: a mount needs its target).
+    pub target: String,
+    /// Remounted read-only.
+    pub read_only: bool,
+}
+
+impl BindMount {
+    /// A read-write bind mount of `source` at `target`.
+    pub fn new(source: &Path, target: &str) -> BindMount {
+        BindMount {
+            source: source.to_path_buf(),
+            target: target.to_string(),
+            read_only: false,
+        }
     }
 }
 
@@ -262,22 +291,32 @@ mod tests {
         let p = s.prefix("db", &[]);
         assert_eq!(p[..4], ["/bin/unshare", "--uts", "--", "/bin/sh"]);
         assert_eq!(p.last().map(String::as_str), Some("db"));
+        let sa = BindMount {
+            read_only: true,
+            ..BindMount::new(
+                Path::new("/x/sa"),
+                "/var/run/secrets/kubernetes.io/serviceaccount",
+            )
+        };
         let p = s.prefix(
             "db",
-            &[
-                (Path::new("/x/etc-hosts"), "/etc/hosts"),
-                (
-                    Path::new("/x/sa"),
-                    "/var/run/secrets/kubernetes.io/serviceaccount",
-                ),
-            ],
+            &[BindMount::new(Path::new("/x/etc-hosts"), "/etc/hosts"), sa],
         );
         assert!(p.contains(&"--mount".to_string()));
-        assert_eq!(p[p.len() - 3..], ["db", "/x/etc-hosts", "/x/sa"]);
-        let script = &p[p.len() - 4];
+        assert_eq!(
+            p[p.len() - 5..],
+            [
+                "db",
+                "/x/etc-hosts",
+                "/etc/hosts",
+                "/x/sa",
+                "/var/run/secrets/kubernetes.io/serviceaccount"
+            ]
+        );
+        let script = &p[p.len() - 6];
         assert!(
             script.ends_with(
-                "--bind \"$2\" '/var/run/secrets/kubernetes.io/serviceaccount' && shift 2 && exec \"$@\""
+                "--bind \"${3}\" \"${4}\" && '/bin/mount' -o remount,bind,ro \"${4}\" && shift 4 && exec \"$@\""
             ),
             "{script}"
         );

@@ -20,6 +20,7 @@ fn ctx() -> PodContext {
         node_name: "node-1".into(),
         service_env: vec![("WEB_SERVICE_HOST".into(), "127.96.0.20".into())],
         exec_prefix: Vec::new(),
+        container_prefix: Default::default(),
     }
 }
 

@@ -23,6 +23,7 @@ fn ctx() -> PodContext {
         node_name: "node-1".into(),
         service_env: vec![],
         exec_prefix: Vec::new(),
+        container_prefix: Default::default(),
     }
 }
 

@@ -13,15 +13,19 @@
 //!
 //! This module starts the parts and wires them together: the pod loop (`pod_sync`), the status writer
 //! (`status`), the logs server (`logs`), the environment a pod learns from the Services (`pod_env`), and
-//! each pod's ServiceAccount token (`sa_token`).
+//! each pod's ServiceAccount token (`sa_token`), the ConfigMaps and Secrets pods use (`objects`, one
+//! watch per object) and their volumes (`volumes`), and the Events it records (`events`).
 
+mod events;
 mod logs;
+mod objects;
 mod pod_env;
 mod pod_sync;
 mod readiness;
 mod sa_token;
 mod status;
 mod stream;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +48,7 @@ use tracing::info;
 pub use pod_env::service_env;
 use pod_sync::PodSync;
 pub use sa_token::{SERVICE_ACCOUNT_DIR_ENV, SERVICE_ACCOUNT_MOUNT};
+pub use volumes::{VOLUME_ENV_PREFIX, env_name as volume_env_name};
 
 use crate::netns::{self, NetnsError, PodNet};
 use crate::node::{self, NodeConfig};
@@ -306,6 +311,10 @@ async fn run_with(
         .unwrap_or_else(|_| Sandbox::none());
     // Kubernetes' path for the token exists only in a pod's own mount namespace, which needs the sandbox.
     let sa_mount = sandbox.works().then(sa_token::mount_point).flatten();
+    // The ConfigMaps and Secrets the pods use, each watched by name; the runner reads containers'
+    // references from them.
+    let (objects, object_changes) = objects::Objects::new(client.clone());
+    runner.set_objects(Arc::new(objects.clone()));
 
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let list_params = kube::api::ListParams::default().fields(&format!("spec.nodeName={}", cfg.node_name));
@@ -326,6 +335,9 @@ async fn run_with(
         sandbox,
         tokens,
         sa_mount,
+        objects,
+        object_changes: Some(object_changes),
+        mount_reported: HashMap::new(),
         gated: gated_tx,
     };
     // Adopt what a previous agent left running before anything else: the pods keep serving meanwhile.

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use super::pod_env::{cluster_dns, service_env};
 use super::{AgentConfig, listed};
 use crate::netns::{self, PodNet, PodNetSpec};
-use crate::pod_identity::{self, Sandbox};
+use crate::pod_identity::{self, BindMount, Sandbox};
 use crate::podip::PodIps;
 use crate::runner::{PodContext, PodRunner};
 
@@ -132,6 +132,13 @@ pub(super) struct PodSync {
     pub(super) tokens: super::sa_token::Tokens,
     /// Where pods' mount namespaces show their token directory (Kubernetes' path), if they can.
     pub(super) sa_mount: Option<&'static str>,
+    /// The ConfigMaps and Secrets the pods use (their containers' environment, their volumes).
+    pub(super) objects: super::objects::Objects,
+    /// The objects that changed (taken by [`Self::run`]): their pods' volumes are written again, and
+    /// pods that waited for them start.
+    pub(super) object_changes: Option<tokio::sync::mpsc::UnboundedReceiver<super::objects::Key>>,
+    /// Volume failures already told in an Event, per pod (once until the message changes).
+    pub(super) mount_reported: HashMap<String, String>,
     /// Tells the status writer about every event of a pod with readiness gates (another writer may
     /// have changed a gate's condition, which moves the pod's Ready) and of a pod whose Ready another
     /// writer changed (the node lifecycle controller, while this node's Lease lapsed).
@@ -172,9 +179,19 @@ impl PodSync {
     /// pod watch ends.
     pub(super) async fn run(mut self, pod_stream: impl Stream<Item = Result<Pod, watcher::Error>>) {
         futures::pin_mut!(pod_stream);
+        let mut object_changes = self.object_changes.take();
         loop {
             let next_retry = self.retry.values().map(|r| r.at).min();
             tokio::select! {
+                // A ConfigMap or Secret a pod uses changed: its volumes follow, and a pod that waited
+                // for it starts.
+                Some(key) = async { object_changes.as_mut()?.recv().await }, if object_changes.is_some() => {
+                    let uids = self.objects.pods_of(&key);
+                    let pods = self.pods.state();
+                    for pod in pods.iter().filter(|p| p.uid().is_some_and(|u| uids.contains(&u))) {
+                        self.pod(pod).await;
+                    }
+                }
                 ev = pod_stream.next() => match ev {
                     Some(Ok(pod)) => {
                         if (super::readiness::has_gates(&pod) || self.ready_moved(&pod))
@@ -256,6 +273,10 @@ impl PodSync {
     /// address. Whether it was adopted.
     pub(super) fn adopt(&mut self, pod: &Pod) -> bool {
         let Some(uid) = pod.uid() else { return false };
+        // An adopted pod's containers read their ConfigMaps and Secrets as they resume.
+        if pod.metadata.deletion_timestamp.is_none() {
+            self.objects.register(pod);
+        }
         match self.runner.adopt(pod) {
             Ok(Some(ctx)) => {
                 self.ips
@@ -305,6 +326,76 @@ impl PodSync {
         }
     }
 
+    /// Shows a pod whose volumes keep it from starting as the kubelet shows it: each container waiting,
+    /// `ContainerCreating` (init containers first, the others `PodInitializing`), or
+    /// `CreateContainerConfigError` with the message when a container's mounts cannot be made. Written
+    /// once per state, and only while the runner has no status of its own for the pod.
+    async fn show_blocked(&self, pod: &Pod, e: &super::volumes::VolumeError) {
+        let Some(uid) = pod.uid() else { return };
+        if self.runner.status(&uid).is_some() {
+            return;
+        }
+        let (reason, message) = match e {
+            super::volumes::VolumeError::Container(m) => ("CreateContainerConfigError", Some(m.clone())),
+            _ => ("ContainerCreating", None),
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.unwrap_or_default();
+        let waiting = |c: &k8s_openapi::api::core::v1::Container, reason: &str, message: Option<&String>| {
+            let mut w = json!({"reason": reason});
+            if let Some(m) = message {
+                w["message"] = json!(m);
+            }
+            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                "ready": false, "restartCount": 0, "started": false, "state": {"waiting": w}})
+        };
+        let mut status = json!({"phase": "Pending", "hostIP": self.cfg.node_ip.to_string(),
+            "hostIPs": [{"ip": self.cfg.node_ip.to_string()}]});
+        let main_reason = if inits.is_empty() {
+            reason
+        } else {
+            "PodInitializing"
+        };
+        let main_message = if inits.is_empty() { message.as_ref() } else { None };
+        status["containerStatuses"] = spec
+            .containers
+            .iter()
+            .map(|c| waiting(c, main_reason, main_message))
+            .collect();
+        if !inits.is_empty() {
+            status["initContainerStatuses"] = inits
+                .iter()
+                .map(|c| waiting(c, reason, message.as_ref()))
+                .collect();
+        }
+        // Already shown so: nothing to write.
+        let shown = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first());
+        let same = shown.is_some_and(|cs| {
+            let w = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+            w.and_then(|w| w.reason.as_deref()) == Some(main_reason)
+                && w.and_then(|w| w.message.as_ref()) == main_message
+        });
+        if same {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = json!({"status": status});
+        if let Err(e) = api
+            .patch_status(
+                &pod.name_any(),
+                &Default::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await
+        {
+            debug!(pod = %pod.name_any(), error = %e, "could not show the pod waiting for its volumes");
+        }
+    }
+
     /// Brings the node in line with one pod's latest state (and stops pods that left the store).
     async fn pod(&mut self, pod: &Pod) {
         let Some(uid) = pod.uid() else { return };
@@ -314,6 +405,8 @@ impl PodSync {
         if pod.metadata.deletion_timestamp.is_some() {
             self.waiting.remove(&uid);
             self.retry.remove(&uid);
+            self.objects.forget(&uid);
+            self.mount_reported.remove(&uid);
             if self.stopping.insert(uid.clone()) {
                 let grace = Duration::from_secs(
                     pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64,
@@ -358,6 +451,11 @@ impl PodSync {
         // once the store holds the initial list: until then (kube's reflector buffers it) it is empty, and
         // every pod started from that list would look deleted.
         let listed = listed(&self.pods);
+        if listed {
+            let live: HashSet<String> = self.pods.state().iter().filter_map(|p| p.uid()).collect();
+            self.objects.retain(&live);
+            self.mount_reported.retain(|uid, _| live.contains(uid));
+        }
         for running in self.runner.running().into_iter().filter(|_| listed) {
             if self
                 .pods
@@ -373,6 +471,8 @@ impl PodSync {
                     self.podnet.clone(),
                 );
                 self.netns_ready.remove(&running);
+                self.objects.forget(&running);
+                self.mount_reported.remove(&running);
                 tokio::spawn(async move {
                     let _ = runner.remove(&running, Duration::from_secs(2)).await;
                     if let Some(podnet) = podnet {
@@ -393,6 +493,7 @@ impl PodSync {
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
         let mut exec_prefix = Vec::new();
+        let base_mounts: Vec<BindMount>;
         // The pod's identity first: its containers start with their token in place, as the kubelet's
         // volumes are mounted before any container starts.
         let sa_dir = match self
@@ -408,8 +509,53 @@ impl PodSync {
                 return;
             }
         };
-        let sa_mounts: Vec<(&std::path::Path, &str)> =
-            sa_dir.as_deref().zip(self.sa_mount).into_iter().collect();
+        // Then its volumes, each written (again, when its ConfigMap or Secret changed) before anything
+        // of the pod starts; a pod whose volumes cannot be set up does not start.
+        let volumes = match super::volumes::setup(
+            pod,
+            &self.runner.pod_dir(&uid),
+            &self.objects,
+            sa_dir.as_deref(),
+        )
+        .and_then(|v| {
+            if self.sandbox.works() {
+                for mounts in v.mounts.values() {
+                    super::volumes::make_mount_points(mounts).map_err(|e| {
+                        super::volumes::VolumeError::Container(format!("creating a mount point: {e}"))
+                    })?;
+                }
+            }
+            Ok(v)
+        }) {
+            Ok(v) => {
+                self.mount_reported.remove(&uid);
+                v
+            }
+            Err(e) => {
+                self.show_blocked(pod, &e).await;
+                if let Some(reason) = e.reason() {
+                    let message = e.to_string();
+                    warn!(pod = %pod.name_any(), error = %message, "cannot set up the pod's volumes");
+                    if self.mount_reported.get(&uid) != Some(&message) {
+                        super::events::warn(&self.client, pod, reason, &message).await;
+                        self.mount_reported.insert(uid.clone(), message);
+                    }
+                    self.failed(uid);
+                } else {
+                    debug!(pod = %pod.name_any(), error = %e, "the pod waits for a ConfigMap or Secret to be read");
+                }
+                return;
+            }
+        };
+        let sa_mounts: Vec<BindMount> = sa_dir
+            .as_deref()
+            .zip(self.sa_mount)
+            .map(|(dir, path)| BindMount {
+                read_only: true,
+                ..BindMount::new(dir, path)
+            })
+            .into_iter()
+            .collect();
         // The pod's own name, as the kubelet gives it (its hosts file names it; it is its hostname).
         let (host, domain) = pod_identity::hostname(pod, netns::CLUSTER_DOMAIN);
         let uts_name = pod_identity::uts_hostname(pod, netns::CLUSTER_DOMAIN);
@@ -456,7 +602,7 @@ impl PodSync {
             }
             exec_prefix = podnet.exec_prefix(&uid);
             // `ip netns exec` bind-mounts the pod's hosts file; only the hostname is left to do.
-            exec_prefix.extend(self.sandbox.prefix(&uts_name, &sa_mounts));
+            base_mounts = sa_mounts;
         } else {
             // The host pod network: the pod's hosts file is bind-mounted by the sandbox, as the kubelet's
             // `etc-hosts` in the pod's directory.
@@ -472,9 +618,9 @@ impl PodSync {
             };
             match written {
                 Ok(()) => {
-                    let mut mounts = vec![(file.as_path(), "/etc/hosts")];
-                    mounts.extend(sa_mounts.iter().copied());
-                    exec_prefix.extend(self.sandbox.prefix(&uts_name, &mounts))
+                    base_mounts = std::iter::once(BindMount::new(&file, "/etc/hosts"))
+                        .chain(sa_mounts)
+                        .collect();
                 }
                 Err(e) => {
                     warn!(pod = %pod.name_any(), error = %e, "could not write the pod's hosts file");
@@ -491,12 +637,27 @@ impl PodSync {
                 dir.to_string_lossy().into_owned(),
             ));
         }
+        // And where each volume is, for containers that cannot see it at its mountPath (no root).
+        for (name, dir) in &volumes.dirs {
+            env.push((super::volumes::env_name(name), dir.to_string_lossy().into_owned()));
+        }
+        // Each container's own mount namespace: the pod's files, then its volumeMounts in order.
+        let container_prefix = volumes
+            .mounts
+            .iter()
+            .map(|(name, mounts)| {
+                let mut all = base_mounts.clone();
+                all.extend(mounts.iter().cloned());
+                (name.clone(), self.sandbox.prefix(&uts_name, &all))
+            })
+            .collect();
         let ctx = PodContext {
             pod_ip,
             host_ip: self.cfg.node_ip,
             node_name: self.cfg.node_name.clone(),
             service_env: env,
             exec_prefix,
+            container_prefix,
         };
         match self.runner.ensure(pod, ctx) {
             Ok(()) => {

@@ -210,23 +210,7 @@ impl Tokens {
         {
             return;
         }
-        let ns = pod.namespace().unwrap_or_default();
-        let now = jiff::Timestamp::now();
-        let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let event = serde_json::json!({
-            "metadata": {"name": format!("{}.{:x}", pod.name_any(), now.as_nanosecond()), "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": uid},
-            "reason": "FailedMount", "type": "Warning",
-            "message": err.event_message(),
-            "source": {"component": "svcnet-agent"},
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        });
-        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
-        if let Ok(ev) = serde_json::from_value(event)
-            && let Err(e) = events.create(&PostParams::default(), &ev).await
-        {
-            debug!(pod = %pod.name_any(), error = %e, "could not record the FailedMount event");
-        }
+        super::events::warn(&self.client, pod, "FailedMount", &err.event_message()).await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Issued>>> {

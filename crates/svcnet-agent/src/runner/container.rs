@@ -57,23 +57,40 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
     let is_init = matches!(which, Which::Init(_));
     let policy = restart_policy(&pod.pod).to_owned();
 
-    let launch = env::launch_spec(&pod.pod, &container, &pod.ctx)
-        .and_then(|spec| Ok((spec, security::identity(&pod.pod, &container)?)));
-    let (spec, identity) = match launch {
-        Ok(launch) => launch,
-        Err(e) => {
-            // Nothing the runner learns later can fix this (the spec is immutable): wait to be stopped.
-            pod.update(|s| {
-                s.record_mut(which).state = State::Waiting {
-                    reason: e.reason.into(),
-                    message: Some(e.message),
-                };
-                true
+    let Resume {
+        mut instance,
+        mut previous,
+        mut adopted,
+        mut ended,
+    } = resume(&pod, which);
+    let configured = if adopted.is_some() {
+        // A process a previous agent started is supervised whatever its ConfigMaps and Secrets say
+        // now (its environment was fixed when it started); its probes and hooks get what can be
+        // computed now.
+        let identity = security::identity(&pod.pod, &container).unwrap_or_default();
+        let spec = env::launch_spec(&pod.pod, &container, &pod.ctx, pod.objects.as_ref())
+            .unwrap_or_else(|e| {
+                tracing::warn!(pod = %pod.uid, container = %container.name, error = %e.message, "adopted container: its environment cannot be computed now; probes and hooks get the service variables only");
+                env::LaunchSpec {
+                    program: String::new(),
+                    args: Vec::new(),
+                    env: pod.ctx.service_env.clone(),
+                }
             });
-            stop_requested(&mut stop_rx).await;
-            return Outcome::Stopped;
-        }
+        Some((spec, identity))
+    } else {
+        configure(&pod, which, &container, &mut stop_rx).await
     };
+    let Some((mut spec, identity)) = configured else {
+        return Outcome::Stopped;
+    };
+    let remember = |env: &[(String, String)]| {
+        pod.launched_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(container.name.clone(), env.to_vec());
+    };
+    remember(&spec.env);
     let cwd = match container.working_dir.as_ref().filter(|d| !d.is_empty()) {
         Some(dir) => dir.into(),
         None => {
@@ -87,9 +104,9 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
         }
     };
     // The identity goes after the pod's prefix (which may need root) and applies to probes and hooks too.
-    let mut exec_prefix = pod.ctx.exec_prefix.clone();
+    let mut exec_prefix = pod.ctx.prefix_for(&container.name);
     exec_prefix.extend(identity.setpriv_prefix());
-    let target = Target {
+    let mut target = Target {
         pod_ip: pod.ctx.pod_ip.to_string(),
         container: container.clone(),
         env: spec.env.clone(),
@@ -99,12 +116,7 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
 
     // The kubelet's flowcontrol.Backoff entry for this container: (current delay, last update).
     let mut backoff: Option<(Duration, Instant)> = None;
-    let Resume {
-        mut instance,
-        mut previous,
-        mut adopted,
-        mut ended,
-    } = resume(&pod, which);
+    let mut first = true;
     loop {
         if stop_rx.borrow().is_some() {
             return Outcome::Stopped;
@@ -114,6 +126,16 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
             let old = instance_log(&pod.dir, &container.name, old);
             let _ = std::fs::remove_file(timeline::times_path(&old));
             let _ = std::fs::remove_file(old);
+        }
+        // Every start but the first reads the container's ConfigMaps and Secrets again, as the kubelet
+        // computes a container's environment each time it creates it.
+        if !std::mem::replace(&mut first, false) && adopted.is_none() && ended.is_none() {
+            let Some((fresh, _)) = configure(&pod, which, &container, &mut stop_rx).await else {
+                return Outcome::Stopped;
+            };
+            target.env = fresh.env.clone();
+            remember(&fresh.env);
+            spec = fresh;
         }
         let log = instance_log(&pod.dir, &container.name, instance);
         let last = previous.clone();
@@ -289,6 +311,54 @@ pub(crate) async fn run_container(pod: Arc<PodHandle>, which: Which) -> Outcome 
             _ => (pod.backoff.initial.min(max), finished),
         });
         instance = instance.saturating_add(1);
+    }
+}
+
+/// What to run for the container, and as whom: its environment read from the ConfigMaps and Secrets as
+/// they are now. A configuration that cannot be made leaves it waiting with the reason; one an object may
+/// cure is tried again on every change of the objects. `None`: the pod was stopped meanwhile.
+async fn configure(
+    pod: &PodHandle,
+    which: Which,
+    container: &k8s_openapi::api::core::v1::Container,
+    stop_rx: &mut watch::Receiver<Option<StopRequest>>,
+) -> Option<(env::LaunchSpec, security::Identity)> {
+    loop {
+        // Read before computing, so that a change landing meanwhile is not missed.
+        let mut changes = pod.objects.changes();
+        changes.borrow_and_update();
+        let launch = env::launch_spec(&pod.pod, container, &pod.ctx, pod.objects.as_ref())
+            .and_then(|spec| Ok((spec, security::identity(&pod.pod, container)?)));
+        let e = match launch {
+            Ok(launch) => return Some(launch),
+            Err(e) => e,
+        };
+        let message = Some(e.message.clone()).filter(|m| !m.is_empty());
+        pod.update(|s| {
+            let r = s.record_mut(which);
+            let same = matches!(&r.state, State::Waiting { reason, message: m } if reason == e.reason && *m == message);
+            r.state = State::Waiting {
+                reason: e.reason.into(),
+                message: message.clone(),
+            };
+            !same
+        });
+        if !e.retry {
+            // Nothing the runner learns later can fix this (the spec is immutable): wait to be stopped.
+            stop_requested(stop_rx).await;
+            return None;
+        }
+        // A missing ConfigMap or Secret (or key) may appear: try again when an object changes, as the
+        // kubelet's sync loop does.
+        tokio::select! {
+            _ = stop_requested(stop_rx) => return None,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    stop_requested(stop_rx).await;
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -61,7 +61,21 @@ impl PodRunner {
             });
         };
         let c = pod.container(which).cloned().unwrap_or_default();
-        let launch = env::launch_spec(&pod.pod, &c, &pod.ctx).map_err(|e| RunnerError::Exec(e.message))?;
+        // The environment the running instance got; computed afresh only if it is not known.
+        let known = pod
+            .launched_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(container)
+            .cloned();
+        let env = match known {
+            Some(env) => env,
+            None => {
+                env::launch_spec(&pod.pod, &c, &pod.ctx, pod.objects.as_ref())
+                    .map_err(|e| RunnerError::Exec(e.message))?
+                    .env
+            }
+        };
         let identity = security::identity(&pod.pod, &c).map_err(|e| RunnerError::Exec(e.message))?;
         let cwd = c
             .working_dir
@@ -69,10 +83,10 @@ impl PodRunner {
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| pod.work_dir());
-        let mut prefix = pod.ctx.exec_prefix.clone();
+        let mut prefix = pod.ctx.prefix_for(container);
         prefix.extend(identity.setpriv_prefix());
         Ok(ExecTarget {
-            env: super::process::base_env(&launch.env),
+            env: super::process::base_env(&env),
             cwd,
             prefix,
             netns_prefix: pod.ctx.exec_prefix.clone(),

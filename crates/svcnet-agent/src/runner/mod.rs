@@ -10,8 +10,9 @@
 //! - `PATH` is the agent's own unless the container sets one (there is no image to define it);
 //! - containers without `workingDir` run in `root/pods/<uid>/work`, shared by the pod's containers;
 //! - `image` is reported back as given and `imageID` is empty; container IDs are `svcnet://<pid>`;
-//! - ConfigMap/Secret references cannot be resolved: optional ones are skipped, required ones leave the
-//!   container waiting with `CreateContainerConfigError`; a container without `command` waits with
+//! - ConfigMap/Secret references are read from an [`ObjectSource`] (the agent's per-object watches): a
+//!   missing required one leaves the container waiting with `CreateContainerConfigError` in the
+//!   kubelet's words until the source changes; a container without `command` waits with
 //!   `RunContainerError`.
 //!
 //! - `securityContext` is honoured or refused as [`security`] describes (uid, gid, groups, runAsNonRoot,
@@ -26,11 +27,13 @@ mod container;
 mod env;
 mod exec;
 mod logs;
+mod mounts;
 mod pod;
 mod probe;
 mod process;
 mod record;
 mod security;
+mod sources;
 mod status;
 mod timeline;
 
@@ -45,7 +48,11 @@ use tokio::sync::broadcast;
 
 pub use exec::{ExecTarget, exec_exit_code, kill_exec_group};
 pub use logs::LogStream;
+pub(crate) use logs::safe_component;
+#[cfg(test)]
+pub(crate) use mounts::unmount_under;
 use pod::{Backoff, PodHandle, StopRequest, run_pod};
+pub use sources::{Lookup, NoObjects, ObjectData, ObjectKind, ObjectSource};
 use status::{ContainerRecord, PodState, State};
 pub use timeline::LogOptions;
 
@@ -65,6 +72,25 @@ pub struct PodContext {
     /// in the pod's network namespace. Empty in the host pod network. The prefix must exec the command (not
     /// fork it), so that the container's PID and process group stay those of the process the runner started.
     pub exec_prefix: Vec<String>,
+    /// Words put after [`Self::exec_prefix`] for one container (by name): the pod's sandbox with that
+    /// container's own mounts (its `volumeMounts`). A container without an entry gets none.
+    #[serde(default)]
+    pub container_prefix: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PodContext {
+    /// Everything put before `container`'s command (and its exec probes, hooks and `kubectl exec`).
+    pub fn prefix_for(&self, container: &str) -> Vec<String> {
+        let mut words = self.exec_prefix.clone();
+        words.extend(
+            self.container_prefix
+                .get(container)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        words
+    }
 }
 
 /// Errors of the runner's API.
@@ -132,6 +158,8 @@ struct Inner {
     backoff: Backoff,
     pods: Mutex<HashMap<String, Arc<PodHandle>>>,
     changes: broadcast::Sender<String>,
+    /// Where containers' ConfigMap and Secret references are read; set once by the agent.
+    objects: std::sync::OnceLock<Arc<dyn ObjectSource>>,
 }
 
 /// The kubelet's crash-loop back-off: 10 s, doubling up to 5 min.
@@ -156,8 +184,22 @@ impl PodRunner {
                 },
                 pods: Mutex::new(HashMap::new()),
                 changes,
+                objects: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Reads containers' ConfigMap and Secret references from `objects` (once; before any pod starts).
+    /// Without it every such object is missing.
+    pub fn set_objects(&self, objects: Arc<dyn ObjectSource>) {
+        let _ = self.inner.objects.set(objects);
+    }
+
+    fn objects(&self) -> Arc<dyn ObjectSource> {
+        self.inner
+            .objects
+            .get_or_init(|| Arc::new(NoObjects::default()))
+            .clone()
     }
 
     fn pods(&self) -> MutexGuard<'_, HashMap<String, Arc<PodHandle>>> {
@@ -269,9 +311,9 @@ impl PodRunner {
                 pod.clone(),
                 ctx,
                 dir,
-                self.inner.backoff,
-                self.inner.changes.clone(),
+                &self.inner,
                 restored,
+                self.objects(),
             ));
             pods.insert(uid.clone(), handle.clone());
             (handle, runtime)
@@ -311,6 +353,7 @@ impl PodRunner {
                 tracing::info!(pod = %rec.uid, containers = ?running, "stopping a pod deleted while no agent ran");
             }
             record::stop_processes(rec, grace).await;
+            mounts::unmount_under(dir);
             let _ = tokio::fs::remove_dir_all(dir).await;
         }))
         .await;
@@ -341,19 +384,26 @@ impl PodRunner {
         self.inner.root.join("pods").join(logs::safe_component(uid))
     }
 
-    /// Stops every pod (see [`Self::stop`]) concurrently.
+    /// Stops every pod (see [`Self::stop`]) concurrently and detaches their memory-backed volumes.
     pub async fn stop_all(&self, grace: Duration) {
         let uids: Vec<String> = self.pods().keys().cloned().collect();
         futures::future::join_all(uids.iter().map(|uid| self.stop(uid, grace))).await;
+        // The pods are gone for good: so are their memory-backed volumes.
+        for uid in &uids {
+            mounts::unmount_under(&self.pod_dir(uid));
+        }
     }
 
     /// Stops the pod and forgets it: its status and its files (logs, working directory) are gone.
     pub async fn remove(&self, uid: &str, grace: Duration) -> Result<(), RunnerError> {
         self.stop(uid, grace).await;
-        let Some(pod) = self.pods().remove(uid) else {
-            return Ok(());
-        };
-        match tokio::fs::remove_dir_all(&pod.dir).await {
+        // A pod that never started (its volumes failed) may still have files, a tmpfs even.
+        let dir = self
+            .pods()
+            .remove(uid)
+            .map_or_else(|| self.pod_dir(uid), |pod| pod.dir.clone());
+        mounts::unmount_under(&dir);
+        match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }

@@ -50,6 +50,10 @@ pub(crate) struct PodHandle {
     pub stop: watch::Sender<Option<StopRequest>>,
     /// True once the supervisor task has ended (no process of the pod is left).
     pub done: watch::Sender<bool>,
+    /// Where the containers' ConfigMap and Secret references are read.
+    pub objects: std::sync::Arc<dyn super::ObjectSource>,
+    /// Each container's environment as its running instance got it (`kubectl exec` gets the same).
+    pub launched_env: Mutex<std::collections::HashMap<String, Vec<(String, String)>>>,
 }
 
 fn containers(pod: &Pod) -> (&[Container], &[Container]) {
@@ -68,10 +72,11 @@ impl PodHandle {
         pod: Pod,
         ctx: PodContext,
         dir: PathBuf,
-        backoff: Backoff,
-        changes: broadcast::Sender<String>,
+        runner: &super::Inner,
         restored: Option<PodState>,
+        objects: std::sync::Arc<dyn super::ObjectSource>,
     ) -> PodHandle {
+        let (backoff, changes) = (runner.backoff, runner.changes.clone());
         let adopted = restored.is_some();
         let state = restored.unwrap_or_else(|| Self::fresh(&pod));
         let handle = PodHandle {
@@ -85,6 +90,8 @@ impl PodHandle {
             changes,
             stop: watch::Sender::new(None),
             done: watch::Sender::new(false),
+            objects,
+            launched_env: Mutex::default(),
         };
         // The record goes to disk before anything of the pod runs.
         handle.persist(&handle.lock());

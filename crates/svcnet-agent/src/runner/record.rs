@@ -218,6 +218,7 @@ mod tests {
             node_name: "n".into(),
             service_env: vec![],
             exec_prefix: vec![],
+            container_prefix: Default::default(),
         };
         assert_eq!(netns_of(&ctx), None);
         assert!(in_pod_netns(std::process::id(), &ctx));

@@ -146,6 +146,7 @@ fn format_pod(pod: &Pod) -> String {
 fn id(field: &str, v: i64) -> Result<u32, ConfigError> {
     u32::try_from(v).map_err(|_| ConfigError {
         reason: "CreateContainerConfigError",
+        retry: false,
         message: format!("{field} {v} is not a valid id"),
     })
 }
@@ -164,6 +165,7 @@ pub(crate) fn identity(pod: &Pod, container: &Container) -> Result<Identity, Con
     let refuse = |what: &str| {
         Err(ConfigError {
             reason: "CreateContainerConfigError",
+            retry: false,
             message: format!(
                 "{what} is not supported by svcnet's process runner (pod: {:?}, container: {})",
                 format_pod(pod),
@@ -207,6 +209,7 @@ pub(crate) fn identity(pod: &Pod, container: &Container) -> Result<Identity, Con
         if name != "ALL" && !CAPABILITIES.contains(&name.as_str()) {
             return Err(ConfigError {
                 reason: "CreateContainerConfigError",
+                retry: false,
                 message: format!("unknown capability {cap:?} in capabilities.drop"),
             });
         }
@@ -218,6 +221,7 @@ pub(crate) fn identity(pod: &Pod, container: &Container) -> Result<Identity, Con
             Some(0) => {
                 return Err(ConfigError {
                     reason: "CreateContainerConfigError",
+                    retry: false,
                     message: format!(
                         "container's runAsUser breaks non-root policy (pod: {pod_name:?}, container: {})",
                         container.name
@@ -228,6 +232,7 @@ pub(crate) fn identity(pod: &Pod, container: &Container) -> Result<Identity, Con
             None if identity.runs_as_root() => {
                 return Err(ConfigError {
                     reason: "CreateContainerConfigError",
+                    retry: false,
                     message: format!(
                         "container has runAsNonRoot and image will run as root (pod: {pod_name:?}, container: {})",
                         container.name
