@@ -534,6 +534,34 @@ impl ApiServer {
                     .expect("at least one kind is served"),
                 req.method().as_str(),
             )),
+            // ServiceAccountIssuerDiscovery, served only where tokens are signed, cacheable for an
+            // hour as kube-apiserver serves it.
+            Route::OpenIdConfiguration | Route::Jwks => match &self.sa_signer {
+                None => error_response(&ApiError::no_route()),
+                Some(signer) => {
+                    let (ct, doc) = if matches!(route, Route::Jwks) {
+                        ("application/jwk-set+json", signer.jwks())
+                    } else {
+                        let host = if self.listen.ip().is_unspecified() {
+                            req.headers()
+                                .get(header::HOST)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string)
+                                .unwrap_or_else(|| self.listen.to_string())
+                        } else {
+                            self.listen.to_string()
+                        };
+                        ("application/json", satoken::openid_configuration(&host))
+                    };
+                    let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+                    let mut r = bytes_response(200, ct, body);
+                    r.headers_mut().insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=3600"),
+                    );
+                    r
+                }
+            },
             Route::LegacyRoot => match discovery::aggregated_version(accept.as_deref()) {
                 Some(v) => aggregated_response(&discovery::aggregated(true, v), v),
                 None => json_response(200, &discovery::legacy_versions(&self.listen.to_string()), &[]),

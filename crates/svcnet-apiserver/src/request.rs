@@ -19,6 +19,10 @@ pub enum Route {
     Version,
     /// `/metrics`.
     Metrics,
+    /// `/.well-known/openid-configuration`: the service-account issuer's discovery document.
+    OpenIdConfiguration,
+    /// `/openid/v1/jwks`: the keys service-account tokens are signed with.
+    Jwks,
     /// `/api`.
     LegacyRoot,
     /// `/apis`.
@@ -189,6 +193,8 @@ pub fn parse_path(path: &str) -> Result<Route, ApiError> {
         ["livez" | "readyz" | "healthz", ..] => return Ok(Route::Health),
         ["version"] => return Ok(Route::Version),
         ["metrics"] => return Ok(Route::Metrics),
+        [".well-known", "openid-configuration"] => return Ok(Route::OpenIdConfiguration),
+        ["openid", "v1", "jwks"] => return Ok(Route::Jwks),
         ["api"] => return Ok(Route::LegacyRoot),
         ["apis"] => return Ok(Route::GroupsRoot),
         ["openapi", "v2"] => return Ok(Route::OpenApiV2),

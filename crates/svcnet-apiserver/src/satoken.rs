@@ -125,6 +125,39 @@ impl Signer {
         let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(0);
         (aud_ok && now < exp && nbf <= now + 60).then_some(claims)
     }
+
+    /// The public half of the key as a JSON Web Key Set (RFC 7517), what kube-apiserver serves at
+    /// `/openid/v1/jwks` so that others can check its tokens without asking it.
+    pub fn jwks(&self) -> Value {
+        // ring gives the uncompressed SEC1 point: 0x04, then X and Y, 32 bytes each.
+        let point = self.key.public_key().as_ref();
+        let (x, y) = point[1..].split_at(32);
+        json!({"keys": [{
+            "use": "sig",
+            "kty": "EC",
+            "kid": self.kid,
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": B64.encode(x),
+            "y": B64.encode(y),
+        }]})
+    }
+}
+
+/// Where the key set is served: kube-apiserver's `serviceaccount.JWKSPath`.
+pub const JWKS_PATH: &str = "/openid/v1/jwks";
+
+/// The OpenID Connect discovery document kube-apiserver serves at
+/// `/.well-known/openid-configuration` (ServiceAccountIssuerDiscovery): the issuer of the tokens and
+/// where its keys are, `jwks_uri` on the API server's own address (`host`) as kube's default.
+pub fn openid_configuration(host: &str) -> Value {
+    json!({
+        "issuer": ISSUER,
+        "jwks_uri": format!("https://{host}{JWKS_PATH}"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    })
 }
 
 fn unix_now() -> i64 {
@@ -379,5 +412,31 @@ mod tests {
         assert!(s.verify(&wrong_aud, 1500).is_none(), "another audience");
         assert!(s.verify("a.b.c", 1500).is_none());
         assert!(s.verify(&format!("{t}x"), 1500).is_none());
+    }
+
+    /// The key set holds the very key that signs: a token verifies against the published X and Y.
+    #[test]
+    fn jwks_publishes_the_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+        let s = Signer::load_or_create(dir.path()).unwrap();
+        let jwks = s.jwks();
+        let key = &jwks["keys"][0];
+        assert_eq!(key["kty"], "EC");
+        assert_eq!(key["crv"], "P-256");
+        let mut point = vec![4u8];
+        point.extend(B64.decode(key["x"].as_str().unwrap()).unwrap());
+        point.extend(B64.decode(key["y"].as_str().unwrap()).unwrap());
+        let t = s.sign(&json!({"iss": ISSUER})).unwrap();
+        let header: Value =
+            serde_json::from_slice(&B64.decode(t.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["kid"], key["kid"]);
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+            .verify(input.as_bytes(), &B64.decode(sig).unwrap())
+            .expect("the published key verifies the token");
+        let doc = openid_configuration("10.0.0.1:6443");
+        assert_eq!(doc["issuer"], ISSUER);
+        assert_eq!(doc["jwks_uri"], "https://10.0.0.1:6443/openid/v1/jwks");
     }
 }

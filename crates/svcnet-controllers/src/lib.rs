@@ -27,6 +27,7 @@ pub mod lb_ipam;
 mod node_lifecycle;
 pub mod nodes;
 mod queue;
+pub mod root_ca;
 pub mod serviceaccounts;
 pub mod taints;
 pub mod workloads;
@@ -61,6 +62,8 @@ pub mod identity {
     pub const CERTIFICATE: &str = "certificate-controller";
     /// The bootstrap signer (cluster-info's JWS signatures).
     pub const BOOTSTRAP_SIGNER: &str = "bootstrap-signer";
+    /// The root-ca-cert-publisher (`kube-root-ca.crt` in every namespace).
+    pub const ROOT_CA_CERT_PUBLISHER: &str = "root-ca-cert-publisher";
     /// The clusterrole-aggregation controller (aggregated ClusterRoles' `rules`).
     pub const CLUSTERROLE_AGGREGATION: &str = "clusterrole-aggregation-controller";
     /// svcnet's LoadBalancer IPAM (kube has none): `system:controller:svcnet-lb-ipam-controller`.
@@ -77,6 +80,7 @@ pub mod identity {
         CERTIFICATE,
         BOOTSTRAP_SIGNER,
         CLUSTERROLE_AGGREGATION,
+        ROOT_CA_CERT_PUBLISHER,
         LB_IPAM,
     ];
     /// The scheduler is no controller of kube-controller-manager: it is the user kube-scheduler

@@ -912,6 +912,17 @@ async fn up(args: UpArgs) -> Result<()> {
         aggregation.await;
         Ok(())
     });
+    let root_ca = svcnet_controllers::root_ca::run_root_ca_cert_publisher(
+        clients.get(svcnet_controllers::identity::ROOT_CA_CERT_PUBLISHER),
+        manager.clone(),
+        creds.ca_pem.clone(),
+    );
+    let gate = elector.gate(&supervisor, "svcnet-root-ca-cert-publisher");
+    supervisor.spawn("root-ca-cert-publisher", async move {
+        leader::wait(gate).await;
+        root_ca.await;
+        Ok(())
+    });
     let workloads = svcnet_controllers::run_workload_controllers(clients.clone(), informers.clone());
     let gate = elector.gate(&supervisor, "svcnet-workload-controller");
     supervisor.spawn("workload-controllers", async move {

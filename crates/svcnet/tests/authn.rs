@@ -1,7 +1,8 @@
 //! Authentication as kube-apiserver's: client certificates signed by the cluster CA, the static token
 //! file, the admin token and ServiceAccount tokens from the TokenRequest API (`kubectl create token`),
 //! each seen through `kubectl auth whoami`; anonymous and bad credentials get 401 except on the public
-//! paths; TokenReview answers whom a token belongs to.
+//! paths; TokenReview answers whom a token belongs to; what clients verify the API server and its
+//! tokens with: the `kube-root-ca.crt` ConfigMap in every namespace and the issuer discovery documents.
 
 use std::time::Duration;
 
@@ -257,5 +258,143 @@ fn token_reviews_answer_whom_a_token_belongs_to() {
     assert!(
         err.contains("token is required for TokenReview in authentication"),
         "{err}"
+    );
+}
+
+/// ServiceAccountIssuerDiscovery as kube-apiserver serves it: the OpenID Connect discovery document
+/// names the issuer the tokens carry and where the keys are, the key set holds the key that signed a
+/// token (by `kid`), every ServiceAccount may read both (kube's `system:service-account-issuer-discovery`
+/// binding), and other users without a grant get 403, anonymous requests 401.
+#[test]
+fn service_account_issuer_discovery() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let c = start();
+    c.ok(&["create", "serviceaccount", "robot"]);
+    let token = c.ok(&["create", "token", "robot"]).trim().to_string();
+    let robot = users::kubeconfig(&c, "robot", Credential::Token(&token));
+    let raw = |kc: &std::path::Path, path: &str| {
+        let out = c.kubectl_as(kc, &["get", "--raw", path]);
+        if out.status.success() {
+            Ok(serde_json::from_slice::<Value>(&out.stdout).expect("JSON"))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let part = |i: usize| -> Value {
+        serde_json::from_slice(&b64.decode(token.split('.').nth(i).unwrap()).unwrap()).unwrap()
+    };
+    let (header, claims) = (part(0), part(1));
+
+    let doc = raw(&robot, "/.well-known/openid-configuration").unwrap();
+    assert_eq!(doc["issuer"], claims["iss"], "{doc}");
+    assert_eq!(doc["response_types_supported"], serde_json::json!(["id_token"]));
+    assert_eq!(doc["subject_types_supported"], serde_json::json!(["public"]));
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        serde_json::json!([header["alg"]])
+    );
+    let jwks_uri = doc["jwks_uri"].as_str().unwrap();
+    assert!(
+        jwks_uri.starts_with("https://") && jwks_uri.ends_with("/openid/v1/jwks"),
+        "{jwks_uri}"
+    );
+
+    let jwks = raw(&robot, "/openid/v1/jwks").unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .unwrap_or_else(|| panic!("no key {} in {jwks}", header["kid"]));
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    for coord in ["x", "y"] {
+        assert_eq!(
+            b64.decode(key[coord].as_str().unwrap()).unwrap().len(),
+            32,
+            "{key}"
+        );
+    }
+    // The admin may read it too (cluster-admin); a user bound to nothing may not.
+    assert!(raw(&c.kubeconfig(), "/openid/v1/jwks").is_ok());
+    let bob = users::kubeconfig(&c, "bob", Credential::Token("bob-token"));
+    let err = raw(&bob, "/.well-known/openid-configuration").unwrap_err();
+    assert!(err.contains("Forbidden") || err.contains("forbidden"), "{err}");
+    let anon = users::kubeconfig(&c, "anon", Credential::Token("not-a-token"));
+    let err = raw(&anon, "/openid/v1/jwks").unwrap_err();
+    assert!(err.contains("Unauthorized"), "{err}");
+}
+
+/// kube's conformance test "ServiceAccounts should guarantee kube-root-ca.crt exist in any namespace":
+/// the ConfigMap holds the cluster CA (the one the admin's kubeconfig trusts) with kube's description,
+/// is made in a new namespace, made again when deleted, and put back when its data is changed.
+#[test]
+fn kube_root_ca_crt_exists_in_every_namespace() {
+    use base64::Engine;
+    let c = start();
+    let kubeconfig = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let ca_b64 = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
+        .expect("the kubeconfig carries its CA")
+        .trim()
+        .to_string();
+    let ca = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap()).unwrap();
+    let get = |ns: &str| {
+        let out = c.kubectl_v(
+            "",
+            &["get", "configmap", "kube-root-ca.crt", "-n", ns, "-o", "json"],
+            None,
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    };
+    let holds_ca = |ns: &str| get(ns).is_some_and(|cm| cm["data"]["ca.crt"] == ca.as_str());
+    assert!(
+        eventually(Duration::from_secs(10), || holds_ca("default")),
+        "{:?}",
+        get("default")
+    );
+    let cm = get("default").unwrap();
+    assert_eq!(
+        cm["metadata"]["annotations"]["kubernetes.io/description"],
+        "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints \
+such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of \
+Kubernetes clusters."
+    );
+
+    c.ok(&["create", "namespace", "fresh"]);
+    assert!(
+        eventually(Duration::from_secs(10), || holds_ca("fresh")),
+        "a new namespace gets it"
+    );
+
+    let uid = cm["metadata"]["uid"].clone();
+    c.ok(&["delete", "configmap", "kube-root-ca.crt"]);
+    assert!(
+        eventually(Duration::from_secs(10), || get("default").is_some_and(
+            |cm| cm["metadata"]["uid"] != uid && cm["data"]["ca.crt"] == ca.as_str()
+        )),
+        "made again after its deletion"
+    );
+
+    c.ok(&[
+        "patch",
+        "configmap",
+        "kube-root-ca.crt",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"ca.crt":"forged","extra":"x"}}"#,
+    ]);
+    assert!(
+        eventually(Duration::from_secs(10), || get("default")
+            .is_some_and(|cm| { cm["data"] == serde_json::json!({"ca.crt": ca}) })),
+        "put back after a change: {:?}",
+        get("default")
     );
 }

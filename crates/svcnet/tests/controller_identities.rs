@@ -146,6 +146,7 @@ subsets: [{addresses: [{ip: 10.1.2.3}], ports: [{port: 80}]}]
         ("create", "replicasets", "deployment-controller", false),
         ("create", "pods", "replicaset-controller", false),
         ("create", "serviceaccounts", "service-account-controller", false),
+        ("create", "configmaps", "root-ca-cert-publisher", false),
     ] {
         let users = writers(&log, verb, resource, "team-a", &sa(who));
         assert!(

@@ -297,8 +297,9 @@ fn controllers_fail_over_between_instances() {
     .concat();
     let mut a = Cluster::start_with(SVCNET, &flags);
     let a_id = std::fs::read_to_string(a.dir.join("leader-identity")).unwrap();
-    const LEASES: [&str; 10] = [
+    const LEASES: [&str; 11] = [
         "svcnet-workload-controller",
+        "svcnet-root-ca-cert-publisher",
         "svcnet-clusterrole-aggregation-controller",
         "svcnet-endpointslice-controller",
         "svcnet-node-controller",
