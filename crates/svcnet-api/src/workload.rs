@@ -94,6 +94,29 @@ fn pod_spec_defaults(m: &mut Map<String, Value>) {
     default(m, "priority", json!(0));
     default_containers(m.get_mut("containers"));
     default_containers(m.get_mut("initContainers"));
+    default_volumes(m.get_mut("volumes"));
+}
+
+/// kube's volume source defaults: mode 0644 for the API-data volumes (`SetDefaults_ConfigMapVolumeSource`
+/// and its siblings) and an hour for a projected ServiceAccount token (`SetDefaults_ServiceAccountTokenProjection`).
+fn default_volumes(list: Option<&mut Value>) {
+    let Some(Value::Array(vs)) = list else { return };
+    for v in vs.iter_mut().filter_map(Value::as_object_mut) {
+        for source in ["configMap", "secret", "downwardAPI", "projected"] {
+            if let Some(s) = v.get_mut(source).and_then(Value::as_object_mut) {
+                default(s, "defaultMode", json!(0o644));
+            }
+        }
+        let sources = v
+            .get_mut("projected")
+            .and_then(|p| p.get_mut("sources"))
+            .and_then(Value::as_array_mut);
+        for s in sources.into_iter().flatten() {
+            if let Some(t) = s.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
+                default(t, "expirationSeconds", json!(3600));
+            }
+        }
+    }
 }
 
 /// Pod defaults (spec defaults).
@@ -383,6 +406,7 @@ pub fn validate_template_spec(spec: Option<&Value>, path: &Path) -> Vec<FieldErr
             }
         }
     }
+    validate_volumes(spec, path, &mut errs);
     if let Some(rp) = spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str)
         && !matches!(rp, "Always" | "OnFailure" | "Never")
     {
@@ -393,6 +417,48 @@ pub fn validate_template_spec(spec: Option<&Value>, path: &Path) -> Vec<FieldErr
         ));
     }
     errs
+}
+
+/// kube's checks of projected ServiceAccount token sources (`validateProjectionSources`): a path, and
+/// a lifetime from ten minutes to 2^32 seconds.
+fn validate_volumes(spec: Option<&Value>, path: &Path, errs: &mut Vec<FieldError>) {
+    let volumes = spec.and_then(|s| s.get("volumes")).and_then(Value::as_array);
+    for (i, v) in volumes.into_iter().flatten().enumerate() {
+        let sources = v
+            .get("projected")
+            .and_then(|p| p.get("sources"))
+            .and_then(Value::as_array);
+        for (j, s) in sources.into_iter().flatten().enumerate() {
+            let Some(t) = s.get("serviceAccountToken") else {
+                continue;
+            };
+            let p = path
+                .child("volumes")
+                .index(i)
+                .child("projected")
+                .child("sources")
+                .index(j)
+                .child("serviceAccountToken");
+            if let Some(secs) = t.get("expirationSeconds").and_then(Value::as_i64) {
+                if secs < 600 {
+                    errs.push(FieldError::invalid(
+                        p.child("expirationSeconds"),
+                        secs,
+                        "may not specify a duration less than 10 minutes",
+                    ));
+                } else if secs > 1 << 32 {
+                    errs.push(FieldError::invalid(
+                        p.child("expirationSeconds"),
+                        secs,
+                        "may not specify a duration larger than 2^32 seconds",
+                    ));
+                }
+            }
+            if t.get("path").and_then(Value::as_str).is_none_or(str::is_empty) {
+                errs.push(FieldError::required(p.child("path"), ""));
+            }
+        }
+    }
 }
 
 /// kube-apiserver's range check of user and group ids (`ValidateSecurityContext`'s runAsUser/runAsGroup).
@@ -691,6 +757,31 @@ mod tests {
         let pod = json!({"spec": {"containers": [{"name": "Bad_Name", "image": "x"}, {"name": "Bad_Name", "image": "y"}]}});
         let errs = validate_pod(&pod);
         assert!(errs.iter().any(|e| e.kind == crate::field::ErrorType::Duplicate));
+    }
+
+    #[test]
+    fn projected_token_sources_are_defaulted_and_validated() {
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "image": "x"}], "volumes": [
+            {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault"}}]}},
+            {"name": "cm", "configMap": {"name": "settings"}}]}});
+        set_pod_defaults(&mut pod);
+        assert_eq!(pod["spec"]["volumes"][0]["projected"]["defaultMode"], 420);
+        assert_eq!(
+            pod["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+            3600
+        );
+        assert_eq!(pod["spec"]["volumes"][1]["configMap"]["defaultMode"], 420);
+        assert!(validate_pod(&pod).is_empty(), "{:?}", validate_pod(&pod));
+        let short = json!({"spec": {"containers": [{"name": "c", "image": "x"}], "volumes": [
+            {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 300}}]}}]}});
+        let errs: Vec<String> = validate_pod(&short).iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errs,
+            [
+                "spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds: Invalid value: 300: may not specify a duration less than 10 minutes",
+                "spec.volumes[0].projected.sources[0].serviceAccountToken.path: Required value",
+            ]
+        );
     }
 
     #[test]

@@ -140,8 +140,9 @@ fn s(v: &Value, key: &str) -> String {
 impl ApiServer {
     /// Answers a TokenReview as kube-apiserver's: the token goes through the same token authenticators
     /// as a request's bearer token (static, ServiceAccount, bootstrap), with `system:authenticated`
-    /// added. `spec.audiences` (default: the API server's) must include a ServiceAccount token's
-    /// audience; `status.audiences` are those the token is valid for.
+    /// added. `spec.audiences` (default: the API server's) must include one of a ServiceAccount
+    /// token's audiences (a projected token's `audience`, say a vault's); `status.audiences` are
+    /// those of them the token is valid for.
     fn token_review(&self, obj: Value) -> Result<Value, ApiError> {
         let token = obj
             .pointer("/spec/token")
@@ -167,10 +168,7 @@ impl ApiServer {
             .or_else(|| self.authenticate_bootstrap_token(token))
         {
             Some(u) => Some((u, asked)),
-            None if asked.iter().any(|a| a == crate::satoken::ISSUER) => self
-                .authenticate_service_account(token)
-                .map(|u| (u, vec![crate::satoken::ISSUER.to_string()])),
-            None => None,
+            None => self.authenticate_service_account_for(token, &asked),
         };
         let status = match found {
             Some((user, audiences)) => json!({

@@ -97,6 +97,14 @@ impl Signer {
     /// The claims of a token this signer signed that is valid now (`now`, Unix seconds) for the API
     /// server's audience; `None` for anything else.
     pub fn verify(&self, token: &str, now: i64) -> Option<Value> {
+        self.verify_for(token, now, &[ISSUER.to_string()])
+            .map(|(claims, _)| claims)
+    }
+
+    /// The claims of a token this signer signed that is valid now for one of `audiences`, and the
+    /// audiences it is valid for (those of its `aud` claim among `audiences`, as kube's authenticator
+    /// intersects them); `None` for anything else.
+    pub fn verify_for(&self, token: &str, now: i64, audiences: &[String]) -> Option<(Value, Vec<String>)> {
         let mut parts = token.split('.');
         let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -116,14 +124,19 @@ impl Signer {
         if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) {
             return None;
         }
-        let aud_ok = claims
+        let valid_for: Vec<String> = claims
             .get("aud")
             .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(ISSUER)));
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|a| audiences.iter().any(|x| x == a))
+            .map(str::to_string)
+            .collect();
         let exp = claims.get("exp").and_then(Value::as_i64)?;
         // kube allows a minute of clock skew on `nbf`.
         let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(0);
-        (aud_ok && now < exp && nbf <= now + 60).then_some(claims)
+        (!valid_for.is_empty() && now < exp && nbf <= now + 60).then_some((claims, valid_for))
     }
 
     /// The public half of the key as a JSON Web Key Set (RFC 7517), what kube-apiserver serves at
@@ -179,11 +192,23 @@ fn resource(plural: &str) -> &'static svcnet_api::resources::ResourceType {
 }
 
 impl ApiServer {
-    /// The user a ServiceAccount token stands for, if it is one of ours, unexpired, and its
-    /// ServiceAccount and bound pod still exist as they were when it was issued.
+    /// The user a ServiceAccount token stands for, if it is one of ours, unexpired, for the API
+    /// server's audience, and its ServiceAccount and bound pod still exist as they were when it was
+    /// issued.
     pub(crate) fn authenticate_service_account(&self, token: &str) -> Option<UserInfo> {
+        self.authenticate_service_account_for(token, &[ISSUER.to_string()])
+            .map(|(user, _)| user)
+    }
+
+    /// [`Self::authenticate_service_account`] for a token meant for one of `audiences` (a TokenReview's):
+    /// the user and the audiences the token is valid for.
+    pub(crate) fn authenticate_service_account_for(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Option<(UserInfo, Vec<String>)> {
         let signer = self.sa_signer.as_ref()?;
-        let claims = signer.verify(token, unix_now())?;
+        let (claims, valid_for) = signer.verify_for(token, unix_now(), audiences)?;
         let k = claims.get("kubernetes.io")?;
         let ns = str_at(k, "/namespace");
         let sa_name = str_at(k, "/serviceaccount/name");
@@ -228,7 +253,7 @@ impl ApiServer {
                 vec![format!("JTI={jti}")],
             );
         }
-        Some(user)
+        Some((user, valid_for))
     }
 
     /// `POST …/serviceaccounts/NAME/token`: issues a token for the ServiceAccount, bound to a pod if
@@ -410,6 +435,14 @@ mod tests {
             .sign(&json!({"iss": ISSUER, "aud": ["x"], "exp": 2000}))
             .unwrap();
         assert!(s.verify(&wrong_aud, 1500).is_none(), "another audience");
+        let vault = s
+            .sign(&json!({"iss": ISSUER, "aud": ["vault", "x"], "exp": 2000}))
+            .unwrap();
+        assert!(s.verify(&vault, 1500).is_none(), "not the API server's audience");
+        let (_, valid_for) = s
+            .verify_for(&vault, 1500, &["vault".to_string(), "y".to_string()])
+            .unwrap();
+        assert_eq!(valid_for, ["vault"], "the audiences asked for that the token has");
         assert!(s.verify("a.b.c", 1500).is_none());
         assert!(s.verify(&format!("{t}x"), 1500).is_none());
     }

@@ -219,3 +219,120 @@ fn a_pod_uses_its_service_account_token_in_cluster() {
     let (code, body) = c.curl(&["-H", &bearer], list);
     assert_eq!(code, 401, "{body}");
 }
+
+/// A pod's own projected ServiceAccount token (kube's "should mount projected service account token"):
+/// the volume holds a token for the source's audience and lifetime, bound to the pod, which a
+/// TokenReview for that audience accepts and the API server itself (another audience) does not; the
+/// API server defaults the lifetime and refuses one under ten minutes, in kube's words.
+#[test]
+fn projected_service_account_tokens_carry_their_audience() {
+    use base64::Engine;
+    use serde_json::Value;
+    let c = Cluster::start(SVCNET);
+    c.ok(&["create", "serviceaccount", "robot"]);
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: vault-client}
+spec:
+  serviceAccountName: robot
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'echo "token $(cat "$SVCNET_VOLUME_VAULT_TOKEN/vault/token")"; echo "default $(cat "$SVCNET_VOLUME_VAULT_TOKEN/plain")"; sleep 120']
+  volumes:
+  - name: vault-token
+    projected:
+      sources:
+      - serviceAccountToken: {path: vault/token, audience: vault, expirationSeconds: 7200}
+      - serviceAccountToken: {path: plain}
+"#;
+    c.ok_v("", &["apply", "-f", "-"], Some(pod));
+    let logs = || {
+        let out = c.kubectl_v("", &["logs", "vault-client"], None);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let token_of = |prefix: &str| {
+        logs()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .filter(|t| t.starts_with("ey"))
+            .map(str::to_string)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || token_of("token ").is_some()),
+        "{}\n{}",
+        logs(),
+        svcnet_testsupport::cluster::tail(&c.log(), 40)
+    );
+    let (vault, plain) = (token_of("token ").unwrap(), token_of("default ").unwrap());
+    let claims = |t: &str| -> Value {
+        let part = t.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let v = claims(&vault);
+    assert_eq!(v["aud"], serde_json::json!(["vault"]), "{v}");
+    assert_eq!(
+        v["exp"].as_i64().unwrap() - v["iat"].as_i64().unwrap(),
+        7200,
+        "{v}"
+    );
+    assert_eq!(v["kubernetes.io"]["pod"]["name"], "vault-client", "{v}");
+    assert_eq!(v["kubernetes.io"]["serviceaccount"]["name"], "robot", "{v}");
+    let p = claims(&plain);
+    assert_eq!(
+        p["exp"].as_i64().unwrap() - p["iat"].as_i64().unwrap(),
+        3600,
+        "{p}"
+    );
+    assert_ne!(p["aud"], serde_json::json!(["vault"]), "{p}");
+    let spec = c.get_json(&["pod", "vault-client"]);
+    assert_eq!(spec["spec"]["volumes"][0]["projected"]["defaultMode"], 420);
+    assert_eq!(
+        spec["spec"]["volumes"][0]["projected"]["sources"][1]["serviceAccountToken"]["expirationSeconds"],
+        3600
+    );
+
+    // The audience decides who accepts it: a TokenReview for `vault` does, the API server does not.
+    let review = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": vault, "audiences": ["vault"]},
+    });
+    let answer: Value = serde_json::from_str(&c.ok_v(
+        "",
+        &["create", "-f", "-", "-o", "json"],
+        Some(&review.to_string()),
+    ))
+    .unwrap();
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    let kubeconfig = svcnet_testsupport::users::kubeconfig(
+        &c,
+        "vault",
+        svcnet_testsupport::users::Credential::Token(&vault),
+    );
+    let out = c.kubectl_as(&kubeconfig, &["auth", "whoami"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{out:?}"
+    );
+
+    let short = pod
+        .replace("name: vault-client", "name: short")
+        .replace("expirationSeconds: 7200", "expirationSeconds: 300");
+    let err = c.fail_v("", &["apply", "-f", "-"], Some(&short));
+    assert!(
+        err.contains("spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds: Invalid value: 300: may not specify a duration less than 10 minutes"),
+        "{err}"
+    );
+}

@@ -304,7 +304,7 @@ async fn run_with(
     ));
 
     // Pods' ServiceAccount tokens, renewed before they expire.
-    let tokens = sa_token::Tokens::new(client.clone(), cfg.cluster_ca.clone());
+    let (tokens, token_renewals) = sa_token::Tokens::new(client.clone(), cfg.cluster_ca.clone());
     tokio::spawn(tokens.clone().refresh_loop(pod_store.clone()));
     let sandbox = tokio::task::spawn_blocking(Sandbox::detect)
         .await
@@ -337,6 +337,7 @@ async fn run_with(
         sa_mount,
         objects,
         object_changes: Some(object_changes),
+        token_renewals: Some(token_renewals),
         mount_reported: HashMap::new(),
         gated: gated_tx,
     };

@@ -137,6 +137,9 @@ pub(super) struct PodSync {
     /// The objects that changed (taken by [`Self::run`]): their pods' volumes are written again, and
     /// pods that waited for them start.
     pub(super) object_changes: Option<tokio::sync::mpsc::UnboundedReceiver<super::objects::Key>>,
+    /// Pods whose projected service account tokens were renewed (taken by [`Self::run`]): their
+    /// volumes are written again.
+    pub(super) token_renewals: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// Volume failures already told in an Event, per pod (once until the message changes).
     pub(super) mount_reported: HashMap<String, String>,
     /// Tells the status writer about every event of a pod with readiness gates (another writer may
@@ -180,6 +183,7 @@ impl PodSync {
     pub(super) async fn run(mut self, pod_stream: impl Stream<Item = Result<Pod, watcher::Error>>) {
         futures::pin_mut!(pod_stream);
         let mut object_changes = self.object_changes.take();
+        let mut token_renewals = self.token_renewals.take();
         loop {
             let next_retry = self.retry.values().map(|r| r.at).min();
             tokio::select! {
@@ -189,6 +193,13 @@ impl PodSync {
                     let uids = self.objects.pods_of(&key);
                     let pods = self.pods.state();
                     for pod in pods.iter().filter(|p| p.uid().is_some_and(|u| uids.contains(&u))) {
+                        self.pod(pod).await;
+                    }
+                }
+                // A projected token was renewed: the pod's volume gets it.
+                Some(uid) = async { token_renewals.as_mut()?.recv().await }, if token_renewals.is_some() => {
+                    let pods = self.pods.state();
+                    if let Some(pod) = pods.iter().find(|p| p.uid().as_deref() == Some(uid.as_str())) {
                         self.pod(pod).await;
                     }
                 }
@@ -509,13 +520,24 @@ impl PodSync {
                 return;
             }
         };
-        // Then its volumes, each written (again, when its ConfigMap or Secret changed) before anything
-        // of the pod starts; a pod whose volumes cannot be set up does not start.
+        // The tokens its own projected volumes ask for, requested once and then renewed.
+        let projected = match self.tokens.ensure_projected(pod).await {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                warn!(pod = %pod.name_any(), error = %e, "could not get the pod's projected service account token");
+                self.tokens.report(pod, &e).await;
+                self.failed(uid);
+                return;
+            }
+        };
+        // Then its volumes, each written (again, when its ConfigMap or Secret changed, or a token was
+        // renewed) before anything of the pod starts; a pod whose volumes cannot be set up does not start.
         let volumes = match super::volumes::setup(
             pod,
             &self.runner.pod_dir(&uid),
             &self.objects,
             sa_dir.as_deref(),
+            &projected,
         )
         .and_then(|v| {
             if self.sandbox.works() {

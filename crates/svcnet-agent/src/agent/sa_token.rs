@@ -10,9 +10,15 @@
 //! server's ServiceAccount admission adds (not under `automountServiceAccountToken: false` on the pod,
 //! else on the ServiceAccount); the node never reads ServiceAccounts, which the Node authorizer denies.
 //!
-//! Tokens are refreshed as the kubelet refreshes them: once 80 % of their lifetime has passed.
+//! A pod's own projected volumes may ask for more tokens (`serviceAccountToken` sources with an
+//! `audience` and `expirationSeconds`, for a vault or another service that checks them through the
+//! issuer's discovery documents): [`Tokens::ensure_projected`] requests each, bound to the pod, and
+//! `super::volumes` writes it at its `path` in the volume.
+//!
+//! Tokens are refreshed as the kubelet refreshes them: once 80 % of their lifetime has passed; a
+//! renewed projected token is announced on a channel, so that the pod loop writes its volume again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -33,6 +39,8 @@ pub const SERVICE_ACCOUNT_DIR_ENV: &str = "SVCNET_SERVICE_ACCOUNT_DIR";
 
 /// The lifetime the kubelet asks for (`kube-api-access` volumes: 3607 s).
 const EXPIRATION_SECONDS: i64 = 3607;
+/// A projected token's lifetime when its source names none (the API server's default, 1 h).
+const PROJECTED_EXPIRATION_SECONDS: i64 = 3600;
 
 /// Why a pod's identity could not be given to it.
 #[derive(Debug, thiserror::Error)]
@@ -46,17 +54,90 @@ pub enum TokenError {
     /// The files could not be written.
     #[error("writing the service account files: {0}")]
     Io(#[from] std::io::Error),
+    /// A token of one of the pod's own projected volumes.
+    #[error("volume {volume:?}: {source}")]
+    Projected {
+        /// The volume.
+        volume: String,
+        /// Why its token could not be had.
+        source: Box<TokenError>,
+    },
 }
 
 impl TokenError {
     /// The error in the words of the kubelet's `FailedMount` event for the token volume.
     pub(super) fn event_message(&self) -> String {
-        let cause = match self {
+        let (volume, err) = match self {
+            TokenError::Projected { volume, source } => (volume.as_str(), source.as_ref()),
+            other => ("kube-api-access", other),
+        };
+        let cause = match err {
             TokenError::Api(_, kube::Error::Api(status)) => status.message.clone(),
             other => other.to_string(),
         };
-        format!("MountVolume.SetUp failed for volume \"kube-api-access\" : failed to fetch token: {cause}")
+        format!("MountVolume.SetUp failed for volume {volume:?} : failed to fetch token: {cause}")
     }
+}
+
+/// A token one of a pod's own projected volumes asks for: a `serviceAccountToken` source outside the
+/// `kube-api-access-*` volume.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Projection {
+    /// The volume.
+    pub volume: String,
+    /// The file in it.
+    pub path: String,
+    /// The audience (empty: the API server's own).
+    pub audience: String,
+    /// The lifetime asked for, in seconds.
+    pub expiration: i64,
+}
+
+/// The pod's projected tokens, by (volume, path), as [`super::volumes::setup`] writes them.
+pub(super) type ProjectedTokens = BTreeMap<(String, String), String>;
+
+/// The [`Projection`]s of `pod`'s volumes.
+pub(super) fn projections(pod: &Pod) -> Vec<Projection> {
+    let mut out = Vec::new();
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if v.name.starts_with(super::volumes::TOKEN_VOLUME_PREFIX) {
+            continue;
+        }
+        let sources = v.projected.as_ref().and_then(|p| p.sources.as_ref());
+        for t in sources
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.as_ref())
+        {
+            out.push(Projection {
+                volume: v.name.clone(),
+                path: t.path.clone(),
+                audience: t.audience.clone().unwrap_or_default(),
+                expiration: t.expiration_seconds.unwrap_or(PROJECTED_EXPIRATION_SECONDS),
+            });
+        }
+    }
+    out
+}
+
+/// A projected token this agent holds.
+#[derive(Debug, Clone)]
+struct ProjectedToken {
+    token: String,
+    refresh_at: SystemTime,
+}
+
+/// A pod's projected tokens, and whom they are for.
+#[derive(Debug, Clone)]
+struct ProjectedPod {
+    who: Issued,
+    tokens: BTreeMap<Projection, ProjectedToken>,
 }
 
 /// A token this agent holds for a pod: where it is written and when to renew it.
@@ -81,6 +162,10 @@ pub(super) struct Tokens {
     /// Pods whose failure is already told in an Event (once per pod until it succeeds: retries do not
     /// flood the events).
     reported: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// The tokens of pods' own projected volumes, by pod uid.
+    projected: Arc<Mutex<HashMap<String, ProjectedPod>>>,
+    /// Where a pod whose projected token was renewed is announced (its uid).
+    renewed: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// When a token issued at `now` that expires at `expires` is renewed: after 80 % of its lifetime.
@@ -97,16 +182,90 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
 }
 
 impl Tokens {
-    pub(super) fn new(client: Client, ca_pem: Option<String>) -> Tokens {
+    /// The tokens, and the receiver of the uids of pods whose projected tokens were renewed (their
+    /// volumes are to be written again).
+    pub(super) fn new(
+        client: Client,
+        ca_pem: Option<String>,
+    ) -> (Tokens, tokio::sync::mpsc::UnboundedReceiver<String>) {
         if ca_pem.is_none() {
             warn!("no cluster CA in the agent's kubeconfig: pods' service account directories get no ca.crt");
         }
-        Tokens {
+        let (renewed, rx) = tokio::sync::mpsc::unbounded_channel();
+        let tokens = Tokens {
             client,
             ca_pem,
             issued: Default::default(),
             reported: Default::default(),
+            projected: Default::default(),
+            renewed,
+        };
+        (tokens, rx)
+    }
+
+    /// The tokens of `pod`'s own projected volumes, each requested (bound to the pod, for its audience
+    /// and lifetime) unless this agent holds it already.
+    pub(super) async fn ensure_projected(&self, pod: &Pod) -> Result<ProjectedTokens, TokenError> {
+        let wanted = projections(pod);
+        let Some(uid) = pod.uid().filter(|_| !wanted.is_empty()) else {
+            return Ok(ProjectedTokens::new());
+        };
+        let held = self.projected_lock().get(&uid).cloned();
+        let mut held = held.unwrap_or_else(|| ProjectedPod {
+            who: Issued {
+                namespace: pod.namespace().unwrap_or_else(|| "default".into()),
+                pod: pod.name_any(),
+                pod_uid: uid.clone(),
+                service_account: pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "default".into()),
+                dir: PathBuf::new(),
+                refresh_at: SystemTime::now(),
+            },
+            tokens: BTreeMap::new(),
+        });
+        for p in &wanted {
+            if held.tokens.contains_key(p) {
+                continue;
+            }
+            let token = self
+                .request(&held.who, p)
+                .await
+                .map_err(|e| TokenError::Projected {
+                    volume: p.volume.clone(),
+                    source: Box::new(e),
+                })?;
+            held.tokens.insert(p.clone(), token);
         }
+        let out = held
+            .tokens
+            .iter()
+            .map(|(p, t)| ((p.volume.clone(), p.path.clone()), t.token.clone()))
+            .collect();
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
+        self.projected_lock().insert(uid, held);
+        Ok(out)
+    }
+
+    /// A token of `who`'s ServiceAccount bound to its pod, for a projection.
+    async fn request(&self, who: &Issued, p: &Projection) -> Result<ProjectedToken, TokenError> {
+        let audiences = if p.audience.is_empty() {
+            Vec::new()
+        } else {
+            vec![p.audience.clone()]
+        };
+        let (token, refresh_at) = self.token_request(who, audiences, p.expiration).await?;
+        Ok(ProjectedToken { token, refresh_at })
+    }
+
+    fn projected_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProjectedPod>> {
+        self.projected.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the pod gets a token: whether it has a projected volume with a `serviceAccountToken`
@@ -164,11 +323,29 @@ impl Tokens {
 
     /// Requests a token bound to the pod and writes the files.
     async fn issue(&self, it: &mut Issued) -> Result<(), TokenError> {
+        let (token, refresh_at) = self.token_request(it, Vec::new(), EXPIRATION_SECONDS).await?;
+        std::fs::create_dir_all(&it.dir)?;
+        write_atomic(&it.dir, "token", token.as_bytes())?;
+        write_atomic(&it.dir, "namespace", it.namespace.as_bytes())?;
+        if let Some(ca) = &self.ca_pem {
+            write_atomic(&it.dir, "ca.crt", ca.as_bytes())?;
+        }
+        it.refresh_at = refresh_at;
+        Ok(())
+    }
+
+    /// The TokenRequest for `it`'s ServiceAccount, bound to its pod: the token and when to renew it.
+    async fn token_request(
+        &self,
+        it: &Issued,
+        audiences: Vec<String>,
+        expiration: i64,
+    ) -> Result<(String, SystemTime), TokenError> {
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &it.namespace);
         let req = TokenRequest {
             spec: TokenRequestSpec {
-                audiences: Vec::new(),
-                expiration_seconds: Some(EXPIRATION_SECONDS),
+                audiences,
+                expiration_seconds: Some(expiration),
                 bound_object_ref: Some(BoundObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Pod".into()),
@@ -188,14 +365,7 @@ impl Tokens {
             .ok_or_else(|| TokenError::NoToken(it.service_account.clone()))?;
         let expires = SystemTime::UNIX_EPOCH
             + Duration::from_secs(status.expiration_timestamp.0.as_second().max(0) as u64);
-        std::fs::create_dir_all(&it.dir)?;
-        write_atomic(&it.dir, "token", status.token.as_bytes())?;
-        write_atomic(&it.dir, "namespace", it.namespace.as_bytes())?;
-        if let Some(ca) = &self.ca_pem {
-            write_atomic(&it.dir, "ca.crt", ca.as_bytes())?;
-        }
-        it.refresh_at = refresh_time(now, expires);
-        Ok(())
+        Ok((status.token, refresh_time(now, expires)))
     }
 
     /// Tells the pod's failure to get its token in a Warning Event (`FailedMount`, as the kubelet's),
@@ -232,6 +402,7 @@ impl Tokens {
                     .filter_map(|p| p.uid())
                     .collect();
                 self.lock().retain(|uid, _| live.contains(uid));
+                self.projected_lock().retain(|uid, _| live.contains(uid));
             }
             let now = SystemTime::now();
             let due: Vec<Issued> = self
@@ -250,6 +421,37 @@ impl Tokens {
                         }
                     }
                     Err(e) => warn!(pod = %it.pod, error = %e, "could not renew the service account token"),
+                }
+            }
+            self.renew_projected(now).await;
+        }
+    }
+}
+
+impl Tokens {
+    /// Renews the projected tokens due at `now` and announces each pod whose tokens changed.
+    async fn renew_projected(&self, now: SystemTime) {
+        let due: Vec<(Issued, Projection)> = self
+            .projected_lock()
+            .values()
+            .flat_map(|held| {
+                held.tokens
+                    .iter()
+                    .filter(|(_, t)| t.refresh_at <= now)
+                    .map(|(p, _)| (held.who.clone(), p.clone()))
+            })
+            .collect();
+        for (who, p) in due {
+            match self.request(&who, &p).await {
+                Ok(token) => {
+                    debug!(pod = %who.pod, volume = %p.volume, "projected service account token renewed");
+                    if let Some(held) = self.projected_lock().get_mut(&who.pod_uid) {
+                        held.tokens.insert(p, token);
+                    }
+                    let _ = self.renewed.send(who.pod_uid.clone());
+                }
+                Err(e) => {
+                    warn!(pod = %who.pod, volume = %p.volume, error = %e, "could not renew the projected service account token")
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! A pod's volumes, as the kubelet's volume manager sets them up before any container starts:
 //! `configMap`, `secret`, `downwardAPI` (labels, annotations, name, namespace, uid), `projected` (those
-//! sources; the token source only in the `kube-api-access-*` volume, whose files `super::sa_token` keeps)
-//! and `emptyDir` (on disk; `medium: Memory` a tmpfs of its `sizeLimit`, which needs root).
+//! sources and `serviceAccountToken`, whose tokens `super::sa_token` requests and renews; the
+//! `kube-api-access-*` volume is the ServiceAccount directory `super::sa_token` keeps itself) and
+//! `emptyDir` (on disk; `medium: Memory` a tmpfs of its `sizeLimit`, which needs root).
 //!
 //! Each lives in `<root>/pods/<uid>/volumes/<name>/` (as root a tmpfs for all but `configMap` ones, as
 //! the kubelet keeps Secrets off the disk), written as the kubelet's `AtomicWriter` writes
@@ -12,8 +13,8 @@
 //! mounts in its own mount namespace (`crate::pod_identity::Sandbox`); without root the containers find
 //! each volume's directory in `SVCNET_VOLUME_<NAME>`.
 //!
-//! Any other volume type (hostPath, persistentVolumeClaim, csi, nfs, …), a token source elsewhere, a
-//! `volumeMount` naming no volume and `subPathExpr` are refused in the kubelet's words: the pod does not
+//! Any other volume type (hostPath, persistentVolumeClaim, csi, nfs, …), a `clusterTrustBundle` or
+//! `podCertificate` projection, a `volumeMount` naming no volume and `subPathExpr` are refused in the kubelet's words: the pod does not
 //! start and a Warning Event says why. Nothing runs as if a volume were there.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMapProjection, DownwardAPIVolumeFile, KeyToPath, Pod, SecretProjection, Volume,
 };
 
+use super::sa_token::ProjectedTokens;
 use crate::pod_identity::BindMount;
 use crate::runner::{Lookup, ObjectKind, ObjectSource};
 
@@ -112,12 +114,14 @@ fn volume_type(v: &Volume) -> String {
 }
 
 /// Sets up every volume of `pod` under `pod_dir/volumes/` (writing what changed) and computes each
-/// container's mounts. `sa_dir` is the ServiceAccount directory, if the pod has one.
+/// container's mounts. `sa_dir` is the ServiceAccount directory, if the pod has one; `tokens` the
+/// tokens of its projected volumes.
 pub(super) fn setup(
     pod: &Pod,
     pod_dir: &Path,
     objects: &dyn ObjectSource,
     sa_dir: Option<&Path>,
+    tokens: &ProjectedTokens,
 ) -> Result<PodVolumes, VolumeError> {
     let mut out = PodVolumes::default();
     let Some(spec) = pod.spec.as_ref() else {
@@ -136,7 +140,7 @@ pub(super) fn setup(
         let dir = pod_dir
             .join("volumes")
             .join(crate::runner::safe_component(&v.name));
-        match content(pod, v, objects)? {
+        match content(pod, v, objects, tokens)? {
             Content::Token => {
                 let sa = sa_dir.ok_or_else(|| {
                     setup_error(
@@ -337,7 +341,12 @@ pub(super) fn make_mount_points(mounts: &[BindMount]) -> io::Result<()> {
 }
 
 /// The content of one volume.
-fn content(pod: &Pod, v: &Volume, objects: &dyn ObjectSource) -> Result<Content, VolumeError> {
+fn content(
+    pod: &Pod,
+    v: &Volume,
+    objects: &dyn ObjectSource,
+    tokens: &ProjectedTokens,
+) -> Result<Content, VolumeError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = v.name.as_str();
     if let Some(e) = &v.empty_dir {
@@ -385,17 +394,17 @@ fn content(pod: &Pod, v: &Volume, objects: &dyn ObjectSource) -> Result<Content,
     } else if let Some(p) = &v.projected {
         let mode = p.default_mode.unwrap_or(DEFAULT_MODE);
         let sources = p.sources.iter().flatten();
-        if sources.clone().any(|s| s.service_account_token.is_some()) {
-            if name.starts_with(TOKEN_VOLUME_PREFIX) {
-                return Ok(Content::Token);
-            }
-            return Err(setup_error(
-                name,
-                "svcnet's node agent gives a serviceAccountToken source only in the kube-api-access volume the ServiceAccount admission adds",
-            ));
+        if name.starts_with(TOKEN_VOLUME_PREFIX) && sources.clone().any(|s| s.service_account_token.is_some())
+        {
+            return Ok(Content::Token);
         }
         for s in sources {
-            if let Some(cm) = &s.config_map {
+            if let Some(t) = &s.service_account_token {
+                let token = tokens
+                    .get(&(name.to_string(), t.path.clone()))
+                    .ok_or_else(|| setup_error(name, "failed to fetch token: none was requested"))?;
+                files.insert(t.path.clone(), (token.as_bytes().to_vec(), (mode as u32) & 0o777));
+            } else if let Some(cm) = &s.config_map {
                 config_map(&mut files, name, ns, cm, mode, objects)?;
             } else if let Some(sec) = &s.secret {
                 secret(&mut files, name, ns, sec, mode, objects)?;
@@ -826,7 +835,7 @@ mod tests {
         }
         let _detach = Detach(tmp.path());
         let objects = crate::runner::NoObjects::default();
-        let vols = setup(&pod, tmp.path(), &objects, None).unwrap();
+        let vols = setup(&pod, tmp.path(), &objects, None, &ProjectedTokens::new()).unwrap();
         let dir = &vols.dirs[0].1;
         assert_eq!(
             std::fs::read_to_string(dir.join("labels")).unwrap(),
@@ -844,7 +853,9 @@ mod tests {
                 .unwrap(),
         ]);
         assert_eq!(
-            setup(&host, tmp.path(), &objects, None).unwrap_err().to_string(),
+            setup(&host, tmp.path(), &objects, None, &ProjectedTokens::new())
+                .unwrap_err()
+                .to_string(),
             "MountVolume.SetUp failed for volume \"info\" : svcnet's node agent does not support hostPath volumes (it supports configMap, secret, downwardAPI, projected and emptyDir)"
         );
         let mut cm = pod.clone();
@@ -853,13 +864,17 @@ mod tests {
                 .unwrap(),
         ]);
         assert_eq!(
-            setup(&cm, tmp.path(), &objects, None).unwrap_err().to_string(),
+            setup(&cm, tmp.path(), &objects, None, &ProjectedTokens::new())
+                .unwrap_err()
+                .to_string(),
             "MountVolume.SetUp failed for volume \"info\" : configmap \"cfg\" not found"
         );
         let mut none = pod.clone();
         none.spec.as_mut().unwrap().volumes = None;
         assert_eq!(
-            setup(&none, tmp.path(), &objects, None).unwrap_err().to_string(),
+            setup(&none, tmp.path(), &objects, None, &ProjectedTokens::new())
+                .unwrap_err()
+                .to_string(),
             "Error: cannot find volume \"info\" to mount into container \"c\""
         );
     }
