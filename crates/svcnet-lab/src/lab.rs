@@ -72,12 +72,25 @@ fn check_name(name: &str) -> Result<(), LabError> {
     }
 }
 
-/// The last `n` lines of a log file, as an error's detail.
+/// The last `n` lines of a log file, as an error's detail; when the process ended with an error and a
+/// backtrace longer than that, the error's own lines come first (the backtrace alone says nothing).
 fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(n)..].join("\n");
-    format!("\n{} (last lines):\n{tail}", path.display())
+    let from = lines.len().saturating_sub(n);
+    let error = lines[..from]
+        .iter()
+        .rposition(|l| l.starts_with("Error:"))
+        .map(|at| {
+            let end = lines[at..from]
+                .iter()
+                .position(|l| l.trim().is_empty() || l.starts_with("Stack backtrace:"))
+                .map_or(from, |i| at + i);
+            format!("{}\n…\n", lines[at..end.min(at + 10)].join("\n"))
+        })
+        .unwrap_or_default();
+    let tail = lines[from..].join("\n");
+    format!("\n{} (last lines):\n{error}{tail}", path.display())
 }
 
 /// Polls `f` every 20 ms until it gives a value or `timeout` passes.
@@ -825,5 +838,31 @@ impl std::fmt::Display for Status {
             )?;
         }
         write!(f, "{:<10} {:<14}", "client", topology::CLIENT_IP)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_tail_keeps_the_error_above_a_long_backtrace() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("node1.log");
+        let mut text =
+            String::from("starting\nError: joining the cluster: Unauthorized\n\nStack backtrace:\n");
+        for i in 0..40 {
+            text.push_str(&format!("  {i}: frame\n"));
+        }
+        std::fs::write(&log, text).unwrap();
+        let tail = log_tail(&log, 5);
+        assert!(
+            tail.contains("Error: joining the cluster: Unauthorized"),
+            "{tail}"
+        );
+        assert!(tail.ends_with("  39: frame"), "{tail}");
+        assert!(!tail.contains("Stack backtrace"), "{tail}");
+        std::fs::write(&log, "one\ntwo\n").unwrap();
+        assert!(log_tail(&log, 5).ends_with("(last lines):\none\ntwo"));
     }
 }

@@ -47,6 +47,10 @@ pub struct JoinArgs {
     /// How long to wait for the certificate to be approved and signed.
     #[arg(long, default_value = "300", value_name = "SECONDS")]
     pub bootstrap_timeout: u64,
+    /// How long to keep trying to find the cluster (kubeadm's `--discovery-timeout`): the API server
+    /// may not answer yet, or not have signed a token it just made.
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    pub discovery_timeout: u64,
 }
 
 /// Where a node keeps its own credential: a kubeconfig naming a PEM file that holds its certificate and
@@ -131,7 +135,14 @@ pub async fn node_kubeconfig(data_dir: &Path, node: &str, args: &JoinArgs) -> Re
     let (id, secret) = svcnet_apiserver::bootstrap_token::parse(token).ok_or_else(|| {
         anyhow!("--token {token:?} is not a bootstrap token: want [a-z0-9]{{6}}.[a-z0-9]{{16}}")
     })?;
-    let ca_pem = discover(server, id, secret, &args.ca_cert_hash).await?;
+    let ca_pem = discover(
+        server,
+        id,
+        secret,
+        &args.ca_cert_hash,
+        Duration::from_secs(args.discovery_timeout),
+    )
+    .await?;
     let client = client_for(server, &ca_pem, Credential::Token(token))?;
     let (cert_pem, key_pem) = request_certificate(&client, node, Duration::from_secs(args.bootstrap_timeout))
         .await
@@ -141,10 +152,38 @@ pub async fn node_kubeconfig(data_dir: &Path, node: &str, args: &JoinArgs) -> Re
     Ok(kc)
 }
 
+/// How often discovery is tried again (kubeadm waits 5 s; a token just made is signed within a second).
+const DISCOVERY_RETRY: Duration = Duration::from_secs(1);
+
 /// kubeadm's discovery by token: the cluster CA (PEM), once the signature and the hash check out.
-pub async fn discover(server: &str, id: &str, secret: &str, pins: &[String]) -> Result<String> {
+/// As kubeadm's, it keeps trying for `timeout` while the API server cannot be read or has not signed
+/// the token yet (the bootstrap signer signs a new token a moment after it is made); a signature or CA
+/// hash that does not check out fails at once.
+pub async fn discover(
+    server: &str,
+    id: &str,
+    secret: &str,
+    pins: &[String],
+    timeout: Duration,
+) -> Result<String> {
     let uri: http::Uri = server.parse().with_context(|| format!("--server {server:?}"))?;
-    let mut cfg = kube::Config::new(uri);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let err = match cluster_info(&uri, server, id).await {
+            Ok((kubeconfig, jws)) => return trust(&kubeconfig, &jws, id, secret, pins),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + DISCOVERY_RETRY > deadline {
+            return Err(err.context(format!("discovery gave up after {} s", timeout.as_secs())));
+        }
+        warn!(error = %format!("{err:#}"), "discovery: retrying");
+        tokio::time::sleep(DISCOVERY_RETRY).await;
+    }
+}
+
+/// The cluster-info kubeconfig and the token's JWS of it, as the server shows them now.
+async fn cluster_info(uri: &http::Uri, server: &str, id: &str) -> Result<(String, String)> {
+    let mut cfg = kube::Config::new(uri.clone());
     // Nothing is trusted yet: the answer is checked by the token's signature and the CA's hash.
     cfg.accept_invalid_certs = true;
     let client = kube::Client::try_from(cfg)?;
@@ -153,15 +192,20 @@ pub async fn discover(server: &str, id: &str, secret: &str, pins: &[String]) -> 
         .get(name)
         .await
         .with_context(|| format!("reading {ns}/{name} from {server}"))?;
-    let data = cm.data.unwrap_or_default();
+    let mut data = cm.data.unwrap_or_default();
     let kubeconfig = data
-        .get(KUBECONFIG_KEY)
+        .remove(KUBECONFIG_KEY)
         .ok_or_else(|| anyhow!("there is no {KUBECONFIG_KEY} in the {name} ConfigMap"))?;
-    let Some(jws) = data.get(&format!("{JWS_PREFIX}{id}")) else {
+    let Some(jws) = data.remove(&format!("{JWS_PREFIX}{id}")) else {
         bail!(
             "there is no JWS signed token in the {name} ConfigMap. This token id {id:?} is invalid for this cluster, can't connect"
         );
     };
+    Ok((kubeconfig, jws))
+}
+
+/// The cluster CA of a cluster-info kubeconfig, if the token signed it and the CA has a pinned hash.
+fn trust(kubeconfig: &str, jws: &str, id: &str, secret: &str, pins: &[String]) -> Result<String> {
     if !bootstrap_signer::verify_detached(jws, kubeconfig, id, secret) {
         bail!("failed to verify JWS signature of received cluster info object, can't trust this API Server");
     }

@@ -68,6 +68,8 @@ fn join_fails(c: &Cluster, name: &str, args: &[String]) -> String {
     let mut all: Vec<String> = args.to_vec();
     all.extend(node_flags(name));
     all.extend(["--bootstrap-timeout".into(), "10".into()]);
+    // Discovery keeps trying while the token is unknown (it may be signed any moment): briefly here.
+    all.extend(["--discovery-timeout".into(), "3".into()]);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut agent = Agent::start_with(SVCNET, &dir, &refs);
     let status = agent.exited_within(Duration::from_secs(30));
