@@ -96,8 +96,10 @@ impl Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let pki = tmp.path().join("pki");
         std::fs::create_dir_all(&pki).expect("pki dir");
-        for f in ["ca.crt", "ca.key", "token"] {
-            std::fs::copy(first.dir.join("pki").join(f), pki.join(f)).expect("copy the CA and token");
+        // One CA, ServiceAccount signing key and token for all, as kubeadm copies them between
+        // control-plane nodes (a token one server issued is good on every one).
+        for f in ["ca.crt", "ca.key", "sa.key", "token"] {
+            std::fs::copy(first.dir.join("pki").join(f), pki.join(f)).expect("copy the CA, key and token");
         }
         Self::start_in(tmp, bin.as_ref(), &[], extra, false, "127.0.0.1:0")
     }

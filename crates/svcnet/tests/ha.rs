@@ -423,7 +423,7 @@ fn an_agent_moves_to_another_api_server_and_endpoints_keep_following_pods() {
     // It comes first in the agent's list, and the agent's balancer must pass it by.
     let waiting_dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(waiting_dir.path().join("pki")).unwrap();
-    for f in ["ca.crt", "ca.key", "token"] {
+    for f in ["ca.crt", "ca.key", "sa.key", "token"] {
         std::fs::copy(a.dir.join("pki").join(f), waiting_dir.path().join("pki").join(f)).unwrap();
     }
     let waiting_port = net::free_port("127.0.0.1");
