@@ -199,6 +199,24 @@ impl Election {
     }
 }
 
+/// What a controller's loop ends with: nothing (its watches ended), or an error to report.
+pub trait Ended {
+    /// The outcome as the supervisor takes it.
+    fn into_result(self) -> Result<()>;
+}
+
+impl Ended for () {
+    fn into_result(self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<E: Into<anyhow::Error>> Ended for std::result::Result<(), E> {
+    fn into_result(self) -> Result<()> {
+        self.map_err(Into::into)
+    }
+}
+
 /// Hands out one gate per controller: open at once without leader election, else once this instance
 /// holds the controller's Lease (the election runs supervised, named after the Lease).
 pub struct Elector {
@@ -221,6 +239,26 @@ impl Elector {
                 None
             },
         })
+    }
+
+    /// Runs `controller` as the supervised task `name` once this instance holds `lease` (at once
+    /// without election): the shape of every leader-elected loop of `up`. A controller ends only when
+    /// its watches do, which the supervisor reports as it reports any task that stops.
+    pub fn spawn_elected<F>(
+        &self,
+        supervisor: &crate::supervise::Supervisor,
+        name: &'static str,
+        lease: &'static str,
+        controller: F,
+    ) where
+        F: std::future::Future + Send + 'static,
+        F::Output: Ended,
+    {
+        let gate = self.gate(supervisor, lease);
+        supervisor.spawn(name, async move {
+            wait(gate).await;
+            controller.await.into_result()
+        });
     }
 
     /// The gate of the controller whose Lease is `lease`.

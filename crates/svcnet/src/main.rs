@@ -844,21 +844,21 @@ async fn up(args: UpArgs) -> Result<()> {
         clients.get(svcnet_controllers::identity::CERTIFICATE),
         signer,
     );
-    let gate = elector.gate(&supervisor, "svcnet-certificate-controllers");
-    supervisor.spawn("certificate-controllers", async move {
-        leader::wait(gate).await;
-        certificates.await?;
-        Ok(())
-    });
+    elector.spawn_elected(
+        &supervisor,
+        "certificate-controllers",
+        "svcnet-certificate-controllers",
+        certificates,
+    );
     let bootstrap_signer = svcnet_controllers::bootstrap_signer::run_bootstrap_signer(
         clients.get(svcnet_controllers::identity::BOOTSTRAP_SIGNER),
     );
-    let gate = elector.gate(&supervisor, "svcnet-bootstrap-signer");
-    supervisor.spawn("bootstrap-signer", async move {
-        leader::wait(gate).await;
-        bootstrap_signer.await;
-        Ok(())
-    });
+    elector.spawn_elected(
+        &supervisor,
+        "bootstrap-signer",
+        "svcnet-bootstrap-signer",
+        bootstrap_signer,
+    );
     // The allocation repair and ServiceCIDR loops (kube-apiserver's repair controllers,
     // kube-controller-manager's servicecidrs controller), gated like the others.
     let repair = svcnet_apiserver::repair::RepairConfig {
@@ -886,50 +886,45 @@ async fn up(args: UpArgs) -> Result<()> {
             eviction: args.lifecycle.eviction(),
         },
     );
-    let gate = elector.gate(&supervisor, "svcnet-node-controller");
-    supervisor.spawn("node-controllers", async move {
-        leader::wait(gate).await;
-        nodes.await;
-        Ok(())
-    });
+    elector.spawn_elected(&supervisor, "node-controllers", "svcnet-node-controller", nodes);
     let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(
         clients.get(svcnet_controllers::identity::SERVICE_ACCOUNT),
         manager.clone(),
     );
-    let gate = elector.gate(&supervisor, "svcnet-serviceaccount-controller");
-    supervisor.spawn("serviceaccount-controller", async move {
-        leader::wait(gate).await;
-        accounts.await;
-        Ok(())
-    });
+    elector.spawn_elected(
+        &supervisor,
+        "serviceaccount-controller",
+        "svcnet-serviceaccount-controller",
+        accounts,
+    );
     let aggregation = svcnet_controllers::clusterrole_aggregation::run_clusterrole_aggregation_controller(
         clients.get(svcnet_controllers::identity::CLUSTERROLE_AGGREGATION),
         manager.clone(),
     );
-    let gate = elector.gate(&supervisor, "svcnet-clusterrole-aggregation-controller");
-    supervisor.spawn("clusterrole-aggregation-controller", async move {
-        leader::wait(gate).await;
-        aggregation.await;
-        Ok(())
-    });
+    elector.spawn_elected(
+        &supervisor,
+        "clusterrole-aggregation-controller",
+        "svcnet-clusterrole-aggregation-controller",
+        aggregation,
+    );
     let root_ca = svcnet_controllers::root_ca::run_root_ca_cert_publisher(
         clients.get(svcnet_controllers::identity::ROOT_CA_CERT_PUBLISHER),
         manager.clone(),
         creds.ca_pem.clone(),
     );
-    let gate = elector.gate(&supervisor, "svcnet-root-ca-cert-publisher");
-    supervisor.spawn("root-ca-cert-publisher", async move {
-        leader::wait(gate).await;
-        root_ca.await;
-        Ok(())
-    });
+    elector.spawn_elected(
+        &supervisor,
+        "root-ca-cert-publisher",
+        "svcnet-root-ca-cert-publisher",
+        root_ca,
+    );
     let workloads = svcnet_controllers::run_workload_controllers(clients.clone(), informers.clone());
-    let gate = elector.gate(&supervisor, "svcnet-workload-controller");
-    supervisor.spawn("workload-controllers", async move {
-        leader::wait(gate).await;
-        workloads.await;
-        Ok(())
-    });
+    elector.spawn_elected(
+        &supervisor,
+        "workload-controllers",
+        "svcnet-workload-controller",
+        workloads,
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     let es_metrics = svcnet_controllers::endpointslice::EndpointSliceMetrics::new(&mut registry);
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
@@ -1029,12 +1024,12 @@ async fn up(args: UpArgs) -> Result<()> {
             ..Default::default()
         },
     );
-    let gate = elector.gate(&supervisor, "svcnet-endpointslice-controller");
-    supervisor.spawn("endpointslice-controllers", async move {
-        leader::wait(gate).await;
-        slices.await;
-        Ok(())
-    });
+    elector.spawn_elected(
+        &supervisor,
+        "endpointslice-controllers",
+        "svcnet-endpointslice-controller",
+        slices,
+    );
     // With --stop-pods-on-exit the local node goes away with `up`: on shutdown its agent stops the pods
     // before the process exits. Without, the pods keep running for the next `up` to adopt.
     let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1080,12 +1075,8 @@ async fn up(args: UpArgs) -> Result<()> {
             clients.get(svcnet_controllers::identity::LB_IPAM),
             informers.services.clone(),
         );
-        let gate = elector.gate(&supervisor, "svcnet-lb-ipam");
-        supervisor.spawn("lb-ipam", async move {
-            leader::wait(gate).await;
-            svcnet_controllers::run_lb_ipam(client, services, ipam).await?;
-            Ok(())
-        });
+        let lb_ipam = svcnet_controllers::run_lb_ipam(client, services, ipam);
+        elector.spawn_elected(&supervisor, "lb-ipam", "svcnet-lb-ipam", lb_ipam);
     }
     info!(api = %addr, data_dir = %data_dir.display(), "svcnet is up");
     println!(
