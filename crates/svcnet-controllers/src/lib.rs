@@ -36,7 +36,7 @@ pub use lb_ipam::{Error, LbIpamConfig, run_lb_ipam};
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use svcnet_informer::Informer;
 
 /// The identities the controllers run as: the ServiceAccounts in `kube-system` that
@@ -128,6 +128,9 @@ pub struct SharedInformers {
     pub nodes: Informer<Node>,
     /// Every Service (without managed fields).
     pub services: Informer<Service>,
+    /// Every namespace (without managed fields): the service-account controller and the
+    /// root-ca-cert-publisher each keep an object in every active one.
+    pub namespaces: Informer<Namespace>,
     /// The client the shared watches run through (kube-controller-manager's own identity, which may
     /// list and watch everything); a controller starts watches of kinds its own role may not list
     /// through it, as kube's controllers take those from the shared informer factory.
@@ -142,6 +145,7 @@ impl SharedInformers {
         s.pods.spawn(kube::Api::all(client.clone()));
         s.nodes.spawn(kube::Api::all(client.clone()));
         s.services.spawn(kube::Api::all(client.clone()));
+        s.namespaces.spawn(kube::Api::all(client.clone()));
         Self {
             watcher: Some(client.clone()),
             ..s
@@ -159,6 +163,7 @@ impl SharedInformers {
             pods: Informer::new(trim_shared_pod),
             nodes: Informer::new(trim_managed_fields),
             services: Informer::new(trim_managed_fields),
+            namespaces: Informer::new(trim_managed_fields),
             watcher: None,
         }
     }

@@ -78,14 +78,14 @@ pub fn desired(namespace: &str, ca_pem: &str, current: Option<&ConfigMap>) -> Op
 /// Runs the controller until the watches end: namespaces (every event) and the `kube-root-ca.crt`
 /// ConfigMaps (changes and deletions) queue their namespace, and each queued namespace that is active
 /// gets [`desired`]'s write through `client` (kube's `system:controller:root-ca-cert-publisher`, which
-/// may only create and update ConfigMaps). Both kinds are watched through `watcher`, the controller
-/// manager's shared view; `ca_pem` is the bundle to publish (kube-controller-manager's `--root-ca-file`).
-pub async fn run_root_ca_cert_publisher(client: Client, watcher: Client, ca_pem: String) {
-    let namespaces: Informer<Namespace> = Informer::new(crate::trim_managed_fields);
+/// may only create and update ConfigMaps). Namespaces come from the shared informers, the ConfigMaps
+/// are watched through their client (the controller manager's view); `ca_pem` is the bundle to publish
+/// (kube-controller-manager's `--root-ca-file`).
+pub async fn run_root_ca_cert_publisher(client: Client, informers: crate::SharedInformers, ca_pem: String) {
+    let namespaces = &informers.namespaces;
     let maps: Informer<ConfigMap> = Informer::new(crate::trim_managed_fields);
-    namespaces.spawn(Api::all(watcher.clone()));
     maps.spawn_with(
-        Api::all(watcher),
+        Api::all(informers.watcher_or(&client)),
         kube::runtime::watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP}")),
     );
     let (ns_store, cm_store) = (namespaces.store(), maps.store());

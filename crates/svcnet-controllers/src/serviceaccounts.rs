@@ -2,7 +2,7 @@
 //! named `default`, created with the namespace and again if it is deleted. (svcnet issues no tokens for
 //! it yet; pods name it in `spec.serviceAccountName`, which the API server defaults to `default`.)
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -17,14 +17,14 @@ pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 /// and its cache has none.
 ///
 /// It creates through `client` (kube's `system:controller:service-account-controller` may only create
-/// ServiceAccounts) and watches through `watcher` (kube's controller reads both kinds from the shared
-/// informer factory, as kube-controller-manager itself).
-pub async fn run_service_account_controller(client: Client, watcher: Client) {
-    let namespaces: Informer<Namespace> = Informer::new(crate::trim_managed_fields);
+/// ServiceAccounts), reads namespaces from the shared informers and watches ServiceAccounts through
+/// their client (kube's controller reads both kinds from the shared informer factory, as
+/// kube-controller-manager itself).
+pub async fn run_service_account_controller(client: Client, informers: crate::SharedInformers) {
+    let namespaces = &informers.namespaces;
     let accounts: Informer<ServiceAccount> = Informer::new(crate::trim_managed_fields);
-    namespaces.spawn(Api::all(watcher.clone()));
     accounts.spawn_with(
-        Api::all(watcher),
+        Api::all(informers.watcher_or(&client)),
         kube::runtime::watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
     );
     let mut ns_events = namespaces.subscribe();

@@ -889,7 +889,7 @@ async fn up(args: UpArgs) -> Result<()> {
     elector.spawn_elected(&supervisor, "node-controllers", "svcnet-node-controller", nodes);
     let accounts = svcnet_controllers::serviceaccounts::run_service_account_controller(
         clients.get(svcnet_controllers::identity::SERVICE_ACCOUNT),
-        manager.clone(),
+        informers.clone(),
     );
     elector.spawn_elected(
         &supervisor,
@@ -909,7 +909,7 @@ async fn up(args: UpArgs) -> Result<()> {
     );
     let root_ca = svcnet_controllers::root_ca::run_root_ca_cert_publisher(
         clients.get(svcnet_controllers::identity::ROOT_CA_CERT_PUBLISHER),
-        manager.clone(),
+        informers.clone(),
         creds.ca_pem.clone(),
     );
     elector.spawn_elected(
