@@ -136,17 +136,40 @@ struct ProjectedToken {
 /// A pod's projected tokens, and whom they are for.
 #[derive(Debug, Clone)]
 struct ProjectedPod {
-    who: Issued,
+    who: Holder,
     tokens: BTreeMap<Projection, ProjectedToken>,
 }
 
-/// A token this agent holds for a pod: where it is written and when to renew it.
+/// Whom a pod's tokens are for: the pod they are bound to and its ServiceAccount.
 #[derive(Debug, Clone)]
-struct Issued {
+struct Holder {
     namespace: String,
     pod: String,
     pod_uid: String,
     service_account: String,
+}
+
+impl Holder {
+    /// The pod `pod` (whose uid is `uid`) and the ServiceAccount it runs as (`default` if it names none).
+    fn of(pod: &Pod, uid: &str) -> Holder {
+        Holder {
+            namespace: pod.namespace().unwrap_or_else(|| "default".into()),
+            pod: pod.name_any(),
+            pod_uid: uid.to_string(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into()),
+        }
+    }
+}
+
+/// The `kube-api-access` token this agent holds for a pod: where it is written and when to renew it.
+#[derive(Debug, Clone)]
+struct Issued {
+    who: Holder,
     dir: PathBuf,
     refresh_at: SystemTime,
 }
@@ -212,19 +235,7 @@ impl Tokens {
         };
         let held = self.projected_lock().get(&uid).cloned();
         let mut held = held.unwrap_or_else(|| ProjectedPod {
-            who: Issued {
-                namespace: pod.namespace().unwrap_or_else(|| "default".into()),
-                pod: pod.name_any(),
-                pod_uid: uid.clone(),
-                service_account: pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.service_account_name.clone())
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "default".into()),
-                dir: PathBuf::new(),
-                refresh_at: SystemTime::now(),
-            },
+            who: Holder::of(pod, &uid),
             tokens: BTreeMap::new(),
         });
         for p in &wanted {
@@ -254,7 +265,7 @@ impl Tokens {
     }
 
     /// A token of `who`'s ServiceAccount bound to its pod, for a projection.
-    async fn request(&self, who: &Issued, p: &Projection) -> Result<ProjectedToken, TokenError> {
+    async fn request(&self, who: &Holder, p: &Projection) -> Result<ProjectedToken, TokenError> {
         let audiences = if p.audience.is_empty() {
             Vec::new()
         } else {
@@ -290,28 +301,18 @@ impl Tokens {
         if let Some(have) = self.lock().get(&uid) {
             return Ok(have.as_ref().map(|i| i.dir.clone()));
         }
-        let ns = pod.namespace().unwrap_or_else(|| "default".into());
-        let sa = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default".into());
         if !Self::automount(pod) {
             debug!(pod = %pod.name_any(), "no service account token volume: no token");
             self.lock().insert(uid, None);
             return Ok(None);
         }
         let mut issued = Issued {
-            namespace: ns,
-            pod: pod.name_any(),
-            pod_uid: uid.clone(),
-            service_account: sa,
+            who: Holder::of(pod, &uid),
             dir,
             refresh_at: SystemTime::now(),
         };
         self.issue(&mut issued).await?;
-        info!(pod = %issued.pod, service_account = %issued.service_account, "service account token written");
+        info!(pod = %issued.who.pod, service_account = %issued.who.service_account, "service account token written");
         let dir = issued.dir.clone();
         self.reported
             .lock()
@@ -323,10 +324,12 @@ impl Tokens {
 
     /// Requests a token bound to the pod and writes the files.
     async fn issue(&self, it: &mut Issued) -> Result<(), TokenError> {
-        let (token, refresh_at) = self.token_request(it, Vec::new(), EXPIRATION_SECONDS).await?;
+        let (token, refresh_at) = self
+            .token_request(&it.who, Vec::new(), EXPIRATION_SECONDS)
+            .await?;
         std::fs::create_dir_all(&it.dir)?;
         write_atomic(&it.dir, "token", token.as_bytes())?;
-        write_atomic(&it.dir, "namespace", it.namespace.as_bytes())?;
+        write_atomic(&it.dir, "namespace", it.who.namespace.as_bytes())?;
         if let Some(ca) = &self.ca_pem {
             write_atomic(&it.dir, "ca.crt", ca.as_bytes())?;
         }
@@ -337,7 +340,7 @@ impl Tokens {
     /// The TokenRequest for `it`'s ServiceAccount, bound to its pod: the token and when to renew it.
     async fn token_request(
         &self,
-        it: &Issued,
+        it: &Holder,
         audiences: Vec<String>,
         expiration: i64,
     ) -> Result<(String, SystemTime), TokenError> {
@@ -415,12 +418,14 @@ impl Tokens {
             for mut it in due {
                 match self.issue(&mut it).await {
                     Ok(()) => {
-                        debug!(pod = %it.pod, "service account token renewed");
-                        if let Some(Some(e)) = self.lock().get_mut(&it.pod_uid) {
+                        debug!(pod = %it.who.pod, "service account token renewed");
+                        if let Some(Some(e)) = self.lock().get_mut(&it.who.pod_uid) {
                             e.refresh_at = it.refresh_at;
                         }
                     }
-                    Err(e) => warn!(pod = %it.pod, error = %e, "could not renew the service account token"),
+                    Err(e) => {
+                        warn!(pod = %it.who.pod, error = %e, "could not renew the service account token")
+                    }
                 }
             }
             self.renew_projected(now).await;
@@ -431,7 +436,7 @@ impl Tokens {
 impl Tokens {
     /// Renews the projected tokens due at `now` and announces each pod whose tokens changed.
     async fn renew_projected(&self, now: SystemTime) {
-        let due: Vec<(Issued, Projection)> = self
+        let due: Vec<(Holder, Projection)> = self
             .projected_lock()
             .values()
             .flat_map(|held| {
