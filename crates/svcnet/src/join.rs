@@ -167,9 +167,13 @@ pub async fn discover(
     timeout: Duration,
 ) -> Result<String> {
     let uri: http::Uri = server.parse().with_context(|| format!("--server {server:?}"))?;
+    let mut cfg = kube::Config::new(uri);
+    // Nothing is trusted yet: the answer is checked by the token's signature and the CA's hash.
+    cfg.accept_invalid_certs = true;
+    let client = kube::Client::try_from(cfg)?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let err = match cluster_info(&uri, server, id).await {
+        let err = match cluster_info(&client, server, id).await {
             Ok((kubeconfig, jws)) => return trust(&kubeconfig, &jws, id, secret, pins),
             Err(e) => e,
         };
@@ -182,13 +186,9 @@ pub async fn discover(
 }
 
 /// The cluster-info kubeconfig and the token's JWS of it, as the server shows them now.
-async fn cluster_info(uri: &http::Uri, server: &str, id: &str) -> Result<(String, String)> {
-    let mut cfg = kube::Config::new(uri.clone());
-    // Nothing is trusted yet: the answer is checked by the token's signature and the CA's hash.
-    cfg.accept_invalid_certs = true;
-    let client = kube::Client::try_from(cfg)?;
+async fn cluster_info(client: &kube::Client, server: &str, id: &str) -> Result<(String, String)> {
     let (ns, name) = bootstrap_signer::CLUSTER_INFO;
-    let cm = Api::<ConfigMap>::namespaced(client, ns)
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get(name)
         .await
         .with_context(|| format!("reading {ns}/{name} from {server}"))?;
